@@ -1,0 +1,786 @@
+"""``MemoryBackend``: both faces of the contract, and all of its semantics, written once.
+
+Every public method validates its arguments, applies the ownership and idempotency rules,
+then calls one primitive (see :mod:`bruno_memstore.primitives`) through :meth:`_run`, which
+connects lazily, times out, retries transient failures, records metrics and translates driver
+errors. A backend implements only the primitives.
+
+Semantics (identical on every backend; the conformance suite checks them):
+
+* ``Message.id`` is the key: storing the same message again is a no-op; storing a *different*
+  message under a stored id raises :class:`ConflictError` and writes nothing.
+* Windows are chronological (oldest first) and hold the newest ``limit`` messages; equal
+  timestamps keep arrival order. ``retrieve_messages`` alone returns newest first, as
+  bruno-core documents it.
+* A conversation belongs to the user who first wrote to it. Reads are scoped to the user;
+  writing into another user's conversation raises :class:`OwnershipError`.
+* ``get_context`` accepts a session id or a conversation id and creates what is missing.
+* Search is relevance-ranked (BM25) over the user's messages and memory entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal, TypeVar
+
+from bruno_core.interfaces.memory import MemoryInterface
+from bruno_core.models.context import ConversationContext, SessionContext, UserContext
+from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryQuery, MemoryType
+from bruno_core.models.message import Message, MessageRole
+
+from .capabilities import REQUIRED, Capability
+from .errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CapabilityError,
+    ConflictError,
+    InvalidArgumentError,
+    MemstoreError,
+    NotFoundError,
+    OwnershipError,
+)
+from .metrics import Meter
+from .models import (
+    DEFAULT_USER,
+    MemoryFilter,
+    MessageRecord,
+    SearchHit,
+    SearchResult,
+    check_id,
+    check_limit,
+    memory_to_record,
+    message_to_record,
+    record_to_memory,
+    record_to_message,
+    record_to_session,
+    session_to_record,
+    to_us,
+    utcnow,
+)
+from .primitives import StoragePrimitives
+from .retry import RetryPolicy, retry_transient
+from .url import MemoryURL
+
+__all__ = ["ContextStrategy", "MemoryBackend", "SearchKind"]
+
+T = TypeVar("T")
+ContextStrategy = Literal["recent", "relevant"]
+SearchKind = Literal["message", "memory"]
+_ALL_KINDS: frozenset[str] = frozenset({"message", "memory"})
+_MAX_CONTEXT_WINDOW = 1000  # ConversationContext.max_messages upper bound
+_EPOCH = datetime(1970, 1, 1)
+
+
+class MemoryBackend(MemoryInterface, StoragePrimitives):
+    """A bruno-core memory: subclass it and implement the primitives.
+
+    Args:
+        context_window: messages ``get_context`` loads (the newest, oldest first).
+        operation_timeout: seconds each engine call may take (``None``: no limit).
+        retry: how transient engine failures are retried.
+    """
+
+    backend_name: ClassVar[str] = "abstract"
+    capabilities: ClassVar[frozenset[Capability]] = REQUIRED
+
+    def __init__(
+        self,
+        *,
+        context_window: int = 20,
+        operation_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        window = check_limit(context_window, "context_window")
+        assert window is not None
+        if window > _MAX_CONTEXT_WINDOW:
+            raise InvalidArgumentError("context_window", f"at most {_MAX_CONTEXT_WINDOW}")
+        if operation_timeout is not None and operation_timeout <= 0:
+            raise InvalidArgumentError("operation_timeout", "must be positive")
+        self.context_window = window
+        self.operation_timeout = operation_timeout
+        self.retry_policy = retry or RetryPolicy()
+        self._connected = False
+        self._connect_lock: asyncio.Lock | None = None
+        self._meter = Meter(self.backend_name)
+
+    # ================================================================ lifecycle
+
+    async def initialize(self) -> None:
+        """Connect and prepare the schema. Optional: every operation connects on first use."""
+        await self._ensure_connected()
+
+    async def shutdown(self) -> None:
+        """Close connections. The memory reconnects if used again."""
+        if self._connected:
+            self._connected = False
+            await self._close()
+        self._connect_lock = None
+
+    async def __aenter__(self: T) -> T:
+        await self.initialize()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the backend holds open connections."""
+        return self._connected
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> MemoryBackend:
+        """Build from a parsed URL (``open_memory`` calls this). Backends with options override."""
+        url.check_options(set())
+        return cls(**options)
+
+    def describe(self) -> str:
+        """Where the data lives, with any secret redacted (used in reprs and errors)."""
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+    def supports(self, capability: Capability) -> bool:
+        """Whether this backend declares ``capability``."""
+        return capability in self.capabilities
+
+    def require(self, capability: Capability, operation: str) -> None:
+        """Raise :class:`CapabilityError` unless the backend declares ``capability``."""
+        if capability not in self.capabilities:
+            raise CapabilityError(
+                f"{type(self).__name__} does not support {capability.value!r}; "
+                "compose it with a backend that does, e.g. "
+                "HybridMemory(cache=..., persistent=SQLiteMemory())",
+                backend=self.backend_name,
+                operation=operation,
+            )
+
+    async def _ensure_connected(self) -> None:
+        if self._connected:
+            return
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._connected:
+                return
+            try:
+                await self._connect()
+            except MemstoreError:
+                raise
+            except Exception as exc:
+                raise self._translate("connect", exc) from exc
+            self._connected = True
+
+    # ================================================================ the choke point
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        """Whether a driver error may succeed on retry. Backends override."""
+        return False
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        """Whether a driver error means the engine cannot be reached. Backends override."""
+        return isinstance(exc, (ConnectionError, OSError))
+
+    def _redact(self, text: str) -> str:
+        """Remove secrets from a message. Backends with credentials override."""
+        return text
+
+    def _translate(self, operation: str, exc: BaseException) -> MemstoreError:
+        self._meter.error(operation, exc)
+        if isinstance(exc, MemstoreError):
+            return exc
+        detail = self._redact(f"{type(exc).__name__}: {exc}")
+        where = self.describe()
+        if where:
+            detail = f"{detail} (at {where})"
+        kind: type[BackendError]
+        if isinstance(exc, TimeoutError):
+            kind = BackendTimeoutError
+        elif self._is_unavailable(exc):
+            kind = BackendUnavailableError
+        else:
+            kind = BackendError
+        err = kind(detail, backend=self.backend_name, operation=operation)
+        err.cause = exc
+        return err
+
+    async def _run(self, operation: str, call: Callable[[], Any]) -> Any:
+        """Run one primitive call with connect, timeout, retry, metrics and error mapping."""
+        if not self._connected:
+            await self._ensure_connected()
+        started = time.perf_counter()
+        try:
+            try:
+                result = await self._timed(call)
+            except MemstoreError:
+                raise
+            except Exception as exc:
+                if not self._is_transient(exc) or self.retry_policy.attempts <= 1:
+                    raise
+                result = await retry_transient(
+                    lambda: self._timed(call), self.retry_policy, self._is_transient
+                )
+        except MemstoreError as exc:
+            self._meter.error(operation, exc)
+            raise
+        except Exception as exc:
+            raise self._translate(operation, exc) from exc
+        self._meter.observe(operation, time.perf_counter() - started)
+        return result
+
+    async def _timed(self, call: Callable[[], Any]) -> Any:
+        if self.operation_timeout is None:
+            return await call()
+        async with asyncio.timeout(self.operation_timeout):
+            return await call()
+
+    # ================================================================ messages
+
+    async def store_message(  # type: ignore[override]
+        self,
+        message: Message,
+        *args: str,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        """Store one message (idempotent by ``message.id``).
+
+        Both call forms work: bruno-core's ``store_message(message, conversation_id)`` and the
+        guide's ``store_message(message, user_id, conversation_id)`` (keywords too). Without a
+        user, a new conversation is owned by ``message.metadata["user_id"]`` or ``"default"``.
+
+        Raises:
+            InvalidArgumentError: bad message or ids; nothing is written.
+            OwnershipError: the conversation belongs to another user.
+            ConflictError: a different message is stored under this id.
+        """
+        user_id, conversation_id = _store_args(args, user_id, conversation_id)
+        await self.store_messages([message], conversation_id=conversation_id, user_id=user_id)
+
+    async def store_messages(
+        self,
+        messages: Sequence[Message],
+        *,
+        conversation_id: str,
+        user_id: str | None = None,
+    ) -> int:
+        """Store many messages of one conversation in one atomic batch; return how many were new.
+
+        The arrival order of the batch is its order. Messages already stored (same id, same
+        content) are skipped; if any id names a different stored message, nothing is written.
+        """
+        conversation_id = check_id(conversation_id, "conversation_id")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidArgumentError("messages", "expected a sequence of Message")
+        records = [message_to_record(m, conversation_id) for m in messages]
+        if not records:
+            return 0
+        if len({r.id for r in records}) != len(records):
+            raise InvalidArgumentError("messages", "the batch repeats a message id")
+        self._check_records(records)
+        enforce = user_id is not None
+        if user_id is None:
+            hinted = messages[0].metadata.get("user_id")
+            user_id = hinted if isinstance(hinted, str) and hinted.strip() else DEFAULT_USER
+            user_id = check_id(user_id, "message.metadata.user_id")
+        owner: str = user_id
+        if len(records) > 1:
+            # Pre-check so a conflicting batch writes nothing at all.
+            found = await self._run(
+                "store_message", lambda: self._get_messages([r.id for r in records])
+            )
+            self._raise_on_conflict(records, found)
+        result = await self._run(
+            "store_message",
+            lambda: self._append_messages(conversation_id, owner, records, enforce_owner=enforce),
+        )
+        if result.existing_ids:
+            found = await self._run(
+                "store_message", lambda: self._get_messages(list(result.existing_ids))
+            )
+            self._raise_on_conflict(records, found)
+        return len(records) - len(result.existing_ids)
+
+    def _check_records(self, records: Sequence[MessageRecord]) -> None:
+        """Engine-specific refusals (e.g. NUL characters) before anything is written."""
+
+    @staticmethod
+    def _raise_on_conflict(records: Sequence[MessageRecord], found: Iterable[MessageRecord]):
+        mine = {r.id: r for r in records}
+        for old in found:
+            new = mine.get(old.id)
+            if new is not None and not _same_message(old, new):
+                raise ConflictError(
+                    f"message id {old.id} is already stored with different content or in "
+                    "another conversation; message ids are immutable"
+                )
+
+    async def retrieve_messages(
+        self, conversation_id: str, limit: int | None = None
+    ) -> list[Message]:
+        """The conversation's newest ``limit`` messages (all if ``None``), **newest first**."""
+        conversation_id = check_id(conversation_id, "conversation_id")
+        limit = check_limit(limit, allow_none=True)
+        records = await self._run(
+            "retrieve_messages",
+            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=limit),
+        )
+        return [record_to_message(r) for r in reversed(records)]
+
+    async def retrieve_context(
+        self,
+        user_id: str,
+        query: str | None = None,
+        limit: int = 10,
+        conversation_id: str | None = None,
+        *,
+        strategy: ContextStrategy = "recent",
+    ) -> list[Message]:
+        """Messages to put before the model, **oldest first**.
+
+        Args:
+            user_id: whose messages; never returns another user's.
+            query: the text the reply is about (used by ``strategy="relevant"``).
+            limit: at most this many messages.
+            conversation_id: restrict to one conversation (default: all of the user's).
+            strategy: ``"recent"`` — the newest ``limit``; ``"relevant"`` — the ``limit`` best
+                BM25 matches of ``query`` (the recent window when there is no query).
+        """
+        user_id = check_id(user_id, "user_id")
+        limit = check_limit(limit)
+        if conversation_id is not None:
+            conversation_id = check_id(conversation_id, "conversation_id")
+        if strategy not in ("recent", "relevant"):
+            raise InvalidArgumentError("strategy", "expected 'recent' or 'relevant'")
+        if query is not None and not isinstance(query, str):
+            raise InvalidArgumentError("query", "expected a string")
+        if strategy == "relevant" and query and query.strip():
+            results = await self.search(
+                user_id, query, limit=limit, kinds=("message",), conversation_id=conversation_id
+            )
+            msgs = [r.message for r in results if r.message is not None]
+            msgs.sort(key=lambda m: to_us(m.timestamp))
+            return msgs
+        records = await self._run(
+            "retrieve_context",
+            lambda: self._read_window(
+                conversation_id=conversation_id, user_id=user_id, limit=limit
+            ),
+        )
+        return [record_to_message(r) for r in records]
+
+    async def clear_history(self, conversation_id: str, keep_system_messages: bool = True) -> None:
+        """Delete the conversation's messages (system messages stay unless told otherwise)."""
+        conversation_id = check_id(conversation_id, "conversation_id")
+        if not isinstance(keep_system_messages, bool):
+            raise InvalidArgumentError("keep_system_messages", "expected a bool")
+        keep = frozenset({MessageRole.SYSTEM.value}) if keep_system_messages else frozenset()
+        await self._run("clear_history", lambda: self._delete_messages(conversation_id, keep))
+
+    async def clear_conversation(self, user_id: str, conversation_id: str) -> None:
+        """Delete the user's conversation: every message, its sessions, its search entries.
+
+        Raises:
+            OwnershipError: the conversation belongs to another user (nothing is deleted).
+        """
+        user_id = check_id(user_id, "user_id")
+        conversation_id = check_id(conversation_id, "conversation_id")
+        owner = await self._run(
+            "clear_conversation", lambda: self._conversation_owner(conversation_id)
+        )
+        if owner is None:
+            return
+        if owner != user_id:
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="clear_conversation",
+            )
+        await self._run(
+            "clear_conversation", lambda: self._delete_messages(conversation_id, frozenset())
+        )
+
+    # ================================================================ search
+
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 10,
+        kinds: Iterable[SearchKind] = ("message", "memory"),
+        conversation_id: str | None = None,
+    ) -> list[SearchResult]:
+        """Relevance-ranked search of one user's records, best first.
+
+        Scores are in [0, 1]: the best match scores 1.0 and the others relative to it.
+        """
+        self.require(Capability.FULL_TEXT, "search")
+        user_id = check_id(user_id, "user_id")
+        limit = check_limit(limit)
+        assert limit is not None
+        if not isinstance(query, str):
+            raise InvalidArgumentError("query", "expected a string")
+        if conversation_id is not None:
+            conversation_id = check_id(conversation_id, "conversation_id")
+        kind_set = frozenset(kinds)
+        if not kind_set or not kind_set <= _ALL_KINDS:
+            raise InvalidArgumentError("kinds", "expected 'message' and/or 'memory'")
+        if not query.strip():
+            return []
+        flt = MemoryFilter(user_id=user_id, now_us=to_us(utcnow()), limit=limit)
+        hits = await self._run(
+            "search",
+            lambda: self._text_search(
+                user_id,
+                query,
+                kinds=kind_set,
+                conversation_id=conversation_id,
+                limit=limit,
+                memory_filter=flt,
+            ),
+        )
+        return _to_results(hits)
+
+    async def search_messages(
+        self, query: str, user_id: str | None = None, limit: int = 10
+    ) -> list[Message]:
+        """The user's messages best matching ``query`` (BM25), best first.
+
+        ``user_id`` is required: search is always scoped to one user.
+        """
+        if user_id is None:
+            raise InvalidArgumentError("user_id", "search is scoped to one user; pass user_id")
+        results = await self.search(user_id, query, limit=limit, kinds=("message",))
+        return [r.message for r in results if r.message is not None]
+
+    async def search_memories(self, user_id: str, query: str, limit: int = 5) -> list[MemoryEntry]:
+        """The guide's semantic search: the user's messages and memory entries, best first.
+
+        Each result's ``metadata.custom_fields["search"]`` says ``kind`` (``"message"`` or
+        ``"memory"``) and ``score``; message hits come back as ``EPISODIC`` entries whose id
+        is the message id.
+        """
+        results = await self.search(user_id, query, limit=limit)
+        return [_result_to_entry(r, user_id) for r in results]
+
+    # ================================================================ memory entries
+
+    async def store_memory(self, memory_entry: MemoryEntry) -> None:
+        """Insert or replace a memory entry (by id).
+
+        Raises:
+            OwnershipError: the id belongs to another user's entry.
+        """
+        self.require(Capability.MEMORIES, "store_memory")
+        record = memory_to_record(memory_entry)
+        existing = await self._run("store_memory", lambda: self._get_memory(record.id))
+        if existing is not None and existing.user_id != record.user_id:
+            raise OwnershipError(
+                f"memory {record.id} belongs to another user",
+                backend=self.backend_name,
+                operation="store_memory",
+            )
+        await self._run("store_memory", lambda: self._put_memory(record))
+
+    async def retrieve_memories(self, query: MemoryQuery) -> list[MemoryEntry]:
+        """Entries matching every field of ``query``.
+
+        With ``query_text`` they are ranked by relevance and ``similarity_threshold`` drops
+        those scoring below it (scores in [0, 1], best = 1.0). Without it they come by
+        importance, then newest. Expired entries are left out unless ``include_expired``.
+        """
+        self.require(Capability.MEMORIES, "retrieve_memories")
+        if not isinstance(query, MemoryQuery):
+            raise InvalidArgumentError("query", "expected a bruno_core MemoryQuery")
+        user_id = check_id(query.user_id, "query.user_id")
+        flt = MemoryFilter(
+            user_id=user_id,
+            memory_types=tuple(MemoryType(t).value for t in query.memory_types),
+            categories=tuple(query.categories),
+            tags=tuple(query.tags),
+            min_confidence=query.min_confidence,
+            min_importance=query.min_importance,
+            include_expired=query.include_expired,
+            now_us=to_us(utcnow()),
+            limit=query.limit,
+        )
+        text = query.query_text
+        if text is not None and text.strip():
+            self.require(Capability.FULL_TEXT, "retrieve_memories")
+            hits = await self._run(
+                "retrieve_memories",
+                lambda: self._text_search(
+                    user_id,
+                    text,
+                    kinds=frozenset({"memory"}),
+                    conversation_id=None,
+                    limit=flt.limit,
+                    memory_filter=flt,
+                ),
+            )
+            results = _to_results(hits)
+            return [
+                r.memory
+                for r in results
+                if r.memory is not None and r.score >= query.similarity_threshold
+            ]
+        records = await self._run("retrieve_memories", lambda: self._query_memories(flt))
+        return [record_to_memory(r) for r in records]
+
+    async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> None:
+        """Delete a memory entry from every index. Deleting a missing id is a no-op.
+
+        With ``user_id``, refuses (``OwnershipError``) to delete another user's entry.
+        """
+        self.require(Capability.MEMORIES, "delete_memory")
+        memory_id = check_id(str(memory_id), "memory_id")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+            existing = await self._run("delete_memory", lambda: self._get_memory(memory_id))
+            if existing is None:
+                return
+            if existing.user_id != user_id:
+                raise OwnershipError(
+                    f"memory {memory_id} belongs to another user",
+                    backend=self.backend_name,
+                    operation="delete_memory",
+                )
+        await self._run("delete_memory", lambda: self._delete_memory(memory_id))
+
+    async def purge_expired(self) -> int:
+        """Delete memory entries whose ``expires_at`` has passed; return how many."""
+        self.require(Capability.MEMORIES, "purge_expired")
+        now = to_us(utcnow())
+        return int(await self._run("purge_expired", lambda: self._purge_expired(now)))
+
+    # ================================================================ sessions and context
+
+    async def create_session(
+        self, user_id: str, metadata: dict[str, Any] | None = None
+    ) -> SessionContext:
+        """Start a session, with a new conversation owned by ``user_id``."""
+        user_id = check_id(user_id, "user_id")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidArgumentError("metadata", "expected a dict")
+        session = SessionContext(user_id=user_id, metadata=dict(metadata or {}))
+        await self._save_session(session, "create_session")
+        return session
+
+    async def get_session(self, session_id: str) -> SessionContext | None:
+        """The session, or ``None`` when it does not exist."""
+        session_id = check_id(session_id, "session_id")
+        rec = await self._run("get_session", lambda: self._get_session(session_id))
+        return record_to_session(rec) if rec is not None else None
+
+    async def end_session(self, session_id: str) -> None:
+        """Mark a session ended (its messages stay).
+
+        Raises:
+            NotFoundError: no such session.
+        """
+        session = await self.get_session(session_id)
+        if session is None:
+            raise NotFoundError(
+                f"session {session_id!r} does not exist",
+                backend=self.backend_name,
+                operation="end_session",
+            )
+        if session.is_active:
+            session.end_session()
+            await self._save_session(session, "end_session")
+
+    async def _save_session(self, session: SessionContext, operation: str) -> None:
+        record = session_to_record(session)
+        await self._run(operation, lambda: self._put_session(record))
+
+    async def get_context(self, user_id: str, session_id: str | None = None) -> ConversationContext:
+        """The conversation context bruno-core's ``BaseAssistant`` asks for before each reply.
+
+        ``session_id`` may be a session id or a conversation id (``BaseAssistant`` passes its
+        conversation id here); what does not exist yet is created for ``user_id``. Without it,
+        the user's latest active session is continued, or a new one started. ``messages`` holds
+        the newest ``context_window`` messages, oldest first.
+        """
+        user_id = check_id(user_id, "user_id")
+        session = await self._resolve_session(user_id, session_id)
+        conv = session.conversation_id
+        records = await self._run(
+            "get_context",
+            lambda: self._read_window(
+                conversation_id=conv, user_id=None, limit=self.context_window
+            ),
+        )
+        return ConversationContext(
+            conversation_id=conv,
+            user=UserContext(user_id=user_id),
+            session=session,
+            messages=[record_to_message(r) for r in records],
+            max_messages=self.context_window,
+        )
+
+    async def _resolve_session(self, user_id: str, ref: str | None) -> SessionContext:
+        op = "get_context"
+        if ref is None:
+            rec = await self._run(op, lambda: self._latest_session(user_id, None, active_only=True))
+            if rec is not None:
+                return record_to_session(rec)
+            return await self.create_session(user_id)
+        ref = check_id(ref, "session_id")
+        rec = await self._run(op, lambda: self._get_session(ref))
+        if rec is not None:
+            if rec.user_id != user_id:
+                raise OwnershipError(
+                    f"session {ref!r} belongs to another user",
+                    backend=self.backend_name,
+                    operation=op,
+                )
+            return record_to_session(rec)
+        owner = await self._run(op, lambda: self._conversation_owner(ref))
+        if owner is not None and owner != user_id:
+            raise OwnershipError(
+                f"conversation {ref!r} belongs to another user",
+                backend=self.backend_name,
+                operation=op,
+            )
+        if owner is not None:
+            rec = await self._run(op, lambda: self._latest_session(user_id, ref, active_only=True))
+            if rec is not None:
+                return record_to_session(rec)
+        session = SessionContext(session_id=ref, user_id=user_id, conversation_id=ref)
+        await self._save_session(session, op)
+        return session
+
+    # ================================================================ users and statistics
+
+    async def get_statistics(self, user_id: str) -> dict[str, Any]:
+        """Counts for one user: messages (by role), conversations, sessions, memories."""
+        user_id = check_id(user_id, "user_id")
+        raw = await self._run("get_statistics", lambda: self._statistics(user_id))
+        first, last = raw.get("first_message_us"), raw.get("last_message_us")
+        return {
+            "user_id": user_id,
+            "backend": self.backend_name,
+            "total_messages": int(raw.get("messages", 0)),
+            "conversations": int(raw.get("conversations", 0)),
+            "sessions": int(raw.get("sessions", 0)),
+            "active_sessions": int(raw.get("active_sessions", 0)),
+            "memories": int(raw.get("memories", 0)),
+            "messages_by_role": dict(raw.get("messages_by_role", {})),
+            "first_message_at": _us_to_iso(first),
+            "last_message_at": _us_to_iso(last),
+        }
+
+    async def forget_user(self, user_id: str) -> dict[str, int]:
+        """Erase everything stored for the user (messages, sessions, memories, indexes)."""
+        self.require(Capability.LISTING, "forget_user")
+        user_id = check_id(user_id, "user_id")
+        return dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
+
+    async def export_batches(
+        self, kind: str, user_id: str | None = None
+    ) -> AsyncIterator[list[object]]:
+        """Batches of raw records of ``kind`` (see ``StoragePrimitives._export``)."""
+        self.require(Capability.LISTING, "export")
+        if kind not in ("conversations", "messages", "memories", "sessions"):
+            raise InvalidArgumentError("kind", f"unknown record kind {kind!r}")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        await self._ensure_connected()
+        try:
+            async for batch in self._export(kind, user_id):  # type: ignore[arg-type]
+                yield batch
+        except MemstoreError:
+            raise
+        except Exception as exc:
+            raise self._translate("export", exc) from exc
+
+
+# ==================================================================== helpers
+
+
+def _store_args(
+    args: tuple[str, ...], user_id: str | None, conversation_id: str | None
+) -> tuple[str | None, str]:
+    """Resolve both ``store_message`` call forms into ``(user_id, conversation_id)``."""
+    if len(args) > 2:
+        raise InvalidArgumentError("args", "store_message takes at most user_id, conversation_id")
+    if len(args) == 2:
+        if user_id is not None or conversation_id is not None:
+            raise InvalidArgumentError("args", "ids given both positionally and by keyword")
+        user_id, conversation_id = args
+    elif len(args) == 1:
+        if conversation_id is None:
+            conversation_id = args[0]
+        elif user_id is None:
+            user_id = args[0]
+        else:
+            raise InvalidArgumentError("args", "ids given both positionally and by keyword")
+    if conversation_id is None:
+        raise InvalidArgumentError("conversation_id", "is required")
+    return user_id, conversation_id
+
+
+def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
+    return (
+        a.conversation_id == b.conversation_id
+        and a.role == b.role
+        and a.content == b.content
+        and a.message_type == b.message_type
+        and a.ts_us == b.ts_us
+        and a.parent_id == b.parent_id
+        and (a.metadata == b.metadata or json.loads(a.metadata) == json.loads(b.metadata))
+    )
+
+
+def _to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
+    if not hits:
+        return []
+    best = max(h.score for h in hits)
+    out: list[SearchResult] = []
+    for h in hits:
+        score = h.score / best if best > 0 else 0.0
+        if h.message is not None:
+            out.append(SearchResult("message", score, message=record_to_message(h.message)))
+        elif h.memory is not None:
+            out.append(SearchResult("memory", score, memory=record_to_memory(h.memory)))
+    return out
+
+
+def _result_to_entry(result: SearchResult, user_id: str) -> MemoryEntry:
+    tag = {"kind": result.kind, "score": result.score}
+    if result.memory is not None:
+        entry = result.memory
+        entry.metadata.custom_fields["search"] = tag
+        return entry
+    msg = result.message
+    assert msg is not None
+    return MemoryEntry(
+        id=msg.id,
+        content=msg.content,
+        memory_type=MemoryType.EPISODIC,
+        user_id=user_id,
+        conversation_id=msg.conversation_id,
+        created_at=msg.timestamp,
+        updated_at=msg.timestamp,
+        last_accessed=msg.timestamp,
+        metadata=MemoryMetadata(
+            source="message",
+            category=msg.role.value,
+            custom_fields={"search": tag, "role": msg.role.value, "message_id": str(msg.id)},
+        ),
+    )
+
+
+def _us_to_iso(value: object) -> str | None:
+    if value is None:
+        return None
+    return (_EPOCH + timedelta(microseconds=int(value))).isoformat()  # type: ignore[call-overload]

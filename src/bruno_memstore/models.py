@@ -1,0 +1,365 @@
+"""Internal records that backends store, and their conversion to and from bruno-core models.
+
+Records are plain slotted dataclasses: the shared layer validates and serialises once, so a
+backend only moves strings and numbers. Timestamps travel twice: as exact ISO-8601 text (the
+round trip is exact, naive stays naive, offsets are kept) and as integer UTC microseconds (the
+sort key; naive datetimes are read as UTC, as bruno-core creates them with ``utcnow()``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from bruno_core.models.context import SessionContext
+from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryType
+from bruno_core.models.message import Message, MessageRole, MessageType
+
+from .errors import InvalidArgumentError
+
+__all__ = [
+    "DEFAULT_USER",
+    "MAX_ID_LENGTH",
+    "MemoryFilter",
+    "MemoryRecord",
+    "MessageRecord",
+    "SearchHit",
+    "SearchResult",
+    "SessionRecord",
+    "check_id",
+    "check_limit",
+    "dump_json",
+    "memory_to_record",
+    "message_to_record",
+    "record_to_memory",
+    "record_to_message",
+    "record_to_session",
+    "session_to_record",
+    "to_us",
+    "utcnow",
+]
+
+DEFAULT_USER = "default"
+"""Owner given to a conversation first written without a user (bruno-core's own default)."""
+
+MAX_ID_LENGTH = 255
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the convention bruno-core's models use."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_us(value: datetime) -> int:
+    """Integer microseconds since the epoch; naive values are taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def check_id(value: Any, argument: str) -> str:
+    """Validate a user, conversation or session id: a non-empty string of printable text."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(argument, f"expected a string, got {type(value).__name__}")
+    if not value or not value.strip():
+        raise InvalidArgumentError(argument, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgumentError(argument, f"longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidArgumentError(argument, "must not contain NUL characters")
+    return value
+
+
+def check_limit(value: Any, argument: str = "limit", *, allow_none: bool = False) -> int | None:
+    """Validate a result limit: a positive int (``None`` allowed when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(argument, f"expected an int, got {type(value).__name__}")
+    if value < 1:
+        raise InvalidArgumentError(argument, f"must be at least 1, got {value}")
+    return value
+
+
+def dump_json(value: Any, argument: str) -> str:
+    """Serialise JSON that reads back equal to ``value``, or raise naming ``argument``.
+
+    Rejects what would silently change on the way back: NaN/Infinity, non-string keys,
+    tuples, sets and other non-JSON types.
+    """
+    if isinstance(value, dict) and not value:
+        return "{}"
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(argument, f"not JSON-serialisable: {exc}") from None
+    if json.loads(text) != value:
+        raise InvalidArgumentError(
+            argument, "does not survive a JSON round trip (tuple, non-string key, or similar)"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """One stored message, as every backend keeps it."""
+
+    id: str
+    conversation_id: str
+    role: str
+    content: str
+    message_type: str
+    timestamp: str  # exact ISO-8601 text
+    ts_us: int  # sort key: UTC microseconds
+    metadata: str  # JSON text
+    parent_id: str | None = None
+    user_id: str | None = None  # the conversation's owner (filled on read where known)
+    seq: int = 0  # arrival order, assigned by the backend
+
+
+def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
+    """Validate a bruno-core ``Message`` and turn it into a record (nothing is written here)."""
+    if not isinstance(message, Message):
+        raise InvalidArgumentError(
+            "message", f"expected bruno_core Message, got {type(message).__name__}"
+        )
+    role = message.role
+    if not isinstance(role, MessageRole):
+        try:
+            role = MessageRole(role)
+        except ValueError:
+            raise InvalidArgumentError("message.role", f"unknown role {role!r}") from None
+    mtype = message.message_type
+    if not isinstance(mtype, MessageType):
+        try:
+            mtype = MessageType(mtype)
+        except ValueError:
+            raise InvalidArgumentError("message.message_type", f"unknown type {mtype!r}") from None
+    content = message.content
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidArgumentError("message.content", "must be a non-empty string")
+    if not isinstance(message.id, UUID):
+        raise InvalidArgumentError("message.id", "must be a UUID")
+    if message.conversation_id is not None and message.conversation_id != conversation_id:
+        raise InvalidArgumentError(
+            "conversation_id",
+            f"message.conversation_id is {message.conversation_id!r}, "
+            f"but it is being stored into {conversation_id!r}",
+        )
+    ts = message.timestamp
+    if not isinstance(ts, datetime):
+        raise InvalidArgumentError("message.timestamp", "must be a datetime")
+    if not isinstance(message.metadata, dict):
+        raise InvalidArgumentError("message.metadata", "must be a dict")
+    return MessageRecord(
+        id=str(message.id),
+        conversation_id=conversation_id,
+        role=role.value,
+        content=content,
+        message_type=mtype.value,
+        timestamp=ts.isoformat(),
+        ts_us=to_us(ts),
+        metadata=dump_json(message.metadata, "message.metadata"),
+        parent_id=str(message.parent_id) if message.parent_id is not None else None,
+    )
+
+
+def record_to_message(rec: MessageRecord) -> Message:
+    """Rebuild the bruno-core ``Message`` a record was made from."""
+    return Message(
+        id=UUID(rec.id),
+        role=MessageRole(rec.role),
+        content=rec.content,
+        message_type=MessageType(rec.message_type),
+        timestamp=datetime.fromisoformat(rec.timestamp),
+        metadata=json.loads(rec.metadata) if rec.metadata != "{}" else {},
+        parent_id=UUID(rec.parent_id) if rec.parent_id else None,
+        conversation_id=rec.conversation_id,
+    )
+
+
+# --------------------------------------------------------------------------- memories
+
+
+@dataclass(slots=True)
+class MemoryRecord:
+    """One memory entry: the exact entry as JSON plus the columns queries filter on."""
+
+    id: str
+    user_id: str
+    content: str
+    memory_type: str
+    category: str | None
+    tags: list[str]
+    confidence: float
+    importance: float
+    created_us: int
+    expires_us: int | None
+    conversation_id: str | None
+    payload: str  # MemoryEntry JSON, the source of truth on read
+
+
+def memory_to_record(entry: Any) -> MemoryRecord:
+    """Validate a bruno-core ``MemoryEntry`` and turn it into a record."""
+    if not isinstance(entry, MemoryEntry):
+        raise InvalidArgumentError(
+            "memory_entry", f"expected bruno_core MemoryEntry, got {type(entry).__name__}"
+        )
+    check_id(entry.user_id, "memory_entry.user_id")
+    if entry.conversation_id is not None:
+        check_id(entry.conversation_id, "memory_entry.conversation_id")
+    if not isinstance(entry.content, str) or not entry.content.strip():
+        raise InvalidArgumentError("memory_entry.content", "must be a non-empty string")
+    try:
+        mtype = MemoryType(entry.memory_type)
+    except ValueError:
+        raise InvalidArgumentError(
+            "memory_entry.memory_type", f"unknown type {entry.memory_type!r}"
+        ) from None
+    meta = entry.metadata
+    if not isinstance(meta, MemoryMetadata):
+        raise InvalidArgumentError("memory_entry.metadata", "must be a MemoryMetadata")
+    dump_json(meta.custom_fields, "memory_entry.metadata.custom_fields")
+    for name in ("confidence", "importance"):
+        v = getattr(meta, name)
+        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise InvalidArgumentError(f"memory_entry.metadata.{name}", "must be in [0, 1]")
+    try:
+        payload = entry.model_dump_json()
+    except Exception as exc:  # pydantic serialisation errors
+        raise InvalidArgumentError("memory_entry", f"cannot be serialised: {exc}") from None
+    return MemoryRecord(
+        id=str(entry.id),
+        user_id=entry.user_id,
+        content=entry.content,
+        memory_type=mtype.value,
+        category=meta.category,
+        tags=list(dict.fromkeys(meta.tags)),
+        confidence=float(meta.confidence),
+        importance=float(meta.importance),
+        created_us=to_us(entry.created_at),
+        expires_us=to_us(entry.expires_at) if entry.expires_at is not None else None,
+        conversation_id=entry.conversation_id,
+        payload=payload,
+    )
+
+
+def record_to_memory(rec: MemoryRecord) -> MemoryEntry:
+    """Rebuild the stored ``MemoryEntry``."""
+    return MemoryEntry.model_validate_json(rec.payload)
+
+
+@dataclass(slots=True)
+class MemoryFilter:
+    """Every ``MemoryQuery`` filter except the text, in engine-neutral form."""
+
+    user_id: str
+    memory_types: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # any of these tags
+    min_confidence: float = 0.0
+    min_importance: float = 0.0
+    include_expired: bool = False
+    now_us: int = 0
+    limit: int = 10
+
+    def matches(self, rec: MemoryRecord) -> bool:
+        """The one Python predicate, for backends that filter in process."""
+        return (
+            rec.user_id == self.user_id
+            and (not self.memory_types or rec.memory_type in self.memory_types)
+            and (not self.categories or rec.category in self.categories)
+            and (not self.tags or any(t in self.tags for t in rec.tags))
+            and rec.confidence >= self.min_confidence
+            and rec.importance >= self.min_importance
+            and (self.include_expired or rec.expires_us is None or rec.expires_us > self.now_us)
+        )
+
+
+def memory_sort_key(rec: MemoryRecord) -> tuple[float, int, str]:
+    """Order of unranked memory results: most important, then newest, then id."""
+    return (-rec.importance, -rec.created_us, rec.id)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """One session: the exact ``SessionContext`` as JSON plus lookup columns."""
+
+    session_id: str
+    user_id: str
+    conversation_id: str
+    is_active: bool
+    started_us: int
+    payload: str
+
+
+def session_to_record(session: SessionContext) -> SessionRecord:
+    """Turn a ``SessionContext`` into a record."""
+    check_id(session.session_id, "session_id")
+    check_id(session.user_id, "user_id")
+    check_id(session.conversation_id, "conversation_id")
+    dump_json(session.metadata, "metadata")
+    dump_json(session.state, "state")
+    return SessionRecord(
+        session_id=session.session_id,
+        user_id=session.user_id,
+        conversation_id=session.conversation_id,
+        is_active=session.is_active,
+        started_us=to_us(session.started_at),
+        payload=session.model_dump_json(),
+    )
+
+
+def record_to_session(rec: SessionRecord) -> SessionContext:
+    """Rebuild the stored ``SessionContext``."""
+    return SessionContext.model_validate_json(rec.payload)
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclass(slots=True)
+class SearchHit:
+    """A backend's raw search answer: which record, and its engine score (higher is better)."""
+
+    kind: Literal["message", "memory"]
+    score: float
+    message: MessageRecord | None = None
+    memory: MemoryRecord | None = None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """A ranked search result as users see it.
+
+    Attributes:
+        kind: ``"message"`` or ``"memory"``: which kind of record matched.
+        score: relevance in [0, 1], 1.0 for the best match of the query.
+        message: the matching ``Message`` when ``kind == "message"``.
+        memory: the matching ``MemoryEntry`` when ``kind == "memory"``.
+    """
+
+    kind: Literal["message", "memory"]
+    score: float
+    message: Message | None = None
+    memory: MemoryEntry | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content(self) -> str:
+        """The matching text."""
+        if self.message is not None:
+            return self.message.content
+        assert self.memory is not None
+        return self.memory.content

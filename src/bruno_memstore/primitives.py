@@ -1,0 +1,166 @@
+"""The narrow primitive set a backend implements.
+
+:class:`~bruno_memstore.base.MemoryBackend` does all validation, ownership rules, id
+conflicts, error translation, retries and metrics, then calls exactly one primitive. A
+primitive receives validated records and must be atomic: it either happens whole or raises.
+Retried writes are safe because every write is keyed by an id (insert-if-absent or upsert).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal, NamedTuple
+
+from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+
+__all__ = ["AppendResult", "ExportKind", "StoragePrimitives"]
+
+ExportKind = Literal["conversations", "messages", "memories", "sessions"]
+
+
+class AppendResult(NamedTuple):
+    """What ``_append_messages`` did."""
+
+    owner: str  # the conversation's owner
+    existing_ids: frozenset[str]  # ids that were already stored, hence skipped
+
+
+class StoragePrimitives(ABC):
+    """Engine operations. Each has a one-line contract; none validates its arguments."""
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @abstractmethod
+    async def _connect(self) -> None:
+        """Open connections and create or migrate the schema. Called once, under a lock."""
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Release every resource this backend opened. Called at most once per connect."""
+
+    # ---------------------------------------------------------------- conversations
+
+    @abstractmethod
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        """The owner of the conversation, or ``None`` when it does not exist."""
+
+    # ---------------------------------------------------------------- messages
+
+    @abstractmethod
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        """Atomically claim the conversation and insert the records.
+
+        A new conversation becomes ``user_id``'s. An existing one owned by someone else raises
+        ``OwnershipError`` if ``enforce_owner`` (nothing is written); otherwise its owner stays
+        and is returned. Records whose id is already stored (in any conversation) are skipped
+        and reported in ``existing_ids``; new records get increasing arrival numbers in order.
+        """
+
+    @abstractmethod
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        """The stored records with these ids (any order; missing ids are left out)."""
+
+    @abstractmethod
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        """The newest ``limit`` messages (all when ``None``), returned oldest first.
+
+        Scoped to the conversation if given, and to the user's conversations if ``user_id``
+        is given (both may be). Order is ``(ts_us, seq)``: timestamp, then arrival.
+        """
+
+    @abstractmethod
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        """Delete the conversation's messages whose role is not in ``keep_roles``; return count.
+
+        With empty ``keep_roles`` the conversation and its sessions go too.
+        """
+
+    # ---------------------------------------------------------------- memories
+
+    @abstractmethod
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        """Insert or replace the entry with this id (the caller checked ownership)."""
+
+    @abstractmethod
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        """The entry with this id, or ``None``."""
+
+    @abstractmethod
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        """Entries matching every filter, most important first, then newest; at most ``limit``."""
+
+    @abstractmethod
+    async def _delete_memory(self, memory_id: str) -> bool:
+        """Delete the entry; ``True`` if it existed."""
+
+    @abstractmethod
+    async def _purge_expired(self, now_us: int) -> int:
+        """Delete memory entries with ``expires_us <= now_us``; return how many."""
+
+    # ---------------------------------------------------------------- sessions
+
+    @abstractmethod
+    async def _put_session(self, record: SessionRecord) -> None:
+        """Insert or replace the session, claiming its conversation for its user.
+
+        Raises ``OwnershipError`` (writing nothing) if another user owns the conversation.
+        """
+
+    @abstractmethod
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        """The session with this id, or ``None``."""
+
+    @abstractmethod
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        """The user's most recently started session (in the conversation, if given), or ``None``."""
+
+    # ---------------------------------------------------------------- search and statistics
+
+    @abstractmethod
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        """Relevance-ranked hits of the user's records (``kinds``: ``"message"``/``"memory"``).
+
+        Best first, scores higher-is-better. Memory hits honour ``memory_filter`` when given
+        (and exclude expired entries unless it says otherwise). An empty query matches nothing.
+        """
+
+    @abstractmethod
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        """Counts for one user: ``messages``, ``conversations``, ``sessions``,
+        ``active_sessions``, ``memories``, ``messages_by_role``, ``first_message_us``,
+        ``last_message_us``."""
+
+    # ---------------------------------------------------------------- whole-store operations
+
+    @abstractmethod
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        """Delete every record of the user from every index; return counts by kind."""
+
+    @abstractmethod
+    def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        """Yield batches of records of ``kind`` (all users when ``user_id`` is ``None``).
+
+        Conversations come as ``(conversation_id, owner)`` pairs; messages in ``(ts_us, seq)``
+        order within each conversation.
+        """

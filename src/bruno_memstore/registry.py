@@ -1,0 +1,94 @@
+"""URL scheme -> backend class, imported lazily; third parties plug in by entry point.
+
+Built-in schemes are listed here even when their extra is not installed, so that using one
+says which ``pip install`` to run instead of "unknown scheme".
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from .errors import MissingDependencyError, UnknownSchemeError
+from .url import MemoryURL
+
+if TYPE_CHECKING:
+    from .base import MemoryBackend
+
+__all__ = ["BackendSpec", "known_schemes", "open_memory", "register", "resolve"]
+
+ENTRY_POINT_GROUP = "bruno.memory_backends"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where a scheme's class lives and which extra installs its client."""
+
+    target: str  # "module:Class"
+    extra: str | None = None
+    package: str | None = None  # import name of the client, checked before importing
+
+
+_BUILTIN: dict[str, BackendSpec] = {
+    "memory": BackendSpec("bruno_memstore.backends.memory:InMemoryStorage"),
+    "sqlite": BackendSpec("bruno_memstore.backends.sqlite:SQLiteMemory"),
+}
+_registered: dict[str, BackendSpec | type[MemoryBackend]] = {}
+
+
+def register(scheme: str, backend: str | type[MemoryBackend], extra: str | None = None) -> None:
+    """Make ``scheme://`` open ``backend`` (a class or a ``"module:Class"`` string)."""
+    _registered[scheme.lower()] = (
+        BackendSpec(backend, extra) if isinstance(backend, str) else backend
+    )
+
+
+def known_schemes() -> list[str]:
+    """Every scheme ``open_memory`` accepts: built-ins, registered and entry-point ones."""
+    return sorted(set(_BUILTIN) | set(_registered) | set(_entry_point_schemes()))
+
+
+def _entry_point_schemes() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve(scheme: str) -> type[MemoryBackend]:
+    """The backend class for ``scheme``; imports its module on first use."""
+    scheme = scheme.lower()
+    spec: BackendSpec | type[MemoryBackend] | None = _registered.get(scheme) or _BUILTIN.get(scheme)
+    if spec is None:
+        target = _entry_point_schemes().get(scheme)
+        if target is None:
+            known = known_schemes()
+            close = difflib.get_close_matches(scheme, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownSchemeError(
+                "url", f"unknown scheme {scheme!r}; known schemes: {', '.join(known)}.{hint}"
+            )
+        spec = BackendSpec(target)
+    if isinstance(spec, type):
+        return spec
+    module_name, _, attr = spec.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if spec.extra is not None and isinstance(exc, ModuleNotFoundError):
+            raise MissingDependencyError(spec.extra, exc.name or spec.extra) from exc
+        raise
+    return getattr(module, attr)
+
+
+def open_memory(url: str, **options: object) -> MemoryBackend:
+    """Build the memory a URL names, e.g. ``open_memory("sqlite:///memory.db")``.
+
+    Keyword options are passed to the backend's constructor. Nothing connects until first use.
+    """
+    parsed = MemoryURL.parse(url)
+    cls = resolve(parsed.scheme)
+    from_url = getattr(cls, "from_url", None)
+    if from_url is None:
+        return cls(**options)
+    return from_url(parsed, **options)
