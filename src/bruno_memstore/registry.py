@@ -35,6 +35,13 @@ class BackendSpec:
 _BUILTIN: dict[str, BackendSpec] = {
     "memory": BackendSpec("bruno_memstore.backends.memory:InMemoryStorage"),
     "sqlite": BackendSpec("bruno_memstore.backends.sqlite:SQLiteMemory"),
+    "postgresql": BackendSpec("bruno_memstore.backends.postgres:PostgresMemory", "postgres"),
+    "postgres": BackendSpec("bruno_memstore.backends.postgres:PostgresMemory", "postgres"),
+    "mysql": BackendSpec("bruno_memstore.backends.mysql:MySQLMemory", "mysql"),
+    "mariadb": BackendSpec("bruno_memstore.backends.mysql:MySQLMemory", "mysql"),
+    "redis": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
+    "rediss": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
+    "memcached": BackendSpec("bruno_memstore.backends.memcached:MemcachedMemory", "memcached"),
 }
 _registered: dict[str, BackendSpec | type[MemoryBackend]] = {}
 
