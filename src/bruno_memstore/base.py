@@ -363,12 +363,20 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if query is not None and not isinstance(query, str):
             raise InvalidArgumentError("query", "expected a string")
         if strategy == "relevant" and query and query.strip():
-            results = await self.search(
-                user_id, query, limit=limit, kinds=("message",), conversation_id=conversation_id
+            self.require(Capability.FULL_TEXT, "retrieve_context")
+            hits = await self._run(
+                "retrieve_context",
+                lambda: self._text_search(
+                    user_id,
+                    query,
+                    kinds=frozenset({"message"}),
+                    conversation_id=conversation_id,
+                    limit=limit,
+                ),
             )
-            msgs = [r.message for r in results if r.message is not None]
-            msgs.sort(key=lambda m: to_us(m.timestamp))
-            return msgs
+            found = [h.message for h in hits if h.message is not None]
+            found.sort(key=lambda r: (r.ts_us, r.seq))
+            return [record_to_message(r) for r in found]
         records = await self._run(
             "retrieve_context",
             lambda: self._read_window(
