@@ -155,8 +155,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if capability not in self.capabilities:
             raise CapabilityError(
                 f"{type(self).__name__} does not support {capability.value!r}; "
-                "compose it with a backend that does, e.g. "
-                "HybridMemory(cache=..., persistent=SQLiteMemory())",
+                "keep this data in a backend that declares it "
+                "(the capabilities table is in docs/backends.md)",
                 backend=self.backend_name,
                 operation=operation,
             )
