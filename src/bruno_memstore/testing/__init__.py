@@ -1,0 +1,85 @@
+"""A conformance suite for bruno-memstore backends, shipped in the package.
+
+Needs the ``testing`` extra (pytest, pytest-asyncio, hypothesis). In a test module::
+
+    from bruno_memstore.testing import MemoryConformance
+
+    class TestMyMemory(MemoryConformance):
+        async def make_memory(self):
+            return MyMemory(self.tmp_path / "data")
+
+Subclassing is the registration: pytest runs every test the backend's declared capabilities
+call for. See ``docs/conformance.md``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# The suite's modules are not test files, so ask pytest to rewrite their asserts for
+# readable failures. This must happen before they are imported.
+pytest.register_assert_rewrite("bruno_memstore.testing.suite", "bruno_memstore.testing.harness")
+
+from .builders import (  # noqa: E402
+    BASE_TIME,
+    ScriptedLLM,
+    at,
+    collect_export,
+    make_memory_entry,
+    make_message,
+    new_conversation_id,
+    new_session_id,
+    new_user_id,
+)
+from .harness import ConformanceBase, lacks, requires  # noqa: E402
+from .suite import (  # noqa: E402
+    BadInputSuite,
+    CapabilitySuite,
+    ConcurrencySuite,
+    DeletionSuite,
+    DurabilitySuite,
+    IdentitySuite,
+    IsolationSuite,
+    MemoryConformance,
+    MemoryEntrySuite,
+    MemoryTextQuerySuite,
+    MixedSearchSuite,
+    OrderSuite,
+    ResolutionSuite,
+    RoundTripSuite,
+    SearchSuite,
+    SessionSuite,
+    StatisticsSuite,
+)
+
+__all__ = [
+    "BASE_TIME",
+    "BadInputSuite",
+    "CapabilitySuite",
+    "ConcurrencySuite",
+    "ConformanceBase",
+    "DeletionSuite",
+    "DurabilitySuite",
+    "IdentitySuite",
+    "IsolationSuite",
+    "MemoryConformance",
+    "MemoryEntrySuite",
+    "MemoryTextQuerySuite",
+    "MixedSearchSuite",
+    "OrderSuite",
+    "ResolutionSuite",
+    "RoundTripSuite",
+    "ScriptedLLM",
+    "SearchSuite",
+    "SessionSuite",
+    "StatisticsSuite",
+    "at",
+    "collect_export",
+    "lacks",
+    "make_memory_entry",
+    "make_message",
+    "new_conversation_id",
+    "new_session_id",
+    "new_user_id",
+    "requires",
+]

@@ -1,0 +1,156 @@
+"""The base of every conformance test class: hooks a backend fills in, fixtures, selection.
+
+A backend opts in by subclassing :class:`~bruno_memstore.testing.MemoryConformance` and
+implementing :meth:`ConformanceBase.make_memory`. Tests run against what ``make_memory``
+returns, selected by the capabilities that memory declares: a test marked
+``@requires(Capability.FULL_TEXT)`` is skipped ("backend does not declare FULL_TEXT") on a
+backend without it, and a test marked ``@lacks(...)`` runs only where the capability is
+missing (it checks the refusal).
+
+Tests never clean up: each one uses fresh uuid-based user and conversation ids, so server
+backends can run the suite against a shared database, concurrently and repeatedly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from ..base import MemoryBackend
+from ..capabilities import Capability
+
+__all__ = ["ConformanceBase", "lacks", "requires"]
+
+F = TypeVar("F")
+
+_REQUIRES = "__memstore_requires__"
+_LACKS = "__memstore_lacks__"
+
+
+def _mark(attr: str, caps: tuple[Capability, ...]) -> Callable[[F], F]:
+    def apply(target: F) -> F:
+        if isinstance(target, type):
+            # A class decorator marks every test the class itself defines.
+            for name, value in vars(target).items():
+                if name.startswith("test") and callable(value):
+                    _add(value, attr, caps)
+        else:
+            _add(target, attr, caps)
+        return target
+
+    return apply
+
+
+def _add(func: Any, attr: str, caps: tuple[Capability, ...]) -> None:
+    # Hypothesis wraps the test; the wrapper is what pytest hands back as request.function.
+    current = getattr(func, attr, frozenset())
+    setattr(func, attr, frozenset(current) | frozenset(caps))
+
+
+def requires(*caps: Capability) -> Callable[[F], F]:
+    """Run the test (or every test of the class) only on backends declaring all of ``caps``."""
+    return _mark(_REQUIRES, caps)
+
+
+def lacks(*caps: Capability) -> Callable[[F], F]:
+    """Run the test only on backends declaring none of ``caps`` (it checks the refusal)."""
+    return _mark(_LACKS, caps)
+
+
+class ConformanceBase(ABC):
+    """Hooks and fixtures shared by every suite class.
+
+    Subclasses override :meth:`make_memory`, and optionally :meth:`reopen_memory`,
+    :meth:`teardown_memory` and the class attributes below.
+
+    Attributes:
+        forbidden_text: strings the engine cannot hold in message content (PostgreSQL: NUL).
+            Generated text avoids them, and the suite checks that storing them raises
+            ``InvalidArgumentError`` and writes nothing.
+        forbidden_metadata_text: the same for string keys and values inside metadata.
+        concurrent_writers: tasks writing into one conversation at once.
+        roundtrip_examples: Hypothesis examples per property test.
+    """
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+
+    forbidden_text: ClassVar[Sequence[str]] = ()
+    forbidden_metadata_text: ClassVar[Sequence[str]] = ()
+    concurrent_writers: ClassVar[int] = 200
+
+    _request: pytest.FixtureRequest
+    _opened: list[MemoryBackend]
+
+    # ---------------------------------------------------------------- hooks
+
+    @abstractmethod
+    async def make_memory(self) -> MemoryBackend:
+        """Return a new memory for one test (connected or not).
+
+        Durable backends return an instance on the same storage each time this is called
+        within one test, so that :meth:`reopen_memory` finds the data again.
+        """
+
+    async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
+        """Return a new instance on the storage ``memory`` used (already shut down).
+
+        Called only for backends declaring ``DURABLE``. Defaults to :meth:`make_memory`.
+        """
+        return await self.make_memory()
+
+    async def teardown_memory(self, memory: MemoryBackend) -> None:
+        """Release ``memory`` after a test. Defaults to ``shutdown()``."""
+        await memory.shutdown()
+
+    @property
+    def tmp_path(self) -> Path:
+        """A directory private to the running test (pytest's ``tmp_path``)."""
+        return self._request.getfixturevalue("tmp_path")
+
+    # ---------------------------------------------------------------- fixtures
+
+    @pytest_asyncio.fixture
+    async def memory(self, request: pytest.FixtureRequest) -> AsyncIterator[MemoryBackend]:
+        """The memory under test: ``make_memory()``, then ``teardown_memory()``."""
+        self._request = request
+        self._opened = []
+        mem = await self.open_memory()
+        try:
+            yield mem
+        finally:
+            for opened in reversed(self._opened):
+                await self.teardown_memory(opened)
+
+    @pytest.fixture(autouse=True)
+    def _capability_gate(self, request: pytest.FixtureRequest, memory: MemoryBackend) -> None:
+        func = request.function
+        needed = getattr(func, _REQUIRES, frozenset())
+        missing = sorted(c.name for c in needed if not memory.supports(c))
+        if missing:
+            pytest.skip(f"backend does not declare {', '.join(missing)}")
+        refused = getattr(func, _LACKS, frozenset())
+        present = sorted(c.name for c in refused if memory.supports(c))
+        if present:
+            pytest.skip(f"backend declares {', '.join(present)} (this test checks its absence)")
+
+    # ---------------------------------------------------------------- helpers for tests
+
+    async def open_memory(self) -> MemoryBackend:
+        """``make_memory()``, checked, and torn down with the test."""
+        return self._track(await self.make_memory(), "make_memory")
+
+    async def reopen(self, memory: MemoryBackend) -> MemoryBackend:
+        """Shut ``memory`` down and return a new instance on the same storage."""
+        await memory.shutdown()
+        return self._track(await self.reopen_memory(memory), "reopen_memory")
+
+    def _track(self, mem: object, hook: str) -> MemoryBackend:
+        if not isinstance(mem, MemoryBackend):
+            raise TypeError(f"{hook}() returned {type(mem).__name__}, not a MemoryBackend")
+        self._opened.append(mem)
+        return mem

@@ -1,0 +1,67 @@
+"""The conformance suite: one class per topic, combined in :class:`MemoryConformance`.
+
+Subclass :class:`MemoryConformance` to run everything, or single topic classes to run a part.
+"""
+
+from __future__ import annotations
+
+from .bad_input import BadInputSuite
+from .capabilities import CapabilitySuite
+from .concurrency import ConcurrencySuite
+from .deletion import DeletionSuite
+from .durability import DurabilitySuite
+from .isolation import IsolationSuite
+from .memories import MemoryEntrySuite, MemoryTextQuerySuite
+from .messages import IdentitySuite, OrderSuite
+from .roundtrip import RoundTripSuite
+from .search import MixedSearchSuite, SearchSuite
+from .sessions import ResolutionSuite, SessionSuite, StatisticsSuite
+
+__all__ = [
+    "BadInputSuite",
+    "CapabilitySuite",
+    "ConcurrencySuite",
+    "DeletionSuite",
+    "DurabilitySuite",
+    "IdentitySuite",
+    "IsolationSuite",
+    "MemoryConformance",
+    "MemoryEntrySuite",
+    "MemoryTextQuerySuite",
+    "MixedSearchSuite",
+    "OrderSuite",
+    "ResolutionSuite",
+    "RoundTripSuite",
+    "SearchSuite",
+    "SessionSuite",
+    "StatisticsSuite",
+]
+
+
+class MemoryConformance(
+    CapabilitySuite,
+    SessionSuite,
+    IdentitySuite,
+    OrderSuite,
+    RoundTripSuite,
+    IsolationSuite,
+    ResolutionSuite,
+    StatisticsSuite,
+    SearchSuite,
+    MixedSearchSuite,
+    MemoryEntrySuite,
+    MemoryTextQuerySuite,
+    DeletionSuite,
+    ConcurrencySuite,
+    BadInputSuite,
+    DurabilitySuite,
+):
+    """Every conformance test. Subclass it, name the subclass ``Test...``, and implement
+    ``async def make_memory(self)``; pytest collects and runs the whole suite.
+
+    Example:
+        >>> from bruno_memstore.testing import MemoryConformance
+        >>> class TestMyMemory(MemoryConformance):
+        ...     async def make_memory(self):
+        ...         return MyMemory(self.tmp_path / "data")
+    """

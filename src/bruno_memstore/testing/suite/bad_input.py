@@ -1,0 +1,196 @@
+"""Bad input: a ``ValueError``-family error naming the argument, and nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from bruno_core.models.memory import MemoryQuery
+from bruno_core.models.message import Message
+
+from ...base import MemoryBackend
+from ...capabilities import Capability
+from ...errors import InvalidArgumentError
+from ..builders import make_memory_entry, make_message, new_conversation_id, new_user_id
+from ..harness import ConformanceBase, requires
+
+__all__ = ["BadInputSuite"]
+
+_BAD_IDS: list[Any] = ["", "   ", None, 42, b"bytes", ["list"], "x" * 10_000]
+_BAD_LIMITS: list[Any] = [0, -1, -100, True, False, 2.5, "10"]
+
+
+async def _refused(call: Awaitable[Any], argument: str) -> InvalidArgumentError:
+    what = _describe(call)  # before awaiting: the frame is gone afterwards
+    try:
+        await call
+    except InvalidArgumentError as exc:
+        info = exc
+    else:
+        pytest.fail(f"{what} did not raise InvalidArgumentError naming {argument!r}")
+    assert argument in info.argument, (argument, info.argument)
+    assert argument in str(info)
+    assert isinstance(info, ValueError)
+    return info
+
+
+def _describe(call: Awaitable[Any]) -> str:
+    frame = getattr(call, "cr_frame", None)
+    if frame is None:
+        return repr(call)
+    args = {k: v for k, v in frame.f_locals.items() if k != "self"}
+    shown = ", ".join(f"{k}={_safe_repr(v)}" for k, v in args.items())
+    return f"{call.__qualname__}({shown})"  # type: ignore[attr-defined]
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a malformed model may not even print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class BadInputSuite(ConformanceBase):
+    """Every public method validates its arguments before touching the engine."""
+
+    async def _nothing_written(self, memory: MemoryBackend, uid: str, conv: str) -> None:
+        assert await memory.retrieve_messages(conv) == []
+        stats = await memory.get_statistics(uid)
+        assert (stats["total_messages"], stats["conversations"], stats["sessions"]) == (0, 0, 0)
+
+    async def test_bad_ids_when_storing(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        msg = make_message("valid message, invalid address")
+        for bad in _BAD_IDS:
+            await _refused(memory.store_message(msg, uid, bad), "conversation_id")
+            await _refused(memory.store_message(msg, bad, conv), "user_id")
+            await _refused(
+                memory.store_messages([msg], conversation_id=bad, user_id=uid), "conversation_id"
+            )
+        await _refused(memory.store_message(msg), "conversation_id")
+        await self._nothing_written(memory, uid, conv)
+
+    async def test_bad_ids_when_reading(self, memory: MemoryBackend) -> None:
+        for bad in _BAD_IDS:
+            await _refused(memory.retrieve_messages(bad), "conversation_id")
+            await _refused(memory.retrieve_context(bad), "user_id")
+            if bad is not None:  # None is the default: every conversation of the user
+                await _refused(
+                    memory.retrieve_context(new_user_id(), conversation_id=bad), "conversation_id"
+                )
+            await _refused(memory.get_statistics(bad), "user_id")
+            await _refused(memory.get_session(bad), "session_id")
+            await _refused(memory.clear_history(bad), "conversation_id")
+            await _refused(memory.clear_conversation(bad, new_conversation_id()), "user_id")
+            await _refused(memory.clear_conversation(new_user_id(), bad), "conversation_id")
+
+    async def test_bad_ids_for_sessions(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        for bad in _BAD_IDS:
+            await _refused(memory.create_session(bad), "user_id")
+            await _refused(memory.get_context(bad), "user_id")
+            if bad is not None:
+                await _refused(memory.get_context(uid, bad), "session_id")
+            await _refused(memory.end_session(bad), "session_id")
+        await _refused(memory.create_session(uid, metadata="not a dict"), "metadata")  # type: ignore[arg-type]
+        await _refused(memory.create_session(uid, metadata={"s": {1, 2}}), "metadata")
+        stats = await memory.get_statistics(uid)
+        assert stats["sessions"] == 0
+
+    async def test_bad_limits(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        await memory.store_message(make_message("one message"), uid, conv)
+        for bad in _BAD_LIMITS:
+            await _refused(memory.retrieve_messages(conv, limit=bad), "limit")
+            await _refused(memory.retrieve_context(uid, limit=bad), "limit")
+            await _refused(memory.retrieve_context(uid, limit=bad, conversation_id=conv), "limit")
+        assert len(await memory.retrieve_messages(conv, limit=1)) == 1
+
+    @requires(Capability.FULL_TEXT)
+    async def test_bad_search_arguments(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        for bad in _BAD_LIMITS:
+            await _refused(memory.search_messages("x", user_id=uid, limit=bad), "limit")
+            await _refused(memory.search_memories(uid, "x", limit=bad), "limit")
+        for bad in _BAD_IDS:
+            if bad is not None:
+                await _refused(memory.search_messages("x", user_id=bad), "user_id")
+            await _refused(memory.search_memories(bad, "x"), "user_id")
+        await _refused(memory.search_messages(None, user_id=uid), "query")  # type: ignore[arg-type]
+        await _refused(memory.search(uid, 42), "query")  # type: ignore[arg-type]
+        await _refused(memory.search(uid, "x", kinds=("files",)), "kinds")  # type: ignore[arg-type]
+        await _refused(memory.retrieve_context(uid, 42), "query")  # type: ignore[arg-type]
+        await _refused(memory.retrieve_context(uid, "x", strategy="best"), "strategy")  # type: ignore[arg-type]
+
+    async def test_wrong_message_types(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        for bad in ("just a string", {"role": "user", "content": "a dict"}, None, 3):
+            await _refused(memory.store_message(bad, uid, conv), "message")  # type: ignore[arg-type]
+        await _refused(
+            memory.store_messages("not a list", conversation_id=conv, user_id=uid),  # type: ignore[arg-type]
+            "messages",
+        )
+        await self._nothing_written(memory, uid, conv)
+
+    async def test_malformed_messages(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        good = make_message("fine")
+        cases: list[tuple[Message, str]] = [
+            (Message.model_construct(role="wizard", content="hi"), "message.role"),
+            (Message.model_construct(role="user", content="hi", message_type="smell"), "type"),
+            (Message.model_construct(role="user", content="   "), "message.content"),
+            (Message.model_construct(role="user", content=""), "message.content"),
+            (Message.model_construct(role="user", content=7), "message.content"),
+            (Message.model_construct(role="user", content="hi", id="nope"), "message.id"),
+            (Message.model_construct(role="user", content="hi", timestamp="now"), "timestamp"),
+            (Message.model_construct(role="user", content="hi", metadata=[1]), "message.metadata"),
+        ]
+        for bad, argument in cases:
+            await _refused(memory.store_message(bad, uid, conv), argument)
+            # In a batch, a bad message stops the good ones too.
+            await _refused(
+                memory.store_messages([good, bad], conversation_id=conv, user_id=uid), argument
+            )
+        await self._nothing_written(memory, uid, conv)
+
+    async def test_metadata_that_is_not_json(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        values: list[dict[str, Any]] = [
+            {"tags": {"a", "b"}},
+            {"score": float("nan")},
+            {"score": float("inf")},
+            {"pair": (1, 2)},
+            {"nested": {"deep": [1, {2: "int key"}]}},
+            {"obj": object()},
+            {"raw": b"bytes"},
+        ]
+        for metadata in values:
+            msg = make_message("metadata is wrong", metadata=metadata)
+            await _refused(memory.store_message(msg, uid, conv), "message.metadata")
+        await self._nothing_written(memory, uid, conv)
+
+    async def test_other_arguments(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        await memory.store_message(make_message("survives"), uid, conv)
+        await _refused(memory.clear_history(conv, keep_system_messages="no"), "keep_system")  # type: ignore[arg-type]
+        await _refused(memory.clear_history(conv, keep_system_messages=None), "keep_system")  # type: ignore[arg-type]
+        assert len(await memory.retrieve_messages(conv)) == 1
+
+    @requires(Capability.MEMORIES)
+    async def test_bad_memory_arguments(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        for bad in ("text", {"content": "x"}, None):
+            await _refused(memory.store_memory(bad), "memory_entry")  # type: ignore[arg-type]
+            await _refused(memory.retrieve_memories(bad), "query")  # type: ignore[arg-type]
+        weird = make_memory_entry(uid, "has a set inside", custom_fields={"s": {1, 2}})
+        await _refused(memory.store_memory(weird), "custom_fields")
+        nan = make_memory_entry(uid, "has NaN inside", custom_fields={"x": float("nan")})
+        await _refused(memory.store_memory(nan), "custom_fields")
+        blank = make_memory_entry(uid, "fine").model_copy(update={"content": "  "})
+        await _refused(memory.store_memory(blank), "content")
+        for bad in ("", "  ", 42, None, "x" * 10_000):
+            await _refused(memory.delete_memory(bad), "memory_id")  # type: ignore[arg-type]
+        assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
+        assert (await memory.get_statistics(uid))["memories"] == 0

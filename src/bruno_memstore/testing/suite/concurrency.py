@@ -1,0 +1,91 @@
+"""Concurrent writers: every message exactly once, in one consistent order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from ...base import MemoryBackend
+from ...models import to_us
+from ..builders import at, make_message, new_conversation_id, new_session_id, new_user_id
+from ..harness import ConformanceBase
+
+__all__ = ["ConcurrencySuite"]
+
+
+class ConcurrencySuite(ConformanceBase):
+    """Hundreds of writers into one conversation; dozens over many; racing first use."""
+
+    async def test_many_writers_one_conversation(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        n = self.concurrent_writers
+        # Few distinct timestamps, so most order decisions are ties broken by arrival.
+        msgs = [make_message(f"writer {i}", timestamp=at(i % 7)) for i in range(n)]
+        results = await asyncio.gather(
+            *(memory.store_message(m, uid, conv) for m in msgs), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, failures[:3]
+
+        first = await memory.retrieve_context(uid, conversation_id=conv, limit=n + 10)
+        second = await memory.retrieve_context(uid, conversation_id=conv, limit=n + 10)
+        ids = [str(m.id) for m in first]
+        assert Counter(ids) == Counter(str(m.id) for m in msgs)  # each exactly once
+        assert ids == [str(m.id) for m in second]  # one consistent order
+        stamps = [to_us(m.timestamp) for m in first]
+        assert stamps == sorted(stamps)  # chronological; ties in a fixed arrival order
+        newest_first = await memory.retrieve_messages(conv)
+        assert [str(m.id) for m in newest_first] == ids[::-1]
+        tail = await memory.retrieve_context(uid, conversation_id=conv, limit=25)
+        assert [str(m.id) for m in tail] == ids[-25:]
+        assert (await memory.get_statistics(uid))["total_messages"] == n
+
+    async def test_concurrent_duplicates_store_once(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        msgs = [make_message(f"retried {i}", timestamp=at(i)) for i in range(10)]
+        # Every message is sent by five racing writers (a client retrying aggressively).
+        await asyncio.gather(*(memory.store_message(m, uid, conv) for m in msgs for _ in range(5)))
+        got = await memory.retrieve_context(uid, conversation_id=conv, limit=100)
+        assert [m.id for m in got] == [m.id for m in msgs]
+
+    async def test_writers_over_many_conversations(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        convs = [new_conversation_id() for _ in range(16)]
+        per_writer = 8
+
+        async def writer(w: int) -> list:
+            sent = []
+            for j in range(per_writer):
+                conv = convs[(w + j) % len(convs)]
+                msg = make_message(f"w{w} j{j}", timestamp=at(j, base=at(w / 1000)))
+                await memory.store_message(msg, uid, conv)
+                sent.append((conv, msg))
+            return sent
+
+        sent = [
+            pair
+            for batch in await asyncio.gather(*(writer(w) for w in range(32)))
+            for pair in batch
+        ]
+        for conv in convs:
+            expected = sorted((m for c, m in sent if c == conv), key=lambda m: to_us(m.timestamp))
+            got = await memory.retrieve_context(uid, conversation_id=conv, limit=500)
+            assert [m.id for m in got] == [m.id for m in expected]
+        stats = await memory.get_statistics(uid)
+        assert stats["total_messages"] == 32 * per_writer
+        assert stats["conversations"] == len(convs)
+
+    async def test_concurrent_first_use(self, memory: MemoryBackend) -> None:
+        fresh = await self.open_memory()  # not connected yet: 50 calls race to connect
+        uid, conv = new_user_id(), new_conversation_id()
+        msgs = [make_message(f"race {i}", timestamp=at(i)) for i in range(50)]
+        await asyncio.gather(*(fresh.store_message(m, uid, conv) for m in msgs))
+        got = await fresh.retrieve_context(uid, conversation_id=conv, limit=100)
+        assert [m.id for m in got] == [m.id for m in msgs]
+
+    async def test_racing_get_context_creates_one_session(self, memory: MemoryBackend) -> None:
+        uid, ref = new_user_id(), new_session_id()
+        contexts = await asyncio.gather(*(memory.get_context(uid, ref) for _ in range(20)))
+        assert {c.conversation_id for c in contexts} == {ref}
+        assert len({c.session.session_id for c in contexts}) == 1
+        assert (await memory.get_statistics(uid))["sessions"] == 1

@@ -1,0 +1,12 @@
+"""The conformance suite against the embedded backends (always available)."""
+
+from __future__ import annotations
+
+from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.testing import MemoryConformance
+
+
+class TestInMemoryStorage(MemoryConformance):
+    async def make_memory(self) -> MemoryBackend:
+        return InMemoryStorage()
