@@ -1,0 +1,5 @@
+"""``python -m bruno_memstore.cli``."""
+
+from . import main
+
+main()

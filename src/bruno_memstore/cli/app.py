@@ -1,0 +1,441 @@
+"""``bruno-memstore``: demo, inspect, search, export/import/copy, retention, GDPR erasure.
+
+Every command takes the store as a URL (``--url``/``-u``, or ``BRUNO_MEMSTORE_URL``).
+Results go to stdout; progress, summaries and errors go to stderr, so ``export -o -`` pipes
+clean JSON Lines. Errors print one line and exit with status 1; URLs are always redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import import_module
+from pathlib import Path
+from typing import IO, Annotated, Any, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..base import MemoryBackend
+from ..capabilities import Capability
+from ..errors import MemstoreError, MissingDependencyError
+from ..registry import known_schemes, open_memory, resolve
+from ..transfer import TransferCounts, copy, export_jsonl, import_jsonl
+from ..url import redact_url
+from . import render
+
+__all__ = ["app"]
+
+T = TypeVar("T")
+
+DEFAULT_URL = "sqlite:///bruno_memory.db"
+URL_ENV = "BRUNO_MEMSTORE_URL"
+
+app = typer.Typer(
+    name="bruno-memstore",
+    help="Memory stores for bruno-core assistants: demo, inspect, search, move and erase data.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals may hold connection URLs with passwords: never print them in a traceback.
+    pretty_exceptions_show_locals=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        "-u",
+        envvar=URL_ENV,
+        help="Memory URL, e.g. sqlite:///memory.db, postgresql://user@host/db, redis://host.",
+    ),
+]
+UserOption = Annotated[str, typer.Option("--user", help="The user whose data to use.")]
+
+
+# ==================================================================== plumbing
+
+
+class _Failure(Exception):
+    """An expected failure: print the message, exit 1."""
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body; turn known errors into one line on stderr and exit 1."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except (MemstoreError, _Failure) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@asynccontextmanager
+async def _opened(url: str) -> AsyncIterator[MemoryBackend]:
+    memory = open_memory(url)
+    try:
+        yield memory
+    finally:
+        await memory.shutdown()
+
+
+def _where(url: str) -> str:
+    return redact_url(url)
+
+
+def _quiet_framework_logs(verbose: bool) -> None:
+    # bruno-core logs every message at INFO through structlog's default stdout printer,
+    # which would drown the output (and corrupt `export -o -`). Keep warnings, on stderr.
+    level = logging.DEBUG if verbose else logging.WARNING
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"bruno-memstore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show bruno-core's log lines (on stderr).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Memory stores for bruno-core assistants."""
+    _quiet_framework_logs(verbose)
+
+
+# ==================================================================== demo
+
+
+@app.command()
+def demo(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", help="SQLite file to keep the demo in (default: a temporary file, removed)."
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", "-u", help="Run on this memory URL instead of a SQLite file."),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Erase the demo user's earlier demo data first.")
+    ] = False,
+) -> None:
+    """Run bruno-core's BaseAssistant over a scripted three-day conversation and show the memory.
+
+    Offline and deterministic: the LLM is scripted. By default the store is a fresh SQLite
+    file, the embedded default backend.
+    """
+    from ..demo import DEMO_USER, run_demo
+
+    if db is not None and url is not None:
+        raise typer.BadParameter("give --db or --url, not both")
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(prefix="bruno-memstore-demo-") as tmp:
+            target = url or _sqlite_url(db if db is not None else Path(tmp) / "demo.db")
+            where = _where(target)
+            async with _opened(target) as memory:
+                if await _has_user_data(memory, DEMO_USER):
+                    if not reset:
+                        raise _Failure(
+                            f"{where} already holds data for user {DEMO_USER!r}; use a new "
+                            "file, or --reset to erase that user's data first"
+                        )
+                    await memory.forget_user(DEMO_USER)
+                report = await run_demo(memory)
+            reopened = None
+            if memory.supports(Capability.DURABLE):
+                # A fresh handle on the same store: what was acknowledged is really there.
+                async with _opened(target) as again:
+                    reopened = await again.get_statistics(DEMO_USER)
+            for part in render.demo_renderables(report, where, reopened):
+                out.print(part)
+            if db is None and url is None:
+                out.print("[dim]The temporary SQLite file was removed; pass --db to keep it.[/]")
+
+    _run(main)
+
+
+def _sqlite_url(path: Path) -> str:
+    # sqlite:/// + an absolute path gives four slashes, as SQLAlchemy spells it.
+    return f"sqlite:///{path.resolve()}"
+
+
+async def _has_user_data(memory: MemoryBackend, user_id: str) -> bool:
+    stats = await memory.get_statistics(user_id)
+    return bool(stats["total_messages"] or stats["sessions"] or stats["memories"])
+
+
+# ==================================================================== inspect
+
+
+@app.command()
+def stats(
+    user: UserOption,
+    url: UrlOption = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Counts for one user: messages by role, conversations, sessions, memory entries."""
+
+    async def main() -> None:
+        async with _opened(url) as memory:
+            result = await memory.get_statistics(user)
+        if as_json:
+            out.print_json(json.dumps(result))
+        else:
+            out.print(render.stats_table(result, title=f"{user} @ {_where(url)}"))
+
+    _run(main)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for (words, any order).")],
+    user: UserOption,
+    url: UrlOption = DEFAULT_URL,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 10,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind", "-k", help="Only 'message' or 'memory' results (repeatable; default both)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Relevance-ranked search of one user's messages and memory entries."""
+    kinds = tuple(kind) if kind else ("message", "memory")
+    for k in kinds:
+        if k not in ("message", "memory"):
+            raise typer.BadParameter(f"{k!r}: expected 'message' or 'memory'", param_hint="--kind")
+
+    async def main() -> None:
+        async with _opened(url) as memory:
+            results = await memory.search(user, query, limit=limit, kinds=kinds)  # type: ignore[arg-type]
+        if as_json:
+            rows = [_result_json(r) for r in results]
+            out.print_json(json.dumps(rows, ensure_ascii=False))
+        else:
+            out.print(render.search_table(results, title=f"{query!r} for {user}"))
+
+    _run(main)
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    item = result.message if result.message is not None else result.memory
+    return {
+        "kind": result.kind,
+        "score": round(result.score, 6),
+        "record": json.loads(item.model_dump_json()),
+    }
+
+
+# ==================================================================== transfer
+
+
+@app.command("export")
+def export_(
+    url: UrlOption = DEFAULT_URL,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's data (default: everyone's).")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="File to write, or '-' for stdout.")
+    ] = "-",
+) -> None:
+    """Write the store (or one user's data) as JSON Lines."""
+
+    def export_to(fp: IO[str]) -> TransferCounts:
+        async def main() -> TransferCounts:
+            async with _opened(url) as memory:
+                with render.transfer_progress(err, "exporting") as progress:
+                    return await export_jsonl(memory, fp, user, progress)
+
+        return _run(main)
+
+    if output == "-":
+        counts = export_to(sys.stdout)
+        sys.stdout.flush()
+    else:
+        path = Path(output)
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with _open_or_exit(partial, "w") as fp:
+                counts = export_to(fp)
+            # Whole or nothing: the file appears only once every record is written.
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    target = "stdout" if output == "-" else output
+    err.print(f"Exported {counts.total} records from {_where(url)} to {target}")
+    err.print(render.counts_table(counts, "exported"))
+
+
+@app.command("import")
+def import_(
+    file: Annotated[str, typer.Argument(help="A JSON Lines export, or '-' for stdin.")],
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Load a JSON Lines export (idempotent: importing twice stores one copy)."""
+
+    def import_from(fp: IO[str], total: int | None) -> TransferCounts:
+        async def main() -> TransferCounts:
+            async with _opened(url) as memory:
+                with render.transfer_progress(err, "importing", total) as progress:
+                    return await import_jsonl(memory, fp, progress)
+
+        return _run(main)
+
+    if file == "-":
+        counts = import_from(sys.stdin, None)
+    else:
+        with _open_or_exit(Path(file), "r") as fp:
+            records = max(sum(1 for line in fp if line.strip()) - 1, 0)  # minus the header
+            fp.seek(0)
+            counts = import_from(fp, records)
+    err.print(f"Imported {counts.total} records into {_where(url)}")
+    err.print(render.counts_table(counts, "imported"))
+
+
+def _open_or_exit(path: Path, mode: str) -> IO[str]:
+    try:
+        return path.open(mode, encoding="utf-8", newline="\n" if "w" in mode else None)
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("copy")
+def copy_(
+    src_url: Annotated[str, typer.Argument(metavar="SRC_URL", help="Memory URL to read.")],
+    dst_url: Annotated[str, typer.Argument(metavar="DST_URL", help="Memory URL to write.")],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's data (default: everyone's).")
+    ] = None,
+) -> None:
+    """Copy everything (or one user's data) from one store to another, any two backends."""
+    if src_url == dst_url:
+        raise typer.BadParameter("SRC_URL and DST_URL are the same store")
+
+    async def main() -> TransferCounts:
+        async with _opened(src_url) as src, _opened(dst_url) as dst:
+            with render.transfer_progress(err, "copying") as progress:
+                return await copy(src, dst, user, progress)
+
+    counts = _run(main)
+    out.print(f"Copied {counts.total} records from {_where(src_url)} to {_where(dst_url)}")
+    out.print(render.counts_table(counts, "copied"))
+
+
+# ==================================================================== retention and erasure
+
+
+@app.command()
+def expire(url: UrlOption = DEFAULT_URL) -> None:
+    """Delete memory entries whose expiry time has passed."""
+
+    async def main() -> int:
+        async with _opened(url) as memory:
+            return await memory.purge_expired()
+
+    purged = _run(main)
+    out.print(f"Deleted {purged} expired memory entries from {_where(url)}")
+
+
+@app.command("forget-user")
+def forget_user(
+    user: Annotated[str, typer.Argument(metavar="USER", help="The user to erase.")],
+    url: UrlOption = DEFAULT_URL,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase every message, conversation, session and memory entry of a user."""
+    if not yes:
+        typer.confirm(
+            f"Erase everything stored for user {user!r} in {_where(url)}? This cannot be undone",
+            abort=True,
+            err=True,
+        )
+
+    async def main() -> dict[str, int]:
+        async with _opened(url) as memory:
+            return await memory.forget_user(user)
+
+    counts = _run(main)
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    out.print(f"Erased user {user!r} from {_where(url)}: {summary}")
+
+
+# ==================================================================== schema and backends
+
+
+@app.command()
+def migrate(url: UrlOption = DEFAULT_URL) -> None:
+    """Create or upgrade the store's schema (opening a store does this), and report it."""
+
+    async def main() -> tuple[str, Any]:
+        async with _opened(url) as memory:
+            await memory.initialize()
+            version = getattr(memory, "schema_version", None)
+            if callable(version):
+                version = version()
+                if asyncio.iscoroutine(version):
+                    version = await version
+            return type(memory).__name__, version
+
+    name, version = _run(main)
+    detail = f"schema version {version}" if version is not None else "no versioned schema"
+    out.print(f"{name} at {_where(url)} is ready ({detail})")
+
+
+@app.command()
+def backends() -> None:
+    """List the URL schemes this installation knows, with their extra and whether usable."""
+    table = Table(title="Memory URL schemes", title_justify="left")
+    table.add_column("scheme")
+    table.add_column("class")
+    table.add_column("extra")
+    table.add_column("installed")
+    for scheme in known_schemes():
+        extra = _extra_of(scheme)
+        try:
+            cls = resolve(scheme)
+        except MissingDependencyError as exc:
+            table.add_row(
+                scheme, "", exc.extra, f"[red]no[/]: pip install 'bruno-memstore[{exc.extra}]'"
+            )
+            continue
+        except ImportError as exc:
+            table.add_row(scheme, "", extra or "-", f"[red]no[/]: {exc}")
+            continue
+        table.add_row(scheme, cls.__name__, extra or "-", "[green]yes[/]")
+    out.print(table)
+
+
+def _extra_of(scheme: str) -> str | None:
+    # The registry keeps each built-in scheme's extra next to its class path.
+    builtin = getattr(import_module("bruno_memstore.registry"), "_BUILTIN", {})
+    spec = builtin.get(scheme)
+    return getattr(spec, "extra", None)

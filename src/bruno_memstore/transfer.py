@@ -1,0 +1,465 @@
+"""Export, import and copy a memory store as JSON Lines, between any two backends.
+
+The file is one JSON object per line, each with a ``"type"``:
+
+* ``header``: first line, ``{"type": "header", "format": "bruno-memstore", "version": 1}``
+  (plus ``"user_id"`` when the export was scoped to one user);
+* ``conversation``: ``{"id", "user_id"}``, the conversation and its owner;
+* ``session``: the ``SessionContext`` fields;
+* ``message``: the ``Message`` fields, timestamps as exact ISO-8601 text;
+* ``memory``: the ``MemoryEntry`` fields.
+
+They come in that order: conversations, sessions, messages (oldest first within each
+conversation, in the store's own order, so ties keep their arrival order), memories. An
+export imported into an empty store exports again byte for byte. Importing is idempotent:
+messages are keyed by id, sessions and memories are replaced by id. Progress is reported
+through a plain callback, so this module needs nothing beyond the library itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import IO, Any, TypeVar
+
+from bruno_core.models.context import SessionContext
+from bruno_core.models.memory import MemoryEntry
+from bruno_core.models.message import Message
+from pydantic import BaseModel, ValidationError
+
+from .base import MemoryBackend
+from .errors import InvalidArgumentError
+from .models import MemoryRecord, MessageRecord, SessionRecord, check_id, session_to_record
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ImportFormatError",
+    "ProgressCallback",
+    "TransferCounts",
+    "copy",
+    "export_jsonl",
+    "import_jsonl",
+    "iter_export",
+]
+
+FORMAT = "bruno-memstore"
+FORMAT_VERSION = 1
+
+ProgressCallback = Callable[[str, int], None]
+"""Called as ``progress(kind, n)`` after ``n`` more records of ``kind`` were transferred;
+``kind`` is ``"conversation"``, ``"session"``, ``"message"`` or ``"memory"``."""
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_MESSAGE_BATCH = 500  # messages written per store_messages call (one transaction)
+_EXPORT_KINDS = (
+    ("conversations", "conversation"),
+    ("sessions", "session"),
+    ("messages", "message"),
+    ("memories", "memory"),
+)
+_MESSAGE_FIELDS = (
+    "id",
+    "conversation_id",
+    "role",
+    "content",
+    "message_type",
+    "timestamp",
+    "metadata",
+    "parent_id",
+)
+
+
+class ImportFormatError(InvalidArgumentError):
+    """A line of an import file is not a valid record; ``line`` says which (1-based)."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__("file", f"line {line}: {problem}")
+        self.line = line
+
+
+@dataclass(slots=True)
+class TransferCounts:
+    """Records transferred, by kind.
+
+    Attributes:
+        existing_messages: on import, messages that were already stored (same id, same
+            content) and so were skipped; they are included in ``messages``.
+    """
+
+    conversations: int = 0
+    sessions: int = 0
+    messages: int = 0
+    memories: int = 0
+    existing_messages: int = 0
+
+    @property
+    def total(self) -> int:
+        """All records, every kind."""
+        return self.conversations + self.sessions + self.messages + self.memories
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict."""
+        return asdict(self)
+
+
+# ==================================================================== export
+
+
+async def iter_export(
+    memory: MemoryBackend,
+    user_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the export as JSON-ready dicts: the header, then every record in file order.
+
+    Args:
+        memory: the store to read (it must declare ``Capability.LISTING``).
+        user_id: only this user's records (default: every user's).
+        progress: called after each batch read from the store.
+    """
+    if user_id is not None:
+        user_id = check_id(user_id, "user_id")
+    header: dict[str, Any] = {"type": "header", "format": FORMAT, "version": FORMAT_VERSION}
+    if user_id is not None:
+        header["user_id"] = user_id
+    yield header
+    for kind, line_type in _EXPORT_KINDS:
+        async for batch in memory.export_batches(kind, user_id):
+            for item in batch:
+                yield _export_item(line_type, item)
+            if progress is not None and batch:
+                progress(line_type, len(batch))
+
+
+def _export_item(line_type: str, item: object) -> dict[str, Any]:
+    if line_type == "conversation":
+        conversation_id, owner = item  # type: ignore[misc]
+        return {"type": "conversation", "id": conversation_id, "user_id": owner}
+    if line_type == "session":
+        assert isinstance(item, SessionRecord)
+        return {"type": "session", **json.loads(item.payload)}
+    if line_type == "message":
+        assert isinstance(item, MessageRecord)
+        return {
+            "type": "message",
+            "id": item.id,
+            "conversation_id": item.conversation_id,
+            "role": item.role,
+            "content": item.content,
+            "message_type": item.message_type,
+            "timestamp": item.timestamp,
+            "metadata": json.loads(item.metadata),
+            "parent_id": item.parent_id,
+        }
+    assert isinstance(item, MemoryRecord)
+    return {"type": "memory", **json.loads(item.payload)}
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    # Compact and key order kept, so the same store always gives the same bytes.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+async def export_jsonl(
+    memory: MemoryBackend,
+    fp: IO[str],
+    user_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> TransferCounts:
+    """Write the store (or one user's part of it) to ``fp`` as JSON Lines.
+
+    Args:
+        memory: the store to read.
+        fp: a text file open for writing (UTF-8 recommended).
+        user_id: only this user's conversations, sessions, messages and memories.
+        progress: called as ``progress(kind, n)`` after each batch.
+
+    Returns:
+        How many records of each kind were written.
+    """
+    counts = TransferCounts()
+    async for obj in iter_export(memory, user_id, progress):
+        fp.write(_dumps(obj))
+        fp.write("\n")
+        _count(counts, obj["type"])
+    return counts
+
+
+_COUNTERS = {
+    "conversation": "conversations",
+    "session": "sessions",
+    "message": "messages",
+    "memory": "memories",
+}
+
+
+def _count(counts: TransferCounts, line_type: str, n: int = 1) -> None:
+    name = _COUNTERS.get(line_type)
+    if name is not None:
+        setattr(counts, name, getattr(counts, name) + n)
+
+
+# ==================================================================== import
+
+
+@dataclass(slots=True)
+class _Conversation:
+    id: str
+    owner: str
+
+
+@dataclass(slots=True)
+class _MessageItem:
+    message: Message
+    conversation_id: str
+
+
+_Item = _Conversation | SessionRecord | _MessageItem | MemoryEntry
+
+
+class _Parser:
+    """Turns export dicts into validated items; tracks conversation owners for messages."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        self.seen_header = False
+
+    def parse(self, obj: Any, line: int) -> _Item | None:
+        """The item one line holds (``None`` for the header)."""
+        if not isinstance(obj, dict):
+            raise ImportFormatError(line, "expected a JSON object")
+        fields = dict(obj)
+        line_type = fields.pop("type", None)
+        if not self.seen_header:
+            if line_type != "header":
+                raise ImportFormatError(line, "the first line must be the format header")
+            self._check_header(fields, line)
+            self.seen_header = True
+            return None
+        try:
+            if line_type == "conversation":
+                return self._conversation(fields, line)
+            if line_type == "session":
+                record = session_to_record(_model(SessionContext, fields, line))
+                self._claim(record.conversation_id, record.user_id, line)
+                return record
+            if line_type == "message":
+                return self._message(fields, line)
+            if line_type == "memory":
+                return _model(MemoryEntry, fields, line)
+        except InvalidArgumentError as exc:
+            if isinstance(exc, ImportFormatError):
+                raise
+            raise ImportFormatError(line, exc.message) from None
+        raise ImportFormatError(line, f"unknown record type {line_type!r}")
+
+    @staticmethod
+    def _check_header(fields: dict[str, Any], line: int) -> None:
+        if fields.get("format") != FORMAT:
+            raise ImportFormatError(
+                line, f"not a {FORMAT} export (format={fields.get('format')!r})"
+            )
+        version = fields.get("version")
+        if version != FORMAT_VERSION:
+            raise ImportFormatError(
+                line, f"unsupported format version {version!r}; this library reads {FORMAT_VERSION}"
+            )
+
+    def _conversation(self, fields: dict[str, Any], line: int) -> _Conversation:
+        _exact_keys(fields, {"id", "user_id"}, line)
+        conversation_id = check_id(fields["id"], "id")
+        owner = check_id(fields["user_id"], "user_id")
+        self._claim(conversation_id, owner, line)
+        return _Conversation(conversation_id, owner)
+
+    def _claim(self, conversation_id: str, owner: str, line: int) -> None:
+        known = self.owners.setdefault(conversation_id, owner)
+        if known != owner:
+            raise ImportFormatError(
+                line, f"conversation {conversation_id!r} is given two owners ({known!r}, {owner!r})"
+            )
+
+    def _message(self, fields: dict[str, Any], line: int) -> _MessageItem:
+        _exact_keys(fields, set(_MESSAGE_FIELDS), line)
+        conversation_id = check_id(fields["conversation_id"], "conversation_id")
+        if conversation_id not in self.owners:
+            raise ImportFormatError(
+                line, f"message of conversation {conversation_id!r}, which no earlier line declares"
+            )
+        stamp = fields["timestamp"]
+        if not isinstance(stamp, str):
+            raise ImportFormatError(line, "timestamp must be ISO-8601 text")
+        try:
+            # Parsed here, not by pydantic, so the text comes back exactly as written.
+            fields["timestamp"] = datetime.fromisoformat(stamp)
+        except ValueError:
+            raise ImportFormatError(line, f"bad timestamp {stamp!r}") from None
+        return _MessageItem(_model(Message, fields, line), conversation_id)
+
+
+def _exact_keys(fields: dict[str, Any], expected: set[str], line: int) -> None:
+    missing = sorted(expected - fields.keys())
+    extra = sorted(fields.keys() - expected)
+    if missing or extra:
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"unknown {', '.join(extra)}"] if extra else []
+        raise ImportFormatError(line, "; ".join(parts))
+
+
+def _model(cls: type[_M], fields: dict[str, Any], line: int) -> _M:
+    # Unknown fields would be dropped silently by pydantic; refuse them so nothing is lost.
+    extra = sorted(fields.keys() - cls.model_fields.keys())
+    if extra:
+        raise ImportFormatError(line, f"unknown {cls.__name__} field(s): {', '.join(extra)}")
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or cls.__name__
+        raise ImportFormatError(line, f"{where}: {first['msg']}") from None
+
+
+class _Writer:
+    """Writes items into a store, batching consecutive messages of one conversation."""
+
+    def __init__(self, memory: MemoryBackend, progress: ProgressCallback | None) -> None:
+        self.memory = memory
+        self.progress = progress
+        self.counts = TransferCounts()
+        self.owners: dict[str, str] = {}
+        self._pending: list[Message] = []
+        self._pending_conv: str | None = None
+
+    async def write(self, item: _Item) -> None:
+        if isinstance(item, _MessageItem):
+            if item.conversation_id != self._pending_conv or len(self._pending) >= _MESSAGE_BATCH:
+                await self.flush()
+                self._pending_conv = item.conversation_id
+            self._pending.append(item.message)
+            return
+        await self.flush()
+        memory = self.memory
+        if isinstance(item, _Conversation):
+            self.owners[item.id] = item.owner
+            # No public call creates an empty conversation; claiming it here keeps the
+            # destination's conversation order (and empty conversations) as exported.
+            await memory._run(
+                "import",
+                lambda: memory._append_messages(item.id, item.owner, [], enforce_owner=True),
+            )
+            self._tick("conversation", 1)
+        elif isinstance(item, SessionRecord):
+            self.owners.setdefault(item.conversation_id, item.user_id)
+            await memory._run("import", lambda: memory._put_session(item))
+            self._tick("session", 1)
+        else:
+            await memory.store_memory(item)
+            self._tick("memory", 1)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, conv = self._pending, self._pending_conv
+        assert conv is not None
+        self._pending = []
+        new = await self.memory.store_messages(
+            batch, conversation_id=conv, user_id=self.owners[conv]
+        )
+        self.counts.existing_messages += len(batch) - new
+        self._tick("message", len(batch))
+
+    def _tick(self, kind: str, n: int) -> None:
+        _count(self.counts, kind, n)
+        if self.progress is not None:
+            self.progress(kind, n)
+
+
+def _parse_lines(lines: Iterable[str]) -> Iterable[tuple[int, Any]]:
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportFormatError(number, f"not JSON ({exc.msg})") from None
+
+
+def _validate_file(fp: IO[str]) -> None:
+    parser = _Parser()
+    for number, obj in _parse_lines(fp):
+        parser.parse(obj, number)
+    if not parser.seen_header:
+        raise ImportFormatError(1, "empty file: no format header")
+
+
+async def import_jsonl(
+    memory: MemoryBackend,
+    fp: IO[str],
+    progress: ProgressCallback | None = None,
+) -> TransferCounts:
+    """Load a JSON Lines export into ``memory``.
+
+    A seekable file is checked whole before anything is written, so a malformed file writes
+    nothing; a stream (stdin) is checked line by line as it is written. Importing the same
+    file twice stores one copy of everything.
+
+    Args:
+        memory: the destination store.
+        fp: a text file open for reading.
+        progress: called as ``progress(kind, n)`` as records are written.
+
+    Returns:
+        How many records of each kind were read and written.
+
+    Raises:
+        ImportFormatError: a line is malformed (its number is in the message).
+        OwnershipError: a conversation in the file belongs to another user in ``memory``.
+        ConflictError: a message id in the file names a different stored message.
+    """
+    if fp.seekable():
+        start = fp.tell()
+        _validate_file(fp)
+        fp.seek(start)
+    await memory.initialize()
+    parser = _Parser()
+    writer = _Writer(memory, progress)
+    for number, obj in _parse_lines(fp):
+        item = parser.parse(obj, number)
+        if item is not None:
+            await writer.write(item)
+    if not parser.seen_header:
+        raise ImportFormatError(1, "empty file: no format header")
+    await writer.flush()
+    return writer.counts
+
+
+async def copy(
+    src: MemoryBackend,
+    dst: MemoryBackend,
+    user_id: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> TransferCounts:
+    """Copy every record (or one user's) from ``src`` into ``dst``, any two backends.
+
+    Records pass through the same validation as an import; copying again is a no-op.
+
+    Returns:
+        How many records of each kind were copied.
+    """
+    if src is dst:
+        raise InvalidArgumentError("dst", "source and destination are the same store")
+    await dst.initialize()
+    parser = _Parser()
+    writer = _Writer(dst, progress)
+    number = 0
+    async for obj in iter_export(src, user_id):
+        number += 1
+        item = parser.parse(obj, number)
+        if item is not None:
+            await writer.write(item)
+    await writer.flush()
+    return writer.counts
