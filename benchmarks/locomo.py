@@ -1,0 +1,592 @@
+"""Search quality on LoCoMo: how often ``search_messages`` finds the turns that answer a question.
+
+LoCoMo (Maharana et al., ACL 2024) holds long two-person conversations, many sessions each,
+and questions whose ``evidence`` names the turns holding the answer. For each conversation
+this benchmark opens a fresh memory, stores every turn as a bruno-core ``Message`` of one user
+(one conversation per session), then asks each question of categories 1-4 through
+``search_messages(question, user_id=..., limit=20)`` and measures:
+
+* evidence recall@k (k = 5, 10, 20): the fraction of the question's evidence turns found in
+  the top k, averaged over questions (a question with three evidence turns, two found,
+  counts 2/3);
+* query latency (p50, p95) of ``search_messages``.
+
+``--ablation`` also measures what each step of the shared text analysis
+(:mod:`bruno_memstore.search`) contributes, by ranking the same messages with
+:class:`~bruno_memstore.search.BM25Index` exactly as ``memory://`` does.
+
+Run ``python -m benchmarks.locomo --help``. The data is not part of this repository: get
+``data/locomo10.zip`` from the LoCoMo authors' repository and pass the JSON with ``--data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from bruno_core.models.message import Message, MessageRole
+from rich.console import Console
+from rich.table import Table
+
+from bruno_memstore import open_memory
+from bruno_memstore.errors import CapabilityError, MissingDependencyError
+from bruno_memstore.models import to_us
+from bruno_memstore.search import DEFAULT_ANALYZER, Analyzer, BM25Index, date_words
+
+__all__ = [
+    "CATEGORIES",
+    "BackendReport",
+    "ContentOptions",
+    "Question",
+    "Sample",
+    "Scores",
+    "Turn",
+    "Variant",
+    "ablation_variants",
+    "app",
+    "build_sessions",
+    "clean_evidence",
+    "load_samples",
+    "message_content",
+    "message_id",
+    "parse_session_date",
+    "run_ablation",
+    "run_backend",
+]
+
+KS = (5, 10, 20)
+SEARCH_LIMIT = 20
+TURN_SPACING = timedelta(seconds=5)
+# The released data numbers categories this way (category 5, adversarial, has no answer).
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+_DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo_dev.json"
+_NAMESPACE = uuid.UUID("6f1c52a4-6f53-4a55-9d8e-3c1f0f3b8a11")
+_SESSION_KEY = re.compile(r"session_(\d+)")
+_EVIDENCE = re.compile(r"D:?(\d+):(\d+)")
+
+console = Console()
+app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
+
+
+# ====================================================================== data
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One utterance of a LoCoMo conversation."""
+
+    dia_id: str
+    speaker: str
+    text: str
+    caption: str | None
+    session: int
+    when: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question and the turns that answer it."""
+
+    text: str
+    category: int
+    evidence: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One LoCoMo conversation: its turns in order and its questions."""
+
+    index: int
+    speaker_a: str
+    speaker_b: str
+    turns: list[Turn]
+    questions: list[Question]
+    dropped_evidence: int = 0  # evidence ids naming no turn of the conversation
+
+
+def parse_session_date(text: str) -> datetime:
+    """``"1:56 pm on 8 May, 2023"`` -> ``datetime(2023, 5, 8, 13, 56)``."""
+    return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y")
+
+
+def clean_evidence(items: Iterable[str]) -> list[str]:
+    """Normalise evidence ids: split ``"D8:6; D9:17"``, repair ``"D:11:26"``, drop ``"D"``."""
+    out: list[str] = []
+    for item in items:
+        for piece in re.split(r"[;,\s]+", str(item)):
+            match = _EVIDENCE.fullmatch(piece)
+            if match:
+                out.append(f"D{match.group(1)}:{match.group(2)}")
+    return list(dict.fromkeys(out))
+
+
+def load_samples(path: Path) -> list[Sample]:
+    """Read LoCoMo JSON (a list of samples, each either flat or under ``"conversation"``)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    samples: list[Sample] = []
+    for index, item in enumerate(raw):
+        conv = item.get("conversation", item)
+        sessions = sorted(
+            (int(m.group(1)), key)
+            for key in conv
+            if (m := _SESSION_KEY.fullmatch(key)) and isinstance(conv[key], list)
+        )
+        turns: list[Turn] = []
+        for number, key in sessions:
+            start = parse_session_date(conv[f"{key}_date_time"])
+            for pos, t in enumerate(conv[key]):
+                turns.append(
+                    Turn(
+                        dia_id=t["dia_id"],
+                        speaker=t["speaker"],
+                        text=t["text"],
+                        caption=t.get("blip_caption") or None,
+                        session=number,
+                        when=start + pos * TURN_SPACING,
+                    )
+                )
+        known = {t.dia_id for t in turns}
+        questions: list[Question] = []
+        dropped = 0
+        for qa in item["qa"]:
+            evidence = clean_evidence(qa.get("evidence", []))
+            kept = tuple(e for e in evidence if e in known)
+            dropped += len(evidence) - len(kept)
+            questions.append(Question(qa["question"], int(qa["category"]), kept))
+        samples.append(
+            Sample(index, conv["speaker_a"], conv["speaker_b"], turns, questions, dropped)
+        )
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class ContentOptions:
+    """How a turn becomes message content."""
+
+    speaker: bool = True  # "Caroline: ..." as a chat transcript line
+    caption: bool = True  # the shared photo's caption, "[image: ...]"
+    date: bool = False  # prototype: the session date in words
+
+
+def message_content(turn: Turn, options: ContentOptions) -> str:
+    """The text stored for a turn."""
+    text = f"{turn.speaker}: {turn.text}" if options.speaker else turn.text
+    if options.caption and turn.caption:
+        text = f"{text} [image: {turn.caption}]"
+    if options.date:
+        text = f"{text}\n{date_words(turn.when)}"
+    return text
+
+
+def message_id(sample: Sample, turn: Turn) -> uuid.UUID:
+    """Deterministic ids, so that score ties break the same way on every run."""
+    return uuid.uuid5(_NAMESPACE, f"{sample.index}/{turn.dia_id}")
+
+
+def build_sessions(sample: Sample, options: ContentOptions) -> list[tuple[str, list[Message]]]:
+    """The sample's messages, grouped by conversation id (one conversation per session)."""
+    by_session: dict[int, list[Message]] = {}
+    previous: dict[int, uuid.UUID] = {}
+    for turn in sample.turns:
+        role = MessageRole.USER if turn.speaker == sample.speaker_a else MessageRole.ASSISTANT
+        metadata: dict[str, Any] = {"dia_id": turn.dia_id, "speaker": turn.speaker}
+        if turn.caption:
+            metadata["image_caption"] = turn.caption
+        msg = Message(
+            id=message_id(sample, turn),
+            role=role,
+            content=message_content(turn, options),
+            timestamp=turn.when,
+            metadata=metadata,
+            parent_id=previous.get(turn.session),
+            conversation_id=_conversation_id(sample, turn.session),
+        )
+        previous[turn.session] = msg.id
+        by_session.setdefault(turn.session, []).append(msg)
+    return [(_conversation_id(sample, s), msgs) for s, msgs in sorted(by_session.items())]
+
+
+def _conversation_id(sample: Sample, session: int) -> str:
+    return f"locomo-{sample.index}-session-{session}"
+
+
+# ====================================================================== scoring
+
+
+@dataclass(slots=True)
+class Scores:
+    """Per-question recall and latency, aggregated on demand."""
+
+    recall: dict[int, list[tuple[int, float]]] = field(
+        default_factory=lambda: {k: [] for k in KS}
+    )  # k -> [(category, recall)]
+    latencies: list[float] = field(default_factory=list)
+    skipped: int = 0  # questions without usable evidence
+
+    def add(self, question: Question, ranked: Sequence[str], seconds: float | None) -> None:
+        for k in KS:
+            top = set(ranked[:k])
+            found = sum(e in top for e in question.evidence)
+            self.recall[k].append((question.category, found / len(question.evidence)))
+        if seconds is not None:
+            self.latencies.append(seconds)
+
+    def mean(self, k: int, category: int | None = None) -> float:
+        values = [r for c, r in self.recall[k] if category is None or c == category]
+        return 100.0 * statistics.fmean(values) if values else float("nan")
+
+    def count(self, category: int | None = None) -> int:
+        return sum(1 for c, _ in self.recall[KS[0]] if category is None or c == category)
+
+    def percentile_ms(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return 1000.0 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "questions": self.count(),
+            "skipped_without_evidence": self.skipped,
+            "recall": {
+                str(k): {
+                    "all": round(self.mean(k), 2),
+                    **{str(c): round(self.mean(k, c), 2) for c in CATEGORIES},
+                }
+                for k in KS
+            },
+            "per_category_questions": {str(c): self.count(c) for c in CATEGORIES},
+            "latency_ms": {
+                "p50": round(self.percentile_ms(0.50), 3),
+                "p95": round(self.percentile_ms(0.95), 3),
+            }
+            if self.latencies
+            else None,
+        }
+
+
+def _questions(sample: Sample, scores: Scores) -> list[Question]:
+    """The sample's questions of categories 1-4 that name at least one turn."""
+    out: list[Question] = []
+    for q in sample.questions:
+        if q.category not in CATEGORIES:
+            continue
+        if not q.evidence:
+            scores.skipped += 1
+            continue
+        out.append(q)
+    return out
+
+
+# ====================================================================== backends
+
+
+@dataclass(slots=True)
+class BackendReport:
+    """What one backend scored."""
+
+    url: str
+    scores: Scores
+    messages: int = 0
+    ingest_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "messages": self.messages,
+            "ingest_messages_per_second": round(self.messages / self.ingest_seconds, 1)
+            if self.ingest_seconds
+            else None,
+            **self.scores.summary(),
+        }
+
+
+async def run_backend(
+    url: str,
+    samples: Sequence[Sample],
+    options: ContentOptions,
+    progress: Callable[[str], None] | None = None,
+) -> BackendReport:
+    """Store each sample in a fresh memory from ``url`` and ask its questions.
+
+    ``{n}`` in the URL is replaced by the sample's number, giving each conversation its own
+    store; without it, one store is shared and each sample gets its own user (removed with
+    ``forget_user`` afterwards, where the backend supports it).
+    """
+    report = BackendReport(url, Scores())
+    run = uuid.uuid4().hex[:8]
+    for sample in samples:
+        memory = open_memory(url.replace("{n}", str(sample.index)))
+        user = f"locomo-{run}-{sample.index}"
+        try:
+            await memory.initialize()
+            started = time.perf_counter()
+            for conversation_id, messages in build_sessions(sample, options):
+                await memory.store_messages(messages, conversation_id=conversation_id, user_id=user)
+                report.messages += len(messages)
+            report.ingest_seconds += time.perf_counter() - started
+            for question in _questions(sample, report.scores):
+                t0 = time.perf_counter()
+                found = await memory.search_messages(
+                    question.text, user_id=user, limit=SEARCH_LIMIT
+                )
+                elapsed = time.perf_counter() - t0
+                ranked = [str(m.metadata.get("dia_id")) for m in found]
+                report.scores.add(question, ranked, elapsed)
+            # Leave a shared store as it was (backends without listing cannot forget).
+            with contextlib.suppress(CapabilityError):
+                await memory.forget_user(user)
+        finally:
+            await memory.shutdown()
+        if progress is not None:
+            progress(f"{url}: conversation {sample.index} done")
+    return report
+
+
+# ====================================================================== ablation
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One ablation row: an analysis, index parameters and content options."""
+
+    name: str
+    analyzer: Analyzer = DEFAULT_ANALYZER
+    content: ContentOptions = ContentOptions()
+    dated: bool = False  # index the date in words alongside the content (the proposal)
+    k1: float = 1.2
+    b: float = 0.75
+
+
+def ablation_variants() -> list[Variant]:
+    """The previous analysis, each step added in turn, each step removed, and extras."""
+    off = {
+        "contractions": False,
+        "base_forms": False,
+        "numbers": False,
+        "fold_diacritics": False,
+        "cjk_bigrams": False,
+    }
+    steps = ["contractions", "base_forms", "numbers", "fold_diacritics"]
+    variants = [Variant("previous analysis (tokens, stop words, Snowball)", Analyzer(**off))]
+    on: dict[str, bool] = dict(off)
+    for step in steps:
+        on[step] = True
+        variants.append(Variant(f"+ {step.replace('_', ' ')}", Analyzer(**on)))
+    full = DEFAULT_ANALYZER
+    variants += [
+        Variant("full analysis (the default)", full),
+        Variant("full - stemming", Analyzer(stemmer=None)),
+        Variant("full - stop words", Analyzer(stop_words=())),
+        Variant("full - contractions", Analyzer(contractions=False)),
+        Variant("full - base forms", Analyzer(base_forms=False)),
+        Variant("full - numbers", Analyzer(numbers=False)),
+        Variant("full, Porter (1980) stemmer", Analyzer(stemmer="porter")),
+        Variant("full + date in words indexed (proposal)", full, dated=True),
+        Variant("content without speaker name", full, ContentOptions(speaker=False)),
+        Variant("content without image caption", full, ContentOptions(caption=False)),
+        Variant("full, BM25 b=0.5 (not adopted)", full, b=0.5),
+        Variant("full, BM25 k1=0.9 (not adopted)", full, k1=0.9),
+    ]
+    return variants
+
+
+def run_ablation(samples: Sequence[Sample], variant: Variant) -> Scores:
+    """Rank every question with ``BM25Index`` exactly as ``memory://`` does."""
+    scores = Scores()
+    for sample in samples:
+        index = BM25Index(variant.k1, variant.b, analyzer=variant.analyzer)
+        order: dict[str, tuple[int, str]] = {}
+        for turn in sample.turns:
+            index.add(
+                turn.dia_id,
+                message_content(turn, variant.content),
+                when=turn.when if variant.dated else None,
+            )
+            # InMemoryStorage breaks score ties by newest first, then message id.
+            order[turn.dia_id] = (-to_us(turn.when), str(message_id(sample, turn)))
+        for question in _questions(sample, scores):
+            found = index.search(question.text)
+            ranked = sorted(found, key=lambda d, f=found: (-f[d], order[d]))
+            scores.add(question, ranked[:SEARCH_LIMIT], None)
+    return scores
+
+
+# ====================================================================== output
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def backend_table(report: BackendReport) -> Table:
+    s = report.scores
+    table = Table(
+        title=f"{report.url}  (p50 {s.percentile_ms(0.5):.2f} ms, "
+        f"p95 {s.percentile_ms(0.95):.2f} ms)"
+    )
+    table.add_column("questions")
+    table.add_column("n", justify="right")
+    for k in KS:
+        table.add_column(f"recall@{k} %", justify="right")
+    table.add_row("all (1-4)", str(s.count()), *(_fmt(s.mean(k)) for k in KS), style="bold")
+    for c, name in CATEGORIES.items():
+        table.add_row(f"{c} {name}", str(s.count(c)), *(_fmt(s.mean(k, c)) for k in KS))
+    return table
+
+
+def summary_table(reports: Sequence[BackendReport]) -> Table:
+    table = Table(title="LoCoMo evidence recall, categories 1-4")
+    table.add_column("backend")
+    for k in KS:
+        table.add_column(f"R@{k} %", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    table.add_column("ingest msg/s", justify="right")
+    for r in reports:
+        s = r.scores
+        rate = r.messages / r.ingest_seconds if r.ingest_seconds else float("nan")
+        table.add_row(
+            r.url,
+            *(_fmt(s.mean(k)) for k in KS),
+            f"{s.percentile_ms(0.5):.2f}",
+            f"{s.percentile_ms(0.95):.2f}",
+            f"{rate:,.0f}",
+        )
+    return table
+
+
+def ablation_table(rows: Sequence[tuple[Variant, Scores]]) -> Table:
+    table = Table(title="Analysis ablation (BM25Index, ranked as memory://)")
+    table.add_column("variant", no_wrap=True)
+    for k in KS:
+        table.add_column(f"R@{k} %", justify="right")
+    for c in CATEGORIES:
+        table.add_column(f"R@10 c{c}", justify="right")
+    for variant, s in rows:
+        table.add_row(
+            variant.name, *(_fmt(s.mean(k)) for k in KS), *(_fmt(s.mean(10, c)) for c in CATEGORIES)
+        )
+    return table
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "os": platform.platform(),
+    }
+
+
+# ====================================================================== command
+
+
+@app.command()
+def main(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--url",
+            "-u",
+            help="Memory URL to measure (repeatable; '{n}' becomes the conversation number). "
+            "Default: memory:// and a fresh SQLite file per conversation in a temporary folder.",
+        ),
+    ] = None,
+    data: Annotated[
+        Path,
+        typer.Option(envvar="LOCOMO_DATA", help="LoCoMo JSON (a list of samples)."),
+    ] = _DEFAULT_DATA,
+    quick: Annotated[bool, typer.Option(help="Only the first conversation.")] = False,
+    speaker: Annotated[
+        bool, typer.Option(help="Store turns as 'Speaker: text' transcript lines.")
+    ] = True,
+    captions: Annotated[
+        bool, typer.Option(help="Append the caption of a shared photo to its turn.")
+    ] = True,
+    dates: Annotated[
+        bool, typer.Option(help="Prototype: append the session date in words to each turn.")
+    ] = False,
+    ablation: Annotated[
+        bool, typer.Option(help="Also measure each step of the text analysis.")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure to this JSON file.")
+    ] = None,
+) -> None:
+    """Evidence recall@5/10/20 and query latency of search_messages on LoCoMo."""
+    if not data.is_file():
+        raise typer.BadParameter(f"no LoCoMo file at {data}; pass --data", param_hint="--data")
+    samples = load_samples(data)
+    if quick:
+        samples = samples[:1]
+    options = ContentOptions(speaker=speaker, caption=captions, date=dates)
+    tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
+    urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "data": {
+            "file": data.name,
+            "conversations": len(samples),
+            "turns": sum(len(s.turns) for s in samples),
+            "dropped_evidence_ids": sum(s.dropped_evidence for s in samples),
+        },
+        "content": asdict(options),
+        "backends": [],
+    }
+    reports: list[BackendReport] = []
+    try:
+        for u in urls:
+            try:
+                with console.status(f"running {u} ..."):
+                    report = asyncio.run(run_backend(u, samples, options, console.log))
+            except (MissingDependencyError, ModuleNotFoundError) as exc:
+                console.print(f"[yellow]skipping {u}: {exc}[/yellow]")
+                continue
+            reports.append(report)
+            console.print(backend_table(report))
+            result["backends"].append(report.summary())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if reports:
+        console.print(summary_table(reports))
+    if ablation:
+        rows = []
+        with console.status("ablation ..."):
+            for variant in ablation_variants():
+                rows.append((variant, run_ablation(samples, variant)))
+        console.print(ablation_table(rows))
+        result["ablation"] = [{"variant": v.name, **s.summary()} for v, s in rows]
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"figures written to {json_out}")
+
+
+if __name__ == "__main__":
+    app()
