@@ -17,16 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import IO, Annotated, Any, TypeVar
+from typing import IO, Annotated, Any, NoReturn, TypeVar
 
 import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .. import __version__
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import REQUIRED, Capability
 from ..errors import MemstoreError, MissingDependencyError
 from ..registry import known_schemes, open_memory, resolve
 from ..transfer import TransferCounts, copy, export_jsonl, import_jsonl
@@ -74,12 +75,15 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
     """Run an async command body; turn known errors into one line on stderr and exit 1."""
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
-    except (MemstoreError, _Failure) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except (MemstoreError, _Failure, OSError, ImportError) as exc:
+        # OSError: a file that cannot be opened; ImportError: a backend that cannot load.
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with status 1."""
+    err.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @asynccontextmanager
@@ -205,7 +209,7 @@ def stats(
         async with _opened(url) as memory:
             result = await memory.get_statistics(user)
         if as_json:
-            out.print_json(json.dumps(result))
+            typer.echo(json.dumps(result, indent=2))
         else:
             out.print(render.stats_table(result, title=f"{user} @ {_where(url)}"))
 
@@ -237,7 +241,7 @@ def search(
             results = await memory.search(user, query, limit=limit, kinds=kinds)  # type: ignore[arg-type]
         if as_json:
             rows = [_result_json(r) for r in results]
-            out.print_json(json.dumps(rows, ensure_ascii=False))
+            typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
             out.print(render.search_table(results, title=f"{query!r} for {user}"))
 
@@ -324,8 +328,7 @@ def _open_or_exit(path: Path, mode: str) -> IO[str]:
     try:
         return path.open(mode, encoding="utf-8", newline="\n" if "w" in mode else None)
     except OSError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
 
 
 @app.command("copy")
@@ -418,19 +421,33 @@ def backends() -> None:
     table.add_column("class")
     table.add_column("extra")
     table.add_column("installed")
+    table.add_column("promises", style="dim")
     for scheme in known_schemes():
         extra = _extra_of(scheme)
         try:
             cls = resolve(scheme)
         except MissingDependencyError as exc:
-            table.add_row(
-                scheme, "", exc.extra, f"[red]no[/]: pip install 'bruno-memstore[{exc.extra}]'"
-            )
+            if exc.package.startswith("bruno_memstore"):
+                status = Text("no: not in this version", style="red")
+            else:
+                status = Text(f"no: pip install 'bruno-memstore[{exc.extra}]'", style="red")
+            table.add_row(scheme, "", exc.extra, status, "")
             continue
         except ImportError as exc:
-            table.add_row(scheme, "", extra or "-", f"[red]no[/]: {exc}")
+            mine = isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith(
+                "bruno_memstore"
+            )
+            status = "no: not in this version" if mine else f"no: {exc}"
+            table.add_row(scheme, "", extra or "-", Text(status, style="red"), "")
             continue
-        table.add_row(scheme, cls.__name__, extra or "-", "[green]yes[/]")
+        promises = sorted(c.value for c in getattr(cls, "capabilities", ()) if c not in REQUIRED)
+        table.add_row(
+            scheme,
+            cls.__name__,
+            extra or "-",
+            Text("yes", style="green"),
+            ", ".join(promises),
+        )
     out.print(table)
 
 
