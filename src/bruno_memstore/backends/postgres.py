@@ -1,0 +1,819 @@
+"""``PostgresMemory``: PostgreSQL 12+ through an ``asyncpg`` connection pool.
+
+One table per record kind in a schema of its own (``bruno_memstore`` unless told
+otherwise), JSONB metadata, a stored ``tsvector`` column with a GIN index ranked by
+``ts_rank_cd``, and a ``seq`` identity column for arrival order. The schema is created and
+migrated on first use, once, even when several processes start together. Concurrent small
+appends share one statement and one commit (see ``_postgres_writer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+from urllib.parse import quote, urlencode, urlsplit
+
+from ..base import MemoryBackend
+from ..capabilities import Capability
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    OwnershipError,
+    SchemaError,
+)
+from ..models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+)
+from ..primitives import AppendResult, ExportKind
+from ..search import query_words
+from ..url import MemoryURL, redact_url
+from ._postgres_sql import (
+    LATEST_VERSION,
+    Statements,
+    check_language,
+    check_schema,
+    migrations,
+)
+from ._postgres_writer import Append, GroupWriter
+
+try:
+    import asyncpg
+    import asyncpg.exceptions as pg_errors
+except ImportError:  # the class still imports, so entry-point discovery works without the extra
+    asyncpg = None  # type: ignore[assignment]
+    pg_errors = None  # type: ignore[assignment]
+
+__all__ = ["PostgresMemory"]
+
+log = logging.getLogger(__name__)
+
+# Our own URL options, with their types; every other query option must be one asyncpg
+# understands as a connection parameter, or is refused.
+_OPTION_KINDS: dict[str, type] = {
+    "schema": str,
+    "language": str,
+    "min_size": int,
+    "max_size": int,
+    "connect_timeout": float,
+    "command_timeout": float,
+    "statement_cache_size": int,
+    "group_commit": bool,
+}
+_DRIVER_OPTIONS = frozenset(
+    {
+        "host",
+        "port",
+        "user",
+        "dbname",
+        "database",
+        "passfile",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "application_name",
+        "krbsrvname",
+        "gsslib",
+        "service",
+        "servicefile",
+    }
+)
+_DEFAULT_SCHEMA = "bruno_memstore"
+_DEFAULT_LANGUAGE = "english"
+_COPY_THRESHOLD = 1000  # batches at least this large go through COPY
+_GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
+_EXPORT_PAGE = 500
+_NUL_PROBLEM = "contains a NUL character (\\x00), which PostgreSQL text cannot store"
+
+
+class PostgresMemory(MemoryBackend):
+    """Durable, searchable memory in PostgreSQL.
+
+    Args:
+        dsn: ``postgresql://user:password@host:port/database?option=value``; ``None`` uses
+            the ``PG*`` environment variables. Query options: ``schema``, ``language``,
+            ``min_size``, ``max_size``, ``connect_timeout``, ``command_timeout``,
+            ``statement_cache_size``, ``group_commit``, and the libpq connection
+            parameters asyncpg accepts (``sslmode``, ``application_name``, ...).
+        connection_string: the same as ``dsn`` (the name bruno-core's guide uses).
+        schema: PostgreSQL schema holding the tables (created if missing).
+        language: text-search configuration for full-text search (``regconfig``).
+        min_size: connections the pool keeps open.
+        max_size: connections the pool opens at most.
+        connect_timeout: seconds to open a connection before the server counts as down.
+        command_timeout: seconds any single statement may run (``None``: no limit).
+        statement_cache_size: prepared statements cached per connection (0 behind
+            PgBouncer in transaction mode).
+        group_commit: let concurrent small appends share one commit.
+        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
+
+    Keyword arguments override the same option given in the URL.
+
+    Raises:
+        MissingDependencyError: ``asyncpg`` is not installed.
+        InvalidArgumentError: an option is unknown or out of range.
+    """
+
+    backend_name: ClassVar[str] = "postgres"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.MESSAGES,
+            Capability.SESSIONS,
+            Capability.MEMORIES,
+            Capability.DURABLE,
+            Capability.FULL_TEXT,
+            Capability.LISTING,
+        }
+    )
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        connection_string: str | None = None,
+        schema: str | None = None,
+        language: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+        statement_cache_size: int | None = None,
+        group_commit: bool | None = None,
+        **options: Any,
+    ) -> None:
+        if asyncpg is None:
+            raise MissingDependencyError("postgres", "asyncpg")
+        super().__init__(**options)
+        if dsn is not None and connection_string is not None:
+            raise InvalidArgumentError("connection_string", "give either dsn or connection_string")
+        raw = dsn if dsn is not None else connection_string
+        if raw is None:
+            raw = "postgresql://"
+        if not isinstance(raw, str):
+            raise InvalidArgumentError("dsn", f"expected a string, got {type(raw).__name__}")
+        url = MemoryURL.parse(raw)
+        if url.scheme not in ("postgresql", "postgres"):
+            raise InvalidArgumentError("dsn", f"expected a postgresql:// URL, got {url}")
+        if url.driver not in (None, "asyncpg"):
+            raise InvalidArgumentError("dsn", f"unsupported driver {url.driver!r}; use asyncpg")
+        url.check_options(set(_OPTION_KINDS) | _DRIVER_OPTIONS)
+        given = {
+            "schema": schema,
+            "language": language,
+            "min_size": min_size,
+            "max_size": max_size,
+            "connect_timeout": connect_timeout,
+            "command_timeout": command_timeout,
+            "statement_cache_size": statement_cache_size,
+            "group_commit": group_commit,
+        }
+        opt = {
+            name: given[name] if given[name] is not None else url.option(name, kind)
+            for name, kind in _OPTION_KINDS.items()
+        }
+        self._url = url
+        self._dsn = _driver_dsn(url)
+        self._password = url.password or ""
+        self.schema = _check(opt, "schema", str, _DEFAULT_SCHEMA)
+        self.language = _check(opt, "language", str, _DEFAULT_LANGUAGE)
+        self.min_size = _check(opt, "min_size", int, 1, low=0)
+        self.max_size = _check(opt, "max_size", int, 10, low=1)
+        self.connect_timeout = _check(opt, "connect_timeout", float, 10.0, low=0.001)
+        self.command_timeout: float | None = _check(opt, "command_timeout", float, None, low=0.001)
+        self.statement_cache_size = _check(opt, "statement_cache_size", int, 100, low=0)
+        self.group_commit = _check(opt, "group_commit", bool, True)
+        if self.min_size > self.max_size:
+            raise InvalidArgumentError("min_size", f"larger than max_size ({self.max_size})")
+        try:
+            quoted_schema = check_schema(self.schema)
+        except ValueError as exc:
+            raise InvalidArgumentError("schema", str(exc)) from None
+        try:
+            regconfig = check_language(self.language)
+        except ValueError as exc:
+            raise InvalidArgumentError("language", str(exc)) from None
+        self._sql = Statements(quoted_schema, regconfig)
+        self._pool: Any = None
+        self._writer: GroupWriter | None = None
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> PostgresMemory:
+        """Build from ``postgresql://`` or ``postgres://`` (options in the query string)."""
+        return cls(url.raw, **options)
+
+    def describe(self) -> str:
+        return redact_url(self._url.raw)
+
+    def _redact(self, text: str) -> str:
+        text = text.replace(self._url.raw, self.describe())
+        if self._password:
+            for secret in {self._password, quote(self._password, safe="")}:
+                text = text.replace(secret, "***")
+        return text
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def _connect(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    timeout=self.connect_timeout,
+                    command_timeout=self.command_timeout,
+                    statement_cache_size=self.statement_cache_size,
+                    server_settings=_server_settings(self._url),
+                )
+        except TimeoutError as exc:
+            raise self._unavailable(
+                f"no answer within connect_timeout={self.connect_timeout:g}s", exc
+            ) from exc
+        except Exception as exc:
+            if self._is_unavailable(exc):
+                raise self._unavailable(f"{type(exc).__name__}: {exc}", exc) from exc
+            raise
+        try:
+            async with pool.acquire() as conn:
+                await self._check_language(conn)
+                await self._migrate(conn)
+                await self._check_indexed_language(conn)
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+        if self.group_commit:
+            # Half the pool at most flushes groups; the rest serves reads and large batches.
+            self._writer = GroupWriter(
+                self._run_appends, self._is_transient, max_flushers=max(1, self.max_size // 2)
+            )
+
+    async def _close(self) -> None:
+        pool, writer = self._pool, self._writer
+        self._pool = self._writer = None
+        if writer is not None:
+            await writer.drain()
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
+            except Exception:
+                pool.terminate()
+
+    def _unavailable(self, detail: str, exc: BaseException) -> BackendUnavailableError:
+        err = BackendUnavailableError(
+            f"cannot reach PostgreSQL at {self.describe()}: {self._redact(detail)}",
+            backend=self.backend_name,
+            operation="connect",
+        )
+        err.cause = exc
+        return err
+
+    async def _check_language(self, conn: Any) -> None:
+        try:
+            await conn.fetchval(f"SELECT {self._sql.language}::oid")
+        except pg_errors.UndefinedObjectError:
+            names = await conn.fetch("SELECT cfgname FROM pg_ts_config ORDER BY cfgname")
+            raise InvalidArgumentError(
+                "language",
+                f"no text search configuration {self.language!r} on this server; "
+                f"available: {', '.join(r[0] for r in names)}",
+            ) from None
+
+    async def _migrate(self, conn: Any) -> None:
+        sql = self._sql
+        table = f"{sql.schema}.schema_version"
+        if await conn.fetchval(sql.version_table_exists, table):
+            version = await conn.fetchval(sql.current_version)
+            if version == LATEST_VERSION:
+                return
+            self._check_version(version)
+        async with conn.transaction():
+            # Concurrent first connects queue here; the first migrates, the others find
+            # the schema current.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+            if await conn.fetchval("SELECT to_regnamespace($1) IS NULL", sql.schema):
+                await conn.execute(sql.create_schema)
+            await conn.execute(sql.create_version_table)
+            version = await conn.fetchval(sql.current_version)
+            self._check_version(version)
+            for number, description, statements in migrations(sql.schema, sql.language):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(sql.record_version, number, description)
+                log.info("schema %s migrated to version %d: %s", self.schema, number, description)
+
+    def _check_version(self, version: int) -> None:
+        if version > LATEST_VERSION:
+            raise SchemaError(
+                f"schema {self.schema!r} is at version {version}, newer than this library "
+                f"supports ({LATEST_VERSION}); upgrade bruno-memstore",
+                backend=self.backend_name,
+                operation="connect",
+            )
+
+    async def _check_indexed_language(self, conn: Any) -> None:
+        stored = await conn.fetchval(self._sql.indexed_language)
+        if stored is None:
+            return
+        same = await conn.fetchval(f"SELECT $1::regconfig = {self._sql.language}", stored)
+        if not same:
+            raise SchemaError(
+                f"schema {self.schema!r} was indexed with text search configuration "
+                f"{stored!r}, not {self.language!r}; use language={stored} or another schema",
+                backend=self.backend_name,
+                operation="connect",
+            )
+
+    # ---------------------------------------------------------------- error classification
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if pg_errors is None:
+            return False
+        if isinstance(
+            exc,
+            (
+                OSError,
+                pg_errors.PostgresConnectionError,  # includes connection lost mid-operation
+                pg_errors.TooManyConnectionsError,
+                pg_errors.SerializationError,
+                pg_errors.DeadlockDetectedError,
+                pg_errors.AdminShutdownError,
+                pg_errors.CrashShutdownError,
+                pg_errors.CannotConnectNowError,
+                # A conversation deleted while an append to it was running: the retry
+                # claims it again.
+                pg_errors.ForeignKeyViolationError,
+            ),
+        ):
+            return True
+        return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError):
+            return True
+        if pg_errors is None:
+            return False
+        return isinstance(
+            exc,
+            (
+                pg_errors.PostgresConnectionError,
+                pg_errors.TooManyConnectionsError,
+                pg_errors.AdminShutdownError,
+                pg_errors.CrashShutdownError,
+                pg_errors.CannotConnectNowError,
+            ),
+        ) or (isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc))
+
+    # ---------------------------------------------------------------- refusals
+
+    def _check_records(self, records: Sequence[MessageRecord]) -> None:
+        for rec in records:
+            if "\x00" in rec.content:
+                raise InvalidArgumentError("message.content", _NUL_PROBLEM)
+            if _json_has_nul(rec.metadata):
+                raise InvalidArgumentError("message.metadata", _NUL_PROBLEM)
+
+    # ---------------------------------------------------------------- conversations
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        return await self._pool.fetchval(self._sql.conversation_owner, conversation_id)
+
+    # ---------------------------------------------------------------- messages
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        if len(records) >= _COPY_THRESHOLD:
+            return await self._append_copy(conversation_id, user_id, records, enforce_owner)
+        if self._writer is not None and len(records) <= _GROUP_MAX_ROWS:
+            return await self._writer.submit(conversation_id, user_id, records, enforce_owner)
+        item = Append(conversation_id, user_id, records, enforce_owner)
+        for _ in range(5):
+            (outcome,) = await self._run_appends([item])
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is not None:
+                return outcome
+        raise BackendError("the conversation's owner could not be determined")
+
+    async def _run_appends(
+        self, batch: Sequence[Append]
+    ) -> list[AppendResult | BaseException | None]:
+        """Run appends in one statement; see ``Statements.append`` and ``GroupWriter``."""
+        conv, users, enforce = [], [], []
+        cols: list[list[Any]] = [[] for _ in range(9)]
+        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents = cols
+        for number, item in enumerate(batch, 1):
+            conv.append(item.conversation_id)
+            users.append(item.user_id)
+            enforce.append(item.enforce_owner)
+            for r in item.records:
+                app.append(number)
+                ids.append(r.id)
+                roles.append(r.role)
+                types.append(r.message_type)
+                contents.append(r.content)
+                ts_iso.append(r.timestamp)
+                ts_us.append(r.ts_us)
+                metas.append(r.metadata)
+                parents.append(r.parent_id)
+        rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
+        owners: dict[str, str] = {}
+        inserted: set[str] = set()
+        for conversation_id, owner, message_id in rows:
+            if message_id is None:
+                owners[conversation_id] = owner
+            else:
+                inserted.add(message_id)
+        outcomes: list[AppendResult | BaseException | None] = []
+        for item in batch:
+            owner = owners.get(item.conversation_id)
+            if owner is None:
+                outcomes.append(None)
+            elif item.enforce_owner and owner != item.user_id:
+                outcomes.append(self._not_owner(item.conversation_id))
+            else:
+                existing = frozenset(r.id for r in item.records if r.id not in inserted)
+                outcomes.append(AppendResult(owner, existing))
+        return outcomes
+
+    async def _append_copy(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        enforce_owner: bool,
+    ) -> AppendResult:
+        sql = self._sql
+        async with self._pool.acquire() as conn, conn.transaction():
+            owner = await conn.fetchval(sql.claim_conversation, conversation_id, user_id)
+            if owner is None:  # claimed by a transaction that committed after our snapshot
+                owner = await conn.fetchval(sql.conversation_owner, conversation_id)
+            if enforce_owner and owner != user_id:
+                raise self._not_owner(conversation_id)
+            await conn.execute(sql.create_staging)
+            await conn.copy_records_to_table(
+                "bruno_memstore_staging",
+                records=[
+                    (
+                        n,
+                        r.id,
+                        r.role,
+                        r.message_type,
+                        r.content,
+                        r.timestamp,
+                        r.ts_us,
+                        r.metadata,
+                        r.parent_id,
+                    )
+                    for n, r in enumerate(records)
+                ],
+            )
+            rows = await conn.fetch(sql.insert_staged, conversation_id, owner)
+        inserted = {row[0] for row in rows}
+        return AppendResult(owner, frozenset(r.id for r in records if r.id not in inserted))
+
+    def _not_owner(self, conversation_id: str) -> OwnershipError:
+        return OwnershipError(
+            f"conversation {conversation_id!r} belongs to another user",
+            backend=self.backend_name,
+            operation="store_message",
+        )
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        rows = await self._pool.fetch(self._sql.get_messages, list(ids))
+        return [_message(r) for r in rows]
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        args: list[Any] = [a for a in (conversation_id, user_id) if a is not None]
+        if limit is not None:
+            args.append(limit)
+        statement = self._sql.window(
+            by_conversation=conversation_id is not None,
+            by_user=user_id is not None,
+            limited=limit is not None,
+        )
+        rows = await self._pool.fetch(statement, *args)
+        return [_message(r) for r in reversed(rows)]
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        if keep_roles:
+            status = await self._pool.execute(
+                self._sql.delete_messages_keeping, conversation_id, sorted(keep_roles)
+            )
+            return _count(status)
+        # The conversation row goes too; its sessions follow by cascade.
+        row = await self._pool.fetchrow(self._sql.delete_conversation, conversation_id)
+        return int(row[0])
+
+    # ---------------------------------------------------------------- memories
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        if "\x00" in record.content:
+            raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
+        if _json_has_nul(record.payload):
+            raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
+        await self._pool.execute(
+            self._sql.put_memory,
+            record.id,
+            record.user_id,
+            record.content,
+            record.memory_type,
+            record.category,
+            list(record.tags),
+            record.confidence,
+            record.importance,
+            record.created_us,
+            record.expires_us,
+            record.conversation_id,
+            record.payload,
+        )
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        row = await self._pool.fetchrow(self._sql.get_memory, memory_id)
+        return _memory(row) if row is not None else None
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        rows = await self._pool.fetch(self._sql.query_memories, *_filter_args(flt), flt.limit)
+        return [_memory(r) for r in rows]
+
+    async def _delete_memory(self, memory_id: str) -> bool:
+        return _count(await self._pool.execute(self._sql.delete_memory, memory_id)) > 0
+
+    async def _purge_expired(self, now_us: int) -> int:
+        return _count(await self._pool.execute(self._sql.purge_expired, now_us))
+
+    # ---------------------------------------------------------------- sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        if _json_has_nul(record.payload):
+            raise InvalidArgumentError("session", _NUL_PROBLEM)
+        args = (
+            record.session_id,
+            record.user_id,
+            record.conversation_id,
+            record.is_active,
+            record.started_us,
+            record.payload,
+        )
+        for _ in range(5):
+            owner, _saved = await self._pool.fetchrow(self._sql.put_session, *args)
+            if owner is None:  # claimed concurrently after this statement's snapshot
+                continue
+            if owner != record.user_id:
+                raise OwnershipError(
+                    f"conversation {record.conversation_id!r} belongs to another user",
+                    backend=self.backend_name,
+                    operation="create_session",
+                )
+            return
+        raise BackendError("the conversation's owner could not be determined")
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._pool.fetchrow(self._sql.get_session, session_id)
+        return _session(row) if row is not None else None
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        args: list[Any] = [user_id, active_only]
+        if conversation_id is not None:
+            args.append(conversation_id)
+        statement = self._sql.latest_session(by_conversation=conversation_id is not None)
+        row = await self._pool.fetchrow(statement, *args)
+        return _session(row) if row is not None else None
+
+    # ---------------------------------------------------------------- search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        words = query_words(query)
+        if not words:
+            return []
+        by_conv = conversation_id is not None
+        hits: list[SearchHit] = []
+        async with self._pool.acquire() as conn:
+            if "message" in kinds:
+                args: list[Any] = [user_id, words, limit]
+                if by_conv:
+                    args.append(conversation_id)
+                rows = await conn.fetch(self._sql.search_messages(by_conversation=by_conv), *args)
+                hits += [SearchHit("message", float(r[0]), message=_message(r, 1)) for r in rows]
+            if "memory" in kinds:
+                flt = memory_filter or MemoryFilter(user_id=user_id)
+                args = [user_id, words, limit, *_filter_args(flt)]
+                if by_conv:
+                    args.append(conversation_id)
+                rows = await conn.fetch(self._sql.search_memories(by_conversation=by_conv), *args)
+                hits += [SearchHit("memory", float(r[0]), memory=_memory(r, 1)) for r in rows]
+        hits.sort(key=_hit_order)
+        return hits[:limit]
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        row = await self._pool.fetchrow(self._sql.statistics, user_id)
+        convs, sessions, active, memories, roles, first, last = row
+        by_role = {role: int(n) for role, n in json.loads(roles).items()}
+        return {
+            "messages": sum(by_role.values()),
+            "conversations": int(convs),
+            "sessions": int(sessions),
+            "active_sessions": int(active),
+            "memories": int(memories),
+            "messages_by_role": by_role,
+            "first_message_us": first,
+            "last_message_us": last,
+        }
+
+    # ---------------------------------------------------------------- whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        row = await self._pool.fetchrow(self._sql.forget_user, user_id)
+        messages, conversations, sessions, memories = (int(v) for v in row)
+        return {
+            "messages": messages,
+            "conversations": conversations,
+            "sessions": sessions,
+            "memories": memories,
+        }
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        by_user = user_id is not None
+        user_args: list[Any] = [user_id] if by_user else []
+        if kind == "messages":
+            async for convs in self._export("conversations", user_id):
+                for conversation_id, _owner in convs:  # type: ignore[misc]
+                    after: tuple[int, int] = (-(2**63), -(2**63))
+                    while True:
+                        rows = await self._pool.fetch(
+                            self._sql.export_messages(), conversation_id, *after, _EXPORT_PAGE
+                        )
+                        if not rows:
+                            break
+                        yield [_message(r) for r in rows]
+                        after = (rows[-1]["ts_us"], rows[-1]["seq"])
+            return
+        statement = self._sql.export(kind, by_user=by_user)
+        key = ""
+        while True:
+            rows = await self._pool.fetch(statement, key, *user_args, _EXPORT_PAGE)
+            if not rows:
+                return
+            if kind == "conversations":
+                yield [(r[0], r[1]) for r in rows]
+            elif kind == "memories":
+                yield [_memory(r) for r in rows]
+            else:
+                yield [_session(r) for r in rows]
+            key = rows[-1][0]
+
+
+# ==================================================================== helpers
+
+
+def _check(opt: dict[str, Any], name: str, kind: type, default: Any, low: float | None = None):
+    value = opt.get(name)
+    if value is None:
+        return default
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise InvalidArgumentError(name, f"expected {kind.__name__}, got {type(value).__name__}")
+    if low is not None and value < low:
+        raise InvalidArgumentError(name, f"must be at least {low:g}, got {value!r}")
+    return value
+
+
+def _driver_dsn(url: MemoryURL) -> str:
+    """The URL asyncpg gets: plain ``postgresql://`` scheme, our own options removed."""
+    parts = urlsplit(url.raw)
+    query = {k: v for k, v in url.query.items() if k in _DRIVER_OPTIONS}
+    query.pop("application_name", None)  # passed as a server setting instead
+    return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
+
+
+def _server_settings(url: MemoryURL) -> dict[str, str]:
+    return {"application_name": url.query.get("application_name", "bruno-memstore")}
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"bruno_memstore:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as ``DELETE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _json_has_nul(text: str) -> bool:
+    """Whether JSON text holds a NUL character in a key or string (``\\u0000`` escape)."""
+    if "\\u0000" not in text:
+        return False
+    return _has_nul(json.loads(text))
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _filter_args(flt: MemoryFilter) -> list[Any]:
+    return [
+        flt.user_id,
+        list(flt.memory_types),
+        list(flt.categories),
+        list(flt.tags),
+        flt.min_confidence,
+        flt.min_importance,
+        flt.include_expired,
+        flt.now_us,
+    ]
+
+
+def _message(row: Any, offset: int = 0) -> MessageRecord:
+    o = offset
+    return MessageRecord(
+        id=row[o],
+        conversation_id=row[o + 1],
+        user_id=row[o + 2],
+        role=row[o + 3],
+        message_type=row[o + 4],
+        content=row[o + 5],
+        timestamp=row[o + 6],
+        ts_us=row[o + 7],
+        metadata=row[o + 8],
+        parent_id=row[o + 9],
+        seq=row[o + 10],
+    )
+
+
+def _memory(row: Any, offset: int = 0) -> MemoryRecord:
+    o = offset
+    return MemoryRecord(
+        id=row[o],
+        user_id=row[o + 1],
+        content=row[o + 2],
+        memory_type=row[o + 3],
+        category=row[o + 4],
+        tags=list(row[o + 5]),
+        confidence=row[o + 6],
+        importance=row[o + 7],
+        created_us=row[o + 8],
+        expires_us=row[o + 9],
+        conversation_id=row[o + 10],
+        payload=row[o + 11],
+    )
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(
+        session_id=row[0],
+        user_id=row[1],
+        conversation_id=row[2],
+        is_active=row[3],
+        started_us=row[4],
+        payload=row[5],
+    )
+
+
+def _hit_order(hit: SearchHit) -> tuple[float, int, str]:
+    if hit.message is not None:
+        return (-hit.score, -hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.score, -hit.memory.created_us, hit.memory.id)
