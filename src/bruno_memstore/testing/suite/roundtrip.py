@@ -20,11 +20,17 @@ from ..strategies import NASTY_SNIPPETS, messages
 
 __all__ = ["RoundTripSuite"]
 
-# The memory fixture is shared by a test's examples; each example uses fresh ids.
+# The memory fixture is shared by a test's examples, which is safe because each example uses
+# fresh ids. The same test method runs once per backend class (differing executors): examples
+# one backend saved in the Hypothesis database are merely replayed on the others.
 _PROPERTY = settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.differing_executors,
+    ],
 )
 
 

@@ -1,0 +1,107 @@
+"""Self-tests of the conformance suite's machinery on variants of ``InMemoryStorage``.
+
+They exercise the paths the two embedded backends never take: a backend that declares only
+the required capabilities (the refusal tests run, the others are skipped), one with
+forbidden text, and the durability tests' reopen hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import pytest
+
+from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.capabilities import REQUIRED, Capability
+from bruno_memstore.errors import InvalidArgumentError
+from bruno_memstore.models import MessageRecord
+from bruno_memstore.testing import (
+    BadInputSuite,
+    CapabilitySuite,
+    DurabilitySuite,
+    IdentitySuite,
+    MemoryConformance,
+    OrderSuite,
+    RoundTripSuite,
+    lacks,
+    requires,
+)
+
+
+class MinimalMemory(InMemoryStorage):
+    """Declares only what every backend must."""
+
+    capabilities: ClassVar[frozenset[Capability]] = REQUIRED
+
+
+class TestMinimalCapabilities(CapabilitySuite, IdentitySuite, OrderSuite, BadInputSuite):
+    async def make_memory(self) -> MemoryBackend:
+        return MinimalMemory()
+
+
+class NulRefusingMemory(InMemoryStorage):
+    """Refuses NUL characters, the way an engine that cannot store them must."""
+
+    def _check_records(self, records: Sequence[MessageRecord]) -> None:
+        for rec in records:
+            if "\x00" in rec.content:
+                raise InvalidArgumentError("message.content", "NUL characters cannot be stored")
+            if "\\u0000" in rec.metadata:
+                raise InvalidArgumentError("message.metadata", "NUL characters cannot be stored")
+
+
+class TestForbiddenText(RoundTripSuite):
+    forbidden_text: ClassVar[Sequence[str]] = ["\x00"]
+    forbidden_metadata_text: ClassVar[Sequence[str]] = ["\x00"]
+
+    async def make_memory(self) -> MemoryBackend:
+        return NulRefusingMemory()
+
+
+class ReopenableMemory(InMemoryStorage):
+    """Keeps its data across ``shutdown()``; stands in for a durable engine here."""
+
+    capabilities: ClassVar[frozenset[Capability]] = InMemoryStorage.capabilities | {
+        Capability.DURABLE
+    }
+
+
+class TestDurabilityHarness(DurabilitySuite):
+    async def make_memory(self) -> MemoryBackend:
+        return ReopenableMemory()
+
+    async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
+        return memory  # the same process memory, reconnected on first use
+
+
+def test_the_suite_is_abstract() -> None:
+    with pytest.raises(TypeError, match="make_memory"):
+        MemoryConformance()  # type: ignore[abstract]
+
+
+def test_capability_marks() -> None:
+    @requires(Capability.FULL_TEXT)
+    class Marked:
+        async def test_a(self) -> None: ...
+
+        @lacks(Capability.TTL)
+        async def test_b(self) -> None: ...
+
+        async def helper(self) -> None: ...
+
+    assert Marked.test_a.__memstore_requires__ == {Capability.FULL_TEXT}
+    assert Marked.test_b.__memstore_requires__ == {Capability.FULL_TEXT}
+    assert Marked.test_b.__memstore_lacks__ == {Capability.TTL}
+    assert not hasattr(Marked.helper, "__memstore_requires__")
+
+
+def test_no_suite_test_shadows_another() -> None:
+    # Two topic classes defining the same test name would silently lose one of them.
+    names = [
+        name for cls in MemoryConformance.__mro__ for name in vars(cls) if name.startswith("test_")
+    ]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert duplicates == []
+    assert len(names) >= 100
