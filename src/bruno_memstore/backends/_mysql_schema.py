@@ -1,0 +1,131 @@
+"""MySQLMemory's schema: ordered migrations, applied once under a named lock.
+
+Every migration is a list of idempotent DDL statements (``CREATE TABLE IF NOT EXISTS``)
+followed by a row in ``<prefix>schema_version``; MySQL commits DDL implicitly, so a crash
+mid-migration leaves a state the next run completes. Indexes are declared inside
+``CREATE TABLE`` because MySQL 8 has no ``CREATE INDEX IF NOT EXISTS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Dialect", "Migration", "lock_name", "render"]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between MariaDB and MySQL 8 in our DDL."""
+
+    name: str  # "mariadb" or "mysql"
+    # Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
+    id_collation: str
+
+    @classmethod
+    def detect(cls, server_version: str) -> Dialect:
+        """The dialect of a server from its version string."""
+        if "mariadb" in server_version.lower():
+            return cls("mariadb", "utf8mb4_nopad_bin")
+        return cls("mysql", "utf8mb4_0900_bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: its number, a name, and its statements."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={id} ROW_FORMAT=DYNAMIC"
+_ID = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE {id}"
+_TEXT = "LONGTEXT CHARACTER SET utf8mb4 COLLATE {id}"
+
+# The full-text columns hold our own analysed terms (see mysql.py), so the index gets an
+# empty stop list: ft_stopwords is set as innodb_ft_user_stopword_table while they are built.
+_V1 = (
+    """CREATE TABLE IF NOT EXISTS {p}ft_stopwords (
+        value VARCHAR(30) NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    f"""CREATE TABLE IF NOT EXISTS {{p}}conversations (
+        conversation_id {_ID} NOT NULL,
+        user_id {_ID} NOT NULL,
+        created_us BIGINT NOT NULL,
+        PRIMARY KEY (conversation_id),
+        KEY ix_user (user_id, conversation_id)
+    ) {_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS {{p}}messages (
+        seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+        id {_ID} NOT NULL,
+        conversation_id {_ID} NOT NULL,
+        user_id {_ID} NOT NULL,
+        role VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        message_type VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        ts_us BIGINT NOT NULL,
+        ts_text VARCHAR(64) CHARACTER SET ascii NOT NULL,
+        parent_id {_ID} NULL,
+        content {_TEXT} NOT NULL,
+        metadata {_TEXT} NOT NULL,
+        search_terms {_TEXT} NOT NULL,
+        PRIMARY KEY (seq),
+        UNIQUE KEY ux_id (id),
+        KEY ix_conv (conversation_id, ts_us, seq),
+        KEY ix_user (user_id, ts_us, seq),
+        FULLTEXT KEY ft_terms (search_terms)
+    ) {_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS {{p}}memories (
+        id {_ID} NOT NULL,
+        user_id {_ID} NOT NULL,
+        memory_type VARCHAR(32) CHARACTER SET ascii NOT NULL,
+        category {_TEXT} NULL,
+        confidence DOUBLE NOT NULL,
+        importance DOUBLE NOT NULL,
+        created_us BIGINT NOT NULL,
+        expires_us BIGINT NULL,
+        conversation_id {_ID} NULL,
+        content {_TEXT} NOT NULL,
+        tags {_TEXT} NOT NULL,
+        payload {_TEXT} NOT NULL,
+        search_terms {_TEXT} NOT NULL,
+        PRIMARY KEY (id),
+        KEY ix_user (user_id),
+        KEY ix_user_rank (user_id, importance, created_us),
+        KEY ix_expires (expires_us),
+        FULLTEXT KEY ft_terms (search_terms)
+    ) {_TABLE}""",
+    # Tags are matched by SHA-256 so that a tag of any length is indexed and compared exactly.
+    f"""CREATE TABLE IF NOT EXISTS {{p}}memory_tags (
+        memory_id {_ID} NOT NULL,
+        user_id {_ID} NOT NULL,
+        tag_hash BINARY(32) NOT NULL,
+        PRIMARY KEY (memory_id, tag_hash),
+        KEY ix_user_tag (user_id, tag_hash)
+    ) {_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS {{p}}sessions (
+        session_id {_ID} NOT NULL,
+        user_id {_ID} NOT NULL,
+        conversation_id {_ID} NOT NULL,
+        is_active TINYINT NOT NULL,
+        started_us BIGINT NOT NULL,
+        payload {_TEXT} NOT NULL,
+        PRIMARY KEY (session_id),
+        KEY ix_user (user_id, is_active, started_us),
+        KEY ix_user_conv (user_id, conversation_id, is_active, started_us),
+        KEY ix_conv (conversation_id)
+    ) {_TABLE}""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+
+
+def render(statement: str, prefix: str, dialect: Dialect) -> str:
+    """A migration statement for this table prefix and dialect."""
+    return statement.replace("{id}", dialect.id_collation).replace("{p}", prefix)
+
+
+def lock_name(database: str, prefix: str) -> str:
+    """The GET_LOCK name serialising migrations of one schema (at most 64 characters)."""
+    digest = hashlib.sha256(f"{database}\0{prefix}".encode()).hexdigest()[:32]
+    return f"bruno_memstore.migrate.{digest}"

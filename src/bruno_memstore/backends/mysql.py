@@ -1,0 +1,1111 @@
+"""``MySQLMemory``: MariaDB 10.11+ or MySQL 8 through ``asyncmy``, with a connection pool.
+
+* InnoDB tables, ``utf8mb4`` end to end; ids use a binary NO PAD collation so they compare
+  exactly (``'a'`` and ``'a '`` are different ids).
+* Text and JSON metadata are stored as the exact text they were given (``LONGTEXT``), so
+  key order and formatting survive; MariaDB's ``JSON`` is ``LONGTEXT`` anyway.
+* Full-text search uses an InnoDB ``FULLTEXT`` index over a column of analysed terms (the
+  library's shared analysis: Snowball stems, our stop list), queried with ``MATCH ... AGAINST``
+  in natural language mode. Terms are rewritten so that InnoDB's limits do not lose them:
+  short terms are padded past ``innodb_ft_min_token_size``, non-ASCII and overlong terms
+  are replaced by a hash token, and the index is built with an empty stop list.
+* Concurrent message writes are group-committed: one transaction and one log flush for
+  every writer waiting at that moment (see :mod:`._mysql_batching`).
+* The schema is migrated on first use, once, under ``GET_LOCK`` (several processes may
+  start together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..base import MemoryBackend
+from ..capabilities import Capability
+from ..errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    MemstoreError,
+    MissingDependencyError,
+    OwnershipError,
+    SchemaError,
+)
+from ..models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+)
+from ..primitives import AppendResult, ExportKind
+from ..search import terms
+from ..url import MemoryURL, redact_url
+from ._mysql_batching import GroupCommitter
+from ._mysql_schema import MIGRATIONS, Dialect, lock_name, render
+
+try:
+    import asyncmy
+    from asyncmy.errors import MySQLError
+except ImportError:  # pragma: no cover - exercised only without the extra
+    asyncmy = None
+    MySQLError = None
+
+__all__ = ["MySQLMemory"]
+
+_DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
+_PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
+_EXPORT_BATCH = 500
+_IN_CHUNK = 500  # ids per IN (...) list
+_LOCK_TIMEOUT = 60  # seconds a process waits for another one's migration
+
+# Driver errors worth retrying: lost/failed connections, deadlock, lock wait timeout,
+# too many connections, server shutting down, connection killed.
+_TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055})
+# Of those, the ones meaning "the server cannot be reached".
+_UNAVAILABLE_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
+_DUPLICATE_KEY = 1062
+_NO_SUCH_TABLE = 1146
+
+_MSG_COLS = (
+    "id, conversation_id, user_id, role, message_type, ts_us, ts_text, parent_id, "
+    "content, metadata, seq"
+)
+_MEM_COLS = (
+    "id, user_id, content, memory_type, category, tags, confidence, importance, "
+    "created_us, expires_us, conversation_id, payload"
+)
+_SES_COLS = "session_id, user_id, conversation_id, is_active, started_us, payload"
+
+# InnoDB's default tokenizer keeps words of 3..84 characters made of letters, digits
+# and "_" of its own character tables. Terms outside that are rewritten, identically when
+# indexing and querying, so every term the shared analysis produces stays searchable.
+_FT_MIN, _FT_MAX = 3, 84
+
+
+def _ft_term(term: str) -> str:
+    if term.isascii():
+        if len(term) < _FT_MIN:
+            return term.ljust(_FT_MIN, "_")
+        if len(term) <= _FT_MAX:
+            return term
+    return "u" + hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+
+
+def search_terms(text: str) -> str:
+    """The analysed terms of ``text`` as stored in the full-text column."""
+    return " ".join(_ft_term(t) for t in terms(text))
+
+
+def _query_terms(query: str) -> str:
+    return " ".join(dict.fromkeys(_ft_term(t) for t in terms(query)))
+
+
+def _tag_hash(tag: str) -> bytes:
+    return hashlib.sha256(tag.encode("utf-8", "surrogatepass")).digest()
+
+
+def _placeholders(n: int) -> str:
+    return ",".join(["%s"] * n)
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _check_text(value: str | None, argument: str) -> None:
+    """Refuse text MySQL cannot store in utf8mb4 (lone surrogates) before writing."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            argument, "contains a lone surrogate, which utf8mb4 cannot store"
+        ) from None
+
+
+@dataclass(slots=True)
+class _Append:
+    """One caller's ``_append_messages`` request, as queued for group commit."""
+
+    conversation_id: str
+    user_id: str
+    records: Sequence[MessageRecord]
+    enforce_owner: bool
+    size: int
+
+
+def _error_code(exc: BaseException) -> int | None:
+    if MySQLError is not None and isinstance(exc, MySQLError) and exc.args:
+        code = exc.args[0]
+        return code if isinstance(code, int) else None
+    return None
+
+
+class MySQLMemory(MemoryBackend):
+    """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
+
+    Args:
+        url: ``mysql://user[:password]@host[:port]/database[?option=value...]``
+            (``mariadb://`` is the same). URL options are those below; keyword
+            arguments win over URL options.
+        pool_size: most open connections.
+        pool_min_size: connections kept open when idle.
+        connect_timeout: seconds to wait for a connection.
+        pool_recycle: seconds after which an idle connection is replaced (-1: never).
+        table_prefix: prefix of every table name (letters, digits, ``_``), to keep several
+            stores in one database.
+        write_batching: group-commit concurrent message writes (one transaction per batch).
+        max_batch: most message writes in one group commit.
+        **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
+            ``operation_timeout``, default 30 seconds, and ``retry``).
+
+    Raises:
+        MissingDependencyError: ``asyncmy`` is not installed.
+        InvalidArgumentError: a malformed URL or option.
+    """
+
+    backend_name: ClassVar[str] = "mysql"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.MESSAGES,
+            Capability.SESSIONS,
+            Capability.MEMORIES,
+            Capability.DURABLE,
+            Capability.FULL_TEXT,
+            Capability.LISTING,
+        }
+    )
+    _URL_OPTIONS: ClassVar[dict[str, type]] = {
+        "pool_size": int,
+        "pool_min_size": int,
+        "connect_timeout": float,
+        "pool_recycle": int,
+        "table_prefix": str,
+        "write_batching": bool,
+        "max_batch": int,
+        "operation_timeout": float,
+        "context_window": int,
+    }
+
+    def __init__(self, url: str = _DEFAULT_URL, **options: Any) -> None:
+        if asyncmy is None:
+            raise MissingDependencyError("mysql", "asyncmy")
+        parsed = MemoryURL.parse(url)
+        if parsed.scheme not in ("mysql", "mariadb"):
+            raise InvalidArgumentError("url", f"expected mysql:// or mariadb://, got {parsed}")
+        parsed.check_options(set(self._URL_OPTIONS))
+        merged: dict[str, Any] = {
+            name: parsed.option(name, kind) for name, kind in self._URL_OPTIONS.items()
+        }
+        merged = {k: v for k, v in merged.items() if v is not None}
+        merged.update(options)
+        pool_size = merged.pop("pool_size", 10)
+        pool_min = merged.pop("pool_min_size", 1)
+        connect_timeout = merged.pop("connect_timeout", 10.0)
+        pool_recycle = merged.pop("pool_recycle", 3600)
+        prefix = merged.pop("table_prefix", "bruno_")
+        batching = merged.pop("write_batching", True)
+        max_batch = merged.pop("max_batch", 256)
+        merged.setdefault("operation_timeout", 30.0)
+        super().__init__(**merged)
+
+        database = parsed.path.lstrip("/")
+        if not database or "/" in database:
+            raise InvalidArgumentError("url", f"must name one database, e.g. {_DEFAULT_URL}")
+        for name, value in (("pool_size", pool_size), ("max_batch", max_batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(name, "must be a positive int")
+        if (
+            isinstance(pool_min, bool)
+            or not isinstance(pool_min, int)
+            or not (0 <= pool_min <= pool_size)
+        ):
+            raise InvalidArgumentError("pool_min_size", "must be an int in [0, pool_size]")
+        if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
+            raise InvalidArgumentError("connect_timeout", "must be a positive number")
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            raise InvalidArgumentError("table_prefix", "at most 48 letters, digits or underscores")
+        self._url = parsed
+        self._database = database
+        self._prefix = prefix
+        self._pool_size = pool_size
+        self._pool_min = pool_min
+        self._pool_recycle = int(pool_recycle)
+        self._connect_timeout = float(connect_timeout)
+        self._batching = bool(batching)
+        self._max_batch = max_batch
+        self._pool: Any = None
+        self._dialect: Dialect | None = None
+        self._max_packet = 16 * 1024 * 1024
+        self._committer: GroupCommitter[_Append, AppendResult] | None = None
+        self._t = {
+            name: f"`{prefix}{name}`"
+            for name in ("conversations", "messages", "memories", "memory_tags", "sessions")
+        }
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
+        """Build from a parsed ``mysql://`` or ``mariadb://`` URL."""
+        return cls(url.raw, **options)
+
+    def describe(self) -> str:
+        return redact_url(self._url.raw)
+
+    def _redact(self, text: str) -> str:
+        password = self._url.password
+        if password:
+            text = text.replace(password, "***")
+        return text
+
+    @property
+    def table_prefix(self) -> str:
+        """The prefix of this store's table names."""
+        return self._prefix
+
+    @property
+    def dialect(self) -> str | None:
+        """``"mariadb"`` or ``"mysql"`` once connected."""
+        return self._dialect.name if self._dialect else None
+
+    # ================================================================ errors
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        code = _error_code(exc)
+        if code is not None:
+            return code in _TRANSIENT_CODES
+        return isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, TimeoutError)
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        code = _error_code(exc)
+        if code is not None:
+            return code in _UNAVAILABLE_CODES
+        return isinstance(exc, (ConnectionError, OSError))
+
+    # ================================================================ lifecycle
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        url = self._url
+        return {
+            "host": url.host or "127.0.0.1",
+            "port": url.port or 3306,
+            "user": url.username or "root",
+            "password": url.password or "",
+            "database": self._database,
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "connect_timeout": self._connect_timeout,
+            # Strict mode makes an impossible value an error instead of a silent truncation.
+            "sql_mode": "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+            # No gap locks: concurrent inserters never deadlock on each other's new ids.
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        }
+
+    async def _connect(self) -> None:
+        kwargs = self._connect_kwargs()
+        try:
+            conn = await asyncmy.connect(**kwargs)
+        except Exception as exc:
+            code = _error_code(exc)
+            if code is None or code in _UNAVAILABLE_CODES:
+                raise BackendUnavailableError(
+                    f"cannot connect to {self.describe()} within {self._connect_timeout:g}s: "
+                    f"{self._redact(str(exc))}",
+                    backend=self.backend_name,
+                    operation="connect",
+                    cause=exc,
+                ) from exc
+            raise
+        try:
+            self._dialect = Dialect.detect(conn.get_server_info())
+            async with conn.cursor() as cur:
+                await self._migrate(cur)
+                await cur.execute("SELECT @@max_allowed_packet")
+                (packet,) = await cur.fetchone()
+                self._max_packet = int(packet)
+        finally:
+            await conn.ensure_closed()
+        self._pool = await asyncmy.create_pool(
+            minsize=self._pool_min,
+            maxsize=self._pool_size,
+            pool_recycle=self._pool_recycle,
+            **kwargs,
+        )
+        if self._batching:
+            self._committer = GroupCommitter(
+                self._write_batch,
+                max_batch=self._max_batch,
+                max_inflight=max(1, min(2, self._pool_size // 2)),
+                weight=lambda a: a.size,
+                max_weight=self._max_packet // 2,
+            )
+
+    async def _close(self) -> None:
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            await committer.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    async def _migrate(self, cur: Any) -> None:
+        assert self._dialect is not None
+        p = self._prefix
+        name = lock_name(self._database, p)
+        await cur.execute("SELECT GET_LOCK(%s, %s)", (name, _LOCK_TIMEOUT))
+        (got,) = await cur.fetchone()
+        if got != 1:
+            raise SchemaError(
+                f"another process held the migration lock for {_LOCK_TIMEOUT}s",
+                backend=self.backend_name,
+                operation="connect",
+            )
+        try:
+            try:
+                await cur.execute(f"SELECT version FROM `{p}schema_version`")
+                applied = {row[0] for row in await cur.fetchall()}
+            except Exception as exc:
+                if _error_code(exc) != _NO_SUCH_TABLE:
+                    raise
+                await cur.execute(
+                    f"CREATE TABLE `{p}schema_version` ("
+                    "version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+                    "applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                )
+                applied = set()
+            latest = MIGRATIONS[-1].version
+            if applied and max(applied) > latest:
+                raise SchemaError(
+                    f"the tables with prefix {p!r} are at schema version {max(applied)}, "
+                    f"newer than this library's {latest}; upgrade bruno-memstore",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    await cur.execute(render(statement, p, self._dialect))
+                    if "ft_stopwords" in statement and "CREATE TABLE" in statement:
+                        # FULLTEXT indexes built from here on use our empty stop list.
+                        await cur.execute(
+                            "SET SESSION innodb_ft_user_stopword_table = %s",
+                            (f"{self._database}/{p}ft_stopwords",),
+                        )
+                await cur.execute(
+                    f"INSERT INTO `{p}schema_version` (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+        finally:
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+            await cur.fetchall()
+
+    async def schema_version(self) -> int:
+        """The newest migration applied to this store's tables."""
+        rows = await self._fetch(f"SELECT MAX(version) FROM `{self._prefix}schema_version`")
+        return int(rows[0][0] or 0)
+
+    # ================================================================ connections
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; one left unusable (lost, cancelled mid-query) is discarded."""
+        if self._pool is None:
+            raise BackendUnavailableError(
+                "the memory is shut down", backend=self.backend_name, operation="connect"
+            )
+        pool = self._pool
+        conn = await pool.acquire()
+        try:
+            yield conn
+        except BaseException as exc:
+            code = _error_code(exc)
+            if code in _UNAVAILABLE_CODES:
+                conn.close()
+                # The server went away: the idle connections are dead too.
+                await pool.clear()
+            elif code is None and not isinstance(exc, MemstoreError):
+                # Cancelled or broken mid-protocol: the stream may be out of step.
+                conn.close()
+            raise
+        finally:
+            pool.release(conn)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        """A cursor inside ``START TRANSACTION`` ... ``COMMIT`` (rolled back on error)."""
+        async with self._connection() as conn, conn.cursor() as cur:
+            await cur.execute("START TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                if conn.connected:
+                    try:
+                        await cur.execute("ROLLBACK")
+                    except Exception:
+                        conn.close()
+                raise
+            await cur.execute("COMMIT")
+
+    async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn, conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return list(await cur.fetchall())
+
+    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        async with self._connection() as conn, conn.cursor() as cur:
+            return int(await cur.execute(sql, args))
+
+    # ================================================================ conversations
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        rows = await self._fetch(
+            f"SELECT user_id FROM {self._t['conversations']} WHERE conversation_id = %s",
+            (conversation_id,),
+        )
+        return rows[0][0] if rows else None
+
+    async def _claim(self, cur: Any, claims: dict[str, str]) -> dict[str, str]:
+        """Create missing conversations for their claimant; return every owner.
+
+        Every returned row is locked in share mode until the transaction ends, so the
+        conversation cannot be deleted under a writer. No gap locks are taken (READ
+        COMMITTED), and new rows are inserted in sorted order, so writers never deadlock.
+        """
+        table = self._t["conversations"]
+        convs = sorted(claims)
+        for _attempt in range(8):
+            await cur.execute(
+                f"SELECT conversation_id, user_id FROM {table} "
+                f"WHERE conversation_id IN ({_placeholders(len(convs))}) LOCK IN SHARE MODE",
+                convs,
+            )
+            owners = {row[0]: row[1] for row in await cur.fetchall()}
+            missing = [c for c in convs if c not in owners]
+            if not missing:
+                return owners
+            now = int(time.time() * 1_000_000)
+            flat: list[Any] = []
+            for conv in missing:
+                flat += (conv, claims[conv], now)
+            try:
+                await cur.execute(
+                    f"INSERT INTO {table} (conversation_id, user_id, created_us) VALUES "
+                    + ",".join(["(%s,%s,%s)"] * len(missing)),
+                    flat,
+                )
+            except Exception as exc:
+                if _error_code(exc) != _DUPLICATE_KEY:
+                    raise
+                continue  # claimed concurrently: read the winner
+            owners.update((conv, claims[conv]) for conv in missing)
+            return owners
+        raise AssertionError("conversation claims kept colliding")  # pragma: no cover
+
+    # ================================================================ messages
+
+    def _check_records(self, records: Sequence[MessageRecord]) -> None:
+        for rec in records:
+            _check_text(rec.conversation_id, "conversation_id")
+            _check_text(rec.content, "message.content")
+            _check_text(rec.metadata, "message.metadata")
+            if self._row_size(rec) > self._max_packet - 4096:
+                raise InvalidArgumentError(
+                    "message",
+                    f"too large for this server's max_allowed_packet "
+                    f"({self._max_packet} bytes); store large content elsewhere",
+                )
+
+    @staticmethod
+    def _row_size(rec: MessageRecord) -> int:
+        # Escaping can double a string; the search terms are about the content's size.
+        content = len(rec.content.encode("utf-8"))
+        return 2 * (2 * content + len(rec.metadata.encode("utf-8"))) + 1024
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        request = _Append(
+            conversation_id,
+            user_id,
+            records,
+            enforce_owner,
+            sum(self._row_size(r) for r in records),
+        )
+        if self._committer is not None:
+            return await self._committer.submit(request)
+        (result,) = await self._write_batch([request])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _write_batch(self, requests: list[_Append]) -> Sequence[AppendResult | BaseException]:
+        """Write several appends in one transaction; isolate a request that breaks it."""
+        try:
+            return await self._write_transaction(requests)
+        except Exception as exc:
+            if len(requests) == 1 or self._is_transient(exc) or _error_code(exc) is None:
+                raise
+        # A non-transient failure (a bad row): run each request alone, so only its own
+        # caller sees the error.
+        out: list[AppendResult | BaseException] = []
+        for request in requests:
+            try:
+                out.extend(await self._write_transaction([request]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def _write_transaction(
+        self, requests: list[_Append]
+    ) -> list[AppendResult | BaseException]:
+        claims: dict[str, str] = {}
+        for req in requests:
+            claims.setdefault(req.conversation_id, req.user_id)
+        async with self._transaction() as cur:
+            owners = await self._claim(cur, claims)
+            results: list[AppendResult | BaseException | None] = [None] * len(requests)
+            wanted: list[tuple[int, MessageRecord, str]] = []
+            for i, req in enumerate(requests):
+                owner = owners[req.conversation_id]
+                if req.enforce_owner and owner != req.user_id:
+                    results[i] = OwnershipError(
+                        f"conversation {req.conversation_id!r} belongs to another user",
+                        backend=self.backend_name,
+                        operation="store_message",
+                    )
+                    continue
+                wanted.extend((i, rec, owner) for rec in req.records)
+            inserted_by = await self._insert_new(cur, wanted)
+        for i, req in enumerate(requests):
+            if results[i] is None:
+                owner = owners[req.conversation_id]
+                existing = frozenset(r.id for r in req.records if inserted_by.get(r.id) != i)
+                results[i] = AppendResult(owner, existing)
+        return results  # type: ignore[return-value]
+
+    async def _insert_new(
+        self, cur: Any, wanted: list[tuple[int, MessageRecord, str]]
+    ) -> dict[str, int]:
+        """Insert the records whose id is not stored yet; return ``id -> request index``."""
+        inserted_by: dict[str, int] = {}
+        if not wanted:
+            return inserted_by
+        table = self._t["messages"]
+        for _attempt in range(8):
+            ids = list(dict.fromkeys(rec.id for _, rec, _ in wanted if rec.id not in inserted_by))
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                await cur.execute(
+                    f"SELECT id FROM {table} WHERE id IN ({_placeholders(len(chunk))})", chunk
+                )
+                found.update(row[0] for row in await cur.fetchall())
+            rows: list[tuple[int, MessageRecord, str]] = []
+            taken: set[str] = set(inserted_by)
+            for i, rec, owner in wanted:
+                if rec.id in found or rec.id in taken:
+                    continue
+                taken.add(rec.id)
+                rows.append((i, rec, owner))
+            try:
+                for chunk in self._packets(rows):
+                    await self._insert_rows(cur, chunk)
+                    inserted_by.update((rec.id, i) for i, rec, _ in chunk)
+            except Exception as exc:
+                # Another connection committed one of these ids meanwhile: only the
+                # statement was rolled back, so look again and insert the rest.
+                if _error_code(exc) != _DUPLICATE_KEY:
+                    raise
+                continue
+            return inserted_by
+        raise AssertionError("ids kept colliding with concurrent writers")  # pragma: no cover
+
+    def _packets(
+        self, rows: list[tuple[int, MessageRecord, str]]
+    ) -> Iterable[list[tuple[int, MessageRecord, str]]]:
+        budget = self._max_packet // 2
+        chunk: list[tuple[int, MessageRecord, str]] = []
+        size = 0
+        for row in rows:
+            row_size = self._row_size(row[1])
+            if chunk and size + row_size > budget:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(row)
+            size += row_size
+        if chunk:
+            yield chunk
+
+    async def _insert_rows(self, cur: Any, rows: list[tuple[int, MessageRecord, str]]) -> None:
+        flat: list[Any] = []
+        for _, rec, owner in rows:
+            flat += (
+                rec.id,
+                rec.conversation_id,
+                owner,
+                rec.role,
+                rec.message_type,
+                rec.ts_us,
+                rec.timestamp,
+                rec.parent_id,
+                rec.content,
+                rec.metadata,
+                search_terms(rec.content),
+            )
+        await cur.execute(
+            f"INSERT INTO {self._t['messages']} (id, conversation_id, user_id, role, "
+            "message_type, ts_us, ts_text, parent_id, content, metadata, search_terms) VALUES "
+            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows)),
+            flat,
+        )
+
+    @staticmethod
+    def _message(row: Sequence[Any]) -> MessageRecord:
+        return MessageRecord(
+            id=row[0],
+            conversation_id=row[1],
+            user_id=row[2],
+            role=row[3],
+            message_type=row[4],
+            ts_us=int(row[5]),
+            timestamp=row[6],
+            parent_id=row[7],
+            content=row[8],
+            metadata=row[9],
+            seq=int(row[10]),
+        )
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        out: list[MessageRecord] = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            rows = await self._fetch(
+                f"SELECT {_MSG_COLS} FROM {self._t['messages']} "
+                f"WHERE id IN ({_placeholders(len(chunk))})",
+                chunk,
+            )
+            out.extend(self._message(r) for r in rows)
+        return out
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if conversation_id is not None:
+            where.append("conversation_id = %s")
+            args.append(conversation_id)
+        if user_id is not None:
+            where.append("user_id = %s")
+            args.append(user_id)
+        sql = f"SELECT {_MSG_COLS} FROM {self._t['messages']} WHERE {' AND '.join(where)}"
+        if limit is None:
+            rows = await self._fetch(sql + " ORDER BY ts_us, seq", args)
+            return [self._message(r) for r in rows]
+        rows = await self._fetch(sql + " ORDER BY ts_us DESC, seq DESC LIMIT %s", [*args, limit])
+        return [self._message(r) for r in reversed(rows)]
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        t = self._t
+        if keep_roles:
+            roles = sorted(keep_roles)
+            return await self._execute(
+                f"DELETE FROM {t['messages']} WHERE conversation_id = %s "
+                f"AND role NOT IN ({_placeholders(len(roles))})",
+                [conversation_id, *roles],
+            )
+        async with self._transaction() as cur:
+            # The exclusive row lock waits for appends in flight (they hold it shared).
+            await cur.execute(
+                f"SELECT user_id FROM {t['conversations']} WHERE conversation_id = %s FOR UPDATE",
+                (conversation_id,),
+            )
+            await cur.fetchall()
+            deleted = await cur.execute(
+                f"DELETE FROM {t['messages']} WHERE conversation_id = %s", (conversation_id,)
+            )
+            await cur.execute(
+                f"DELETE FROM {t['sessions']} WHERE conversation_id = %s", (conversation_id,)
+            )
+            await cur.execute(
+                f"DELETE FROM {t['conversations']} WHERE conversation_id = %s",
+                (conversation_id,),
+            )
+        return int(deleted)
+
+    # ================================================================ memories
+
+    @staticmethod
+    def _memory(row: Sequence[Any]) -> MemoryRecord:
+        return MemoryRecord(
+            id=row[0],
+            user_id=row[1],
+            content=row[2],
+            memory_type=row[3],
+            category=row[4],
+            tags=json.loads(row[5]),
+            confidence=float(row[6]),
+            importance=float(row[7]),
+            created_us=int(row[8]),
+            expires_us=int(row[9]) if row[9] is not None else None,
+            conversation_id=row[10],
+            payload=row[11],
+        )
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        _check_text(record.payload, "memory_entry")
+        t = self._t
+        cols = (
+            "id, user_id, content, memory_type, category, tags, confidence, importance, "
+            "created_us, expires_us, conversation_id, payload, search_terms"
+        )
+        names = cols.split(", ")
+        values = (
+            record.id,
+            record.user_id,
+            record.content,
+            record.memory_type,
+            record.category,
+            json.dumps(record.tags, ensure_ascii=False),
+            record.confidence,
+            record.importance,
+            record.created_us,
+            record.expires_us,
+            record.conversation_id,
+            record.payload,
+            search_terms(record.content),
+        )
+        # ``col = %s`` rather than ``VALUES(col)``, which MySQL 8.0.20+ deprecates with a
+        # warning on every statement.
+        updates = ", ".join(f"{c} = %s" for c in names[1:])
+        async with self._transaction() as cur:
+            await cur.execute(
+                f"INSERT INTO {t['memories']} ({cols}) VALUES ({_placeholders(len(names))}) "
+                f"ON DUPLICATE KEY UPDATE {updates}",
+                (*values, *values[1:]),
+            )
+            await cur.execute(f"DELETE FROM {t['memory_tags']} WHERE memory_id = %s", (record.id,))
+            hashes = list(dict.fromkeys(_tag_hash(tag) for tag in record.tags))
+            if hashes:
+                flat: list[Any] = []
+                for h in hashes:
+                    flat += (record.id, record.user_id, h)
+                await cur.execute(
+                    f"INSERT INTO {t['memory_tags']} (memory_id, user_id, tag_hash) VALUES "
+                    + ",".join(["(%s,%s,%s)"] * len(hashes)),
+                    flat,
+                )
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_MEM_COLS} FROM {self._t['memories']} WHERE id = %s", (memory_id,)
+        )
+        return self._memory(rows[0]) if rows else None
+
+    def _memory_where(self, flt: MemoryFilter, alias: str = "m") -> tuple[str, list[Any]]:
+        """SQL conditions (beyond ``user_id``) for every filter of ``flt``."""
+        sql: list[str] = []
+        args: list[Any] = []
+        if flt.memory_types:
+            sql.append(f"{alias}.memory_type IN ({_placeholders(len(flt.memory_types))})")
+            args += flt.memory_types
+        if flt.categories:
+            sql.append(f"{alias}.category IN ({_placeholders(len(flt.categories))})")
+            args += flt.categories
+        if flt.min_confidence > 0:
+            sql.append(f"{alias}.confidence >= %s")
+            args.append(flt.min_confidence)
+        if flt.min_importance > 0:
+            sql.append(f"{alias}.importance >= %s")
+            args.append(flt.min_importance)
+        if not flt.include_expired:
+            sql.append(f"({alias}.expires_us IS NULL OR {alias}.expires_us > %s)")
+            args.append(flt.now_us)
+        if flt.tags:
+            hashes = list(dict.fromkeys(_tag_hash(tag) for tag in flt.tags))
+            sql.append(
+                f"EXISTS (SELECT 1 FROM {self._t['memory_tags']} g WHERE g.user_id = "
+                f"{alias}.user_id AND g.memory_id = {alias}.id "
+                f"AND g.tag_hash IN ({_placeholders(len(hashes))}))"
+            )
+            args += hashes
+        return "".join(f" AND {s}" for s in sql), args
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        where, args = self._memory_where(flt)
+        rows = await self._fetch(
+            f"SELECT {', '.join('m.' + c for c in _MEM_COLS.split(', '))} "
+            f"FROM {self._t['memories']} m WHERE m.user_id = %s{where} "
+            "ORDER BY m.importance DESC, m.created_us DESC, m.id LIMIT %s",
+            [flt.user_id, *args, flt.limit],
+        )
+        return [self._memory(r) for r in rows]
+
+    async def _delete_memory(self, memory_id: str) -> bool:
+        async with self._transaction() as cur:
+            await cur.execute(
+                f"DELETE FROM {self._t['memory_tags']} WHERE memory_id = %s", (memory_id,)
+            )
+            deleted = await cur.execute(
+                f"DELETE FROM {self._t['memories']} WHERE id = %s", (memory_id,)
+            )
+        return bool(deleted)
+
+    async def _purge_expired(self, now_us: int) -> int:
+        total = 0
+        while True:
+            rows = await self._fetch(
+                f"SELECT id FROM {self._t['memories']} WHERE expires_us <= %s LIMIT 1000",
+                (now_us,),
+            )
+            if not rows:
+                return total
+            ids = [r[0] for r in rows]
+            async with self._transaction() as cur:
+                ph = _placeholders(len(ids))
+                await cur.execute(
+                    f"DELETE FROM {self._t['memory_tags']} WHERE memory_id IN ({ph})", ids
+                )
+                total += int(
+                    await cur.execute(
+                        f"DELETE FROM {self._t['memories']} WHERE id IN ({ph}) "
+                        "AND expires_us <= %s",
+                        [*ids, now_us],
+                    )
+                )
+
+    # ================================================================ sessions
+
+    @staticmethod
+    def _session(row: Sequence[Any]) -> SessionRecord:
+        return SessionRecord(
+            session_id=row[0],
+            user_id=row[1],
+            conversation_id=row[2],
+            is_active=bool(row[3]),
+            started_us=int(row[4]),
+            payload=row[5],
+        )
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        for value, argument in (
+            (record.session_id, "session_id"),
+            (record.user_id, "user_id"),
+            (record.conversation_id, "conversation_id"),
+            (record.payload, "session"),
+        ):
+            _check_text(value, argument)
+        async with self._transaction() as cur:
+            owners = await self._claim(cur, {record.conversation_id: record.user_id})
+            if owners[record.conversation_id] != record.user_id:
+                raise OwnershipError(
+                    f"conversation {record.conversation_id!r} belongs to another user",
+                    backend=self.backend_name,
+                    operation="create_session",
+                )
+            values = (
+                record.session_id,
+                record.user_id,
+                record.conversation_id,
+                int(record.is_active),
+                record.started_us,
+                record.payload,
+            )
+            await cur.execute(
+                f"INSERT INTO {self._t['sessions']} ({_SES_COLS}) VALUES ({_placeholders(6)}) "
+                "ON DUPLICATE KEY UPDATE user_id = %s, conversation_id = %s, is_active = %s, "
+                "started_us = %s, payload = %s",
+                (*values, *values[1:]),
+            )
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_SES_COLS} FROM {self._t['sessions']} WHERE session_id = %s", (session_id,)
+        )
+        return self._session(rows[0]) if rows else None
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        sql = f"SELECT {_SES_COLS} FROM {self._t['sessions']} WHERE user_id = %s"
+        args: list[Any] = [user_id]
+        if conversation_id is not None:
+            sql += " AND conversation_id = %s"
+            args.append(conversation_id)
+        if active_only:
+            sql += " AND is_active = 1"
+        rows = await self._fetch(sql + " ORDER BY started_us DESC, session_id DESC LIMIT 1", args)
+        return self._session(rows[0]) if rows else None
+
+    # ================================================================ search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        q = _query_terms(query)
+        if not q:
+            return []
+        match = "MATCH({a}.search_terms) AGAINST(%s IN NATURAL LANGUAGE MODE)"
+        hits: list[SearchHit] = []
+        if "message" in kinds:
+            sql = (
+                f"SELECT {', '.join('x.' + c for c in _MSG_COLS.split(', '))}, "
+                f"{match.format(a='x')} AS score FROM {self._t['messages']} x "
+                f"WHERE {match.format(a='x')} AND x.user_id = %s"
+            )
+            args: list[Any] = [q, q, user_id]
+            if conversation_id is not None:
+                sql += " AND x.conversation_id = %s"
+                args.append(conversation_id)
+            sql += " ORDER BY score DESC, x.ts_us DESC, x.id LIMIT %s"
+            rows = await self._fetch(sql, [*args, limit])
+            hits += [SearchHit("message", float(r[-1]), message=self._message(r)) for r in rows]
+        if "memory" in kinds:
+            flt = memory_filter or MemoryFilter(user_id=user_id, now_us=int(time.time() * 1e6))
+            where, fargs = self._memory_where(flt)
+            sql = (
+                f"SELECT {', '.join('m.' + c for c in _MEM_COLS.split(', '))}, "
+                f"{match.format(a='m')} AS score FROM {self._t['memories']} m "
+                f"WHERE {match.format(a='m')} AND m.user_id = %s{where}"
+            )
+            args = [q, q, user_id, *fargs]
+            if conversation_id is not None:
+                sql += " AND m.conversation_id = %s"
+                args.append(conversation_id)
+            sql += " ORDER BY score DESC, m.created_us DESC, m.id LIMIT %s"
+            rows = await self._fetch(sql, [*args, limit])
+            hits += [SearchHit("memory", float(r[-1]), memory=self._memory(r)) for r in rows]
+        hits.sort(key=lambda h: -h.score)
+        return hits[:limit]
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        t = self._t
+        rows = await self._fetch(
+            f"SELECT role, COUNT(*), MIN(ts_us), MAX(ts_us) FROM {t['messages']} "
+            "WHERE user_id = %s GROUP BY role",
+            (user_id,),
+        )
+        counts = await self._fetch(
+            f"SELECT (SELECT COUNT(*) FROM {t['conversations']} WHERE user_id = %s), "
+            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s), "
+            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s AND is_active = 1), "
+            f"(SELECT COUNT(*) FROM {t['memories']} WHERE user_id = %s)",
+            (user_id,) * 4,
+        )
+        convs, sessions, active, memories = (int(v) for v in counts[0])
+        return {
+            "messages": sum(int(r[1]) for r in rows),
+            "conversations": convs,
+            "sessions": sessions,
+            "active_sessions": active,
+            "memories": memories,
+            "messages_by_role": {r[0]: int(r[1]) for r in rows},
+            "first_message_us": min((int(r[2]) for r in rows), default=None),
+            "last_message_us": max((int(r[3]) for r in rows), default=None),
+        }
+
+    # ================================================================ whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        t = self._t
+        counts = {"messages": 0, "conversations": 0, "sessions": 0, "memories": 0}
+        # Bounded deletes, each committed: a retry after a failure finishes the job.
+        steps = (
+            ("messages", t["messages"]),
+            ("sessions", t["sessions"]),
+            (None, t["memory_tags"]),
+            ("memories", t["memories"]),
+            ("conversations", t["conversations"]),
+        )
+        for kind, table in steps:
+            while True:
+                n = await self._execute(
+                    f"DELETE FROM {table} WHERE user_id = %s LIMIT 5000", (user_id,)
+                )
+                if kind is not None:
+                    counts[kind] += n
+                if n < 5000:
+                    break
+        return counts
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        t = self._t
+        if kind in ("conversations", "messages"):
+            after = ""
+            while True:
+                sql = f"SELECT conversation_id, user_id FROM {t['conversations']} WHERE "
+                args: list[Any] = []
+                if user_id is not None:
+                    sql += "user_id = %s AND "
+                    args.append(user_id)
+                rows = await self._fetch(
+                    sql + "conversation_id > %s ORDER BY conversation_id LIMIT %s",
+                    [*args, after, _EXPORT_BATCH],
+                )
+                if not rows:
+                    return
+                after = rows[-1][0]
+                if kind == "conversations":
+                    yield [(r[0], r[1]) for r in rows]
+                    continue
+                for conv, _owner in rows:
+                    async for batch in self._export_conversation(conv):
+                        yield batch
+        elif kind == "memories":
+            async for batch in self._export_keyed(t["memories"], _MEM_COLS, "id", user_id):
+                yield [self._memory(r) for r in batch]
+        else:
+            async for batch in self._export_keyed(t["sessions"], _SES_COLS, "session_id", user_id):
+                yield [self._session(r) for r in batch]
+
+    async def _export_conversation(self, conversation_id: str) -> AsyncIterator[list[object]]:
+        ts, seq = -(2**63), -1
+        while True:
+            rows = await self._fetch(
+                f"SELECT {_MSG_COLS} FROM {self._t['messages']} WHERE conversation_id = %s "
+                "AND (ts_us > %s OR (ts_us = %s AND seq > %s)) ORDER BY ts_us, seq LIMIT %s",
+                (conversation_id, ts, ts, seq, _EXPORT_BATCH),
+            )
+            if not rows:
+                return
+            records = [self._message(r) for r in rows]
+            ts, seq = records[-1].ts_us, records[-1].seq
+            yield list(records)
+
+    async def _export_keyed(
+        self, table: str, cols: str, key: str, user_id: str | None
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        after = ""
+        while True:
+            sql = f"SELECT {cols} FROM {table} WHERE "
+            args: list[Any] = []
+            if user_id is not None:
+                sql += "user_id = %s AND "
+                args.append(user_id)
+            rows = await self._fetch(
+                sql + f"{key} > %s ORDER BY {key} LIMIT %s", [*args, after, _EXPORT_BATCH]
+            )
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield rows
