@@ -3,6 +3,16 @@
 All names are schema-qualified (no reliance on ``search_path``, so connection poolers in
 transaction mode work). The schema name and the text-search configuration are validated
 before they are put into SQL text; every value travels as a bound parameter.
+
+The ``tsv`` column is filled by the statements that write a row, in one of two analyses:
+
+* ``memstore`` (the default): the library's own analysis (:mod:`bruno_memstore.search`),
+  the same on every backend. The client sends ``index_text(content)`` and PostgreSQL's
+  ``simple`` configuration only splits it; queries are ``terms(query)``.
+* a PostgreSQL text-search configuration (``english``, ``german``, ...): the server
+  analyses the content; queries are ``query_words(query)``.
+
+The analysis a schema was built with is recorded as the comment of its ``tsv`` columns.
 """
 
 from __future__ import annotations
@@ -13,8 +23,10 @@ from dataclasses import dataclass
 __all__ = [
     "INDEXED_PREFIX",
     "LATEST_VERSION",
+    "MEMSTORE_ANALYSIS",
     "MESSAGE_COLUMNS",
     "Statements",
+    "analysis_label",
     "check_language",
     "check_schema",
     "migrations",
@@ -23,6 +35,7 @@ __all__ = [
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
 # so a 1 MB message is stored whole and its first 100,000 characters are searchable.
 INDEXED_PREFIX = 100_000
+MEMSTORE_ANALYSIS = "memstore"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONFIG = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
@@ -45,21 +58,31 @@ def check_schema(name: str) -> str:
     return f'"{name}"'
 
 
-def check_language(name: str) -> str:
-    """Validate a text-search configuration name and return it as a SQL ``regconfig``."""
+def check_language(name: str) -> str | None:
+    """Validate the ``language`` option: ``None`` for the library's own analysis, else the
+    text-search configuration as a SQL ``regconfig`` literal."""
+    if name == MEMSTORE_ANALYSIS:
+        return None
     if not isinstance(name, str) or not _CONFIG.fullmatch(name):
-        raise ValueError("expected a text search configuration name such as 'english'")
+        raise ValueError(
+            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'"
+        )
     return f"'{name}'::regconfig"
+
+
+def analysis_label(language: str) -> str:
+    """The comment recorded on ``tsv`` columns for an analysis."""
+    return f"bruno_memstore text search: {language}"
 
 
 def migrations(schema: str, language: str) -> list[tuple[int, str, list[str]]]:
     """The ordered migrations: ``(version, description, statements)``.
 
-    ``schema`` is quoted and ``language`` a ``regconfig`` literal, both from the checks above.
+    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option.
     A migration is never edited once released; changes go in a new, higher version.
     """
-    s, lang = schema, language
-    tsv = f"to_tsvector({lang}, left(content, {INDEXED_PREFIX}))"
+    s = schema
+    label = analysis_label(language).replace("'", "''")
     return [
         (
             1,
@@ -85,8 +108,9 @@ def migrations(schema: str, language: str) -> list[tuple[int, str, list[str]]]:
                     parent_id text,
                     metadata_text text NOT NULL,
                     metadata jsonb GENERATED ALWAYS AS (metadata_text::jsonb) STORED,
-                    tsv tsvector GENERATED ALWAYS AS ({tsv}) STORED
+                    tsv tsvector NOT NULL
                 )""",
+                f"COMMENT ON COLUMN {s}.messages.tsv IS '{label}'",
                 # Context windows: the newest N of a conversation, or of a user.
                 f"""CREATE INDEX messages_window_idx
                     ON {s}.messages (conversation_id, ts_us, seq)""",
@@ -107,8 +131,9 @@ def migrations(schema: str, language: str) -> list[tuple[int, str, list[str]]]:
                     content text NOT NULL,
                     payload text NOT NULL,
                     metadata jsonb GENERATED ALWAYS AS ((payload::jsonb) -> 'metadata') STORED,
-                    tsv tsvector GENERATED ALWAYS AS ({tsv}) STORED
+                    tsv tsvector NOT NULL
                 )""",
+                f"COMMENT ON COLUMN {s}.memories.tsv IS '{label}'",
                 # Unranked reads: the user's entries by importance, then newest.
                 f"""CREATE INDEX memories_user_idx
                     ON {s}.memories (user_id, importance DESC, created_us DESC, id)""",
@@ -139,10 +164,21 @@ LATEST_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    """Every statement the backend runs, for one schema and text-search configuration."""
+    """Every statement the backend runs, for one schema and one text analysis."""
 
     schema: str  # quoted
-    language: str  # regconfig literal
+    regconfig: str | None  # regconfig literal, or None for the library's own analysis
+
+    @property
+    def client_analysis(self) -> bool:
+        """Whether writes send the analysed text (``index_text``) along with the content."""
+        return self.regconfig is None
+
+    def _tsv(self, content: str, analysed: str) -> str:
+        """The ``tsv`` value of a row, from its content or its client-analysed text."""
+        if self.regconfig is None:
+            return f"to_tsvector('simple'::regconfig, {analysed})"
+        return f"to_tsvector({self.regconfig}, left({content}, {INDEXED_PREFIX}))"
 
     # ---------------------------------------------------------------- schema management
 
@@ -171,13 +207,10 @@ class Statements:
         return f"INSERT INTO {self.schema}.schema_version (version, description) VALUES ($1, $2)"
 
     @property
-    def indexed_language(self) -> str:
-        """The configuration the stored ``tsv`` column was built with (``regconfig`` text)."""
-        return f"""SELECT substring(pg_get_expr(d.adbin, d.adrelid)
-                                    FROM 'to_tsvector\\(''([^'']+)''::regconfig')
-            FROM pg_attrdef d
-            JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-            WHERE d.adrelid = '{self.schema}.messages'::regclass AND a.attname = 'tsv'"""
+    def recorded_analysis(self) -> str:
+        """The comment on ``messages.tsv``: which analysis built the stored index."""
+        return """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'"""
 
     # ---------------------------------------------------------------- conversations
 
@@ -205,13 +238,16 @@ class Statements:
         """Claim conversations and insert messages of many appends in one statement.
 
         Parameters: per append ``$1`` conversation ids, ``$2`` user ids, ``$3`` enforce
-        flags; per message ``$4`` append number (1-based) and ``$5..$12`` the columns.
-        Returns one row per known owner ``(conversation_id, user_id, NULL)`` and one per
-        inserted message ``(NULL, NULL, id)``. An append whose owner check fails inserts
-        nothing; one whose conversation a concurrent transaction claimed after this
-        statement's snapshot finds no owner row and must be run again.
+        flags; per message ``$4`` append number (1-based), ``$5..$12`` the columns and,
+        with the library's analysis, ``$13`` the analysed text. Returns one row per known
+        owner ``(conversation_id, user_id, NULL)`` and one per inserted message
+        ``(NULL, NULL, id)``. An append whose owner check fails inserts nothing; one whose
+        conversation a concurrent transaction claimed after this statement's snapshot
+        finds no owner row and must be run again.
         """
         s = self.schema
+        analysed = self.client_analysis
+        extra_type, extra_col = (", $13::text[]", ", analysed") if analysed else ("", "")
         return f"""WITH app AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::bool[])
                     WITH ORDINALITY AS a(conversation_id, user_id, enforce, idx)
@@ -232,13 +268,14 @@ class Statements:
                 WHERE NOT app.enforce OR owners.user_id = app.user_id
             ), inserted AS (
                 INSERT INTO {s}.messages (id, conversation_id, user_id, role, message_type,
-                                          content, ts_iso, ts_us, metadata_text, parent_id)
+                                          content, ts_iso, ts_us, metadata_text, parent_id, tsv)
                 SELECT m.id, acc.conversation_id, acc.owner, m.role, m.message_type,
-                       m.content, m.ts_iso, m.ts_us, m.metadata_text, m.parent_id
+                       m.content, m.ts_iso, m.ts_us, m.metadata_text, m.parent_id,
+                       {self._tsv("m.content", "m.analysed")}
                 FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::int8[], $11::text[], $12::text[])
+                            $9::text[], $10::int8[], $11::text[], $12::text[]{extra_type})
                     WITH ORDINALITY AS m(app, id, role, message_type, content, ts_iso, ts_us,
-                                         metadata_text, parent_id, ord)
+                                         metadata_text, parent_id{extra_col}, ord)
                 JOIN accepted acc ON acc.idx = m.app
                 ORDER BY m.ord
                 ON CONFLICT (id) DO NOTHING
@@ -248,20 +285,33 @@ class Statements:
             UNION ALL
             SELECT NULL, NULL, id FROM inserted"""
 
+    STAGING_COLUMNS = (
+        "ord",
+        "id",
+        "role",
+        "message_type",
+        "content",
+        "ts_iso",
+        "ts_us",
+        "metadata_text",
+        "parent_id",
+        "analysed",
+    )
+
     @property
     def create_staging(self) -> str:
         """A per-connection staging table for ``COPY`` of large batches (emptied on commit)."""
         return """CREATE TEMP TABLE IF NOT EXISTS bruno_memstore_staging (
                 ord bigint, id text, role text, message_type text, content text,
-                ts_iso text, ts_us bigint, metadata_text text, parent_id text
+                ts_iso text, ts_us bigint, metadata_text text, parent_id text, analysed text
             ) ON COMMIT DELETE ROWS"""
 
     @property
     def insert_staged(self) -> str:
         return f"""INSERT INTO {self.schema}.messages (id, conversation_id, user_id, role,
-                message_type, content, ts_iso, ts_us, metadata_text, parent_id)
+                message_type, content, ts_iso, ts_us, metadata_text, parent_id, tsv)
             SELECT id, $1, $2, role, message_type, content, ts_iso, ts_us, metadata_text,
-                   parent_id
+                   parent_id, {self._tsv("content", "analysed")}
             FROM bruno_memstore_staging ORDER BY ord
             ON CONFLICT (id) DO NOTHING
             RETURNING id"""
@@ -292,7 +342,7 @@ class Statements:
 
     @property
     def delete_conversation(self) -> str:
-        """Deletes the conversation; its messages and sessions go by cascade."""
+        """Deletes the conversation and its messages; its sessions go by cascade."""
         s = self.schema
         return f"""WITH gone AS (
                 DELETE FROM {s}.messages WHERE conversation_id = $1 RETURNING 1
@@ -305,16 +355,18 @@ class Statements:
 
     @property
     def put_memory(self) -> str:
+        """Upsert; ``$13`` is the analysed text (the library's analysis) or unused."""
         s = self.schema
-        return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        tsv = self._tsv("$3::text", "$13::text")
+        return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv})
             ON CONFLICT (id) DO UPDATE SET
                 user_id = EXCLUDED.user_id, content = EXCLUDED.content,
                 memory_type = EXCLUDED.memory_type, category = EXCLUDED.category,
                 tags = EXCLUDED.tags, confidence = EXCLUDED.confidence,
                 importance = EXCLUDED.importance, created_us = EXCLUDED.created_us,
                 expires_us = EXCLUDED.expires_us, conversation_id = EXCLUDED.conversation_id,
-                payload = EXCLUDED.payload"""
+                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv"""
 
     @property
     def get_memory(self) -> str:
@@ -388,34 +440,65 @@ class Statements:
     # ---------------------------------------------------------------- search
 
     @property
-    def _tsquery(self) -> str:
-        # Each query word goes through plainto_tsquery, which accepts any text, so user
-        # input never meets the tsquery parser; the parts are joined with OR.
-        return f"""(SELECT string_agg(part::text, ' | ')::tsquery
-                FROM (SELECT plainto_tsquery({self.language}, w) AS part
-                      FROM unnest($2::text[]) AS w) AS parts
-                WHERE numnode(part) > 0)"""
+    def search(self) -> str:
+        """Ranked search of one user's messages and memory entries, in one statement.
 
-    def search_messages(self, *, by_conversation: bool) -> str:
-        conv = " AND m.conversation_id = $4" if by_conversation else ""
-        cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
-        return f"""WITH q AS MATERIALIZED (SELECT {self._tsquery} AS q)
-            SELECT ts_rank_cd(m.tsv, q.q) AS score, {cols}
-            FROM {self.schema}.messages m, q
-            WHERE m.user_id = $1 AND m.tsv @@ q.q{conv}
-            ORDER BY score DESC, m.ts_us DESC, m.id
-            LIMIT $3"""
+        Parameters: ``$1`` user, ``$2`` query terms, ``$3`` limit, ``$4``/``$5`` include
+        messages/memories, ``$6`` conversation or ``NULL``, ``$7..$14`` the memory filter.
 
-    def search_memories(self, *, by_conversation: bool) -> str:
-        """``$1`` user, ``$2`` words, ``$3`` limit, ``$4..$11`` the filter, ``$12`` conversation."""
-        conv = " AND m.conversation_id = $12" if by_conversation else ""
-        cols = ", ".join(f"m.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
-        return f"""WITH q AS MATERIALIZED (SELECT {self._tsquery} AS q)
-            SELECT ts_rank_cd(m.tsv, q.q) AS score, {cols}
-            FROM {self.schema}.memories m, q
-            WHERE m.user_id = $1 AND m.tsv @@ q.q AND {self.memory_filter(4)}{conv}
-            ORDER BY score DESC, m.created_us DESC, m.id
-            LIMIT $3"""
+        Each term goes through ``plainto_tsquery``, which accepts any text, so user input
+        never meets the tsquery parser; the terms are OR-ed for the GIN index. A match
+        scores ``sum over matched terms of idf(term) * ts_rank_cd(tsv, term, 1)``: cover
+        density, divided by 1 + log(document length), weighted by inverse document
+        frequency over the user's records, so rarer terms count for more (as in BM25).
+        """
+        s = self.schema
+        cfg = self.regconfig or "'simple'::regconfig"
+        msg_cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+        mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
+        return f"""WITH terms AS MATERIALIZED (
+                SELECT min(n) AS t, tq
+                FROM (SELECT plainto_tsquery({cfg}, w) AS tq, n
+                      FROM unnest($2::text[]) WITH ORDINALITY AS u(w, n)) AS x
+                WHERE numnode(tq) > 0
+                GROUP BY tq
+            ), q AS MATERIALIZED (
+                SELECT string_agg(tq::text, ' | ')::tsquery AS q FROM terms
+            ), cand AS MATERIALIZED (
+                SELECT 'message'::text AS kind, m.id, m.tsv, m.ts_us AS at
+                FROM {s}.messages m
+                WHERE $4::bool AND m.user_id = $1 AND m.tsv @@ (SELECT q FROM q)
+                  AND ($6::text IS NULL OR m.conversation_id = $6::text)
+                UNION ALL
+                SELECT 'memory', m.id, m.tsv, m.created_us
+                FROM {s}.memories m
+                WHERE $5::bool AND m.tsv @@ (SELECT q FROM q) AND {self.memory_filter(7)}
+                  AND ($6::text IS NULL OR m.conversation_id = $6::text)
+            ), hits AS (
+                SELECT c.kind, c.id, t.t, ts_rank_cd(c.tsv, t.tq, 1) AS r
+                FROM cand c JOIN terms t ON c.tsv @@ t.tq
+            ), df AS (
+                SELECT t, count(*) AS df FROM hits GROUP BY t
+            ), docs AS (
+                SELECT (SELECT count(*) FROM {s}.messages WHERE user_id = $1)
+                     + (SELECT count(*) FROM {s}.memories WHERE user_id = $1) AS n
+            ), scored AS (
+                SELECT h.kind, h.id,
+                       sum(h.r * ln(1.0 + (docs.n - df.df + 0.5)::float8 / (df.df + 0.5)))
+                           AS score
+                FROM hits h JOIN df USING (t) CROSS JOIN docs
+                GROUP BY h.kind, h.id
+            ), top AS (
+                SELECT sc.kind, sc.id, sc.score, c.at
+                FROM scored sc JOIN cand c USING (kind, id)
+                ORDER BY sc.score DESC, c.at DESC, sc.id
+                LIMIT $3
+            )
+            SELECT top.kind, top.score, {msg_cols}, {mem_cols}
+            FROM top
+            LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
+            LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
+            ORDER BY top.score DESC, top.at DESC, top.id"""
 
     # ---------------------------------------------------------------- statistics and users
 
@@ -466,6 +549,7 @@ class Statements:
                 WHERE session_id > $1{user} ORDER BY session_id LIMIT {size}"""
         raise ValueError(kind)
 
+    @property
     def export_messages(self) -> str:
         """Messages of one conversation after ``($2, $3)`` in ``(ts_us, seq)`` order."""
         return f"""SELECT {MESSAGE_COLUMNS} FROM {self.schema}.messages

@@ -35,11 +35,15 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind
-from ..search import query_words
+from ..search import index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
+    INDEXED_PREFIX,
     LATEST_VERSION,
+    MEMSTORE_ANALYSIS,
+    MESSAGE_COLUMNS,
     Statements,
+    analysis_label,
     check_language,
     check_schema,
     migrations,
@@ -93,7 +97,7 @@ _DRIVER_OPTIONS = frozenset(
     }
 )
 _DEFAULT_SCHEMA = "bruno_memstore"
-_DEFAULT_LANGUAGE = "english"
+_DEFAULT_LANGUAGE = MEMSTORE_ANALYSIS
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
 _EXPORT_PAGE = 500
@@ -111,7 +115,9 @@ class PostgresMemory(MemoryBackend):
             parameters asyncpg accepts (``sslmode``, ``application_name``, ...).
         connection_string: the same as ``dsn`` (the name bruno-core's guide uses).
         schema: PostgreSQL schema holding the tables (created if missing).
-        language: text-search configuration for full-text search (``regconfig``).
+        language: text analysis for search: ``"memstore"`` (default) is the library's own,
+            identical on every backend; a PostgreSQL text-search configuration name
+            (``"english"``, ``"german"``, ...) lets the server analyse instead.
         min_size: connections the pool keeps open.
         max_size: connections the pool opens at most.
         connect_timeout: seconds to open a connection before the server counts as down.
@@ -251,7 +257,7 @@ class PostgresMemory(MemoryBackend):
             async with pool.acquire() as conn:
                 await self._check_language(conn)
                 await self._migrate(conn)
-                await self._check_indexed_language(conn)
+                await self._check_recorded_analysis(conn)
         except BaseException:
             pool.terminate()
             raise
@@ -283,8 +289,10 @@ class PostgresMemory(MemoryBackend):
         return err
 
     async def _check_language(self, conn: Any) -> None:
+        if self._sql.regconfig is None:
+            return
         try:
-            await conn.fetchval(f"SELECT {self._sql.language}::oid")
+            await conn.fetchval(f"SELECT {self._sql.regconfig}::oid")
         except pg_errors.UndefinedObjectError:
             names = await conn.fetch("SELECT cfgname FROM pg_ts_config ORDER BY cfgname")
             raise InvalidArgumentError(
@@ -310,7 +318,7 @@ class PostgresMemory(MemoryBackend):
             await conn.execute(sql.create_version_table)
             version = await conn.fetchval(sql.current_version)
             self._check_version(version)
-            for number, description, statements in migrations(sql.schema, sql.language):
+            for number, description, statements in migrations(sql.schema, self.language):
                 if number <= version:
                     continue
                 for statement in statements:
@@ -327,15 +335,14 @@ class PostgresMemory(MemoryBackend):
                 operation="connect",
             )
 
-    async def _check_indexed_language(self, conn: Any) -> None:
-        stored = await conn.fetchval(self._sql.indexed_language)
-        if stored is None:
-            return
-        same = await conn.fetchval(f"SELECT $1::regconfig = {self._sql.language}", stored)
-        if not same:
+    async def _check_recorded_analysis(self, conn: Any) -> None:
+        recorded = await conn.fetchval(self._sql.recorded_analysis, f"{self._sql.schema}.messages")
+        if recorded is not None and recorded != analysis_label(self.language):
+            stored = recorded.rsplit(": ", 1)[-1]
             raise SchemaError(
-                f"schema {self.schema!r} was indexed with text search configuration "
-                f"{stored!r}, not {self.language!r}; use language={stored} or another schema",
+                f"schema {self.schema!r} was indexed with language={stored}, not "
+                f"language={self.language}; open it with language={stored}, or use another "
+                "schema",
                 backend=self.backend_name,
                 operation="connect",
             )
@@ -422,8 +429,9 @@ class PostgresMemory(MemoryBackend):
     ) -> list[AppendResult | BaseException | None]:
         """Run appends in one statement; see ``Statements.append`` and ``GroupWriter``."""
         conv, users, enforce = [], [], []
-        cols: list[list[Any]] = [[] for _ in range(9)]
-        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents = cols
+        cols: list[list[Any]] = [[] for _ in range(10)]
+        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, analysed = cols
+        analyse = self._sql.client_analysis
         for number, item in enumerate(batch, 1):
             conv.append(item.conversation_id)
             users.append(item.user_id)
@@ -438,6 +446,10 @@ class PostgresMemory(MemoryBackend):
                 ts_us.append(r.ts_us)
                 metas.append(r.metadata)
                 parents.append(r.parent_id)
+                if analyse:
+                    analysed.append(_analysed(r.content))
+        if not analyse:
+            cols.pop()
         rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
         owners: dict[str, str] = {}
         inserted: set[str] = set()
@@ -473,8 +485,10 @@ class PostgresMemory(MemoryBackend):
             if enforce_owner and owner != user_id:
                 raise self._not_owner(conversation_id)
             await conn.execute(sql.create_staging)
+            analyse = sql.client_analysis
             await conn.copy_records_to_table(
                 "bruno_memstore_staging",
+                columns=sql.STAGING_COLUMNS,
                 records=[
                     (
                         n,
@@ -486,6 +500,7 @@ class PostgresMemory(MemoryBackend):
                         r.ts_us,
                         r.metadata,
                         r.parent_id,
+                        _analysed(r.content) if analyse else None,
                     )
                     for n, r in enumerate(records)
                 ],
@@ -536,6 +551,7 @@ class PostgresMemory(MemoryBackend):
             raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
         if _json_has_nul(record.payload):
             raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
+        analysed = [_analysed(record.content)] if self._sql.client_analysis else []
         await self._pool.execute(
             self._sql.put_memory,
             record.id,
@@ -550,6 +566,7 @@ class PostgresMemory(MemoryBackend):
             record.expires_us,
             record.conversation_id,
             record.payload,
+            *analysed,
         )
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
@@ -618,27 +635,29 @@ class PostgresMemory(MemoryBackend):
         limit: int,
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
-        words = query_words(query)
+        words = terms(query) if self._sql.client_analysis else query_words(query)
         if not words:
             return []
-        by_conv = conversation_id is not None
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+        rows = await self._pool.fetch(
+            self._sql.search,
+            user_id,
+            words,
+            limit,
+            "message" in kinds,
+            "memory" in kinds,
+            conversation_id,
+            *_filter_args(flt),
+        )
+        width = len(_MESSAGE_FIELDS)
         hits: list[SearchHit] = []
-        async with self._pool.acquire() as conn:
-            if "message" in kinds:
-                args: list[Any] = [user_id, words, limit]
-                if by_conv:
-                    args.append(conversation_id)
-                rows = await conn.fetch(self._sql.search_messages(by_conversation=by_conv), *args)
-                hits += [SearchHit("message", float(r[0]), message=_message(r, 1)) for r in rows]
-            if "memory" in kinds:
-                flt = memory_filter or MemoryFilter(user_id=user_id)
-                args = [user_id, words, limit, *_filter_args(flt)]
-                if by_conv:
-                    args.append(conversation_id)
-                rows = await conn.fetch(self._sql.search_memories(by_conversation=by_conv), *args)
-                hits += [SearchHit("memory", float(r[0]), memory=_memory(r, 1)) for r in rows]
-        hits.sort(key=_hit_order)
-        return hits[:limit]
+        for row in rows:
+            kind, score = row[0], float(row[1])
+            if kind == "message":
+                hits.append(SearchHit("message", score, message=_message(row, 2)))
+            else:
+                hits.append(SearchHit("memory", score, memory=_memory(row, 2 + width)))
+        return hits
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         row = await self._pool.fetchrow(self._sql.statistics, user_id)
@@ -676,7 +695,7 @@ class PostgresMemory(MemoryBackend):
                     after: tuple[int, int] = (-(2**63), -(2**63))
                     while True:
                         rows = await self._pool.fetch(
-                            self._sql.export_messages(), conversation_id, *after, _EXPORT_PAGE
+                            self._sql.export_messages, conversation_id, *after, _EXPORT_PAGE
                         )
                         if not rows:
                             break
@@ -766,6 +785,14 @@ def _filter_args(flt: MemoryFilter) -> list[Any]:
     ]
 
 
+_MESSAGE_FIELDS = MESSAGE_COLUMNS.split(",")
+
+
+def _analysed(content: str) -> str:
+    """The library's analysis of what is searchable in ``content``."""
+    return index_text(content[:INDEXED_PREFIX])
+
+
 def _message(row: Any, offset: int = 0) -> MessageRecord:
     o = offset
     return MessageRecord(
@@ -810,10 +837,3 @@ def _session(row: Any) -> SessionRecord:
         started_us=row[4],
         payload=row[5],
     )
-
-
-def _hit_order(hit: SearchHit) -> tuple[float, int, str]:
-    if hit.message is not None:
-        return (-hit.score, -hit.message.ts_us, hit.message.id)
-    assert hit.memory is not None
-    return (-hit.score, -hit.memory.created_us, hit.memory.id)
