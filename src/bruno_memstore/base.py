@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
+from uuid import UUID
 
 from bruno_core.interfaces.memory import MemoryInterface
 from bruno_core.models.context import ConversationContext, SessionContext, UserContext
@@ -550,7 +551,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         With ``user_id``, refuses (``OwnershipError``) to delete another user's entry.
         """
         self.require(Capability.MEMORIES, "delete_memory")
-        memory_id = check_id(str(memory_id), "memory_id")
+        if isinstance(memory_id, UUID):
+            memory_id = str(memory_id)
+        memory_id = check_id(memory_id, "memory_id")
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
             existing = await self._run("delete_memory", lambda: self._get_memory(memory_id))
@@ -725,6 +728,8 @@ def _store_args(
         if user_id is not None or conversation_id is not None:
             raise InvalidArgumentError("args", "ids given both positionally and by keyword")
         user_id, conversation_id = args
+        if user_id is None:
+            raise InvalidArgumentError("user_id", "must not be None in the three-argument form")
     elif len(args) == 1:
         if conversation_id is None:
             conversation_id = args[0]

@@ -58,12 +58,16 @@ class MemstoreError(BrunoMemoryError):
         return f"{type(self).__name__}({str(self)!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.message, self.backend, self.operation))
+        # Subclasses take other constructor arguments: rebuild from the state instead.
+        state = {k: v for k, v in self.__dict__.items() if k != "cause"}
+        return (_rebuild, (type(self), self.args, state))
 
 
-def _rebuild(cls: type[MemstoreError], message: str, backend: str | None, op: str | None):
-    err = cls.__new__(cls)
-    MemstoreError.__init__(err, message, backend=backend, operation=op)
+def _rebuild(cls: type[MemstoreError], args: tuple[Any, ...], state: dict[str, Any]):
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    err.cause = None
     return err
 
 

@@ -47,7 +47,9 @@ async def retry_transient(
     """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(policy.attempts - 1, 1)) | stop_after_delay(policy.deadline),
-        wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
+        wait=wait_exponential_jitter(
+            multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
+        ),
         retry=retry_if_exception(is_transient),
         reraise=True,
     )
