@@ -10,6 +10,7 @@ from .capabilities import CapabilitySuite
 from .concurrency import ConcurrencySuite
 from .deletion import DeletionSuite
 from .durability import DurabilitySuite
+from .export import ExportSuite
 from .isolation import IsolationSuite
 from .memories import MemoryEntrySuite, MemoryTextQuerySuite
 from .messages import IdentitySuite, OrderSuite
@@ -23,6 +24,7 @@ __all__ = [
     "ConcurrencySuite",
     "DeletionSuite",
     "DurabilitySuite",
+    "ExportSuite",
     "IdentitySuite",
     "IsolationSuite",
     "MemoryConformance",
@@ -52,6 +54,7 @@ class MemoryConformance(
     MemoryEntrySuite,
     MemoryTextQuerySuite,
     DeletionSuite,
+    ExportSuite,
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 import pytest
+from bruno_core.models.message import MessageRole
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
 from ...errors import InvalidArgumentError
 from ..builders import at, make_memory_entry, make_message, new_conversation_id, new_user_id
 from ..harness import ConformanceBase, requires
+from .roundtrip import assert_same_message
 
 __all__ = ["SearchSuite"]
 
@@ -159,6 +163,18 @@ class SearchSuite(ConformanceBase):
         assert [m.id for m in relevant] == [msgs[0].id, msgs[-2].id]
         recent = await memory.retrieve_context(uid, "sailing", limit=2)
         assert [m.id for m in recent] == [msgs[-2].id, msgs[-1].id]
+
+    async def test_results_are_the_stored_messages(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        msg = make_message(
+            "the narwhal 😀 said '; DROP TABLE x;--",
+            role=MessageRole.ASSISTANT,
+            timestamp=at(0).replace(tzinfo=timezone(timedelta(hours=9))),
+            metadata={"nested": {"k": [1, None]}},
+        )
+        await memory.store_message(msg, uid, conv)
+        (found,) = await memory.search_messages("narwhal", user_id=uid)
+        assert_same_message(found, msg, conv)
 
     async def test_unicode_words(self, memory: MemoryBackend) -> None:
         uid = new_user_id()

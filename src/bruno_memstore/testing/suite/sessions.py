@@ -21,6 +21,7 @@ from ..builders import (
     new_user_id,
 )
 from ..harness import ConformanceBase, requires
+from .roundtrip import assert_same_message
 
 __all__ = ["ResolutionSuite", "SessionSuite", "StatisticsSuite"]
 
@@ -105,6 +106,8 @@ class ResolutionSuite(ConformanceBase):
         assert ctx.conversation_id == conv
         assert ctx.session.conversation_id == conv
         assert [m.id for m in ctx.messages] == [m.id for m in msgs]
+        for got, want in zip(ctx.messages, msgs, strict=True):
+            assert_same_message(got, want, conv)
         again = await memory.get_context(uid, conv)
         assert again.session.session_id == ctx.session.session_id
 
