@@ -32,9 +32,8 @@ class MemoryURL:
     def parse(cls, url: str) -> MemoryURL:
         """Parse ``url``; raise ``InvalidArgumentError`` (with the URL redacted) if malformed."""
         if not isinstance(url, str) or "://" not in url:
-            raise InvalidArgumentError(
-                "url", f"expected 'scheme://...', got {redact_url(str(url))!r}"
-            )
+            # Not echoed: without a scheme the password cannot be located reliably.
+            raise InvalidArgumentError("url", "expected 'scheme://...'")
         parts = urlsplit(url)
         scheme, _, driver = parts.scheme.lower().partition("+")
         try:
