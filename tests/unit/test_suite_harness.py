@@ -70,9 +70,12 @@ class ReopenableMemory(InMemoryStorage):
 
 class TestDurabilityHarness(DurabilitySuite):
     async def make_memory(self) -> MemoryBackend:
+        # File-based engines keep their data under the test's own tmp_path.
+        (self.tmp_path / "opened").touch()
         return ReopenableMemory()
 
     async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
+        assert (self.tmp_path / "opened").exists()  # the same directory within one test
         return memory  # the same process memory, reconnected on first use
 
 
