@@ -1,0 +1,693 @@
+"""The SQL of :class:`~bruno_memstore.backends.sqlite.SQLiteMemory`, as functions of a connection.
+
+Each function runs on a worker thread against the connection that thread owns (see
+``_sqlite_threads``): writes inside the writer's transaction, reads as one statement or inside
+:func:`snapshot`. They take and return the records of :mod:`bruno_memstore.models`.
+
+The statements are module constants so that the benchmark's raw-driver baseline runs exactly
+the same SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import OwnershipError
+from ..models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+    to_us,
+    utcnow,
+)
+from ..primitives import AppendResult
+from ..search import index_text, terms
+from ._sqlite_schema import memory_scope, message_scope
+
+__all__ = [
+    "INSERT_MESSAGE",
+    "INSERT_MESSAGE_AT",
+    "INSERT_SEARCH",
+    "SELECT_CONVERSATION",
+    "WINDOW_OF_CONVERSATION",
+    "WINDOW_OF_USER",
+    "append_messages",
+    "conversation_owner",
+    "delete_memory",
+    "delete_messages",
+    "export_page",
+    "forget_user",
+    "get_memory",
+    "get_messages",
+    "get_session",
+    "latest_session",
+    "match_expression",
+    "purge_expired",
+    "put_memory",
+    "put_session",
+    "query_memories",
+    "read_window",
+    "snapshot",
+    "statistics",
+    "text_search",
+]
+
+_CHUNK = 500  # ids per IN (...) list
+_MIN_KEY = -(2**63)
+
+# ------------------------------------------------------------------------------ statements
+
+MESSAGE_COLUMNS = (
+    "m.id, c.conversation_id, m.role, m.content, m.message_type, m.timestamp, m.ts_us, "
+    "m.metadata, m.parent_id, u.user_id, m.seq"
+)  # in MessageRecord's field order
+MEMORY_COLUMNS = (
+    "m.id, u.user_id, m.content, m.memory_type, m.category, m.tags, m.confidence, "
+    "m.importance, m.created_us, m.expires_us, m.conversation_id, m.payload"
+)
+SESSION_COLUMNS = "s.session_id, u.user_id, c.conversation_id, s.is_active, s.started_us, s.payload"
+
+SELECT_USER = "SELECT uid FROM users WHERE user_id = ?"
+INSERT_USER = "INSERT INTO users (user_id) VALUES (?)"
+SELECT_CONVERSATION = (
+    "SELECT c.cid, c.uid, u.user_id FROM conversations c JOIN users u ON u.uid = c.uid "
+    "WHERE c.conversation_id = ?"
+)
+INSERT_CONVERSATION = "INSERT INTO conversations (conversation_id, uid) VALUES (?, ?)"
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, cid, uid, role, content, message_type, timestamp, ts_us, "
+    "metadata, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+# Batches number their rows themselves, so the search rows can use the same keys.
+INSERT_MESSAGE_AT = (
+    "INSERT INTO messages (seq, id, cid, uid, role, content, message_type, timestamp, ts_us, "
+    "metadata, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM messages"
+INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
+
+WINDOW_OF_CONVERSATION = (
+    f"SELECT {MESSAGE_COLUMNS} FROM conversations c JOIN users u ON u.uid = c.uid "
+    "JOIN messages m ON m.cid = c.cid WHERE c.conversation_id = ? "
+    "ORDER BY m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+WINDOW_OF_OWNED_CONVERSATION = (
+    f"SELECT {MESSAGE_COLUMNS} FROM conversations c JOIN users u ON u.uid = c.uid "
+    "JOIN messages m ON m.cid = c.cid WHERE c.conversation_id = ? AND u.user_id = ? "
+    "ORDER BY m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+WINDOW_OF_USER = (
+    f"SELECT {MESSAGE_COLUMNS} FROM users u JOIN messages m ON m.uid = u.uid "
+    "JOIN conversations c ON c.cid = m.cid WHERE u.user_id = ? "
+    "ORDER BY m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+SEARCH_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS}, -f.rank FROM search_fts f "
+    "JOIN messages m ON m.seq = f.rowid JOIN conversations c ON c.cid = m.cid "
+    "JOIN users u ON u.uid = m.uid "
+    "WHERE search_fts MATCH ? AND f.rowid > 0 AND m.uid = ? {extra}"
+    "ORDER BY f.rank, m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+SEARCH_MEMORIES = (
+    f"SELECT {MEMORY_COLUMNS}, -f.rank FROM search_fts f "
+    "JOIN memories m ON m.rid = -f.rowid JOIN users u ON u.uid = m.uid "
+    "WHERE search_fts MATCH ? AND f.rowid < 0 AND m.uid = ? {extra}"
+    "ORDER BY f.rank, m.created_us DESC, m.id LIMIT ?"
+)
+_SESSION_FROM = (
+    "FROM sessions s JOIN users u ON u.uid = s.uid JOIN conversations c ON c.cid = s.cid "
+)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run several reads against one consistent snapshot (a read transaction).
+
+    Inside a transaction already (reads served by the writer, for ``:memory:``), that one is
+    the snapshot.
+    """
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _all(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    # fetchall() always: a half-read statement would pin the reader's snapshot.
+    return conn.execute(sql, args).fetchall()
+
+
+def _one(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0] if rows else None
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _user_key(conn: sqlite3.Connection, user_id: str) -> int | None:
+    row = _one(conn, SELECT_USER, (user_id,))
+    return row[0] if row else None
+
+
+def _claim(
+    conn: sqlite3.Connection, conversation_id: str, user_id: str, enforce: bool, operation: str
+) -> tuple[int, int, str]:
+    """``(cid, uid, owner)`` of the conversation, created for ``user_id`` if new."""
+    row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+    if row is not None:
+        if enforce and row[2] != user_id:
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend="sqlite",
+                operation=operation,
+            )
+        return row[0], row[1], row[2]
+    uid = _user_key(conn, user_id)
+    if uid is None:
+        uid = conn.execute(INSERT_USER, (user_id,)).lastrowid
+    cid = conn.execute(INSERT_CONVERSATION, (conversation_id, uid)).lastrowid
+    assert uid is not None and cid is not None
+    return cid, uid, user_id
+
+
+def match_expression(query: str, scope: str) -> str | None:
+    """The FTS5 query for ``query``'s terms within ``scope`` (``None``: nothing to look for).
+
+    Every term is a quoted string, so FTS5 syntax in user text (``AND``, ``NEAR``, ``*``,
+    quotes, parentheses) is plain text.
+    """
+    words = list(dict.fromkeys(terms(query)))
+    if not words:
+        return None
+    alternatives = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return f'scope : "{scope}" AND body : ({alternatives})'
+
+
+def _memory(row: Sequence[Any]) -> MemoryRecord:
+    return MemoryRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        json.loads(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+def _session(row: Sequence[Any]) -> SessionRecord:
+    return SessionRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+
+
+def _memory_filter(flt: MemoryFilter) -> tuple[str, list[Any]]:
+    """SQL conditions (on alias ``m``) for every filter of ``flt`` but the user."""
+    sql: list[str] = []
+    args: list[Any] = []
+    if flt.memory_types:
+        sql.append(f"AND m.memory_type IN ({_marks(len(flt.memory_types))})")
+        args += flt.memory_types
+    if flt.categories:
+        sql.append(f"AND m.category IN ({_marks(len(flt.categories))})")
+        args += flt.categories
+    if flt.tags:
+        sql.append(
+            "AND EXISTS (SELECT 1 FROM json_each(m.tags) t "
+            f"WHERE t.value IN ({_marks(len(flt.tags))}))"
+        )
+        args += flt.tags
+    if flt.min_confidence > 0:
+        sql.append("AND m.confidence >= ?")
+        args.append(flt.min_confidence)
+    if flt.min_importance > 0:
+        sql.append("AND m.importance >= ?")
+        args.append(flt.min_importance)
+    if not flt.include_expired:
+        sql.append("AND (m.expires_us IS NULL OR m.expires_us > ?)")
+        args.append(flt.now_us)
+    return " ".join(sql) + " ", args
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+def _message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        cid,
+        uid,
+        rec.role,
+        rec.content,
+        rec.message_type,
+        rec.timestamp,
+        rec.ts_us,
+        rec.metadata,
+        rec.parent_id,
+    )
+
+
+def conversation_owner(conn: sqlite3.Connection, conversation_id: str) -> str | None:
+    row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+    return row[2] if row else None
+
+
+def append_messages(
+    conn: sqlite3.Connection,
+    conversation_id: str,
+    user_id: str,
+    records: Sequence[MessageRecord],
+    enforce_owner: bool,
+) -> AppendResult:
+    """Claim the conversation, insert the new records and index them (writer transaction)."""
+    cid, uid, owner = _claim(conn, conversation_id, user_id, enforce_owner, "store_message")
+    scope = message_scope(uid, cid)
+    if len(records) == 1:
+        # One round of SQL: the insert itself says whether the id was already stored.
+        rec = records[0]
+        cur = conn.execute(INSERT_MESSAGE, _message_row(rec, cid, uid))
+        if cur.rowcount != 1:
+            return AppendResult(owner, frozenset((rec.id,)))
+        conn.execute(INSERT_SEARCH, (cur.lastrowid, scope, index_text(rec.content)))
+        rec.seq, rec.user_id = cur.lastrowid, owner
+        return AppendResult(owner, frozenset())
+    existing: set[str] = set()
+    ids = [r.id for r in records]
+    for chunk in _chunks(ids):
+        found = _all(conn, f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
+        existing.update(row[0] for row in found)
+    fresh = [r for r in records if r.id not in existing] if existing else list(records)
+    if fresh:
+        first = _one(conn, MAX_SEQ)[0] + 1
+        rows = []
+        for seq, rec in enumerate(fresh, first):
+            rec.seq, rec.user_id = seq, owner
+            rows.append((seq, *_message_row(rec, cid, uid)))
+        conn.executemany(INSERT_MESSAGE_AT, rows)
+        conn.executemany(
+            INSERT_SEARCH, [(rec.seq, scope, index_text(rec.content)) for rec in fresh]
+        )
+    return AppendResult(owner, frozenset(existing))
+
+
+def get_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[MessageRecord]:
+    out: list[MessageRecord] = []
+    for chunk in _chunks(ids):
+        rows = _all(
+            conn,
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.cid = m.cid "
+            f"JOIN users u ON u.uid = m.uid WHERE m.id IN ({_marks(len(chunk))})",
+            chunk,
+        )
+        out += [MessageRecord(*row) for row in rows]
+    return out
+
+
+def read_window(
+    conn: sqlite3.Connection, conversation_id: str | None, user_id: str | None, limit: int | None
+) -> list[MessageRecord]:
+    """The newest ``limit`` messages, oldest first (see ``StoragePrimitives._read_window``)."""
+    n = -1 if limit is None else limit
+    if conversation_id is None:
+        rows = _all(conn, WINDOW_OF_USER, (user_id, n))
+    elif user_id is None:
+        rows = _all(conn, WINDOW_OF_CONVERSATION, (conversation_id, n))
+    else:
+        rows = _all(conn, WINDOW_OF_OWNED_CONVERSATION, (conversation_id, user_id, n))
+    rows.reverse()
+    return [MessageRecord(*row) for row in rows]
+
+
+def delete_messages(
+    conn: sqlite3.Connection, conversation_id: str, keep_roles: frozenset[str]
+) -> int:
+    """Delete the conversation's messages not in ``keep_roles`` (all: the conversation too)."""
+    row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+    if row is None:
+        return 0
+    cid = row[0]
+    where = "cid = ?"
+    args: list[Any] = [cid]
+    if keep_roles:
+        where += f" AND role NOT IN ({_marks(len(keep_roles))})"
+        args += sorted(keep_roles)
+    conn.execute(
+        f"DELETE FROM search_fts WHERE rowid IN (SELECT seq FROM messages WHERE {where})", args
+    )
+    count = conn.execute(f"DELETE FROM messages WHERE {where}", args).rowcount
+    if not keep_roles:
+        conn.execute("DELETE FROM sessions WHERE cid = ?", (cid,))
+        conn.execute("DELETE FROM conversations WHERE cid = ?", (cid,))
+    return count
+
+
+# ------------------------------------------------------------------------------ memories
+
+
+def put_memory(conn: sqlite3.Connection, rec: MemoryRecord) -> None:
+    """Insert or replace the entry, and its search row when its text or owner changed."""
+    uid = _user_key(conn, rec.user_id)
+    if uid is None:
+        uid = conn.execute(INSERT_USER, (rec.user_id,)).lastrowid
+    assert uid is not None
+    values = (
+        uid,
+        rec.content,
+        rec.memory_type,
+        rec.category,
+        json.dumps(rec.tags, ensure_ascii=False),
+        rec.confidence,
+        rec.importance,
+        rec.created_us,
+        rec.expires_us,
+        rec.conversation_id,
+        rec.payload,
+    )
+    old = _one(conn, "SELECT rid, uid, content FROM memories WHERE id = ?", (rec.id,))
+    if old is None:
+        rid = conn.execute(
+            "INSERT INTO memories (uid, content, memory_type, category, tags, confidence, "
+            "importance, created_us, expires_us, conversation_id, payload, id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, rec.id),
+        ).lastrowid
+        assert rid is not None
+        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), index_text(rec.content)))
+        return
+    rid = old[0]
+    conn.execute(
+        "UPDATE memories SET uid = ?, content = ?, memory_type = ?, category = ?, tags = ?, "
+        "confidence = ?, importance = ?, created_us = ?, expires_us = ?, conversation_id = ?, "
+        "payload = ? WHERE rid = ?",
+        (*values, rid),
+    )
+    if old[1] != uid or old[2] != rec.content:
+        conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
+        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), index_text(rec.content)))
+
+
+def get_memory(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
+    row = _one(
+        conn,
+        f"SELECT {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.uid = m.uid WHERE m.id = ?",
+        (memory_id,),
+    )
+    return _memory(row) if row else None
+
+
+def query_memories(conn: sqlite3.Connection, flt: MemoryFilter) -> list[MemoryRecord]:
+    conditions, args = _memory_filter(flt)
+    rows = _all(
+        conn,
+        f"SELECT {MEMORY_COLUMNS} FROM users u JOIN memories m ON m.uid = u.uid "
+        f"WHERE u.user_id = ? {conditions}"
+        "ORDER BY m.importance DESC, m.created_us DESC, m.id LIMIT ?",
+        [flt.user_id, *args, flt.limit],
+    )
+    return [_memory(row) for row in rows]
+
+
+def delete_memory(conn: sqlite3.Connection, memory_id: str) -> bool:
+    row = _one(conn, "SELECT rid FROM memories WHERE id = ?", (memory_id,))
+    if row is None:
+        return False
+    conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-row[0],))
+    conn.execute("DELETE FROM memories WHERE rid = ?", (row[0],))
+    return True
+
+
+def purge_expired(conn: sqlite3.Connection, now_us: int) -> int:
+    conn.execute(
+        "DELETE FROM search_fts WHERE rowid IN (SELECT -rid FROM memories WHERE expires_us <= ?)",
+        (now_us,),
+    )
+    return conn.execute("DELETE FROM memories WHERE expires_us <= ?", (now_us,)).rowcount
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+def put_session(conn: sqlite3.Connection, rec: SessionRecord, operation: str) -> None:
+    """Upsert the session, claiming its conversation (``OwnershipError`` if another's)."""
+    cid, uid, _owner = _claim(conn, rec.conversation_id, rec.user_id, True, operation)
+    conn.execute(
+        "INSERT INTO sessions (session_id, uid, cid, is_active, started_us, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET uid = excluded.uid, "
+        "cid = excluded.cid, is_active = excluded.is_active, "
+        "started_us = excluded.started_us, payload = excluded.payload",
+        (rec.session_id, uid, cid, int(rec.is_active), rec.started_us, rec.payload),
+    )
+
+
+def get_session(conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+    row = _one(
+        conn, f"SELECT {SESSION_COLUMNS} {_SESSION_FROM}WHERE s.session_id = ?", (session_id,)
+    )
+    return _session(row) if row else None
+
+
+def latest_session(
+    conn: sqlite3.Connection, user_id: str, conversation_id: str | None, active_only: bool
+) -> SessionRecord | None:
+    where = "u.user_id = ?"
+    args: list[Any] = [user_id]
+    if conversation_id is not None:
+        where += " AND c.conversation_id = ?"
+        args.append(conversation_id)
+    if active_only:
+        where += " AND s.is_active = 1"
+    row = _one(
+        conn,
+        f"SELECT {SESSION_COLUMNS} {_SESSION_FROM}WHERE {where} "
+        "ORDER BY s.started_us DESC, s.session_id DESC LIMIT 1",
+        args,
+    )
+    return _session(row) if row else None
+
+
+# ------------------------------------------------------------------------------ search
+
+
+def text_search(
+    conn: sqlite3.Connection,
+    user_id: str,
+    query: str,
+    kinds: frozenset[str],
+    conversation_id: str | None,
+    limit: int,
+    flt: MemoryFilter | None,
+) -> list[SearchHit]:
+    """BM25-ranked hits (score ``-bm25``, higher is better) of the user's records."""
+    hits: list[SearchHit] = []
+    with snapshot(conn):
+        uid = _user_key(conn, user_id)
+        if uid is None:
+            return hits
+        if "message" in kinds:
+            hits += _search_messages(conn, uid, query, conversation_id, limit)
+        if "memory" in kinds:
+            hits += _search_memories(conn, uid, query, conversation_id, limit, flt)
+    if len(kinds) > 1:
+        hits.sort(key=lambda h: -h.score)
+        del hits[limit:]
+    return hits
+
+
+def _search_messages(
+    conn: sqlite3.Connection, uid: int, query: str, conversation_id: str | None, limit: int
+) -> list[SearchHit]:
+    extra = ""
+    args: list[Any] = []
+    scope = f"u{uid}"
+    if conversation_id is not None:
+        conv = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+        if conv is None or conv[1] != uid:
+            return []
+        # The conversation's own token narrows the index lookup to that conversation.
+        scope = f"c{conv[0]}"
+        extra = "AND m.cid = ? "
+        args.append(conv[0])
+    expression = match_expression(query, scope)
+    if expression is None:
+        return []
+    rows = _all(conn, SEARCH_MESSAGES.format(extra=extra), [expression, uid, *args, limit])
+    return [SearchHit("message", row[11], message=MessageRecord(*row[:11])) for row in rows]
+
+
+def _search_memories(
+    conn: sqlite3.Connection,
+    uid: int,
+    query: str,
+    conversation_id: str | None,
+    limit: int,
+    flt: MemoryFilter | None,
+) -> list[SearchHit]:
+    expression = match_expression(query, f"u{uid}")
+    if expression is None:
+        return []
+    if flt is None:
+        conditions, args = "AND (m.expires_us IS NULL OR m.expires_us > ?) ", [to_us(utcnow())]
+    else:
+        conditions, args = _memory_filter(flt)
+    if conversation_id is not None:
+        conditions += "AND m.conversation_id = ? "
+        args.append(conversation_id)
+    rows = _all(conn, SEARCH_MEMORIES.format(extra=conditions), [expression, uid, *args, limit])
+    return [SearchHit("memory", row[12], memory=_memory(row)) for row in rows]
+
+
+# ------------------------------------------------------------------------------ users
+
+
+def statistics(conn: sqlite3.Connection, user_id: str) -> dict[str, object]:
+    out: dict[str, object] = {
+        "messages": 0,
+        "conversations": 0,
+        "sessions": 0,
+        "active_sessions": 0,
+        "memories": 0,
+        "messages_by_role": {},
+        "first_message_us": None,
+        "last_message_us": None,
+    }
+    with snapshot(conn):
+        uid = _user_key(conn, user_id)
+        if uid is None:
+            return out
+        by_role = _all(
+            conn,
+            "SELECT role, count(*), min(ts_us), max(ts_us) FROM messages WHERE uid = ? "
+            "GROUP BY role",
+            (uid,),
+        )
+        out["messages"] = sum(r[1] for r in by_role)
+        out["messages_by_role"] = {r[0]: r[1] for r in by_role}
+        if by_role:
+            out["first_message_us"] = min(r[2] for r in by_role)
+            out["last_message_us"] = max(r[3] for r in by_role)
+        out["conversations"] = _one(
+            conn, "SELECT count(*) FROM conversations WHERE uid = ?", (uid,)
+        )[0]
+        sessions = _one(
+            conn, "SELECT count(*), coalesce(sum(is_active), 0) FROM sessions WHERE uid = ?", (uid,)
+        )
+        out["sessions"], out["active_sessions"] = sessions
+        out["memories"] = _one(conn, "SELECT count(*) FROM memories WHERE uid = ?", (uid,))[0]
+    return out
+
+
+def forget_user(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
+    """Delete every record of the user, search rows included (writer transaction)."""
+    counts = {"messages": 0, "conversations": 0, "sessions": 0, "memories": 0}
+    uid = _user_key(conn, user_id)
+    if uid is None:
+        return counts
+    # The owner token finds every search row of the user, messages and memories alike.
+    conn.execute("DELETE FROM search_fts WHERE search_fts MATCH ?", (f'scope : "u{uid}"',))
+    counts["messages"] = conn.execute("DELETE FROM messages WHERE uid = ?", (uid,)).rowcount
+    counts["memories"] = conn.execute("DELETE FROM memories WHERE uid = ?", (uid,)).rowcount
+    counts["sessions"] = conn.execute(
+        "DELETE FROM sessions WHERE uid = ? "
+        "OR cid IN (SELECT cid FROM conversations WHERE uid = ?)",
+        (uid, uid),
+    ).rowcount
+    counts["conversations"] = conn.execute(
+        "DELETE FROM conversations WHERE uid = ?", (uid,)
+    ).rowcount
+    conn.execute("DELETE FROM users WHERE uid = ?", (uid,))
+    return counts
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def export_page(
+    conn: sqlite3.Connection, kind: str, user_id: str | None, after: Any, size: int
+) -> tuple[list[object], Any]:
+    """One page of records of ``kind`` after the key ``after``; return it and the next key.
+
+    Messages come one conversation at a time, in ``(ts_us, seq)`` order; the key is
+    ``(cid, ts_us, seq)``. An empty page means the export is complete.
+    """
+    owner = "" if user_id is None else "AND u.user_id = ? "
+    who: list[Any] = [] if user_id is None else [user_id]
+    if kind == "conversations":
+        rows = _all(
+            conn,
+            "SELECT c.cid, c.conversation_id, u.user_id FROM conversations c "
+            f"JOIN users u ON u.uid = c.uid WHERE c.cid > ? {owner}ORDER BY c.cid LIMIT ?",
+            [after or 0, *who, size],
+        )
+        return [(r[1], r[2]) for r in rows], (rows[-1][0] if rows else None)
+    if kind == "memories":
+        rows = _all(
+            conn,
+            f"SELECT m.rid, {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.uid = m.uid "
+            f"WHERE m.rid > ? {owner}ORDER BY m.rid LIMIT ?",
+            [after or 0, *who, size],
+        )
+        return [_memory(r[1:]) for r in rows], (rows[-1][0] if rows else None)
+    if kind == "sessions":
+        rows = _all(
+            conn,
+            f"SELECT {SESSION_COLUMNS} {_SESSION_FROM}WHERE s.session_id > ? {owner}"
+            "ORDER BY s.session_id LIMIT ?",
+            [after or "", *who, size],
+        )
+        return [_session(r) for r in rows], (rows[-1][0] if rows else None)
+    return _export_messages(conn, owner, who, after, size)
+
+
+def _export_messages(
+    conn: sqlite3.Connection, owner: str, who: list[Any], after: Any, size: int
+) -> tuple[list[object], Any]:
+    # The key is (cid, position): position is the last (ts_us, seq) exported from that
+    # conversation, or None once the conversation is finished.
+    cid, position = after if after is not None else (0, None)
+    out: list[object] = []
+    with snapshot(conn):
+        while len(out) < size:
+            if position is None:
+                conv = _one(
+                    conn,
+                    "SELECT c.cid FROM conversations c JOIN users u ON u.uid = c.uid "
+                    f"WHERE c.cid > ? {owner}ORDER BY c.cid LIMIT 1",
+                    [cid, *who],
+                )
+                if conv is None:
+                    break
+                cid, position = conv[0], (_MIN_KEY, _MIN_KEY)
+            wanted = size - len(out)
+            rows = _all(
+                conn,
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m "
+                "JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid "
+                "WHERE m.cid = ? AND (m.ts_us, m.seq) > (?, ?) ORDER BY m.ts_us, m.seq LIMIT ?",
+                (cid, *position, wanted),
+            )
+            out += [MessageRecord(*row) for row in rows]
+            position = (rows[-1][6], rows[-1][10]) if len(rows) == wanted else None
+    return out, ((cid, position) if out else None)
