@@ -1,0 +1,120 @@
+"""Key names and sortable encodings of :class:`~bruno_memstore.backends.redis.RedisMemory`.
+
+The Lua scripts build the same names (see ``_redis_lua.PRELUDE``); this module is the Python
+side, used to pass arguments, by tests and by the documentation. Layout, with ``P`` the
+prefix and ``T`` a user's tag ``{P:u:<user>}``:
+
+==========================  ======  ==========================================================
+key                         type    holds
+==========================  ======  ==========================================================
+``T:convs``                 set     the user's conversation ids
+``T:recent``                zset    ``<order key of the newest message>\\0<conversation>``
+``T:cnew``                  hash    conversation -> its current ``T:recent`` member
+``T:c:<conv>:o``            zset    ``<order key><message id>``, all scores 0 (lexicographic)
+``T:c:<conv>:b``            hash    message id -> message body (JSON)
+``T:c:<conv>:s``            set     the conversation's session ids
+``T:seq``                   string  arrival counter (also numbers search documents)
+``T:roles``                 hash    role -> message count
+``T:ix``                    hash    ``n`` documents and ``len`` total terms (BM25 statistics)
+``T:t:<term>``              hash    posting list: document -> ``length * 2**26 + tf``
+``T:dt``                    hash    document -> ``length\\0term\\0term...`` (to unindex)
+``T:doc``                   hash    document -> what it is (message: role, order key, conv)
+``T:e``                     hash    memory id -> memory record (JSON)
+``T:er``                    zset    memory rank ``<importance desc><created desc><id>``
+``T:eexp`` / ``T:cexp``     zset    memory expiry (µs) / conversation deadline (ms)
+``T:s`` / ``T:sl``          hash /  session id -> record; ``<started><session id>``
+                            zset
+``P:co:<conv>``             string  conversation -> owner (the global directory)
+``P:mo:<message id>``       string  message -> ``owner\\0conversation\\0order key+id``
+``P:so:<sid>``/``P:eo:<id>`` string  session / memory entry -> owner
+``P:users``                 set     every user with data (export, retention)
+``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps
+==========================  ======  ==========================================================
+
+Ids inside key names escape ``%``, ``{`` and ``}`` (``%25``, ``%7B``, ``%7D``), so a user id
+can never end its hash tag early and no two ids share a key.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+__all__ = [
+    "ORDER_KEY_LEN",
+    "RedisKeys",
+    "encode_id",
+    "member_seq",
+    "rank_member",
+    "ts_from_hex",
+    "ts_hex",
+]
+
+TS_OFFSET = 1 << 62  # makes every representable datetime's microseconds non-negative
+ORDER_KEY_LEN = 28  # 16 hex digits of time + 12 of arrival number
+_ESCAPE = re.compile(r"[%{}]")
+_U64 = (1 << 64) - 1
+_I63 = (1 << 63) - 1
+
+
+def encode_id(value: str) -> str:
+    """``value`` with the characters that matter in key names percent-escaped."""
+    if "%" not in value and "{" not in value and "}" not in value:
+        return value
+    return _ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def ts_hex(us: int) -> str:
+    """Fixed-width hex of a microsecond timestamp: string order is time order."""
+    return format(us + TS_OFFSET, "016x")
+
+
+def ts_from_hex(text: str) -> int:
+    """Inverse of :func:`ts_hex` (reads the first 16 characters)."""
+    return int(text[:16], 16) - TS_OFFSET
+
+
+def member_seq(member: str) -> int:
+    """The arrival number inside an order-zset member."""
+    return int(member[16:ORDER_KEY_LEN], 16)
+
+
+def rank_member(importance: float, created_us: int, memory_id: str) -> str:
+    """Member of ``T:er`` whose byte order is: most important, then newest, then id."""
+    # The bit pattern of a non-negative double grows with its value.
+    (bits,) = struct.unpack(">Q", struct.pack(">d", importance + 0.0))
+    newest = _I63 - (created_us + TS_OFFSET)
+    return f"{_U64 - bits:016x}{newest:016x}{memory_id}"
+
+
+class RedisKeys:
+    """Key names under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def tag(self, user_id: str) -> str:
+        """The user's hash tag: every per-user key starts with it, so all share a slot."""
+        return f"{{{self.prefix}:u:{encode_id(user_id)}}}"
+
+    def user(self, user_id: str, part: str) -> str:
+        """A per-user key, e.g. ``user(u, "convs")``."""
+        return f"{self.tag(user_id)}:{part}"
+
+    def conversation(self, user_id: str, conversation_id: str, part: str) -> str:
+        """A per-conversation key (``o`` order, ``b`` bodies, ``s`` sessions)."""
+        return f"{self.tag(user_id)}:c:{encode_id(conversation_id)}:{part}"
+
+    def posting(self, user_id: str, term: str) -> str:
+        """The posting list of one search term."""
+        return f"{self.tag(user_id)}:t:{term}"
+
+    def pointer(self, kind: str, record_id: str) -> str:
+        """A global directory key: ``co`` conversation, ``mo`` message, ``so``, ``eo``."""
+        return f"{self.prefix}:{kind}:{encode_id(record_id)}"
+
+    def glob(self, name: str) -> str:
+        """A global singleton: ``users``, ``cexp``, ``eexp``."""
+        return f"{self.prefix}:{name}"

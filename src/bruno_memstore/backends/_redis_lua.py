@@ -1,0 +1,716 @@
+"""Lua scripts of :class:`~bruno_memstore.backends.redis.RedisMemory`.
+
+Each primitive that touches more than one key is one script, so Redis runs it atomically.
+Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. Scripts build
+key names themselves (see ``_redis_keys``): all keys of one user share the user's hash tag;
+only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
+retention sets live elsewhere.
+
+Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
+as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
+numbers and posting values stay far below 2**53.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PRELUDE", "SCRIPTS"]
+
+PRELUDE = r"""
+local P = ARGV[1]
+local NUL = '\0'
+local F = 67108864 -- posting value = document length * F + term frequency
+local now_cache = nil
+
+local function now_ms()
+  if now_cache == nil then
+    local t = redis.call('TIME')
+    now_cache = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_cache
+end
+
+local function enc(s)
+  return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
+end
+local function ukey(user) return '{' .. P .. ':u:' .. enc(user) .. '}:' end
+local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
+local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
+
+local function split(s)
+  local out, pos = {}, 1
+  while true do
+    local i = string.find(s, NUL, pos, true)
+    if not i then out[#out + 1] = string.sub(s, pos); return out end
+    out[#out + 1] = string.sub(s, pos, i - 1)
+    pos = i + 1
+  end
+end
+
+-- Order keys are 28 hex digits (time, then arrival); compare them without locale rules.
+local function key3(m)
+  return {tonumber(string.sub(m, 1, 12), 16), tonumber(string.sub(m, 13, 24), 16),
+          tonumber(string.sub(m, 25, 28), 16)}
+end
+local function newer(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  return a[3] > b[3]
+end
+local function hex_le(a, b) -- 16-digit hex strings: a <= b
+  local a1, b1 = tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16)
+  if a1 ~= b1 then return a1 < b1 end
+  return tonumber(string.sub(a, 9, 16), 16) <= tonumber(string.sub(b, 9, 16), 16)
+end
+local function bytes_gt(a, b) -- byte order, as Redis sorts members (no locale rules)
+  for k = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, k), string.byte(b, k)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28), 16)) end
+
+-- ------------------------------------------------------------------ inverted index
+
+local function index_doc(u, doc, len, args, first, nterms)
+  local names = {len}
+  for k = 0, nterms - 1 do
+    local term = args[first + 2 * k]
+    redis.call('HSET', u .. 't:' .. term, doc, args[first + 2 * k + 1])
+    names[k + 2] = term
+  end
+  redis.call('HSET', u .. 'dt', doc, table.concat(names, NUL))
+  redis.call('HINCRBY', u .. 'ix', 'n', 1)
+  redis.call('HINCRBY', u .. 'ix', 'len', len)
+end
+
+local function unindex_doc(u, doc)
+  local info = redis.call('HGET', u .. 'dt', doc)
+  if not info then return end
+  local parts = split(info)
+  for k = 2, #parts do redis.call('HDEL', u .. 't:' .. parts[k], doc) end
+  redis.call('HDEL', u .. 'dt', doc)
+  redis.call('HDEL', u .. 'doc', doc)
+  redis.call('HINCRBY', u .. 'ix', 'n', -1)
+  redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(parts[1]))
+end
+
+-- ------------------------------------------------------------------ conversations
+
+local function refresh_recent(u, conv)
+  local old = redis.call('HGET', u .. 'cnew', conv) or nil
+  local top = redis.call('ZRANGE', ckey(u, conv, 'o'), -1, -1)[1]
+  local new = nil
+  if top then new = string.sub(top, 1, 28) .. NUL .. conv end
+  if old == new then return end
+  if old then redis.call('ZREM', u .. 'recent', old) end
+  if new then
+    redis.call('ZADD', u .. 'recent', 0, new)
+    redis.call('HSET', u .. 'cnew', conv, new)
+  else
+    redis.call('HDEL', u .. 'cnew', conv)
+  end
+end
+
+local function drop_message(u, conv, member)
+  local seq = seq_of(member)
+  local id = string.sub(member, 29)
+  local meta = redis.call('HGET', u .. 'doc', seq)
+  if meta then
+    local role = split(meta)[1]
+    if redis.call('HINCRBY', u .. 'roles', role, -1) <= 0 then
+      redis.call('HDEL', u .. 'roles', role)
+    end
+  end
+  unindex_doc(u, seq)
+  redis.call('HDEL', ckey(u, conv, 'b'), id)
+  redis.call('ZREM', ckey(u, conv, 'o'), member)
+  redis.call('DEL', ptr('mo', id))
+end
+
+local function drop_session(owner, sid)
+  local u = ukey(owner)
+  local rec = redis.call('HGET', u .. 's', sid)
+  if rec then
+    local f = split(rec)
+    redis.call('ZREM', u .. 'sl', f[2])
+    redis.call('SREM', ckey(u, f[3], 's'), sid)
+    redis.call('HDEL', u .. 's', sid)
+  end
+  if redis.call('GET', ptr('so', sid)) == owner then redis.call('DEL', ptr('so', sid)) end
+  return rec and 1 or 0
+end
+
+-- Delete the conversation's messages whose role is not in keep (a set), or, with keep nil,
+-- the whole conversation: messages, sessions, indexes and its directory entry.
+local function drop_conversation(owner, conv, keep)
+  local u = ukey(owner)
+  local n = 0
+  for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), 0, -1)) do
+    local gone = true
+    if keep then
+      local meta = redis.call('HGET', u .. 'doc', seq_of(m))
+      if meta and keep[split(meta)[1]] then gone = false end
+    end
+    if gone then
+      drop_message(u, conv, m)
+      n = n + 1
+    end
+  end
+  if keep then
+    refresh_recent(u, conv)
+    return n, 0
+  end
+  local sessions = redis.call('SMEMBERS', ckey(u, conv, 's'))
+  for _, sid in ipairs(sessions) do drop_session(owner, sid) end
+  redis.call('DEL', ckey(u, conv, 'o'), ckey(u, conv, 'b'), ckey(u, conv, 's'))
+  refresh_recent(u, conv)
+  redis.call('SREM', u .. 'convs', conv)
+  redis.call('ZREM', u .. 'cexp', conv)
+  redis.call('ZREM', P .. ':cexp', owner .. NUL .. conv)
+  if redis.call('GET', ptr('co', conv)) == owner then redis.call('DEL', ptr('co', conv)) end
+  return n, #sessions
+end
+
+-- Conversations past their TTL disappear before anything of their owner is read or written.
+local function purge_due(owner)
+  local u = ukey(owner)
+  if redis.call('EXISTS', u .. 'cexp') == 0 then return end
+  for _, conv in ipairs(redis.call('ZRANGEBYSCORE', u .. 'cexp', '-inf', now_ms())) do
+    drop_conversation(owner, conv, nil)
+  end
+end
+
+local function touch(owner, conv, ttl)
+  if ttl <= 0 then return end
+  local u = ukey(owner)
+  local deadline = now_ms() + ttl
+  redis.call('ZADD', u .. 'cexp', deadline, conv)
+  redis.call('ZADD', P .. ':cexp', deadline, owner .. NUL .. conv)
+  redis.call('PEXPIREAT', ckey(u, conv, 'b'), deadline)
+end
+
+-- The conversation's owner, after purging the owner's conversations that are past TTL.
+local function conversation_owner(conv)
+  local owner = redis.call('GET', ptr('co', conv))
+  if owner then
+    purge_due(owner)
+    owner = redis.call('GET', ptr('co', conv))
+  end
+  return owner
+end
+
+-- The conversation's owner, claiming it for user when it has none. Returns nil and the
+-- owner when enforce is set and someone else owns it (nothing is written then).
+local function claim(conv, user, enforce)
+  local owner = conversation_owner(conv)
+  if not owner then
+    redis.call('SET', ptr('co', conv), user)
+    redis.call('SADD', ukey(user) .. 'convs', conv)
+    redis.call('SADD', P .. ':users', user)
+    return user
+  end
+  if enforce and owner ~= user then return nil, owner end
+  return owner
+end
+
+-- ------------------------------------------------------------------ memory entries
+
+local function drop_memory(owner, id)
+  local u = ukey(owner)
+  local meta = redis.call('HGET', u .. 'doc', 'e' .. id)
+  if meta then redis.call('ZREM', u .. 'er', cjson.decode(meta)['r']) end
+  unindex_doc(u, 'e' .. id)
+  local existed = redis.call('HDEL', u .. 'e', id)
+  redis.call('ZREM', u .. 'eexp', id)
+  redis.call('ZREM', P .. ':eexp', id)
+  if redis.call('GET', ptr('eo', id)) == owner then redis.call('DEL', ptr('eo', id)) end
+  return existed
+end
+
+local function set_of(list)
+  if list == nil or #list == 0 then return nil end
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+local function prepare_filter(text)
+  local f = cjson.decode(text)
+  f.ts, f.cs, f.gs = set_of(f.t), set_of(f.c), set_of(f.g)
+  return f
+end
+
+local function memory_ok(m, f, conv)
+  if f.ts and not f.ts[m.t] then return false end
+  if f.cs and (m.c == cjson.null or not f.cs[m.c]) then return false end
+  if f.gs then
+    local any = false
+    for _, tag in ipairs(m.g) do if f.gs[tag] then any = true; break end end
+    if not any then return false end
+  end
+  if m.f < f.mc or m.i < f.mi then return false end
+  if not f.x and m.x ~= cjson.null and hex_le(m.x, f.now) then return false end
+  if conv and m.v ~= conv then return false end
+  return true
+end
+"""
+
+# --------------------------------------------------------------------------- messages
+
+APPEND = r"""
+-- ARGV: P user enforce conv ttl_ms nrec, then per record:
+--       id role ts_hex body length nterms (term posting_value)*
+local user, enforce, conv = ARGV[2], ARGV[3] == '1', ARGV[4]
+local ttl, nrec = tonumber(ARGV[5]), tonumber(ARGV[6])
+local owner, other = claim(conv, user, enforce)
+if not owner then return {'owner', other} end
+local u = ukey(owner)
+local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
+local out = {'ok', owner}
+local added = 0
+local i = 7
+for _ = 1, nrec do
+  local id, role, ts, body, len = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local nterms = tonumber(ARGV[i + 5])
+  local pk = ptr('mo', id)
+  local where = redis.call('GET', pk)
+  if where then
+    -- The id may belong to a conversation that is past its TTL but not yet purged.
+    purge_due(split(where)[1])
+    where = redis.call('GET', pk)
+  end
+  if where then
+    out[#out + 1] = id
+  else
+    local seq = redis.call('INCR', u .. 'seq')
+    local member = ts .. string.format('%012x', seq) .. id
+    redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member)
+    redis.call('ZADD', okey, 0, member)
+    redis.call('HSET', bkey, id, body)
+    redis.call('HSET', u .. 'doc', seq, role .. NUL .. member .. NUL .. conv)
+    redis.call('HINCRBY', u .. 'roles', role, 1)
+    index_doc(u, tostring(seq), len, ARGV, i + 6, nterms)
+    added = added + 1
+  end
+  i = i + 6 + 2 * nterms
+end
+if added > 0 then
+  refresh_recent(u, conv)
+  touch(owner, conv, ttl)
+end
+return out
+"""
+
+GET_MESSAGES = r"""
+-- ARGV: P id*  ->  (owner conv member body)*
+local out = {}
+for k = 2, #ARGV do
+  local id = ARGV[k]
+  local where = redis.call('GET', ptr('mo', id))
+  if where then
+    purge_due(split(where)[1])
+    where = redis.call('GET', ptr('mo', id))
+  end
+  if where then
+    local f = split(where)
+    local body = redis.call('HGET', ckey(ukey(f[1]), f[2], 'b'), id)
+    if body then
+      out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]; out[#out + 1] = body
+    end
+  end
+end
+return out
+"""
+
+READ_CONVERSATION = r"""
+-- ARGV: P conv user('' any) limit(0 all) [start count]  ->  owner (member body)*
+local conv, user, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local owner = conversation_owner(conv)
+if not owner or (user ~= '' and owner ~= user) then return {} end
+local u = ukey(owner)
+local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
+local members
+if ARGV[5] then
+  members = redis.call('ZRANGE', okey, tonumber(ARGV[5]), tonumber(ARGV[5]) + tonumber(ARGV[6]) - 1)
+elseif limit > 0 then
+  members = redis.call('ZRANGE', okey, -limit, -1)
+else
+  members = redis.call('ZRANGE', okey, 0, -1)
+end
+local out = {owner}
+for s = 1, #members, 500 do
+  local ids = {}
+  for k = s, math.min(s + 499, #members) do ids[#ids + 1] = string.sub(members[k], 29) end
+  local bodies = redis.call('HMGET', bkey, unpack(ids))
+  for k = 1, #ids do
+    if bodies[k] then
+      out[#out + 1] = members[s + k - 1]; out[#out + 1] = bodies[k]
+    end
+  end
+end
+return out
+"""
+
+READ_USER = r"""
+-- ARGV: P user limit(0 all)  ->  (conv member body)*, oldest first.
+-- Walks conversations newest first (T:recent) and stops once no older conversation can
+-- hold one of the newest `limit` messages: cost O(limit * conversations touched).
+local user, limit = ARGV[2], tonumber(ARGV[3])
+purge_due(user)
+local u = ukey(user)
+local pool = {}
+if limit > 0 then
+  local start, done = 0, false
+  while not done do
+    local batch = redis.call('ZREVRANGE', u .. 'recent', start, start + 63)
+    if #batch == 0 then break end
+    for _, r in ipairs(batch) do
+      if #pool >= limit and not newer(key3(r), pool[limit]) then done = true; break end
+      local conv = string.sub(r, 30)
+      for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), -limit, -1)) do
+        local e = key3(m); e[4] = m; e[5] = conv
+        pool[#pool + 1] = e
+      end
+      table.sort(pool, newer)
+      for k = #pool, limit + 1, -1 do pool[k] = nil end
+    end
+    start = start + 64
+  end
+else
+  for _, conv in ipairs(redis.call('SMEMBERS', u .. 'convs')) do
+    for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), 0, -1)) do
+      local e = key3(m); e[4] = m; e[5] = conv
+      pool[#pool + 1] = e
+    end
+  end
+  table.sort(pool, newer)
+end
+local out = {}
+for k = #pool, 1, -1 do
+  local e = pool[k]
+  local body = redis.call('HGET', ckey(u, e[5], 'b'), string.sub(e[4], 29))
+  if body then
+    out[#out + 1] = e[5]; out[#out + 1] = e[4]; out[#out + 1] = body
+  end
+end
+return out
+"""
+
+DELETE_MESSAGES = r"""
+-- ARGV: P conv keep_role*  ->  deleted count (no roles kept: the conversation goes too)
+local conv = ARGV[2]
+local owner = conversation_owner(conv)
+if not owner then return 0 end
+local keep = nil
+if #ARGV > 2 then
+  keep = {}
+  for k = 3, #ARGV do keep[ARGV[k]] = true end
+end
+local n = drop_conversation(owner, conv, keep)
+return n
+"""
+
+CONVERSATION_OWNER = r"""
+-- ARGV: P conv  ->  owner or nil
+return conversation_owner(ARGV[2]) or false
+"""
+
+# --------------------------------------------------------------------------- memories
+
+PUT_MEMORY = r"""
+-- ARGV: P user id record meta rank expires_hex('' none) expires_us length nterms (term value)*
+local user, id = ARGV[2], ARGV[3]
+local old = redis.call('GET', ptr('eo', id))
+if old then drop_memory(old, id) end
+local u = ukey(user)
+redis.call('SET', ptr('eo', id), user)
+redis.call('SADD', P .. ':users', user)
+redis.call('HSET', u .. 'e', id, ARGV[4])
+redis.call('HSET', u .. 'doc', 'e' .. id, ARGV[5])
+redis.call('ZADD', u .. 'er', 0, ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', u .. 'eexp', ARGV[8], id)
+  redis.call('ZADD', P .. ':eexp', ARGV[8], id)
+end
+index_doc(u, 'e' .. id, ARGV[9], ARGV, 11, tonumber(ARGV[10]))
+return 1
+"""
+
+GET_MEMORY = r"""
+-- ARGV: P id  ->  record or nil
+local owner = redis.call('GET', ptr('eo', ARGV[2]))
+if not owner then return false end
+return redis.call('HGET', ukey(owner) .. 'e', ARGV[2])
+"""
+
+DELETE_MEMORY = r"""
+-- ARGV: P id*  ->  how many existed
+local n = 0
+for k = 2, #ARGV do
+  local owner = redis.call('GET', ptr('eo', ARGV[k]))
+  if owner then n = n + drop_memory(owner, ARGV[k]) end
+end
+return n
+"""
+
+QUERY_MEMORIES = r"""
+-- ARGV: P user filter_json limit  ->  record*, most important first, then newest, then id
+local u = ukey(ARGV[2])
+local f = prepare_filter(ARGV[3])
+local limit = tonumber(ARGV[4])
+local out = {}
+local start = 0
+while #out < limit do
+  local batch = redis.call('ZRANGE', u .. 'er', start, start + 255)
+  if #batch == 0 then break end
+  for _, m in ipairs(batch) do
+    local id = string.sub(m, 33)
+    local meta = redis.call('HGET', u .. 'doc', 'e' .. id)
+    if meta and memory_ok(cjson.decode(meta), f, nil) then
+      out[#out + 1] = redis.call('HGET', u .. 'e', id)
+      if #out >= limit then break end
+    end
+  end
+  start = start + 256
+end
+return out
+"""
+
+PURGE_EXPIRED = r"""
+-- ARGV: P now_us batch  ->  {memories deleted, more to do (0/1)}
+local batch = tonumber(ARGV[3])
+local n = 0
+local ids = redis.call('ZRANGEBYSCORE', P .. ':eexp', '-inf', ARGV[2], 'LIMIT', 0, batch)
+for _, id in ipairs(ids) do
+  local owner = redis.call('GET', ptr('eo', id))
+  if owner then n = n + drop_memory(owner, id) else redis.call('ZREM', P .. ':eexp', id) end
+end
+local convs = redis.call('ZRANGEBYSCORE', P .. ':cexp', '-inf', now_ms(), 'LIMIT', 0, batch)
+for _, item in ipairs(convs) do
+  local f = split(item)
+  drop_conversation(f[1], f[2], nil)
+  redis.call('ZREM', P .. ':cexp', item)
+end
+return {n, (#ids == batch or #convs == batch) and 1 or 0}
+"""
+
+# --------------------------------------------------------------------------- sessions
+
+PUT_SESSION = r"""
+-- ARGV: P user sid conv active lexmember payload ttl_ms  ->  {'ok'} or {'owner', other}
+local user, sid, conv = ARGV[2], ARGV[3], ARGV[4]
+local owner, other = claim(conv, user, true)
+if not owner then return {'owner', other} end
+local old = redis.call('GET', ptr('so', sid))
+if old then drop_session(old, sid) end
+local u = ukey(user)
+redis.call('SET', ptr('so', sid), user)
+redis.call('HSET', u .. 's', sid, ARGV[5] .. NUL .. ARGV[6] .. NUL .. conv .. NUL .. ARGV[7])
+redis.call('ZADD', u .. 'sl', 0, ARGV[6])
+redis.call('SADD', ckey(u, conv, 's'), sid)
+touch(user, conv, tonumber(ARGV[8]))
+return {'ok'}
+"""
+
+GET_SESSION = r"""
+-- ARGV: P sid  ->  {owner, record} or nil
+local sid = ARGV[2]
+local owner = redis.call('GET', ptr('so', sid))
+if not owner then return false end
+purge_due(owner)
+local rec = redis.call('HGET', ukey(owner) .. 's', sid)
+if not rec then return false end
+return {owner, rec}
+"""
+
+LATEST_SESSION = r"""
+-- ARGV: P user conv('' any) active_only(0/1)  ->  {sid, record} or nil
+local user, conv, active_only = ARGV[2], ARGV[3], ARGV[4] == '1'
+purge_due(user)
+local u = ukey(user)
+if conv ~= '' then
+  -- A conversation has few sessions: take the latest of its set.
+  local best, best_rec = nil, nil
+  for _, sid in ipairs(redis.call('SMEMBERS', ckey(u, conv, 's'))) do
+    local rec = redis.call('HGET', u .. 's', sid)
+    if rec then
+      local f = split(rec)
+      if (not active_only or f[1] == '1') and (best == nil or bytes_gt(f[2], best)) then
+        best, best_rec = f[2], {sid, rec}
+      end
+    end
+  end
+  return best_rec or false
+end
+local start = 0
+while true do
+  local batch = redis.call('ZREVRANGE', u .. 'sl', start, start + 63)
+  if #batch == 0 then return false end
+  for _, m in ipairs(batch) do
+    local sid = string.sub(m, 17)
+    local rec = redis.call('HGET', u .. 's', sid)
+    if rec and (not active_only or string.sub(rec, 1, 1) == '1') then return {sid, rec} end
+  end
+  start = start + 64
+end
+"""
+
+# --------------------------------------------------------------------------- search
+
+SEARCH = r"""
+-- ARGV: P user limit kinds('m','e','me') conv('' any) k1 b filter_json('' none) term*
+-- BM25 over the posting lists of the query terms only: O(sum of their lengths).
+-- Returns whole groups of equal score until `limit` hits pass the filters; the caller
+-- breaks ties and trims. Hit: 'm' score conv member body | 'e' score record '' ''.
+local user, limit, kinds, conv = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local k1, b = tonumber(ARGV[6]), tonumber(ARGV[7])
+purge_due(user)
+local u = ukey(user)
+local want_msg, want_mem = string.find(kinds, 'm', 1, true), string.find(kinds, 'e', 1, true)
+local stats = redis.call('HMGET', u .. 'ix', 'n', 'len')
+local n = tonumber(stats[1]) or 0
+if n <= 0 then return {} end
+local avg = (tonumber(stats[2]) or 0) / n
+if avg == 0 then avg = 1.0 end
+local scores, docs = {}, {}
+for t = 9, #ARGV do
+  local flat = redis.call('HGETALL', u .. 't:' .. ARGV[t])
+  local df = #flat / 2
+  if df > 0 then
+    local idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+    for j = 1, #flat, 2 do
+      local doc = flat[j]
+      local is_mem = string.byte(doc, 1) == 101
+      if (is_mem and want_mem) or (not is_mem and want_msg) then
+        local v = tonumber(flat[j + 1])
+        local tf = v % F
+        local dl = (v - tf) / F
+        local norm = tf + k1 * (1.0 - b + b * dl / avg)
+        local s = scores[doc]
+        if s == nil then s = 0.0; docs[#docs + 1] = doc end
+        scores[doc] = s + idf * tf * (k1 + 1.0) / norm
+      end
+    end
+  end
+end
+table.sort(docs, function(x, y) return scores[x] > scores[y] end)
+local f = nil
+if ARGV[8] ~= '' then f = prepare_filter(ARGV[8]) end
+local scope = nil
+if conv ~= '' then scope = conv end
+local out, hits, i = {}, 0, 1
+while i <= #docs and hits < limit do
+  local s = scores[docs[i]]
+  local j = i
+  while j <= #docs and scores[docs[j]] == s do j = j + 1 end
+  local text = string.format('%.17g', s)
+  for k = i, j - 1 do
+    local doc = docs[k]
+    local meta = redis.call('HGET', u .. 'doc', doc)
+    if meta then
+      if string.byte(doc, 1) == 101 then
+        local m = cjson.decode(meta)
+        if (f == nil or memory_ok(m, f, scope)) and (f ~= nil or scope == nil or m.v == scope) then
+          local rec = redis.call('HGET', u .. 'e', string.sub(doc, 2))
+          if rec then
+            out[#out + 1] = 'e'; out[#out + 1] = text; out[#out + 1] = rec
+            out[#out + 1] = ''; out[#out + 1] = ''
+            hits = hits + 1
+          end
+        end
+      else
+        local parts = split(meta)
+        if scope == nil or parts[3] == scope then
+          local body = redis.call('HGET', ckey(u, parts[3], 'b'), string.sub(parts[2], 29))
+          if body then
+            out[#out + 1] = 'm'; out[#out + 1] = text; out[#out + 1] = parts[3]
+            out[#out + 1] = parts[2]; out[#out + 1] = body
+            hits = hits + 1
+          end
+        end
+      end
+    end
+  end
+  i = j
+end
+return out
+"""
+
+# --------------------------------------------------------------------------- users
+
+STATISTICS = r"""
+-- ARGV: P user  ->  {conversations, sessions, active, memories, first_hex, last_hex, role n*}
+local user = ARGV[2]
+purge_due(user)
+local u = ukey(user)
+local convs = redis.call('SMEMBERS', u .. 'convs')
+local first, last = nil, nil
+for _, conv in ipairs(convs) do
+  local okey = ckey(u, conv, 'o')
+  local a = redis.call('ZRANGE', okey, 0, 0)[1]
+  if a then
+    local z = redis.call('ZRANGE', okey, -1, -1)[1]
+    if first == nil or newer(key3(first), key3(a)) then first = a end
+    if last == nil or newer(key3(z), key3(last)) then last = z end
+  end
+end
+local active = 0
+for _, rec in ipairs(redis.call('HVALS', u .. 's')) do
+  if string.sub(rec, 1, 1) == '1' then active = active + 1 end
+end
+local out = {#convs, redis.call('HLEN', u .. 's'), active, redis.call('HLEN', u .. 'e'),
+             first and string.sub(first, 1, 16) or '', last and string.sub(last, 1, 16) or ''}
+for _, v in ipairs(redis.call('HGETALL', u .. 'roles')) do out[#out + 1] = v end
+return out
+"""
+
+DROP_CONVERSATION = r"""
+-- ARGV: P owner conv  ->  {messages, sessions} deleted
+local n, s = drop_conversation(ARGV[2], ARGV[3], nil)
+return {n, s}
+"""
+
+FORGET_REST = r"""
+-- ARGV: P user  ->  sessions deleted. Runs after every conversation and memory entry of
+-- the user is gone: removes what is left (stray sessions, index residue, counters).
+local user = ARGV[2]
+local u = ukey(user)
+local s = 0
+for _, sid in ipairs(redis.call('HKEYS', u .. 's')) do s = s + drop_session(user, sid) end
+for _, doc in ipairs(redis.call('HKEYS', u .. 'dt')) do unindex_doc(u, doc) end
+redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cnew', u .. 'cexp',
+           u .. 'ix', u .. 'doc', u .. 'dt', u .. 'roles', u .. 's', u .. 'sl', u .. 'e',
+           u .. 'er', u .. 'eexp')
+redis.call('SREM', P .. ':users', user)
+return s
+"""
+
+TOUCH_USER = r"""
+-- ARGV: P user  ->  1. Purges the user's conversations that are past their TTL.
+purge_due(ARGV[2])
+return 1
+"""
+
+SCRIPTS: dict[str, str] = {
+    "append": APPEND,
+    "get_messages": GET_MESSAGES,
+    "read_conversation": READ_CONVERSATION,
+    "read_user": READ_USER,
+    "delete_messages": DELETE_MESSAGES,
+    "conversation_owner": CONVERSATION_OWNER,
+    "put_memory": PUT_MEMORY,
+    "get_memory": GET_MEMORY,
+    "delete_memory": DELETE_MEMORY,
+    "query_memories": QUERY_MEMORIES,
+    "purge_expired": PURGE_EXPIRED,
+    "put_session": PUT_SESSION,
+    "get_session": GET_SESSION,
+    "latest_session": LATEST_SESSION,
+    "search": SEARCH,
+    "statistics": STATISTICS,
+    "drop_conversation": DROP_CONVERSATION,
+    "forget_rest": FORGET_REST,
+    "touch_user": TOUCH_USER,
+}
+"""Script name -> Lua body (without the prelude)."""

@@ -1,0 +1,698 @@
+"""``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed.
+
+Every primitive is one Lua script (``_redis_lua``), so each change is atomic on the server:
+the ownership check and the insert, a message and all of its index entries, a deletion and
+everything that refers to the deleted records. All of a user's keys share one hash tag
+(``_redis_keys``); a small global directory maps conversation, message, session and memory
+ids to their owner. Search is BM25 computed in Lua from per-user posting lists, with the
+same analysis and formula as :class:`~bruno_memstore.search.BM25Index`.
+
+See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from ..base import MemoryBackend
+from ..capabilities import Capability
+from ..errors import (
+    BackendError,
+    BackendTimeoutError,
+    InvalidArgumentError,
+    MemstoreError,
+    MissingDependencyError,
+    OwnershipError,
+)
+from ..models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+)
+from ..primitives import AppendResult, ExportKind
+from ..search import BM25Index, terms
+from ..url import MemoryURL, redact_url
+from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
+from ._redis_lua import PRELUDE, SCRIPTS
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as rexc
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ImportError:  # pragma: no cover - exercised only without the [redis] extra
+    aioredis = None  # type: ignore[assignment]
+    rexc = None  # type: ignore[assignment]
+
+__all__ = ["RedisMemory"]
+
+_F = 1 << 26  # posting value = document length * _F + term frequency (see _redis_lua)
+_MAX_CONTENT = 1 << 27  # keeps every posting value below 2**53, exact in Lua's doubles
+_BM25 = BM25Index()
+_EXPORT_BATCH = 500
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# URL query options: name -> type. Passed through to redis-py: its own TLS/client options.
+_OPTIONS: dict[str, type] = {
+    "prefix": str,
+    "conversation_ttl": float,
+    "socket_timeout": float,
+    "connect_timeout": float,
+    "max_connections": int,
+    "pool_timeout": float,
+    "require_durable": bool,
+    "operation_timeout": float,
+    "context_window": int,
+}
+_PASSTHROUGH = frozenset(
+    {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+)
+_DEFAULTS: dict[str, Any] = {
+    "prefix": "bruno",
+    "conversation_ttl": None,
+    "socket_timeout": 5.0,
+    "connect_timeout": 5.0,
+    "max_connections": 50,
+    "pool_timeout": 5.0,
+    "require_durable": False,
+}
+
+
+class RedisMemory(MemoryBackend):
+    """Memory in Redis 7 (standalone or Sentinel-managed; plain server, no modules).
+
+    Args:
+        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
+            Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below.
+        prefix: namespace of every key (no ``{``, ``}``); several apps can share a server.
+        conversation_ttl: seconds a conversation lives after its last write (``None``: no
+            expiry, the default). Expiry is judged on the Redis server's clock.
+        socket_timeout: seconds any single Redis call may take.
+        connect_timeout: seconds to open a connection.
+        max_connections: size of the connection pool; more concurrent calls wait for one.
+        pool_timeout: seconds to wait for a free pooled connection.
+        require_durable: refuse to connect unless the server persists writes (AOF on).
+        **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
+            ``operation_timeout``, ``retry``).
+
+    ``DURABLE`` is declared once connected, and only if the server runs with
+    ``appendonly yes``.
+    """
+
+    backend_name: ClassVar[str] = "redis"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.MESSAGES,
+            Capability.SESSIONS,
+            Capability.MEMORIES,
+            Capability.FULL_TEXT,
+            Capability.LISTING,
+            Capability.TTL,
+        }
+    )
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "bruno",
+        conversation_ttl: float | None = None,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        require_durable: bool = False,
+        **options: Any,
+    ) -> None:
+        if aioredis is None:
+            raise MissingDependencyError("redis", "redis")
+        url = MemoryURL.parse(redis_url)
+        if url.scheme not in ("redis", "rediss") or url.driver:
+            raise InvalidArgumentError(
+                "redis_url", f"expected a redis:// or rediss:// URL, got {url.scheme!r}"
+            )
+        given = {
+            "prefix": prefix,
+            "conversation_ttl": conversation_ttl,
+            "socket_timeout": socket_timeout,
+            "connect_timeout": connect_timeout,
+            "max_connections": max_connections,
+            "pool_timeout": pool_timeout,
+            "require_durable": require_durable,
+        }
+        settings, base_options, driver_query = _merge_options(url, given, options)
+        super().__init__(**base_options)
+        self._url = url
+        self._driver_url = _driver_url(url, driver_query)
+        self.prefix = _check_prefix(settings["prefix"])
+        self.keys = RedisKeys(self.prefix)
+        ttl = settings["conversation_ttl"]
+        if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
+            raise InvalidArgumentError("conversation_ttl", "must be a positive number of seconds")
+        self.conversation_ttl: float | None = None if ttl is None else float(ttl)
+        self._ttl_ms = 0 if ttl is None else max(1, round(float(ttl) * 1000))
+        for name in ("socket_timeout", "connect_timeout", "pool_timeout"):
+            if not settings[name] > 0:
+                raise InvalidArgumentError(name, "must be a positive number of seconds")
+        if isinstance(settings["max_connections"], bool) or settings["max_connections"] < 1:
+            raise InvalidArgumentError("max_connections", "must be at least 1")
+        self._settings = settings
+        self._client: Any = None
+        self._pool: Any = None
+        self._scripts: dict[str, Any] = {}
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
+        """Build from a parsed ``redis://`` or ``rediss://`` URL (``open_memory`` calls this)."""
+        return cls(url.raw, **options)
+
+    def describe(self) -> str:
+        return f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
+
+    def _redact(self, text: str) -> str:
+        password = self._url.password
+        return text.replace(password, "***") if password else text
+
+    # ================================================================ lifecycle
+
+    async def _connect(self) -> None:
+        s = self._settings
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._driver_url,
+            max_connections=s["max_connections"],
+            timeout=s["pool_timeout"],
+            socket_timeout=s["socket_timeout"],
+            socket_connect_timeout=s["connect_timeout"],
+            decode_responses=True,
+            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
+            retry=Retry(NoBackoff(), 0),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        try:
+            cluster = await client.info("cluster")
+            if int(cluster.get("cluster_enabled", 0)):
+                raise BackendError(
+                    "Redis Cluster is not supported: conversation, message, session and "
+                    "memory ids are claimed in the same script as the owner's data; use a "
+                    "standalone or Sentinel-managed server",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            persistence = await client.info("persistence")
+            durable = bool(int(persistence.get("aof_enabled", 0)))
+            if s["require_durable"] and not durable:
+                raise BackendError(
+                    "require_durable is set but the server does not persist writes "
+                    "(appendonly is off)",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            scripts = {}
+            for name, body in SCRIPTS.items():
+                script = client.register_script(PRELUDE + body)
+                await client.script_load(script.script)
+                scripts[name] = script
+        except BaseException:
+            await client.aclose()
+            await pool.aclose()
+            raise
+        caps = type(self).capabilities
+        self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
+        self._client, self._pool, self._scripts = client, pool, scripts
+
+    async def _close(self) -> None:
+        client, pool = self._client, self._pool
+        self._client = self._pool = None
+        self._scripts = {}
+        if client is not None:
+            await client.aclose()
+        if pool is not None:
+            await pool.aclose()
+
+    async def _eval(self, name: str, args: Sequence[Any]) -> Any:
+        return await self._scripts[name](args=[self.prefix, *args])
+
+    # ================================================================ error handling
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if rexc is None:
+            return False
+        if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
+            return False
+        # Lost connections, socket timeouts, a server loading its AOF after a restart, and
+        # a replica promoted under us (READONLY) may all succeed a moment later.
+        return isinstance(
+            exc,
+            (
+                rexc.ConnectionError,
+                rexc.TimeoutError,
+                rexc.TryAgainError,
+                rexc.ReadOnlyError,
+                ConnectionError,
+            ),
+        )
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        if rexc is not None and isinstance(exc, rexc.ConnectionError):
+            return not isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError))
+        return isinstance(exc, (ConnectionError, OSError))
+
+    def _translate(self, operation: str, exc: BaseException) -> MemstoreError:
+        err = super()._translate(operation, exc)
+        if rexc is not None and isinstance(exc, rexc.TimeoutError):
+            timeout = BackendTimeoutError(
+                err.message, backend=self.backend_name, operation=operation
+            )
+            timeout.cause = exc
+            return timeout
+        return err
+
+    def _check_records(self, records: Sequence[MessageRecord]) -> None:
+        for rec in records:
+            if len(rec.content) >= _MAX_CONTENT:
+                raise InvalidArgumentError(
+                    "message.content", f"longer than {_MAX_CONTENT - 1} characters"
+                )
+            _check_text(rec.content, "message.content")
+            _check_text(rec.metadata, "message.metadata")
+            _check_text(rec.conversation_id, "conversation_id")
+
+    # ================================================================ conversations, messages
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        return await self._eval("conversation_owner", [conversation_id])
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        args: list[Any] = [
+            user_id,
+            "1" if enforce_owner else "0",
+            conversation_id,
+            self._ttl_ms,
+            len(records),
+        ]
+        for rec in records:
+            _message_args(rec, args)
+        reply = await self._eval("append", args)
+        if reply[0] == "owner":
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="store_message",
+            )
+        return AppendResult(reply[1], frozenset(reply[2:]))
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        if not ids:
+            return []
+        reply = await self._eval("get_messages", list(ids))
+        return [
+            _message(reply[i + 3], reply[i + 2], reply[i + 1], reply[i])
+            for i in range(0, len(reply), 4)
+        ]
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        if conversation_id is not None:
+            reply = await self._eval(
+                "read_conversation", [conversation_id, user_id or "", limit or 0]
+            )
+            return _conversation_messages(reply, conversation_id)
+        assert user_id is not None
+        reply = await self._eval("read_user", [user_id, limit or 0])
+        return [
+            _message(reply[i + 2], reply[i + 1], reply[i], user_id) for i in range(0, len(reply), 3)
+        ]
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        return int(await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)]))
+
+    # ================================================================ memory entries
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        _check_text(record.payload, "memory_entry")
+        toks = terms(record.content)
+        counts = Counter(toks)
+        expires = record.expires_us
+        meta = _dumps(
+            {
+                "t": record.memory_type,
+                "c": record.category,
+                "g": record.tags,
+                "f": record.confidence,
+                "i": record.importance,
+                "x": ts_hex(expires) if expires is not None else None,
+                "v": record.conversation_id,
+                "r": rank_member(record.importance, record.created_us, record.id),
+            }
+        )
+        body = _dumps(
+            [
+                record.id,
+                record.user_id,
+                record.content,
+                record.memory_type,
+                record.category,
+                record.tags,
+                record.confidence,
+                record.importance,
+                record.created_us,
+                record.expires_us,
+                record.conversation_id,
+                record.payload,
+            ]
+        )
+        args: list[Any] = [
+            record.user_id,
+            record.id,
+            body,
+            meta,
+            rank_member(record.importance, record.created_us, record.id),
+            ts_hex(expires) if expires is not None else "",
+            expires if expires is not None else 0,
+            len(toks),
+            len(counts),
+        ]
+        _posting_args(counts, len(toks), args)
+        await self._eval("put_memory", args)
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        text = await self._eval("get_memory", [memory_id])
+        return _memory(text) if text else None
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        reply = await self._eval("query_memories", [flt.user_id, _filter_json(flt), flt.limit])
+        return [_memory(text) for text in reply]
+
+    async def _delete_memory(self, memory_id: str) -> bool:
+        return bool(await self._eval("delete_memory", [memory_id]))
+
+    async def _purge_expired(self, now_us: int) -> int:
+        total = 0
+        while True:
+            deleted, more = await self._eval("purge_expired", [now_us, 256])
+            total += int(deleted)
+            if not int(more):
+                return total
+
+    # ================================================================ sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        reply = await self._eval(
+            "put_session",
+            [
+                record.user_id,
+                record.session_id,
+                record.conversation_id,
+                "1" if record.is_active else "0",
+                ts_hex(record.started_us) + record.session_id,
+                record.payload,
+                self._ttl_ms,
+            ],
+        )
+        if reply[0] == "owner":
+            raise OwnershipError(
+                f"conversation {record.conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="session",
+            )
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        reply = await self._eval("get_session", [session_id])
+        return _session(session_id, reply[0], reply[1]) if reply else None
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        reply = await self._eval(
+            "latest_session", [user_id, conversation_id or "", "1" if active_only else "0"]
+        )
+        return _session(reply[0], user_id, reply[1]) if reply else None
+
+    # ================================================================ search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        words = list(dict.fromkeys(terms(query)))
+        if not words:
+            return []
+        code = ("m" if "message" in kinds else "") + ("e" if "memory" in kinds else "")
+        flt = ""
+        if "memory" in kinds:
+            flt = _filter_json(memory_filter or MemoryFilter(user_id=user_id))
+        reply = await self._eval(
+            "search",
+            [user_id, limit, code, conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
+        )
+        hits: list[SearchHit] = []
+        for i in range(0, len(reply), 5):
+            score = float(reply[i + 1])
+            if reply[i] == "m":
+                rec = _message(reply[i + 4], reply[i + 3], reply[i + 2], user_id)
+                hits.append(SearchHit("message", score, message=rec))
+            else:
+                hits.append(SearchHit("memory", score, memory=_memory(reply[i + 2])))
+        # Equal scores: newest first, then id (the order of the in-process BM25 backends).
+        hits.sort(key=_hit_order)
+        return hits[:limit]
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        reply = await self._eval("statistics", [user_id])
+        convs, sessions, active, memories, first, last = reply[:6]
+        roles = {reply[i]: int(reply[i + 1]) for i in range(6, len(reply), 2)}
+        return {
+            "messages": sum(roles.values()),
+            "conversations": int(convs),
+            "sessions": int(sessions),
+            "active_sessions": int(active),
+            "memories": int(memories),
+            "messages_by_role": roles,
+            "first_message_us": ts_from_hex(first) if first else None,
+            "last_message_us": ts_from_hex(last) if last else None,
+        }
+
+    # ================================================================ whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        # One script per conversation, then the memory entries, then the rest: each step is
+        # atomic and idempotent, and none blocks the server for the whole user at once.
+        stats = await self._statistics(user_id)
+        for conv in await self._client.smembers(self.keys.user(user_id, "convs")):
+            await self._eval("drop_conversation", [user_id, conv])
+        memory_ids = list(await self._client.hkeys(self.keys.user(user_id, "e")))
+        for start in range(0, len(memory_ids), 256):
+            await self._eval("delete_memory", memory_ids[start : start + 256])
+        await self._eval("forget_rest", [user_id])
+        return {
+            "messages": int(stats["messages"]),  # type: ignore[call-overload]
+            "conversations": int(stats["conversations"]),  # type: ignore[call-overload]
+            "sessions": int(stats["sessions"]),  # type: ignore[call-overload]
+            "memories": int(stats["memories"]),  # type: ignore[call-overload]
+        }
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        batch: list[object] = []
+        async for user in self._users(user_id):
+            await self._eval("touch_user", [user])
+            async for item in self._export_user(kind, user):
+                batch.append(item)
+                if len(batch) >= _EXPORT_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    async def _users(self, user_id: str | None) -> AsyncIterator[str]:
+        if user_id is not None:
+            yield user_id
+            return
+        seen: set[str] = set()  # SSCAN may repeat an element
+        async for user in self._client.sscan_iter(self.keys.glob("users"), count=500):
+            if user not in seen:
+                seen.add(user)
+                yield user
+
+    async def _export_user(self, kind: ExportKind, user: str) -> AsyncIterator[object]:
+        convs = sorted(await self._client.smembers(self.keys.user(user, "convs")))
+        if kind == "conversations":
+            for conv in convs:
+                yield (conv, user)
+        elif kind == "messages":
+            for conv in convs:
+                start = 0
+                while True:
+                    reply = await self._eval(
+                        "read_conversation", [conv, user, 0, start, _EXPORT_BATCH]
+                    )
+                    for rec in _conversation_messages(reply, conv):
+                        yield rec
+                    if len(reply) < 1 + 2 * _EXPORT_BATCH:
+                        break
+                    start += _EXPORT_BATCH
+        else:
+            part = "e" if kind == "memories" else "s"
+            seen: set[str] = set()
+            async for rid, text in self._client.hscan_iter(self.keys.user(user, part), count=500):
+                if rid in seen:
+                    continue
+                seen.add(rid)
+                yield _memory(text) if kind == "memories" else _session(rid, user, text)
+
+
+# ==================================================================== helpers
+
+
+def _merge_options(
+    url: MemoryURL, given: dict[str, Any], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Combine URL query options with keyword arguments; the same option may not differ."""
+    url.check_options(set(_OPTIONS) | _PASSTHROUGH)
+    settings = dict(given)
+    base = dict(options)
+    for name, kind in _OPTIONS.items():
+        if name not in url.query:
+            continue
+        value = url.option(name, kind)
+        if name in settings:
+            if settings[name] != _DEFAULTS[name] and settings[name] != value:
+                raise InvalidArgumentError(name, "given both in the URL and as an argument")
+            settings[name] = value
+        else:
+            if name in base and base[name] != value:
+                raise InvalidArgumentError(name, "given both in the URL and as an argument")
+            base[name] = value
+    passthrough = {k: v for k, v in url.query.items() if k in _PASSTHROUGH}
+    return settings, base, passthrough
+
+
+def _driver_url(url: MemoryURL, query: dict[str, str]) -> str:
+    """The URL handed to redis-py: ours without the options it does not know."""
+    raw = url.raw.split("?", 1)[0].split("#", 1)[0]
+    if query:
+        raw += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    return raw
+
+
+def _check_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise InvalidArgumentError("prefix", "must be a non-empty string")
+    if any(c in prefix for c in "{}\x00"):
+        raise InvalidArgumentError("prefix", "must not contain '{', '}' or NUL")
+    return prefix
+
+
+def _check_text(text: str, argument: str) -> None:
+    """Refuse text Redis' UTF-8 wire encoding cannot carry (lone surrogates)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(argument, "contains unpaired surrogate characters") from None
+
+
+def _posting_args(counts: Counter[str], length: int, out: list[Any]) -> None:
+    base = length * _F
+    for term, tf in counts.items():
+        out.append(term)
+        out.append(base + tf)
+
+
+def _message_args(rec: MessageRecord, out: list[Any]) -> None:
+    toks = terms(rec.content)
+    counts = Counter(toks)
+    body = _dumps(
+        [
+            rec.role,
+            rec.content,
+            rec.message_type,
+            rec.timestamp,
+            rec.ts_us,
+            rec.metadata,
+            rec.parent_id,
+        ]
+    )
+    out += (rec.id, rec.role, ts_hex(rec.ts_us), body, len(toks), len(counts))
+    _posting_args(counts, len(toks), out)
+
+
+def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
+    role, content, mtype, timestamp, ts_us, metadata, parent = json.loads(body)
+    return MessageRecord(
+        id=member[28:],
+        conversation_id=conversation_id,
+        role=role,
+        content=content,
+        message_type=mtype,
+        timestamp=timestamp,
+        ts_us=ts_us,
+        metadata=metadata,
+        parent_id=parent,
+        user_id=owner,
+        seq=member_seq(member),
+    )
+
+
+def _conversation_messages(reply: list[str], conversation_id: str) -> list[MessageRecord]:
+    if not reply:
+        return []
+    owner = reply[0]
+    return [
+        _message(reply[i + 1], reply[i], conversation_id, owner) for i in range(1, len(reply), 2)
+    ]
+
+
+def _memory(text: str) -> MemoryRecord:
+    return MemoryRecord(*json.loads(text))
+
+
+def _session(session_id: str, owner: str, text: str) -> SessionRecord:
+    active, lex, conv, payload = text.split("\x00", 3)
+    return SessionRecord(
+        session_id=session_id,
+        user_id=owner,
+        conversation_id=conv,
+        is_active=active == "1",
+        started_us=ts_from_hex(lex),
+        payload=payload,
+    )
+
+
+def _filter_json(flt: MemoryFilter) -> str:
+    return _dumps(
+        {
+            "t": list(flt.memory_types),
+            "c": list(flt.categories),
+            "g": list(flt.tags),
+            "mc": flt.min_confidence,
+            "mi": flt.min_importance,
+            "x": flt.include_expired,
+            "now": ts_hex(flt.now_us),
+        }
+    )
+
+
+def _hit_order(hit: SearchHit) -> tuple[float, int, str]:
+    if hit.message is not None:
+        return (-hit.score, -hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.score, -hit.memory.created_us, hit.memory.id)

@@ -1,0 +1,38 @@
+"""The conformance suite against Redis (``BRUNO_TEST_REDIS_URL``, default: the local server).
+
+An unreachable server fails every test: this engine is required, never skipped. All keys of a
+run carry one fresh prefix, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.errors import BackendUnavailableError
+from bruno_memstore.testing import MemoryConformance
+
+REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = f"bruno-test-{uuid.uuid4().hex[:12]}"
+
+
+async def connect(memory: RedisMemory) -> RedisMemory:
+    """Connect now, failing the test (never skipping it) when Redis cannot be reached."""
+    try:
+        await memory.initialize()
+    except BackendUnavailableError as exc:
+        pytest.fail(
+            f"Redis is required for these tests and is unreachable: {exc}. "
+            "Start it or point BRUNO_TEST_REDIS_URL at a server.",
+            pytrace=False,
+        )
+    return memory
+
+
+class TestRedisMemory(MemoryConformance):
+    async def make_memory(self) -> MemoryBackend:
+        return await connect(RedisMemory(REDIS_URL, prefix=PREFIX, connect_timeout=3))
