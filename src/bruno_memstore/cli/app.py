@@ -80,6 +80,11 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         _fail(str(exc))
 
 
+def _say(console: Console, message: str) -> None:
+    """Print a plain line: user ids and URLs are not markup, and the line is not broken."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _fail(message: str) -> NoReturn:
     """Print ``error: message`` on stderr and exit with status 1."""
     err.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
@@ -211,7 +216,8 @@ def stats(
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         else:
-            out.print(render.stats_table(result, title=f"{user} @ {_where(url)}"))
+            out.print(Text.assemble((user, "bold"), " @ ", _where(url)), highlight=False)
+            out.print(render.stats_table(result))
 
     _run(main)
 
@@ -243,7 +249,7 @@ def search(
             rows = [_result_json(r) for r in results]
             typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
-            out.print(render.search_table(results, title=f"{query!r} for {user}"))
+            out.print(render.search_table(results, title=f"{query!r} for {user!r}"))
 
     _run(main)
 
@@ -294,7 +300,7 @@ def export_(
         finally:
             partial.unlink(missing_ok=True)
     target = "stdout" if output == "-" else output
-    err.print(f"Exported {counts.total} records from {_where(url)} to {target}")
+    _say(err, f"Exported {counts.total} records from {_where(url)} to {target}")
     err.print(render.counts_table(counts, "exported"))
 
 
@@ -320,7 +326,7 @@ def import_(
             records = max(sum(1 for line in fp if line.strip()) - 1, 0)  # minus the header
             fp.seek(0)
             counts = import_from(fp, records)
-    err.print(f"Imported {counts.total} records into {_where(url)}")
+    _say(err, f"Imported {counts.total} records into {_where(url)}")
     err.print(render.counts_table(counts, "imported"))
 
 
@@ -349,7 +355,7 @@ def copy_(
                 return await copy(src, dst, user, progress)
 
     counts = _run(main)
-    out.print(f"Copied {counts.total} records from {_where(src_url)} to {_where(dst_url)}")
+    _say(out, f"Copied {counts.total} records from {_where(src_url)} to {_where(dst_url)}")
     out.print(render.counts_table(counts, "copied"))
 
 
@@ -365,7 +371,7 @@ def expire(url: UrlOption = DEFAULT_URL) -> None:
             return await memory.purge_expired()
 
     purged = _run(main)
-    out.print(f"Deleted {purged} expired memory entries from {_where(url)}")
+    _say(out, f"Deleted {purged} expired memory entries from {_where(url)}")
 
 
 @app.command("forget-user")
@@ -388,7 +394,7 @@ def forget_user(
 
     counts = _run(main)
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    out.print(f"Erased user {user!r} from {_where(url)}: {summary}")
+    _say(out, f"Erased user {user!r} from {_where(url)}: {summary}")
 
 
 # ==================================================================== schema and backends
@@ -410,7 +416,7 @@ def migrate(url: UrlOption = DEFAULT_URL) -> None:
 
     name, version = _run(main)
     detail = f"schema version {version}" if version is not None else "no versioned schema"
-    out.print(f"{name} at {_where(url)} is ready ({detail})")
+    _say(out, f"{name} at {_where(url)} is ready ({detail})")
 
 
 @app.command()

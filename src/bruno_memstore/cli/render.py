@@ -39,9 +39,14 @@ __all__ = [
 _ROLE_STYLE = {"user": "cyan", "assistant": "green", "system": "magenta"}
 
 
+def _title(title: str | None) -> Text | None:
+    # Plain text: a query or URL in a title must not be read as rich markup.
+    return Text(title, style="bold") if title else None
+
+
 def stats_table(stats: dict[str, Any], title: str | None = None) -> Table:
     """``get_statistics`` as a two-column table."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_header=False)
+    table = Table(title=_title(title), box=box.SIMPLE_HEAD, show_header=False)
     table.add_column("statistic", style="bold")
     table.add_column("value")
     for key, value in stats.items():
@@ -53,7 +58,7 @@ def stats_table(stats: dict[str, Any], title: str | None = None) -> Table:
 
 def search_table(results: Sequence[SearchResult], title: str | None = None) -> Table:
     """Ranked search results: rank, score, kind, where the record lives, its text."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=_title(title), box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
     table.add_column("kind")
@@ -82,7 +87,7 @@ def search_table(results: Sequence[SearchResult], title: str | None = None) -> T
 
 def memories_table(entries: Sequence[MemoryEntry], title: str | None = None) -> Table:
     """Memory entries: type, category, tags, importance, expiry, content."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=_title(title), box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("type")
     table.add_column("category")
     table.add_column("tags", style="dim")
@@ -111,7 +116,7 @@ def memories_table(entries: Sequence[MemoryEntry], title: str | None = None) -> 
 
 def messages_table(messages: Sequence[Message], title: str | None = None) -> Table:
     """Messages in the order given: position, role, text."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=_title(title), box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("role")
     table.add_column("content", ratio=1)

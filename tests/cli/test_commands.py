@@ -1,0 +1,327 @@
+"""Every ``bruno-memstore`` command, run in process through typer's CliRunner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bruno_core.models.memory import MemoryEntry, MemoryType
+from typer.testing import Result
+
+from bruno_memstore.models import utcnow
+
+Invoke = Callable[..., Result]
+
+DEMO_SECTIONS = (
+    "bruno-memstore demo",
+    "Sessions",
+    "What the assistant saw for the last turn (oldest first)",
+    "Ranked search over messages and memory entries",
+    "Memory entries",
+    "get_statistics('maya')",
+    "Reopened",
+)
+
+
+def sqlite_url(path: Path) -> str:
+    """The memory URL of a SQLite file (absolute path: four slashes)."""
+    return f"sqlite:///{path.resolve()}"
+
+
+def _open(path: Path):
+    from bruno_memstore.backends.sqlite import SQLiteMemory
+
+    return SQLiteMemory(str(path))
+
+
+def _stats(path: Path, user: str = "maya") -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        memory = _open(path)
+        try:
+            return await memory.get_statistics(user)
+        finally:
+            await memory.shutdown()
+
+    return asyncio.run(read())
+
+
+def _clean_failure(result: Any) -> None:
+    """Exit status 1, one error line, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error: ")
+
+
+# ==================================================================== demo
+
+
+def test_demo_runs_the_assistant_and_keeps_the_data(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "trip.db"
+    result = invoke("demo", "--db", str(path))
+    assert result.exit_code == 0, result.output
+    for section in DEMO_SECTIONS:
+        assert section in result.stdout
+    assert "Notes from earlier sessions" in result.stdout  # the recalled system note
+    assert "17 messages" in result.stdout
+    assert "deleted 1" in result.stdout  # the expired to-do was purged
+    stats = _stats(path)
+    assert (stats["total_messages"], stats["conversations"], stats["sessions"]) == (17, 3, 3)
+    assert (stats["memories"], stats["active_sessions"]) == (6, 1)
+    assert stats["messages_by_role"] == {"user": 8, "assistant": 8, "system": 1}
+
+
+def test_demo_refuses_to_mix_with_earlier_data(invoke: Invoke, demo_db: Path) -> None:
+    again = invoke("demo", "--db", str(demo_db))
+    _clean_failure(again)
+    assert "already holds data for user 'maya'" in again.stderr
+    assert _stats(demo_db)["total_messages"] == 17
+    reset = invoke("demo", "--db", str(demo_db), "--reset")
+    assert reset.exit_code == 0, reset.output
+    assert _stats(demo_db)["total_messages"] == 17  # replaced, not doubled
+
+
+def test_demo_on_a_url(invoke: Invoke) -> None:
+    result = invoke("demo", "--url", "memory://")
+    assert result.exit_code == 0, result.output
+    assert "memory:// is not durable" in result.stdout
+
+
+# ==================================================================== inspect
+
+
+def test_stats(invoke: Invoke, demo_db: Path) -> None:
+    table = invoke("stats", "--user", "maya", "-u", sqlite_url(demo_db))
+    assert table.exit_code == 0, table.output
+    assert "total messages" in table.stdout and "17" in table.stdout
+    as_json = invoke("stats", "--user", "maya", "--url", sqlite_url(demo_db), "--json")
+    data = json.loads(as_json.stdout)
+    assert (data["total_messages"], data["memories"], data["backend"]) == (17, 6, "sqlite")
+
+
+def test_url_from_the_environment(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke(
+        "stats", "--user", "maya", "--json", env={"BRUNO_MEMSTORE_URL": sqlite_url(demo_db)}
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total_messages"] == 17
+
+
+def test_search_ranks_messages_and_memories(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    result = invoke("search", "peanut allergy", "--user", "maya", "-u", url, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows[0]["score"] == 1.0
+    assert {r["kind"] for r in rows} == {"memory", "message"}
+    assert "peanut allergy" in rows[0]["record"]["content"]
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+    only = invoke("search", "peanut", "--user", "maya", "-u", url, "-k", "memory", "--json")
+    kinds = [r["kind"] for r in json.loads(only.stdout)]
+    assert kinds and set(kinds) == {"memory"}
+    two = invoke("search", "Kyoto", "--user", "maya", "-u", url, "--limit", "2", "--json")
+    assert len(json.loads(two.stdout)) == 2
+
+    table = invoke("search", "ryokan", "--user", "maya", "-u", url)
+    assert "score" in table.stdout and "1.00" in table.stdout
+    other = invoke("search", "ryokan", "--user", "someone-else", "-u", url, "--json")
+    assert json.loads(other.stdout) == []  # scoped to one user
+
+
+def test_search_rejects_an_unknown_kind(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("search", "x", "--user", "maya", "-u", sqlite_url(demo_db), "-k", "file")
+    assert result.exit_code == 2
+    assert "expected 'message' or 'memory'" in result.output
+
+
+# ==================================================================== export / import / copy
+
+
+def test_export_import_round_trip(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    exported = invoke("export", "-u", sqlite_url(demo_db), "-o", str(first))
+    assert exported.exit_code == 0, exported.output
+    assert "Exported" in exported.stderr and exported.stdout == ""
+    assert not (tmp_path / "first.jsonl.partial").exists()
+
+    target = tmp_path / "target.db"
+    imported = invoke("import", str(first), "-u", sqlite_url(target))
+    assert imported.exit_code == 0, imported.output
+    assert "Imported" in imported.stderr
+    invoke("export", "-u", sqlite_url(target), "-o", str(second))
+    assert second.read_bytes() == first.read_bytes()
+
+    again = invoke("import", str(first), "-u", sqlite_url(target))
+    assert again.exit_code == 0 and "already stored" in again.stderr
+    assert _stats(target)["total_messages"] == 17
+
+    to_stdout = invoke("export", "-u", sqlite_url(demo_db))
+    assert to_stdout.stdout.encode() == first.read_bytes()
+    header = json.loads(first.read_text().splitlines()[0])
+    assert header == {"type": "header", "format": "bruno-memstore", "version": 1}
+
+
+def test_import_from_stdin_and_user_export(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    text = invoke("export", "-u", sqlite_url(demo_db), "--user", "maya").stdout
+    assert json.loads(text.splitlines()[0])["user_id"] == "maya"
+    target = tmp_path / "piped.db"
+    result = invoke("import", "-", "-u", sqlite_url(target), input=text)
+    assert result.exit_code == 0, result.output
+    assert _stats(target)["memories"] == 6
+    nobody = invoke("export", "-u", sqlite_url(demo_db), "--user", "nobody").stdout
+    assert len(nobody.splitlines()) == 1  # the header alone
+
+
+def test_import_of_a_bad_file_fails_cleanly(invoke: Invoke, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type":"header","format":"bruno-memstore","version":1}\n{oops\n')
+    target = tmp_path / "target.db"
+    result = invoke("import", str(bad), "-u", sqlite_url(target))
+    _clean_failure(result)
+    assert "line 2" in result.stderr
+    missing = invoke("import", str(tmp_path / "nope.jsonl"), "-u", sqlite_url(target))
+    _clean_failure(missing)
+    assert "nope.jsonl" in missing.stderr
+
+
+def test_export_to_an_unwritable_place(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    result = invoke("export", "-u", sqlite_url(demo_db), "-o", str(tmp_path / "no" / "x.jsonl"))
+    _clean_failure(result)
+
+
+def test_copy_between_stores(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "copy.db"
+    result = invoke("copy", sqlite_url(demo_db), sqlite_url(dst), "--user", "maya")
+    assert result.exit_code == 0, result.output
+    assert "Copied" in result.stdout
+    a = invoke("export", "-u", sqlite_url(demo_db)).stdout
+    b = invoke("export", "-u", sqlite_url(dst)).stdout
+    assert a == b and a.count('"type":"message"') == 17
+    same = invoke("copy", sqlite_url(dst), sqlite_url(dst))
+    assert same.exit_code == 2 and "same store" in same.output
+
+
+# ==================================================================== retention and erasure
+
+
+def test_expire_purges_expired_entries(invoke: Invoke, demo_db: Path) -> None:
+    async def add() -> None:
+        memory = _open(demo_db)
+        try:
+            await memory.store_memory(
+                MemoryEntry(
+                    content="stale",
+                    memory_type=MemoryType.SHORT_TERM,
+                    user_id="maya",
+                    expires_at=utcnow() - timedelta(seconds=5),
+                )
+            )
+        finally:
+            await memory.shutdown()
+
+    asyncio.run(add())
+    assert _stats(demo_db)["memories"] == 7
+    first = invoke("expire", "-u", sqlite_url(demo_db))
+    assert first.exit_code == 0 and "Deleted 1 expired" in first.stdout
+    assert _stats(demo_db)["memories"] == 6
+    assert "Deleted 0 expired" in invoke("expire", "-u", sqlite_url(demo_db)).stdout
+
+
+def test_forget_user_without_yes_and_no_stdin_deletes_nothing(
+    invoke: Invoke, demo_db: Path
+) -> None:
+    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db))
+    assert result.exit_code == 1
+    assert "Aborted" in result.output
+    assert _stats(demo_db)["total_messages"] == 17
+    declined = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), input="n\n")
+    assert declined.exit_code == 1
+    assert _stats(demo_db)["total_messages"] == 17
+
+
+def test_forget_user_erases_after_confirmation(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Erased user 'maya'" in result.stdout
+    stats = _stats(demo_db)
+    assert (stats["total_messages"], stats["sessions"], stats["memories"]) == (0, 0, 0)
+    search = invoke("search", "peanut", "--user", "maya", "-u", sqlite_url(demo_db), "--json")
+    assert json.loads(search.stdout) == []
+
+
+def test_forget_user_with_yes(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), "--yes")
+    assert result.exit_code == 0, result.output
+    assert _stats(demo_db)["total_messages"] == 0
+
+
+# ==================================================================== schema, backends, errors
+
+
+def test_migrate_creates_the_schema(invoke: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    result = invoke("migrate", "-u", sqlite_url(path))
+    assert result.exit_code == 0, result.output
+    assert "SQLiteMemory" in result.stdout and "is ready" in result.stdout
+    assert path.exists() and path.stat().st_size > 0
+
+
+def test_backends_lists_schemes_extras_and_status(invoke: Invoke) -> None:
+    result = invoke("backends")
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells
+        for line in result.stdout.splitlines()
+        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) >= 4
+    }
+    assert rows["memory"][1:4] == ["InMemoryStorage", "-", "yes"]
+    assert rows["sqlite"][1:4] == ["SQLiteMemory", "-", "yes"]
+    assert rows["postgresql"][2] == "postgres" and rows["redis"][2] == "redis"
+
+
+def test_unknown_scheme_lists_the_known_ones(invoke: Invoke) -> None:
+    result = invoke("stats", "--user", "x", "-u", "nosuch://host/db")
+    _clean_failure(result)
+    assert "unknown scheme 'nosuch'" in result.stderr
+    assert "known schemes:" in result.stderr and "sqlite" in result.stderr
+    typo = invoke("stats", "--user", "x", "-u", "sqlit:///x.db")
+    _clean_failure(typo)
+    assert "Did you mean 'sqlite'?" in typo.stderr
+
+
+def test_errors_never_show_passwords(invoke: Invoke) -> None:
+    for url in ("postgresql://bob:s3cret@127.0.0.1:1/db", "redis://:s3cret@127.0.0.1:1/0"):
+        result = invoke("stats", "--user", "x", "-u", url)
+        _clean_failure(result)
+        assert "s3cret" not in result.output
+
+
+def test_malformed_url(invoke: Invoke) -> None:
+    result = invoke("stats", "--user", "x", "-u", "no-scheme-here")
+    _clean_failure(result)
+    assert "expected 'scheme://...'" in result.stderr
+
+
+def test_help_and_version(invoke: Invoke) -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in (
+        "demo",
+        "stats",
+        "search",
+        "export",
+        "import",
+        "copy",
+        "expire",
+        "forget-user",
+        "migrate",
+        "backends",
+    ):
+        assert command in result.stdout
+    assert invoke("--version").stdout.strip() == "bruno-memstore 0.1.0"
