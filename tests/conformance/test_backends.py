@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.testing import MemoryConformance
 
@@ -10,3 +11,10 @@ from bruno_memstore.testing import MemoryConformance
 class TestInMemoryStorage(MemoryConformance):
     async def make_memory(self) -> MemoryBackend:
         return InMemoryStorage()
+
+
+class TestSQLiteMemory(MemoryConformance):
+    """A database file in the test's own directory; reopening finds the same file."""
+
+    async def make_memory(self) -> MemoryBackend:
+        return SQLiteMemory(self.tmp_path / "memory.db")
