@@ -49,6 +49,12 @@ _V1 = (
     """CREATE TABLE IF NOT EXISTS {p}ft_stopwords (
         value VARCHAR(30) NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    # Store-wide settings, e.g. the text-analysis version the search terms were built with.
+    f"""CREATE TABLE IF NOT EXISTS {{p}}settings (
+        name VARCHAR(64) CHARACTER SET ascii NOT NULL,
+        value VARCHAR(255) NOT NULL,
+        PRIMARY KEY (name)
+    ) {_TABLE}""",
     f"""CREATE TABLE IF NOT EXISTS {{p}}conversations (
         conversation_id {_ID} NOT NULL,
         user_id {_ID} NOT NULL,

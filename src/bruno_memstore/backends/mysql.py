@@ -44,7 +44,7 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind
-from ..search import terms
+from ..search import ANALYSIS_VERSION, terms
 from ..url import MemoryURL, redact_url
 from ._mysql_batching import GroupCommitter
 from ._mysql_schema import MIGRATIONS, Dialect, lock_name, render
@@ -86,6 +86,7 @@ _SES_COLS = "session_id, user_id, conversation_id, is_active, started_us, payloa
 # and "_" of its own character tables. Terms outside that are rewritten, identically when
 # indexing and querying, so every term the shared analysis produces stays searchable.
 _FT_MIN, _FT_MAX = 3, 84
+INDEXED_CHARS = 100_000
 
 
 def _ft_term(term: str) -> str:
@@ -98,11 +99,16 @@ def _ft_term(term: str) -> str:
 
 
 def search_terms(text: str) -> str:
-    """The analysed terms of ``text`` as stored in the full-text column."""
-    return " ".join(_ft_term(t) for t in terms(text))
+    """The analysed terms of ``text`` as stored in the full-text column.
+
+    Only the first ``INDEXED_CHARS`` characters are indexed: analysing megabytes of text on
+    every write would cost more than finding a match deep inside it is worth.
+    """
+    return " ".join(_ft_term(t) for t in terms(text[:INDEXED_CHARS]))
 
 
-def _query_terms(query: str) -> str:
+def query_terms(query: str) -> str:
+    """The ``AGAINST`` argument for a user query: its distinct terms, rewritten alike."""
     return " ".join(dict.fromkeys(_ft_term(t) for t in terms(query)))
 
 
@@ -243,6 +249,7 @@ class MySQLMemory(MemoryBackend):
         self._batching = bool(batching)
         self._max_batch = max_batch
         self._pool: Any = None
+        self._write_pool: Any = None
         self._dialect: Dialect | None = None
         self._max_packet = 16 * 1024 * 1024
         self._committer: GroupCommitter[_Append, AppendResult] | None = None
@@ -332,17 +339,26 @@ class MySQLMemory(MemoryBackend):
                 self._max_packet = int(packet)
         finally:
             await conn.ensure_closed()
+        # Writes get connections of their own with autocommit off, so a transaction opens
+        # with its first statement instead of costing a START TRANSACTION round trip.
+        writers = max(1, min(4, self._pool_size // 3))
         self._pool = await asyncmy.create_pool(
-            minsize=self._pool_min,
-            maxsize=self._pool_size,
+            minsize=min(self._pool_min, max(1, self._pool_size - writers)),
+            maxsize=max(1, self._pool_size - writers),
             pool_recycle=self._pool_recycle,
             **kwargs,
+        )
+        self._write_pool = await asyncmy.create_pool(
+            minsize=0,
+            maxsize=writers,
+            pool_recycle=self._pool_recycle,
+            **{**kwargs, "autocommit": False},
         )
         if self._batching:
             self._committer = GroupCommitter(
                 self._write_batch,
                 max_batch=self._max_batch,
-                max_inflight=max(1, min(2, self._pool_size // 2)),
+                max_inflight=min(2, writers),
                 weight=lambda a: a.size,
                 max_weight=self._max_packet // 2,
             )
@@ -351,10 +367,12 @@ class MySQLMemory(MemoryBackend):
         committer, self._committer = self._committer, None
         if committer is not None:
             await committer.close()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-            await pool.wait_closed()
+        for name in ("_pool", "_write_pool"):
+            pool = getattr(self, name)
+            setattr(self, name, None)
+            if pool is not None:
+                pool.close()
+                await pool.wait_closed()
 
     async def _migrate(self, cur: Any) -> None:
         assert self._dialect is not None
@@ -405,9 +423,45 @@ class MySQLMemory(MemoryBackend):
                     f"INSERT INTO `{p}schema_version` (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name),
                 )
+            await self._check_analysis(cur)
         finally:
             await cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
             await cur.fetchall()
+
+    async def _check_analysis(self, cur: Any) -> None:
+        """Re-index stored terms if the shared text analysis changed since they were built."""
+        table = f"`{self._prefix}settings`"
+        await cur.execute(f"SELECT value FROM {table} WHERE name = 'analysis_version'")
+        row = await cur.fetchone()
+        if row is not None and int(row[0]) == ANALYSIS_VERSION:
+            return
+        if row is not None:
+            await self._reindex(cur, self._t["messages"], "seq")
+            await self._reindex(cur, self._t["memories"], "id")
+        await cur.execute(
+            f"INSERT INTO {table} (name, value) VALUES ('analysis_version', %s) "
+            "ON DUPLICATE KEY UPDATE value = %s",
+            (str(ANALYSIS_VERSION), str(ANALYSIS_VERSION)),
+        )
+
+    async def _reindex(self, cur: Any, table: str, key: str) -> None:
+        after: Any = 0 if key == "seq" else ""
+        while True:
+            await cur.execute(
+                f"SELECT {key}, content FROM {table} WHERE {key} > %s ORDER BY {key} LIMIT 500",
+                (after,),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return
+            await cur.execute("START TRANSACTION")
+            for k, content in rows:
+                await cur.execute(
+                    f"UPDATE {table} SET search_terms = %s WHERE {key} = %s",
+                    (search_terms(content), k),
+                )
+            await cur.execute("COMMIT")
+            after = rows[-1][0]
 
     async def schema_version(self) -> int:
         """The newest migration applied to this store's tables."""
@@ -417,13 +471,16 @@ class MySQLMemory(MemoryBackend):
     # ================================================================ connections
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection; one left unusable (lost, cancelled mid-query) is discarded."""
-        if self._pool is None:
+    async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection; one left unusable (lost, cancelled mid-query) is discarded.
+
+        ``write`` connections have autocommit off: every use must end in COMMIT/ROLLBACK.
+        """
+        pool = self._write_pool if write else self._pool
+        if pool is None:
             raise BackendUnavailableError(
                 "the memory is shut down", backend=self.backend_name, operation="connect"
             )
-        pool = self._pool
         conn = await pool.acquire()
         try:
             yield conn
@@ -442,9 +499,9 @@ class MySQLMemory(MemoryBackend):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
-        """A cursor inside ``START TRANSACTION`` ... ``COMMIT`` (rolled back on error)."""
-        async with self._connection() as conn, conn.cursor() as cur:
-            await cur.execute("START TRANSACTION")
+        """A cursor in a transaction (opened by its first statement), committed at the end
+        and rolled back on error."""
+        async with self._connection(write=True) as conn, conn.cursor() as cur:
             try:
                 yield cur
             except BaseException:
@@ -601,19 +658,17 @@ class MySQLMemory(MemoryBackend):
     async def _insert_new(
         self, cur: Any, wanted: list[tuple[int, MessageRecord, str]]
     ) -> dict[str, int]:
-        """Insert the records whose id is not stored yet; return ``id -> request index``."""
+        """Insert the records whose id is not stored yet; return ``id -> request index``.
+
+        New ids are the rule, so the rows are inserted at once; only when that hits a
+        stored id (a retry) are the stored ids looked up and the rest inserted.
+        """
         inserted_by: dict[str, int] = {}
         if not wanted:
             return inserted_by
         table = self._t["messages"]
+        found: set[str] = set()
         for _attempt in range(8):
-            ids = list(dict.fromkeys(rec.id for _, rec, _ in wanted if rec.id not in inserted_by))
-            found: set[str] = set()
-            for chunk in _chunks(ids):
-                await cur.execute(
-                    f"SELECT id FROM {table} WHERE id IN ({_placeholders(len(chunk))})", chunk
-                )
-                found.update(row[0] for row in await cur.fetchall())
             rows: list[tuple[int, MessageRecord, str]] = []
             taken: set[str] = set(inserted_by)
             for i, rec, owner in wanted:
@@ -626,10 +681,17 @@ class MySQLMemory(MemoryBackend):
                     await self._insert_rows(cur, chunk)
                     inserted_by.update((rec.id, i) for i, rec, _ in chunk)
             except Exception as exc:
-                # Another connection committed one of these ids meanwhile: only the
-                # statement was rolled back, so look again and insert the rest.
+                # A stored id (or one committed meanwhile by another connection): only the
+                # statement was rolled back, so look the ids up and insert the rest.
                 if _error_code(exc) != _DUPLICATE_KEY:
                     raise
+                ids = list(dict.fromkeys(r.id for _, r, _ in wanted if r.id not in inserted_by))
+                for chunk in _chunks(ids):
+                    await cur.execute(
+                        f"SELECT id FROM {table} WHERE id IN ({_placeholders(len(chunk))})",
+                        chunk,
+                    )
+                    found.update(row[0] for row in await cur.fetchall())
                 continue
             return inserted_by
         raise AssertionError("ids kept colliding with concurrent writers")  # pragma: no cover
@@ -962,7 +1024,7 @@ class MySQLMemory(MemoryBackend):
         limit: int,
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
-        q = _query_terms(query)
+        q = query_terms(query)
         if not q:
             return []
         match = "MATCH({a}.search_terms) AGAINST(%s IN NATURAL LANGUAGE MODE)"
