@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from bruno_core.models.memory import MemoryEntry, MemoryType
 from typer.testing import Result
@@ -325,3 +326,32 @@ def test_help_and_version(invoke: Invoke) -> None:
     ):
         assert command in result.stdout
     assert invoke("--version").stdout.strip() == "bruno-memstore 0.1.0"
+
+
+def test_copy_to_postgresql_redacts_the_password(invoke: Invoke, demo_db: Path) -> None:
+    import asyncpg
+
+    schema = f"cli_{uuid4().hex[:12]}"
+    # The server trusts local connections, so the password is accepted and ignored.
+    url = f"postgresql://postgres:s3cret@127.0.0.1:5432/test?schema={schema}"
+    try:
+        result = invoke("copy", sqlite_url(demo_db), url, "--user", "maya")
+        assert result.exit_code == 0, result.output
+        assert "postgresql://postgres:***@127.0.0.1:5432/test" in result.stdout
+        stats = invoke("stats", "--user", "maya", "-u", url, "--json")
+        assert json.loads(stats.stdout)["total_messages"] == 17
+        table = invoke("stats", "--user", "maya", "-u", url)
+        migrate = invoke("migrate", "-u", url)
+        assert migrate.exit_code == 0 and "PostgresMemory" in migrate.stdout
+        for output in (result.output, stats.output, table.output, migrate.output):
+            assert "s3cret" not in output
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())

@@ -8,13 +8,14 @@ clean JSON Lines. Errors print one line and exit with status 1; URLs are always 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn, TypeVar
@@ -287,8 +288,8 @@ def export_(
         return _run(main)
 
     if output == "-":
-        counts = export_to(sys.stdout)
-        sys.stdout.flush()
+        with _utf8(sys.stdout) as stream:
+            counts = export_to(stream)
     else:
         path = Path(output)
         partial = path.with_name(path.name + ".partial")
@@ -320,7 +321,8 @@ def import_(
         return _run(main)
 
     if file == "-":
-        counts = import_from(sys.stdin, None)
+        with _utf8(sys.stdin) as stream:
+            counts = import_from(stream, None)
     else:
         with _open_or_exit(Path(file), "r") as fp:
             records = max(sum(1 for line in fp if line.strip()) - 1, 0)  # minus the header
@@ -328,6 +330,22 @@ def import_(
             counts = import_from(fp, records)
     _say(err, f"Imported {counts.total} records into {_where(url)}")
     err.print(render.counts_table(counts, "imported"))
+
+
+@contextmanager
+def _utf8(stream: IO[str]) -> Iterator[IO[str]]:
+    """``stream`` as UTF-8 text with ``\\n`` line ends, whatever the locale says."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        yield stream
+        return
+    stream.flush()
+    wrapper = io.TextIOWrapper(raw, encoding="utf-8", newline="\n", write_through=True)
+    try:
+        yield wrapper
+    finally:
+        wrapper.flush()
+        wrapper.detach()  # the standard stream keeps its buffer
 
 
 def _open_or_exit(path: Path, mode: str) -> IO[str]:

@@ -39,6 +39,14 @@ __all__ = [
 _ROLE_STYLE = {"user": "cyan", "assistant": "green", "system": "magenta"}
 
 
+_PLURAL = {
+    "conversation": "conversations",
+    "session": "sessions",
+    "message": "messages",
+    "memory": "memories",
+}
+
+
 def _title(title: str | None) -> Text | None:
     # Plain text: a query or URL in a title must not be read as rich markup.
     return Text(title, style="bold") if title else None
@@ -67,11 +75,11 @@ def search_table(results: Sequence[SearchResult], title: str | None = None) -> T
     for rank, result in enumerate(results, start=1):
         if result.message is not None:
             msg = result.message
-            source = f"{msg.conversation_id} · {msg.role.value}"
+            source = f"{msg.role.value} in {msg.conversation_id}"
         else:
             assert result.memory is not None
             entry = result.memory
-            source = f"{entry.memory_type.value} · {entry.metadata.category or '-'}"
+            source = f"{entry.memory_type.value}/{entry.metadata.category or '-'}"
         kind_style = "yellow" if result.kind == "memory" else "blue"
         table.add_row(
             str(rank),
@@ -158,7 +166,7 @@ def transfer_progress(
         task = progress.add_task(label, total=total, kind="")
 
         def advance(kind: str, n: int) -> None:
-            progress.update(task, advance=n, kind=f"{kind}s")
+            progress.update(task, advance=n, kind=_PLURAL.get(kind, kind))
 
         yield advance
 
