@@ -323,12 +323,14 @@ async def run_backend(
     samples: Sequence[Sample],
     options: ContentOptions,
     progress: Callable[[str], None] | None = None,
+    repeat: int = 1,
 ) -> BackendReport:
     """Store each sample in a fresh memory from ``url`` and ask its questions.
 
     ``{n}`` in the URL is replaced by the sample's number, giving each conversation its own
     store; without it, one store is shared and each sample gets its own user (removed with
-    ``forget_user`` afterwards, where the backend supports it).
+    ``forget_user`` afterwards, where the backend supports it). With ``repeat`` > 1 every
+    question is asked that many times, for steadier latency figures.
     """
     report = BackendReport(url, Scores())
     run = uuid.uuid4().hex[:8]
@@ -342,7 +344,8 @@ async def run_backend(
                 await memory.store_messages(messages, conversation_id=conversation_id, user_id=user)
                 report.messages += len(messages)
             report.ingest_seconds += time.perf_counter() - started
-            for question in _questions(sample, report.scores):
+            questions = _questions(sample, report.scores)
+            for question in questions:
                 t0 = time.perf_counter()
                 found = await memory.search_messages(
                     question.text, user_id=user, limit=SEARCH_LIMIT
@@ -350,6 +353,11 @@ async def run_backend(
                 elapsed = time.perf_counter() - t0
                 ranked = [str(m.metadata.get("dia_id")) for m in found]
                 report.scores.add(question, ranked, elapsed)
+            for _ in range(repeat - 1):  # more latency samples; the ranking is the same
+                for question in questions:
+                    t0 = time.perf_counter()
+                    await memory.search_messages(question.text, user_id=user, limit=SEARCH_LIMIT)
+                    report.scores.latencies.append(time.perf_counter() - t0)
             # Leave a shared store as it was (backends without listing cannot forget).
             with contextlib.suppress(CapabilityError):
                 await memory.forget_user(user)
@@ -454,7 +462,7 @@ def backend_table(report: BackendReport) -> Table:
 
 def summary_table(reports: Sequence[BackendReport]) -> Table:
     table = Table(title="LoCoMo evidence recall, categories 1-4")
-    table.add_column("backend")
+    table.add_column("backend", overflow="fold")
     for k in KS:
         table.add_column(f"R@{k} %", justify="right")
     table.add_column("p50 ms", justify="right")
@@ -524,6 +532,9 @@ def main(
         typer.Option(envvar="LOCOMO_DATA", help="LoCoMo JSON (a list of samples)."),
     ] = _DEFAULT_DATA,
     quick: Annotated[bool, typer.Option(help="Only the first conversation.")] = False,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Ask every question this many times (latency samples).")
+    ] = 1,
     speaker: Annotated[
         bool, typer.Option(help="Store turns as 'Speaker: text' transcript lines.")
     ] = True,
@@ -558,6 +569,7 @@ def main(
             "dropped_evidence_ids": sum(s.dropped_evidence for s in samples),
         },
         "content": asdict(options),
+        "repeat": repeat,
         "backends": [],
     }
     reports: list[BackendReport] = []
@@ -565,7 +577,7 @@ def main(
         for u in urls:
             try:
                 with console.status(f"running {u} ..."):
-                    report = asyncio.run(run_backend(u, samples, options, console.log))
+                    report = asyncio.run(run_backend(u, samples, options, console.log, repeat))
             except (MissingDependencyError, ModuleNotFoundError) as exc:
                 console.print(f"[yellow]skipping {u}: {exc}[/yellow]")
                 continue

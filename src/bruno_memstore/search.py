@@ -33,6 +33,7 @@ from datetime import datetime
 import Stemmer
 
 __all__ = [
+    "ANALYSIS_VERSION",
     "DEFAULT_ANALYZER",
     "STOP_WORDS",
     "Analyzer",
@@ -43,6 +44,11 @@ __all__ = [
     "terms",
     "words",
 ]
+
+ANALYSIS_VERSION = 2
+"""Raised whenever :func:`terms` may analyse some text differently. Engines that store
+analysed terms (:func:`index_text`) keep the version they were built with and re-index when
+it differs."""
 
 # Function words that carry no topic in English questions and statements. Contractions are
 # expanded before this list is consulted, so it holds only whole words.
@@ -314,10 +320,11 @@ def terms(text: str, *, drop_stop_words: bool = True) -> list[str]:
     return DEFAULT_ANALYZER.terms(text, drop_stop_words=drop_stop_words)
 
 
-def index_text(text: str) -> str:
+def index_text(text: str, *, when: datetime | None = None) -> str:
     """The terms of ``text`` joined by spaces: what an engine's own full-text index should
-    hold, so that its matches agree with :class:`BM25Index`."""
-    return " ".join(terms(text))
+    hold, so that its matches agree with :class:`BM25Index`. With ``when``, the terms of its
+    date in words (:func:`date_words`) follow, as :meth:`BM25Index.add` indexes them."""
+    return " ".join(terms(_with_date(text, when)))
 
 
 def date_words(when: datetime) -> str:
@@ -327,6 +334,10 @@ def date_words(when: datetime) -> str:
     The date is the timestamp's own wall-clock date (no time-zone conversion).
     """
     return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"
+
+
+def _with_date(text: str, when: datetime | None) -> str:
+    return text if when is None else f"{text}\n{date_words(when)}"
 
 
 class BM25Index:
@@ -361,9 +372,7 @@ class BM25Index:
         """Index ``text`` under ``key``; with ``when``, its date in words too."""
         if key in self._docs:
             self.remove(key)
-        if when is not None:
-            text = f"{text}\n{date_words(when)}"
-        tf = Counter(self._analyzer.terms(text))
+        tf = Counter(self._analyzer.terms(_with_date(text, when)))
         self._docs[key] = tf
         n = sum(tf.values())
         self._doc_len[key] = n

@@ -218,3 +218,11 @@ def test_rarer_terms_weigh_more() -> None:
     docs["rare"] = "coffee in Lisbon"
     index = _index(docs)
     assert _ranked(index, "coffee Lisbon")[0] == "rare"
+
+
+def test_index_text_with_a_date_matches_the_index() -> None:
+    when = datetime(2023, 5, 8, 13, 56)
+    assert index_text("Finished the painting", when=when).split() == terms(
+        "Finished the painting 8 May 2023"
+    )
+    assert index_text("Finished the painting") == "finish paint"
