@@ -8,24 +8,22 @@ prefix and ``T`` a user's tag ``{P:u:<user>}``:
 key                         type    holds
 ==========================  ======  ==========================================================
 ``T:convs``                 set     the user's conversation ids
-``T:recent``                zset    ``<order key of the newest message>\\0<conversation>``
-``T:cnew``                  hash    conversation -> its current ``T:recent`` member
+``T:recent``                zset    conversation -> microseconds of its newest message
 ``T:c:<conv>:o``            zset    ``<order key><message id>``, all scores 0 (lexicographic)
 ``T:c:<conv>:b``            hash    message id -> message body (JSON)
 ``T:c:<conv>:s``            set     the conversation's session ids
 ``T:seq``                   string  arrival counter (also numbers search documents)
 ``T:roles``                 hash    role -> message count
-``T:ix``                    hash    ``n`` documents and ``len`` total terms (BM25 statistics)
+``T:doc``                   hash    document -> ``<what it is>\0<length>[\0<term>]*``
+``T:ix``                    hash    ``len``: total terms of all documents (BM25 statistics)
 ``T:t:<term>``              hash    posting list: document -> ``length * 2**26 + tf``
-``T:dt``                    hash    document -> ``length\\0term\\0term...`` (to unindex)
-``T:doc``                   hash    document -> what it is (message: role, order key, conv)
 ``T:e``                     hash    memory id -> memory record (JSON)
 ``T:er``                    zset    memory rank ``<importance desc><created desc><id>``
 ``T:eexp`` / ``T:cexp``     zset    memory expiry (µs) / conversation deadline (ms)
 ``T:s`` / ``T:sl``          hash /  session id -> record; ``<started><session id>``
                             zset
 ``P:co:<conv>``             string  conversation -> owner (the global directory)
-``P:mo:<message id>``       string  message -> ``owner\\0conversation\\0order key+id``
+``P:mo:<message id>``       string  message -> ``owner\0conversation\0order key+id``
 ``P:so:<sid>``/``P:eo:<id>`` string  session / memory entry -> owner
 ``P:users``                 set     every user with data (export, retention)
 ``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps

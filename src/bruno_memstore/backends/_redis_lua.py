@@ -18,7 +18,6 @@ __all__ = ["PRELUDE", "SCRIPTS"]
 PRELUDE = r"""
 local P = ARGV[1]
 local NUL = '\0'
-local F = 67108864 -- posting value = document length * F + term frequency
 local now_cache = nil
 
 local function now_ms()
@@ -36,6 +35,7 @@ local function ukey(user) return '{' .. P .. ':u:' .. enc(user) .. '}:' end
 local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
 local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
 
+-- NUL-separated fields (no id, role or term contains NUL).
 local function split(s)
   local out, pos = {}, 1
   while true do
@@ -44,6 +44,17 @@ local function split(s)
     out[#out + 1] = string.sub(s, pos, i - 1)
     pos = i + 1
   end
+end
+-- The first n fields, and the position where the rest starts (nil when there is none).
+local function head(s, n)
+  local out, pos = {}, 1
+  for k = 1, n do
+    local i = string.find(s, NUL, pos, true)
+    if not i then out[k] = string.sub(s, pos); return out, nil end
+    out[k] = string.sub(s, pos, i - 1)
+    pos = i + 1
+  end
+  return out, pos
 end
 
 -- Order keys are 28 hex digits (time, then arrival); compare them without locale rules.
@@ -55,6 +66,11 @@ local function newer(a, b)
   if a[1] ~= b[1] then return a[1] > b[1] end
   if a[2] ~= b[2] then return a[2] > b[2] end
   return a[3] > b[3]
+end
+-- Microseconds of an order key as a double: exact below 2**53, else correctly rounded.
+local function ts_num(m)
+  return (tonumber(string.sub(m, 1, 8), 16) - 1073741824) * 4294967296
+    + tonumber(string.sub(m, 9, 16), 16)
 end
 local function hex_le(a, b) -- 16-digit hex strings: a <= b
   local a1, b1 = tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16)
@@ -71,58 +87,62 @@ end
 local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28), 16)) end
 
 -- ------------------------------------------------------------------ inverted index
+-- T:doc holds, per document, <head>\0<length>[\0term]*: the head says what the document is
+-- (message: role\0order member\0conversation; memory: a JSON filter record), the terms say
+-- which posting lists to leave when it is deleted. BM25's N is HLEN T:doc.
 
-local function index_doc(u, doc, len, args, first, nterms)
-  local names = {len}
-  for k = 0, nterms - 1 do
-    local term = args[first + 2 * k]
-    redis.call('HSET', u .. 't:' .. term, doc, args[first + 2 * k + 1])
-    names[k + 2] = term
+local function index_doc(u, doc, meta, len, terms, values)
+  if terms == '' then
+    redis.call('HSET', u .. 'doc', doc, meta .. NUL .. len)
+  else
+    redis.call('HSET', u .. 'doc', doc, meta .. NUL .. len .. NUL .. terms)
+    local p, q = 1, 1
+    while p do
+      local i = string.find(terms, NUL, p, true)
+      local j = string.find(values, NUL, q, true)
+      redis.call('HSET', u .. 't:' .. string.sub(terms, p, (i or 0) - 1), doc,
+                 string.sub(values, q, (j or 0) - 1))
+      p, q = i and i + 1, j and j + 1
+    end
   end
-  redis.call('HSET', u .. 'dt', doc, table.concat(names, NUL))
-  redis.call('HINCRBY', u .. 'ix', 'n', 1)
   redis.call('HINCRBY', u .. 'ix', 'len', len)
 end
 
-local function unindex_doc(u, doc)
-  local info = redis.call('HGET', u .. 'dt', doc)
-  if not info then return end
-  local parts = split(info)
-  for k = 2, #parts do redis.call('HDEL', u .. 't:' .. parts[k], doc) end
-  redis.call('HDEL', u .. 'dt', doc)
+-- Remove a document from every posting list; returns its head fields (nil if absent).
+local function unindex_doc(u, doc, nhead)
+  local meta = redis.call('HGET', u .. 'doc', doc)
+  if not meta then return nil end
+  local fields, rest = head(meta, nhead + 1)
+  if rest then
+    for _, term in ipairs(split(string.sub(meta, rest))) do
+      redis.call('HDEL', u .. 't:' .. term, doc)
+    end
+  end
   redis.call('HDEL', u .. 'doc', doc)
-  redis.call('HINCRBY', u .. 'ix', 'n', -1)
-  redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(parts[1]))
+  redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(fields[nhead + 1]))
+  return fields
 end
 
 -- ------------------------------------------------------------------ conversations
 
 local function refresh_recent(u, conv)
-  local old = redis.call('HGET', u .. 'cnew', conv) or nil
   local top = redis.call('ZRANGE', ckey(u, conv, 'o'), -1, -1)[1]
-  local new = nil
-  if top then new = string.sub(top, 1, 28) .. NUL .. conv end
-  if old == new then return end
-  if old then redis.call('ZREM', u .. 'recent', old) end
-  if new then
-    redis.call('ZADD', u .. 'recent', 0, new)
-    redis.call('HSET', u .. 'cnew', conv, new)
+  if top then
+    redis.call('ZADD', u .. 'recent', string.format('%.17g', ts_num(top)), conv)
   else
-    redis.call('HDEL', u .. 'cnew', conv)
+    redis.call('ZREM', u .. 'recent', conv)
   end
 end
 
 local function drop_message(u, conv, member)
-  local seq = seq_of(member)
-  local id = string.sub(member, 29)
-  local meta = redis.call('HGET', u .. 'doc', seq)
-  if meta then
-    local role = split(meta)[1]
+  local fields = unindex_doc(u, seq_of(member), 3)
+  if fields then
+    local role = fields[1]
     if redis.call('HINCRBY', u .. 'roles', role, -1) <= 0 then
       redis.call('HDEL', u .. 'roles', role)
     end
   end
-  unindex_doc(u, seq)
+  local id = string.sub(member, 29)
   redis.call('HDEL', ckey(u, conv, 'b'), id)
   redis.call('ZREM', ckey(u, conv, 'o'), member)
   redis.call('DEL', ptr('mo', id))
@@ -132,7 +152,7 @@ local function drop_session(owner, sid)
   local u = ukey(owner)
   local rec = redis.call('HGET', u .. 's', sid)
   if rec then
-    local f = split(rec)
+    local f = head(rec, 3)
     redis.call('ZREM', u .. 'sl', f[2])
     redis.call('SREM', ckey(u, f[3], 's'), sid)
     redis.call('HDEL', u .. 's', sid)
@@ -150,21 +170,18 @@ local function drop_conversation(owner, conv, keep)
     local gone = true
     if keep then
       local meta = redis.call('HGET', u .. 'doc', seq_of(m))
-      if meta and keep[split(meta)[1]] then gone = false end
+      if meta and keep[head(meta, 1)[1]] then gone = false end
     end
     if gone then
       drop_message(u, conv, m)
       n = n + 1
     end
   end
-  if keep then
-    refresh_recent(u, conv)
-    return n, 0
-  end
+  refresh_recent(u, conv)
+  if keep then return n, 0 end
   local sessions = redis.call('SMEMBERS', ckey(u, conv, 's'))
   for _, sid in ipairs(sessions) do drop_session(owner, sid) end
   redis.call('DEL', ckey(u, conv, 'o'), ckey(u, conv, 'b'), ckey(u, conv, 's'))
-  refresh_recent(u, conv)
   redis.call('SREM', u .. 'convs', conv)
   redis.call('ZREM', u .. 'cexp', conv)
   redis.call('ZREM', P .. ':cexp', owner .. NUL .. conv)
@@ -218,9 +235,8 @@ end
 
 local function drop_memory(owner, id)
   local u = ukey(owner)
-  local meta = redis.call('HGET', u .. 'doc', 'e' .. id)
-  if meta then redis.call('ZREM', u .. 'er', cjson.decode(meta)['r']) end
-  unindex_doc(u, 'e' .. id)
+  local fields = unindex_doc(u, 'e' .. id, 1)
+  if fields then redis.call('ZREM', u .. 'er', cjson.decode(fields[1])['r']) end
   local existed = redis.call('HDEL', u .. 'e', id)
   redis.call('ZREM', u .. 'eexp', id)
   redis.call('ZREM', P .. ':eexp', id)
@@ -259,44 +275,42 @@ end
 # --------------------------------------------------------------------------- messages
 
 APPEND = r"""
--- ARGV: P user enforce conv ttl_ms nrec, then per record:
---       id role ts_hex body length nterms (term posting_value)*
+-- ARGV: P user enforce conv ttl_ms newest_ts_us nrec, then per record:
+--       id role ts_hex body length terms values (terms, values: NUL-joined)
 local user, enforce, conv = ARGV[2], ARGV[3] == '1', ARGV[4]
-local ttl, nrec = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl, nrec = tonumber(ARGV[5]), tonumber(ARGV[7])
 local owner, other = claim(conv, user, enforce)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
 local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
 local out = {'ok', owner}
 local added = 0
-local i = 7
-for _ = 1, nrec do
-  local id, role, ts, body, len = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local nterms = tonumber(ARGV[i + 5])
+local seq = redis.call('INCRBY', u .. 'seq', nrec) - nrec
+for i = 8, 7 + 7 * nrec, 7 do
+  local id, role = ARGV[i], ARGV[i + 1]
+  seq = seq + 1
+  local member = ARGV[i + 2] .. string.format('%012x', seq) .. id
   local pk = ptr('mo', id)
-  local where = redis.call('GET', pk)
-  if where then
-    -- The id may belong to a conversation that is past its TTL but not yet purged.
-    purge_due(split(where)[1])
-    where = redis.call('GET', pk)
+  -- Claim the id; if it is taken, its conversation may be past its TTL and not yet purged.
+  local taken = redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member, 'NX', 'GET')
+  if taken then
+    purge_due(head(taken, 1)[1])
+    taken = redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member, 'NX', 'GET')
   end
-  if where then
+  if taken then
     out[#out + 1] = id
   else
-    local seq = redis.call('INCR', u .. 'seq')
-    local member = ts .. string.format('%012x', seq) .. id
-    redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member)
     redis.call('ZADD', okey, 0, member)
-    redis.call('HSET', bkey, id, body)
-    redis.call('HSET', u .. 'doc', seq, role .. NUL .. member .. NUL .. conv)
+    redis.call('HSET', bkey, id, ARGV[i + 3])
     redis.call('HINCRBY', u .. 'roles', role, 1)
-    index_doc(u, tostring(seq), len, ARGV, i + 6, nterms)
+    index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, ARGV[i + 4],
+              ARGV[i + 5], ARGV[i + 6])
     added = added + 1
   end
-  i = i + 6 + 2 * nterms
 end
 if added > 0 then
-  refresh_recent(u, conv)
+  -- The conversation's newest message only moves forward on insert.
+  redis.call('ZADD', u .. 'recent', 'GT', ARGV[6], conv)
   touch(owner, conv, ttl)
 end
 return out
@@ -360,30 +374,31 @@ local user, limit = ARGV[2], tonumber(ARGV[3])
 purge_due(user)
 local u = ukey(user)
 local pool = {}
+local function take(conv, first, last)
+  for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), first, last)) do
+    local e = key3(m); e[4] = m; e[5] = conv
+    pool[#pool + 1] = e
+  end
+end
 if limit > 0 then
   local start, done = 0, false
   while not done do
-    local batch = redis.call('ZREVRANGE', u .. 'recent', start, start + 63)
+    local batch = redis.call('ZREVRANGE', u .. 'recent', start, start + 63, 'WITHSCORES')
     if #batch == 0 then break end
-    for _, r in ipairs(batch) do
-      if #pool >= limit and not newer(key3(r), pool[limit]) then done = true; break end
-      local conv = string.sub(r, 30)
-      for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), -limit, -1)) do
-        local e = key3(m); e[4] = m; e[5] = conv
-        pool[#pool + 1] = e
+    for k = 1, #batch, 2 do
+      -- Scores round the same way on both sides, so '<' never stops too early.
+      if #pool >= limit and tonumber(batch[k + 1]) < ts_num(pool[limit][4]) then
+        done = true
+        break
       end
+      take(batch[k], -limit, -1)
       table.sort(pool, newer)
-      for k = #pool, limit + 1, -1 do pool[k] = nil end
+      for j = #pool, limit + 1, -1 do pool[j] = nil end
     end
     start = start + 64
   end
 else
-  for _, conv in ipairs(redis.call('SMEMBERS', u .. 'convs')) do
-    for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), 0, -1)) do
-      local e = key3(m); e[4] = m; e[5] = conv
-      pool[#pool + 1] = e
-    end
-  end
+  for _, conv in ipairs(redis.call('SMEMBERS', u .. 'convs')) do take(conv, 0, -1) end
   table.sort(pool, newer)
 end
 local out = {}
@@ -419,7 +434,7 @@ return conversation_owner(ARGV[2]) or false
 # --------------------------------------------------------------------------- memories
 
 PUT_MEMORY = r"""
--- ARGV: P user id record meta rank expires_hex('' none) expires_us length nterms (term value)*
+-- ARGV: P user id record meta rank expires_hex('' none) expires_us length terms values
 local user, id = ARGV[2], ARGV[3]
 local old = redis.call('GET', ptr('eo', id))
 if old then drop_memory(old, id) end
@@ -427,13 +442,12 @@ local u = ukey(user)
 redis.call('SET', ptr('eo', id), user)
 redis.call('SADD', P .. ':users', user)
 redis.call('HSET', u .. 'e', id, ARGV[4])
-redis.call('HSET', u .. 'doc', 'e' .. id, ARGV[5])
 redis.call('ZADD', u .. 'er', 0, ARGV[6])
 if ARGV[7] ~= '' then
   redis.call('ZADD', u .. 'eexp', ARGV[8], id)
   redis.call('ZADD', P .. ':eexp', ARGV[8], id)
 end
-index_doc(u, 'e' .. id, ARGV[9], ARGV, 11, tonumber(ARGV[10]))
+index_doc(u, 'e' .. id, ARGV[5], ARGV[9], ARGV[10], ARGV[11])
 return 1
 """
 
@@ -467,7 +481,7 @@ while #out < limit do
   for _, m in ipairs(batch) do
     local id = string.sub(m, 33)
     local meta = redis.call('HGET', u .. 'doc', 'e' .. id)
-    if meta and memory_ok(cjson.decode(meta), f, nil) then
+    if meta and memory_ok(cjson.decode(head(meta, 1)[1]), f, nil) then
       out[#out + 1] = redis.call('HGET', u .. 'e', id)
       if #out >= limit then break end
     end
@@ -535,7 +549,7 @@ if conv ~= '' then
   for _, sid in ipairs(redis.call('SMEMBERS', ckey(u, conv, 's'))) do
     local rec = redis.call('HGET', u .. 's', sid)
     if rec then
-      local f = split(rec)
+      local f = head(rec, 2)
       if (not active_only or f[1] == '1') and (best == nil or bytes_gt(f[2], best)) then
         best, best_rec = f[2], {sid, rec}
       end
@@ -559,19 +573,19 @@ end
 # --------------------------------------------------------------------------- search
 
 SEARCH = r"""
--- ARGV: P user limit kinds('m','e','me') conv('' any) k1 b filter_json('' none) term*
+-- ARGV: P user limit kinds('m','e','me') conv('' any) k1 b memory_filter('' no memories) term*
 -- BM25 over the posting lists of the query terms only: O(sum of their lengths).
 -- Returns whole groups of equal score until `limit` hits pass the filters; the caller
 -- breaks ties and trims. Hit: 'm' score conv member body | 'e' score record '' ''.
 local user, limit, kinds, conv = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local k1, b = tonumber(ARGV[6]), tonumber(ARGV[7])
+local F = 67108864 -- posting value = document length * F + term frequency
 purge_due(user)
 local u = ukey(user)
 local want_msg, want_mem = string.find(kinds, 'm', 1, true), string.find(kinds, 'e', 1, true)
-local stats = redis.call('HMGET', u .. 'ix', 'n', 'len')
-local n = tonumber(stats[1]) or 0
-if n <= 0 then return {} end
-local avg = (tonumber(stats[2]) or 0) / n
+local n = redis.call('HLEN', u .. 'doc')
+if n == 0 then return {} end
+local avg = (tonumber(redis.call('HGET', u .. 'ix', 'len')) or 0) / n
 if avg == 0 then avg = 1.0 end
 local scores, docs = {}, {}
 for t = 9, #ARGV do
@@ -610,8 +624,8 @@ while i <= #docs and hits < limit do
     local meta = redis.call('HGET', u .. 'doc', doc)
     if meta then
       if string.byte(doc, 1) == 101 then
-        local m = cjson.decode(meta)
-        if (f == nil or memory_ok(m, f, scope)) and (f ~= nil or scope == nil or m.v == scope) then
+        local m = cjson.decode(head(meta, 1)[1])
+        if memory_ok(m, f, scope) then
           local rec = redis.call('HGET', u .. 'e', string.sub(doc, 2))
           if rec then
             out[#out + 1] = 'e'; out[#out + 1] = text; out[#out + 1] = rec
@@ -620,12 +634,12 @@ while i <= #docs and hits < limit do
           end
         end
       else
-        local parts = split(meta)
-        if scope == nil or parts[3] == scope then
-          local body = redis.call('HGET', ckey(u, parts[3], 'b'), string.sub(parts[2], 29))
+        local h = head(meta, 3)
+        if scope == nil or h[3] == scope then
+          local body = redis.call('HGET', ckey(u, h[3], 'b'), string.sub(h[2], 29))
           if body then
-            out[#out + 1] = 'm'; out[#out + 1] = text; out[#out + 1] = parts[3]
-            out[#out + 1] = parts[2]; out[#out + 1] = body
+            out[#out + 1] = 'm'; out[#out + 1] = text; out[#out + 1] = h[3]
+            out[#out + 1] = h[2]; out[#out + 1] = body
             hits = hits + 1
           end
         end
@@ -678,10 +692,11 @@ local user = ARGV[2]
 local u = ukey(user)
 local s = 0
 for _, sid in ipairs(redis.call('HKEYS', u .. 's')) do s = s + drop_session(user, sid) end
-for _, doc in ipairs(redis.call('HKEYS', u .. 'dt')) do unindex_doc(u, doc) end
-redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cnew', u .. 'cexp',
-           u .. 'ix', u .. 'doc', u .. 'dt', u .. 'roles', u .. 's', u .. 'sl', u .. 'e',
-           u .. 'er', u .. 'eexp')
+for _, doc in ipairs(redis.call('HKEYS', u .. 'doc')) do
+  unindex_doc(u, doc, string.byte(doc, 1) == 101 and 1 or 3)
+end
+redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
+           u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp')
 redis.call('SREM', P .. ':users', user)
 return s
 """

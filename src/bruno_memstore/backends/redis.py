@@ -12,6 +12,7 @@ See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -51,8 +52,9 @@ except ImportError:  # pragma: no cover - exercised only without the [redis] ext
 
 __all__ = ["RedisMemory"]
 
-_F = 1 << 26  # posting value = document length * _F + term frequency (see _redis_lua)
-_MAX_CONTENT = 1 << 27  # keeps every posting value below 2**53, exact in Lua's doubles
+# Posting value = document length * _F + term frequency (see _redis_lua); both stay below
+# _F, so every value is below 2**52, exact in Lua's doubles.
+_F = 1 << 26
 _BM25 = BM25Index()
 _EXPORT_BATCH = 500
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -165,6 +167,7 @@ class RedisMemory(MemoryBackend):
         self._client: Any = None
         self._pool: Any = None
         self._scripts: dict[str, Any] = {}
+        self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
@@ -182,10 +185,11 @@ class RedisMemory(MemoryBackend):
 
     async def _connect(self) -> None:
         s = self._settings
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
+        # tens of microseconds per command, a third of a local round trip.
+        pool = aioredis.ConnectionPool.from_url(
             self._driver_url,
             max_connections=s["max_connections"],
-            timeout=s["pool_timeout"],
             socket_timeout=s["socket_timeout"],
             socket_connect_timeout=s["connect_timeout"],
             decode_responses=True,
@@ -224,6 +228,7 @@ class RedisMemory(MemoryBackend):
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
+        self._slots = asyncio.Semaphore(s["max_connections"])
 
     async def _close(self) -> None:
         client, pool = self._client, self._pool
@@ -235,7 +240,20 @@ class RedisMemory(MemoryBackend):
             await pool.aclose()
 
     async def _eval(self, name: str, args: Sequence[Any]) -> Any:
-        return await self._scripts[name](args=[self.prefix, *args])
+        """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
+        return await self._command(self._scripts[name], args=[self.prefix, *args])
+
+    async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        slots = self._slots
+        if slots.locked():
+            async with asyncio.timeout(self._settings["pool_timeout"]):
+                await slots.acquire()
+        else:
+            await slots.acquire()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            slots.release()
 
     # ================================================================ error handling
 
@@ -274,10 +292,6 @@ class RedisMemory(MemoryBackend):
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:
-            if len(rec.content) >= _MAX_CONTENT:
-                raise InvalidArgumentError(
-                    "message.content", f"longer than {_MAX_CONTENT - 1} characters"
-                )
             _check_text(rec.content, "message.content")
             _check_text(rec.metadata, "message.metadata")
             _check_text(rec.conversation_id, "conversation_id")
@@ -300,6 +314,7 @@ class RedisMemory(MemoryBackend):
             "1" if enforce_owner else "0",
             conversation_id,
             self._ttl_ms,
+            max(rec.ts_us for rec in records),
             len(records),
         ]
         for rec in records:
@@ -343,8 +358,6 @@ class RedisMemory(MemoryBackend):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         _check_text(record.payload, "memory_entry")
-        toks = terms(record.content)
-        counts = Counter(toks)
         expires = record.expires_us
         meta = _dumps(
             {
@@ -382,10 +395,8 @@ class RedisMemory(MemoryBackend):
             rank_member(record.importance, record.created_us, record.id),
             ts_hex(expires) if expires is not None else "",
             expires if expires is not None else 0,
-            len(toks),
-            len(counts),
         ]
-        _posting_args(counts, len(toks), args)
+        _index_args(record.content, args)
         await self._eval("put_memory", args)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
@@ -497,9 +508,10 @@ class RedisMemory(MemoryBackend):
         # One script per conversation, then the memory entries, then the rest: each step is
         # atomic and idempotent, and none blocks the server for the whole user at once.
         stats = await self._statistics(user_id)
-        for conv in await self._client.smembers(self.keys.user(user_id, "convs")):
+        convs = await self._command(self._client.smembers, self.keys.user(user_id, "convs"))
+        for conv in convs:
             await self._eval("drop_conversation", [user_id, conv])
-        memory_ids = list(await self._client.hkeys(self.keys.user(user_id, "e")))
+        memory_ids = list(await self._command(self._client.hkeys, self.keys.user(user_id, "e")))
         for start in range(0, len(memory_ids), 256):
             await self._eval("delete_memory", memory_ids[start : start + 256])
         await self._eval("forget_rest", [user_id])
@@ -527,13 +539,18 @@ class RedisMemory(MemoryBackend):
             yield user_id
             return
         seen: set[str] = set()  # SSCAN may repeat an element
-        async for user in self._client.sscan_iter(self.keys.glob("users"), count=500):
-            if user not in seen:
-                seen.add(user)
-                yield user
+        cursor = None
+        while cursor != 0:
+            cursor, users = await self._command(
+                self._client.sscan, self.keys.glob("users"), cursor or 0, count=500
+            )
+            for user in users:
+                if user not in seen:
+                    seen.add(user)
+                    yield user
 
     async def _export_user(self, kind: ExportKind, user: str) -> AsyncIterator[object]:
-        convs = sorted(await self._client.smembers(self.keys.user(user, "convs")))
+        convs = sorted(await self._command(self._client.smembers, self.keys.user(user, "convs")))
         if kind == "conversations":
             for conv in convs:
                 yield (conv, user)
@@ -551,12 +568,16 @@ class RedisMemory(MemoryBackend):
                     start += _EXPORT_BATCH
         else:
             part = "e" if kind == "memories" else "s"
-            seen: set[str] = set()
-            async for rid, text in self._client.hscan_iter(self.keys.user(user, part), count=500):
-                if rid in seen:
-                    continue
-                seen.add(rid)
-                yield _memory(text) if kind == "memories" else _session(rid, user, text)
+            seen: set[str] = set()  # HSCAN may repeat a field
+            cursor = None
+            while cursor != 0:
+                cursor, items = await self._command(
+                    self._client.hscan, self.keys.user(user, part), cursor or 0, count=500
+                )
+                for rid, text in items.items():
+                    if rid not in seen:
+                        seen.add(rid)
+                        yield _memory(text) if kind == "memories" else _session(rid, user, text)
 
 
 # ==================================================================== helpers
@@ -610,16 +631,19 @@ def _check_text(text: str, argument: str) -> None:
             raise InvalidArgumentError(argument, "contains unpaired surrogate characters") from None
 
 
-def _posting_args(counts: Counter[str], length: int, out: list[Any]) -> None:
-    base = length * _F
-    for term, tf in counts.items():
-        out.append(term)
-        out.append(base + tf)
+def _index_args(text: str, out: list[Any]) -> None:
+    """Append: document length, its distinct terms and their posting values (NUL-joined)."""
+    toks = terms(text)
+    if len(toks) >= _F:
+        raise InvalidArgumentError("content", f"has more than {_F - 1} words to index")
+    counts = Counter(toks)
+    base = len(toks) * _F
+    out.append(len(toks))
+    out.append("\x00".join(counts))
+    out.append("\x00".join([str(base + tf) for tf in counts.values()]))
 
 
 def _message_args(rec: MessageRecord, out: list[Any]) -> None:
-    toks = terms(rec.content)
-    counts = Counter(toks)
     body = _dumps(
         [
             rec.role,
@@ -631,8 +655,8 @@ def _message_args(rec: MessageRecord, out: list[Any]) -> None:
             rec.parent_id,
         ]
     )
-    out += (rec.id, rec.role, ts_hex(rec.ts_us), body, len(toks), len(counts))
-    _posting_args(counts, len(toks), out)
+    out += (rec.id, rec.role, ts_hex(rec.ts_us), body)
+    _index_args(rec.content, out)
 
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
