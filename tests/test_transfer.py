@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from uuid import uuid4
@@ -261,38 +262,81 @@ def canonical(text: str) -> tuple[list[str], dict[str, list[str]]]:
     return sorted(records), per_conversation
 
 
-async def test_copy_through_postgresql() -> None:
-    import asyncpg
+@asynccontextmanager
+async def _server_urls(engine: str) -> AsyncIterator[tuple[str, str]]:
+    """Two URLs naming fresh, empty stores on a running server; removed afterwards."""
+    tag = f"transfer_{uuid4().hex[:12]}"
+    if engine == "postgresql":
+        import asyncpg
 
+        base = "postgresql://postgres@127.0.0.1:5432/test"
+        try:
+            yield f"{base}?schema={tag}_a", f"{base}?schema={tag}_b"
+        finally:
+            conn = await asyncpg.connect(base)
+            try:
+                for name in (f"{tag}_a", f"{tag}_b"):
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            finally:
+                await conn.close()
+    elif engine == "mysql":
+        import asyncmy
+
+        conn = await asyncmy.connect(host="127.0.0.1", port=3306, user="root", password="")
+        try:
+            async with conn.cursor() as cur:
+                for name in (f"{tag}_a", f"{tag}_b"):
+                    await cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+            yield (
+                f"mysql://root@127.0.0.1:3306/{tag}_a",
+                f"mysql://root@127.0.0.1:3306/{tag}_b",
+            )
+        finally:
+            async with conn.cursor() as cur:
+                for name in (f"{tag}_a", f"{tag}_b"):
+                    await cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            conn.close()
+    else:
+        import redis.asyncio as aioredis
+
+        try:
+            yield (
+                f"redis://127.0.0.1:6379/0?prefix={tag}_a",
+                f"redis://127.0.0.1:6379/0?prefix={tag}_b",
+            )
+        finally:
+            client = aioredis.Redis(host="127.0.0.1", port=6379, db=0)
+            try:
+                keys = [k async for k in client.scan_iter(match=f"*{tag}*", count=1000)]
+                if keys:
+                    await client.delete(*keys)
+            finally:
+                await client.aclose()
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+async def test_copy_through_server_backends(engine: str) -> None:
     from bruno_memstore import open_memory
 
-    schema = f"transfer_{uuid4().hex[:12]}"
     src, back = InMemoryStorage(), InMemoryStorage()
     await populate(src)
-    pg = open_memory(f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}")
-    try:
-        counts = await copy(src, pg)
-        assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
-        assert (await copy(src, pg)).existing_messages == 8
-        await copy(pg, back)
-        original = canonical(await export_text(src))
-        assert canonical(await export_text(pg)) == original
-        assert canonical(await export_text(back)) == original
-        # Within one backend kind the file is byte-identical after a round trip.
-        again = open_memory(f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}_2")
+    async with _server_urls(engine) as (url_a, url_b):
+        server, again = open_memory(url_a), open_memory(url_b)
         try:
-            await import_text(again, await export_text(pg))
-            assert await export_text(again) == await export_text(pg)
+            counts = await copy(src, server)
+            assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
+            assert (await copy(src, server)).existing_messages == 8
+            await copy(server, back)
+            original = canonical(await export_text(src))
+            assert canonical(await export_text(server)) == original
+            assert canonical(await export_text(back)) == original
+            # Within one backend kind the file is byte-identical after a round trip.
+            exported = await export_text(server)
+            await import_text(again, exported)
+            assert await export_text(again) == exported
         finally:
+            await server.shutdown()
             await again.shutdown()
-    finally:
-        await pg.shutdown()
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        try:
-            for name in (schema, f"{schema}_2"):
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
 
 
 async def test_copy_one_user(make_memory: Factory) -> None:
