@@ -15,7 +15,7 @@ from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryQuery, MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
 
-from bruno_memstore import InMemoryStorage, OwnershipError
+from bruno_memstore import Capability, InMemoryStorage, OwnershipError
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.transfer import (
     FORMAT_VERSION,
@@ -517,3 +517,16 @@ def _record(session: SessionContext):
     from bruno_memstore.models import session_to_record
 
     return session_to_record(session)
+
+
+async def test_export_from_a_store_that_cannot_list_writes_nothing() -> None:
+    from bruno_memstore import CapabilityError, open_memory
+
+    memcached = open_memory("memcached://127.0.0.1:11211")
+    assert not memcached.supports(Capability.LISTING)
+    buf = io.StringIO()
+    with pytest.raises(CapabilityError, match="listing"):
+        await export_jsonl(memcached, buf)
+    assert buf.getvalue() == ""
+    with pytest.raises(CapabilityError):
+        await copy(memcached, InMemoryStorage())

@@ -30,6 +30,7 @@ from bruno_core.models.message import Message
 from pydantic import BaseModel, ValidationError
 
 from .base import MemoryBackend
+from .capabilities import Capability
 from .errors import InvalidArgumentError
 from .models import MemoryRecord, MessageRecord, SessionRecord, check_id, session_to_record
 
@@ -121,6 +122,7 @@ async def iter_export(
         user_id: only this user's records (default: every user's).
         progress: called after each batch read from the store.
     """
+    memory.require(Capability.LISTING, "export")  # before the header is written
     if user_id is not None:
         user_id = check_id(user_id, "user_id")
     header: dict[str, Any] = {"type": "header", "format": FORMAT, "version": FORMAT_VERSION}
