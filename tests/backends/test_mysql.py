@@ -1,0 +1,559 @@
+"""MySQLMemory against the real MariaDB: schema, collations, text fidelity, full-text
+rewriting, query plans, group commit, migrations across processes, URL handling.
+
+The server is ``BRUNO_TEST_MYSQL_URL`` (default: the machine's MariaDB); an unreachable
+server fails these tests. Each module run uses tables of its own (a fresh prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncmy
+import pytest
+import pytest_asyncio
+from bruno_core.models.memory import MemoryQuery
+from bruno_core.models.message import MessageRole
+
+from bruno_memstore import open_memory
+from bruno_memstore.backends import mysql as mysql_module
+from bruno_memstore.backends._mysql_schema import MIGRATIONS
+from bruno_memstore.backends.mysql import MySQLMemory, query_terms, search_terms
+from bruno_memstore.errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    OwnershipError,
+    SchemaError,
+)
+from bruno_memstore.testing.builders import (
+    at,
+    make_memory_entry,
+    make_message,
+    new_conversation_id,
+    new_user_id,
+)
+from bruno_memstore.url import MemoryURL
+
+MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+TABLES = (
+    "schema_version",
+    "settings",
+    "conversations",
+    "messages",
+    "memories",
+    "memory_tags",
+    "sessions",
+    "ft_stopwords",
+)
+
+
+async def _raw(url: str = MYSQL_URL) -> Any:
+    u = MemoryURL.parse(url)
+    try:
+        return await asyncmy.connect(
+            host=u.host,
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password or "",
+            database=u.path.lstrip("/"),
+            charset="utf8mb4",
+            autocommit=True,
+        )
+    except Exception as exc:  # the engine is required: fail, never skip
+        pytest.fail(f"MariaDB/MySQL is required and unreachable at {url}: {exc}", pytrace=False)
+
+
+async def _query(sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+    conn = await _raw()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
+
+
+async def _drop(prefix: str) -> None:
+    await _query("DROP TABLE IF EXISTS " + ", ".join(f"`{prefix}{t}`" for t in TABLES))
+
+
+@pytest_asyncio.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A table prefix of its own, dropped afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}_"
+    yield name
+    await _drop(name)
+
+
+@pytest_asyncio.fixture
+async def memory(prefix: str) -> AsyncIterator[MySQLMemory]:
+    mem = MySQLMemory(MYSQL_URL, table_prefix=prefix, connect_timeout=5)
+    try:
+        await mem.initialize()
+    except BackendUnavailableError as exc:
+        pytest.fail(f"MariaDB/MySQL is required and unreachable: {exc}", pytrace=False)
+    yield mem
+    await mem.shutdown()
+
+
+# ==================================================================== URL and options
+
+
+async def test_url_options_are_typed_and_checked(prefix: str) -> None:
+    mem = open_memory(
+        f"mariadb://root@127.0.0.1:3306/test?pool_size=3&table_prefix={prefix}"
+        "&write_batching=false&connect_timeout=2.5"
+    )
+    assert isinstance(mem, MySQLMemory)
+    assert mem.table_prefix == prefix
+    assert mem._pool_size == 3 and mem._connect_timeout == 2.5 and not mem._batching
+    # Keyword arguments win over URL options.
+    assert MySQLMemory(f"{MYSQL_URL}?pool_size=3", pool_size=7)._pool_size == 7
+    with pytest.raises(InvalidArgumentError, match="pool_sise"):
+        MySQLMemory(f"{MYSQL_URL}?pool_sise=3")
+    with pytest.raises(InvalidArgumentError) as info:
+        MySQLMemory(f"{MYSQL_URL}?pool_size=many")
+    assert "pool_size" in info.value.argument
+    with pytest.raises(InvalidArgumentError, match="database"):
+        MySQLMemory("mysql://root@127.0.0.1:3306/")
+    with pytest.raises(InvalidArgumentError):
+        MySQLMemory(MYSQL_URL, table_prefix="bad-prefix; DROP")
+    with pytest.raises(InvalidArgumentError):
+        MySQLMemory(MYSQL_URL, pool_size=4, pool_min_size=5)
+
+
+async def test_password_is_redacted_everywhere() -> None:
+    mem = MySQLMemory("mysql://root:hunter2@127.0.0.1:1/test", connect_timeout=1)
+    assert "hunter2" not in repr(mem)
+    assert "***" in repr(mem)
+    with pytest.raises(BackendUnavailableError) as info:
+        await mem.initialize()
+    assert "hunter2" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
+
+
+# ==================================================================== schema
+
+
+async def test_schema_is_innodb_utf8mb4_with_exact_ids(memory: MySQLMemory, prefix: str) -> None:
+    engines = await _query(
+        "SELECT table_name, engine FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name LIKE %s",
+        (prefix.replace("_", "\\_") + "%",),
+    )
+    assert {e for _, e in engines} == {"InnoDB"}
+    assert len(engines) == len(TABLES)
+    columns = await _query(
+        "SELECT column_name, character_set_name, collation_name "
+        "FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = %s",
+        (f"{prefix}messages",),
+    )
+    info = {c[0]: (c[1], c[2]) for c in columns}
+    for name in ("id", "conversation_id", "user_id", "content", "metadata"):
+        assert info[name] == ("utf8mb4", "utf8mb4_nopad_bin"), name
+    versions = await _query(f"SELECT version FROM `{prefix}schema_version`")
+    assert [v[0] for v in versions] == [m.version for m in MIGRATIONS]
+    assert await memory.schema_version() == MIGRATIONS[-1].version
+    assert memory.dialect == "mariadb"
+
+
+async def test_ids_compare_exactly(memory: MySQLMemory) -> None:
+    uid, other = new_user_id(), new_user_id()
+    base = new_conversation_id()
+    variants = [base, base + " ", base.upper(), base + "\u00a0"]
+    for i, conv in enumerate(variants):
+        owner = uid if i % 2 == 0 else other
+        await memory.store_message(make_message(f"in variant {i}"), owner, conv)
+    for i, conv in enumerate(variants):
+        got = await memory.retrieve_messages(conv)
+        assert [m.content for m in got] == [f"in variant {i}"]
+    # "a" and "a " are different users, too.
+    await memory.create_session("ada")
+    assert (await memory.get_statistics("ada "))["sessions"] == 0
+
+
+async def test_four_byte_text_and_metadata_are_stored_exactly(
+    memory: MySQLMemory, prefix: str
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    content = (
+        "emoji 😀👩‍👩‍👧 astral \U0001d518\U0001d52b\U0001d526 𠜎 nul\x00 quote ' \" \\ %s %% ;--"
+    )
+    metadata = {"z": 1, "a": {"y": [3, 2, 1], "b": "🎉"}, "m": None}
+    msg = make_message(content, metadata=metadata)
+    await memory.store_message(msg, uid, conv)
+    rows = await _query(
+        f"SELECT HEX(content), metadata FROM `{prefix}messages` WHERE id = %s", (str(msg.id),)
+    )
+    assert bytes.fromhex(rows[0][0]).decode("utf-8") == content
+    # The text as given: key order and separators survive (no JSON normalisation).
+    assert rows[0][1] == '{"z":1,"a":{"y":[3,2,1],"b":"🎉"},"m":null}'
+    (got,) = await memory.retrieve_messages(conv)
+    assert got.content == content
+    assert list(got.metadata) == ["z", "a", "m"]
+
+
+async def test_lone_surrogates_are_refused_before_writing(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    bad = make_message("fine text", metadata={"k": "half \udc80 a pair"})
+    with pytest.raises(InvalidArgumentError) as info:
+        await memory.store_message(bad, uid, conv)
+    assert info.value.argument == "message.metadata"
+    assert await memory.retrieve_messages(conv) == []
+    assert await memory.get_session(conv) is None
+
+
+async def test_newer_schema_is_refused(memory: MySQLMemory, prefix: str) -> None:
+    await _query(
+        f"INSERT INTO `{prefix}schema_version` (version, name) VALUES (%s, 'from the future')",
+        (MIGRATIONS[-1].version + 1,),
+    )
+    fresh = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    with pytest.raises(SchemaError, match="newer"):
+        await fresh.initialize()
+
+
+async def test_changed_text_analysis_reindexes(memory: MySQLMemory, prefix: str) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    await memory.store_message(make_message("the pangolin sleeps"), uid, conv)
+    entry = make_memory_entry(uid, "pangolins eat ants")
+    await memory.store_memory(entry)
+    # Simulate terms built by an older analysis: wrong terms, older version number.
+    await _query(f"UPDATE `{prefix}messages` SET search_terms = 'stale'")
+    await _query(f"UPDATE `{prefix}memories` SET search_terms = 'stale'")
+    await _query(f"UPDATE `{prefix}settings` SET value = '0' WHERE name = 'analysis_version'")
+    assert await memory.search_messages("pangolin", user_id=uid) == []
+    await memory.shutdown()
+    reopened = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    try:
+        assert len(await reopened.search_messages("pangolin", user_id=uid)) == 1
+        assert [e.id for e in await reopened.search_memories(uid, "pangolin")] != []
+        rows = await _query(f"SELECT value FROM `{prefix}settings` WHERE name = 'analysis_version'")
+        assert int(rows[0][0]) == mysql_module.ANALYSIS_VERSION
+    finally:
+        await reopened.shutdown()
+
+
+async def test_migrations_apply_once_across_processes(prefix: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time
+        from bruno_memstore.backends.mysql import MySQLMemory
+        start = float(sys.argv[1])
+        async def main():
+            await asyncio.sleep(max(0.0, start - time.time()))
+            mem = MySQLMemory({MYSQL_URL!r}, table_prefix={prefix!r})
+            await mem.initialize()
+            await mem.shutdown()
+        asyncio.run(main())
+        """
+    )
+    start = str(time.time() + 2.0)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            start,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [await asyncio.wait_for(p.communicate(), 120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-800:] for o in outputs]
+    rows = await _query(f"SELECT version, COUNT(*) FROM `{prefix}schema_version` GROUP BY 1")
+    assert rows == [(m.version, 1) for m in MIGRATIONS]
+
+
+# ==================================================================== full-text search
+
+
+async def test_search_terms_dodge_innodb_limits() -> None:
+    # Short words are padded past innodb_ft_min_token_size, non-ASCII and long ones hashed.
+    assert search_terms("AI") == "ai_"
+    assert search_terms("running dogs") == "run dog"
+    hashed = search_terms("Zürich")  # diacritics are folded by the shared analysis
+    assert hashed == "zurich"
+    russian = search_terms("привет")
+    assert russian.startswith("u") and len(russian) == 21 and russian.isascii()
+    assert len(search_terms("x" * 200)) == 21
+    # Operators in a query cannot survive analysis: only word characters remain.
+    assert query_terms('+cats -dogs "exact" (group) ~near* @3') == "cat dog exact group near 3__"
+
+
+async def test_search_finds_what_innodb_alone_would_miss(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    texts = [
+        "we talked about AI and ML today",  # 2-letter words: below the min token size
+        "visit www example com later",  # words on InnoDB's own stop list
+        "Привет, как дела?",  # Cyrillic
+        "東京で寿司を食べた",  # Japanese, no spaces
+        "she was running every morning",  # stemming
+        "a" * 120 + " marker",  # a word longer than innodb_ft_max_token_size
+    ]
+    msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
+    await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
+    cases = {
+        "AI": 0,
+        "www": 1,
+        "com": 1,
+        "привет": 2,
+        "寿司": 3,
+        "runs": 4,
+        "a" * 120: 5,
+    }
+    for query, index in cases.items():
+        found = await memory.search_messages(query, user_id=uid)
+        assert [m.id for m in found][:1] == [msgs[index].id], query
+
+
+async def test_hostile_queries_never_break_the_statement(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    await memory.store_message(make_message("plain words about gardens"), uid, conv)
+    for query in [
+        "')) OR 1=1 --",
+        '+garden* -"x" >< ~ @8 (',
+        "%s %% \\",
+        "MATCH AGAINST IN BOOLEAN MODE",
+        "\x00",
+        "😀",
+    ]:
+        results = await memory.search(uid, query)
+        assert all(r.score <= 1.0 for r in results)
+    assert len(await memory.search(uid, "garden') OR ('1")) == 1
+
+
+# ==================================================================== query plans
+
+
+class _Recorder(MySQLMemory):
+    """Records every statement sent (with its arguments filled in)."""
+
+    statements: list[str]
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        self.statements = []
+        return {
+            **super()._connect_kwargs(),
+            "query_callback": lambda _cur, sql, _ms: self.statements.append(sql),
+        }
+
+
+_NOT_PLANNED = (
+    "SELECT GET_LOCK",
+    "SELECT RELEASE_LOCK",
+    "SELECT @@",
+    "SELECT version FROM",
+    "SELECT value FROM",
+    "SELECT MAX(version)",
+)
+_FINE_EXTRAS = ("Impossible WHERE", "no matching row", "optimized away", "No tables used")
+
+
+async def test_every_query_uses_an_index(prefix: str) -> None:
+    mem = _Recorder(MYSQL_URL, table_prefix=prefix)
+    await mem.initialize()
+    try:
+        # Enough rows over enough users that a full scan is never the cheap plan.
+        users = [new_user_id() for _ in range(40)]
+        for n, user in enumerate(users):
+            conv = new_conversation_id()
+            batch = [
+                make_message(f"note {i} about topic{n % 7} and gardens", timestamp=at(i))
+                for i in range(40)
+            ]
+            await mem.store_messages(batch, conversation_id=conv, user_id=user)
+            await mem.store_memory(
+                make_memory_entry(user, f"fact {n} about gardens", tags=["t1", f"t{n}"])
+            )
+            await mem.create_session(user)
+        await _query(f"ANALYZE TABLE `{prefix}messages`, `{prefix}memories`, `{prefix}sessions`")
+        uid, conv = users[3], new_conversation_id()
+        msg = make_message("the workload message about gardens", role=MessageRole.SYSTEM)
+        mem.statements.clear()
+        await mem.store_message(msg, uid, conv)
+        await mem.store_message(msg, uid, conv)  # the retry path looks the id up
+        await mem.retrieve_context(uid, conversation_id=conv, limit=5)
+        await mem.retrieve_context(uid, limit=5)
+        await mem.retrieve_messages(conv)
+        await mem.search(uid, "gardens topic3")
+        await mem.retrieve_memories(
+            MemoryQuery(user_id=uid, tags=["t1"], categories=["x"], min_importance=0.1)
+        )
+        await mem.retrieve_memories(MemoryQuery(user_id=uid, query_text="gardens"))
+        await mem.get_statistics(uid)
+        await mem.get_context(uid)
+        await mem.get_context(uid, conv)
+        for kind in ("conversations", "messages", "memories", "sessions"):
+            async for _ in mem.export_batches(kind, uid):
+                pass
+        await mem.purge_expired()
+        await mem.clear_history(conv, keep_system_messages=True)
+        entry = make_memory_entry(uid, "to delete")
+        await mem.store_memory(entry)
+        await mem.delete_memory(str(entry.id), user_id=uid)
+        await mem.clear_conversation(uid, conv)
+        await mem.forget_user(users[5])
+        planned = [
+            s
+            for s in dict.fromkeys(mem.statements)
+            if s.split()[0].upper() in ("SELECT", "DELETE", "UPDATE")
+            and not s.startswith(_NOT_PLANNED)
+        ]
+        assert len(planned) >= 20
+        conn = await _raw()
+        try:
+            async with conn.cursor() as cur:
+                for sql in planned:
+                    await cur.execute("EXPLAIN " + sql)
+                    names = [d[0] for d in cur.description]
+                    for row in await cur.fetchall():
+                        plan = dict(zip(names, row, strict=True))
+                        if plan["table"] is None or any(
+                            e in (plan["Extra"] or "") for e in _FINE_EXTRAS
+                        ):
+                            continue
+                        assert plan["type"] != "ALL" and plan["key"], (sql[:300], plan)
+        finally:
+            conn.close()
+    finally:
+        await mem.shutdown()
+
+
+# ==================================================================== writes
+
+
+async def test_concurrent_writers_are_group_committed(memory: MySQLMemory) -> None:
+    uid = new_user_id()
+    convs = [new_conversation_id() for _ in range(8)]
+    msgs = [make_message(f"grouped {i}", timestamp=at(i % 5)) for i in range(256)]
+    assert memory._committer is not None
+    before = memory._committer.batches
+    await asyncio.gather(*(memory.store_message(m, uid, convs[i % 8]) for i, m in enumerate(msgs)))
+    batches = memory._committer.batches - before
+    assert batches < len(msgs) / 4  # many writers per transaction
+    stats = await memory.get_statistics(uid)
+    assert stats["total_messages"] == 256 and stats["conversations"] == 8
+
+
+async def test_a_bad_row_fails_only_its_own_writer(prefix: str) -> None:
+    doomed = make_message("this row is refused by the server")
+
+    class Picky(MySQLMemory):
+        async def _insert_rows(self, cur: Any, rows: list[Any]) -> None:
+            if any(rec.id == str(doomed.id) for _, rec, _ in rows):
+                await cur.execute("SELECT * FROM `no_such_table_for_this_test`")
+            await super()._insert_rows(cur, rows)
+
+    mem = Picky(MYSQL_URL, table_prefix=prefix)
+    try:
+        uid, conv = new_user_id(), new_conversation_id()
+        good = [make_message(f"good {i}", timestamp=at(i)) for i in range(20)]
+        results = await asyncio.gather(
+            *(mem.store_message(m, uid, conv) for m in [*good[:10], doomed, *good[10:]]),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert len(failed) == 1 and "no_such_table" in str(failed[0])
+        got = await mem.retrieve_context(uid, conversation_id=conv, limit=50)
+        assert {m.id for m in got} == {m.id for m in good}
+    finally:
+        await mem.shutdown()
+
+
+async def test_racing_claims_have_one_winner(memory: MySQLMemory) -> None:
+    conv = new_conversation_id()
+    users = [new_user_id() for _ in range(12)]
+    results = await asyncio.gather(
+        *(memory.store_message(make_message(f"from {u}"), u, conv) for u in users),
+        return_exceptions=True,
+    )
+    winners = [u for u, r in zip(users, results, strict=True) if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, OwnershipError) for r in results if r is not None)
+    assert [m.content for m in await memory.retrieve_messages(conv)] == [f"from {winners[0]}"]
+
+
+async def test_batches_larger_than_a_packet_are_split(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    big = "x" * 600_000 + " tail"
+    msgs = [make_message(f"{i} {big}", timestamp=at(i)) for i in range(30)]  # ~18 MB of text
+    assert await memory.store_messages(msgs, conversation_id=conv, user_id=uid) == 30
+    got = await memory.retrieve_context(uid, conversation_id=conv, limit=50)
+    assert [m.id for m in got] == [m.id for m in msgs]
+    assert got[-1].content == msgs[-1].content
+
+
+async def test_oversized_message_is_refused_before_writing(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    huge = make_message("y" * (memory._max_packet // 2))
+    with pytest.raises(InvalidArgumentError, match="max_allowed_packet"):
+        await memory.store_message(huge, uid, conv)
+    assert await memory.retrieve_messages(conv) == []
+
+
+async def test_memory_tags_match_exactly_at_any_length(memory: MySQLMemory) -> None:
+    uid = new_user_id()
+    long_tag = "τ" * 400
+    a = make_memory_entry(uid, "tagged long", tags=[long_tag])
+    b = make_memory_entry(uid, "tagged short", tags=["tag", "Tag "])
+    await memory.store_memory(a)
+    await memory.store_memory(b)
+    by_long = await memory.retrieve_memories(MemoryQuery(user_id=uid, tags=[long_tag]))
+    assert [e.id for e in by_long] == [a.id]
+    assert [
+        e.id for e in await memory.retrieve_memories(MemoryQuery(user_id=uid, tags=["Tag "]))
+    ] == [b.id]
+    assert await memory.retrieve_memories(MemoryQuery(user_id=uid, tags=["TAG"])) == []
+    rows = await _query(
+        f"SELECT COUNT(*) FROM `{memory.table_prefix}memory_tags` WHERE memory_id = %s",
+        (str(b.id),),
+    )
+    assert rows[0][0] == 2
+    await memory.delete_memory(str(b.id))
+    rows = await _query(
+        f"SELECT COUNT(*) FROM `{memory.table_prefix}memory_tags` WHERE memory_id = %s",
+        (str(b.id),),
+    )
+    assert rows[0][0] == 0
+
+
+async def test_is_transient_classifies_real_server_errors(memory: MySQLMemory) -> None:
+    conn = await _raw()
+    try:
+        async with conn.cursor() as cur:
+            with pytest.raises(asyncmy.errors.ProgrammingError) as syntax:
+                await cur.execute("SELEC 1")
+            await cur.execute(
+                f"INSERT INTO `{memory.table_prefix}settings` (name, value) VALUES ('dup', 'x')"
+            )
+            with pytest.raises(asyncmy.errors.IntegrityError) as dup:
+                await cur.execute(
+                    f"INSERT INTO `{memory.table_prefix}settings` (name, value) VALUES ('dup', 'y')"
+                )
+    finally:
+        conn.close()
+    assert not memory._is_transient(syntax.value)
+    assert not memory._is_transient(dup.value)
+    for code in (1205, 1213, 1040, 2006, 2013):
+        assert memory._is_transient(asyncmy.errors.OperationalError(code, "x"))
+    assert memory._is_unavailable(asyncmy.errors.OperationalError(2003, "x"))
+    assert not memory._is_unavailable(asyncmy.errors.OperationalError(1213, "x"))
+
+
+async def test_json_metadata_round_trips_like_the_text(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    metadata = {"unicode": "ünï 😀", "float": 0.1, "big": 2**53, "nested": [[{"k": []}]]}
+    msg = make_message("meta", metadata=metadata)
+    await memory.store_message(msg, uid, conv)
+    (got,) = await memory.retrieve_messages(conv)
+    assert json.dumps(got.metadata) == json.dumps(metadata)
