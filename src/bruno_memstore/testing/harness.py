@@ -73,6 +73,8 @@ class ConformanceBase(ABC):
             Generated text avoids them, and the suite checks that storing them raises
             ``InvalidArgumentError`` and writes nothing.
         forbidden_metadata_text: the same for string keys and values inside metadata.
+        forbidden_memory_text: the same for the text fields of memory entries (content,
+            category, tags, source, custom fields); ``None`` means both lists above.
         concurrent_writers: tasks writing into one conversation at once.
         roundtrip_examples: Hypothesis examples per property test.
     """
@@ -81,6 +83,7 @@ class ConformanceBase(ABC):
 
     forbidden_text: ClassVar[Sequence[str]] = ()
     forbidden_metadata_text: ClassVar[Sequence[str]] = ()
+    forbidden_memory_text: ClassVar[Sequence[str] | None] = None
     concurrent_writers: ClassVar[int] = 200
 
     _request: pytest.FixtureRequest
@@ -139,6 +142,12 @@ class ConformanceBase(ABC):
             pytest.skip(f"backend declares {', '.join(present)} (this test checks its absence)")
 
     # ---------------------------------------------------------------- helpers for tests
+
+    def memory_forbidden_text(self) -> list[str]:
+        """What the engine refuses in memory entries (see ``forbidden_memory_text``)."""
+        if self.forbidden_memory_text is not None:
+            return list(self.forbidden_memory_text)
+        return list(dict.fromkeys([*self.forbidden_text, *self.forbidden_metadata_text]))
 
     async def open_memory(self) -> MemoryBackend:
         """``make_memory()``, checked, and torn down with the test."""

@@ -10,10 +10,34 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["NASTY_SNIPPETS", "json_values", "messages", "nasty_text", "timestamps"]
+__all__ = [
+    "NASTY_SNIPPETS",
+    "PROPERTY_SETTINGS",
+    "json_values",
+    "memory_entries",
+    "messages",
+    "nasty_text",
+    "timestamps",
+]
+
+# The memory fixture is shared by a test's examples, which is safe because each example uses
+# fresh ids. The same test method runs once per backend class (differing executors): examples
+# one backend saved in the Hypothesis database are merely replayed on the others.
+PROPERTY_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.differing_executors,
+    ],
+)
+"""Settings of the suite's property tests."""
 
 NASTY_SNIPPETS: tuple[str, ...] = (
     "'; DROP TABLE messages;--",
@@ -103,4 +127,32 @@ def messages(
         timestamp=draw(timestamps()),
         metadata=metadata,
         parent_id=draw(st.none() | st.uuids()),
+    )
+
+
+@st.composite
+def memory_entries(draw: st.DrawFn, user_id: str, forbidden: Sequence[str] = ()) -> MemoryEntry:
+    """A ``MemoryEntry`` of ``user_id`` with every field drawn (fresh id)."""
+    text = nasty_text(forbidden).filter(lambda s: bool(s.strip()))
+    scores = st.floats(min_value=0.0, max_value=1.0)
+    created = draw(timestamps())
+    return MemoryEntry(
+        content=draw(text),
+        memory_type=draw(st.sampled_from(list(MemoryType))),
+        user_id=user_id,
+        conversation_id=draw(st.none() | st.just("conv-" + "x" * 8)),
+        metadata=MemoryMetadata(
+            source=draw(nasty_text(forbidden)),
+            category=draw(st.none() | text),
+            tags=draw(st.lists(text, max_size=4, unique=True)),
+            confidence=draw(scores),
+            importance=draw(scores),
+            custom_fields=draw(
+                st.dictionaries(nasty_text(forbidden), json_values(forbidden), max_size=3)
+            ),
+        ),
+        created_at=created,
+        updated_at=created,
+        last_accessed=created,
+        expires_at=draw(st.none() | timestamps()),
     )

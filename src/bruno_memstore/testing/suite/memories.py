@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 from bruno_core.models.memory import MemoryEntry, MemoryQuery, MemoryType
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
-from ...errors import OwnershipError
+from ...errors import InvalidArgumentError, OwnershipError
 from ...models import utcnow
 from ..builders import at, make_memory_entry, new_conversation_id, new_user_id
 from ..harness import ConformanceBase, requires
+from ..strategies import PROPERTY_SETTINGS, memory_entries
 
 __all__ = ["MemoryEntrySuite", "MemoryTextQuerySuite"]
 
@@ -43,6 +47,58 @@ class MemoryEntrySuite(ConformanceBase):
         (got,) = await memory.retrieve_memories(MemoryQuery(user_id=uid))
         assert got == entry
         assert got.metadata.custom_fields == {"source_msg": 3, "nested": {"a": [1, None, "x"]}}
+
+    @PROPERTY_SETTINGS
+    @given(data=st.data())
+    async def test_entries_round_trip_and_filter_exactly(
+        self, memory: MemoryBackend, data: st.DataObject
+    ) -> None:
+        uid = new_user_id()
+        drawn = data.draw(memory_entries(uid, self.memory_forbidden_text()), label="entry")
+        entry = drawn.model_copy(update={"id": uuid4()})
+        await memory.store_memory(entry)
+        everything = MemoryQuery(user_id=uid, include_expired=True)
+        assert await memory.retrieve_memories(everything) == [entry]
+        meta = entry.metadata
+        if meta.category is not None:
+            q = everything.model_copy(update={"categories": [meta.category]})
+            assert await memory.retrieve_memories(q) == [entry]
+            other = meta.category.swapcase() if meta.category.swapcase() != meta.category else None
+            for near in (other, meta.category + " ", meta.category + "%", meta.category[:-1]):
+                if near and near != meta.category:
+                    q = everything.model_copy(update={"categories": [near]})
+                    assert await memory.retrieve_memories(q) == [], repr(near)
+        for tag in meta.tags:
+            q = everything.model_copy(update={"tags": [tag]})
+            assert await memory.retrieve_memories(q) == [entry], repr(tag)
+        for near in {t + " " for t in meta.tags} | {t + "%" for t in meta.tags}:
+            if near not in meta.tags:
+                q = everything.model_copy(update={"tags": [near]})
+                assert await memory.retrieve_memories(q) == [], repr(near)
+        q = everything.model_copy(
+            update={"min_confidence": meta.confidence, "min_importance": meta.importance}
+        )
+        assert await memory.retrieve_memories(q) == [entry]
+        q = everything.model_copy(update={"memory_types": [entry.memory_type]})
+        assert await memory.retrieve_memories(q) == [entry]
+
+    async def test_forbidden_text_in_entries_is_refused(self, memory: MemoryBackend) -> None:
+        forbidden = self.memory_forbidden_text()
+        if not forbidden:
+            pytest.skip("the backend declares no forbidden text (forbidden_memory_text is empty)")
+        uid = new_user_id()
+        for bad in forbidden:
+            for entry in (
+                make_memory_entry(uid, f"content{bad}here"),
+                make_memory_entry(uid, "fine", category=f"cat{bad}"),
+                make_memory_entry(uid, "fine", tags=["ok", f"tag{bad}"]),
+                make_memory_entry(uid, "fine", custom_fields={"k": f"v{bad}"}),
+            ):
+                with pytest.raises(InvalidArgumentError) as info:
+                    await memory.store_memory(entry)
+                assert info.value.argument.startswith("memory_entry"), info.value.argument
+        assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
+        assert (await memory.get_statistics(uid))["memories"] == 0
 
     async def test_reading_does_not_write(self, memory: MemoryBackend) -> None:
         uid = new_user_id()

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 from bruno_core.models.message import Message, MessageRole, MessageType
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ...base import MemoryBackend
@@ -16,22 +16,9 @@ from ...errors import InvalidArgumentError
 from ...models import to_us
 from ..builders import at, make_message, new_conversation_id, new_user_id
 from ..harness import ConformanceBase
-from ..strategies import NASTY_SNIPPETS, messages
+from ..strategies import NASTY_SNIPPETS, PROPERTY_SETTINGS, messages
 
 __all__ = ["RoundTripSuite"]
-
-# The memory fixture is shared by a test's examples, which is safe because each example uses
-# fresh ids. The same test method runs once per backend class (differing executors): examples
-# one backend saved in the Hypothesis database are merely replayed on the others.
-_PROPERTY = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.differing_executors,
-    ],
-)
 
 
 def assert_same_message(got: Message, want: Message, conversation_id: str) -> None:
@@ -48,7 +35,7 @@ def assert_same_message(got: Message, want: Message, conversation_id: str) -> No
 class RoundTripSuite(ConformanceBase):
     """Every field survives storage: Unicode, metacharacters, nested JSON, exact timestamps."""
 
-    @_PROPERTY
+    @PROPERTY_SETTINGS
     @given(data=st.data())
     async def test_messages_round_trip(self, memory: MemoryBackend, data: st.DataObject) -> None:
         drawn = data.draw(
