@@ -2,19 +2,26 @@
 
 An unreachable server fails every test: this engine is required, never skipped. All keys of a
 run carry one fresh prefix, so runs never see each other's data.
+
+The shared server runs without persistence, so ``RedisMemory`` does not declare ``DURABLE``
+there. :class:`TestRedisMemoryDurable` runs the durability tests against a private server
+with ``appendonly yes``, and "reopening" there means restarting that server.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.base import MemoryBackend
+from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import BackendUnavailableError
-from bruno_memstore.testing import MemoryConformance
+from bruno_memstore.testing import DurabilitySuite, MemoryConformance
+from faults._redis_server import RedisServer
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = f"bruno-test-{uuid.uuid4().hex[:12]}"
@@ -36,3 +43,24 @@ async def connect(memory: RedisMemory) -> RedisMemory:
 class TestRedisMemory(MemoryConformance):
     async def make_memory(self) -> MemoryBackend:
         return await connect(RedisMemory(REDIS_URL, prefix=PREFIX, connect_timeout=3))
+
+
+@pytest.fixture(scope="module")
+def aof_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-aof"), appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestRedisMemoryDurable(DurabilitySuite):
+    async def make_memory(self) -> MemoryBackend:
+        server: RedisServer = self._request.getfixturevalue("aof_server")
+        memory = await connect(RedisMemory(server.url, prefix=PREFIX, require_durable=True))
+        assert memory.supports(Capability.DURABLE)
+        return memory
+
+    async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
+        server: RedisServer = self._request.getfixturevalue("aof_server")
+        server.restart()  # SHUTDOWN, then the same port and append-only file
+        return await self.make_memory()

@@ -36,6 +36,7 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind
+from ..retry import RetryPolicy
 from ..search import BM25Index, terms
 from ..url import MemoryURL, redact_url
 from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
@@ -100,7 +101,7 @@ class RedisMemory(MemoryBackend):
         pool_timeout: seconds to wait for a free pooled connection.
         require_durable: refuse to connect unless the server persists writes (AOF on).
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
-            ``operation_timeout``, ``retry``).
+            ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
     ``DURABLE`` is declared once connected, and only if the server runs with
     ``appendonly yes``.
@@ -117,6 +118,11 @@ class RedisMemory(MemoryBackend):
             Capability.TTL,
         }
     )
+
+    DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
+        attempts=8, initial_backoff=0.05, max_backoff=1.0, deadline=15.0
+    )
+    """Bridges a server restart or a Sentinel failover (a few seconds) without failing calls."""
 
     def __init__(
         self,
@@ -148,6 +154,7 @@ class RedisMemory(MemoryBackend):
             "require_durable": require_durable,
         }
         settings, base_options, driver_query = _merge_options(url, given, options)
+        base_options.setdefault("retry", self.DEFAULT_RETRY)
         super().__init__(**base_options)
         self._url = url
         self._driver_url = _driver_url(url, driver_query)
