@@ -107,6 +107,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         self.retry_policy = retry or RetryPolicy()
         self._connected = False
         self._connect_lock: asyncio.Lock | None = None
+        self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
 
     # ================================================================ lifecycle
@@ -128,6 +129,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
+
+    @property
+    def schema_version(self) -> int | None:
+        """The version of the stored schema, for backends with migrations (after connecting)."""
+        return self._schema_version
 
     @property
     def connected(self) -> bool:
@@ -608,6 +614,36 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if session.is_active:
             session.end_session()
             await self._save_session(session, "end_session")
+
+    async def save_session(self, session: SessionContext) -> None:
+        """Insert or replace a session as given (e.g. when importing), claiming its conversation.
+
+        Raises:
+            OwnershipError: the session's conversation belongs to another user.
+        """
+        if not isinstance(session, SessionContext):
+            raise InvalidArgumentError("session", "expected a bruno_core SessionContext")
+        existing = await self._run("save_session", lambda: self._get_session(session.session_id))
+        if existing is not None and existing.user_id != session.user_id:
+            raise OwnershipError(
+                f"session {session.session_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="save_session",
+            )
+        await self._save_session(session, "save_session")
+
+    async def claim_conversation(self, conversation_id: str, user_id: str) -> None:
+        """Create an empty conversation owned by ``user_id`` (a no-op if it is already theirs).
+
+        Raises:
+            OwnershipError: the conversation belongs to another user.
+        """
+        conversation_id = check_id(conversation_id, "conversation_id")
+        user_id = check_id(user_id, "user_id")
+        await self._run(
+            "claim_conversation",
+            lambda: self._append_messages(conversation_id, user_id, [], enforce_owner=True),
+        )
 
     async def _save_session(self, session: SessionContext, operation: str) -> None:
         record = session_to_record(session)

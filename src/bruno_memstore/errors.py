@@ -118,9 +118,9 @@ class BackendTimeoutError(BackendError, TimeoutError):
 class MissingDependencyError(MemstoreError, ImportError):
     """An optional dependency is not installed; the message gives the pip command."""
 
-    def __init__(self, extra: str, package: str) -> None:
+    def __init__(self, extra: str, package: str, purpose: str = "this backend") -> None:
         super().__init__(
-            f"the {package!r} package is required for this backend; "
+            f"the {package!r} package is required for {purpose}; "
             f"install it with: pip install 'bruno-memstore[{extra}]'"
         )
         self.extra = extra

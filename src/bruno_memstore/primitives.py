@@ -33,7 +33,10 @@ class StoragePrimitives(ABC):
 
     @abstractmethod
     async def _connect(self) -> None:
-        """Open connections and create or migrate the schema. Called once, under a lock."""
+        """Open connections and create or migrate the schema. Called once, under a lock.
+
+        Backends with versioned schemas set ``self._schema_version`` here.
+        """
 
     @abstractmethod
     async def _close(self) -> None:
@@ -62,6 +65,7 @@ class StoragePrimitives(ABC):
         ``OwnershipError`` if ``enforce_owner`` (nothing is written); otherwise its owner stays
         and is returned. Records whose id is already stored (in any conversation) are skipped
         and reported in ``existing_ids``; new records get increasing arrival numbers in order.
+        With no records it only claims (creating an empty conversation).
         """
 
     @abstractmethod

@@ -18,7 +18,7 @@ from .url import MemoryURL
 if TYPE_CHECKING:
     from .base import MemoryBackend
 
-__all__ = ["BackendSpec", "known_schemes", "open_memory", "register", "resolve"]
+__all__ = ["BackendSpec", "backend_specs", "known_schemes", "open_memory", "register", "resolve"]
 
 ENTRY_POINT_GROUP = "bruno.memory_backends"
 
@@ -53,6 +53,21 @@ def register(scheme: str, backend: str | type[MemoryBackend], extra: str | None 
     )
 
 
+def backend_specs() -> dict[str, BackendSpec]:
+    """Built-in and registered schemes with their class path and extra (classes as given)."""
+    specs: dict[str, BackendSpec] = {
+        name: BackendSpec(t) for name, t in _entry_point_schemes().items()
+    }
+    specs.update(_BUILTIN)
+    for name, spec in _registered.items():
+        specs[name] = spec if isinstance(spec, BackendSpec) else BackendSpec(_path_of(spec))
+    return dict(sorted(specs.items()))
+
+
+def _path_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def known_schemes() -> list[str]:
     """Every scheme ``open_memory`` accepts: built-ins, registered and entry-point ones."""
     return sorted(set(_BUILTIN) | set(_registered) | set(_entry_point_schemes()))
@@ -82,8 +97,10 @@ def resolve(scheme: str) -> type[MemoryBackend]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if spec.extra is not None and isinstance(exc, ModuleNotFoundError):
-            raise MissingDependencyError(spec.extra, exc.name or spec.extra) from exc
+        # Only a missing *client* means a missing extra; a missing backend module is a bug.
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if spec.extra is not None and missing and not missing.startswith("bruno_memstore"):
+            raise MissingDependencyError(spec.extra, missing) from exc
         raise
     return getattr(module, attr)
 
