@@ -6,8 +6,8 @@ Every backend analyses text the same way:
    (so decomposed accents and Indic vowel signs stay inside their word). Underscores and
    punctuation separate words. Chinese and Japanese runs, written without spaces, become
    overlapping character bigrams.
-2. **Clitics.** English contractions and possessives are undone: ``Caroline's`` is
-   ``caroline``, ``didn't`` is ``did not``, ``I'm`` is ``i am`` (curly apostrophes too).
+2. **Clitics.** English contractions and possessives are undone: ``Maya's`` is
+   ``maya``, ``didn't`` is ``did not``, ``I'm`` is ``i am`` (curly apostrophes too).
 3. **Stop words.** English function words are dropped (unless nothing else is left).
 4. **Normalisation.** Irregular verb forms and plurals map to their base form (``went`` to
    ``go``, ``children`` to ``child``), which a suffix stemmer cannot do; ordinals lose their
@@ -154,7 +154,7 @@ def _mark_class() -> str:
 
 _MARKS = _mark_class()
 _WORD_BODY = rf"[^\W_](?:[^\W_]|[{_MARKS}])*"
-# A word, with any inner apostrophes ("caroline's", "o'clock"); outer quotes are not part of it.
+# A word, with any inner apostrophes ("maya's", "o'clock"); outer quotes are not part of it.
 _TOKEN = re.compile(rf"{_WORD_BODY}(?:[{_APOSTROPHES}]{_WORD_BODY})*")
 _APOSTROPHE = re.compile(f"[{_APOSTROPHES}]")
 # English names, independent of the process locale.
@@ -328,9 +328,9 @@ def index_text(text: str, *, when: datetime | None = None) -> str:
 
 
 def date_words(when: datetime) -> str:
-    """The calendar date of ``when`` in words, e.g. ``"8 May 2023"``.
+    """The calendar date of ``when`` in words, e.g. ``"3 March 2021"``.
 
-    Indexed with a message, it lets "what did I say on 8 May?" find the day's messages.
+    Indexed with a message, it lets "what did I say on 3 March?" find the day's messages.
     The date is the timestamp's own wall-clock date (no time-zone conversion).
     """
     return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"

@@ -151,7 +151,7 @@ def test_words_never_hold_separators(text: str) -> None:
 
 
 def test_date_words_are_english_and_locale_free() -> None:
-    assert date_words(datetime(2023, 5, 8, 13, 56)) == "8 May 2023"
+    assert date_words(datetime(2021, 3, 3, 9, 15)) == "3 March 2021"
     assert date_words(datetime(2024, 12, 31)) == "31 December 2024"
 
 
@@ -173,13 +173,13 @@ def _ranked(index: BM25Index, query: str) -> list[str]:
 def test_question_in_present_finds_statement_in_past() -> None:
     index = _index(
         {
-            "went": "I went to a support group yesterday, it was powerful.",
+            "went": "Yesterday I went to the pottery class downtown.",
             "plans": "We should plan a trip to the lake next summer.",
-            "group": "The group chat is so noisy lately.",
+            "class": "The class schedule for spring is out.",
             "kids": "The kids bought new shoes for school.",
         }
     )
-    assert _ranked(index, "When did she go to the support group?")[0] == "went"
+    assert _ranked(index, "When did she go to pottery class?")[0] == "went"
     assert _ranked(index, "What did the children buy?")[0] == "kids"
 
 
@@ -195,9 +195,9 @@ def test_possessive_matches_the_name() -> None:
 
 def test_dates_can_be_indexed_with_the_text() -> None:
     index = BM25Index()
-    index.add("may", "Finished the painting.", when=datetime(2023, 5, 8, 9, 30))
-    index.add("june", "Finished the painting.", when=datetime(2023, 6, 2, 9, 30))
-    assert _ranked(index, "What did I finish on 8 May 2023?")[0] == "may"
+    index.add("march", "Repaired the bicycle.", when=datetime(2021, 3, 3, 9, 30))
+    index.add("june", "Repaired the bicycle.", when=datetime(2021, 6, 14, 9, 30))
+    assert _ranked(index, "What did I repair on 3 March 2021?")[0] == "march"
     assert _ranked(index, "what happened in June")[0] == "june"
 
 
@@ -221,8 +221,8 @@ def test_rarer_terms_weigh_more() -> None:
 
 
 def test_index_text_with_a_date_matches_the_index() -> None:
-    when = datetime(2023, 5, 8, 13, 56)
-    assert index_text("Finished the painting", when=when).split() == terms(
-        "Finished the painting 8 May 2023"
+    when = datetime(2021, 3, 3, 9, 15)
+    assert index_text("Repaired the bicycle", when=when).split() == terms(
+        "Repaired the bicycle 3 March 2021"
     )
-    assert index_text("Finished the painting") == "finish paint"
+    assert index_text("Repaired the bicycle") == "repair bicycl"
