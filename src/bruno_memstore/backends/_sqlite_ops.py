@@ -48,11 +48,13 @@ __all__ = [
     "get_session",
     "latest_session",
     "match_expression",
+    "message_row",
     "purge_expired",
     "put_memory",
     "put_session",
     "query_memories",
     "read_window",
+    "search_bodies",
     "snapshot",
     "statistics",
     "text_search",
@@ -255,7 +257,7 @@ def _memory_filter(flt: MemoryFilter) -> tuple[str, list[Any]]:
 # ------------------------------------------------------------------------------ messages
 
 
-def _message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
+def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
     return (
         rec.id,
         cid,
@@ -281,17 +283,21 @@ def append_messages(
     user_id: str,
     records: Sequence[MessageRecord],
     enforce_owner: bool,
+    bodies: Sequence[str],
 ) -> AppendResult:
-    """Claim the conversation, insert the new records and index them (writer transaction)."""
+    """Claim the conversation, insert the new records and index them (writer transaction).
+
+    ``bodies`` are the records' analysed texts (:func:`search_bodies`), in the same order.
+    """
     cid, uid, owner = _claim(conn, conversation_id, user_id, enforce_owner, "store_message")
     scope = message_scope(uid, cid)
     if len(records) == 1:
         # One round of SQL: the insert itself says whether the id was already stored.
         rec = records[0]
-        cur = conn.execute(INSERT_MESSAGE, _message_row(rec, cid, uid))
+        cur = conn.execute(INSERT_MESSAGE, message_row(rec, cid, uid))
         if cur.rowcount != 1:
             return AppendResult(owner, frozenset((rec.id,)))
-        conn.execute(INSERT_SEARCH, (cur.lastrowid, scope, index_text(rec.content)))
+        conn.execute(INSERT_SEARCH, (cur.lastrowid, scope, bodies[0]))
         rec.seq, rec.user_id = cur.lastrowid, owner
         return AppendResult(owner, frozenset())
     existing: set[str] = set()
@@ -299,18 +305,24 @@ def append_messages(
     for chunk in _chunks(ids):
         found = _all(conn, f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
         existing.update(row[0] for row in found)
-    fresh = [r for r in records if r.id not in existing] if existing else list(records)
+    fresh = [i for i, r in enumerate(records) if r.id not in existing]
     if fresh:
         first = _one(conn, MAX_SEQ)[0] + 1
         rows = []
-        for seq, rec in enumerate(fresh, first):
+        search_rows = []
+        for seq, i in enumerate(fresh, first):
+            rec = records[i]
             rec.seq, rec.user_id = seq, owner
-            rows.append((seq, *_message_row(rec, cid, uid)))
+            rows.append((seq, *message_row(rec, cid, uid)))
+            search_rows.append((seq, scope, bodies[i]))
         conn.executemany(INSERT_MESSAGE_AT, rows)
-        conn.executemany(
-            INSERT_SEARCH, [(rec.seq, scope, index_text(rec.content)) for rec in fresh]
-        )
+        conn.executemany(INSERT_SEARCH, search_rows)
     return AppendResult(owner, frozenset(existing))
+
+
+def search_bodies(texts: Sequence[str]) -> list[str]:
+    """What the full-text index holds for each text: the shared analyzer's terms."""
+    return [index_text(text) for text in texts]
 
 
 def get_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[MessageRecord]:
@@ -367,8 +379,11 @@ def delete_messages(
 # ------------------------------------------------------------------------------ memories
 
 
-def put_memory(conn: sqlite3.Connection, rec: MemoryRecord) -> None:
-    """Insert or replace the entry, and its search row when its text or owner changed."""
+def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
+    """Insert or replace the entry, and its search row when its text or owner changed.
+
+    ``body`` is the entry's analysed text (:func:`search_bodies`).
+    """
     uid = _user_key(conn, rec.user_id)
     if uid is None:
         uid = conn.execute(INSERT_USER, (rec.user_id,)).lastrowid
@@ -395,7 +410,7 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord) -> None:
             (*values, rec.id),
         ).lastrowid
         assert rid is not None
-        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), index_text(rec.content)))
+        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
         return
     rid = old[0]
     conn.execute(
@@ -406,7 +421,7 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord) -> None:
     )
     if old[1] != uid or old[2] != rec.content:
         conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
-        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), index_text(rec.content)))
+        conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
 
 
 def get_memory(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
@@ -609,10 +624,11 @@ def forget_user(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
     conn.execute("DELETE FROM search_fts WHERE search_fts MATCH ?", (f'scope : "u{uid}"',))
     counts["messages"] = conn.execute("DELETE FROM messages WHERE uid = ?", (uid,)).rowcount
     counts["memories"] = conn.execute("DELETE FROM memories WHERE uid = ?", (uid,)).rowcount
-    counts["sessions"] = conn.execute(
-        "DELETE FROM sessions WHERE uid = ? "
-        "OR cid IN (SELECT cid FROM conversations WHERE uid = ?)",
-        (uid, uid),
+    counts["sessions"] = conn.execute("DELETE FROM sessions WHERE uid = ?", (uid,)).rowcount
+    # Sessions of other users cannot sit in the user's conversations (claims are enforced);
+    # this keeps the foreign keys satisfied even for rows written by other tools.
+    counts["sessions"] += conn.execute(
+        "DELETE FROM sessions WHERE cid IN (SELECT cid FROM conversations WHERE uid = ?)", (uid,)
     ).rowcount
     counts["conversations"] = conn.execute(
         "DELETE FROM conversations WHERE uid = ?", (uid,)
@@ -629,36 +645,43 @@ def export_page(
 ) -> tuple[list[object], Any]:
     """One page of records of ``kind`` after the key ``after``; return it and the next key.
 
-    Messages come one conversation at a time, in ``(ts_us, seq)`` order; the key is
-    ``(cid, ts_us, seq)``. An empty page means the export is complete.
+    Messages come one conversation at a time, in ``(ts_us, seq)`` order. An empty page means
+    the export is complete.
     """
-    owner = "" if user_id is None else "AND u.user_id = ? "
-    who: list[Any] = [] if user_id is None else [user_id]
-    if kind == "conversations":
-        rows = _all(
-            conn,
-            "SELECT c.cid, c.conversation_id, u.user_id FROM conversations c "
-            f"JOIN users u ON u.uid = c.uid WHERE c.cid > ? {owner}ORDER BY c.cid LIMIT ?",
-            [after or 0, *who, size],
-        )
-        return [(r[1], r[2]) for r in rows], (rows[-1][0] if rows else None)
-    if kind == "memories":
-        rows = _all(
-            conn,
-            f"SELECT m.rid, {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.uid = m.uid "
-            f"WHERE m.rid > ? {owner}ORDER BY m.rid LIMIT ?",
-            [after or 0, *who, size],
-        )
-        return [_memory(r[1:]) for r in rows], (rows[-1][0] if rows else None)
-    if kind == "sessions":
-        rows = _all(
-            conn,
-            f"SELECT {SESSION_COLUMNS} {_SESSION_FROM}WHERE s.session_id > ? {owner}"
-            "ORDER BY s.session_id LIMIT ?",
-            [after or "", *who, size],
-        )
-        return [_session(r) for r in rows], (rows[-1][0] if rows else None)
-    return _export_messages(conn, owner, who, after, size)
+    with snapshot(conn):
+        if user_id is None:
+            owner, who = "", []
+        else:
+            uid = _user_key(conn, user_id)
+            if uid is None:
+                return [], None
+            owner, who = "AND {alias}.uid = ? ", [uid]
+        if kind == "conversations":
+            rows = _all(
+                conn,
+                "SELECT c.cid, c.conversation_id, u.user_id FROM conversations c "
+                f"JOIN users u ON u.uid = c.uid WHERE c.cid > ? {owner.format(alias='c')}"
+                "ORDER BY c.cid LIMIT ?",
+                [after or 0, *who, size],
+            )
+            return [(r[1], r[2]) for r in rows], (rows[-1][0] if rows else None)
+        if kind == "memories":
+            rows = _all(
+                conn,
+                f"SELECT m.rid, {MEMORY_COLUMNS} FROM memories m JOIN users u ON u.uid = m.uid "
+                f"WHERE m.rid > ? {owner.format(alias='m')}ORDER BY m.rid LIMIT ?",
+                [after or 0, *who, size],
+            )
+            return [_memory(r[1:]) for r in rows], (rows[-1][0] if rows else None)
+        if kind == "sessions":
+            rows = _all(
+                conn,
+                f"SELECT {SESSION_COLUMNS} {_SESSION_FROM}WHERE s.session_id > ? "
+                f"{owner.format(alias='s')}ORDER BY s.session_id LIMIT ?",
+                [after or "", *who, size],
+            )
+            return [_session(r) for r in rows], (rows[-1][0] if rows else None)
+        return _export_messages(conn, owner.format(alias="c"), who, after, size)
 
 
 def _export_messages(
@@ -668,26 +691,24 @@ def _export_messages(
     # conversation, or None once the conversation is finished.
     cid, position = after if after is not None else (0, None)
     out: list[object] = []
-    with snapshot(conn):
-        while len(out) < size:
-            if position is None:
-                conv = _one(
-                    conn,
-                    "SELECT c.cid FROM conversations c JOIN users u ON u.uid = c.uid "
-                    f"WHERE c.cid > ? {owner}ORDER BY c.cid LIMIT 1",
-                    [cid, *who],
-                )
-                if conv is None:
-                    break
-                cid, position = conv[0], (_MIN_KEY, _MIN_KEY)
-            wanted = size - len(out)
-            rows = _all(
+    while len(out) < size:
+        if position is None:
+            conv = _one(
                 conn,
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m "
-                "JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid "
-                "WHERE m.cid = ? AND (m.ts_us, m.seq) > (?, ?) ORDER BY m.ts_us, m.seq LIMIT ?",
-                (cid, *position, wanted),
+                f"SELECT c.cid FROM conversations c WHERE c.cid > ? {owner}ORDER BY c.cid LIMIT 1",
+                [cid, *who],
             )
-            out += [MessageRecord(*row) for row in rows]
-            position = (rows[-1][6], rows[-1][10]) if len(rows) == wanted else None
+            if conv is None:
+                break
+            cid, position = conv[0], (_MIN_KEY, _MIN_KEY)
+        wanted = size - len(out)
+        rows = _all(
+            conn,
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m "
+            "JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid "
+            "WHERE m.cid = ? AND (m.ts_us, m.seq) > (?, ?) ORDER BY m.ts_us, m.seq LIMIT ?",
+            (cid, *position, wanted),
+        )
+        out += [MessageRecord(*row) for row in rows]
+        position = (rows[-1][6], rows[-1][10]) if len(rows) == wanted else None
     return out, ((cid, position) if out else None)

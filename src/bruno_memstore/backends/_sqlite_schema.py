@@ -102,7 +102,9 @@ _CORE = (
         payload TEXT NOT NULL
     )""",
     # The unranked listing order (importance, newest, id) straight from the index.
-    "CREATE INDEX memories_by_user ON memories (uid, importance DESC, created_us DESC, id)",
+    "CREATE INDEX memories_by_rank ON memories (uid, importance DESC, created_us DESC, id)",
+    # (uid, rid): a user's entries in insertion order, for export and deletion.
+    "CREATE INDEX memories_by_user ON memories (uid)",
     "CREATE INDEX memories_by_expiry ON memories (expires_us) WHERE expires_us IS NOT NULL",
 )
 

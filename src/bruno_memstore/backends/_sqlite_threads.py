@@ -175,6 +175,17 @@ class Writer(_Worker):
         self._jobs.put((job, loop, fut))
         return fut
 
+    def submit_prepared(self, prepare: Callable[[], Job]) -> asyncio.Future[Any]:
+        """Queue a write whose ``prepare()`` runs on this thread first, outside the transaction.
+
+        Slow pure-Python work (text analysis) goes there: off the event loop, and not
+        holding the database's write lock, which other processes may be waiting for.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._jobs.put((_Prepared(prepare), loop, fut))
+        return fut
+
     async def stop(self) -> None:
         """Commit the queued writes, close the connection and end the thread."""
         await _stop_all([self], self._jobs)
@@ -200,11 +211,36 @@ class Writer(_Worker):
                     stop = item
                     break
                 group.append(item)
-            live = [entry for entry in group if not entry[2].cancelled()]
+            live = _prepare([entry for entry in group if not entry[2].cancelled()])
             if live:
                 _deliver(_run_group(conn, live))
             if stop is not None:
                 return stop
+
+
+class _Prepared:
+    """A write job still to be built by ``factory()``, outside the transaction."""
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Callable[[], Job]) -> None:
+        self.factory = factory
+
+
+def _prepare(group: list[_Item]) -> list[_Item]:
+    """Build the prepared jobs of a group; those whose preparation failed are answered now."""
+    if not any(isinstance(entry[0], _Prepared) for entry in group):
+        return group
+    ready: list[_Item] = []
+    for job, loop, fut in group:
+        if isinstance(job, _Prepared):
+            try:
+                job = job.factory()
+            except Exception as exc:
+                _post(loop, _settle, fut, exc, None)
+                continue
+        ready.append((job, loop, fut))
+    return ready
 
 
 def _run_group(

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -189,6 +189,10 @@ class SQLiteMemory(MemoryBackend):
         assert self._writer is not None, "not connected"
         return self._writer.submit(job)
 
+    def _prepared_write(self, prepare: Callable[[], Job]) -> Any:
+        assert self._writer is not None, "not connected"
+        return self._writer.submit_prepared(prepare)
+
     def _read(self, job: Job) -> Any:
         if self._reader_pool is None:
             return self._write(job)
@@ -239,15 +243,17 @@ class SQLiteMemory(MemoryBackend):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        return await self._write(
-            partial(
+        def prepare() -> Job:
+            return partial(
                 ops.append_messages,
                 conversation_id=conversation_id,
                 user_id=user_id,
                 records=records,
                 enforce_owner=enforce_owner,
+                bodies=ops.search_bodies([r.content for r in records]),
             )
-        )
+
+        return await self._prepared_write(prepare)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         return await self._read(partial(ops.get_messages, ids=ids))
@@ -265,7 +271,10 @@ class SQLiteMemory(MemoryBackend):
         )
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        await self._write(partial(ops.put_memory, rec=record))
+        def prepare() -> Job:
+            return partial(ops.put_memory, rec=record, body=ops.search_bodies([record.content])[0])
+
+        await self._prepared_write(prepare)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         return await self._read(partial(ops.get_memory, memory_id=memory_id))

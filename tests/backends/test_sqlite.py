@@ -1,0 +1,718 @@
+"""What only SQLiteMemory promises: the engine set-up, schema, indexes, processes and threads.
+
+The shared semantics are checked by the conformance suite (``tests/conformance``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import re
+import signal
+import sqlite3
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bruno_memstore import open_memory
+from bruno_memstore.backends import _sqlite_ops as ops
+from bruno_memstore.backends._sqlite_schema import LATEST_VERSION, MIGRATIONS, migrate
+from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.capabilities import Capability
+from bruno_memstore.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    InvalidArgumentError,
+    OwnershipError,
+    SchemaError,
+)
+from bruno_memstore.models import MemoryFilter, memory_to_record, message_to_record
+from bruno_memstore.retry import RetryPolicy
+from bruno_memstore.testing import (
+    at,
+    make_memory_entry,
+    make_message,
+    new_conversation_id,
+    new_user_id,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "memory.db"
+
+
+@pytest.fixture
+async def memory(db_path: Path) -> AsyncIterator[SQLiteMemory]:
+    mem = SQLiteMemory(db_path)
+    try:
+        yield mem
+    finally:
+        await mem.shutdown()
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the file, as any SQLite tool would open it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def fts_rows(path: Path) -> set[int]:
+    with raw(path) as conn:
+        return {r[0] for r in conn.execute("SELECT rowid FROM search_fts")}
+
+
+def fts_consistent(path: Path) -> None:
+    """The index holds exactly one row per message and memory entry, and is not corrupt."""
+    with raw(path) as conn:
+        conn.execute("INSERT INTO search_fts (search_fts) VALUES ('integrity-check')")
+        expected = {r[0] for r in conn.execute("SELECT seq FROM messages")}
+        expected |= {-r[0] for r in conn.execute("SELECT rid FROM memories")}
+    assert fts_rows(path) == expected
+
+
+async def store(memory: SQLiteMemory, user: str, conv: str, texts: list[str]) -> list[Any]:
+    msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
+    await memory.store_messages(msgs, conversation_id=conv, user_id=user)
+    return msgs
+
+
+# ==================================================================== engine set-up
+
+
+async def test_wal_mode_and_synchronous_setting(db_path: Path) -> None:
+    async with SQLiteMemory(db_path, synchronous="normal") as mem:
+        await mem.store_message(make_message("hi"), "u", "c")
+        assert await mem._write(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(1,)]
+        assert await mem._read(lambda c: c.execute("PRAGMA query_only").fetchall()) == [(1,)]
+        assert await mem._write(lambda c: c.execute("PRAGMA foreign_keys").fetchall()) == [(1,)]
+    with raw(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    async with SQLiteMemory(db_path) as mem:
+        # The default: FULL, so an acknowledged commit is on disk.
+        assert await mem._write(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(2,)]
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    for kwargs, argument in (
+        ({"synchronous": "off"}, "synchronous"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"busy_timeout": "5"}, "busy_timeout"),
+        ({"readers": 0}, "readers"),
+        ({"db_path": ""}, "db_path"),
+        ({"db_path": 3}, "db_path"),
+    ):
+        kwargs.setdefault("db_path", tmp_path / "x.db")
+        with pytest.raises(InvalidArgumentError) as info:
+            SQLiteMemory(**kwargs)
+        assert info.value.argument == argument
+
+
+# ==================================================================== schema
+
+
+async def test_schema_version_and_idempotent_migrations(db_path: Path) -> None:
+    async with SQLiteMemory(db_path) as mem:
+        await mem.store_message(make_message("hello"), "u", "c")
+    for _ in range(2):  # reopening applies nothing again
+        async with SQLiteMemory(db_path) as mem:
+            assert len(await mem.retrieve_messages("c")) == 1
+    with raw(db_path) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
+        assert migrate(conn) == (LATEST_VERSION, LATEST_VERSION)
+
+
+async def test_older_schema_is_migrated_and_its_rows_indexed(db_path: Path) -> None:
+    # A file at version 1 (no full-text index), with data written then.
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        assert migrate(conn, target=1) == (0, 1)
+        conn.execute("INSERT INTO users (uid, user_id) VALUES (1, 'alice')")
+        conn.execute("INSERT INTO conversations (cid, conversation_id, uid) VALUES (1, 'c', 1)")
+        rec = message_to_record(make_message("an old note about the lighthouse"), "c")
+        conn.execute(ops.INSERT_MESSAGE, ops.message_row(rec, 1, 1))
+        entry = memory_to_record(make_memory_entry("alice", "Alice keeps a lighthouse diary"))
+        conn.execute(
+            "INSERT INTO memories (id, uid, content, memory_type, category, tags, confidence, "
+            "importance, created_us, expires_us, conversation_id, payload) "
+            "VALUES (?, 1, ?, ?, ?, '[]', ?, ?, ?, ?, ?, ?)",
+            (
+                entry.id,
+                entry.content,
+                entry.memory_type,
+                entry.category,
+                entry.confidence,
+                entry.importance,
+                entry.created_us,
+                entry.expires_us,
+                entry.conversation_id,
+                entry.payload,
+            ),
+        )
+    async with SQLiteMemory(db_path) as mem:
+        found = await mem.search("alice", "lighthouse")
+        assert {r.kind for r in found} == {"message", "memory"}
+        hits = await mem.search_messages("lighthouse", user_id="alice")
+        assert [str(m.id) for m in hits] == [rec.id]
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchall() == [
+            (LATEST_VERSION,)
+        ]
+    fts_consistent(db_path)
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    with raw(db_path) as conn:
+        migrate(conn)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 0)", (999,))
+    mem = SQLiteMemory(db_path)
+    with pytest.raises(SchemaError, match="999"):
+        await mem.initialize()
+    assert not mem.connected
+
+
+async def test_index_is_rebuilt_when_the_text_analysis_changed(db_path: Path) -> None:
+    async with SQLiteMemory(db_path) as mem:
+        await store(mem, "u", "c", ["the gardener planted tulips"])
+    with raw(db_path) as conn:
+        # As if an older analysis had indexed different terms.
+        conn.execute("UPDATE search_fts SET body = 'unrelated'")
+        conn.execute("UPDATE settings SET value = 'older' WHERE name = 'analyzer'")
+    async with SQLiteMemory(db_path) as mem:
+        assert len(await mem.search_messages("tulip", user_id="u")) == 1
+    fts_consistent(db_path)
+
+
+# ==================================================================== full-text index upkeep
+
+
+async def test_search_rows_follow_every_deletion(memory: SQLiteMemory, db_path: Path) -> None:
+    alice, bob = new_user_id(), new_user_id()
+    conv_a, conv_b = new_conversation_id(), new_conversation_id()
+    system = make_message("You are a helpful otter", role="system", timestamp=at(0))
+    await memory.store_messages([system], conversation_id=conv_a, user_id=alice)
+    await store(memory, alice, conv_a, ["otters hold hands", "otters eat clams"])
+    await store(memory, alice, conv_b, ["otters sleep floating"])
+    await store(memory, bob, new_conversation_id(), ["bob likes otters too"])
+    keep = make_memory_entry(alice, "Alice adores otters")
+    gone = make_memory_entry(alice, "Alice once met an otter")
+    expired = make_memory_entry(alice, "otter festival", expires_at=at(0).replace(year=2001))
+    for entry in (keep, gone, expired):
+        await memory.store_memory(entry)
+    fts_consistent(db_path)
+    before = len(fts_rows(db_path))
+
+    await memory.clear_history(conv_a)  # keeps the system message
+    fts_consistent(db_path)
+    assert len(fts_rows(db_path)) == before - 2
+    assert [m.content for m in await memory.retrieve_messages(conv_a)] == [system.content]
+
+    await memory.delete_memory(str(gone.id))
+    assert await memory.purge_expired() == 1
+    fts_consistent(db_path)
+    assert len(fts_rows(db_path)) == before - 4
+
+    await memory.clear_conversation(alice, conv_b)
+    fts_consistent(db_path)
+    await memory.forget_user(alice)
+    fts_consistent(db_path)
+    assert await memory.search(alice, "otters") == []
+    assert [m.content for m in await memory.search_messages("otter", user_id=bob)] == [
+        "bob likes otters too"
+    ]
+    with raw(db_path) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM users WHERE user_id = ?", (alice,)
+        ).fetchall() == [(0,)]
+
+
+async def test_replacing_a_memory_reindexes_it(memory: SQLiteMemory, db_path: Path) -> None:
+    user = new_user_id()
+    entry = make_memory_entry(user, "likes espresso")
+    await memory.store_memory(entry)
+    entry.content = "likes green tea"
+    await memory.store_memory(entry)
+    fts_consistent(db_path)
+    assert await memory.search(user, "espresso") == []
+    assert [r.memory.id for r in await memory.search(user, "tea") if r.memory] == [entry.id]
+
+
+async def test_fts_syntax_in_queries_is_plain_text(memory: SQLiteMemory) -> None:
+    user = new_user_id()
+    await store(memory, user, new_conversation_id(), ['say "NEAR" AND (or) NOT col:umn * ^x'])
+    for query in ('"', '""', "NEAR(", "AND OR NOT", "col:umn", "*", "^x", "{a b}:c", "a'b", "\\"):
+        await memory.search(user, query)  # never an FTS5 syntax error
+    assert len(await memory.search_messages("near column", user_id=user)) == 1
+
+
+# ==================================================================== query plans
+
+_PLAN_OK_VIRTUAL = re.compile(r"^SCAN (f|search_fts) VIRTUAL TABLE INDEX \d+:(M|=)|^SCAN t VIRTUAL")
+
+
+async def _populate(memory: SQLiteMemory, users: list[str]) -> None:
+    for u, user in enumerate(users):
+        for c in range(3):
+            texts = [f"note {i} about kayaks and maps" for i in range(40 * (u + 1))]
+            await store(memory, user, f"{user}-c{c}", texts)
+        await memory.get_context(user, f"{user}-c0")
+        for i in range(5):
+            await memory.store_memory(
+                make_memory_entry(user, f"fact {i} about kayaks", category="k", tags=["t"])
+            )
+
+
+def _plans(path: Path, calls: list[Callable[[sqlite3.Connection], object]]) -> dict[str, str]:
+    """Every statement the calls executed, with its query plan."""
+    statements: list[str] = []
+    with raw(path) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN IMMEDIATE")  # the writes are rolled back afterwards
+        conn.set_trace_callback(statements.append)
+        for call in calls:
+            call(conn)
+        conn.set_trace_callback(None)
+        plans = {}
+        for sql in statements:
+            if not re.match(r"\s*(SELECT|DELETE|UPDATE|INSERT INTO \w+ .*SELECT)", sql, re.I):
+                continue
+            if "sqlite_master" in sql or "'main'." in sql:
+                continue  # the engine's own statements (schema, FTS5 shadow tables)
+            rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            plans[sql] = "\n".join(r[3] for r in rows)
+        conn.execute("ROLLBACK")
+    return plans
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed: bool) -> None:
+    users = [new_user_id() for _ in range(3)]
+    await _populate(memory, users)
+    if analyzed:  # plans must not depend on statistics
+        with raw(db_path) as conn:
+            conn.execute("ANALYZE")
+    user, conv = users[-1], f"{users[-1]}-c1"
+    flt = MemoryFilter(user_id=user, memory_types=("semantic",), categories=("k",), tags=("t",))
+    listing = [
+        lambda c: ops.read_window(c, conv, None, 20),
+        lambda c: ops.read_window(c, None, user, 20),
+        lambda c: ops.read_window(c, conv, user, 20),
+        lambda c: ops.conversation_owner(c, conv),
+        lambda c: ops.latest_session(c, user, None, True),
+        lambda c: ops.latest_session(c, user, conv, True),
+        lambda c: ops.query_memories(c, flt),
+        lambda c: ops.export_page(c, "messages", user, None, 50),
+    ]
+    other = [
+        lambda c: ops.get_messages(c, ["a", "b"]),
+        lambda c: ops.get_session(c, conv),
+        lambda c: ops.get_memory(c, "m"),
+        lambda c: ops.text_search(
+            c, user, "kayak maps", frozenset({"message", "memory"}), None, 5, flt
+        ),
+        lambda c: ops.text_search(c, user, "kayak", frozenset({"message"}), conv, 5, None),
+        lambda c: ops.statistics(c, user),
+        lambda c: ops.export_page(c, "conversations", user, None, 50),
+        lambda c: ops.export_page(c, "memories", user, None, 50),
+        lambda c: ops.export_page(c, "sessions", user, None, 50),
+        lambda c: ops.delete_messages(c, conv, frozenset({"system"})),
+        lambda c: ops.delete_memory(c, "m"),
+        lambda c: ops.purge_expired(c, 10**18),
+        lambda c: ops.forget_user(c, users[0]),
+    ]
+    ordered = _plans(db_path, listing)
+    plans = {**ordered, **_plans(db_path, other)}
+    assert len(plans) >= 20
+    for sql, plan in plans.items():
+        for line in plan.splitlines():
+            if line.startswith("SCAN"):
+                assert _PLAN_OK_VIRTUAL.match(line), f"full scan in {sql!r}:\n{plan}"
+    for sql, plan in ordered.items():
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, f"sort instead of index: {sql!r}\n{plan}"
+
+
+# ==================================================================== durability and processes
+
+_WRITER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bruno_core.models.message import Message, MessageRole
+    from bruno_memstore.backends.sqlite import SQLiteMemory
+
+    async def main(path: str) -> None:
+        memory = SQLiteMemory(path)
+
+        async def writer(w: int) -> None:
+            for i in range(100_000):
+                message = Message(role=MessageRole.USER, content=f"writer {w} message {i}")
+                await memory.store_message(message, "user", f"conv-{w}")
+                print(message.id, flush=True)  # only once the store is acknowledged
+
+        await asyncio.gather(*(writer(w) for w in range(4)))
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.slow
+async def test_acknowledged_writes_survive_a_killed_process(db_path: Path) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _WRITER_SCRIPT,
+        str(db_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 400:
+            line = await child.stdout.readline()
+            assert line, (await child.stderr.read()).decode()
+            acked.append(line.decode().strip())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        rest, _ = await child.communicate()
+    # Lines still in the pipe were acknowledged before the kill too.
+    acked += rest.decode().split()
+    assert child.returncode == -signal.SIGKILL
+    with raw(db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    async with SQLiteMemory(db_path) as mem:
+        stored = await mem._get_messages(acked)
+        assert {r.id for r in stored} == set(acked)
+    fts_consistent(db_path)
+
+
+_OPENER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from bruno_core.models.message import Message, MessageRole
+    from bruno_memstore.backends.sqlite import SQLiteMemory
+
+    async def main(path: str, me: str, start: float) -> None:
+        time.sleep(max(0.0, start - time.time()))  # every process opens the new file at once
+        async with SQLiteMemory(path) as memory:
+            for i in range(150):
+                shared = Message(role=MessageRole.USER, content=f"{me} in the shared room {i}")
+                await memory.store_message(shared, "team", "shared")
+                own = Message(role=MessageRole.USER, content=f"{me} alone {i}")
+                await memory.store_message(own, me, f"room-{me}")
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    """
+)
+
+
+@pytest.mark.slow
+async def test_processes_share_one_new_file(db_path: Path) -> None:
+    start = time.time() + 1.0
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OPENER_SCRIPT,
+            str(db_path),
+            f"p{n}",
+            str(start),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for n in range(3)
+    ]
+    for proc in procs:
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    with raw(db_path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        assert versions == [m.version for m in MIGRATIONS]  # each applied exactly once
+    async with SQLiteMemory(db_path) as mem:
+        assert len(await mem.retrieve_messages("shared")) == 450
+        for n in range(3):
+            assert len(await mem.retrieve_messages(f"room-p{n}")) == 150
+        stats = await mem.get_statistics("team")
+        assert stats["total_messages"] == 450
+    fts_consistent(db_path)
+
+
+async def test_two_instances_on_one_file(db_path: Path) -> None:
+    async with SQLiteMemory(db_path) as one, SQLiteMemory(db_path) as two:
+        user, conv = new_user_id(), new_conversation_id()
+
+        async def write(mem: SQLiteMemory, tag: str) -> None:
+            for i in range(60):
+                await mem.store_message(make_message(f"{tag} {i}"), user, conv)
+
+        await asyncio.gather(write(one, "one"), write(two, "two"))
+        for mem in (one, two):  # each sees every acknowledged write of the other
+            window = await mem.retrieve_messages(conv)
+            assert len(window) == 120
+            assert len({m.id for m in window}) == 120
+        with pytest.raises(OwnershipError):
+            await two.store_message(make_message("intruder"), new_user_id(), conv)
+        await one.store_message(make_message("from one after that"), user, conv)
+        assert (await two.retrieve_messages(conv, limit=1))[0].content == "from one after that"
+    fts_consistent(db_path)
+
+
+async def test_busy_database_is_transient_and_retried(db_path: Path) -> None:
+    async with SQLiteMemory(db_path) as mem:
+        await mem.store_message(make_message("first"), "u", "c")
+    with raw(db_path) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        impatient = SQLiteMemory(db_path, busy_timeout=0.05, retry=RetryPolicy(attempts=1))
+        with pytest.raises(BackendError) as info:
+            await impatient.store_message(make_message("blocked"), "u", "c")
+        assert isinstance(info.value.cause, sqlite3.OperationalError)
+        assert impatient._is_transient(info.value.cause)
+        await impatient.shutdown()
+
+        patient = SQLiteMemory(db_path, busy_timeout=0.05)  # retried with backoff
+        asyncio.get_running_loop().call_later(0.3, blocker.rollback)
+        await patient.store_message(make_message("after the wait"), "u", "c")
+        assert [m.content for m in await patient.retrieve_messages("c")] == [
+            "after the wait",
+            "first",
+        ]
+        await patient.shutdown()
+
+
+async def test_unreachable_file_is_unavailable(tmp_path: Path) -> None:
+    mem = SQLiteMemory(tmp_path / "missing-dir" / "memory.db")
+    with pytest.raises(BackendUnavailableError) as info:
+        await mem.store_message(make_message("x"), "u", "c")
+    assert "missing-dir" in str(info.value)
+    assert not mem.connected
+
+
+def test_constraint_failures_are_translated(tmp_path: Path) -> None:
+    mem = SQLiteMemory(tmp_path / "x.db")
+    err = mem._translate("store_message", sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert isinstance(err, ConflictError) and isinstance(err.cause, sqlite3.IntegrityError)
+    err = mem._translate("store_message", UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogate"))
+    assert isinstance(err, InvalidArgumentError)
+
+
+async def test_unpaired_surrogates_are_refused_without_writing(memory: SQLiteMemory) -> None:
+    user, conv = new_user_id(), new_conversation_id()
+    # bruno-core's Message refuses them in content; metadata values pass through to us.
+    with pytest.raises(InvalidArgumentError):
+        await memory.store_message(make_message("ok", metadata={"k": "bad \ud800"}), user, conv)
+    assert await memory.retrieve_messages(conv) == []
+
+
+# ==================================================================== grouped commits
+
+
+async def test_a_failing_write_does_not_fail_its_group(memory: SQLiteMemory) -> None:
+    owner, other = new_user_id(), new_user_id()
+    taken = new_conversation_id()
+    await memory.store_message(make_message("mine"), owner, taken)
+    convs = [new_conversation_id() for _ in range(40)]
+    results = await asyncio.gather(
+        *(memory.store_message(make_message(f"m{i}"), other, c) for i, c in enumerate(convs)),
+        memory.store_message(make_message("intruder"), other, taken),
+        return_exceptions=True,
+    )
+    assert all(r is None for r in results[:-1])
+    assert isinstance(results[-1], OwnershipError)
+    assert [m.content for m in await memory.retrieve_messages(taken)] == ["mine"]
+    for i, conv in enumerate(convs):
+        assert [m.content for m in await memory.retrieve_messages(conv)] == [f"m{i}"]
+
+
+async def test_concurrent_writers_share_commits(memory: SQLiteMemory) -> None:
+    user, conv = new_user_id(), new_conversation_id()
+    await memory.initialize()
+    statements: list[str] = []
+    await memory._write(lambda c: c.set_trace_callback(statements.append))
+    await asyncio.gather(
+        *(memory.store_message(make_message(f"n{i}"), user, conv) for i in range(200))
+    )
+    await memory._write(lambda c: c.set_trace_callback(None))
+    commits = sum(1 for s in statements if s == "COMMIT")
+    assert commits <= 20, f"{commits} commits for 200 concurrent writes"
+    window = await memory.retrieve_messages(conv)
+    assert len(window) == 200 and len({m.id for m in window}) == 200
+
+
+# ==================================================================== the event loop and threads
+
+
+class Ticker:
+    """A task that wakes every 2 ms and records when it ran."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Ticker:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._done.set()
+        assert self._task is not None
+        await self._task
+
+    async def _run(self) -> None:
+        while not self._done.is_set():
+            self.ticks.append(time.perf_counter())
+            await asyncio.sleep(0.002)
+
+    def check(self, start: float, end: float, blocked: float = 0.0) -> None:
+        """The loop ran all along, apart from ``blocked`` seconds of known work on it.
+
+        Generous bounds, since other processes share the CPU: a loop blocked by the engine
+        would show one gap as long as the whole operation instead.
+        """
+        inside = [t for t in self.ticks if start <= t <= end]
+        gaps = [b - a for a, b in itertools.pairwise([start, *inside, end])]
+        free = max(end - start - blocked, 0.0)
+        assert len(inside) >= free / 0.05, f"{len(inside)} ticks in {free:.2f} s"
+        assert max(gaps) <= blocked + 0.25, f"the loop stood still for {max(gaps):.3f} s"
+
+
+async def test_event_loop_keeps_ticking_during_a_large_batch(memory: SQLiteMemory) -> None:
+    await memory.initialize()
+    msgs = [make_message(f"batch message {i} about sailing boats") for i in range(20_000)]
+    started = time.perf_counter()
+    for m in msgs:  # the validation the shared layer does on the loop before the engine runs
+        message_to_record(m, "conv")
+    validation = time.perf_counter() - started
+    async with Ticker() as ticker:
+        t0 = time.perf_counter()
+        await memory.store_messages(msgs, conversation_id="conv", user_id="u")
+        t1 = time.perf_counter()
+    ticker.check(t0, t1, blocked=1.5 * validation)
+    assert len(await memory.retrieve_messages("conv", limit=5)) == 5
+
+
+async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
+    await memory.initialize()
+    records = [
+        message_to_record(make_message(f"direct batch {i} of kayak notes"), "c")
+        for i in range(20_000)
+    ]
+    async with Ticker() as ticker:
+        t0 = time.perf_counter()
+        await memory._append_messages("c", "u", records, enforce_owner=True)
+        t1 = time.perf_counter()
+    ticker.check(t0, t1)
+
+
+def _worker_threads(mem: SQLiteMemory) -> list[Any]:
+    threads = [mem._writer._thread] if mem._writer else []
+    if mem._reader_pool:
+        threads += [t._thread for t in mem._reader_pool._threads]
+    return threads
+
+
+async def test_shutdown_joins_threads_and_reconnects(db_path: Path) -> None:
+    mem = SQLiteMemory(db_path, readers=3)
+    await mem.store_message(make_message("before"), "u", "c")
+    threads = _worker_threads(mem)
+    assert len(threads) == 4 and all(t.is_alive() for t in threads)
+    await mem.shutdown()
+    assert not any(t.is_alive() for t in threads)
+    await mem.store_message(make_message("after"), "u", "c")  # reconnects on use
+    assert [m.content for m in await mem.retrieve_messages("c")] == ["after", "before"]
+    await mem.shutdown()
+
+
+async def test_a_dropped_memory_ends_its_threads(db_path: Path) -> None:
+    mem = SQLiteMemory(db_path)
+    await mem.initialize()
+    threads = _worker_threads(mem)
+    del mem
+    gc.collect()
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+async def test_callers_on_different_event_loops(db_path: Path) -> None:
+    mem = SQLiteMemory(db_path)
+    await mem.store_message(make_message("from the test loop"), "u", "c")
+
+    def elsewhere() -> list[str]:
+        async def run() -> list[str]:
+            await mem.store_message(make_message("from another loop"), "u", "c")
+            return [m.content for m in await mem.retrieve_messages("c")]
+
+        return asyncio.run(run())
+
+    assert await asyncio.to_thread(elsewhere) == ["from another loop", "from the test loop"]
+    await mem.shutdown()
+
+
+# ==================================================================== URLs and repr
+
+
+async def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rel = open_memory("sqlite:///data/rel.db")
+    assert isinstance(rel, SQLiteMemory)
+    assert rel.db_path == str(tmp_path / "data" / "rel.db")
+    absolute = open_memory(f"sqlite:///{tmp_path}/abs.db?synchronous=normal&busy_timeout=2.5")
+    assert isinstance(absolute, SQLiteMemory)
+    assert absolute.db_path == str(tmp_path / "abs.db")
+    assert (absolute.synchronous, absolute.busy_timeout) == ("normal", 2.5)
+    tuned = open_memory(f"sqlite:///{tmp_path}/t.db?readers=3&context_window=5", readers=1)
+    assert isinstance(tuned, SQLiteMemory)
+    assert (tuned.readers, tuned.context_window) == (1, 5)  # keyword options win
+
+    mem = open_memory("sqlite:///:memory:")
+    assert isinstance(mem, SQLiteMemory) and mem.in_memory
+    assert not mem.supports(Capability.DURABLE)
+    async with mem:
+        await mem.store_message(make_message("ephemeral"), "u", "c")
+        assert len(await mem.search_messages("ephemeral", user_id="u")) == 1
+    assert SQLiteMemory(tmp_path / "f.db").supports(Capability.DURABLE)
+
+    for bad in (
+        "sqlite://",
+        "sqlite://host/x.db",
+        "sqlite+pysqlite:///x.db",
+        "sqlite:///x.db?unknown=1",
+        "sqlite:///x.db?busy_timeout=soon",
+        "sqlite:///x.db?synchronous=off",
+    ):
+        with pytest.raises(InvalidArgumentError):
+            open_memory(bad)
+
+
+async def test_repr_and_describe(tmp_path: Path) -> None:
+    mem = SQLiteMemory(tmp_path / "r.db")
+    assert mem.describe() == f"sqlite:///{tmp_path}/r.db"
+    assert repr(mem) == f"SQLiteMemory(sqlite:///{tmp_path}/r.db)"
+    assert repr(SQLiteMemory(":memory:")) == "SQLiteMemory(sqlite:///:memory:)"
+    # The URL printed is one open_memory accepts, for the same file.
+    again = open_memory(mem.describe())
+    assert isinstance(again, SQLiteMemory) and again.db_path == mem.db_path
+
+
+async def test_default_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with SQLiteMemory() as mem:
+        await mem.store_message(make_message("x"), "u", "c")
+    assert (tmp_path / "bruno_memory.db").exists()
+    assert (tmp_path / "bruno_memory.db").stat().st_size > 0
