@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -318,13 +319,17 @@ class MySQLMemory(MemoryBackend):
     async def _connect(self) -> None:
         kwargs = self._connect_kwargs()
         try:
-            conn = await asyncmy.connect(**kwargs)
+            # The driver's connect_timeout covers the TCP connect only; a server that
+            # accepts and then says nothing must not hang us either.
+            async with asyncio.timeout(self._connect_timeout):
+                conn = await asyncmy.connect(**kwargs)
         except Exception as exc:
             code = _error_code(exc)
             if code is None or code in _UNAVAILABLE_CODES:
+                reason = self._redact(str(exc)) or type(exc).__name__
                 raise BackendUnavailableError(
                     f"cannot connect to {self.describe()} within {self._connect_timeout:g}s: "
-                    f"{self._redact(str(exc))}",
+                    f"{reason}",
                     backend=self.backend_name,
                     operation="connect",
                     cause=exc,
