@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bruno_memstore import open_memory
-from bruno_memstore.errors import CapabilityError, MissingDependencyError
+from bruno_memstore.errors import MemstoreError, MissingDependencyError
 from bruno_memstore.models import to_us
 from bruno_memstore.search import DEFAULT_ANALYZER, Analyzer, BM25Index, date_words
 
@@ -198,13 +198,19 @@ def message_content(turn: Turn, options: ContentOptions) -> str:
     return text
 
 
-def message_id(sample: Sample, turn: Turn) -> uuid.UUID:
-    """Deterministic ids, so that score ties break the same way on every run."""
-    return uuid.uuid5(_NAMESPACE, f"{sample.index}/{turn.dia_id}")
+def message_id(prefix: str, turn: Turn) -> uuid.UUID:
+    """The id of a turn's message: the same for the same prefix, new for a new prefix."""
+    return uuid.uuid5(_NAMESPACE, f"{prefix}/{turn.dia_id}")
 
 
-def build_sessions(sample: Sample, options: ContentOptions) -> list[tuple[str, list[Message]]]:
-    """The sample's messages, grouped by conversation id (one conversation per session)."""
+def build_sessions(
+    sample: Sample, options: ContentOptions, prefix: str
+) -> list[tuple[str, list[Message]]]:
+    """The sample's messages, grouped by conversation id (one conversation per session).
+
+    ``prefix`` starts every conversation id and seeds the message ids, so that runs sharing
+    a store never collide.
+    """
     by_session: dict[int, list[Message]] = {}
     previous: dict[int, uuid.UUID] = {}
     for turn in sample.turns:
@@ -213,21 +219,17 @@ def build_sessions(sample: Sample, options: ContentOptions) -> list[tuple[str, l
         if turn.caption:
             metadata["image_caption"] = turn.caption
         msg = Message(
-            id=message_id(sample, turn),
+            id=message_id(prefix, turn),
             role=role,
             content=message_content(turn, options),
             timestamp=turn.when,
             metadata=metadata,
             parent_id=previous.get(turn.session),
-            conversation_id=_conversation_id(sample, turn.session),
+            conversation_id=f"{prefix}-session-{turn.session}",
         )
         previous[turn.session] = msg.id
         by_session.setdefault(turn.session, []).append(msg)
-    return [(_conversation_id(sample, s), msgs) for s, msgs in sorted(by_session.items())]
-
-
-def _conversation_id(sample: Sample, session: int) -> str:
-    return f"locomo-{sample.index}-session-{session}"
+    return [(f"{prefix}-session-{s}", msgs) for s, msgs in sorted(by_session.items())]
 
 
 # ====================================================================== scoring
@@ -343,7 +345,7 @@ async def run_backend(
         try:
             await memory.initialize()
             started = time.perf_counter()
-            for conversation_id, messages in build_sessions(sample, options):
+            for conversation_id, messages in build_sessions(sample, options, user):
                 await memory.store_messages(messages, conversation_id=conversation_id, user_id=user)
                 report.messages += len(messages)
             report.ingest_seconds += time.perf_counter() - started
@@ -361,10 +363,11 @@ async def run_backend(
                     t0 = time.perf_counter()
                     await memory.search_messages(question.text, user_id=user, limit=SEARCH_LIMIT)
                     report.scores.latencies.append(time.perf_counter() - t0)
-            # Leave a shared store as it was (backends without listing cannot forget).
-            with contextlib.suppress(CapabilityError):
-                await memory.forget_user(user)
         finally:
+            # Leave a shared store as it was, also after a failure (best effort: backends
+            # without listing cannot forget, and an engine that failed may fail again).
+            with contextlib.suppress(MemstoreError):
+                await memory.forget_user(user)
             await memory.shutdown()
         if progress is not None:
             progress(f"{url}: conversation {sample.index} done")
@@ -424,15 +427,15 @@ def run_ablation(samples: Sequence[Sample], variant: Variant) -> Scores:
     scores = Scores()
     for sample in samples:
         index = BM25Index(variant.k1, variant.b, analyzer=variant.analyzer)
-        order: dict[str, tuple[int, str]] = {}
+        order: dict[str, int] = {}
         for turn in sample.turns:
             index.add(
                 turn.dia_id,
                 message_content(turn, variant.content),
                 when=turn.when if variant.dated else None,
             )
-            # InMemoryStorage breaks score ties by newest first, then message id.
-            order[turn.dia_id] = (-to_us(turn.when), str(message_id(sample, turn)))
+            # Score ties break newest first, as in every backend (turn times are distinct).
+            order[turn.dia_id] = -to_us(turn.when)
         for question in _questions(sample, scores):
             found = index.search(question.text)
             ranked = sorted(found, key=lambda d, f=found: (-f[d], order[d]))
