@@ -36,9 +36,17 @@ class RedisServer:
         directory: where the server keeps its AOF files and log.
         appendonly: persist every write to the append-only file (fsync every second).
         port: fixed port (default: a free one, kept across restarts).
+        extra_args: more ``redis-server`` options, e.g. ``("--enable-debug-command", "yes")``.
     """
 
-    def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
@@ -47,6 +55,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.port = port or free_port()
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,6 +74,7 @@ class RedisServer:
                 "--appendfsync", "everysec",
                 "--save", "",
                 "--logfile", str(self.directory / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,6 +119,13 @@ class RedisServer:
         self.shutdown()
         time.sleep(downtime)
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash. Only what reached the append-only file survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
     def stop(self) -> None:
         """Shut down if running (for fixture teardown)."""

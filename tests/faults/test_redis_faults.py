@@ -1,0 +1,233 @@
+"""``RedisMemory`` when the server is down, hangs, restarts or crashes under load.
+
+Every test runs its own ``redis-server`` (see ``_redis_server``) on a free port; the shared
+server on 6379 is never stopped or slowed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    MemstoreError,
+)
+from bruno_memstore.retry import RetryPolicy
+from bruno_memstore.testing import make_message
+
+from ._redis_server import RedisServer, free_port
+
+USER = "loaded-user"
+PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=30.0)
+
+
+@pytest.fixture
+def aof_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "aof", appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+class CountingRedisMemory(RedisMemory):
+    """Counts the driver errors judged transient (each one leads to a retry)."""
+
+    transient_errors = 0
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        transient = super()._is_transient(exc)
+        if transient:
+            self.transient_errors += 1
+        return transient
+
+
+def _memory(url: str, **options: object) -> CountingRedisMemory:
+    return CountingRedisMemory(url, prefix=f"faults-{uuid.uuid4().hex[:8]}", **options)  # type: ignore[arg-type]
+
+
+# ==================================================================== not reachable
+
+
+async def test_down_at_start_fails_fast_with_a_redacted_url() -> None:
+    port = free_port()
+    memory = _memory(
+        f"redis://app:s3cret-pw@127.0.0.1:{port}/0",
+        connect_timeout=1.0,
+        retry=RetryPolicy(attempts=1),
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as info:
+        await memory.initialize()
+    assert time.monotonic() - started < 2.0
+    shown = f"{info.value} {info.value!r} {memory!r}"
+    assert "s3cret-pw" not in shown
+    assert f"redis://app:***@127.0.0.1:{port}/0" in str(info.value)
+    assert not memory.connected
+    # Lazily, through any operation: the same clear error.
+    with pytest.raises(BackendUnavailableError):
+        await memory.store_message(make_message("hello"), USER, "conv")
+
+
+async def test_a_server_that_stops_answering_times_out(tmp_path: Path) -> None:
+    server = RedisServer(
+        tmp_path / "slow", appendonly=False, extra_args=("--enable-debug-command", "yes")
+    )
+    server.start()
+    memory = _memory(server.url, socket_timeout=0.5, retry=RetryPolicy(attempts=1))
+    try:
+        await memory.store_message(make_message("before"), USER, "conv")
+        sleeper = _memory(server.url)
+        await sleeper.initialize()
+        blocked = asyncio.create_task(sleeper._client.execute_command("DEBUG", "SLEEP", "2"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(BackendTimeoutError) as info:
+            await memory.retrieve_messages("conv")
+        assert 0.4 < time.monotonic() - started < 1.5
+        assert isinstance(info.value, TimeoutError)
+        await blocked
+        await sleeper.shutdown()
+        # Once the server answers again, so does the memory.
+        assert len(await memory.retrieve_messages("conv")) == 1
+    finally:
+        await memory.shutdown()
+        server.stop()
+
+
+# ==================================================================== restart and crash under load
+
+
+async def _load(
+    memory: RedisMemory,
+    writers: int,
+    stop: asyncio.Event,
+    acked: list[tuple[str, str]],
+    failed: list[tuple[str, str, BaseException]],
+) -> None:
+    """Concurrent writers storing one message at a time until ``stop``."""
+
+    async def writer(w: int) -> None:
+        conv = f"conv-{w % 4}"
+        i = 0
+        while not stop.is_set():
+            msg = make_message(f"writer {w} message {i} lighthouse")
+            try:
+                await memory.store_message(msg, USER, conv)
+            except MemstoreError as exc:
+                failed.append((conv, str(msg.id), exc))
+            else:
+                acked.append((conv, str(msg.id)))
+            i += 1
+
+    tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
+    await stop.wait()
+    await asyncio.gather(*tasks)
+
+
+async def _check_exactly_once(memory: RedisMemory, acked: list[tuple[str, str]]) -> int:
+    stored: Counter[str] = Counter()
+    for conv in {c for c, _ in acked}:
+        window = await memory.retrieve_messages(conv)
+        stored.update(str(m.id) for m in window)
+    duplicates = {i: n for i, n in stored.items() if n > 1}
+    assert not duplicates
+    missing = {i for _, i in acked} - set(stored)
+    assert not missing, f"{len(missing)} acknowledged stores lost"
+    stats = await memory.get_statistics(USER)
+    assert stats["total_messages"] == len(stored)
+    # The search index holds each message once too.
+    found = await memory.search(USER, "lighthouse", limit=len(stored) + 10)
+    assert len(found) == len(stored)
+    return len(stored)
+
+
+async def test_restart_under_load_keeps_every_acknowledged_store_once(
+    aof_server: RedisServer,
+) -> None:
+    memory = _memory(aof_server.url, socket_timeout=2.0, connect_timeout=1.0, retry=PATIENT)
+    await memory.initialize()
+    stop = asyncio.Event()
+    acked: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, BaseException]] = []
+    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
+    await asyncio.sleep(0.6)
+    before = len(acked)
+    # SHUTDOWN (the AOF is flushed), half a second down, then the same port and files.
+    await asyncio.to_thread(aof_server.restart, 0.5)
+    back = len(acked)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await load
+    assert before > 50 and len(acked) > back + 50  # the load ran, and went on afterwards
+    assert not failed, failed[:3]  # retries bridged the restart
+    assert memory.transient_errors >= 16  # every writer hit the restart
+    total = await _check_exactly_once(memory, acked)
+    assert total == len(acked)
+    # A fresh client after yet another restart reads the same.
+    await memory.shutdown()
+    await asyncio.to_thread(aof_server.restart)
+    reopened = RedisMemory(aof_server.url, prefix=memory.prefix)
+    assert await _check_exactly_once(reopened, acked) == total
+    await reopened.shutdown()
+
+
+async def test_crash_under_load_keeps_every_acknowledged_store(aof_server: RedisServer) -> None:
+    # Redis writes the append-only file before it replies, so SIGKILL loses no
+    # acknowledged write (an OS crash could lose up to a second: appendfsync everysec).
+    memory = _memory(aof_server.url, socket_timeout=2.0, connect_timeout=1.0, retry=PATIENT)
+    await memory.initialize()
+    stop = asyncio.Event()
+    acked: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, BaseException]] = []
+    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
+    await asyncio.sleep(0.6)
+    aof_server.kill()
+    before = len(acked)
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(aof_server.start)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await load
+    assert before > 50 and len(acked) > before + 50
+    assert not failed, failed[:3]
+    await _check_exactly_once(memory, acked)
+    await memory.shutdown()
+
+
+async def test_scripts_are_reloaded_after_the_server_forgets_them(
+    aof_server: RedisServer,
+) -> None:
+    memory = _memory(aof_server.url)
+    await memory.store_message(make_message("before"), USER, "conv")
+    await memory._client.script_flush()
+    await memory.store_message(make_message("after"), USER, "conv")
+    assert [m.content for m in await memory.retrieve_messages("conv")] == ["after", "before"]
+    await memory.shutdown()
+
+
+async def test_engine_staying_down_gives_a_clear_error_after_bounded_retries(
+    aof_server: RedisServer,
+) -> None:
+    memory = _memory(
+        aof_server.url,
+        connect_timeout=0.5,
+        retry=RetryPolicy(attempts=4, initial_backoff=0.05, max_backoff=0.1, deadline=2.0),
+    )
+    await memory.store_message(make_message("stored"), USER, "conv")
+    aof_server.shutdown()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError):
+        await memory.store_message(make_message("lost"), USER, "conv")
+    assert time.monotonic() - started < 3.0
+    aof_server.start()
+    assert [m.content for m in await memory.retrieve_messages("conv")] == ["stored"]
+    await memory.shutdown()
