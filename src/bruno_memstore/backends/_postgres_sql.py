@@ -23,6 +23,7 @@ from dataclasses import dataclass
 __all__ = [
     "INDEXED_PREFIX",
     "LATEST_VERSION",
+    "MAX_TERMS",
     "MEMSTORE_ANALYSIS",
     "MESSAGE_COLUMNS",
     "Statements",
@@ -32,6 +33,8 @@ __all__ = [
     "migrations",
 ]
 
+# Query terms ranked one by one; a longer query keeps its first MAX_TERMS distinct terms.
+MAX_TERMS = 16
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
 # so a 1 MB message is stored whole and its first 100,000 characters are searchable.
 INDEXED_PREFIX = 100_000
@@ -439,59 +442,61 @@ class Statements:
 
     # ---------------------------------------------------------------- search
 
-    @property
-    def search(self) -> str:
+    def search(self, n_terms: int) -> str:
         """Ranked search of one user's messages and memory entries, in one statement.
 
-        Parameters: ``$1`` user, ``$2`` query terms, ``$3`` limit, ``$4``/``$5`` include
-        messages/memories, ``$6`` conversation or ``NULL``, ``$7..$14`` the memory filter.
+        Parameters: ``$1`` user, ``$2`` the query terms (``n_terms`` of them), ``$3`` limit,
+        ``$4``/``$5`` include messages/memories, ``$6`` conversation or ``NULL``,
+        ``$7..$14`` the memory filter.
 
         Each term goes through ``plainto_tsquery``, which accepts any text, so user input
-        never meets the tsquery parser; the terms are OR-ed for the GIN index. A match
-        scores ``sum over matched terms of idf(term) * ts_rank_cd(tsv, term, 1)``: cover
-        density, divided by 1 + log(document length), weighted by inverse document
-        frequency over the user's records, so rarer terms count for more (as in BM25).
+        never meets the tsquery parser; the terms are OR-ed to find candidates through the
+        GIN index. A candidate scores, over the terms it contains,
+        ``sum(idf(term) * ts_rank_cd(tsv, term, 1))``: cover density divided by 1 + log of
+        the document's length, weighted by the term's inverse document frequency among the
+        user's records (as in BM25), so rarer terms count for more. Ranking term by term is
+        also several times cheaper than ``ts_rank_cd`` over the OR-ed query.
         """
         s = self.schema
         cfg = self.regconfig or "'simple'::regconfig"
+        k = range(1, n_terms + 1)
+        parsed = ", ".join(f"plainto_tsquery({cfg}, ($2::text[])[{i}]) AS q{i}" for i in k)
+        listed = ", ".join(f"q{i}" for i in k)
+        ranks = ", ".join(
+            f"CASE WHEN c.tsv @@ t.q{i} THEN ts_rank_cd(c.tsv, t.q{i}, 1) END AS r{i}" for i in k
+        )
+        counts = ", ".join(f"count(r{i}) OVER ()::float8 AS df{i}" for i in k)
+        score = " + ".join(
+            f"coalesce(r{i} * ln(1.0 + (docs.n - df{i} + 0.5) / (df{i} + 0.5)), 0)" for i in k
+        )
         msg_cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
         mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
-        return f"""WITH terms AS MATERIALIZED (
-                SELECT min(n) AS t, tq
-                FROM (SELECT plainto_tsquery({cfg}, w) AS tq, n
-                      FROM unnest($2::text[]) WITH ORDINALITY AS u(w, n)) AS x
-                WHERE numnode(tq) > 0
-                GROUP BY tq
-            ), q AS MATERIALIZED (
-                SELECT string_agg(tq::text, ' | ')::tsquery AS q FROM terms
-            ), cand AS MATERIALIZED (
-                SELECT 'message'::text AS kind, m.id, m.tsv, m.ts_us AS at
+        return f"""WITH t AS MATERIALIZED (
+                SELECT p.*, (SELECT string_agg(x::text, ' | ')
+                             FROM unnest(ARRAY[{listed}]) AS x
+                             WHERE numnode(x) > 0)::tsquery AS q
+                FROM (SELECT {parsed}) AS p
+            ), cand AS (
+                SELECT 'message'::text AS kind, m.id, m.ts_us AS at, m.tsv
                 FROM {s}.messages m
-                WHERE $4::bool AND m.user_id = $1 AND m.tsv @@ (SELECT q FROM q)
+                WHERE $4::bool AND m.user_id = $1 AND m.tsv @@ (SELECT q FROM t)
                   AND ($6::text IS NULL OR m.conversation_id = $6::text)
                 UNION ALL
-                SELECT 'memory', m.id, m.tsv, m.created_us
+                SELECT 'memory', m.id, m.created_us, m.tsv
                 FROM {s}.memories m
-                WHERE $5::bool AND m.tsv @@ (SELECT q FROM q) AND {self.memory_filter(7)}
+                WHERE $5::bool AND m.tsv @@ (SELECT q FROM t) AND {self.memory_filter(7)}
                   AND ($6::text IS NULL OR m.conversation_id = $6::text)
-            ), hits AS (
-                SELECT c.kind, c.id, t.t, ts_rank_cd(c.tsv, t.tq, 1) AS r
-                FROM cand c JOIN terms t ON c.tsv @@ t.tq
-            ), df AS (
-                SELECT t, count(*) AS df FROM hits GROUP BY t
-            ), docs AS (
-                SELECT (SELECT count(*) FROM {s}.messages WHERE user_id = $1)
-                     + (SELECT count(*) FROM {s}.memories WHERE user_id = $1) AS n
-            ), scored AS (
-                SELECT h.kind, h.id,
-                       sum(h.r * ln(1.0 + (docs.n - df.df + 0.5)::float8 / (df.df + 0.5)))
-                           AS score
-                FROM hits h JOIN df USING (t) CROSS JOIN docs
-                GROUP BY h.kind, h.id
+            ), ranked AS (
+                SELECT c.kind, c.id, c.at, {ranks} FROM cand c, t
+            ), counted AS (
+                SELECT ranked.*, {counts} FROM ranked
+            ), docs AS MATERIALIZED (
+                SELECT ((SELECT count(*) FROM {s}.messages WHERE user_id = $1)
+                     + (SELECT count(*) FROM {s}.memories WHERE user_id = $1))::float8 AS n
             ), top AS (
-                SELECT sc.kind, sc.id, sc.score, c.at
-                FROM scored sc JOIN cand c USING (kind, id)
-                ORDER BY sc.score DESC, c.at DESC, sc.id
+                SELECT counted.kind, counted.id, counted.at, {score} AS score
+                FROM counted, docs
+                ORDER BY score DESC, counted.at DESC, counted.id
                 LIMIT $3
             )
             SELECT top.kind, top.score, {msg_cols}, {mem_cols}

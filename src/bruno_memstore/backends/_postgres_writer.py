@@ -48,10 +48,20 @@ class GroupWriter:
         run_batch: executes a batch in one statement (one transaction).
         is_transient: whether a batch failure is worth running each append alone.
         max_flushers: batches in flight at once (each holds one pooled connection).
+        max_appends: appends per batch at most; more pending appends are split among
+            several flushes, whose commits then overlap.
         max_rows: messages per batch at most.
     """
 
-    __slots__ = ("_flushers", "_is_transient", "_max_flushers", "_max_rows", "_pending", "_run")
+    __slots__ = (
+        "_flushers",
+        "_is_transient",
+        "_max_appends",
+        "_max_flushers",
+        "_max_rows",
+        "_pending",
+        "_run",
+    )
 
     def __init__(
         self,
@@ -59,11 +69,13 @@ class GroupWriter:
         is_transient: Callable[[BaseException], bool],
         *,
         max_flushers: int,
+        max_appends: int = 64,
         max_rows: int = 2000,
     ) -> None:
         self._run = run_batch
         self._is_transient = is_transient
         self._max_flushers = max(1, max_flushers)
+        self._max_appends = max_appends
         self._max_rows = max_rows
         self._pending: list[Append] = []
         self._flushers: set[asyncio.Task[None]] = set()
@@ -82,7 +94,9 @@ class GroupWriter:
         future.add_done_callback(_consume)
         item = Append(conversation_id, user_id, records, enforce_owner, future)
         self._pending.append(item)
-        if len(self._flushers) < self._max_flushers:
+        # One more flusher per full batch waiting, up to the limit.
+        wanted = -(-len(self._pending) // self._max_appends)
+        if len(self._flushers) < min(self._max_flushers, wanted) or not self._flushers:
             task = loop.create_task(self._flush_loop())
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
@@ -104,7 +118,8 @@ class GroupWriter:
             ids = {r.id for r in item.records}
             # Two appends of the same message id wait for separate batches, so each batch
             # reports exactly which append inserted which id.
-            if batch and (rows + len(item.records) > self._max_rows or not ids.isdisjoint(seen)):
+            full = len(batch) >= self._max_appends or rows + len(item.records) > self._max_rows
+            if batch and (full or not ids.isdisjoint(seen)):
                 rest.append(item)
                 continue
             batch.append(item)

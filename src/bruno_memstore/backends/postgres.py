@@ -40,6 +40,7 @@ from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
     INDEXED_PREFIX,
     LATEST_VERSION,
+    MAX_TERMS,
     MEMSTORE_ANALYSIS,
     MESSAGE_COLUMNS,
     Statements,
@@ -636,11 +637,12 @@ class PostgresMemory(MemoryBackend):
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
         words = terms(query) if self._sql.client_analysis else query_words(query)
+        words = list(dict.fromkeys(words))[:MAX_TERMS]
         if not words:
             return []
         flt = memory_filter or MemoryFilter(user_id=user_id)
         rows = await self._pool.fetch(
-            self._sql.search,
+            self._sql.search(len(words)),
             user_id,
             words,
             limit,
