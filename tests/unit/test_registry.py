@@ -92,7 +92,8 @@ def test_unknown_scheme_error_hides_the_password() -> None:
 
 
 def test_missing_extra_gives_the_pip_command() -> None:
-    register("fancydb", "bruno_memstore_no_such_module.fancy:FancyMemory", extra="fancy")
+    # The backend module's own import of its client is what fails when an extra is missing.
+    register("fancydb", "fancydb_client_not_installed.backend:FancyMemory", extra="fancy")
     assert "fancydb" in known_schemes()
     with pytest.raises(MissingDependencyError) as info:
         open_memory("fancydb://host/db")
@@ -103,9 +104,17 @@ def test_missing_extra_gives_the_pip_command() -> None:
 
 
 def test_missing_module_without_extra_is_a_plain_import_error() -> None:
-    register("brokendb", "bruno_memstore_no_such_module.broken:Broken")
+    register("brokendb", "brokendb_not_installed.broken:Broken")
     with pytest.raises(ImportError) as info:
         resolve("brokendb")
+    assert not isinstance(info.value, MissingDependencyError)
+
+
+def test_a_missing_backend_module_is_not_a_missing_extra() -> None:
+    # The extra is installed but the library's own module is absent: a bug, not a pip hint.
+    register("ghostdb", "bruno_memstore.backends.no_such_backend:Ghost", extra="ghost")
+    with pytest.raises(ModuleNotFoundError) as info:
+        resolve("ghostdb")
     assert not isinstance(info.value, MissingDependencyError)
 
 
