@@ -93,6 +93,7 @@ INSERT_MESSAGE_AT = (
 )
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM messages"
 INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
+INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
 
 WINDOW_OF_CONVERSATION = (
     f"SELECT {MESSAGE_COLUMNS} FROM conversations c JOIN users u ON u.uid = c.uid "
@@ -238,8 +239,8 @@ def _memory_filter(flt: MemoryFilter) -> tuple[str, list[Any]]:
         args += flt.categories
     if flt.tags:
         sql.append(
-            "AND EXISTS (SELECT 1 FROM json_each(m.tags) t "
-            f"WHERE t.value IN ({_marks(len(flt.tags))}))"
+            "AND EXISTS (SELECT 1 FROM memory_tags t "
+            f"WHERE t.rid = m.rid AND t.tag IN ({_marks(len(flt.tags))}))"
         )
         args += flt.tags
     if flt.min_confidence > 0:
@@ -410,6 +411,7 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
             (*values, rec.id),
         ).lastrowid
         assert rid is not None
+        conn.executemany(INSERT_TAG, [(rid, tag) for tag in rec.tags])
         conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
         return
     rid = old[0]
@@ -419,6 +421,8 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
         "payload = ? WHERE rid = ?",
         (*values, rid),
     )
+    conn.execute("DELETE FROM memory_tags WHERE rid = ?", (rid,))
+    conn.executemany(INSERT_TAG, [(rid, tag) for tag in rec.tags])
     if old[1] != uid or old[2] != rec.content:
         conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
         conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))

@@ -106,6 +106,12 @@ _CORE = (
     # (uid, rid): a user's entries in insertion order, for export and deletion.
     "CREATE INDEX memories_by_user ON memories (uid)",
     "CREATE INDEX memories_by_expiry ON memories (expires_us) WHERE expires_us IS NOT NULL",
+    # Tags as rows, so "any of these tags" is an indexed lookup on exact text (NUL included).
+    """CREATE TABLE memory_tags (
+        rid INTEGER NOT NULL REFERENCES memories (rid) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (rid, tag)
+    ) WITHOUT ROWID""",
 )
 
 
