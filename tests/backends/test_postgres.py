@@ -1,0 +1,611 @@
+"""PostgresMemory against the real PostgreSQL: schema and migrations (also from concurrent
+processes), query plans, NUL refusal, text fidelity, pool options from the URL, redaction,
+ranking, deletion in every table, group commit and COPY batches.
+
+The server is ``BRUNO_TEST_POSTGRES_URL`` (default: the machine's PostgreSQL); an unreachable
+server fails these tests. Each test works in schemas of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from bruno_core.models.context import SessionContext
+from bruno_core.models.message import MessageRole
+
+from bruno_memstore import open_memory
+from bruno_memstore.backends import postgres as postgres_module
+from bruno_memstore.backends._postgres_sql import (
+    LATEST_VERSION,
+    MESSAGE_COLUMNS,
+    Statements,
+    check_schema,
+)
+from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    OwnershipError,
+    SchemaError,
+)
+from bruno_memstore.models import message_to_record, session_to_record
+from bruno_memstore.testing.builders import (
+    at,
+    collect_export,
+    make_memory_entry,
+    make_message,
+    new_conversation_id,
+    new_user_id,
+)
+from bruno_memstore.url import MemoryURL
+
+POSTGRES_URL = os.environ.get(
+    "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TABLES = ("conversations", "messages", "memories", "sessions")
+
+
+async def _connect() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(PostgresMemory(POSTGRES_URL)._dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is required for these tests and is unreachable at "
+            f"{MemoryURL.parse(POSTGRES_URL)}: {exc!r}. Start it or set BRUNO_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
+
+
+@pytest_asyncio.fixture
+async def db() -> AsyncIterator[asyncpg.Connection]:
+    """A plain driver connection, for looking behind the backend's back."""
+    conn = await _connect()
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def schemas(db: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
+    """Hands out fresh schema names; drops every one of them after the test."""
+    made: list[str] = []
+
+    def fresh() -> str:
+        made.append(f"t_pg_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield fresh
+    for name in made:
+        await db.execute(f"DROP SCHEMA IF EXISTS {check_schema(name)} CASCADE")
+
+
+@pytest_asyncio.fixture
+async def memory(schemas: Callable[[], str]) -> AsyncIterator[PostgresMemory]:
+    mem = PostgresMemory(POSTGRES_URL, schema=schemas())
+    await mem.initialize()
+    try:
+        yield mem
+    finally:
+        await mem.shutdown()
+
+
+async def _count(db: asyncpg.Connection, schema: str, table: str, where: str, *args: Any) -> int:
+    return await db.fetchval(
+        f"SELECT count(*) FROM {check_schema(schema)}.{table} WHERE {where}", *args
+    )
+
+
+# ==================================================================== schema and migrations
+
+
+async def test_schema_is_created_once_and_reconnecting_changes_nothing(
+    db: asyncpg.Connection, schemas: Callable[[], str]
+) -> None:
+    schema = schemas()
+    for _ in range(3):
+        async with PostgresMemory(POSTGRES_URL, schema=schema) as mem:
+            await mem.store_message(make_message("persisted"), new_user_id(), new_conversation_id())
+    versions = await db.fetch(
+        f"SELECT version FROM {check_schema(schema)}.schema_version ORDER BY version"
+    )
+    assert [r[0] for r in versions] == list(range(1, LATEST_VERSION + 1))
+    tables = await db.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+    )
+    assert {r[0] for r in tables} == {*TABLES, "schema_version"}
+    assert await _count(db, schema, "messages", "true") == 3
+
+
+async def test_concurrent_first_connects_in_one_process_migrate_once(
+    db: asyncpg.Connection, schemas: Callable[[], str]
+) -> None:
+    schema = schemas()
+    memories = [PostgresMemory(POSTGRES_URL, schema=schema, min_size=1) for _ in range(6)]
+    try:
+        await asyncio.gather(*(m.initialize() for m in memories))
+    finally:
+        await asyncio.gather(*(m.shutdown() for m in memories))
+    assert await _count(db, schema, "schema_version", "true") == LATEST_VERSION
+
+
+async def test_concurrent_first_connects_from_processes_migrate_once(
+    db: asyncpg.Connection, schemas: Callable[[], str]
+) -> None:
+    schema = schemas()
+    script = textwrap.dedent(
+        f"""
+        import asyncio, time
+        from bruno_memstore.backends.postgres import PostgresMemory
+        from bruno_memstore.testing.builders import make_message
+
+        async def main():
+            # Start together: every process waits for the same wall-clock instant.
+            await asyncio.sleep(max(0.0, {{start}} - time.time()))
+            async with PostgresMemory({POSTGRES_URL!r}, schema={schema!r}) as mem:
+                await mem.store_message(make_message("hi"), "u", "conv-" + str(time.time()))
+
+        asyncio.run(main())
+        """
+    )
+    start = time.time() + 1.5
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script.replace("{start}", repr(start)),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [await p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err.decode() for _, err in outcomes]
+    assert await _count(db, schema, "schema_version", "true") == LATEST_VERSION
+    assert await _count(db, schema, "messages", "true") == 4
+
+
+async def test_a_newer_schema_is_refused(
+    db: asyncpg.Connection, schemas: Callable[[], str]
+) -> None:
+    schema = schemas()
+    async with PostgresMemory(POSTGRES_URL, schema=schema):
+        pass
+    await db.execute(
+        f"INSERT INTO {check_schema(schema)}.schema_version (version, description) "
+        "VALUES (999, 'from the future')"
+    )
+    with pytest.raises(SchemaError, match="999"):
+        await PostgresMemory(POSTGRES_URL, schema=schema).initialize()
+
+
+async def test_language_is_validated_and_recorded(schemas: Callable[[], str]) -> None:
+    with pytest.raises(InvalidArgumentError, match="english") as info:
+        await PostgresMemory(POSTGRES_URL, schema=schemas(), language="klingon").initialize()
+    assert info.value.argument == "language"
+    with pytest.raises(InvalidArgumentError):
+        PostgresMemory(POSTGRES_URL, language="english'; DROP TABLE x")
+    schema = schemas()
+    async with PostgresMemory(POSTGRES_URL, schema=schema, language="english") as mem:
+        uid = new_user_id()
+        await mem.store_message(make_message("The cats were running"), uid, new_conversation_id())
+        # The server's English configuration analyses the text.
+        assert len(await mem.search_messages("cat runs", user_id=uid)) == 1
+    with pytest.raises(SchemaError, match="language=english"):
+        await PostgresMemory(POSTGRES_URL, schema=schema).initialize()
+
+
+async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Connection) -> None:
+    users = [new_user_id() for _ in range(20)]
+    for n, uid in enumerate(users):
+        conv = new_conversation_id()
+        # Every user writes about gardens; only user 3 ever mentions a zebra, twice.
+        texts = [f"note {i} about gardens" for i in range(100)]
+        if n == 3:
+            texts[10] = texts[60] = "a zebra in the gardens"
+        msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
+        await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
+        await memory.create_session(uid)
+        await memory.store_memory(make_memory_entry(uid, f"fact {n} about gardens"))
+    for table in TABLES:
+        await db.execute(f"ANALYZE {check_schema(memory.schema)}.{table}")
+    sql: Statements = memory._sql
+    uid = users[3]
+    conv = await db.fetchval(
+        f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1", uid
+    )
+    plans = {
+        "messages_window_idx": (
+            sql.window(by_conversation=True, by_user=True, limited=True),
+            [conv, uid, 20],
+        ),
+        "messages_user_window_idx": (
+            sql.window(by_conversation=False, by_user=True, limited=True),
+            [uid, 20],
+        ),
+        "messages_tsv_idx": (
+            sql.search(1),
+            [uid, ["zebra"], 10, True, False, None, uid, [], [], [], 0.0, 0.0, False, 0],
+        ),
+        "memories_user_idx": (sql.query_memories, [uid, [], [], [], 0.0, 0.0, False, 0, 10]),
+        "sessions_user_idx": (sql.latest_session(by_conversation=False), [uid, True]),
+        "sessions_conversation_idx": (
+            f"SELECT session_id FROM {sql.schema}.sessions WHERE conversation_id = $1",
+            [conv],
+        ),
+        "conversations_user_idx": (
+            f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1",
+            [uid],
+        ),
+        "memories_expiry_idx": (sql.purge_expired, [0]),
+    }
+    async with db.transaction():
+        # Small tables make sequential scans cheap; what is checked here is that an index
+        # serves each query shape.
+        await db.execute("SET LOCAL enable_seqscan = off")
+        for index, (statement, args) in plans.items():
+            plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", *args)
+            assert f'"{index}"' in plan, (index, json.loads(plan))
+
+
+# ==================================================================== what PostgreSQL cannot hold
+
+
+async def test_nul_characters_are_refused_before_anything_is_written(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    bad = [
+        make_message("nul \x00 inside"),
+        make_message("fine", metadata={"k": "nul \x00 value"}),
+        make_message("fine", metadata={"nul \x00 key": 1}),
+        make_message("fine", metadata={"deep": [{"x": ["\x00"]}]}),
+    ]
+    for msg in bad:
+        with pytest.raises(InvalidArgumentError, match="NUL"):
+            await memory.store_message(msg, uid, conv)
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        await memory.store_messages(
+            [make_message("good one"), make_message("bad \x00")], conversation_id=conv, user_id=uid
+        )
+    for entry in (
+        make_memory_entry(uid, "nul \x00 memory"),
+        make_memory_entry(uid, "fine", custom_fields={"k": "\x00"}),
+        make_memory_entry(uid, "fine", tags=["a\x00b"]),
+    ):
+        with pytest.raises(InvalidArgumentError, match="NUL"):
+            await memory.store_memory(entry)
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        await memory.create_session(uid, {"device": "nul \x00"})
+    for table in TABLES:
+        assert await _count(db, memory.schema, table, "user_id = $1", uid) == 0, table
+    # A literal backslash-u-0000 in text is not a NUL character and is stored.
+    await memory.store_message(make_message("escaped \\u0000 text"), uid, conv)
+    (back,) = await memory.retrieve_messages(conv)
+    assert back.content == "escaped \\u0000 text"
+
+
+async def test_unicode_round_trip_is_exact_in_the_table(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    text = "emoji 😀👩‍👩‍👧 flags 🇨🇭 astral 𝄞𓀀 combining é CJK 你好 RTL שלום quote ' \" \\ %_"
+    msg = make_message(text, metadata={"emoji": "🎉", "nested": {"ü": ["😀", 1.5, None]}})
+    await memory.store_message(msg, uid, conv)
+    (back,) = await memory.retrieve_messages(conv)
+    assert back == msg.model_copy(update={"conversation_id": conv})
+    row = await db.fetchrow(
+        f"SELECT content, metadata->'nested'->'ü'->>0 FROM {check_schema(memory.schema)}.messages "
+        "WHERE id = $1",
+        str(msg.id),
+    )
+    assert row[0] == text
+    assert row[1] == "😀"  # the JSONB column is queryable
+    big = make_message("é" * 1_000_000)
+    await memory.store_message(big, uid, conv)
+    assert (await memory.retrieve_messages(conv, limit=1))[0].content == big.content
+
+
+async def test_large_floats_in_metadata_round_trip_exactly(memory: PostgresMemory) -> None:
+    # JSONB would turn 1e23 into the integer 10**23; the exact text is what is read back.
+    uid, conv = new_user_id(), new_conversation_id()
+    metadata = {"big": 1e23, "small": 5e-324, "neg_zero": -0.0, "order": {"b": 1, "a": 2}}
+    msg = make_message("floats", metadata=metadata)
+    await memory.store_message(msg, uid, conv)
+    (back,) = await memory.retrieve_messages(conv)
+    assert back.metadata == metadata
+    assert type(back.metadata["big"]) is float
+    assert list(back.metadata["order"]) == ["b", "a"]
+
+
+# ==================================================================== options, URL, secrets
+
+
+async def test_pool_options_come_from_the_url(schemas: Callable[[], str]) -> None:
+    schema = schemas()
+    url = (
+        f"{POSTGRES_URL}?schema={schema}&min_size=2&max_size=3&connect_timeout=4"
+        "&command_timeout=7.5&statement_cache_size=0&group_commit=off&application_name=bruno-t"
+    )
+    mem = open_memory(url)
+    assert isinstance(mem, PostgresMemory)
+    assert (mem.schema, mem.min_size, mem.max_size) == (schema, 2, 3)
+    assert (mem.connect_timeout, mem.command_timeout) == (4.0, 7.5)
+    assert (mem.statement_cache_size, mem.group_commit) == (0, False)
+    async with mem:
+        pool = mem._pool
+        assert (pool.get_min_size(), pool.get_max_size(), pool.get_size()) == (2, 3, 2)
+        assert await pool.fetchval("SHOW application_name") == "bruno-t"
+        async with pool.acquire() as conn:
+            assert conn._config.command_timeout == 7.5
+            assert conn._stmt_cache.get_max_size() == 0
+        assert mem._writer is None  # group_commit=off
+        await mem.store_message(make_message("no group"), new_user_id(), new_conversation_id())
+    # Keyword arguments win over the URL; postgres:// and +asyncpg are accepted.
+    mem = open_memory(url.replace("postgresql://", "postgres+asyncpg://"), max_size=5)
+    assert mem.max_size == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "argument"),
+    [
+        ("pool_size=3", "url"),
+        ("max_size=lots", "url option max_size"),
+        ("min_size=4&max_size=2", "min_size"),
+        ("max_size=0", "max_size"),
+        ("connect_timeout=-1", "connect_timeout"),
+        ("schema=bad-name", "schema"),
+        ("group_commit=maybe", "url option group_commit"),
+    ],
+)
+def test_bad_options_are_refused_by_name(query: str, argument: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        open_memory(f"{POSTGRES_URL}?{query}")
+    assert info.value.argument == argument
+
+
+def test_bad_urls_are_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="driver"):
+        PostgresMemory("postgresql+psycopg://localhost/db")
+    with pytest.raises(InvalidArgumentError, match="postgresql://"):
+        PostgresMemory("mysql://localhost/db")
+    with pytest.raises(InvalidArgumentError, match="either"):
+        PostgresMemory("postgresql://a/b", connection_string="postgresql://a/b")
+    # The guide's keyword works too.
+    assert PostgresMemory(connection_string=POSTGRES_URL).describe() == str(
+        MemoryURL.parse(POSTGRES_URL)
+    )
+
+
+async def test_the_password_never_shows(
+    caplog: pytest.LogCaptureFixture, unused_tcp_port: int
+) -> None:
+    secret = "pa55:w/rd@x"
+    quoted = "pa55%3Aw%2Frd%40x"
+    url = f"postgresql://bob:{quoted}@127.0.0.1:{unused_tcp_port}/test?connect_timeout=2"
+    mem = open_memory(url)
+    for text in (repr(mem), mem.describe(), str(MemoryURL.parse(url))):
+        assert secret not in text and quoted not in text and "***" in text
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(BackendUnavailableError) as info:
+        await mem.store_message(make_message("x"), "u", "c")
+    message = f"{info.value} {info.value!r} {info.value.details}"
+    assert secret not in message and quoted not in message
+    assert "bob:***@127.0.0.1" in str(info.value)
+    assert secret not in caplog.text and quoted not in caplog.text
+    leaked = mem._redact(f"boom {secret} {quoted} {url}")
+    assert secret not in leaked and quoted not in leaked
+
+
+def test_missing_asyncpg_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres_module, "asyncpg", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'bruno-memstore\[postgres\]'"):
+        PostgresMemory(POSTGRES_URL)
+
+
+def test_transient_errors_are_classified(memory: PostgresMemory) -> None:
+    exc = asyncpg.exceptions
+    for transient in (
+        ConnectionResetError(),
+        exc.ConnectionDoesNotExistError("closed in the middle"),
+        exc.TooManyConnectionsError("too many"),
+        exc.SerializationError("serialize"),
+        exc.DeadlockDetectedError("deadlock"),
+        exc.AdminShutdownError("terminating"),
+        exc.CannotConnectNowError("starting up"),
+    ):
+        assert memory._is_transient(transient), transient
+    for permanent in (
+        exc.UniqueViolationError("dup"),
+        exc.UndefinedTableError("no table"),
+        exc.InvalidPasswordError("bad password"),
+        ValueError("bug"),
+    ):
+        assert not memory._is_transient(permanent), permanent
+    assert memory._is_unavailable(exc.CannotConnectNowError("starting up"))
+    assert not memory._is_unavailable(exc.SerializationError("serialize"))
+
+
+# ==================================================================== search
+
+
+async def test_ranking_is_ts_rank_cd_weighted_by_rarity(memory: PostgresMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    texts = [
+        "piano lesson on monday",
+        "piano piano piano, the piano is out of tune",
+        "a long message that mentions the piano once among many other unrelated words here",
+        "violin and piano duet",
+        "violin lesson",
+    ]
+    msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
+    await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
+    # One term: the order is ts_rank_cd's (more occurrences, shorter text first).
+    sql = memory._sql
+    direct = await memory._pool.fetch(
+        f"""SELECT id FROM {sql.schema}.messages
+            WHERE user_id = $1 AND tsv @@ plainto_tsquery('simple', 'piano')
+            ORDER BY ts_rank_cd(tsv, plainto_tsquery('simple', 'piano'), 1) DESC, ts_us DESC""",
+        uid,
+    )
+    found = await memory.search(uid, "piano")
+    assert [str(r.message.id) for r in found if r.message] == [r[0] for r in direct]
+    assert found[0].message is not None and found[0].message.id == msgs[1].id
+    # Two terms: "violin" (2 of 5 messages) outweighs "piano" (4 of 5).
+    found = await memory.search(uid, "violin piano")
+    assert found[0].message is not None and found[0].message.id == msgs[3].id
+    assert {r.message.id for r in found[1:3] if r.message} >= {msgs[4].id}
+    assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
+
+
+async def test_search_text_never_reaches_the_query_parser(memory: PostgresMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    msg = make_message("order 66 was executed")
+    await memory.store_message(msg, uid, conv)
+    for query in ("!", "a & b", "x | y", "!(order)", "order:*", "'", "\\", "<->", "(", "&|!"):
+        found = await memory.search_messages(query, user_id=uid)
+        assert all(m.id == msg.id for m in found), query
+    many = " ".join(f"word{i}" for i in range(40)) + " order"
+    assert await memory.search_messages(many, user_id=uid) == []  # terms beyond the 16th
+
+
+# ==================================================================== deletion
+
+
+async def test_clear_and_forget_remove_rows_from_every_table(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    uid, other = new_user_id(), new_user_id()
+    conv_a, conv_b, conv_o = new_conversation_id(), new_conversation_id(), new_conversation_id()
+    await memory.store_messages(
+        [make_message("system prompt", role=MessageRole.SYSTEM), make_message("alpha words")],
+        conversation_id=conv_a,
+        user_id=uid,
+    )
+    await memory.store_message(make_message("beta words"), uid, conv_b)
+    await memory.store_message(make_message("other user's words"), other, conv_o)
+    await memory.get_context(uid, conv_a)
+    await memory.get_context(uid, conv_b)
+    await memory.store_memory(make_memory_entry(uid, "a remembered fact"))
+    await memory.store_memory(make_memory_entry(other, "another fact"))
+    s = memory.schema
+
+    await memory.clear_history(conv_a)  # the system message stays
+    assert await _count(db, s, "messages", "conversation_id = $1", conv_a) == 1
+    await memory.clear_conversation(uid, conv_a)
+    for table in ("messages", "sessions", "conversations"):
+        assert await _count(db, s, table, "conversation_id = $1", conv_a) == 0, table
+    assert await _count(db, s, "memories", "user_id = $1", uid) == 1
+
+    counts = await memory.forget_user(uid)
+    assert counts == {"messages": 1, "conversations": 1, "sessions": 1, "memories": 1}
+    for table in TABLES:
+        assert await _count(db, s, table, "user_id = $1", uid) == 0, table
+    assert await _count(db, s, "messages", "user_id = $1", other) == 1
+    assert await memory.search(uid, "words fact") == []
+
+
+# ==================================================================== writes
+
+
+async def test_group_commit_keeps_every_append_apart(memory: PostgresMemory) -> None:
+    assert memory._writer is not None
+    batches: list[int] = []
+    run = memory._writer._run
+
+    async def spy(batch: Any) -> Any:
+        batches.append(len(batch))
+        return await run(batch)
+
+    memory._writer._run = spy
+    owner, intruder, conv = new_user_id(), new_user_id(), new_conversation_id()
+    await memory.store_message(make_message("first"), owner, conv)
+    msgs = [make_message(f"m{i}", timestamp=at(i % 3)) for i in range(120)]
+    dup = msgs[0]
+    await memory.store_message(dup, owner, conv)
+
+    async def store(i: int) -> str:
+        try:
+            if i % 10 == 9:
+                await memory.store_message(make_message("intrusion"), intruder, conv)
+            elif i % 10 == 8:
+                await memory.store_message(
+                    dup.model_copy(update={"content": "changed"}), owner, conv
+                )
+            else:
+                await memory.store_message(msgs[i], owner, conv)
+                await memory.store_message(msgs[i], owner, conv)  # idempotent
+        except OwnershipError:
+            return "owner"
+        except ConflictError:
+            return "conflict"
+        return "ok"
+
+    outcomes = await asyncio.gather(*(store(i) for i in range(120)))
+    assert (outcomes.count("owner"), outcomes.count("conflict")) == (12, 12)
+    assert max(batches) > 1  # concurrent appends did share statements
+    stored = await memory.retrieve_messages(conv)
+    contents = [m.content for m in stored]
+    assert len(contents) == len(set(contents))
+    assert set(contents) == {msgs[i].content for i in range(120) if i % 10 < 8} | {"first"}
+    rows = await memory._read_window(conversation_id=conv, user_id=None, limit=None)
+    assert [(r.ts_us, r.seq) for r in rows] == sorted((r.ts_us, r.seq) for r in rows)
+    assert len({r.seq for r in rows}) == len(rows)
+
+
+async def test_large_batches_go_through_copy_in_order(memory: PostgresMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    msgs = [make_message(f"bulk {i}", timestamp=at(i // 100)) for i in range(2500)]
+    assert await memory.store_messages(msgs[:1500], conversation_id=conv, user_id=uid) == 1500
+    # Half already stored: only the new ones count, and nothing is duplicated.
+    assert await memory.store_messages(msgs[500:], conversation_id=conv, user_id=uid) == 1000
+    window = await memory.retrieve_context(uid, conversation_id=conv, limit=1000)
+    assert [m.id for m in window] == [m.id for m in msgs[1500:]]
+    with pytest.raises(OwnershipError):
+        await memory.store_messages(
+            [make_message(f"x {i}") for i in range(1200)],
+            conversation_id=conv,
+            user_id=new_user_id(),
+        )
+    assert (await memory.get_statistics(uid))["total_messages"] == 2500
+    exported = await collect_export(memory, "messages", uid)
+    assert [m.id for m in exported] == [str(m.id) for m in msgs]
+
+
+async def test_sessions_claim_their_conversation(memory: PostgresMemory) -> None:
+    uid, other = new_user_id(), new_user_id()
+    session = SessionContext(user_id=uid, conversation_id=new_conversation_id())
+    await memory._put_session(session_to_record(session))
+    stranger = SessionContext(user_id=other, conversation_id=session.conversation_id)
+    with pytest.raises(OwnershipError):
+        await memory._put_session(session_to_record(stranger))
+    assert await memory._get_session(stranger.session_id) is None
+    assert await memory._conversation_owner(session.conversation_id) == uid
+
+
+async def test_messages_store_the_denormalised_owner(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    msg = make_message("who owns me")
+    # The two-argument form: the owner comes from the message's metadata.
+    await memory.store_message(msg.model_copy(update={"metadata": {"user_id": uid}}), conv)
+    row = await db.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM {check_schema(memory.schema)}.messages WHERE id = $1",
+        str(msg.id),
+    )
+    assert row["user_id"] == uid and row["conversation_id"] == conv
+    assert message_to_record(msg, conv).ts_us == row["ts_us"]
