@@ -9,6 +9,8 @@ from bruno_memstore.testing import MemoryConformance
 
 
 class TestInMemoryStorage(MemoryConformance):
+    capabilities = InMemoryStorage.capabilities
+
     async def make_memory(self) -> MemoryBackend:
         return InMemoryStorage()
 

@@ -1,7 +1,7 @@
 """Self-tests of the conformance suite's machinery on variants of ``InMemoryStorage``.
 
 They exercise the paths the two embedded backends never take: a backend that declares only
-the required capabilities (the refusal tests run, the others are skipped), one with
+the required capabilities (the refusal tests run, the others are deselected), one with
 forbidden text, and the durability tests' reopen hook.
 """
 
@@ -37,6 +37,7 @@ class MinimalMemory(InMemoryStorage):
 
 
 class TestMinimalCapabilities(CapabilitySuite, IdentitySuite, OrderSuite, BadInputSuite):
+    capabilities = MinimalMemory.capabilities
     async def make_memory(self) -> MemoryBackend:
         return MinimalMemory()
 

@@ -24,12 +24,13 @@ import pytest_asyncio
 from ..base import MemoryBackend
 from ..capabilities import Capability
 
-__all__ = ["ConformanceBase", "lacks", "requires"]
+__all__ = ["ConformanceBase", "applies_when", "inapplicable_reason", "lacks", "requires"]
 
 F = TypeVar("F")
 
 _REQUIRES = "__memstore_requires__"
 _LACKS = "__memstore_lacks__"
+_WHEN = "__memstore_when__"
 
 
 def _mark(attr: str, caps: tuple[Capability, ...]) -> Callable[[F], F]:
@@ -62,6 +63,39 @@ def lacks(*caps: Capability) -> Callable[[F], F]:
     return _mark(_LACKS, caps)
 
 
+def applies_when(predicate: Callable[[type], bool], reason: str) -> Callable[[F], F]:
+    """Run the test only for test classes where ``predicate(cls)`` holds (``reason`` if not)."""
+
+    def apply(func: F) -> F:
+        setattr(func, _WHEN, (predicate, reason))
+        return func
+
+    return apply
+
+
+def inapplicable_reason(
+    cls: type, func: Any, declared: frozenset[Capability] | None = None
+) -> str | None:
+    """Why ``func`` does not apply to the backend of test class ``cls``, or ``None`` if it does.
+
+    ``declared`` defaults to the class's ``capabilities`` attribute; with neither, only the
+    class-level conditions are checked.
+    """
+    if declared is None:
+        declared = getattr(cls, "capabilities", None)
+    if declared is not None:
+        missing = sorted(c.name for c in getattr(func, _REQUIRES, ()) if c not in declared)
+        if missing:
+            return f"backend does not declare {', '.join(missing)}"
+        present = sorted(c.name for c in getattr(func, _LACKS, ()) if c in declared)
+        if present:
+            return f"backend declares {', '.join(present)} (the test checks its absence)"
+    when = getattr(func, _WHEN, None)
+    if when is not None and not when[0](cls):
+        return when[1]
+    return None
+
+
 class ConformanceBase(ABC):
     """Hooks and fixtures shared by every suite class.
 
@@ -69,6 +103,10 @@ class ConformanceBase(ABC):
     :meth:`teardown_memory` and the class attributes below.
 
     Attributes:
+        capabilities: what the backend under test declares, known before it is built
+            (usually ``MyMemory.capabilities``). When set, tests that do not apply are
+            deselected at collection, and the suite fails if the built memory declares
+            something else. When ``None``, they are skipped at run time instead.
         forbidden_text: strings the engine cannot hold in message content (PostgreSQL: NUL).
             Generated text avoids them, and the suite checks that storing them raises
             ``InvalidArgumentError`` and writes nothing.
@@ -80,6 +118,9 @@ class ConformanceBase(ABC):
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+    __memstore_conformance__: ClassVar[bool] = True
+
+    capabilities: ClassVar[frozenset[Capability] | None] = None
 
     forbidden_text: ClassVar[Sequence[str]] = ()
     forbidden_metadata_text: ClassVar[Sequence[str]] = ()
@@ -131,15 +172,17 @@ class ConformanceBase(ABC):
 
     @pytest.fixture(autouse=True)
     def _capability_gate(self, request: pytest.FixtureRequest, memory: MemoryBackend) -> None:
-        func = request.function
-        needed = getattr(func, _REQUIRES, frozenset())
-        missing = sorted(c.name for c in needed if not memory.supports(c))
-        if missing:
-            pytest.skip(f"backend does not declare {', '.join(missing)}")
-        refused = getattr(func, _LACKS, frozenset())
-        present = sorted(c.name for c in refused if memory.supports(c))
-        if present:
-            pytest.skip(f"backend declares {', '.join(present)} (this test checks its absence)")
+        declared = type(self).capabilities
+        if declared is not None and frozenset(declared) != memory.capabilities:
+            pytest.fail(
+                f"{type(self).__name__}.capabilities declares "
+                f"{sorted(c.name for c in declared)} but the memory declares "
+                f"{sorted(c.name for c in memory.capabilities)}",
+                pytrace=False,
+            )
+        reason = inapplicable_reason(type(self), request.function, memory.capabilities)
+        if reason is not None:
+            pytest.skip(reason)
 
     # ---------------------------------------------------------------- helpers for tests
 

@@ -17,7 +17,7 @@ from ...capabilities import Capability
 from ...errors import InvalidArgumentError, OwnershipError
 from ...models import utcnow
 from ..builders import at, make_memory_entry, new_conversation_id, new_user_id
-from ..harness import ConformanceBase, requires
+from ..harness import ConformanceBase, applies_when, requires
 from ..strategies import PROPERTY_SETTINGS, memory_entries
 
 __all__ = ["MemoryEntrySuite", "MemoryTextQuerySuite"]
@@ -84,10 +84,12 @@ class MemoryEntrySuite(ConformanceBase):
         q = everything.model_copy(update={"memory_types": [entry.memory_type]})
         assert await memory.retrieve_memories(q) == [entry]
 
+    @applies_when(
+        lambda cls: bool(cls.memory_forbidden_text(cls)),
+        "the backend declares no forbidden text for memory entries",
+    )
     async def test_forbidden_text_in_entries_is_refused(self, memory: MemoryBackend) -> None:
         forbidden = self.memory_forbidden_text()
-        if not forbidden:
-            pytest.skip("the backend declares no forbidden text (forbidden_memory_text is empty)")
         uid = new_user_id()
         for bad in forbidden:
             variants: list[dict[str, Any]] = [
