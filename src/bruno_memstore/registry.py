@@ -99,7 +99,10 @@ def resolve(scheme: str) -> type[MemoryBackend]:
     except ImportError as exc:
         # Only a missing *client* means a missing extra; a missing backend module is a bug.
         missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-        if spec.extra is not None and missing and not missing.startswith("bruno_memstore"):
+        ours = missing is not None and (
+            missing == "bruno_memstore" or missing.startswith("bruno_memstore.")
+        )
+        if spec.extra is not None and missing and not ours:
             raise MissingDependencyError(spec.extra, missing) from exc
         raise
     return getattr(module, attr)
