@@ -26,7 +26,12 @@ from bruno_core.models.message import MessageRole
 from bruno_memstore import open_memory
 from bruno_memstore.backends import mysql as mysql_module
 from bruno_memstore.backends._mysql_schema import MIGRATIONS
-from bruno_memstore.backends.mysql import MySQLMemory, query_terms, search_terms
+from bruno_memstore.backends.mysql import (
+    MySQLMemory,
+    TermRewriter,
+    query_terms,
+    search_terms,
+)
 from bruno_memstore.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
@@ -237,7 +242,7 @@ async def test_changed_text_analysis_reindexes(memory: MySQLMemory, prefix: str)
         assert len(await reopened.search_messages("pangolin", user_id=uid)) == 1
         assert [e.id for e in await reopened.search_memories(uid, "pangolin")] != []
         rows = await _query(f"SELECT value FROM `{prefix}settings` WHERE name = 'analysis_version'")
-        assert int(rows[0][0]) == mysql_module.ANALYSIS_VERSION
+        assert rows[0][0] == f"{mysql_module.ANALYSIS_VERSION}:3:84"
     finally:
         await reopened.shutdown()
 
@@ -286,6 +291,10 @@ async def test_search_terms_dodge_innodb_limits() -> None:
     russian = search_terms("привет")
     assert russian.startswith("u") and len(russian) == 21 and russian.isascii()
     assert len(search_terms("x" * 200)) == 21
+    # A server with other token limits gets tokens that fit them.
+    narrow = TermRewriter(min_len=5, max_len=12)
+    assert narrow.index("AI") == "ai___"
+    assert [len(t) for t in narrow.index("привет " + "y" * 40).split()] == [12, 12]
     # Operators in a query cannot survive analysis: only word characters remain.
     assert query_terms('+cats -dogs "exact" (group) ~near* @3') == "cat dog exact group near 3__"
 

@@ -83,34 +83,61 @@ _MEM_COLS = (
 )
 _SES_COLS = "session_id, user_id, conversation_id, is_active, started_us, payload"
 
-# InnoDB's default tokenizer keeps words of 3..84 characters made of letters, digits
-# and "_" of its own character tables. Terms outside that are rewritten, identically when
-# indexing and querying, so every term the shared analysis produces stays searchable.
-_FT_MIN, _FT_MAX = 3, 84
+# InnoDB's tokenizer keeps words of innodb_ft_min_token_size..innodb_ft_max_token_size
+# characters (3..84 by default) made of letters, digits and "_" of its own character
+# tables. Terms outside that are rewritten, identically when indexing and querying, so every
+# term the shared analysis produces stays searchable.
 INDEXED_CHARS = 100_000
 
 
-def _ft_term(term: str) -> str:
-    if term.isascii():
-        if len(term) < _FT_MIN:
-            return term.ljust(_FT_MIN, "_")
-        if len(term) <= _FT_MAX:
-            return term
-    return "u" + hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+@dataclass(frozen=True, slots=True)
+class TermRewriter:
+    """Turns the shared analysis' terms into tokens InnoDB's full-text index keeps.
+
+    Short ASCII terms are padded with ``_`` up to ``min_len``; other terms (non-ASCII, or
+    longer than ``max_len``) become ``u`` and a hex BLAKE2b digest of the term.
+    """
+
+    min_len: int = 3
+    max_len: int = 84
+
+    def token(self, term: str) -> str:
+        """The index token for one term."""
+        if term.isascii():
+            if len(term) < self.min_len:
+                return term.ljust(self.min_len, "_")
+            if len(term) <= self.max_len:
+                return term
+        size = max(self.min_len, min(21, self.max_len)) - 1
+        digest = hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=16)
+        return "u" + digest.hexdigest()[:size]
+
+    def index(self, text: str) -> str:
+        """The full-text column's value for ``text`` (its first ``INDEXED_CHARS`` characters:
+        analysing megabytes on every write costs more than a match deep inside is worth)."""
+        return " ".join(self.token(t) for t in terms(text[:INDEXED_CHARS]))
+
+    def query(self, query: str) -> str:
+        """The ``AGAINST`` argument for a user query: its distinct terms, rewritten alike."""
+        return " ".join(dict.fromkeys(self.token(t) for t in terms(query)))
+
+    @property
+    def signature(self) -> str:
+        """What the stored tokens depend on; a change means re-indexing."""
+        return f"{ANALYSIS_VERSION}:{self.min_len}:{self.max_len}"
+
+
+_DEFAULT_REWRITER = TermRewriter()
 
 
 def search_terms(text: str) -> str:
-    """The analysed terms of ``text`` as stored in the full-text column.
-
-    Only the first ``INDEXED_CHARS`` characters are indexed: analysing megabytes of text on
-    every write would cost more than finding a match deep inside it is worth.
-    """
-    return " ".join(_ft_term(t) for t in terms(text[:INDEXED_CHARS]))
+    """The full-text column's value for ``text`` on a server with InnoDB's default limits."""
+    return _DEFAULT_REWRITER.index(text)
 
 
 def query_terms(query: str) -> str:
-    """The ``AGAINST`` argument for a user query: its distinct terms, rewritten alike."""
-    return " ".join(dict.fromkeys(_ft_term(t) for t in terms(query)))
+    """The ``AGAINST`` argument for ``query`` on a server with InnoDB's default limits."""
+    return _DEFAULT_REWRITER.query(query)
 
 
 def _tag_hash(tag: str) -> bytes:
@@ -254,6 +281,7 @@ class MySQLMemory(MemoryBackend):
         self._dialect: Dialect | None = None
         self._max_packet = 16 * 1024 * 1024
         self._committer: GroupCommitter[_Append, AppendResult] | None = None
+        self._terms = _DEFAULT_REWRITER
         self._t = {
             name: f"`{prefix}{name}`"
             for name in ("conversations", "messages", "memories", "memory_tags", "sessions")
@@ -434,11 +462,16 @@ class MySQLMemory(MemoryBackend):
             await cur.fetchall()
 
     async def _check_analysis(self, cur: Any) -> None:
-        """Re-index stored terms if the shared text analysis changed since they were built."""
+        """Re-index stored terms if the shared text analysis or the server's token limits
+        changed since they were built."""
+        await cur.execute("SELECT @@innodb_ft_min_token_size, @@innodb_ft_max_token_size")
+        low, high = await cur.fetchone()
+        self._terms = TermRewriter(int(low), int(high))
         table = f"`{self._prefix}settings`"
         await cur.execute(f"SELECT value FROM {table} WHERE name = 'analysis_version'")
         row = await cur.fetchone()
-        if row is not None and int(row[0]) == ANALYSIS_VERSION:
+        signature = self._terms.signature
+        if row is not None and row[0] == signature:
             return
         if row is not None:
             await self._reindex(cur, self._t["messages"], "seq")
@@ -446,7 +479,7 @@ class MySQLMemory(MemoryBackend):
         await cur.execute(
             f"INSERT INTO {table} (name, value) VALUES ('analysis_version', %s) "
             "ON DUPLICATE KEY UPDATE value = %s",
-            (str(ANALYSIS_VERSION), str(ANALYSIS_VERSION)),
+            (signature, signature),
         )
 
     async def _reindex(self, cur: Any, table: str, key: str) -> None:
@@ -463,7 +496,7 @@ class MySQLMemory(MemoryBackend):
             for k, content in rows:
                 await cur.execute(
                     f"UPDATE {table} SET search_terms = %s WHERE {key} = %s",
-                    (search_terms(content), k),
+                    (self._terms.index(content), k),
                 )
             await cur.execute("COMMIT")
             after = rows[-1][0]
@@ -731,7 +764,7 @@ class MySQLMemory(MemoryBackend):
                 rec.parent_id,
                 rec.content,
                 rec.metadata,
-                search_terms(rec.content),
+                self._terms.index(rec.content),
             )
         await cur.execute(
             f"INSERT INTO {self._t['messages']} (id, conversation_id, user_id, role, "
@@ -853,7 +886,7 @@ class MySQLMemory(MemoryBackend):
             record.expires_us,
             record.conversation_id,
             record.payload,
-            search_terms(record.content),
+            self._terms.index(record.content),
         )
         # ``col = %s`` rather than ``VALUES(col)``, which MySQL 8.0.20+ deprecates with a
         # warning on every statement.
@@ -1029,7 +1062,7 @@ class MySQLMemory(MemoryBackend):
         limit: int,
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
-        q = query_terms(query)
+        q = self._terms.query(query)
         if not q:
             return []
         match = "MATCH({a}.search_terms) AGAINST(%s IN NATURAL LANGUAGE MODE)"
