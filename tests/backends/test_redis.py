@@ -27,7 +27,7 @@ from bruno_memstore import open_memory
 from bruno_memstore.backends import redis as redis_backend
 from bruno_memstore.backends._redis_keys import encode_id
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.backends.redis import ANALYZER_FINGERPRINT, RedisMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
@@ -42,7 +42,7 @@ from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp"}
+GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta"}
 
 
 @pytest.fixture
@@ -505,15 +505,40 @@ async def test_forget_user_leaves_no_key_behind(memory: RedisMemory, raw) -> Non
     for key in keys:
         if not key.startswith("{"):
             kind = await raw.type(key)
-            values = (
-                [await raw.get(key)]
-                if kind == "string"
-                else list(await raw.smembers(key))
-                if kind == "set"
-                else await raw.zrange(key, 0, -1)
-            )
+            if kind == "string":
+                values = [await raw.get(key)]
+            elif kind == "set":
+                values = list(await raw.smembers(key))
+            elif kind == "hash":
+                values = list((await raw.hgetall(key)).values())
+            else:
+                values = await raw.zrange(key, 0, -1)
             assert not any(user in (v or "") for v in values), key
     assert {k for k in keys if memory.keys.tag(other) in k} == before_other
+
+
+async def test_changed_text_analysis_reindexes_on_connect(memory: RedisMemory, raw) -> None:
+    user = "reindexed"
+    msg = make_message("the dogs were running home")
+    entry = make_memory_entry(user, "likes running marathons")
+    await memory.store_message(msg, user, "conv")
+    await memory.store_memory(entry)
+    # Pretend the index was built by an older analysis that knew nothing of "run".
+    posting = memory.keys.posting(user, "run")
+    assert await raw.hlen(posting) == 2
+    await raw.delete(posting)
+    await raw.hset(memory.keys.glob("meta"), "analysis", "0:older")
+    assert await memory.search(user, "run") == []
+    await memory.shutdown()
+    await memory.initialize()
+    found = await memory.search(user, "running")
+    assert {r.kind for r in found} == {"message", "memory"}
+    assert await raw.hget(memory.keys.glob("meta"), "analysis") == ANALYZER_FINGERPRINT
+    assert not await raw.exists(memory.keys.glob("reindex-lock"))
+    # Nothing was indexed twice.
+    assert await raw.hlen(memory.keys.user(user, "doc")) == 2
+    total = len(terms(msg.content)) + len(terms(entry.content))
+    assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
 
 
 # ==================================================================== content

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.base import MemoryBackend
@@ -25,6 +26,20 @@ from faults._redis_server import RedisServer
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = f"bruno-test-{uuid.uuid4().hex[:12]}"
+DURABLE = frozenset({Capability.DURABLE})
+
+
+def declared_by(url: str) -> frozenset[Capability]:
+    """What ``RedisMemory`` will declare on the server at ``url``: DURABLE depends on its AOF.
+
+    An unreachable server changes nothing here; ``make_memory`` then fails every test.
+    """
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            persistent = int(client.info("persistence").get("aof_enabled", 0))
+    except redis.RedisError:
+        persistent = 0
+    return RedisMemory.capabilities | DURABLE if persistent else RedisMemory.capabilities
 
 
 async def connect(memory: RedisMemory) -> RedisMemory:
@@ -41,6 +56,8 @@ async def connect(memory: RedisMemory) -> RedisMemory:
 
 
 class TestRedisMemory(MemoryConformance):
+    capabilities = declared_by(REDIS_URL)
+
     async def make_memory(self) -> MemoryBackend:
         return await connect(RedisMemory(REDIS_URL, prefix=PREFIX, connect_timeout=3))
 
@@ -54,6 +71,8 @@ def aof_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
 
 
 class TestRedisMemoryDurable(DurabilitySuite):
+    capabilities = RedisMemory.capabilities | DURABLE
+
     async def make_memory(self) -> MemoryBackend:
         server: RedisServer = self._request.getfixturevalue("aof_server")
         memory = await connect(RedisMemory(server.url, prefix=PREFIX, require_durable=True))

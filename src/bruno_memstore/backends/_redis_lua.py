@@ -707,6 +707,25 @@ purge_due(ARGV[2])
 return 1
 """
 
+REINDEX = r"""
+-- ARGV: P user (doc length terms values)*  ->  documents re-indexed.
+-- Replaces the posting entries of documents whose text analysis changed; keeps what each
+-- document is. Documents deleted meanwhile are skipped.
+local u = ukey(ARGV[2])
+local n = 0
+for i = 3, #ARGV, 4 do
+  local doc = ARGV[i]
+  local nhead = string.byte(doc, 1) == 101 and 1 or 3
+  local fields = unindex_doc(u, doc, nhead)
+  if fields then
+    fields[nhead + 1] = nil
+    index_doc(u, doc, table.concat(fields, NUL), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    n = n + 1
+  end
+end
+return n
+"""
+
 SCRIPTS: dict[str, str] = {
     "append": APPEND,
     "get_messages": GET_MESSAGES,
@@ -727,5 +746,6 @@ SCRIPTS: dict[str, str] = {
     "drop_conversation": DROP_CONVERSATION,
     "forget_rest": FORGET_REST,
     "touch_user": TOUCH_USER,
+    "reindex": REINDEX,
 }
 """Script name -> Lua body (without the prelude)."""

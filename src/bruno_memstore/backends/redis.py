@@ -13,7 +13,9 @@ See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
@@ -37,7 +39,7 @@ from ..models import (
 )
 from ..primitives import AppendResult, ExportKind
 from ..retry import RetryPolicy
-from ..search import BM25Index, terms
+from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
 from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from ._redis_lua import PRELUDE, SCRIPTS
@@ -75,6 +77,15 @@ _OPTIONS: dict[str, type] = {
 _PASSTHROUGH = frozenset(
     {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
 )
+# The declared analysis version plus the analysed form of text that exercises every step of
+# the shared analysis (so a change the version forgot still shows): what the stored posting
+# lists were built with. A different fingerprint at connect re-indexes every document.
+_PROBE = "Children's bicycles WERE parked; the 3rd rider didn't stop at Zürich's 駅前 café"
+ANALYZER_FINGERPRINT = (
+    f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
+)
+_LOCK_MS = 60_000
+
 _DEFAULTS: dict[str, Any] = {
     "prefix": "bruno",
     "conversation_ttl": None,
@@ -228,6 +239,7 @@ class RedisMemory(MemoryBackend):
                 script = client.register_script(PRELUDE + body)
                 await client.script_load(script.script)
                 scripts[name] = script
+            await self._check_analysis(client, scripts)
         except BaseException:
             await client.aclose()
             await pool.aclose()
@@ -236,6 +248,61 @@ class RedisMemory(MemoryBackend):
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
         self._slots = asyncio.Semaphore(s["max_connections"])
+
+    async def _check_analysis(self, client: Any, scripts: dict[str, Any]) -> None:
+        """Re-index every document if the shared text analysis changed since it was indexed.
+
+        One process re-indexes (under a lock key); others connecting meanwhile wait for it.
+        """
+        meta, lock = self.keys.glob("meta"), self.keys.glob("reindex-lock")
+        if await client.hget(meta, "analysis") == ANALYZER_FINGERPRINT:
+            return
+        token = uuid.uuid4().hex
+        while not await client.set(lock, token, nx=True, px=_LOCK_MS):
+            await asyncio.sleep(0.1)
+            if await client.hget(meta, "analysis") == ANALYZER_FINGERPRINT:
+                return
+        try:
+            if await client.hget(meta, "analysis") != ANALYZER_FINGERPRINT:
+                await self._reindex(client, scripts["reindex"], lock)
+                await client.hset(meta, "analysis", ANALYZER_FINGERPRINT)
+        finally:
+            if await client.get(lock) == token:
+                await client.delete(lock)
+
+    async def _reindex(self, client: Any, script: Any, lock: str) -> None:
+        users_cursor: int | None = None
+        while users_cursor != 0:
+            users_cursor, users = await client.sscan(
+                self.keys.glob("users"), users_cursor or 0, count=100
+            )
+            for user in users:
+                docs_cursor: int | None = None
+                while docs_cursor != 0:
+                    docs_cursor, docs = await client.hscan(
+                        self.keys.user(user, "doc"), docs_cursor or 0, count=500
+                    )
+                    args = await self._reindex_args(client, user, docs)
+                    if args:
+                        await script(args=[self.prefix, user, *args])
+                    await client.pexpire(lock, _LOCK_MS)
+
+    async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
+        """``(doc, length, terms, values)*`` for the documents, from their stored text."""
+        pipe = client.pipeline(transaction=False)
+        for doc, meta in docs.items():
+            if doc.startswith("e"):
+                pipe.hget(self.keys.user(user, "e"), doc[1:])
+            else:
+                _role, member, conv = meta.split("\x00", 3)[:3]
+                pipe.hget(self.keys.conversation(user, conv, "b"), member[28:])
+        args: list[Any] = []
+        for doc, text in zip(docs, await pipe.execute(), strict=True):
+            if text is not None:
+                args.append(doc)
+                # The content is field 2 of a memory record, field 1 of a message body.
+                _index_args(json.loads(text)[2 if doc.startswith("e") else 1], args)
+        return args
 
     async def _close(self) -> None:
         client, pool = self._client, self._pool
