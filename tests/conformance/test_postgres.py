@@ -21,6 +21,7 @@ SCHEMA = "bruno_memstore_conformance"
 
 
 class TestPostgresMemory(MemoryConformance):
+    capabilities = PostgresMemory.capabilities
     forbidden_text: ClassVar[tuple[str, ...]] = ("\x00",)
     forbidden_metadata_text: ClassVar[tuple[str, ...]] = ("\x00",)
 

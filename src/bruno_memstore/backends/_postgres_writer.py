@@ -104,10 +104,20 @@ class GroupWriter:
         # or may not be stored, which a retry by id resolves either way.
         return await asyncio.shield(future)
 
-    async def drain(self) -> None:
-        """Wait until every queued append has been flushed."""
-        while self._flushers:
+    async def close(self, grace: float) -> None:
+        """Flush what is queued, waiting at most ``grace`` seconds; then give up on the
+        rest (its callers get an error; a retry by id settles whether it was stored)."""
+        try:
+            async with asyncio.timeout(grace):
+                while self._flushers:
+                    await asyncio.gather(*list(self._flushers), return_exceptions=True)
+        except TimeoutError:
+            for task in list(self._flushers):
+                task.cancel()
             await asyncio.gather(*list(self._flushers), return_exceptions=True)
+        for item in self._pending:
+            _settle(item, _cancelled())
+        self._pending = []
 
     def _take_batch(self) -> list[Append]:
         batch: list[Append] = []

@@ -273,7 +273,7 @@ class PostgresMemory(MemoryBackend):
         pool, writer = self._pool, self._writer
         self._pool = self._writer = None
         if writer is not None:
-            await writer.drain()
+            await writer.close(grace=self.connect_timeout)
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
