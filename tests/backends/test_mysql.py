@@ -566,3 +566,24 @@ async def test_json_metadata_round_trips_like_the_text(memory: MySQLMemory) -> N
     await memory.store_message(msg, uid, conv)
     (got,) = await memory.retrieve_messages(conv)
     assert json.dumps(got.metadata) == json.dumps(metadata)
+
+
+async def test_shutdown_lets_queued_writes_finish(prefix: str) -> None:
+    mem = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    uid, conv = new_user_id(), new_conversation_id()
+    msgs = [make_message(f"in flight {i}", timestamp=at(i)) for i in range(64)]
+    await mem.initialize()
+    writes = [asyncio.create_task(mem.store_message(m, uid, conv)) for m in msgs]
+    await asyncio.sleep(0)  # queued, some already in a batch
+    await mem.shutdown()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    done = [m for m, r in zip(msgs, results, strict=True) if r is None]
+    refused = [r for r in results if r is not None]
+    assert all(isinstance(r, BackendUnavailableError) for r in refused)
+    await mem.shutdown()  # writes that started after the first shutdown reconnected
+    reopened = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    try:
+        stored = {m.id for m in await reopened.retrieve_messages(conv)}
+        assert {m.id for m in done} <= stored
+    finally:
+        await reopened.shutdown()

@@ -32,6 +32,7 @@ class GroupCommitter(Generic[T, R]):
         weight: the cost of an item (for instance its size in bytes).
         max_weight: a batch stops growing at this total weight (a single heavier item
             still runs, alone).
+        closed_error: the exception for items submitted to, or left in, a closed committer.
     """
 
     def __init__(
@@ -42,12 +43,15 @@ class GroupCommitter(Generic[T, R]):
         max_inflight: int = 2,
         weight: Callable[[T], int] | None = None,
         max_weight: int | None = None,
+        closed_error: Callable[[], BaseException] = lambda: RuntimeError("closed"),
     ) -> None:
         self._execute = execute
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._weight = weight
         self._max_weight = max_weight
+        self._closed_error = closed_error
+        self._closing = False
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._workers: set[asyncio.Task[None]] = set()
         self.batches = 0  # executed batches, for observability and tests
@@ -55,6 +59,8 @@ class GroupCommitter(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for its result (or its exception)."""
+        if self._closing:
+            raise self._closed_error()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._workers) < self._max_inflight:
@@ -63,15 +69,20 @@ class GroupCommitter(Generic[T, R]):
             task.add_done_callback(self._workers.discard)
         return await future
 
-    async def close(self) -> None:
-        """Stop the workers; queued items fail with ``CancelledError``."""
+    async def close(self, grace: float = 30.0) -> None:
+        """Refuse new items, let the workers finish what is queued (for up to ``grace``
+        seconds), then stop them; items still waiting get ``closed_error()``."""
+        self._closing = True
+        if self._workers:
+            await asyncio.wait(list(self._workers), timeout=grace)
         for task in list(self._workers):
             task.cancel()
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
         while self._queue:
             _, future = self._queue.popleft()
-            future.cancel()
+            if not future.done():
+                future.set_exception(self._closed_error())
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []

@@ -394,6 +394,9 @@ class MySQLMemory(MemoryBackend):
                 max_inflight=min(2, writers),
                 weight=lambda a: a.size,
                 max_weight=self._max_packet // 2,
+                closed_error=lambda: BackendUnavailableError(
+                    "the memory was shut down", backend=self.backend_name, operation="store"
+                ),
             )
 
     async def _close(self) -> None:
