@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import platform
@@ -65,6 +66,7 @@ __all__ = [
     "app",
     "machine",
     "measure",
+    "raw_drivers",
     "register_raw_driver",
     "run_ours",
     "run_raw",
@@ -325,11 +327,26 @@ class RawDriver(Subject):
 
 
 RAW_DRIVERS: dict[str, list[type[RawDriver]]] = {}
+# Schemes whose raw drivers live in a module named after another spelling of the engine.
+_RAW_MODULE_ALIASES = {"postgresql": "postgres", "mariadb": "mysql", "rediss": "redis"}
 
 
 def register_raw_driver(scheme: str, driver: type[RawDriver]) -> None:
     """Compare backends of ``scheme`` with ``driver`` too."""
     RAW_DRIVERS.setdefault(scheme, []).append(driver)
+
+
+def raw_drivers(scheme: str, console: Console | None = None) -> list[type[RawDriver]]:
+    """The raw drivers for ``scheme``, importing ``benchmarks.raw_<engine>`` on first use."""
+    if scheme not in RAW_DRIVERS:
+        name = f"benchmarks.raw_{_RAW_MODULE_ALIASES.get(scheme, scheme)}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name and console is not None:  # the module exists, its client not
+                console.print(f"no raw baseline for {scheme}://: {exc}", highlight=False)
+        RAW_DRIVERS.setdefault(scheme, [])
+    return RAW_DRIVERS[scheme]
 
 
 def _row(message: Message) -> MessageRecord:
@@ -725,7 +742,7 @@ def main(
             console.print(f"measuring {parsed} …", highlight=False)
             results = [asyncio.run(run_ours(url, work, data.fresh_copy()))]
             if raw:
-                for driver_cls in RAW_DRIVERS.get(parsed.scheme, []):
+                for driver_cls in raw_drivers(parsed.scheme, console):
                     console.print(f"measuring raw {driver_cls.name} …", highlight=False)
                     results.append(
                         asyncio.run(run_raw(driver_cls(), parsed, workdir, work, data.fresh_copy()))
@@ -737,4 +754,7 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    # Run the importable module, so that raw-driver modules register into its registry.
+    from benchmarks.throughput import app as _app
+
+    _app()

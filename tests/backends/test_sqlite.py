@@ -706,8 +706,10 @@ async def test_repr_and_describe(tmp_path: Path) -> None:
     assert repr(mem) == f"SQLiteMemory(sqlite:///{tmp_path}/r.db)"
     assert repr(SQLiteMemory(":memory:")) == "SQLiteMemory(sqlite:///:memory:)"
     # The URL printed is one open_memory accepts, for the same file.
-    again = open_memory(mem.describe())
-    assert isinstance(again, SQLiteMemory) and again.db_path == mem.db_path
+    for name in ("r.db", "odd name?#%.db"):
+        mem = SQLiteMemory(tmp_path / name)
+        again = open_memory(mem.describe())
+        assert isinstance(again, SQLiteMemory) and again.db_path == mem.db_path
 
 
 async def test_default_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

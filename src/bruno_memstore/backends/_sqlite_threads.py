@@ -101,11 +101,29 @@ class _Worker(ABC):
         stop: _Stop | None = None
         try:
             stop = self._serve(conn)
+        except BaseException as exc:
+            # A bug, not an engine error (those are the jobs' outcomes): nobody may be left
+            # waiting on a thread that is gone.
+            self._abandon(exc)
+            raise
         finally:
             conn.close()
             if stop is not None and stop.done is not None:
                 done_loop, done = stop.done
                 _post(done_loop, _settle, done, None, None)
+
+    def _abandon(self, exc: BaseException) -> None:
+        error = RuntimeError(f"the SQLite worker thread stopped: {exc!r}")
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Stop):
+                if item.done is not None:
+                    _post(item.done[0], _settle, item.done[1], None, None)
+            else:
+                _post(item[1], _settle, item[2], error, None)
 
     @abstractmethod
     def _serve(self, conn: sqlite3.Connection) -> _Stop:

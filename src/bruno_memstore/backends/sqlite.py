@@ -20,6 +20,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal, NamedTuple
+from urllib.parse import quote
 
 from ..base import MemoryBackend
 from ..capabilities import Capability
@@ -56,7 +57,7 @@ class SQLiteMemory(MemoryBackend):
     """Memory in one SQLite file: durable, full-text searchable, safe for several processes.
 
     Args:
-        db_path: the database file (created with its directory's permissions if missing), or
+        db_path: the database file (created if missing; its directory must exist), or
             ``":memory:"`` for a private in-process database that is not durable.
         synchronous: ``"full"`` (default: an acknowledged write survives a power loss),
             ``"normal"`` (survives a killed process, not a power loss; faster commits) or
@@ -148,7 +149,8 @@ class SQLiteMemory(MemoryBackend):
         return cls(path, **options)
 
     def describe(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        # A URL that open_memory() turns back into this file ("?", "#", "%" escaped).
+        return f"sqlite:///{quote(self.db_path, safe='/:')}"
 
     # ================================================================ lifecycle
 
