@@ -587,3 +587,13 @@ async def test_shutdown_lets_queued_writes_finish(prefix: str) -> None:
         assert {m.id for m in done} <= stored
     finally:
         await reopened.shutdown()
+
+
+async def test_write_connections_are_reused(memory: MySQLMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    for i in range(5):
+        await memory.store_message(make_message(f"sequential {i}", timestamp=at(i)), uid, conv)
+        await memory.create_session(uid)
+    # One connection served every transaction: none was dropped as "still in a transaction".
+    assert memory._write_pool.size == 1
+    assert memory._write_pool.freesize == 1

@@ -548,11 +548,14 @@ class MySQLMemory(MemoryBackend):
             except BaseException:
                 if conn.connected:
                     try:
-                        await cur.execute("ROLLBACK")
+                        await conn.rollback()
                     except Exception:
                         conn.close()
                 raise
-            await cur.execute("COMMIT")
+            # conn.commit(), not a COMMIT statement: only it refreshes the driver's view of
+            # the transaction status, and the pool discards a connection it thinks is mid-
+            # transaction (which would cost a new connection per write).
+            await conn.commit()
 
     async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._connection() as conn, conn.cursor() as cur:
