@@ -33,6 +33,8 @@ def memcached_url() -> str:
 
 
 class TestMemcachedMemory(MemoryConformance):
+    capabilities = MemcachedMemory.capabilities
+
     async def make_memory(self) -> MemoryBackend:
         url = self._request.getfixturevalue("memcached_url")
         memory = MemcachedMemory(url, prefix=PREFIX, connect_timeout=5)

@@ -19,6 +19,7 @@ PREFIX = "bruno_conformance_"
 
 
 class TestMySQLMemory(MemoryConformance):
+    capabilities = MySQLMemory.capabilities
     # utf8mb4 holds every Unicode scalar value but not a lone surrogate. Message content
     # cannot carry one (bruno-core's model refuses it); metadata values can.
     forbidden_metadata_text: ClassVar[tuple[str, ...]] = ("\udfff",)

@@ -26,7 +26,7 @@ from aiomcache.exceptions import ClientException
 
 from ._memcached_client import HardenedClient
 
-__all__ = ["ITEM_LIMIT", "ChunkedLog", "Store", "hash_id"]
+__all__ = ["ITEM_LIMIT", "ChunkedLog", "IndexLog", "Store", "hash_id"]
 
 ITEM_LIMIT = 1_000_000  # bytes of one value part; memcached's default item limit is 1 MiB
 _MULTI_GET = 100  # keys per get command
@@ -225,13 +225,22 @@ class ChunkedLog:
         """The key of one chunk."""
         return f"{self.base}:{chunk}"
 
+    def format(self, slot: int, entry: str) -> str:
+        """The stored line of an entry (without the newline)."""
+        return f"{slot} {entry}"
+
+    def parse(self, line: str) -> tuple[int, str]:
+        """``(slot, entry)`` of a stored line."""
+        slot, _, entry = line.partition(" ")
+        return int(slot), entry
+
     async def append(self, entries: Sequence[str]) -> list[int]:
         """Append entries (no newlines inside); return their slots, in order."""
         last = await self.store.incr(self.counter_key, len(entries))
         slots = list(range(last - len(entries) + 1, last + 1))
         by_chunk: dict[int, list[str]] = {}
         for slot, entry in zip(slots, entries, strict=True):
-            by_chunk.setdefault(slot // self.per_chunk, []).append(f"{slot} {entry}\n")
+            by_chunk.setdefault(slot // self.per_chunk, []).append(self.format(slot, entry) + "\n")
         for chunk, lines in by_chunk.items():
             data = "".join(lines).encode("utf-8", "surrogatepass")
             key = self.chunk_key(chunk)
@@ -248,17 +257,17 @@ class ChunkedLog:
         raw = await self.store.get(self.counter_key)
         return int(raw) // self.per_chunk + 1 if raw is not None else 0
 
-    async def read(self) -> list[tuple[int, str]]:
-        """Every ``(slot, entry)``, in slot order."""
+    async def lines(self) -> list[bytes]:
+        """Every stored line, as bytes, in no particular order."""
         count = await self.chunk_count()
         if not count:
             return []
         chunks = await self.store.get_many([self.chunk_key(c) for c in range(count)])
-        out: list[tuple[int, str]] = []
-        for data in chunks.values():
-            for line in data.decode("utf-8", "surrogatepass").splitlines():
-                slot, _, entry = line.partition(" ")
-                out.append((int(slot), entry))
+        return [line for data in chunks.values() for line in data.split(b"\n") if line]
+
+    async def read(self) -> list[tuple[int, str]]:
+        """Every ``(slot, entry)``, in slot order."""
+        out = [self.parse(line.decode("utf-8", "surrogatepass")) for line in await self.lines()]
         out.sort(key=lambda pair: pair[0])
         return out
 
@@ -271,11 +280,7 @@ class ChunkedLog:
                 if data is None or token is None:
                     break
                 lines = data.decode("utf-8", "surrogatepass").splitlines()
-                kept = [
-                    line
-                    for line in lines
-                    if not drop(int(line.partition(" ")[0]), line.partition(" ")[2])
-                ]
+                kept = [line for line in lines if not drop(*self.parse(line))]
                 if len(kept) == len(lines):
                     break
                 new = "".join(f"{line}\n" for line in kept).encode("utf-8", "surrogatepass")
@@ -293,3 +298,27 @@ class ChunkedLog:
         """Delete the log."""
         count = await self.chunk_count()
         await self.store.delete(self.counter_key, *(self.chunk_key(c) for c in range(count)))
+
+
+class IndexLog(ChunkedLog):
+    """A conversation's message index: entries ``"<ts_us> <role> <id>"``.
+
+    Lines are stored as ``<ts_us + 10**18, 20 digits> <slot, 12 digits> <role> <id>``: as
+    bytes they sort by ``(timestamp, slot)``, so the newest entries are found by comparing
+    lines, without parsing every one.
+    """
+
+    _OFFSET = 10**18  # makes every datetime's microseconds positive
+
+    def format(self, slot: int, entry: str) -> str:
+        ts, _, rest = entry.partition(" ")
+        return f"{int(ts) + self._OFFSET:020d} {slot:012d} {rest}"
+
+    def parse(self, line: str) -> tuple[int, str]:
+        ts, slot, rest = line.split(" ", 2)
+        return int(slot), f"{int(ts) - self._OFFSET} {rest}"
+
+    def decode(self, line: bytes) -> tuple[int, int, str]:
+        """``(ts_us, slot, message id)`` of a stored line."""
+        ts, slot, _role, mid = line.split(b" ", 3)
+        return int(ts) - self._OFFSET, int(slot), mid.decode("ascii")

@@ -22,6 +22,7 @@ Layout (``P`` is the prefix, ``h(x)`` a 22-character hash of ``x``):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import re
 import secrets
@@ -53,7 +54,7 @@ from ..url import MemoryURL, redact_url
 
 try:
     from ._memcached_client import HardenedClient
-    from ._memcached_store import ChunkedLog, Store, dumps, hash_id
+    from ._memcached_store import ChunkedLog, IndexLog, Store, dumps, hash_id
 except ImportError:  # pragma: no cover - exercised only without the extra
     HardenedClient = None  # type: ignore[assignment,misc]
 
@@ -303,9 +304,9 @@ class MemcachedMemory(MemoryBackend):
     def _key(self, kind: str, value: str) -> str:
         return f"{self.prefix}:{kind}:{hash_id(value)}"
 
-    def _index(self, conv: _Conversation) -> ChunkedLog:
+    def _index(self, conv: _Conversation) -> IndexLog:
         base = f"{self._key('c', conv.conversation_id)}:{conv.gen}:i"
-        return ChunkedLog(self.store, base, _INDEX_CHUNK)
+        return IndexLog(self.store, base, _INDEX_CHUNK)
 
     def _user_list(self, user_id: str, kind: str) -> ChunkedLog:
         return ChunkedLog(self.store, f"{self._key('u', user_id)}:{kind}", _LIST_CHUNK)
@@ -445,11 +446,25 @@ class MemcachedMemory(MemoryBackend):
 
     async def _window(self, conv: _Conversation, limit: int | None) -> list[MessageRecord]:
         """The conversation's newest ``limit`` live messages, oldest first."""
-        entries: list[tuple[int, int, str]] = []
-        for slot, entry in await self._index(conv).read():
-            ts, _, rest = entry.partition(" ")
-            entries.append((int(ts), slot, rest.partition(" ")[2]))
-        entries.sort(reverse=True)
+        index = self._index(conv)
+        lines = await index.lines()
+        # Lines sort as (timestamp, slot): pick the newest without parsing the rest.
+        if limit is not None and len(lines) > 2 * (limit + 8):
+            head = heapq.nlargest(limit + 8, lines)
+        else:
+            head = sorted(lines, reverse=True)
+        out = await self._live(conv, [index.decode(line) for line in head], limit)
+        if (limit is None or len(out) < limit) and len(head) < len(lines):
+            # Dead entries crowded the head: go through everything.
+            ordered = [index.decode(line) for line in sorted(lines, reverse=True)]
+            out = await self._live(conv, ordered, limit)
+        out.reverse()
+        return out
+
+    async def _live(
+        self, conv: _Conversation, entries: list[tuple[int, int, str]], limit: int | None
+    ) -> list[MessageRecord]:
+        """The live messages of ``entries`` (newest first), at most ``limit``."""
         out: list[MessageRecord] = []
         pos = 0
         while pos < len(entries) and (limit is None or len(out) < limit):
@@ -468,7 +483,6 @@ class MemcachedMemory(MemoryBackend):
                 out.append(_message_record(v))
                 if limit is not None and len(out) >= limit:
                     break
-        out.reverse()
         return out
 
     async def _read_window(
