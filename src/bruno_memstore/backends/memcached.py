@@ -35,6 +35,7 @@ from typing import Any, ClassVar, NoReturn
 from ..base import MemoryBackend
 from ..capabilities import Capability
 from ..errors import (
+    BackendError,
     BackendUnavailableError,
     CapabilityError,
     InvalidArgumentError,
@@ -402,25 +403,14 @@ class MemcachedMemory(MemoryBackend):
         conv = await self._claim(
             conversation_id, user_id, enforce=enforce_owner, operation="store_message"
         )
-        found = await self._load_messages([r.id for r in records])
         existing: set[str] = set()
-        fresh: list[MessageRecord] = []
-        stale: list[str] = []
-        for rec in records:
-            old = found.get(rec.id)
-            if old is None:
-                fresh.append(rec)
-            elif old[1] == conversation_id and old[11] != conv.gen:
-                # Left over from before the conversation was cleared: not a message anymore.
-                stale.append(rec.id)
-                fresh.append(rec)
-            else:
-                existing.add(rec.id)
-        if stale:
-            await self.store.delete_values([self._key("m", i) for i in stale])
-        if fresh:
-            # Index entries first, messages last: the message write is the commit point.
-            slots = await self._index(conv).append([f"{r.ts_us} {r.role} {r.id}" for r in fresh])
+        pending = list(records)
+        for _round in range(8):
+            # Index entries first, messages last: the message write (``add``) is the commit
+            # point, and it refuses an id that is already stored, which is how a retry or a
+            # duplicate is recognised without looking the ids up first. The refused write
+            # leaves an index entry whose slot is not its message's: readers skip it.
+            slots = await self._index(conv).append([f"{r.ts_us} {r.role} {r.id}" for r in pending])
             stored = await asyncio.gather(
                 *(
                     self.store.put_value(
@@ -428,10 +418,33 @@ class MemcachedMemory(MemoryBackend):
                         _message_value(rec, conv.owner, conv.gen, slot),
                         create=True,
                     )
-                    for rec, slot in zip(fresh, slots, strict=True)
+                    for rec, slot in zip(pending, slots, strict=True)
                 )
             )
-            existing.update(rec.id for rec, ok in zip(fresh, stored, strict=True) if not ok)
+            refused = [rec for rec, ok in zip(pending, stored, strict=True) if not ok]
+            if not refused:
+                break
+            found = await self._load_messages([r.id for r in refused])
+            pending, stale = [], []
+            for rec in refused:
+                old = found.get(rec.id)
+                if old is None:
+                    pending.append(rec)  # gone again meanwhile: write it
+                elif old[1] == conversation_id and old[11] != conv.gen:
+                    # Left over from before the conversation was cleared: not a message.
+                    stale.append(self._key("m", rec.id))
+                    pending.append(rec)
+                else:
+                    existing.add(rec.id)
+            if not pending:
+                break
+            await self.store.delete_values(stale)
+        else:  # pragma: no cover - needs a writer deleting the same ids in a loop
+            raise BackendError(
+                "message ids kept changing while being stored",
+                backend=self.backend_name,
+                operation="store_message",
+            )
         await self._refresh(conv, conv.owner)
         return AppendResult(conv.owner, frozenset(existing))
 
