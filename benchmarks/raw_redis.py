@@ -46,6 +46,7 @@ from bruno_memstore.backends.redis import (
     _hit_order,
     _message,
     _message_args,
+    _user_messages,
 )
 from bruno_memstore.models import MemoryFilter, MessageRecord, SearchHit, message_to_record
 from bruno_memstore.models import record_to_message as _to_message
@@ -108,10 +109,7 @@ class ScriptsDriver(_RedisRaw):
         await self._eval("append", self._append_args(user, conv, recs))
 
     async def read_rows(self, user: str) -> list[Any]:
-        reply = await self._eval("read_user", [user, CONTEXT_LIMIT])
-        rows = [
-            _message(reply[i + 2], reply[i + 1], reply[i], user) for i in range(0, len(reply), 3)
-        ]
+        rows = _user_messages(await self._eval("read_user", [user, CONTEXT_LIMIT]), user)
         rows.reverse()  # newest first, as the harness expects raw rows
         return rows
 

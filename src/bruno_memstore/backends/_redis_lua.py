@@ -84,6 +84,19 @@ local function bytes_gt(a, b) -- byte order, as Redis sorts members (no locale r
   end
   return #a > #b
 end
+-- The bodies of order-zset members[first..last] (false where a body has expired).
+local function bodies_of(bkey, members, first, last)
+  local out = {}
+  for s = first, last, 500 do
+    local ids = {}
+    for k = s, math.min(s + 499, last) do ids[#ids + 1] = string.sub(members[k], 29) end
+    if #ids > 0 then
+      local got = redis.call('HMGET', bkey, unpack(ids))
+      for k = 1, #ids do out[#out + 1] = got[k] end
+    end
+  end
+  return out
+end
 local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28), 16)) end
 
 -- ------------------------------------------------------------------ inverted index
@@ -338,12 +351,12 @@ return out
 """
 
 READ_CONVERSATION = r"""
--- ARGV: P conv user('' any) limit(0 all) [start count]  ->  owner (member body)*
+-- ARGV: P conv user('' any) limit(0 all) [start count]  ->  {owner, {member*}, {body*}}
 local conv, user, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local owner = conversation_owner(conv)
 if not owner or (user ~= '' and owner ~= user) then return {} end
 local u = ukey(owner)
-local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
+local okey = ckey(u, conv, 'o')
 local members
 if ARGV[5] then
   members = redis.call('ZRANGE', okey, tonumber(ARGV[5]), tonumber(ARGV[5]) + tonumber(ARGV[6]) - 1)
@@ -352,62 +365,79 @@ elseif limit > 0 then
 else
   members = redis.call('ZRANGE', okey, 0, -1)
 end
-local out = {owner}
-for s = 1, #members, 500 do
-  local ids = {}
-  for k = s, math.min(s + 499, #members) do ids[#ids + 1] = string.sub(members[k], 29) end
-  local bodies = redis.call('HMGET', bkey, unpack(ids))
-  for k = 1, #ids do
-    if bodies[k] then
-      out[#out + 1] = members[s + k - 1]; out[#out + 1] = bodies[k]
-    end
-  end
-end
-return out
+return {owner, members, bodies_of(ckey(u, conv, 'b'), members, 1, #members)}
 """
 
 READ_USER = r"""
--- ARGV: P user limit(0 all)  ->  (conv member body)*, oldest first.
+-- ARGV: P user limit(0 all)  ->  (conv {member*} {body*})*, oldest first.
 -- Walks conversations newest first (T:recent) and stops once no older conversation can
 -- hold one of the newest `limit` messages: cost O(limit * conversations touched).
 local user, limit = ARGV[2], tonumber(ARGV[3])
 purge_due(user)
 local u = ukey(user)
-local pool = {}
-local function take(conv, first, last)
-  for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), first, last)) do
-    local e = key3(m); e[4] = m; e[5] = conv
-    pool[#pool + 1] = e
-  end
+local function tail(conv, n)
+  if n > 0 then return redis.call('ZRANGE', ckey(u, conv, 'o'), -n, -1) end
+  return redis.call('ZRANGE', ckey(u, conv, 'o'), 0, -1)
 end
+local pool = {} -- newest first: {key3..., member, conv}
 if limit > 0 then
-  local start, done = 0, false
-  while not done do
-    local batch = redis.call('ZREVRANGE', u .. 'recent', start, start + 63, 'WITHSCORES')
-    if #batch == 0 then break end
-    for k = 1, #batch, 2 do
+  local recent = redis.call('ZREVRANGE', u .. 'recent', 0, 63, 'WITHSCORES')
+  if #recent == 0 then return {} end
+  local first = tail(recent[1], limit)
+  -- Usually the newest conversation alone holds the whole window.
+  if #first == limit and (#recent == 2 or tonumber(recent[4]) < ts_num(first[1])) then
+    return {recent[1], first, bodies_of(ckey(u, recent[1], 'b'), first, 1, #first)}
+  end
+  local start = 0
+  while #recent > 0 do
+    for k = 1, #recent, 2 do
       -- Scores round the same way on both sides, so '<' never stops too early.
-      if #pool >= limit and tonumber(batch[k + 1]) < ts_num(pool[limit][4]) then
-        done = true
+      if #pool >= limit and tonumber(recent[k + 1]) < ts_num(pool[limit][4]) then
+        recent = {}
         break
       end
-      take(batch[k], -limit, -1)
-      table.sort(pool, newer)
-      for j = #pool, limit + 1, -1 do pool[j] = nil end
+      local conv = recent[k]
+      local t = (k == 1 and start == 0) and first or tail(conv, limit)
+      -- Merge the conversation's tail (oldest first) into the pool (newest first).
+      local merged, i, j, e = {}, 1, #t, nil
+      while #merged < limit and (i <= #pool or j >= 1) do
+        if j >= 1 and e == nil then
+          e = key3(t[j]); e[4] = t[j]; e[5] = conv
+        end
+        if e == nil or (i <= #pool and newer(pool[i], e)) then
+          merged[#merged + 1] = pool[i]; i = i + 1
+        else
+          merged[#merged + 1] = e; j = j - 1; e = nil
+        end
+      end
+      pool = merged
     end
-    start = start + 64
+    if #recent > 0 then
+      start = start + 64
+      recent = redis.call('ZREVRANGE', u .. 'recent', start, start + 63, 'WITHSCORES')
+    end
   end
 else
-  for _, conv in ipairs(redis.call('SMEMBERS', u .. 'convs')) do take(conv, 0, -1) end
+  for _, conv in ipairs(redis.call('SMEMBERS', u .. 'convs')) do
+    for _, m in ipairs(tail(conv, 0)) do
+      local e = key3(m); e[4] = m; e[5] = conv
+      pool[#pool + 1] = e
+    end
+  end
   table.sort(pool, newer)
 end
+-- Oldest first, one group per run of the same conversation.
 local out = {}
-for k = #pool, 1, -1 do
-  local e = pool[k]
-  local body = redis.call('HGET', ckey(u, e[5], 'b'), string.sub(e[4], 29))
-  if body then
-    out[#out + 1] = e[5]; out[#out + 1] = e[4]; out[#out + 1] = body
+local k = #pool
+while k >= 1 do
+  local conv, members = pool[k][5], {}
+  while k >= 1 and pool[k][5] == conv do
+    members[#members + 1] = pool[k][4]
+    k = k - 1
   end
+  out[#out + 1] = conv
+  out[#out + 1] = members
+  out[#out + 1] = bodies_of(ckey(u, conv, 'b'), members, 1, #members)
 end
 return out
 """

@@ -420,10 +420,7 @@ class RedisMemory(MemoryBackend):
             )
             return _conversation_messages(reply, conversation_id)
         assert user_id is not None
-        reply = await self._eval("read_user", [user_id, limit or 0])
-        return [
-            _message(reply[i + 2], reply[i + 1], reply[i], user_id) for i in range(0, len(reply), 3)
-        ]
+        return _user_messages(await self._eval("read_user", [user_id, limit or 0]), user_id)
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return int(await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)]))
@@ -637,7 +634,7 @@ class RedisMemory(MemoryBackend):
                     )
                     for rec in _conversation_messages(reply, conv):
                         yield rec
-                    if len(reply) < 1 + 2 * _EXPORT_BATCH:
+                    if not reply or len(reply[1]) < _EXPORT_BATCH:
                         break
                     start += _EXPORT_BATCH
         else:
@@ -750,13 +747,27 @@ def _message(body: str, member: str, conversation_id: str, owner: str) -> Messag
     )
 
 
-def _conversation_messages(reply: list[str], conversation_id: str) -> list[MessageRecord]:
+def _conversation_messages(reply: list[Any], conversation_id: str) -> list[MessageRecord]:
     if not reply:
         return []
-    owner = reply[0]
+    owner, members, bodies = reply
     return [
-        _message(reply[i + 1], reply[i], conversation_id, owner) for i in range(1, len(reply), 2)
+        _message(body, member, conversation_id, owner)
+        for member, body in zip(members, bodies, strict=True)
+        if body is not None
     ]
+
+
+def _user_messages(reply: list[Any], user_id: str) -> list[MessageRecord]:
+    out: list[MessageRecord] = []
+    for i in range(0, len(reply), 3):
+        conv = reply[i]
+        out += [
+            _message(body, member, conv, user_id)
+            for member, body in zip(reply[i + 1], reply[i + 2], strict=True)
+            if body is not None
+        ]
+    return out
 
 
 def _memory(text: str) -> MemoryRecord:
