@@ -27,6 +27,7 @@ from bruno_memstore.errors import (
     BackendUnavailableError,
     CapabilityError,
     InvalidArgumentError,
+    MissingDependencyError,
     OwnershipError,
 )
 from bruno_memstore.models import message_to_record, to_us
@@ -359,3 +360,12 @@ async def test_a_connection_cut_mid_reply_raises_instead_of_spinning() -> None:
     finally:
         await mem.shutdown()
         await fake.stop()
+
+
+async def test_missing_client_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bruno_memstore.backends import memcached as memcached_module
+
+    monkeypatch.setattr(memcached_module, "HardenedClient", None)
+    with pytest.raises(MissingDependencyError) as info:
+        MemcachedMemory("memcached://127.0.0.1:21211")
+    assert "pip install 'bruno-memstore[memcached]'" in str(info.value)

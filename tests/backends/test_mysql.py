@@ -35,6 +35,7 @@ from bruno_memstore.backends.mysql import (
 from bruno_memstore.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
+    MissingDependencyError,
     OwnershipError,
     SchemaError,
 )
@@ -597,3 +598,11 @@ async def test_write_connections_are_reused(memory: MySQLMemory) -> None:
     # One connection served every transaction: none was dropped as "still in a transaction".
     assert memory._write_pool.size == 1
     assert memory._write_pool.freesize == 1
+
+
+async def test_missing_driver_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mysql_module, "asyncmy", None)
+    with pytest.raises(MissingDependencyError) as info:
+        MySQLMemory(MYSQL_URL)
+    assert "pip install 'bruno-memstore[mysql]'" in str(info.value)
+    assert isinstance(info.value, ImportError)

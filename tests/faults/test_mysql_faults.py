@@ -300,3 +300,41 @@ async def test_too_many_connections_is_retried(impatient_server: MariaDBServer) 
     assert memory.transient[1040] >= 1
     assert len(await memory.retrieve_messages(conv)) == 1
     await memory.shutdown()
+
+
+async def test_deadlock_victim_is_retried(server: MariaDBServer) -> None:
+    memory = _Counting(server.url, retry=RetryPolicy(attempts=8, deadline=30), operation_timeout=30)
+    uid, conv = new_user_id(), new_conversation_id()
+    await memory.store_message(make_message("claims the conversation", timestamp=at(0)), uid, conv)
+    contested = make_message("both want this id", timestamp=at(1))
+    rival = await _raw(server)
+    try:
+        async with rival.cursor() as cur:
+            await cur.execute("CREATE TABLE ballast (n INT PRIMARY KEY) ENGINE=InnoDB")
+            await cur.execute("START TRANSACTION")
+            # Heavier than the memory's transaction, so InnoDB picks the memory as victim.
+            await cur.execute(
+                "INSERT INTO ballast VALUES " + ",".join(f"({n})" for n in range(200))
+            )
+            await cur.execute(
+                "INSERT INTO bruno_messages (id, conversation_id, user_id, role, message_type, "
+                "ts_us, ts_text, content, metadata, search_terms) "
+                "VALUES (%s, %s, %s, 'user', 'text', 0, '', 'rival', '{}', '')",
+                (str(contested.id), conv, uid),
+            )
+            # The memory claims the conversation (shared lock), then waits for the rival's id.
+            store = asyncio.create_task(memory.store_message(contested, uid, conv))
+            await asyncio.sleep(0.5)
+            # The rival now wants the conversation exclusively: a cycle, and a deadlock.
+            await cur.execute(
+                "SELECT * FROM bruno_conversations WHERE conversation_id = %s FOR UPDATE", (conv,)
+            )
+            await asyncio.sleep(0.3)
+            await cur.execute("ROLLBACK")
+            await store
+    finally:
+        rival.close()
+    assert memory.transient[1213] >= 1
+    got = await memory.retrieve_messages(conv)
+    assert [m.content for m in got] == ["both want this id", "claims the conversation"]
+    await memory.shutdown()
