@@ -68,8 +68,7 @@ __all__ = [
     "measure",
     "raw_drivers",
     "register_raw_driver",
-    "run_ours",
-    "run_raw",
+    "run_backend",
 ]
 
 CONTEXT_LIMIT = 20
@@ -90,6 +89,7 @@ class Workload:
     concurrent: int = 6400
     reads: int = 2000
     searches: int = 300
+    rounds: int = 5  # implementations alternate this many times in each phase
     seed: int = 7
 
     @classmethod
@@ -222,67 +222,131 @@ class Ours(Subject):
         return await self.memory.search_messages(query, user_id=user, limit=SEARCH_LIMIT)
 
 
-async def measure(subject: Subject, work: Workload, data: Dataset) -> Figures:
-    """Run the workload's phases against ``subject`` (a fresh store)."""
-    figures = Figures(name=subject.name)
-    first = data.users[0]
+def _turns(n: int, turn: int) -> list[int]:
+    """Subject indexes in a rotating order, so no subject always runs first or last."""
+    return [(turn + k) % n for k in range(n)]
 
-    async def reads() -> tuple[float, float, float | None]:
-        lat = await _latencies(lambda _i: subject.read_context(first), work.reads)
-        rows: float | None = None
-        if await subject.read_rows(first) is not None:
-            rows = _percentile(
-                await _latencies(lambda _i: subject.read_rows(first), work.reads), 0.5
-            )
-        return _percentile(lat, 0.5), _percentile(lat, 0.99), rows
 
-    elapsed = 0.0
-    for u, user in enumerate(data.users):
-        started = time.perf_counter()
-        for batch in data.user_batches[u]:
-            await subject.store_batch(user, f"{user}-conv", batch)
-        elapsed += time.perf_counter() - started
+async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Dataset]):
+    """Run the workload against every subject (each on a fresh store, with its own copy of
+    the data), interleaving them phase by phase and in rounds, so that whatever else runs on
+    the machine weighs on all of them alike."""
+    n = len(subjects)
+    figures = [Figures(name=s.name) for s in subjects]
+    rounds = max(1, work.rounds)
+
+    async def reads(attr: str) -> None:
+        per_round = max(1, work.reads // rounds)
+        lat: list[list[float]] = [[] for _ in subjects]
+        rows: list[list[float]] = [[] for _ in subjects]
+        for r in range(rounds):
+            for k in _turns(n, r):
+                subject, user = subjects[k], data[k].users[0]
+                lat[k] += await _latencies(
+                    lambda _i, s=subject, u=user: s.read_context(u), per_round
+                )
+                if await subject.read_rows(user) is not None:
+                    rows[k] += await _latencies(
+                        lambda _i, s=subject, u=user: s.read_rows(u), per_round
+                    )
+        for k, fig in enumerate(figures):
+            setattr(fig, f"{attr}_p50", _percentile(lat[k], 0.5))
+            setattr(fig, f"{attr}_p99", _percentile(lat[k], 0.99))
+            if rows[k]:
+                setattr(fig, f"{attr}_p50_rows", _percentile(rows[k], 0.5))
+
+    # Batch store, filling the data set user by user.
+    elapsed = [0.0] * n
+    for u in range(work.users):
+        for k in _turns(n, u):
+            user = data[k].users[u]
+            started = time.perf_counter()
+            for batch in data[k].user_batches[u]:
+                await subjects[k].store_batch(user, f"{user}-conv", batch)
+            elapsed[k] += time.perf_counter() - started
         if u == 0:
-            figures.stored_small = work.per_user
-            small = await reads()
-            figures.read_small_p50, figures.read_small_p99, figures.read_small_p50_rows = small
-    figures.batch_store = work.users * work.per_user / elapsed
-    figures.stored_large = work.users * work.per_user
-    large = await reads()
-    figures.read_large_p50, figures.read_large_p99, figures.read_large_p50_rows = large
+            await reads("read_small")
+    for k, fig in enumerate(figures):
+        fig.batch_store = work.users * work.per_user / elapsed[k]
+        fig.stored_small, fig.stored_large = work.per_user, work.users * work.per_user
+    await reads("read_large")
 
-    async def search(i: int) -> list[Any]:
-        user = data.users[i % len(data.users)]
-        return await subject.search(user, data.queries[i % len(data.queries)])
+    # Search over the full data set.
+    per_round = max(1, work.searches // rounds)
+    found: list[list[float]] = [[] for _ in subjects]
+    for r in range(rounds):
+        for k in _turns(n, r):
+            subject, d = subjects[k], data[k]
 
-    figures.search_p50 = _percentile(await _latencies(search, work.searches), 0.5)
+            async def search(i: int, subject: Subject = subject, d: Dataset = d) -> object:
+                user = d.users[i % len(d.users)]
+                return await subject.search(user, d.queries[i % len(d.queries)])
 
-    user, conv = f"seq-{data.run}", f"seq-{data.run}-conv"
-    started = time.perf_counter()
-    for message in data.sequential:
-        await subject.store_one(user, conv, message)
-    figures.sequential_store = len(data.sequential) / (time.perf_counter() - started)
+            found[k] += await _latencies(search, per_round)
+    for k, fig in enumerate(figures):
+        fig.search_p50 = _percentile(found[k], 0.5)
 
-    if subject.concurrent:
+    # One await per message, then concurrent writers: each in rounds of a slice of the data.
+    spent = [0.0] * n
+    stored = [0] * n
+    for r in range(rounds):
+        for k in _turns(n, r):
+            d = data[k]
+            chunk = d.sequential[r::rounds]
+            started = time.perf_counter()
+            for message in chunk:
+                await subjects[k].store_one(f"seq-{d.run}", f"seq-{d.run}-conv", message)
+            spent[k] += time.perf_counter() - started
+            stored[k] += len(chunk)
+    for k, fig in enumerate(figures):
+        fig.sequential_store = stored[k] / spent[k]
 
-        async def writer(w: int) -> None:
-            for message in data.concurrent[w]:
-                await subject.store_one(f"w{w}-{data.run}", f"w{w}-{data.run}-conv", message)
+    spent = [0.0] * n
+    stored = [0] * n
+    for r in range(rounds):
+        for k in _turns(n, r):
+            subject, d = subjects[k], data[k]
+            if not subject.concurrent:
+                continue
 
-        started = time.perf_counter()
-        await asyncio.gather(*(writer(w) for w in range(work.writers)))
-        figures.concurrent_store = work.concurrent / (time.perf_counter() - started)
+            async def writer(w: int, subject: Subject = subject, d: Dataset = d, r: int = r) -> int:
+                msgs = d.concurrent[w][r::rounds]
+                for message in msgs:
+                    await subject.store_one(f"w{w}-{d.run}", f"w{w}-{d.run}-conv", message)
+                return len(msgs)
+
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(writer(w) for w in range(work.writers)))
+            spent[k] += time.perf_counter() - started
+            stored[k] += sum(counts)
+    for k, fig in enumerate(figures):
+        if spent[k]:
+            fig.concurrent_store = stored[k] / spent[k]
     return figures
 
 
-async def run_ours(url: str, work: Workload, data: Dataset) -> Figures:
-    """Measure the library's backend at ``url`` (a fresh store is expected)."""
+async def run_backend(
+    url: str, drivers: Sequence[type[RawDriver]], workdir: Path, work: Workload, data: Dataset
+) -> list[Figures]:
+    """Measure the library's backend at ``url`` (a fresh store) and the raw drivers."""
     memory = open_memory(url)
+    parsed = MemoryURL.parse(url)
+    raw = [driver() for driver in drivers]
+    opened: list[RawDriver] = []
     try:
         await memory.initialize()
-        return await measure(Ours(memory), work, data)
+        for driver in raw:
+            await driver.open(parsed, workdir)
+            opened.append(driver)
+        subjects: list[Subject] = [Ours(memory), *raw]
+        figures = await measure(subjects, work, [data.fresh_copy() for _ in subjects])
     finally:
+        for driver in opened:
+            await driver.close()
         await memory.shutdown()
+    for driver, fig in zip(raw, figures[1:], strict=True):
+        fig.name = f"raw {driver.name}"
+    return figures
 
 
 # ====================================================================== raw drivers
@@ -538,19 +602,6 @@ register_raw_driver("sqlite", AiosqliteDriver)
 register_raw_driver("sqlite", Sqlite3Driver)
 
 
-async def run_raw(
-    driver: RawDriver, url: MemoryURL, workdir: Path, work: Workload, data: Dataset
-) -> Figures:
-    """Measure a raw driver on the same workload."""
-    await driver.open(url, workdir)
-    try:
-        figures = await measure(driver, work, data)
-    finally:
-        await driver.close()
-    figures.name = f"raw {driver.name}"
-    return figures
-
-
 # ====================================================================== data set
 
 
@@ -740,13 +791,11 @@ def main(
         for url in targets:
             parsed = MemoryURL.parse(url)
             console.print(f"measuring {parsed} …", highlight=False)
-            results = [asyncio.run(run_ours(url, work, data.fresh_copy()))]
-            if raw:
-                for driver_cls in raw_drivers(parsed.scheme, console):
-                    console.print(f"measuring raw {driver_cls.name} …", highlight=False)
-                    results.append(
-                        asyncio.run(run_raw(driver_cls(), parsed, workdir, work, data.fresh_copy()))
-                    )
+            drivers = raw_drivers(parsed.scheme, console) if raw else []
+            if drivers:
+                names = ", ".join(d.name for d in drivers)
+                console.print(f"  with raw {names}, interleaved", highlight=False)
+            results = asyncio.run(run_backend(url, drivers, workdir, work, data))
             console.print(report_table(str(parsed), results, work))
             report["results"][str(parsed)] = [asdict(r) for r in results]
     if json_out is not None:
