@@ -49,9 +49,11 @@ from .metrics import Meter
 from .models import (
     DEFAULT_USER,
     MemoryFilter,
+    MemoryRecord,
     MessageRecord,
     SearchHit,
     SearchResult,
+    SessionRecord,
     check_id,
     check_limit,
     memory_to_record,
@@ -319,6 +321,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         """Engine-specific refusals (e.g. NUL characters) before anything is written."""
 
+    def _check_memory(self, record: MemoryRecord) -> None:
+        """Engine-specific refusals for a memory entry, before anything is read or written."""
+
+    def _check_session(self, record: SessionRecord) -> None:
+        """Engine-specific refusals for a session, before anything is written."""
+
     @staticmethod
     def _raise_on_conflict(records: Sequence[MessageRecord], found: Iterable[MessageRecord]):
         mine = {r.id: r for r in records}
@@ -497,6 +505,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         """
         self.require(Capability.MEMORIES, "store_memory")
         record = memory_to_record(memory_entry)
+        self._check_memory(record)
         existing = await self._run("store_memory", lambda: self._get_memory(record.id))
         if existing is not None and existing.user_id != record.user_id:
             raise OwnershipError(
@@ -647,6 +656,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
 
     async def _save_session(self, session: SessionContext, operation: str) -> None:
         record = session_to_record(session)
+        self._check_session(record)
         await self._run(operation, lambda: self._put_session(record))
 
     async def get_context(self, user_id: str, session_id: str | None = None) -> ConversationContext:

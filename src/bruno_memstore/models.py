@@ -174,14 +174,16 @@ def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
 
 def record_to_message(rec: MessageRecord) -> Message:
     """Rebuild the bruno-core ``Message`` a record was made from."""
+    # Ids and enums are parsed by pydantic-core (faster than in Python); the timestamp goes
+    # through fromisoformat so its tzinfo is a plain ``datetime.timezone``, as stored.
     return Message(
-        id=UUID(rec.id),
-        role=MessageRole(rec.role),
+        id=rec.id,
+        role=rec.role,
         content=rec.content,
-        message_type=MessageType(rec.message_type),
+        message_type=rec.message_type,
         timestamp=datetime.fromisoformat(rec.timestamp),
         metadata=json.loads(rec.metadata) if rec.metadata != "{}" else {},
-        parent_id=UUID(rec.parent_id) if rec.parent_id else None,
+        parent_id=rec.parent_id,
         conversation_id=rec.conversation_id,
     )
 

@@ -1,9 +1,8 @@
-"""The conformance suite against the embedded backends (always available)."""
+"""The conformance suite against the in-process backend (SQLite has its own module)."""
 
 from __future__ import annotations
 
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.testing import MemoryConformance
 
@@ -13,10 +12,3 @@ class TestInMemoryStorage(MemoryConformance):
 
     async def make_memory(self) -> MemoryBackend:
         return InMemoryStorage()
-
-
-class TestSQLiteMemory(MemoryConformance):
-    """A database file in the test's own directory; reopening finds the same file."""
-
-    async def make_memory(self) -> MemoryBackend:
-        return SQLiteMemory(self.tmp_path / "memory.db")
