@@ -618,6 +618,7 @@ if n == 0 then return {} end
 local avg = (tonumber(redis.call('HGET', u .. 'ix', 'len')) or 0) / n
 if avg == 0 then avg = 1.0 end
 local scores, docs = {}, {}
+local byte, num = string.byte, tonumber
 for t = 9, #ARGV do
   local flat = redis.call('HGETALL', u .. 't:' .. ARGV[t])
   local df = #flat / 2
@@ -625,58 +626,77 @@ for t = 9, #ARGV do
     local idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
     for j = 1, #flat, 2 do
       local doc = flat[j]
-      local is_mem = string.byte(doc, 1) == 101
+      local is_mem = byte(doc, 1) == 101
       if (is_mem and want_mem) or (not is_mem and want_msg) then
-        local v = tonumber(flat[j + 1])
+        local v = num(flat[j + 1])
         local tf = v % F
-        local dl = (v - tf) / F
-        local norm = tf + k1 * (1.0 - b + b * dl / avg)
+        local norm = tf + k1 * (1.0 - b + b * ((v - tf) / F) / avg)
         local s = scores[doc]
-        if s == nil then s = 0.0; docs[#docs + 1] = doc end
+        if s == nil then
+          s = 0.0
+          docs[#docs + 1] = doc
+        end
         scores[doc] = s + idf * tf * (k1 + 1.0) / norm
       end
     end
   end
 end
-table.sort(docs, function(x, y) return scores[x] > scores[y] end)
+if #docs == 0 then return {} end
+-- The best scores first, without sorting every candidate: take those at or above the
+-- score of the k-th best, walk them in groups of equal score, and lower the bar only if
+-- the filters rejected too many.
+local values = {}
+for i = 1, #docs do values[i] = scores[docs[i]] end
+table.sort(values)
 local f = nil
 if ARGV[8] ~= '' then f = prepare_filter(ARGV[8]) end
 local scope = nil
 if conv ~= '' then scope = conv end
-local out, hits, i = {}, 0, 1
-while i <= #docs and hits < limit do
-  local s = scores[docs[i]]
-  local j = i
-  while j <= #docs and scores[docs[j]] == s do j = j + 1 end
-  local text = string.format('%.17g', s)
-  for k = i, j - 1 do
-    local doc = docs[k]
-    local meta = redis.call('HGET', u .. 'doc', doc)
-    if meta then
-      if string.byte(doc, 1) == 101 then
-        local m = cjson.decode(head(meta, 1)[1])
-        if memory_ok(m, f, scope) then
-          local rec = redis.call('HGET', u .. 'e', string.sub(doc, 2))
-          if rec then
-            out[#out + 1] = 'e'; out[#out + 1] = text; out[#out + 1] = rec
-            out[#out + 1] = ''; out[#out + 1] = ''
-            hits = hits + 1
+local out, hits, k, above = {}, 0, limit * 2, math.huge
+while hits < limit and above > values[1] do
+  local bar = values[math.max(1, #values - k + 1)]
+  local group = {}
+  for i = 1, #docs do
+    local s = scores[docs[i]]
+    if s >= bar and s < above then group[#group + 1] = docs[i] end
+  end
+  table.sort(group, function(x, y) return scores[x] > scores[y] end)
+  local i = 1
+  while i <= #group and hits < limit do
+    local s = scores[group[i]]
+    local j = i
+    while j <= #group and scores[group[j]] == s do j = j + 1 end
+    local text = string.format('%.17g', s)
+    for g = i, j - 1 do
+      local doc = group[g]
+      local meta = redis.call('HGET', u .. 'doc', doc)
+      if meta then
+        if byte(doc, 1) == 101 then
+          if memory_ok(cjson.decode(head(meta, 1)[1]), f, scope) then
+            local rec = redis.call('HGET', u .. 'e', string.sub(doc, 2))
+            if rec then
+              out[#out + 1] = 'e'; out[#out + 1] = text; out[#out + 1] = rec
+              out[#out + 1] = ''; out[#out + 1] = ''
+              hits = hits + 1
+            end
           end
-        end
-      else
-        local h = head(meta, 3)
-        if scope == nil or h[3] == scope then
-          local body = redis.call('HGET', ckey(u, h[3], 'b'), string.sub(h[2], 29))
-          if body then
-            out[#out + 1] = 'm'; out[#out + 1] = text; out[#out + 1] = h[3]
-            out[#out + 1] = h[2]; out[#out + 1] = body
-            hits = hits + 1
+        else
+          local h = head(meta, 3)
+          if scope == nil or h[3] == scope then
+            local body = redis.call('HGET', ckey(u, h[3], 'b'), string.sub(h[2], 29))
+            if body then
+              out[#out + 1] = 'm'; out[#out + 1] = text; out[#out + 1] = h[3]
+              out[#out + 1] = h[2]; out[#out + 1] = body
+              hits = hits + 1
+            end
           end
         end
       end
     end
+    i = j
   end
-  i = j
+  above = bar
+  k = k * 4
 end
 return out
 """
