@@ -397,6 +397,16 @@ class PostgresMemory(MemoryBackend):
             if _json_has_nul(rec.metadata):
                 raise InvalidArgumentError("message.metadata", _NUL_PROBLEM)
 
+    def _check_memory(self, record: MemoryRecord) -> None:
+        if "\x00" in record.content:
+            raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
+        if _json_has_nul(record.payload):
+            raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
+
+    def _check_session(self, record: SessionRecord) -> None:
+        if _json_has_nul(record.payload):
+            raise InvalidArgumentError("session", _NUL_PROBLEM)
+
     # ---------------------------------------------------------------- conversations
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
@@ -548,10 +558,6 @@ class PostgresMemory(MemoryBackend):
     # ---------------------------------------------------------------- memories
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        if "\x00" in record.content:
-            raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
         analysed = [_analysed(record.content)] if self._sql.client_analysis else []
         await self._pool.execute(
             self._sql.put_memory,
@@ -587,8 +593,6 @@ class PostgresMemory(MemoryBackend):
     # ---------------------------------------------------------------- sessions
 
     async def _put_session(self, record: SessionRecord) -> None:
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("session", _NUL_PROBLEM)
         args = (
             record.session_id,
             record.user_id,
