@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     asyncmy = None
     MySQLError = None
 
-__all__ = ["MySQLMemory"]
+__all__ = ["INDEXED_CHARS", "MySQLMemory", "TermRewriter", "query_terms", "search_terms"]
 
 _DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
@@ -190,9 +190,9 @@ class MySQLMemory(MemoryBackend):
         url: ``mysql://user[:password]@host[:port]/database[?option=value...]``
             (``mariadb://`` is the same). URL options are those below; keyword
             arguments win over URL options.
-        pool_size: most open connections.
-        pool_min_size: connections kept open when idle.
-        connect_timeout: seconds to wait for a connection.
+        pool_size: connections in all; a third of them (at most 4) are kept for writes.
+        pool_min_size: read connections kept open when idle.
+        connect_timeout: seconds to wait for a connection and the server's handshake.
         pool_recycle: seconds after which an idle connection is replaced (-1: never).
         table_prefix: prefix of every table name (letters, digits, ``_``), to keep several
             stores in one database.
