@@ -600,6 +600,9 @@ def test_url_options_are_typed() -> None:
     assert mem._settings["socket_timeout"] == 2.0
     assert "pw" not in repr(mem) and "***" in repr(mem)
     assert open_memory("rediss://localhost:6390/0").describe().startswith("rediss://")
+    # A keyword given explicitly wins over the URL.
+    assert RedisMemory("redis://localhost/0?prefix=a", prefix="b").prefix == "b"
+    assert RedisMemory("redis://localhost/0?prefix=a").prefix == "a"
 
 
 @pytest.mark.parametrize(
@@ -607,7 +610,6 @@ def test_url_options_are_typed() -> None:
     [
         ("redis://localhost/0?bogus=1", {}, "url"),
         ("redis://localhost/0?max_connections=lots", {}, "url option max_connections"),
-        ("redis://localhost/0?prefix=a", {"prefix": "b"}, "prefix"),
         ("redis://localhost/0", {"prefix": "a{b}"}, "prefix"),
         ("redis://localhost/0", {"conversation_ttl": 0}, "conversation_ttl"),
         ("redis://localhost/0", {"max_connections": 0}, "max_connections"),

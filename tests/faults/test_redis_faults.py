@@ -17,6 +17,7 @@ import pytest
 
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.errors import (
+    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     MemstoreError,
@@ -212,6 +213,22 @@ async def test_scripts_are_reloaded_after_the_server_forgets_them(
     await memory.store_message(make_message("after"), USER, "conv")
     assert [m.content for m in await memory.retrieve_messages("conv")] == ["after", "before"]
     await memory.shutdown()
+
+
+async def test_a_server_that_evicts_keys_is_refused(tmp_path: Path) -> None:
+    server = RedisServer(
+        tmp_path / "lru",
+        appendonly=False,
+        extra_args=("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"),
+    )
+    server.start()
+    try:
+        memory = _memory(server.url)
+        with pytest.raises(BackendError, match="allkeys-lru"):
+            await memory.initialize()
+        assert not memory.connected
+    finally:
+        server.stop()
 
 
 async def test_engine_staying_down_gives_a_clear_error_after_bounded_retries(

@@ -62,7 +62,7 @@ _BM25 = BM25Index()
 _EXPORT_BATCH = 500
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# URL query options: name -> type. Passed through to redis-py: its own TLS/client options.
+# Our URL query options (name -> type), and redis-py's TLS options, passed through to it.
 _OPTIONS: dict[str, type] = {
     "prefix": str,
     "conversation_ttl": float,
@@ -98,11 +98,12 @@ _DEFAULTS: dict[str, Any] = {
 
 
 class RedisMemory(MemoryBackend):
-    """Memory in Redis 7 (standalone or Sentinel-managed; plain server, no modules).
+    """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
 
     Args:
         redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
-            Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below.
+            Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below;
+            a keyword given explicitly wins.
         prefix: namespace of every key (no ``{``, ``}``); several apps can share a server.
         conversation_ttl: seconds a conversation lives after its last write (``None``: no
             expiry, the default). Expiry is judged on the Redis server's clock.
@@ -133,7 +134,7 @@ class RedisMemory(MemoryBackend):
     DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
         attempts=8, initial_backoff=0.05, max_backoff=1.0, deadline=15.0
     )
-    """Bridges a server restart or a Sentinel failover (a few seconds) without failing calls."""
+    """Bridges a server restart or a failover (a few seconds) without failing calls."""
 
     def __init__(
         self,
@@ -221,7 +222,18 @@ class RedisMemory(MemoryBackend):
                 raise BackendError(
                     "Redis Cluster is not supported: conversation, message, session and "
                     "memory ids are claimed in the same script as the owner's data; use a "
-                    "standalone or Sentinel-managed server",
+                    "standalone server",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            memory = await client.info("memory")
+            policy = str(memory.get("maxmemory_policy", "noeviction"))
+            if policy.startswith("allkeys-"):
+                # Evicting any key would silently drop stored messages and leave the
+                # indexes pointing at them.
+                raise BackendError(
+                    f"the server evicts keys under memory pressure (maxmemory-policy "
+                    f"{policy}); a memory store needs noeviction (or a volatile-* policy)",
                     backend=self.backend_name,
                     operation="connect",
                 )
@@ -657,7 +669,7 @@ class RedisMemory(MemoryBackend):
 def _merge_options(
     url: MemoryURL, given: dict[str, Any], options: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """Combine URL query options with keyword arguments; the same option may not differ."""
+    """Combine URL query options with keyword arguments; a keyword given explicitly wins."""
     url.check_options(set(_OPTIONS) | _PASSTHROUGH)
     settings = dict(given)
     base = dict(options)
@@ -666,13 +678,10 @@ def _merge_options(
             continue
         value = url.option(name, kind)
         if name in settings:
-            if settings[name] != _DEFAULTS[name] and settings[name] != value:
-                raise InvalidArgumentError(name, "given both in the URL and as an argument")
-            settings[name] = value
+            if settings[name] == _DEFAULTS[name]:
+                settings[name] = value
         else:
-            if name in base and base[name] != value:
-                raise InvalidArgumentError(name, "given both in the URL and as an argument")
-            base[name] = value
+            base.setdefault(name, value)
     passthrough = {k: v for k, v in url.query.items() if k in _PASSTHROUGH}
     return settings, base, passthrough
 
