@@ -679,6 +679,9 @@ def machine() -> dict[str, str]:
         from importlib.metadata import version
 
         info["aiosqlite"] = version("aiosqlite")
+    with contextlib.suppress(OSError):
+        # Other jobs on the machine skew absolute figures (ratios are interleaved).
+        info["load average"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return info
 
 
