@@ -157,6 +157,9 @@ _WORD_BODY = rf"[^\W_](?:[^\W_]|[{_MARKS}])*"
 # A word, with any inner apostrophes ("maya's", "o'clock"); outer quotes are not part of it.
 _TOKEN = re.compile(rf"{_WORD_BODY}(?:[{_APOSTROPHES}]{_WORD_BODY})*")
 _APOSTROPHE = re.compile(f"[{_APOSTROPHES}]")
+# The same tokens for ASCII text, where word characters are letters and digits: much faster.
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+_CACHE_LIMIT = 200_000  # distinct tokens whose analysis is remembered
 # English names, independent of the process locale.
 _MONTHS = (
     "January February March April May June July August September October November December"
@@ -218,6 +221,7 @@ class Analyzer:
     """
 
     __slots__ = (
+        "_cache",
         "_stemmer",
         "base_forms",
         "cjk_bigrams",
@@ -245,10 +249,23 @@ class Analyzer:
         self.fold_diacritics = fold_diacritics
         self.cjk_bigrams = cjk_bigrams
         self._stemmer = Stemmer.Stemmer(stemmer) if stemmer else None
+        # token -> (is a stop word, its term): analysis is per token, so it is remembered.
+        self._cache: dict[str, tuple[bool, str]] = {}
 
     def words(self, text: str) -> list[str]:
         """Case-folded word tokens of ``text``, contractions undone."""
         text = text.casefold()
+        if text.isascii():
+            tokens = _ASCII_TOKEN.findall(text)
+            if "'" not in text:
+                return tokens
+            out = []
+            for token in tokens:
+                if "'" in token:
+                    out += _expand(token) if self.contractions else token.split("'")
+                else:
+                    out.append(token)
+            return [w for w in out if w]
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
         out: list[str] = []
@@ -275,18 +292,33 @@ class Analyzer:
 
     def terms(self, text: str, *, drop_stop_words: bool = True) -> list[str]:
         """Normalised, stemmed index terms of ``text``, in order."""
-        toks = self.words(text)
-        if self.base_forms:
-            toks = [_BASE_FORMS.get(t, t) for t in toks]
+        cache = self._cache
+        analysed = []
+        for token in self.words(text):
+            hit = cache.get(token)
+            if hit is None:
+                hit = self._analyse(token)
+                if len(cache) < _CACHE_LIMIT:
+                    cache[token] = hit
+            analysed.append(hit)
         if drop_stop_words:
-            toks = [t for t in toks if t not in self.stop_words] or toks
+            kept = [term for stop, term in analysed if not stop]
+            if kept:
+                return kept
+        return [term for _, term in analysed]
+
+    def _analyse(self, token: str) -> tuple[bool, str]:
+        """(whether ``token`` is a stop word, its index term)."""
+        if self.base_forms:
+            token = _BASE_FORMS.get(token, token)
+        stop = token in self.stop_words
         if self.numbers:
-            toks = [_normalise_number(t) for t in toks]
-        if self.fold_diacritics:
-            toks = [t if t.isascii() else _fold(t) for t in toks]
-        if self._stemmer is None:
-            return toks
-        return self._stemmer.stemWords(toks)
+            token = _normalise_number(token)
+        if self.fold_diacritics and not token.isascii():
+            token = _fold(token)
+        if self._stemmer is not None:
+            token = self._stemmer.stemWord(token)
+        return stop, token
 
 
 def _normalise_number(token: str) -> str:
