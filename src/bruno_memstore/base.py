@@ -289,7 +289,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
             user_id = check_id(user_id, "user_id")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise InvalidArgumentError("messages", "expected a sequence of Message")
-        records = [message_to_record(m, conversation_id) for m in messages]
+        records = await _convert(messages, conversation_id)
         if not records:
             return 0
         if len({r.id for r in records}) != len(records):
@@ -786,6 +786,22 @@ def _store_args(
     if conversation_id is None:
         raise InvalidArgumentError("conversation_id", "is required")
     return user_id, conversation_id
+
+
+_CONVERT_SLICE = 1000  # messages validated between two yields to the event loop
+
+
+async def _convert(messages: Sequence[Message], conversation_id: str) -> list[MessageRecord]:
+    """Validate a batch into records, letting other tasks run between slices of a big one."""
+    if len(messages) <= _CONVERT_SLICE:
+        return [message_to_record(m, conversation_id) for m in messages]
+    records: list[MessageRecord] = []
+    for start in range(0, len(messages), _CONVERT_SLICE):
+        records += [
+            message_to_record(m, conversation_id) for m in messages[start : start + _CONVERT_SLICE]
+        ]
+        await asyncio.sleep(0)
+    return records
 
 
 def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
