@@ -54,13 +54,20 @@ class MariaDBServer:
         self.directory = Path(tempfile.mkdtemp(prefix="bruno-mariadb-"))
         self.directory.chmod(0o755)
         self.datadir = self.directory / "data"
+        # A private temp dir: at start-up mariadbd deletes leftover #sql* files in its tmpdir,
+        # which in the shared /tmp would include the machine's own server's temporary tables.
+        self.tmpdir = self.directory / "tmp"
+        self.tmpdir.mkdir()
         self.process: subprocess.Popen[bytes] | None = None
         shutil.chown(self.directory, "mysql", "mysql")
+        shutil.chown(self.tmpdir, "mysql", "mysql")
         subprocess.run(
             [
                 "mariadb-install-db",
+                "--no-defaults",
                 "--user=mysql",
                 f"--datadir={self.datadir}",
+                f"--tmpdir={self.tmpdir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ],
@@ -81,6 +88,7 @@ class MariaDBServer:
                 "--no-defaults",
                 "--user=mysql",
                 f"--datadir={self.datadir}",
+                f"--tmpdir={self.tmpdir}",
                 f"--port={self.port}",
                 "--bind-address=127.0.0.1",
                 f"--socket={self.directory / 'mysqld.sock'}",
