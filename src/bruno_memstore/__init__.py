@@ -31,7 +31,12 @@ from .registry import known_schemes, open_memory, register
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from .backends.hybrid import HybridMemory
+    from .backends.memcached import MemcachedMemory
     from .backends.memory import InMemoryStorage
+    from .backends.mysql import MySQLMemory
+    from .backends.postgres import PostgresMemory
+    from .backends.redis import RedisMemory
     from .backends.sqlite import SQLiteMemory
     from .base import MemoryBackend
 
@@ -44,13 +49,18 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "ConflictError",
+    "HybridMemory",
     "InMemoryStorage",
     "InvalidArgumentError",
+    "MemcachedMemory",
     "MemoryBackend",
     "MemstoreError",
     "MissingDependencyError",
+    "MySQLMemory",
     "NotFoundError",
     "OwnershipError",
+    "PostgresMemory",
+    "RedisMemory",
     "RetryPolicy",
     "SQLiteMemory",
     "SchemaError",
@@ -65,6 +75,11 @@ __all__ = [
 _LAZY = {
     "MemoryBackend": "bruno_memstore.base",
     "InMemoryStorage": "bruno_memstore.backends.memory",
+    "HybridMemory": "bruno_memstore.backends.hybrid",
+    "PostgresMemory": "bruno_memstore.backends.postgres",
+    "MySQLMemory": "bruno_memstore.backends.mysql",
+    "RedisMemory": "bruno_memstore.backends.redis",
+    "MemcachedMemory": "bruno_memstore.backends.memcached",
     "SQLiteMemory": "bruno_memstore.backends.sqlite",
 }
 

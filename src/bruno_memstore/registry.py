@@ -42,6 +42,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "redis": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
     "rediss": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
     "memcached": BackendSpec("bruno_memstore.backends.memcached:MemcachedMemory", "memcached"),
+    "hybrid": BackendSpec("bruno_memstore.backends.hybrid:HybridMemory"),
 }
 _registered: dict[str, BackendSpec | type[MemoryBackend]] = {}
 
