@@ -42,10 +42,10 @@ from bruno_memstore.backends._redis_keys import RedisKeys, ts_hex
 from bruno_memstore.backends._redis_lua import PRELUDE, SCRIPTS
 from bruno_memstore.backends.redis import (
     _BM25,
+    _append_args,
     _filter_json,
     _hit_order,
     _message,
-    _message_args,
     _user_messages,
 )
 from bruno_memstore.models import MemoryFilter, MessageRecord, SearchHit, message_to_record
@@ -93,20 +93,14 @@ class ScriptsDriver(_RedisRaw):
     async def _eval(self, name: str, args: list[Any]) -> Any:
         return await self.scripts[name](args=[self.prefix, *args])
 
-    def _append_args(self, user: str, conv: str, recs: Sequence[MessageRecord]) -> list[Any]:
-        args: list[Any] = [user, "1", conv, 0, max(r.ts_us for r in recs), len(recs)]
-        for rec in recs:
-            _message_args(rec, args)
-        return args
-
     async def store_one(self, user: str, conv: str, message: Message) -> None:
         rec = message_to_record(message, conv)
-        await self._eval("append", self._append_args(user, conv, [rec]))
+        await self._eval("append", _append_args(conv, user, True, 0, [rec]))
 
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         recs = [message_to_record(m, conv) for m in messages]
         await self._eval("get_messages", [r.id for r in recs])
-        await self._eval("append", self._append_args(user, conv, recs))
+        await self._eval("append", _append_args(conv, user, True, 0, recs))
 
     async def read_rows(self, user: str) -> list[Any]:
         rows = _user_messages(await self._eval("read_user", [user, CONTEXT_LIMIT]), user)

@@ -288,10 +288,12 @@ end
 # --------------------------------------------------------------------------- messages
 
 APPEND = r"""
--- ARGV: P user enforce conv ttl_ms newest_ts_us nrec, then per record:
---       id role ts_hex body length terms values (terms, values: NUL-joined)
-local user, enforce, conv = ARGV[2], ARGV[3] == '1', ARGV[4]
-local ttl, nrec = tonumber(ARGV[5]), tonumber(ARGV[7])
+-- ARGV: P header, then per record: header body terms values
+--   header: user\0enforce\0conv\0ttl_ms\0newest_ts_us\0nrec (fields joined, fewer arguments)
+--   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined
+local h = head(ARGV[2], 6)
+local user, enforce, conv = h[1], h[2] == '1', h[3]
+local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
 local owner, other = claim(conv, user, enforce)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
@@ -299,10 +301,11 @@ local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
 local out = {'ok', owner}
 local added = 0
 local seq = redis.call('INCRBY', u .. 'seq', nrec) - nrec
-for i = 8, 7 + 7 * nrec, 7 do
-  local id, role = ARGV[i], ARGV[i + 1]
+for i = 3, 2 + 4 * nrec, 4 do
+  local r = head(ARGV[i], 4)
+  local id, role = r[1], r[2]
   seq = seq + 1
-  local member = ARGV[i + 2] .. string.format('%012x', seq) .. id
+  local member = r[3] .. string.format('%012x', seq) .. id
   local pk = ptr('mo', id)
   -- Claim the id; if it is taken, its conversation may be past its TTL and not yet purged.
   local taken = redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member, 'NX', 'GET')
@@ -314,16 +317,16 @@ for i = 8, 7 + 7 * nrec, 7 do
     out[#out + 1] = id
   else
     redis.call('ZADD', okey, 0, member)
-    redis.call('HSET', bkey, id, ARGV[i + 3])
+    redis.call('HSET', bkey, id, ARGV[i + 1])
     redis.call('HINCRBY', u .. 'roles', role, 1)
-    index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, ARGV[i + 4],
-              ARGV[i + 5], ARGV[i + 6])
+    index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
+              ARGV[i + 3])
     added = added + 1
   end
 end
 if added > 0 then
   -- The conversation's newest message only moves forward on insert.
-  redis.call('ZADD', u .. 'recent', 'GT', ARGV[6], conv)
+  redis.call('ZADD', u .. 'recent', 'GT', newest, conv)
   touch(owner, conv, ttl)
 end
 return out

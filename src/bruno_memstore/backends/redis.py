@@ -395,16 +395,7 @@ class RedisMemory(MemoryBackend):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        args: list[Any] = [
-            user_id,
-            "1" if enforce_owner else "0",
-            conversation_id,
-            self._ttl_ms,
-            max(rec.ts_us for rec in records),
-            len(records),
-        ]
-        for rec in records:
-            _message_args(rec, args)
+        args = _append_args(conversation_id, user_id, enforce_owner, self._ttl_ms, records)
         reply = await self._eval("append", args)
         if reply[0] == "owner":
             raise OwnershipError(
@@ -723,20 +714,43 @@ def _index_args(text: str, out: list[Any]) -> None:
     out.append("\x00".join([str(base + tf) for tf in counts.values()]))
 
 
-def _message_args(rec: MessageRecord, out: list[Any]) -> None:
-    body = _dumps(
-        [
-            rec.role,
-            rec.content,
-            rec.message_type,
-            rec.timestamp,
-            rec.ts_us,
-            rec.metadata,
-            rec.parent_id,
-        ]
-    )
-    out += (rec.id, rec.role, ts_hex(rec.ts_us), body)
-    _index_args(rec.content, out)
+def _append_args(
+    conversation_id: str,
+    user_id: str,
+    enforce_owner: bool,
+    ttl_ms: int,
+    records: Sequence[MessageRecord],
+) -> list[Any]:
+    """Arguments of the append script. Small fields travel NUL-joined: each argument costs
+    the client more to encode than the server to split."""
+    newest = records[0].ts_us if len(records) == 1 else max(r.ts_us for r in records)
+    enforce = "1" if enforce_owner else "0"
+    args: list[Any] = [
+        f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
+    ]
+    for rec in records:
+        toks = terms(rec.content)
+        if len(toks) >= _F:
+            raise InvalidArgumentError("content", f"has more than {_F - 1} words to index")
+        counts = Counter(toks)
+        base = len(toks) * _F
+        args.append(f"{rec.id}\x00{rec.role}\x00{ts_hex(rec.ts_us)}\x00{len(toks)}")
+        args.append(
+            _dumps(
+                [
+                    rec.role,
+                    rec.content,
+                    rec.message_type,
+                    rec.timestamp,
+                    rec.ts_us,
+                    rec.metadata,
+                    rec.parent_id,
+                ]
+            )
+        )
+        args.append("\x00".join(counts))
+        args.append("\x00".join([str(base + tf) for tf in counts.values()]))
+    return args
 
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
