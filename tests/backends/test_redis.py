@@ -45,9 +45,12 @@ REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta"}
 
 
-@pytest.fixture
-def prefix() -> str:
-    return f"bruno-rt-{uuid.uuid4().hex[:10]}"
+@pytest_asyncio.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A key prefix for one test; every key under it is deleted afterwards."""
+    name = f"bruno-rt-{uuid.uuid4().hex[:10]}"
+    yield name
+    await _drop_prefix(name)
 
 
 @pytest_asyncio.fixture
@@ -58,7 +61,6 @@ async def memory(prefix: str) -> AsyncIterator[RedisMemory]:
     except BackendUnavailableError as exc:
         pytest.fail(f"Redis is required for these tests and is unreachable: {exc}")
     yield mem
-    await _drop_prefix(mem.prefix)
     await mem.shutdown()
 
 
@@ -444,7 +446,6 @@ async def test_conversation_ttl_expires_everything_of_the_conversation(prefix: s
         await memory.store_message(make_message("again"), other, conv)
         assert len(await memory.retrieve_messages(conv)) == 1
     finally:
-        await _drop_prefix(prefix)
         await memory.shutdown()
 
 
@@ -459,7 +460,6 @@ async def test_purge_expired_sweeps_conversations_nobody_reads(prefix: str, raw)
         assert left == set()
         assert await raw.zcard(memory.keys.glob("cexp")) == 0
     finally:
-        await _drop_prefix(prefix)
         await memory.shutdown()
 
 
@@ -651,7 +651,6 @@ async def test_pool_bounds_connections_under_load(prefix: str, raw) -> None:
         got = await memory.retrieve_context("loaded", conversation_id="conv", limit=200)
         assert [m.id for m in got] == [m.id for m in msgs]
     finally:
-        await _drop_prefix(prefix)
         await memory.shutdown()
 
 

@@ -55,6 +55,21 @@ async def connect(memory: RedisMemory) -> RedisMemory:
     return memory
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _drop_the_runs_keys() -> Iterator[None]:
+    """Tests isolate themselves by fresh ids; afterwards the run's prefix is removed, so the
+    shared server does not collect the data of every run."""
+    yield
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            for pattern in (f"{PREFIX}:*", f"{{{PREFIX}:*"):
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+    except redis.RedisError:
+        pass  # unreachable: the tests already failed saying so
+
+
 class TestRedisMemory(MemoryConformance):
     capabilities = declared_by(REDIS_URL)
 
