@@ -89,6 +89,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
     """
 
     backend_name: ClassVar[str] = "abstract"
+    # A backend whose promises depend on its engine's configuration may narrow or widen this
+    # per instance (e.g. DURABLE only when Redis has AOF on), once known, before first use.
     capabilities: ClassVar[frozenset[Capability]] = REQUIRED
 
     def __init__(
@@ -192,6 +194,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         """Whether a driver error may succeed on retry. Backends override."""
         return False
 
+    def _is_timeout(self, exc: BaseException) -> bool:
+        """Whether a driver error is a timeout. Backends whose driver has its own class override."""
+        return isinstance(exc, TimeoutError)
+
     def _is_unavailable(self, exc: BaseException) -> bool:
         """Whether a driver error means the engine cannot be reached. Backends override."""
         return isinstance(exc, (ConnectionError, OSError))
@@ -209,7 +215,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if where:
             detail = f"{detail} (at {where})"
         kind: type[BackendError]
-        if isinstance(exc, TimeoutError):
+        if self._is_timeout(exc):
             kind = BackendTimeoutError
         elif self._is_unavailable(exc):
             kind = BackendUnavailableError

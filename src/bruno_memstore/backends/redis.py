@@ -24,9 +24,7 @@ from ..base import MemoryBackend
 from ..capabilities import Capability
 from ..errors import (
     BackendError,
-    BackendTimeoutError,
     InvalidArgumentError,
-    MemstoreError,
     MissingDependencyError,
     OwnershipError,
 )
@@ -366,15 +364,10 @@ class RedisMemory(MemoryBackend):
             return not isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError))
         return isinstance(exc, (ConnectionError, OSError))
 
-    def _translate(self, operation: str, exc: BaseException) -> MemstoreError:
-        err = super()._translate(operation, exc)
-        if rexc is not None and isinstance(exc, rexc.TimeoutError):
-            timeout = BackendTimeoutError(
-                err.message, backend=self.backend_name, operation=operation
-            )
-            timeout.cause = exc
-            return timeout
-        return err
+    def _is_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, TimeoutError) or (
+            rexc is not None and isinstance(exc, rexc.TimeoutError)
+        )
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:
