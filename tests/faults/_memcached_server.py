@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from ._mysql_server import free_port
+from ._ports import free_port
 
 __all__ = ["MemcachedServer"]
 

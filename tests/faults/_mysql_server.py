@@ -9,32 +9,19 @@ so a killed server keeps every acknowledged transaction.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._ports import free_port
+
 __all__ = ["MariaDBServer", "free_port"]
 
 MARIADBD = "/usr/sbin/mariadbd"
-
-
-def free_port() -> int:
-    """A TCP port in 20000-29999 that nothing listens on right now."""
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 class MariaDBServer:

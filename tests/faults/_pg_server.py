@@ -9,29 +9,16 @@ root (PostgreSQL refuses to run as root). The shared server on 5432 is never tou
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
+from ._ports import free_port
+
 __all__ = ["PG_BIN", "PostgresServer", "free_port"]
 
 PG_BIN = Path(os.environ.get("BRUNO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    """A TCP port in 20000-29999 that nothing listens on right now."""
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 class PostgresServer:

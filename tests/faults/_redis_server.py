@@ -6,27 +6,15 @@ touches the shared server on 6379.
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from ._ports import free_port
+
 __all__ = ["RedisServer", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port in 20000-29999 that nothing listens on right now."""
-    for _ in range(200):
-        port = random.randint(20000, 29999)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 class RedisServer:

@@ -18,7 +18,7 @@ from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing.builders import at, make_message, new_conversation_id, new_user_id
 
 from ._memcached_server import MemcachedServer
-from ._mysql_server import free_port
+from ._ports import free_port
 
 pytestmark = pytest.mark.slow
 
