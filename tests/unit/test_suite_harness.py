@@ -38,6 +38,7 @@ class MinimalMemory(InMemoryStorage):
 
 class TestMinimalCapabilities(CapabilitySuite, IdentitySuite, OrderSuite, BadInputSuite):
     capabilities = MinimalMemory.capabilities
+
     async def make_memory(self) -> MemoryBackend:
         return MinimalMemory()
 
