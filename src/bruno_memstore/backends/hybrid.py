@@ -14,7 +14,7 @@ The protocol that keeps a copy complete:
   deleting the conversation from the cache deletes the marker with it). Every process that
   shares the cache sees the same markers; there is no per-process "warm" state to go stale.
 * **Rebuild.** A read that finds no marker deletes whatever the cache holds for the
-  conversation, claims it there (an empty append with the persistent tier's owner), *then*
+  conversation, claims it there (an unfinished marker, owned by the persistent owner), *then*
   reads the whole conversation from the persistent tier, appends it to the cache (idempotent
   by message id) and writes the marker. Writes that land after the claim reach the copy by
   write-through; writes before it are in the read.
@@ -92,6 +92,19 @@ def _marker_id(conversation_id: str) -> str:
     # Hashed: fixed length whatever the conversation id, and never a user's session id.
     digest = hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()
     return _MARKER_PREFIX + digest[:40]
+
+
+def _marker(conversation_id: str, owner: str, built_us: int, *, complete: bool) -> SessionRecord:
+    """The record that claims a copy (``complete=False``) and then vouches for it."""
+    payload = {"hybrid_copy": _MARKER_FORMAT, "built_us": built_us, "complete": complete}
+    return SessionRecord(
+        session_id=_marker_id(conversation_id),
+        user_id=owner,
+        conversation_id=conversation_id,
+        is_active=False,
+        started_us=built_us,
+        payload=json.dumps(payload),
+    )
 
 
 def _slice(
@@ -391,7 +404,7 @@ class HybridMemory(MemoryBackend):
 
     async def _drain(self) -> None:
         """Delete some copies still pending invalidation, once the cache tier answers."""
-        if not self._pending or self._draining or self._down_until:
+        if not self._pending or self._draining or not self._cache_usable():
             return
         self._draining = True
         try:
@@ -409,7 +422,9 @@ class HybridMemory(MemoryBackend):
             built = int(data["built_us"])
         except (ValueError, KeyError, TypeError):
             return False
-        if data.get("hybrid_copy") != _MARKER_FORMAT or built < self._distrust_before_us:
+        if data.get("hybrid_copy") != _MARKER_FORMAT or data.get("complete") is not True:
+            return False
+        if built < self._distrust_before_us:
             return False
         if self.cache_max_age is None:
             return True
@@ -498,11 +513,10 @@ class HybridMemory(MemoryBackend):
         if owner is None:
             return None, []
         try:
-            claimed = await self._cached(
-                lambda: self.cache._append_messages(conversation_id, owner, [], enforce_owner=False)
-            )
-            if claimed.owner != owner:
-                self._inconsistent(conversation_id, "the cache holds another user's conversation")
+            # The claim: an unfinished marker, which claims the conversation for its owner
+            # (refused if the cache holds another user's) and vouches for nothing yet.
+            claim = _marker(conversation_id, owner, built_us, complete=False)
+            await self._cached(lambda: self.cache._put_session(claim))
         except _CacheProblem:
             await self._give_up(conversation_id)
             return owner, None
@@ -521,14 +535,7 @@ class HybridMemory(MemoryBackend):
                 return now, None
         try:
             await self._fill(conversation_id, owner, records)
-            marker = SessionRecord(
-                session_id=_marker_id(conversation_id),
-                user_id=owner,
-                conversation_id=conversation_id,
-                is_active=False,
-                started_us=built_us,
-                payload=json.dumps({"hybrid_copy": _MARKER_FORMAT, "built_us": built_us}),
-            )
+            marker = _marker(conversation_id, owner, built_us, complete=True)
             await self._cached(lambda: self.cache._put_session(marker))
         except _CacheProblem:
             await self._give_up(conversation_id)

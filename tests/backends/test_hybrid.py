@@ -1,0 +1,661 @@
+"""HybridMemory against real tiers: what the cache serves, how its copies stay complete, and
+what happens when the cache tier fails, goes away, or is shared by several instances.
+
+Pairs: ``InMemoryStorage`` + SQLite, memcached + SQLite, Redis + PostgreSQL (the servers of
+``tests/conformance/test_hybrid.py``; an unreachable one fails these tests). Faults use a
+private memcached (``tests/faults/_memcached_server.py``), a closed port, or a tier whose
+primitive fails part-way through a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import pytest_asyncio
+import redis
+from prometheus_client import REGISTRY
+
+from bruno_memstore import open_memory
+from bruno_memstore.backends.hybrid import HybridMemory, _marker_id
+from bruno_memstore.backends.memcached import MemcachedMemory
+from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.capabilities import Capability
+from bruno_memstore.errors import BackendUnavailableError, InvalidArgumentError
+from bruno_memstore.models import MessageRecord
+from bruno_memstore.retry import RetryPolicy
+from bruno_memstore.testing.builders import (
+    at,
+    make_message,
+    new_conversation_id,
+    new_user_id,
+)
+from faults._memcached_server import MemcachedServer
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services" / "memcached.sh"
+REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+SCHEMA = "bruno_memstore_hybrid_tests"
+PREFIX = f"bruno-hybrid-t-{uuid.uuid4().hex[:12]}"
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+# ==================================================================== tiers
+
+
+@pytest.fixture(scope="module")
+def memcached_url() -> str:
+    configured = os.environ.get("BRUNO_TEST_MEMCACHED_URL")
+    if configured:
+        return configured
+    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"could not start memcached with {SCRIPT}: {done.stderr}", pytrace=False)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_the_runs_redis_keys() -> Iterator[None]:
+    yield
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            for pattern in (f"{PREFIX}*", f"{{{PREFIX}*"):
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+    except redis.RedisError:
+        pass
+
+
+@dataclass
+class Pair:
+    """Builds hybrids over one pair of tiers; every build shares the same storage."""
+
+    name: str
+    make_cache: Callable[..., MemoryBackend]
+    make_persistent: Callable[[], MemoryBackend]
+    shared_cache: bool  # whether two instances see one cache (not InMemoryStorage)
+    opened: list[HybridMemory] = field(default_factory=list)
+
+    async def open(self, cache_options: dict[str, Any] | None = None, **options: Any):
+        cache = self.make_cache(**(cache_options or {}))
+        persistent = self.make_persistent()
+        for tier in (cache, persistent):
+            try:
+                await tier.initialize()
+            except BackendUnavailableError as exc:
+                pytest.fail(f"{self.name}: a required engine is unreachable: {exc}", pytrace=False)
+        memory = HybridMemory(cache, persistent, **options)
+        await memory.initialize()
+        self.opened.append(memory)
+        return memory
+
+
+def _pair(name: str, tmp_path: Path, memcached_url: str) -> Pair:
+    db = tmp_path / "persistent.db"
+    prefix = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    if name == "memory+sqlite":
+        return Pair(name, lambda **o: InMemoryStorage(**o), lambda: SQLiteMemory(db), False)
+    if name == "memcached+sqlite":
+        return Pair(
+            name,
+            lambda **o: MemcachedMemory(memcached_url, prefix=prefix, ttl=3600, **o),
+            lambda: SQLiteMemory(db),
+            True,
+        )
+    return Pair(
+        name,
+        lambda **o: RedisMemory(REDIS_URL, prefix=prefix, connect_timeout=3, **o),
+        lambda: PostgresMemory(POSTGRES_URL, schema=SCHEMA, connect_timeout=5),
+        True,
+    )
+
+
+PAIRS = ["memory+sqlite", "memcached+sqlite", "redis+postgres"]
+
+
+@pytest_asyncio.fixture(params=PAIRS)
+async def pair(
+    request: pytest.FixtureRequest, tmp_path: Path, memcached_url: str
+) -> AsyncIterator[Pair]:
+    built = _pair(request.param, tmp_path, memcached_url)
+    yield built
+    for memory in built.opened:
+        await memory.shutdown()
+
+
+@pytest_asyncio.fixture(params=[p for p in PAIRS if p != "memory+sqlite"])
+async def shared(
+    request: pytest.FixtureRequest, tmp_path: Path, memcached_url: str
+) -> AsyncIterator[Pair]:
+    built = _pair(request.param, tmp_path, memcached_url)
+    yield built
+    for memory in built.opened:
+        await memory.shutdown()
+
+
+# ==================================================================== helpers
+
+
+def cache_requests(result: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "bruno_memstore_cache_requests_total", {"backend": "hybrid", "result": result}
+    )
+    return value or 0.0
+
+
+async def persistent_ids(memory: HybridMemory, conv: str) -> list[str]:
+    records = await memory.persistent._read_window(conversation_id=conv, user_id=None, limit=None)
+    return [r.id for r in records]
+
+
+async def cached_ids(memory: HybridMemory, conv: str) -> list[str] | None:
+    """The ids of the cache tier's copy, or ``None`` when no trusted copy exists."""
+    marker = await memory.cache._get_session(_marker_id(conv))
+    if not memory._trusted(marker, conv):
+        return None
+    records = await memory.cache._read_window(conversation_id=conv, user_id=None, limit=None)
+    return [r.id for r in records]
+
+
+async def cache_holds_nothing(memory: HybridMemory, conv: str) -> bool:
+    cache = memory.cache
+    return (
+        await cache._conversation_owner(conv) is None
+        and await cache._read_window(conversation_id=conv, user_id=None, limit=None) == []
+        and await cache._get_session(_marker_id(conv)) is None
+    )
+
+
+async def context_ids(memory: HybridMemory, uid: str, conv: str) -> list[str]:
+    return [str(m.id) for m in await memory.retrieve_context(uid, conversation_id=conv, limit=500)]
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, tier: MemoryBackend, name: str) -> list[int]:
+    """Count calls of one primitive of a tier (it still runs)."""
+    calls = [0]
+    real = getattr(tier, name)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(tier, name, counted)
+    return calls
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def stored(memory: HybridMemory, uid: str, conv: str, n: int, start: int = 0) -> list[str]:
+    msgs = [make_message(f"message {start + i}", timestamp=at(start + i)) for i in range(n)]
+    await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
+    return [str(m.id) for m in msgs]
+
+
+# ==================================================================== served by the cache
+
+
+async def test_a_cached_window_does_not_touch_the_persistent_tier(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 30)
+    misses = cache_requests("miss")
+    assert await context_ids(memory, uid, conv) == ids  # first read: builds the copy
+    assert cache_requests("miss") == misses + 1
+    assert await cached_ids(memory, conv) == ids
+
+    reads = count_calls(monkeypatch, memory.persistent, "_read_window")
+    hits = cache_requests("hit")
+    assert await context_ids(memory, uid, conv) == ids
+    assert [str(m.id) for m in await memory.retrieve_messages(conv, limit=5)] == ids[:-6:-1]
+    ctx = await memory.get_context(uid, conv)
+    assert [str(m.id) for m in ctx.messages] == ids[-memory.context_window :]
+    assert cache_requests("hit") == hits + 3
+    assert reads[0] == 0
+
+    # Another user never sees the cached window.
+    assert await memory.retrieve_context(new_user_id(), conversation_id=conv) == []
+    # Reads across the user's conversations are the persistent tier's.
+    assert [str(m.id) for m in await memory.retrieve_context(uid, limit=5)] == ids[-5:]
+    assert reads[0] == 1
+
+
+async def test_writes_reach_a_cached_copy(pair: Pair) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    ids += await stored(memory, uid, conv, 2, start=3)
+    await memory.store_message(make_message("one more", timestamp=at(10)), uid, conv)
+    expected = await persistent_ids(memory, conv)
+    assert len(expected) == 6 and expected[:5] == ids
+    assert await cached_ids(memory, conv) == expected
+    hits = cache_requests("hit")
+    assert await context_ids(memory, uid, conv) == expected
+    assert cache_requests("hit") == hits + 1
+
+
+async def test_capabilities_and_repr_follow_the_tiers(pair: Pair) -> None:
+    memory = await pair.open()
+    assert memory.capabilities == memory.persistent.capabilities
+    assert memory.supports(Capability.DURABLE)
+    assert repr(memory) == (
+        f"HybridMemory(cache={memory.cache.describe()} persistent={memory.persistent.describe()})"
+    )
+    private = HybridMemory(InMemoryStorage(), SQLiteMemory(":memory:"))
+    assert not private.supports(Capability.DURABLE)
+
+
+# ==================================================================== completeness under races
+
+
+async def test_first_reads_racing_writers_leave_complete_copies(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = await pair.open()
+    rng = random.Random(5)
+    real_read = memory.persistent._read_window
+
+    async def slow_read(**kwargs: Any) -> list[MessageRecord]:
+        # Widens the gap between claiming the copy and filling it, where writes land.
+        await asyncio.sleep(rng.uniform(0, 0.004))
+        records = await real_read(**kwargs)
+        await asyncio.sleep(rng.uniform(0, 0.004))
+        return records
+
+    monkeypatch.setattr(memory.persistent, "_read_window", slow_read)
+    for _round in range(25):
+        uid, conv = new_user_id(), new_conversation_id()
+        initial = await stored(memory, uid, conv, 5)
+        racing = [make_message(f"racing {j}", timestamp=at(10 + j)) for j in range(8)]
+
+        async def write(message: Any, uid: str = uid, conv: str = conv) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.01))
+            await memory.store_message(message, uid, conv)
+
+        first, *_ = await asyncio.gather(
+            context_ids(memory, uid, conv), *(write(m) for m in racing)
+        )
+        expected = [r.id for r in await real_read(conversation_id=conv, user_id=None, limit=None)]
+        assert len(expected) == 13
+        # The first read saw everything stored before it, and racing writes in their order.
+        assert first[:5] == initial
+        assert first == [i for i in expected if i in set(first)]
+        assert await cached_ids(memory, conv) == expected
+        assert await context_ids(memory, uid, conv) == expected
+
+
+async def test_instances_sharing_a_cache_keep_copies_complete(shared: Pair) -> None:
+    a, b = await shared.open(), await shared.open()
+    rng = random.Random(11)
+    for _round in range(15):
+        uid, conv = new_user_id(), new_conversation_id()
+        await stored(a, uid, conv, 4)
+        racing = [make_message(f"racing {j}", timestamp=at(10 + j)) for j in range(10)]
+
+        async def write(j: int, message: Any, uid: str = uid, conv: str = conv) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.01))
+            await (a if j % 2 else b).store_message(message, uid, conv)
+
+        await asyncio.gather(
+            context_ids(a, uid, conv),
+            context_ids(b, uid, conv),
+            *(write(j, m) for j, m in enumerate(racing)),
+        )
+        expected = await persistent_ids(a, conv)
+        assert len(expected) == 14
+        assert await cached_ids(a, conv) in (expected, None)
+        assert await context_ids(a, uid, conv) == expected
+        assert await context_ids(b, uid, conv) == expected
+        assert await cached_ids(b, conv) == expected
+
+
+async def test_a_deletion_by_another_instance_is_seen(shared: Pair) -> None:
+    a, b = await shared.open(), await shared.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(a, uid, conv, 3)
+    assert len(await context_ids(a, uid, conv)) == 3
+    assert len(await context_ids(b, uid, conv)) == 3
+
+    await b.clear_conversation(uid, conv)
+    assert await context_ids(a, uid, conv) == []
+    fresh = await stored(b, uid, conv, 2, start=20)
+    assert await context_ids(a, uid, conv) == fresh
+    await b.store_message(make_message("system note", role="system", timestamp=at(30)), uid, conv)
+    await b.store_message(make_message("chat", timestamp=at(31)), uid, conv)
+    await a.clear_history(conv)  # keeps the system message
+    expected = await persistent_ids(a, conv)
+    assert len(expected) == 1
+    assert await context_ids(b, uid, conv) == expected
+    assert await context_ids(a, uid, conv) == expected
+
+
+# ==================================================================== deletion reaches both tiers
+
+
+async def test_deletions_empty_the_cache_tier(pair: Pair) -> None:
+    memory = await pair.open()
+    uid = new_user_id()
+    convs = [new_conversation_id() for _ in range(3)]
+    for conv in convs:
+        await stored(memory, uid, conv, 3)
+        await context_ids(memory, uid, conv)
+        assert await cached_ids(memory, conv) is not None
+
+    await memory.clear_conversation(uid, convs[0])
+    assert await cache_holds_nothing(memory, convs[0])
+    assert await memory.retrieve_messages(convs[0]) == []
+
+    await memory.forget_user(uid)
+    for conv in convs[1:]:
+        assert await cache_holds_nothing(memory, conv)
+        assert await persistent_ids(memory, conv) == []
+        assert await memory.retrieve_context(uid, conversation_id=conv) == []
+
+
+async def test_clear_history_rebuilds_with_what_stays(pair: Pair) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    system = make_message("you are helpful", role="system", timestamp=at(0))
+    await memory.store_message(system, uid, conv)
+    await stored(memory, uid, conv, 4, start=1)
+    assert len(await context_ids(memory, uid, conv)) == 5
+    await memory.clear_history(conv)
+    assert await cache_holds_nothing(memory, conv)
+    assert await context_ids(memory, uid, conv) == [str(system.id)]
+    assert await cached_ids(memory, conv) == [str(system.id)]
+
+
+# ==================================================================== the cache tier failing
+
+
+async def test_a_cache_failing_mid_write_is_never_served_stale(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = await pair.open(cache_options={"retry": NO_RETRY}, cache_retry_after=0.05)
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    cache = memory.cache
+    real_append = cache._append_messages
+
+    async def half_then_drop(conv_id: str, user: str, records: Any, **kw: Any) -> Any:
+        # The connection drops after part of the batch reached the cache.
+        await real_append(conv_id, user, records[:1], **kw)
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(cache, "_append_messages", half_then_drop)
+    with caplog.at_level(logging.WARNING, logger="bruno_memstore.backends.hybrid"):
+        await stored(memory, uid, conv, 2, start=3)  # succeeds: the persistent tier has it
+    assert "cache tier" in caplog.text
+    expected = await persistent_ids(memory, conv)
+    assert len(expected) == 5
+    assert conv in memory._pending  # not trusted here until its copy is deleted
+    assert await context_ids(memory, uid, conv) == expected
+    monkeypatch.setattr(cache, "_append_messages", real_append)
+    await asyncio.sleep(0.1)  # past the pause the connection error started
+    await memory._drain()
+    # The damaged copy is gone (a read may already have rebuilt a complete one).
+    assert await cached_ids(memory, conv) in (None, expected)
+    assert conv not in memory._pending
+    assert await context_ids(memory, uid, conv) == expected
+    assert await cached_ids(memory, conv) == expected
+
+    # Now the deletion fails too: the damaged copy stays in the cache, and is not served.
+    real_delete = cache._delete_messages
+
+    async def refuse(*args: Any, **kwargs: Any) -> int:
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(cache, "_append_messages", half_then_drop)
+    monkeypatch.setattr(cache, "_delete_messages", refuse)
+    await stored(memory, uid, conv, 2, start=5)
+    expected = await persistent_ids(memory, conv)
+    assert len(expected) == 7
+    monkeypatch.setattr(cache, "_append_messages", real_append)
+    damaged = await cached_ids(memory, conv)
+    assert damaged is not None and damaged != expected  # stale, marker still there
+    for _ in range(3):
+        await asyncio.sleep(0.06)
+        assert await context_ids(memory, uid, conv) == expected
+    monkeypatch.setattr(cache, "_delete_messages", real_delete)
+    await asyncio.sleep(0.5)
+    assert await context_ids(memory, uid, conv) == expected  # deletes, then rebuilds
+    assert await cached_ids(memory, conv) == expected
+    hits = cache_requests("hit")
+    assert await context_ids(memory, uid, conv) == expected
+    assert cache_requests("hit") == hits + 1
+
+
+async def test_an_unreachable_cache_costs_one_timeout_per_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "hunter2-cache-secret"
+    cache = RedisMemory(
+        f"redis://:{secret}@127.0.0.1:{closed_port()}/0",
+        connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=NO_RETRY,
+    )
+    tries = count_calls(monkeypatch, cache, "_ensure_connected")
+    memory = HybridMemory(cache, SQLiteMemory(tmp_path / "m.db"), cache_retry_after=30)
+    uid, conv = new_user_id(), new_conversation_id()
+    with caplog.at_level(logging.WARNING, logger="bruno_memstore.backends.hybrid"):
+        await memory.initialize()  # the persistent tier is up: that is enough
+        started = time.monotonic()
+        ids = []
+        for i in range(20):
+            ids += await stored(memory, uid, conv, 1, start=i)
+            assert await context_ids(memory, uid, conv) == ids
+        elapsed = time.monotonic() - started
+    assert tries[0] == 1  # connect failed once; the pause keeps every later call away
+    assert elapsed < 2.0
+    assert secret not in caplog.text and secret not in repr(memory)
+    assert "cache tier" in caplog.text
+    assert len(memory._pending) == 1  # written while paused: its copy is deleted later
+    await memory.shutdown()
+
+
+async def test_the_persistent_tier_must_be_reachable(tmp_path: Path) -> None:
+    persistent = PostgresMemory(
+        f"postgresql://postgres@127.0.0.1:{closed_port()}/test", connect_timeout=1
+    )
+    memory = HybridMemory(InMemoryStorage(), persistent)
+    with pytest.raises(BackendUnavailableError):
+        await memory.initialize()
+
+
+@pytest.fixture
+def private_memcached() -> Iterator[MemcachedServer]:
+    server = MemcachedServer()
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.send_signal(signal.SIGCONT)
+    server.kill()
+
+
+def _memcached_hybrid(server: MemcachedServer, db: Path) -> HybridMemory:
+    cache = MemcachedMemory(
+        server.url,
+        prefix="hy",
+        connect_timeout=0.5,
+        operation_timeout=0.5,
+        retry=NO_RETRY,
+    )
+    return HybridMemory(cache, SQLiteMemory(db), cache_timeout=0.5, cache_retry_after=0.1)
+
+
+async def _until_hit(memory: HybridMemory, uid: str, conv: str, expected: list[str]) -> None:
+    """Read until the cache serves the window again (each read must be right)."""
+    deadline = time.monotonic() + 15
+    while True:
+        hits = cache_requests("hit")
+        assert await context_ids(memory, uid, conv) == expected
+        if cache_requests("hit") > hits:
+            return
+        assert time.monotonic() < deadline, "the cache tier was never used again"
+        await asyncio.sleep(0.1)
+
+
+async def test_writes_and_reads_carry_on_while_the_cache_is_down(
+    private_memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    memory = _memcached_hybrid(private_memcached, tmp_path / "m.db")
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 3)
+    await _until_hit(memory, uid, conv, ids)
+
+    private_memcached.kill()
+    for i in range(5):
+        ids += await stored(memory, uid, conv, 1, start=3 + i)
+        assert await context_ids(memory, uid, conv) == ids
+    assert await persistent_ids(memory, conv) == ids
+
+    private_memcached.start()  # the same port, empty
+    await _until_hit(memory, uid, conv, ids)
+    ids += await stored(memory, uid, conv, 1, start=20)
+    assert await context_ids(memory, uid, conv) == ids
+    assert await cached_ids(memory, conv) == ids
+    await memory.shutdown()
+
+
+async def test_a_frozen_cache_keeps_a_stale_copy_nobody_is_served_after_it_returns(
+    private_memcached: MemcachedServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "m.db"
+    writer, reader = (
+        _memcached_hybrid(private_memcached, db),
+        _memcached_hybrid(private_memcached, db),
+    )
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(writer, uid, conv, 3)
+    await _until_hit(writer, uid, conv, ids)
+    await _until_hit(reader, uid, conv, ids)
+
+    assert private_memcached.process is not None
+    private_memcached.process.send_signal(signal.SIGSTOP)  # answers nothing, keeps its data
+    try:
+        ids += await stored(writer, uid, conv, 2, start=3)
+        assert await context_ids(writer, uid, conv) == ids
+        assert conv in writer._pending
+    finally:
+        private_memcached.process.send_signal(signal.SIGCONT)
+    # The writer deletes the copy it could not update as soon as the cache answers again,
+    # then serves (and rebuilds) it from the persistent tier.
+    await asyncio.sleep(0.5)
+    assert await context_ids(writer, uid, conv) == ids
+    assert conv not in writer._pending
+    await _until_hit(reader, uid, conv, ids)
+    await _until_hit(writer, uid, conv, ids)
+    await writer.shutdown()
+    await reader.shutdown()
+
+
+async def test_copies_expire_after_cache_max_age(pair: Pair) -> None:
+    memory = await pair.open(cache_max_age=0.3)
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    hits = cache_requests("hit")
+    assert await context_ids(memory, uid, conv) == ids
+    assert cache_requests("hit") == hits + 1
+    await asyncio.sleep(0.35)
+    misses = cache_requests("miss")
+    assert await context_ids(memory, uid, conv) == ids
+    assert cache_requests("miss") == misses + 1
+
+
+async def test_memcached_item_ttl_bounds_the_age_of_copies(memcached_url: str) -> None:
+    cache = MemcachedMemory(memcached_url, prefix="ttl", ttl=10)
+    assert HybridMemory(cache, InMemoryStorage()).cache_max_age == 5
+    assert HybridMemory(cache, InMemoryStorage(), cache_max_age=2).cache_max_age == 2
+    assert HybridMemory(cache, InMemoryStorage(), cache_max_age=None).cache_max_age == 5
+    untimed = MemcachedMemory(memcached_url, prefix="ttl")
+    assert HybridMemory(untimed, InMemoryStorage(), cache_max_age=None).cache_max_age is None
+
+
+# ==================================================================== construction and URLs
+
+
+def _hybrid_url(cache: str, persistent: str, extra: str = "") -> str:
+    return f"hybrid://?cache={quote(cache, safe='')}&persistent={quote(persistent, safe='')}{extra}"
+
+
+async def test_the_url_form_builds_and_owns_both_tiers(tmp_path: Path) -> None:
+    db = tmp_path / "via-url.db"
+    memory = open_memory(
+        _hybrid_url("memory://", f"sqlite:///{db}", "&cache_timeout=0.5&context_window=7")
+    )
+    assert isinstance(memory, HybridMemory)
+    assert isinstance(memory.cache, InMemoryStorage)
+    assert isinstance(memory.persistent, SQLiteMemory) and memory.persistent.db_path == str(db)
+    assert (memory.cache_timeout, memory.context_window) == (0.5, 7)
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 2)
+    assert await context_ids(memory, uid, conv) == ids
+    await memory.shutdown()
+    assert not memory.persistent.connected and not memory.cache.connected
+    keyword = open_memory(
+        _hybrid_url("memory://", f"sqlite:///{db}", "&cache_timeout=3"), cache_timeout=1
+    )
+    assert isinstance(keyword, HybridMemory) and keyword.cache_timeout == 1
+
+
+async def test_bad_hybrid_urls_name_the_problem(tmp_path: Path) -> None:
+    sqlite = quote(f"sqlite:///{tmp_path}/x.db", safe="")
+    with pytest.raises(InvalidArgumentError, match="persistent"):
+        open_memory("hybrid://?cache=memory%3A%2F%2F")
+    with pytest.raises(InvalidArgumentError, match="cache"):
+        open_memory(f"hybrid://?persistent={sqlite}")
+    with pytest.raises(InvalidArgumentError, match="cache"):
+        open_memory(f"hybrid://?cache=&persistent={sqlite}")
+    with pytest.raises(InvalidArgumentError, match="colour"):
+        open_memory(f"hybrid://?cache=memory%3A%2F%2F&persistent={sqlite}&colour=red")
+    with pytest.raises(InvalidArgumentError, match="no host"):
+        open_memory(f"hybrid://somehost/?cache=memory%3A%2F%2F&persistent={sqlite}")
+    with pytest.raises(InvalidArgumentError, match="cache_timeout"):
+        open_memory(f"hybrid://?cache=memory%3A%2F%2F&persistent={sqlite}&cache_timeout=soon")
+    with pytest.raises(InvalidArgumentError, match="cache"):
+        HybridMemory("memory://", InMemoryStorage())  # type: ignore[arg-type]
+    same = InMemoryStorage()
+    with pytest.raises(InvalidArgumentError):
+        HybridMemory(same, same)
+    with pytest.raises(InvalidArgumentError, match="cache_retry_after"):
+        HybridMemory(InMemoryStorage(), InMemoryStorage(), cache_retry_after=0)
+
+
+def test_repr_and_describe_redact_both_passwords() -> None:
+    redis_url = "redis://:redis-pass-123@127.0.0.1:6379/0"
+    pg_url = "postgresql://postgres:pg-pass-456@127.0.0.1:5432/test"
+    built = HybridMemory(RedisMemory(redis_url), PostgresMemory(pg_url))
+    from_url = open_memory(_hybrid_url(redis_url, pg_url))
+    for memory in (built, from_url):
+        text = repr(memory) + memory.describe()
+        assert "redis-pass-123" not in text and "pg-pass-456" not in text
+        assert "***" in text and "127.0.0.1:6379" in text and "5432/test" in text
