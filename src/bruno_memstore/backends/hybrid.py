@@ -64,6 +64,7 @@ _OPERATION: ContextVar[str] = ContextVar("bruno_memstore_hybrid_operation", defa
 _MARKER_PREFIX = "bruno-hybrid-copy:"
 _MARKER_FORMAT = 1
 _FILL_CHUNK = 500  # records per cache append when filling a copy
+_MAX_HOT = 10_000  # conversations remembered as recently cached (writes skip a check)
 _DRAIN_BATCH = 64  # pending invalidations settled per call once the cache answers again
 _MAX_SUSPENSION = 60.0  # seconds: the longest the cache tier is left alone after failures
 _JITTER = 0.2  # copies expire up to this fraction early, so processes do not rebuild at once
@@ -213,6 +214,7 @@ class HybridMemory(MemoryBackend):
         self._parallel = cache.backend_name != "memory"
         self._locks = _Locks()
         self._pending: OrderedDict[str, int] = OrderedDict()
+        self._hot: OrderedDict[str, None] = OrderedDict()  # recently served from the cache
         self._pending_seq = itertools.count(1)
         self._distrust_before_us = 0
         self._down_until = 0.0  # monotonic; 0: the cache tier is believed reachable
@@ -370,6 +372,7 @@ class HybridMemory(MemoryBackend):
 
     def _mark(self, conversation_id: str) -> None:
         """Record that the conversation's cached copy must not be trusted until deleted."""
+        self._hot.pop(conversation_id, None)
         self._pending[conversation_id] = next(self._pending_seq)
         self._pending.move_to_end(conversation_id)
         if len(self._pending) > self.max_pending:
@@ -467,7 +470,14 @@ class HybridMemory(MemoryBackend):
                     return None
         except _CacheProblem:
             return None
+        self._heat(conversation_id)
         return window
+
+    def _heat(self, conversation_id: str) -> None:
+        self._hot[conversation_id] = None
+        self._hot.move_to_end(conversation_id)
+        if len(self._hot) > _MAX_HOT:
+            self._hot.popitem(last=False)
 
     async def _fill(self, conversation_id: str, owner: str, records: Sequence[MessageRecord]):
         """Append records to the cached copy; raise :class:`_CacheProblem` if it cannot hold
@@ -539,6 +549,8 @@ class HybridMemory(MemoryBackend):
             await self._cached(lambda: self.cache._put_session(marker))
         except _CacheProblem:
             await self._give_up(conversation_id)
+        else:
+            self._heat(conversation_id)
         return owner, records
 
     async def _give_up(self, conversation_id: str) -> None:
@@ -581,13 +593,22 @@ class HybridMemory(MemoryBackend):
             return
         await self._drain()
         try:
-            cached_owner = await self._cached(
-                lambda: self.cache._conversation_owner(conversation_id)
-            )
-            if cached_owner is None:
-                return  # not cached, and no rebuild has claimed it
-            if cached_owner != owner:
-                self._inconsistent(conversation_id, "the cache holds another user's conversation")
+            if conversation_id in self._hot:
+                # Recently cached: append straight away. Should the copy be gone meanwhile,
+                # the append leaves a bare claim without a marker, which nobody trusts and the
+                # next rebuild deletes; the check below only spares the cache conversations
+                # nobody reads.
+                self._hot.move_to_end(conversation_id)
+            else:
+                cached_owner = await self._cached(
+                    lambda: self.cache._conversation_owner(conversation_id)
+                )
+                if cached_owner is None:
+                    return  # not cached, and no rebuild has claimed it
+                if cached_owner != owner:
+                    self._inconsistent(
+                        conversation_id, "the cache holds another user's conversation"
+                    )
             await self._fill(conversation_id, owner, records)
         except _CacheProblem:
             await self._invalidate(conversation_id)
