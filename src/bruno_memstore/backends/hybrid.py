@@ -210,8 +210,9 @@ class HybridMemory(MemoryBackend):
             cache_max_age = half if cache_max_age is None else min(cache_max_age, half)
         self.cache_max_age = cache_max_age
         self.max_pending = max_pending
-        # A local cache answers without awaiting: two sequential calls beat a gather there.
-        self._parallel = cache.backend_name != "memory"
+        # A cache in this process answers without awaiting: it needs no timeout, and two
+        # sequential calls beat a gather there.
+        self._local = cache.backend_name == "memory"
         self._locks = _Locks()
         self._pending: OrderedDict[str, int] = OrderedDict()
         self._hot: OrderedDict[str, None] = OrderedDict()  # recently served from the cache
@@ -330,7 +331,7 @@ class HybridMemory(MemoryBackend):
         return result
 
     async def _limited(self, awaitable: Awaitable[T]) -> T:
-        if self.cache_timeout is None:
+        if self.cache_timeout is None or self._local:
             return await awaitable
         async with asyncio.timeout(self.cache_timeout):
             return await awaitable
@@ -446,7 +447,7 @@ class HybridMemory(MemoryBackend):
             )
 
         try:
-            if self._parallel:
+            if not self._local:
                 got = await asyncio.gather(
                     self._cached(lambda: self.cache._get_session(marker_id)),
                     self._cached(read),
