@@ -57,6 +57,7 @@ POSTGRES_URL = os.environ.get(
 SCHEMA = "bruno_memstore_hybrid_tests"
 PREFIX = f"bruno-hybrid-t-{uuid.uuid4().hex[:12]}"
 NO_RETRY = RetryPolicy(attempts=1)
+RACE_DEADLINE = 30  # seconds one round of racing calls may take
 
 
 # ==================================================================== tiers
@@ -298,9 +299,10 @@ async def test_first_reads_racing_writers_leave_complete_copies(
             await asyncio.sleep(rng.uniform(0, 0.01))
             await memory.store_message(message, uid, conv)
 
-        first, *_ = await asyncio.gather(
-            context_ids(memory, uid, conv), *(write(m) for m in racing)
-        )
+        async with asyncio.timeout(RACE_DEADLINE):  # a hang fails instead of blocking
+            first, *_ = await asyncio.gather(
+                context_ids(memory, uid, conv), *(write(m) for m in racing)
+            )
         expected = [r.id for r in await real_read(conversation_id=conv, user_id=None, limit=None)]
         assert len(expected) == 13
         # The first read saw everything stored before it, and racing writes in their order.
@@ -322,11 +324,12 @@ async def test_instances_sharing_a_cache_keep_copies_complete(shared: Pair) -> N
             await asyncio.sleep(rng.uniform(0, 0.01))
             await (a if j % 2 else b).store_message(message, uid, conv)
 
-        await asyncio.gather(
-            context_ids(a, uid, conv),
-            context_ids(b, uid, conv),
-            *(write(j, m) for j, m in enumerate(racing)),
-        )
+        async with asyncio.timeout(RACE_DEADLINE):  # a hang fails instead of blocking
+            await asyncio.gather(
+                context_ids(a, uid, conv),
+                context_ids(b, uid, conv),
+                *(write(j, m) for j, m in enumerate(racing)),
+            )
         expected = await persistent_ids(a, conv)
         assert len(expected) == 14
         assert await cached_ids(a, conv) in (expected, None)
@@ -446,6 +449,34 @@ async def test_a_cache_failing_mid_write_is_never_served_stale(
     monkeypatch.setattr(cache, "_delete_messages", real_delete)
     await asyncio.sleep(0.5)
     assert await context_ids(memory, uid, conv) == expected  # deletes, then rebuilds
+    assert await cached_ids(memory, conv) == expected
+    hits = cache_requests("hit")
+    assert await context_ids(memory, uid, conv) == expected
+    assert cache_requests("hit") == hits + 1
+
+
+async def test_a_write_cancelled_before_reaching_the_cache_is_never_served_stale(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    real_append = memory.cache._append_messages
+
+    async def stalled(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(5)
+        return await real_append(*args, **kwargs)
+
+    monkeypatch.setattr(memory.cache, "_append_messages", stalled)
+    late = make_message("stored, then the caller gave up", timestamp=at(50))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(memory.store_message(late, uid, conv), 0.3)
+    monkeypatch.setattr(memory.cache, "_append_messages", real_append)
+    expected = [*ids, str(late.id)]
+    assert await persistent_ids(memory, conv) == expected
+    assert await cached_ids(memory, conv) == ids  # the copy still lacks it...
+    assert await context_ids(memory, uid, conv) == expected  # ...and is not served
     assert await cached_ids(memory, conv) == expected
     hits = cache_requests("hit")
     assert await context_ids(memory, uid, conv) == expected
@@ -621,6 +652,11 @@ async def test_the_url_form_builds_and_owns_both_tiers(tmp_path: Path) -> None:
     assert await context_ids(memory, uid, conv) == ids
     await memory.shutdown()
     assert not memory.persistent.connected and not memory.cache.connected
+    given = HybridMemory(InMemoryStorage(), SQLiteMemory(db))
+    assert await context_ids(given, uid, conv) == ids
+    assert given.cache.connected and given.persistent.connected
+    await given.shutdown()
+    assert not given.persistent.connected and not given.cache.connected
     keyword = open_memory(
         _hybrid_url("memory://", f"sqlite:///{db}", "&cache_timeout=3"), cache_timeout=1
     )

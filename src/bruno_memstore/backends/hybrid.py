@@ -48,7 +48,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..base import MemoryBackend
 from ..capabilities import REQUIRED, Capability
-from ..errors import InvalidArgumentError, MemstoreError
+from ..errors import ConflictError, InvalidArgumentError, MemstoreError, OwnershipError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ..primitives import AppendResult, ExportKind
 from ..registry import open_memory
@@ -66,6 +66,7 @@ _MARKER_FORMAT = 1
 _FILL_CHUNK = 500  # records per cache append when filling a copy
 _MAX_HOT = 10_000  # conversations remembered as recently cached (writes skip a check)
 _DRAIN_BATCH = 64  # pending invalidations settled per call once the cache answers again
+_OVERFLOW_LOG_INTERVAL = 60.0  # seconds between two warnings about too many pending copies
 _MAX_SUSPENSION = 60.0  # seconds: the longest the cache tier is left alone after failures
 _JITTER = 0.2  # copies expire up to this fraction early, so processes do not rebuild at once
 _URL_OPTIONS: dict[str, type] = {
@@ -218,6 +219,7 @@ class HybridMemory(MemoryBackend):
         self._hot: OrderedDict[str, None] = OrderedDict()  # recently served from the cache
         self._pending_seq = itertools.count(1)
         self._distrust_before_us = 0
+        self._overflow_logged = -_OVERFLOW_LOG_INTERVAL
         self._down_until = 0.0  # monotonic; 0: the cache tier is believed reachable
         self._failures = 0
         self._probing = False
@@ -380,11 +382,14 @@ class HybridMemory(MemoryBackend):
             self._pending.popitem(last=False)
             # Its copy can no longer be tracked: distrust every copy built until now.
             self._distrust_before_us = _now_us()
-            logger.warning(
-                "hybrid memory: more than %d conversations wait for their cache copy to be "
-                "deleted; copies built before now will be rebuilt",
-                self.max_pending,
-            )
+            now = time.monotonic()
+            if now - self._overflow_logged > _OVERFLOW_LOG_INTERVAL:
+                self._overflow_logged = now
+                logger.warning(
+                    "hybrid memory: more than %d conversations wait for their cache copy to "
+                    "be deleted; copies built before now will be rebuilt",
+                    self.max_pending,
+                )
 
     async def _erase(self, conversation_id: str) -> bool:
         """Delete the cached copy (the caller holds the conversation's lock)."""
@@ -480,7 +485,9 @@ class HybridMemory(MemoryBackend):
         if len(self._hot) > _MAX_HOT:
             self._hot.popitem(last=False)
 
-    async def _fill(self, conversation_id: str, owner: str, records: Sequence[MessageRecord]):
+    async def _fill(
+        self, conversation_id: str, owner: str, records: Sequence[MessageRecord]
+    ) -> None:
         """Append records to the cached copy; raise :class:`_CacheProblem` if it cannot hold
         them or turns out not to be this conversation's copy."""
         # Copies: some tiers keep the records they are given and number them in place.
@@ -499,12 +506,15 @@ class HybridMemory(MemoryBackend):
             if result.owner != owner:
                 self._inconsistent(conversation_id, "the cache holds another user's conversation")
             if result.existing_ids:
-                # Already there: fine if in this conversation (a retry, a racing writer); a
-                # leftover elsewhere would leave this copy without the message.
+                # Already there: fine if in this conversation (a retry, a racing writer). A
+                # leftover elsewhere would leave this copy without the message; so would a
+                # copy deleted meanwhile (then the rebuild that follows restores it).
                 ids = list(result.existing_ids)
                 found = await self._cached(lambda ids=ids: self.cache._get_messages(ids))
                 if {r.id for r in found if r.conversation_id == conversation_id} != set(ids):
-                    self._inconsistent(conversation_id, "a message id is cached elsewhere")
+                    self._inconsistent(
+                        conversation_id, "a message the cache reports as stored is not in it"
+                    )
 
     def _inconsistent(self, conversation_id: str, why: str) -> None:
         logger.warning("hybrid memory: not caching conversation %s: %s", conversation_id[:64], why)
@@ -572,13 +582,22 @@ class HybridMemory(MemoryBackend):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        result = await self._stored(
-            lambda: self.persistent._append_messages(
-                conversation_id, user_id, records, enforce_owner=enforce_owner
+        try:
+            result = await self._stored(
+                lambda: self.persistent._append_messages(
+                    conversation_id, user_id, records, enforce_owner=enforce_owner
+                )
             )
-        )
-        if records:
-            await self._write_through(conversation_id, result.owner, records)
+            if records:
+                await self._write_through(conversation_id, result.owner, records)
+        except (OwnershipError, ConflictError, InvalidArgumentError):
+            raise  # refused: nothing was written
+        except BaseException:
+            # A failed or cancelled call may have stored records that the cached copy lacks
+            # (stored, then the answer lost; or stopped before the write-through).
+            if records:
+                self._mark(conversation_id)
+            raise
         return result
 
     async def _write_through(
