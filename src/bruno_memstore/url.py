@@ -80,18 +80,32 @@ class MemoryURL:
     def __str__(self) -> str:
         return redact_url(self.raw)
 
+    def __repr__(self) -> str:
+        # Query values may hold whole URLs with passwords (hybrid://?cache=...).
+        return f"MemoryURL({str(self)!r})"
+
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+    """``url`` with any password replaced by ``***``, also in URLs nested in query values."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = quote(unquote(parts.username or ""), safe="")
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
+        netloc, query = parts.netloc, parts.query
+        if query and "://" in unquote(query):
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = "&".join(f"{k}={redact_url(v) if '://' in v else v}" for k, v in pairs)
+        if parts.password is not None:
+            user = quote(unquote(parts.username or ""), safe="")
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url  # untouched: geturl() would also normalise "sqlite:///x" to "sqlite:/x"
+        rest = (
+            parts.path
+            + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else "")
+        )
+        return f"{parts.scheme}://{netloc}{rest}"
     except ValueError:
         return "<unparsable url>"

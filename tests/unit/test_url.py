@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from bruno_memstore.errors import InvalidArgumentError
@@ -105,3 +107,12 @@ def test_unknown_options_are_refused_by_name() -> None:
         url.check_options({"pool"})
     assert "other, typo" in str(info.value)
     assert "known: pool" in str(info.value)
+
+
+def test_passwords_of_urls_nested_in_query_values_are_redacted() -> None:
+    cache = quote("redis://:cachepw@127.0.0.1:6379/0", safe="")
+    persistent = quote("postgresql://u:dbpw@127.0.0.1/test", safe="")
+    url = MemoryURL.parse(f"hybrid://?cache={cache}&persistent={persistent}")
+    for text in (str(url), repr(url), redact_url(url.raw)):
+        assert "cachepw" not in text and "dbpw" not in text
+    assert url.query["cache"] == "redis://:cachepw@127.0.0.1:6379/0"

@@ -101,6 +101,14 @@ class GroupCommitter(Generic[T, R]):
         return batch
 
     async def _work(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # Leave the set in the same step as the last look at the queue: a done-callback
+            # runs later, and a submit in between would see a full set and start no worker.
+            self._workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain(self) -> None:
         while self._queue:
             batch = self._take()
             if not batch:

@@ -139,9 +139,15 @@ class GroupWriter:
         return batch
 
     async def _flush_loop(self) -> None:
-        while self._pending:
-            batch = self._take_batch()
-            await self._flush(batch)
+        try:
+            while self._pending:
+                batch = self._take_batch()
+                await self._flush(batch)
+        finally:
+            # Leave the set in the same step as the last look at ``_pending``: a done-callback
+            # runs later, and a submit in between would count this finished task as a flusher
+            # and wait for ever.
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _flush(self, batch: list[Append]) -> None:
         for _ in range(_MAX_ROUNDS):

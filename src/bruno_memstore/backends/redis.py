@@ -716,7 +716,8 @@ def _append_args(
 ) -> list[Any]:
     """Arguments of the append script. Small fields travel NUL-joined: each argument costs
     the client more to encode than the server to split."""
-    newest = records[0].ts_us if len(records) == 1 else max(r.ts_us for r in records)
+    # With no records the script only claims the conversation and never reads ``newest``.
+    newest = records[0].ts_us if len(records) == 1 else max((r.ts_us for r in records), default=0)
     enforce = "1" if enforce_owner else "0"
     args: list[Any] = [
         f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"

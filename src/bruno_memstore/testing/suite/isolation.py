@@ -30,6 +30,20 @@ class IsolationSuite(ConformanceBase):
         await memory.store_messages(msgs, conversation_id=conv, user_id=alice)
         return alice, bob, conv, msgs
 
+    async def test_claiming_creates_an_empty_conversation_of_one_owner(
+        self, memory: MemoryBackend
+    ) -> None:
+        alice, bob, conv = new_user_id(), new_user_id(), new_conversation_id()
+        await memory.claim_conversation(conv, alice)
+        await memory.claim_conversation(conv, alice)  # claiming one's own again is a no-op
+        with pytest.raises(OwnershipError):
+            await memory.claim_conversation(conv, bob)
+        with pytest.raises(OwnershipError):
+            await memory.store_message(make_message("bob was here"), bob, conv)
+        assert await memory.retrieve_messages(conv) == []
+        await memory.store_message(make_message("alice writes"), alice, conv)
+        assert len(await memory.retrieve_messages(conv)) == 1
+
     async def test_writing_into_anothers_conversation_is_refused(
         self, memory: MemoryBackend
     ) -> None:
