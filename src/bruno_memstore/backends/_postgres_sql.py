@@ -325,15 +325,23 @@ class Statements:
 
     def window(self, *, by_conversation: bool, by_user: bool, limited: bool) -> str:
         """The newest messages, newest first (the caller reverses)."""
-        where = []
-        if by_conversation:
-            where.append("conversation_id = $1")
-        if by_user:
-            where.append(f"user_id = ${len(where) + 1}")
-        limit = f" LIMIT ${len(where) + 1}" if limited else ""
+        if by_conversation and by_user:
+            # Ownership is per conversation: check it once, then walk the conversation's
+            # index (filtering messages by user would let the planner pick the user index
+            # and scan all of that user's other conversations).
+            where = (
+                f"conversation_id = $1 AND EXISTS (SELECT 1 FROM {self.schema}.conversations "
+                "WHERE conversation_id = $1 AND user_id = $2)"
+            )
+            params = 2
+        elif by_conversation:
+            where, params = "conversation_id = $1", 1
+        else:
+            where, params = "user_id = $1", 1
+        limit = f" LIMIT ${params + 1}" if limited else ""
         return (
             f"SELECT {MESSAGE_COLUMNS} FROM {self.schema}.messages "
-            f"WHERE {' AND '.join(where)} ORDER BY ts_us DESC, seq DESC{limit}"
+            f"WHERE {where} ORDER BY ts_us DESC, seq DESC{limit}"
         )
 
     @property
