@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,9 +25,9 @@ from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-import redis
 from prometheus_client import REGISTRY
 
+import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.hybrid import HybridMemory, _marker_id
 from bruno_memstore.backends.memcached import MemcachedMemory
@@ -49,7 +48,6 @@ from bruno_memstore.testing.builders import (
 )
 from faults._memcached_server import MemcachedServer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services" / "memcached.sh"
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -65,26 +63,15 @@ RACE_DEADLINE = 30  # seconds one round of racing calls may take
 
 @pytest.fixture(scope="module")
 def memcached_url() -> str:
-    configured = os.environ.get("BRUNO_TEST_MEMCACHED_URL")
-    if configured:
-        return configured
-    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"could not start memcached with {SCRIPT}: {done.stderr}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
+    """The memcached under test (see ``tests/_engines.py``)."""
+    return engines.memcached_url()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _drop_the_runs_redis_keys() -> Iterator[None]:
+    """Afterwards the run's keys are removed from the shared server."""
     yield
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            for pattern in (f"{PREFIX}*", f"{{{PREFIX}*"):
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for start in range(0, len(keys), 1000):
-                    client.delete(*keys[start : start + 1000])
-    except redis.RedisError:
-        pass
+    engines.drop_redis_keys(REDIS_URL, PREFIX)
 
 
 @dataclass

@@ -13,15 +13,13 @@ test of its class: these engines are required, never skipped.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
-import redis
 
+import _engines as engines
 from bruno_memstore.backends.hybrid import HybridMemory
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
@@ -32,7 +30,6 @@ from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import BackendUnavailableError
 from bruno_memstore.testing import MemoryConformance
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services" / "memcached.sh"
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -57,28 +54,15 @@ async def connected(tier: MemoryBackend, engine: str, hint: str) -> MemoryBacken
 
 @pytest.fixture(scope="module")
 def memcached_url() -> str:
-    """The configured memcached, or the project's own one (started if it is down)."""
-    configured = os.environ.get("BRUNO_TEST_MEMCACHED_URL")
-    if configured:
-        return configured
-    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"could not start memcached with {SCRIPT}: {done.stderr}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
+    """The memcached under test (see ``tests/_engines.py``)."""
+    return engines.memcached_url()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _drop_the_runs_redis_keys() -> Iterator[None]:
-    """The shared Redis does not keep the copies of every run."""
+    """Afterwards the run's keys are removed from the shared server."""
     yield
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            for pattern in (f"{PREFIX}:*", f"{{{PREFIX}:*"):
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for start in range(0, len(keys), 1000):
-                    client.delete(*keys[start : start + 1000])
-    except redis.RedisError:
-        pass  # unreachable: the tests already failed saying so
+    engines.drop_redis_keys(REDIS_URL, PREFIX)
 
 
 class TestHybridMemoryOverSQLite(MemoryConformance):

@@ -4,32 +4,22 @@ unreachable server fails every test: this engine is required, never skipped."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 
+import _engines as engines
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import BackendUnavailableError
 from bruno_memstore.testing import MemoryConformance
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services" / "memcached.sh"
-MEMCACHED_URL = os.environ.get("BRUNO_TEST_MEMCACHED_URL")
 # Tests use fresh uuid ids, so one shared namespace serves every run.
 PREFIX = "bruno-conformance"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def memcached_url() -> str:
-    """The server under test: the configured one, or the project's own, started if down."""
-    if MEMCACHED_URL:
-        return MEMCACHED_URL
-    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"could not start memcached with {SCRIPT}: {done.stderr}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
+    """The memcached under test (see ``tests/_engines.py``)."""
+    return engines.memcached_url()
 
 
 class TestMemcachedMemory(MemoryConformance):

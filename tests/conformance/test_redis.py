@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+import _engines as engines
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
@@ -57,17 +58,9 @@ async def connect(memory: RedisMemory) -> RedisMemory:
 
 @pytest.fixture(scope="module", autouse=True)
 def _drop_the_runs_keys() -> Iterator[None]:
-    """Tests isolate themselves by fresh ids; afterwards the run's prefix is removed, so the
-    shared server does not collect the data of every run."""
+    """Afterwards the run's keys are removed from the shared server."""
     yield
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            for pattern in (f"{PREFIX}:*", f"{{{PREFIX}:*"):
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for start in range(0, len(keys), 1000):
-                    client.delete(*keys[start : start + 1000])
-    except redis.RedisError:
-        pass  # unreachable: the tests already failed saying so
+    engines.drop_redis_keys(REDIS_URL, PREFIX)
 
 
 class TestRedisMemory(MemoryConformance):
