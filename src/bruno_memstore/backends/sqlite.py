@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
@@ -387,10 +388,29 @@ def _open(settings: _Settings, *, writer: bool) -> sqlite3.Connection:
     return conn
 
 
+def _enable_wal(conn: sqlite3.Connection, wait: float) -> str:
+    """Switch to WAL, waiting up to ``wait`` seconds for other processes.
+
+    Changing the journal mode needs a moment alone with the file, and SQLite reports "locked"
+    at once instead of calling the busy handler when processes open a new file together.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0])
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _prepare(conn: sqlite3.Connection, settings: _Settings) -> None:
     """Journal mode, durability and schema: the writer does it once per connect."""
     if not settings.in_memory:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+        mode = _enable_wal(conn, settings.busy_timeout)
         if str(mode).lower() != "wal":
             # Some file systems (network shares) cannot hold WAL's shared memory: still
             # correct, but readers and the writer then wait for each other.
