@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["OPTIONAL", "REQUIRED", "Capability"]
+__all__ = ["DATABASE", "OPTIONAL", "REQUIRED", "SEARCHABLE_STORE", "Capability"]
 
 
 class Capability(StrEnum):
@@ -22,3 +22,9 @@ class Capability(StrEnum):
 
 REQUIRED = frozenset({Capability.MESSAGES, Capability.SESSIONS})
 OPTIONAL = frozenset(set(Capability) - REQUIRED)
+
+SEARCHABLE_STORE = REQUIRED | {Capability.MEMORIES, Capability.FULL_TEXT, Capability.LISTING}
+"""Everything but durability: what a complete store in process memory promises."""
+
+DATABASE = SEARCHABLE_STORE | {Capability.DURABLE}
+"""What a complete durable store promises (SQLite, PostgreSQL, MySQL)."""

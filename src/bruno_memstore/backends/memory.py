@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import SEARCHABLE_STORE, Capability
 from ..errors import OwnershipError
 from ..models import (
     MemoryFilter,
@@ -44,15 +44,7 @@ class InMemoryStorage(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.MESSAGES,
-            Capability.SESSIONS,
-            Capability.MEMORIES,
-            Capability.FULL_TEXT,
-            Capability.LISTING,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]

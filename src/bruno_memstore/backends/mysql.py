@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import DATABASE, Capability
 from ..errors import (
     BackendUnavailableError,
     InvalidArgumentError,
@@ -207,16 +207,7 @@ class MySQLMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "mysql"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.MESSAGES,
-            Capability.SESSIONS,
-            Capability.MEMORIES,
-            Capability.DURABLE,
-            Capability.FULL_TEXT,
-            Capability.LISTING,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE
     _URL_OPTIONS: ClassVar[dict[str, type]] = {
         "pool_size": int,
         "pool_min_size": int,

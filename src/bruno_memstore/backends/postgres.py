@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import DATABASE, Capability
 from ..errors import (
     BackendError,
     BackendUnavailableError,
@@ -136,16 +136,7 @@ class PostgresMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "postgres"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.MESSAGES,
-            Capability.SESSIONS,
-            Capability.MEMORIES,
-            Capability.DURABLE,
-            Capability.FULL_TEXT,
-            Capability.LISTING,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE
 
     def __init__(
         self,

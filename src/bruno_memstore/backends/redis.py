@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import SEARCHABLE_STORE, Capability
 from ..errors import (
     BackendError,
     InvalidArgumentError,
@@ -118,16 +118,7 @@ class RedisMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "redis"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.MESSAGES,
-            Capability.SESSIONS,
-            Capability.MEMORIES,
-            Capability.FULL_TEXT,
-            Capability.LISTING,
-            Capability.TTL,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.TTL}
 
     DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
         attempts=8, initial_backoff=0.05, max_backoff=1.0, deadline=15.0

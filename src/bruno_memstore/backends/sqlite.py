@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import quote
 
 from ..base import MemoryBackend
-from ..capabilities import Capability
+from ..capabilities import DATABASE, Capability
 from ..errors import ConflictError, InvalidArgumentError, MemstoreError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ..primitives import AppendResult, ExportKind
@@ -74,16 +74,7 @@ class SQLiteMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {
-            Capability.MESSAGES,
-            Capability.SESSIONS,
-            Capability.MEMORIES,
-            Capability.DURABLE,
-            Capability.FULL_TEXT,
-            Capability.LISTING,
-        }
-    )
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE
 
     def __init__(
         self,
