@@ -197,8 +197,11 @@ async def test_imported_records_equal_the_originals(make_memory: Factory) -> Non
         assert await target.retrieve_memories(query) == await source.retrieve_memories(query)
     assert await target.get_session("trip") == await source.get_session("trip")
     assert (await target.get_session("trip")).is_active is False
-    hits = await target.search("alice", "vegetarian")
+    hits = await target.search("alice", "vegetarian", mode="keyword")
     assert [h.kind for h in hits] == ["memory"]
+    if target.embedder is not None:  # imported records are embedded like stored ones
+        near = await target.search("alice", "vegetarian", mode="vector", kinds=("memory",))
+        assert [h.kind for h in near][:1] == ["memory"]
 
 
 async def test_import_twice_stores_one_copy(make_memory: Factory) -> None:

@@ -15,7 +15,8 @@ Semantics (identical on every backend; the conformance suite checks them):
 * A conversation belongs to the user who first wrote to it. Reads are scoped to the user;
   writing into another user's conversation raises :class:`OwnershipError`.
 * ``get_context`` accepts a session id or a conversation id and creates what is missing.
-* Search is relevance-ranked (BM25) over the user's messages and memory entries.
+* Search is relevance-ranked over the user's messages and memory entries: BM25 full text,
+  fused with embedding similarity on backends with vectors (:mod:`bruno_memstore.semantic`).
 """
 
 from __future__ import annotations
@@ -66,26 +67,34 @@ from .models import (
     utcnow,
 )
 from .primitives import StoragePrimitives
+from .ranking import DEFAULT_VECTOR_WEIGHT, SearchMode
 from .retry import RetryPolicy, retry_transient
+from .semantic import DEFAULT_MODEL, SemanticSearch
 from .url import MemoryURL
 
 __all__ = ["ContextStrategy", "MemoryBackend", "SearchKind"]
 
 T = TypeVar("T")
-ContextStrategy = Literal["recent", "relevant"]
+ContextStrategy = Literal["recent", "relevant", "hybrid"]
 SearchKind = Literal["message", "memory"]
 _ALL_KINDS: frozenset[str] = frozenset({"message", "memory"})
 _MAX_CONTEXT_WINDOW = 1000  # ConversationContext.max_messages upper bound
 _EPOCH = datetime(1970, 1, 1)
 
 
-class MemoryBackend(MemoryInterface, StoragePrimitives):
+class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     """A bruno-core memory: subclass it and implement the primitives.
 
     Args:
         context_window: messages ``get_context`` loads (the newest, oldest first).
         operation_timeout: seconds each engine call may take (``None``: no limit).
         retry: how transient engine failures are retried.
+        embedding_model: for backends with vector search: ``"default"`` (the light local
+            model), ``None`` (keyword search only), a local model name (``"minilm"``), a
+            bruno-core ``EmbeddingInterface`` or any object with ``embed``/``embed_texts``.
+        search_mode: default ranking of ``search``: ``"hybrid"`` (keywords and vectors
+            fused; the default with a model), ``"keyword"`` or ``"vector"``.
+        vector_weight: weight of vector similarity in hybrid ranking (0 to 1).
     """
 
     backend_name: ClassVar[str] = "abstract"
@@ -99,6 +108,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         context_window: int = 20,
         operation_timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        embedding_model: Any = DEFAULT_MODEL,
+        search_mode: SearchMode | None = None,
+        vector_weight: float = DEFAULT_VECTOR_WEIGHT,
     ) -> None:
         window = check_limit(context_window, "context_window")
         assert window is not None
@@ -113,6 +125,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         self._connect_lock: asyncio.Lock | None = None
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
+        self._init_semantic(embedding_model, search_mode, vector_weight)
 
     # ================================================================ lifecycle
 
@@ -182,6 +195,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
                 return
             try:
                 await self._connect()
+                try:
+                    await self._timed(self._check_vector_space)
+                except BaseException:
+                    await self._close()
+                    raise
             except MemstoreError:
                 raise
             except Exception as exc:
@@ -301,6 +319,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if len({r.id for r in records}) != len(records):
             raise InvalidArgumentError("messages", "the batch repeats a message id")
         self._check_records(records)
+        await self._embed_messages(records)
         enforce = user_id is not None
         if user_id is None:
             hinted = messages[0].metadata.get("user_id")
@@ -364,47 +383,70 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         conversation_id: str | None = None,
         *,
         strategy: ContextStrategy = "recent",
+        mode: SearchMode | None = None,
     ) -> list[Message]:
         """Messages to put before the model, **oldest first**.
 
         Args:
             user_id: whose messages; never returns another user's.
-            query: the text the reply is about (used by ``strategy="relevant"``).
+            query: the text the reply is about (used by ``"relevant"`` and ``"hybrid"``).
             limit: at most this many messages.
             conversation_id: restrict to one conversation (default: all of the user's).
-            strategy: ``"recent"`` — the newest ``limit``; ``"relevant"`` — the ``limit`` best
-                BM25 matches of ``query`` (the recent window when there is no query).
+            strategy: ``"recent"`` — the newest ``limit``; ``"relevant"`` — the ``limit``
+                best matches of ``query``; ``"hybrid"`` — the newest half of ``limit`` plus
+                the best matches of ``query`` among older messages. Without a query every
+                strategy gives the recent window.
+            mode: ranking of the matches (see :meth:`search`; default ``search_mode``).
         """
         user_id = check_id(user_id, "user_id")
         limit = check_limit(limit)
+        assert limit is not None
         if conversation_id is not None:
             conversation_id = check_id(conversation_id, "conversation_id")
-        if strategy not in ("recent", "relevant"):
-            raise InvalidArgumentError("strategy", "expected 'recent' or 'relevant'")
+        if strategy not in ("recent", "relevant", "hybrid"):
+            raise InvalidArgumentError("strategy", "expected 'recent', 'relevant' or 'hybrid'")
         if query is not None and not isinstance(query, str):
             raise InvalidArgumentError("query", "expected a string")
-        if strategy == "relevant" and query and query.strip():
-            self.require(Capability.FULL_TEXT, "retrieve_context")
-            hits = await self._run(
+        ranked = strategy != "recent" and query is not None and bool(query.strip())
+        mode = self._search_mode_for(mode, "retrieve_context") if ranked else None
+        recent_n = limit if not ranked else (0 if strategy == "relevant" else (limit + 1) // 2)
+        recent: list[MessageRecord] = []
+        if recent_n:
+            recent = await self._run(
                 "retrieve_context",
-                lambda: self._text_search(
-                    user_id,
-                    query,
-                    kinds=frozenset({"message"}),
-                    conversation_id=conversation_id,
-                    limit=limit,
+                lambda: self._read_window(
+                    conversation_id=conversation_id, user_id=user_id, limit=recent_n
                 ),
             )
-            found = [h.message for h in hits if h.message is not None]
-            found.sort(key=lambda r: (r.ts_us, r.seq))
-            return [record_to_message(r) for r in found]
-        records = await self._run(
+        if not ranked:
+            return [record_to_message(r) for r in recent]
+        assert query is not None and mode is not None
+        seen = {r.id for r in recent}
+        hits = await self._ranked(
             "retrieve_context",
-            lambda: self._read_window(
-                conversation_id=conversation_id, user_id=user_id, limit=limit
-            ),
+            user_id,
+            query,
+            mode=mode,
+            kinds=frozenset({"message"}),
+            conversation_id=conversation_id,
+            limit=limit,
+            memory_filter=None,
         )
-        return [record_to_message(r) for r in records]
+        found = list(recent)
+        for hit in hits:
+            if len(found) >= limit:
+                break
+            if hit.message is not None and hit.message.id not in seen:
+                found.append(hit.message)
+                seen.add(hit.message.id)
+        found.sort(key=lambda r: (r.ts_us, r.seq))
+        return [record_to_message(r) for r in found]
+
+    def _search_mode_for(self, mode: SearchMode | None, operation: str) -> SearchMode:
+        resolved = self._resolve_mode(mode, operation)
+        if resolved != "vector":
+            self.require(Capability.FULL_TEXT, operation)
+        return resolved
 
     async def clear_history(self, conversation_id: str, keep_system_messages: bool = True) -> None:
         """Delete the conversation's messages (system messages stay unless told otherwise)."""
@@ -447,12 +489,19 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         limit: int = 10,
         kinds: Iterable[SearchKind] = ("message", "memory"),
         conversation_id: str | None = None,
+        mode: SearchMode | None = None,
     ) -> list[SearchResult]:
         """Relevance-ranked search of one user's records, best first.
 
-        Scores are in [0, 1]: the best match scores 1.0 and the others relative to it.
+        Args:
+            mode: ``"keyword"`` (BM25-family full text), ``"vector"`` (embedding
+                similarity) or ``"hybrid"`` (both fused); default :attr:`search_mode`.
+
+        Scores are in [0, 1], higher is better: keyword scores relative to the best match
+        (which scores 1.0), vector scores are cosine similarities, hybrid scores their
+        weighted mean (see :mod:`bruno_memstore.ranking`).
         """
-        self.require(Capability.FULL_TEXT, "search")
+        mode = self._search_mode_for(mode, "search")
         user_id = check_id(user_id, "user_id")
         limit = check_limit(limit)
         assert limit is not None
@@ -466,23 +515,22 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         if not query.strip():
             return []
         flt = MemoryFilter(user_id=user_id, now_us=to_us(utcnow()), limit=limit)
-        hits = await self._run(
+        hits = await self._ranked(
             "search",
-            lambda: self._text_search(
-                user_id,
-                query,
-                kinds=kind_set,
-                conversation_id=conversation_id,
-                limit=limit,
-                memory_filter=flt,
-            ),
+            user_id,
+            query,
+            mode=mode,
+            kinds=kind_set,
+            conversation_id=conversation_id,
+            limit=limit,
+            memory_filter=flt,
         )
         return _to_results(hits)
 
     async def search_messages(
         self, query: str, user_id: str | None = None, limit: int = 10
     ) -> list[Message]:
-        """The user's messages best matching ``query`` (BM25), best first.
+        """The user's messages best matching ``query`` (default search mode), best first.
 
         ``user_id`` is required: search is always scoped to one user.
         """
@@ -512,6 +560,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         self.require(Capability.MEMORIES, "store_memory")
         record = memory_to_record(memory_entry)
         self._check_memory(record)
+        await self._embed_memory(record)
         existing = await self._run("store_memory", lambda: self._get_memory(record.id))
         if existing is not None and existing.user_id != record.user_id:
             raise OwnershipError(
@@ -524,8 +573,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
     async def retrieve_memories(self, query: MemoryQuery) -> list[MemoryEntry]:
         """Entries matching every field of ``query``.
 
-        With ``query_text`` they are ranked by relevance and ``similarity_threshold`` drops
-        those scoring below it (scores in [0, 1], best = 1.0). Without it they come by
+        With ``query_text`` they are ranked as :meth:`search` ranks (default mode) and
+        ``similarity_threshold`` drops those scoring below it (scores in [0, 1], higher is
+        better; see :meth:`search`). Without it they come by
         importance, then newest. Expired entries are left out unless ``include_expired``.
         """
         self.require(Capability.MEMORIES, "retrieve_memories")
@@ -545,17 +595,16 @@ class MemoryBackend(MemoryInterface, StoragePrimitives):
         )
         text = query.query_text
         if text is not None and text.strip():
-            self.require(Capability.FULL_TEXT, "retrieve_memories")
-            hits = await self._run(
+            mode = self._search_mode_for(None, "retrieve_memories")
+            hits = await self._ranked(
                 "retrieve_memories",
-                lambda: self._text_search(
-                    user_id,
-                    text,
-                    kinds=frozenset({"memory"}),
-                    conversation_id=None,
-                    limit=flt.limit,
-                    memory_filter=flt,
-                ),
+                user_id,
+                text,
+                mode=mode,
+                kinds=frozenset({"memory"}),
+                conversation_id=None,
+                limit=flt.limit,
+                memory_filter=flt,
             )
             results = _to_results(hits)
             return [
@@ -823,12 +872,9 @@ def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
 
 
 def _to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
-    if not hits:
-        return []
-    best = max(h.score for h in hits)
     out: list[SearchResult] = []
     for h in hits:
-        score = h.score / best if best > 0 else 0.0
+        score = h.score
         if h.message is not None:
             out.append(SearchResult("message", score, message=record_to_message(h.message)))
         elif h.memory is not None:

@@ -18,6 +18,7 @@ __all__ = [
     "BackendUnavailableError",
     "CapabilityError",
     "ConflictError",
+    "EmbeddingMismatchError",
     "InvalidArgumentError",
     "MemstoreError",
     "MissingDependencyError",
@@ -101,6 +102,12 @@ class CapabilityError(MemstoreError):
 
 class SchemaError(MemstoreError):
     """The stored schema cannot be used by this version of the library."""
+
+
+class EmbeddingMismatchError(SchemaError):
+    """The store's vectors were made by another embedding model (or dimension) than the
+    configured one; mixing them would corrupt similarity, so vector work stops until the
+    store is re-embedded (``bruno-memstore reindex``) or the original model is configured."""
 
 
 class BackendError(MemstoreError):

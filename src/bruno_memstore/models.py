@@ -123,6 +123,7 @@ class MessageRecord:
     parent_id: str | None = None
     user_id: str | None = None  # the conversation's owner (filled on read where known)
     seq: int = 0  # arrival order, assigned by the backend
+    vector: Any = None  # unit float32 embedding of ``content`` (set on write when configured)
 
 
 def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
@@ -207,6 +208,7 @@ class MemoryRecord:
     expires_us: int | None
     conversation_id: str | None
     payload: str  # MemoryEntry JSON, the source of truth on read
+    vector: Any = None  # unit float32 embedding of ``content`` (set on write when configured)
 
 
 def memory_to_record(entry: Any) -> MemoryRecord:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+from .embeddings.adapter import VectorSpace
 from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
 
-__all__ = ["AppendResult", "ExportKind", "StoragePrimitives"]
+__all__ = ["AppendResult", "ExportKind", "StoragePrimitives", "VectorPrimitives"]
 
 ExportKind = Literal["conversations", "messages", "memories", "sessions"]
 
@@ -167,4 +168,50 @@ class StoragePrimitives(ABC):
 
         Conversations come as ``(conversation_id, owner)`` pairs; messages in ``(ts_us, seq)``
         order within each conversation.
+        """
+
+
+class VectorPrimitives(ABC):
+    """Engine operations of a backend that declares ``Capability.VECTORS``.
+
+    Such a backend also stores ``record.vector`` (a unit float32 ``numpy`` row, or ``None``)
+    in the same atomic write as the record, in ``_append_messages`` and ``_put_memory``, and
+    removes vectors with their records everywhere records are deleted.
+    """
+
+    @abstractmethod
+    async def _vector_space(self) -> VectorSpace | None:
+        """The recorded model name and dimension of the stored vectors, or ``None``."""
+
+    @abstractmethod
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        """Record ``space`` and return the space now recorded.
+
+        Without ``replace`` this is insert-if-absent (nothing is dropped; a space recorded
+        first by another process wins and is returned). With ``replace`` every stored vector
+        is dropped and ``space`` recorded, sizing any index to its dimension.
+        """
+
+    @abstractmethod
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        """Attach vectors to stored records: ``items`` are ``(id, vector)`` pairs.
+
+        Ids no longer stored are skipped; an existing vector is replaced.
+        """
+
+    @abstractmethod
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        """The user's records nearest to ``vector``, best first, score = cosine similarity.
+
+        The user (and conversation, and memory filter) restrict the engine's query itself,
+        never its results afterwards, so no other user's record can fill or leak into them.
         """

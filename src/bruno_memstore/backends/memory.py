@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ..base import MemoryBackend
 from ..capabilities import SEARCHABLE_STORE, Capability
+from ..embeddings.adapter import VectorSpace
 from ..errors import OwnershipError
 from ..models import (
     MemoryFilter,
@@ -24,8 +25,9 @@ from ..models import (
     SessionRecord,
     memory_sort_key,
 )
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import BM25Index
+from ..vector_index import VectorIndex
 
 __all__ = ["InMemoryStorage"]
 
@@ -36,7 +38,7 @@ def _order(rec: MessageRecord) -> tuple[int, int]:
     return (rec.ts_us, rec.seq)
 
 
-class InMemoryStorage(MemoryBackend):
+class InMemoryStorage(MemoryBackend, VectorPrimitives):
     """Memory in a Python process: full semantics, no durability.
 
     Args:
@@ -44,7 +46,7 @@ class InMemoryStorage(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.VECTORS}
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
@@ -61,6 +63,8 @@ class InMemoryStorage(MemoryBackend):
         self._memories: dict[str, MemoryRecord] = {}
         self._sessions: dict[str, SessionRecord] = {}
         self._indexes: dict[str, BM25Index] = {}
+        self._vectors: dict[str, VectorIndex] = {}
+        self._stored_space: VectorSpace | None = None
         self._seq = itertools.count(1)
 
     async def _connect(self) -> None:
@@ -90,6 +94,12 @@ class InMemoryStorage(MemoryBackend):
             index = self._indexes[user_id] = BM25Index()
         return index
 
+    def _vector_index(self, user_id: str) -> VectorIndex:
+        index = self._vectors.get(user_id)
+        if index is None:
+            index = self._vectors[user_id] = VectorIndex()
+        return index
+
     # ---------------------------------------------------------------- messages
 
     async def _append_messages(
@@ -115,6 +125,8 @@ class InMemoryStorage(MemoryBackend):
             else:
                 bisect.insort(window, rec, key=_order)
             index.add(("message", rec.id), rec.content)
+            if rec.vector is not None:
+                self._vector_index(owner).put(("message", rec.id), rec.vector)
         return AppendResult(owner, existing)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
@@ -145,6 +157,7 @@ class InMemoryStorage(MemoryBackend):
             del self._messages[rec.id]
             if owner is not None:
                 self._index(owner).remove(("message", rec.id))
+                self._vector_index(owner).remove(("message", rec.id))
         if keep_roles:
             self._conv_msgs[conversation_id] = kept
         else:
@@ -163,10 +176,14 @@ class InMemoryStorage(MemoryBackend):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         old = self._memories.get(record.id)
-        if old is not None and old.user_id != record.user_id:
-            self._index(old.user_id).remove(("memory", old.id))
+        if old is not None:
+            self._vector_index(old.user_id).remove(("memory", old.id))
+            if old.user_id != record.user_id:
+                self._index(old.user_id).remove(("memory", old.id))
         self._memories[record.id] = record
         self._index(record.user_id).add(("memory", record.id), record.content)
+        if record.vector is not None:
+            self._vector_index(record.user_id).put(("memory", record.id), record.vector)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         return self._memories.get(memory_id)
@@ -181,6 +198,7 @@ class InMemoryStorage(MemoryBackend):
         if rec is None:
             return False
         self._index(rec.user_id).remove(("memory", memory_id))
+        self._vector_index(rec.user_id).remove(("memory", memory_id))
         return True
 
     async def _purge_expired(self, now_us: int) -> int:
@@ -266,6 +284,62 @@ class InMemoryStorage(MemoryBackend):
             "last_message_us": max((r.ts_us for r in msgs), default=None),
         }
 
+    # ---------------------------------------------------------------- vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        return self._stored_space
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        if replace:
+            self._vectors.clear()
+            self._stored_space = space
+        elif self._stored_space is None:
+            self._stored_space = space
+        return self._stored_space
+
+    async def _put_vectors(self, kind: str, items: Sequence[object]) -> None:
+        for rid, vec in items:  # type: ignore[misc]
+            rec = self._messages.get(rid) if kind == "message" else self._memories.get(rid)
+            if rec is None:
+                continue
+            owner = rec.user_id if kind == "memory" else self._owners.get(rec.conversation_id)
+            if owner is not None:
+                self._vector_index(owner).put((kind, rid), vec)
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: object,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        index = self._vectors.get(user_id)
+        if index is None:
+            return []
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+
+        def allow(key: object) -> bool:
+            kind, rid = key  # type: ignore[misc]
+            if kind not in kinds:
+                return False
+            if kind == "message":
+                return conversation_id is None or (
+                    self._messages[rid].conversation_id == conversation_id
+                )
+            mem = self._memories[rid]
+            return flt.matches(mem) and conversation_id in (None, mem.conversation_id)
+
+        hits: list[SearchHit] = []
+        for (kind, rid), score in index.search(vector, limit, allow):  # type: ignore[misc]
+            if kind == "message":
+                hits.append(SearchHit("message", score, message=self._messages[rid]))
+            else:
+                hits.append(SearchHit("memory", score, memory=self._memories[rid]))
+        return hits
+
     # ---------------------------------------------------------------- whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
@@ -281,6 +355,7 @@ class InMemoryStorage(MemoryBackend):
             counts["memories"] += 1
         self._user_convs.pop(user_id, None)
         self._indexes.pop(user_id, None)
+        self._vectors.pop(user_id, None)
         return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:

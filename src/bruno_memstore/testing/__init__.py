@@ -51,6 +51,8 @@ from .suite import (  # noqa: E402
     SearchSuite,
     SessionSuite,
     StatisticsSuite,
+    VectorSearchSuite,
+    VectorSpaceSuite,
 )
 
 __all__ = [
@@ -75,6 +77,8 @@ __all__ = [
     "SearchSuite",
     "SessionSuite",
     "StatisticsSuite",
+    "VectorSearchSuite",
+    "VectorSpaceSuite",
     "at",
     "collect_export",
     "lacks",

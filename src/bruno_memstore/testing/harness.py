@@ -184,6 +184,22 @@ class ConformanceBase(ABC):
         if reason is not None:
             pytest.skip(reason)
 
+    @pytest.fixture(autouse=True)
+    def _suite_search_mode(self, request: pytest.FixtureRequest, memory: MemoryBackend) -> None:
+        """Apply the ``suite_search_mode`` of the suite class that defines the running test.
+
+        Suites about full-text behaviour (stemming, stop words, exact match sets) declare
+        ``"keyword"``, so they check the same thing on backends with and without vectors;
+        :class:`VectorSearchSuite` covers vector and hybrid ranking.
+        """
+        name = request.function.__name__
+        for klass in type(self).__mro__:
+            if name in vars(klass):
+                mode = vars(klass).get("suite_search_mode")
+                if mode is not None:
+                    memory.search_mode = mode
+                return
+
     # ---------------------------------------------------------------- helpers for tests
 
     def memory_forbidden_text(self) -> list[str]:

@@ -17,6 +17,7 @@ from .messages import IdentitySuite, OrderSuite
 from .roundtrip import RoundTripSuite
 from .search import MixedSearchSuite, SearchSuite
 from .sessions import ResolutionSuite, SessionSuite, StatisticsSuite
+from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
     "BadInputSuite",
@@ -37,6 +38,8 @@ __all__ = [
     "SearchSuite",
     "SessionSuite",
     "StatisticsSuite",
+    "VectorSearchSuite",
+    "VectorSpaceSuite",
 ]
 
 
@@ -58,6 +61,8 @@ class MemoryConformance(
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,
+    VectorSearchSuite,
+    VectorSpaceSuite,
 ):
     """Every conformance test. Subclass it, name the subclass ``Test...``, and implement
     ``async def make_memory(self)``; pytest collects and runs the whole suite.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import MessageRole
 
@@ -24,6 +26,8 @@ _WORD = "quokka"  # every deleted message carries it, so search can prove it is 
 
 class DeletionSuite(ConformanceBase):
     """``clear_conversation``, ``clear_history``, ``delete_memory``, ``forget_user``."""
+
+    suite_search_mode: ClassVar[str] = "keyword"
 
     async def _conversation(self, memory: MemoryBackend, uid: str, conv: str) -> list:
         roles = [MessageRole.SYSTEM, MessageRole.USER, MessageRole.ASSISTANT, MessageRole.USER]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import MessageRole
@@ -19,6 +21,8 @@ __all__ = ["DurabilitySuite"]
 @requires(Capability.DURABLE)
 class DurabilitySuite(ConformanceBase):
     """Store, shut down, reopen with ``reopen_memory``, read everything back."""
+
+    suite_search_mode: ClassVar[str] = "keyword"
 
     async def test_everything_survives_a_restart(self, memory: MemoryBackend) -> None:
         uid, a, b = new_user_id(), new_conversation_id(), new_conversation_id()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 import pytest
@@ -260,6 +260,8 @@ class MemoryEntrySuite(ConformanceBase):
 @requires(Capability.MEMORIES, Capability.FULL_TEXT)
 class MemoryTextQuerySuite(ConformanceBase):
     """``query_text`` ranks entries; ``similarity_threshold`` drops weak matches."""
+
+    suite_search_mode: ClassVar[str] = "keyword"
 
     async def _entries(self, memory: MemoryBackend, uid: str) -> dict[str, MemoryEntry]:
         entries = {

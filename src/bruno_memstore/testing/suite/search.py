@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta, timezone
+from typing import ClassVar
 
 import pytest
 from bruno_core.models.message import MessageRole
@@ -43,6 +44,8 @@ def _check_scores(scores: list[float]) -> None:
 @requires(Capability.FULL_TEXT)
 class SearchSuite(ConformanceBase):
     """BM25-family ranking, stemming, stop words, kinds, scores and scoping."""
+
+    suite_search_mode: ClassVar[str] = "keyword"
 
     async def test_more_query_terms_rank_higher(self, memory: MemoryBackend) -> None:
         uid = new_user_id()
@@ -193,6 +196,8 @@ class SearchSuite(ConformanceBase):
 @requires(Capability.FULL_TEXT, Capability.MEMORIES)
 class MixedSearchSuite(ConformanceBase):
     """Search covers messages and memory entries, and says which kind each result is."""
+
+    suite_search_mode: ClassVar[str] = "keyword"
 
     async def test_kinds(self, memory: MemoryBackend) -> None:
         uid = new_user_id()

@@ -1,0 +1,137 @@
+"""How keyword and vector evidence become one ranking (the same on every backend).
+
+Each backend answers two questions about a query: which records match its words best
+(BM25-family scores) and which lie nearest in embedding space (cosine similarity). The shared
+layer asks both for more candidates than it needs (:func:`candidate_count`) and fuses them:
+
+1. **Normalise each side over its candidates** (min-max): the best keyword candidate scores
+   1 and the weakest 0, whatever the engine's scale (SQLite's bm25, PostgreSQL's
+   ts_rank_cd, our own BM25); likewise for cosine similarity. A record found by one side
+   only scores 0 on the other.
+2. **Weighted mean**: ``base = (1 - w) * keyword + w * vector`` (``w`` = ``vector_weight``).
+3. **Conversation evidence**: a message whose conversation holds other strong candidates
+   gains ``conversation_weight`` times the best ``base`` among them. Answers sit among the
+   turns that discuss their subject, and this lifts a short reply ("Yes, last May!") that
+   neither side ranks well alone.
+4. Divide by ``1 + conversation_weight``, so scores lie in [0, 1].
+
+``docs/search-quality.md`` holds the measurements behind the defaults and the variants
+that lost (reciprocal-rank fusion among them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from .models import SearchHit
+
+__all__ = [
+    "DEFAULT_CONVERSATION_WEIGHT",
+    "DEFAULT_VECTOR_WEIGHT",
+    "SearchMode",
+    "candidate_count",
+    "fuse",
+    "hit_key",
+    "keyword_scores",
+    "vector_scores",
+]
+
+SearchMode = Literal["keyword", "vector", "hybrid"]
+
+DEFAULT_VECTOR_WEIGHT = 0.4
+"""Weight of vector similarity in hybrid ranking (the rest is keyword relevance)."""
+
+DEFAULT_CONVERSATION_WEIGHT = 0.3
+"""Share of the best other candidate of the same conversation added to a hit's score."""
+
+
+def candidate_count(limit: int) -> int:
+    """How many candidates each side contributes to a fused ranking of ``limit`` results."""
+    return max(4 * limit, 50)
+
+
+def hit_key(hit: SearchHit) -> tuple[str, str]:
+    """``(kind, id)`` of the record a hit names."""
+    rec = hit.message if hit.message is not None else hit.memory
+    assert rec is not None
+    return (hit.kind, rec.id)
+
+
+def _tiebreak(hit: SearchHit) -> tuple[int, str]:
+    if hit.message is not None:
+        return (-hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.memory.created_us, hit.memory.id)
+
+
+def _conversation(hit: SearchHit) -> str | None:
+    if hit.message is not None:
+        return hit.message.conversation_id
+    assert hit.memory is not None
+    return hit.memory.conversation_id
+
+
+def keyword_scores(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """Keyword hits with scores divided by the best one (best = 1.0), best first."""
+    best = max((h.score for h in hits), default=0.0)
+    return [_rescored(h, h.score / best if best > 0 else 0.0) for h in hits]
+
+
+def vector_scores(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """Vector hits with cosine similarities clipped to [0, 1], best first."""
+    return [_rescored(h, min(max(h.score, 0.0), 1.0)) for h in hits]
+
+
+def _rescored(hit: SearchHit, score: float) -> SearchHit:
+    return SearchHit(hit.kind, score, hit.message, hit.memory)
+
+
+def _min_max(hits: Sequence[SearchHit]) -> dict[tuple[str, str], float]:
+    """Scores scaled to [0, 1] over the candidates (all 1.0 when they are all equal)."""
+    if not hits:
+        return {}
+    lo = min(h.score for h in hits)
+    hi = max(h.score for h in hits)
+    span = hi - lo
+    if span <= 1e-12:
+        return {hit_key(h): 1.0 for h in hits}
+    return {hit_key(h): (h.score - lo) / span for h in hits}
+
+
+def fuse(
+    text_hits: Sequence[SearchHit],
+    vector_hits: Sequence[SearchHit],
+    *,
+    vector_weight: float = DEFAULT_VECTOR_WEIGHT,
+    conversation_weight: float = DEFAULT_CONVERSATION_WEIGHT,
+    limit: int,
+) -> list[SearchHit]:
+    """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1]."""
+    text = _min_max(text_hits)
+    near = _min_max(vector_hits)
+    records = {hit_key(h): h for h in (*vector_hits, *text_hits)}
+    base = {
+        key: (1.0 - vector_weight) * text.get(key, 0.0) + vector_weight * near.get(key, 0.0)
+        for key in records
+    }
+    # The two best base scores of each conversation: a hit's boost is the best *other* one.
+    top: dict[str, list[float]] = {}
+    for key, hit in records.items():
+        conv = _conversation(hit)
+        if conv is not None:
+            best = top.setdefault(conv, [])
+            best.append(base[key])
+            best.sort(reverse=True)
+            del best[2:]
+    fused: list[SearchHit] = []
+    for key, hit in records.items():
+        score = base[key]
+        conv = _conversation(hit)
+        if conv is not None and conversation_weight:
+            best, *rest = top[conv]
+            other = (rest[0] if rest else 0.0) if best == base[key] else best
+            score += conversation_weight * other
+        fused.append(_rescored(hit, score / (1.0 + conversation_weight)))
+    fused.sort(key=lambda h: (-h.score, _tiebreak(h)))
+    return fused[:limit]

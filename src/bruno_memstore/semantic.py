@@ -1,0 +1,297 @@
+"""The semantic half of :class:`~bruno_memstore.base.MemoryBackend`: embeddings and ranking.
+
+A backend that declares ``Capability.VECTORS`` gets an :class:`Embedder` (the light local
+default unless told otherwise). Every stored message and memory entry is embedded before
+the write, so its vector lands in the same atomic write as the record. The store records
+which model and dimension made its vectors; opening it with another model leaves keyword
+search and reads working but refuses vector work with :class:`EmbeddingMismatchError` until
+:meth:`SemanticSearch.reindex` (``bruno-memstore reindex URL``) re-embeds everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from .capabilities import Capability
+from .embeddings.adapter import Embedder, VectorSpace
+from .errors import (
+    BackendError,
+    CapabilityError,
+    EmbeddingMismatchError,
+    InvalidArgumentError,
+    MemstoreError,
+)
+from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit
+from .ranking import (
+    SearchMode,
+    candidate_count,
+    fuse,
+    keyword_scores,
+    vector_scores,
+)
+
+if TYPE_CHECKING:
+    from .base import MemoryBackend
+
+__all__ = ["DEFAULT_MODEL", "SearchMode", "SemanticSearch", "make_embedder"]
+
+log = logging.getLogger("bruno_memstore.semantic")
+
+DEFAULT_MODEL = "default"
+"""``embedding_model`` value meaning the shared light local model (see ``docs/embeddings.md``)."""
+
+_MODES: tuple[str, ...] = ("keyword", "vector", "hybrid")
+
+
+@functools.cache
+def _shared_default() -> Embedder:
+    from .embeddings.local import default_embedder
+
+    return Embedder(default_embedder())
+
+
+def make_embedder(model: Any) -> Embedder | None:
+    """An :class:`Embedder` for ``model``: ``"default"``, ``None`` (no vectors), an
+    ``Embedder``, a local model name (``"minilm"``, ...) or any embedding model object."""
+    if model is None:
+        return None
+    if isinstance(model, Embedder):
+        return model
+    if isinstance(model, str):
+        if model == DEFAULT_MODEL:
+            return _shared_default()
+        from .embeddings.local import local_embedder
+
+        return Embedder(local_embedder(model))
+    return Embedder(model)
+
+
+class SemanticSearch:
+    """Mixed into ``MemoryBackend``; uses its ``_run``, ``require`` and the vector primitives."""
+
+    embedder: Embedder | None
+    search_mode: SearchMode
+    vector_weight: float
+    _space: VectorSpace | None
+    _space_error: EmbeddingMismatchError | None
+
+    def _init_semantic(
+        self: MemoryBackend,
+        embedding_model: Any,
+        search_mode: SearchMode | None,
+        vector_weight: float,
+    ) -> None:
+        vectors = Capability.VECTORS in self.capabilities
+        if not vectors and embedding_model not in (None, DEFAULT_MODEL):
+            raise CapabilityError(
+                f"{type(self).__name__} stores no vectors; use a backend with vector search "
+                "or leave embedding_model unset",
+                backend=self.backend_name,
+                operation="configure",
+            )
+        self.embedder = make_embedder(embedding_model) if vectors else None
+        if search_mode is None:
+            search_mode = "hybrid" if self.embedder is not None else "keyword"
+        if search_mode not in _MODES:
+            raise InvalidArgumentError("search_mode", f"expected one of {', '.join(_MODES)}")
+        if search_mode != "keyword" and self.embedder is None:
+            raise InvalidArgumentError("search_mode", f"{search_mode!r} needs an embedding model")
+        if not 0.0 <= vector_weight <= 1.0:
+            raise InvalidArgumentError("vector_weight", "must be between 0 and 1")
+        self.search_mode = search_mode
+        self.vector_weight = vector_weight
+        self._space = None
+        self._space_error = None
+
+    def set_embedding_model(self: MemoryBackend, embedding_model: Any) -> None:
+        """Use another embedding model (before the first operation only)."""
+        if self.connected:
+            raise InvalidArgumentError(
+                "embedding_model", "can only be changed before the memory connects"
+            )
+        self.require(Capability.VECTORS, "set_embedding_model")
+        self.embedder = make_embedder(embedding_model)
+        if self.embedder is None:
+            self.search_mode = "keyword"
+
+    @property
+    def vector_space(self) -> VectorSpace | None:
+        """The model and dimension of this store's vectors (known after connecting)."""
+        return self._space
+
+    # ---------------------------------------------------------------- connect
+
+    async def _check_vector_space(self: MemoryBackend) -> None:
+        """Record this store's vector space, or note that it differs from the embedder's."""
+        self._space_error = None
+        if self.embedder is None:
+            return
+        mine = await self.embedder.space()
+        stored = await self._claim_vector_space(mine, replace=False)  # type: ignore[attr-defined]
+        self._space = stored
+        if stored != mine:
+            self._space_error = EmbeddingMismatchError(
+                f"this store's vectors were made by {stored.model!r} ({stored.dimension} "
+                f"dimensions) but the configured embedding model is {mine.model!r} "
+                f"({mine.dimension} dimensions). Keyword search and reads still work. To switch "
+                f"models run: bruno-memstore reindex {self.describe() or 'URL'} "
+                f"--model {mine.model}  (or configure {stored.model!r} again)",
+                backend=self.backend_name,
+                operation="connect",
+            )
+            log.warning("%s", self._space_error)
+
+    def _vectors_usable(self: MemoryBackend, operation: str) -> Embedder:
+        if self.embedder is None:
+            raise CapabilityError(
+                f"{type(self).__name__} has no embedding model configured, so no vector search",
+                backend=self.backend_name,
+                operation=operation,
+            )
+        if self._space_error is not None:
+            raise self._space_error
+        return self.embedder
+
+    # ---------------------------------------------------------------- writes
+
+    async def _embed_messages(self: MemoryBackend, records: Sequence[MessageRecord]) -> None:
+        """Set ``vector`` on each record (no-op without an embedding model)."""
+        if self.embedder is None or not records:
+            return
+        await self._ensure_connected()
+        embedder = self._vectors_usable("store_message")
+        vectors = await self._embedding("store_message", embedder, [r.content for r in records])
+        for rec, vec in zip(records, vectors, strict=True):
+            rec.vector = vec
+
+    async def _embed_memory(self: MemoryBackend, record: MemoryRecord) -> None:
+        if self.embedder is None:
+            return
+        await self._ensure_connected()
+        embedder = self._vectors_usable("store_memory")
+        record.vector = (await self._embedding("store_memory", embedder, [record.content]))[0]
+
+    async def _embedding(
+        self: MemoryBackend, operation: str, embedder: Embedder, texts: list[str]
+    ) -> Any:
+        try:
+            return await embedder.embed(texts)
+        except MemstoreError:
+            raise
+        except Exception as exc:
+            err = BackendError(
+                f"the embedding model {embedder.model_name!r} failed: "
+                f"{type(exc).__name__}: {exc}; nothing was written",
+                backend=self.backend_name,
+                operation=operation,
+            )
+            err.cause = exc
+            raise err from exc
+
+    # ---------------------------------------------------------------- queries
+
+    def _resolve_mode(self: MemoryBackend, mode: SearchMode | None, operation: str) -> SearchMode:
+        if mode is None:
+            return self.search_mode
+        if mode not in _MODES:
+            raise InvalidArgumentError("mode", f"expected one of {', '.join(_MODES)}")
+        if mode != "keyword":
+            self.require(Capability.VECTORS, operation)
+            self._vectors_usable(operation)
+        return mode
+
+    async def _ranked(
+        self: MemoryBackend,
+        operation: str,
+        user_id: str,
+        query: str,
+        *,
+        mode: SearchMode,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None,
+    ) -> list[SearchHit]:
+        """The best ``limit`` records for ``query``, scores in [0, 1] (see :mod:`ranking`)."""
+
+        def text(n: int) -> Callable[[], Any]:
+            return lambda: self._text_search(
+                user_id,
+                query,
+                kinds=kinds,
+                conversation_id=conversation_id,
+                limit=n,
+                memory_filter=memory_filter,
+            )
+
+        if mode == "keyword":
+            return keyword_scores(await self._run(operation, text(limit)))
+        embedder = self._vectors_usable(operation)
+        await self._ensure_connected()
+        vector = (await self._embedding(operation, embedder, [query]))[0]
+        n = limit if mode == "vector" else candidate_count(limit)
+
+        def near() -> Any:
+            return self._vector_search(  # type: ignore[attr-defined]
+                user_id,
+                vector,
+                kinds=kinds,
+                conversation_id=conversation_id,
+                limit=n,
+                memory_filter=memory_filter,
+            )
+
+        if mode == "vector":
+            return vector_scores(await self._run(operation, near))
+        text_hits, vector_hits = await asyncio.gather(
+            self._run(operation, text(n)), self._run(operation, near)
+        )
+        return fuse(text_hits, vector_hits, vector_weight=self.vector_weight, limit=limit)
+
+    # ---------------------------------------------------------------- maintenance
+
+    async def reindex(
+        self: MemoryBackend,
+        *,
+        batch_size: int = 256,
+        progress: Callable[[Literal["message", "memory"], int], None] | None = None,
+    ) -> dict[str, int]:
+        """Drop every stored vector and re-embed all messages and memory entries with the
+        configured model, recording it as the store's model. Returns counts by kind.
+
+        Stop writers that use the old model first. An interrupted run leaves the store
+        marked with the new model and partly embedded; running it again completes it.
+        """
+        self.require(Capability.VECTORS, "reindex")
+        self.require(Capability.LISTING, "reindex")
+        embedder = self.embedder
+        if embedder is None:
+            raise CapabilityError(
+                "reindex needs an embedding model", backend=self.backend_name, operation="reindex"
+            )
+        await self._ensure_connected()
+        space = await embedder.space()
+        await self._run(
+            "reindex",
+            lambda: self._claim_vector_space(space, replace=True),  # type: ignore[attr-defined]
+        )
+        self._space, self._space_error = space, None
+        counts = {"message": 0, "memory": 0}
+        for export_kind, kind in (("messages", "message"), ("memories", "memory")):
+            async for batch in self.export_batches(export_kind):
+                for start in range(0, len(batch), batch_size):
+                    part: list[Any] = batch[start : start + batch_size]
+                    vecs = await self._embedding("reindex", embedder, [r.content for r in part])
+                    pairs = [(r.id, v) for r, v in zip(part, vecs, strict=True)]
+                    await self._run(
+                        "reindex",
+                        lambda pairs=pairs, kind=kind: self._put_vectors(kind, pairs),  # type: ignore[attr-defined]
+                    )
+                    counts[kind] += len(pairs)
+                    if progress is not None:
+                        progress(kind, len(pairs))  # type: ignore[arg-type]
+        return counts
