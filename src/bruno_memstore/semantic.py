@@ -94,6 +94,7 @@ class SemanticSearch:
                 operation="configure",
             )
         self.embedder = make_embedder(embedding_model) if vectors else None
+        self._mode_given = search_mode is not None
         if search_mode is None:
             search_mode = "hybrid" if self.embedder is not None else "keyword"
         if search_mode not in _MODES:
@@ -128,6 +129,19 @@ class SemanticSearch:
     async def _check_vector_space(self: MemoryBackend) -> None:
         """Record this store's vector space, or note that it differs from the embedder's."""
         self._space_error = None
+        if self.embedder is not None and Capability.VECTORS not in self.capabilities:
+            # The engine turned out to have no vector support (e.g. PostgreSQL without
+            # pgvector): keyword search only, said once in the log.
+            log.warning("%s has no vector search here; using keyword search", self.describe())
+            self.embedder = None
+            if self._mode_given and self.search_mode != "keyword":
+                raise CapabilityError(
+                    f"search_mode={self.search_mode!r} needs vector search, which "
+                    f"{self.describe() or type(self).__name__} does not offer",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            self.search_mode = "keyword"
         if self.embedder is None:
             return
         mine = await self.embedder.space()
