@@ -44,13 +44,20 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..base import MemoryBackend
 from ..capabilities import REQUIRED, Capability
-from ..errors import ConflictError, InvalidArgumentError, MemstoreError, OwnershipError
+from ..embeddings.adapter import VectorSpace
+from ..errors import (
+    CapabilityError,
+    ConflictError,
+    InvalidArgumentError,
+    MemstoreError,
+    OwnershipError,
+)
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..registry import open_memory
 from ..url import MemoryURL
 
@@ -142,7 +149,7 @@ class _Locks:
                 del self._held[key]
 
 
-class HybridMemory(MemoryBackend):
+class HybridMemory(MemoryBackend, VectorPrimitives):
     """A cache tier in front of a persistent tier; the persistent tier is the source of truth.
 
     Args:
@@ -202,6 +209,10 @@ class HybridMemory(MemoryBackend):
         self.cache = cache
         self.persistent = persistent
         self.capabilities = persistent.capabilities  # type: ignore[misc]
+        # Vectors are the persistent tier's: its model embeds, its index answers.
+        self.embedder = persistent.embedder
+        self.search_mode = persistent.search_mode
+        self.vector_weight = persistent.vector_weight
         self.cache_timeout = cache_timeout
         self.cache_retry_after = float(cache_retry_after)
         item_ttl = getattr(cache, "ttl", None) if cache.backend_name == "memcached" else None
@@ -738,6 +749,50 @@ class HybridMemory(MemoryBackend):
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._stored(lambda: self.persistent._statistics(user_id))
+
+    # ================================================================ vectors (persistent tier)
+
+    def _vectors(self) -> VectorPrimitives:
+        tier = self.persistent
+        if not isinstance(tier, VectorPrimitives):
+            raise CapabilityError(
+                f"{type(tier).__name__} keeps no vectors",
+                backend=self.backend_name,
+                operation="vector_search",
+            )
+        return tier
+
+    async def _vector_space(self) -> VectorSpace | None:
+        return await self._stored(lambda: self._vectors()._vector_space())
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        return await self._stored(
+            lambda: self._vectors()._claim_vector_space(space, replace=replace)
+        )
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        await self._stored(lambda: self._vectors()._put_vectors(kind, items))
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        return await self._stored(
+            lambda: self._vectors()._vector_search(
+                user_id,
+                vector,
+                kinds=kinds,
+                conversation_id=conversation_id,
+                limit=limit,
+                memory_filter=memory_filter,
+            )
+        )
 
     # ================================================================ whole-store operations
 
