@@ -305,22 +305,40 @@ def _questions(sample: Sample, scores: Scores) -> list[Question]:
 
 @dataclass(slots=True)
 class BackendReport:
-    """What one backend scored."""
+    """What one backend scored in one search mode."""
 
     url: str
     scores: Scores
+    mode: str = "default"
     messages: int = 0
     ingest_seconds: float = 0.0
+    embed_latencies: list[float] = field(default_factory=list)  # one question, uncached
+
+    @property
+    def label(self) -> str:
+        return f"{self.url} [{self.mode}]"
+
+    def embed_p50_ms(self) -> float:
+        if not self.embed_latencies:
+            return float("nan")
+        return 1000.0 * statistics.median(self.embed_latencies)
 
     def summary(self) -> dict[str, Any]:
         return {
             "url": self.url,
+            "mode": self.mode,
             "messages": self.messages,
             "ingest_messages_per_second": round(self.messages / self.ingest_seconds, 1)
             if self.ingest_seconds
             else None,
+            "query_embedding_p50_ms": round(self.embed_p50_ms(), 3)
+            if self.embed_latencies
+            else None,
             **self.scores.summary(),
         }
+
+
+MODES = ("keyword", "vector", "hybrid")
 
 
 async def run_backend(
@@ -329,40 +347,60 @@ async def run_backend(
     options: ContentOptions,
     progress: Callable[[str], None] | None = None,
     repeat: int = 1,
-) -> BackendReport:
-    """Store each sample in a fresh memory from ``url`` and ask its questions.
+    modes: Sequence[str] = MODES,
+) -> list[BackendReport]:
+    """Store each sample in a fresh memory from ``url`` and ask its questions in each mode.
 
     ``{n}`` in the URL is replaced by the sample's number, giving each conversation its own
     store; without it, one store is shared and each sample gets its own user (removed with
     ``forget_user`` afterwards, where the backend supports it). With ``repeat`` > 1 every
-    question is asked that many times, for steadier latency figures.
+    question is asked that many times, for steadier latency figures. Modes the backend cannot
+    serve (vector modes without vectors) are left out. Query latency excludes embedding the
+    question, which is timed on its own (``embed_latencies``).
     """
-    report = BackendReport(url, Scores())
+    reports: dict[str, BackendReport] = {}
     run = uuid.uuid4().hex[:8]
+    messages = 0
+    ingest = 0.0
+    embed_latencies: list[float] = []
     for sample in samples:
         memory = open_memory(url.replace("{n}", str(sample.index)))
         user = f"locomo-{run}-{sample.index}"
         try:
             await memory.initialize()
+            usable = [m for m in modes if m == "keyword" or memory.embedder is not None]
+            for m in usable:
+                reports.setdefault(m, BackendReport(url, Scores(), m))
             started = time.perf_counter()
-            for conversation_id, messages in build_sessions(sample, options, user):
-                await memory.store_messages(messages, conversation_id=conversation_id, user_id=user)
-                report.messages += len(messages)
-            report.ingest_seconds += time.perf_counter() - started
-            questions = _questions(sample, report.scores)
-            for question in questions:
-                t0 = time.perf_counter()
-                found = await memory.search_messages(
-                    question.text, user_id=user, limit=SEARCH_LIMIT
-                )
-                elapsed = time.perf_counter() - t0
-                ranked = [str(m.metadata.get("dia_id")) for m in found]
-                report.scores.add(question, ranked, elapsed)
-            for _ in range(repeat - 1):  # more latency samples; the ranking is the same
-                for question in questions:
+            for conversation_id, msgs in build_sessions(sample, options, user):
+                await memory.store_messages(msgs, conversation_id=conversation_id, user_id=user)
+                messages += len(msgs)
+            ingest += time.perf_counter() - started
+            questions = _questions(sample, Scores())
+            if memory.embedder is not None:
+                for question in questions:  # embedded once here, then served from the cache
                     t0 = time.perf_counter()
-                    await memory.search_messages(question.text, user_id=user, limit=SEARCH_LIMIT)
-                    report.scores.latencies.append(time.perf_counter() - t0)
+                    await memory.embedder.embed_one(question.text)
+                    embed_latencies.append(time.perf_counter() - t0)
+            for mode in usable:
+                report = reports[mode]
+                report.scores.skipped += len(sample.questions) - len(questions)
+                for round_ in range(repeat):
+                    for question in questions:
+                        t0 = time.perf_counter()
+                        found = await memory.search(
+                            user,
+                            question.text,
+                            limit=SEARCH_LIMIT,
+                            kinds=("message",),
+                            mode=mode,  # type: ignore[arg-type]
+                        )
+                        elapsed = time.perf_counter() - t0
+                        if round_:
+                            report.scores.latencies.append(elapsed)
+                            continue
+                        ranked = [str(r.message.metadata.get("dia_id")) for r in found if r.message]
+                        report.scores.add(question, ranked, elapsed)
         finally:
             # Leave a shared store as it was, also after a failure (best effort: backends
             # without listing cannot forget, and an engine that failed may fail again).
@@ -371,7 +409,10 @@ async def run_backend(
             await memory.shutdown()
         if progress is not None:
             progress(f"{url}: conversation {sample.index} done")
-    return report
+    for report in reports.values():
+        report.messages, report.ingest_seconds = messages, ingest
+        report.embed_latencies = embed_latencies if report.mode != "keyword" else []
+    return list(reports.values())
 
 
 # ====================================================================== ablation
@@ -480,7 +521,7 @@ def _fmt(value: float) -> str:
 def backend_table(report: BackendReport) -> Table:
     s = report.scores
     table = Table(
-        title=f"{report.url}  (p50 {s.percentile_ms(0.5):.2f} ms, "
+        title=f"{report.label}  (p50 {s.percentile_ms(0.5):.2f} ms, "
         f"p95 {s.percentile_ms(0.95):.2f} ms)"
     )
     table.add_column("questions")
@@ -496,19 +537,23 @@ def backend_table(report: BackendReport) -> Table:
 def summary_table(reports: Sequence[BackendReport]) -> Table:
     table = Table(title="LoCoMo evidence recall, categories 1-4")
     table.add_column("backend", overflow="fold")
+    table.add_column("mode")
     for k in KS:
         table.add_column(f"R@{k} %", justify="right")
-    table.add_column("p50 ms", justify="right")
+    table.add_column("query p50 ms", justify="right")
     table.add_column("p95 ms", justify="right")
+    table.add_column("embed p50 ms", justify="right")
     table.add_column("ingest msg/s", justify="right")
     for r in reports:
         s = r.scores
         rate = r.messages / r.ingest_seconds if r.ingest_seconds else float("nan")
         table.add_row(
             r.url,
+            r.mode,
             *(_fmt(s.mean(k)) for k in KS),
             f"{s.percentile_ms(0.5):.2f}",
             f"{s.percentile_ms(0.95):.2f}",
+            _fmt(r.embed_p50_ms()),
             f"{rate:,.0f}",
         )
     return table
@@ -580,17 +625,27 @@ def main(
     ablation: Annotated[
         bool, typer.Option(help="Also measure each step of the text analysis.")
     ] = False,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode", "-m", help="Search mode to measure (repeatable; default: all three)."
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every figure to this JSON file.")
     ] = None,
 ) -> None:
-    """Evidence recall@5/10/20 and query latency of search_messages on LoCoMo."""
+    """Evidence recall@5/10/20 and query latency of search on LoCoMo, per search mode."""
     if not data.is_file():
         raise typer.BadParameter(f"no LoCoMo file at {data}; pass --data", param_hint="--data")
     samples = load_samples(data)
     if quick:
         samples = samples[:1]
     options = ContentOptions(speaker=speaker, caption=captions, date=dates)
+    modes = tuple(mode) if mode else MODES
+    for m in modes:
+        if m not in MODES:
+            raise typer.BadParameter(f"{m!r}: expected one of {', '.join(MODES)}", "--mode")
     tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
     urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
     result: dict[str, Any] = {
@@ -610,13 +665,14 @@ def main(
         for u in urls:
             try:
                 with console.status(f"running {u} ..."):
-                    report = asyncio.run(run_backend(u, samples, options, console.log, repeat))
+                    done = asyncio.run(run_backend(u, samples, options, console.log, repeat, modes))
             except (MissingDependencyError, ModuleNotFoundError) as exc:
                 console.print(f"[yellow]skipping {u}: {exc}[/yellow]")
                 continue
-            reports.append(report)
-            console.print(backend_table(report))
-            result["backends"].append(report.summary())
+            for report in done:
+                reports.append(report)
+                console.print(backend_table(report))
+                result["backends"].append(report.summary())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if reports:

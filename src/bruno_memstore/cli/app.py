@@ -93,8 +93,8 @@ def _fail(message: str) -> NoReturn:
 
 
 @asynccontextmanager
-async def _opened(url: str) -> AsyncIterator[MemoryBackend]:
-    memory = open_memory(url)
+async def _opened(url: str, **options: Any) -> AsyncIterator[MemoryBackend]:
+    memory = open_memory(url, **options)
     try:
         yield memory
     finally:
@@ -235,9 +235,22 @@ def search(
             "--kind", "-k", help="Only 'message' or 'memory' results (repeatable; default both)."
         ),
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            "-m",
+            help="'keyword', 'vector' or 'hybrid' (default: the store's best: hybrid where it "
+            "keeps vectors).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Relevance-ranked search of one user's messages and memory entries."""
+    if mode not in (None, "keyword", "vector", "hybrid"):
+        raise typer.BadParameter(
+            f"{mode!r}: expected keyword, vector or hybrid", param_hint="--mode"
+        )
     kinds = tuple(kind) if kind else ("message", "memory")
     for k in kinds:
         if k not in ("message", "memory"):
@@ -245,7 +258,7 @@ def search(
 
     async def main() -> None:
         async with _opened(url) as memory:
-            results = await memory.search(user, query, limit=limit, kinds=kinds)  # type: ignore[arg-type]
+            results = await memory.search(user, query, limit=limit, kinds=kinds, mode=mode)  # type: ignore[arg-type]
         if as_json:
             rows = [_result_json(r) for r in results]
             typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -416,6 +429,38 @@ def forget_user(
 
 
 # ==================================================================== schema and backends
+
+
+@app.command()
+def reindex(
+    url: UrlOption = DEFAULT_URL,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Embedding model: 'default' (all-MiniLM-L6-v2 int8 ONNX), 'minilm' "
+            "(sentence-transformers; the embeddings extra), 'minilm-onnx', 'static', or a model "
+            "name.",
+        ),
+    ] = "default",
+) -> None:
+    """Re-embed every message and memory entry with MODEL; it becomes the store's model.
+
+    Run it after changing the embedding model (the store refuses vector work until then),
+    or to embed records stored while no model was configured. Stop writers first.
+    """
+
+    async def main() -> dict[str, int]:
+        async with _opened(url, embedding_model=model) as memory:
+            with render.transfer_progress(err, "Re-embedding") as advance:
+                counts = await memory.reindex(progress=advance)
+            space = memory.vector_space
+            return {**counts, "_space": space}  # type: ignore[dict-item]
+
+    counts = _run(main)
+    space = counts.pop("_space")
+    summary = ", ".join(f"{n} {render.plural(kind)}" for kind, n in counts.items())
+    _say(out, f"Re-embedded {summary} in {_where(url)} with {space.model} ({space.dimension}-d)")
 
 
 @app.command()

@@ -146,6 +146,11 @@ def counts_table(counts: TransferCounts, verb: str) -> Table:
     return table
 
 
+def plural(kind: str) -> str:
+    """``"memory"`` -> ``"memories"``: the plural of a record kind."""
+    return _PLURAL.get(kind, kind)
+
+
 @contextmanager
 def transfer_progress(
     console: Console, label: str, total: int | None = None
