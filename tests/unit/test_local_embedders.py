@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,12 @@ def test_missing_package_names_the_extra() -> None:
 def test_a_tokenizer_path_that_does_not_exist_is_refused(tmp_path) -> None:
     with pytest.raises(InvalidArgumentError):
         OnnxMiniLMEmbedder(tokenizer_path=tmp_path / "missing.json")
+
+
+def test_a_tokenizer_of_another_model_is_refused_on_load() -> None:
+    import static_model
+
+    other = Path(static_model.__file__).parent / "model" / "tokenizer.json"
+    model = OnnxMiniLMEmbedder(tokenizer_path=other)
+    with pytest.raises(InvalidArgumentError, match="bert-base-uncased"):
+        model.embed_batch(["hello"])

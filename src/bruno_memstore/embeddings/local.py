@@ -43,6 +43,8 @@ __all__ = [
 # Tokens per text, as sentence-transformers' all-MiniLM-L6-v2 configuration sets it.
 MINILM_MAX_TOKENS = 256
 MINILM_DIMENSION = 384
+# bert-base-uncased's WordPiece vocabulary, which all-MiniLM-L6-v2 was trained with.
+MINILM_VOCABULARY = 30522
 
 
 def _require(extra: str, purpose: str, *modules: tuple[str, str]) -> None:
@@ -216,6 +218,10 @@ class OnnxMiniLMEmbedder(_LocalModel):
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        if tokenizer.get_vocab_size() != MINILM_VOCABULARY or tokenizer.token_to_id("[CLS]") != 101:
+            raise InvalidArgumentError(
+                "tokenizer_path", f"{self.tokenizer_path} is not the bert-base-uncased tokenizer"
+            )
         tokenizer.no_padding()  # the file pads every text to 128 tokens
         tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
         options = ort.SessionOptions()
