@@ -1,4 +1,9 @@
-"""Reaching the shared test engines: the project's memcached, and clean-up of Redis keys."""
+"""Reaching the shared test engines: the project's own servers, and clean-up of Redis keys.
+
+Each ``*_url()`` returns its ``BRUNO_TEST_*_URL`` environment variable when set, otherwise runs
+the engine's script in ``scripts/services`` (which installs and starts it when needed) and
+returns the URL the script prints.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,52 @@ from pathlib import Path
 import pytest
 import redis
 
-__all__ = ["drop_redis_keys", "memcached_url"]
+__all__ = ["chroma_url", "drop_redis_keys", "memcached_url", "pgvector_url", "redis_search_url"]
 
-MEMCACHED_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "services" / "memcached.sh"
+SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
+
+
+def _engine_url(variable: str, script: str) -> str:
+    """``$variable``, or the last line printed by ``scripts/services/<script>``.
+
+    Fails the calling test, never skips it: the project's engines are required.
+    """
+    configured = os.environ.get(variable)
+    if configured:
+        return configured
+    path = SERVICES / script
+    done = subprocess.run(["bash", str(path)], capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        pytest.fail(
+            f"could not start the engine with {path} (exit {done.returncode}): "
+            f"{done.stderr.strip()}",
+            pytrace=False,
+        )
+    return lines[-1]
 
 
 def memcached_url() -> str:
-    """``BRUNO_TEST_MEMCACHED_URL``, or the project's own memcached (started if it is down).
+    """``BRUNO_TEST_MEMCACHED_URL``, or the project's own memcached (started if it is down)."""
+    return _engine_url("BRUNO_TEST_MEMCACHED_URL", "memcached.sh")
 
-    Fails the calling test, never skips it: this engine is required.
-    """
-    configured = os.environ.get("BRUNO_TEST_MEMCACHED_URL")
-    if configured:
-        return configured
-    done = subprocess.run(
-        ["bash", str(MEMCACHED_SCRIPT)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"could not start memcached with {MEMCACHED_SCRIPT}: {done.stderr}", pytrace=False
-        )
-    return done.stdout.strip().splitlines()[-1]
+
+def pgvector_url() -> str:
+    """``BRUNO_TEST_PGVECTOR_URL``, or the project's PostgreSQL 18 with pgvector (database
+    ``bruno_test``, extension ``vector`` created), started if it is down."""
+    return _engine_url("BRUNO_TEST_PGVECTOR_URL", "pgvector.sh")
+
+
+def redis_search_url() -> str:
+    """``BRUNO_TEST_REDIS_SEARCH_URL``, or the project's Redis with RediSearch and RedisJSON,
+    started if it is down."""
+    return _engine_url("BRUNO_TEST_REDIS_SEARCH_URL", "redis-search.sh")
+
+
+def chroma_url() -> str:
+    """``BRUNO_TEST_CHROMA_URL``, or the project's Chroma server (``http://host:port``),
+    started if it is down."""
+    return _engine_url("BRUNO_TEST_CHROMA_URL", "chroma.sh")
 
 
 def drop_redis_keys(url: str, prefix: str) -> None:
