@@ -58,6 +58,8 @@ TABLES = (
     "memory_tags",
     "sessions",
     "ft_stopwords",
+    "vector_generations",
+    "vector_space",
 )
 
 
@@ -236,12 +238,12 @@ async def test_changed_text_analysis_reindexes(memory: MySQLMemory, prefix: str)
     await _query(f"UPDATE `{prefix}messages` SET search_terms = 'stale'")
     await _query(f"UPDATE `{prefix}memories` SET search_terms = 'stale'")
     await _query(f"UPDATE `{prefix}settings` SET value = '0' WHERE name = 'analysis_version'")
-    assert await memory.search_messages("pangolin", user_id=uid) == []
+    assert await memory.search(uid, "pangolin", mode="keyword") == []
     await memory.shutdown()
     reopened = MySQLMemory(MYSQL_URL, table_prefix=prefix)
     try:
-        assert len(await reopened.search_messages("pangolin", user_id=uid)) == 1
-        assert [e.id for e in await reopened.search_memories(uid, "pangolin")] != []
+        found = await reopened.search(uid, "pangolin", mode="keyword")
+        assert sorted(r.kind for r in found) == ["memory", "message"]
         rows = await _query(f"SELECT value FROM `{prefix}settings` WHERE name = 'analysis_version'")
         assert rows[0][0] == f"{mysql_module.ANALYSIS_VERSION}:3:84"
     finally:
@@ -446,13 +448,22 @@ async def test_concurrent_writers_are_group_committed(memory: MySQLMemory) -> No
     uid = new_user_id()
     convs = [new_conversation_id() for _ in range(8)]
     msgs = [make_message(f"grouped {i}", timestamp=at(i % 5)) for i in range(256)]
-    assert memory._committer is not None
+    assert memory._committer is not None and memory.embedder is not None
+    # Embedded beforehand (cached by text), so the writers reach the committer together.
+    await memory.embedder.embed([m.content for m in msgs])
     before = memory._committer.batches
     await asyncio.gather(*(memory.store_message(m, uid, convs[i % 8]) for i, m in enumerate(msgs)))
     batches = memory._committer.batches - before
     assert batches < len(msgs) / 4  # many writers per transaction
     stats = await memory.get_statistics(uid)
     assert stats["total_messages"] == 256 and stats["conversations"] == 8
+    # Every row carries its vector, written by the same group commit.
+    rows = await _query(
+        f"SELECT COUNT(*) FROM `{memory.table_prefix}messages` "
+        "WHERE user_id = %s AND LENGTH(vector) = 384 * 4",
+        (uid,),
+    )
+    assert rows[0][0] == 256
 
 
 async def test_a_bad_row_fails_only_its_own_writer(prefix: str) -> None:

@@ -1,9 +1,10 @@
 """MySQLMemory's schema: ordered migrations, applied once under a named lock.
 
-Every migration is a list of idempotent DDL statements (``CREATE TABLE IF NOT EXISTS``)
-followed by a row in ``<prefix>schema_version``; MySQL commits DDL implicitly, so a crash
-mid-migration leaves a state the next run completes. Indexes are declared inside
-``CREATE TABLE`` because MySQL 8 has no ``CREATE INDEX IF NOT EXISTS``.
+Every migration is a list of idempotent DDL statements (``CREATE TABLE IF NOT EXISTS``, or
+an :class:`AddColumn` the migrator skips when the column is there) followed by a row in
+``<prefix>schema_version``; MySQL commits DDL implicitly, so a crash mid-migration leaves a
+state the next run completes. Indexes are declared inside ``CREATE TABLE`` because MySQL 8
+has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Dialect", "Migration", "lock_name", "render"]
+__all__ = ["MIGRATIONS", "AddColumn", "Dialect", "Migration", "lock_name", "render"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +32,21 @@ class Dialect:
 
 
 @dataclass(frozen=True, slots=True)
+class AddColumn:
+    """``ALTER TABLE {p}<table> ADD COLUMN <column> <definition>``, unless it exists."""
+
+    table: str
+    column: str
+    definition: str
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     """One step of the schema: its number, a name, and its statements."""
 
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[str | AddColumn, ...]
 
 
 _TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={id} ROW_FORMAT=DYNAMIC"
@@ -123,7 +133,33 @@ _V1 = (
     ) {_TABLE}""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Vectors: a float32 BLOB beside each message and memory entry (NULL without a model),
+# written in the record's own statement. Every transaction that changes a user's vectors
+# also bumps the user's generation (keyed by a SHA-256 of the user id, so the row holds no
+# id and can outlive forget_user); processes keep a user's vectors loaded while it holds.
+# One row records the model and dimension of the stored vectors; its epoch changes when
+# they are all dropped for another model.
+_V2 = (
+    AddColumn("messages", "vector", "BLOB NULL"),
+    AddColumn("memories", "vector", "BLOB NULL"),
+    f"""CREATE TABLE IF NOT EXISTS {{p}}vector_generations (
+        user_hash BINARY(32) NOT NULL,
+        generation BIGINT UNSIGNED NOT NULL,
+        PRIMARY KEY (user_hash)
+    ) {_TABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS {{p}}vector_space (
+        id TINYINT UNSIGNED NOT NULL,
+        model VARCHAR(1000) CHARACTER SET utf8mb4 COLLATE {{id}} NOT NULL,
+        dimension INT UNSIGNED NOT NULL,
+        epoch BIGINT UNSIGNED NOT NULL,
+        PRIMARY KEY (id)
+    ) {_TABLE}""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "vectors", _V2),
+)
 
 
 def render(statement: str, prefix: str, dialect: Dialect) -> str:

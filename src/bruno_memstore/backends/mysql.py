@@ -13,6 +13,11 @@
   every writer waiting at that moment (see :mod:`._mysql_batching`).
 * The schema is migrated on first use, once, under ``GET_LOCK`` (several processes may
   start together).
+* Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
+  MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process: a
+  user's vectors are loaded into a :class:`~bruno_memstore.vector_cache.UserVectorCache`
+  and kept while the user's generation (bumped in every transaction that changes them)
+  stays the same.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+import numpy as np
 
 from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
+from ..embeddings.adapter import VectorSpace
 from ..errors import (
     BackendUnavailableError,
     InvalidArgumentError,
@@ -44,11 +52,12 @@ from ..models import (
     SearchHit,
     SessionRecord,
 )
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import ANALYSIS_VERSION, terms
 from ..url import MemoryURL, redact_url
+from ..vector_cache import UserVectorCache, vector_from_bytes, vector_to_bytes
 from ._mysql_batching import GroupCommitter
-from ._mysql_schema import MIGRATIONS, Dialect, lock_name, render
+from ._mysql_schema import MIGRATIONS, AddColumn, Dialect, lock_name, render
 
 try:
     import asyncmy
@@ -144,6 +153,29 @@ def _tag_hash(tag: str) -> bytes:
     return hashlib.sha256(tag.encode("utf-8", "surrogatepass")).digest()
 
 
+def _user_hash(user_id: str) -> bytes:
+    """The key of a user's vector generation row."""
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()
+
+
+def _vector_bytes(rec: MessageRecord | MemoryRecord) -> bytes | None:
+    return None if rec.vector is None else vector_to_bytes(rec.vector)
+
+
+class _Entry:
+    """A memory entry's key in a cached vector index: its record without text, for the
+    filters (identity-hashed; a loaded index holds each entry once)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: MemoryRecord) -> None:
+        self.record = record
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
 def _placeholders(n: int) -> str:
     return ",".join(["%s"] * n)
 
@@ -183,7 +215,7 @@ def _error_code(exc: BaseException) -> int | None:
     return None
 
 
-class MySQLMemory(MemoryBackend):
+class MySQLMemory(MemoryBackend, VectorPrimitives):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     Args:
@@ -198,6 +230,7 @@ class MySQLMemory(MemoryBackend):
             stores in one database.
         write_batching: group-commit concurrent message writes (one transaction per batch).
         max_batch: most message writes in one group commit.
+        vector_cache_users: users whose vectors are kept loaded in this process.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, default 30 seconds, and ``retry``).
 
@@ -207,7 +240,7 @@ class MySQLMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "mysql"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
     _URL_OPTIONS: ClassVar[dict[str, type]] = {
         "pool_size": int,
         "pool_min_size": int,
@@ -216,6 +249,7 @@ class MySQLMemory(MemoryBackend):
         "table_prefix": str,
         "write_batching": bool,
         "max_batch": int,
+        "vector_cache_users": int,
         "operation_timeout": float,
         "context_window": int,
     }
@@ -239,13 +273,18 @@ class MySQLMemory(MemoryBackend):
         prefix = merged.pop("table_prefix", "bruno_")
         batching = merged.pop("write_batching", True)
         max_batch = merged.pop("max_batch", 256)
+        cache_users = merged.pop("vector_cache_users", 64)
         merged.setdefault("operation_timeout", 30.0)
         super().__init__(**merged)
 
         database = parsed.path.lstrip("/")
         if not database or "/" in database:
             raise InvalidArgumentError("url", f"must name one database, e.g. {_DEFAULT_URL}")
-        for name, value in (("pool_size", pool_size), ("max_batch", max_batch)):
+        for name, value in (
+            ("pool_size", pool_size),
+            ("max_batch", max_batch),
+            ("vector_cache_users", cache_users),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(name, "must be a positive int")
         if (
@@ -275,8 +314,19 @@ class MySQLMemory(MemoryBackend):
         self._terms = _DEFAULT_REWRITER
         self._t = {
             name: f"`{prefix}{name}`"
-            for name in ("conversations", "messages", "memories", "memory_tags", "sessions")
+            for name in (
+                "conversations",
+                "messages",
+                "memories",
+                "memory_tags",
+                "sessions",
+                "vector_generations",
+                "vector_space",
+            )
         }
+        # Two indexes per user: messages (searched unfiltered, or by conversation) and
+        # memory entries (searched through the memory filter).
+        self._vector_cache = UserVectorCache(max_users=2 * cache_users)
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
@@ -439,6 +489,9 @@ class MySQLMemory(MemoryBackend):
                 if migration.version in applied:
                     continue
                 for statement in migration.statements:
+                    if isinstance(statement, AddColumn):
+                        await self._add_column(cur, statement)
+                        continue
                     await cur.execute(render(statement, p, self._dialect))
                     if "ft_stopwords" in statement and "CREATE TABLE" in statement:
                         # FULLTEXT indexes built from here on use our empty stop list.
@@ -454,6 +507,16 @@ class MySQLMemory(MemoryBackend):
         finally:
             await cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
             await cur.fetchall()
+
+    async def _add_column(self, cur: Any, step: AddColumn) -> None:
+        table = f"{self._prefix}{step.table}"
+        await cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND table_name = %s AND column_name = %s",
+            (table, step.column),
+        )
+        if not await cur.fetchall():
+            await cur.execute(f"ALTER TABLE `{table}` ADD COLUMN {step.column} {step.definition}")
 
     async def _check_analysis(self, cur: Any) -> None:
         """Re-index stored terms if the shared text analysis or the server's token limits
@@ -621,7 +684,8 @@ class MySQLMemory(MemoryBackend):
     def _row_size(rec: MessageRecord) -> int:
         # Escaping can double a string; the search terms are about the content's size.
         content = len(rec.content.encode("utf-8"))
-        return 2 * (2 * content + len(rec.metadata.encode("utf-8"))) + 1024
+        vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
+        return 2 * (2 * content + len(rec.metadata.encode("utf-8"))) + vector + 1024
 
     async def _append_messages(
         self,
@@ -683,6 +747,14 @@ class MySQLMemory(MemoryBackend):
                     continue
                 wanted.extend((i, rec, owner) for rec in req.records)
             inserted_by = await self._insert_new(cur, wanted)
+            await self._bump_generations(
+                cur,
+                (
+                    owner
+                    for i, rec, owner in wanted
+                    if rec.vector is not None and inserted_by.get(rec.id) == i
+                ),
+            )
         for i, req in enumerate(requests):
             if results[i] is None:
                 owner = owners[req.conversation_id]
@@ -762,11 +834,12 @@ class MySQLMemory(MemoryBackend):
                 rec.content,
                 rec.metadata,
                 self._terms.index(rec.content),
+                _vector_bytes(rec),
             )
         await cur.execute(
             f"INSERT INTO {self._t['messages']} (id, conversation_id, user_id, role, "
-            "message_type, ts_us, ts_text, parent_id, content, metadata, search_terms) VALUES "
-            + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows)),
+            "message_type, ts_us, ts_text, parent_id, content, metadata, search_terms, vector) "
+            "VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows)),
             flat,
         )
 
@@ -819,18 +892,27 @@ class MySQLMemory(MemoryBackend):
         t = self._t
         if keep_roles:
             roles = sorted(keep_roles)
-            return await self._execute(
-                f"DELETE FROM {t['messages']} WHERE conversation_id = %s "
-                f"AND role NOT IN ({_placeholders(len(roles))})",
-                [conversation_id, *roles],
-            )
+            async with self._transaction() as cur:
+                await cur.execute(
+                    f"SELECT user_id FROM {t['conversations']} WHERE conversation_id = %s",
+                    (conversation_id,),
+                )
+                owners = [row[0] for row in await cur.fetchall()]
+                deleted = await cur.execute(
+                    f"DELETE FROM {t['messages']} WHERE conversation_id = %s "
+                    f"AND role NOT IN ({_placeholders(len(roles))})",
+                    [conversation_id, *roles],
+                )
+                if deleted:
+                    await self._bump_generations(cur, owners)
+            return int(deleted)
         async with self._transaction() as cur:
             # The exclusive row lock waits for appends in flight (they hold it shared).
             await cur.execute(
                 f"SELECT user_id FROM {t['conversations']} WHERE conversation_id = %s FOR UPDATE",
                 (conversation_id,),
             )
-            await cur.fetchall()
+            owners = [row[0] for row in await cur.fetchall()]
             deleted = await cur.execute(
                 f"DELETE FROM {t['messages']} WHERE conversation_id = %s", (conversation_id,)
             )
@@ -841,6 +923,8 @@ class MySQLMemory(MemoryBackend):
                 f"DELETE FROM {t['conversations']} WHERE conversation_id = %s",
                 (conversation_id,),
             )
+            if deleted:
+                await self._bump_generations(cur, owners)
         return int(deleted)
 
     # ================================================================ memories
@@ -867,7 +951,7 @@ class MySQLMemory(MemoryBackend):
         t = self._t
         cols = (
             "id, user_id, content, memory_type, category, tags, confidence, importance, "
-            "created_us, expires_us, conversation_id, payload, search_terms"
+            "created_us, expires_us, conversation_id, payload, search_terms, vector"
         )
         names = cols.split(", ")
         values = (
@@ -884,6 +968,7 @@ class MySQLMemory(MemoryBackend):
             record.conversation_id,
             record.payload,
             self._terms.index(record.content),
+            _vector_bytes(record),
         )
         # ``col = %s`` rather than ``VALUES(col)``, which MySQL 8.0.20+ deprecates with a
         # warning on every statement.
@@ -905,6 +990,9 @@ class MySQLMemory(MemoryBackend):
                     + ",".join(["(%s,%s,%s)"] * len(hashes)),
                     flat,
                 )
+            # Also without a vector: a replaced entry's old vector went with the old row,
+            # and the cached filter columns changed.
+            await self._bump_generations(cur, [record.user_id])
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         rows = await self._fetch(
@@ -954,18 +1042,25 @@ class MySQLMemory(MemoryBackend):
     async def _delete_memory(self, memory_id: str) -> bool:
         async with self._transaction() as cur:
             await cur.execute(
+                f"SELECT user_id FROM {self._t['memories']} WHERE id = %s FOR UPDATE",
+                (memory_id,),
+            )
+            owners = [row[0] for row in await cur.fetchall()]
+            await cur.execute(
                 f"DELETE FROM {self._t['memory_tags']} WHERE memory_id = %s", (memory_id,)
             )
             deleted = await cur.execute(
                 f"DELETE FROM {self._t['memories']} WHERE id = %s", (memory_id,)
             )
+            if deleted:
+                await self._bump_generations(cur, owners)
         return bool(deleted)
 
     async def _purge_expired(self, now_us: int) -> int:
         total = 0
         while True:
             rows = await self._fetch(
-                f"SELECT id FROM {self._t['memories']} WHERE expires_us <= %s LIMIT 1000",
+                f"SELECT id, user_id FROM {self._t['memories']} WHERE expires_us <= %s LIMIT 1000",
                 (now_us,),
             )
             if not rows:
@@ -976,13 +1071,16 @@ class MySQLMemory(MemoryBackend):
                 await cur.execute(
                     f"DELETE FROM {self._t['memory_tags']} WHERE memory_id IN ({ph})", ids
                 )
-                total += int(
+                deleted = int(
                     await cur.execute(
                         f"DELETE FROM {self._t['memories']} WHERE id IN ({ph}) "
                         "AND expires_us <= %s",
                         [*ids, now_us],
                     )
                 )
+                if deleted:
+                    await self._bump_generations(cur, {r[1] for r in rows})
+                total += deleted
 
     # ================================================================ sessions
 
@@ -1121,6 +1219,203 @@ class MySQLMemory(MemoryBackend):
             "last_message_us": max((int(r[3]) for r in rows), default=None),
         }
 
+    # ================================================================ vectors
+
+    async def _bump_generations(self, cur: Any, users: Iterable[str]) -> None:
+        """Make every process reload these users' vectors on its next search.
+
+        Called last in the transaction that changed them: the generation rows stay locked
+        until it commits, and are taken in one order everywhere, so writers never deadlock.
+        """
+        hashes = sorted({_user_hash(u) for u in users})
+        if not hashes:
+            return
+        await cur.execute(
+            f"INSERT INTO {self._t['vector_generations']} (user_hash, generation) VALUES "
+            + ",".join(["(%s,1)"] * len(hashes))
+            + " ON DUPLICATE KEY UPDATE generation = generation + 1",
+            hashes,
+        )
+
+    async def _vector_space(self) -> VectorSpace | None:
+        rows = await self._fetch(
+            f"SELECT model, dimension FROM {self._t['vector_space']} WHERE id = 1"
+        )
+        return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        table = self._t["vector_space"]
+        _check_text(space.model, "embedding_model")
+        if not replace:
+            await self._execute(
+                f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
+                "ON DUPLICATE KEY UPDATE id = id",
+                (space.model, space.dimension),
+            )
+            recorded = await self._vector_space()
+            assert recorded is not None
+            return recorded
+        # Vectors first: an interrupted run leaves the old model recorded over fewer
+        # vectors (searches stay right), never the new one over old vectors.
+        await self._drop_vectors()
+        await self._execute(
+            f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
+            "ON DUPLICATE KEY UPDATE model = %s, dimension = %s, epoch = epoch + 1",
+            (space.model, space.dimension, space.model, space.dimension),
+        )
+        self._vector_cache.clear()
+        return space
+
+    async def _drop_vectors(self) -> None:
+        """Set every vector to NULL, in bounded statements (by primary key ranges)."""
+        t = self._t
+        ((low, high),) = await self._fetch(f"SELECT MIN(seq), MAX(seq) FROM {t['messages']}")
+        if high is not None:
+            for start in range(int(low), int(high) + 1, 5000):
+                await self._execute(
+                    f"UPDATE {t['messages']} SET vector = NULL "
+                    "WHERE seq >= %s AND seq < %s AND vector IS NOT NULL",
+                    (start, start + 5000),
+                )
+        after = ""
+        while True:
+            rows = await self._fetch(
+                f"SELECT id FROM {t['memories']} WHERE id > %s ORDER BY id LIMIT 1000", (after,)
+            )
+            if not rows:
+                return
+            ids = [r[0] for r in rows]
+            await self._execute(
+                f"UPDATE {t['memories']} SET vector = NULL "
+                f"WHERE id IN ({_placeholders(len(ids))}) AND vector IS NOT NULL",
+                ids,
+            )
+            after = ids[-1]
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        table = self._t["messages" if kind == "message" else "memories"]
+        pairs = [(str(rid), vector_to_bytes(vec)) for rid, vec in items]
+        if not pairs:
+            return
+        async with self._transaction() as cur:
+            owners: set[str] = set()
+            for chunk in _chunks(pairs, 128):
+                ids = [rid for rid, _ in chunk]
+                cases: list[Any] = []
+                for rid, blob in chunk:
+                    cases += (rid, blob)
+                await cur.execute(
+                    f"UPDATE {table} SET vector = CASE id "
+                    + " ".join(["WHEN %s THEN %s"] * len(chunk))
+                    + f" END WHERE id IN ({_placeholders(len(ids))})",
+                    [*cases, *ids],
+                )
+                await cur.execute(
+                    f"SELECT DISTINCT user_id FROM {table} WHERE id IN ({_placeholders(len(ids))})",
+                    ids,
+                )
+                owners.update(row[0] for row in await cur.fetchall())
+            await self._bump_generations(cur, owners)
+
+    async def _vector_generation(self, user_id: str) -> tuple[Any, Any]:
+        """What a user's loaded vectors are valid for: the store's epoch and the user's
+        generation (both change with every change of the user's vectors)."""
+        rows = await self._fetch(
+            f"SELECT (SELECT epoch FROM {self._t['vector_space']} WHERE id = 1), "
+            f"(SELECT generation FROM {self._t['vector_generations']} WHERE user_hash = %s)",
+            (_user_hash(user_id),),
+        )
+        return (rows[0][0], rows[0][1])
+
+    async def _message_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, Any]]:
+        rows = await self._fetch(
+            f"SELECT id, conversation_id, vector FROM {self._t['messages']} "
+            "WHERE user_id = %s AND LENGTH(vector) = %s",
+            (user_id, nbytes),
+        )
+        return [((r[0], r[1]), vector_from_bytes(r[2])) for r in rows]
+
+    async def _memory_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, Any]]:
+        rows = await self._fetch(
+            "SELECT id, user_id, memory_type, category, tags, confidence, importance, "
+            f"created_us, expires_us, conversation_id, vector FROM {self._t['memories']} "
+            "WHERE user_id = %s AND LENGTH(vector) = %s",
+            (user_id, nbytes),
+        )
+        out: list[tuple[Any, Any]] = []
+        for r in rows:
+            rec = self._memory((*r[:2], "", *r[2:10], ""))
+            out.append((_Entry(rec), vector_from_bytes(r[10])))
+        return out
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        nbytes = 4 * query.size
+        generation = await self._vector_generation(user_id)
+        near: list[tuple[float, str, str]] = []
+        if "message" in kinds:
+            index = await self._vector_cache.get(
+                f"{user_id}\0message",
+                generation,
+                lambda: self._message_vectors(user_id, nbytes),
+            )
+            allow = None if conversation_id is None else (lambda k: k[1] == conversation_id)
+            near += [(s, "message", k[0]) for k, s in index.search(query, limit, allow)]
+        if "memory" in kinds:
+            flt = memory_filter or MemoryFilter(user_id=user_id, now_us=_now_us())
+            index = await self._vector_cache.get(
+                f"{user_id}\0memory",
+                generation,
+                lambda: self._memory_vectors(user_id, nbytes),
+            )
+
+            def allow_memory(key: Any) -> bool:
+                rec: MemoryRecord = key.record
+                return flt.matches(rec) and conversation_id in (None, rec.conversation_id)
+
+            near += [
+                (s, "memory", k.record.id) for k, s in index.search(query, limit, allow_memory)
+            ]
+        near.sort(key=lambda n: -n[0])
+        near = near[:limit]
+        msg_ids = [rid for _, kind, rid in near if kind == "message"]
+        mem_ids = [rid for _, kind, rid in near if kind == "memory"]
+        messages = {r.id: r for r in await self._get_messages(msg_ids)} if msg_ids else {}
+        memories = {r.id: r for r in await self._get_memories(mem_ids)} if mem_ids else {}
+        hits: list[SearchHit] = []
+        # A record deleted since the generation was read is left out; the owner is checked
+        # again on the rows themselves.
+        for score, kind, rid in near:
+            if kind == "message":
+                msg = messages.get(rid)
+                if msg is not None and msg.user_id == user_id:
+                    hits.append(SearchHit("message", score, message=msg))
+            else:
+                mem = memories.get(rid)
+                if mem is not None and mem.user_id == user_id:
+                    hits.append(SearchHit("memory", score, memory=mem))
+        return hits
+
+    async def _get_memories(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        out: list[MemoryRecord] = []
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            rows = await self._fetch(
+                f"SELECT {_MEM_COLS} FROM {self._t['memories']} "
+                f"WHERE id IN ({_placeholders(len(chunk))})",
+                chunk,
+            )
+            out.extend(self._memory(r) for r in rows)
+        return out
+
     # ================================================================ whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
@@ -1136,13 +1431,20 @@ class MySQLMemory(MemoryBackend):
         )
         for kind, table in steps:
             while True:
-                n = await self._execute(
-                    f"DELETE FROM {table} WHERE user_id = %s LIMIT 5000", (user_id,)
-                )
+                async with self._transaction() as cur:
+                    n = int(
+                        await cur.execute(
+                            f"DELETE FROM {table} WHERE user_id = %s LIMIT 5000", (user_id,)
+                        )
+                    )
+                    if n and kind in ("messages", "memories"):
+                        await self._bump_generations(cur, [user_id])
                 if kind is not None:
                     counts[kind] += n
                 if n < 5000:
                     break
+        self._vector_cache.drop(f"{user_id}\0message")
+        self._vector_cache.drop(f"{user_id}\0memory")
         return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
