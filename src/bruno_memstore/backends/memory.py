@@ -126,7 +126,9 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 bisect.insort(window, rec, key=_order)
             index.add(("message", rec.id), rec.content)
             if rec.vector is not None:
-                self._vector_index(owner).put(("message", rec.id), rec.vector)
+                self._vector_index(owner).put(
+                    ("message", rec.id), rec.vector, kind="message", conversation=conversation_id
+                )
         return AppendResult(owner, existing)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
@@ -183,7 +185,9 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         self._memories[record.id] = record
         self._index(record.user_id).add(("memory", record.id), record.content)
         if record.vector is not None:
-            self._vector_index(record.user_id).put(("memory", record.id), record.vector)
+            self._vector_index(record.user_id).put(
+                ("memory", record.id), record.vector, kind="memory"
+            )
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         return self._memories.get(memory_id)
@@ -266,8 +270,7 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                     conversation_id is None or mem.conversation_id == conversation_id
                 ):
                     hits.append(SearchHit("memory", score, memory=mem))
-        hits.sort(key=lambda h: (-h.score, _hit_key(h)))
-        return hits[:limit]
+        return heapq.nsmallest(limit, hits, key=lambda h: (-h.score, _hit_key(h)))
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         convs = self._user_convs.get(user_id, set())
@@ -304,7 +307,8 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 continue
             owner = rec.user_id if kind == "memory" else self._owners.get(rec.conversation_id)
             if owner is not None:
-                self._vector_index(owner).put((kind, rid), vec)
+                conv = rec.conversation_id if kind == "message" else None
+                self._vector_index(owner).put((kind, rid), vec, kind=kind, conversation=conv)
 
     async def _vector_search(
         self,
@@ -321,19 +325,19 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
             return []
         flt = memory_filter or MemoryFilter(user_id=user_id)
 
-        def allow(key: object) -> bool:
-            kind, rid = key  # type: ignore[misc]
-            if kind not in kinds:
-                return False
-            if kind == "message":
-                return conversation_id is None or (
-                    self._messages[rid].conversation_id == conversation_id
-                )
-            mem = self._memories[rid]
+        def allow(key: object) -> bool:  # memory entries only: there are few
+            mem = self._memories[key[1]]  # type: ignore[index]
             return flt.matches(mem) and conversation_id in (None, mem.conversation_id)
 
+        found: list[tuple[object, float]] = []
+        if "message" in kinds:
+            found += index.search(vector, limit, kinds=("message",), conversation=conversation_id)
+        if "memory" in kinds:
+            found += index.search(vector, limit, allow, kinds=("memory",))
+        found.sort(key=lambda item: -item[1])
+        del found[limit:]
         hits: list[SearchHit] = []
-        for (kind, rid), score in index.search(vector, limit, allow):  # type: ignore[misc]
+        for (kind, rid), score in found:  # type: ignore[misc]
             if kind == "message":
                 hits.append(SearchHit("message", score, message=self._messages[rid]))
             else:
