@@ -17,6 +17,11 @@ schema, with the same pragmas and the same parameter values (the full-text rows 
 same analysed text), and the table shows ours/raw. Raw reads return driver rows; ours return
 bruno-core ``Message`` objects. Server engines plug in with :func:`register_raw_driver`.
 
+Stores are opened without an embedding model (``embedding_model=None``): this measures the
+storage engine against its raw driver. With the default model every stored message is also
+embedded (a few milliseconds each on two cores: ``docs/embeddings.md``), which then bounds
+one-at-a-time store rates; ``benchmarks.vector_latency`` measures vector and hybrid search.
+
 Run ``python -m benchmarks.throughput --help``.
 """
 
@@ -332,7 +337,9 @@ async def run_backend(
     url: str, drivers: Sequence[type[RawDriver]], workdir: Path, work: Workload, data: Dataset
 ) -> list[Figures]:
     """Measure the library's backend at ``url`` (a fresh store) and the raw drivers."""
-    memory = open_memory(url)
+    # The storage engine against its raw driver: no embedding model (the raw drivers embed
+    # nothing). Embedding time is measured on its own by benchmarks.embedders.
+    memory = open_memory(url, embedding_model=None)
     parsed = MemoryURL.parse(url)
     raw = [driver() for driver in drivers]
     opened: list[RawDriver] = []
