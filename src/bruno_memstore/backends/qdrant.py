@@ -1,0 +1,833 @@
+"""``QdrantMemory``: Qdrant as a complete memory store, with its own vector search.
+
+Two modes, one code path: a Qdrant server (``url=``) through ``AsyncQdrantClient``, or
+qdrant-client's in-process implementation on a local directory (``path=``), which keeps
+every point in a SQLite file and searches by brute force in Python.
+
+Every record is one point (``_qdrant_layout``); vectors come from the shared layer and ride
+on their record's point. Qdrant has no multi-point transactions, so read-modify-write steps
+(conversation claims, the existence check of idempotent writes, replacements) run under one
+asyncio lock per store and process, and multi-step changes write in an order that a crash
+can only leave incomplete, never wrong (see ``docs/backends/qdrant.md``). Full-text search is
+BM25 over each user's texts, computed in process (``_qdrant_text``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import math
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+import numpy as np
+
+from ..base import MemoryBackend
+from ..capabilities import DATABASE, Capability
+from ..embeddings.adapter import VectorSpace
+from ..errors import InvalidArgumentError, MissingDependencyError, OwnershipError
+from ..models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+    memory_sort_key,
+)
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..url import MemoryURL
+
+try:
+    import httpx
+    from qdrant_client import AsyncQdrantClient
+    from qdrant_client import models as qm
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+except ImportError:  # pragma: no cover - exercised only without the [qdrant] extra
+    AsyncQdrantClient = None  # type: ignore[assignment,misc]
+
+if AsyncQdrantClient is not None:
+    from ._qdrant_layout import (
+        VECTOR,
+        Layout,
+        any_of,
+        between,
+        chunks,
+        eq,
+        memory_from_payload,
+        memory_payload,
+        memory_where,
+        message_from_payload,
+        message_payload,
+        message_where,
+        point_id,
+        session_from_payload,
+        session_payload,
+        vector_of,
+    )
+    from ._qdrant_store import Store, acquire_store, release_store
+    from ._qdrant_text import Tag, UserText
+
+__all__ = ["QdrantMemory"]
+
+_DEFAULT_PORT = 6333
+_WRITE_BATCH = 256
+_EXPORT_BATCH = 500
+_LOCAL_OPTIONS: dict[str, type] = {
+    "prefix": str,
+    "text_cache_users": int,
+    "context_window": int,
+    "operation_timeout": float,
+}
+_SERVER_OPTIONS: dict[str, type] = {
+    **_LOCAL_OPTIONS,
+    "timeout": float,
+    "prefer_grpc": bool,
+    "grpc_port": int,
+}
+
+
+class QdrantMemory(MemoryBackend, VectorPrimitives):
+    """Memory in Qdrant: a server, or qdrant-client's local mode on a directory.
+
+    Args:
+        path: local mode: the directory holding the data (``":memory:"``: nothing is kept).
+            One process at a time may open a directory (qdrant-client locks it).
+        url: server mode: ``http://host:6333`` or ``https://...`` (an API key may be given
+            as the URL's password: ``https://:KEY@host:6333``).
+        api_key: the server's API key (never shown in reprs, logs or errors).
+        prefix: first part of every collection name; several stores can share a server.
+        timeout: seconds a server request may take.
+        prefer_grpc: talk gRPC (port ``grpc_port``) instead of HTTP.
+        grpc_port: the server's gRPC port.
+        text_cache_users: users whose full-text index is kept in memory.
+        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
+    """
+
+    backend_name: ClassVar[str] = "qdrant"
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        prefix: str = "bruno",
+        timeout: float = 10.0,
+        prefer_grpc: bool = False,
+        grpc_port: int = 6334,
+        text_cache_users: int = 64,
+        **options: Any,
+    ) -> None:
+        if AsyncQdrantClient is None:
+            raise MissingDependencyError("qdrant", "qdrant-client")
+        if (path is None) == (url is None):
+            raise InvalidArgumentError(
+                "path", "give exactly one of path (local mode) or url (a Qdrant server)"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidArgumentError("timeout", "must be a positive number of seconds")
+        if isinstance(text_cache_users, bool) or not isinstance(text_cache_users, int):
+            raise InvalidArgumentError("text_cache_users", "must be an int")
+        if text_cache_users < 1:
+            raise InvalidArgumentError("text_cache_users", "must be at least 1")
+        super().__init__(**options)
+        self.layout = Layout(prefix)
+        self.timeout = float(timeout)
+        self.prefer_grpc = bool(prefer_grpc)
+        self.grpc_port = int(grpc_port)
+        self.text_cache_users = text_cache_users
+        self.path: str | None = None
+        self.url: str | None = None
+        self._api_key: str | None = None
+        self._url_prefix: str | None = None
+        if path is not None:
+            self.path = os.fspath(path)
+            if not self.path:
+                raise InvalidArgumentError("path", "must not be empty")
+            if self.path == ":memory:":
+                self._location: Any = ("memory", id(self))
+                self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
+            else:
+                self._location = ("path", os.path.realpath(self.path))
+        else:
+            assert url is not None
+            self.url, self._url_prefix, self._api_key = _server_url(url, api_key)
+            secret = hashlib.sha256((self._api_key or "").encode()).hexdigest()
+            self._location = ("server", self.url, self._url_prefix, secret)
+        self._store: Store | None = None
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> QdrantMemory:
+        """Build from ``qdrant:///relative/dir``, ``qdrant:////absolute/dir``,
+        ``qdrant:///:memory:`` (local mode) or ``qdrant+http://host:6333`` /
+        ``qdrant+https://:API_KEY@host:6333`` (a server). Query options: ``prefix``,
+        ``text_cache_users``, ``context_window``, ``operation_timeout``, and for a server
+        ``timeout``, ``prefer_grpc``, ``grpc_port``. Keyword options win over query options."""
+        if url.driver is None:
+            if url.host or url.username or url.password or url.port:
+                raise InvalidArgumentError(
+                    "url",
+                    "qdrant:// is local mode and has no host: use qdrant:///relative/dir or "
+                    "qdrant:////absolute/dir, or qdrant+http://host:6333 for a server",
+                )
+            path = url.path[1:] if url.path.startswith("/") else url.path
+            if not path:
+                raise InvalidArgumentError("url", "qdrant:/// needs a directory path")
+            known = _LOCAL_OPTIONS
+        elif url.driver in ("http", "https"):
+            if not url.host:
+                raise InvalidArgumentError("url", "a qdrant+http(s) URL needs a host")
+            if url.username:
+                raise InvalidArgumentError(
+                    "url", "give the API key as the password: qdrant+https://:KEY@host:6333"
+                )
+            if "api_key" in url.query:
+                raise InvalidArgumentError(
+                    "url",
+                    "an API key in the query string would be logged; give it as the password "
+                    "(qdrant+https://:KEY@host:6333) or as the api_key keyword",
+                )
+            known = _SERVER_OPTIONS
+        else:
+            raise InvalidArgumentError(
+                "url", f"unknown qdrant driver {url.driver!r}; use qdrant+http or qdrant+https"
+            )
+        url.check_options(set(known))
+        for name, kind in known.items():
+            if name in url.query:
+                options.setdefault(name, url.option(name, kind))
+        if url.driver is None:
+            return cls(path, **options)
+        host = f"[{url.host}]" if ":" in (url.host or "") else url.host
+        base = f"{url.driver}://{host}:{url.port or _DEFAULT_PORT}{url.path.rstrip('/')}"
+        if url.password is not None:
+            options.setdefault("api_key", url.password)
+        return cls(url=base, **options)
+
+    def describe(self) -> str:
+        query = "" if self.layout.prefix == "bruno" else f"?prefix={self.layout.prefix}"
+        if self.path is not None:
+            return f"qdrant:///{quote(self.path, safe='/:')}{query}"
+        assert self.url is not None
+        scheme, rest = self.url.split("://", 1)
+        secret = ":***@" if self._api_key else ""
+        return f"qdrant+{scheme}://{secret}{rest}{self._url_prefix or ''}{query}"
+
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            for secret in {self._api_key, quote(self._api_key, safe="")}:
+                text = text.replace(secret, "***")
+        return text
+
+    # ================================================================ errors
+
+    def _is_timeout(self, exc: BaseException) -> bool:
+        cause = _cause(exc)
+        return isinstance(cause, (TimeoutError, httpx.TimeoutException)) or _grpc_code(cause) in (
+            "DEADLINE_EXCEEDED",
+        )
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        cause = _cause(exc)
+        if isinstance(cause, UnexpectedResponse):
+            return cause.status_code in (502, 503, 504)
+        return isinstance(cause, (ConnectionError, httpx.TransportError)) or _grpc_code(cause) in (
+            "UNAVAILABLE",
+        )
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        cause = _cause(exc)
+        if isinstance(cause, UnexpectedResponse) and cause.status_code == 429:
+            return True
+        return self.path is None and (self._is_unavailable(exc) or self._is_timeout(exc))
+
+    # ================================================================ lifecycle
+
+    def _make_client(self) -> AsyncQdrantClient:
+        if self.path == ":memory:":
+            return AsyncQdrantClient(location=":memory:")
+        if self.path is not None:
+            return AsyncQdrantClient(path=self.path)
+        kwargs: dict[str, Any] = {
+            "url": self.url,
+            "api_key": self._api_key,
+            "timeout": max(1, math.ceil(self.timeout)),
+            "prefer_grpc": self.prefer_grpc,
+            "grpc_port": self.grpc_port,
+        }
+        if self._url_prefix:
+            kwargs["prefix"] = self._url_prefix
+        if "check_compatibility" in inspect.signature(AsyncQdrantClient).parameters:
+            kwargs["check_compatibility"] = False  # a blocking request in the constructor
+        return AsyncQdrantClient(**kwargs)
+
+    async def _connect(self) -> None:
+        store = acquire_store(
+            self._location, self.layout.prefix, self._make_client, local=self.path is not None
+        )
+        try:
+            store.text.max_users = self.text_cache_users
+            await store.prepare(self._new_dimension)
+        except BaseException:
+            await release_store(self._location, store)
+            raise
+        self._store = store
+
+    async def _new_dimension(self) -> int:
+        if self.embedder is None:
+            return 0
+        return (await self.embedder.space()).dimension
+
+    async def _close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await release_store(self._location, store)
+
+    @property
+    def _s(self) -> Store:
+        store = self._store
+        assert store is not None, "not connected"
+        return store
+
+    # ================================================================ conversations
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        s = self._s
+        found = await s.client.retrieve(
+            s.layout.conversations,
+            [point_id("conversation", conversation_id)],
+            with_payload=["user_id"],
+        )
+        return str(found[0].payload["user_id"]) if found else None
+
+    async def _claim(self, conversation_id: str, user_id: str, enforce: bool) -> str:
+        """The conversation's owner, making it ``user_id``'s if new (under the write lock)."""
+        owner = await self._conversation_owner(conversation_id)
+        if owner is None:
+            s = self._s
+            await s.client.upsert(
+                s.layout.conversations,
+                points=[
+                    qm.PointStruct(
+                        id=point_id("conversation", conversation_id),
+                        vector={},
+                        payload={"conversation_id": conversation_id, "user_id": user_id},
+                    )
+                ],
+            )
+            return user_id
+        if enforce and owner != user_id:
+            raise OwnershipError(f"conversation {conversation_id!r} belongs to another user")
+        return owner
+
+    # ================================================================ messages
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        s = self._s
+        async with s.write_lock:
+            # The claim is written first: a crash after it leaves an empty conversation,
+            # never messages without an owner.
+            owner = await self._claim(conversation_id, user_id, enforce_owner)
+            if not records:
+                return AppendResult(owner, frozenset())
+            by_point = {point_id("message", r.id): r.id for r in records}
+            found = await s.client.retrieve(s.layout.messages, list(by_point), with_payload=False)
+            existing = frozenset(by_point[str(p.id)] for p in found)
+            new = [r for r in records if r.id not in existing]
+            points = []
+            for rec in new:
+                rec.seq = s.clock.next()
+                rec.user_id = owner
+                points.append(
+                    qm.PointStruct(
+                        id=point_id("message", rec.id),
+                        vector=vector_of(rec.vector),
+                        payload=message_payload(rec),
+                    )
+                )
+            for part in chunks(points, _WRITE_BATCH):
+                await s.client.upsert(s.layout.messages, points=list(part))
+
+            def add(entry: UserText) -> None:
+                for rec in new:
+                    entry.add_message(rec.id, rec.conversation_id, rec.ts_us, rec.seq, rec.content)
+
+            await s.text.apply([owner], add)
+        return AppendResult(owner, existing)
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        if not ids:
+            return []
+        s = self._s
+        found = await s.client.retrieve(
+            s.layout.messages, [point_id("message", i) for i in ids], with_payload=True
+        )
+        return [message_from_payload(p.payload) for p in found]
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        s = self._s
+        flt = message_where(user_id, conversation_id)
+        if limit is None:
+            recs = [message_from_payload(p.payload) for p in await s.all(s.layout.messages, flt)]
+        else:
+            # The newest `limit` by timestamp; the oldest timestamp among them may be shared
+            # by messages left out, so that whole group is read and ordered by arrival.
+            page = await s.edge(s.layout.messages, flt, "ts_us", newest=True, limit=limit)
+            recs = [message_from_payload(p.payload) for p in page]
+            if len(recs) == limit:
+                low = min(r.ts_us for r in recs)
+                tie = qm.Filter(must=[*(flt.must or []), between("ts_us", low, low)])
+                recs = [r for r in recs if r.ts_us > low] + [
+                    message_from_payload(p.payload) for p in await s.all(s.layout.messages, tie)
+                ]
+        recs.sort(key=lambda r: (r.ts_us, r.seq))
+        return recs if limit is None else recs[-limit:]
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        s = self._s
+        async with s.write_lock:
+            flt = qm.Filter(
+                must=[eq("conversation_id", conversation_id)],
+                must_not=[any_of("role", keep_roles)] if keep_roles else None,
+            )
+            gone = await s.all(s.layout.messages, flt, payload=["id", "user_id"])
+            # Messages first, then sessions, the conversation last: an interrupted deletion
+            # leaves a conversation with fewer messages, which deleting again completes.
+            await s.delete_ids(s.layout.messages, [str(p.id) for p in gone])
+            if not keep_roles:
+                await s.client.delete(
+                    s.layout.sessions,
+                    points_selector=qm.FilterSelector(
+                        filter=qm.Filter(must=[eq("conversation_id", conversation_id)])
+                    ),
+                )
+                await s.client.delete(
+                    s.layout.conversations,
+                    points_selector=qm.PointIdsList(
+                        points=[point_id("conversation", conversation_id)]
+                    ),
+                )
+            ids = [str(p.payload["id"]) for p in gone]
+
+            def remove(entry: UserText) -> None:
+                for rid in ids:
+                    entry.remove_message(rid)
+
+            await s.text.apply({str(p.payload["user_id"]) for p in gone}, remove)
+        return len(gone)
+
+    # ================================================================ memories
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        s = self._s
+        pid = point_id("memory", record.id)
+        async with s.write_lock:
+            old = await s.client.retrieve(s.layout.memories, [pid], with_payload=["user_id"])
+            seq = s.clock.next()
+            # One point: the entry, its vector (or none, dropping an old one) and its
+            # write number are replaced together.
+            await s.client.upsert(
+                s.layout.memories,
+                points=[
+                    qm.PointStruct(
+                        id=pid, vector=vector_of(record.vector), payload=memory_payload(record, seq)
+                    )
+                ],
+            )
+            if old and old[0].payload["user_id"] != record.user_id:
+                await s.text.apply(
+                    [str(old[0].payload["user_id"])], lambda e: e.remove_memory(record.id)
+                )
+            await s.text.apply([record.user_id], lambda e: e.put_memory(record, seq))
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        s = self._s
+        found = await s.client.retrieve(
+            s.layout.memories, [point_id("memory", memory_id)], with_payload=True
+        )
+        return memory_from_payload(found[0].payload) if found else None
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        s = self._s
+        found = [
+            memory_from_payload(p.payload)
+            for p in await s.all(s.layout.memories, memory_where(flt))
+        ]
+        found.sort(key=memory_sort_key)
+        return found[: flt.limit]
+
+    async def _delete_memory(self, memory_id: str) -> bool:
+        s = self._s
+        pid = point_id("memory", memory_id)
+        async with s.write_lock:
+            old = await s.client.retrieve(s.layout.memories, [pid], with_payload=["user_id"])
+            if not old:
+                return False
+            await s.delete_ids(s.layout.memories, [pid])
+            await s.text.apply(
+                [str(old[0].payload["user_id"])], lambda e: e.remove_memory(memory_id)
+            )
+        return True
+
+    async def _purge_expired(self, now_us: int) -> int:
+        s = self._s
+        flt = qm.Filter(must=[qm.FieldCondition(key="expires_us", range=qm.Range(lte=now_us))])
+        async with s.write_lock:
+            doomed = await s.all(s.layout.memories, flt, payload=["id", "user_id"])
+            await s.delete_ids(s.layout.memories, [str(p.id) for p in doomed])
+            for p in doomed:
+                rid = str(p.payload["id"])
+                await s.text.apply(
+                    [str(p.payload["user_id"])], lambda e, rid=rid: e.remove_memory(rid)
+                )
+        return len(doomed)
+
+    # ================================================================ sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        s = self._s
+        async with s.write_lock:
+            await self._claim(record.conversation_id, record.user_id, True)
+            await s.client.upsert(
+                s.layout.sessions,
+                points=[
+                    qm.PointStruct(
+                        id=point_id("session", record.session_id),
+                        vector={},
+                        payload=session_payload(record),
+                    )
+                ],
+            )
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        s = self._s
+        found = await s.client.retrieve(
+            s.layout.sessions, [point_id("session", session_id)], with_payload=True
+        )
+        return session_from_payload(found[0].payload) if found else None
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        s = self._s
+        must: list[Any] = [eq("user_id", user_id)]
+        if conversation_id is not None:
+            must.append(eq("conversation_id", conversation_id))
+        if active_only:
+            must.append(eq("is_active", True))
+        top = await s.edge(s.layout.sessions, qm.Filter(must=must), "started_us", newest=True)
+        if not top:
+            return None
+        started = int(top[0].payload["started_us"])
+        tied = await s.all(
+            s.layout.sessions, qm.Filter(must=[*must, between("started_us", started, started)])
+        )
+        recs = [session_from_payload(p.payload) for p in tied] or [
+            session_from_payload(top[0].payload)
+        ]
+        return max(recs, key=lambda r: (r.started_us, r.session_id))
+
+    # ================================================================ search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        if not query.strip():
+            return []
+        s = self._s
+        # A local directory has one process; a server may have other writers.
+        tag = None if s.local else await self._remote_tag(user_id)
+        entry = await s.text.get(user_id, lambda: self._load_text(user_id), tag)
+        found = entry.search(
+            query,
+            kinds=kinds,
+            conversation_id=conversation_id,
+            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
+            limit=limit,
+        )
+        msg_ids = [rid for kind, rid, _ in found if kind == "message"]
+        mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
+        messages, memories = await asyncio.gather(
+            self._get_messages(msg_ids), self._get_memories(mem_ids)
+        )
+        by_id: dict[tuple[str, str], Any] = {("message", r.id): r for r in messages}
+        by_id.update({("memory", r.id): r for r in memories})
+        hits: list[SearchHit] = []
+        for kind, rid, score in found:
+            rec = by_id.get((kind, rid))
+            if rec is None:
+                continue  # deleted since the index was read
+            if kind == "message":
+                hits.append(SearchHit("message", score, message=rec))
+            else:
+                hits.append(SearchHit("memory", score, memory=rec))
+        return hits
+
+    async def _get_memories(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        if not ids:
+            return []
+        s = self._s
+        found = await s.client.retrieve(
+            s.layout.memories, [point_id("memory", i) for i in ids], with_payload=True
+        )
+        return [memory_from_payload(p.payload) for p in found]
+
+    async def _remote_tag(self, user_id: str) -> Tag:
+        s = self._s
+        mine = message_where(user_id)
+        counted = await asyncio.gather(
+            s.count(s.layout.messages, mine),
+            s.highest(s.layout.messages, "seq", mine),
+            s.count(s.layout.memories, mine),
+            s.highest(s.layout.memories, "seq", mine),
+        )
+        return (int(counted[0]), counted[1] or 0, int(counted[2]), counted[3] or 0)
+
+    async def _load_text(self, user_id: str) -> UserText:
+        s = self._s
+        entry = UserText()
+        mine = message_where(user_id)
+        fields = ["id", "conversation_id", "ts_us", "seq", "content"]
+        async for page in s.pages(s.layout.messages, mine, payload=fields):
+            for p in page:
+                d = p.payload
+                entry.add_message(
+                    d["id"], d["conversation_id"], int(d["ts_us"]), int(d["seq"]), d["content"]
+                )
+        skip = qm.PayloadSelectorExclude(exclude=["payload"])
+        async for page in s.pages(s.layout.memories, mine, payload=skip):
+            for p in page:
+                d = dict(p.payload)
+                d["payload"] = ""
+                entry.put_memory(memory_from_payload(d), int(d["seq"]))
+        return entry
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        s = self._s
+        mine = message_where(user_id)
+        active = qm.Filter(must=[eq("user_id", user_id), eq("is_active", True)])
+        (
+            messages,
+            conversations,
+            sessions,
+            active_sessions,
+            memories,
+            roles,
+            first,
+            last,
+        ) = await asyncio.gather(
+            s.count(s.layout.messages, mine),
+            s.count(s.layout.conversations, mine),
+            s.count(s.layout.sessions, mine),
+            s.count(s.layout.sessions, active),
+            s.count(s.layout.memories, mine),
+            s.client.facet(s.layout.messages, key="role", facet_filter=mine, limit=64, exact=True),
+            s.edge(s.layout.messages, mine, "ts_us", newest=False),
+            s.edge(s.layout.messages, mine, "ts_us", newest=True),
+        )
+        return {
+            "messages": messages,
+            "conversations": conversations,
+            "sessions": sessions,
+            "active_sessions": active_sessions,
+            "memories": memories,
+            "messages_by_role": {str(h.value): int(h.count) for h in roles.hits if h.count},
+            "first_message_us": int(first[0].payload["ts_us"]) if first else None,
+            "last_message_us": int(last[0].payload["ts_us"]) if last else None,
+        }
+
+    # ================================================================ vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        found = await self._s.read_space()
+        return None if found is None else VectorSpace(*found)
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        s = self._s
+        async with s.write_lock:
+            recorded = await s.read_space()
+            if replace or recorded is None:
+                # Collections first, then the record: an interrupted switch leaves the old
+                # space recorded and its vectors (some of them) dropped; reindex again.
+                await s.set_dimension(space.dimension, drop_vectors=replace)
+                await s.write_space(space.model, space.dimension)
+                recorded = await s.read_space()
+            elif (current := await s.alias_target(s.layout.messages)) is not None and (
+                Layout.dimension_of(current) != recorded[1]
+            ):
+                # A switch interrupted before its record: no vectors of either size are left.
+                await s.set_dimension(recorded[1], drop_vectors=False)
+        assert recorded is not None
+        return VectorSpace(*recorded)
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        s = self._s
+        collection = s.layout.messages if kind == "message" else s.layout.memories
+        async with s.write_lock:
+            for part in chunks(list(items), _WRITE_BATCH):
+                pairs = {point_id(kind, rid): vec for rid, vec in part}
+                found = await s.client.retrieve(collection, list(pairs), with_payload=False)
+                points = [
+                    qm.PointVectors(id=str(p.id), vector=vector_of(pairs[str(p.id)])) for p in found
+                ]
+                if points:
+                    await s.client.update_vectors(collection, points=points)
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        s = self._s
+        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+
+        async def nearest(collection: str, where: qm.Filter) -> list[Any]:
+            # The filter is part of the query: Qdrant ranks only the points that pass it.
+            res = await s.client.query_points(
+                collection,
+                query=query,
+                using=VECTOR,
+                query_filter=where,
+                limit=limit,
+                with_payload=True,
+                with_vectors=False,
+            )
+            return list(res.points)
+
+        asked: list[Any] = []
+        if "message" in kinds:
+            asked.append(nearest(s.layout.messages, message_where(user_id, conversation_id)))
+        if "memory" in kinds:
+            asked.append(nearest(s.layout.memories, memory_where(flt, conversation_id)))
+        hits: list[SearchHit] = []
+        for i, points in enumerate(await asyncio.gather(*asked)):
+            is_message = "message" in kinds and i == 0
+            for p in points:
+                if is_message:
+                    rec = message_from_payload(p.payload)
+                    hits.append(SearchHit("message", float(p.score), message=rec))
+                else:
+                    mem = memory_from_payload(p.payload)
+                    hits.append(SearchHit("memory", float(p.score), memory=mem))
+        hits.sort(key=lambda h: -h.score)
+        return hits[:limit]
+
+    # ================================================================ whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        s = self._s
+        mine = message_where(user_id)
+        async with s.write_lock:
+            messages, conversations, sessions, memories = await asyncio.gather(
+                s.count(s.layout.messages, mine),
+                s.count(s.layout.conversations, mine),
+                s.count(s.layout.sessions, mine),
+                s.count(s.layout.memories, mine),
+            )
+            # Conversations last: until they go, an interrupted run is visible and resumable.
+            for collection in (
+                s.layout.messages,
+                s.layout.memories,
+                s.layout.sessions,
+                s.layout.conversations,
+            ):
+                await s.client.delete(collection, points_selector=qm.FilterSelector(filter=mine))
+            await s.text.drop(user_id)
+        return {
+            "messages": messages,
+            "conversations": conversations,
+            "sessions": sessions,
+            "memories": memories,
+        }
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        s = self._s
+        owned = None if user_id is None else message_where(user_id)
+        if kind == "conversations":
+            async for page in s.pages(s.layout.conversations, owned):
+                yield [(p.payload["conversation_id"], p.payload["user_id"]) for p in page]
+        elif kind == "messages":
+            batch: list[object] = []
+            async for page in s.pages(s.layout.conversations, owned, payload=["conversation_id"]):
+                for conv in page:
+                    where = message_where(None, str(conv.payload["conversation_id"]))
+                    recs = [
+                        message_from_payload(p.payload)
+                        for p in await s.all(s.layout.messages, where)
+                    ]
+                    recs.sort(key=lambda r: (r.ts_us, r.seq))
+                    batch.extend(recs)
+                    while len(batch) >= _EXPORT_BATCH:
+                        yield batch[:_EXPORT_BATCH]
+                        batch = batch[_EXPORT_BATCH:]
+            if batch:
+                yield batch
+        else:
+            collection = s.layout.memories if kind == "memories" else s.layout.sessions
+            convert = memory_from_payload if kind == "memories" else session_from_payload
+            async for page in s.pages(collection, owned):
+                yield [convert(p.payload) for p in page]
+
+
+def _server_url(url: str, api_key: str | None) -> tuple[str, str | None, str | None]:
+    """``(base URL without credentials, path prefix or None, API key or None)``."""
+    if not isinstance(url, str):
+        raise InvalidArgumentError("url", "expected a string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgumentError("url", "not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError("url", "expected http://host:port or https://host:port")
+    if parts.username:
+        raise InvalidArgumentError("url", "give the API key as the password: https://:KEY@host")
+    if parts.password is not None:
+        if api_key is not None:
+            raise InvalidArgumentError("api_key", "given twice (keyword and URL password)")
+        api_key = unquote(parts.password)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    prefix = parts.path.rstrip("/") or None
+    return f"{parts.scheme}://{host}:{port or _DEFAULT_PORT}", prefix, api_key or None
+
+
+def _cause(exc: BaseException) -> BaseException:
+    if isinstance(exc, ResponseHandlingException):
+        return exc.source
+    return exc
+
+
+def _grpc_code(exc: BaseException) -> str | None:
+    code = getattr(exc, "code", None)
+    if not callable(code):
+        return None
+    try:
+        return str(getattr(code(), "name", ""))
+    except Exception:
+        return None
