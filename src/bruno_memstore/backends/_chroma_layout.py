@@ -1,0 +1,255 @@
+"""How ``ChromaMemory`` lays records out in Chroma: collection names, metadata, filters.
+
+Collections of one store (``{prefix}`` is the store's name prefix, ``{g}`` the generation of
+its vector space, see ``_chroma_store``):
+
+* ``{prefix}_meta`` — small bookkeeping records: ``schema``, ``space`` (model, dimension,
+  generation), ``seq`` (the arrival numbers reserved so far) and, for a server,
+  ``gen:{user}`` (a token that changes with each write touching the user's text).
+* ``{prefix}_conversations`` — one record per conversation, id = conversation id,
+  metadata ``user`` (the owner).
+* ``{prefix}_sessions`` — id = session id, document = the ``SessionContext`` JSON.
+* ``{prefix}_messages_g{g}`` — id = message id, document = content, embedding = the
+  message's vector, metadata: owner, conversation, role, type, timestamp, arrival number.
+* ``{prefix}_memories_g{g}`` — id = entry id, document = content, embedding = its vector,
+  metadata: the filter columns and the ``MemoryEntry`` JSON.
+
+Chroma requires an embedding on every record. Records without a vector (no model, or
+vectors dropped by a model change) carry a fixed placeholder and ``vec=False``; vector
+search always filters on ``vec=True``, so placeholders never rank.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
+
+__all__ = [
+    "NEVER",
+    "all_of",
+    "any_of",
+    "check_prefix",
+    "check_text",
+    "collection_name",
+    "embeddings",
+    "memory_from",
+    "memory_metadata",
+    "memory_where",
+    "message_from",
+    "message_metadata",
+    "message_order",
+    "rows",
+    "session_from",
+    "session_metadata",
+]
+
+NEVER = 2**62
+"""``exp`` of an entry that never expires: every comparison works without a missing key."""
+
+_PREFIX = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}")
+
+
+def check_prefix(prefix: Any) -> str:
+    """A collection-name prefix Chroma accepts (letters, digits, ``._-``; starts alphanumeric)."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix) or prefix.endswith("."):
+        raise InvalidArgumentError(
+            "prefix",
+            "expected 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit, "
+            "without '..'",
+        )
+    return prefix
+
+
+def collection_name(prefix: str, kind: str, generation: int | None = None) -> str:
+    """The name of one of the store's collections."""
+    return f"{prefix}_{kind}" if generation is None else f"{prefix}_{kind}_g{generation}"
+
+
+def check_text(value: str | None, argument: str) -> None:
+    """Refuse text Chroma cannot hold (lone surrogates are not UTF-8) before writing."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            argument, "contains a lone surrogate, which Chroma cannot store"
+        ) from None
+
+
+def embeddings(vectors: Sequence[Any], dimension: int) -> tuple[np.ndarray, list[bool]]:
+    """Rows for Chroma (placeholders where a record has no vector) and which rows are real."""
+    rows = np.zeros((len(vectors), dimension), dtype=np.float32)
+    real: list[bool] = []
+    for i, vec in enumerate(vectors):
+        if vec is None:
+            rows[i, 0] = 1.0
+            real.append(False)
+        else:
+            rows[i] = np.asarray(vec, dtype=np.float32).reshape(-1)
+            real.append(True)
+    return rows, real
+
+
+# ---------------------------------------------------------------- filters
+
+
+def all_of(conditions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Chroma's ``$and`` (which refuses fewer than two operands)."""
+    if len(conditions) == 1:
+        return dict(conditions[0])
+    return {"$and": list(conditions)}
+
+
+def any_of(conditions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Chroma's ``$or`` (which refuses fewer than two operands)."""
+    if len(conditions) == 1:
+        return dict(conditions[0])
+    return {"$or": list(conditions)}
+
+
+def memory_where(
+    flt: MemoryFilter, conversation_id: str | None = None, *, vectors: bool = False
+) -> dict[str, Any]:
+    """The ``where`` clause equivalent to ``flt.matches`` (and the conversation, if given)."""
+    conds: list[dict[str, Any]] = [{"user": flt.user_id}]
+    if vectors:
+        conds.append({"vec": True})
+    if conversation_id is not None:
+        conds.append({"conv": conversation_id})
+    if flt.memory_types:
+        conds.append({"mtype": {"$in": list(flt.memory_types)}})
+    if flt.categories:
+        conds.append({"cat": {"$in": list(flt.categories)}})
+    if flt.tags:
+        conds.append(any_of([{"tags": {"$contains": t}} for t in dict.fromkeys(flt.tags)]))
+    if flt.min_confidence > 0:
+        conds.append({"conf": {"$gte": float(flt.min_confidence)}})
+    if flt.min_importance > 0:
+        conds.append({"imp": {"$gte": float(flt.min_importance)}})
+    if not flt.include_expired:
+        conds.append({"exp": {"$gt": int(flt.now_us)}})
+    return all_of(conds)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def message_metadata(rec: MessageRecord, owner: str, has_vector: bool) -> dict[str, Any]:
+    """A message's metadata (``add`` refuses ``None`` values, so absent keys are left out)."""
+    meta: dict[str, Any] = {
+        "user": owner,
+        "conv": rec.conversation_id,
+        "role": rec.role,
+        "mtype": rec.message_type,
+        "ts": rec.timestamp,
+        "ts_us": rec.ts_us,
+        "seq": rec.seq,
+        "meta": rec.metadata,
+        "vec": has_vector,
+    }
+    if rec.parent_id is not None:
+        meta["parent"] = rec.parent_id
+    return meta
+
+
+def message_from(rid: str, content: str | None, meta: Mapping[str, Any]) -> MessageRecord:
+    """The record a stored message was made from."""
+    return MessageRecord(
+        id=rid,
+        conversation_id=meta["conv"],
+        role=meta["role"],
+        content=content or "",
+        message_type=meta["mtype"],
+        timestamp=meta["ts"],
+        ts_us=int(meta["ts_us"]),
+        metadata=meta["meta"],
+        parent_id=meta.get("parent"),
+        user_id=meta["user"],
+        seq=int(meta["seq"]),
+    )
+
+
+def message_order(meta: Mapping[str, Any]) -> tuple[int, int]:
+    """Window order: timestamp, then arrival."""
+    return (int(meta["ts_us"]), int(meta["seq"]))
+
+
+# ---------------------------------------------------------------- memory entries
+
+
+def memory_metadata(rec: MemoryRecord, has_vector: bool) -> dict[str, Any]:
+    """An entry's metadata for ``upsert``: ``None`` removes a key an older version had."""
+    return {
+        "user": rec.user_id,
+        "conv": rec.conversation_id,
+        "mtype": rec.memory_type,
+        "cat": rec.category,
+        "tags": list(rec.tags) or None,
+        "conf": float(rec.confidence),
+        "imp": float(rec.importance),
+        "created_us": rec.created_us,
+        "exp": NEVER if rec.expires_us is None else rec.expires_us,
+        "payload": rec.payload,
+        "vec": has_vector,
+    }
+
+
+def memory_from(rid: str, content: str | None, meta: Mapping[str, Any]) -> MemoryRecord:
+    """The record a stored entry was made from."""
+    exp = int(meta["exp"])
+    return MemoryRecord(
+        id=rid,
+        user_id=meta["user"],
+        content=content or "",
+        memory_type=meta["mtype"],
+        category=meta.get("cat"),
+        tags=list(meta.get("tags") or ()),
+        confidence=float(meta["conf"]),
+        importance=float(meta["imp"]),
+        created_us=int(meta["created_us"]),
+        expires_us=None if exp >= NEVER else exp,
+        conversation_id=meta.get("conv"),
+        payload=meta["payload"],
+    )
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def session_metadata(rec: SessionRecord) -> dict[str, Any]:
+    return {
+        "user": rec.user_id,
+        "conv": rec.conversation_id,
+        "active": bool(rec.is_active),
+        "started_us": rec.started_us,
+    }
+
+
+def session_from(rid: str, payload: str | None, meta: Mapping[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        session_id=rid,
+        user_id=meta["user"],
+        conversation_id=meta["conv"],
+        is_active=bool(meta["active"]),
+        started_us=int(meta["started_us"]),
+        payload=payload or "{}",
+    )
+
+
+# ---------------------------------------------------------------- results
+
+
+def rows(result: Mapping[str, Any]) -> Iterable[tuple[str, str | None, Mapping[str, Any]]]:
+    """``(id, document, metadata)`` of a ``get`` result (missing parts as ``None``/``{}``)."""
+    ids = result.get("ids") or []
+    docs = result.get("documents") or [None] * len(ids)
+    metas = result.get("metadatas") or [{}] * len(ids)
+    return zip(ids, docs, (m or {} for m in metas), strict=True)
+

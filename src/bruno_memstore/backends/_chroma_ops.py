@@ -1,0 +1,575 @@
+"""``ChromaMemory``'s primitives as blocking functions of a :class:`ChromaStore`.
+
+Functions marked *writer* run only on the store's writer thread, one at a time; the others
+run on its reader threads. Chroma applies each ``add``/``upsert``/``delete`` call whole or
+not at all, and has no transaction spanning calls: each writer function orders its calls so
+that a crash between two of them leaves nothing a reader could mistake for data (see the
+notes on each function, and ``docs/backends/chroma.md``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import OwnershipError
+from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ..primitives import AppendResult
+from ._chroma_layout import (
+    all_of,
+    embeddings,
+    memory_from,
+    memory_metadata,
+    memory_where,
+    message_from,
+    message_metadata,
+    message_order,
+    rows,
+    session_from,
+    session_metadata,
+)
+from ._chroma_store import ONE, ChromaStore
+from ._chroma_text import UserText
+
+__all__ = ["Append", "run_appends"]
+
+_ID_CHUNK = 1000  # ids per get/delete call
+_BOTH = ["documents", "metadatas"]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[str, Any]:
+    """``get`` by ids in chunks, merged into one result."""
+    merged: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
+    for part in _chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
+        got = collection.get(ids=list(part), include=include)
+        merged["ids"] += got["ids"]
+        merged["documents"] += got.get("documents") or [None] * len(got["ids"])
+        merged["metadatas"] += got.get("metadatas") or [{}] * len(got["ids"])
+    return merged
+
+
+def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids), _ID_CHUNK):
+        collection.delete(ids=list(part))
+
+
+def _ids_where(collection: Any, where: dict[str, Any]) -> list[str]:
+    return list(collection.get(where=where, include=[])["ids"])
+
+
+# -------------------------------------------------------------------- conversations
+
+
+def owners(store: ChromaStore, conversation_ids: Sequence[str]) -> dict[str, str]:
+    got = _get_ids(store.conversations, conversation_ids, ["metadatas"])
+    return {cid: meta["user"] for cid, _doc, meta in rows(got)}
+
+
+def conversation_owner(store: ChromaStore, conversation_id: str) -> str | None:
+    return owners(store, [conversation_id]).get(conversation_id)
+
+
+def _claim(store: ChromaStore, claims: dict[str, str]) -> dict[str, str]:
+    """Record owners for unowned conversations; return the owners now stored.
+
+    ``add`` skips ids that exist, so when processes race for a new conversation the first
+    to land wins and everyone reads the winner back.
+    """
+    ids = list(claims)
+    for part in _chunks(ids, store.max_batch):
+        store.conversations.add(
+            ids=list(part),
+            embeddings=ONE * len(part),
+            metadatas=[{"user": claims[c]} for c in part],
+        )
+    return owners(store, ids)
+
+
+# -------------------------------------------------------------------- messages
+
+
+@dataclass(slots=True)
+class Append:
+    """One caller's ``_append_messages``, queued for the writer."""
+
+    conversation_id: str
+    user_id: str
+    records: Sequence[MessageRecord]
+    enforce_owner: bool
+
+
+def run_appends(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
+    """*Writer.* Run queued appends together; if the shared write fails, run each alone so
+    that only the appends that cannot be written fail."""
+    try:
+        return _append_together(store, group)
+    except Exception as exc:
+        if len(group) == 1:
+            return [(exc, None)]
+    outcomes: list[tuple[Any, Any]] = []
+    for append in group:
+        try:
+            outcomes += _append_together(store, [append])
+        except Exception as exc:
+            outcomes.append((exc, None))
+    return outcomes
+
+
+def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
+    """Claims first, then every new record in one ``add``.
+
+    Order of calls: (1) owners of new conversations (``add``, insert-if-absent), (2) the
+    records (``add``, one call per ``max_batch`` records), (3) for a server, the users'
+    text tokens. A crash after (1) leaves an empty conversation owned by the writer, as
+    ``claim_conversation`` would; after (2) only other processes' cached text indexes are
+    stale until the user's next write. Nothing is acknowledged before (2) completes.
+    """
+    conv_ids = list(dict.fromkeys(a.conversation_id for a in group))
+    owner_of = owners(store, conv_ids)
+    claims: dict[str, str] = {}
+    for append in group:
+        if append.conversation_id not in owner_of:
+            claims.setdefault(append.conversation_id, append.user_id)
+    if claims:
+        owner_of.update(_claim(store, claims))
+    all_ids = [r.id for a in group for r in a.records]
+    seen = set(_get_ids(store.records("message"), all_ids, [])["ids"]) if all_ids else set()
+    outcomes: list[tuple[Any, Any]] = []
+    new: list[tuple[MessageRecord, str]] = []
+    for append in group:
+        owner = owner_of[append.conversation_id]
+        if append.enforce_owner and owner != append.user_id:
+            outcomes.append(
+                (
+                    OwnershipError(
+                        f"conversation {append.conversation_id!r} belongs to another user",
+                        backend="chroma",
+                        operation="store_message",
+                    ),
+                    None,
+                )
+            )
+            continue
+        skipped = frozenset(r.id for r in append.records if r.id in seen)
+        for rec in append.records:
+            if rec.id not in seen:
+                seen.add(rec.id)
+                new.append((rec, owner))
+        outcomes.append((None, AppendResult(owner, skipped)))
+    if new:
+        for (rec, owner), seq in zip(new, store.next_seqs(len(new)), strict=True):
+            rec.seq = seq
+            rec.user_id = owner
+        _add_messages(store, new)
+        by_owner: dict[str, list[MessageRecord]] = {}
+        for rec, owner in new:
+            by_owner.setdefault(owner, []).append(rec)
+        store.bump_tokens(list(by_owner))
+        for owner, recs in by_owner.items():
+            store.text.changed(owner, _adder(recs))
+    return outcomes
+
+
+def _adder(records: list[MessageRecord]) -> Any:
+    def change(entry: UserText) -> None:
+        for rec in records:
+            entry.add_message(rec.id, rec.content, rec.conversation_id, rec.ts_us)
+
+    return change
+
+
+def _add_messages(store: ChromaStore, new: list[tuple[MessageRecord, str]]) -> None:
+    collection = store.records("message")
+    for part in _chunks(new, store.max_batch):
+        rows_, real = embeddings([rec.vector for rec, _ in part], store.dimension)
+        collection.add(
+            ids=[rec.id for rec, _ in part],
+            documents=[rec.content for rec, _ in part],
+            embeddings=rows_,
+            metadatas=[
+                message_metadata(rec, owner, has)
+                for (rec, owner), has in zip(part, real, strict=True)
+            ],
+        )
+
+
+def get_messages(store: ChromaStore, ids: Sequence[str]) -> list[MessageRecord]:
+    got = _get_ids(store.records("message"), ids, _BOTH)
+    return [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+
+
+def read_window(
+    store: ChromaStore, conversation_id: str | None, user_id: str | None, limit: int | None
+) -> list[MessageRecord]:
+    """The newest ``limit`` messages, oldest first. Chroma neither sorts nor limits by
+    metadata, so the scope's metadata is read and sorted here; with a limit only the
+    window's contents are fetched."""
+    conds: list[dict[str, Any]] = []
+    if conversation_id is not None:
+        conds.append({"conv": conversation_id})
+    if user_id is not None:
+        conds.append({"user": user_id})
+    collection = store.records("message")
+    where = all_of(conds)
+    if limit is None:
+        got = collection.get(where=where, include=_BOTH)
+        found = [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+        found.sort(key=lambda r: (r.ts_us, r.seq))
+        return found
+    got = collection.get(where=where, include=["metadatas"])
+    window = sorted(rows(got), key=lambda row: message_order(row[2]))[-limit:]
+    if not window:
+        return []
+    docs = _get_ids(collection, [rid for rid, _d, _m in window], ["documents"])
+    content = dict(zip(docs["ids"], docs["documents"], strict=True))
+    return [message_from(rid, content[rid], meta) for rid, _d, meta in window if rid in content]
+
+
+def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozenset[str]) -> int:
+    """*Writer.* Messages first; with nothing kept, then the sessions, then the owner
+    record, so a crash part-way leaves an owned conversation with fewer records (deleting
+    again finishes the job), never records without an owner."""
+    owner = conversation_owner(store, conversation_id)
+    conds: list[dict[str, Any]] = [{"conv": conversation_id}]
+    if keep_roles:
+        conds.append({"role": {"$nin": sorted(keep_roles)}})
+    collection = store.records("message")
+    got = collection.get(where=all_of(conds), include=["metadatas"])
+    ids = list(got["ids"])
+    users = {meta["user"] for _rid, _doc, meta in rows(got)}
+    if owner is not None:
+        users.add(owner)
+    _delete_ids(collection, ids)
+    if not keep_roles:
+        session_ids = _ids_where(store.sessions, {"conv": conversation_id})
+        _delete_ids(store.sessions, session_ids)
+        store.conversations.delete(ids=[conversation_id])
+    if ids:
+        store.bump_tokens(sorted(users))
+        for user in users:
+            store.text.changed(user, _remover("message", ids))
+    return len(ids)
+
+
+def _remover(kind: str, ids: Sequence[str]) -> Any:
+    def change(entry: UserText) -> None:
+        for rid in ids:
+            entry.remove(kind, rid)
+
+    return change
+
+
+# -------------------------------------------------------------------- memory entries
+
+
+def put_memory(store: ChromaStore, rec: MemoryRecord) -> None:
+    """*Writer.* One ``upsert``: the entry, its vector and its filter columns together."""
+    rows_, real = embeddings([rec.vector], store.dimension)
+    store.records("memory").upsert(
+        ids=[rec.id],
+        documents=[rec.content],
+        embeddings=rows_,
+        metadatas=[memory_metadata(rec, real[0])],
+    )
+    kept = _without_vector(rec)
+    store.bump_tokens([rec.user_id])
+    store.text.changed(rec.user_id, lambda entry: entry.add_memory(kept))
+
+
+def _without_vector(rec: MemoryRecord) -> MemoryRecord:
+    return MemoryRecord(
+        id=rec.id,
+        user_id=rec.user_id,
+        content=rec.content,
+        memory_type=rec.memory_type,
+        category=rec.category,
+        tags=list(rec.tags),
+        confidence=rec.confidence,
+        importance=rec.importance,
+        created_us=rec.created_us,
+        expires_us=rec.expires_us,
+        conversation_id=rec.conversation_id,
+        payload=rec.payload,
+    )
+
+
+def get_memory(store: ChromaStore, memory_id: str) -> MemoryRecord | None:
+    got = store.records("memory").get(ids=[memory_id], include=_BOTH)
+    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    return found[0] if found else None
+
+
+def query_memories(store: ChromaStore, flt: MemoryFilter) -> list[MemoryRecord]:
+    got = store.records("memory").get(where=memory_where(flt), include=_BOTH)
+    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    return heapq.nsmallest(flt.limit, found, key=lambda r: (-r.importance, -r.created_us, r.id))
+
+
+def _delete_memories(store: ChromaStore, got: dict[str, Any]) -> int:
+    ids = list(got["ids"])
+    if not ids:
+        return 0
+    _delete_ids(store.records("memory"), ids)
+    by_user: dict[str, list[str]] = {}
+    for rid, _doc, meta in rows(got):
+        by_user.setdefault(meta["user"], []).append(rid)
+    store.bump_tokens(list(by_user))
+    for user, mine in by_user.items():
+        store.text.changed(user, _remover("memory", mine))
+    return len(ids)
+
+
+def delete_memory(store: ChromaStore, memory_id: str) -> bool:
+    """*Writer.*"""
+    got = store.records("memory").get(ids=[memory_id], include=["metadatas"])
+    return _delete_memories(store, got) > 0
+
+
+def purge_expired(store: ChromaStore, now_us: int) -> int:
+    """*Writer.*"""
+    got = store.records("memory").get(where={"exp": {"$lte": now_us}}, include=["metadatas"])
+    return _delete_memories(store, got)
+
+
+# -------------------------------------------------------------------- sessions
+
+
+def put_session(store: ChromaStore, rec: SessionRecord) -> None:
+    """*Writer.* The claim first (a crash after it leaves an empty owned conversation)."""
+    owner = conversation_owner(store, rec.conversation_id)
+    if owner is None:
+        owner = _claim(store, {rec.conversation_id: rec.user_id})[rec.conversation_id]
+    if owner != rec.user_id:
+        raise OwnershipError(
+            f"conversation {rec.conversation_id!r} belongs to another user",
+            backend="chroma",
+            operation="save_session",
+        )
+    store.sessions.upsert(
+        ids=[rec.session_id],
+        documents=[rec.payload],
+        embeddings=ONE,
+        metadatas=[session_metadata(rec)],
+    )
+
+
+def get_session(store: ChromaStore, session_id: str) -> SessionRecord | None:
+    got = store.sessions.get(ids=[session_id], include=_BOTH)
+    found = [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    return found[0] if found else None
+
+
+def latest_session(
+    store: ChromaStore, user_id: str, conversation_id: str | None, active_only: bool
+) -> SessionRecord | None:
+    conds: list[dict[str, Any]] = [{"user": user_id}]
+    if conversation_id is not None:
+        conds.append({"conv": conversation_id})
+    if active_only:
+        conds.append({"active": True})
+    got = store.sessions.get(where=all_of(conds), include=_BOTH)
+    found = [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    return max(found, key=lambda s: (s.started_us, s.session_id), default=None)
+
+
+# -------------------------------------------------------------------- search
+
+
+def _load_text(store: ChromaStore, user_id: str, mark: Any) -> UserText:
+    entry = UserText(mark=mark)
+    got = store.records("message").get(where={"user": user_id}, include=_BOTH)
+    for rid, doc, meta in rows(got):
+        entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
+    got = store.records("memory").get(where={"user": user_id}, include=_BOTH)
+    for rid, doc, meta in rows(got):
+        entry.add_memory(memory_from(rid, doc, meta))
+    return entry
+
+
+def user_text(store: ChromaStore, user_id: str) -> UserText:
+    """The user's text index, loaded from Chroma unless the cached one is current."""
+    token = store.read_token(user_id)
+    mark, entry = store.text.lookup(user_id, token)
+    if entry is None:
+        entry = _load_text(store, user_id, mark)
+        store.text.install(user_id, entry)
+    return entry
+
+
+def text_search(
+    store: ChromaStore,
+    user_id: str,
+    query: str,
+    kinds: frozenset[str],
+    conversation_id: str | None,
+    limit: int,
+    memory_filter: MemoryFilter | None,
+) -> list[SearchHit]:
+    """BM25 over the user's records; every filter applies before the best ``limit`` are cut."""
+    entry = user_text(store, user_id)
+    flt = memory_filter or MemoryFilter(user_id=user_id)
+    ranked: list[tuple[float, int, str, str]] = []
+    memories: dict[str, MemoryRecord] = {}
+    with entry.lock:
+        for (kind, rid), score in entry.index.search(query).items():
+            if kind not in kinds:
+                continue
+            if kind == "message":
+                conv, ts_us = entry.messages[rid]
+                if conversation_id is None or conv == conversation_id:
+                    ranked.append((-score, -ts_us, rid, kind))
+            else:
+                mem = entry.memories[rid]
+                if flt.matches(mem) and conversation_id in (None, mem.conversation_id):
+                    ranked.append((-score, -mem.created_us, rid, kind))
+                    memories[rid] = mem
+    best = heapq.nsmallest(limit, ranked)
+    wanted = [rid for _s, _t, rid, kind in best if kind == "message"]
+    messages = {r.id: r for r in get_messages(store, wanted)} if wanted else {}
+    hits: list[SearchHit] = []
+    for neg, _t, rid, kind in best:
+        if kind == "message":
+            if rid in messages:  # a message deleted meanwhile is left out
+                hits.append(SearchHit("message", -neg, message=messages[rid]))
+        else:
+            hits.append(SearchHit("memory", -neg, memory=memories[rid]))
+    return hits
+
+
+def vector_search(
+    store: ChromaStore,
+    user_id: str,
+    vector: Any,
+    kinds: frozenset[str],
+    conversation_id: str | None,
+    limit: int,
+    memory_filter: MemoryFilter | None,
+) -> list[SearchHit]:
+    """Nearest records by cosine; the user and every filter are part of Chroma's query."""
+    query = [[float(x) for x in vector]]
+    hits: list[tuple[float, int, str, SearchHit]] = []
+    if "message" in kinds:
+        conds: list[dict[str, Any]] = [{"user": user_id}, {"vec": True}]
+        if conversation_id is not None:
+            conds.append({"conv": conversation_id})
+        for rid, doc, meta, score in _nearest(store, "message", query, all_of(conds), limit):
+            rec = message_from(rid, doc, meta)
+            hits.append((-score, -rec.ts_us, rid, SearchHit("message", score, message=rec)))
+    if "memory" in kinds:
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+        where = memory_where(flt, conversation_id, vectors=True)
+        for rid, doc, meta, score in _nearest(store, "memory", query, where, limit):
+            mem = memory_from(rid, doc, meta)
+            hits.append((-score, -mem.created_us, rid, SearchHit("memory", score, memory=mem)))
+    hits.sort(key=lambda h: h[:3])
+    return [h[3] for h in hits[:limit]]
+
+
+def _nearest(
+    store: ChromaStore, kind: str, query: list[list[float]], where: dict[str, Any], limit: int
+) -> list[tuple[str, str | None, dict[str, Any], float]]:
+    got = store.records(kind).query(
+        query_embeddings=query,
+        n_results=limit,
+        where=where,
+        include=["documents", "metadatas", "distances"],
+    )
+    ids = got["ids"][0]
+    docs = (got.get("documents") or [[None] * len(ids)])[0]
+    metas = (got.get("metadatas") or [[{}] * len(ids)])[0]
+    dists = got["distances"][0]
+    return [
+        (rid, doc, meta or {}, 1.0 - float(dist))
+        for rid, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+    ]
+
+
+# -------------------------------------------------------------------- vectors
+
+
+def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]]) -> None:
+    """*Writer.* Attach vectors to stored records (``update`` merges ``vec=True`` into the
+    metadata and replaces the embedding in one call)."""
+    collection = store.records(kind)
+    vectors = dict(items)
+    stored = _get_ids(collection, list(vectors), [])["ids"]
+    for part in _chunks(stored, store.max_batch):
+        rows_, _real = embeddings([vectors[rid] for rid in part], store.dimension)
+        collection.update(ids=list(part), embeddings=rows_, metadatas=[{"vec": True} for _ in part])
+
+
+# -------------------------------------------------------------------- users
+
+
+def statistics(store: ChromaStore, user_id: str) -> dict[str, object]:
+    got = store.records("message").get(where={"user": user_id}, include=["metadatas"])
+    msgs = [m for _r, _d, m in rows(got)]
+    stamps = [int(m["ts_us"]) for m in msgs]
+    sessions = [
+        m for _r, _d, m in rows(store.sessions.get(where={"user": user_id}, include=["metadatas"]))
+    ]
+    return {
+        "messages": len(msgs),
+        "conversations": len(_ids_where(store.conversations, {"user": user_id})),
+        "sessions": len(sessions),
+        "active_sessions": sum(1 for s in sessions if s["active"]),
+        "memories": len(_ids_where(store.records("memory"), {"user": user_id})),
+        "messages_by_role": dict(Counter(m["role"] for m in msgs)),
+        "first_message_us": min(stamps, default=None),
+        "last_message_us": max(stamps, default=None),
+    }
+
+
+def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
+    """*Writer.* Records first, owner records last: a crash part-way leaves the user's
+    conversations listed, so running ``forget_user`` again finishes it."""
+    mine = {"user": user_id}
+    counts = {}
+    for name, collection in (
+        ("messages", store.records("message")),
+        ("memories", store.records("memory")),
+        ("sessions", store.sessions),
+        ("conversations", store.conversations),
+    ):
+        ids = _ids_where(collection, mine)
+        _delete_ids(collection, ids)
+        counts[name] = len(ids)
+    store.bump_tokens([user_id])
+    store.text.changed(user_id)
+    return counts
+
+
+# -------------------------------------------------------------------- export
+
+
+def conversation_pairs(store: ChromaStore, user_id: str | None) -> list[tuple[str, str]]:
+    got = store.conversations.get(
+        where={"user": user_id} if user_id is not None else None, include=["metadatas"]
+    )
+    return sorted((cid, meta["user"]) for cid, _doc, meta in rows(got))
+
+
+def conversation_messages(store: ChromaStore, conversation_id: str) -> list[MessageRecord]:
+    return read_window(store, conversation_id, None, None)
+
+
+def ids_of(store: ChromaStore, kind: str, user_id: str | None) -> list[str]:
+    collection = store.sessions if kind == "sessions" else store.records("memory")
+    where = {"user": user_id} if user_id is not None else None
+    return sorted(collection.get(where=where, include=[])["ids"])
+
+
+def records_by_id(store: ChromaStore, kind: str, ids: Sequence[str]) -> list[object]:
+    if kind == "sessions":
+        got = _get_ids(store.sessions, ids, _BOTH)
+        return [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    got = _get_ids(store.records("memory"), ids, _BOTH)
+    return [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]

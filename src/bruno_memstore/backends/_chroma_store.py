@@ -1,0 +1,349 @@
+"""One Chroma store as a process holds it: client, collections, vector space, arrival numbers.
+
+Every ``ChromaMemory`` of a process on the same location and prefix shares one
+:class:`ChromaStore` (reference-counted), so its writer thread serialises all of the
+process's writes to that store, and its text indexes see all of them.
+
+**Vector space and generations.** A collection's vectors all have one dimension, fixed by
+its first record, and Chroma cannot drop vectors while keeping records. So the record
+collections carry a *generation* in their name, recorded with the model in the ``space``
+meta record. Changing the space (``reindex``, or a first model on a store written without
+one) creates the next generation's collections, records the new space (the switch), copies
+every record over with a placeholder vector, then deletes the old collections. Copies use
+``add``, which skips ids already present, so a copy interrupted by a crash is finished at
+the next connect without overwriting anything newer.
+
+**Arrival numbers.** Each message gets ``seq = max(previous + 1, time.time_ns())``: strictly
+increasing within the process, and close to arrival order between processes (for a server
+with several writers). Before using numbers beyond the reserved ceiling the writer stores a
+new ceiling a few seconds ahead (``seq`` meta record); a restarted process starts above the
+stored ceiling, so numbers keep increasing even if the clock was set back.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+from ..embeddings.adapter import VectorSpace
+from ..errors import BackendError
+from ._chroma_layout import collection_name, rows
+from ._chroma_text import TextCache
+from ._chroma_threads import Writer
+
+__all__ = ["ChromaStore", "acquire", "release"]
+
+SCHEMA_VERSION = 1
+_SEQ_AHEAD = 10_000_000_000  # nanoseconds of arrival numbers reserved per ceiling write
+_COPY_PAGE = 1000
+_KINDS = {"message": "messages", "memory": "memories"}
+ONE = [[1.0]]  # the embedding of bookkeeping records (their collections have dimension 1)
+
+
+class StoredSpace(NamedTuple):
+    space: VectorSpace
+    generation: int
+
+
+class ChromaStore:
+    """A process's handle on one store (see the module docstring).
+
+    Args:
+        key: identifies the store in the process registry.
+        connect: builds the Chroma client (blocking).
+        prefix: collection-name prefix.
+        shared: other processes may write the store too (a server).
+        readers: threads for reads.
+        group_runner: runs a group of queued appends on the writer thread.
+        group_type: the type of those append jobs.
+    """
+
+    def __init__(
+        self,
+        key: Hashable,
+        connect: Callable[[], Any],
+        prefix: str,
+        *,
+        shared: bool,
+        readers: int,
+        group_type: type,
+        group_runner: Callable[[ChromaStore, list[Any]], list[Any]],
+    ) -> None:
+        self.key = key
+        self.prefix = prefix
+        self.shared = shared
+        self.refs = 0
+        self.text = TextCache(shared=shared)
+        self._connect = connect
+        self._readers_count = readers
+        self._group_type = group_type
+        self._group_runner = group_runner
+        self.client: Any = None
+        self.meta: Any = None
+        self.conversations: Any = None
+        self.sessions: Any = None
+        self._records: dict[str, Any] = {}
+        self.generation = 0
+        self.dimension = 1
+        self.max_batch = 1000
+        self._seq_last = 0
+        self._seq_ceiling = 0
+        self.writer: Writer | None = None
+        self.readers: ThreadPoolExecutor | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Connect, create missing collections, finish an interrupted space change."""
+        self.client = self._connect()
+        try:
+            self.max_batch = max(1, min(int(self.client.get_max_batch_size()), 5000))
+            self.meta = self._collection(collection_name(self.prefix, "meta"))
+            self.conversations = self._collection(collection_name(self.prefix, "conversations"))
+            self.sessions = self._collection(collection_name(self.prefix, "sessions"))
+            self._check_schema()
+            stored = self.stored_space()
+            self.generation = stored.generation if stored else 0
+            self.dimension = stored.space.dimension if stored else 1
+            self._open_records()
+            self._finish_space_changes()
+            got = self.meta.get(ids=["seq"], include=["metadatas"])
+            ceiling = int(got["metadatas"][0]["ceiling"]) if got["ids"] else 0
+            self._seq_last = self._seq_ceiling = ceiling
+        except BaseException:
+            self._close_client()
+            raise
+        self.writer = Writer(
+            f"bruno-memstore-chroma-writer-{self.prefix}",
+            self._group_type,
+            lambda group: self._group_runner(self, group),
+        )
+        self.readers = ThreadPoolExecutor(
+            self._readers_count, thread_name_prefix=f"bruno-memstore-chroma-reader-{self.prefix}"
+        )
+
+    def close(self) -> None:
+        """Finish queued writes, stop the threads, release the client (blocking)."""
+        if self.writer is not None:
+            self.writer.stop()
+            self.writer = None
+        if self.readers is not None:
+            self.readers.shutdown(wait=True)
+            self.readers = None
+        self._close_client()
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+
+    def _collection(self, name: str) -> Any:
+        # No embedding function: Chroma's default one would download a model. Every record
+        # brings its own vector (or a placeholder).
+        return self.client.get_or_create_collection(
+            name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
+
+    def _check_schema(self) -> None:
+        self.meta.add(ids=["schema"], embeddings=ONE, metadatas=[{"version": SCHEMA_VERSION}])
+        got = self.meta.get(ids=["schema"], include=["metadatas"])
+        version = int(got["metadatas"][0]["version"])
+        if version > SCHEMA_VERSION:
+            raise BackendError(
+                f"this store was written by a newer bruno-memstore (layout {version}, this "
+                f"version reads up to {SCHEMA_VERSION}); upgrade bruno-memstore"
+            )
+
+    def records(self, kind: str) -> Any:
+        """The current collection of ``"message"`` or ``"memory"`` records."""
+        return self._records[kind]
+
+    def _open_records(self) -> None:
+        self._records = {
+            kind: self._collection(collection_name(self.prefix, plural, self.generation))
+            for kind, plural in _KINDS.items()
+        }
+
+    # ---------------------------------------------------------------- vector space
+
+    def stored_space(self) -> StoredSpace | None:
+        got = self.meta.get(ids=["space"], include=["metadatas"])
+        if not got["ids"]:
+            return None
+        meta = got["metadatas"][0]
+        return StoredSpace(VectorSpace(meta["model"], int(meta["dim"])), int(meta["gen"]))
+
+    def claim_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        """Record ``space`` (writer thread). Without ``replace``, a recorded one wins."""
+        current = self.stored_space()
+        if current is not None and not replace:
+            self._follow(current)
+            return current.space
+        old = current.generation if current is not None else self.generation
+        new = old + 1
+        for plural in _KINDS.values():  # leftovers of a change that never got recorded
+            self._drop(collection_name(self.prefix, plural, new))
+        record = {"model": space.model, "dim": int(space.dimension), "gen": new}
+        if replace:
+            self.meta.upsert(ids=["space"], embeddings=ONE, metadatas=[record])
+        else:
+            # Insert-if-absent: when processes race to record the first space, one wins.
+            self.meta.add(ids=["space"], embeddings=ONE, metadatas=[record])
+            winner = self.stored_space()
+            assert winner is not None
+            if winner.space != space or winner.generation != new:
+                self._follow(winner)
+                return winner.space
+        self._move(old, new, int(space.dimension))
+        return space
+
+    def _follow(self, stored: StoredSpace) -> None:
+        if stored.generation != self.generation:
+            self.generation = stored.generation
+            self.dimension = stored.space.dimension
+            self._open_records()
+            self._finish_space_changes()
+
+    def _move(self, old: int, new: int, dimension: int) -> None:
+        """Copy every record of generation ``old`` into ``new`` without its vector."""
+        self.generation, self.dimension = new, dimension
+        targets = {
+            kind: self._collection(collection_name(self.prefix, plural, new))
+            for kind, plural in _KINDS.items()
+        }
+        for kind, plural in _KINDS.items():
+            self._copy(collection_name(self.prefix, plural, old), targets[kind])
+        self._records = targets
+
+    def _copy(self, source_name: str, target: Any) -> None:
+        """Copy a collection's records with placeholder vectors, then delete it."""
+        source = self._existing(source_name)
+        if source is None:
+            return
+        placeholder = [1.0] + [0.0] * (self.dimension - 1)
+        offset = 0
+        while True:
+            got = source.get(include=["documents", "metadatas"], limit=_COPY_PAGE, offset=offset)
+            if not got["ids"]:
+                break
+            ids, docs, metas = [], [], []
+            for rid, doc, meta in rows(got):
+                ids.append(rid)
+                docs.append(doc)
+                metas.append({**meta, "vec": False})
+            target.add(
+                ids=ids, documents=docs, metadatas=metas, embeddings=[placeholder] * len(ids)
+            )
+            offset += len(ids)
+        self._drop(source_name)
+
+    def _finish_space_changes(self) -> None:
+        """Finish copies a crash interrupted; drop collections of unrecorded generations."""
+        pattern = re.compile(rf"{re.escape(self.prefix)}_(messages|memories)_g(\d+)")
+        for name in self._collection_names():
+            match = pattern.fullmatch(name)
+            if match is None or int(match.group(2)) == self.generation:
+                continue
+            if int(match.group(2)) > self.generation:
+                self._drop(name)
+                continue
+            kind = "message" if match.group(1) == "messages" else "memory"
+            self._copy(name, self._records[kind])
+
+    def _collection_names(self) -> list[str]:
+        found = self.client.list_collections()
+        return [c if isinstance(c, str) else c.name for c in found]
+
+    def _existing(self, name: str) -> Any:
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    def _drop(self, name: str) -> None:
+        try:
+            self.client.delete_collection(name)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise
+
+    def drop_all(self) -> None:
+        """Delete every collection of this store (tests and tools)."""
+        prefix = f"{self.prefix}_"
+        for name in self._collection_names():
+            if name.startswith(prefix):
+                self._drop(name)
+
+    # ---------------------------------------------------------------- arrival numbers
+
+    def next_seqs(self, count: int) -> range:
+        """``count`` new arrival numbers, increasing (writer thread only)."""
+        start = max(self._seq_last + 1, time.time_ns())
+        end = start + count - 1
+        if end > self._seq_ceiling:
+            ceiling = end + _SEQ_AHEAD
+            self.meta.upsert(ids=["seq"], embeddings=ONE, metadatas=[{"ceiling": ceiling}])
+            self._seq_ceiling = ceiling
+        self._seq_last = end
+        return range(start, end + 1)
+
+    # ---------------------------------------------------------------- text tokens (server)
+
+    def read_token(self, user_id: str) -> str | None:
+        """The stored token of the user's text (a server), ``None`` in embedded mode."""
+        if not self.shared:
+            return None
+        got = self.meta.get(ids=[f"gen:{user_id}"], include=["metadatas"])
+        return str(got["metadatas"][0]["token"]) if got["ids"] else ""
+
+    def bump_tokens(self, user_ids: list[str]) -> None:
+        """Tell other processes that these users' text changed (a server; writer thread)."""
+        if not self.shared or not user_ids:
+            return
+        users = list(dict.fromkeys(user_ids))
+        self.meta.upsert(
+            ids=[f"gen:{u}" for u in users],
+            embeddings=ONE * len(users),
+            metadatas=[{"token": uuid.uuid4().hex} for _ in users],
+        )
+
+
+def _not_found(exc: BaseException) -> bool:
+    return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc)
+
+
+# -------------------------------------------------------------------- process registry
+
+_registry_lock = threading.Lock()
+_stores: dict[Hashable, ChromaStore] = {}
+
+
+def acquire(key: Hashable, build: Callable[[], ChromaStore]) -> ChromaStore:
+    """The open store for ``key``, opened with ``build()`` on first use (blocking)."""
+    with _registry_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = build()
+            store.open()
+            _stores[key] = store
+        store.refs += 1
+        return store
+
+
+def release(store: ChromaStore) -> None:
+    """Drop one reference; the last one closes the store (blocking)."""
+    with _registry_lock:
+        store.refs -= 1
+        if store.refs > 0:
+            return
+        if _stores.get(store.key) is store:
+            del _stores[store.key]
+    store.close()
