@@ -42,7 +42,7 @@ from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta"}
+GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta", "vgen"}
 
 
 @pytest_asyncio.fixture
@@ -90,11 +90,19 @@ async def _drop_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-async def _snapshot(raw: aioredis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key under the prefix with its full value."""
+async def _snapshot(_raw: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under the prefix with its full value (as bytes: vectors are binary)."""
+    raw = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        return await _values(raw, prefix)
+    finally:
+        await raw.aclose()
+
+
+async def _values(raw: aioredis.Redis, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in sorted(await _keys(prefix)):
-        kind = await raw.type(key)
+        kind = (await raw.type(key)).decode()
         if kind == "string":
             out[key] = await raw.get(key)
         elif kind == "hash":
@@ -161,14 +169,21 @@ async def test_every_key_of_a_user_hashes_to_the_users_slot(memory: RedisMemory)
     keys = await _keys(memory.prefix)
     tags = {user: memory.keys.tag(user) for user in AWKWARD_USERS}
     assert len(set(tags.values())) == len(AWKWARD_USERS)  # escaping keeps ids apart
+    vectors = f"{memory.prefix}:v:"
     for user, tag in tags.items():
-        mine = {k for k in keys if k.startswith(tag + ":")}
+        mine = {k for k in keys if k.startswith((tag + ":", vectors + tag + ":"))}
         assert len(mine) > 10, (user, mine)
         assert {key_slot(k.encode()) for k in mine} == {key_slot(tag.encode())}
         # Redis takes the hash tag from the first '{' to the next '}': exactly our tag.
-        assert all(k[1 : k.index("}")] == tag[1:-1] for k in mine)
-    per_user = {k for k in keys if k.startswith("{")}
-    assert per_user == {k for k in per_user if any(k.startswith(t + ":") for t in tags.values())}
+        assert all(k[k.index("{") + 1 : k.index("}")] == tag[1:-1] for k in mine)
+        # Every record's vector document sits in its owner's slot.
+        assert len({k for k in mine if k.startswith(vectors)}) == 4, user
+    per_user = {k for k in keys if k.startswith(("{", vectors))}
+    assert per_user == {
+        k
+        for k in per_user
+        if any(k.startswith((t + ":", vectors + t + ":")) for t in tags.values())
+    }
     for key in keys - per_user:
         kind = key[len(memory.prefix) + 1 :].split(":", 1)[0]
         assert kind in GLOBAL_KINDS, key
@@ -279,7 +294,7 @@ async def test_search_reads_only_the_query_terms_posting_lists(memory: RedisMemo
         await memory.store_message(make_message(text, timestamp=at(i)), user, f"conv-{i % 3}")
     await memory.store_memory(make_memory_entry(user, "the user plays classical guitar"))
     with monitor(memory.prefix) as commands:
-        results = await memory.search(user, "guitar lessons", limit=3)
+        results = await memory.search(user, "guitar lessons", limit=3, mode="keyword")
     assert len(results) == 3
     query_terms = set(terms("guitar lessons"))
     read_postings = {c.split(":t:", 1)[1] for c in commands if c.startswith("HGETALL")}
@@ -498,22 +513,28 @@ async def test_forget_user_leaves_no_key_behind(memory: RedisMemory, raw) -> Non
     await memory.create_session(user)
     await memory.store_message(make_message("not mine"), other, "bystander-conv")
     before_other = {k for k in await _keys(memory.prefix) if memory.keys.tag(other) in k}
+    assert len([k for k in before_other if k.startswith(f"{memory.prefix}:v:")]) == 1
     counts = await memory.forget_user(user)
     assert counts == {"messages": 12, "conversations": 4, "sessions": 1, "memories": 1}
     keys = await _keys(memory.prefix)
-    assert not {k for k in keys if k.startswith(memory.keys.tag(user))}
-    for key in keys:
-        if not key.startswith("{"):
-            kind = await raw.type(key)
-            if kind == "string":
-                values = [await raw.get(key)]
-            elif kind == "set":
-                values = list(await raw.smembers(key))
-            elif kind == "hash":
-                values = list((await raw.hgetall(key)).values())
-            else:
-                values = await raw.zrange(key, 0, -1)
-            assert not any(user in (v or "") for v in values), key
+    assert not {k for k in keys if memory.keys.tag(user) in k}  # vector documents too
+    binary = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        secret = user.encode()
+        for key in keys:
+            if not key.startswith("{"):
+                kind = (await binary.type(key)).decode()
+                if kind == "string":
+                    values = [await binary.get(key)]
+                elif kind == "set":
+                    values = list(await binary.smembers(key))
+                elif kind == "hash":
+                    values = list((await binary.hgetall(key)).values())
+                else:
+                    values = await binary.zrange(key, 0, -1)
+                assert not any(secret in (v or b"") for v in values), key
+    finally:
+        await binary.aclose()
     assert {k for k in keys if memory.keys.tag(other) in k} == before_other
 
 
@@ -528,10 +549,10 @@ async def test_changed_text_analysis_reindexes_on_connect(memory: RedisMemory, r
     assert await raw.hlen(posting) == 2
     await raw.delete(posting)
     await raw.hset(memory.keys.glob("meta"), "analysis", "0:older")
-    assert await memory.search(user, "run") == []
+    assert await memory.search(user, "run", mode="keyword") == []
     await memory.shutdown()
     await memory.initialize()
-    found = await memory.search(user, "running")
+    found = await memory.search(user, "running", mode="keyword")
     assert {r.kind for r in found} == {"message", "memory"}
     assert await raw.hget(memory.keys.glob("meta"), "analysis") == ANALYZER_FINGERPRINT
     assert not await raw.exists(memory.keys.glob("reindex-lock"))
@@ -566,7 +587,8 @@ async def test_lua_and_protocol_metacharacters_round_trip(memory: RedisMemory) -
     assert [(m.id, m.content, m.metadata) for m in got] == [
         (m.id, m.content, m.metadata) for m in msgs
     ]
-    assert [m.id for m in await memory.search_messages("flushall", user_id=user)] == [msgs[0].id]
+    found = await memory.search(user, "flushall", kinds=("message",), mode="keyword")
+    assert [r.message.id for r in found if r.message] == [msgs[0].id]
     entry = make_memory_entry(user, LUA_NASTIES[0], tags=["%s", "]]"], category="{c}")
     await memory.store_memory(entry)
     (back,) = await memory.retrieve_memories(MemoryQuery(user_id=user, tags=["]]"]))

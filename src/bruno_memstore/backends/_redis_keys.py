@@ -22,11 +22,20 @@ key                         type    holds
 ``T:eexp`` / ``T:cexp``     zset    memory expiry (µs) / conversation deadline (ms)
 ``T:s`` / ``T:sl``          hash /  session id -> record; ``<started><session id>``
                             zset
+``T:vm`` / ``T:ve``         set     ids of the user's message / memory vector documents
+``T:vgen``                  string  changes with every change of the user's vectors
+``P:v:T:m<id>`` /           hash    a message's / memory entry's vector document: ``vec``
+``P:v:T:e<id>``                     (float32 bytes) and the TAG/NUMERIC fields RediSearch
+                                    filters on (``u``, ``k``, ``c``, ``t``, ``g``, ``tg``,
+                                    ``f``, ``i``, ``x``); in the owner's slot
 ``P:co:<conv>``             string  conversation -> owner (the global directory)
 ``P:mo:<message id>``       string  message -> ``owner\0conversation\0order key+id``
 ``P:so:<sid>``/``P:eo:<id>`` string  session / memory entry -> owner
 ``P:users``                 set     every user with data (export, retention)
 ``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps
+``P:vgen``                  string  the counter ``T:vgen`` values are drawn from
+``P:meta``                  hash    ``analysis`` fingerprint; ``vspace`` (model, dimension),
+                                    ``vepoch`` (changes when every vector is dropped)
 ==========================  ======  ==========================================================
 
 Ids inside key names escape ``%``, ``{`` and ``}`` (``%25``, ``%7B``, ``%7D``), so a user id
@@ -108,6 +117,10 @@ class RedisKeys:
     def posting(self, user_id: str, term: str) -> str:
         """The posting list of one search term."""
         return f"{self.tag(user_id)}:t:{term}"
+
+    def vector(self, user_id: str, kind: str, record_id: str) -> str:
+        """A record's vector document (``kind``: ``m`` message, ``e`` memory entry)."""
+        return f"{self.prefix}:v:{self.tag(user_id)}:{kind}{encode_id(record_id)}"
 
     def pointer(self, kind: str, record_id: str) -> str:
         """A global directory key: ``co`` conversation, ``mo`` message, ``so``, ``eo``."""

@@ -9,6 +9,9 @@ retention sets live elsewhere.
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
 numbers and posting values stay far below 2**53.
+
+Vectors are written and removed by the same scripts as their records (see the "vectors"
+section of :data:`PRELUDE`), so a record and its vector document never disagree.
 """
 
 from __future__ import annotations
@@ -99,6 +102,51 @@ local function bodies_of(bkey, members, first, last)
 end
 local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28), 16)) end
 
+-- ------------------------------------------------------------------ vectors
+-- A record's vector is a hash of its own, P:v:T:m<message id> or P:v:T:e<memory id> with T
+-- the owner's tag (so it shares the owner's slot; RediSearch indexes the prefix P:v:):
+-- vec (float32 bytes), u (SHA-1 of P\0owner), k (m or e), c (SHA-1 of the conversation),
+-- and for memory entries the filter fields t, g, tg (SHA-1s of type, category and each
+-- tag, comma-joined), f, i (confidence, importance), x (expiry in microseconds, 1e18 for
+-- none). T:vm / T:ve list the ids of the user's vector documents
+-- (for search in the client); T:vgen changes with every change of them (values come from
+-- the global counter P:vgen, so a deleted and recreated T:vgen never repeats one).
+local function vkey(u, kind, id) return P .. ':v:' .. u .. kind .. enc(id) end
+local function vtag(s) return redis.sha1hex(s) end
+local function vgen_bump(u) redis.call('SET', u .. 'vgen', redis.call('INCR', P .. ':vgen')) end
+local function numstr(n) return string.format('%.17g', n) end
+
+local function put_message_vector(u, owner, conv, id, vec)
+  redis.call('HSET', vkey(u, 'm', id), 'vec', vec, 'u', vtag(P .. NUL .. owner), 'k', 'm',
+             'c', vtag(conv))
+  redis.call('SADD', u .. 'vm', id)
+end
+
+-- m: the entry's filter record (put_memory's meta: t c g f i x v).
+local function put_memory_vector(u, owner, id, m, vec)
+  local key = vkey(u, 'e', id)
+  redis.call('DEL', key)
+  local x = 1e18
+  if m.x ~= cjson.null then x = ts_num(m.x) end
+  local args = {'vec', vec, 'u', vtag(P .. NUL .. owner), 'k', 'e', 't', vtag(m.t),
+                'f', numstr(m.f), 'i', numstr(m.i), 'x', numstr(x)}
+  if m.c ~= cjson.null then args[#args + 1] = 'g'; args[#args + 1] = vtag(m.c) end
+  if m.v ~= cjson.null then args[#args + 1] = 'c'; args[#args + 1] = vtag(m.v) end
+  if #m.g > 0 then
+    local tags = {}
+    for k, tag in ipairs(m.g) do tags[k] = vtag(tag) end
+    args[#args + 1] = 'tg'; args[#args + 1] = table.concat(tags, ',')
+  end
+  redis.call('HSET', key, unpack(args))
+  redis.call('SADD', u .. 've', id)
+end
+
+-- Remove a record's vector document; true if there was one.
+local function drop_vector(u, kind, id)
+  redis.call('SREM', u .. 'v' .. kind, id)
+  return redis.call('DEL', vkey(u, kind, id)) == 1
+end
+
 -- ------------------------------------------------------------------ inverted index
 -- T:doc holds, per document, <head>\0<length>[\0term]*: the head says what the document is
 -- (message: role\0order member\0conversation; memory: a JSON filter record), the terms say
@@ -159,6 +207,7 @@ local function drop_message(u, conv, member)
   redis.call('HDEL', ckey(u, conv, 'b'), id)
   redis.call('ZREM', ckey(u, conv, 'o'), member)
   redis.call('DEL', ptr('mo', id))
+  return drop_vector(u, 'm', id)
 end
 
 local function drop_session(owner, sid)
@@ -178,7 +227,7 @@ end
 -- the whole conversation: messages, sessions, indexes and its directory entry.
 local function drop_conversation(owner, conv, keep)
   local u = ukey(owner)
-  local n = 0
+  local n, vectors = 0, false
   for _, m in ipairs(redis.call('ZRANGE', ckey(u, conv, 'o'), 0, -1)) do
     local gone = true
     if keep then
@@ -186,10 +235,11 @@ local function drop_conversation(owner, conv, keep)
       if meta and keep[head(meta, 1)[1]] then gone = false end
     end
     if gone then
-      drop_message(u, conv, m)
+      if drop_message(u, conv, m) then vectors = true end
       n = n + 1
     end
   end
+  if vectors then vgen_bump(u) end
   refresh_recent(u, conv)
   if keep then return n, 0 end
   local sessions = redis.call('SMEMBERS', ckey(u, conv, 's'))
@@ -251,6 +301,7 @@ local function drop_memory(owner, id)
   local fields = unindex_doc(u, 'e' .. id, 1)
   if fields then redis.call('ZREM', u .. 'er', cjson.decode(fields[1])['r']) end
   local existed = redis.call('HDEL', u .. 'e', id)
+  if drop_vector(u, 'e', id) then vgen_bump(u) end
   redis.call('ZREM', u .. 'eexp', id)
   redis.call('ZREM', P .. ':eexp', id)
   if redis.call('GET', ptr('eo', id)) == owner then redis.call('DEL', ptr('eo', id)) end
@@ -288,7 +339,7 @@ end
 # --------------------------------------------------------------------------- messages
 
 APPEND = r"""
--- ARGV: P header, then per record: header body terms values
+-- ARGV: P header, then per record: header body terms values vector('' none)
 --   header: user\0enforce\0conv\0ttl_ms\0newest_ts_us\0nrec (fields joined, fewer arguments)
 --   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined
 local h = head(ARGV[2], 6)
@@ -299,9 +350,9 @@ if not owner then return {'owner', other} end
 local u = ukey(owner)
 local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
 local out = {'ok', owner}
-local added = 0
+local added, vectors = 0, false
 local seq = redis.call('INCRBY', u .. 'seq', nrec) - nrec
-for i = 3, 2 + 4 * nrec, 4 do
+for i = 3, 2 + 5 * nrec, 5 do
   local r = head(ARGV[i], 4)
   local id, role = r[1], r[2]
   seq = seq + 1
@@ -321,9 +372,14 @@ for i = 3, 2 + 4 * nrec, 4 do
     redis.call('HINCRBY', u .. 'roles', role, 1)
     index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
               ARGV[i + 3])
+    if ARGV[i + 4] ~= '' then
+      put_message_vector(u, owner, conv, id, ARGV[i + 4])
+      vectors = true
+    end
     added = added + 1
   end
 end
+if vectors then vgen_bump(u) end
 if added > 0 then
   -- The conversation's newest message only moves forward on insert.
   redis.call('ZADD', u .. 'recent', 'GT', newest, conv)
@@ -468,6 +524,7 @@ return conversation_owner(ARGV[2]) or false
 
 PUT_MEMORY = r"""
 -- ARGV: P user id record meta rank expires_hex('' none) expires_us length terms values
+--       vector('' none)
 local user, id = ARGV[2], ARGV[3]
 local old = redis.call('GET', ptr('eo', id))
 if old then drop_memory(old, id) end
@@ -481,6 +538,10 @@ if ARGV[7] ~= '' then
   redis.call('ZADD', P .. ':eexp', ARGV[8], id)
 end
 index_doc(u, 'e' .. id, ARGV[5], ARGV[9], ARGV[10], ARGV[11])
+if ARGV[12] ~= '' then
+  put_memory_vector(u, user, id, cjson.decode(ARGV[5]), ARGV[12])
+  vgen_bump(u)
+end
 return 1
 """
 
@@ -748,8 +809,14 @@ for _, sid in ipairs(redis.call('HKEYS', u .. 's')) do s = s + drop_session(user
 for _, doc in ipairs(redis.call('HKEYS', u .. 'doc')) do
   unindex_doc(u, doc, string.byte(doc, 1) == 101 and 1 or 3)
 end
+for _, kind in ipairs({'m', 'e'}) do
+  for _, id in ipairs(redis.call('SMEMBERS', u .. 'v' .. kind)) do
+    redis.call('DEL', vkey(u, kind, id))
+  end
+end
 redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
-           u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp')
+           u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp', u .. 'vm',
+           u .. 've', u .. 'vgen')
 redis.call('SREM', P .. ':users', user)
 return s
 """
@@ -779,6 +846,115 @@ end
 return n
 """
 
+# --------------------------------------------------------------------------- vectors
+
+VECTOR_STATE = r"""
+-- ARGV: P user  ->  {user's vector generation, store's vector epoch} ('' when unset).
+-- Purges the user's conversations past their TTL first, so no search sees their vectors.
+purge_due(ARGV[2])
+return {redis.call('GET', ukey(ARGV[2]) .. 'vgen') or '',
+        redis.call('HGET', P .. ':meta', 'vepoch') or ''}
+"""
+
+VECTOR_LOAD = r"""
+-- ARGV: P user kind(m/e) cursor count  ->  {cursor, (id, extra, vector)*}
+-- One SSCAN step over the user's vector documents of one kind; extra is the conversation's
+-- SHA-1 for a message, the memory record (JSON) for a memory entry.
+local u, kind = ukey(ARGV[2]), ARGV[3]
+local scan = redis.call('SSCAN', u .. 'v' .. kind, ARGV[4], 'COUNT', ARGV[5])
+local out = {scan[1]}
+for _, id in ipairs(scan[2]) do
+  local f = redis.call('HMGET', vkey(u, kind, id), 'vec', 'c')
+  local extra = nil
+  if f[1] then
+    if kind == 'm' then extra = f[2] or '' else extra = redis.call('HGET', u .. 'e', id) end
+  end
+  if extra then
+    out[#out + 1] = id; out[#out + 1] = extra; out[#out + 1] = f[1]
+  end
+end
+return out
+"""
+
+VECTOR_FETCH = r"""
+-- ARGV: P user (kind id)*  ->  per pair: kind conv member body (a message), kind record ''
+-- '' (a memory entry), or '' '' '' '' (gone, or not the user's).
+local user = ARGV[2]
+local u = ukey(user)
+local out = {}
+for k = 3, #ARGV, 2 do
+  local kind, id = ARGV[k], ARGV[k + 1]
+  local a, b, c = nil, '', ''
+  if kind == 'm' then
+    local where = redis.call('GET', ptr('mo', id))
+    if where then
+      local f = split(where)
+      if f[1] == user then
+        local body = redis.call('HGET', ckey(u, f[2], 'b'), id)
+        if body then a, b, c = f[2], f[3], body end
+      end
+    end
+  elseif redis.call('GET', ptr('eo', id)) == user then
+    a = redis.call('HGET', u .. 'e', id)
+  end
+  if a then
+    out[#out + 1] = kind; out[#out + 1] = a; out[#out + 1] = b; out[#out + 1] = c
+  else
+    out[#out + 1] = ''; out[#out + 1] = ''; out[#out + 1] = ''; out[#out + 1] = ''
+  end
+end
+return out
+"""
+
+PUT_VECTORS = r"""
+-- ARGV: P kind(m/e) (id vector)*  ->  vectors written (ids no longer stored are skipped)
+local kind = ARGV[2]
+local n, owners = 0, {}
+for k = 3, #ARGV, 2 do
+  local id, vec = ARGV[k], ARGV[k + 1]
+  if kind == 'm' then
+    local where = redis.call('GET', ptr('mo', id))
+    if where then
+      purge_due(split(where)[1])
+      where = redis.call('GET', ptr('mo', id))
+    end
+    if where then
+      local f = split(where)
+      local u = ukey(f[1])
+      if redis.call('HEXISTS', ckey(u, f[2], 'b'), id) == 1 then
+        put_message_vector(u, f[1], f[2], id, vec)
+        owners[f[1]] = true
+        n = n + 1
+      end
+    end
+  else
+    local owner = redis.call('GET', ptr('eo', id))
+    local meta = owner and redis.call('HGET', ukey(owner) .. 'doc', 'e' .. id)
+    if meta then
+      put_memory_vector(ukey(owner), owner, id, cjson.decode(head(meta, 1)[1]), vec)
+      owners[owner] = true
+      n = n + 1
+    end
+  end
+end
+for owner in pairs(owners) do vgen_bump(ukey(owner)) end
+return n
+"""
+
+DROP_VECTORS = r"""
+-- ARGV: P user  ->  vector documents deleted (all of the user's, both kinds)
+local u = ukey(ARGV[2])
+local n = 0
+for _, kind in ipairs({'m', 'e'}) do
+  for _, id in ipairs(redis.call('SMEMBERS', u .. 'v' .. kind)) do
+    n = n + redis.call('DEL', vkey(u, kind, id))
+  end
+  redis.call('DEL', u .. 'v' .. kind)
+end
+vgen_bump(u)
+return n
+"""
+
 SCRIPTS: dict[str, str] = {
     "append": APPEND,
     "get_messages": GET_MESSAGES,
@@ -800,5 +976,10 @@ SCRIPTS: dict[str, str] = {
     "forget_rest": FORGET_REST,
     "touch_user": TOUCH_USER,
     "reindex": REINDEX,
+    "vector_state": VECTOR_STATE,
+    "vector_load": VECTOR_LOAD,
+    "vector_fetch": VECTOR_FETCH,
+    "put_vectors": PUT_VECTORS,
+    "drop_vectors": DROP_VECTORS,
 }
 """Script name -> Lua body (without the prelude)."""

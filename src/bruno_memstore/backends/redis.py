@@ -1,4 +1,5 @@
-"""``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed.
+"""``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
+for vector search when the server has it).
 
 Every primitive is one Lua script (``_redis_lua``), so each change is atomic on the server:
 the ownership check and the insert, a message and all of its index entries, a deletion and
@@ -6,6 +7,13 @@ everything that refers to the deleted records. All of a user's keys share one ha
 (``_redis_keys``); a small global directory maps conversation, message, session and memory
 ids to their owner. Search is BM25 computed in Lua from per-user posting lists, with the
 same analysis and formula as :class:`~bruno_memstore.search.BM25Index`.
+
+Vectors: each record's vector is a small hash of its own (``P:v:...``), written and deleted
+by the record's own script. Where the server has RediSearch, one HNSW index over those
+hashes answers KNN queries with the user, kind, conversation and memory filters inside the
+query; elsewhere search is exact, in the client, over the user's vectors loaded into a
+:class:`~bruno_memstore.vector_cache.UserVectorCache` (kept while the user's generation key,
+bumped by those scripts, is unchanged).
 
 See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
 """
@@ -15,13 +23,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+import numpy as np
 
 from ..base import MemoryBackend
 from ..capabilities import SEARCHABLE_STORE, Capability
+from ..embeddings.adapter import VectorSpace
 from ..errors import (
     BackendError,
     InvalidArgumentError,
@@ -35,10 +48,11 @@ from ..models import (
     SearchHit,
     SessionRecord,
 )
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..retry import RetryPolicy
 from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
+from ..vector_cache import UserVectorCache, vector_from_bytes, vector_to_bytes
 from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from ._redis_lua import PRELUDE, SCRIPTS
 
@@ -47,11 +61,22 @@ try:
     from redis import exceptions as rexc
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.client import NEVER_DECODE
 except ImportError:  # pragma: no cover - exercised only without the [redis] extra
     aioredis = None  # type: ignore[assignment]
     rexc = None  # type: ignore[assignment]
+    NEVER_DECODE = "NEVER_DECODE"
 
-__all__ = ["RedisMemory"]
+__all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
+
+log = logging.getLogger("bruno_memstore.redis")
+
+VECTOR_MODES = ("auto", "redisearch", "client")
+"""``vector_search`` values: use RediSearch when the server has it, insist on it, or never."""
+# HNSW graph parameters of the RediSearch index (RediSearch's defaults are 16 and 200).
+_HNSW_M = 16
+_HNSW_EF_CONSTRUCTION = 200
+_LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
 
 # Posting value = document length * _F + term frequency (see _redis_lua); both stay below
 # _F, so every value is below 2**52, exact in Lua's doubles.
@@ -69,6 +94,8 @@ _OPTIONS: dict[str, type] = {
     "max_connections": int,
     "pool_timeout": float,
     "require_durable": bool,
+    "vector_search": str,
+    "vector_cache_users": int,
     "operation_timeout": float,
     "context_window": int,
 }
@@ -92,10 +119,12 @@ _DEFAULTS: dict[str, Any] = {
     "max_connections": 50,
     "pool_timeout": 5.0,
     "require_durable": False,
+    "vector_search": "auto",
+    "vector_cache_users": 64,
 }
 
 
-class RedisMemory(MemoryBackend):
+class RedisMemory(MemoryBackend, VectorPrimitives):
     """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
 
     Args:
@@ -110,6 +139,10 @@ class RedisMemory(MemoryBackend):
         max_connections: size of the connection pool; more concurrent calls wait for one.
         pool_timeout: seconds to wait for a free pooled connection.
         require_durable: refuse to connect unless the server persists writes (AOF on).
+        vector_search: ``"auto"`` (RediSearch's HNSW index when the server has the module,
+            else exact search in the client), ``"redisearch"`` (refuse to connect without
+            it) or ``"client"`` (never use it). :attr:`vector_mode` says what is used.
+        vector_cache_users: users whose vectors are kept loaded (search in the client).
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
@@ -118,7 +151,10 @@ class RedisMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "redis"
-    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.TTL}
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
+        Capability.TTL,
+        Capability.VECTORS,
+    }
 
     DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
         attempts=8, initial_backoff=0.05, max_backoff=1.0, deadline=15.0
@@ -136,6 +172,8 @@ class RedisMemory(MemoryBackend):
         max_connections: int = 50,
         pool_timeout: float = 5.0,
         require_durable: bool = False,
+        vector_search: str = "auto",
+        vector_cache_users: int = 64,
         **options: Any,
     ) -> None:
         if aioredis is None:
@@ -153,6 +191,8 @@ class RedisMemory(MemoryBackend):
             "max_connections": max_connections,
             "pool_timeout": pool_timeout,
             "require_durable": require_durable,
+            "vector_search": vector_search,
+            "vector_cache_users": vector_cache_users,
         }
         settings, base_options, driver_query = _merge_options(url, given, options)
         base_options.setdefault("retry", self.DEFAULT_RETRY)
@@ -171,11 +211,22 @@ class RedisMemory(MemoryBackend):
                 raise InvalidArgumentError(name, "must be a positive number of seconds")
         if isinstance(settings["max_connections"], bool) or settings["max_connections"] < 1:
             raise InvalidArgumentError("max_connections", "must be at least 1")
+        if settings["vector_search"] not in VECTOR_MODES:
+            raise InvalidArgumentError(
+                "vector_search", f"expected one of {', '.join(VECTOR_MODES)}"
+            )
+        users = settings["vector_cache_users"]
+        if isinstance(users, bool) or not isinstance(users, int) or users < 1:
+            raise InvalidArgumentError("vector_cache_users", "must be a positive int")
         self._settings = settings
         self._client: Any = None
         self._pool: Any = None
         self._scripts: dict[str, Any] = {}
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
+        self._vector_mode: str | None = None
+        self._index_dimension: int | None = None  # of the RediSearch index, once checked
+        # Two per user: message vectors, memory-entry vectors.
+        self._vector_cache = UserVectorCache(max_users=2 * users)
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
@@ -183,7 +234,19 @@ class RedisMemory(MemoryBackend):
         return cls(url.raw, **options)
 
     def describe(self) -> str:
-        return f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
+        text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
+        return f"{text}, vectors={self._vector_mode}" if self._vector_mode else text
+
+    @property
+    def vector_mode(self) -> str | None:
+        """How vectors are searched, once connected: ``"redisearch"`` (the server's HNSW
+        index) or ``"client"`` (exact, in this process)."""
+        return self._vector_mode
+
+    @property
+    def vector_index_name(self) -> str:
+        """The name of this store's RediSearch index (used in ``"redisearch"`` mode)."""
+        return f"{self.prefix}:vectors"
 
     def _redact(self, text: str) -> str:
         password = self._url.password
@@ -241,6 +304,7 @@ class RedisMemory(MemoryBackend):
                 await client.script_load(script.script)
                 scripts[name] = script
             await self._check_analysis(client, scripts)
+            mode = await self._detect_vector_mode(client)
         except BaseException:
             await client.aclose()
             await pool.aclose()
@@ -249,6 +313,33 @@ class RedisMemory(MemoryBackend):
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
         self._slots = asyncio.Semaphore(s["max_connections"])
+        self._vector_mode, self._index_dimension = mode, None
+        log.info(
+            "%s: vector search %s",
+            self.describe(),
+            "by RediSearch (HNSW index, filters inside the KNN query)"
+            if mode == "redisearch"
+            else "exact, in the client (the server has no RediSearch)"
+            if s["vector_search"] == "auto"
+            else "exact, in the client (vector_search='client')",
+        )
+
+    async def _detect_vector_mode(self, client: Any) -> str:
+        """``"redisearch"`` if the server answers RediSearch commands (and that is wanted)."""
+        wanted = self._settings["vector_search"]
+        if wanted == "client":
+            return "client"
+        try:
+            await client.execute_command("FT._LIST")
+        except rexc.ResponseError as exc:
+            if wanted == "redisearch":
+                raise BackendError(
+                    f"vector_search='redisearch' but the server has no RediSearch module ({exc})",
+                    backend=self.backend_name,
+                    operation="connect",
+                ) from exc
+            return "client"
+        return "redisearch"
 
     async def _check_analysis(self, client: Any, scripts: dict[str, Any]) -> None:
         """Re-index every document if the shared text analysis changed since it was indexed.
@@ -455,6 +546,7 @@ class RedisMemory(MemoryBackend):
             expires if expires is not None else 0,
         ]
         _index_args(record.content, args)
+        args.append(b"" if record.vector is None else vector_to_bytes(record.vector))
         await self._eval("put_memory", args)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
@@ -560,6 +652,318 @@ class RedisMemory(MemoryBackend):
             "last_message_us": ts_from_hex(last) if last else None,
         }
 
+    # ================================================================ vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        text = await self._command(self._client.hget, self.keys.glob("meta"), "vspace")
+        if not text:
+            return None
+        model, dimension = json.loads(text)
+        return VectorSpace(model, dimension)
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        meta = self.keys.glob("meta")
+        text = _dumps([space.model, space.dimension])
+        if replace:
+            # Vectors first: an interrupted run leaves the old model recorded over fewer
+            # vectors, never the new one over old vectors.
+            if self._vector_mode == "redisearch":
+                await self._drop_index()
+            async for user in self._users(None):
+                await self._eval("drop_vectors", [user])
+            await self._command(self._client.hset, meta, "vspace", text)
+            await self._command(self._client.hincrby, meta, "vepoch", 1)
+            self._vector_cache.clear()
+            recorded = space
+        else:
+            await self._command(self._client.hsetnx, meta, "vspace", text)
+            found = await self._vector_space()
+            assert found is not None
+            recorded = found
+        if self._vector_mode == "redisearch":
+            await self._ensure_index(recorded.dimension)
+        return recorded
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        code = "m" if kind == "message" else "e"
+        flat: list[Any] = []
+        for rid, vec in items:
+            flat += (str(rid), vector_to_bytes(vec))
+        for start in range(0, len(flat), 512):
+            await self._eval("put_vectors", [code, *flat[start : start + 512]])
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        flt = memory_filter or MemoryFilter(user_id=user_id, now_us=int(time.time() * 1e6))
+        if self._vector_mode == "redisearch":
+            near = await self._knn(user_id, query, kinds, conversation_id, limit, flt)
+        else:
+            near = await self._exact(user_id, query, kinds, conversation_id, limit, flt)
+        return await self._fetch_hits(user_id, near)
+
+    # ---------------------------------------------------------------- RediSearch
+
+    async def _ensure_index(self, dimension: int) -> None:
+        """Create the HNSW index for ``dimension`` unless it exists with that dimension.
+
+        Created over documents already stored (RediSearch indexes them in the background),
+        so a store written before the server had RediSearch is searchable once connected.
+        """
+        if self._index_dimension == dimension:
+            return
+        current = await self._index_info()
+        if current is not None:
+            if _index_dimension(current) == dimension:
+                self._index_dimension = dimension
+                return
+            await self._drop_index()
+        schema: list[Any] = [
+            "vec", "VECTOR", "HNSW", 10, "TYPE", "FLOAT32", "DIM", dimension,
+            "DISTANCE_METRIC", "COSINE", "M", _HNSW_M, "EF_CONSTRUCTION", _HNSW_EF_CONSTRUCTION,
+        ]  # fmt: skip
+        for name in ("u", "k", "c", "t", "g", "tg"):
+            schema += (name, "TAG")
+        for name in ("f", "i", "x"):
+            schema += (name, "NUMERIC")
+        try:
+            await self._command(
+                self._client.execute_command,
+                "FT.CREATE",
+                self.vector_index_name,
+                "ON",
+                "HASH",
+                "PREFIX",
+                1,
+                f"{self.prefix}:v:",
+                "SCHEMA",
+                *schema,
+            )
+        except rexc.ResponseError as exc:
+            if "already exists" not in str(exc).lower():  # another process was first
+                raise
+        self._index_dimension = dimension
+
+    async def _index_info(self) -> dict[str, Any] | None:
+        try:
+            reply = await self._command(
+                self._client.execute_command, "FT.INFO", self.vector_index_name
+            )
+        except rexc.ResponseError as exc:
+            text = str(exc).lower()
+            if "unknown index" in text or "no such index" in text or "not found" in text:
+                return None
+            raise
+        return _pairs(reply)
+
+    async def _drop_index(self) -> None:
+        self._index_dimension = None
+        try:
+            await self._command(
+                self._client.execute_command, "FT.DROPINDEX", self.vector_index_name
+            )
+        except rexc.ResponseError as exc:
+            text = str(exc).lower()
+            if not ("unknown index" in text or "no such index" in text or "not found" in text):
+                raise
+
+    async def vector_index_info(self) -> dict[str, Any]:
+        """What answers vector queries: ``mode``, and in ``"redisearch"`` mode the index's
+        ``name``, ``dimension``, ``documents``, ``indexing`` (still scanning: 0/1) and
+        ``failures`` (documents it could not index)."""
+        await self._ensure_connected()
+        out: dict[str, Any] = {"mode": self._vector_mode}
+        if self._vector_mode == "redisearch":
+            info = await self._index_info() or {}
+            out.update(
+                name=self.vector_index_name,
+                dimension=_index_dimension(info) if info else None,
+                documents=int(info.get("num_docs", 0)),
+                indexing=int(info.get("indexing", 0)),
+                failures=int(info.get("hash_indexing_failures", 0)),
+            )
+        return out
+
+    def _user_tag(self, user_id: str) -> str:
+        """The ``u`` field of the user's vector documents (the store's prefix is in it)."""
+        return vector_tag(self.prefix + "\0" + user_id)
+
+    def _knn_query(
+        self,
+        user_id: str,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        flt: MemoryFilter,
+    ) -> str:
+        """The filter of a KNN query; every value is a hex digest, so nothing needs escaping."""
+        parts = [f"@u:{{{self._user_tag(user_id)}}}"]
+        if conversation_id is not None:
+            parts.append(f"@c:{{{vector_tag(conversation_id)}}}")
+        alternatives: list[str] = []
+        if "message" in kinds:
+            alternatives.append("@k:{m}")
+        if "memory" in kinds:
+            memory = ["@k:{e}"]
+            for field, values in (("t", flt.memory_types), ("g", flt.categories), ("tg", flt.tags)):
+                if values:
+                    memory.append(f"@{field}:{{{'|'.join(vector_tag(v) for v in values)}}}")
+            if flt.min_confidence > 0:
+                memory.append(f"@f:[{float(flt.min_confidence)!r} +inf]")
+            if flt.min_importance > 0:
+                memory.append(f"@i:[{float(flt.min_importance)!r} +inf]")
+            if not flt.include_expired:
+                memory.append(f"@x:[({int(flt.now_us)} +inf]")
+            alternatives.append(f"({' '.join(memory)})")
+        if len(alternatives) == 1:
+            parts.append(alternatives[0])
+        else:
+            parts.append(f"({' | '.join(alternatives)})")
+        return f"({' '.join(parts)})=>[KNN $k @vec $blob AS dist]"
+
+    async def _knn(
+        self,
+        user_id: str,
+        query: np.ndarray,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        flt: MemoryFilter,
+    ) -> list[tuple[float, str, str]]:
+        if self._index_dimension != query.size:
+            space = await self._vector_space()
+            await self._ensure_index(space.dimension if space else query.size)
+        args = [
+            "FT.SEARCH",
+            self.vector_index_name,
+            self._knn_query(user_id, kinds, conversation_id, flt),
+            "PARAMS",
+            4,
+            "blob",
+            query.astype("<f4").tobytes(),
+            "k",
+            limit,
+            "SORTBY",
+            "dist",
+            "ASC",
+            "LIMIT",
+            0,
+            limit,
+            "RETURN",
+            1,
+            "dist",
+            "DIALECT",
+            2,
+        ]
+        pipe = self._client.pipeline(transaction=False)
+        # Conversations past their TTL leave first (with their vectors), then the query.
+        await self._scripts["vector_state"](args=[self.prefix, user_id], client=pipe)
+        pipe.execute_command(*args)
+        _state, reply = await self._command(pipe.execute)
+        near: list[tuple[float, str, str]] = []
+        for key, fields in _search_results(reply):
+            # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
+            cut = key.index("}:", len(self.prefix)) + 2
+            near.append((1.0 - float(fields["dist"]), key[cut], _decode_id(key[cut + 1 :])))
+        return near
+
+    # ---------------------------------------------------------------- search in the client
+
+    async def _exact(
+        self,
+        user_id: str,
+        query: np.ndarray,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        flt: MemoryFilter,
+    ) -> list[tuple[float, str, str]]:
+        generation = tuple(await self._eval("vector_state", [user_id]))
+        nbytes = 4 * query.size
+        near: list[tuple[float, str, str]] = []
+        if "message" in kinds:
+            index = await self._vector_cache.get(
+                f"{user_id}\0m", generation, lambda: self._load_vectors(user_id, "m", nbytes)
+            )
+            allow = None
+            if conversation_id is not None:
+                tag = vector_tag(conversation_id)
+                allow = lambda key: key[1] == tag  # noqa: E731
+            near += [(s, "m", key[0]) for key, s in index.search(query, limit, allow)]
+        if "memory" in kinds:
+            index = await self._vector_cache.get(
+                f"{user_id}\0e", generation, lambda: self._load_vectors(user_id, "e", nbytes)
+            )
+
+            def allow_memory(key: Any) -> bool:
+                rec: MemoryRecord = key.record
+                return flt.matches(rec) and conversation_id in (None, rec.conversation_id)
+
+            near += [(s, "e", key.record.id) for key, s in index.search(query, limit, allow_memory)]
+        near.sort(key=lambda n: -n[0])
+        return near[:limit]
+
+    async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, Any]]:
+        """The user's vectors of one kind with what the filters need, SSCAN step by step."""
+        out: list[tuple[Any, Any]] = []
+        seen: set[str] = set()  # SSCAN may repeat an element
+        cursor = 0
+        while True:
+            reply = await self._eval_bytes("vector_load", [user_id, kind, cursor, _LOAD_BATCH])
+            cursor = int(reply[0])
+            for i in range(1, len(reply), 3):
+                rid, extra, blob = reply[i].decode(), reply[i + 1].decode(), reply[i + 2]
+                if len(blob) != nbytes or rid in seen:  # made by another model: not comparable
+                    continue
+                seen.add(rid)
+                key = (rid, extra) if kind == "m" else _Entry(_memory(extra))
+                out.append((key, vector_from_bytes(blob)))
+            if cursor == 0:
+                return out
+
+    async def _eval_bytes(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a script whose reply holds binary values (returned undecoded)."""
+        script = self._scripts[name]
+
+        def call() -> Any:
+            return self._client.execute_command(
+                "EVALSHA", script.sha, 0, self.prefix, *args, **{NEVER_DECODE: True}
+            )
+
+        try:
+            return await self._command(call)
+        except rexc.NoScriptError:  # the server's script cache was flushed
+            await self._command(self._client.script_load, script.script)
+            return await self._command(call)
+
+    async def _fetch_hits(
+        self, user_id: str, near: list[tuple[float, str, str]]
+    ) -> list[SearchHit]:
+        """The records of ``near`` (``(score, kind, id)``), re-checked to be the user's;
+        those deleted meanwhile are left out."""
+        if not near:
+            return []
+        flat: list[str] = []
+        for _, kind, rid in near:
+            flat += (kind, rid)
+        reply = await self._eval("vector_fetch", [user_id, *flat])
+        hits: list[SearchHit] = []
+        for (score, _, _), i in zip(near, range(0, len(reply), 4), strict=True):
+            kind = reply[i]
+            if kind == "m":
+                rec = _message(reply[i + 3], reply[i + 2], reply[i + 1], user_id)
+                hits.append(SearchHit("message", score, message=rec))
+            elif kind == "e":
+                hits.append(SearchHit("memory", score, memory=_memory(reply[i + 1])))
+        return hits
+
     # ================================================================ whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
@@ -639,6 +1043,53 @@ class RedisMemory(MemoryBackend):
 
 
 # ==================================================================== helpers
+
+
+class _Entry:
+    """A memory entry's key in a cached vector index: its record, for the filters
+    (identity-hashed; a loaded index holds each entry once)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: MemoryRecord) -> None:
+        self.record = record
+
+
+def vector_tag(value: str) -> str:
+    """The TAG value indexed for ``value`` (the scripts' ``redis.sha1hex``): hex digits only,
+    so any user id, conversation id, category or tag is matched exactly, unescaped."""
+    return hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _decode_id(text: str) -> str:
+    """Inverse of ``encode_id`` (``%25``, ``%7B``, ``%7D``)."""
+    if "%" not in text:
+        return text
+    return text.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A RESP2 flat ``[name, value, ...]`` list as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    return {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+
+
+def _search_results(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(key, fields)`` of each document in an ``FT.SEARCH`` reply (RESP2 or RESP3)."""
+    if isinstance(reply, dict):
+        return [(r["id"], r.get("extra_attributes") or {}) for r in reply.get("results", [])]
+    return [(reply[i], _pairs(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+
+def _index_dimension(info: dict[str, Any]) -> int | None:
+    """The vector field's dimension in an ``FT.INFO`` reply."""
+    for attribute in info.get("attributes", []):
+        fields = _pairs(attribute)
+        if fields.get("identifier") == "vec":
+            dim = fields.get("dim")
+            return int(dim) if dim is not None else None
+    return None
 
 
 def _merge_options(
@@ -735,6 +1186,7 @@ def _append_args(
         )
         args.append("\x00".join(counts))
         args.append("\x00".join([str(base + tf) for tf in counts.values()]))
+        args.append(b"" if rec.vector is None else vector_to_bytes(rec.vector))
     return args
 
 
