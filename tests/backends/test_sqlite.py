@@ -1,4 +1,5 @@
-"""What only SQLiteMemory promises: the engine set-up, schema, indexes, processes and threads.
+"""What only SQLiteMemory promises: the engine set-up, schema, indexes, vectors, processes and
+threads.
 
 The shared semantics are checked by the conformance suite (``tests/conformance``).
 """
@@ -19,11 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bruno_memstore import open_memory
 from bruno_memstore.backends import _sqlite_ops as ops
-from bruno_memstore.backends._sqlite_schema import LATEST_VERSION, MIGRATIONS, migrate
+from bruno_memstore.backends._sqlite_schema import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    VECTOR_COUNTERS,
+    migrate,
+)
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
@@ -43,6 +50,7 @@ from bruno_memstore.testing import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.vector_index import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +91,40 @@ def fts_consistent(path: Path) -> None:
         expected = {r[0] for r in conn.execute("SELECT seq FROM messages")}
         expected |= {-r[0] for r in conn.execute("SELECT rid FROM memories")}
     assert fts_rows(path) == expected
+
+
+def vectors_consistent(path: Path) -> None:
+    """Every message and memory entry has one vector, filed under its owner, and no vector
+    outlives its record (the memory under test embeds everything it stores)."""
+    with raw(path) as conn:
+        assert set(conn.execute("SELECT seq, uid FROM message_vectors")) == set(
+            conn.execute("SELECT seq, uid FROM messages")
+        )
+        assert set(conn.execute("SELECT rid, uid FROM memory_vectors")) == set(
+            conn.execute("SELECT rid, uid FROM memories")
+        )
+
+
+def counters(path: Path, user: str) -> dict[str, int]:
+    """The user's vector change counters (all 0 for an unknown user)."""
+    with raw(path) as conn:
+        row = conn.execute(
+            f"SELECT {', '.join(VECTOR_COUNTERS)} FROM users WHERE user_id = ?", (user,)
+        ).fetchone()
+    return dict(zip(VECTOR_COUNTERS, row or (0,) * len(VECTOR_COUNTERS), strict=True))
+
+
+def unit_vectors(n: int, dimension: int = 384, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dimension)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+TOPICS = [
+    "My sister adopted a small grey kitten from the animal shelter",
+    "The quarterly tax return is due at the end of the month",
+    "We hiked up the mountain trail and camped near the summit",
+    "I am learning to bake sourdough bread with a new starter",
+]
 
 
 async def store(memory: SQLiteMemory, user: str, conv: str, texts: list[str]) -> list[Any]:
@@ -215,22 +257,27 @@ async def test_search_rows_follow_every_deletion(memory: SQLiteMemory, db_path: 
     for entry in (keep, gone, expired):
         await memory.store_memory(entry)
     fts_consistent(db_path)
+    vectors_consistent(db_path)
     before = len(fts_rows(db_path))
 
     await memory.clear_history(conv_a)  # keeps the system message
     fts_consistent(db_path)
+    vectors_consistent(db_path)
     assert len(fts_rows(db_path)) == before - 2
     assert [m.content for m in await memory.retrieve_messages(conv_a)] == [system.content]
 
     await memory.delete_memory(str(gone.id))
     assert await memory.purge_expired() == 1
     fts_consistent(db_path)
+    vectors_consistent(db_path)
     assert len(fts_rows(db_path)) == before - 4
 
     await memory.clear_conversation(alice, conv_b)
     fts_consistent(db_path)
+    vectors_consistent(db_path)
     await memory.forget_user(alice)
     fts_consistent(db_path)
+    vectors_consistent(db_path)
     assert await memory.search(alice, "otters") == []
     assert [m.content for m in await memory.search_messages("otter", user_id=bob)] == [
         "bob likes otters too"
@@ -248,8 +295,10 @@ async def test_replacing_a_memory_reindexes_it(memory: SQLiteMemory, db_path: Pa
     entry.content = "likes green tea"
     await memory.store_memory(entry)
     fts_consistent(db_path)
-    assert await memory.search(user, "espresso") == []
-    assert [r.memory.id for r in await memory.search(user, "tea") if r.memory] == [entry.id]
+    vectors_consistent(db_path)
+    assert await memory.search(user, "espresso", mode="keyword") == []
+    found = await memory.search(user, "tea", mode="keyword")
+    assert [r.memory.id for r in found if r.memory] == [entry.id]
 
 
 async def test_fts_syntax_in_queries_is_plain_text(memory: SQLiteMemory) -> None:
@@ -258,6 +307,145 @@ async def test_fts_syntax_in_queries_is_plain_text(memory: SQLiteMemory) -> None
     for query in ('"', '""', "NEAR(", "AND OR NOT", "col:umn", "*", "^x", "{a b}:c", "a'b", "\\"):
         await memory.search(user, query)  # never an FTS5 syntax error
     assert len(await memory.search_messages("near column", user_id=user)) == 1
+
+
+# ==================================================================== vectors
+
+
+async def test_vector_changes_move_only_their_users_counters(
+    memory: SQLiteMemory, db_path: Path
+) -> None:
+    user, other, conv = new_user_id(), new_user_id(), new_conversation_id()
+    await store(memory, other, new_conversation_id(), ["someone else's note"])
+    theirs = counters(db_path, other)
+
+    def moved(messages: tuple[int, int], memories: tuple[int, int]) -> None:
+        """(generation, epoch) of each kind."""
+        assert counters(db_path, user) == dict(
+            zip(VECTOR_COUNTERS, (*messages, *memories), strict=True)
+        )
+
+    await store(memory, user, conv, TOPICS[:2])  # an append: the generation only
+    moved((1, 0), (0, 0))
+    await store(memory, user, conv, TOPICS[2:])
+    moved((2, 0), (0, 0))
+    entry = make_memory_entry(user, "likes espresso")
+    await memory.store_memory(entry)
+    moved((2, 0), (1, 0))
+    entry.content = "likes green tea"  # a replaced vector: the epoch too
+    await memory.store_memory(entry)
+    moved((2, 0), (2, 1))
+    await memory.clear_history(conv)
+    moved((3, 1), (2, 1))
+    await memory.delete_memory(str(entry.id))
+    moved((3, 1), (3, 2))
+    await memory.store_memory(make_memory_entry(user, "old", expires_at=at(0)))
+    assert await memory.purge_expired() == 1
+    moved((3, 1), (5, 3))
+    assert counters(db_path, other) == theirs  # nothing of theirs changed
+    await memory.reindex()  # drops and replaces every vector: every user's epochs move
+    assert counters(db_path, other)["message_vector_epoch"] > theirs["message_vector_epoch"]
+    assert counters(db_path, user)["memory_vector_epoch"] > 3
+
+
+async def test_store_of_the_previous_schema_gets_vectors_by_reindex(db_path: Path) -> None:
+    # A file written at version 2 (before vectors), with messages and an entry.
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        assert migrate(conn, target=2) == (0, 2)
+        recs = [
+            message_to_record(make_message(t, timestamp=at(i)), "c") for i, t in enumerate(TOPICS)
+        ]
+        conn.execute("BEGIN")
+        ops.append_messages(conn, "c", "alice", recs, True, ops.search_bodies(TOPICS))
+        entry = memory_to_record(make_memory_entry("alice", "Alice bakes bread every Sunday"))
+        ops.put_memory(conn, entry, ops.search_bodies([entry.content])[0])
+        conn.execute("COMMIT")
+    async with SQLiteMemory(db_path) as mem:
+        await mem.initialize()
+        assert mem.schema_version == LATEST_VERSION
+        assert mem.vector_space == await mem.embedder.space()  # recorded on first open
+        # Old records: found by keywords, not by meaning until reindexed.
+        assert len(await mem.search("alice", "kitten", mode="keyword")) == 1
+        assert await mem.search("alice", "a cat for the family", mode="vector") == []
+        puppy = make_message("we brought a puppy home", timestamp=at(9))
+        await mem.store_message(puppy, "alice", "c")  # new records have vectors at once
+        found = await mem.search("alice", "a cat for the family", mode="vector", limit=10)
+        assert [r.message.id for r in found if r.message] == [puppy.id]
+
+        assert await mem.reindex() == {"message": len(TOPICS) + 1, "memory": 1}
+        found = await mem.search(
+            "alice", "a cat for the family", mode="vector", limit=10, kinds=("message",)
+        )
+        assert found[0].message is not None and str(found[0].message.id) == recs[0].id
+        assert len(found) == len(TOPICS) + 1
+        found = await mem.search("alice", "baking loaves", mode="vector", kinds=("memory",))
+        assert [str(r.memory.id) for r in found if r.memory] == [entry.id]
+    vectors_consistent(db_path)
+
+
+async def test_writes_of_another_instance_invalidate_the_cached_index(db_path: Path) -> None:
+    """Two instances share only the file, as two processes would: each keeps its own copy
+    of the user's vectors, which the other's writes must invalidate."""
+    async with SQLiteMemory(db_path) as one, SQLiteMemory(db_path) as two:
+        user, conv, other_conv = new_user_id(), new_conversation_id(), new_conversation_id()
+        await store(one, user, conv, TOPICS)
+        loads = one._vector_caches["message"]
+
+        async def nearest(query: str, **kw: Any) -> list[str]:
+            found = await one.search(user, query, mode="vector", limit=10, **kw)
+            return [str(r.message.id if r.message else r.memory.id) for r in found]  # type: ignore[union-attr]
+
+        assert len(await nearest("a cat for the family")) == len(TOPICS)
+        assert loads.loads == 1
+        assert len(await nearest("a cat for the family")) == len(TOPICS)
+        assert loads.loads == 1  # nothing changed: the copy is used as it is
+
+        # An append elsewhere: the copy takes the new row and is not rebuilt.
+        cat = make_message("our tabby cat sleeps all day", timestamp=at(20))
+        await two.store_message(cat, user, other_conv)
+        found = await nearest("a cat for the family")
+        assert len(found) == len(TOPICS) + 1 and str(cat.id) in found
+        assert loads.loads == 1
+
+        # A deletion elsewhere: the copy is rebuilt without it.
+        await two.clear_conversation(user, other_conv)
+        assert str(cat.id) not in await nearest("a cat for the family")
+        assert loads.loads == 2
+
+        # A memory entry replaced elsewhere: its new vector is the one found.
+        entry = make_memory_entry(user, "quarterly tax return")
+        await one.store_memory(entry)
+        assert await nearest("grey kitten", kinds=("memory",)) == [str(entry.id)]
+        entry.content = "a grey kitten"
+        await two.store_memory(entry)
+        found = await one.search(user, "grey kitten", mode="vector", kinds=("memory",))
+        assert [r.memory.id for r in found if r.memory] == [entry.id]
+        assert found[0].score > 0.6
+
+        # The user forgotten elsewhere: nothing left to find.
+        await two.forget_user(user)
+        assert await nearest("a cat for the family") == []
+
+
+async def test_vectors_round_trip_as_float32(memory: SQLiteMemory, db_path: Path) -> None:
+    user = new_user_id()
+    msgs = await store(memory, user, new_conversation_id(), TOPICS)
+    assert memory.embedder is not None
+    expected = await memory.embedder.embed(TOPICS)
+    with raw(db_path) as conn:
+        blobs = dict(
+            conn.execute(
+                "SELECT m.id, v.vector FROM messages m JOIN message_vectors v ON v.seq = m.seq"
+            ).fetchall()
+        )
+    for msg, row in zip(msgs, expected, strict=True):
+        assert np.frombuffer(blobs[str(msg.id)], dtype="<f4").tolist() == row.tolist()
+    # A search scores by cosine: the stored text itself scores 1.
+    found = await memory.search(user, TOPICS[1], mode="vector", limit=1)
+    assert found[0].message is not None and found[0].message.id == msgs[1].id
+    assert found[0].score == pytest.approx(1.0, abs=1e-4)
 
 
 # ==================================================================== query plans
@@ -299,6 +487,26 @@ def _plans(path: Path, calls: list[Callable[[sqlite3.Connection], object]]) -> d
     return plans
 
 
+def _vector_search(
+    conn: sqlite3.Connection,
+    user: str,
+    conv: str | None,
+    flt: MemoryFilter | None,
+    kinds: tuple[str, ...] = ops.KINDS,
+) -> object:
+    """A vector search, loading the indexes from scratch."""
+    row = ops.vector_counters(conn, user)
+    assert row is not None
+    indexes: dict[str, ops.CachedIndex] = {
+        kind: ((row[0], ops.counters_of(row, kind)[1]), VectorIndex()) for kind in kinds
+    }
+    found = ops.vector_search(
+        conn, user, unit_vectors(1)[0], conv, 5, flt, indexes, ops.LoadedIndexes(4)
+    )
+    assert found
+    return found
+
+
 @pytest.mark.parametrize("analyzed", [False, True])
 async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed: bool) -> None:
     users = [new_user_id() for _ in range(3)]
@@ -330,6 +538,12 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
         lambda c: ops.export_page(c, "conversations", user, None, 50),
         lambda c: ops.export_page(c, "memories", user, None, 50),
         lambda c: ops.export_page(c, "sessions", user, None, 50),
+        lambda c: ops.vector_counters(c, user),
+        lambda c: _vector_search(c, user, conv, flt),
+        lambda c: _vector_search(c, user, None, None, ("message",)),
+        lambda c: _vector_search(c, user, None, None, ("memory",)),
+        lambda c: ops.put_vectors(c, "message", [("a", b"")]),
+        lambda c: ops.put_vectors(c, "memory", [("m", b"")]),
         lambda c: ops.delete_messages(c, conv, frozenset({"system"})),
         lambda c: ops.delete_memory(c, "m"),
         lambda c: ops.purge_expired(c, 10**18),
@@ -344,6 +558,11 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
                 assert _PLAN_OK_VIRTUAL.match(line), f"full scan in {sql!r}:\n{plan}"
     for sql, plan in ordered.items():
         assert "TEMP B-TREE FOR ORDER BY" not in plan, f"sort instead of index: {sql!r}\n{plan}"
+    # The records of vector hits: found by key, not by walking the owner's rows.
+    by_key = [(s, p) for s, p in plans.items() if re.search(r"WHERE m\.(seq|rid) IN", s)]
+    assert {re.search(r"m\.(seq|rid) IN", s).group(1) for s, _ in by_key} == {"seq", "rid"}  # type: ignore[union-attr]
+    for sql, plan in by_key:
+        assert "SEARCH m USING INTEGER PRIMARY KEY" in plan, f"{sql!r}\n{plan}"
 
 
 # ==================================================================== durability and processes
@@ -537,7 +756,10 @@ async def test_a_failing_write_does_not_fail_its_group(memory: SQLiteMemory) -> 
         assert [m.content for m in await memory.retrieve_messages(conv)] == [f"m{i}"]
 
 
-async def test_concurrent_writers_share_commits(memory: SQLiteMemory) -> None:
+async def test_concurrent_writers_share_commits(db_path: Path) -> None:
+    # Without an embedding model: the model embeds one write after another, which spaces
+    # their arrival at the writer by its own time per text.
+    memory = SQLiteMemory(db_path, embedding_model=None)
     user, conv = new_user_id(), new_conversation_id()
     await memory.initialize()
     statements: list[str] = []
@@ -550,6 +772,7 @@ async def test_concurrent_writers_share_commits(memory: SQLiteMemory) -> None:
     assert commits <= 20, f"{commits} commits for 200 concurrent writes"
     window = await memory.retrieve_messages(conv)
     assert len(window) == 200 and len({m.id for m in window}) == 200
+    await memory.shutdown()
 
 
 # ==================================================================== the event loop and threads
@@ -591,7 +814,10 @@ class Ticker:
         assert max(gaps) <= blocked + 0.25, f"the loop stood still for {max(gaps):.3f} s"
 
 
-async def test_event_loop_keeps_ticking_during_a_large_batch(memory: SQLiteMemory) -> None:
+async def test_event_loop_keeps_ticking_during_a_large_batch(db_path: Path) -> None:
+    # Without an embedding model, whose time is not the engine's (the vectors of a large
+    # batch are written by test_engine_work_runs_off_the_loop).
+    memory = SQLiteMemory(db_path, embedding_model=None)
     await memory.initialize()
     msgs = [make_message(f"batch message {i} about sailing boats") for i in range(20_000)]
     started = time.perf_counter()
@@ -604,6 +830,7 @@ async def test_event_loop_keeps_ticking_during_a_large_batch(memory: SQLiteMemor
         t1 = time.perf_counter()
     ticker.check(t0, t1, blocked=1.5 * validation)
     assert len(await memory.retrieve_messages("conv", limit=5)) == 5
+    await memory.shutdown()
 
 
 async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
@@ -612,11 +839,20 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
         message_to_record(make_message(f"direct batch {i} of kayak notes"), "c")
         for i in range(20_000)
     ]
+    for rec, vec in zip(records, unit_vectors(len(records)), strict=True):
+        rec.vector = vec
     async with Ticker() as ticker:
         t0 = time.perf_counter()
         await memory._append_messages("c", "u", records, enforce_owner=True)
         t1 = time.perf_counter()
+        # The first search loads the user's 20,000 vectors (on the vector thread).
+        found = await memory._vector_search(
+            "u", records[7].vector, kinds=frozenset({"message"}), conversation_id=None, limit=3
+        )
+        t2 = time.perf_counter()
     ticker.check(t0, t1)
+    ticker.check(t1, t2)
+    assert found[0].message is not None and found[0].message.id == records[7].id
 
 
 def _worker_threads(mem: SQLiteMemory) -> list[Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,9 @@ from ..models import (
 )
 from ..primitives import AppendResult
 from ..search import index_text, terms
-from ._sqlite_schema import memory_scope, message_scope
+from ..vector_cache import vector_from_bytes
+from ..vector_index import VectorIndex
+from ._sqlite_schema import VECTOR_COUNTERS, memory_scope, message_scope
 
 __all__ = [
     "INSERT_MESSAGE",
@@ -61,6 +64,7 @@ __all__ = [
 ]
 
 _CHUNK = 500  # ids per IN (...) list
+KINDS = ("message", "memory")
 _MIN_KEY = -(2**63)
 
 # ------------------------------------------------------------------------------ statements
@@ -94,6 +98,26 @@ INSERT_MESSAGE_AT = (
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM messages"
 INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
 INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
+# ``OR REPLACE``: a row left behind by a tool that deleted records without foreign keys
+# must not block the new record's vector.
+INSERT_MESSAGE_VECTOR = "INSERT OR REPLACE INTO message_vectors (seq, uid, vector) VALUES (?, ?, ?)"
+INSERT_MEMORY_VECTOR = "INSERT OR REPLACE INTO memory_vectors (rid, uid, vector) VALUES (?, ?, ?)"
+
+
+def _bump(kinds: Sequence[str], epoch: bool, where: str) -> str:
+    columns = [f"{k}_vector_{c}" for k in kinds for c in ("generation", "epoch")[: 1 + epoch]]
+    return f"UPDATE users SET {', '.join(f'{c} = {c} + 1' for c in columns)} {where}"
+
+
+BUMP_VECTORS = {
+    (kind, epoch): _bump((kind,), epoch, "WHERE uid = ?")
+    for kind in KINDS
+    for epoch in (False, True)
+}
+"""``UPDATE`` of a user's change counters for ``(kind, epoch)``: every change to the user's
+vectors of that kind bumps the generation; one that is not an append bumps the epoch too."""
+BUMP_EVERY_USER = _bump(KINDS, True, "")
+SELECT_VECTOR_COUNTERS = f"SELECT uid, {', '.join(VECTOR_COUNTERS)} FROM users WHERE user_id = ?"
 
 WINDOW_OF_CONVERSATION = (
     f"SELECT {MESSAGE_COLUMNS} FROM conversations c JOIN users u ON u.uid = c.uid "
@@ -285,10 +309,12 @@ def append_messages(
     records: Sequence[MessageRecord],
     enforce_owner: bool,
     bodies: Sequence[str],
+    vectors: Sequence[bytes | None] = (),
 ) -> AppendResult:
     """Claim the conversation, insert the new records and index them (writer transaction).
 
-    ``bodies`` are the records' analysed texts (:func:`search_bodies`), in the same order.
+    ``bodies`` are the records' analysed texts (:func:`search_bodies`) and ``vectors`` their
+    vectors as bytes (``None``: none), in the same order.
     """
     cid, uid, owner = _claim(conn, conversation_id, user_id, enforce_owner, "store_message")
     scope = message_scope(uid, cid)
@@ -299,6 +325,9 @@ def append_messages(
         if cur.rowcount != 1:
             return AppendResult(owner, frozenset((rec.id,)))
         conn.execute(INSERT_SEARCH, (cur.lastrowid, scope, bodies[0]))
+        if vectors and vectors[0] is not None:
+            conn.execute(INSERT_MESSAGE_VECTOR, (cur.lastrowid, uid, vectors[0]))
+            conn.execute(BUMP_VECTORS["message", False], (uid,))
         rec.seq, rec.user_id = cur.lastrowid, owner
         return AppendResult(owner, frozenset())
     existing: set[str] = set()
@@ -311,13 +340,19 @@ def append_messages(
         first = _one(conn, MAX_SEQ)[0] + 1
         rows = []
         search_rows = []
+        vector_rows = []
         for seq, i in enumerate(fresh, first):
             rec = records[i]
             rec.seq, rec.user_id = seq, owner
             rows.append((seq, *message_row(rec, cid, uid)))
             search_rows.append((seq, scope, bodies[i]))
+            if vectors and vectors[i] is not None:
+                vector_rows.append((seq, uid, vectors[i]))
         conn.executemany(INSERT_MESSAGE_AT, rows)
         conn.executemany(INSERT_SEARCH, search_rows)
+        if vector_rows:
+            conn.executemany(INSERT_MESSAGE_VECTOR, vector_rows)
+            conn.execute(BUMP_VECTORS["message", False], (uid,))
     return AppendResult(owner, frozenset(existing))
 
 
@@ -361,7 +396,7 @@ def delete_messages(
     row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
     if row is None:
         return 0
-    cid = row[0]
+    cid, uid = row[0], row[1]
     where = "cid = ?"
     args: list[Any] = [cid]
     if keep_roles:
@@ -370,7 +405,10 @@ def delete_messages(
     conn.execute(
         f"DELETE FROM search_fts WHERE rowid IN (SELECT seq FROM messages WHERE {where})", args
     )
+    # The vectors go with their rows (foreign key), and the owner's copies are outdated.
     count = conn.execute(f"DELETE FROM messages WHERE {where}", args).rowcount
+    if count:
+        conn.execute(BUMP_VECTORS["message", True], (uid,))
     if not keep_roles:
         conn.execute("DELETE FROM sessions WHERE cid = ?", (cid,))
         conn.execute("DELETE FROM conversations WHERE cid = ?", (cid,))
@@ -380,10 +418,14 @@ def delete_messages(
 # ------------------------------------------------------------------------------ memories
 
 
-def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
-    """Insert or replace the entry, and its search row when its text or owner changed.
+def put_memory(
+    conn: sqlite3.Connection, rec: MemoryRecord, body: str, vector: bytes | None = None
+) -> None:
+    """Insert or replace the entry, its vector, and its search row when its text or owner
+    changed.
 
-    ``body`` is the entry's analysed text (:func:`search_bodies`).
+    ``body`` is the entry's analysed text (:func:`search_bodies`), ``vector`` its vector as
+    bytes (``None``: none; a replaced entry then has none either).
     """
     uid = _user_key(conn, rec.user_id)
     if uid is None:
@@ -413,6 +455,9 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
         assert rid is not None
         conn.executemany(INSERT_TAG, [(rid, tag) for tag in rec.tags])
         conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
+        if vector is not None:
+            conn.execute(INSERT_MEMORY_VECTOR, (rid, uid, vector))
+            conn.execute(BUMP_VECTORS["memory", False], (uid,))
         return
     rid = old[0]
     conn.execute(
@@ -426,6 +471,12 @@ def put_memory(conn: sqlite3.Connection, rec: MemoryRecord, body: str) -> None:
     if old[1] != uid or old[2] != rec.content:
         conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
         conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
+    # The old vector is replaced (or dropped): not an append, so copies reload.
+    conn.execute("DELETE FROM memory_vectors WHERE rid = ?", (rid,))
+    if vector is not None:
+        conn.execute(INSERT_MEMORY_VECTOR, (rid, uid, vector))
+    for owner in {old[1], uid}:
+        conn.execute(BUMP_VECTORS["memory", True], (owner,))
 
 
 def get_memory(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
@@ -450,15 +501,18 @@ def query_memories(conn: sqlite3.Connection, flt: MemoryFilter) -> list[MemoryRe
 
 
 def delete_memory(conn: sqlite3.Connection, memory_id: str) -> bool:
-    row = _one(conn, "SELECT rid FROM memories WHERE id = ?", (memory_id,))
+    row = _one(conn, "SELECT rid, uid FROM memories WHERE id = ?", (memory_id,))
     if row is None:
         return False
     conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-row[0],))
     conn.execute("DELETE FROM memories WHERE rid = ?", (row[0],))
+    conn.execute(BUMP_VECTORS["memory", True], (row[1],))
     return True
 
 
 def purge_expired(conn: sqlite3.Connection, now_us: int) -> int:
+    owners = set(_all(conn, "SELECT uid FROM memories WHERE expires_us <= ?", (now_us,)))
+    conn.executemany(BUMP_VECTORS["memory", True], owners)
     conn.execute(
         "DELETE FROM search_fts WHERE rowid IN (SELECT -rid FROM memories WHERE expires_us <= ?)",
         (now_us,),
@@ -576,6 +630,267 @@ def _search_memories(
         args.append(conversation_id)
     rows = _all(conn, SEARCH_MEMORIES.format(extra=conditions), [expression, uid, *args, limit])
     return [SearchHit("memory", row[12], memory=_memory(row)) for row in rows]
+
+
+# ------------------------------------------------------------------------------ vectors
+
+_VECTOR_KEY = {"message": "seq", "memory": "rid"}
+_LOAD_BATCH = 4096
+LOAD_VECTORS = {
+    kind: f"SELECT {key}, vector FROM {kind}_vectors WHERE uid = ? AND {key} > ? "
+    f"ORDER BY {key} LIMIT {_LOAD_BATCH}"
+    for kind, key in _VECTOR_KEY.items()
+}
+INSERT_VECTOR = {"message": INSERT_MESSAGE_VECTOR, "memory": INSERT_MEMORY_VECTOR}
+_SPACE = "vector_space"  # the settings row holding the recorded model and dimension
+
+
+def vector_space(conn: sqlite3.Connection) -> tuple[str, int] | None:
+    """The recorded ``(model, dimension)`` of the store's vectors, or ``None``."""
+    row = _one(conn, "SELECT value FROM settings WHERE name = ?", (_SPACE,))
+    if row is None:
+        return None
+    space = json.loads(row[0])
+    return str(space["model"]), int(space["dimension"])
+
+
+def claim_vector_space(
+    conn: sqlite3.Connection, model: str, dimension: int, replace: bool
+) -> tuple[str, int]:
+    """Record the space unless one is (writer transaction); ``replace`` drops every vector
+    and records it in any case. Returns the space recorded afterwards."""
+    value = json.dumps({"model": model, "dimension": dimension}, ensure_ascii=False)
+    if replace:
+        conn.execute("DELETE FROM message_vectors")
+        conn.execute("DELETE FROM memory_vectors")
+        conn.execute(BUMP_EVERY_USER)
+        conflict = "DO UPDATE SET value = excluded.value"
+    else:
+        conflict = "DO NOTHING"
+    conn.execute(
+        f"INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) {conflict}",
+        (_SPACE, value),
+    )
+    recorded = vector_space(conn)
+    assert recorded is not None
+    return recorded
+
+
+def put_vectors(conn: sqlite3.Connection, kind: str, items: Sequence[tuple[str, bytes]]) -> int:
+    """Attach or replace the vectors of stored records, by record id (writer transaction).
+
+    Ids no longer stored are skipped. Returns how many vectors were written.
+    """
+    table = "messages" if kind == "message" else "memories"
+    blobs = dict(items)
+    rows: list[tuple[int, int, bytes]] = []
+    for chunk in _chunks(list(blobs)):
+        found = _all(
+            conn,
+            f"SELECT id, {_VECTOR_KEY[kind]}, uid FROM {table} WHERE id IN ({_marks(len(chunk))})",
+            chunk,
+        )
+        rows += [(key, uid, blobs[rid]) for rid, key, uid in found]
+    conn.executemany(INSERT_VECTOR[kind], rows)
+    for uid in {row[1] for row in rows}:
+        conn.execute(BUMP_VECTORS[kind, True], (uid,))
+    return len(rows)
+
+
+def vector_counters(conn: sqlite3.Connection, user_id: str) -> tuple[int, ...] | None:
+    """``(uid, *VECTOR_COUNTERS)`` of the user, or ``None`` for an unknown user."""
+    row = _one(conn, SELECT_VECTOR_COUNTERS, (user_id,))
+    return tuple(row) if row else None
+
+
+def counters_of(counters: Sequence[int], kind: str) -> tuple[int, int]:
+    """``(generation, epoch)`` of ``kind`` in a :func:`vector_counters` row."""
+    at = 1 if kind == "message" else 3
+    return counters[at], counters[at + 1]
+
+
+def load_vectors(
+    conn: sqlite3.Connection, kind: str, uid: int, after: int, index: VectorIndex
+) -> int:
+    """Put the user's vectors of ``kind`` keyed above ``after`` into ``index``; return the
+    last key loaded (``after`` if none)."""
+    while True:
+        rows = _all(conn, LOAD_VECTORS[kind], (uid, after))
+        if rows:
+            index.put_many((key, vector_from_bytes(blob)) for key, blob in rows)
+            after = rows[-1][0]
+        if len(rows) < _LOAD_BATCH:
+            return after
+
+
+class _Loaded:
+    __slots__ = ("generation", "index", "last")
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        self.generation: int | None = None  # the user's generation the index reflects
+        self.last = 0  # the highest key loaded
+
+
+class LoadedIndexes:
+    """How far each cached per-user index has been loaded.
+
+    Indexes come from a ``UserVectorCache`` keyed by ``(uid, epoch)``, created empty. Before
+    a search, :meth:`bring_up_to_date` loads the rows stored since the index was last brought
+    up to date: all of them for a new index, only appended ones later (keys only grow while
+    the epoch stands, so they are the keys above the last one loaded). Used by one thread
+    only, so nothing here needs a lock.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+
+    def bring_up_to_date(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        user_id: str,
+        uid: int,
+        index: VectorIndex,
+        generation: int,
+    ) -> None:
+        key = (kind, user_id)
+        entry = self._entries.get(key)
+        if entry is None or entry.index is not index:
+            # A new index, or one whose progress was forgotten: (re)load every row (putting
+            # a key again replaces its vector, so this is safe on a loaded index too).
+            entry = self._entries[key] = _Loaded(index)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        if entry.generation != generation:
+            entry.last = load_vectors(conn, kind, uid, entry.last, index)
+            entry.generation = generation
+
+
+CachedIndex = tuple[tuple[int, int], VectorIndex]  # ((uid, epoch) it was cached for, index)
+
+
+def vector_search(
+    conn: sqlite3.Connection,
+    user_id: str,
+    vector: Any,
+    conversation_id: str | None,
+    limit: int,
+    flt: MemoryFilter | None,
+    indexes: dict[str, CachedIndex],
+    loaded: LoadedIndexes,
+) -> list[SearchHit]:
+    """The user's records nearest to ``vector``, best first, score = cosine similarity.
+
+    ``indexes`` holds the cached index of each kind to search. Within one snapshot: the
+    user's counters are read; an index cached for the current epoch is brought up to date,
+    otherwise (the user's vectors were removed or replaced since) a private one is loaded;
+    the candidates are restricted before ranking (conversation; memory filter and expiry),
+    and the winning records are read.
+    """
+    with snapshot(conn):
+        counters = vector_counters(conn, user_id)
+        if counters is None:
+            return []
+        uid = counters[0]
+        ranked: list[tuple[float, str, int]] = []
+        for kind, (cached_for, index) in indexes.items():
+            generation, epoch = counters_of(counters, kind)
+            if cached_for == (uid, epoch):
+                loaded.bring_up_to_date(conn, kind, user_id, uid, index, generation)
+            else:
+                index = VectorIndex()
+                load_vectors(conn, kind, uid, 0, index)
+            if not len(index):
+                continue
+            keys = _allowed_keys(conn, kind, uid, len(index), conversation_id, flt)
+            if keys is not None and not keys:
+                continue
+            allow = None if keys is None else keys.__contains__
+            ranked += [(score, kind, key) for key, score in index.search(vector, limit, allow)]  # type: ignore[misc]
+        ranked.sort(key=lambda r: -r[0])
+        return _vector_hits(conn, uid, ranked[:limit])
+
+
+def _allowed_keys(
+    conn: sqlite3.Connection,
+    kind: str,
+    uid: int,
+    indexed: int,
+    conversation_id: str | None,
+    flt: MemoryFilter | None,
+) -> set[int] | None:
+    """The keys of ``kind`` a search may return (``None``: all ``indexed`` of them)."""
+    if kind == "message":
+        if conversation_id is None:
+            return None
+        conv = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+        if conv is None or conv[1] != uid:
+            return set()
+        return {row[0] for row in _all(conn, "SELECT seq FROM messages WHERE cid = ?", (conv[0],))}
+    if flt is None:
+        conditions, args = "AND (m.expires_us IS NULL OR m.expires_us > ?) ", [to_us(utcnow())]
+    else:
+        conditions, args = _memory_filter(flt)
+    if conversation_id is not None:
+        conditions += "AND m.conversation_id = ? "
+        args.append(conversation_id)
+    keys = {
+        row[0]
+        for row in _all(
+            conn,
+            "SELECT v.rid FROM memory_vectors v JOIN memories m ON m.rid = v.rid "
+            f"WHERE v.uid = ? {conditions}",
+            [uid, *args],
+        )
+    }
+    # Every vector the query finds is in the index (both reflect this snapshot).
+    return None if len(keys) == indexed else keys
+
+
+def _vector_hits(
+    conn: sqlite3.Connection, uid: int, ranked: list[tuple[float, str, int]]
+) -> list[SearchHit]:
+    """The records of ``(score, kind, key)`` candidates, in that order (the owner checked).
+
+    ``+m.uid``: the owner is checked on the rows found by key, never used to find them (the
+    planner would otherwise walk all of the user's rows by the owner index).
+    """
+    messages: dict[int, MessageRecord] = {}
+    memories: dict[int, MemoryRecord] = {}
+    for kind, keys in (
+        ("message", [k for _, kind, k in ranked if kind == "message"]),
+        ("memory", [k for _, kind, k in ranked if kind == "memory"]),
+    ):
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            if kind == "message":
+                rows = _all(
+                    conn,
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m "
+                    "JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid "
+                    f"WHERE m.seq IN ({_marks(len(chunk))}) AND +m.uid = ?",
+                    [*chunk, uid],
+                )
+                messages.update((row[10], MessageRecord(*row)) for row in rows)
+            else:
+                rows = _all(
+                    conn,
+                    f"SELECT m.rid, {MEMORY_COLUMNS} FROM memories m "
+                    f"JOIN users u ON u.uid = m.uid WHERE m.rid IN ({_marks(len(chunk))}) "
+                    "AND +m.uid = ?",
+                    [*chunk, uid],
+                )
+                memories.update((row[0], _memory(row[1:])) for row in rows)
+    hits: list[SearchHit] = []
+    for score, kind, key in ranked:
+        if kind == "message" and key in messages:
+            hits.append(SearchHit("message", score, message=messages[key]))
+        elif kind == "memory" and key in memories:
+            hits.append(SearchHit("memory", score, memory=memories[key]))
+    return hits
 
 
 # ------------------------------------------------------------------------------ users

@@ -23,6 +23,7 @@ __all__ = [
     "ANALYZER_FINGERPRINT",
     "LATEST_VERSION",
     "MIGRATIONS",
+    "VECTOR_COUNTERS",
     "Migration",
     "memory_scope",
     "message_scope",
@@ -115,6 +116,15 @@ _CORE = (
 )
 
 
+VECTOR_COUNTERS = (
+    "message_vector_generation",
+    "message_vector_epoch",
+    "memory_vector_generation",
+    "memory_vector_epoch",
+)
+"""The ``users`` columns counting changes to a user's vectors (see migration 3)."""
+
+
 def message_scope(uid: int, cid: int) -> str:
     """The scope tokens of a message in the full-text index: its owner and conversation."""
     return f"u{uid} c{cid}"
@@ -199,9 +209,36 @@ _FULL_TEXT = (
     rebuild_search_index,
 )
 
+# Each vector sits in a side table keyed by its record (written in the record's transaction;
+# the foreign key takes it away with the record on every deletion path), with the owner's
+# key so one user's vectors load with one index range. Each user row counts changes to the
+# user's vectors per kind: the generation grows with every change, the epoch with every
+# change that is not an append (a removal or a replaced vector). A process holding a copy of
+# the user's vectors reads both and knows whether to load nothing, the rows added since, or
+# everything again. The recorded vector space is the settings row 'vector_space'.
+_VECTORS = (
+    """CREATE TABLE message_vectors (
+        seq INTEGER PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        vector BLOB NOT NULL
+    )""",
+    "CREATE INDEX message_vectors_by_user ON message_vectors (uid)",
+    """CREATE TABLE memory_vectors (
+        rid INTEGER PRIMARY KEY REFERENCES memories (rid) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        vector BLOB NOT NULL
+    )""",
+    "CREATE INDEX memory_vectors_by_user ON memory_vectors (uid)",
+    *(
+        f"ALTER TABLE users ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for column in VECTOR_COUNTERS
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, conversations, messages, sessions and memory entries", _CORE),
     Migration(2, "full-text index over messages and memory entries", _FULL_TEXT),
+    Migration(3, "vectors of messages and memory entries, change counters per user", _VECTORS),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,8 +1,14 @@
 """``SQLiteMemory``: the embedded default, one SQLite file in WAL mode with an FTS5 index.
 
 All engine work runs on threads that own their connections (``_sqlite_threads``): one writer
-that commits concurrent writes together, and a small pool of readers that read committed
-snapshots without waiting for it. The event loop only queues work and collects results.
+that commits concurrent writes together, a small pool of readers that read committed
+snapshots without waiting for it, and one reader for vector search, which owns the
+in-process vector indexes. The event loop only queues work and collects results.
+
+Vectors are float32 BLOBs beside their records, written in the records' transactions. The
+``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
+vectors held in process (:class:`~bruno_memstore.vector_cache.UserVectorCache`), checked
+against the user's change counters at every query (see ``_sqlite_schema``).
 
 Durability: a write is acknowledged after its transaction commits. With the default
 ``synchronous="full"`` the commit reaches the disk first (``fsync`` of the WAL), so an
@@ -25,12 +31,19 @@ from urllib.parse import quote
 
 from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
+from ..embeddings.adapter import VectorSpace
 from ..errors import ConflictError, InvalidArgumentError, MemstoreError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..url import MemoryURL
+from ..vector_cache import UserVectorCache, vector_to_bytes
 from . import _sqlite_ops as ops
-from ._sqlite_schema import migrate, rebuild_search_index, search_index_is_current
+from ._sqlite_schema import (
+    LATEST_VERSION,
+    migrate,
+    rebuild_search_index,
+    search_index_is_current,
+)
 from ._sqlite_threads import Job, ReaderPool, Writer
 
 __all__ = ["SQLiteMemory", "Synchronous"]
@@ -47,6 +60,7 @@ _URL_OPTIONS: dict[str, type] = {
     "synchronous": str,
     "busy_timeout": float,
     "readers": int,
+    "vector_users": int,
     "context_window": int,
     "operation_timeout": float,
 }
@@ -54,8 +68,9 @@ _URL_OPTIONS: dict[str, type] = {
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN = 5, 6, 14
 
 
-class SQLiteMemory(MemoryBackend):
-    """Memory in one SQLite file: durable, full-text searchable, safe for several processes.
+class SQLiteMemory(MemoryBackend, VectorPrimitives):
+    """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
+    processes.
 
     Args:
         db_path: the database file (created if missing; its directory must exist), or
@@ -66,6 +81,8 @@ class SQLiteMemory(MemoryBackend):
         busy_timeout: seconds a connection waits for another process's lock before failing
             with a transient error (retried by the shared layer).
         readers: reader threads (each with its own connection).
+        vector_users: users whose vectors are kept in process for vector search (the least
+            recently searched are dropped; each holds ``4 x dimension`` bytes per record).
         **options: see :class:`~bruno_memstore.base.MemoryBackend`.
 
     Example:
@@ -74,7 +91,7 @@ class SQLiteMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(
         self,
@@ -83,6 +100,7 @@ class SQLiteMemory(MemoryBackend):
         synchronous: Synchronous = "full",
         busy_timeout: float = 5.0,
         readers: int = 2,
+        vector_users: int = 64,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -100,6 +118,8 @@ class SQLiteMemory(MemoryBackend):
             raise InvalidArgumentError("busy_timeout", "must not be negative")
         if isinstance(readers, bool) or not isinstance(readers, int) or not 1 <= readers <= 32:
             raise InvalidArgumentError("readers", "expected an int from 1 to 32")
+        if isinstance(vector_users, bool) or not isinstance(vector_users, int) or vector_users < 1:
+            raise InvalidArgumentError("vector_users", "expected a positive int")
         self.in_memory = path == _MEMORY_PATH
         self.db_path = path if self.in_memory else os.path.abspath(os.path.expanduser(path))
         self.synchronous: str = sync
@@ -108,16 +128,19 @@ class SQLiteMemory(MemoryBackend):
         if self.in_memory:
             # Instance-level: a private in-memory database promises no durability.
             self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
+        self.vector_users = vector_users
         self._writer: Writer | None = None
         self._reader_pool: ReaderPool | None = None
+        self._vector_reader: ReaderPool | None = None
         self._finalizer: weakref.finalize | None = None
+        self._new_vector_caches()
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> SQLiteMemory:
         """Build from ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or
         ``sqlite:///:memory:``; query options: ``synchronous``, ``busy_timeout`` (seconds),
-        ``readers``, ``context_window``, ``operation_timeout``. Keyword options win over
-        query options."""
+        ``readers``, ``vector_users``, ``context_window``, ``operation_timeout``. Keyword
+        options win over query options."""
         if url.driver is not None:
             raise InvalidArgumentError("url", f"sqlite takes no driver (got {url.driver!r})")
         if url.host or url.username or url.port:
@@ -151,33 +174,49 @@ class SQLiteMemory(MemoryBackend):
         # object alive (see the finalizer below).
         settings = _Settings(self.db_path, self.busy_timeout, self.synchronous, str(self))
         writer = Writer("bruno-memstore-sqlite-writer", partial(_open, settings, writer=True))
-        await writer.start()
-        pool: ReaderPool | None = None
+        await writer.start()  # the schema is migrated to the latest version first
+        self._schema_version = LATEST_VERSION
+        pools: list[ReaderPool] = []
         if not self.in_memory:
             # A private in-memory database lives in one connection: the writer serves reads.
-            pool = ReaderPool(
-                "bruno-memstore-sqlite-reader", partial(_open, settings, writer=False), self.readers
-            )
+            reader = partial(_open, settings, writer=False)
+            pools = [
+                ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
+                ReaderPool("bruno-memstore-sqlite-vectors", reader, 1),
+            ]
             try:
-                await pool.start()
+                for pool in pools:
+                    await pool.start()
             except BaseException:
+                for pool in pools:
+                    await pool.stop()
                 await writer.stop()
                 raise
-        self._writer, self._reader_pool = writer, pool
+        self._writer = writer
+        self._reader_pool, self._vector_reader = pools or (None, None)
+        # Indexes of an earlier connection may describe another database (``:memory:``).
+        self._new_vector_caches()
         # Threads hold no reference to this object; if it is dropped without shutdown(),
         # the finalizer still ends them.
-        self._finalizer = weakref.finalize(self, _stop_nowait, writer, pool)
+        self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
 
     async def _close(self) -> None:
-        writer, pool = self._writer, self._reader_pool
-        self._writer = self._reader_pool = None
+        writer, pools = self._writer, [self._reader_pool, self._vector_reader]
+        self._writer = self._reader_pool = self._vector_reader = None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if pool is not None:
-            await pool.stop()
+        for pool in pools:
+            if pool is not None:
+                await pool.stop()
         if writer is not None:
             await writer.stop()
+        self._new_vector_caches()
+
+    def _new_vector_caches(self) -> None:
+        self._vector_caches = {kind: UserVectorCache(self.vector_users) for kind in ops.KINDS}
+        # Touched only by jobs on the vector thread (or the writer, for ``:memory:``).
+        self._vector_loads = ops.LoadedIndexes(len(ops.KINDS) * self.vector_users)
 
     def _write(self, job: Job) -> Any:
         assert self._writer is not None, "not connected"
@@ -191,6 +230,12 @@ class SQLiteMemory(MemoryBackend):
         if self._reader_pool is None:
             return self._write(job)
         return self._reader_pool.submit(job)
+
+    def _vector_read(self, job: Job) -> Any:
+        # One thread runs every job that touches the cached indexes, so they need no lock.
+        if self._vector_reader is None:
+            return self._write(job)
+        return self._vector_reader.submit(job)
 
     # ================================================================ errors
 
@@ -245,6 +290,7 @@ class SQLiteMemory(MemoryBackend):
                 records=records,
                 enforce_owner=enforce_owner,
                 bodies=ops.search_bodies([r.content for r in records]),
+                vectors=[_blob(r.vector) for r in records],
             )
 
         return await self._prepared_write(prepare)
@@ -266,7 +312,12 @@ class SQLiteMemory(MemoryBackend):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         def prepare() -> Job:
-            return partial(ops.put_memory, rec=record, body=ops.search_bodies([record.content])[0])
+            return partial(
+                ops.put_memory,
+                rec=record,
+                body=ops.search_bodies([record.content])[0],
+                vector=_blob(record.vector),
+            )
 
         await self._prepared_write(prepare)
 
@@ -319,6 +370,67 @@ class SQLiteMemory(MemoryBackend):
                 conversation_id=conversation_id,
                 limit=limit,
                 flt=memory_filter,
+            )
+        )
+
+    # ---------------------------------------------------------------- vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        recorded = await self._read(ops.vector_space)
+        return None if recorded is None else VectorSpace(*recorded)
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        if not replace:
+            recorded = await self._vector_space()  # a read: no write lock when it is there
+            if recorded is not None:
+                return recorded
+        job = partial(
+            ops.claim_vector_space, model=space.model, dimension=space.dimension, replace=replace
+        )
+        model, dimension = await self._write(job)
+        return VectorSpace(model, dimension)
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        def prepare() -> Job:
+            blobs = [(rid, vector_to_bytes(vec)) for rid, vec in items]
+            return partial(ops.put_vectors, kind=kind, items=blobs)
+
+        await self._prepared_write(prepare)
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        counters = await self._read(partial(ops.vector_counters, user_id=user_id))
+        if counters is None:
+            for cache in self._vector_caches.values():
+                cache.drop(user_id)
+            return []
+        uid = counters[0]
+        indexes: dict[str, ops.CachedIndex] = {}
+        for kind in ops.KINDS:
+            generation, epoch = ops.counters_of(counters, kind)
+            if kind in kinds and generation:  # generation 0: the user never had such vectors
+                index = await self._vector_caches[kind].get(user_id, (uid, epoch), _load_later)
+                indexes[kind] = ((uid, epoch), index)
+        if not indexes:
+            return []
+        return await self._vector_read(
+            partial(
+                ops.vector_search,
+                user_id=user_id,
+                vector=vector,
+                conversation_id=conversation_id,
+                limit=limit,
+                flt=memory_filter,
+                indexes=indexes,
+                loaded=self._vector_loads,
             )
         )
 
@@ -426,7 +538,17 @@ def _prepare(conn: sqlite3.Connection, settings: _Settings) -> None:
             raise
 
 
-def _stop_nowait(writer: Writer, pool: ReaderPool | None) -> None:
+def _stop_nowait(writer: Writer, pools: list[ReaderPool]) -> None:
     writer.stop_nowait()
-    if pool is not None:
+    for pool in pools:
         pool.stop_nowait()
+
+
+def _blob(vector: Any) -> bytes | None:
+    return None if vector is None else vector_to_bytes(vector)
+
+
+async def _load_later() -> tuple[()]:
+    """The loader given to ``UserVectorCache``: the index starts empty and the vector thread
+    fills it (``ops.LoadedIndexes``), so the event loop never builds an index."""
+    return ()
