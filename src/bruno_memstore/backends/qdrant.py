@@ -16,41 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
-import math
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar, Literal
-from urllib.parse import quote, unquote, urlsplit
-
-import numpy as np
+from typing import Any, ClassVar
+from urllib.parse import quote
 
 from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
-from ..embeddings.adapter import VectorSpace
 from ..errors import InvalidArgumentError, MissingDependencyError, OwnershipError
-from ..models import (
-    MemoryFilter,
-    MemoryRecord,
-    MessageRecord,
-    SearchHit,
-    SessionRecord,
-    memory_sort_key,
-)
+from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..url import MemoryURL
 
 try:
-    import httpx
     from qdrant_client import AsyncQdrantClient
     from qdrant_client import models as qm
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-except ImportError:  # pragma: no cover - exercised only without the [qdrant] extra
-    AsyncQdrantClient = None  # type: ignore[assignment,misc]
 
-if AsyncQdrantClient is not None:
+    from ._qdrant_config import (
+        is_throttled,
+        is_timeout,
+        is_unavailable,
+        make_client,
+        parse_memory_url,
+        split_server_url,
+    )
     from ._qdrant_layout import (
-        VECTOR,
         Layout,
         any_of,
         between,
@@ -67,29 +57,20 @@ if AsyncQdrantClient is not None:
         session_payload,
         vector_of,
     )
+    from ._qdrant_search import WRITE_BATCH, QdrantSearch
     from ._qdrant_store import Store, acquire_store, release_store
-    from ._qdrant_text import Tag, UserText
+    from ._qdrant_text import UserText
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra
+    if not (exc.name or "").startswith(("qdrant_client", "httpx")):
+        raise
+    raise MissingDependencyError("qdrant", "qdrant-client") from exc
 
 __all__ = ["QdrantMemory"]
 
-_DEFAULT_PORT = 6333
-_WRITE_BATCH = 256
 _EXPORT_BATCH = 500
-_LOCAL_OPTIONS: dict[str, type] = {
-    "prefix": str,
-    "text_cache_users": int,
-    "context_window": int,
-    "operation_timeout": float,
-}
-_SERVER_OPTIONS: dict[str, type] = {
-    **_LOCAL_OPTIONS,
-    "timeout": float,
-    "prefer_grpc": bool,
-    "grpc_port": int,
-}
 
 
-class QdrantMemory(MemoryBackend, VectorPrimitives):
+class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
     """Memory in Qdrant: a server, or qdrant-client's local mode on a directory.
 
     Args:
@@ -122,8 +103,6 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
         text_cache_users: int = 64,
         **options: Any,
     ) -> None:
-        if AsyncQdrantClient is None:
-            raise MissingDependencyError("qdrant", "qdrant-client")
         if (path is None) == (url is None):
             raise InvalidArgumentError(
                 "path", "give exactly one of path (local mode) or url (a Qdrant server)"
@@ -155,7 +134,7 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
                 self._location = ("path", os.path.realpath(self.path))
         else:
             assert url is not None
-            self.url, self._url_prefix, self._api_key = _server_url(url, api_key)
+            self.url, self._url_prefix, self._api_key = split_server_url(url, api_key)
             secret = hashlib.sha256((self._api_key or "").encode()).hexdigest()
             self._location = ("server", self.url, self._url_prefix, secret)
         self._store: Store | None = None
@@ -167,46 +146,8 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
         ``qdrant+https://:API_KEY@host:6333`` (a server). Query options: ``prefix``,
         ``text_cache_users``, ``context_window``, ``operation_timeout``, and for a server
         ``timeout``, ``prefer_grpc``, ``grpc_port``. Keyword options win over query options."""
-        if url.driver is None:
-            if url.host or url.username or url.password or url.port:
-                raise InvalidArgumentError(
-                    "url",
-                    "qdrant:// is local mode and has no host: use qdrant:///relative/dir or "
-                    "qdrant:////absolute/dir, or qdrant+http://host:6333 for a server",
-                )
-            path = url.path[1:] if url.path.startswith("/") else url.path
-            if not path:
-                raise InvalidArgumentError("url", "qdrant:/// needs a directory path")
-            known = _LOCAL_OPTIONS
-        elif url.driver in ("http", "https"):
-            if not url.host:
-                raise InvalidArgumentError("url", "a qdrant+http(s) URL needs a host")
-            if url.username:
-                raise InvalidArgumentError(
-                    "url", "give the API key as the password: qdrant+https://:KEY@host:6333"
-                )
-            if "api_key" in url.query:
-                raise InvalidArgumentError(
-                    "url",
-                    "an API key in the query string would be logged; give it as the password "
-                    "(qdrant+https://:KEY@host:6333) or as the api_key keyword",
-                )
-            known = _SERVER_OPTIONS
-        else:
-            raise InvalidArgumentError(
-                "url", f"unknown qdrant driver {url.driver!r}; use qdrant+http or qdrant+https"
-            )
-        url.check_options(set(known))
-        for name, kind in known.items():
-            if name in url.query:
-                options.setdefault(name, url.option(name, kind))
-        if url.driver is None:
-            return cls(path, **options)
-        host = f"[{url.host}]" if ":" in (url.host or "") else url.host
-        base = f"{url.driver}://{host}:{url.port or _DEFAULT_PORT}{url.path.rstrip('/')}"
-        if url.password is not None:
-            options.setdefault("api_key", url.password)
-        return cls(url=base, **options)
+        path, server = parse_memory_url(url, options)
+        return cls(path, **options) if path is not None else cls(url=server, **options)
 
     def describe(self) -> str:
         query = "" if self.layout.prefix == "bruno" else f"?prefix={self.layout.prefix}"
@@ -226,44 +167,27 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ errors
 
     def _is_timeout(self, exc: BaseException) -> bool:
-        cause = _cause(exc)
-        return isinstance(cause, (TimeoutError, httpx.TimeoutException)) or _grpc_code(cause) in (
-            "DEADLINE_EXCEEDED",
-        )
+        return is_timeout(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        cause = _cause(exc)
-        if isinstance(cause, UnexpectedResponse):
-            return cause.status_code in (502, 503, 504)
-        return isinstance(cause, (ConnectionError, httpx.TransportError)) or _grpc_code(cause) in (
-            "UNAVAILABLE",
-        )
+        return is_unavailable(exc)
 
     def _is_transient(self, exc: BaseException) -> bool:
-        cause = _cause(exc)
-        if isinstance(cause, UnexpectedResponse) and cause.status_code == 429:
-            return True
-        return self.path is None and (self._is_unavailable(exc) or self._is_timeout(exc))
+        # Local mode fails only for reasons a retry does not change.
+        return self.path is None and (is_throttled(exc) or is_unavailable(exc) or is_timeout(exc))
 
     # ================================================================ lifecycle
 
     def _make_client(self) -> AsyncQdrantClient:
-        if self.path == ":memory:":
-            return AsyncQdrantClient(location=":memory:")
-        if self.path is not None:
-            return AsyncQdrantClient(path=self.path)
-        kwargs: dict[str, Any] = {
-            "url": self.url,
-            "api_key": self._api_key,
-            "timeout": max(1, math.ceil(self.timeout)),
-            "prefer_grpc": self.prefer_grpc,
-            "grpc_port": self.grpc_port,
-        }
-        if self._url_prefix:
-            kwargs["prefix"] = self._url_prefix
-        if "check_compatibility" in inspect.signature(AsyncQdrantClient).parameters:
-            kwargs["check_compatibility"] = False  # a blocking request in the constructor
-        return AsyncQdrantClient(**kwargs)
+        return make_client(
+            path=self.path,
+            url=self.url,
+            api_key=self._api_key,
+            url_prefix=self._url_prefix,
+            timeout=self.timeout,
+            prefer_grpc=self.prefer_grpc,
+            grpc_port=self.grpc_port,
+        )
 
     async def _connect(self) -> None:
         store = acquire_store(
@@ -356,7 +280,7 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
                         payload=message_payload(rec),
                     )
                 )
-            for part in chunks(points, _WRITE_BATCH):
+            for part in chunks(points, WRITE_BATCH):
                 await s.client.upsert(s.layout.messages, points=list(part))
 
             def add(entry: UserText) -> None:
@@ -542,86 +466,6 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        if not query.strip():
-            return []
-        s = self._s
-        # A local directory has one process; a server may have other writers.
-        tag = None if s.local else await self._remote_tag(user_id)
-        entry = await s.text.get(user_id, lambda: self._load_text(user_id), tag)
-        found = entry.search(
-            query,
-            kinds=kinds,
-            conversation_id=conversation_id,
-            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
-            limit=limit,
-        )
-        msg_ids = [rid for kind, rid, _ in found if kind == "message"]
-        mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
-        messages, memories = await asyncio.gather(
-            self._get_messages(msg_ids), self._get_memories(mem_ids)
-        )
-        by_id: dict[tuple[str, str], Any] = {("message", r.id): r for r in messages}
-        by_id.update({("memory", r.id): r for r in memories})
-        hits: list[SearchHit] = []
-        for kind, rid, score in found:
-            rec = by_id.get((kind, rid))
-            if rec is None:
-                continue  # deleted since the index was read
-            if kind == "message":
-                hits.append(SearchHit("message", score, message=rec))
-            else:
-                hits.append(SearchHit("memory", score, memory=rec))
-        return hits
-
-    async def _get_memories(self, ids: Sequence[str]) -> list[MemoryRecord]:
-        if not ids:
-            return []
-        s = self._s
-        found = await s.client.retrieve(
-            s.layout.memories, [point_id("memory", i) for i in ids], with_payload=True
-        )
-        return [memory_from_payload(p.payload) for p in found]
-
-    async def _remote_tag(self, user_id: str) -> Tag:
-        s = self._s
-        mine = message_where(user_id)
-        counted = await asyncio.gather(
-            s.count(s.layout.messages, mine),
-            s.highest(s.layout.messages, "seq", mine),
-            s.count(s.layout.memories, mine),
-            s.highest(s.layout.memories, "seq", mine),
-        )
-        return (int(counted[0]), counted[1] or 0, int(counted[2]), counted[3] or 0)
-
-    async def _load_text(self, user_id: str) -> UserText:
-        s = self._s
-        entry = UserText()
-        mine = message_where(user_id)
-        fields = ["id", "conversation_id", "ts_us", "seq", "content"]
-        async for page in s.pages(s.layout.messages, mine, payload=fields):
-            for p in page:
-                d = p.payload
-                entry.add_message(
-                    d["id"], d["conversation_id"], int(d["ts_us"]), int(d["seq"]), d["content"]
-                )
-        skip = qm.PayloadSelectorExclude(exclude=["payload"])
-        async for page in s.pages(s.layout.memories, mine, payload=skip):
-            for p in page:
-                d = dict(p.payload)
-                d["payload"] = ""
-                entry.put_memory(memory_from_payload(d), int(d["seq"]))
-        return entry
-
     async def _statistics(self, user_id: str) -> dict[str, object]:
         s = self._s
         mine = message_where(user_id)
@@ -655,88 +499,6 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
             "first_message_us": int(first[0].payload["ts_us"]) if first else None,
             "last_message_us": int(last[0].payload["ts_us"]) if last else None,
         }
-
-    # ================================================================ vectors
-
-    async def _vector_space(self) -> VectorSpace | None:
-        found = await self._s.read_space()
-        return None if found is None else VectorSpace(*found)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
-        s = self._s
-        async with s.write_lock:
-            recorded = await s.read_space()
-            if replace or recorded is None:
-                # Collections first, then the record: an interrupted switch leaves the old
-                # space recorded and its vectors (some of them) dropped; reindex again.
-                await s.set_dimension(space.dimension, drop_vectors=replace)
-                await s.write_space(space.model, space.dimension)
-                recorded = await s.read_space()
-            elif (current := await s.alias_target(s.layout.messages)) is not None and (
-                Layout.dimension_of(current) != recorded[1]
-            ):
-                # A switch interrupted before its record: no vectors of either size are left.
-                await s.set_dimension(recorded[1], drop_vectors=False)
-        assert recorded is not None
-        return VectorSpace(*recorded)
-
-    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
-        s = self._s
-        collection = s.layout.messages if kind == "message" else s.layout.memories
-        async with s.write_lock:
-            for part in chunks(list(items), _WRITE_BATCH):
-                pairs = {point_id(kind, rid): vec for rid, vec in part}
-                found = await s.client.retrieve(collection, list(pairs), with_payload=False)
-                points = [
-                    qm.PointVectors(id=str(p.id), vector=vector_of(pairs[str(p.id)])) for p in found
-                ]
-                if points:
-                    await s.client.update_vectors(collection, points=points)
-
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        s = self._s
-        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
-        flt = memory_filter or MemoryFilter(user_id=user_id)
-
-        async def nearest(collection: str, where: qm.Filter) -> list[Any]:
-            # The filter is part of the query: Qdrant ranks only the points that pass it.
-            res = await s.client.query_points(
-                collection,
-                query=query,
-                using=VECTOR,
-                query_filter=where,
-                limit=limit,
-                with_payload=True,
-                with_vectors=False,
-            )
-            return list(res.points)
-
-        asked: list[Any] = []
-        if "message" in kinds:
-            asked.append(nearest(s.layout.messages, message_where(user_id, conversation_id)))
-        if "memory" in kinds:
-            asked.append(nearest(s.layout.memories, memory_where(flt, conversation_id)))
-        hits: list[SearchHit] = []
-        for i, points in enumerate(await asyncio.gather(*asked)):
-            is_message = "message" in kinds and i == 0
-            for p in points:
-                if is_message:
-                    rec = message_from_payload(p.payload)
-                    hits.append(SearchHit("message", float(p.score), message=rec))
-                else:
-                    mem = memory_from_payload(p.payload)
-                    hits.append(SearchHit("memory", float(p.score), memory=mem))
-        hits.sort(key=lambda h: -h.score)
-        return hits[:limit]
 
     # ================================================================ whole-store operations
 
@@ -774,18 +536,11 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
                 yield [(p.payload["conversation_id"], p.payload["user_id"]) for p in page]
         elif kind == "messages":
             batch: list[object] = []
-            async for page in s.pages(s.layout.conversations, owned, payload=["conversation_id"]):
-                for conv in page:
-                    where = message_where(None, str(conv.payload["conversation_id"]))
-                    recs = [
-                        message_from_payload(p.payload)
-                        for p in await s.all(s.layout.messages, where)
-                    ]
-                    recs.sort(key=lambda r: (r.ts_us, r.seq))
-                    batch.extend(recs)
-                    while len(batch) >= _EXPORT_BATCH:
-                        yield batch[:_EXPORT_BATCH]
-                        batch = batch[_EXPORT_BATCH:]
+            async for recs in self._conversation_messages(owned):
+                batch.extend(recs)
+                while len(batch) >= _EXPORT_BATCH:
+                    yield batch[:_EXPORT_BATCH]
+                    batch = batch[_EXPORT_BATCH:]
             if batch:
                 yield batch
         else:
@@ -794,40 +549,27 @@ class QdrantMemory(MemoryBackend, VectorPrimitives):
             async for page in s.pages(collection, owned):
                 yield [convert(p.payload) for p in page]
 
-
-def _server_url(url: str, api_key: str | None) -> tuple[str, str | None, str | None]:
-    """``(base URL without credentials, path prefix or None, API key or None)``."""
-    if not isinstance(url, str):
-        raise InvalidArgumentError("url", "expected a string")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidArgumentError("url", "not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError("url", "expected http://host:port or https://host:port")
-    if parts.username:
-        raise InvalidArgumentError("url", "give the API key as the password: https://:KEY@host")
-    if parts.password is not None:
-        if api_key is not None:
-            raise InvalidArgumentError("api_key", "given twice (keyword and URL password)")
-        api_key = unquote(parts.password)
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    prefix = parts.path.rstrip("/") or None
-    return f"{parts.scheme}://{host}:{port or _DEFAULT_PORT}", prefix, api_key or None
-
-
-def _cause(exc: BaseException) -> BaseException:
-    if isinstance(exc, ResponseHandlingException):
-        return exc.source
-    return exc
-
-
-def _grpc_code(exc: BaseException) -> str | None:
-    code = getattr(exc, "code", None)
-    if not callable(code):
-        return None
-    try:
-        return str(getattr(code(), "name", ""))
-    except Exception:
-        return None
+    async def _conversation_messages(
+        self, owned: qm.Filter | None
+    ) -> AsyncIterator[list[MessageRecord]]:
+        """Each conversation's messages in ``(ts_us, seq)`` order."""
+        s = self._s
+        if s.local:
+            # In process every scan reads every point: one scan, grouped here.
+            groups: dict[str, list[MessageRecord]] = {}
+            async for page in s.pages(s.layout.messages, owned):
+                for p in page:
+                    rec = message_from_payload(p.payload)
+                    groups.setdefault(rec.conversation_id, []).append(rec)
+            for recs in groups.values():
+                recs.sort(key=lambda r: (r.ts_us, r.seq))
+                yield recs
+            return
+        async for page in s.pages(s.layout.conversations, owned, payload=["conversation_id"]):
+            for conv in page:
+                where = message_where(None, str(conv.payload["conversation_id"]))
+                recs = [
+                    message_from_payload(p.payload) for p in await s.all(s.layout.messages, where)
+                ]
+                recs.sort(key=lambda r: (r.ts_us, r.seq))
+                yield recs
