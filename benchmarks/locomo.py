@@ -49,6 +49,11 @@ from rich.table import Table
 from bruno_memstore import open_memory
 from bruno_memstore.errors import MemstoreError, MissingDependencyError
 from bruno_memstore.models import to_us
+from bruno_memstore.ranking import (
+    DEFAULT_CONVERSATION_WEIGHT,
+    DEFAULT_VECTOR_WEIGHT,
+    candidate_count,
+)
 from bruno_memstore.search import DEFAULT_ANALYZER, Analyzer, BM25Index, date_words
 
 __all__ = [
@@ -484,6 +489,100 @@ def run_ablation(samples: Sequence[Sample], variant: Variant) -> Scores:
     return scores
 
 
+@dataclass(frozen=True, slots=True)
+class FusionVariant:
+    """One row of the fusion ablation: how keyword and vector candidates are combined."""
+
+    name: str
+    method: str = "fuse"  # "fuse" (bruno_memstore.ranking.fuse), "rrf", "keyword", "vector"
+    vector_weight: float = DEFAULT_VECTOR_WEIGHT
+    conversation_weight: float = DEFAULT_CONVERSATION_WEIGHT
+    candidates: int = candidate_count(SEARCH_LIMIT)
+    dated: bool = False
+
+
+def fusion_variants() -> list[FusionVariant]:
+    """The shipped fusion, each of its parts removed, its neighbours, and what lost."""
+    return [
+        FusionVariant("keyword only (BM25)", "keyword"),
+        FusionVariant("vector only (MiniLM int8)", "vector"),
+        FusionVariant("reciprocal-rank fusion, k = 60", "rrf"),
+        FusionVariant("weighted mean, no conversation evidence", conversation_weight=0.0),
+        FusionVariant("shipped: weighted mean + conversation evidence"),
+        FusionVariant("  vector weight 0.3", vector_weight=0.3),
+        FusionVariant("  vector weight 0.5", vector_weight=0.5),
+        FusionVariant("  conversation weight 0.2", conversation_weight=0.2),
+        FusionVariant("  conversation weight 0.4", conversation_weight=0.4),
+        FusionVariant("  30 candidates a side", candidates=30),
+        FusionVariant("  200 candidates a side", candidates=200),
+        FusionVariant("shipped + the date in words indexed", dated=True),
+    ]
+
+
+def run_fusion_ablation(samples: Sequence[Sample], variants: Sequence[FusionVariant]) -> list:
+    """Rank every question with ``BM25Index`` and exact cosine, fused per variant.
+
+    Vectors come from the default local model (all-MiniLM-L6-v2, int8 ONNX).
+    """
+    from bruno_memstore.embeddings.local import default_embedder
+    from bruno_memstore.models import MessageRecord, SearchHit
+    from bruno_memstore.ranking import fuse
+
+    model = default_embedder()
+    per_variant = [Scores() for _ in variants]
+    options = ContentOptions()
+    for sample in samples:
+        texts = [message_content(t, options) for t in sample.turns]
+        turn_vecs = model.embed_batch(texts)
+        questions = _questions(sample, Scores())
+        question_vecs = model.embed_batch([q.text for q in questions])
+        records = {
+            t.dia_id: MessageRecord(
+                t.dia_id, f"session-{t.session}", "user", "", "text", "", to_us(t.when), "{}"
+            )
+            for t in sample.turns
+        }
+        indexes = {}
+        for dated in {v.dated for v in variants}:
+            index = BM25Index()
+            for turn, text in zip(sample.turns, texts, strict=True):
+                index.add(turn.dia_id, text, when=turn.when if dated else None)
+            indexes[dated] = index
+        for question, qvec in zip(questions, question_vecs, strict=True):
+            cosines = turn_vecs @ qvec
+            by_vector = sorted(range(len(texts)), key=lambda i: (-cosines[i], -i))
+            for variant, scores in zip(variants, per_variant, strict=True):
+                bm25 = indexes[variant.dated].search(question.text)
+                by_text = sorted(bm25, key=lambda d: (-bm25[d], -records[d].ts_us))
+                n = variant.candidates
+                if variant.method == "keyword":
+                    ranked = by_text
+                elif variant.method == "vector":
+                    ranked = [sample.turns[i].dia_id for i in by_vector]
+                elif variant.method == "rrf":
+                    rrf: dict[str, float] = {}
+                    for ids in (by_text[:n], [sample.turns[i].dia_id for i in by_vector[:n]]):
+                        for rank, dia in enumerate(ids):
+                            rrf[dia] = rrf.get(dia, 0.0) + 1.0 / (60 + rank)
+                    ranked = sorted(rrf, key=lambda d: -rrf[d])
+                else:
+                    text_hits = [SearchHit("message", bm25[d], records[d]) for d in by_text[:n]]
+                    vector_hits = [
+                        SearchHit("message", float(cosines[i]), records[sample.turns[i].dia_id])
+                        for i in by_vector[:n]
+                    ]
+                    fused = fuse(
+                        text_hits,
+                        vector_hits,
+                        vector_weight=variant.vector_weight,
+                        conversation_weight=variant.conversation_weight,
+                        limit=SEARCH_LIMIT,
+                    )
+                    ranked = [h.message.id for h in fused if h.message is not None]
+                scores.add(question, ranked[:SEARCH_LIMIT], None)
+    return list(zip(variants, per_variant, strict=True))
+
+
 def vocabulary_gap(samples: Sequence[Sample], k: int = 10) -> tuple[int, int]:
     """Of the evidence turns the default analysis misses in the top ``k``: how many, and how
     many share no term with the question other than the speakers' names (out of reach of
@@ -559,8 +658,11 @@ def summary_table(reports: Sequence[BackendReport]) -> Table:
     return table
 
 
-def ablation_table(rows: Sequence[tuple[Variant, Scores]]) -> Table:
-    table = Table(title="Analysis ablation (BM25Index, ranked as memory://)")
+def ablation_table(
+    rows: Sequence[tuple[Any, Scores]],
+    title: str = "Analysis ablation (BM25Index, ranked as memory://)",
+) -> Table:
+    table = Table(title=title)
     table.add_column("variant", no_wrap=True)
     for k in KS:
         table.add_column(f"R@{k} %", justify="right")
@@ -624,6 +726,9 @@ def main(
     ] = False,
     ablation: Annotated[
         bool, typer.Option(help="Also measure each step of the text analysis.")
+    ] = False,
+    fusion_ablation: Annotated[
+        bool, typer.Option(help="Also measure the parts of hybrid ranking and what lost.")
     ] = False,
     mode: Annotated[
         list[str] | None,
@@ -690,6 +795,11 @@ def main(
             f"question but the speakers' names: {unreachable} ({100 * unreachable / missed:.0f}%)"
         )
         result["vocabulary_gap"] = {"missed_at_10": missed, "no_shared_term": unreachable}
+    if fusion_ablation:
+        with console.status("fusion ablation ..."):
+            fusion_rows = run_fusion_ablation(samples, fusion_variants())
+        console.print(ablation_table(fusion_rows, "Hybrid ranking ablation (memory:// ranking)"))
+        result["fusion_ablation"] = [{"variant": v.name, **s.summary()} for v, s in fusion_rows]
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         console.print(f"figures written to {json_out}")
