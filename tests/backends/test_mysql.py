@@ -1,5 +1,5 @@
 """MySQLMemory against the real MariaDB: schema, collations, text fidelity, full-text
-rewriting, query plans, group commit, migrations across processes, URL handling.
+rewriting, query plans, group commit, migrations across processes, URL handling, vectors.
 
 The server is ``BRUNO_TEST_MYSQL_URL`` (default: the machine's MariaDB); an unreachable
 server fails these tests. Each module run uses tables of its own (a fresh prefix).
@@ -8,6 +8,7 @@ server fails these tests. Each module run uses tables of its own (a fresh prefix
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -15,17 +16,20 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncmy
+import numpy as np
 import pytest
 import pytest_asyncio
-from bruno_core.models.memory import MemoryQuery
+from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
 from bruno_memstore.backends import mysql as mysql_module
 from bruno_memstore.backends._mysql_schema import MIGRATIONS
+from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.mysql import (
     MySQLMemory,
     TermRewriter,
@@ -39,6 +43,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
+from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
 from bruno_memstore.testing.builders import (
     at,
     make_memory_entry,
@@ -47,6 +52,7 @@ from bruno_memstore.testing.builders import (
     new_user_id,
 )
 from bruno_memstore.url import MemoryURL
+from bruno_memstore.vector_cache import vector_from_bytes
 
 MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 TABLES = (
@@ -415,6 +421,7 @@ async def test_every_query_uses_an_index(prefix: str) -> None:
         await mem.delete_memory(str(entry.id), user_id=uid)
         await mem.clear_conversation(uid, conv)
         await mem.forget_user(users[5])
+        await mem.reindex()  # drops every vector, then writes them again
         planned = [
             s
             for s in dict.fromkeys(mem.statements)
@@ -617,3 +624,241 @@ async def test_missing_driver_names_the_install_command(monkeypatch: pytest.Monk
         MySQLMemory(MYSQL_URL)
     assert "pip install 'bruno-memstore[mysql]'" in str(info.value)
     assert isinstance(info.value, ImportError)
+
+
+# ==================================================================== vectors
+
+
+async def _generation(prefix: str, user_id: str) -> int | None:
+    rows = await _query(
+        f"SELECT generation FROM `{prefix}vector_generations` WHERE user_hash = %s",
+        (hashlib.sha256(user_id.encode()).digest(),),
+    )
+    return int(rows[0][0]) if rows else None
+
+
+async def test_vectors_are_float32_blobs_in_the_record_rows(
+    memory: MySQLMemory, prefix: str
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    system = make_message("you talk about kittens", role=MessageRole.SYSTEM, timestamp=at(0))
+    chat = make_message("my kitten is grey", timestamp=at(1))
+    await memory.store_messages([system, chat], conversation_id=conv, user_id=uid)
+    assert memory.embedder is not None
+    rows = await _query(f"SELECT vector FROM `{prefix}messages` WHERE id = %s", (str(chat.id),))
+    want = await memory.embedder.embed_one(chat.content)
+    assert np.array_equal(vector_from_bytes(rows[0][0]), want)
+    space = await _query(f"SELECT model, dimension, epoch FROM `{prefix}vector_space`")
+    assert space == [(memory.embedder.model_name, 384, 1)]
+    # Every change of the user's vectors bumps the user's generation, in the same commit.
+    seen = [await _generation(prefix, uid)]
+    assert seen[0] is not None
+
+    async def changed() -> None:
+        now = await _generation(prefix, uid)
+        assert now not in seen, seen
+        seen.append(now)
+
+    entry = make_memory_entry(uid, "likes grey kittens", category="pets")
+    await memory.store_memory(entry)
+    await changed()
+    entry.metadata.category = "animals"  # a replaced entry: new filter columns
+    await memory.store_memory(entry)
+    await changed()
+    await memory.clear_history(conv)  # the system message stays
+    await changed()
+    rows = await _query(
+        f"SELECT id FROM `{prefix}messages` WHERE user_id = %s AND vector IS NOT NULL", (uid,)
+    )
+    assert rows == [(str(system.id),)]
+    await memory.delete_memory(str(entry.id))
+    await changed()
+    short = make_memory_entry(uid, "brief kitten", expires_at=at(1))
+    await memory.store_memory(short)
+    await changed()
+    assert await memory.purge_expired() >= 1
+    await changed()
+    # Reads and searches change nothing.
+    await memory.search(uid, "kitten", mode="vector")
+    await memory.retrieve_context(uid, conversation_id=conv)
+    assert await _generation(prefix, uid) == seen[-1]
+    await memory.clear_conversation(uid, conv)
+    await changed()
+    await memory.store_message(make_message("one more kitten"), uid, new_conversation_id())
+    await changed()
+    await memory.forget_user(uid)
+    await changed()  # the row stays (it holds a digest, not the id) and moved on
+
+
+async def test_a_write_without_a_model_stores_no_vector(prefix: str) -> None:
+    mem = MySQLMemory(MYSQL_URL, table_prefix=prefix, embedding_model=None)
+    try:
+        uid = new_user_id()
+        await mem.store_message(make_message("no vector here"), uid, new_conversation_id())
+        await mem.store_memory(make_memory_entry(uid, "nor here"))
+        for table in ("messages", "memories"):
+            rows = await _query(f"SELECT vector FROM `{prefix}{table}` WHERE user_id = %s", (uid,))
+            assert rows == [(None,)]
+        assert await _generation(prefix, uid) is None
+    finally:
+        await mem.shutdown()
+
+
+async def test_other_processes_see_vector_changes_through_the_generation(
+    memory: MySQLMemory, prefix: str
+) -> None:
+    other = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    try:
+        uid = new_user_id()
+        conv = new_conversation_id()
+        await memory.store_message(make_message("the grey kitten sleeps"), uid, conv)
+        assert len(await memory.search(uid, "kitten", mode="vector")) == 1
+        loads = memory._vector_cache.loads
+        await memory.search(uid, "kitten", mode="vector")
+        await memory.search(uid, "sleeping cat", mode="vector", kinds=("message",))
+        assert memory._vector_cache.loads == loads  # served from the loaded index
+        await other.store_message(
+            make_message("another kitten arrived"), uid, new_conversation_id()
+        )
+        assert len(await memory.search(uid, "kitten", mode="vector")) == 2
+        assert memory._vector_cache.loads > loads
+        await other.clear_conversation(uid, conv)
+        found = await memory.search(uid, "kitten", mode="vector")
+        assert [r.content for r in found] == ["another kitten arrived"]
+    finally:
+        await other.shutdown()
+
+
+async def test_a_schema_1_store_is_migrated_and_reindexed(prefix: str) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    old = MySQLMemory(MYSQL_URL, table_prefix=prefix, embedding_model=None)
+    msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(VECTOR_TOPICS)]
+    await old.store_messages(msgs, conversation_id=conv, user_id=uid)
+    await old.store_memory(make_memory_entry(uid, "the user adopted a kitten"))
+    await old.shutdown()
+    # Back to what a store written before vectors looks like: schema version 1.
+    await _query(f"ALTER TABLE `{prefix}messages` DROP COLUMN vector")
+    await _query(f"ALTER TABLE `{prefix}memories` DROP COLUMN vector")
+    await _query(f"DROP TABLE `{prefix}vector_generations`, `{prefix}vector_space`")
+    await _query(f"DELETE FROM `{prefix}schema_version` WHERE version = 2")
+    new = MySQLMemory(MYSQL_URL, table_prefix=prefix)
+    try:
+        await new.initialize()
+        assert await new.schema_version() == 2
+        # Old rows have no vector until reindex; keyword search and reads work meanwhile.
+        assert await new.search(uid, "kitten shelter", mode="vector") == []
+        assert await new.search(uid, "kitten", mode="keyword")
+        assert await new.reindex() == {"message": len(msgs), "memory": 1}
+        found = await new.search(uid, "a cat from the animal shelter", mode="vector", limit=2)
+        assert sorted(r.kind for r in found) == ["memory", "message"]
+        assert [r.message.id for r in found if r.message] == [msgs[0].id]
+    finally:
+        await new.shutdown()
+
+
+async def test_reindex_replaces_every_vector_and_moves_the_epoch(
+    memory: MySQLMemory, prefix: str
+) -> None:
+    uid = new_user_id()
+    await memory.store_messages(
+        [make_message(t, timestamp=at(i)) for i, t in enumerate(VECTOR_TOPICS)],
+        conversation_id=new_conversation_id(),
+        user_id=uid,
+    )
+    await memory.search(uid, "kitten", mode="vector")  # loads the user's vectors
+    counts = await memory.reindex()
+    assert counts["message"] >= len(VECTOR_TOPICS)
+    space = await _query(f"SELECT epoch FROM `{prefix}vector_space`")
+    assert space == [(2,)]
+    rows = await _query(
+        f"SELECT COUNT(*) FROM `{prefix}messages` WHERE user_id = %s AND LENGTH(vector) = 1536",
+        (uid,),
+    )
+    assert rows == [(len(VECTOR_TOPICS),)]
+    found = await memory.search(uid, "a cat from the animal shelter", mode="vector", limit=1)
+    assert found[0].content == VECTOR_TOPICS[0]
+
+
+VECTOR_TOPICS = [
+    "my sister adopted a small grey kitten from the animal shelter",
+    "the quarterly tax return is due at the end of the month",
+    "we hiked up the mountain trail and camped near the summit",
+    "I am learning to bake sourdough bread with a new starter",
+    "the football match went to penalties after extra time",
+    "our flight to Lisbon was delayed by three hours",
+]
+
+
+def _hit_id(hit: SearchHit) -> tuple[str, str]:
+    rec = hit.message if hit.message is not None else hit.memory
+    assert rec is not None
+    return (hit.kind, rec.id)
+
+
+def _assert_same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
+    """Same scores position by position (to 1e-4), and the same records wherever a score is
+    not tied with the last one returned."""
+    assert len(ours) == len(theirs), context
+    for a, b in zip(ours, theirs, strict=True):
+        assert abs(a.score - b.score) < 1e-4, context
+    if theirs:
+        bar = theirs[-1].score + 1e-4
+        assert {_hit_id(h) for h in ours if h.score > bar} == {
+            _hit_id(h) for h in theirs if h.score > bar
+        }, context
+
+
+async def test_vector_filters_match_the_reference(memory: MySQLMemory) -> None:
+    """``_vector_search`` with every filter gives the in-process reference's answer, with
+    another user's nearer records around (filters before ranking: no leak, no starvation)."""
+    reference = InMemoryStorage()
+    uid, other = new_user_id(), new_user_id()
+    convs = [new_conversation_id(), new_conversation_id()]
+    now = utcnow()
+    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
+    for i in range(36):
+        topic = VECTOR_TOPICS[i % len(VECTOR_TOPICS)]
+        msg = make_message(f"{topic}, told on day {i}", timestamp=at(i))
+        entry = make_memory_entry(
+            uid,
+            f"note {i}: {topic}",
+            memory_type=types[i % 3],
+            category=["pets", "money", None][i % 3],
+            tags=[f"t{i % 4}", "all"] if i % 5 else [],
+            confidence=(i % 10) / 10,
+            importance=((i * 7) % 10) / 10,
+            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
+            conversation_id=convs[i % 2] if i % 4 == 0 else None,
+        )
+        for target in (memory, reference):
+            await target.store_message(msg, uid, convs[i % 2])
+            await target.store_memory(entry)
+    for topic in VECTOR_TOPICS:  # nearer than anything of the user's
+        await memory.store_message(make_message(topic), other, new_conversation_id())
+        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
+    now_us = to_us(now)
+    filters = [
+        MemoryFilter(uid, now_us=now_us),
+        MemoryFilter(uid, memory_types=("semantic",), now_us=now_us),
+        MemoryFilter(uid, categories=("pets",), now_us=now_us),
+        MemoryFilter(uid, tags=("t1", "t2"), now_us=now_us),
+        MemoryFilter(uid, min_confidence=0.5, min_importance=0.4, now_us=now_us),
+        MemoryFilter(uid, include_expired=True, now_us=now_us),
+    ]
+    assert memory.embedder is not None
+    for query in ("a cat from the animal shelter", "paying taxes", "walking in the hills"):
+        vector = await memory.embedder.embed_one(query)
+        for flt in filters:
+            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
+                for conv in (None, convs[0]):
+                    for limit in (1, 4, 80):
+                        args = {
+                            "kinds": kinds,
+                            "conversation_id": conv,
+                            "limit": limit,
+                            "memory_filter": flt,
+                        }
+                        ours = await memory._vector_search(uid, vector, **args)
+                        theirs = await reference._vector_search(uid, vector, **args)
+                        _assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
+    await reference.shutdown()

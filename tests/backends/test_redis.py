@@ -15,19 +15,21 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
-from bruno_core.models.memory import MemoryQuery
+from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 from redis.crc import key_slot
 
+import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends import redis as redis_backend
 from bruno_memstore.backends._redis_keys import encode_id
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.redis import ANALYZER_FINGERPRINT, RedisMemory
+from bruno_memstore.backends.redis import ANALYZER_FINGERPRINT, RedisMemory, vector_tag
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
@@ -38,8 +40,10 @@ from bruno_memstore.errors import (
     MissingDependencyError,
     OwnershipError,
 )
+from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
+from bruno_memstore.vector_cache import vector_from_bytes
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta", "vgen"}
@@ -681,3 +685,367 @@ async def test_backend_is_usable_from_bruno_core_registry() -> None:
 
     assert MemoryBackendRegistry().validate_plugin(RedisMemory)
     assert issubclass(RedisMemory, MemoryBackend)
+
+
+# ==================================================================== vectors
+
+
+@pytest.fixture(scope="module")
+def search_url() -> str:
+    """The project's Redis with RediSearch (started if it is down)."""
+    return engines.redis_search_url()
+
+
+@pytest_asyncio.fixture
+async def search_memory(prefix: str, search_url: str) -> AsyncIterator[RedisMemory]:
+    """A memory on the RediSearch server, its keys and index removed afterwards."""
+    mem = RedisMemory(search_url, prefix=prefix, connect_timeout=3, vector_search="redisearch")
+    await mem.initialize()
+    yield mem
+    await mem.shutdown()
+    engines.drop_redis_keys(search_url, prefix)
+    with redis.Redis.from_url(search_url) as client:
+        for name in client.execute_command("FT._LIST"):
+            if name.decode().startswith(prefix):
+                client.execute_command("FT.DROPINDEX", name)
+
+
+async def test_vector_mode_is_detected_and_exposed(
+    prefix: str, search_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = RedisMemory(REDIS_URL, prefix=prefix)
+    assert plain.vector_mode is None
+    with caplog.at_level("INFO", logger="bruno_memstore.redis"):
+        await plain.initialize()
+    assert plain.vector_mode == "client"
+    assert plain.describe().endswith("vectors=client")
+    assert "exact, in the client (the server has no RediSearch)" in caplog.text
+    assert await plain.vector_index_info() == {"mode": "client"}
+    await plain.shutdown()
+    with pytest.raises(BackendError, match="RediSearch"):
+        await RedisMemory(REDIS_URL, prefix=prefix, vector_search="redisearch").initialize()
+    searching = RedisMemory(search_url, prefix=prefix)
+    forced = RedisMemory(search_url, prefix=prefix, vector_search="client")
+    try:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="bruno_memstore.redis"):
+            await searching.initialize()
+        assert searching.vector_mode == "redisearch"
+        assert "by RediSearch" in caplog.text
+        info = await searching.vector_index_info()
+        assert info["mode"] == "redisearch" and info["dimension"] == 384
+        assert info["name"] == f"{prefix}:vectors"
+        await forced.initialize()
+        assert forced.vector_mode == "client"
+    finally:
+        await searching.shutdown()
+        await forced.shutdown()
+        engines.drop_redis_keys(search_url, prefix)
+        with redis.Redis.from_url(search_url) as client:
+            client.execute_command("FT.DROPINDEX", f"{prefix}:vectors")
+    with pytest.raises(InvalidArgumentError) as bad:
+        RedisMemory(REDIS_URL, vector_search="faiss")
+    assert bad.value.argument == "vector_search"
+    assert RedisMemory(f"{REDIS_URL}?vector_search=client")._settings["vector_search"] == "client"
+
+
+async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -> None:
+    binary = aioredis.Redis.from_url(REDIS_URL)
+    user, conv = "vec {user} %", "vec-conv"
+    gen_key = memory.keys.user(user, "vgen")
+
+    async def generation() -> str | None:
+        return await raw.get(gen_key)
+
+    async def fields(key: str) -> dict[str, str]:
+        """The document's fields but its vector."""
+        got = await binary.hgetall(key)
+        return {k.decode(): v.decode() for k, v in got.items() if k != b"vec"}
+
+    try:
+        system = make_message("you talk about kittens", role=MessageRole.SYSTEM, timestamp=at(0))
+        chat = make_message("my kitten is grey", timestamp=at(1))
+        await memory.store_messages([system, chat], conversation_id=conv, user_id=user)
+        g1 = await generation()
+        assert g1 is not None
+        doc = await binary.hgetall(memory.keys.vector(user, "m", str(chat.id)))
+        assert doc[b"u"].decode() == vector_tag(f"{memory.prefix}\0{user}")
+        assert doc[b"k"] == b"m" and doc[b"c"].decode() == vector_tag(conv)
+        assert memory.embedder is not None
+        want = await memory.embedder.embed_one(chat.content)
+        assert np.array_equal(vector_from_bytes(doc[b"vec"]), want)
+        assert await raw.smembers(memory.keys.user(user, "vm")) == {str(system.id), str(chat.id)}
+
+        entry = make_memory_entry(
+            user,
+            "likes grey kittens",
+            category="pets",
+            tags=["a,b", "c"],
+            confidence=0.75,
+            importance=0.25,
+            expires_at=at(10),
+            conversation_id=conv,
+        )
+        await memory.store_memory(entry)
+        g2 = await generation()
+        assert g2 != g1
+        mdoc = await fields(memory.keys.vector(user, "e", str(entry.id)))
+        assert mdoc["k"] == "e" and mdoc["t"] == vector_tag("fact")
+        assert mdoc["g"] == vector_tag("pets") and mdoc["c"] == vector_tag(conv)
+        assert mdoc["tg"] == f"{vector_tag('a,b')},{vector_tag('c')}"
+        assert float(mdoc["f"]) == 0.75 and float(mdoc["i"]) == 0.25
+        assert float(mdoc["x"]) == to_us(at(10))
+
+        # Replacing the entry rewrites its document (no stale filter field stays).
+        entry.metadata.category = None
+        entry.metadata.tags = []
+        entry.expires_at = None
+        await memory.store_memory(entry)
+        mdoc = await fields(memory.keys.vector(user, "e", str(entry.id)))
+        assert "g" not in mdoc and "tg" not in mdoc and float(mdoc["x"]) == 1e18
+        g3 = await generation()
+        assert g3 != g2
+
+        await memory.clear_history(conv)  # the system message stays
+        assert await raw.smembers(memory.keys.user(user, "vm")) == {str(system.id)}
+        assert not await raw.exists(memory.keys.vector(user, "m", str(chat.id)))
+        g4 = await generation()
+        assert g4 != g3
+        await memory.delete_memory(str(entry.id))
+        assert not await raw.exists(memory.keys.vector(user, "e", str(entry.id)))
+        assert await raw.scard(memory.keys.user(user, "ve")) == 0
+        assert await generation() != g4
+        # Reading and searching change nothing.
+        g5 = await generation()
+        await memory.search(user, "kitten", mode="vector")
+        await memory.retrieve_context(user, conversation_id=conv)
+        assert await generation() == g5
+        await memory.clear_conversation(user, conv)
+        assert not [k for k in await _keys(memory.prefix) if k.startswith(f"{memory.prefix}:v:")]
+    finally:
+        await binary.aclose()
+
+
+async def test_a_write_without_a_model_stores_no_vector(prefix: str, raw) -> None:
+    memory = RedisMemory(REDIS_URL, prefix=prefix, embedding_model=None)
+    try:
+        await memory.store_message(make_message("no vector here"), "plain", "conv")
+        await memory.store_memory(make_memory_entry("plain", "nor here"))
+        assert not [k for k in await _keys(prefix) if k.startswith(f"{prefix}:v:")]
+        assert not await raw.exists(memory.keys.user("plain", "vgen"))
+    finally:
+        await memory.shutdown()
+
+
+async def test_search_in_the_client_reloads_after_any_process_changes_vectors(
+    memory: RedisMemory, prefix: str
+) -> None:
+    other = RedisMemory(REDIS_URL, prefix=prefix)
+    try:
+        user = "two-processes"
+        await memory.store_message(make_message("the grey kitten sleeps"), user, "c1")
+        first = await memory.search(user, "kitten", mode="vector")
+        assert len(first) == 1
+        loads = memory._vector_cache.loads
+        await memory.search(user, "kitten", mode="vector")
+        await memory.search(user, "sleeping cat", mode="vector", kinds=("message",))
+        assert memory._vector_cache.loads == loads  # unchanged: served from the cache
+        await other.store_message(make_message("another kitten arrived"), user, "c2")
+        assert len(await memory.search(user, "kitten", mode="vector")) == 2
+        assert memory._vector_cache.loads > loads
+        await other.clear_conversation(user, "c1")
+        found = await memory.search(user, "kitten", mode="vector")
+        assert [r.content for r in found] == ["another kitten arrived"]
+    finally:
+        await other.shutdown()
+
+
+async def test_expired_conversations_leave_the_vector_index(prefix: str, search_url: str) -> None:
+    for url, mode in ((REDIS_URL, "client"), (search_url, "redisearch")):
+        memory = RedisMemory(url, prefix=prefix, conversation_ttl=0.3, vector_search=mode)
+        try:
+            await memory.store_message(make_message("a short-lived kitten"), "ttl", "brief")
+            assert len(await memory.search("ttl", "kitten", mode="vector")) == 1
+            await asyncio.sleep(0.5)
+            assert await memory.search("ttl", "kitten", mode="vector") == [], mode
+            with redis.Redis.from_url(url) as client:
+                assert not list(client.scan_iter(match=f"{prefix}:v:*")), mode
+        finally:
+            await memory.shutdown()
+            engines.drop_redis_keys(url, prefix)
+    with redis.Redis.from_url(search_url) as client:
+        client.execute_command("FT.DROPINDEX", f"{prefix}:vectors")
+
+
+VECTOR_TOPICS = [
+    "my sister adopted a small grey kitten from the animal shelter",
+    "the quarterly tax return is due at the end of the month",
+    "we hiked up the mountain trail and camped near the summit",
+    "I am learning to bake sourdough bread with a new starter",
+    "the football match went to penalties after extra time",
+    "our flight to Lisbon was delayed by three hours",
+]
+
+
+async def check_vector_filters_match_the_reference(memory: MemoryBackend) -> None:
+    """``_vector_search`` with every filter gives the in-process reference's answer, with
+    another user's nearer records around (filters inside the query: nothing leaks, nothing
+    starves)."""
+    reference = InMemoryStorage()
+    tag = uuid.uuid4().hex[:8]
+    user, other = f"vf-{tag}", f"vf-other-{tag}"
+    convs = [f"vf-a-{tag}", f"vf-b-{tag}"]
+    now = utcnow()
+    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
+    for i in range(36):
+        topic = VECTOR_TOPICS[i % len(VECTOR_TOPICS)]
+        msg = make_message(f"{topic}, told on day {i}", timestamp=at(i))
+        entry = make_memory_entry(
+            user,
+            f"note {i}: {topic}",
+            memory_type=types[i % 3],
+            category=["pets", "money", None][i % 3],
+            tags=[f"t{i % 4}", "all"] if i % 5 else [],
+            confidence=(i % 10) / 10,
+            importance=((i * 7) % 10) / 10,
+            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
+            conversation_id=convs[i % 2] if i % 4 == 0 else None,
+        )
+        for target in (memory, reference):
+            await target.store_message(msg, user, convs[i % 2])
+            await target.store_memory(entry)
+    for i, topic in enumerate(VECTOR_TOPICS):  # nearer than anything of the user's
+        await memory.store_message(make_message(topic), other, f"vf-o-{tag}-{i}")
+        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
+    now_us = to_us(now)
+    filters = [
+        MemoryFilter(user, now_us=now_us),
+        MemoryFilter(user, memory_types=("semantic",), now_us=now_us),
+        MemoryFilter(user, categories=("pets",), now_us=now_us),
+        MemoryFilter(user, tags=("t1", "t2"), now_us=now_us),
+        MemoryFilter(user, min_confidence=0.5, min_importance=0.4, now_us=now_us),
+        MemoryFilter(user, include_expired=True, now_us=now_us),
+    ]
+    embedder = memory.embedder
+    assert embedder is not None
+    for query in ("a cat from the animal shelter", "paying taxes", "walking in the hills"):
+        vector = await embedder.embed_one(query)
+        for flt in filters:
+            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
+                for conv in (None, convs[0]):
+                    for limit in (1, 4, 80):
+                        args = {
+                            "kinds": kinds,
+                            "conversation_id": conv,
+                            "limit": limit,
+                            "memory_filter": flt,
+                        }
+                        ours = await memory._vector_search(user, vector, **args)  # type: ignore[attr-defined]
+                        theirs = await reference._vector_search(user, vector, **args)
+                        assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
+    await reference.shutdown()
+
+
+def _hit_id(hit: SearchHit) -> tuple[str, str]:
+    rec = hit.message if hit.message is not None else hit.memory
+    assert rec is not None
+    return (hit.kind, rec.id)
+
+
+def assert_same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
+    """Same scores position by position (to 1e-4), and the same records wherever a score is
+    not tied with the last one returned."""
+    assert len(ours) == len(theirs), context
+    for a, b in zip(ours, theirs, strict=True):
+        assert abs(a.score - b.score) < 1e-4, context
+    if theirs:
+        bar = theirs[-1].score + 1e-4
+        assert {_hit_id(h) for h in ours if h.score > bar} == {
+            _hit_id(h) for h in theirs if h.score > bar
+        }, context
+
+
+async def test_vector_filters_in_the_client_match_the_reference(memory: RedisMemory) -> None:
+    await check_vector_filters_match_the_reference(memory)
+
+
+async def test_vector_filters_in_the_knn_query_match_the_reference(
+    search_memory: RedisMemory,
+) -> None:
+    assert search_memory.vector_mode == "redisearch"
+    await check_vector_filters_match_the_reference(search_memory)
+
+
+def test_knn_query_holds_every_filter_as_a_digest() -> None:
+    memory = RedisMemory(REDIS_URL, prefix="p")
+    flt = MemoryFilter(
+        "u} | @u:{*",
+        memory_types=("fact",),
+        categories=("x}|y",),
+        tags=("a b", "c"),
+        min_confidence=0.5,
+        min_importance=0.25,
+        now_us=1_700_000_000_000_000,
+    )
+    query = memory._knn_query("u} | @u:{*", frozenset({"message", "memory"}), "conv {1}", flt)
+    h = vector_tag
+    assert query == (
+        f"(@u:{{{h('p' + chr(0) + 'u} | @u:{*')}}} @c:{{{h('conv {1}')}}} (@k:{{m}} | "
+        f"(@k:{{e}} @t:{{{h('fact')}}} @g:{{{h('x}|y')}}} @tg:{{{h('a b')}|{h('c')}}} "
+        "@f:[0.5 +inf] @i:[0.25 +inf] @x:[(1700000000000000 +inf])))"
+        "=>[KNN $k @vec $blob AS dist]"
+    )
+    only = memory._knn_query("u", frozenset({"message"}), None, MemoryFilter("u"))
+    assert only == f"(@u:{{{h('p' + chr(0) + 'u')}}} @k:{{m}})=>[KNN $k @vec $blob AS dist]"
+
+
+async def test_awkward_user_ids_see_only_their_own_vectors(search_memory: RedisMemory) -> None:
+    users = [*AWKWARD_USERS, "x} | @u:{*", "*", "-", "a b", "@k:{m}"]
+    for user in users:
+        await search_memory.store_message(make_message(f"kitten of {user}"), user, f"c-{user}")
+        await search_memory.store_memory(make_memory_entry(user, f"a kitten fact of {user}"))
+    for user in users:
+        found = await search_memory.search(user, "kitten", mode="vector", limit=50)
+        assert sorted(r.content for r in found) == [f"a kitten fact of {user}", f"kitten of {user}"]
+
+
+async def test_a_store_written_without_redisearch_is_indexed_on_connect(
+    prefix: str, search_url: str
+) -> None:
+    before = RedisMemory(search_url, prefix=prefix, vector_search="client")
+    searching = RedisMemory(search_url, prefix=prefix, vector_search="redisearch")
+    try:
+        user = "older"
+        texts = [f"{topic} ({i})" for i, topic in enumerate(VECTOR_TOPICS * 5)]
+        await before.store_messages(
+            [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)],
+            conversation_id="old",
+            user_id=user,
+        )
+        await before.shutdown()
+        await searching.initialize()  # creates the index over the stored documents
+        for _ in range(100):
+            info = await searching.vector_index_info()
+            if not info["indexing"] and info["documents"] == len(texts):
+                break
+            await asyncio.sleep(0.05)
+        assert info["documents"] == len(texts) and info["failures"] == 0
+        found = await searching.search(user, "a kitten from the shelter", mode="vector", limit=5)
+        assert [r.content.split(" (")[0] for r in found] == [VECTOR_TOPICS[0]] * 5
+    finally:
+        await searching.shutdown()
+        engines.drop_redis_keys(search_url, prefix)
+        with redis.Redis.from_url(search_url) as client:
+            client.execute_command("FT.DROPINDEX", f"{prefix}:vectors")
+
+
+async def test_a_dropped_index_is_recreated_by_the_next_query(search_memory: RedisMemory) -> None:
+    await search_memory.store_message(make_message("the grey kitten"), "u", "c")
+    with redis.Redis.from_url(search_memory._driver_url) as client:
+        client.execute_command("FT.DROPINDEX", search_memory.vector_index_name)
+    for _ in range(100):
+        found = await search_memory.search("u", "kitten", mode="vector")
+        if found:  # the new index scans the stored documents in the background
+            break
+        await asyncio.sleep(0.05)
+    assert [r.content for r in found] == ["the grey kitten"]

@@ -974,7 +974,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         # warning on every statement.
         updates = ", ".join(f"{c} = %s" for c in names[1:])
         async with self._transaction() as cur:
-            await cur.execute(
+            # Affected rows: 1 for a new entry, else it replaced one (or found it unchanged).
+            affected = await cur.execute(
                 f"INSERT INTO {t['memories']} ({cols}) VALUES ({_placeholders(len(names))}) "
                 f"ON DUPLICATE KEY UPDATE {updates}",
                 (*values, *values[1:]),
@@ -990,9 +991,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     + ",".join(["(%s,%s,%s)"] * len(hashes)),
                     flat,
                 )
-            # Also without a vector: a replaced entry's old vector went with the old row,
-            # and the cached filter columns changed.
-            await self._bump_generations(cur, [record.user_id])
+            if record.vector is not None or affected != 1:
+                # A replaced entry's old vector went with the old row (and its filter
+                # columns, which loaded indexes keep, changed).
+                await self._bump_generations(cur, [record.user_id])
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         rows = await self._fetch(

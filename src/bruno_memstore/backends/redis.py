@@ -758,8 +758,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 self._client.execute_command, "FT.INFO", self.vector_index_name
             )
         except rexc.ResponseError as exc:
-            text = str(exc).lower()
-            if "unknown index" in text or "no such index" in text or "not found" in text:
+            if _no_index(exc):
                 return None
             raise
         return _pairs(reply)
@@ -771,8 +770,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 self._client.execute_command, "FT.DROPINDEX", self.vector_index_name
             )
         except rexc.ResponseError as exc:
-            text = str(exc).lower()
-            if not ("unknown index" in text or "no such index" in text or "not found" in text):
+            if not _no_index(exc):
                 raise
 
     async def vector_index_info(self) -> dict[str, Any]:
@@ -862,11 +860,21 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             "DIALECT",
             2,
         ]
-        pipe = self._client.pipeline(transaction=False)
-        # Conversations past their TTL leave first (with their vectors), then the query.
-        await self._scripts["vector_state"](args=[self.prefix, user_id], client=pipe)
-        pipe.execute_command(*args)
-        _state, reply = await self._command(pipe.execute)
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            # Conversations past their TTL leave first (with their vectors), then the query.
+            await self._scripts["vector_state"](args=[self.prefix, user_id], client=pipe)
+            pipe.execute_command(*args)
+            try:
+                _state, reply = await self._command(pipe.execute)
+                break
+            except rexc.ResponseError as exc:
+                if attempt == 2 or not _no_index(exc):
+                    raise
+            # The index was dropped under us (a reindex elsewhere, FLUSHALL): recreate it.
+            self._index_dimension = None
+            space = await self._vector_space()
+            await self._ensure_index(space.dimension if space else query.size)
         near: list[tuple[float, str, str]] = []
         for key, fields in _search_results(reply):
             # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
@@ -1059,6 +1067,12 @@ def vector_tag(value: str) -> str:
     """The TAG value indexed for ``value`` (the scripts' ``redis.sha1hex``): hex digits only,
     so any user id, conversation id, category or tag is matched exactly, unescaped."""
     return hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _no_index(exc: BaseException) -> bool:
+    """Whether a RediSearch error says the index does not exist."""
+    text = str(exc).lower()
+    return "unknown index" in text or "no such index" in text or "not found" in text
 
 
 def _decode_id(text: str) -> str:
