@@ -5,7 +5,8 @@ Each function runs on a worker thread against the connection that thread owns (s
 :func:`snapshot`. They take and return the records of :mod:`bruno_memstore.models`.
 
 The statements are module constants so that the benchmark's raw-driver baseline runs exactly
-the same SQL.
+the same SQL. Vector search (:func:`vector_search`) runs on one thread, which owns the
+in-process indexes it brings up to date (:class:`LoadedIndexes`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ __all__ = [
     "INSERT_MESSAGE",
     "INSERT_MESSAGE_AT",
     "INSERT_SEARCH",
+    "KINDS",
     "SELECT_CONVERSATION",
     "WINDOW_OF_CONVERSATION",
     "WINDOW_OF_USER",
+    "CachedIndex",
+    "LoadedIndexes",
     "append_messages",
+    "claim_vector_space",
     "conversation_owner",
+    "counters_of",
     "delete_memory",
     "delete_messages",
     "export_page",
@@ -50,17 +56,22 @@ __all__ = [
     "get_messages",
     "get_session",
     "latest_session",
+    "load_vectors",
     "match_expression",
     "message_row",
     "purge_expired",
     "put_memory",
     "put_session",
+    "put_vectors",
     "query_memories",
     "read_window",
     "search_bodies",
     "snapshot",
     "statistics",
     "text_search",
+    "vector_counters",
+    "vector_search",
+    "vector_space",
 ]
 
 _CHUNK = 500  # ids per IN (...) list
