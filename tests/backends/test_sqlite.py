@@ -429,6 +429,37 @@ async def test_writes_of_another_instance_invalidate_the_cached_index(db_path: P
         assert await nearest("a cat for the family") == []
 
 
+async def test_an_index_of_an_older_epoch_is_not_searched(
+    memory: SQLiteMemory, db_path: Path
+) -> None:
+    """A search whose cached index predates a removal (made between the counters' read and
+    the search) ranks the vectors as they are in its snapshot, so nothing gone takes a place."""
+    user, conv, gone_conv = new_user_id(), new_conversation_id(), new_conversation_id()
+    msgs = await store(memory, user, conv, TOPICS)
+    await store(memory, user, gone_conv, ["a grey kitten from the animal shelter"])
+    query = (await memory.embedder.embed(["a grey kitten from the animal shelter"]))[0]  # type: ignore[union-attr]
+    with raw(db_path) as conn:
+        before = ops.vector_counters(conn, user)
+        assert before is not None
+        uid, epoch = before[0], ops.counters_of(before, "message")[1]
+        stale = VectorIndex()
+        ops.load_vectors(conn, "message", uid, 0, stale)
+    await memory.clear_conversation(user, gone_conv)
+    with raw(db_path) as conn:
+        found = ops.vector_search(
+            conn,
+            user,
+            query,
+            None,
+            len(TOPICS),
+            None,
+            {"message": ((uid, epoch), stale)},
+            ops.LoadedIndexes(2),
+        )
+    assert {h.message.id for h in found if h.message} == {str(m.id) for m in msgs}
+    assert len(stale) == len(TOPICS) + 1  # the cached index itself was left alone
+
+
 async def test_vectors_round_trip_as_float32(memory: SQLiteMemory, db_path: Path) -> None:
     user = new_user_id()
     msgs = await store(memory, user, new_conversation_id(), TOPICS)

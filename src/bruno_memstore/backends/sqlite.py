@@ -388,6 +388,9 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             ops.claim_vector_space, model=space.model, dimension=space.dimension, replace=replace
         )
         model, dimension = await self._write(job)
+        if replace:
+            for cache in self._vector_caches.values():
+                cache.clear()  # every epoch moved: the copies would never be used again
         return VectorSpace(model, dimension)
 
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
@@ -409,8 +412,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
     ) -> list[SearchHit]:
         counters = await self._read(partial(ops.vector_counters, user_id=user_id))
         if counters is None:
-            for cache in self._vector_caches.values():
-                cache.drop(user_id)
+            self._drop_vectors(user_id)
             return []
         uid = counters[0]
         indexes: dict[str, ops.CachedIndex] = {}
@@ -434,11 +436,17 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             )
         )
 
+    def _drop_vectors(self, user_id: str) -> None:
+        for cache in self._vector_caches.values():
+            cache.drop(user_id)
+
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._read(partial(ops.statistics, user_id=user_id))
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        return await self._write(partial(ops.forget_user, user_id=user_id))
+        counts = await self._write(partial(ops.forget_user, user_id=user_id))
+        self._drop_vectors(user_id)  # other instances drop theirs at their next query
+        return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         after: Any = None
