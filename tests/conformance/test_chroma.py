@@ -182,9 +182,10 @@ class TestChromaServer(MemoryConformance):
         return same_mode(await self.make_memory(), memory)
 
     async def make_private_memory(self) -> MemoryBackend:
-        # Model changes replace a whole store's vectors: a prefix no other test uses.
+        # Model changes replace a whole store's vectors: a prefix no other test uses. Not
+        # connected yet: the tests choose its embedding model first.
         host, port = host_port(self._request.getfixturevalue("chroma_url"))
-        return await connect(ChromaMemory(host=host, port=port, prefix=f"{self.prefix()}-p"))
+        return ChromaMemory(host=host, port=port, prefix=f"{self.prefix()}-p")
 
 
 @pytest.fixture(scope="module")

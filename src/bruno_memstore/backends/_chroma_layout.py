@@ -22,6 +22,7 @@ search always filters on ``vec=True``, so placeholders never rank.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ __all__ = [
     "check_text",
     "collection_name",
     "embeddings",
+    "float_from_key",
+    "float_key",
     "memory_from",
     "memory_metadata",
     "memory_where",
@@ -97,6 +100,21 @@ def embeddings(vectors: Sequence[Any], dimension: int) -> tuple[np.ndarray, list
     return rows, real
 
 
+def float_key(value: float) -> int:
+    """An integer that orders like ``value`` (for values >= 0): its IEEE 754 bits.
+
+    Chroma does not round-trip every double (a server parses JSON to the nearest double or
+    next to it), so a filter on a stored float can miss by one unit in the last place.
+    Integers round-trip exactly, and the bits of non-negative doubles sort as the doubles.
+    """
+    return int(struct.unpack("<q", struct.pack("<d", float(value) + 0.0))[0])
+
+
+def float_from_key(key: int) -> float:
+    """The inverse of :func:`float_key`."""
+    return float(struct.unpack("<d", struct.pack("<q", int(key)))[0])
+
+
 # ---------------------------------------------------------------- filters
 
 
@@ -130,9 +148,9 @@ def memory_where(
     if flt.tags:
         conds.append(any_of([{"tags": {"$contains": t}} for t in dict.fromkeys(flt.tags)]))
     if flt.min_confidence > 0:
-        conds.append({"conf": {"$gte": float(flt.min_confidence)}})
+        conds.append({"conf": {"$gte": float_key(flt.min_confidence)}})
     if flt.min_importance > 0:
-        conds.append({"imp": {"$gte": float(flt.min_importance)}})
+        conds.append({"imp": {"$gte": float_key(flt.min_importance)}})
     if not flt.include_expired:
         conds.append({"exp": {"$gt": int(flt.now_us)}})
     return all_of(conds)
@@ -192,8 +210,8 @@ def memory_metadata(rec: MemoryRecord, has_vector: bool) -> dict[str, Any]:
         "mtype": rec.memory_type,
         "cat": rec.category,
         "tags": list(rec.tags) or None,
-        "conf": float(rec.confidence),
-        "imp": float(rec.importance),
+        "conf": float_key(rec.confidence),
+        "imp": float_key(rec.importance),
         "created_us": rec.created_us,
         "exp": NEVER if rec.expires_us is None else rec.expires_us,
         "payload": rec.payload,
@@ -211,8 +229,8 @@ def memory_from(rid: str, content: str | None, meta: Mapping[str, Any]) -> Memor
         memory_type=meta["mtype"],
         category=meta.get("cat"),
         tags=list(meta.get("tags") or ()),
-        confidence=float(meta["conf"]),
-        importance=float(meta["imp"]),
+        confidence=float_from_key(meta["conf"]),
+        importance=float_from_key(meta["imp"]),
         created_us=int(meta["created_us"]),
         expires_us=None if exp >= NEVER else exp,
         conversation_id=meta.get("conv"),
@@ -252,4 +270,3 @@ def rows(result: Mapping[str, Any]) -> Iterable[tuple[str, str | None, Mapping[s
     docs = result.get("documents") or [None] * len(ids)
     metas = result.get("metadatas") or [{}] * len(ids)
     return zip(ids, docs, (m or {} for m in metas), strict=True)
-
