@@ -1,0 +1,654 @@
+"""What only ChromaMemory promises: its layout in Chroma, filters inside Chroma's queries,
+BM25 equal to the reference, the text cache, grouped writes, space changes, crashes, URLs.
+
+The shared semantics are checked by the conformance suite (``tests/conformance``). Every
+test runs against a real engine: an embedded ``PersistentClient`` directory, the project's
+Chroma server, or a private ``chroma run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+import pytest
+from bruno_core.models.memory import MemoryType
+from chromadb.config import Settings
+
+import _engines as engines
+from bruno_memstore.backends import _chroma_ops as ops
+from bruno_memstore.backends._chroma_layout import collection_name
+from bruno_memstore.backends.chroma import ChromaMemory
+from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    OwnershipError,
+)
+from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.testing import (
+    at,
+    make_memory_entry,
+    make_message,
+    new_conversation_id,
+    new_user_id,
+)
+from bruno_memstore.url import MemoryURL
+from conformance.test_chroma import ChromaServer, drop_collections, host_port
+from faults._ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = f"tb{uuid.uuid4().hex[:10]}"
+SETTINGS = Settings(anonymized_telemetry=False)
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[ChromaMemory]:
+    mem = ChromaMemory(persist_directory=tmp_path / "chroma")
+    try:
+        yield mem
+    finally:
+        await mem.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    url = engines.chroma_url()
+    yield url
+    drop_collections(url, RUN)
+
+
+def server_memory(url: str, **options: Any) -> ChromaMemory:
+    host, port = host_port(url)
+    options.setdefault("prefix", f"{RUN}-{uuid.uuid4().hex[:8]}")
+    return ChromaMemory(host=host, port=port, **options)
+
+
+def raw_embedded(path: Path) -> Any:
+    """A plain Chroma client on the directory, as any Chroma tool would open it."""
+    return chromadb.PersistentClient(path=str(path), settings=SETTINGS)
+
+
+class Vectors:
+    """A tiny embedding model: each text's vector is given by the test (unit length)."""
+
+    model_name = "test-vectors"
+    dimension = 4
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        rows = np.array([self.table.get(t, [0.0, 0.0, 0.0, 1.0]) for t in texts], np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------ layout
+
+
+async def test_records_carry_their_filter_columns_and_vectors(
+    memory: ChromaMemory, tmp_path: Path
+) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    msg = make_message("a grey kitten", timestamp=at(3))
+    await memory.store_message(msg, uid, conv)
+    entry = make_memory_entry(uid, "likes kittens", category="pets", tags=["a", "b"])
+    await memory.store_memory(entry)
+    await memory.shutdown()
+    client = raw_embedded(tmp_path / "chroma")
+    names = {c.name for c in client.list_collections()}
+    assert names == {
+        "bruno_meta",
+        "bruno_conversations",
+        "bruno_sessions",
+        "bruno_messages_g1",
+        "bruno_memories_g1",
+    }
+    messages = client.get_collection("bruno_messages_g1")
+    # Chroma never embeds: the collections have no embedding function.
+    assert messages.configuration.get("embedding_function") is None
+    got = messages.get(ids=[str(msg.id)], include=["documents", "metadatas", "embeddings"])
+    meta = got["metadatas"][0]
+    assert got["documents"] == ["a grey kitten"]
+    assert (meta["user"], meta["conv"], meta["role"], meta["vec"]) == (uid, conv, "user", True)
+    assert meta["ts_us"] == to_us(at(3)) and meta["seq"] > 0
+    assert len(got["embeddings"][0]) == 384
+    assert abs(float(np.linalg.norm(got["embeddings"][0])) - 1.0) < 1e-3
+    mem = client.get_collection("bruno_memories_g1").get(ids=[str(entry.id)])
+    assert mem["metadatas"][0]["tags"] == ["a", "b"] and mem["metadatas"][0]["cat"] == "pets"
+    owners = client.get_collection("bruno_conversations").get(ids=[conv])
+    assert owners["metadatas"][0]["user"] == uid
+    space = client.get_collection("bruno_meta").get(ids=["space"])["metadatas"][0]
+    assert (space["dim"], space["gen"]) == (384, 1)
+    client.close()
+
+
+async def test_replaced_entry_loses_the_fields_it_no_longer_has(memory: ChromaMemory) -> None:
+    uid = new_user_id()
+    entry = make_memory_entry(uid, "old", category="pets", tags=["x"], conversation_id="c1")
+    await memory.store_memory(entry)
+    entry.content = "new"
+    entry.metadata.category = None
+    entry.metadata.tags = []
+    entry.conversation_id = None
+    await memory.store_memory(entry)
+    rec = await memory._get_memory(str(entry.id))
+    assert rec is not None
+    assert (rec.content, rec.category, rec.tags, rec.conversation_id) == ("new", None, [], None)
+    flt = MemoryFilter(uid, categories=("pets",))
+    assert await memory._query_memories(flt) == []
+
+
+async def test_prefixes_keep_stores_apart_in_one_directory(tmp_path: Path) -> None:
+    a = ChromaMemory(persist_directory=tmp_path / "db", prefix="app-a")
+    b = ChromaMemory(persist_directory=tmp_path / "db", prefix="app.b")
+    uid, conv = new_user_id(), new_conversation_id()
+    await a.store_message(make_message("only in a"), uid, conv)
+    assert await b.retrieve_messages(conv) == []
+    assert (await a.get_statistics(uid))["total_messages"] == 1
+    await b.claim_conversation(conv, "someone-else")  # b's conversations are its own
+    await a.shutdown()
+    await b.shutdown()
+
+
+async def test_instances_on_one_directory_share_one_store(tmp_path: Path) -> None:
+    a = ChromaMemory(persist_directory=tmp_path / "db")
+    b = ChromaMemory(persist_directory=tmp_path / "db")
+    await a.initialize()
+    await b.initialize()
+    assert a._store is b._store and a._store is not None and a._store.refs == 2
+    await a.shutdown()
+    uid, conv = new_user_id(), new_conversation_id()
+    await b.store_message(make_message("still open"), uid, conv)
+    assert [m.content for m in await b.retrieve_messages(conv)] == ["still open"]
+    await b.shutdown()
+
+
+# ------------------------------------------------------------------------------ writes
+
+
+async def test_concurrent_appends_share_chroma_calls(tmp_path: Path) -> None:
+    mem = ChromaMemory(None, tmp_path / "db")
+    await mem.initialize()
+    store = mem._store
+    assert store is not None
+    calls = 0
+    run = ops.run_appends
+
+    def counting(store_: Any, group: list[ops.Append]) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return run(store_, group)
+
+    store.writer._run_group = lambda group: counting(store, group)  # type: ignore[union-attr]
+    uid, conv = new_user_id(), new_conversation_id()
+    msgs = [make_message(f"m {i}", timestamp=at(i % 3)) for i in range(200)]
+    await asyncio.gather(*(mem.store_message(m, uid, conv) for m in msgs))
+    assert calls < 50  # one group per queue drain, not one per writer
+    got = await mem.retrieve_context(uid, conversation_id=conv, limit=500)
+    assert sorted(m.id for m in got) == sorted(m.id for m in msgs)
+    await mem.shutdown()
+
+
+async def test_a_refused_append_in_a_group_fails_alone(memory: ChromaMemory) -> None:
+    owner, intruder, conv = new_user_id(), new_user_id(), new_conversation_id()
+    await memory.claim_conversation(conv, owner)
+    good = [make_message(f"fine {i}", timestamp=at(i)) for i in range(30)]
+    bad = make_message("not mine")
+    results = await asyncio.gather(
+        *(memory.store_message(m, owner, conv) for m in good[:15]),
+        memory.store_message(bad, intruder, conv),
+        *(memory.store_message(m, owner, conv) for m in good[15:]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[15], OwnershipError)
+    assert [r for i, r in enumerate(results) if i != 15] == [None] * 30
+    got = await memory.retrieve_messages(conv)
+    assert {m.id for m in got} == {m.id for m in good}
+
+
+async def test_racing_claims_give_a_new_conversation_to_one_user(memory: ChromaMemory) -> None:
+    conv = new_conversation_id()
+    users = [new_user_id() for _ in range(8)]
+    results = await asyncio.gather(
+        *(memory.store_message(make_message(f"from {u}"), u, conv) for u in users),
+        return_exceptions=True,
+    )
+    winners = [u for u, r in zip(users, results, strict=True) if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, OwnershipError) for r in results if r is not None)
+    assert await memory._conversation_owner(conv) == winners[0]
+
+
+async def test_arrival_numbers_stay_above_the_stored_ceiling(tmp_path: Path) -> None:
+    mem = ChromaMemory(None, tmp_path / "db")
+    uid, conv = new_user_id(), new_conversation_id()
+    await mem.store_message(make_message("first", timestamp=at(0)), uid, conv)
+    await mem.shutdown()
+    client = raw_embedded(tmp_path / "db")
+    meta = client.get_collection("bruno_meta")
+    ceiling = meta.get(ids=["seq"])["metadatas"][0]["ceiling"]
+    far = ceiling + 10**15  # as if a process with a clock far ahead had written
+    meta.upsert(ids=["seq"], embeddings=[[1.0]], metadatas=[{"ceiling": far}])
+    client.close()
+    again = ChromaMemory(None, tmp_path / "db")
+    await again.store_message(make_message("second", timestamp=at(0)), uid, conv)
+    got = await again._read_window(conversation_id=conv, user_id=None, limit=None)
+    assert [r.content for r in got] == ["first", "second"] and got[1].seq > far
+    await again.shutdown()
+
+
+KILL_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bruno_memstore.backends.chroma import ChromaMemory
+    from bruno_memstore.testing import make_message
+
+    async def main():
+        mem = ChromaMemory(None, sys.argv[1])
+        i = 0
+        while True:
+            msgs = [make_message(f"acked {i} {j}") for j in range(5)]
+            await mem.store_messages(msgs, conversation_id="c", user_id="u")
+            print(" ".join(str(m.id) for m in msgs), flush=True)
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_acknowledged_messages_survive_a_killed_process(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL mid-stream: every batch it acknowledged is there after
+    reopening, each message once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_WRITER, str(tmp_path / "db")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    acked: list[str] = []
+    for line in proc.stdout:
+        acked += line.split()
+        if len(acked) >= 100:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    async def check() -> None:
+        mem = ChromaMemory(None, tmp_path / "db")
+        got = await mem.retrieve_messages("c")
+        ids = [str(m.id) for m in got]
+        assert len(ids) == len(set(ids))
+        assert set(acked) <= set(ids)
+        assert len(ids) % 5 == 0  # batches land whole
+        await mem.shutdown()
+
+    asyncio.run(check())
+
+
+# ------------------------------------------------------------------------------ search
+
+
+async def test_text_ranking_equals_the_reference_bm25(memory: ChromaMemory) -> None:
+    reference = InMemoryStorage(embedding_model=None)
+    uid, other = new_user_id(), new_user_id()
+    texts = [
+        "the cat sat on the mat",
+        "cats and dogs are friends",
+        "my dog chased the neighbour's cat twice",
+        "nothing about animals here",
+        "the CAT, the cat, the cat!",
+    ]
+    for i, text in enumerate(texts):
+        msg = make_message(text, timestamp=at(i))
+        for target in (memory, reference):
+            await target.store_message(msg, uid, "conv-a")
+    await memory.store_message(make_message("cat cat cat cat"), other, "conv-o")
+    for i in range(3):
+        entry = make_memory_entry(uid, f"a note about a cat number {i}", importance=i / 3)
+        for target in (memory, reference):
+            await target.store_memory(entry)
+    flt = MemoryFilter(uid, min_importance=0.3, now_us=to_us(utcnow()))
+    for query in ("cat", "dogs cats", "the", "friends of the cat"):
+        for kinds in (frozenset({"message"}), frozenset({"message", "memory"})):
+            args = {"kinds": kinds, "conversation_id": None, "limit": 10, "memory_filter": flt}
+            ours = await memory._text_search(uid, query, **args)
+            theirs = await reference._text_search(uid, query, **args)
+            assert [(hit_id(h), round(h.score, 9)) for h in ours] == [
+                (hit_id(h), round(h.score, 9)) for h in theirs
+            ], (query, kinds)
+    await reference.shutdown()
+
+
+async def test_searches_after_writes_patch_the_cached_index(memory: ChromaMemory) -> None:
+    uid, conv = new_user_id(), new_conversation_id()
+    await memory.store_message(make_message("first pangolin"), uid, conv)
+    assert len(await memory.search(uid, "pangolin", mode="keyword")) == 1
+    store = memory._store
+    assert store is not None
+    loads = store.text.loads
+    for i in range(5):
+        await memory.store_message(make_message(f"pangolin number {i}"), uid, conv)
+        assert len(await memory.search(uid, "pangolin", mode="keyword")) == i + 2
+    entry = make_memory_entry(uid, "pangolin facts")
+    await memory.store_memory(entry)
+    assert len(await memory.search(uid, "pangolin", mode="keyword")) == 7
+    await memory.delete_memory(str(entry.id))
+    await memory.clear_history(conv, keep_system_messages=False)
+    assert await memory.search(uid, "pangolin", mode="keyword") == []
+    assert store.text.loads == loads  # embedded: the one process patches its index
+
+
+CROSS_PROCESS_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bruno_memstore.backends.chroma import ChromaMemory
+    from bruno_memstore.testing import make_message
+
+    async def main():
+        host, port, prefix, uid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        mem = ChromaMemory(None, host=host, port=port, prefix=prefix)
+        await mem.store_message(make_message("an okapi from elsewhere"), uid, "conv-x")
+        await mem.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_server_searches_see_other_processes_writes(server_url: str) -> None:
+    mem = server_memory(server_url, embedding_model=None)
+    uid = new_user_id()
+    await mem.store_message(make_message("an okapi at home"), uid, "conv-h")
+    assert len(await mem.search(uid, "okapi")) == 1  # loaded and cached
+    host, port = host_port(server_url)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", CROSS_PROCESS_WRITER, host, str(port), mem.prefix, uid],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    found = await mem.search(uid, "okapi")
+    assert sorted(r.content for r in found) == ["an okapi at home", "an okapi from elsewhere"]
+    await mem.shutdown()
+
+
+def hit_id(hit: SearchHit) -> tuple[str, str]:
+    rec = hit.message if hit.message is not None else hit.memory
+    assert rec is not None
+    return (hit.kind, rec.id)
+
+
+TOPICS = [
+    "my sister adopted a small grey kitten from the animal shelter",
+    "the quarterly tax return is due at the end of the month",
+    "we hiked up the mountain trail and camped near the summit",
+    "I am learning to bake sourdough bread with a new starter",
+    "the football match went to penalties after extra time",
+    "our flight to Lisbon was delayed by three hours",
+]
+
+
+async def check_vector_filters(memory: MemoryBackend) -> None:
+    """``_vector_search`` under every filter answers as the in-process reference does, with
+    another user's nearer records around: the filters are inside Chroma's query, so nothing
+    leaks in and nothing is starved out."""
+    reference = InMemoryStorage()
+    tag = uuid.uuid4().hex[:8]
+    user, other = f"vf-{tag}", f"vf-other-{tag}"
+    convs = [f"vf-a-{tag}", f"vf-b-{tag}"]
+    now = utcnow()
+    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
+    for i in range(30):
+        topic = TOPICS[i % len(TOPICS)]
+        msg = make_message(f"{topic}, day {i}", timestamp=at(i))
+        entry = make_memory_entry(
+            user,
+            f"note {i}: {topic}",
+            memory_type=types[i % 3],
+            category=["pets", "money", None][i % 3],
+            tags=[f"t{i % 4}", "all"] if i % 5 else [],
+            confidence=(i % 10) / 10,
+            importance=((i * 7) % 10) / 10,
+            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
+            conversation_id=convs[i % 2] if i % 4 == 0 else None,
+        )
+        for target in (memory, reference):
+            await target.store_message(msg, user, convs[i % 2])
+            await target.store_memory(entry)
+    for i, topic in enumerate(TOPICS):
+        await memory.store_message(make_message(topic), other, f"vf-o-{tag}-{i}")
+        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
+    now_us = to_us(now)
+    filters = [
+        MemoryFilter(user, now_us=now_us),
+        MemoryFilter(user, memory_types=("semantic",), now_us=now_us),
+        MemoryFilter(user, categories=("pets",), now_us=now_us),
+        MemoryFilter(user, tags=("t1", "t2"), now_us=now_us),
+        MemoryFilter(user, min_confidence=0.5, min_importance=0.4, now_us=now_us),
+        MemoryFilter(user, include_expired=True, now_us=now_us),
+    ]
+    embedder = memory.embedder
+    assert embedder is not None
+    for query in ("a cat from the animal shelter", "walking in the hills"):
+        vector = await embedder.embed_one(query)
+        for flt in filters:
+            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
+                for conv in (None, convs[0]):
+                    for limit in (1, 5, 80):
+                        args = {
+                            "kinds": kinds,
+                            "conversation_id": conv,
+                            "limit": limit,
+                            "memory_filter": flt,
+                        }
+                        ours = await memory._vector_search(user, vector, **args)  # type: ignore[attr-defined]
+                        theirs = await reference._vector_search(user, vector, **args)
+                        same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
+    await reference.shutdown()
+
+
+def same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
+    """Equal scores position by position (to 1e-4) and the same records wherever a score
+    is not tied with the last one returned."""
+    assert len(ours) == len(theirs), context
+    for a, b in zip(ours, theirs, strict=True):
+        assert abs(a.score - b.score) < 1e-4, context
+    if theirs:
+        bar = theirs[-1].score + 1e-4
+        assert {hit_id(h) for h in ours if h.score > bar} == {
+            hit_id(h) for h in theirs if h.score > bar
+        }, context
+
+
+async def test_vector_filters_match_the_reference_embedded(memory: ChromaMemory) -> None:
+    await check_vector_filters(memory)
+
+
+async def test_vector_filters_match_the_reference_on_a_server(server_url: str) -> None:
+    mem = server_memory(server_url)
+    await check_vector_filters(mem)
+    await mem.shutdown()
+
+
+async def test_a_user_with_few_vectors_among_thousands_is_not_starved(tmp_path: Path) -> None:
+    """2,000 of another user's vectors lie nearer the query than mine: far beyond the
+    index's search breadth (ef_search 100), so a filter applied after the search would
+    return nothing."""
+    near = [1.0, 0.01, 0.0, 0.0]
+    table = {f"other {i}": [1.0, 0.001 * (i % 50), 0.0, 0.0] for i in range(2000)}
+    table["mine"] = [0.2, 1.0, 0.0, 0.0]
+    table["query"] = near
+    mem = ChromaMemory(Vectors(table), tmp_path / "db")
+    other, mine = new_user_id(), new_user_id()
+    others = [make_message(f"other {i}") for i in range(2000)]
+    for start in range(0, 2000, 500):
+        await mem.store_messages(others[start : start + 500], conversation_id="c-o", user_id=other)
+    msg = make_message("mine")
+    await mem.store_message(msg, mine, "c-m")
+    found = await mem.search(mine, "query", mode="vector", limit=5)
+    assert [r.message.id for r in found if r.message] == [msg.id]
+    theirs = await mem.search(other, "query", mode="vector", limit=5)
+    assert len(theirs) == 5 and msg.id not in {r.message.id for r in theirs if r.message}
+    await mem.shutdown()
+
+
+# ------------------------------------------------------------------------------ vector space
+
+
+async def test_a_first_model_keeps_records_written_without_one(tmp_path: Path) -> None:
+    plain = ChromaMemory(None, tmp_path / "db")
+    uid, conv = new_user_id(), new_conversation_id()
+    msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(TOPICS)]
+    await plain.store_messages(msgs, conversation_id=conv, user_id=uid)
+    await plain.store_memory(make_memory_entry(uid, "the user adopted a kitten"))
+    await plain.shutdown()
+
+    modelled = ChromaMemory("default", tmp_path / "db")
+    await modelled.initialize()
+    assert modelled._store is not None and modelled._store.generation == 1
+    assert len(await modelled.retrieve_messages(conv)) == len(TOPICS)
+    assert await modelled.search(uid, "kitten", mode="keyword")
+    assert await modelled.search(uid, "a cat", mode="vector") == []  # no vectors yet
+    assert await modelled.reindex() == {"message": len(TOPICS), "memory": 1}
+    found = await modelled.search(uid, "walking in the hills", mode="vector", limit=1)
+    assert found[0].message is not None and found[0].message.id == msgs[2].id
+    await modelled.shutdown()
+    client = raw_embedded(tmp_path / "db")
+    names = {c.name for c in client.list_collections()}
+    fixed = {"bruno_meta", "bruno_conversations", "bruno_sessions"}
+    assert names == fixed | {"bruno_messages_g2", "bruno_memories_g2"}
+    client.close()
+
+
+async def test_an_interrupted_space_change_is_finished_on_connect(tmp_path: Path) -> None:
+    mem = ChromaMemory(None, tmp_path / "db")
+    uid, conv = new_user_id(), new_conversation_id()
+    msgs = [make_message(f"message {i}", timestamp=at(i)) for i in range(7)]
+    await mem.store_messages(msgs, conversation_id=conv, user_id=uid)
+    await mem.shutdown()
+    # A crash mid-change: generation 1 recorded, two records copied, generation 0 still
+    # there; and an unrecorded generation 2 started by another attempt.
+    client = raw_embedded(tmp_path / "db")
+    old = client.get_collection(collection_name("bruno", "messages", 0))
+    new = client.get_or_create_collection(
+        collection_name("bruno", "messages", 1), embedding_function=None
+    )
+    part = old.get(ids=[str(m.id) for m in msgs[:2]], include=["documents", "metadatas"])
+    metas = [{**m, "vec": False} for m in part["metadatas"]]
+    new.add(ids=part["ids"], documents=part["documents"], metadatas=metas, embeddings=[[1.0]] * 2)
+    client.get_or_create_collection(collection_name("bruno", "memories", 2))
+    meta = client.get_collection("bruno_meta")
+    meta.upsert(ids=["space"], embeddings=[[1.0]], metadatas=[{"model": "m", "dim": 1, "gen": 1}])
+    client.close()
+
+    again = ChromaMemory(None, tmp_path / "db")
+    got = await again.retrieve_messages(conv)
+    assert sorted(m.id for m in got) == sorted(m.id for m in msgs)
+    await again.shutdown()
+    client = raw_embedded(tmp_path / "db")
+    names = {c.name for c in client.list_collections()}
+    assert "bruno_messages_g0" not in names and "bruno_memories_g2" not in names
+    assert "bruno_messages_g1" in names
+    client.close()
+
+
+# ------------------------------------------------------------------------------ server
+
+
+async def test_server_store_survives_a_server_restart(tmp_path: Path) -> None:
+    server = ChromaServer(tmp_path / "server")
+    server.start()
+    try:
+        mem = ChromaMemory(None, host="127.0.0.1", port=server.port, prefix="restart")
+        uid, conv = new_user_id(), new_conversation_id()
+        await mem.store_message(make_message("before the restart"), uid, conv)
+        server.restart()
+        # The same instance goes on: the client reconnects to the restarted server.
+        await mem.store_message(make_message("after the restart"), uid, conv)
+        got = [m.content for m in await mem.retrieve_context(uid, limit=5)]
+        assert got == ["before the restart", "after the restart"]
+        await mem.shutdown()
+    finally:
+        server.stop()
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    mem = ChromaMemory(None, host="127.0.0.1", port=free_port())
+    with pytest.raises(BackendUnavailableError):
+        await mem.initialize()
+
+
+# ------------------------------------------------------------------------------ URLs
+
+
+def from_url(url: str, **options: Any) -> ChromaMemory:
+    return ChromaMemory.from_url(MemoryURL.parse(url), **options)
+
+
+def test_urls_name_directories_and_servers(tmp_path: Path) -> None:
+    rel = from_url("chroma:///data/chroma?prefix=app&readers=3", embedding_model=None)
+    assert rel.embedded and rel.persist_directory == os.path.abspath("data/chroma")
+    assert (rel.prefix, rel.readers) == ("app", 3)
+    absolute = from_url(f"chroma:///{tmp_path}/db", embedding_model=None)
+    assert absolute.persist_directory == f"{tmp_path}/db"
+    assert from_url(absolute.describe(), embedding_model=None).persist_directory == (
+        absolute.persist_directory
+    )
+    server = from_url(
+        "chroma+https://:s3cret@chroma.example:9000?tenant=t&database=d", embedding_model=None
+    )
+    assert not server.embedded
+    assert (server.host, server.port, server.ssl, server.tenant, server.database) == (
+        "chroma.example",
+        9000,
+        True,
+        "t",
+        "d",
+    )
+    assert "s3cret" not in server.describe() and "s3cret" not in repr(server)
+    assert server.describe() == "chroma+https://chroma.example:9000?tenant=t&database=d"
+    assert from_url("chroma+http://h", embedding_model=None).port == 8000
+
+
+@pytest.mark.parametrize(
+    ("url", "argument"),
+    [
+        ("chroma://host/dir", "url"),
+        ("chroma:///", "url"),
+        ("chroma+grpc://h:1", "url"),
+        ("chroma+http://h:1/path", "url"),
+        ("chroma+http://user@h:1", "url"),
+        ("chroma:///d?colour=red", "url"),
+        ("chroma:///d?prefix=-bad", "prefix"),
+        ("chroma:///d?prefix=a..b", "prefix"),
+        ("chroma:///d?readers=0", "readers"),
+    ],
+)
+def test_bad_urls_are_refused(url: str, argument: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        from_url(url, embedding_model=None)
+    assert info.value.argument == argument
+
+
+def test_the_embedding_model_may_come_first(tmp_path: Path) -> None:
+    mem = ChromaMemory(None, tmp_path / "db")
+    assert mem.embedder is None and mem.persist_directory == str(tmp_path / "db")
+    keyword = ChromaMemory(embedding_model=None, persist_directory=tmp_path / "db")
+    assert keyword.embedder is None
