@@ -1,9 +1,13 @@
 """PostgresMemory against the real PostgreSQL: schema and migrations (also from concurrent
 processes), query plans, NUL refusal, text fidelity, pool options from the URL, redaction,
-ranking, deletion in every table, group commit and COPY batches.
+ranking, deletion in every table, group commit and COPY batches; and with pgvector: the
+vector mode and its detection, vector columns and HNSW indexes, vectors written on every
+write path, filtered nearest-neighbour search that never starves, model changes.
 
-The server is ``BRUNO_TEST_POSTGRES_URL`` (default: the machine's PostgreSQL); an unreachable
-server fails these tests. Each test works in schemas of its own, dropped afterwards.
+The servers are ``BRUNO_TEST_POSTGRES_URL`` (default: the machine's PostgreSQL 15, without
+pgvector) and the project's PostgreSQL 18 with pgvector (``_engines.pgvector_url()``); an
+unreachable server fails these tests. Each test works in schemas of its own, dropped
+afterwards.
 """
 
 from __future__ import annotations
@@ -12,19 +16,24 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 import pytest_asyncio
 from bruno_core.models.context import SessionContext
+from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import MessageRole
+from pgvector.asyncpg import register_vector
 
+import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends import postgres as postgres_module
 from bruno_memstore.backends._postgres_sql import (
@@ -32,10 +41,14 @@ from bruno_memstore.backends._postgres_sql import (
     MESSAGE_COLUMNS,
     Statements,
     check_schema,
+    migrations,
 )
 from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.capabilities import DATABASE, Capability
+from bruno_memstore.embeddings.adapter import VectorSpace
 from bruno_memstore.errors import (
     BackendUnavailableError,
+    CapabilityError,
     ConflictError,
     InvalidArgumentError,
     MissingDependencyError,
@@ -59,13 +72,14 @@ POSTGRES_URL = os.environ.get(
 TABLES = ("conversations", "messages", "memories", "sessions")
 
 
-async def _connect() -> asyncpg.Connection:
+async def _connect(url: str = POSTGRES_URL) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(PostgresMemory(POSTGRES_URL)._dsn, timeout=5)
+        return await asyncpg.connect(PostgresMemory(url)._dsn, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(
             f"PostgreSQL is required for these tests and is unreachable at "
-            f"{MemoryURL.parse(POSTGRES_URL)}: {exc!r}. Start it or set BRUNO_TEST_POSTGRES_URL.",
+            f"{MemoryURL.parse(url)}: {exc!r}. Start it or set BRUNO_TEST_POSTGRES_URL "
+            "(BRUNO_TEST_PGVECTOR_URL for the server with pgvector).",
             pytrace=False,
         )
 
@@ -80,9 +94,7 @@ async def db() -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@pytest_asyncio.fixture
-async def schemas(db: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
-    """Hands out fresh schema names; drops every one of them after the test."""
+async def _schema_names(conn: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
     made: list[str] = []
 
     def fresh() -> str:
@@ -91,7 +103,38 @@ async def schemas(db: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
 
     yield fresh
     for name in made:
-        await db.execute(f"DROP SCHEMA IF EXISTS {check_schema(name)} CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {check_schema(name)} CASCADE")
+
+
+@pytest_asyncio.fixture
+async def schemas(db: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
+    """Hands out fresh schema names; drops every one of them after the test."""
+    async for fresh in _schema_names(db):
+        yield fresh
+
+
+@pytest.fixture(scope="module")
+def pgvector_url() -> str:
+    """The project's PostgreSQL 18 with pgvector (started if it is down)."""
+    return engines.pgvector_url()
+
+
+@pytest_asyncio.fixture
+async def vdb(pgvector_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain driver connection to the pgvector server (vectors decode to ``Vector``)."""
+    conn = await _connect(pgvector_url)
+    await register_vector(conn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def vschemas(vdb: asyncpg.Connection) -> AsyncIterator[Callable[[], str]]:
+    """Fresh schema names on the pgvector server; dropped after the test."""
+    async for fresh in _schema_names(vdb):
+        yield fresh
 
 
 @pytest_asyncio.fixture
@@ -127,7 +170,7 @@ async def test_schema_is_created_once_and_reconnecting_changes_nothing(
     tables = await db.fetch(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
     )
-    assert {r[0] for r in tables} == {*TABLES, "schema_version"}
+    assert {r[0] for r in tables} == {*TABLES, "schema_version", "meta"}
     assert await _count(db, schema, "messages", "true") == 3
 
 
@@ -609,3 +652,401 @@ async def test_messages_store_the_denormalised_owner(
     )
     assert row["user_id"] == uid and row["conversation_id"] == conv
     assert message_to_record(msg, conv).ts_us == row["ts_us"]
+
+
+# ==================================================================== pgvector
+
+
+class PlantedModel:
+    """A model whose vectors the text plants: ``"a=0.75 #12"`` is a unit vector whose cosine
+    with the query direction (the text ``"a=1"``) is exactly 0.75, the rest pointing in a
+    direction of its own (seeded by the number). Any other text is a seeded random vector."""
+
+    def __init__(self, dimension: int = 16, name: str = "planted") -> None:
+        self.dimension = dimension
+        self.model_name = f"{name}-{dimension}"
+
+    def vector(self, text: str) -> np.ndarray:
+        found = re.match(r"a=([0-9.]+)(?: #(\d+))?", text)
+        a, seed = (float(found[1]), int(found[2] or 0)) if found else (0.0, _seed(text))
+        rest = np.random.default_rng(seed).standard_normal(self.dimension - 1)
+        out = np.empty(self.dimension, dtype=np.float32)
+        out[0] = a
+        out[1:] = np.sqrt(max(0.0, 1.0 - a * a)) * rest / np.linalg.norm(rest)
+        return out
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.vector(t) for t in texts])
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(text.encode()[:8].ljust(8, b"\0"), "little")
+
+
+def _planted(a: float, n: int) -> str:
+    return f"a={a:.6f} #{n}"
+
+
+async def _store_planted(
+    mem: PostgresMemory, uid: str, sims: Sequence[float], *, conv_size: int = 1000, first: int = 0
+) -> list[Any]:
+    """Store messages with these cosines to the query, in batches of ``conv_size``."""
+    msgs = [make_message(_planted(a, first + i), timestamp=at(i)) for i, a in enumerate(sims)]
+    for start in range(0, len(msgs), conv_size):
+        part = msgs[start : start + conv_size]
+        await mem.store_messages(part, conversation_id=new_conversation_id(), user_id=uid)
+    return msgs
+
+
+async def _column_type(conn: asyncpg.Connection, schema: str, table: str) -> str | None:
+    return await conn.fetchval(
+        """SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+           WHERE attrelid = to_regclass($1) AND attname = 'embedding' AND NOT attisdropped""",
+        f"{check_schema(schema)}.{table}",
+    )
+
+
+async def _index_def(conn: asyncpg.Connection, schema: str, table: str) -> str | None:
+    return await conn.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = $2",
+        schema,
+        f"{table}_embedding_idx",
+    )
+
+
+async def _vectors(conn: asyncpg.Connection, schema: str, table: str) -> dict[str, Any]:
+    rows = await conn.fetch(f"SELECT id, embedding FROM {check_schema(schema)}.{table}")
+    return {r[0]: None if r[1] is None else r[1].to_numpy() for r in rows}
+
+
+def _cte_runs(plan: Any) -> dict[str, tuple[int, int]]:
+    """``{cte name: (loops of its scan, rows)}`` from ``EXPLAIN (ANALYZE, FORMAT JSON)``."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def walk(node: dict[str, Any]) -> None:
+        name = node.get("Subplan Name", "")
+        if name.startswith("CTE "):
+            found[name[4:]] = (node["Actual Loops"], node["Actual Rows"])
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return found
+
+
+def _uses_hnsw(plan: Any, table: str) -> bool:
+    """Whether the HNSW index of ``table`` was scanned (not merely planned)."""
+
+    def walk(node: dict[str, Any]) -> bool:
+        if node.get("Index Name") == f"{table}_embedding_idx" and node["Actual Loops"] > 0:
+            return True
+        return any(walk(child) for child in node.get("Plans", ()))
+
+    return walk(plan[0]["Plan"])
+
+
+async def _explain_search(
+    mem: PostgresMemory, uid: str, query: np.ndarray, *, limit: int, kinds: str = "message"
+) -> Any:
+    """Run the vector search statement under ``EXPLAIN ANALYZE`` as the backend runs it."""
+    from pgvector import Vector
+
+    from bruno_memstore.backends.postgres import _SCAN_SETTINGS, _filter_args
+    from bruno_memstore.models import MemoryFilter
+
+    async with mem._pool.acquire() as conn, conn.transaction():
+        await conn.execute(_SCAN_SETTINGS, "40")
+        text = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem._sql.vector_search}",
+            uid,
+            Vector(query),
+            limit,
+            kinds == "message",
+            kinds == "memory",
+            None,
+            *_filter_args(MemoryFilter(user_id=uid)),
+            mem._exact_rows,
+        )
+    return json.loads(text)
+
+
+async def test_pgvector_mode_schema_and_indexes(
+    vdb: asyncpg.Connection, vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    schema = vschemas()
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=PlantedModel()) as mem:
+        assert mem.vector_support == "pgvector", mem.vector_support_reason
+        assert mem.pgvector_version is not None and "pgvector" in mem.vector_support_reason
+        assert mem.supports(Capability.VECTORS) and mem.search_mode == "hybrid"
+        assert mem.vector_space == VectorSpace("planted-16", 16)
+        assert mem.schema_version == LATEST_VERSION
+    meta = dict(await vdb.fetch(f"SELECT key, value FROM {check_schema(schema)}.meta"))
+    assert meta["vector_mode"] == "pgvector"
+    assert (meta["vector_model"], meta["vector_dimension"]) == ("planted-16", "16")
+    for table in ("messages", "memories"):
+        assert (await _column_type(vdb, schema, table) or "").endswith("vector(16)")
+        index = await _index_def(vdb, schema, table) or ""
+        assert "USING hnsw (embedding" in index and "vector_cosine_ops" in index, index
+        assert "m='16'" in index and "ef_construction='64'" in index, index
+
+
+async def test_without_pgvector_the_store_is_full_text_only(
+    db: asyncpg.Connection, schemas: Callable[[], str]
+) -> None:
+    schema = schemas()
+    async with PostgresMemory(POSTGRES_URL, schema=schema) as mem:
+        assert mem.vector_support == "none"
+        assert "no pgvector" in mem.vector_support_reason
+        assert mem.capabilities == DATABASE and not mem.supports(Capability.VECTORS)
+        assert mem.embedder is None and mem.search_mode == "keyword"
+        uid = new_user_id()
+        await mem.store_message(make_message("a grey kitten"), uid, new_conversation_id())
+        assert len(await mem.search(uid, "kitten")) == 1
+        with pytest.raises(CapabilityError):
+            await mem.search(uid, "kitten", mode="vector")
+    meta = dict(await db.fetch(f"SELECT key, value FROM {check_schema(schema)}.meta"))
+    assert meta["vector_mode"] == "none" and "no pgvector" in meta["vector_mode_reason"]
+    assert await _column_type(db, schema, "messages") is None
+    # Asking for vector search outright is refused when connecting.
+    with pytest.raises(CapabilityError, match="vector"):
+        await PostgresMemory(POSTGRES_URL, schema=schema, search_mode="vector").initialize()
+
+
+async def test_a_refused_create_extension_leaves_a_full_text_store(
+    vdb: asyncpg.Connection, pgvector_url: str
+) -> None:
+    # A database without the extension, owned by a role that may not create it.
+    name = f"t_noext_{uuid.uuid4().hex[:10]}"
+    role = "bruno_plain_role"
+    if not await vdb.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        await vdb.execute(f"CREATE ROLE {role} LOGIN")
+    await vdb.execute(f"CREATE DATABASE {name} OWNER {role}")
+    try:
+        url = MemoryURL.parse(pgvector_url)
+        plain = f"postgresql://{role}@{url.host}:{url.port}/{name}"
+        async with PostgresMemory(plain, schema="s") as mem:
+            assert mem.vector_support == "none"
+            assert "CREATE EXTENSION vector was refused" in mem.vector_support_reason
+            assert not mem.supports(Capability.VECTORS)
+            uid = new_user_id()
+            await mem.store_message(make_message("still works"), uid, new_conversation_id())
+            assert len(await mem.search(uid, "works")) == 1
+    finally:
+        await vdb.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def test_vectors_are_written_with_their_rows_on_every_path(
+    vdb: asyncpg.Connection, vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    schema = vschemas()
+    model = PlantedModel()
+    mem = PostgresMemory(pgvector_url, schema=schema, embedding_model=model)
+    alone = PostgresMemory(pgvector_url, schema=schema, embedding_model=model, group_commit=False)
+    async with mem, alone:
+        uid = new_user_id()
+        # Group commit: concurrent single appends.
+        singles = [make_message(f"single {i}") for i in range(40)]
+        await asyncio.gather(*(mem.store_message(m, uid, new_conversation_id()) for m in singles))
+        # One statement without group commit; a COPY batch.
+        await alone.store_messages(
+            [make_message("alone")], conversation_id=new_conversation_id(), user_id=uid
+        )
+        bulk = [make_message(f"bulk {i}") for i in range(1200)]
+        await mem.store_messages(bulk, conversation_id=new_conversation_id(), user_id=uid)
+        entry = make_memory_entry(uid, "first text")
+        await mem.store_memory(entry)
+        entry.content = "second text"
+        await mem.store_memory(entry)
+    stored = await _vectors(vdb, schema, "messages")
+    assert len(stored) == 40 + 1 + 1200
+    for message in await _messages_by_id(vdb, schema):
+        vec = stored[message[0]]
+        assert vec is not None and np.allclose(vec, model.vector(message[1]), atol=1e-6)
+    (memory_vec,) = (await _vectors(vdb, schema, "memories")).values()
+    assert np.allclose(memory_vec, model.vector("second text"), atol=1e-6)
+
+
+async def _messages_by_id(conn: asyncpg.Connection, schema: str) -> list[Any]:
+    return await conn.fetch(f"SELECT id, content FROM {check_schema(schema)}.messages")
+
+
+async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
+    vdb: asyncpg.Connection, vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    """10,000 rows of ten other users lie nearer to the query than any of the user's 30: the
+    exact plan (chosen for few rows) and the HNSW plan (forced here: it walks past the
+    others' rows and finds fewer than the limit, so the exact plan completes it) both
+    return all 30, nearest first, with their cosine similarities."""
+    model = PlantedModel()
+    mem = PostgresMemory(pgvector_url, schema=vschemas(), embedding_model=model)
+    async with mem:
+        rng = np.random.default_rng(3)
+        crowd = [new_user_id() for _ in range(10)]
+        for n, uid in enumerate(crowd):
+            await _store_planted(mem, uid, rng.uniform(0.9, 1.0, 1000), first=n * 1000)
+        mine = new_user_id()
+        sims = np.linspace(0.5, 0.1, 30)
+        my_msgs = await _store_planted(mem, mine, sims, first=10**6)
+        await vdb.execute(f"ANALYZE {mem._sql.schema}.messages")
+        expected = [m.id for m in my_msgs]  # already nearest first
+        query = model.vector("a=1")
+
+        for exact_rows in (mem._exact_rows, 10):  # the exact plan, then the HNSW plan
+            mem._exact_rows = exact_rows
+            for mode in ("vector", "hybrid"):
+                found = await mem.search(mine, "a=1", mode=mode, limit=50)
+                assert [r.message.id for r in found if r.message] == expected, (exact_rows, mode)
+            hits = await mem._vector_search(
+                mine, query, kinds=frozenset({"message"}), conversation_id=None, limit=50
+            )
+            assert [h.score for h in hits] == pytest.approx(list(sims), abs=1e-4)
+            plan = await _explain_search(mem, mine, query, limit=50)
+            runs = _cte_runs(plan)
+            assert runs["msg_exact"][1] == 30
+            assert _uses_hnsw(plan, "messages") == (exact_rows == 10), runs
+
+        # A crowd user (above the threshold) is searched through the index, with (nearly)
+        # the answer of an exact search.
+        mem._exact_rows = 500
+        uid = crowd[4]
+        plan = await _explain_search(mem, uid, query, limit=10)
+        assert _uses_hnsw(plan, "messages") and _cte_runs(plan)["msg_index"][1] == 10
+        got = await mem.search(uid, "a=1", mode="vector", limit=10)
+        ids = [str(r.message.id) for r in got if r.message]
+        rows = await vdb.fetch(
+            f"""SELECT id FROM {mem._sql.schema}.messages WHERE user_id = $1
+                ORDER BY (embedding <=> $2) + 0 LIMIT 10""",
+            uid,
+            query,
+        )
+        assert len(set(ids) & {r[0] for r in rows}) >= 9  # HNSW is approximate
+
+
+async def test_memory_filters_apply_inside_the_index_scan(
+    vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    mem = PostgresMemory(pgvector_url, schema=vschemas(), embedding_model=PlantedModel())
+    async with mem:
+        mem.search_mode = "vector"
+        uid = new_user_id()
+        for i in range(60):
+            await mem.store_memory(make_memory_entry(uid, _planted(0.99, i), category="noise"))
+        pets = [
+            make_memory_entry(uid, _planted(a, 100 + n), category="pets")
+            for n, a in enumerate((0.3, 0.2))
+        ]
+        for entry in pets:
+            await mem.store_memory(entry)
+        gone = make_memory_entry(
+            uid, _planted(0.5, 200), category="pets", created_at=at(0), expires_at=at(1)
+        )
+        await mem.store_memory(gone)
+        for exact_rows in (2000, 10):  # exact, then HNSW with the fallback
+            mem._exact_rows = exact_rows
+            got = await mem.retrieve_memories(
+                MemoryQuery(user_id=uid, query_text="a=1", categories=["pets"], limit=10)
+            )
+            assert [m.id for m in got] == [e.id for e in pets], exact_rows
+
+
+async def test_model_change_resizes_the_columns_and_reindex_fills_them(
+    vdb: asyncpg.Connection, vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    schema = vschemas()
+    uid = new_user_id()
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=PlantedModel()) as mem:
+        await _store_planted(mem, uid, [0.9, 0.5, 0.1])
+        await mem.store_memory(make_memory_entry(uid, _planted(0.7, 9)))
+    wide = PlantedModel(2048, "wide")  # beyond HNSW's 2,000: searched exactly
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=wide) as mem:
+        assert await mem.reindex() == {"message": 3, "memory": 1}
+        assert (await _column_type(vdb, schema, "messages") or "").endswith("vector(2048)")
+        assert await _index_def(vdb, schema, "messages") is None
+        found = await mem.search(uid, "a=1", mode="vector", limit=10)
+        assert [round(r.score, 3) for r in found] == [0.9, 0.7, 0.5, 0.1]
+    narrow = PlantedModel(8, "narrow")
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=narrow) as mem:
+        await mem.reindex()
+        assert mem.vector_space == VectorSpace("narrow-8", 8)
+        found = await mem.search(uid, "a=1", mode="vector", limit=10)
+        assert [round(r.score, 3) for r in found] == [0.9, 0.7, 0.5, 0.1]
+    for table in ("messages", "memories"):
+        assert (await _column_type(vdb, schema, table) or "").endswith("vector(8)")
+        assert "hnsw" in (await _index_def(vdb, schema, table) or "")
+    assert all(
+        v is not None and v.shape == (8,)
+        for v in (await _vectors(vdb, schema, "messages")).values()
+    )
+
+
+async def test_concurrent_first_connects_record_one_space(
+    vdb: asyncpg.Connection, vschemas: Callable[[], str], pgvector_url: str
+) -> None:
+    schema = vschemas()
+    models = [PlantedModel(16, f"m{i}") for i in range(5)]
+    memories = [PostgresMemory(pgvector_url, schema=schema, embedding_model=m) for m in models]
+    try:
+        await asyncio.gather(*(m.initialize() for m in memories))
+        spaces = {m.vector_space for m in memories}
+        assert len(spaces) == 1  # the first claim won; the others see it (and a mismatch)
+        (space,) = spaces
+        meta = dict(await vdb.fetch(f"SELECT key, value FROM {check_schema(schema)}.meta"))
+        assert meta["vector_model"] == space.model
+        winner = next(m for m in memories if m.embedder and m.embedder.model_name == space.model)
+        await winner.store_message(make_message("a=0.5 #1"), new_user_id(), new_conversation_id())
+    finally:
+        await asyncio.gather(*(m.shutdown() for m in memories))
+
+
+async def test_a_store_from_before_vectors_gets_them_and_asks_for_reindex(
+    vdb: asyncpg.Connection,
+    vschemas: Callable[[], str],
+    pgvector_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = vschemas()
+    quoted = check_schema(schema)
+    uid = new_user_id()
+    # A version-1 store, as the previous release left it, with messages in it.
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=None) as mem:
+        await _store_planted(mem, uid, [0.8, 0.4])
+    await vdb.execute(f"DROP TABLE {quoted}.meta")
+    for table in ("messages", "memories"):
+        await vdb.execute(f"ALTER TABLE {quoted}.{table} DROP COLUMN embedding")
+    await vdb.execute(f"DELETE FROM {quoted}.schema_version WHERE version > 1")
+    assert migrations(quoted, "memstore")[0][0] == 1
+    caplog.set_level(logging.INFO, logger="bruno_memstore")
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=PlantedModel()) as mem:
+        assert mem.vector_support == "pgvector" and mem.schema_version == LATEST_VERSION
+        assert "bruno-memstore reindex" in caplog.text
+        assert await mem.search(uid, "a=1", mode="vector") == []
+        assert await mem.reindex() == {"message": 2, "memory": 0}
+        found = await mem.search(uid, "a=1", mode="vector")
+        assert [round(r.score, 3) for r in found] == [0.8, 0.4]
+
+
+async def test_without_the_pgvector_package_vectors_are_off_and_never_stale(
+    vdb: asyncpg.Connection,
+    vschemas: Callable[[], str],
+    pgvector_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema = vschemas()
+    uid = new_user_id()
+    entry = make_memory_entry(uid, "a=0.9 #1")
+    async with PostgresMemory(pgvector_url, schema=schema, embedding_model=PlantedModel()) as mem:
+        await mem.store_memory(entry)
+    monkeypatch.setattr(postgres_module, "register_vector", None)
+    async with PostgresMemory(pgvector_url, schema=schema) as mem:
+        assert mem.vector_support == "none" and "pip install" in mem.vector_support_reason
+        assert not mem.supports(Capability.VECTORS) and mem.search_mode == "keyword"
+        entry.content = "replaced without a vector"
+        await mem.store_memory(entry)
+        bulk = [make_message(f"bulk {i}") for i in range(1100)]  # no COPY without the codec
+        assert (
+            await mem.store_messages(bulk, conversation_id=new_conversation_id(), user_id=uid)
+            == 1100
+        )
+        assert len(await mem.search(uid, "replaced")) == 1
+    assert list((await _vectors(vdb, schema, "memories")).values()) == [None]
+    assert set((await _vectors(vdb, schema, "messages")).values()) == {None}

@@ -13,6 +13,12 @@ The ``tsv`` column is filled by the statements that write a row, in one of two a
   analyses the content; queries are ``query_words(query)``.
 
 The analysis a schema was built with is recorded as the comment of its ``tsv`` columns.
+
+A schema created on a server with pgvector keeps vectors too (its *vector mode*, decided
+once by migration 2 and recorded in ``meta``): an ``embedding`` column on ``messages`` and
+``memories``, untyped until the store records its embedding model, then ``vector(d)`` with an
+HNSW index (cosine). Vectors are written by the same statements as their rows. The type and
+operators are qualified with the extension's schema, like every other name.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "HNSW_MAX_DIMENSIONS",
     "INDEXED_PREFIX",
     "LATEST_VERSION",
     "MAX_TERMS",
@@ -39,6 +46,12 @@ MAX_TERMS = 16
 # so a 1 MB message is stored whole and its first 100,000 characters are searchable.
 INDEXED_PREFIX = 100_000
 MEMSTORE_ANALYSIS = "memstore"
+# pgvector's HNSW indexes ``vector`` columns of at most this many dimensions; larger vectors
+# are searched exactly.
+HNSW_MAX_DIMENSIONS = 2000
+# HNSW build parameters (pgvector's defaults, named so the docs and the index agree).
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONFIG = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
@@ -78,13 +91,26 @@ def analysis_label(language: str) -> str:
     return f"bruno_memstore text search: {language}"
 
 
-def migrations(schema: str, language: str) -> list[tuple[int, str, list[str]]]:
+def migrations(
+    schema: str, language: str, vector_schema: str | None = None
+) -> list[tuple[int, str, list[str]]]:
     """The ordered migrations: ``(version, description, statements)``.
 
-    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option.
-    A migration is never edited once released; changes go in a new, higher version.
+    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option;
+    ``vector_schema`` is the quoted schema of the pgvector extension when the store is to
+    keep vectors (decided when migration 2 runs), else ``None``. A migration is never edited
+    once released; changes go in a new, higher version.
     """
     s = schema
+    mode = "pgvector" if vector_schema is not None else "none"
+    vector_columns = (
+        [
+            f"ALTER TABLE {s}.messages ADD COLUMN embedding {vector_schema}.vector",
+            f"ALTER TABLE {s}.memories ADD COLUMN embedding {vector_schema}.vector",
+        ]
+        if vector_schema is not None
+        else []
+    )
     label = analysis_label(language).replace("'", "''")
     return [
         (
@@ -159,10 +185,22 @@ def migrations(schema: str, language: str) -> list[tuple[int, str, list[str]]]:
                     ON {s}.sessions (conversation_id, started_us DESC, session_id DESC)""",
             ],
         ),
+        (
+            2,
+            "store metadata; embedding columns when the server has pgvector",
+            [
+                f"""CREATE TABLE {s}.meta (
+                    key text PRIMARY KEY,
+                    value text NOT NULL
+                )""",
+                *vector_columns,
+                f"INSERT INTO {s}.meta (key, value) VALUES ('vector_mode', '{mode}')",
+            ],
+        ),
     ]
 
 
-LATEST_VERSION = 1
+LATEST_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +209,20 @@ class Statements:
 
     schema: str  # quoted
     regconfig: str | None  # regconfig literal, or None for the library's own analysis
+    vector_schema: str | None = None  # quoted schema of pgvector when the store keeps vectors
+
+    @property
+    def vectors(self) -> bool:
+        """Whether rows carry an ``embedding`` column (the store's vector mode is pgvector)."""
+        return self.vector_schema is not None
+
+    @property
+    def vector_type(self) -> str:
+        return f"{self.vector_schema}.vector"
+
+    def _distance(self, column: str, param: str) -> str:
+        """Cosine distance, with the operator named by its schema (no ``search_path``)."""
+        return f"{column} OPERATOR({self.vector_schema}.<=>) {param}::{self.vector_type}"
 
     @property
     def client_analysis(self) -> bool:
@@ -215,6 +267,36 @@ class Statements:
         return """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
             WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'"""
 
+    @property
+    def read_meta(self) -> str:
+        return f"SELECT key, value FROM {self.schema}.meta"
+
+    @property
+    def write_meta(self) -> str:
+        return f"""INSERT INTO {self.schema}.meta (key, value) VALUES ($1, $2)
+            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"""
+
+    def size_vectors(self, dimension: int) -> list[str]:
+        """Empty ``embedding`` columns of type ``vector(dimension)``, with HNSW indexes.
+
+        Dropping and adding a column is instant whatever the table's size (no rewrite); the
+        index of an all-NULL column builds at the speed of a table scan.
+        """
+        s, vt = self.schema, self.vector_type
+        statements: list[str] = []
+        for table in ("messages", "memories"):
+            statements += [
+                f"ALTER TABLE {s}.{table} DROP COLUMN IF EXISTS embedding",
+                f"ALTER TABLE {s}.{table} ADD COLUMN embedding {vt}({int(dimension)})",
+            ]
+            if dimension <= HNSW_MAX_DIMENSIONS:
+                statements.append(
+                    f"""CREATE INDEX {table}_embedding_idx ON {s}.{table}
+                    USING hnsw (embedding {self.vector_schema}.vector_cosine_ops)
+                    WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"""
+                )
+        return statements
+
     # ---------------------------------------------------------------- conversations
 
     @property
@@ -241,16 +323,21 @@ class Statements:
         """Claim conversations and insert messages of many appends in one statement.
 
         Parameters: per append ``$1`` conversation ids, ``$2`` user ids, ``$3`` enforce
-        flags; per message ``$4`` append number (1-based), ``$5..$12`` the columns and,
-        with the library's analysis, ``$13`` the analysed text. Returns one row per known
+        flags; per message ``$4`` append number (1-based), ``$5..$12`` the columns, then
+        the analysed text (with the library's analysis) and the vectors (when the store
+        keeps them), in that order from ``$13``. Returns one row per known
         owner ``(conversation_id, user_id, NULL)`` and one per inserted message
         ``(NULL, NULL, id)``. An append whose owner check fails inserts nothing; one whose
         conversation a concurrent transaction claimed after this statement's snapshot
         finds no owner row and must be run again.
         """
         s = self.schema
-        analysed = self.client_analysis
-        extra_type, extra_col = (", $13::text[]", ", analysed") if analysed else ("", "")
+        extras = [("text[]", "analysed")] if self.client_analysis else []
+        if self.vectors:
+            extras.append((f"{self.vector_type}[]", "embedding"))
+        extra_type = "".join(f", ${13 + i}::{kind}" for i, (kind, _) in enumerate(extras))
+        extra_col = "".join(f", {name}" for _, name in extras)
+        vector_col, vector_val = (", embedding", ", m.embedding") if self.vectors else ("", "")
         return f"""WITH app AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::bool[])
                     WITH ORDINALITY AS a(conversation_id, user_id, enforce, idx)
@@ -271,10 +358,11 @@ class Statements:
                 WHERE NOT app.enforce OR owners.user_id = app.user_id
             ), inserted AS (
                 INSERT INTO {s}.messages (id, conversation_id, user_id, role, message_type,
-                                          content, ts_iso, ts_us, metadata_text, parent_id, tsv)
+                                          content, ts_iso, ts_us, metadata_text, parent_id,
+                                          tsv{vector_col})
                 SELECT m.id, acc.conversation_id, acc.owner, m.role, m.message_type,
                        m.content, m.ts_iso, m.ts_us, m.metadata_text, m.parent_id,
-                       {self._tsv("m.content", "m.analysed")}
+                       {self._tsv("m.content", "m.analysed")}{vector_val}
                 FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
                             $9::text[], $10::int8[], $11::text[], $12::text[]{extra_type})
                     WITH ORDINALITY AS m(app, id, role, message_type, content, ts_iso, ts_us,
@@ -288,7 +376,7 @@ class Statements:
             UNION ALL
             SELECT NULL, NULL, id FROM inserted"""
 
-    STAGING_COLUMNS = (
+    _STAGING_COLUMNS = (
         "ord",
         "id",
         "role",
@@ -302,20 +390,32 @@ class Statements:
     )
 
     @property
+    def staging_table(self) -> str:
+        """The temporary table ``COPY`` fills (another name when it has a vector column)."""
+        return "bruno_memstore_staging_v" if self.vectors else "bruno_memstore_staging"
+
+    @property
+    def staging_columns(self) -> tuple[str, ...]:
+        return (*self._STAGING_COLUMNS, "embedding") if self.vectors else self._STAGING_COLUMNS
+
+    @property
     def create_staging(self) -> str:
         """A per-connection staging table for ``COPY`` of large batches (emptied on commit)."""
-        return """CREATE TEMP TABLE IF NOT EXISTS bruno_memstore_staging (
+        vector = f", embedding {self.vector_type}" if self.vectors else ""
+        return f"""CREATE TEMP TABLE IF NOT EXISTS {self.staging_table} (
                 ord bigint, id text, role text, message_type text, content text,
                 ts_iso text, ts_us bigint, metadata_text text, parent_id text, analysed text
+                {vector}
             ) ON COMMIT DELETE ROWS"""
 
     @property
     def insert_staged(self) -> str:
+        vector = ", embedding" if self.vectors else ""
         return f"""INSERT INTO {self.schema}.messages (id, conversation_id, user_id, role,
-                message_type, content, ts_iso, ts_us, metadata_text, parent_id, tsv)
+                message_type, content, ts_iso, ts_us, metadata_text, parent_id, tsv{vector})
             SELECT id, $1, $2, role, message_type, content, ts_iso, ts_us, metadata_text,
-                   parent_id, {self._tsv("content", "analysed")}
-            FROM bruno_memstore_staging ORDER BY ord
+                   parent_id, {self._tsv("content", "analysed")}{vector}
+            FROM {self.staging_table} ORDER BY ord
             ON CONFLICT (id) DO NOTHING
             RETURNING id"""
 
@@ -366,18 +466,26 @@ class Statements:
 
     @property
     def put_memory(self) -> str:
-        """Upsert; ``$13`` is the analysed text (the library's analysis) or unused."""
+        """Upsert; from ``$13``: the analysed text (the library's analysis), then the vector
+        (when the store keeps vectors). A replaced entry's vector is replaced too, by
+        ``NULL`` when the new write has none."""
         s = self.schema
-        tsv = self._tsv("$3::text", "$13::text")
-        return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv})
+        analysed = "$13::text" if self.client_analysis else ""
+        tsv = self._tsv("$3::text", analysed)
+        vector_col = vector_val = vector_set = ""
+        if self.vectors:
+            vector_col = ", embedding"
+            vector_val = f", ${13 + self.client_analysis}::{self.vector_type}"
+            vector_set = ", embedding = EXCLUDED.embedding"
+        return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv{vector_col})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv}{vector_val})
             ON CONFLICT (id) DO UPDATE SET
                 user_id = EXCLUDED.user_id, content = EXCLUDED.content,
                 memory_type = EXCLUDED.memory_type, category = EXCLUDED.category,
                 tags = EXCLUDED.tags, confidence = EXCLUDED.confidence,
                 importance = EXCLUDED.importance, created_us = EXCLUDED.created_us,
                 expires_us = EXCLUDED.expires_us, conversation_id = EXCLUDED.conversation_id,
-                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv"""
+                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{vector_set}"""
 
     @property
     def get_memory(self) -> str:
@@ -512,6 +620,83 @@ class Statements:
             LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
             LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
             ORDER BY top.score DESC, top.at DESC, top.id"""
+
+    # ---------------------------------------------------------------- vectors
+
+    def put_vectors(self, table: str) -> str:
+        """Attach vectors ``$2`` to the rows of ``table`` with ids ``$1`` (others skipped)."""
+        return f"""UPDATE {self.schema}.{table} t SET embedding = v.embedding
+            FROM unnest($1::text[], $2::{self.vector_type}[]) AS v(id, embedding)
+            WHERE t.id = v.id"""
+
+    @property
+    def vector_search(self) -> str:
+        """The user's records nearest to a vector, in one statement.
+
+        Parameters: ``$1`` user, ``$2`` the query vector, ``$3`` limit, ``$4``/``$5`` include
+        messages/memories, ``$6`` conversation or ``NULL``, ``$7..$14`` the memory filter,
+        ``$15`` the exact-scan threshold.
+
+        Every filter is part of the scan's own ``WHERE`` clause. Per kind, one of two plans
+        runs (the other is cut off by a one-time filter):
+
+        * *exact*: when the user (or the conversation) holds fewer than ``$15`` rows, they
+          are read through the B-tree on ``user_id`` and sorted by distance. ``+ 0`` keeps
+          the HNSW index out of this ``ORDER BY``.
+        * *index*: otherwise the HNSW index is walked nearest first, skipping rows that fail
+          the filters (with pgvector 0.8's iterative scans it keeps going until ``$3`` rows
+          pass). If it still returns fewer than ``$3`` (the scan hit
+          ``hnsw.max_scan_tuples``, or few rows pass the filters), the exact plan runs
+          instead, so a filter never starves the result.
+        """
+        s = self.schema
+        dist = self._distance("m.embedding", "$2")
+        conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
+        mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
+        msg_cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
+        mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
+
+        def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
+            return f"""{kind}_scope AS MATERIALIZED (
+                SELECT count(*) AS n FROM (
+                    SELECT 1 FROM {s}.{table} m WHERE {scope} LIMIT $15
+                ) AS x
+            ), {kind}_index AS MATERIALIZED (
+                SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
+                WHERE (SELECT n FROM {kind}_scope) >= $15 AND {where}
+                ORDER BY {dist}
+                LIMIT $3
+            ), {kind}_exact AS MATERIALIZED (
+                SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
+                WHERE ((SELECT n FROM {kind}_scope) < $15
+                       OR (SELECT count(*) FROM {kind}_index) < $3)
+                  AND {where} AND m.embedding IS NOT NULL
+                ORDER BY ({dist}) + 0, m.id
+                LIMIT $3
+            )"""
+
+        msg_scope = f"$4::bool AND m.user_id = $1 AND {conv}"
+        mem_scope = "$5::bool AND m.user_id = $1"
+        return f"""WITH {plans("msg", "messages", "ts_us", msg_scope, msg_scope)},
+            {plans("mem", "memories", "created_us", mem_scope, f"$5::bool AND {mem_where}")},
+            hits AS (
+                SELECT 'message'::text AS kind, id, d, at FROM msg_exact
+                UNION ALL
+                SELECT 'message', id, d, at FROM msg_index
+                WHERE NOT EXISTS (SELECT 1 FROM msg_exact)
+                UNION ALL
+                SELECT 'memory', id, d, at FROM mem_exact
+                UNION ALL
+                SELECT 'memory', id, d, at FROM mem_index
+                WHERE NOT EXISTS (SELECT 1 FROM mem_exact)
+            ), top AS (
+                SELECT kind, id, d, at FROM hits ORDER BY d, at DESC, id LIMIT $3
+            )
+            SELECT top.kind, 1 - top.d AS score, {msg_cols}, {mem_cols}
+            FROM top
+            LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
+            LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
+            ORDER BY top.d, top.at DESC, top.id"""
 
     # ---------------------------------------------------------------- statistics and users
 

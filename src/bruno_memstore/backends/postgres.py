@@ -5,20 +5,27 @@ otherwise), JSONB metadata, a stored ``tsvector`` column with a GIN index ranked
 ``ts_rank_cd``, and a ``seq`` identity column for arrival order. The schema is created and
 migrated on first use, once, even when several processes start together. Concurrent small
 appends share one statement and one commit (see ``_postgres_writer``).
+
+Where the server has pgvector, a new schema keeps vectors as well: an ``embedding`` column
+beside each message and memory entry, written by the same statement, searched through an
+HNSW index with every filter inside the query. Elsewhere the store is full-text only, and
+says so (:attr:`PostgresMemory.vector_support`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
+from ..embeddings.adapter import VectorSpace
 from ..errors import (
     BackendError,
     BackendUnavailableError,
@@ -34,10 +41,11 @@ from ..models import (
     SearchHit,
     SessionRecord,
 )
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
+    HNSW_MAX_DIMENSIONS,
     INDEXED_PREFIX,
     LATEST_VERSION,
     MAX_TERMS,
@@ -57,6 +65,13 @@ try:
 except ImportError:  # the class still imports, so entry-point discovery works without the extra
     asyncpg = None  # type: ignore[assignment]
     pg_errors = None  # type: ignore[assignment]
+
+try:  # the pgvector extra: binary transfer of vectors
+    from pgvector import Vector
+    from pgvector.asyncpg import register_vector
+except ImportError:
+    Vector = None  # type: ignore[assignment,misc]
+    register_vector = None  # type: ignore[assignment]
 
 __all__ = ["PostgresMemory"]
 
@@ -102,11 +117,19 @@ _DEFAULT_LANGUAGE = MEMSTORE_ANALYSIS
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
 _EXPORT_PAGE = 500
+# Users (or conversations) with fewer rows than this are searched exactly: reading their rows
+# through the B-tree on user_id beats walking the HNSW graph past other users' rows.
+_EXACT_SCAN_ROWS = 2000
+_EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
+_FIRST_HNSW = (0, 5, 0)
+_FIRST_ITERATIVE = (0, 8, 0)
+_EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
+    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
 _NUL_PROBLEM = "contains a NUL character (\\x00), which PostgreSQL text cannot store"
 
 
-class PostgresMemory(MemoryBackend):
-    """Durable, searchable memory in PostgreSQL.
+class PostgresMemory(MemoryBackend, VectorPrimitives):
+    """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
     Args:
         dsn: ``postgresql://user:password@host:port/database?option=value``; ``None`` uses
@@ -130,13 +153,18 @@ class PostgresMemory(MemoryBackend):
 
     Keyword arguments override the same option given in the URL.
 
+    Vector search (``Capability.VECTORS``) needs the pgvector extension in the database (it
+    is created if the server has it and the role may) and the ``pgvector`` package; the
+    first connection to a schema records whether it keeps vectors. Without them the memory
+    connects with full-text search only (:attr:`vector_support` says which).
+
     Raises:
         MissingDependencyError: ``asyncpg`` is not installed.
         InvalidArgumentError: an option is unknown or out of range.
     """
 
     backend_name: ClassVar[str] = "postgres"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(
         self,
@@ -207,6 +235,28 @@ class PostgresMemory(MemoryBackend):
         self._sql = Statements(quoted_schema, regconfig)
         self._pool: Any = None
         self._writer: GroupWriter | None = None
+        self._vector_support: str | None = None
+        self._vector_reason = ""
+        self._pgvector_version: str | None = None
+        self._codec_schema: str | None = None  # where register_vector finds the type
+        self._iterative_scan = False
+        self._exact_rows = _EXACT_SCAN_ROWS
+
+    @property
+    def vector_support(self) -> str | None:
+        """``"pgvector"`` when this memory stores and searches vectors, ``"none"`` when it
+        runs with full-text search only, ``None`` before it connects."""
+        return self._vector_support
+
+    @property
+    def vector_support_reason(self) -> str:
+        """Why :attr:`vector_support` is what it is (empty before connecting)."""
+        return self._vector_reason
+
+    @property
+    def pgvector_version(self) -> str | None:
+        """The pgvector extension's version in this database, when the store keeps vectors."""
+        return self._pgvector_version
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> PostgresMemory:
@@ -236,6 +286,7 @@ class PostgresMemory(MemoryBackend):
                     command_timeout=self.command_timeout,
                     statement_cache_size=self.statement_cache_size,
                     server_settings=_server_settings(self._url),
+                    init=self._init_connection,
                 )
         except TimeoutError as exc:
             raise self._unavailable(
@@ -249,7 +300,13 @@ class PostgresMemory(MemoryBackend):
             async with pool.acquire() as conn:
                 await self._check_language(conn)
                 await self._migrate(conn)
+                self._schema_version = LATEST_VERSION
                 await self._check_recorded_analysis(conn)
+                await self._open_vectors(conn)
+            if self._codec_schema is not None:
+                # Connections opened before the vector type was known reconnect on their
+                # next use, through _init_connection, which registers its codec.
+                await pool.expire_connections()
         except BaseException:
             pool.terminate()
             raise
@@ -270,6 +327,10 @@ class PostgresMemory(MemoryBackend):
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
             except Exception:
                 pool.terminate()
+
+    async def _init_connection(self, conn: Any) -> None:
+        if self._codec_schema is not None:
+            await register_vector(conn, schema=self._codec_schema)
 
     def _unavailable(self, detail: str, exc: BaseException) -> BackendUnavailableError:
         err = BackendUnavailableError(
@@ -310,13 +371,43 @@ class PostgresMemory(MemoryBackend):
             await conn.execute(sql.create_version_table)
             version = await conn.fetchval(sql.current_version)
             self._check_version(version)
-            for number, description, statements in migrations(sql.schema, self.language):
+            vector_schema, reason = None, ""
+            if version < 2:  # the store's vector mode is decided here, once
+                vector_schema, reason = await self._pgvector_for_new_store(conn)
+            for number, description, statements in migrations(
+                sql.schema, self.language, vector_schema
+            ):
                 if number <= version:
                     continue
                 for statement in statements:
                     await conn.execute(statement)
+                if number == 2:
+                    await conn.execute(sql.write_meta, "vector_mode_reason", reason)
                 await conn.execute(sql.record_version, number, description)
                 log.info("schema %s migrated to version %d: %s", self.schema, number, description)
+
+    async def _pgvector_for_new_store(self, conn: Any) -> tuple[str | None, str]:
+        """The quoted schema of pgvector if a store created now can keep vectors (creating
+        the extension if the server has it), else ``None``; and why."""
+        # Stores in other schemas may be migrating at the same moment.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(_EXTENSION_LOCK))
+        row = await conn.fetchrow(_EXTENSION)
+        if row is None:
+            available = await conn.fetchval(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+            )
+            if available is None:
+                return None, "the server has no pgvector extension"
+            try:
+                async with conn.transaction():  # a savepoint: a refusal keeps the migration
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except pg_errors.PostgresError as exc:
+                return None, f"CREATE EXTENSION vector was refused: {exc}"
+            row = await conn.fetchrow(_EXTENSION)
+        version, namespace = row
+        if _version(version) < _FIRST_HNSW:
+            return None, f"pgvector {version} has no HNSW index (0.5.0 or later is needed)"
+        return _quote(namespace), f"pgvector {version} was available when the store was created"
 
     def _check_version(self, version: int) -> None:
         if version > LATEST_VERSION:
@@ -339,6 +430,55 @@ class PostgresMemory(MemoryBackend):
                 operation="connect",
             )
 
+    async def _open_vectors(self, conn: Any) -> None:
+        """Read the store's vector mode; set ``capabilities`` and statements to match."""
+        meta = dict(await conn.fetch(self._sql.read_meta))
+        self._codec_schema = self._pgvector_version = None
+        self._iterative_scan = False
+        vectors = False
+        if meta.get("vector_mode") == "pgvector":
+            row = await conn.fetchrow(_EXTENSION)
+            if row is None:
+                raise SchemaError(
+                    f"schema {self.schema!r} keeps vectors but the pgvector extension is "
+                    "missing from this database; run CREATE EXTENSION vector",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            version, namespace = row
+            self._pgvector_version = version
+            self._sql = dataclasses.replace(self._sql, vector_schema=_quote(namespace))
+            self._iterative_scan = _version(version) >= _FIRST_ITERATIVE
+            space = _recorded_space(meta)
+            self._exact_rows = (
+                2**62
+                if space is not None and space.dimension > HNSW_MAX_DIMENSIONS
+                else _EXACT_SCAN_ROWS
+            )
+            if register_vector is None:
+                reason = (
+                    f"the store keeps vectors (pgvector {version}) but the pgvector package "
+                    "is not installed: pip install 'bruno-memstore[pgvector]'"
+                )
+            else:
+                self._codec_schema = namespace
+                vectors = True
+                scans = "iterative index scans" if self._iterative_scan else "exact fallback"
+                reason = f"pgvector {version}, HNSW (cosine), {scans}"
+        else:
+            self._sql = dataclasses.replace(self._sql, vector_schema=None)
+            reason = meta.get("vector_mode_reason") or "the store was created without vectors"
+        self._vector_support = "pgvector" if vectors else "none"
+        self._vector_reason = reason
+        self.capabilities = type(self).capabilities if vectors else DATABASE
+        log.info(
+            "%s (schema %s): %s; %s",
+            self.describe(),
+            self.schema,
+            "vector and full-text search" if vectors else "full-text search only",
+            reason,
+        )
+
     # ---------------------------------------------------------------- error classification
 
     def _is_transient(self, exc: BaseException) -> bool:
@@ -358,6 +498,8 @@ class PostgresMemory(MemoryBackend):
                 # A conversation deleted while an append to it was running: the retry
                 # claims it again.
                 pg_errors.ForeignKeyViolationError,
+                # Another process resized the vector columns under a cached statement.
+                pg_errors.InvalidCachedStatementError,
             ),
         ):
             return True
@@ -413,7 +555,7 @@ class PostgresMemory(MemoryBackend):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        if len(records) >= _COPY_THRESHOLD:
+        if len(records) >= _COPY_THRESHOLD and (not self._sql.vectors or self._codec_schema):
             return await self._append_copy(conversation_id, user_id, records, enforce_owner)
         if self._writer is not None and len(records) <= _GROUP_MAX_ROWS:
             return await self._writer.submit(conversation_id, user_id, records, enforce_owner)
@@ -431,9 +573,10 @@ class PostgresMemory(MemoryBackend):
     ) -> list[AppendResult | BaseException | None]:
         """Run appends in one statement; see ``Statements.append`` and ``GroupWriter``."""
         conv, users, enforce = [], [], []
-        cols: list[list[Any]] = [[] for _ in range(10)]
-        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, analysed = cols
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, analysed, vecs = cols
         analyse = self._sql.client_analysis
+        vectors = self._sql.vectors
         for number, item in enumerate(batch, 1):
             conv.append(item.conversation_id)
             users.append(item.user_id)
@@ -450,8 +593,14 @@ class PostgresMemory(MemoryBackend):
                 parents.append(r.parent_id)
                 if analyse:
                     analysed.append(_analysed(r.content))
-        if not analyse:
+                if vectors:
+                    vecs.append(self._vector_value(r.vector))
+        if not vectors:
             cols.pop()
+        elif not any(v is not None for v in vecs):
+            cols[-1] = None  # type: ignore[call-overload]  # NULL: no codec needed
+        if not analyse:
+            cols.pop(9)
         rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
         owners: dict[str, str] = {}
         inserted: set[str] = set()
@@ -488,9 +637,10 @@ class PostgresMemory(MemoryBackend):
                 raise self._not_owner(conversation_id)
             await conn.execute(sql.create_staging)
             analyse = sql.client_analysis
+            vector = (self._vector_value,) if sql.vectors else ()
             await conn.copy_records_to_table(
-                "bruno_memstore_staging",
-                columns=sql.STAGING_COLUMNS,
+                sql.staging_table,
+                columns=sql.staging_columns,
                 records=[
                     (
                         n,
@@ -503,6 +653,7 @@ class PostgresMemory(MemoryBackend):
                         r.metadata,
                         r.parent_id,
                         _analysed(r.content) if analyse else None,
+                        *(f(r.vector) for f in vector),
                     )
                     for n, r in enumerate(records)
                 ],
@@ -550,6 +701,8 @@ class PostgresMemory(MemoryBackend):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         analysed = [_analysed(record.content)] if self._sql.client_analysis else []
+        if self._sql.vectors:
+            analysed.append(self._vector_value(record.vector))
         await self._pool.execute(
             self._sql.put_memory,
             record.id,
@@ -646,15 +799,7 @@ class PostgresMemory(MemoryBackend):
             conversation_id,
             *_filter_args(flt),
         )
-        width = len(_MESSAGE_FIELDS)
-        hits: list[SearchHit] = []
-        for row in rows:
-            kind, score = row[0], float(row[1])
-            if kind == "message":
-                hits.append(SearchHit("message", score, message=_message(row, 2)))
-            else:
-                hits.append(SearchHit("memory", score, memory=_memory(row, 2 + width)))
-        return hits
+        return _hits(rows)
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         row = await self._pool.fetchrow(self._sql.statistics, user_id)
@@ -670,6 +815,90 @@ class PostgresMemory(MemoryBackend):
             "first_message_us": first,
             "last_message_us": last,
         }
+
+    # ---------------------------------------------------------------- vectors
+
+    def _vector_value(self, vector: Any) -> Any:
+        """A vector as a query argument (``None`` without the pgvector codec)."""
+        if vector is None or self._codec_schema is None:
+            return None
+        return Vector(vector)
+
+    async def _vector_space(self) -> VectorSpace | None:
+        return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        sql = self._sql
+        earlier = False
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+            recorded = _recorded_space(dict(await conn.fetch(sql.read_meta)))
+            if recorded is not None and not replace:
+                return recorded
+            if not replace:
+                earlier = await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {sql.schema}.messages) "
+                    f"OR EXISTS (SELECT 1 FROM {sql.schema}.memories)"
+                )
+            for statement in sql.size_vectors(space.dimension):
+                await conn.execute(statement)
+            await conn.execute(sql.write_meta, "vector_model", space.model)
+            await conn.execute(sql.write_meta, "vector_dimension", str(space.dimension))
+        self._exact_rows = 2**62 if space.dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
+        log.info(
+            "schema %s: vectors of %r, %d dimensions%s",
+            self.schema,
+            space.model,
+            space.dimension,
+            "" if space.dimension <= HNSW_MAX_DIMENSIONS else " (too many for HNSW: exact)",
+        )
+        if earlier:
+            log.warning(
+                "schema %s holds records stored before it kept vectors; vector search finds "
+                "them after: bruno-memstore reindex %s",
+                self.schema,
+                self.describe(),
+            )
+        return space
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        table = "messages" if kind == "message" else "memories"
+        await self._pool.execute(
+            self._sql.put_vectors(table),
+            [rid for rid, _ in items],
+            [self._vector_value(vec) for _, vec in items],
+        )
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            # Settings for this transaction only: how wide the HNSW search starts, and
+            # (pgvector 0.8+) to keep scanning past rows the filters reject.
+            await conn.execute(
+                _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
+                str(min(1000, max(40, 2 * limit))),
+            )
+            rows = await conn.fetch(
+                self._sql.vector_search,
+                user_id,
+                Vector(vector),
+                limit,
+                "message" in kinds,
+                "memory" in kinds,
+                conversation_id,
+                *_filter_args(flt),
+                self._exact_rows,
+            )
+        return _hits(rows)
 
     # ---------------------------------------------------------------- whole-store operations
 
@@ -783,6 +1012,46 @@ def _filter_args(flt: MemoryFilter) -> list[Any]:
 
 
 _MESSAGE_FIELDS = MESSAGE_COLUMNS.split(",")
+
+# Settings of one vector search's transaction. ``enable_sort = off`` leaves the planner one
+# way to order the index plan's rows, the HNSW index (the exact plan sorts regardless, and
+# chooses it with one-time filters, not costs); no parallel workers start for a plan that
+# its one-time filter may skip.
+_PLAN_SETTINGS = (
+    "SELECT set_config('hnsw.ef_search', $1, true), "
+    "set_config('enable_sort', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+_SCAN_SETTINGS = f"{_PLAN_SETTINGS}, set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+
+
+def _hits(rows: Sequence[Any]) -> list[SearchHit]:
+    """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
+    width = len(_MESSAGE_FIELDS)
+    hits: list[SearchHit] = []
+    for row in rows:
+        kind, score = row[0], float(row[1])
+        if kind == "message":
+            hits.append(SearchHit("message", score, message=_message(row, 2)))
+        else:
+            hits.append(SearchHit("memory", score, memory=_memory(row, 2 + width)))
+    return hits
+
+
+def _recorded_space(meta: dict[str, str]) -> VectorSpace | None:
+    model, dimension = meta.get("vector_model"), meta.get("vector_dimension")
+    if model is None or dimension is None:
+        return None
+    return VectorSpace(model, int(dimension))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"0.8.1"`` as ``(0, 8, 1)`` (non-numeric parts count as 0)."""
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _analysed(content: str) -> str:
