@@ -155,6 +155,7 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         ({"busy_timeout": -1}, "busy_timeout"),
         ({"busy_timeout": "5"}, "busy_timeout"),
         ({"readers": 0}, "readers"),
+        ({"vector_users": 0}, "vector_users"),
         ({"db_path": ""}, "db_path"),
         ({"db_path": 3}, "db_path"),
     ):
@@ -943,9 +944,12 @@ async def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(absolute, SQLiteMemory)
     assert absolute.db_path == str(tmp_path / "abs.db")
     assert (absolute.synchronous, absolute.busy_timeout) == ("normal", 2.5)
-    tuned = open_memory(f"sqlite:///{tmp_path}/t.db?readers=3&context_window=5", readers=1)
+    tuned = open_memory(
+        f"sqlite:///{tmp_path}/t.db?readers=3&context_window=5&vector_users=8", readers=1
+    )
     assert isinstance(tuned, SQLiteMemory)
-    assert (tuned.readers, tuned.context_window) == (1, 5)  # keyword options win
+    # Keyword options win.
+    assert (tuned.readers, tuned.context_window, tuned.vector_users) == (1, 5, 8)
 
     mem = open_memory("sqlite:///:memory:")
     assert isinstance(mem, SQLiteMemory) and mem.in_memory
