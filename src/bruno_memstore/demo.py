@@ -267,9 +267,11 @@ class DemoReport:
     statistics: dict[str, Any]
     llm_calls: int
     seconds: float = 0.0
+    search_mode: str = "keyword"
 
 
-SEARCH_QUERIES = ("where are we staying in Kyoto", "peanut allergy")
+# The last shares no word with what it should find: hybrid search finds it by meaning.
+SEARCH_QUERIES = ("where are we staying in Kyoto", "peanut allergy", "which hotel did we reserve")
 
 
 async def run_demo(memory: MemoryBackend, *, user_id: str = DEMO_USER) -> DemoReport:
@@ -339,6 +341,7 @@ async def run_demo(memory: MemoryBackend, *, user_id: str = DEMO_USER) -> DemoRe
         recalled_note=note,
         last_context=llm.calls[-1],
         searches=searches,
+        search_mode=memory.search_mode,
         stored=stored,
         recalls=recalls,
         visible_memories=len(visible),

@@ -244,8 +244,8 @@ class SemanticSearch:
 
         if mode == "keyword":
             return keyword_scores(await self._run(operation, text(limit)))
+        await self._ensure_connected()  # connecting checks the store's vector space
         embedder = self._vectors_usable(operation)
-        await self._ensure_connected()
         vector = (await self._embedding(operation, embedder, [query]))[0]
         n = limit if mode == "vector" else candidate_count(limit)
 

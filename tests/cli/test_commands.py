@@ -117,7 +117,7 @@ def test_search_ranks_messages_and_memories(invoke: Invoke, demo_db: Path) -> No
     result = invoke("search", "peanut allergy", "--user", "maya", "-u", url, "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert rows[0]["score"] == 1.0
+    assert 0.5 < rows[0]["score"] <= 1.0  # hybrid (the default): fused scores in [0, 1]
     assert {r["kind"] for r in rows} == {"memory", "message"}
     assert "peanut allergy" in rows[0]["record"]["content"]
     scores = [r["score"] for r in rows]
@@ -129,8 +129,14 @@ def test_search_ranks_messages_and_memories(invoke: Invoke, demo_db: Path) -> No
     two = invoke("search", "Kyoto", "--user", "maya", "-u", url, "--limit", "2", "--json")
     assert len(json.loads(two.stdout)) == 2
 
-    table = invoke("search", "ryokan", "--user", "maya", "-u", url)
-    assert "score" in table.stdout and "1.00" in table.stdout
+    table = invoke("search", "ryokan", "--user", "maya", "-u", url, "--mode", "keyword")
+    assert "score" in table.stdout and "1.00" in table.stdout  # keyword: best = 1.00
+    meaning = invoke("search", "which hotel did we reserve", "--user", "maya", "-u", url, "--json")
+    assert "Ryokan Sakura" in json.loads(meaning.stdout)[0]["record"]["content"]
+    vector = invoke("search", "ryokan", "--user", "maya", "-u", url, "-m", "vector", "--json")
+    assert all(0.0 <= r["score"] <= 1.0 for r in json.loads(vector.stdout))
+    bad = invoke("search", "ryokan", "--user", "maya", "-u", url, "-m", "fuzzy")
+    assert bad.exit_code == 2
     other = invoke("search", "ryokan", "--user", "someone-else", "-u", url, "--json")
     assert json.loads(other.stdout) == []  # scoped to one user
 
@@ -355,3 +361,21 @@ def test_copy_to_postgresql_redacts_the_password(invoke: Invoke, demo_db: Path) 
                 await conn.close()
 
         asyncio.run(drop())
+
+
+def test_reindex_switches_the_model_and_mismatch_names_it(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    done = invoke("reindex", "-u", url, "--model", "static")
+    assert done.exit_code == 0, done.output
+    assert "tokenlearn-static-64d-int8 (64-d)" in done.stdout
+    assert "17 messages" in done.stdout and "memories" in done.stdout
+    # The default model now differs from the store's: vector work is refused, naming the fix.
+    refused = invoke("search", "hotel", "--user", "maya", "-u", url, "-m", "vector")
+    assert refused.exit_code == 1
+    assert "reindex" in refused.output and "tokenlearn-static-64d-int8" in refused.output
+    keyword = invoke("search", "ryokan", "--user", "maya", "-u", url, "-m", "keyword", "--json")
+    assert keyword.exit_code == 0 and json.loads(keyword.stdout)
+    back = invoke("reindex", "-u", url)
+    assert back.exit_code == 0 and "all-MiniLM-L6-v2-onnx-int8 (384-d)" in back.stdout
+    found = invoke("search", "which hotel did we reserve", "--user", "maya", "-u", url, "--json")
+    assert "Ryokan Sakura" in json.loads(found.stdout)[0]["record"]["content"]

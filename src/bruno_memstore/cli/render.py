@@ -146,6 +146,13 @@ def counts_table(counts: TransferCounts, verb: str) -> Table:
     return table
 
 
+_MODE_TITLES = {
+    "hybrid": "hybrid: BM25 and embedding similarity fused",
+    "keyword": "BM25, best = 1.00",
+    "vector": "embedding similarity",
+}
+
+
 def plural(kind: str) -> str:
     """``"memory"`` -> ``"memories"``: the plural of a record kind."""
     return _PLURAL.get(kind, kind)
@@ -210,7 +217,8 @@ def demo_renderables(report: DemoReport, where: str, reopened: dict[str, Any] | 
     out.append(
         Panel(
             Group(*(search_table(res, title=f"search: {q!r}") for q, res in report.searches)),
-            title="Ranked search over messages and memory entries (BM25, best = 1.00)",
+            title="Ranked search over messages and memory entries "
+            f"({_MODE_TITLES.get(report.search_mode, report.search_mode)})",
             border_style="yellow",
         )
     )

@@ -215,7 +215,9 @@ class ConformanceBase(ABC):
     async def reopen(self, memory: MemoryBackend) -> MemoryBackend:
         """Shut ``memory`` down and return a new instance on the same storage."""
         await memory.shutdown()
-        return self._track(await self.reopen_memory(memory), "reopen_memory")
+        reopened = self._track(await self.reopen_memory(memory), "reopen_memory")
+        reopened.search_mode = memory.search_mode  # a test's chosen ranking carries over
+        return reopened
 
     def _track(self, mem: object, hook: str) -> MemoryBackend:
         if not isinstance(mem, MemoryBackend):
