@@ -28,7 +28,7 @@ from chromadb.config import Settings
 
 import _engines as engines
 from bruno_memstore.backends import _chroma_ops as ops
-from bruno_memstore.backends._chroma_layout import collection_name
+from bruno_memstore.backends._chroma_layout import user_collection_name
 from bruno_memstore.backends.chroma import ChromaMemory
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.base import MemoryBackend
@@ -109,14 +109,17 @@ async def test_records_carry_their_filter_columns_and_vectors(
     await memory.shutdown()
     client = raw_embedded(tmp_path / "chroma")
     names = {c.name for c in client.list_collections()}
+    mine = user_collection_name("bruno", uid, "messages", 1)
     assert names == {
         "bruno_meta",
         "bruno_conversations",
         "bruno_sessions",
-        "bruno_messages_g1",
-        "bruno_memories_g1",
+        "bruno_ids",
+        mine,
+        user_collection_name("bruno", uid, "memories", 1),
     }
-    messages = client.get_collection("bruno_messages_g1")
+    messages = client.get_collection(mine)
+    assert messages.metadata == {"user": uid, "kind": "messages"}
     # Chroma never embeds: the collections have no embedding function.
     assert messages.configuration.get("embedding_function") is None
     got = messages.get(ids=[str(msg.id)], include=["documents", "metadatas", "embeddings"])
@@ -124,9 +127,13 @@ async def test_records_carry_their_filter_columns_and_vectors(
     assert got["documents"] == ["a grey kitten"]
     assert (meta["user"], meta["conv"], meta["role"], meta["vec"]) == (uid, conv, "user", True)
     assert meta["ts_us"] == to_us(at(3)) and meta["seq"] > 0
+    pointers = client.get_collection("bruno_ids").get(ids=[f"m:{msg.id}", f"e:{entry.id}"])
+    assert [m["user"] for m in pointers["metadatas"]] == [uid, uid]
     assert len(got["embeddings"][0]) == 384
     assert abs(float(np.linalg.norm(got["embeddings"][0])) - 1.0) < 1e-3
-    mem = client.get_collection("bruno_memories_g1").get(ids=[str(entry.id)])
+    mem = client.get_collection(user_collection_name("bruno", uid, "memories", 1)).get(
+        ids=[str(entry.id)]
+    )
     assert mem["metadatas"][0]["tags"] == ["a", "b"] and mem["metadatas"][0]["cat"] == "pets"
     owners = client.get_collection("bruno_conversations").get(ids=[conv])
     assert owners["metadatas"][0]["user"] == uid
@@ -532,8 +539,11 @@ async def test_a_first_model_keeps_records_written_without_one(tmp_path: Path) -
     await modelled.shutdown()
     client = raw_embedded(tmp_path / "db")
     names = {c.name for c in client.list_collections()}
-    fixed = {"bruno_meta", "bruno_conversations", "bruno_sessions"}
-    assert names == fixed | {"bruno_messages_g2", "bruno_memories_g2"}
+    fixed = {"bruno_meta", "bruno_conversations", "bruno_sessions", "bruno_ids"}
+    assert names == fixed | {
+        user_collection_name("bruno", uid, "messages", 2),
+        user_collection_name("bruno", uid, "memories", 2),
+    }
     client.close()
 
 
@@ -546,14 +556,17 @@ async def test_an_interrupted_space_change_is_finished_on_connect(tmp_path: Path
     # A crash mid-change: generation 1 recorded, two records copied, generation 0 still
     # there; and an unrecorded generation 2 started by another attempt.
     client = raw_embedded(tmp_path / "db")
-    old = client.get_collection(collection_name("bruno", "messages", 0))
+    old = client.get_collection(user_collection_name("bruno", uid, "messages", 0))
     new = client.get_or_create_collection(
-        collection_name("bruno", "messages", 1), embedding_function=None
+        user_collection_name("bruno", uid, "messages", 1),
+        embedding_function=None,
+        metadata={"user": uid, "kind": "messages"},
     )
     part = old.get(ids=[str(m.id) for m in msgs[:2]], include=["documents", "metadatas"])
     metas = [{**m, "vec": False} for m in part["metadatas"]]
     new.add(ids=part["ids"], documents=part["documents"], metadatas=metas, embeddings=[[1.0]] * 2)
-    client.get_or_create_collection(collection_name("bruno", "memories", 2))
+    stale = user_collection_name("bruno", uid, "memories", 2)
+    client.get_or_create_collection(stale, metadata={"user": uid, "kind": "memories"})
     meta = client.get_collection("bruno_meta")
     meta.upsert(ids=["space"], embeddings=[[1.0]], metadatas=[{"model": "m", "dim": 1, "gen": 1}])
     client.close()
@@ -564,9 +577,30 @@ async def test_an_interrupted_space_change_is_finished_on_connect(tmp_path: Path
     await again.shutdown()
     client = raw_embedded(tmp_path / "db")
     names = {c.name for c in client.list_collections()}
-    assert "bruno_messages_g0" not in names and "bruno_memories_g2" not in names
-    assert "bruno_messages_g1" in names
+    assert user_collection_name("bruno", uid, "messages", 0) not in names
+    assert stale not in names
+    assert user_collection_name("bruno", uid, "messages", 1) in names
     client.close()
+
+
+async def test_forget_user_drops_the_users_collections(memory: ChromaMemory) -> None:
+    uid, other = new_user_id(), new_user_id()
+    for user in (uid, other):
+        await memory.store_message(make_message("hello"), user, new_conversation_id())
+        await memory.store_memory(make_memory_entry(user, "a fact"))
+    assert await memory.forget_user(uid) == {
+        "messages": 1,
+        "memories": 1,
+        "sessions": 0,
+        "conversations": 1,
+    }
+    store = memory._store
+    assert store is not None
+    users = [u for u, _c in store.user_collections("message")]
+    assert users == [other]
+    left = store.ids.get(where={"user": uid}, include=[])["ids"]
+    assert left == []
+    assert (await memory.get_statistics(other))["total_messages"] == 1
 
 
 # ------------------------------------------------------------------------------ server
@@ -587,6 +621,42 @@ async def test_server_store_survives_a_server_restart(tmp_path: Path) -> None:
         await mem.shutdown()
     finally:
         server.stop()
+
+
+FORGETTER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bruno_memstore.backends.chroma import ChromaMemory
+
+    async def main():
+        host, port, prefix, uid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        mem = ChromaMemory(None, host=host, port=port, prefix=prefix)
+        await mem.forget_user(uid)
+        await mem.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_collections_dropped_by_another_process_are_recreated(server_url: str) -> None:
+    mem = server_memory(server_url, embedding_model=None)
+    uid, conv = new_user_id(), new_conversation_id()
+    await mem.store_message(make_message("before"), uid, conv)
+    host, port = host_port(server_url)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", FORGETTER, host, str(port), mem.prefix, uid],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    # This process still holds handles on the dropped collections: the write notices,
+    # refreshes and is retried.
+    await mem.store_message(make_message("after"), uid, conv)
+    assert [m.content for m in await mem.retrieve_messages(conv)] == ["after"]
+    await mem.shutdown()
 
 
 async def test_unreachable_server_is_unavailable() -> None:

@@ -4,14 +4,15 @@ Functions marked *writer* run only on the store's writer thread, one at a time; 
 run on its reader threads. Chroma applies each ``add``/``upsert``/``delete`` call whole or
 not at all, and has no transaction spanning calls: each writer function orders its calls so
 that a crash between two of them leaves nothing a reader could mistake for data (see the
-notes on each function, and ``docs/backends/chroma.md``).
+notes on each function, and ``docs/backends/chroma.md``). The ``ids`` collection only
+points at records: a record counts as stored when it is in its user's collection.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,10 @@ from ..primitives import AppendResult
 from ._chroma_layout import (
     all_of,
     embeddings,
+    locator,
+    memory_conditions,
     memory_from,
     memory_metadata,
-    memory_where,
     message_from,
     message_metadata,
     message_order,
@@ -61,8 +63,49 @@ def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
         collection.delete(ids=list(part))
 
 
-def _ids_where(collection: Any, where: dict[str, Any]) -> list[str]:
+def _ids_where(collection: Any, where: dict[str, Any] | None) -> list[str]:
     return list(collection.get(where=where, include=[])["ids"])
+
+
+# -------------------------------------------------------------------- locating records
+
+
+def _located(store: ChromaStore, kind: str, ids: Sequence[str]) -> dict[str, str]:
+    """``{id: user}`` for the ids the ``ids`` collection points at (stored or not)."""
+    got = _get_ids(store.ids, [locator(kind, i) for i in ids], ["metadatas"])
+    return {key[2:]: meta["user"] for key, _doc, meta in rows(got)}
+
+
+def _fetch(
+    store: ChromaStore, kind: str, ids: Sequence[str], include: list[str]
+) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """``(user, id, document, metadata)`` of the stored records among ``ids``."""
+    by_user: dict[str, list[str]] = {}
+    for rid, user in _located(store, kind, ids).items():
+        by_user.setdefault(user, []).append(rid)
+    out = []
+    for user, mine in by_user.items():
+        collection = store.user_records(user, kind)
+        if collection is not None:
+            got = _get_ids(collection, mine, include)
+            out += [(user, rid, doc, meta) for rid, doc, meta in rows(got)]
+    return out
+
+
+def _point(store: ChromaStore, kind: str, owners_by_id: dict[str, str]) -> None:
+    """Point the ``ids`` collection at the records' users (before the records are written:
+    a pointer without its record reads as absent, a record without a pointer is lost)."""
+    keys = list(owners_by_id)
+    for part in _chunks(keys, store.max_batch):
+        store.ids.upsert(
+            ids=[locator(kind, rid) for rid in part],
+            embeddings=ONE * len(part),
+            metadatas=[{"user": owners_by_id[rid]} for rid in part],
+        )
+
+
+def _unpoint(store: ChromaStore, kind: str, ids: Sequence[str]) -> None:
+    _delete_ids(store.ids, [locator(kind, rid) for rid in ids])
 
 
 # -------------------------------------------------------------------- conversations
@@ -124,13 +167,14 @@ def run_appends(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]
 
 
 def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
-    """Claims first, then every new record in one ``add``.
+    """Claims, pointers, then every new record of each owner in one ``add``.
 
     Order of calls: (1) owners of new conversations (``add``, insert-if-absent), (2) the
-    records (``add``, one call per ``max_batch`` records), (3) for a server, the users'
-    text tokens. A crash after (1) leaves an empty conversation owned by the writer, as
-    ``claim_conversation`` would; after (2) only other processes' cached text indexes are
-    stale until the user's next write. Nothing is acknowledged before (2) completes.
+    ``ids`` pointers, (3) the records (one ``add`` per owner and ``max_batch`` records),
+    (4) for a server, the owners' text tokens. A crash after (1) leaves an empty
+    conversation owned by the writer, as ``claim_conversation`` would; after (2) pointers
+    to nothing, which read as absent; after (3) only other processes' cached text indexes
+    are stale until the owner's next write. Nothing is acknowledged before (3) completes.
     """
     conv_ids = list(dict.fromkeys(a.conversation_id for a in group))
     owner_of = owners(store, conv_ids)
@@ -141,22 +185,18 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
     if claims:
         owner_of.update(_claim(store, claims))
     all_ids = [r.id for a in group for r in a.records]
-    seen = set(_get_ids(store.records("message"), all_ids, [])["ids"]) if all_ids else set()
+    seen = {rid for _u, rid, _d, _m in _fetch(store, "message", all_ids, [])} if all_ids else set()
     outcomes: list[tuple[Any, Any]] = []
     new: list[tuple[MessageRecord, str]] = []
     for append in group:
         owner = owner_of[append.conversation_id]
         if append.enforce_owner and owner != append.user_id:
-            outcomes.append(
-                (
-                    OwnershipError(
-                        f"conversation {append.conversation_id!r} belongs to another user",
-                        backend="chroma",
-                        operation="store_message",
-                    ),
-                    None,
-                )
+            error = OwnershipError(
+                f"conversation {append.conversation_id!r} belongs to another user",
+                backend="chroma",
+                operation="store_message",
             )
+            outcomes.append((error, None))
             continue
         skipped = frozenset(r.id for r in append.records if r.id in seen)
         for rec in append.records:
@@ -168,17 +208,19 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
         for (rec, owner), seq in zip(new, store.next_seqs(len(new)), strict=True):
             rec.seq = seq
             rec.user_id = owner
-        _add_messages(store, new)
+        _point(store, "message", {rec.id: owner for rec, owner in new})
         by_owner: dict[str, list[MessageRecord]] = {}
         for rec, owner in new:
             by_owner.setdefault(owner, []).append(rec)
+        for owner, recs in by_owner.items():
+            _add_messages(store, owner, recs)
         store.bump_tokens(list(by_owner))
         for owner, recs in by_owner.items():
             store.text.changed(owner, _adder(recs))
     return outcomes
 
 
-def _adder(records: list[MessageRecord]) -> Any:
+def _adder(records: list[MessageRecord]) -> Callable[[UserText], None]:
     def change(entry: UserText) -> None:
         for rec in records:
             entry.add_message(rec.id, rec.content, rec.conversation_id, rec.ts_us)
@@ -186,24 +228,24 @@ def _adder(records: list[MessageRecord]) -> Any:
     return change
 
 
-def _add_messages(store: ChromaStore, new: list[tuple[MessageRecord, str]]) -> None:
-    collection = store.records("message")
-    for part in _chunks(new, store.max_batch):
-        rows_, real = embeddings([rec.vector for rec, _ in part], store.dimension)
+def _add_messages(store: ChromaStore, owner: str, records: list[MessageRecord]) -> None:
+    collection = store.user_records(owner, "message", create=True)
+    for part in _chunks(records, store.max_batch):
+        vectors, real = embeddings([rec.vector for rec in part], store.dimension)
         collection.add(
-            ids=[rec.id for rec, _ in part],
-            documents=[rec.content for rec, _ in part],
-            embeddings=rows_,
+            ids=[rec.id for rec in part],
+            documents=[rec.content for rec in part],
+            embeddings=vectors,
             metadatas=[
-                message_metadata(rec, owner, has)
-                for (rec, owner), has in zip(part, real, strict=True)
+                message_metadata(rec, owner, has) for rec, has in zip(part, real, strict=True)
             ],
         )
 
 
 def get_messages(store: ChromaStore, ids: Sequence[str]) -> list[MessageRecord]:
-    got = _get_ids(store.records("message"), ids, _BOTH)
-    return [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+    return [
+        message_from(rid, doc, meta) for _u, rid, doc, meta in _fetch(store, "message", ids, _BOTH)
+    ]
 
 
 def read_window(
@@ -212,13 +254,16 @@ def read_window(
     """The newest ``limit`` messages, oldest first. Chroma neither sorts nor limits by
     metadata, so the scope's metadata is read and sorted here; with a limit only the
     window's contents are fetched."""
-    conds: list[dict[str, Any]] = []
+    where = None
     if conversation_id is not None:
-        conds.append({"conv": conversation_id})
-    if user_id is not None:
-        conds.append({"user": user_id})
-    collection = store.records("message")
-    where = all_of(conds)
+        owner = conversation_owner(store, conversation_id)
+        if owner is None or user_id not in (None, owner):
+            return []
+        user_id, where = owner, {"conv": conversation_id}
+    assert user_id is not None
+    collection = store.user_records(user_id, "message")
+    if collection is None:
+        return []
     if limit is None:
         got = collection.get(where=where, include=_BOTH)
         found = [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
@@ -234,32 +279,29 @@ def read_window(
 
 
 def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozenset[str]) -> int:
-    """*Writer.* Messages first; with nothing kept, then the sessions, then the owner
-    record, so a crash part-way leaves an owned conversation with fewer records (deleting
-    again finishes the job), never records without an owner."""
+    """*Writer.* Records, then their pointers; with nothing kept, then the sessions and the
+    owner record last, so a crash part-way leaves an owned conversation with fewer records
+    (deleting again finishes the job), never records without an owner."""
     owner = conversation_owner(store, conversation_id)
-    conds: list[dict[str, Any]] = [{"conv": conversation_id}]
-    if keep_roles:
-        conds.append({"role": {"$nin": sorted(keep_roles)}})
-    collection = store.records("message")
-    got = collection.get(where=all_of(conds), include=["metadatas"])
-    ids = list(got["ids"])
-    users = {meta["user"] for _rid, _doc, meta in rows(got)}
-    if owner is not None:
-        users.add(owner)
-    _delete_ids(collection, ids)
+    collection = store.user_records(owner, "message") if owner is not None else None
+    ids: list[str] = []
+    if collection is not None:
+        conds: list[dict[str, Any]] = [{"conv": conversation_id}]
+        if keep_roles:
+            conds.append({"role": {"$nin": sorted(keep_roles)}})
+        ids = _ids_where(collection, all_of(conds))
+        _delete_ids(collection, ids)
+        _unpoint(store, "message", ids)
     if not keep_roles:
-        session_ids = _ids_where(store.sessions, {"conv": conversation_id})
-        _delete_ids(store.sessions, session_ids)
+        _delete_ids(store.sessions, _ids_where(store.sessions, {"conv": conversation_id}))
         store.conversations.delete(ids=[conversation_id])
-    if ids:
-        store.bump_tokens(sorted(users))
-        for user in users:
-            store.text.changed(user, _remover("message", ids))
+    if ids and owner is not None:
+        store.bump_tokens([owner])
+        store.text.changed(owner, _remover("message", ids))
     return len(ids)
 
 
-def _remover(kind: str, ids: Sequence[str]) -> Any:
+def _remover(kind: str, ids: Sequence[str]) -> Callable[[UserText], None]:
     def change(entry: UserText) -> None:
         for rid in ids:
             entry.remove(kind, rid)
@@ -271,12 +313,14 @@ def _remover(kind: str, ids: Sequence[str]) -> Any:
 
 
 def put_memory(store: ChromaStore, rec: MemoryRecord) -> None:
-    """*Writer.* One ``upsert``: the entry, its vector and its filter columns together."""
-    rows_, real = embeddings([rec.vector], store.dimension)
-    store.records("memory").upsert(
+    """*Writer.* The pointer, then one ``upsert``: the entry, its vector and its filter
+    columns together."""
+    _point(store, "memory", {rec.id: rec.user_id})
+    vectors, real = embeddings([rec.vector], store.dimension)
+    store.user_records(rec.user_id, "memory", create=True).upsert(
         ids=[rec.id],
         documents=[rec.content],
-        embeddings=rows_,
+        embeddings=vectors,
         metadatas=[memory_metadata(rec, real[0])],
     )
     kept = _without_vector(rec)
@@ -302,41 +346,46 @@ def _without_vector(rec: MemoryRecord) -> MemoryRecord:
 
 
 def get_memory(store: ChromaStore, memory_id: str) -> MemoryRecord | None:
-    got = store.records("memory").get(ids=[memory_id], include=_BOTH)
-    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
-    return found[0] if found else None
+    found = _fetch(store, "memory", [memory_id], _BOTH)
+    return memory_from(found[0][1], found[0][2], found[0][3]) if found else None
 
 
 def query_memories(store: ChromaStore, flt: MemoryFilter) -> list[MemoryRecord]:
-    got = store.records("memory").get(where=memory_where(flt), include=_BOTH)
+    collection = store.user_records(flt.user_id, "memory")
+    if collection is None:
+        return []
+    got = collection.get(where=all_of(memory_conditions(flt)), include=_BOTH)
     found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return heapq.nsmallest(flt.limit, found, key=lambda r: (-r.importance, -r.created_us, r.id))
 
 
-def _delete_memories(store: ChromaStore, got: dict[str, Any]) -> int:
-    ids = list(got["ids"])
+def _delete_memories(store: ChromaStore, user_id: str, collection: Any, ids: list[str]) -> int:
+    """Records first, then their pointers."""
     if not ids:
         return 0
-    _delete_ids(store.records("memory"), ids)
-    by_user: dict[str, list[str]] = {}
-    for rid, _doc, meta in rows(got):
-        by_user.setdefault(meta["user"], []).append(rid)
-    store.bump_tokens(list(by_user))
-    for user, mine in by_user.items():
-        store.text.changed(user, _remover("memory", mine))
+    _delete_ids(collection, ids)
+    _unpoint(store, "memory", ids)
+    store.bump_tokens([user_id])
+    store.text.changed(user_id, _remover("memory", ids))
     return len(ids)
 
 
 def delete_memory(store: ChromaStore, memory_id: str) -> bool:
     """*Writer.*"""
-    got = store.records("memory").get(ids=[memory_id], include=["metadatas"])
-    return _delete_memories(store, got) > 0
+    found = _fetch(store, "memory", [memory_id], [])
+    if not found:
+        return False
+    user = found[0][0]
+    return _delete_memories(store, user, store.user_records(user, "memory"), [memory_id]) > 0
 
 
 def purge_expired(store: ChromaStore, now_us: int) -> int:
-    """*Writer.*"""
-    got = store.records("memory").get(where={"exp": {"$lte": now_us}}, include=["metadatas"])
-    return _delete_memories(store, got)
+    """*Writer.* Every user's memory collection, one after another."""
+    count = 0
+    for user, collection in store.user_collections("memory"):
+        ids = _ids_where(collection, {"exp": {"$lte": now_us}})
+        count += _delete_memories(store, user, collection, ids)
+    return count
 
 
 # -------------------------------------------------------------------- sessions
@@ -385,12 +434,14 @@ def latest_session(
 
 def _load_text(store: ChromaStore, user_id: str, mark: Any) -> UserText:
     entry = UserText(mark=mark)
-    got = store.records("message").get(where={"user": user_id}, include=_BOTH)
-    for rid, doc, meta in rows(got):
-        entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
-    got = store.records("memory").get(where={"user": user_id}, include=_BOTH)
-    for rid, doc, meta in rows(got):
-        entry.add_memory(memory_from(rid, doc, meta))
+    messages = store.user_records(user_id, "message")
+    if messages is not None:
+        for rid, doc, meta in rows(messages.get(include=_BOTH)):
+            entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
+    memories = store.user_records(user_id, "memory")
+    if memories is not None:
+        for rid, doc, meta in rows(memories.get(include=_BOTH)):
+            entry.add_memory(memory_from(rid, doc, meta))
     return entry
 
 
@@ -433,7 +484,11 @@ def text_search(
                     memories[rid] = mem
     best = heapq.nsmallest(limit, ranked)
     wanted = [rid for _s, _t, rid, kind in best if kind == "message"]
-    messages = {r.id: r for r in get_messages(store, wanted)} if wanted else {}
+    collection = store.user_records(user_id, "message") if wanted else None
+    messages = {}
+    if collection is not None:
+        got = _get_ids(collection, wanted, _BOTH)
+        messages = {rid: message_from(rid, doc, meta) for rid, doc, meta in rows(got)}
     hits: list[SearchHit] = []
     for neg, _t, rid, kind in best:
         if kind == "message":
@@ -453,30 +508,70 @@ def vector_search(
     limit: int,
     memory_filter: MemoryFilter | None,
 ) -> list[SearchHit]:
-    """Nearest records by cosine; the user and every filter are part of Chroma's query."""
+    """Nearest records by cosine among the user's records that pass every filter.
+
+    The user is the collection. The other filters are Chroma ``where`` conditions, and
+    Chroma applies them inside the search. Filtered searches cost time in proportion to the
+    collection, so each search first asks without a filter: when every hit of that answer
+    passes the filters, it is also the filtered answer (nothing that fails a filter was
+    displaced by it), and it is returned; otherwise the filtered search runs.
+    """
     query = [[float(x) for x in vector]]
     hits: list[tuple[float, int, str, SearchHit]] = []
     if "message" in kinds:
-        conds: list[dict[str, Any]] = [{"user": user_id}, {"vec": True}]
+        collection = store.user_records(user_id, "message")
+        conds: list[dict[str, Any]] = [{"vec": True}]
         if conversation_id is not None:
             conds.append({"conv": conversation_id})
-        for rid, doc, meta, score in _nearest(store, "message", query, all_of(conds), limit):
+
+        def message_ok(meta: dict[str, Any]) -> bool:
+            return bool(meta.get("vec")) and conversation_id in (None, meta.get("conv"))
+
+        for rid, doc, meta, score in _nearest(collection, query, conds, message_ok, limit):
             rec = message_from(rid, doc, meta)
             hits.append((-score, -rec.ts_us, rid, SearchHit("message", score, message=rec)))
     if "memory" in kinds:
+        collection = store.user_records(user_id, "memory")
         flt = memory_filter or MemoryFilter(user_id=user_id)
-        where = memory_where(flt, conversation_id, vectors=True)
-        for rid, doc, meta, score in _nearest(store, "memory", query, where, limit):
+        conds = [{"vec": True}, *memory_conditions(flt, conversation_id)]
+
+        def memory_ok(meta: dict[str, Any]) -> bool:
+            rec = memory_from("", None, meta)
+            return (
+                bool(meta.get("vec"))
+                and flt.matches(rec)
+                and conversation_id in (None, rec.conversation_id)
+            )
+
+        for rid, doc, meta, score in _nearest(collection, query, conds, memory_ok, limit):
             mem = memory_from(rid, doc, meta)
             hits.append((-score, -mem.created_us, rid, SearchHit("memory", score, memory=mem)))
     hits.sort(key=lambda h: h[:3])
     return [h[3] for h in hits[:limit]]
 
 
+Nearest = list[tuple[str, str | None, dict[str, Any], float]]
+
+
 def _nearest(
-    store: ChromaStore, kind: str, query: list[list[float]], where: dict[str, Any], limit: int
-) -> list[tuple[str, str | None, dict[str, Any], float]]:
-    got = store.records(kind).query(
+    collection: Any,
+    query: list[list[float]],
+    conds: list[dict[str, Any]],
+    accept: Callable[[dict[str, Any]], bool],
+    limit: int,
+) -> Nearest:
+    if collection is None:
+        return []
+    probe = _query(collection, query, None, limit)
+    if all(accept(meta) for _rid, _doc, meta, _score in probe):
+        return probe
+    return _query(collection, query, all_of(conds), limit)
+
+
+def _query(
+    collection: Any, query: list[list[float]], where: dict[str, Any] | None, limit: int
+) -> Nearest:
+    got = collection.query(
         query_embeddings=query,
         n_results=limit,
         where=where,
@@ -498,30 +593,35 @@ def _nearest(
 def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]]) -> None:
     """*Writer.* Attach vectors to stored records (``update`` merges ``vec=True`` into the
     metadata and replaces the embedding in one call)."""
-    collection = store.records(kind)
     vectors = dict(items)
-    stored = _get_ids(collection, list(vectors), [])["ids"]
-    for part in _chunks(stored, store.max_batch):
-        rows_, _real = embeddings([vectors[rid] for rid in part], store.dimension)
-        collection.update(ids=list(part), embeddings=rows_, metadatas=[{"vec": True} for _ in part])
+    by_user: dict[str, list[str]] = {}
+    for user, rid, _doc, _meta in _fetch(store, kind, list(vectors), []):
+        by_user.setdefault(user, []).append(rid)
+    for user, ids in by_user.items():
+        collection = store.user_records(user, kind)
+        for part in _chunks(ids, store.max_batch):
+            rows_, _real = embeddings([vectors[rid] for rid in part], store.dimension)
+            collection.update(
+                ids=list(part), embeddings=rows_, metadatas=[{"vec": True} for _ in part]
+            )
 
 
 # -------------------------------------------------------------------- users
 
 
 def statistics(store: ChromaStore, user_id: str) -> dict[str, object]:
-    got = store.records("message").get(where={"user": user_id}, include=["metadatas"])
-    msgs = [m for _r, _d, m in rows(got)]
+    messages = store.user_records(user_id, "message")
+    msgs = [m for _r, _d, m in rows(messages.get(include=["metadatas"]))] if messages else []
     stamps = [int(m["ts_us"]) for m in msgs]
-    sessions = [
-        m for _r, _d, m in rows(store.sessions.get(where={"user": user_id}, include=["metadatas"]))
-    ]
+    got = store.sessions.get(where={"user": user_id}, include=["metadatas"])
+    sessions = [m for _r, _d, m in rows(got)]
+    memories = store.user_records(user_id, "memory")
     return {
         "messages": len(msgs),
         "conversations": len(_ids_where(store.conversations, {"user": user_id})),
         "sessions": len(sessions),
         "active_sessions": sum(1 for s in sessions if s["active"]),
-        "memories": len(_ids_where(store.records("memory"), {"user": user_id})),
+        "memories": memories.count() if memories is not None else 0,
         "messages_by_role": dict(Counter(m["role"] for m in msgs)),
         "first_message_us": min(stamps, default=None),
         "last_message_us": max(stamps, default=None),
@@ -529,16 +629,19 @@ def statistics(store: ChromaStore, user_id: str) -> dict[str, object]:
 
 
 def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
-    """*Writer.* Records first, owner records last: a crash part-way leaves the user's
+    """*Writer.* The user's collections first (each dropped whole), then pointers,
+    sessions, and the owner records last: a crash part-way leaves the user's
     conversations listed, so running ``forget_user`` again finishes it."""
+    counts: dict[str, int] = {}
+    for kind, name in (("message", "messages"), ("memory", "memories")):
+        collection = store.user_records(user_id, kind)
+        counts[name] = collection.count() if collection is not None else 0
+        if collection is not None:
+            store.drop(collection.name)
+    store.forget_handles(user_id)
     mine = {"user": user_id}
-    counts = {}
-    for name, collection in (
-        ("messages", store.records("message")),
-        ("memories", store.records("memory")),
-        ("sessions", store.sessions),
-        ("conversations", store.conversations),
-    ):
+    _delete_ids(store.ids, _ids_where(store.ids, mine))
+    for name, collection in (("sessions", store.sessions), ("conversations", store.conversations)):
         ids = _ids_where(collection, mine)
         _delete_ids(collection, ids)
         counts[name] = len(ids)
@@ -561,15 +664,23 @@ def conversation_messages(store: ChromaStore, conversation_id: str) -> list[Mess
     return read_window(store, conversation_id, None, None)
 
 
-def ids_of(store: ChromaStore, kind: str, user_id: str | None) -> list[str]:
-    collection = store.sessions if kind == "sessions" else store.records("memory")
+def memory_users(store: ChromaStore, user_id: str | None) -> list[str]:
+    return [user for user, _c in store.user_collections("memory", user_id)]
+
+
+def memories_of(store: ChromaStore, user_id: str) -> list[MemoryRecord]:
+    collection = store.user_records(user_id, "memory")
+    if collection is None:
+        return []
+    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(collection.get(include=_BOTH))]
+    return sorted(found, key=lambda r: r.id)
+
+
+def session_ids(store: ChromaStore, user_id: str | None) -> list[str]:
     where = {"user": user_id} if user_id is not None else None
-    return sorted(collection.get(where=where, include=[])["ids"])
+    return sorted(store.sessions.get(where=where, include=[])["ids"])
 
 
-def records_by_id(store: ChromaStore, kind: str, ids: Sequence[str]) -> list[object]:
-    if kind == "sessions":
-        got = _get_ids(store.sessions, ids, _BOTH)
-        return [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
-    got = _get_ids(store.records("memory"), ids, _BOTH)
-    return [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
+def sessions_by_id(store: ChromaStore, ids: Sequence[str]) -> list[SessionRecord]:
+    got = _get_ids(store.sessions, ids, _BOTH)
+    return [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]

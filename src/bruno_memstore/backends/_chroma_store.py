@@ -5,13 +5,13 @@ Every ``ChromaMemory`` of a process on the same location and prefix shares one
 process's writes to that store, and its text indexes see all of them.
 
 **Vector space and generations.** A collection's vectors all have one dimension, fixed by
-its first record, and Chroma cannot drop vectors while keeping records. So the record
-collections carry a *generation* in their name, recorded with the model in the ``space``
-meta record. Changing the space (``reindex``, or a first model on a store written without
-one) creates the next generation's collections, records the new space (the switch), copies
-every record over with a placeholder vector, then deletes the old collections. Copies use
-``add``, which skips ids already present, so a copy interrupted by a crash is finished at
-the next connect without overwriting anything newer.
+its first record, and Chroma cannot drop vectors while keeping records. So the users'
+record collections carry a *generation* in their name, recorded with the model in the
+``space`` meta record. Changing the space (``reindex``, or a first model on a store written
+without one) records the new space (the switch), then copies every user collection into the
+new generation with placeholder vectors and deletes the old one. Copies use ``add``, which
+skips ids already present, so a copy interrupted by a crash is finished at the next connect
+without overwriting anything newer.
 
 **Arrival numbers.** Each message gets ``seq = max(previous + 1, time.time_ns())``: strictly
 increasing within the process, and close to arrival order between processes (for a server
@@ -22,7 +22,6 @@ stored ceiling, so numbers keep increasing even if the clock was set back.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -32,16 +31,21 @@ from typing import Any, NamedTuple
 
 from ..embeddings.adapter import VectorSpace
 from ..errors import BackendError
-from ._chroma_layout import collection_name, rows
+from ._chroma_layout import (
+    collection_name,
+    rows,
+    user_collection_name,
+    user_collection_pattern,
+)
 from ._chroma_text import TextCache
 from ._chroma_threads import Writer
 
-__all__ = ["ChromaStore", "acquire", "release"]
+__all__ = ["ChromaStore", "acquire", "not_found", "release"]
 
 SCHEMA_VERSION = 1
 _SEQ_AHEAD = 10_000_000_000  # nanoseconds of arrival numbers reserved per ceiling write
 _COPY_PAGE = 1000
-_KINDS = {"message": "messages", "memory": "memories"}
+PLURAL = {"message": "messages", "memory": "memories"}
 ONE = [[1.0]]  # the embedding of bookkeeping records (their collections have dimension 1)
 
 
@@ -87,7 +91,9 @@ class ChromaStore:
         self.meta: Any = None
         self.conversations: Any = None
         self.sessions: Any = None
-        self._records: dict[str, Any] = {}
+        self.ids: Any = None
+        self._handles: dict[tuple[str, str], Any] = {}  # (user, kind) -> current collection
+        self._handles_lock = threading.Lock()
         self.generation = 0
         self.dimension = 1
         self.max_batch = 1000
@@ -106,11 +112,11 @@ class ChromaStore:
             self.meta = self._collection(collection_name(self.prefix, "meta"))
             self.conversations = self._collection(collection_name(self.prefix, "conversations"))
             self.sessions = self._collection(collection_name(self.prefix, "sessions"))
+            self.ids = self._collection(collection_name(self.prefix, "ids"))
             self._check_schema()
             stored = self.stored_space()
             self.generation = stored.generation if stored else 0
             self.dimension = stored.space.dimension if stored else 1
-            self._open_records()
             self._finish_space_changes()
             got = self.meta.get(ids=["seq"], include=["metadatas"])
             ceiling = int(got["metadatas"][0]["ceiling"]) if got["ids"] else 0
@@ -143,11 +149,14 @@ class ChromaStore:
         if close is not None:
             close()
 
-    def _collection(self, name: str) -> Any:
+    def _collection(self, name: str, metadata: dict[str, Any] | None = None) -> Any:
         # No embedding function: Chroma's default one would download a model. Every record
         # brings its own vector (or a placeholder).
         return self.client.get_or_create_collection(
-            name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            name,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata=metadata,
         )
 
     def _check_schema(self) -> None:
@@ -160,15 +169,72 @@ class ChromaStore:
                 f"version reads up to {SCHEMA_VERSION}); upgrade bruno-memstore"
             )
 
-    def records(self, kind: str) -> Any:
-        """The current collection of ``"message"`` or ``"memory"`` records."""
-        return self._records[kind]
+    # ---------------------------------------------------------------- user collections
 
-    def _open_records(self) -> None:
-        self._records = {
-            kind: self._collection(collection_name(self.prefix, plural, self.generation))
-            for kind, plural in _KINDS.items()
-        }
+    def user_records(self, user_id: str, kind: str, *, create: bool = False) -> Any:
+        """The user's current ``"message"`` or ``"memory"`` collection; ``None`` when it does
+        not exist (unless ``create``)."""
+        key = (user_id, kind)
+        with self._handles_lock:
+            found = self._handles.get(key)
+        if found is not None:
+            return found
+        name = user_collection_name(self.prefix, user_id, PLURAL[kind], self.generation)
+        if create:
+            found = self._collection(name, {"user": user_id, "kind": PLURAL[kind]})
+        else:
+            found = self._existing(name)
+            if found is None:
+                return None
+        with self._handles_lock:
+            self._handles[key] = found
+        return found
+
+    def forget_handles(self, user_id: str | None = None) -> None:
+        """Drop cached collection handles (a user's, or all), e.g. after a deletion."""
+        with self._handles_lock:
+            if user_id is None:
+                self._handles.clear()
+            else:
+                for kind in PLURAL:
+                    self._handles.pop((user_id, kind), None)
+
+    def refresh(self) -> None:
+        """Re-read the recorded space and forget every handle (another process may have
+        deleted collections or changed the space)."""
+        stored = self.stored_space()
+        if stored is not None and stored.generation != self.generation:
+            self.generation, self.dimension = stored.generation, stored.space.dimension
+        self.forget_handles()
+
+    def user_collections(self, kind: str, user_id: str | None = None) -> list[tuple[str, Any]]:
+        """``(user, collection)`` of every user's current collection of ``kind`` (or one
+        user's)."""
+        if user_id is not None:
+            found = self.user_records(user_id, kind)
+            return [(user_id, found)] if found is not None else []
+        out = []
+        for name, user, plural, generation in self._user_collection_names():
+            if plural == PLURAL[kind] and generation == self.generation:
+                found = self._existing(name)
+                if found is not None:
+                    out.append((user, found))
+        return sorted(out, key=lambda pair: pair[0])
+
+    def _user_collection_names(self) -> list[tuple[str, str, str, int]]:
+        """``(name, user, plural, generation)`` of every user collection of the store."""
+        pattern = user_collection_pattern(self.prefix)
+        out = []
+        for collection in self.client.list_collections():
+            name = collection if isinstance(collection, str) else collection.name
+            match = pattern.fullmatch(name)
+            if match is None:
+                continue
+            meta = getattr(collection, "metadata", None) or {}
+            user = meta.get("user")
+            if isinstance(user, str):
+                out.append((name, user, match.group(2), int(match.group(3))))
+        return out
 
     # ---------------------------------------------------------------- vector space
 
@@ -187,8 +253,6 @@ class ChromaStore:
             return current.space
         old = current.generation if current is not None else self.generation
         new = old + 1
-        for plural in _KINDS.values():  # leftovers of a change that never got recorded
-            self._drop(collection_name(self.prefix, plural, new))
         record = {"model": space.model, "dim": int(space.dimension), "gen": new}
         if replace:
             self.meta.upsert(ids=["space"], embeddings=ONE, metadatas=[record])
@@ -200,32 +264,24 @@ class ChromaStore:
             if winner.space != space or winner.generation != new:
                 self._follow(winner)
                 return winner.space
-        self._move(old, new, int(space.dimension))
+        self._follow(StoredSpace(space, new))
         return space
 
     def _follow(self, stored: StoredSpace) -> None:
+        """Use the recorded generation, finishing any copy into it."""
         if stored.generation != self.generation:
             self.generation = stored.generation
             self.dimension = stored.space.dimension
-            self._open_records()
-            self._finish_space_changes()
+            self.forget_handles()
+        self._finish_space_changes()
 
-    def _move(self, old: int, new: int, dimension: int) -> None:
-        """Copy every record of generation ``old`` into ``new`` without its vector."""
-        self.generation, self.dimension = new, dimension
-        targets = {
-            kind: self._collection(collection_name(self.prefix, plural, new))
-            for kind, plural in _KINDS.items()
-        }
-        for kind, plural in _KINDS.items():
-            self._copy(collection_name(self.prefix, plural, old), targets[kind])
-        self._records = targets
-
-    def _copy(self, source_name: str, target: Any) -> None:
-        """Copy a collection's records with placeholder vectors, then delete it."""
+    def _copy(self, source_name: str, user_id: str, kind: str) -> None:
+        """Copy a user collection into the current generation with placeholder vectors,
+        then delete it."""
         source = self._existing(source_name)
         if source is None:
             return
+        target = self.user_records(user_id, kind, create=True)
         placeholder = [1.0] + [0.0] * (self.dimension - 1)
         offset = 0
         while True:
@@ -244,17 +300,13 @@ class ChromaStore:
         self._drop(source_name)
 
     def _finish_space_changes(self) -> None:
-        """Finish copies a crash interrupted; drop collections of unrecorded generations."""
-        pattern = re.compile(rf"{re.escape(self.prefix)}_(messages|memories)_g(\d+)")
-        for name in self._collection_names():
-            match = pattern.fullmatch(name)
-            if match is None or int(match.group(2)) == self.generation:
-                continue
-            if int(match.group(2)) > self.generation:
+        """Copy older generations' collections into the current one (a change the writer
+        or a crash left unfinished); drop those of generations never recorded."""
+        for name, user, plural, generation in self._user_collection_names():
+            if generation > self.generation:
                 self._drop(name)
-                continue
-            kind = "message" if match.group(1) == "messages" else "memory"
-            self._copy(name, self._records[kind])
+            elif generation < self.generation:
+                self._copy(name, user, "message" if plural == "messages" else "memory")
 
     def _collection_names(self) -> list[str]:
         found = self.client.list_collections()
@@ -268,6 +320,10 @@ class ChromaStore:
                 return None
             raise
 
+    def drop(self, name: str) -> None:
+        """Delete a collection (no error when it is gone already)."""
+        self._drop(name)
+
     def _drop(self, name: str) -> None:
         try:
             self.client.delete_collection(name)
@@ -275,7 +331,7 @@ class ChromaStore:
             if not _not_found(exc):
                 raise
 
-    def drop_all(self) -> None:
+    def drop_all(self) -> None:  # pragma: no cover - a tool for tests
         """Delete every collection of this store (tests and tools)."""
         prefix = f"{self.prefix}_"
         for name in self._collection_names():
@@ -314,6 +370,11 @@ class ChromaStore:
             embeddings=ONE * len(users),
             metadatas=[{"token": uuid.uuid4().hex} for _ in users],
         )
+
+
+def not_found(exc: BaseException) -> bool:
+    """Whether a Chroma error says a collection does not exist."""
+    return _not_found(exc)
 
 
 def _not_found(exc: BaseException) -> bool:

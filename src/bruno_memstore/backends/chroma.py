@@ -32,7 +32,7 @@ from ..semantic import DEFAULT_MODEL
 from ..url import MemoryURL
 from . import _chroma_ops as ops
 from ._chroma_layout import check_prefix, check_text
-from ._chroma_store import SCHEMA_VERSION, ChromaStore, acquire, release
+from ._chroma_store import SCHEMA_VERSION, ChromaStore, acquire, not_found, release
 
 try:
     import chromadb
@@ -270,17 +270,36 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         store = self._live()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(store.readers, functools.partial(fn, store, *args))
+        try:
+            return await loop.run_in_executor(store.readers, functools.partial(fn, store, *args))
+        except Exception as exc:
+            await self._after_error(store, exc)
+            raise
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _write(self, job: Any) -> Any:
         store = self._live()
         assert store.writer is not None
-        return await store.writer.submit(functools.partial(fn, store, *args))
+        try:
+            return await store.writer.submit(job)
+        except Exception as exc:
+            await self._after_error(store, exc)
+            raise
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A writer job calling ``fn(store, *args)``."""
+        return await self._write(functools.partial(fn, self._live(), *args))
+
+    @staticmethod
+    async def _after_error(store: ChromaStore, exc: BaseException) -> None:
+        """A collection gone missing (deleted by another process, or a space change there)
+        invalidates the cached handles; the shared layer then retries the call."""
+        if not_found(exc):
+            await asyncio.to_thread(store.refresh)
 
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return httpx is not None and isinstance(exc, httpx.TransportError)
+        return not_found(exc) or (httpx is not None and isinstance(exc, httpx.TransportError))
 
     def _is_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, TimeoutError) or (
@@ -309,6 +328,8 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     def _check_session(self, record: SessionRecord) -> None:
         check_text(record.session_id, "session_id")
+        check_text(record.user_id, "user_id")
+        check_text(record.conversation_id, "conversation_id")
         check_text(record.payload, "session")
 
     # ================================================================ primitives
@@ -325,10 +346,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         enforce_owner: bool,
     ) -> AppendResult:
         check_text(user_id, "user_id")
-        store = self._live()
-        assert store.writer is not None
-        job = ops.Append(conversation_id, user_id, records, enforce_owner)
-        return await store.writer.submit(job)
+        return await self._write(ops.Append(conversation_id, user_id, records, enforce_owner))
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         return await self._read(ops.get_messages, list(ids))
@@ -339,10 +357,10 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._read(ops.read_window, conversation_id, user_id, limit)
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        return await self._write(ops.delete_messages, conversation_id, keep_roles)
+        return await self._call(ops.delete_messages, conversation_id, keep_roles)
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        await self._write(ops.put_memory, record)
+        await self._call(ops.put_memory, record)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         return await self._read(ops.get_memory, memory_id)
@@ -351,13 +369,13 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._read(ops.query_memories, flt)
 
     async def _delete_memory(self, memory_id: str) -> bool:
-        return await self._write(ops.delete_memory, memory_id)
+        return await self._call(ops.delete_memory, memory_id)
 
     async def _purge_expired(self, now_us: int) -> int:
-        return await self._write(ops.purge_expired, now_us)
+        return await self._call(ops.purge_expired, now_us)
 
     async def _put_session(self, record: SessionRecord) -> None:
-        await self._write(ops.put_session, record)
+        await self._call(ops.put_session, record)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return await self._read(ops.get_session, session_id)
@@ -385,7 +403,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._read(ops.statistics, user_id)
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        return await self._write(ops.forget_user, user_id)
+        return await self._call(ops.forget_user, user_id)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         if kind in ("conversations", "messages"):
@@ -403,12 +421,17 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
             if batch:
                 yield batch
             return
-        ids: list[str] = await self._read(ops.ids_of, kind, user_id)
-        for start in range(0, len(ids), _EXPORT_BATCH):
-            part = ids[start : start + _EXPORT_BATCH]
-            found = await self._read(ops.records_by_id, kind, part)
-            if found:
-                yield found
+        if kind == "sessions":
+            ids: list[str] = await self._read(ops.session_ids, user_id)
+            for start in range(0, len(ids), _EXPORT_BATCH):
+                found = await self._read(ops.sessions_by_id, ids[start : start + _EXPORT_BATCH])
+                if found:
+                    yield found
+            return
+        for user in await self._read(ops.memory_users, user_id):
+            entries: list[object] = await self._read(ops.memories_of, user)
+            for start in range(0, len(entries), _EXPORT_BATCH):
+                yield entries[start : start + _EXPORT_BATCH]
 
     # ================================================================ vectors
 
@@ -417,10 +440,10 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return stored.space if stored is not None else None
 
     async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
-        return await self._write(lambda store: store.claim_space(space, replace=replace))
+        return await self._call(lambda store: store.claim_space(space, replace=replace))
 
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
-        await self._write(ops.put_vectors, kind, list(items))
+        await self._call(ops.put_vectors, kind, list(items))
 
     async def _vector_search(
         self,
