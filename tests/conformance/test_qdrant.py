@@ -71,14 +71,18 @@ def test_server_suite_configured() -> None:
 if QDRANT_URL:
 
     def _drop_prefix(prefix: str) -> None:
-        """Delete every collection and alias of a test prefix from the shared server."""
+        """Delete every alias and collection of a test prefix from the shared server."""
         from qdrant_client import QdrantClient
+        from qdrant_client import models as qm
 
         with contextlib.closing(QdrantClient(url=QDRANT_URL, api_key=QDRANT_API_KEY)) as client:
-            for alias in client.get_aliases().aliases:
-                if alias.alias_name.startswith(prefix + "_"):
-                    with contextlib.suppress(Exception):
-                        client.delete_alias(alias.alias_name)
+            drop = [
+                qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=a.alias_name))
+                for a in client.get_aliases().aliases
+                if a.alias_name.startswith(prefix + "_")
+            ]
+            if drop:
+                client.update_collection_aliases(change_aliases_operations=drop)
             for coll in client.get_collections().collections:
                 if coll.name.startswith(prefix + "_"):
                     client.delete_collection(coll.name)
