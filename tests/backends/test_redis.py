@@ -747,6 +747,10 @@ async def test_vector_mode_is_detected_and_exposed(
         RedisMemory(REDIS_URL, vector_search="faiss")
     assert bad.value.argument == "vector_search"
     assert RedisMemory(f"{REDIS_URL}?vector_search=client")._settings["vector_search"] == "client"
+    assert RedisMemory(f"{REDIS_URL}?hnsw_ef_runtime=400")._settings["hnsw_ef_runtime"] == 400
+    with pytest.raises(InvalidArgumentError) as bad:
+        RedisMemory(REDIS_URL, hnsw_ef_runtime=0)
+    assert bad.value.argument == "hnsw_ef_runtime"
 
 
 async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -> None:
@@ -993,10 +997,13 @@ def test_knn_query_holds_every_filter_as_a_digest() -> None:
         f"(@u:{{{h('p' + chr(0) + 'u} | @u:{*')}}} @c:{{{h('conv {1}')}}} (@k:{{m}} | "
         f"(@k:{{e}} @t:{{{h('fact')}}} @g:{{{h('x}|y')}}} @tg:{{{h('a b')}|{h('c')}}} "
         "@f:[0.5 +inf] @i:[0.25 +inf] @x:[(1700000000000000 +inf])))"
-        "=>[KNN $k @vec $blob AS dist]"
+        "=>[KNN $k @vec $blob EF_RUNTIME $ef AS dist]"
     )
     only = memory._knn_query("u", frozenset({"message"}), None, MemoryFilter("u"))
-    assert only == f"(@u:{{{h('p' + chr(0) + 'u')}}} @k:{{m}})=>[KNN $k @vec $blob AS dist]"
+    assert (
+        only
+        == f"(@u:{{{h('p' + chr(0) + 'u')}}} @k:{{m}})=>[KNN $k @vec $blob EF_RUNTIME $ef AS dist]"
+    )
 
 
 async def test_awkward_user_ids_see_only_their_own_vectors(search_memory: RedisMemory) -> None:

@@ -1329,22 +1329,23 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         return (rows[0][0], rows[0][1])
 
-    async def _message_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, Any]]:
+    async def _message_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, ...]]:
         rows = await self._fetch(
             f"SELECT id, conversation_id, vector FROM {self._t['messages']} "
             "WHERE user_id = %s AND LENGTH(vector) = %s",
             (user_id, nbytes),
         )
-        return [((r[0], r[1]), vector_from_bytes(r[2])) for r in rows]
+        # Keyed by id, labelled by conversation (filtered with array operations).
+        return [(r[0], vector_from_bytes(r[2]), None, r[1]) for r in rows]
 
-    async def _memory_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, Any]]:
+    async def _memory_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, ...]]:
         rows = await self._fetch(
             "SELECT id, user_id, memory_type, category, tags, confidence, importance, "
             f"created_us, expires_us, conversation_id, vector FROM {self._t['memories']} "
             "WHERE user_id = %s AND LENGTH(vector) = %s",
             (user_id, nbytes),
         )
-        out: list[tuple[Any, Any]] = []
+        out: list[tuple[Any, ...]] = []
         for r in rows:
             rec = self._memory((*r[:2], "", *r[2:10], ""))
             out.append((_Entry(rec), vector_from_bytes(r[10])))
@@ -1370,8 +1371,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 generation,
                 lambda: self._message_vectors(user_id, nbytes),
             )
-            allow = None if conversation_id is None else (lambda k: k[1] == conversation_id)
-            near += [(s, "message", k[0]) for k, s in index.search(query, limit, allow)]
+            found = index.search(query, limit, conversation=conversation_id)
+            near += [(s, "message", rid) for rid, s in found]
         if "memory" in kinds:
             flt = memory_filter or MemoryFilter(user_id=user_id, now_us=_now_us())
             index = await self._vector_cache.get(

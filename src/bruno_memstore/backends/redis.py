@@ -96,6 +96,7 @@ _OPTIONS: dict[str, type] = {
     "require_durable": bool,
     "vector_search": str,
     "vector_cache_users": int,
+    "hnsw_ef_runtime": int,
     "operation_timeout": float,
     "context_window": int,
 }
@@ -121,6 +122,7 @@ _DEFAULTS: dict[str, Any] = {
     "require_durable": False,
     "vector_search": "auto",
     "vector_cache_users": 64,
+    "hnsw_ef_runtime": 100,
 }
 
 
@@ -143,6 +145,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             else exact search in the client), ``"redisearch"`` (refuse to connect without
             it) or ``"client"`` (never use it). :attr:`vector_mode` says what is used.
         vector_cache_users: users whose vectors are kept loaded (search in the client).
+        hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
+            ``EF_RUNTIME``, at least the number of results asked for): higher finds the
+            true nearest neighbours more often, at some cost in time.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
@@ -174,6 +179,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         require_durable: bool = False,
         vector_search: str = "auto",
         vector_cache_users: int = 64,
+        hnsw_ef_runtime: int = 100,
         **options: Any,
     ) -> None:
         if aioredis is None:
@@ -193,6 +199,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             "require_durable": require_durable,
             "vector_search": vector_search,
             "vector_cache_users": vector_cache_users,
+            "hnsw_ef_runtime": hnsw_ef_runtime,
         }
         settings, base_options, driver_query = _merge_options(url, given, options)
         base_options.setdefault("retry", self.DEFAULT_RETRY)
@@ -215,9 +222,11 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             raise InvalidArgumentError(
                 "vector_search", f"expected one of {', '.join(VECTOR_MODES)}"
             )
+        for name in ("vector_cache_users", "hnsw_ef_runtime"):
+            value = settings[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(name, "must be a positive int")
         users = settings["vector_cache_users"]
-        if isinstance(users, bool) or not isinstance(users, int) or users < 1:
-            raise InvalidArgumentError("vector_cache_users", "must be a positive int")
         self._settings = settings
         self._client: Any = None
         self._pool: Any = None
@@ -824,7 +833,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             parts.append(alternatives[0])
         else:
             parts.append(f"({' | '.join(alternatives)})")
-        return f"({' '.join(parts)})=>[KNN $k @vec $blob AS dist]"
+        return f"({' '.join(parts)})=>[KNN $k @vec $blob EF_RUNTIME $ef AS dist]"
 
     async def _knn(
         self,
@@ -843,11 +852,13 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             self.vector_index_name,
             self._knn_query(user_id, kinds, conversation_id, flt),
             "PARAMS",
-            4,
+            6,
             "blob",
             query.astype("<f4").tobytes(),
             "k",
             limit,
+            "ef",
+            max(limit, self._settings["hnsw_ef_runtime"]),
             "SORTBY",
             "dist",
             "ASC",
@@ -900,11 +911,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             index = await self._vector_cache.get(
                 f"{user_id}\0m", generation, lambda: self._load_vectors(user_id, "m", nbytes)
             )
-            allow = None
-            if conversation_id is not None:
-                tag = vector_tag(conversation_id)
-                allow = lambda key: key[1] == tag  # noqa: E731
-            near += [(s, "m", key[0]) for key, s in index.search(query, limit, allow)]
+            conv = None if conversation_id is None else vector_tag(conversation_id)
+            found = index.search(query, limit, conversation=conv)
+            near += [(s, "m", rid) for rid, s in found]
         if "memory" in kinds:
             index = await self._vector_cache.get(
                 f"{user_id}\0e", generation, lambda: self._load_vectors(user_id, "e", nbytes)
@@ -918,9 +927,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         near.sort(key=lambda n: -n[0])
         return near[:limit]
 
-    async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, Any]]:
+    async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, ...]]:
         """The user's vectors of one kind with what the filters need, SSCAN step by step."""
-        out: list[tuple[Any, Any]] = []
+        out: list[tuple[Any, ...]] = []
         seen: set[str] = set()  # SSCAN may repeat an element
         cursor = 0
         while True:
@@ -931,8 +940,10 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 if len(blob) != nbytes or rid in seen:  # made by another model: not comparable
                     continue
                 seen.add(rid)
-                key = (rid, extra) if kind == "m" else _Entry(_memory(extra))
-                out.append((key, vector_from_bytes(blob)))
+                if kind == "m":  # labelled by conversation digest
+                    out.append((rid, vector_from_bytes(blob), None, extra))
+                else:
+                    out.append((_Entry(_memory(extra)), vector_from_bytes(blob)))
             if cursor == 0:
                 return out
 
