@@ -857,23 +857,26 @@ return {redis.call('GET', ukey(ARGV[2]) .. 'vgen') or '',
 """
 
 VECTOR_LOAD = r"""
--- ARGV: P user kind(m/e) cursor count  ->  {cursor, (id, extra, vector)*}
--- One SSCAN step over the user's vector documents of one kind; extra is the conversation's
--- SHA-1 for a message, the memory record (JSON) for a memory entry.
-local u, kind = ukey(ARGV[2]), ARGV[3]
+-- ARGV: P user kind(m/e) cursor count nbytes  ->  {cursor, ids, extras, vectors}
+-- One SSCAN step over the user's vector documents of one kind, those of nbytes bytes only
+-- (another model's are not comparable). ids and extras are NUL-joined (no id holds NUL, and
+-- JSON escapes it); an extra is the conversation's SHA-1 for a message, the memory record
+-- (JSON) for a memory entry. vectors are the documents' vectors back to back, in that order:
+-- four values instead of three per document keep the client's parsing cheap.
+local u, kind, nbytes = ukey(ARGV[2]), ARGV[3], tonumber(ARGV[6])
 local scan = redis.call('SSCAN', u .. 'v' .. kind, ARGV[4], 'COUNT', ARGV[5])
-local out = {scan[1]}
+local ids, extras, vecs = {}, {}, {}
 for _, id in ipairs(scan[2]) do
   local f = redis.call('HMGET', vkey(u, kind, id), 'vec', 'c')
   local extra = nil
-  if f[1] then
+  if f[1] and #f[1] == nbytes then
     if kind == 'm' then extra = f[2] or '' else extra = redis.call('HGET', u .. 'e', id) end
   end
   if extra then
-    out[#out + 1] = id; out[#out + 1] = extra; out[#out + 1] = f[1]
+    ids[#ids + 1] = id; extras[#extras + 1] = extra; vecs[#vecs + 1] = f[1]
   end
 end
-return out
+return {scan[1], table.concat(ids, NUL), table.concat(extras, NUL), table.concat(vecs)}
 """
 
 VECTOR_FETCH = r"""

@@ -52,7 +52,7 @@ from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..retry import RetryPolicy
 from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
-from ..vector_cache import UserVectorCache, vector_from_bytes, vector_to_bytes
+from ..vector_cache import UserVectorCache, vector_to_bytes
 from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from ._redis_lua import PRELUDE, SCRIPTS
 
@@ -933,17 +933,23 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         seen: set[str] = set()  # SSCAN may repeat an element
         cursor = 0
         while True:
-            reply = await self._eval_bytes("vector_load", [user_id, kind, cursor, _LOAD_BATCH])
-            cursor = int(reply[0])
-            for i in range(1, len(reply), 3):
-                rid, extra, blob = reply[i].decode(), reply[i + 1].decode(), reply[i + 2]
-                if len(blob) != nbytes or rid in seen:  # made by another model: not comparable
-                    continue
-                seen.add(rid)
-                if kind == "m":  # labelled by conversation digest
-                    out.append((rid, vector_from_bytes(blob), None, extra))
-                else:
-                    out.append((_Entry(_memory(extra)), vector_from_bytes(blob)))
+            cursor_text, ids, extras, blob = await self._eval_bytes(
+                "vector_load", [user_id, kind, cursor, _LOAD_BATCH, nbytes]
+            )
+            cursor = int(cursor_text)
+            if ids:
+                rows = np.frombuffer(blob, dtype="<f4").reshape(-1, nbytes // 4)
+                for rid_bytes, extra, vec in zip(
+                    ids.split(b"\0"), extras.split(b"\0"), rows, strict=True
+                ):
+                    rid = rid_bytes.decode()
+                    if rid in seen:
+                        continue
+                    seen.add(rid)
+                    if kind == "m":  # labelled by conversation digest
+                        out.append((rid, vec, None, extra.decode()))
+                    else:
+                        out.append((_Entry(_memory(extra.decode())), vec))
             if cursor == 0:
                 return out
 
