@@ -382,12 +382,13 @@ async def test_pool_options_come_from_the_url(schemas: Callable[[], str]) -> Non
     url = (
         f"{POSTGRES_URL}?schema={schema}&min_size=2&max_size=3&connect_timeout=4"
         "&command_timeout=7.5&statement_cache_size=0&group_commit=off&application_name=bruno-t"
+        "&ef_search=64"
     )
     mem = open_memory(url)
     assert isinstance(mem, PostgresMemory)
     assert (mem.schema, mem.min_size, mem.max_size) == (schema, 2, 3)
     assert (mem.connect_timeout, mem.command_timeout) == (4.0, 7.5)
-    assert (mem.statement_cache_size, mem.group_commit) == (0, False)
+    assert (mem.statement_cache_size, mem.group_commit, mem.ef_search) == (0, False, 64)
     async with mem:
         pool = mem._pool
         assert (pool.get_min_size(), pool.get_max_size(), pool.get_size()) == (2, 3, 2)
@@ -412,6 +413,8 @@ async def test_pool_options_come_from_the_url(schemas: Callable[[], str]) -> Non
         ("connect_timeout=-1", "connect_timeout"),
         ("schema=bad-name", "schema"),
         ("group_commit=maybe", "url option group_commit"),
+        ("ef_search=0", "ef_search"),
+        ("ef_search=1001", "ef_search"),
     ],
 )
 def test_bad_options_are_refused_by_name(query: str, argument: str) -> None:
@@ -745,6 +748,16 @@ def _uses_hnsw(plan: Any, table: str) -> bool:
     return walk(plan[0]["Plan"])
 
 
+def _choose_plan(mem: PostgresMemory, choice: str) -> None:
+    """Make the vector search take its ``"exact"`` or ``"index"`` plan for any user, or
+    choose as it does by default (``"chosen"``)."""
+    mem._exact_rows, mem._exact_factor = {
+        "exact": (2**62, 0.0),
+        "index": (10, 0.0),
+        "chosen": (postgres_module._EXACT_SCAN_ROWS, postgres_module._EXACT_SCAN_FACTOR),
+    }[choice]
+
+
 async def _explain_search(
     mem: PostgresMemory, uid: str, query: np.ndarray, *, limit: int, kinds: str = "message"
 ) -> Any:
@@ -766,6 +779,7 @@ async def _explain_search(
             None,
             *_filter_args(MemoryFilter(user_id=uid)),
             mem._exact_rows,
+            mem._exact_factor,
         )
     return json.loads(text)
 
@@ -810,6 +824,36 @@ async def test_without_pgvector_the_store_is_full_text_only(
     # Asking for vector search outright is refused when connecting.
     with pytest.raises(CapabilityError, match="vector"):
         await PostgresMemory(POSTGRES_URL, schema=schema, search_mode="vector").initialize()
+
+
+async def test_without_pgvector_the_first_operation_may_come_before_connecting(
+    schemas: Callable[[], str],
+) -> None:
+    # The shared layer would embed (or search by vector) before learning that the engine
+    # has no vectors; each kind of first operation works on a memory never connected.
+    uid, conv = new_user_id(), new_conversation_id()
+    async with PostgresMemory(POSTGRES_URL, schema=(schema := schemas())) as mem:
+        await mem.store_message(make_message("a grey kitten"), uid, conv)
+    first_ops: list[Callable[[PostgresMemory], Any]] = [
+        lambda m: m.store_message(make_message("a black kitten"), uid, conv),
+        lambda m: m.store_memory(make_memory_entry(uid, "likes kittens")),
+        lambda m: m.search(uid, "kitten"),
+        lambda m: m.retrieve_context(uid, "kitten", strategy="hybrid"),
+    ]
+    for first in first_ops:
+        mem = PostgresMemory(POSTGRES_URL, schema=schema)
+        try:
+            await first(mem)
+            assert mem.vector_support == "none" and mem.search_mode == "keyword"
+        finally:
+            await mem.shutdown()
+    mem = PostgresMemory(POSTGRES_URL, schema=schema)
+    try:
+        with pytest.raises(CapabilityError):
+            await mem.search(uid, "kitten", mode="vector")
+        assert len(await mem.search(uid, "kitten")) == 3
+    finally:
+        await mem.shutdown()
 
 
 async def test_a_refused_create_extension_leaves_a_full_text_store(
@@ -891,11 +935,11 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
         expected = [m.id for m in my_msgs]  # already nearest first
         query = model.vector("a=1")
 
-        for exact_rows in (mem._exact_rows, 10):  # the exact plan, then the HNSW plan
-            mem._exact_rows = exact_rows
+        for plan_choice in ("chosen", "index"):  # the exact plan (chosen), then the HNSW plan
+            _choose_plan(mem, plan_choice)
             for mode in ("vector", "hybrid"):
                 found = await mem.search(mine, "a=1", mode=mode, limit=50)
-                assert [r.message.id for r in found if r.message] == expected, (exact_rows, mode)
+                assert [r.message.id for r in found if r.message] == expected, (plan_choice, mode)
             hits = await mem._vector_search(
                 mine, query, kinds=frozenset({"message"}), conversation_id=None, limit=50
             )
@@ -903,11 +947,9 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
             plan = await _explain_search(mem, mine, query, limit=50)
             runs = _cte_runs(plan)
             assert runs["msg_exact"][1] == 30
-            assert _uses_hnsw(plan, "messages") == (exact_rows == 10), runs
+            assert _uses_hnsw(plan, "messages") == (plan_choice == "index"), runs
 
-        # A crowd user (above the threshold) is searched through the index, with (nearly)
-        # the answer of an exact search.
-        mem._exact_rows = 500
+        # A crowd user searched through the index gets (nearly) the answer of an exact search.
         uid = crowd[4]
         plan = await _explain_search(mem, uid, query, limit=10)
         assert _uses_hnsw(plan, "messages") and _cte_runs(plan)["msg_index"][1] == 10
@@ -941,12 +983,12 @@ async def test_memory_filters_apply_inside_the_index_scan(
             uid, _planted(0.5, 200), category="pets", created_at=at(0), expires_at=at(1)
         )
         await mem.store_memory(gone)
-        for exact_rows in (2000, 10):  # exact, then HNSW with the fallback
-            mem._exact_rows = exact_rows
+        for plan_choice in ("exact", "index"):  # exact, then HNSW with the fallback
+            _choose_plan(mem, plan_choice)
             got = await mem.retrieve_memories(
                 MemoryQuery(user_id=uid, query_text="a=1", categories=["pets"], limit=10)
             )
-            assert [m.id for m in got] == [e.id for e in pets], exact_rows
+            assert [m.id for m in got] == [e.id for e in pets], plan_choice
 
 
 async def test_model_change_resizes_the_columns_and_reindex_fills_them(

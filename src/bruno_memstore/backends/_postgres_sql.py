@@ -635,19 +635,24 @@ class Statements:
 
         Parameters: ``$1`` user, ``$2`` the query vector, ``$3`` limit, ``$4``/``$5`` include
         messages/memories, ``$6`` conversation or ``NULL``, ``$7..$14`` the memory filter,
-        ``$15`` the exact-scan threshold.
+        ``$15``/``$16`` the exact-scan threshold: at least ``$15`` rows, and
+        ``sqrt($16 * limit * rows in the table)``.
 
         Every filter is part of the scan's own ``WHERE`` clause. Per kind, one of two plans
         runs (the other is cut off by a one-time filter):
 
-        * *exact*: when the user (or the conversation) holds fewer than ``$15`` rows, they
-          are read through the B-tree on ``user_id`` and sorted by distance. ``+ 0`` keeps
-          the HNSW index out of this ``ORDER BY``.
+        * *exact*: when the user (or the conversation) holds fewer rows than the threshold,
+          they are read through the B-tree on ``user_id`` and sorted by distance. ``+ 0``
+          keeps the HNSW index out of this ``ORDER BY``. Its cost grows with the user's
+          rows ``n``.
         * *index*: otherwise the HNSW index is walked nearest first, skipping rows that fail
           the filters (with pgvector 0.8's iterative scans it keeps going until ``$3`` rows
-          pass). If it still returns fewer than ``$3`` (the scan hit
-          ``hnsw.max_scan_tuples``, or few rows pass the filters), the exact plan runs
+          pass): about ``limit * N / n`` rows of a table of ``N``, which is what the
+          threshold weighs against ``n``. If it still returns fewer than ``$3`` (the scan
+          hit ``hnsw.max_scan_tuples``, or few rows pass the filters), the exact plan runs
           instead, so a filter never starves the result.
+
+        The table's size is PostgreSQL's estimate (``pg_class.reltuples``), read for free.
         """
         s = self.schema
         dist = self._distance("m.embedding", "$2")
@@ -657,18 +662,23 @@ class Statements:
         mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
 
         def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
-            return f"""{kind}_scope AS MATERIALIZED (
+            return f"""{kind}_cut AS MATERIALIZED (
+                SELECT greatest($15::float8, sqrt($16::float8 * $3::float8
+                                                  * greatest(c.reltuples, 0)))::int8 AS n
+                FROM pg_class c WHERE c.oid = '{s}.{table}'::regclass
+            ), {kind}_scope AS MATERIALIZED (
                 SELECT count(*) AS n FROM (
-                    SELECT 1 FROM {s}.{table} m WHERE {scope} LIMIT $15
+                    SELECT 1 FROM {s}.{table} m WHERE {scope}
+                    LIMIT (SELECT n FROM {kind}_cut)
                 ) AS x
             ), {kind}_index AS MATERIALIZED (
                 SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
-                WHERE (SELECT n FROM {kind}_scope) >= $15 AND {where}
+                WHERE (SELECT n FROM {kind}_scope) >= (SELECT n FROM {kind}_cut) AND {where}
                 ORDER BY {dist}
                 LIMIT $3
             ), {kind}_exact AS MATERIALIZED (
                 SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
-                WHERE ((SELECT n FROM {kind}_scope) < $15
+                WHERE ((SELECT n FROM {kind}_scope) < (SELECT n FROM {kind}_cut)
                        OR (SELECT count(*) FROM {kind}_index) < $3)
                   AND {where} AND m.embedding IS NOT NULL
                 ORDER BY ({dist}) + 0, m.id

@@ -42,6 +42,7 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..ranking import SearchMode
 from ..search import index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
@@ -88,6 +89,7 @@ _OPTION_KINDS: dict[str, type] = {
     "command_timeout": float,
     "statement_cache_size": int,
     "group_commit": bool,
+    "ef_search": int,
 }
 _DRIVER_OPTIONS = frozenset(
     {
@@ -117,9 +119,17 @@ _DEFAULT_LANGUAGE = MEMSTORE_ANALYSIS
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
 _EXPORT_PAGE = 500
-# Users (or conversations) with fewer rows than this are searched exactly: reading their rows
-# through the B-tree on user_id beats walking the HNSW graph past other users' rows.
-_EXACT_SCAN_ROWS = 2000
+# A user (or conversation) is searched exactly, through the B-tree on user_id, when it has
+# fewer rows n than max(_EXACT_SCAN_ROWS, sqrt(_EXACT_SCAN_FACTOR * limit * N)) in a table
+# of N: an exact scan costs about n row reads; an HNSW walk filtered to the user visits about
+# limit * N / n rows, each far more costly (measured: 35 times with the user's rows stored
+# together, fewer when they are scattered). See docs/backends/postgres.md.
+_EXACT_SCAN_ROWS = 1000
+_EXACT_SCAN_FACTOR = 16.0
+# Recall@10 measured on 100,000 LoCoMo-like vectors: 0.43 at pgvector's default of 40, 0.73
+# at 200, for about a millisecond more per query (docs/backends/postgres.md).
+_DEFAULT_EF_SEARCH = 200
+_MAX_EF_SEARCH = 1000  # pgvector's limit
 _EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
 _FIRST_HNSW = (0, 5, 0)
 _FIRST_ITERATIVE = (0, 8, 0)
@@ -135,7 +145,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         dsn: ``postgresql://user:password@host:port/database?option=value``; ``None`` uses
             the ``PG*`` environment variables. Query options: ``schema``, ``language``,
             ``min_size``, ``max_size``, ``connect_timeout``, ``command_timeout``,
-            ``statement_cache_size``, ``group_commit``, and the libpq connection
+            ``statement_cache_size``, ``group_commit``, ``ef_search``, and the libpq connection
             parameters asyncpg accepts (``sslmode``, ``application_name``, ...).
         connection_string: the same as ``dsn`` (the name bruno-core's guide uses).
         schema: PostgreSQL schema holding the tables (created if missing).
@@ -149,6 +159,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         statement_cache_size: prepared statements cached per connection (0 behind
             PgBouncer in transaction mode).
         group_commit: let concurrent small appends share one commit.
+        ef_search: candidates an HNSW search keeps (pgvector's ``hnsw.ef_search``, 1 to
+            1000; at least the number of results asked for): higher finds more of the true
+            nearest neighbours, a little more slowly.
         **options: see :class:`~bruno_memstore.base.MemoryBackend`.
 
     Keyword arguments override the same option given in the URL.
@@ -179,6 +192,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         command_timeout: float | None = None,
         statement_cache_size: int | None = None,
         group_commit: bool | None = None,
+        ef_search: int | None = None,
         **options: Any,
     ) -> None:
         if asyncpg is None:
@@ -206,6 +220,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             "command_timeout": command_timeout,
             "statement_cache_size": statement_cache_size,
             "group_commit": group_commit,
+            "ef_search": ef_search,
         }
         opt = {
             name: given[name] if given[name] is not None else url.option(name, kind)
@@ -222,6 +237,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         self.command_timeout: float | None = _check(opt, "command_timeout", float, None, low=0.001)
         self.statement_cache_size = _check(opt, "statement_cache_size", int, 100, low=0)
         self.group_commit = _check(opt, "group_commit", bool, True)
+        self.ef_search = _check(opt, "ef_search", int, _DEFAULT_EF_SEARCH, low=1)
+        if self.ef_search > _MAX_EF_SEARCH:
+            raise InvalidArgumentError("ef_search", f"at most {_MAX_EF_SEARCH}")
         if self.min_size > self.max_size:
             raise InvalidArgumentError("min_size", f"larger than max_size ({self.max_size})")
         try:
@@ -241,6 +259,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         self._codec_schema: str | None = None  # where register_vector finds the type
         self._iterative_scan = False
         self._exact_rows = _EXACT_SCAN_ROWS
+        self._exact_factor = _EXACT_SCAN_FACTOR
 
     @property
     def vector_support(self) -> str | None:
@@ -477,6 +496,51 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             self.schema,
             "vector and full-text search" if vectors else "full-text search only",
             reason,
+        )
+
+    # ---------------------------------------------------------------- before the first connect
+    # Whether this memory has vectors is known once it connects, but the shared layer decides
+    # whether to embed a write, or to search by vector, before it connects. On a server
+    # without pgvector the first operation would then embed for nothing, or fail: connect
+    # first, and rank by keywords if vectors turned out to be missing.
+
+    async def _embed_messages(self, records: Sequence[MessageRecord]) -> None:
+        if records and self.embedder is not None:
+            await self._ensure_connected()
+        await super()._embed_messages(records)
+
+    async def _embed_memory(self, record: MemoryRecord) -> None:
+        if self.embedder is not None:
+            await self._ensure_connected()
+        await super()._embed_memory(record)
+
+    async def _ranked(
+        self,
+        operation: str,
+        user_id: str,
+        query: str,
+        *,
+        mode: SearchMode,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None,
+    ) -> list[SearchHit]:
+        if mode != "keyword":  # possibly chosen before connecting
+            await self._ensure_connected()
+            if not self.supports(Capability.VECTORS):
+                if mode == "vector":
+                    self.require(Capability.VECTORS, operation)
+                mode = "keyword"
+        return await super()._ranked(
+            operation,
+            user_id,
+            query,
+            mode=mode,
+            kinds=kinds,
+            conversation_id=conversation_id,
+            limit=limit,
+            memory_filter=memory_filter,
         )
 
     # ---------------------------------------------------------------- error classification
@@ -885,7 +949,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             # (pgvector 0.8+) to keep scanning past rows the filters reject.
             await conn.execute(
                 _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
-                str(min(1000, max(40, 2 * limit))),
+                str(min(_MAX_EF_SEARCH, max(self.ef_search, limit))),
             )
             rows = await conn.fetch(
                 self._sql.vector_search,
@@ -897,6 +961,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
                 conversation_id,
                 *_filter_args(flt),
                 self._exact_rows,
+                self._exact_factor,
             )
         return _hits(rows)
 
