@@ -295,6 +295,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
     # ---------------------------------------------------------------- lifecycle
 
     async def _connect(self) -> None:
+        self._codec_schema = None  # known again once the store's vector mode is read
         try:
             async with asyncio.timeout(self.connect_timeout):
                 pool = await asyncpg.create_pool(
@@ -637,7 +638,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
     ) -> list[AppendResult | BaseException | None]:
         """Run appends in one statement; see ``Statements.append`` and ``GroupWriter``."""
         conv, users, enforce = [], [], []
-        cols: list[list[Any]] = [[] for _ in range(11)]
+        cols: list[Any] = [[] for _ in range(11)]
         app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, analysed, vecs = cols
         analyse = self._sql.client_analysis
         vectors = self._sql.vectors
@@ -662,7 +663,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         if not vectors:
             cols.pop()
         elif not any(v is not None for v in vecs):
-            cols[-1] = None  # type: ignore[call-overload]  # NULL: no codec needed
+            cols[-1] = None  # one NULL array: needs no vector codec
         if not analyse:
             cols.pop(9)
         rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
