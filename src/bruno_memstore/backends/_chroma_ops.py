@@ -38,7 +38,7 @@ from ._chroma_text import UserText
 
 __all__ = ["Append", "run_appends"]
 
-_ID_CHUNK = 1000  # ids per get/delete call
+_ID_CHUNK = 5000  # ids per get/delete call (SQLite allows 32,766 variables per statement)
 _BOTH = ["documents", "metadatas"]
 
 
@@ -56,6 +56,17 @@ def _get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[st
         merged["documents"] += got.get("documents") or [None] * len(got["ids"])
         merged["metadatas"] += got.get("metadatas") or [{}] * len(got["ids"])
     return merged
+
+
+def _get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) -> dict[str, Any]:
+    """Every record matching ``where``. One call when they are few; otherwise their ids,
+    then the records by id in chunks: Chroma fails a single ``get`` whose records need more
+    SQL variables than SQLite allows (at about 32,000 records)."""
+    got = collection.get(where=where, include=include, limit=_ID_CHUNK)
+    if len(got["ids"]) < _ID_CHUNK:
+        return got
+    ids = collection.get(where=where, include=[])["ids"]
+    return _get_ids(collection, ids, include)
 
 
 def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
@@ -265,11 +276,11 @@ def read_window(
     if collection is None:
         return []
     if limit is None:
-        got = collection.get(where=where, include=_BOTH)
+        got = _get_all(collection, where, _BOTH)
         found = [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
         found.sort(key=lambda r: (r.ts_us, r.seq))
         return found
-    got = collection.get(where=where, include=["metadatas"])
+    got = _get_all(collection, where, ["metadatas"])
     window = sorted(rows(got), key=lambda row: message_order(row[2]))[-limit:]
     if not window:
         return []
@@ -354,7 +365,7 @@ def query_memories(store: ChromaStore, flt: MemoryFilter) -> list[MemoryRecord]:
     collection = store.user_records(flt.user_id, "memory")
     if collection is None:
         return []
-    got = collection.get(where=all_of(memory_conditions(flt)), include=_BOTH)
+    got = _get_all(collection, all_of(memory_conditions(flt)), _BOTH)
     found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return heapq.nsmallest(flt.limit, found, key=lambda r: (-r.importance, -r.created_us, r.id))
 
@@ -424,7 +435,7 @@ def latest_session(
         conds.append({"conv": conversation_id})
     if active_only:
         conds.append({"active": True})
-    got = store.sessions.get(where=all_of(conds), include=_BOTH)
+    got = _get_all(store.sessions, all_of(conds), _BOTH)
     found = [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return max(found, key=lambda s: (s.started_us, s.session_id), default=None)
 
@@ -436,11 +447,11 @@ def _load_text(store: ChromaStore, user_id: str, mark: Any) -> UserText:
     entry = UserText(mark=mark)
     messages = store.user_records(user_id, "message")
     if messages is not None:
-        for rid, doc, meta in rows(messages.get(include=_BOTH)):
+        for rid, doc, meta in rows(_get_all(messages, None, _BOTH)):
             entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
     memories = store.user_records(user_id, "memory")
     if memories is not None:
-        for rid, doc, meta in rows(memories.get(include=_BOTH)):
+        for rid, doc, meta in rows(_get_all(memories, None, _BOTH)):
             entry.add_memory(memory_from(rid, doc, meta))
     return entry
 
@@ -610,11 +621,12 @@ def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]])
 
 
 def statistics(store: ChromaStore, user_id: str) -> dict[str, object]:
+    mine = {"user": user_id}
     messages = store.user_records(user_id, "message")
-    msgs = [m for _r, _d, m in rows(messages.get(include=["metadatas"]))] if messages else []
+    got = _get_all(messages, None, ["metadatas"]) if messages is not None else {"ids": []}
+    msgs = [m for _r, _d, m in rows(got)]
     stamps = [int(m["ts_us"]) for m in msgs]
-    got = store.sessions.get(where={"user": user_id}, include=["metadatas"])
-    sessions = [m for _r, _d, m in rows(got)]
+    sessions = [m for _r, _d, m in rows(_get_all(store.sessions, mine, ["metadatas"]))]
     memories = store.user_records(user_id, "memory")
     return {
         "messages": len(msgs),
@@ -654,9 +666,8 @@ def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
 
 
 def conversation_pairs(store: ChromaStore, user_id: str | None) -> list[tuple[str, str]]:
-    got = store.conversations.get(
-        where={"user": user_id} if user_id is not None else None, include=["metadatas"]
-    )
+    where = {"user": user_id} if user_id is not None else None
+    got = _get_all(store.conversations, where, ["metadatas"])
     return sorted((cid, meta["user"]) for cid, _doc, meta in rows(got))
 
 
@@ -672,7 +683,8 @@ def memories_of(store: ChromaStore, user_id: str) -> list[MemoryRecord]:
     collection = store.user_records(user_id, "memory")
     if collection is None:
         return []
-    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(collection.get(include=_BOTH))]
+    got = _get_all(collection, None, _BOTH)
+    found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return sorted(found, key=lambda r: r.id)
 
 

@@ -44,7 +44,7 @@ __all__ = ["ChromaStore", "acquire", "not_found", "release"]
 
 SCHEMA_VERSION = 1
 _SEQ_AHEAD = 10_000_000_000  # nanoseconds of arrival numbers reserved per ceiling write
-_COPY_PAGE = 1000
+_COPY_PAGE = 5000
 PLURAL = {"message": "messages", "memory": "memories"}
 ONE = [[1.0]]  # the embedding of bookkeeping records (their collections have dimension 1)
 
@@ -283,20 +283,20 @@ class ChromaStore:
             return
         target = self.user_records(user_id, kind, create=True)
         placeholder = [1.0] + [0.0] * (self.dimension - 1)
-        offset = 0
-        while True:
-            got = source.get(include=["documents", "metadatas"], limit=_COPY_PAGE, offset=offset)
-            if not got["ids"]:
-                break
-            ids, docs, metas = [], [], []
+        ids = source.get(include=[])["ids"]
+        for start in range(0, len(ids), _COPY_PAGE):
+            got = source.get(
+                ids=ids[start : start + _COPY_PAGE], include=["documents", "metadatas"]
+            )
+            part, docs, metas = [], [], []
             for rid, doc, meta in rows(got):
-                ids.append(rid)
+                part.append(rid)
                 docs.append(doc)
                 metas.append({**meta, "vec": False})
-            target.add(
-                ids=ids, documents=docs, metadatas=metas, embeddings=[placeholder] * len(ids)
-            )
-            offset += len(ids)
+            if part:
+                target.add(
+                    ids=part, documents=docs, metadatas=metas, embeddings=[placeholder] * len(part)
+                )
         self._drop(source_name)
 
     def _finish_space_changes(self) -> None:
