@@ -756,10 +756,14 @@ async def test_vector_mode_is_detected_and_exposed(
 async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -> None:
     binary = aioredis.Redis.from_url(REDIS_URL)
     user, conv = "vec {user} %", "vec-conv"
-    gen_key = memory.keys.user(user, "vgen")
+    log_key = memory.keys.user(user, "vml")
 
-    async def generation() -> str | None:
-        return await raw.get(gen_key)
+    async def generation() -> tuple[str | None, str | None]:
+        """(message epoch, memory-entry generation)"""
+        return (
+            await raw.get(memory.keys.user(user, "vme")),
+            await raw.get(memory.keys.user(user, "vge")),
+        )
 
     async def fields(key: str) -> dict[str, str]:
         """The document's fields but its vector."""
@@ -771,7 +775,9 @@ async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -
         chat = make_message("my kitten is grey", timestamp=at(1))
         await memory.store_messages([system, chat], conversation_id=conv, user_id=user)
         g1 = await generation()
-        assert g1 is not None
+        assert g1[0] is not None and g1[1] is None
+        # Appended message vectors are logged: readers load just those.
+        assert await raw.lrange(log_key, 0, -1) == [str(system.id), str(chat.id)]
         doc = await binary.hgetall(memory.keys.vector(user, "m", str(chat.id)))
         assert doc[b"u"].decode() == vector_tag(f"{memory.prefix}\0{user}")
         assert doc[b"k"] == b"m" and doc[b"c"].decode() == vector_tag(conv)
@@ -792,7 +798,7 @@ async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -
         )
         await memory.store_memory(entry)
         g2 = await generation()
-        assert g2 != g1
+        assert g2[0] == g1[0] and g2[1] is not None
         mdoc = await fields(memory.keys.vector(user, "e", str(entry.id)))
         assert mdoc["k"] == "e" and mdoc["t"] == vector_tag("fact")
         assert mdoc["g"] == vector_tag("pets") and mdoc["c"] == vector_tag(conv)
@@ -808,17 +814,18 @@ async def test_vector_documents_follow_their_records(memory: RedisMemory, raw) -
         mdoc = await fields(memory.keys.vector(user, "e", str(entry.id)))
         assert "g" not in mdoc and "tg" not in mdoc and float(mdoc["x"]) == 1e18
         g3 = await generation()
-        assert g3 != g2
+        assert g3[0] == g2[0] and g3[1] != g2[1]
 
         await memory.clear_history(conv)  # the system message stays
         assert await raw.smembers(memory.keys.user(user, "vm")) == {str(system.id)}
         assert not await raw.exists(memory.keys.vector(user, "m", str(chat.id)))
         g4 = await generation()
-        assert g4 != g3
+        assert g4[0] != g3[0] and g4[1] == g3[1]  # a removal: a new message epoch, no log
+        assert not await raw.exists(log_key)
         await memory.delete_memory(str(entry.id))
         assert not await raw.exists(memory.keys.vector(user, "e", str(entry.id)))
         assert await raw.scard(memory.keys.user(user, "ve")) == 0
-        assert await generation() != g4
+        assert (await generation())[1] != g4[1]
         # Reading and searching change nothing.
         g5 = await generation()
         await memory.search(user, "kitten", mode="vector")
@@ -856,10 +863,23 @@ async def test_search_in_the_client_reloads_after_any_process_changes_vectors(
         assert memory._vector_cache.loads == loads  # unchanged: served from the cache
         await other.store_message(make_message("another kitten arrived"), user, "c2")
         assert len(await memory.search(user, "kitten", mode="vector")) == 2
-        assert memory._vector_cache.loads > loads
+        # An append is read from the log: no reload.
+        assert memory._vector_cache.loads == loads
+        scoped = await memory.search(user, "kitten", mode="vector", conversation_id="c2")
+        assert [r.content for r in scoped] == ["another kitten arrived"]
         await other.clear_conversation(user, "c1")
         found = await memory.search(user, "kitten", mode="vector")
         assert [r.content for r in found] == ["another kitten arrived"]
+        assert memory._vector_cache.loads > loads  # a removal: reloaded
+        # Forgotten, then written again: nothing of the old vectors survives anywhere.
+        await other.forget_user(user)
+        await other.store_messages(
+            [make_message("a new kitten"), make_message("a second new kitten")],
+            conversation_id="c3",
+            user_id=user,
+        )
+        found = await memory.search(user, "kitten", mode="vector")
+        assert sorted(r.content for r in found) == ["a new kitten", "a second new kitten"]
     finally:
         await other.shutdown()
 

@@ -108,12 +108,21 @@ local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28
 -- vec (float32 bytes), u (SHA-1 of P\0owner), k (m or e), c (SHA-1 of the conversation),
 -- and for memory entries the filter fields t, g, tg (SHA-1s of type, category and each
 -- tag, comma-joined), f, i (confidence, importance), x (expiry in microseconds, 1e18 for
--- none). T:vm / T:ve list the ids of the user's vector documents
--- (for search in the client); T:vgen changes with every change of them (values come from
--- the global counter P:vgen, so a deleted and recreated T:vgen never repeats one).
+-- none).
+-- For search in the client: T:vm / T:ve list the ids of the user's vector documents; T:vge
+-- changes with every change of the memory-entry vectors; T:vme changes when a message vector
+-- is removed or replaced, and T:vml lists the message ids whose vectors were added since
+-- (a reader then loads just those). Values come from the global counter P:vgen, so a
+-- deleted and recreated key never repeats one.
+local VML_MAX = 10000 -- a longer log starts a new message epoch instead (readers reload)
 local function vkey(u, kind, id) return P .. ':v:' .. u .. kind .. enc(id) end
 local function vtag(s) return redis.sha1hex(s) end
-local function vgen_bump(u) redis.call('SET', u .. 'vgen', redis.call('INCR', P .. ':vgen')) end
+local function next_vgen() return redis.call('INCR', P .. ':vgen') end
+local function memories_changed(u) redis.call('SET', u .. 'vge', next_vgen()) end
+local function messages_changed(u)
+  redis.call('SET', u .. 'vme', next_vgen())
+  redis.call('DEL', u .. 'vml')
+end
 local function numstr(n) return string.format('%.17g', n) end
 
 local function put_message_vector(u, owner, conv, id, vec)
@@ -239,7 +248,7 @@ local function drop_conversation(owner, conv, keep)
       n = n + 1
     end
   end
-  if vectors then vgen_bump(u) end
+  if vectors then messages_changed(u) end
   refresh_recent(u, conv)
   if keep then return n, 0 end
   local sessions = redis.call('SMEMBERS', ckey(u, conv, 's'))
@@ -301,7 +310,7 @@ local function drop_memory(owner, id)
   local fields = unindex_doc(u, 'e' .. id, 1)
   if fields then redis.call('ZREM', u .. 'er', cjson.decode(fields[1])['r']) end
   local existed = redis.call('HDEL', u .. 'e', id)
-  if drop_vector(u, 'e', id) then vgen_bump(u) end
+  if drop_vector(u, 'e', id) then memories_changed(u) end
   redis.call('ZREM', u .. 'eexp', id)
   redis.call('ZREM', P .. ':eexp', id)
   if redis.call('GET', ptr('eo', id)) == owner then redis.call('DEL', ptr('eo', id)) end
@@ -374,12 +383,21 @@ for i = 3, 2 + 5 * nrec, 5 do
               ARGV[i + 3])
     if ARGV[i + 4] ~= '' then
       put_message_vector(u, owner, conv, id, ARGV[i + 4])
+      redis.call('RPUSH', u .. 'vml', id)
       vectors = true
     end
     added = added + 1
   end
 end
-if vectors then vgen_bump(u) end
+if vectors then
+  if redis.call('EXISTS', u .. 'vme') == 0 then
+    -- A first epoch (no epoch is what readers of a user without message vectors hold);
+    -- the log so far belongs to it.
+    redis.call('SET', u .. 'vme', next_vgen())
+  elseif redis.call('LLEN', u .. 'vml') > VML_MAX then
+    messages_changed(u)
+  end
+end
 if added > 0 then
   -- The conversation's newest message only moves forward on insert.
   redis.call('ZADD', u .. 'recent', 'GT', newest, conv)
@@ -540,7 +558,7 @@ end
 index_doc(u, 'e' .. id, ARGV[5], ARGV[9], ARGV[10], ARGV[11])
 if ARGV[12] ~= '' then
   put_memory_vector(u, user, id, cjson.decode(ARGV[5]), ARGV[12])
-  vgen_bump(u)
+  memories_changed(u)
 end
 return 1
 """
@@ -816,7 +834,7 @@ for _, kind in ipairs({'m', 'e'}) do
 end
 redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
            u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp', u .. 'vm',
-           u .. 've', u .. 'vgen')
+           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge')
 redis.call('SREM', P .. ':users', user)
 return s
 """
@@ -849,11 +867,30 @@ return n
 # --------------------------------------------------------------------------- vectors
 
 VECTOR_STATE = r"""
--- ARGV: P user  ->  {user's vector generation, store's vector epoch} ('' when unset).
--- Purges the user's conversations past their TTL first, so no search sees their vectors.
+-- ARGV: P user  ->  {message epoch, message log length, memory generation, store epoch}
+-- ('' when unset). Purges the user's conversations past their TTL first, so no search sees
+-- their vectors.
 purge_due(ARGV[2])
-return {redis.call('GET', ukey(ARGV[2]) .. 'vgen') or '',
-        redis.call('HGET', P .. ':meta', 'vepoch') or ''}
+local u = ukey(ARGV[2])
+return {redis.call('GET', u .. 'vme') or '', redis.call('LLEN', u .. 'vml'),
+        redis.call('GET', u .. 'vge') or '', redis.call('HGET', P .. ':meta', 'vepoch') or ''}
+"""
+
+VECTOR_DELTA = r"""
+-- ARGV: P user message_epoch start nbytes  ->  {log length, ids, extras, vectors} as
+-- vector_load returns them, for the message vectors logged from position start on; or
+-- {'stale'} when the message epoch is no longer message_epoch (the reader reloads).
+local u, nbytes = ukey(ARGV[2]), tonumber(ARGV[5])
+if (redis.call('GET', u .. 'vme') or '') ~= ARGV[3] then return {'stale'} end
+local ids, extras, vecs = {}, {}, {}
+for _, id in ipairs(redis.call('LRANGE', u .. 'vml', ARGV[4], -1)) do
+  local f = redis.call('HMGET', vkey(u, 'm', id), 'vec', 'c')
+  if f[1] and #f[1] == nbytes then
+    ids[#ids + 1] = id; extras[#extras + 1] = f[2] or ''; vecs[#vecs + 1] = f[1]
+  end
+end
+return {redis.call('LLEN', u .. 'vml'), table.concat(ids, NUL), table.concat(extras, NUL),
+        table.concat(vecs)}
 """
 
 VECTOR_LOAD = r"""
@@ -913,6 +950,7 @@ PUT_VECTORS = r"""
 -- ARGV: P kind(m/e) (id vector)*  ->  vectors written (ids no longer stored are skipped)
 local kind = ARGV[2]
 local n, owners = 0, {}
+local changed = kind == 'm' and messages_changed or memories_changed
 for k = 3, #ARGV, 2 do
   local id, vec = ARGV[k], ARGV[k + 1]
   if kind == 'm' then
@@ -940,7 +978,7 @@ for k = 3, #ARGV, 2 do
     end
   end
 end
-for owner in pairs(owners) do vgen_bump(ukey(owner)) end
+for owner in pairs(owners) do changed(ukey(owner)) end
 return n
 """
 
@@ -954,7 +992,8 @@ for _, kind in ipairs({'m', 'e'}) do
   end
   redis.call('DEL', u .. 'v' .. kind)
 end
-vgen_bump(u)
+messages_changed(u)
+memories_changed(u)
 return n
 """
 
@@ -981,6 +1020,7 @@ SCRIPTS: dict[str, str] = {
     "reindex": REINDEX,
     "vector_state": VECTOR_STATE,
     "vector_load": VECTOR_LOAD,
+    "vector_delta": VECTOR_DELTA,
     "vector_fetch": VECTOR_FETCH,
     "put_vectors": PUT_VECTORS,
     "drop_vectors": DROP_VECTORS,

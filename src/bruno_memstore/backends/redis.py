@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -236,6 +236,8 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
         # Two per user: message vectors, memory-entry vectors.
         self._vector_cache = UserVectorCache(max_users=2 * users)
+        # user -> (the loaded message index, how much of the user's append log it holds)
+        self._appended: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
@@ -904,19 +906,21 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         limit: int,
         flt: MemoryFilter,
     ) -> list[tuple[float, str, str]]:
-        generation = tuple(await self._eval("vector_state", [user_id]))
+        message_epoch, logged, memory_generation, epoch = await self._eval(
+            "vector_state", [user_id]
+        )
         nbytes = 4 * query.size
         near: list[tuple[float, str, str]] = []
         if "message" in kinds:
-            index = await self._vector_cache.get(
-                f"{user_id}\0m", generation, lambda: self._load_vectors(user_id, "m", nbytes)
-            )
+            index = await self._message_index(user_id, (message_epoch, epoch), int(logged), nbytes)
             conv = None if conversation_id is None else vector_tag(conversation_id)
             found = index.search(query, limit, conversation=conv)
             near += [(s, "m", rid) for rid, s in found]
         if "memory" in kinds:
             index = await self._vector_cache.get(
-                f"{user_id}\0e", generation, lambda: self._load_vectors(user_id, "e", nbytes)
+                f"{user_id}\0e",
+                (memory_generation, epoch),
+                lambda: self._load_vectors(user_id, "e", nbytes),
             )
 
             def allow_memory(key: Any) -> bool:
@@ -926,6 +930,54 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             near += [(s, "e", key.record.id) for key, s in index.search(query, limit, allow_memory)]
         near.sort(key=lambda n: -n[0])
         return near[:limit]
+
+    async def _message_index(
+        self, user_id: str, generation: tuple[str, str], logged: int, nbytes: int
+    ) -> Any:
+        """The user's message vectors as of now: the index loaded for this message epoch,
+        plus the vectors logged (appended) since it was loaded or last brought up to date."""
+        key = f"{user_id}\0m"
+        fresh: list[int] = []
+
+        async def load() -> list[tuple[Any, ...]]:
+            fresh.append(logged)  # the load sees at least the log up to here
+            return await self._load_vectors(user_id, "m", nbytes)
+
+        for _attempt in range(3):
+            index = await self._vector_cache.get(key, generation, load)
+            known = self._appended.get(user_id)
+            if known is not None and known[0] is index:
+                position = known[1]
+            elif fresh:
+                position = fresh[-1]
+                self._keep_place(user_id, index, position)
+            else:  # loaded elsewhere, place in the log not known (yet): load again
+                self._vector_cache.drop(key)
+                continue
+            if logged > position:
+                reply = await self._eval_bytes(
+                    "vector_delta", [user_id, generation[0], position, nbytes]
+                )
+                if reply[0] == b"stale":  # the epoch moved meanwhile
+                    self._vector_cache.drop(key)
+                    fresh.clear()
+                    continue
+                index.put_many(_rows(user_id, "m", reply[1:], nbytes, set()))
+                known = self._appended.get(user_id)
+                if known is not None and known[0] is index and known[1] < int(reply[0]):
+                    self._keep_place(user_id, index, int(reply[0]))
+            return index
+        raise BackendError(  # pragma: no cover - only under a storm of deletions
+            "the user's vectors kept changing while they were loaded",
+            backend=self.backend_name,
+            operation="vector_search",
+        )
+
+    def _keep_place(self, user_id: str, index: Any, position: int) -> None:
+        self._appended[user_id] = (index, position)
+        self._appended.move_to_end(user_id)
+        while len(self._appended) > self._vector_cache.max_users:
+            self._appended.popitem(last=False)
 
     async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, ...]]:
         """The user's vectors of one kind with what the filters need, SSCAN step by step."""
@@ -937,19 +989,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 "vector_load", [user_id, kind, cursor, _LOAD_BATCH, nbytes]
             )
             cursor = int(cursor_text)
-            if ids:
-                rows = np.frombuffer(blob, dtype="<f4").reshape(-1, nbytes // 4)
-                for rid_bytes, extra, vec in zip(
-                    ids.split(b"\0"), extras.split(b"\0"), rows, strict=True
-                ):
-                    rid = rid_bytes.decode()
-                    if rid in seen:
-                        continue
-                    seen.add(rid)
-                    if kind == "m":  # labelled by conversation digest
-                        out.append((rid, vec, None, extra.decode()))
-                    else:
-                        out.append((_Entry(_memory(extra.decode())), vec))
+            out += _rows(user_id, kind, (ids, extras, blob), nbytes, seen)
             if cursor == 0:
                 return out
 
@@ -1068,6 +1108,29 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 
 
 # ==================================================================== helpers
+
+
+def _rows(
+    user_id: str, kind: str, reply: Sequence[bytes], nbytes: int, seen: set[str]
+) -> list[tuple[Any, ...]]:
+    """Index items from a loading script's ``ids, extras, vectors`` (ids in ``seen`` are
+    skipped, then added): messages labelled by conversation digest, memory entries keyed by
+    their record."""
+    ids, extras, blob = reply
+    if not ids:
+        return []
+    rows = np.frombuffer(blob, dtype="<f4").reshape(-1, nbytes // 4)
+    out: list[tuple[Any, ...]] = []
+    for rid_bytes, extra, vec in zip(ids.split(b"\0"), extras.split(b"\0"), rows, strict=True):
+        rid = rid_bytes.decode()
+        if rid in seen:
+            continue
+        seen.add(rid)
+        if kind == "m":
+            out.append((rid, vec, None, extra.decode()))
+        else:
+            out.append((_Entry(_memory(extra.decode())), vec))
+    return out
 
 
 class _Entry:
