@@ -23,7 +23,9 @@ key                         type    holds
 ``T:s`` / ``T:sl``          hash /  session id -> record; ``<started><session id>``
                             zset
 ``T:vm`` / ``T:ve``         set     ids of the user's message / memory vector documents
-``T:vgen``                  string  changes with every change of the user's vectors
+``T:vme``                   string  message-vector epoch: changes when one is removed/replaced
+``T:vml``                   list    ids of message vectors added since (at most 10,000)
+``T:vge``                   string  changes with every change of memory-entry vectors
 ``P:v:T:m<id>`` /           hash    a message's / memory entry's vector document: ``vec``
 ``P:v:T:e<id>``                     (float32 bytes) and the TAG/NUMERIC fields RediSearch
                                     filters on (``u``, ``k``, ``c``, ``t``, ``g``, ``tg``,
@@ -33,7 +35,7 @@ key                         type    holds
 ``P:so:<sid>``/``P:eo:<id>`` string  session / memory entry -> owner
 ``P:users``                 set     every user with data (export, retention)
 ``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps
-``P:vgen``                  string  the counter ``T:vgen`` values are drawn from
+``P:vgen``                  string  the counter ``T:vme`` and ``T:vge`` values come from
 ``P:meta``                  hash    ``analysis`` fingerprint; ``vspace`` (model, dimension),
                                     ``vepoch`` (changes when every vector is dropped)
 ==========================  ======  ==========================================================
