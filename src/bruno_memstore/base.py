@@ -408,7 +408,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if query is not None and not isinstance(query, str):
             raise InvalidArgumentError("query", "expected a string")
         ranked = strategy != "recent" and query is not None and bool(query.strip())
-        mode = self._search_mode_for(mode, "retrieve_context") if ranked else None
+        if ranked:
+            self._search_mode_for(mode, "retrieve_context")  # early refusal, before connecting
         recent_n = limit if not ranked else (0 if strategy == "relevant" else (limit + 1) // 2)
         recent: list[MessageRecord] = []
         if recent_n:
@@ -420,7 +421,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             )
         if not ranked:
             return [record_to_message(r) for r in recent]
-        assert query is not None and mode is not None
+        assert query is not None
         seen = {r.id for r in recent}
         hits = await self._ranked(
             "retrieve_context",
@@ -443,6 +444,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         return [record_to_message(r) for r in found]
 
     def _search_mode_for(self, mode: SearchMode | None, operation: str) -> SearchMode:
+        """The ranking to use (``None``: the store's default), refusing what it cannot do.
+
+        Called before connecting for early errors, and again by ``_ranked`` once connected
+        (a backend may learn only then that its engine has no vectors).
+        """
         resolved = self._resolve_mode(mode, operation)
         if resolved != "vector":
             self.require(Capability.FULL_TEXT, operation)
@@ -501,7 +507,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         (which scores 1.0), vector scores are cosine similarities, hybrid scores their
         weighted mean (see :mod:`bruno_memstore.ranking`).
         """
-        mode = self._search_mode_for(mode, "search")
+        self._search_mode_for(mode, "search")  # early refusal, before connecting
         user_id = check_id(user_id, "user_id")
         limit = check_limit(limit)
         assert limit is not None
@@ -595,12 +601,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         )
         text = query.query_text
         if text is not None and text.strip():
-            mode = self._search_mode_for(None, "retrieve_memories")
+            self._search_mode_for(None, "retrieve_memories")
             hits = await self._ranked(
                 "retrieve_memories",
                 user_id,
                 text,
-                mode=mode,
+                mode=None,
                 kinds=frozenset({"memory"}),
                 conversation_id=None,
                 limit=flt.limit,

@@ -176,7 +176,9 @@ class SemanticSearch:
         """Set ``vector`` on each record (no-op without an embedding model)."""
         if self.embedder is None or not records:
             return
-        await self._ensure_connected()
+        await self._ensure_connected()  # the engine may turn out to keep no vectors
+        if self.embedder is None:
+            return
         embedder = self._vectors_usable("store_message")
         vectors = await self._embedding("store_message", embedder, [r.content for r in records])
         for rec, vec in zip(records, vectors, strict=True):
@@ -186,6 +188,8 @@ class SemanticSearch:
         if self.embedder is None:
             return
         await self._ensure_connected()
+        if self.embedder is None:
+            return
         embedder = self._vectors_usable("store_memory")
         record.vector = (await self._embedding("store_memory", embedder, [record.content]))[0]
 
@@ -224,13 +228,18 @@ class SemanticSearch:
         user_id: str,
         query: str,
         *,
-        mode: SearchMode,
+        mode: SearchMode | None,
         kinds: frozenset[str],
         conversation_id: str | None,
         limit: int,
         memory_filter: MemoryFilter | None,
     ) -> list[SearchHit]:
-        """The best ``limit`` records for ``query``, scores in [0, 1] (see :mod:`ranking`)."""
+        """The best ``limit`` records for ``query``, scores in [0, 1] (see :mod:`ranking`).
+
+        ``mode`` ``None`` is the store's default, resolved once connected.
+        """
+        await self._ensure_connected()  # connecting checks the store's vector space
+        mode = self._search_mode_for(mode, operation)  # type: ignore[attr-defined]
 
         def text(n: int) -> Callable[[], Any]:
             return lambda: self._text_search(
@@ -244,7 +253,6 @@ class SemanticSearch:
 
         if mode == "keyword":
             return keyword_scores(await self._run(operation, text(limit)))
-        await self._ensure_connected()  # connecting checks the store's vector space
         embedder = self._vectors_usable(operation)
         vector = (await self._embedding(operation, embedder, [query]))[0]
         n = limit if mode == "vector" else candidate_count(limit)

@@ -42,7 +42,6 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
-from ..ranking import SearchMode
 from ..search import index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
@@ -497,51 +496,6 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             self.schema,
             "vector and full-text search" if vectors else "full-text search only",
             reason,
-        )
-
-    # ---------------------------------------------------------------- before the first connect
-    # Whether this memory has vectors is known once it connects, but the shared layer decides
-    # whether to embed a write, or to search by vector, before it connects. On a server
-    # without pgvector the first operation would then embed for nothing, or fail: connect
-    # first, and rank by keywords if vectors turned out to be missing.
-
-    async def _embed_messages(self, records: Sequence[MessageRecord]) -> None:
-        if records and self.embedder is not None:
-            await self._ensure_connected()
-        await super()._embed_messages(records)
-
-    async def _embed_memory(self, record: MemoryRecord) -> None:
-        if self.embedder is not None:
-            await self._ensure_connected()
-        await super()._embed_memory(record)
-
-    async def _ranked(
-        self,
-        operation: str,
-        user_id: str,
-        query: str,
-        *,
-        mode: SearchMode,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None,
-    ) -> list[SearchHit]:
-        if mode != "keyword":  # possibly chosen before connecting
-            await self._ensure_connected()
-            if not self.supports(Capability.VECTORS):
-                if mode == "vector":
-                    self.require(Capability.VECTORS, operation)
-                mode = "keyword"
-        return await super()._ranked(
-            operation,
-            user_id,
-            query,
-            mode=mode,
-            kinds=kinds,
-            conversation_id=conversation_id,
-            limit=limit,
-            memory_filter=memory_filter,
         )
 
     # ---------------------------------------------------------------- error classification
