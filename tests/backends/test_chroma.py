@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -211,22 +212,27 @@ async def test_concurrent_appends_share_chroma_calls(tmp_path: Path) -> None:
 
 async def test_reads_of_many_records_are_chunked(tmp_path: Path) -> None:
     """More records than one ``get`` returns at once (the SQL-variable limit): windows,
-    statistics, full-text loads and exports still see all of them."""
+    statistics, full-text loads and exports still see all of them, and windows of a large
+    scope stay exact when messages were not added in time order."""
     mem = ChromaMemory(None, tmp_path / "db")
     uid, conv = new_user_id(), new_conversation_id()
     n = ops._ID_CHUNK + 700
-    msgs = [make_message(f"numbat note {i}", timestamp=at(i)) for i in range(n)]
+    stamps = list(range(n))
+    random.Random(7).shuffle(stamps)
+    msgs = [make_message(f"numbat note {i}", timestamp=at(t)) for i, t in enumerate(stamps)]
     for start in range(0, n, 2000):
         await mem.store_messages(msgs[start : start + 2000], conversation_id=conv, user_id=uid)
+    in_time = sorted(msgs, key=lambda m: m.timestamp)
     assert (await mem.get_statistics(uid))["total_messages"] == n
-    window = await mem.retrieve_context(uid, conversation_id=conv, limit=3)
-    assert [m.id for m in window] == [m.id for m in msgs[-3:]]
+    for scope in ({}, {"conversation_id": conv}):
+        window = await mem.retrieve_context(uid, limit=7, **scope)
+        assert [m.id for m in window] == [m.id for m in in_time[-7:]], scope
     assert len(await mem.retrieve_messages(conv)) == n
     assert len(await mem.search(uid, "numbat", limit=n)) == n
     exported = [
         r for batch in [b async for b in mem.export_batches("messages", uid)] for r in batch
     ]
-    assert [r.id for r in exported] == [str(m.id) for m in msgs]
+    assert [r.id for r in exported] == [str(m.id) for m in in_time]
     await mem.shutdown()
 
 

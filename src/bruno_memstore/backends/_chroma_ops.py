@@ -263,8 +263,9 @@ def read_window(
     store: ChromaStore, conversation_id: str | None, user_id: str | None, limit: int | None
 ) -> list[MessageRecord]:
     """The newest ``limit`` messages, oldest first. Chroma neither sorts nor limits by
-    metadata, so the scope's metadata is read and sorted here; with a limit only the
-    window's contents are fetched."""
+    metadata: a small scope's metadata is read and sorted here; a large one is first cut to
+    the messages at or after a timestamp that at least ``limit`` of them reach (see
+    :func:`_newest`). Only the window's contents are fetched."""
     where = None
     if conversation_id is not None:
         owner = conversation_owner(store, conversation_id)
@@ -280,13 +281,40 @@ def read_window(
         found = [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
         found.sort(key=lambda r: (r.ts_us, r.seq))
         return found
-    got = _get_all(collection, where, ["metadatas"])
+    if where is None and limit < _ID_CHUNK <= collection.count():
+        got = _newest(collection, where, limit)
+    else:
+        got = collection.get(where=where, include=["metadatas"], limit=_ID_CHUNK)
+        if len(got["ids"]) >= _ID_CHUNK and limit < _ID_CHUNK:
+            got = _newest(collection, where, limit)
     window = sorted(rows(got), key=lambda row: message_order(row[2]))[-limit:]
     if not window:
         return []
     docs = _get_ids(collection, [rid for rid, _d, _m in window], ["documents"])
     content = dict(zip(docs["ids"], docs["documents"], strict=True))
     return [message_from(rid, content[rid], meta) for rid, _d, meta in window if rid in content]
+
+
+def _newest(collection: Any, where: dict[str, Any] | None, limit: int) -> dict[str, Any]:
+    """Metadata of a large scope's messages that include its newest ``limit``.
+
+    The most recently added ones (Chroma returns records in insertion order) give a
+    timestamp ``t`` that at least ``limit`` messages reach, so the newest ``limit`` all have
+    ``ts_us >= t``: that range is read. Correct in any order of insertion; fast when
+    messages arrive roughly in time order.
+    """
+    probe = max(4 * limit, 100)
+    if where is None:
+        count = collection.count()
+        tail = collection.get(include=["metadatas"], limit=probe, offset=max(0, count - probe))
+    else:
+        ids = collection.get(where=where, include=[])["ids"]
+        tail = _get_ids(collection, ids[-probe:], ["metadatas"])
+    stamps = sorted((int(m["ts_us"]) for _r, _d, m in rows(tail)), reverse=True)
+    if len(stamps) < limit:
+        return _get_all(collection, where, ["metadatas"])
+    since = {"ts_us": {"$gte": stamps[limit - 1]}}
+    return _get_all(collection, all_of([where, since] if where else [since]), ["metadatas"])
 
 
 def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozenset[str]) -> int:
