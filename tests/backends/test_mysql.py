@@ -66,6 +66,7 @@ TABLES = (
     "ft_stopwords",
     "vector_generations",
     "vector_space",
+    "vector_log",
 )
 
 
@@ -629,12 +630,23 @@ async def test_missing_driver_names_the_install_command(monkeypatch: pytest.Monk
 # ==================================================================== vectors
 
 
-async def _generation(prefix: str, user_id: str) -> int | None:
+async def _generation(prefix: str, user_id: str) -> tuple[int, int, int] | None:
+    """(message generation, message epoch, memory generation) of the user."""
     rows = await _query(
-        f"SELECT generation FROM `{prefix}vector_generations` WHERE user_hash = %s",
+        "SELECT generation, message_epoch, memory_generation "
+        f"FROM `{prefix}vector_generations` WHERE user_hash = %s",
         (hashlib.sha256(user_id.encode()).digest(),),
     )
-    return int(rows[0][0]) if rows else None
+    return tuple(int(v) for v in rows[0]) if rows else None  # type: ignore[return-value]
+
+
+async def _log(prefix: str, user_id: str) -> list[tuple[int, list[str]]]:
+    rows = await _query(
+        f"SELECT generation, ids FROM `{prefix}vector_log` WHERE user_hash = %s "
+        "ORDER BY generation",
+        (hashlib.sha256(user_id.encode()).digest(),),
+    )
+    return [(int(g), ids.split("\0")) for g, ids in rows]
 
 
 async def test_vectors_are_float32_blobs_in_the_record_rows(
@@ -652,7 +664,8 @@ async def test_vectors_are_float32_blobs_in_the_record_rows(
     assert space == [(memory.embedder.model_name, 384, 1)]
     # Every change of the user's vectors bumps the user's generation, in the same commit.
     seen = [await _generation(prefix, uid)]
-    assert seen[0] is not None
+    assert seen[0] == (1, 0, 0)  # one append: generation 1 of the first message epoch
+    assert await _log(prefix, uid) == [(1, [str(system.id), str(chat.id)])]
 
     async def changed() -> None:
         now = await _generation(prefix, uid)
@@ -667,6 +680,9 @@ async def test_vectors_are_float32_blobs_in_the_record_rows(
     await changed()
     await memory.clear_history(conv)  # the system message stays
     await changed()
+    counters = await _generation(prefix, uid)
+    assert counters is not None and counters[1] == counters[0]  # a removal: a new epoch
+    assert await _log(prefix, uid) == []
     rows = await _query(
         f"SELECT id FROM `{prefix}messages` WHERE user_id = %s AND vector IS NOT NULL", (uid,)
     )
@@ -684,8 +700,11 @@ async def test_vectors_are_float32_blobs_in_the_record_rows(
     assert await _generation(prefix, uid) == seen[-1]
     await memory.clear_conversation(uid, conv)
     await changed()
-    await memory.store_message(make_message("one more kitten"), uid, new_conversation_id())
+    more = make_message("one more kitten")
+    await memory.store_message(more, uid, new_conversation_id())
     await changed()
+    counters = await _generation(prefix, uid)
+    assert counters is not None and await _log(prefix, uid) == [(counters[0], [str(more.id)])]
     await memory.forget_user(uid)
     await changed()  # the row stays (it holds a digest, not the id) and moved on
 
@@ -717,14 +736,26 @@ async def test_other_processes_see_vector_changes_through_the_generation(
         await memory.search(uid, "kitten", mode="vector")
         await memory.search(uid, "sleeping cat", mode="vector", kinds=("message",))
         assert memory._vector_cache.loads == loads  # served from the loaded index
-        await other.store_message(
-            make_message("another kitten arrived"), uid, new_conversation_id()
-        )
+        conv2 = new_conversation_id()
+        await other.store_message(make_message("another kitten arrived"), uid, conv2)
         assert len(await memory.search(uid, "kitten", mode="vector")) == 2
-        assert memory._vector_cache.loads > loads
+        # An append is read from the log: no reload.
+        assert memory._vector_cache.loads == loads
+        scoped = await memory.search(uid, "kitten", mode="vector", conversation_id=conv2)
+        assert [r.content for r in scoped] == ["another kitten arrived"]
         await other.clear_conversation(uid, conv)
         found = await memory.search(uid, "kitten", mode="vector")
         assert [r.content for r in found] == ["another kitten arrived"]
+        assert memory._vector_cache.loads > loads  # a removal: reloaded
+        # Forgotten, then written again: nothing of the old vectors survives anywhere.
+        await other.forget_user(uid)
+        await other.store_messages(
+            [make_message("a new kitten"), make_message("a second new kitten")],
+            conversation_id=new_conversation_id(),
+            user_id=uid,
+        )
+        found = await memory.search(uid, "kitten", mode="vector")
+        assert sorted(r.content for r in found) == ["a new kitten", "a second new kitten"]
     finally:
         await other.shutdown()
 
@@ -739,12 +770,14 @@ async def test_a_schema_1_store_is_migrated_and_reindexed(prefix: str) -> None:
     # Back to what a store written before vectors looks like: schema version 1.
     await _query(f"ALTER TABLE `{prefix}messages` DROP COLUMN vector")
     await _query(f"ALTER TABLE `{prefix}memories` DROP COLUMN vector")
-    await _query(f"DROP TABLE `{prefix}vector_generations`, `{prefix}vector_space`")
-    await _query(f"DELETE FROM `{prefix}schema_version` WHERE version = 2")
+    await _query(
+        f"DROP TABLE `{prefix}vector_generations`, `{prefix}vector_space`, `{prefix}vector_log`"
+    )
+    await _query(f"DELETE FROM `{prefix}schema_version` WHERE version >= 2")
     new = MySQLMemory(MYSQL_URL, table_prefix=prefix)
     try:
         await new.initialize()
-        assert await new.schema_version() == 2
+        assert await new.schema_version() == MIGRATIONS[-1].version
         # Old rows have no vector until reindex; keyword search and reads work meanwhile.
         assert await new.search(uid, "kitten shelter", mode="vector") == []
         assert await new.search(uid, "kitten", mode="keyword")

@@ -156,9 +156,27 @@ _V2 = (
     ) {_TABLE}""",
 )
 
+# Appends need not make readers reload a user's vectors: ``generation`` (messages) moves by
+# one per transaction that appends message vectors, which logs their ids under the new
+# value; ``message_epoch`` moves when a message vector is removed or replaced (the log is
+# cleared then), ``memory_generation`` with every change of memory-entry vectors. A
+# generation row stays locked by its transaction until commit, so a user's generations
+# commit in order and a reader at generation G finds every log row up to G.
+_V3 = (
+    AddColumn("vector_generations", "message_epoch", "BIGINT UNSIGNED NOT NULL DEFAULT 0"),
+    AddColumn("vector_generations", "memory_generation", "BIGINT UNSIGNED NOT NULL DEFAULT 0"),
+    f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
+        user_hash BINARY(32) NOT NULL,
+        generation BIGINT UNSIGNED NOT NULL,
+        ids {_TEXT} NOT NULL,
+        PRIMARY KEY (user_hash, generation)
+    ) {_TABLE}""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "vectors", _V2),
+    Migration(3, "vector append log", _V3),
 )
 
 

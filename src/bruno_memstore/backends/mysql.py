@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
 from ..embeddings.adapter import VectorSpace
 from ..errors import (
+    BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
     MemstoreError,
@@ -72,6 +74,8 @@ _DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
 _EXPORT_BATCH = 500
 _IN_CHUNK = 500  # ids per IN (...) list
+_LOG_TRIM = 256  # every this many appends of a user, its append log is trimmed ...
+_LOG_KEEP = 1024  # ... to this many entries
 _LOCK_TIMEOUT = 60  # seconds a process waits for another one's migration
 
 # Driver errors worth retrying: lost/failed connections, deadlock, lock wait timeout,
@@ -322,11 +326,14 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 "sessions",
                 "vector_generations",
                 "vector_space",
+                "vector_log",
             )
         }
         # Two indexes per user: messages (searched unfiltered, or by conversation) and
         # memory entries (searched through the memory filter).
         self._vector_cache = UserVectorCache(max_users=2 * cache_users)
+        # user -> (the loaded message index, the message generation it holds)
+        self._appended: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
@@ -747,14 +754,11 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     continue
                 wanted.extend((i, rec, owner) for rec in req.records)
             inserted_by = await self._insert_new(cur, wanted)
-            await self._bump_generations(
-                cur,
-                (
-                    owner
-                    for i, rec, owner in wanted
-                    if rec.vector is not None and inserted_by.get(rec.id) == i
-                ),
-            )
+            appended: dict[str, list[str]] = {}
+            for i, rec, owner in wanted:
+                if rec.vector is not None and inserted_by.get(rec.id) == i:
+                    appended.setdefault(owner, []).append(rec.id)
+            await self._messages_appended(cur, appended)
         for i, req in enumerate(requests):
             if results[i] is None:
                 owner = owners[req.conversation_id]
@@ -904,7 +908,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     [conversation_id, *roles],
                 )
                 if deleted:
-                    await self._bump_generations(cur, owners)
+                    await self._messages_changed(cur, owners)
             return int(deleted)
         async with self._transaction() as cur:
             # The exclusive row lock waits for appends in flight (they hold it shared).
@@ -924,7 +928,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 (conversation_id,),
             )
             if deleted:
-                await self._bump_generations(cur, owners)
+                await self._messages_changed(cur, owners)
         return int(deleted)
 
     # ================================================================ memories
@@ -994,7 +998,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             if record.vector is not None or affected != 1:
                 # A replaced entry's old vector went with the old row (and its filter
                 # columns, which loaded indexes keep, changed).
-                await self._bump_generations(cur, [record.user_id])
+                await self._memories_changed(cur, [record.user_id])
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         rows = await self._fetch(
@@ -1055,7 +1059,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 f"DELETE FROM {self._t['memories']} WHERE id = %s", (memory_id,)
             )
             if deleted:
-                await self._bump_generations(cur, owners)
+                await self._memories_changed(cur, owners)
         return bool(deleted)
 
     async def _purge_expired(self, now_us: int) -> int:
@@ -1081,7 +1085,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     )
                 )
                 if deleted:
-                    await self._bump_generations(cur, {r[1] for r in rows})
+                    await self._memories_changed(cur, {r[1] for r in rows})
                 total += deleted
 
     # ================================================================ sessions
@@ -1223,21 +1227,66 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ vectors
 
-    async def _bump_generations(self, cur: Any, users: Iterable[str]) -> None:
-        """Make every process reload these users' vectors on its next search.
+    # Every counter update below is the last statement of its transaction: the generation
+    # rows stay locked until it commits, taken in one (sorted) order everywhere, so writers
+    # never deadlock on them, and a user's generations commit in the order they were given.
 
-        Called last in the transaction that changed them: the generation rows stay locked
-        until it commits, and are taken in one order everywhere, so writers never deadlock.
-        """
+    async def _count(self, cur: Any, users: Iterable[str], update: str, fresh: str) -> list[bytes]:
         hashes = sorted({_user_hash(u) for u in users})
+        if hashes:
+            await cur.execute(
+                f"INSERT INTO {self._t['vector_generations']} "
+                "(user_hash, generation, message_epoch, memory_generation) VALUES "
+                + ",".join([f"(%s,{fresh})"] * len(hashes))
+                + f" ON DUPLICATE KEY UPDATE {update}",
+                hashes,
+            )
+        return hashes
+
+    async def _messages_appended(self, cur: Any, appended: dict[str, list[str]]) -> None:
+        """Log the ids of message vectors just appended, under each owner's next generation."""
+        hashes = await self._count(cur, appended, "generation = generation + 1", "1,0,0")
         if not hashes:
             return
+        t = self._t
         await cur.execute(
-            f"INSERT INTO {self._t['vector_generations']} (user_hash, generation) VALUES "
-            + ",".join(["(%s,1)"] * len(hashes))
-            + " ON DUPLICATE KEY UPDATE generation = generation + 1",
+            f"SELECT user_hash, generation FROM {t['vector_generations']} "
+            f"WHERE user_hash IN ({_placeholders(len(hashes))})",
             hashes,
         )
+        generations = dict(await cur.fetchall())
+        flat: list[Any] = []
+        for owner, ids in appended.items():
+            h = _user_hash(owner)
+            flat += (h, generations[h], "\0".join(ids))
+        await cur.execute(
+            f"INSERT INTO {t['vector_log']} (user_hash, generation, ids) VALUES "
+            + ",".join(["(%s,%s,%s)"] * len(appended)),
+            flat,
+        )
+        for h in hashes:  # keep the last _LOG_KEEP appends (a reader further behind reloads)
+            if generations[h] % _LOG_TRIM == 0:
+                await cur.execute(
+                    f"DELETE FROM {t['vector_log']} WHERE user_hash = %s AND generation <= %s",
+                    (h, generations[h] - _LOG_KEEP),
+                )
+
+    async def _messages_changed(self, cur: Any, users: Iterable[str]) -> None:
+        """A message vector of these users was removed or replaced: a new message epoch."""
+        # Assignments apply left to right: the epoch takes the new generation.
+        hashes = await self._count(
+            cur, users, "generation = generation + 1, message_epoch = generation", "1,1,0"
+        )
+        if hashes:
+            await cur.execute(
+                f"DELETE FROM {self._t['vector_log']} "
+                f"WHERE user_hash IN ({_placeholders(len(hashes))})",
+                hashes,
+            )
+
+    async def _memories_changed(self, cur: Any, users: Iterable[str]) -> None:
+        """A memory-entry vector of these users was added, replaced or removed."""
+        await self._count(cur, users, "memory_generation = memory_generation + 1", "0,0,1")
 
     async def _vector_space(self) -> VectorSpace | None:
         rows = await self._fetch(
@@ -1317,17 +1366,97 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     ids,
                 )
                 owners.update(row[0] for row in await cur.fetchall())
-            await self._bump_generations(cur, owners)
+            if kind == "message":
+                await self._messages_changed(cur, owners)
+            else:
+                await self._memories_changed(cur, owners)
 
-    async def _vector_generation(self, user_id: str) -> tuple[Any, Any]:
-        """What a user's loaded vectors are valid for: the store's epoch and the user's
-        generation (both change with every change of the user's vectors)."""
+    async def _vector_state(self, user_id: str) -> tuple[Any, int, Any, Any]:
+        """The store's epoch and the user's message generation, message epoch and memory
+        generation (``None`` for a user who never had vectors)."""
+        g = self._t["vector_generations"]
         rows = await self._fetch(
             f"SELECT (SELECT epoch FROM {self._t['vector_space']} WHERE id = 1), "
-            f"(SELECT generation FROM {self._t['vector_generations']} WHERE user_hash = %s)",
-            (_user_hash(user_id),),
+            f"(SELECT generation FROM {g} WHERE user_hash = %s), "
+            f"(SELECT message_epoch FROM {g} WHERE user_hash = %s), "
+            f"(SELECT memory_generation FROM {g} WHERE user_hash = %s)",
+            (_user_hash(user_id),) * 3,
         )
-        return (rows[0][0], rows[0][1])
+        epoch, generation, message_epoch, memory_generation = rows[0]
+        return epoch, int(generation or 0), message_epoch, memory_generation
+
+    async def _message_index(
+        self, user_id: str, key: tuple[Any, Any], generation: int, nbytes: int
+    ) -> Any:
+        """The user's message vectors as of ``generation``: the index loaded for this
+        message epoch, plus the vectors logged (appended) since it was loaded or last
+        brought up to date."""
+        name = f"{user_id}\0message"
+        fresh: list[int] = []
+
+        async def load() -> list[tuple[Any, ...]]:
+            fresh.append(generation)  # the load sees at least what was committed by then
+            return await self._message_vectors(user_id, nbytes)
+
+        for _attempt in range(3):
+            index = await self._vector_cache.get(name, key, load)
+            known = self._appended.get(user_id)
+            if known is not None and known[0] is index:
+                position = known[1]
+            elif fresh:
+                position = fresh[-1]
+                self._keep_place(user_id, index, position)
+            else:  # loaded elsewhere, place in the log not known (yet): load again
+                self._vector_cache.drop(name)
+                continue
+            if generation > position:
+                items = await self._appended_vectors(user_id, key[1], position, generation, nbytes)
+                if items is None:  # the log no longer covers the gap: load again
+                    self._vector_cache.drop(name)
+                    fresh.clear()
+                    continue
+                index.put_many(items)
+                known = self._appended.get(user_id)
+                if known is not None and known[0] is index and known[1] < generation:
+                    self._keep_place(user_id, index, generation)
+            return index
+        raise BackendError(  # pragma: no cover - only under a storm of deletions
+            "the user's vectors kept changing while they were loaded",
+            backend=self.backend_name,
+            operation="vector_search",
+        )
+
+    def _keep_place(self, user_id: str, index: Any, position: int) -> None:
+        self._appended[user_id] = (index, position)
+        self._appended.move_to_end(user_id)
+        while len(self._appended) > self._vector_cache.max_users:
+            self._appended.popitem(last=False)
+
+    async def _appended_vectors(
+        self, user_id: str, epoch: Any, after: int, upto: int, nbytes: int
+    ) -> list[tuple[Any, ...]] | None:
+        """The message vectors logged in generations ``(after, upto]`` of the message epoch
+        ``epoch``, or ``None`` if the log does not hold all of them any more."""
+        h = _user_hash(user_id)
+        rows = await self._fetch(
+            f"SELECT l.generation, l.ids, (SELECT message_epoch FROM "
+            f"{self._t['vector_generations']} WHERE user_hash = %s) "
+            f"FROM {self._t['vector_log']} l WHERE l.user_hash = %s "
+            "AND l.generation > %s AND l.generation <= %s",
+            (h, h, after, upto),
+        )
+        if len(rows) != upto - after or any(r[2] != epoch for r in rows):
+            return None
+        ids = [rid for r in rows for rid in r[1].split("\0")]
+        out: list[tuple[Any, ...]] = []
+        for chunk in _chunks(ids):
+            found = await self._fetch(
+                f"SELECT id, conversation_id, vector FROM {self._t['messages']} "
+                f"WHERE id IN ({_placeholders(len(chunk))}) AND LENGTH(vector) = %s",
+                [*chunk, nbytes],
+            )
+            out += [(r[0], vector_from_bytes(r[2]), None, r[1]) for r in found]
+        return out
 
     async def _message_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, ...]]:
         rows = await self._fetch(
@@ -1363,21 +1492,17 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
     ) -> list[SearchHit]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         nbytes = 4 * query.size
-        generation = await self._vector_generation(user_id)
+        epoch, generation, message_epoch, memory_generation = await self._vector_state(user_id)
         near: list[tuple[float, str, str]] = []
         if "message" in kinds:
-            index = await self._vector_cache.get(
-                f"{user_id}\0message",
-                generation,
-                lambda: self._message_vectors(user_id, nbytes),
-            )
+            index = await self._message_index(user_id, (epoch, message_epoch), generation, nbytes)
             found = index.search(query, limit, conversation=conversation_id)
             near += [(s, "message", rid) for rid, s in found]
         if "memory" in kinds:
             flt = memory_filter or MemoryFilter(user_id=user_id, now_us=_now_us())
             index = await self._vector_cache.get(
                 f"{user_id}\0memory",
-                generation,
+                (epoch, memory_generation),
                 lambda: self._memory_vectors(user_id, nbytes),
             )
 
@@ -1440,14 +1565,17 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                             f"DELETE FROM {table} WHERE user_id = %s LIMIT 5000", (user_id,)
                         )
                     )
-                    if n and kind in ("messages", "memories"):
-                        await self._bump_generations(cur, [user_id])
+                    if n and kind == "messages":
+                        await self._messages_changed(cur, [user_id])
+                    elif n and kind == "memories":
+                        await self._memories_changed(cur, [user_id])
                 if kind is not None:
                     counts[kind] += n
                 if n < 5000:
                     break
         self._vector_cache.drop(f"{user_id}\0message")
         self._vector_cache.drop(f"{user_id}\0memory")
+        self._appended.pop(user_id, None)
         return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
