@@ -34,6 +34,7 @@ from bruno_memstore.backends.chroma import ChromaMemory
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import (
+    BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
     OwnershipError,
@@ -332,6 +333,47 @@ def test_acknowledged_messages_survive_a_killed_process(tmp_path: Path) -> None:
         await mem.shutdown()
 
     asyncio.run(check())
+
+
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from bruno_memstore.backends.chroma import ChromaMemory
+
+    async def main():
+        mem = ChromaMemory(None, sys.argv[1])
+        await mem.initialize()
+        print("open", flush=True)
+        sys.stdin.readline()
+        await mem.shutdown()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_directory_serves_one_process_at_a_time(tmp_path: Path) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        str(tmp_path / "db"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert await holder.stdout.readline() == b"open\n"
+        mem = ChromaMemory(None, tmp_path / "db")
+        with pytest.raises(BackendError, match=f"another process \\(pid {holder.pid}\\)"):
+            await mem.initialize()
+    finally:
+        holder.stdin.close()
+        await holder.wait()
+    mem = ChromaMemory(None, tmp_path / "db")
+    await mem.store_message(make_message("mine now"), new_user_id(), new_conversation_id())
+    await mem.shutdown()
 
 
 # ------------------------------------------------------------------------------ search

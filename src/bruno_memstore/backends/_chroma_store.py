@@ -22,12 +22,18 @@ stored ceiling, so numbers keep increasing even if the clock was set back.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 from ..embeddings.adapter import VectorSpace
 from ..errors import BackendError
@@ -77,8 +83,10 @@ class ChromaStore:
         readers: int,
         group_type: type,
         group_runner: Callable[[ChromaStore, list[Any]], list[Any]],
+        directory: str | None = None,
     ) -> None:
         self.key = key
+        self.directory = directory
         self.prefix = prefix
         self.shared = shared
         self.refs = 0
@@ -106,8 +114,10 @@ class ChromaStore:
 
     def open(self) -> None:
         """Connect, create missing collections, finish an interrupted space change."""
-        self.client = self._connect()
+        if self.directory is not None:
+            lock_directory(self.directory)
         try:
+            self.client = self._connect()
             self.max_batch = max(1, min(int(self.client.get_max_batch_size()), 5000))
             self.meta = self._collection(collection_name(self.prefix, "meta"))
             self.conversations = self._collection(collection_name(self.prefix, "conversations"))
@@ -123,6 +133,8 @@ class ChromaStore:
             self._seq_last = self._seq_ceiling = ceiling
         except BaseException:
             self._close_client()
+            if self.directory is not None:
+                unlock_directory(self.directory)
             raise
         self.writer = Writer(
             f"bruno-memstore-chroma-writer-{self.prefix}",
@@ -142,6 +154,8 @@ class ChromaStore:
             self.readers.shutdown(wait=True)
             self.readers = None
         self._close_client()
+        if self.directory is not None:
+            unlock_directory(self.directory)
 
     def _close_client(self) -> None:
         client, self.client = self.client, None
@@ -379,6 +393,55 @@ def not_found(exc: BaseException) -> bool:
 
 def _not_found(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc)
+
+
+# -------------------------------------------------------------------- directory locks
+
+LOCK_FILE = "bruno-memstore.lock"
+_locks_guard = threading.Lock()
+_locks: dict[str, list[int]] = {}  # directory -> [file descriptor, references]
+
+
+def lock_directory(directory: str) -> None:
+    """Hold an exclusive ``flock`` on the embedded directory for this process.
+
+    Chroma's embedded engine keeps each index in the memory of the process that opened it,
+    so two processes writing one directory corrupt it; the lock makes the second one fail
+    at connect instead. Instances within one process share the lock.
+    """
+    with _locks_guard:
+        held = _locks.get(directory)
+        if held is not None:
+            held[1] += 1
+            return
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BackendError(
+                f"the Chroma directory {directory} is in use by another process (pid "
+                f"{holder}); an embedded directory serves one process at a time: use a "
+                "Chroma server (chroma+http://...) for several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _locks[directory] = [fd, 1]
+
+
+def unlock_directory(directory: str) -> None:
+    with _locks_guard:
+        held = _locks.get(directory)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _locks[directory]
+            os.close(held[0])  # closing the descriptor releases the lock
 
 
 # -------------------------------------------------------------------- process registry

@@ -109,7 +109,7 @@ class Writer:
                 group = batch[i:j]
                 try:
                     outcomes = self._run_group([entry[0] for entry in group])
-                except Exception as exc:
+                except BaseException as exc:  # nobody may be left waiting
                     outcomes = [(exc, None)] * len(group)
                 for entry, outcome in zip(group, outcomes, strict=True):
                     _post(entry, outcome)
@@ -118,7 +118,7 @@ class Writer:
             entry = batch[i]
             try:
                 outcome: Outcome = (None, entry[0]())
-            except Exception as exc:
+            except BaseException as exc:  # nobody may be left waiting
                 outcome = (exc, None)
             _post(entry, outcome)
             i += 1

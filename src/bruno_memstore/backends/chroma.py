@@ -251,6 +251,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
             readers=self.readers,
             group_type=ops.Append,
             group_runner=ops.run_appends,
+            directory=self.persist_directory,
         )
 
     async def _connect(self) -> None:
