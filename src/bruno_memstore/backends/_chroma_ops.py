@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OwnershipError
-from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ..primitives import AppendResult
 from ._chroma_layout import (
     all_of,
@@ -36,7 +36,7 @@ from ._chroma_layout import (
 from ._chroma_store import ONE, ChromaStore
 from ._chroma_text import UserText
 
-__all__ = ["Append", "run_appends"]
+__all__ = ["Append", "get_all", "get_ids", "run_appends"]
 
 _ID_CHUNK = 5000  # ids per get/delete call (SQLite allows 32,766 variables per statement)
 _BOTH = ["documents", "metadatas"]
@@ -47,7 +47,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[str, Any]:
+def get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[str, Any]:
     """``get`` by ids in chunks, merged into one result."""
     merged: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
     for part in _chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
@@ -58,7 +58,7 @@ def _get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[st
     return merged
 
 
-def _get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) -> dict[str, Any]:
+def get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) -> dict[str, Any]:
     """Every record matching ``where``. One call when they are few; otherwise their ids,
     then the records by id in chunks: Chroma fails a single ``get`` whose records need more
     SQL variables than SQLite allows (at about 32,000 records)."""
@@ -66,7 +66,7 @@ def _get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) 
     if len(got["ids"]) < _ID_CHUNK:
         return got
     ids = collection.get(where=where, include=[])["ids"]
-    return _get_ids(collection, ids, include)
+    return get_ids(collection, ids, include)
 
 
 def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
@@ -83,7 +83,7 @@ def _ids_where(collection: Any, where: dict[str, Any] | None) -> list[str]:
 
 def _located(store: ChromaStore, kind: str, ids: Sequence[str]) -> dict[str, str]:
     """``{id: user}`` for the ids the ``ids`` collection points at (stored or not)."""
-    got = _get_ids(store.ids, [locator(kind, i) for i in ids], ["metadatas"])
+    got = get_ids(store.ids, [locator(kind, i) for i in ids], ["metadatas"])
     return {key[2:]: meta["user"] for key, _doc, meta in rows(got)}
 
 
@@ -98,7 +98,7 @@ def _fetch(
     for user, mine in by_user.items():
         collection = store.user_records(user, kind)
         if collection is not None:
-            got = _get_ids(collection, mine, include)
+            got = get_ids(collection, mine, include)
             out += [(user, rid, doc, meta) for rid, doc, meta in rows(got)]
     return out
 
@@ -123,7 +123,7 @@ def _unpoint(store: ChromaStore, kind: str, ids: Sequence[str]) -> None:
 
 
 def owners(store: ChromaStore, conversation_ids: Sequence[str]) -> dict[str, str]:
-    got = _get_ids(store.conversations, conversation_ids, ["metadatas"])
+    got = get_ids(store.conversations, conversation_ids, ["metadatas"])
     return {cid: meta["user"] for cid, _doc, meta in rows(got)}
 
 
@@ -277,7 +277,7 @@ def read_window(
     if collection is None:
         return []
     if limit is None:
-        got = _get_all(collection, where, _BOTH)
+        got = get_all(collection, where, _BOTH)
         found = [message_from(rid, doc, meta) for rid, doc, meta in rows(got)]
         found.sort(key=lambda r: (r.ts_us, r.seq))
         return found
@@ -290,7 +290,7 @@ def read_window(
     window = sorted(rows(got), key=lambda row: message_order(row[2]))[-limit:]
     if not window:
         return []
-    docs = _get_ids(collection, [rid for rid, _d, _m in window], ["documents"])
+    docs = get_ids(collection, [rid for rid, _d, _m in window], ["documents"])
     content = dict(zip(docs["ids"], docs["documents"], strict=True))
     return [message_from(rid, content[rid], meta) for rid, _d, meta in window if rid in content]
 
@@ -309,12 +309,12 @@ def _newest(collection: Any, where: dict[str, Any] | None, limit: int) -> dict[s
         tail = collection.get(include=["metadatas"], limit=probe, offset=max(0, count - probe))
     else:
         ids = collection.get(where=where, include=[])["ids"]
-        tail = _get_ids(collection, ids[-probe:], ["metadatas"])
+        tail = get_ids(collection, ids[-probe:], ["metadatas"])
     stamps = sorted((int(m["ts_us"]) for _r, _d, m in rows(tail)), reverse=True)
     if len(stamps) < limit:
-        return _get_all(collection, where, ["metadatas"])
+        return get_all(collection, where, ["metadatas"])
     since = {"ts_us": {"$gte": stamps[limit - 1]}}
-    return _get_all(collection, all_of([where, since] if where else [since]), ["metadatas"])
+    return get_all(collection, all_of([where, since] if where else [since]), ["metadatas"])
 
 
 def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozenset[str]) -> int:
@@ -393,7 +393,7 @@ def query_memories(store: ChromaStore, flt: MemoryFilter) -> list[MemoryRecord]:
     collection = store.user_records(flt.user_id, "memory")
     if collection is None:
         return []
-    got = _get_all(collection, all_of(memory_conditions(flt)), _BOTH)
+    got = get_all(collection, all_of(memory_conditions(flt)), _BOTH)
     found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return heapq.nsmallest(flt.limit, found, key=lambda r: (-r.importance, -r.created_us, r.id))
 
@@ -463,167 +463,9 @@ def latest_session(
         conds.append({"conv": conversation_id})
     if active_only:
         conds.append({"active": True})
-    got = _get_all(store.sessions, all_of(conds), _BOTH)
+    got = get_all(store.sessions, all_of(conds), _BOTH)
     found = [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return max(found, key=lambda s: (s.started_us, s.session_id), default=None)
-
-
-# -------------------------------------------------------------------- search
-
-
-def _load_text(store: ChromaStore, user_id: str, mark: Any) -> UserText:
-    entry = UserText(mark=mark)
-    messages = store.user_records(user_id, "message")
-    if messages is not None:
-        for rid, doc, meta in rows(_get_all(messages, None, _BOTH)):
-            entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
-    memories = store.user_records(user_id, "memory")
-    if memories is not None:
-        for rid, doc, meta in rows(_get_all(memories, None, _BOTH)):
-            entry.add_memory(memory_from(rid, doc, meta))
-    return entry
-
-
-def user_text(store: ChromaStore, user_id: str) -> UserText:
-    """The user's text index, loaded from Chroma unless the cached one is current."""
-    token = store.read_token(user_id)
-    mark, entry = store.text.lookup(user_id, token)
-    if entry is None:
-        entry = _load_text(store, user_id, mark)
-        store.text.install(user_id, entry)
-    return entry
-
-
-def text_search(
-    store: ChromaStore,
-    user_id: str,
-    query: str,
-    kinds: frozenset[str],
-    conversation_id: str | None,
-    limit: int,
-    memory_filter: MemoryFilter | None,
-) -> list[SearchHit]:
-    """BM25 over the user's records; every filter applies before the best ``limit`` are cut."""
-    entry = user_text(store, user_id)
-    flt = memory_filter or MemoryFilter(user_id=user_id)
-    ranked: list[tuple[float, int, str, str]] = []
-    memories: dict[str, MemoryRecord] = {}
-    with entry.lock:
-        for (kind, rid), score in entry.index.search(query).items():
-            if kind not in kinds:
-                continue
-            if kind == "message":
-                conv, ts_us = entry.messages[rid]
-                if conversation_id is None or conv == conversation_id:
-                    ranked.append((-score, -ts_us, rid, kind))
-            else:
-                mem = entry.memories[rid]
-                if flt.matches(mem) and conversation_id in (None, mem.conversation_id):
-                    ranked.append((-score, -mem.created_us, rid, kind))
-                    memories[rid] = mem
-    best = heapq.nsmallest(limit, ranked)
-    wanted = [rid for _s, _t, rid, kind in best if kind == "message"]
-    collection = store.user_records(user_id, "message") if wanted else None
-    messages = {}
-    if collection is not None:
-        got = _get_ids(collection, wanted, _BOTH)
-        messages = {rid: message_from(rid, doc, meta) for rid, doc, meta in rows(got)}
-    hits: list[SearchHit] = []
-    for neg, _t, rid, kind in best:
-        if kind == "message":
-            if rid in messages:  # a message deleted meanwhile is left out
-                hits.append(SearchHit("message", -neg, message=messages[rid]))
-        else:
-            hits.append(SearchHit("memory", -neg, memory=memories[rid]))
-    return hits
-
-
-def vector_search(
-    store: ChromaStore,
-    user_id: str,
-    vector: Any,
-    kinds: frozenset[str],
-    conversation_id: str | None,
-    limit: int,
-    memory_filter: MemoryFilter | None,
-) -> list[SearchHit]:
-    """Nearest records by cosine among the user's records that pass every filter.
-
-    The user is the collection. The other filters are Chroma ``where`` conditions, and
-    Chroma applies them inside the search. Filtered searches cost time in proportion to the
-    collection, so each search first asks without a filter: when every hit of that answer
-    passes the filters, it is also the filtered answer (nothing that fails a filter was
-    displaced by it), and it is returned; otherwise the filtered search runs.
-    """
-    query = [[float(x) for x in vector]]
-    hits: list[tuple[float, int, str, SearchHit]] = []
-    if "message" in kinds:
-        collection = store.user_records(user_id, "message")
-        conds: list[dict[str, Any]] = [{"vec": True}]
-        if conversation_id is not None:
-            conds.append({"conv": conversation_id})
-
-        def message_ok(meta: dict[str, Any]) -> bool:
-            return bool(meta.get("vec")) and conversation_id in (None, meta.get("conv"))
-
-        for rid, doc, meta, score in _nearest(collection, query, conds, message_ok, limit):
-            rec = message_from(rid, doc, meta)
-            hits.append((-score, -rec.ts_us, rid, SearchHit("message", score, message=rec)))
-    if "memory" in kinds:
-        collection = store.user_records(user_id, "memory")
-        flt = memory_filter or MemoryFilter(user_id=user_id)
-        conds = [{"vec": True}, *memory_conditions(flt, conversation_id)]
-
-        def memory_ok(meta: dict[str, Any]) -> bool:
-            rec = memory_from("", None, meta)
-            return (
-                bool(meta.get("vec"))
-                and flt.matches(rec)
-                and conversation_id in (None, rec.conversation_id)
-            )
-
-        for rid, doc, meta, score in _nearest(collection, query, conds, memory_ok, limit):
-            mem = memory_from(rid, doc, meta)
-            hits.append((-score, -mem.created_us, rid, SearchHit("memory", score, memory=mem)))
-    hits.sort(key=lambda h: h[:3])
-    return [h[3] for h in hits[:limit]]
-
-
-Nearest = list[tuple[str, str | None, dict[str, Any], float]]
-
-
-def _nearest(
-    collection: Any,
-    query: list[list[float]],
-    conds: list[dict[str, Any]],
-    accept: Callable[[dict[str, Any]], bool],
-    limit: int,
-) -> Nearest:
-    if collection is None:
-        return []
-    probe = _query(collection, query, None, limit)
-    if all(accept(meta) for _rid, _doc, meta, _score in probe):
-        return probe
-    return _query(collection, query, all_of(conds), limit)
-
-
-def _query(
-    collection: Any, query: list[list[float]], where: dict[str, Any] | None, limit: int
-) -> Nearest:
-    got = collection.query(
-        query_embeddings=query,
-        n_results=limit,
-        where=where,
-        include=["documents", "metadatas", "distances"],
-    )
-    ids = got["ids"][0]
-    docs = (got.get("documents") or [[None] * len(ids)])[0]
-    metas = (got.get("metadatas") or [[{}] * len(ids)])[0]
-    dists = got["distances"][0]
-    return [
-        (rid, doc, meta or {}, 1.0 - float(dist))
-        for rid, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
-    ]
 
 
 # -------------------------------------------------------------------- vectors
@@ -651,10 +493,10 @@ def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]])
 def statistics(store: ChromaStore, user_id: str) -> dict[str, object]:
     mine = {"user": user_id}
     messages = store.user_records(user_id, "message")
-    got = _get_all(messages, None, ["metadatas"]) if messages is not None else {"ids": []}
+    got = get_all(messages, None, ["metadatas"]) if messages is not None else {"ids": []}
     msgs = [m for _r, _d, m in rows(got)]
     stamps = [int(m["ts_us"]) for m in msgs]
-    sessions = [m for _r, _d, m in rows(_get_all(store.sessions, mine, ["metadatas"]))]
+    sessions = [m for _r, _d, m in rows(get_all(store.sessions, mine, ["metadatas"]))]
     memories = store.user_records(user_id, "memory")
     return {
         "messages": len(msgs),
@@ -695,7 +537,7 @@ def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
 
 def conversation_pairs(store: ChromaStore, user_id: str | None) -> list[tuple[str, str]]:
     where = {"user": user_id} if user_id is not None else None
-    got = _get_all(store.conversations, where, ["metadatas"])
+    got = get_all(store.conversations, where, ["metadatas"])
     return sorted((cid, meta["user"]) for cid, _doc, meta in rows(got))
 
 
@@ -711,7 +553,7 @@ def memories_of(store: ChromaStore, user_id: str) -> list[MemoryRecord]:
     collection = store.user_records(user_id, "memory")
     if collection is None:
         return []
-    got = _get_all(collection, None, _BOTH)
+    got = get_all(collection, None, _BOTH)
     found = [memory_from(rid, doc, meta) for rid, doc, meta in rows(got)]
     return sorted(found, key=lambda r: r.id)
 
@@ -722,5 +564,5 @@ def session_ids(store: ChromaStore, user_id: str | None) -> list[str]:
 
 
 def sessions_by_id(store: ChromaStore, ids: Sequence[str]) -> list[SessionRecord]:
-    got = _get_ids(store.sessions, ids, _BOTH)
+    got = get_ids(store.sessions, ids, _BOTH)
     return [session_from(rid, doc, meta) for rid, doc, meta in rows(got)]

@@ -1,10 +1,11 @@
 """``ChromaMemory``: ChromaDB, embedded (``PersistentClient``) or against a ``chroma run`` server.
 
-Messages and memory entries live in Chroma collections with their embedding vectors, so
-vector search is Chroma's own HNSW index with the user (and every other filter) in its
-``where`` clause. Conversations, sessions and bookkeeping have collections of their own
-(``_chroma_layout``). Chroma does not rank text, so full-text search is BM25 over the user's
-documents loaded from Chroma and kept in process (``_chroma_text``).
+Each user's messages and memory entries live in collections of their own, with their
+embedding vectors, so vector search is Chroma's own HNSW index over the user's records only,
+with every other filter in its ``where`` clause. Conversations, sessions and bookkeeping
+have shared collections (``_chroma_layout``). Chroma does not rank text, so full-text
+search is BM25 over the user's documents loaded from Chroma and kept in process
+(``_chroma_text``, ``_chroma_search``).
 
 The Chroma client blocks, so its calls run on threads (``_chroma_threads``): one writer per
 store, which also groups concurrent message appends into one Chroma call, and a few
@@ -31,6 +32,7 @@ from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..semantic import DEFAULT_MODEL
 from ..url import MemoryURL
 from . import _chroma_ops as ops
+from . import _chroma_search as search
 from ._chroma_layout import check_prefix, check_text
 from ._chroma_store import SCHEMA_VERSION, ChromaStore, acquire, not_found, release
 
@@ -397,7 +399,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
         return await self._read(
-            ops.text_search, user_id, query, kinds, conversation_id, limit, memory_filter
+            search.text_search, user_id, query, kinds, conversation_id, limit, memory_filter
         )
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
@@ -457,5 +459,5 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
         return await self._read(
-            ops.vector_search, user_id, vector, kinds, conversation_id, limit, memory_filter
+            search.vector_search, user_id, vector, kinds, conversation_id, limit, memory_filter
         )
