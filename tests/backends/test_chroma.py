@@ -124,6 +124,9 @@ async def test_records_carry_their_filter_columns_and_vectors(
     assert messages.metadata == {"user": uid, "kind": "messages"}
     # Chroma never embeds: the collections have no embedding function.
     assert messages.configuration.get("embedding_function") is None
+    hnsw = messages.configuration["hnsw"]
+    assert (hnsw["space"], hnsw["ef_construction"], hnsw["ef_search"]) == ("cosine", 200, 200)
+    assert hnsw["max_neighbors"] == 32
     got = messages.get(ids=[str(msg.id)], include=["documents", "metadatas", "embeddings"])
     meta = got["metadatas"][0]
     assert got["documents"] == ["a grey kitten"]
@@ -764,6 +767,19 @@ def test_urls_name_directories_and_servers(tmp_path: Path) -> None:
     assert "s3cret" not in server.describe() and "s3cret" not in repr(server)
     assert server.describe() == "chroma+https://chroma.example:9000?tenant=t&database=d"
     assert from_url("chroma+http://h", embedding_model=None).port == 8000
+    tuned = from_url("chroma:///d?hnsw_ef_search=50&hnsw_max_neighbors=8", embedding_model=None)
+    assert tuned.hnsw == {"ef_construction": 200, "ef_search": 50, "max_neighbors": 8}
+
+
+async def test_index_settings_apply_to_new_user_collections(tmp_path: Path) -> None:
+    mem = ChromaMemory(None, tmp_path / "db", hnsw={"ef_search": 64})
+    uid = new_user_id()
+    await mem.store_message(make_message("hi"), uid, new_conversation_id())
+    await mem.shutdown()
+    client = raw_embedded(tmp_path / "db")
+    hnsw = client.get_collection(user_collection_name("bruno", uid, "messages", 0)).configuration
+    assert (hnsw["hnsw"]["ef_search"], hnsw["hnsw"]["max_neighbors"]) == (64, 32)
+    client.close()
 
 
 @pytest.mark.parametrize(
@@ -778,12 +794,19 @@ def test_urls_name_directories_and_servers(tmp_path: Path) -> None:
         ("chroma:///d?prefix=-bad", "prefix"),
         ("chroma:///d?prefix=a..b", "prefix"),
         ("chroma:///d?readers=0", "readers"),
+        ("chroma:///d?hnsw_ef_search=1", "hnsw.ef_search"),
+        ("chroma:///d?hnsw_ef_search=many", "url option hnsw_ef_search"),
     ],
 )
 def test_bad_urls_are_refused(url: str, argument: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         from_url(url, embedding_model=None)
     assert info.value.argument == argument
+
+
+def test_unknown_index_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown setting"):
+        ChromaMemory(None, tmp_path / "db", hnsw={"m": 4})
 
 
 def test_the_embedding_model_may_come_first(tmp_path: Path) -> None:

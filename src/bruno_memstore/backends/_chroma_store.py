@@ -46,13 +46,18 @@ from ._chroma_layout import (
 from ._chroma_text import TextCache
 from ._chroma_threads import Writer
 
-__all__ = ["ChromaStore", "acquire", "not_found", "release"]
+__all__ = ["HNSW", "HNSW_KEYS", "ChromaStore", "acquire", "not_found", "release"]
 
 SCHEMA_VERSION = 1
 _SEQ_AHEAD = 10_000_000_000  # nanoseconds of arrival numbers reserved per ceiling write
 _COPY_PAGE = 5000
 PLURAL = {"message": "messages", "memory": "memories"}
 ONE = [[1.0]]  # the embedding of bookkeeping records (their collections have dimension 1)
+HNSW = {"ef_construction": 200, "max_neighbors": 32, "ef_search": 200}
+"""Index settings of the users' record collections, where Chroma's defaults (100, 16, 100)
+found 0.65-0.74 of the exact ten nearest among 100,000 MiniLM vectors and these 0.99, at
+about 1 ms a query either way (inserting costs up to a third more)."""
+HNSW_KEYS = frozenset(HNSW)
 
 
 class StoredSpace(NamedTuple):
@@ -84,9 +89,11 @@ class ChromaStore:
         group_type: type,
         group_runner: Callable[[ChromaStore, list[Any]], list[Any]],
         directory: str | None = None,
+        hnsw: dict[str, int] | None = None,
     ) -> None:
         self.key = key
         self.directory = directory
+        self.hnsw = {**HNSW, **(hnsw or {})}
         self.prefix = prefix
         self.shared = shared
         self.refs = 0
@@ -163,14 +170,15 @@ class ChromaStore:
         if close is not None:
             close()
 
-    def _collection(self, name: str, metadata: dict[str, Any] | None = None) -> Any:
+    def _collection(
+        self, name: str, metadata: dict[str, Any] | None = None, *, records: bool = False
+    ) -> Any:
         # No embedding function: Chroma's default one would download a model. Every record
-        # brings its own vector (or a placeholder).
+        # brings its own vector (or a placeholder). Bookkeeping collections hold a constant
+        # one-dimensional vector; their index settings do not matter.
+        hnsw: dict[str, Any] = {"space": "cosine", **(self.hnsw if records else {})}
         return self.client.get_or_create_collection(
-            name,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata=metadata,
+            name, embedding_function=None, configuration={"hnsw": hnsw}, metadata=metadata
         )
 
     def _check_schema(self) -> None:
@@ -195,7 +203,8 @@ class ChromaStore:
             return found
         name = user_collection_name(self.prefix, user_id, PLURAL[kind], self.generation)
         if create:
-            found = self._collection(name, {"user": user_id, "kind": PLURAL[kind]})
+            meta = {"user": user_id, "kind": PLURAL[kind]}
+            found = self._collection(name, meta, records=True)
         else:
             found = self._existing(name)
             if found is None:
