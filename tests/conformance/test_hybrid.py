@@ -27,6 +27,7 @@ from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.base import MemoryBackend
+from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import BackendUnavailableError
 from bruno_memstore.testing import MemoryConformance
 
@@ -73,6 +74,10 @@ class TestHybridMemoryOverSQLite(MemoryConformance):
         await memory.initialize()
         return memory
 
+    async def make_private_memory(self) -> MemoryBackend:
+        # Not connected, so that a test may choose its embedding model first.
+        return HybridMemory(InMemoryStorage(), SQLiteMemory(self.tmp_path / "private.db"))
+
 
 class TestHybridMemoryMemcachedOverSQLite(MemoryConformance):
     capabilities = SQLiteMemory.capabilities
@@ -87,9 +92,15 @@ class TestHybridMemoryMemcachedOverSQLite(MemoryConformance):
         await memory.initialize()
         return memory
 
+    async def make_private_memory(self) -> MemoryBackend:
+        url = self._request.getfixturevalue("memcached_url")
+        cache = MemcachedMemory(url, prefix=PREFIX, ttl=MEMCACHED_TTL, connect_timeout=5)
+        return HybridMemory(cache, SQLiteMemory(self.tmp_path / "private.db"))
+
 
 class TestHybridMemoryRedisOverPostgres(MemoryConformance):
-    capabilities = PostgresMemory.capabilities
+    # The shared PostgreSQL 15 has no pgvector: keyword search only.
+    capabilities = PostgresMemory.capabilities - {Capability.VECTORS}
     forbidden_text: ClassVar[tuple[str, ...]] = ("\x00",)
     forbidden_metadata_text: ClassVar[tuple[str, ...]] = ("\x00",)
 

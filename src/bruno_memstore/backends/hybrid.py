@@ -752,6 +752,11 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ vectors (persistent tier)
 
+    def set_embedding_model(self, embedding_model: Any) -> None:
+        """Use another embedding model, here and in the persistent tier (before connecting)."""
+        super().set_embedding_model(embedding_model)
+        self.persistent.set_embedding_model(self.embedder)
+
     def _vectors(self) -> VectorPrimitives:
         tier = self.persistent
         if not isinstance(tier, VectorPrimitives):
