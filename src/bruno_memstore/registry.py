@@ -43,6 +43,7 @@ _BUILTIN: dict[str, BackendSpec] = {
     "rediss": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
     "memcached": BackendSpec("bruno_memstore.backends.memcached:MemcachedMemory", "memcached"),
     "hybrid": BackendSpec("bruno_memstore.backends.hybrid:HybridMemory"),
+    "chroma": BackendSpec("bruno_memstore.backends.chroma:ChromaMemory", "chroma"),
     "qdrant": BackendSpec("bruno_memstore.backends.qdrant:QdrantMemory", "qdrant"),
 }
 _registered: dict[str, BackendSpec | type[MemoryBackend]] = {}
