@@ -24,7 +24,7 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from bruno_core.models.memory import MemoryType
+from bruno_core.models.memory import MemoryQuery, MemoryType
 from chromadb.config import Settings
 
 import _engines as engines
@@ -566,25 +566,38 @@ async def test_vector_filters_match_the_reference_on_a_server(server_url: str) -
     await mem.shutdown()
 
 
-async def test_a_user_with_few_vectors_among_thousands_is_not_starved(tmp_path: Path) -> None:
-    """2,000 of another user's vectors lie nearer the query than mine: far beyond the
-    index's search breadth (ef_search 100), so a filter applied after the search would
-    return nothing."""
-    near = [1.0, 0.01, 0.0, 0.0]
-    table = {f"other {i}": [1.0, 0.001 * (i % 50), 0.0, 0.0] for i in range(2000)}
-    table["mine"] = [0.2, 1.0, 0.0, 0.0]
-    table["query"] = near
+async def test_strict_filters_are_not_starved_by_nearer_records(tmp_path: Path) -> None:
+    """2,000 records nearer the query than the one that passes the filter, far beyond the
+    index's search breadth: the unfiltered probe finds only them, so the filtered search
+    must run, and it finds the one record (a filter applied after a search would return
+    nothing)."""
+    table = {f"near {i}": [1.0, 0.001 * (i % 50), 0.0, 0.0] for i in range(2000)}
+    table["far"] = [0.2, 1.0, 0.0, 0.0]
+    table["query"] = [1.0, 0.01, 0.0, 0.0]
     mem = ChromaMemory(Vectors(table), tmp_path / "db")
-    other, mine = new_user_id(), new_user_id()
-    others = [make_message(f"other {i}") for i in range(2000)]
+    uid, other = new_user_id(), new_user_id()
+    near = [make_message(f"near {i}") for i in range(2000)]
     for start in range(0, 2000, 500):
-        await mem.store_messages(others[start : start + 500], conversation_id="c-o", user_id=other)
-    msg = make_message("mine")
-    await mem.store_message(msg, mine, "c-m")
-    found = await mem.search(mine, "query", mode="vector", limit=5)
-    assert [r.message.id for r in found if r.message] == [msg.id]
+        await mem.store_messages(near[start : start + 500], conversation_id="c-near", user_id=uid)
+    far = make_message("far")
+    await mem.store_message(far, uid, "c-far")
+    found = await mem.search(uid, "query", mode="vector", limit=5, conversation_id="c-far")
+    assert [r.message.id for r in found if r.message] == [far.id]
+    found = await mem.search(uid, "query", mode="vector", limit=5)
+    assert len(found) == 5 and far.id not in {r.message.id for r in found if r.message}
+    for i in range(300):
+        await mem.store_memory(make_memory_entry(uid, f"near {i}", category="noise"))
+    pets = make_memory_entry(uid, "far", category="pets")
+    await mem.store_memory(pets)
+    got = await mem.retrieve_memories(
+        MemoryQuery(user_id=uid, query_text="query", categories=["pets"], limit=3)
+    )
+    assert [m.id for m in got] == [pets.id]
+    # Another user with nothing near the query sees only their own record.
+    mine = make_message("far")
+    await mem.store_message(mine, other, "c-other")
     theirs = await mem.search(other, "query", mode="vector", limit=5)
-    assert len(theirs) == 5 and msg.id not in {r.message.id for r in theirs if r.message}
+    assert [r.message.id for r in theirs if r.message] == [mine.id]
     await mem.shutdown()
 
 
