@@ -19,7 +19,13 @@ import numpy as np
 
 from .vector_index import VectorIndex
 
-__all__ = ["UserVectorCache", "vector_from_bytes", "vector_to_bytes"]
+__all__ = [
+    "AppendLogIndexes",
+    "StaleLog",
+    "UserVectorCache",
+    "vector_from_bytes",
+    "vector_to_bytes",
+]
 
 Loader = Callable[[], Awaitable[Iterable[tuple[Hashable, Any]]]]
 
@@ -75,3 +81,82 @@ class UserVectorCache:
     def clear(self) -> None:
         """Forget every index."""
         self._entries.clear()
+
+
+Delta = Callable[[int], Awaitable[tuple[Iterable[tuple[Any, ...]], int] | None]]
+
+
+class StaleLog(RuntimeError):
+    """The user's vectors kept changing while an index was loaded (retries ran out)."""
+
+
+class AppendLogIndexes:
+    """Indexes that follow an engine's append log instead of reloading after each append.
+
+    Engines that log which vectors each append added (MariaDB, Redis) key an index by the
+    user's *epoch* (changed only by removals and replacements) and remember how far into
+    the log the index reaches; a query then fetches just the vectors logged since.
+
+    Args:
+        cache: where the indexes live (entries dropped there are forgotten here too).
+    """
+
+    def __init__(self, cache: UserVectorCache) -> None:
+        self.cache = cache
+        self._places: OrderedDict[str, tuple[VectorIndex, int]] = OrderedDict()
+
+    async def index(
+        self,
+        name: str,
+        epoch: Any,
+        logged: int,
+        load: Loader,
+        delta: Delta,
+    ) -> VectorIndex:
+        """The index ``name`` up to log position ``logged``.
+
+        ``load()`` reads every vector (it sees at least the log up to ``logged``);
+        ``delta(after)`` returns the vectors logged after ``after`` and the position they
+        reach, or ``None`` when the log no longer covers them (the index is then reloaded).
+        """
+        fresh: list[int] = []
+
+        async def loader() -> Iterable[tuple[Hashable, Any]]:
+            fresh.append(logged)
+            return await load()
+
+        for _attempt in range(3):
+            index = await self.cache.get(name, epoch, loader)
+            known = self._places.get(name)
+            if known is not None and known[0] is index:
+                position = known[1]
+            elif fresh:
+                position = fresh[-1]
+                self._keep(name, index, position)
+            else:  # loaded by another task; its place in the log is not known: reload
+                self.cache.drop(name)
+                continue
+            if logged > position:
+                got = await delta(position)
+                if got is None:
+                    self.cache.drop(name)
+                    fresh.clear()
+                    continue
+                items, upto = got
+                index.put_many(items)
+                known = self._places.get(name)
+                if known is not None and known[0] is index and known[1] < upto:
+                    self._keep(name, index, upto)
+            return index
+        raise StaleLog("the user's vectors kept changing while they were loaded")
+
+    def forget(self, name: str) -> None:
+        """Drop the index ``name`` and its place."""
+        self._places.pop(name, None)
+        self.cache.drop(name)
+
+    def _keep(self, name: str, index: VectorIndex, position: int) -> None:
+        self._places[name] = (index, position)
+        self._places.move_to_end(name)
+        while len(self._places) > self.cache.max_users:
+            self._places.popitem(last=False)

@@ -27,7 +27,6 @@ import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,7 +56,13 @@ from ..models import (
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import ANALYSIS_VERSION, terms
 from ..url import MemoryURL, redact_url
-from ..vector_cache import UserVectorCache, vector_from_bytes, vector_to_bytes
+from ..vector_cache import (
+    AppendLogIndexes,
+    StaleLog,
+    UserVectorCache,
+    vector_from_bytes,
+    vector_to_bytes,
+)
 from ._mysql_batching import GroupCommitter
 from ._mysql_schema import MIGRATIONS, AddColumn, Dialect, lock_name, render
 
@@ -332,8 +337,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         # Two indexes per user: messages (searched unfiltered, or by conversation) and
         # memory entries (searched through the memory filter).
         self._vector_cache = UserVectorCache(max_users=2 * cache_users)
-        # user -> (the loaded message index, the message generation it holds)
-        self._appended: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # Message indexes follow the append log (the generation each holds).
+        self._logged = AppendLogIndexes(self._vector_cache)
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
@@ -1391,46 +1396,23 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         """The user's message vectors as of ``generation``: the index loaded for this
         message epoch, plus the vectors logged (appended) since it was loaded or last
         brought up to date."""
-        name = f"{user_id}\0message"
-        fresh: list[int] = []
 
-        async def load() -> list[tuple[Any, ...]]:
-            fresh.append(generation)  # the load sees at least what was committed by then
-            return await self._message_vectors(user_id, nbytes)
+        async def delta(after: int) -> tuple[list[tuple[Any, ...]], int] | None:
+            items = await self._appended_vectors(user_id, key[1], after, generation, nbytes)
+            return None if items is None else (items, generation)
 
-        for _attempt in range(3):
-            index = await self._vector_cache.get(name, key, load)
-            known = self._appended.get(user_id)
-            if known is not None and known[0] is index:
-                position = known[1]
-            elif fresh:
-                position = fresh[-1]
-                self._keep_place(user_id, index, position)
-            else:  # loaded elsewhere, place in the log not known (yet): load again
-                self._vector_cache.drop(name)
-                continue
-            if generation > position:
-                items = await self._appended_vectors(user_id, key[1], position, generation, nbytes)
-                if items is None:  # the log no longer covers the gap: load again
-                    self._vector_cache.drop(name)
-                    fresh.clear()
-                    continue
-                index.put_many(items)
-                known = self._appended.get(user_id)
-                if known is not None and known[0] is index and known[1] < generation:
-                    self._keep_place(user_id, index, generation)
-            return index
-        raise BackendError(  # pragma: no cover - only under a storm of deletions
-            "the user's vectors kept changing while they were loaded",
-            backend=self.backend_name,
-            operation="vector_search",
-        )
-
-    def _keep_place(self, user_id: str, index: Any, position: int) -> None:
-        self._appended[user_id] = (index, position)
-        self._appended.move_to_end(user_id)
-        while len(self._appended) > self._vector_cache.max_users:
-            self._appended.popitem(last=False)
+        try:
+            return await self._logged.index(
+                f"{user_id}\0message",
+                key,
+                generation,
+                lambda: self._message_vectors(user_id, nbytes),
+                delta,
+            )
+        except StaleLog as exc:  # pragma: no cover - only under a storm of deletions
+            raise BackendError(
+                str(exc), backend=self.backend_name, operation="vector_search"
+            ) from exc
 
     async def _appended_vectors(
         self, user_id: str, epoch: Any, after: int, upto: int, nbytes: int
@@ -1573,9 +1555,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     counts[kind] += n
                 if n < 5000:
                     break
-        self._vector_cache.drop(f"{user_id}\0message")
+        self._logged.forget(f"{user_id}\0message")
         self._vector_cache.drop(f"{user_id}\0memory")
-        self._appended.pop(user_id, None)
         return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -52,7 +52,7 @@ from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..retry import RetryPolicy
 from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
-from ..vector_cache import UserVectorCache, vector_to_bytes
+from ..vector_cache import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
 from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from ._redis_lua import PRELUDE, SCRIPTS
 
@@ -236,8 +236,8 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
         # Two per user: message vectors, memory-entry vectors.
         self._vector_cache = UserVectorCache(max_users=2 * users)
-        # user -> (the loaded message index, how much of the user's append log it holds)
-        self._appended: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # Message indexes follow the user's append log (how much of it each holds).
+        self._logged = AppendLogIndexes(self._vector_cache)
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
@@ -936,48 +936,25 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     ) -> Any:
         """The user's message vectors as of now: the index loaded for this message epoch,
         plus the vectors logged (appended) since it was loaded or last brought up to date."""
-        key = f"{user_id}\0m"
-        fresh: list[int] = []
 
-        async def load() -> list[tuple[Any, ...]]:
-            fresh.append(logged)  # the load sees at least the log up to here
-            return await self._load_vectors(user_id, "m", nbytes)
+        async def delta(after: int) -> tuple[list[tuple[Any, ...]], int] | None:
+            reply = await self._eval_bytes("vector_delta", [user_id, generation[0], after, nbytes])
+            if reply[0] == b"stale":  # the epoch moved meanwhile
+                return None
+            return _rows(user_id, "m", reply[1:], nbytes, set()), int(reply[0])
 
-        for _attempt in range(3):
-            index = await self._vector_cache.get(key, generation, load)
-            known = self._appended.get(user_id)
-            if known is not None and known[0] is index:
-                position = known[1]
-            elif fresh:
-                position = fresh[-1]
-                self._keep_place(user_id, index, position)
-            else:  # loaded elsewhere, place in the log not known (yet): load again
-                self._vector_cache.drop(key)
-                continue
-            if logged > position:
-                reply = await self._eval_bytes(
-                    "vector_delta", [user_id, generation[0], position, nbytes]
-                )
-                if reply[0] == b"stale":  # the epoch moved meanwhile
-                    self._vector_cache.drop(key)
-                    fresh.clear()
-                    continue
-                index.put_many(_rows(user_id, "m", reply[1:], nbytes, set()))
-                known = self._appended.get(user_id)
-                if known is not None and known[0] is index and known[1] < int(reply[0]):
-                    self._keep_place(user_id, index, int(reply[0]))
-            return index
-        raise BackendError(  # pragma: no cover - only under a storm of deletions
-            "the user's vectors kept changing while they were loaded",
-            backend=self.backend_name,
-            operation="vector_search",
-        )
-
-    def _keep_place(self, user_id: str, index: Any, position: int) -> None:
-        self._appended[user_id] = (index, position)
-        self._appended.move_to_end(user_id)
-        while len(self._appended) > self._vector_cache.max_users:
-            self._appended.popitem(last=False)
+        try:
+            return await self._logged.index(
+                f"{user_id}\0m",
+                generation,
+                logged,
+                lambda: self._load_vectors(user_id, "m", nbytes),
+                delta,
+            )
+        except StaleLog as exc:  # pragma: no cover - only under a storm of deletions
+            raise BackendError(
+                str(exc), backend=self.backend_name, operation="vector_search"
+            ) from exc
 
     async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, ...]]:
         """The user's vectors of one kind with what the filters need, SSCAN step by step."""
