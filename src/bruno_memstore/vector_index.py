@@ -117,11 +117,55 @@ class VectorIndex:
             setattr(self, name, col)
 
     def put_many(self, items: Iterable[tuple[Any, ...]]) -> None:
-        """Add ``(key, vector)`` or ``(key, vector, kind, conversation)`` tuples."""
+        """Add ``(key, vector)`` or ``(key, vector, kind, conversation)`` tuples.
+
+        New keys are added in one block (one matrix copy for the lot); a key already
+        present is replaced in place.
+        """
+        keys: list[Hashable] = []
+        vectors: list[Any] = []
+        kinds: list[int] = []
+        conversations: list[int] = []
+        pending: set[Hashable] = set()
         for item in items:
             key, vec, *labels = item
-            kind, conversation = ([*labels, None, None])[:2]
-            self.put(key, vec, kind=kind, conversation=conversation)
+            kind, conversation = [*labels, None, None][:2]
+            if key in self._rows or key in pending:
+                self._add_block(keys, vectors, kinds, conversations)
+                keys, vectors, kinds, conversations, pending = [], [], [], [], set()
+                self.put(key, vec, kind=kind, conversation=conversation)
+                continue
+            keys.append(key)
+            vectors.append(vec)
+            kinds.append(self._kinds.code(kind))
+            conversations.append(self._conversations.code(conversation))
+            pending.add(key)
+        self._add_block(keys, vectors, kinds, conversations)
+
+    def _add_block(
+        self, keys: list[Hashable], vectors: list[Any], kinds: list[int], convs: list[int]
+    ) -> None:
+        if not keys:
+            return
+        block = np.asarray(
+            [np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors], dtype=np.float32
+        )
+        if self.dimension is None:
+            self.dimension = block.shape[1]
+            self._matrix = np.zeros((0, self.dimension), dtype=np.float32)
+        if block.shape[1] != self.dimension:
+            raise ValueError(
+                f"vectors have {block.shape[1]} dimensions, the index {self.dimension}"
+            )
+        start = len(self._keys)
+        end = start + len(keys)
+        if end > self._matrix.shape[0]:
+            self._grow(max(16, 2 * start, end))
+        self._matrix[start:end] = block
+        self._kind_col[start:end] = kinds
+        self._conv_col[start:end] = convs
+        self._rows.update(zip(keys, range(start, end), strict=True))
+        self._keys.extend(keys)
 
     def remove(self, key: Hashable) -> bool:
         """Drop ``key``'s vector; ``True`` if it was there."""
