@@ -51,6 +51,10 @@ answers() {  # GET /api/v2/heartbeat over bash's /dev/tcp: no curl needed
 
 if ! answers 2>/dev/null; then
   echo "chroma: starting the Chroma server on 127.0.0.1:$port" >&2
+  # A test server starts empty: collections left by earlier runs only cost memory and files.
+  rm -rf "$state/data"
+  # The server keeps files open per collection; the tests create many collections.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   ANONYMIZED_TELEMETRY=False setsid "$repo/.venv/bin/chroma" run --path "$state/data" \
     --host 127.0.0.1 --port "$port" </dev/null >"$state/server.log" 2>&1 9>&- &
   echo $! >"$pidfile"
