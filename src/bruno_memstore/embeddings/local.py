@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,7 +66,7 @@ def _finish(vectors: Any, texts: Sequence[str], dimension: int) -> np.ndarray:
     return out
 
 
-class _LocalModel:
+class _LocalModel(ABC):
     """Lazy loading under a lock, shared by the models below."""
 
     model_name: ClassVar[str]
@@ -88,8 +89,9 @@ class _LocalModel:
                 loaded = self._loaded
         return loaded
 
-    def _load(self) -> Any:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    @abstractmethod
+    def _load(self) -> Any:
+        """Load the weights (called once, under the lock)."""
 
     def load(self) -> None:
         """Load the weights now rather than on the first call."""
@@ -107,8 +109,9 @@ class _LocalModel:
             out[keep] = _finish(rows, [texts[i] for i in keep], self.dimension)
         return out
 
-    def _embed(self, texts: list[str]) -> Any:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> Any:
+        """Raw vectors of non-blank texts (normalised by the caller)."""
 
 
 class StaticEmbedder(_LocalModel):
