@@ -319,7 +319,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if len({r.id for r in records}) != len(records):
             raise InvalidArgumentError("messages", "the batch repeats a message id")
         self._check_records(records)
-        await self._embed_messages(records)
+        await self._embed_records("store_message", records)
         enforce = user_id is not None
         if user_id is None:
             hinted = messages[0].metadata.get("user_id")
@@ -566,7 +566,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self.require(Capability.MEMORIES, "store_memory")
         record = memory_to_record(memory_entry)
         self._check_memory(record)
-        await self._embed_memory(record)
+        await self._embed_records("store_memory", [record])
         existing = await self._run("store_memory", lambda: self._get_memory(record.id))
         if existing is not None and existing.user_id != record.user_id:
             raise OwnershipError(

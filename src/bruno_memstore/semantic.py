@@ -172,26 +172,19 @@ class SemanticSearch:
 
     # ---------------------------------------------------------------- writes
 
-    async def _embed_messages(self: MemoryBackend, records: Sequence[MessageRecord]) -> None:
-        """Set ``vector`` on each record (no-op without an embedding model)."""
+    async def _embed_records(
+        self: MemoryBackend, operation: str, records: Sequence[MessageRecord | MemoryRecord]
+    ) -> None:
+        """Set ``vector`` on each message or memory record (no-op without a model)."""
         if self.embedder is None or not records:
             return
         await self._ensure_connected()  # the engine may turn out to keep no vectors
         if self.embedder is None:
             return
-        embedder = self._vectors_usable("store_message")
-        vectors = await self._embedding("store_message", embedder, [r.content for r in records])
+        embedder = self._vectors_usable(operation)
+        vectors = await self._embedding(operation, embedder, [r.content for r in records])
         for rec, vec in zip(records, vectors, strict=True):
             rec.vector = vec
-
-    async def _embed_memory(self: MemoryBackend, record: MemoryRecord) -> None:
-        if self.embedder is None:
-            return
-        await self._ensure_connected()
-        if self.embedder is None:
-            return
-        embedder = self._vectors_usable("store_memory")
-        record.vector = (await self._embedding("store_memory", embedder, [record.content]))[0]
 
     async def _embedding(
         self: MemoryBackend, operation: str, embedder: Embedder, texts: list[str]
