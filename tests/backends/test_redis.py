@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
+from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 from redis.crc import key_slot
@@ -39,6 +40,7 @@ from bruno_memstore.errors import (
     InvalidArgumentError,
     MissingDependencyError,
     OwnershipError,
+    SchemaError,
 )
 from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
 from bruno_memstore.search import terms
@@ -1076,3 +1078,117 @@ async def test_a_dropped_index_is_recreated_by_the_next_query(search_memory: Red
             break
         await asyncio.sleep(0.05)
     assert [r.content for r in found] == ["the grey kitten"]
+
+
+# ==================================================================== prefixes
+
+
+async def _everything(memory: RedisMemory) -> dict[str, list[Any]]:
+    """Every record the store lists, by kind (what another store must never see)."""
+    out: dict[str, list[Any]] = {}
+    for kind in ("conversations", "messages", "memories", "sessions"):
+        out[kind] = [r async for batch in memory.export_batches(kind) for r in batch]
+    return out
+
+
+async def _fill(memory: RedisMemory, user: str, conversations: list[str], **ids: Any) -> None:
+    """A message and a session in each conversation (the session id is the conversation's),
+    and one memory entry; ``message_id``/``entry_id`` fix the ids of the first two."""
+    for n, conv in enumerate(conversations):
+        msg_id = ids.get("message_id") if n == 0 else None
+        await memory.store_message(make_message(f"said in {conv}", id=msg_id), user, conv)
+        await memory.save_session(
+            SessionContext(session_id=conv, user_id=user, conversation_id=conv)
+        )
+    await memory.store_memory(make_memory_entry(user, f"fact of {user}", id=ids.get("entry_id")))
+
+
+# Suffixes that, appended to a prefix, rebuilt the other store's key names in the layout
+# before version 2: ``co``/``mo``/``eo``/``so`` pointers, ``u`` user tags, ``v`` vectors.
+PREFIX_SUFFIXES = [":co", ":u", ":v", ":mo", ":eo", ":so", ":co:co", "%3Aco", ":"]
+
+
+@pytest.mark.parametrize("suffix", PREFIX_SUFFIXES)
+async def test_a_prefix_extending_another_shares_no_key_with_it(prefix: str, suffix: str) -> None:
+    """Stores under ``P`` and ``P:co`` (and the like) on one server are fully separate."""
+    short = RedisMemory(REDIS_URL, prefix=prefix)
+    long = RedisMemory(REDIS_URL, prefix=prefix + suffix)
+    message_id, entry_id = uuid.uuid4(), uuid.uuid4()
+    try:
+        await _fill(long, "alice", ["c1"], message_id=message_id, entry_id=entry_id)
+        # Conversation ids and a user id that spell the long store's key names.
+        spelled = [
+            f"{k}:{x}" for k in ("co", "mo", "eo", "so") for x in ("c1", message_id, entry_id)
+        ]
+        spelled += ["c1", "users", "meta", "cexp", "eexp", "vgen", "v:{x}"]
+        await _fill(short, "u:alice", spelled)
+        await _fill(short, "co", ["x"])
+        await _fill(long, "bob", ["co:c1", "u:alice"])
+        short_all, long_all = await _everything(short), await _everything(long)
+        assert {r.user_id for r in short_all["memories"]} == {"u:alice", "co"}
+        assert {r.user_id for r in long_all["memories"]} == {"alice", "bob"}
+        assert len(short_all["messages"]) == len(spelled) + 1
+        assert len(long_all["messages"]) == 3
+        assert len(short_all["sessions"]) == len(short_all["conversations"]) == len(spelled) + 1
+        assert len(long_all["sessions"]) == len(long_all["conversations"]) == 3
+        assert [m.content for m in await long.retrieve_messages("c1")] == ["said in c1"]
+        assert [m.content for m in await short.retrieve_messages("c1")] == ["said in c1"]
+        # Erasing a user of one store leaves the other store's records alone.
+        await short.forget_user("u:alice")
+        assert await _everything(long) == long_all
+    finally:
+        for mem in (short, long):
+            await mem.shutdown()
+            await _drop_prefix(mem.keys.prefix)
+
+
+def _layout_1(memory: RedisMemory) -> RedisMemory:
+    """``memory`` naming its keys as key layout 1 did: with its prefix as configured."""
+    memory.keys.prefix = memory.prefix
+    return memory
+
+
+@pytest.mark.parametrize("server", ["plain", "redisearch"])
+async def test_keys_of_key_layout_1_are_refused_until_migrated(prefix: str, server: str) -> None:
+    url = REDIS_URL if server == "plain" else engines.redis_search_url()
+    name = prefix + ":app*[1]%"
+    kw: dict[str, Any] = {"vector_search": "redisearch"} if server == "redisearch" else {}
+    old = _layout_1(RedisMemory(url, prefix=name, **kw))
+    new = RedisMemory(url, prefix=name, **kw)
+    neighbour = RedisMemory(url, prefix=prefix + ":app")  # spells layout 1's names for ids
+    try:
+        await _fill(old, "ali:ce", ["c1", "c:2"])
+        await _fill(old, "bob", ["c3"])
+        await _fill(neighbour, "carol", ["x"])
+        if server == "redisearch":
+            assert (await old.search("ali:ce", "said", mode="vector"))[0].content
+        before = await _everything(old)
+        await old.shutdown()
+        with pytest.raises(SchemaError, match="bruno-memstore migrate"):
+            await new.initialize()
+        moved = await new.migrate_key_layout()
+        assert moved > 10
+        assert await new.migrate_key_layout() == 0  # nothing is left under the old names
+        await new.initialize()
+        assert await _everything(new) == before
+        assert await _everything(neighbour) != before
+        hits = await new.search("ali:ce", "said", mode="vector", limit=5)
+        assert {h.content for h in hits} == {"said in c1", "said in c:2", "fact of ali:ce"}
+        assert [m.content for m in await new.retrieve_messages("c:2")] == ["said in c:2"]
+        # Layout 1's keys are gone; the other store kept every one of its own.
+        left = {k for k in await _keys(name) if _layout_1_owned(k, name)}
+        assert left == set()
+        assert (await _everything(neighbour))["messages"][0].content == "said in x"
+    finally:
+        for mem in (old, new, neighbour):
+            await mem.shutdown()
+        engines.drop_redis_keys(url, prefix)  # every name above starts with it
+        if server == "redisearch":
+            with redis.Redis.from_url(url) as client:
+                for index in client.execute_command("FT._LIST"):
+                    if index.decode().startswith(prefix):
+                        client.execute_command("FT.DROPINDEX", index)
+
+
+def _layout_1_owned(key: str, prefix: str) -> bool:
+    return redis_backend._layout_2_name(key, prefix, "new") is not None or key == prefix + ":meta"

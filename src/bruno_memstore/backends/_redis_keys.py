@@ -1,8 +1,9 @@
 """Key names and sortable encodings of :class:`~bruno_memstore.backends.redis.RedisMemory`.
 
 The Lua scripts build the same names (see ``_redis_lua.PRELUDE``); this module is the Python
-side, used to pass arguments, by tests and by the documentation. Layout, with ``P`` the
-prefix and ``T`` a user's tag ``{P:u:<user>}``:
+side, used to pass arguments, by tests and by the documentation. Layout (version
+:data:`LAYOUT_VERSION`), with ``P`` the *key prefix* (the configured prefix with ``%`` and
+``:`` escaped, see :func:`encode_prefix`) and ``T`` a user's tag ``{P:u:<user>}``:
 
 ==========================  ======  ==========================================================
 key                         type    holds
@@ -41,7 +42,14 @@ key                         type    holds
 ==========================  ======  ==========================================================
 
 Ids inside key names escape ``%``, ``{`` and ``}`` (``%25``, ``%7B``, ``%7D``), so a user id
-can never end its hash tag early and no two ids share a key.
+can never end its hash tag early and no two ids share a key. The key prefix holds no ``:``, so
+every name reads back to one (prefix, kind, id): the prefix is everything before the first
+``:`` (after the ``{`` of a tag), the kind comes next, the id is the rest. Two stores on one
+server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`` included).
+
+Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
+the same key names in both versions. Under a prefix with either character, version 1's names
+are found by :meth:`~bruno_memstore.backends.redis.RedisMemory.migrate_key_layout`.
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ import re
 import struct
 
 __all__ = [
+    "LAYOUT_VERSION",
     "ORDER_KEY_LEN",
     "RedisKeys",
     "encode_id",
+    "encode_prefix",
     "member_seq",
     "rank_member",
     "ts_from_hex",
@@ -61,7 +71,9 @@ __all__ = [
 
 TS_OFFSET = 1 << 62  # makes every representable datetime's microseconds non-negative
 ORDER_KEY_LEN = 28  # 16 hex digits of time + 12 of arrival number
+LAYOUT_VERSION = 2
 _ESCAPE = re.compile(r"[%{}]")
+_PREFIX_ESCAPE = re.compile(r"[%:]")
 _U64 = (1 << 64) - 1
 _I63 = (1 << 63) - 1
 
@@ -71,6 +83,14 @@ def encode_id(value: str) -> str:
     if "%" not in value and "{" not in value and "}" not in value:
         return value
     return _ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def encode_prefix(prefix: str) -> str:
+    """The key prefix of a configured prefix: ``%`` and ``:`` percent-escaped, so it holds no
+    separator and no two prefixes give the same one."""
+    if "%" not in prefix and ":" not in prefix:
+        return prefix
+    return _PREFIX_ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", prefix)
 
 
 def ts_hex(us: int) -> str:
@@ -97,12 +117,12 @@ def rank_member(importance: float, created_us: int, memory_id: str) -> str:
 
 
 class RedisKeys:
-    """Key names under one prefix."""
+    """Key names under one configured prefix; ``prefix`` is its key prefix."""
 
     __slots__ = ("prefix",)
 
     def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+        self.prefix = encode_prefix(prefix)
 
     def tag(self, user_id: str) -> str:
         """The user's hash tag: every per-user key starts with it, so all share a slot."""

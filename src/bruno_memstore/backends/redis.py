@@ -21,6 +21,7 @@ See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from ..errors import (
     InvalidArgumentError,
     MissingDependencyError,
     OwnershipError,
+    SchemaError,
 )
 from ..models import (
     MemoryFilter,
@@ -53,7 +55,7 @@ from ..retry import RetryPolicy
 from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
 from ..vector_cache import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
-from ._redis_keys import RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
+from ._redis_keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from ._redis_lua import PRELUDE, SCRIPTS
 
 try:
@@ -257,7 +259,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     @property
     def vector_index_name(self) -> str:
         """The name of this store's RediSearch index (used in ``"redisearch"`` mode)."""
-        return f"{self.prefix}:vectors"
+        return f"{self.keys.prefix}:vectors"
 
     def _redact(self, text: str) -> str:
         password = self._url.password
@@ -309,6 +311,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                     backend=self.backend_name,
                     operation="connect",
                 )
+            await self._check_layout(client)
             scripts = {}
             for name, body in SCRIPTS.items():
                 script = client.register_script(PRELUDE + body)
@@ -373,6 +376,44 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             if await client.get(lock) == token:
                 await client.delete(lock)
 
+    async def _check_layout(self, client: Any) -> None:
+        """Refuse to work over keys that key layout 1 named differently (see ``_redis_keys``)."""
+        old = self.prefix
+        if old == self.keys.prefix or not await client.hexists(f"{old}:meta", "analysis"):
+            return
+        raise SchemaError(
+            f"the keys of prefix {old!r} are in Redis key layout 1, where a prefix holding "
+            f"':' could share keys with another store's; stop every process using this prefix "
+            f"and run `bruno-memstore migrate --url URL` (RedisMemory.migrate_key_layout) to "
+            f"move them to layout {LAYOUT_VERSION}",
+            backend=self.backend_name,
+            operation="connect",
+        )
+
+    async def migrate_key_layout(self) -> int:
+        """Rename the keys key layout 1 gave this store to their layout-2 names; return how
+        many moved (0 when the prefix holds neither ``:`` nor ``%``: its names did not change).
+
+        Stop every process using the prefix first. Nothing is overwritten, and an interrupted
+        run can be run again: the ``meta`` hash, which marks layout 1, moves last.
+        """
+        old, new = self.prefix, self.keys.prefix
+        if old == new:
+            return 0
+        s = self._settings
+        client = aioredis.Redis.from_url(
+            self._driver_url,
+            decode_responses=True,
+            socket_timeout=s["socket_timeout"],
+            socket_connect_timeout=s["connect_timeout"],
+        )
+        try:
+            return await _move_layout_1(client, old, new)
+        except Exception as exc:
+            raise self._translate("migrate_key_layout", exc) from exc
+        finally:
+            await client.aclose()
+
     async def _reindex(self, client: Any, script: Any, lock: str) -> None:
         users_cursor: int | None = None
         while users_cursor != 0:
@@ -387,7 +428,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                     )
                     args = await self._reindex_args(client, user, docs)
                     if args:
-                        await script(args=[self.prefix, user, *args])
+                        await script(args=[self.keys.prefix, user, *args])
                     await client.pexpire(lock, _LOCK_MS)
 
     async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
@@ -418,7 +459,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 
     async def _eval(self, name: str, args: Sequence[Any]) -> Any:
         """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
-        return await self._command(self._scripts[name], args=[self.prefix, *args])
+        return await self._command(self._scripts[name], args=[self.keys.prefix, *args])
 
     async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         slots = self._slots
@@ -754,7 +795,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 "HASH",
                 "PREFIX",
                 1,
-                f"{self.prefix}:v:",
+                f"{self.keys.prefix}:v:",
                 "SCHEMA",
                 *schema,
             )
@@ -802,8 +843,8 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         return out
 
     def _user_tag(self, user_id: str) -> str:
-        """The ``u`` field of the user's vector documents (the store's prefix is in it)."""
-        return vector_tag(self.prefix + "\0" + user_id)
+        """The ``u`` field of the user's vector documents (the store's key prefix is in it)."""
+        return vector_tag(self.keys.prefix + "\0" + user_id)
 
     def _knn_query(
         self,
@@ -876,7 +917,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
             # Conversations past their TTL leave first (with their vectors), then the query.
-            await self._scripts["vector_state"](args=[self.prefix, user_id], client=pipe)
+            await self._scripts["vector_state"](args=[self.keys.prefix, user_id], client=pipe)
             pipe.execute_command(*args)
             try:
                 _state, reply = await self._command(pipe.execute)
@@ -891,7 +932,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         near: list[tuple[float, str, str]] = []
         for key, fields in _search_results(reply):
             # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
-            cut = key.index("}:", len(self.prefix)) + 2
+            cut = key.index("}:", len(self.keys.prefix)) + 2
             near.append((1.0 - float(fields["dist"]), key[cut], _decode_id(key[cut + 1 :])))
         return near
 
@@ -976,7 +1017,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 
         def call() -> Any:
             return self._client.execute_command(
-                "EVALSHA", script.sha, 0, self.prefix, *args, **{NEVER_DECODE: True}
+                "EVALSHA", script.sha, 0, self.keys.prefix, *args, **{NEVER_DECODE: True}
             )
 
         try:
@@ -1130,6 +1171,60 @@ def _no_index(exc: BaseException) -> bool:
     """Whether a RediSearch error says the index does not exist."""
     text = str(exc).lower()
     return "unknown index" in text or "no such index" in text or "not found" in text
+
+
+# Layout 1's names under prefix P that were P's own: P:<global>, P:<kind>:<id>, and (below)
+# P:v:{P:u:... vector documents and {P:u:... per-user keys. P:meta moves last.
+_LAYOUT_1_GLOBALS = frozenset({"users", "cexp", "eexp", "vgen"})
+_LAYOUT_1_POINTERS = ("co:", "mo:", "so:", "eo:")
+
+
+def _layout_2_name(key: str, old: str, new: str) -> str | None:
+    """The layout-2 name of a layout-1 key of prefix ``old``, or None if it is not one."""
+    tag_old, tag_new = f"{{{old}:u:", f"{{{new}:u:"
+    if key.startswith(tag_old):
+        return tag_new + key[len(tag_old) :]
+    rest = key[len(old) + 1 :]
+    if rest.startswith("v:" + tag_old):
+        return f"{new}:v:{tag_new}{rest[len(tag_old) + 2 :]}"
+    if rest in _LAYOUT_1_GLOBALS or rest.startswith(_LAYOUT_1_POINTERS):
+        return f"{new}:{rest}"
+    return None
+
+
+async def _move_layout_1(client: Any, old: str, new: str) -> int:
+    """Rename every layout-1 key of prefix ``old`` (see ``RedisMemory.migrate_key_layout``)."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in old)
+    found: set[str] = set()
+    for match in (f"{pattern}:*", f"{{{pattern}:u:*"):
+        found.update([key async for key in client.scan_iter(match=match, count=1000)])
+    moved, clashes = 0, []
+    vectors = f"{new}:v:{{{new}:u:"
+    for key in sorted(found):
+        target = _layout_2_name(key, old, new)
+        if target is None:
+            continue
+        if not await client.renamenx(key, target):
+            clashes.append(target)
+            continue
+        moved += 1
+        if target.startswith(vectors):
+            # The owner filter of a vector document holds the key prefix.
+            owner = _decode_id(target[len(vectors) : target.index("}", len(vectors))])
+            await client.hset(target, "u", vector_tag(new + "\0" + owner))
+    if clashes:
+        raise SchemaError(
+            f"{len(clashes)} keys of layout 1 did not move: their new names exist already "
+            f"(first: {clashes[0]!r}); nothing was overwritten"
+        )
+    if await client.exists(f"{old}:meta"):
+        if not await client.renamenx(f"{old}:meta", f"{new}:meta"):
+            raise SchemaError(f"both {old}:meta and {new}:meta exist; nothing was overwritten")
+        moved += 1
+    # RediSearch's index of layout 1 covered the old names; a new one is made on first use.
+    with contextlib.suppress(rexc.ResponseError):
+        await client.execute_command("FT.DROPINDEX", f"{old}:vectors")
+    return moved
 
 
 def _decode_id(text: str) -> str:

@@ -465,10 +465,19 @@ def reindex(
 
 @app.command()
 def migrate(url: UrlOption = DEFAULT_URL) -> None:
-    """Create or upgrade the store's schema (opening a store does this), and report it."""
+    """Create or upgrade the store's schema (opening a store does this), and report it.
+
+    A Redis store whose keys are in key layout 1 has them renamed first: stop every process
+    using the store before.
+    """
 
     async def main() -> tuple[str, Any]:
         async with _opened(url) as memory:
+            move_keys = getattr(memory, "migrate_key_layout", None)
+            if move_keys is not None:
+                moved = await move_keys()
+                if moved:
+                    _say(err, f"Moved {moved} keys to Redis key layout 2")
             await memory.initialize()
             version = getattr(memory, "schema_version", None)
             if callable(version):
