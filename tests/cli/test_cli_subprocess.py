@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -17,12 +18,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, cwd: Path, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SCRIPT), *args],
         cwd=cwd,
         env=_env(),
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -58,9 +62,59 @@ def test_forget_user_without_a_terminal_aborts(tmp_path: Path) -> None:
     url = f"sqlite:///{db}"
     refused = _run("forget-user", "maya", "-u", url, cwd=tmp_path)
     assert refused.returncode == 1
-    assert "Aborted" in refused.stderr
+    assert "without one, pass --yes" in refused.stderr
     stats = _run("stats", "--user", "maya", "-u", url, "--json", cwd=tmp_path)
     assert '"total_messages": 17' in stats.stdout
+
+
+def test_forget_user_with_piped_input_needs_yes(tmp_path: Path) -> None:
+    db = tmp_path / "kept.db"
+    assert _run("demo", "--db", str(db), cwd=tmp_path).returncode == 0
+    url = f"sqlite:///{db}"
+    refused = _run("forget-user", "maya", "-u", url, cwd=tmp_path, stdin="y\n")
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    stats = _run("stats", "--user", "maya", "-u", url, "--json", cwd=tmp_path)
+    assert '"total_messages": 17' in stats.stdout
+    erased = _run("forget-user", "maya", "-u", url, "--yes", cwd=tmp_path, stdin="n\n")
+    assert erased.returncode == 0, erased.stderr
+    assert "Erased user 'maya'" in erased.stdout
+    stats = _run("stats", "--user", "maya", "-u", url, "--json", cwd=tmp_path)
+    assert '"total_messages": 0' in stats.stdout
+
+
+def _on_a_terminal(*args: str, cwd: Path, answer: bytes) -> subprocess.CompletedProcess[str]:
+    """Run the script with a pseudo-terminal as its standard input, typing ``answer``."""
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(SCRIPT), *args],
+            cwd=cwd,
+            env=_env(),
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(primary, answer)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_forget_user_asks_on_a_terminal(tmp_path: Path) -> None:
+    db = tmp_path / "kept.db"
+    assert _run("demo", "--db", str(db), cwd=tmp_path).returncode == 0
+    url = f"sqlite:///{db}"
+    declined = _on_a_terminal("forget-user", "maya", "-u", url, cwd=tmp_path, answer=b"n\n")
+    assert declined.returncode == 1
+    assert "Erase everything stored for user 'maya'" in declined.stderr
+    assert "Aborted" in declined.stderr
+    erased = _on_a_terminal("forget-user", "maya", "-u", url, cwd=tmp_path, answer=b"y\n")
+    assert erased.returncode == 0, erased.stderr
+    assert "Erased user 'maya'" in erased.stdout
 
 
 def test_unknown_scheme_exits_cleanly(tmp_path: Path) -> None:

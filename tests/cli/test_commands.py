@@ -245,27 +245,28 @@ def test_forget_user_without_yes_and_no_stdin_deletes_nothing(
 ) -> None:
     result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db))
     assert result.exit_code == 1
-    assert "Aborted" in result.output
-    assert _stats(demo_db)["total_messages"] == 17
-    declined = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), input="n\n")
-    assert declined.exit_code == 1
+    assert "without one, pass --yes" in result.output
     assert _stats(demo_db)["total_messages"] == 17
 
 
-def test_forget_user_erases_after_confirmation(invoke: Invoke, demo_db: Path) -> None:
-    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), input="y\n")
+def test_forget_user_does_not_take_piped_answers(invoke: Invoke, demo_db: Path) -> None:
+    # Input that is not a terminal is refused whatever it says (the question goes unasked).
+    for answer in ("y\n", "yes\n", "n\n"):
+        result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), input=answer)
+        assert result.exit_code == 1
+        assert "pass --yes" in result.output
+        assert "Erase everything" not in result.output
+    assert _stats(demo_db)["total_messages"] == 17
+
+
+def test_forget_user_with_yes(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), "--yes", input="n\n")
     assert result.exit_code == 0, result.output
     assert "Erased user 'maya'" in result.stdout
     stats = _stats(demo_db)
     assert (stats["total_messages"], stats["sessions"], stats["memories"]) == (0, 0, 0)
     search = invoke("search", "peanut", "--user", "maya", "-u", sqlite_url(demo_db), "--json")
     assert json.loads(search.stdout) == []
-
-
-def test_forget_user_with_yes(invoke: Invoke, demo_db: Path) -> None:
-    result = invoke("forget-user", "maya", "-u", sqlite_url(demo_db), "--yes")
-    assert result.exit_code == 0, result.output
-    assert _stats(demo_db)["total_messages"] == 0
 
 
 # ==================================================================== schema, backends, errors

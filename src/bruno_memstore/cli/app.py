@@ -413,6 +413,9 @@ def forget_user(
 ) -> None:
     """Erase every message, conversation, session and memory entry of a user."""
     if not yes:
+        if not sys.stdin.isatty():
+            # Piped input is not a person answering: a stray 'y' must not erase a user.
+            _fail("forget-user asks for confirmation on a terminal; without one, pass --yes")
         typer.confirm(
             f"Erase everything stored for user {user!r} in {_where(url)}? This cannot be undone",
             abort=True,
