@@ -33,6 +33,8 @@ from bruno_core.interfaces.memory import MemoryInterface
 from bruno_core.models.context import ConversationContext, SessionContext, UserContext
 from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryQuery, MemoryType
 from bruno_core.models.message import Message, MessageRole
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from .capabilities import REQUIRED, Capability
 from .errors import (
@@ -658,8 +660,15 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError("metadata", "expected a dict")
-        session = SessionContext(user_id=user_id, metadata=dict(metadata or {}))
-        await self._save_session(session, "create_session")
+        try:
+            session = SessionContext(user_id=user_id, metadata=dict(metadata or {}))
+        except ValidationError as exc:
+            problem = "; ".join(e["msg"] for e in exc.errors(include_url=False)[:3])
+            raise InvalidArgumentError("metadata", problem) from None
+        try:
+            await self._save_session(session, "create_session")
+        except PydanticSerializationError as exc:  # raised before the write: nothing stored
+            raise InvalidArgumentError("metadata", f"cannot be serialised: {exc}") from None
         return session
 
     async def get_session(self, session_id: str) -> SessionContext | None:

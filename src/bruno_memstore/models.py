@@ -23,6 +23,7 @@ from .errors import InvalidArgumentError
 __all__ = [
     "DEFAULT_USER",
     "MAX_ID_LENGTH",
+    "MAX_JSON_DEPTH",
     "MemoryFilter",
     "MemoryRecord",
     "MessageRecord",
@@ -30,6 +31,7 @@ __all__ = [
     "SearchResult",
     "SessionRecord",
     "check_id",
+    "check_json_depth",
     "check_limit",
     "dump_json",
     "memory_to_record",
@@ -86,14 +88,38 @@ def check_limit(value: Any, argument: str = "limit", *, allow_none: bool = False
     return value
 
 
+MAX_JSON_DEPTH = 100
+"""The deepest nesting of objects and lists accepted in free-form JSON (message metadata,
+memory ``custom_fields``, session metadata and state); the value itself is level 1."""
+
+
+def check_json_depth(value: Any, argument: str) -> None:
+    """Refuse ``value`` if its dicts and lists nest deeper than :data:`MAX_JSON_DEPTH`.
+
+    Walks level by level, without recursion, so any depth (or a cycle) is refused cleanly.
+    """
+    level, depth = [value], 0
+    while level:
+        containers = [v for v in level if isinstance(v, (dict, list, tuple))]
+        if not containers:
+            return
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidArgumentError(
+                argument, f"nests objects and lists deeper than {MAX_JSON_DEPTH} levels"
+            )
+        level = [x for c in containers for x in (c.values() if isinstance(c, dict) else c)]
+
+
 def dump_json(value: Any, argument: str) -> str:
     """Serialise JSON that reads back equal to ``value``, or raise naming ``argument``.
 
     Rejects what would silently change on the way back: NaN/Infinity, non-string keys,
-    tuples, sets and other non-JSON types.
+    tuples, sets and other non-JSON types; and nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
     if isinstance(value, dict) and not value:
         return "{}"
+    check_json_depth(value, argument)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:

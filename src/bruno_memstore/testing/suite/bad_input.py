@@ -6,12 +6,14 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import Message
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
 from ...errors import InvalidArgumentError
+from ...models import MAX_JSON_DEPTH
 from ..builders import make_memory_entry, make_message, new_conversation_id, new_user_id
 from ..harness import ConformanceBase, requires
 
@@ -194,3 +196,39 @@ class BadInputSuite(ConformanceBase):
             await _refused(memory.delete_memory(bad), "memory_id")  # type: ignore[arg-type]
         assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
         assert (await memory.get_statistics(uid))["memories"] == 0
+
+    async def test_json_nested_too_deep(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        for depth in (MAX_JSON_DEPTH + 1, 1_000, 5_000):
+            deep = _nested(depth)
+            msg = make_message("metadata nests too deep", metadata=deep)
+            info = await _refused(memory.store_message(msg, uid, conv), "message.metadata")
+            assert str(MAX_JSON_DEPTH) in str(info)
+            await _refused(memory.create_session(uid, metadata=deep), "metadata")
+            session = SessionContext(user_id=uid, conversation_id=conv, state=deep)
+            await _refused(memory.save_session(session), "state")
+            if Capability.MEMORIES in memory.capabilities:
+                entry = make_memory_entry(uid, "too deep", custom_fields=deep)
+                await _refused(memory.store_memory(entry), "custom_fields")
+        await self._nothing_written(memory, uid, conv)
+        # The documented maximum itself is stored and read back as it was.
+        deepest = _nested(MAX_JSON_DEPTH)
+        await memory.store_message(make_message("as deep as allowed", metadata=deepest), uid, conv)
+        assert (await memory.retrieve_messages(conv))[0].metadata == deepest
+        session = await memory.create_session(uid, metadata=deepest)
+        again = await memory.get_session(session.session_id)
+        assert again is not None and again.metadata == deepest
+
+    async def test_session_metadata_that_cannot_be_stored(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        for metadata in ({"note": "lone \ud800 surrogate"}, {"list": ["\udfff"]}):
+            await _refused(memory.create_session(uid, metadata=metadata), "metadata")
+        assert (await memory.get_statistics(uid))["sessions"] == 0
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """A JSON object nesting ``depth`` levels, objects and lists alternating."""
+    value: Any = {"leaf": True}
+    for outside in range(depth - 2, -1, -1):  # levels still to add around it
+        value = [value] if outside % 2 else {"k": value}
+    return value
