@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryQuery, MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
 
-from bruno_memstore import Capability, InMemoryStorage, OwnershipError
+from bruno_memstore import Capability, ConflictError, InMemoryStorage, OwnershipError
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.transfer import (
     FORMAT_VERSION,
@@ -533,3 +536,151 @@ async def test_export_from_a_store_that_cannot_list_writes_nothing() -> None:
     assert buf.getvalue() == ""
     with pytest.raises(CapabilityError):
         await copy(memcached, InMemoryStorage())
+
+
+# ==================================================================== all or nothing
+
+
+def _of_type(text: str, line_type: str) -> list[dict[str, Any]]:
+    return [x for x in map(json.loads, text.splitlines()) if x["type"] == line_type]
+
+
+async def _take(memory: MemoryBackend, what: str, text: str) -> None:
+    """Make the store refuse the last record of kind ``what`` in ``text``: mallory has it."""
+    mine = Message(role=MessageRole.USER, content="mallory's")
+    if what == "conversation":
+        await memory.store_message(mine, "mallory", _of_type(text, "conversation")[-1]["id"])
+    elif what == "session":
+        session_id = _of_type(text, "session")[-1]["session_id"]
+        await memory.save_session(
+            SessionContext(session_id=session_id, user_id="mallory", conversation_id="m-conv")
+        )
+    elif what == "memory":
+        entry_id = _of_type(text, "memory")[-1]["id"]
+        entry = MemoryEntry(id=entry_id, content="mine", user_id="mallory", memory_type="fact")
+        await memory.store_memory(entry)
+    else:  # the same message id with other content
+        message_id = _of_type(text, "message")[-1]["id"]
+        await memory.store_message(mine.model_copy(update={"id": UUID(message_id)}), "mallory", "m")
+
+
+@pytest.mark.parametrize("what", ["conversation", "session", "memory", "message"])
+async def test_a_refused_import_writes_nothing(make_memory: Factory, what: str) -> None:
+    source = make_memory("source")
+    await populate(source)
+    text = await export_text(source)
+    target = make_memory("target")
+    await _take(target, what, text)
+    before = await export_text(target)
+    with pytest.raises(OwnershipError if what != "message" else ConflictError):
+        await import_text(target, text)
+    assert await export_text(target) == before  # no claimed, empty conversation either
+
+
+async def test_a_refused_stream_writes_nothing(make_memory: Factory) -> None:
+    source = make_memory("source")
+    await populate(source)
+    text = await export_text(source)
+    target = make_memory("target")
+    await _take(target, "memory", text)
+    before = await export_text(target)
+    with pytest.raises(OwnershipError):
+        await import_jsonl(target, _Stream(text))
+    assert await export_text(target) == before
+
+
+def _meanwhile(url: str, action: Callable[[MemoryBackend], Awaitable[None]]) -> None:
+    """Run ``action`` on another store at ``url``, from another thread, to completion: a
+    second writer acting while an import is under way."""
+    from bruno_memstore import open_memory
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        async def main() -> None:
+            other = open_memory(url)
+            try:
+                await action(other)
+            finally:
+                await other.shutdown()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported in the importing thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and not failures, failures
+
+
+@asynccontextmanager
+async def _shared_store(engine: str, tmp_path: Path) -> AsyncIterator[str]:
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        async with _server_urls(engine) as (url, _unused):
+            yield url
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("stage", ["conversation", "memory"])
+async def test_an_import_failing_midway_removes_what_it_created(
+    engine: str, stage: str, tmp_path: Path
+) -> None:
+    """Another writer takes a record of the file after the checks: the import fails while
+    writing and removes the conversations and memory entries it created; alice's conversation
+    that existed before stays, with what the import added to it."""
+    from bruno_memstore import open_memory
+
+    source = InMemoryStorage()
+    await populate(source)
+    text = await export_text(source)
+    conversations = _of_type(text, "conversation")
+    async with _shared_store(engine, tmp_path) as url:
+        target = open_memory(url)
+        try:
+            await target.store_message(
+                Message(role=MessageRole.USER, content="mine"), "alice", "trip"
+            )
+            fired: list[str] = []
+
+            def progress(kind: str, _n: int) -> None:
+                # After the first write of the stage before the one that will fail.
+                trigger = "conversation" if stage == "conversation" else "message"
+                if kind == trigger and not fired:
+                    fired.append(kind)
+                    _meanwhile(url, lambda other: _take(other, stage, text))
+
+            with pytest.raises(OwnershipError):
+                await import_jsonl(target, io.StringIO(text), progress)
+            assert fired
+            after = await export_text(target)
+            kept = {(c["id"], c["user_id"]) for c in _of_type(after, "conversation")}
+            if stage == "conversation":
+                assert kept == {("trip", "alice"), (conversations[-1]["id"], "mallory")}
+            else:
+                assert kept == {("trip", "alice")}
+            # Only records of conversations that existed before stay (trip's, added to it).
+            assert {m["conversation_id"] for m in _of_type(after, "message")} <= {
+                "trip",
+                conversations[-1]["id"],
+            }
+            assert {x["conversation_id"] for x in _of_type(after, "session")} <= {"trip"}
+            assert {m["user_id"] for m in _of_type(after, "memory")} <= {"mallory"}
+            trip = [
+                m["content"] for m in _of_type(after, "message") if m["conversation_id"] == "trip"
+            ]
+            assert "mine" in trip
+            # Running it again once the other writer is gone completes it.
+            if stage == "memory":
+                entry_id = _of_type(text, "memory")[-1]["id"]
+                await target.delete_memory(entry_id, user_id="mallory")
+                await import_jsonl(target, io.StringIO(text))
+                done = canonical(await export_text(target))
+                assert set(canonical(text)[0]) <= set(done[0]) | {
+                    x for x in canonical(text)[0] if '"conversation"' in x and "trip" in x
+                }
+        finally:
+            await target.shutdown()

@@ -14,13 +14,19 @@ conversation, in the store's own order, so ties keep their arrival order), memor
 export imported into an empty store exports again byte for byte. Importing is idempotent:
 messages are keyed by id, sessions and memories are replaced by id. Progress is reported
 through a plain callback, so this module needs nothing beyond the library itself.
+
+An import is checked whole before it writes (see :func:`import_jsonl`), and undoes what it
+created when a write fails anyway.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import asdict, dataclass
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
@@ -31,8 +37,16 @@ from pydantic import BaseModel, ValidationError
 
 from .base import MemoryBackend
 from .capabilities import Capability
-from .errors import InvalidArgumentError
-from .models import MemoryRecord, MessageRecord, SessionRecord, check_id, session_to_record
+from .errors import InvalidArgumentError, OwnershipError
+from .models import (
+    MemoryRecord,
+    MessageRecord,
+    SessionRecord,
+    check_id,
+    memory_to_record,
+    message_to_record,
+    session_to_record,
+)
 
 __all__ = [
     "FORMAT",
@@ -54,6 +68,7 @@ ProgressCallback = Callable[[str, int], None]
 ``kind`` is ``"conversation"``, ``"session"``, ``"message"`` or ``"memory"``."""
 
 _M = TypeVar("_M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 _MESSAGE_BATCH = 500  # messages written per store_messages call (one transaction)
 _EXPORT_KINDS = (
@@ -218,6 +233,7 @@ class _Conversation:
 class _MessageItem:
     message: Message
     conversation_id: str
+    record: MessageRecord  # the message as it will be stored (validated)
 
 
 _Item = _Conversation | SessionRecord | _MessageItem | MemoryEntry
@@ -252,7 +268,9 @@ class _Parser:
             if line_type == "message":
                 return self._message(fields, line)
             if line_type == "memory":
-                return _model(MemoryEntry, fields, line)
+                entry = _model(MemoryEntry, fields, line)
+                memory_to_record(entry)  # every check store_memory makes, before any write
+                return entry
         except InvalidArgumentError as exc:
             if isinstance(exc, ImportFormatError):
                 raise
@@ -300,7 +318,8 @@ class _Parser:
             fields["timestamp"] = datetime.fromisoformat(stamp)
         except ValueError:
             raise ImportFormatError(line, f"bad timestamp {stamp!r}") from None
-        return _MessageItem(_model(Message, fields, line), conversation_id)
+        message = _model(Message, fields, line)
+        return _MessageItem(message, conversation_id, message_to_record(message, conversation_id))
 
 
 def _exact_keys(fields: dict[str, Any], expected: set[str], line: int) -> None:
@@ -325,16 +344,32 @@ def _model(cls: type[_M], fields: dict[str, Any], line: int) -> _M:
         raise ImportFormatError(line, f"{where}: {first['msg']}") from None
 
 
-class _Writer:
-    """Writes items into a store, batching consecutive messages of one conversation."""
+@dataclass(slots=True)
+class _Plan:
+    """What a checked import will create: conversations and memory entries not yet stored."""
 
-    def __init__(self, memory: MemoryBackend, progress: ProgressCallback | None) -> None:
+    new_conversations: set[str] = field(default_factory=set)
+    new_memories: set[str] = field(default_factory=set)
+
+
+class _Writer:
+    """Writes items into a store, batching consecutive messages of one conversation.
+
+    With a :class:`_Plan` it remembers what it created, so that :meth:`undo` can remove it.
+    """
+
+    def __init__(
+        self, memory: MemoryBackend, progress: ProgressCallback | None, plan: _Plan | None = None
+    ) -> None:
         self.memory = memory
         self.progress = progress
+        self.plan = plan
         self.counts = TransferCounts()
         self.owners: dict[str, str] = {}
         self._pending: list[Message] = []
         self._pending_conv: str | None = None
+        self._created: dict[str, set[str]] = {}  # new conversation -> message ids written
+        self._created_memories: list[str] = []
 
     async def write(self, item: _Item) -> None:
         if isinstance(item, _MessageItem):
@@ -353,13 +388,17 @@ class _Writer:
                 "import",
                 lambda: memory._append_messages(item.id, item.owner, [], enforce_owner=True),
             )
+            self._track(item.id)
             self._tick("conversation", 1)
         elif isinstance(item, SessionRecord):
             self.owners.setdefault(item.conversation_id, item.user_id)
             await memory._run("import", lambda: memory._put_session(item))
+            self._track(item.conversation_id)
             self._tick("session", 1)
         else:
             await memory.store_memory(item)
+            if self.plan is not None and str(item.id) in self.plan.new_memories:
+                self._created_memories.append(str(item.id))
             self._tick("memory", 1)
 
     async def flush(self) -> None:
@@ -371,6 +410,7 @@ class _Writer:
         new = await self.memory.store_messages(
             batch, conversation_id=conv, user_id=self.owners[conv]
         )
+        self._track(conv, batch)
         self.counts.existing_messages += len(batch) - new
         self._tick("message", len(batch))
 
@@ -378,6 +418,28 @@ class _Writer:
         _count(self.counts, kind, n)
         if self.progress is not None:
             self.progress(kind, n)
+
+    def _track(self, conversation_id: str, messages: Iterable[Message] = ()) -> None:
+        """Note a write made into a conversation this import creates (each write is atomic:
+        one that failed wrote nothing)."""
+        if self.plan is not None and conversation_id in self.plan.new_conversations:
+            self._created.setdefault(conversation_id, set()).update(str(m.id) for m in messages)
+
+    async def undo(self) -> None:
+        """Remove the memory entries and conversations (with their messages and sessions)
+        this import created. A conversation holding a message the import did not write (or
+        no longer its owner's) was written by someone else meanwhile, and stays."""
+        memory = self.memory
+        for memory_id in self._created_memories:
+            await memory._run("import", lambda m=memory_id: memory._delete_memory(m))
+        for conv, written in self._created.items():
+            owner = await memory._run("import", lambda c=conv: memory._conversation_owner(c))
+            stored = await memory._run(
+                "import",
+                lambda c=conv: memory._read_window(conversation_id=c, user_id=None, limit=None),
+            )
+            if owner == self.owners[conv] and all(r.id in written for r in stored):
+                await memory._run("import", lambda c=conv: memory._delete_messages(c, frozenset()))
 
 
 def _parse_lines(lines: Iterable[str]) -> Iterable[tuple[int, Any]]:
@@ -390,12 +452,90 @@ def _parse_lines(lines: Iterable[str]) -> Iterable[tuple[int, Any]]:
             raise ImportFormatError(number, f"not JSON ({exc.msg})") from None
 
 
-def _validate_file(fp: IO[str]) -> None:
+def _items(fp: IO[str]) -> Iterator[_Item]:
+    """The file's records, validated, in file order (the header checked and left out)."""
     parser = _Parser()
     for number, obj in _parse_lines(fp):
-        parser.parse(obj, number)
+        item = parser.parse(obj, number)
+        if item is not None:
+            yield item
     if not parser.seen_header:
         raise ImportFormatError(1, "empty file: no format header")
+
+
+@contextmanager
+def _seekable(fp: IO[str]) -> Iterator[IO[str]]:
+    """``fp``, or for a stream (stdin) a temporary copy of it, so it can be read thrice."""
+    if fp.seekable():
+        yield fp
+        return
+    with tempfile.SpooledTemporaryFile(
+        max_size=16 << 20, mode="w+", encoding="utf-8", newline=""
+    ) as copy:
+        for line in fp:
+            copy.write(line)
+        copy.seek(0)
+        yield copy  # type: ignore[misc]
+
+
+async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan:
+    """Everything the store could refuse, checked before the first write: the owner of each
+    conversation, session and memory entry, stored messages with the file's ids, and the
+    engine's own refusals. Returns what the import will create."""
+    op = "import"
+    owners: dict[str, str] = {}
+    sessions: dict[str, str] = {}
+    memories: dict[str, str] = {}
+    batch: list[MessageRecord] = []
+    for item in items:
+        if isinstance(item, _Conversation):
+            owners[item.id] = item.owner
+        elif isinstance(item, SessionRecord):
+            memory._check_session(item)
+            owners.setdefault(item.conversation_id, item.user_id)
+            sessions[item.session_id] = item.user_id
+        elif isinstance(item, _MessageItem):
+            batch.append(item.record)
+            if len(batch) >= _MESSAGE_BATCH:
+                await _check_messages(memory, batch)
+                batch = []
+        else:
+            memory.require(Capability.MEMORIES, "store_memory")
+            record = memory_to_record(item)
+            memory._check_memory(record)
+            memories[record.id] = record.user_id
+    await _check_messages(memory, batch)
+    plan = _Plan()
+    for conv, owner in owners.items():
+        stored = await memory._run(op, lambda c=conv: memory._conversation_owner(c))
+        if stored is None:
+            plan.new_conversations.add(conv)
+        elif stored != owner:
+            _refuse(memory, f"conversation {conv!r} belongs to another user")
+    for session_id, user in sessions.items():
+        session = await memory._run(op, lambda s=session_id: memory._get_session(s))
+        if session is not None and session.user_id != user:
+            _refuse(memory, f"session {session_id!r} belongs to another user")
+    for memory_id, user in memories.items():
+        entry = await memory._run(op, lambda m=memory_id: memory._get_memory(m))
+        if entry is None:
+            plan.new_memories.add(memory_id)
+        elif entry.user_id != user:
+            _refuse(memory, f"memory {memory_id} belongs to another user")
+    return plan
+
+
+async def _check_messages(memory: MemoryBackend, records: list[MessageRecord]) -> None:
+    """Refuse records the engine cannot hold, and ids that name a different stored message."""
+    if not records:
+        return
+    memory._check_records(records)
+    found = await memory._run("import", lambda: memory._get_messages([r.id for r in records]))
+    memory._raise_on_conflict(records, found)
+
+
+def _refuse(memory: MemoryBackend, problem: str) -> None:
+    raise OwnershipError(problem, backend=memory.backend_name, operation="import")
 
 
 async def import_jsonl(
@@ -405,9 +545,15 @@ async def import_jsonl(
 ) -> TransferCounts:
     """Load a JSON Lines export into ``memory``.
 
-    A seekable file is checked whole before anything is written, so a malformed file writes
-    nothing; a stream (stdin) is checked line by line as it is written. Importing the same
-    file twice stores one copy of everything.
+    All or nothing, as far as the store allows. Before the first write the whole file is
+    checked (a stream, such as stdin, is first copied to a temporary file), and so is
+    everything the store could refuse: each conversation's, session's and memory entry's
+    owner, stored messages with the file's ids, the engine's own limits. A refusal writes
+    nothing. If a write fails anyway (the engine, or another writer claiming a conversation
+    meanwhile), the conversations this import created are deleted again with their messages
+    and sessions, and so are the memory entries it created; what it added to conversations
+    that existed before, and the sessions and entries it replaced, stay. Importing the same
+    file twice stores one copy of everything, so running it again completes it.
 
     Args:
         memory: the destination store.
@@ -419,23 +565,33 @@ async def import_jsonl(
 
     Raises:
         ImportFormatError: a line is malformed (its number is in the message).
-        OwnershipError: a conversation in the file belongs to another user in ``memory``.
+        OwnershipError: a conversation, session or memory entry in the file belongs to
+            another user in ``memory``.
         ConflictError: a message id in the file names a different stored message.
     """
-    if fp.seekable():
-        start = fp.tell()
-        _validate_file(fp)
-        fp.seek(start)
-    await memory.initialize()
-    parser = _Parser()
-    writer = _Writer(memory, progress)
-    for number, obj in _parse_lines(fp):
-        item = parser.parse(obj, number)
-        if item is not None:
-            await writer.write(item)
-    if not parser.seen_header:
-        raise ImportFormatError(1, "empty file: no format header")
-    await writer.flush()
+    with _seekable(fp) as source:
+        start = source.tell()
+        for _item in _items(source):
+            pass
+        await memory.initialize()
+        source.seek(start)
+        plan = await _check_against(memory, _items(source))
+        source.seek(start)
+        writer = _Writer(memory, progress, plan)
+        try:
+            for item in _items(source):
+                await writer.write(item)
+            await writer.flush()
+        except BaseException as exc:
+            try:
+                await writer.undo()
+            except Exception as failed:
+                log.warning("import: could not undo a failed import: %s", failed)
+                exc.add_note(
+                    f"the import could not remove what it had written ({failed}); "
+                    "running it again completes it"
+                )
+            raise
     return writer.counts
 
 
