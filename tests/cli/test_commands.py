@@ -197,6 +197,38 @@ def test_import_of_a_bad_file_fails_cleanly(invoke: Invoke, tmp_path: Path) -> N
     assert "nope.jsonl" in missing.stderr
 
 
+def test_import_refused_by_an_owner_writes_nothing(
+    invoke: Invoke, demo_db: Path, tmp_path: Path
+) -> None:
+    from bruno_core.models.message import Message, MessageRole
+
+    text = invoke("export", "-u", sqlite_url(demo_db)).stdout
+    lines = [json.loads(line) for line in text.splitlines()]
+    last = [x["id"] for x in lines if x["type"] == "conversation"][-1]
+    target = tmp_path / "taken.db"
+
+    async def take() -> None:
+        memory = _open(target)
+        try:
+            await memory.store_message(Message(role=MessageRole.USER, content="x"), "eve", last)
+        finally:
+            await memory.shutdown()
+
+    asyncio.run(take())
+    for source in ("file", "stdin"):
+        if source == "file":
+            path = tmp_path / "all.jsonl"
+            path.write_text(text, encoding="utf-8")
+            result = invoke("import", str(path), "-u", sqlite_url(target))
+        else:
+            result = invoke("import", "-", "-u", sqlite_url(target), input=text)
+        _clean_failure(result)
+        assert "belongs to another user" in result.stderr
+        stats = _stats(target)
+        assert (stats["conversations"], stats["total_messages"], stats["memories"]) == (0, 0, 0)
+        assert _stats(target, "eve")["conversations"] == 1
+
+
 def test_export_to_an_unwritable_place(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
     result = invoke("export", "-u", sqlite_url(demo_db), "-o", str(tmp_path / "no" / "x.jsonl"))
     _clean_failure(result)
