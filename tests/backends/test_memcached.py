@@ -112,6 +112,26 @@ async def test_prefixes_keep_memories_apart(url: str) -> None:
         await b.shutdown()
 
 
+@pytest.mark.parametrize("suffix", [".co", "-co", "_co", ".c", "co"])
+async def test_a_prefix_extending_another_shares_no_key(url: str, suffix: str) -> None:
+    """Key names are ``prefix:kind:hash`` and a prefix holds no ':', so stores under ``pt``
+    and ``pt.co`` (or any two prefixes) never name the same key."""
+    base = f"p{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InvalidArgumentError, match="prefix"):
+        MemcachedMemory(url, prefix=base + ":co")
+    short, long = MemcachedMemory(url, prefix=base), MemcachedMemory(url, prefix=base + suffix)
+    try:
+        await long.store_message(make_message("long"), "alice", "c1")
+        await short.store_message(make_message("short"), "bob", "c1")  # not alice's here
+        await short.store_memory(make_memory_entry("alice", "short's entry"))
+        assert [m.content for m in await long.retrieve_messages("c1")] == ["long"]
+        assert [m.content for m in await short.retrieve_messages("c1")] == ["short"]
+        assert (await long.get_statistics("alice"))["memories"] == 0
+    finally:
+        await short.shutdown()
+        await long.shutdown()
+
+
 # ==================================================================== values and parts
 
 
