@@ -312,6 +312,45 @@ def test_migrate_creates_the_schema(invoke: Invoke, tmp_path: Path) -> None:
     assert path.exists() and path.stat().st_size > 0
 
 
+def test_migrate_moves_redis_keys_of_key_layout_1(invoke: Invoke) -> None:
+    from urllib.parse import quote
+
+    import redis
+    from bruno_core.models.message import Message, MessageRole
+
+    from bruno_memstore.backends.redis import RedisMemory
+
+    base = f"cli-{uuid4().hex[:10]}"
+    prefix = f"{base}:tenant"
+    url = f"redis://127.0.0.1:6379/0?prefix={quote(prefix)}"
+
+    async def write_layout_1() -> None:
+        memory = RedisMemory(url)
+        memory.keys.prefix = prefix  # the names key layout 1 gave
+        try:
+            await memory.store_message(Message(role=MessageRole.USER, content="hi"), "maya", "c")
+        finally:
+            await memory.shutdown()
+
+    try:
+        asyncio.run(write_layout_1())
+        refused = invoke("stats", "--user", "maya", "-u", url)
+        _clean_failure(refused)
+        assert "bruno-memstore migrate" in refused.stderr
+        result = invoke("migrate", "-u", url)
+        assert result.exit_code == 0, result.output
+        assert "Moved" in result.stderr and "key layout 2" in result.stderr
+        assert "RedisMemory" in result.stdout and "is ready" in result.stdout
+        stats = invoke("stats", "--user", "maya", "-u", url, "--json")
+        assert json.loads(stats.stdout)["total_messages"] == 1
+    finally:
+        with redis.Redis.from_url("redis://127.0.0.1:6379/0") as client:
+            for pattern in (f"{base}*", f"{{{base}*"):
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                if keys:
+                    client.delete(*keys)
+
+
 def test_backends_lists_schemes_extras_and_status(invoke: Invoke) -> None:
     result = invoke("backends")
     assert result.exit_code == 0, result.output
