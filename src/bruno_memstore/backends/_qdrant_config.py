@@ -96,11 +96,9 @@ def split_server_url(url: str, api_key: str | None) -> tuple[str, str | None, st
     """``(scheme://host:port, path prefix or None, API key or None)`` of a server URL."""
     if not isinstance(url, str):
         raise InvalidArgumentError("url", "expected a string")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidArgumentError("url", "not a valid URL") from None
+    MemoryURL.parse(url)  # the shared rule for the user part: refuses an ambiguous one
+    parts = urlsplit(url)
+    port = parts.port
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgumentError("url", "expected http://host:port or https://host:port")
     if parts.username:

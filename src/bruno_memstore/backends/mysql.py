@@ -349,10 +349,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         return redact_url(self._url.raw)
 
     def _redact(self, text: str) -> str:
-        password = self._url.password
-        if password:
-            text = text.replace(password, "***")
-        return text
+        return self._url.redact(text)
 
     @property
     def table_prefix(self) -> str:

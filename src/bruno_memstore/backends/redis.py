@@ -260,8 +260,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         return f"{self.prefix}:vectors"
 
     def _redact(self, text: str) -> str:
-        password = self._url.password
-        return text.replace(password, "***") if password else text
+        return self._url.redact(text)
 
     # ================================================================ lifecycle
 
