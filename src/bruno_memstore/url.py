@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidArgumentError
 
-__all__ = ["MemoryURL", "hide_secrets", "redact_url"]
+__all__ = ["MemoryURL", "check_header_secret", "hide_secrets", "redact_url"]
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -118,6 +118,16 @@ class MemoryURL:
     def __repr__(self) -> str:
         # Query values may hold whole URLs with passwords (hybrid://?cache=...).
         return f"MemoryURL({str(self)!r})"
+
+
+def check_header_secret(argument: str, secret: str | None) -> str | None:
+    """``secret`` (a token or API key), refused unless it can travel in an HTTP header:
+    printable ASCII. The message does not quote it."""
+    if secret is not None and (
+        not isinstance(secret, str) or not secret.isascii() or not secret.isprintable()
+    ):
+        raise InvalidArgumentError(argument, "expected printable ASCII (it is sent in a header)")
+    return secret
 
 
 def hide_secrets(text: str, *secrets: str | None) -> str:

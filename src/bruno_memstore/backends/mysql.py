@@ -383,7 +383,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             "host": url.host or "127.0.0.1",
             "port": url.port or 3306,
             "user": url.username or "root",
-            "password": url.password or "",
+            # UTF-8, as the server hashed it (the driver would encode a str as latin-1).
+            "password": (url.password or "").encode(),
             "database": self._database,
             "charset": "utf8mb4",
             "autocommit": True,
