@@ -124,6 +124,36 @@ async def test_an_encoded_password_never_shows(
     shows_nothing_of(password, *texts)
 
 
+@pytest.mark.parametrize("password", NASTY)
+def test_constructors_taking_a_url_apply_the_same_rule(password: str) -> None:
+    from bruno_memstore.backends.memcached import MemcachedMemory
+    from bruno_memstore.backends.mysql import MySQLMemory
+    from bruno_memstore.backends.postgres import PostgresMemory
+    from bruno_memstore.backends.qdrant import QdrantMemory
+    from bruno_memstore.backends.redis import RedisMemory
+
+    for build in (
+        lambda: PostgresMemory(dsn=f"postgresql://u:{password}@{CLOSED}/test"),
+        lambda: MySQLMemory(f"mysql://u:{password}@{CLOSED}/test"),
+        lambda: RedisMemory(redis_url=f"redis://u:{password}@{CLOSED}/0"),
+        lambda: MemcachedMemory(f"memcached://u:{password}@{CLOSED}"),
+        lambda: QdrantMemory(url=f"http://:{password}@{CLOSED}", embedding_model=None),
+    ):
+        with pytest.raises(InvalidArgumentError) as info:
+            build()
+        shows_nothing_of(password, *_error_texts(info.value))
+
+
+def test_a_token_sent_in_a_header_must_be_printable_ascii() -> None:
+    from bruno_memstore.backends.chroma import ChromaMemory
+
+    for token in ("Pw1xäQz2y", "Pw1x\nQz2y"):
+        with pytest.raises(InvalidArgumentError) as info:
+            ChromaMemory(host="127.0.0.1", port=1, token=token, embedding_model=None)
+        assert info.value.argument == "token"
+        shows_nothing_of(token, *_error_texts(info.value))
+
+
 def test_inner_url_errors_of_a_hybrid_are_redacted() -> None:
     sqlite = quote("sqlite:///x.db", safe="")
     for password in NASTY:

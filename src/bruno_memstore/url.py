@@ -161,18 +161,26 @@ def _ambiguity(rest: str) -> str | None:
         return "holds control characters (percent-encode them)"
     if "#" in rest:
         return f"has a '#' (a memory URL takes no fragment): {_ENCODE_HINT}"
-    authority = rest[: _end(rest, "/?#")]
-    ats = rest.count("@")
-    if ats == 0:
-        return None
-    if ats == 1 and "@" in authority:
-        userinfo = authority.rpartition("@")[0]
-        if _BAD_ESCAPE.search(userinfo):
-            return f"has a '%' that starts no escape in its user part: {_ENCODE_HINT}"
-        return None
-    if not authority and "@" not in rest[_end(rest, "?") :]:
-        return None  # no host: '@' in a file path (sqlite:///dir/a@b.db)
-    return f"cannot be split into user part and host for sure: {_ENCODE_HINT}"
+    end = _userinfo_end(rest)
+    if end is None:
+        return f"cannot be split into user part and host for sure: {_ENCODE_HINT}"
+    if _BAD_ESCAPE.search(rest[: max(end, 0)]):
+        return f"has a '%' that starts no escape in its user part: {_ENCODE_HINT}"
+    return None
+
+
+def _userinfo_end(rest: str) -> int | None:
+    """Index of the '@' that ends the user part of the text after ``://``; -1 when there is
+    no user part, ``None`` when where it ends cannot be known for sure."""
+    authority_end = _end(rest, "/?#")
+    at = rest.find("@")
+    if at < 0:
+        return -1
+    if at < authority_end and rest.count("@") == 1:
+        return at
+    if authority_end == 0 and "@" not in rest[_end(rest, "?#") :]:
+        return -1  # no host: the '@' are in a file path (sqlite:///dir/a@b.db)
+    return None
 
 
 def _decode(text: str, url: str) -> str:
@@ -191,16 +199,13 @@ def _end(text: str, stops: str) -> int:
 
 def _split_userinfo(rest: str) -> tuple[str, str]:
     """``(redacted user part with its '@', or '', the rest)`` of the text after ``://``."""
-    if "@" not in rest:
+    end = _userinfo_end(rest)
+    if end is None:  # unsure: hide all that could be a user part
+        return "***@", rest.rpartition("@")[2]
+    if end < 0:
         return "", rest
-    authority = rest[: _end(rest, "/?#")]
-    if rest.count("@") == 1 and "@" in authority:
-        userinfo, _, after = rest.partition("@")
-        user, colon, _ = userinfo.partition(":")
-        return (f"{user}:***@" if colon else "***@"), after
-    if not authority and "@" not in rest[_end(rest, "?#") :]:
-        return "", rest  # no host: the '@' are in a file path
-    return "***@", rest.rpartition("@")[2]  # unsure: hide all that could be a user part
+    user, colon, _ = rest[:end].partition(":")
+    return (f"{user}:***@" if colon else "***@"), rest[end + 1 :]
 
 
 def _redact_query(tail: str) -> str:
