@@ -163,7 +163,7 @@ def _ambiguity(rest: str) -> str | None:
         return f"has a '#' (a memory URL takes no fragment): {_ENCODE_HINT}"
     end = _userinfo_end(rest)
     if end is None:
-        return f"cannot be split into user part and host for sure: {_ENCODE_HINT}"
+        return f"is ambiguous (where its user part ends cannot be told): {_ENCODE_HINT}"
     if _BAD_ESCAPE.search(rest[: max(end, 0)]):
         return f"has a '%' that starts no escape in its user part: {_ENCODE_HINT}"
     return None
