@@ -1,17 +1,34 @@
 """Memory URLs: ``engine[+driver]://[user[:password]@]host[:port]/path?option=value``.
 
 Parsing is shared; each backend reads its own options from :attr:`MemoryURL.query`.
-Passwords never appear in ``str()``/``repr()`` of a URL or of a memory built from one.
+Credentials never appear in ``str()``/``repr()`` of a URL or of a memory built from one.
+
+The rule for the user part (docs/backends.md, "URLs and credentials"): after ``://``, an
+unencoded ``@`` may appear exactly once, ending the user part, which then holds no ``/``,
+``?`` or ``#`` (those end the host part first). Anything else could be read two ways (drivers
+disagree on which ``@`` ends the user part), so :meth:`MemoryURL.parse` refuses it and asks
+for the user name and password to be percent-encoded. A URL with no host
+(``sqlite:///dir/a@b.db``) has no user part, so its path may hold ``@``. No memory URL has
+a fragment: ``#`` is refused everywhere.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidArgumentError
 
-__all__ = ["MemoryURL", "redact_url"]
+__all__ = ["MemoryURL", "check_header_secret", "hide_secrets", "redact_url"]
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ENCODE_HINT = (
+    "percent-encode the user name and password, e.g. urllib.parse.quote(password, safe='') "
+    "('@' %40, '/' %2F, '?' %3F, '#' %23, '%' %25); any other '@' is written %40"
+)
 
 
 @dataclass(frozen=True)
@@ -30,21 +47,31 @@ class MemoryURL:
 
     @classmethod
     def parse(cls, url: str) -> MemoryURL:
-        """Parse ``url``; raise ``InvalidArgumentError`` (with the URL redacted) if malformed."""
-        if not isinstance(url, str) or "://" not in url:
+        """Parse ``url``; raise ``InvalidArgumentError`` (with the URL redacted) if malformed
+        or if its user part is ambiguous (see the module docstring)."""
+        scheme_text, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
+        if not sep or not _SCHEME.fullmatch(scheme_text):
             # Not echoed: without a scheme the password cannot be located reliably.
             raise InvalidArgumentError("url", "expected 'scheme://...'")
-        parts = urlsplit(url)
-        scheme, _, driver = parts.scheme.lower().partition("+")
+        problem = _ambiguity(rest)
+        if problem is not None:
+            raise InvalidArgumentError("url", f"{redact_url(url)!r} {problem}")
         try:
+            parts = urlsplit(url)
             port = parts.port
         except ValueError:
-            raise InvalidArgumentError("url", f"bad port in {redact_url(url)!r}") from None
+            # A bad port, a bad IPv6 address, characters that NFKC-normalise to '@', '/', ':'.
+            # Not echoed: the text after '://' may be a password whose '@host' is missing.
+            raise InvalidArgumentError(
+                "url",
+                f"the host or port of this {scheme_text}:// URL is unreadable; {_ENCODE_HINT}",
+            ) from None
+        scheme, _, driver = parts.scheme.lower().partition("+")
         return cls(
             scheme=scheme,
             driver=driver or None,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
+            username=_decode(parts.username, url) if parts.username else None,
+            password=_decode(parts.password, url) if parts.password is not None else None,
             host=parts.hostname,
             port=port,
             path=unquote(parts.path),
@@ -77,6 +104,14 @@ class MemoryURL:
                 "url", f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
 
+    def redact(self, text: str) -> str:
+        """``text`` (a driver's message) with this URL redacted and its password hidden in
+        every spelling: decoded, as written in the URL, and percent-encoded."""
+        text = text.replace(self.raw, str(self))
+        if self.password:
+            text = hide_secrets(text, self.password, urlsplit(self.raw).password)
+        return text
+
     def __str__(self) -> str:
         return redact_url(self.raw)
 
@@ -85,27 +120,127 @@ class MemoryURL:
         return f"MemoryURL({str(self)!r})"
 
 
+def check_header_secret(argument: str, secret: str | None) -> str | None:
+    """``secret`` (a token or API key), refused unless it can travel in an HTTP header:
+    printable ASCII. The message does not quote it."""
+    if secret is not None and (
+        not isinstance(secret, str) or not secret.isascii() or not secret.isprintable()
+    ):
+        raise InvalidArgumentError(argument, "expected printable ASCII (it is sent in a header)")
+    return secret
+
+
+def hide_secrets(text: str, *secrets: str | None) -> str:
+    """``text`` with each non-empty secret, as given and percent-encoded, replaced by ``***``."""
+    spellings = {s for secret in secrets if secret for s in (secret, quote(secret, safe=""))}
+    for secret in sorted(spellings, key=len, reverse=True):  # longest first: no partial leftovers
+        text = text.replace(secret, "***")
+    return text
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, also in URLs nested in query values."""
+    """``url`` for display: its user part hidden, also in URLs nested in query values.
+
+    ``user:password@`` shows as ``user:***@``; a user part without ``:`` (which may be a
+    token) as ``***@``. When the user part cannot be located for sure (see the module
+    docstring), everything from ``://`` to the last ``@`` is hidden. Text that is not a URL
+    is shown from its last ``@`` on. A URL without credentials is returned unchanged.
+    """
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return _redact_text(url)
+    userinfo, tail = _split_userinfo(rest)
+    return f"{scheme}://{userinfo}{_redact_query(tail)}"
+
+
+def _ambiguity(rest: str) -> str | None:
+    """Why the text after ``://`` cannot be read one way only, or ``None``."""
+    if _CONTROL.search(rest):
+        return "holds control characters (percent-encode them)"
+    if "#" in rest:
+        return f"has a '#' (a memory URL takes no fragment): {_ENCODE_HINT}"
+    end = _userinfo_end(rest)
+    if end is None:
+        return f"is ambiguous (where its user part ends cannot be told): {_ENCODE_HINT}"
+    if _BAD_ESCAPE.search(rest[: max(end, 0)]):
+        return f"has a '%' that starts no escape in its user part: {_ENCODE_HINT}"
+    return None
+
+
+def _userinfo_end(rest: str) -> int | None:
+    """Index of the '@' that ends the user part of the text after ``://``; -1 when there is
+    no user part, ``None`` when where it ends cannot be known for sure."""
+    authority_end = _end(rest, "/?#")
+    at = rest.find("@")
+    if at < 0:
+        return -1
+    if at < authority_end and rest.count("@") == 1:
+        return at
+    if authority_end == 0 and "@" not in rest[_end(rest, "?#") :]:
+        return -1  # no host: the '@' are in a file path (sqlite:///dir/a@b.db)
+    return None
+
+
+def _decode(text: str, url: str) -> str:
     try:
-        parts = urlsplit(url)
-        netloc, query = parts.netloc, parts.query
-        if query and "://" in unquote(query):
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = "&".join(f"{k}={redact_url(v) if '://' in v else v}" for k, v in pairs)
-        if parts.password is not None:
-            user = quote(unquote(parts.username or ""), safe="")
-            host = parts.hostname or ""
-            if ":" in host:
-                host = f"[{host}]"
-            netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        if (netloc, query) == (parts.netloc, parts.query):
-            return url  # untouched: geturl() would also normalise "sqlite:///x" to "sqlite:/x"
-        rest = (
-            parts.path
-            + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else "")
-        )
-        return f"{parts.scheme}://{netloc}{rest}"
-    except ValueError:
-        return "<unparsable url>"
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(
+            "url", f"{redact_url(url)!r} has escapes in its user part that are not UTF-8"
+        ) from None
+
+
+def _end(text: str, stops: str) -> int:
+    """Index of the first of ``stops`` in ``text``, or its length."""
+    return min((i for i in (text.find(c) for c in stops) if i >= 0), default=len(text))
+
+
+def _split_userinfo(rest: str) -> tuple[str, str]:
+    """``(redacted user part with its '@', or '', the rest)`` of the text after ``://``."""
+    end = _userinfo_end(rest)
+    if end is None:  # unsure: hide all that could be a user part
+        return "***@", rest.rpartition("@")[2]
+    if end < 0:
+        return "", rest
+    user, colon, _ = rest[:end].partition(":")
+    return (f"{user}:***@" if colon else "***@"), rest[end + 1 :]
+
+
+def _redact_query(tail: str) -> str:
+    """``tail`` (path, query) with percent-encoded URLs in query values redacted."""
+    path, sep, query = tail.partition("?")
+    if not sep or "%" not in query:
+        return tail
+    return f"{path}?{'&'.join(_redact_piece(piece) for piece in query.split('&'))}"
+
+
+def _redact_piece(piece: str) -> str:
+    """One ``key=value`` of a query: shown decoded and redacted if an encoded '@' is in it."""
+    decoded = _decode_until_at(piece)
+    if decoded is None:
+        return piece
+    key, eq, value = decoded.partition("=")
+    return f"{key}{eq}{redact_url(value)}" if "@" not in key else _redact_text(decoded)
+
+
+def _decode_until_at(text: str) -> str | None:
+    """``text`` percent-decoded as many times as it takes to show an '@', or ``None``."""
+    for _ in range(8):
+        decoded = unquote(text)
+        if decoded == text:
+            return None
+        if "@" in decoded:
+            return decoded
+        text = decoded
+    return None
+
+
+def _redact_text(text: str) -> str:
+    """Text that is not a URL: everything before its last '@' (raw or encoded) hidden."""
+    if "@" not in text:
+        text = _decode_until_at(text) or text
+    if "@" not in text:
+        return text
+    return "***@" + text.rpartition("@")[2]

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
+from _secrets import NASTY, PLAIN, shows_nothing_of
 from bruno_memstore.errors import InvalidArgumentError
 from bruno_memstore.url import MemoryURL, redact_url
 
@@ -69,7 +70,20 @@ def test_malformed_url_error_hides_the_password() -> None:
         ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
         ("postgresql://u:p%2Fw@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
         ("postgresql://u:pw@host/db", "postgresql://u:***@host/db"),
-        ("postgresql://u@host/db", "postgresql://u@host/db"),
+        ("postgresql://u@host/db", "postgresql://***@host/db"),
+        ("redis://secret@host", "redis://***@host"),
+        ("redis://:secret@host", "redis://:***@host"),
+        ("redis://:@host", "redis://:***@host"),
+        ("redis://u:p/ss@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://u:p?ss@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://u:p#ss@host:6379/0", "redis://***@host:6379/0"),
+        ("redis://u:p@ss@host:6379/0", "redis://***@host:6379/0"),
+        ("postgresql://u:pw@host/db?application_name=a@b", "postgresql://***@b"),
+        ("sqlite:///dir/a@b.db", "sqlite:///dir/a@b.db"),
+        ("sqlite:///dir/a@b.db?x=c@d", "sqlite://***@d"),
+        ("user:secret@host", "***@host"),
+        ("user%3Asecret%40host", "***@host"),
+        ("memory://", "memory://"),
         ("sqlite:///memory.db", "sqlite:///memory.db"),
         ("redis://user%40corp:pw@h/0", "redis://user%40corp:***@h/0"),
     ],
@@ -80,6 +94,101 @@ def test_redact_url(raw: str, expected: str) -> None:
 
 def test_redact_unparsable_url_reveals_nothing() -> None:
     assert "secret" not in redact_url("http://u:secret@[bad")
+    assert redact_url(None) == "<not a URL>"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("password", NASTY)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "postgresql://u:{}@127.0.0.1:5432/test",
+        "redis://:{}@127.0.0.1:6379/0",
+        "mysql://root:{}@127.0.0.1/test?table_prefix=x",
+        "hybrid://?cache=redis://:{}@h/0&persistent=sqlite:///x.db",
+        "chroma+http://:{}@127.0.0.1:8000",
+        "x://{}@h",
+        "x://u:{}@h",
+    ],
+)
+def test_an_unencoded_password_is_refused_without_showing_it(template: str, password: str) -> None:
+    raw = template.format(password)
+    with pytest.raises(InvalidArgumentError) as info:
+        MemoryURL.parse(raw)
+    shows_nothing_of(password, str(info.value), repr(info.value), redact_url(raw))
+    assert "percent-encode" in str(info.value)
+
+
+@pytest.mark.parametrize("password", PLAIN)
+def test_a_plain_password_needs_no_encoding(password: str) -> None:
+    url = MemoryURL.parse(f"redis://u:{password}@127.0.0.1:6379/0")
+    assert (url.username, url.password, url.host) == ("u", password, "127.0.0.1")
+    shows_nothing_of(password, str(url), repr(url))
+
+
+def test_an_unreadable_host_or_port_is_not_echoed() -> None:
+    for raw in ("x://u:Pw1x/Qz2y", "x://[Pw1xQz2y", "x://h:99999999/Pw1xQz2y"):
+        with pytest.raises(InvalidArgumentError) as info:
+            MemoryURL.parse(raw)
+        shows_nothing_of("Pw1x/Qz2y", str(info.value))
+        assert "host or port" in str(info.value)
+
+
+@pytest.mark.parametrize("password", NASTY + PLAIN)
+def test_a_percent_encoded_password_is_decoded_and_never_shown(password: str) -> None:
+    url = MemoryURL.parse(f"redis://us%40er:{quote(password, safe='')}@127.0.0.1:6379/0")
+    assert (url.username, url.password, url.host, url.port) == (
+        "us@er",
+        password,
+        "127.0.0.1",
+        6379,
+    )
+    assert str(url) == "redis://us%40er:***@127.0.0.1:6379/0"
+    shows_nothing_of(password, str(url), repr(url))
+    driver_text = f"failed at {url.raw}: auth {password} / {quote(password, safe='')}"
+    assert url.redact(driver_text) == f"failed at {url}: auth *** / ***"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "redis://h:6379/0#frag",  # no fragment in a memory URL
+        "redis://u:p@h/0?x=a@b",  # a second '@', in the query
+        "redis://u@x:p@h/0",  # '@' in the user name
+        "redis://h/0?tab=\t",
+        "redis://h/\n0",
+    ],
+)
+def test_ambiguous_urls_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        MemoryURL.parse(raw)
+    assert info.value.argument == "url"
+
+
+def test_user_part_escapes_must_be_utf8() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        MemoryURL.parse("redis://:%ffSecr3t@h/0")
+    assert "Secr3t" not in str(info.value)
+
+
+def test_at_signs_in_the_path_of_a_url_without_host() -> None:
+    assert MemoryURL.parse("sqlite:///dir/a@b.db").path == "/dir/a@b.db"
+    assert MemoryURL.parse("sqlite:///dir/a%40b.db").path == "/dir/a@b.db"
+
+
+def test_nested_url_parse_errors_are_redacted() -> None:
+    for password in NASTY + PLAIN:
+        inner = f"redis://:{password}@127.0.0.1:6379/0"
+        outer = f"hybrid://?cache={quote(inner, safe='')}&persistent=sqlite%3A%2F%2F%2Fx.db"
+        shows_nothing_of(password, redact_url(outer), str(MemoryURL.parse(outer)))
+        if password in NASTY:
+            with pytest.raises(InvalidArgumentError) as info:
+                MemoryURL.parse(MemoryURL.parse(outer).query["cache"])
+            shows_nothing_of(password, str(info.value))
+
+
+def test_doubly_encoded_nested_urls_are_redacted() -> None:
+    inner = quote(quote("redis://:Pw1xQz2y@h/0", safe=""), safe="")
+    assert "Pw1xQz2y" not in redact_url(f"hybrid://?cache={inner}")
 
 
 def test_typed_options() -> None:

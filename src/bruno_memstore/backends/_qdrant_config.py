@@ -16,7 +16,7 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from ..errors import InvalidArgumentError
-from ..url import MemoryURL
+from ..url import MemoryURL, check_header_secret
 
 __all__ = [
     "DEFAULT_PORT",
@@ -96,11 +96,9 @@ def split_server_url(url: str, api_key: str | None) -> tuple[str, str | None, st
     """``(scheme://host:port, path prefix or None, API key or None)`` of a server URL."""
     if not isinstance(url, str):
         raise InvalidArgumentError("url", "expected a string")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidArgumentError("url", "not a valid URL") from None
+    MemoryURL.parse(url)  # the shared rule for the user part: refuses an ambiguous one
+    parts = urlsplit(url)
+    port = parts.port
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgumentError("url", "expected http://host:port or https://host:port")
     if parts.username:
@@ -111,7 +109,8 @@ def split_server_url(url: str, api_key: str | None) -> tuple[str, str | None, st
         api_key = unquote(parts.password)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     prefix = parts.path.rstrip("/") or None
-    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}", prefix, api_key or None
+    api_key = check_header_secret("api_key", api_key or None)
+    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}", prefix, api_key
 
 
 def make_client(

@@ -30,7 +30,7 @@ from ..errors import InvalidArgumentError, MissingDependencyError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..semantic import DEFAULT_MODEL
-from ..url import MemoryURL
+from ..url import MemoryURL, check_header_secret, hide_secrets
 from . import _chroma_ops as ops
 from . import _chroma_search as search
 from ._chroma_layout import check_prefix, check_text
@@ -169,7 +169,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         self.ssl = bool(ssl)
         self.tenant = tenant
         self.database = database
-        self._token = token
+        self._token = check_header_secret("token", token)
         self._headers = dict(headers or {})
         self._store: ChromaStore | None = None
 
@@ -358,7 +358,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        return hide_secrets(text, self._token)
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:

@@ -244,7 +244,13 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         ``cache_max_age``, ``context_window`` and ``operation_timeout``; keywords win.
         """
         url.check_options({"cache", "persistent", *_URL_OPTIONS})
-        if url.host or url.port or url.path not in ("", "/") or url.username:
+        if (
+            url.host
+            or url.port
+            or url.path not in ("", "/")
+            or url.username
+            or url.password is not None
+        ):
             raise InvalidArgumentError(
                 "url", "a hybrid URL has no host or path: hybrid://?cache=<url>&persistent=<url>"
             )

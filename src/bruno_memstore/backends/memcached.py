@@ -233,6 +233,11 @@ class MemcachedMemory(MemoryBackend):
             raise InvalidArgumentError("connect_timeout", "must be a positive number")
         if parsed.path not in ("", "/"):
             raise InvalidArgumentError("url", "memcached URLs have no path")
+        if parsed.username or parsed.password is not None:
+            # Silently ignored, a password would only end up in logs.
+            raise InvalidArgumentError(
+                "url", "memcached takes no user or password: memcached://host:port"
+            )
         self._url = parsed
         self._host = parsed.host or "127.0.0.1"
         self._port = parsed.port or 11211

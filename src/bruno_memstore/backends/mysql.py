@@ -349,10 +349,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         return redact_url(self._url.raw)
 
     def _redact(self, text: str) -> str:
-        password = self._url.password
-        if password:
-            text = text.replace(password, "***")
-        return text
+        return self._url.redact(text)
 
     @property
     def table_prefix(self) -> str:
@@ -386,7 +383,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             "host": url.host or "127.0.0.1",
             "port": url.port or 3306,
             "user": url.username or "root",
-            "password": url.password or "",
+            # UTF-8, as the server hashed it (the driver would encode a str as latin-1).
+            "password": (url.password or "").encode(),
             "database": self._database,
             "charset": "utf8mb4",
             "autocommit": True,

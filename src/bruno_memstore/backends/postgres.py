@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
@@ -227,7 +227,6 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         }
         self._url = url
         self._dsn = _driver_dsn(url)
-        self._password = url.password or ""
         self.schema = _check(opt, "schema", str, _DEFAULT_SCHEMA)
         self.language = _check(opt, "language", str, _DEFAULT_LANGUAGE)
         self.min_size = _check(opt, "min_size", int, 1, low=0)
@@ -285,11 +284,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         return redact_url(self._url.raw)
 
     def _redact(self, text: str) -> str:
-        text = text.replace(self._url.raw, self.describe())
-        if self._password:
-            for secret in {self._password, quote(self._password, safe="")}:
-                text = text.replace(secret, "***")
-        return text
+        return self._url.redact(text)
 
     # ---------------------------------------------------------------- lifecycle
 

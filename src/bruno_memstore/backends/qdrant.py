@@ -26,7 +26,7 @@ from ..capabilities import DATABASE, Capability
 from ..errors import InvalidArgumentError, MissingDependencyError, OwnershipError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
-from ..url import MemoryURL
+from ..url import MemoryURL, hide_secrets
 
 try:
     from qdrant_client import AsyncQdrantClient
@@ -159,10 +159,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         return f"qdrant+{scheme}://{secret}{rest}{self._url_prefix or ''}{query}"
 
     def _redact(self, text: str) -> str:
-        if self._api_key:
-            for secret in {self._api_key, quote(self._api_key, safe="")}:
-                text = text.replace(secret, "***")
-        return text
+        return hide_secrets(text, self._api_key)
 
     # ================================================================ errors
 

@@ -262,8 +262,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         return f"{self.keys.prefix}:vectors"
 
     def _redact(self, text: str) -> str:
-        password = self._url.password
-        return text.replace(password, "***") if password else text
+        return self._url.redact(text)
 
     # ================================================================ lifecycle
 

@@ -143,7 +143,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         options win over query options."""
         if url.driver is not None:
             raise InvalidArgumentError("url", f"sqlite takes no driver (got {url.driver!r})")
-        if url.host or url.username or url.port:
+        if url.host or url.username or url.password is not None or url.port:
             raise InvalidArgumentError(
                 "url",
                 "a sqlite URL has no host: use sqlite:///relative/path.db, "

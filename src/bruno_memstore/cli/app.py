@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, contextmanager
 from importlib import import_module
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn, TypeVar
+from urllib.parse import quote
 
 import structlog
 import typer
@@ -191,8 +192,9 @@ def demo(
 
 
 def _sqlite_url(path: Path) -> str:
-    # sqlite:/// + an absolute path gives four slashes, as SQLAlchemy spells it.
-    return f"sqlite:///{path.resolve()}"
+    # sqlite:/// + an absolute path gives four slashes, as SQLAlchemy spells it; '#', '?'
+    # and '%' in the path are escaped (a '#' would otherwise be refused).
+    return f"sqlite:///{quote(str(path.resolve()), safe='/:')}"
 
 
 async def _has_user_data(memory: MemoryBackend, user_id: str) -> bool:
