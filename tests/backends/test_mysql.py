@@ -216,16 +216,6 @@ async def test_four_byte_text_and_metadata_are_stored_exactly(
     assert list(got.metadata) == ["z", "a", "m"]
 
 
-async def test_lone_surrogates_are_refused_before_writing(memory: MySQLMemory) -> None:
-    uid, conv = new_user_id(), new_conversation_id()
-    bad = make_message("fine text", metadata={"k": "half \udc80 a pair"})
-    with pytest.raises(InvalidArgumentError) as info:
-        await memory.store_message(bad, uid, conv)
-    assert info.value.argument == "message.metadata"
-    assert await memory.retrieve_messages(conv) == []
-    assert await memory.get_session(conv) is None
-
-
 async def test_newer_schema_is_refused(memory: MySQLMemory, prefix: str) -> None:
     await _query(
         f"INSERT INTO `{prefix}schema_version` (version, name) VALUES (%s, 'from the future')",

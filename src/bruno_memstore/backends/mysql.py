@@ -52,6 +52,7 @@ from ..models import (
     MessageRecord,
     SearchHit,
     SessionRecord,
+    check_text,
 )
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import ANALYSIS_VERSION, terms
@@ -192,18 +193,6 @@ def _placeholders(n: int) -> str:
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _check_text(value: str | None, argument: str) -> None:
-    """Refuse text MySQL cannot store in utf8mb4 (lone surrogates) before writing."""
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(
-            argument, "contains a lone surrogate, which utf8mb4 cannot store"
-        ) from None
 
 
 @dataclass(slots=True)
@@ -682,9 +671,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:
-            _check_text(rec.conversation_id, "conversation_id")
-            _check_text(rec.content, "message.content")
-            _check_text(rec.metadata, "message.metadata")
             if self._row_size(rec) > self._max_packet - 4096:
                 raise InvalidArgumentError(
                     "message",
@@ -956,7 +942,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        _check_text(record.payload, "memory_entry")
         t = self._t
         cols = (
             "id, user_id, content, memory_type, category, tags, confidence, importance, "
@@ -1107,13 +1092,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _put_session(self, record: SessionRecord) -> None:
-        for value, argument in (
-            (record.session_id, "session_id"),
-            (record.user_id, "user_id"),
-            (record.conversation_id, "conversation_id"),
-            (record.payload, "session"),
-        ):
-            _check_text(value, argument)
         async with self._transaction() as cur:
             owners = await self._claim(cur, {record.conversation_id: record.user_id})
             if owners[record.conversation_id] != record.user_id:
@@ -1301,7 +1279,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
         table = self._t["vector_space"]
-        _check_text(space.model, "embedding_model")
+        check_text(space.model, "embedding_model")
         if not replace:
             await self._execute(
                 f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
