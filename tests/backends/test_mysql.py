@@ -37,6 +37,7 @@ from bruno_memstore.backends.mysql import (
     search_terms,
 )
 from bruno_memstore.errors import (
+    BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
     MissingDependencyError,
@@ -485,6 +486,40 @@ async def test_a_bad_row_fails_only_its_own_writer(prefix: str) -> None:
         assert len(failed) == 1 and "no_such_table" in str(failed[0])
         got = await mem.retrieve_context(uid, conversation_id=conv, limit=50)
         assert {m.id for m in got} == {m.id for m in good}
+    finally:
+        await mem.shutdown()
+
+
+async def test_a_client_side_failure_fails_only_its_own_writer(prefix: str) -> None:
+    # The doomed row fails in the client, before the server sees it (its vector cannot be
+    # encoded): an error with no server code, which must still fail only its own writer.
+    doomed = make_message("this row cannot be encoded")
+
+    class Garbling(MySQLMemory):
+        async def _insert_rows(self, cur: Any, rows: list[Any]) -> None:
+            for _, rec, _ in rows:
+                if rec.id == str(doomed.id):
+                    rec.vector = ["not a number"]
+            await super()._insert_rows(cur, rows)
+
+    mem = Garbling(MYSQL_URL, table_prefix=prefix, embedding_model=None)
+    try:
+        await mem.initialize()
+        assert mem._committer is not None
+        uid = new_user_id()
+        good = [make_message(f"good {i}", timestamp=at(i)) for i in range(10)]
+        writers = [*good[:5], doomed, *good[5:]]
+        before = mem._committer.batches
+        results = await asyncio.gather(
+            *(mem.store_message(m, uid, new_conversation_id()) for m in writers),
+            return_exceptions=True,
+        )
+        assert mem._committer.batches - before < len(writers)  # they did share a batch
+        assert [r for r in results if r is not None] == [results[5]]
+        assert isinstance(results[5], BackendError)
+        assert isinstance(results[5].cause, ValueError)
+        stats = await mem.get_statistics(uid)
+        assert stats["total_messages"] == 10 and stats["conversations"] == 10
     finally:
         await mem.shutdown()
 

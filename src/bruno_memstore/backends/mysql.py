@@ -367,6 +367,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             return code in _UNAVAILABLE_CODES
         return isinstance(exc, (ConnectionError, OSError))
 
+    def _is_systemic(self, exc: BaseException) -> bool:
+        """Whether a failed group commit failed for the engine's sake, not one append's."""
+        return self._is_transient(exc) or self._is_unavailable(exc)
+
     # ================================================================ lifecycle
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -431,7 +435,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         if self._batching:
             self._committer = GroupCommitter(
-                self._write_batch,
+                self._write_transaction,
+                is_systemic=self._is_systemic,
                 max_batch=self._max_batch,
                 max_inflight=min(2, writers),
                 weight=lambda a: a.size,
@@ -702,31 +707,16 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         if self._committer is not None:
             return await self._committer.submit(request)
-        (result,) = await self._write_batch([request])
+        (result,) = await self._write_transaction([request])
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def _write_batch(self, requests: list[_Append]) -> Sequence[AppendResult | BaseException]:
-        """Write several appends in one transaction; isolate a request that breaks it."""
-        try:
-            return await self._write_transaction(requests)
-        except Exception as exc:
-            if len(requests) == 1 or self._is_transient(exc) or _error_code(exc) is None:
-                raise
-        # A non-transient failure (a bad row): run each request alone, so only its own
-        # caller sees the error.
-        out: list[AppendResult | BaseException] = []
-        for request in requests:
-            try:
-                out.extend(await self._write_transaction([request]))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
     async def _write_transaction(
-        self, requests: list[_Append]
+        self, requests: Sequence[_Append]
     ) -> list[AppendResult | BaseException]:
+        """Write several appends in one transaction (all or nothing); an append refused by
+        the ownership rule gets its error as its result."""
         claims: dict[str, str] = {}
         for req in requests:
             claims.setdefault(req.conversation_id, req.user_id)
