@@ -805,8 +805,7 @@ async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemor
     gate = threading.Event()
     held = memory._write(lambda c: gate.wait(10))  # the writes below queue up meanwhile
     stores = [
-        asyncio.ensure_future(memory.store_message(m, user, new_conversation_id()))
-        for m in writers
+        asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
     ]
     while memory._writer._jobs.qsize() < len(writers):  # every write waits in one queue
         await asyncio.sleep(0.001)
