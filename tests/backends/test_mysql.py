@@ -555,6 +555,20 @@ async def test_oversized_message_is_refused_before_writing(memory: MySQLMemory) 
     assert await memory.retrieve_messages(conv) == []
 
 
+async def test_oversized_memory_entry_is_refused_before_writing(memory: MySQLMemory) -> None:
+    uid = new_user_id()
+    # Well under the packet as text, over it as the statement that stores it.
+    huge = make_memory_entry(uid, "z" * (memory._max_packet // 4))
+    with pytest.raises(InvalidArgumentError, match="max_allowed_packet") as info:
+        await memory.store_memory(huge)
+    assert info.value.argument == "memory_entry"
+    assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
+    fits = make_memory_entry(uid, "z" * (memory._max_packet // 16))
+    await memory.store_memory(fits)
+    (got,) = await memory.retrieve_memories(MemoryQuery(user_id=uid))
+    assert got.content == fits.content
+
+
 async def test_memory_tags_match_exactly_at_any_length(memory: MySQLMemory) -> None:
     uid = new_user_id()
     long_tag = "τ" * 400

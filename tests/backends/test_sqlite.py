@@ -807,7 +807,8 @@ async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemor
     stores = [
         asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
     ]
-    while memory._writer._jobs.qsize() < len(writers):  # every write waits in one queue
+    # Until every write waits in the writer's queue (a thread's queue: no event to await).
+    while memory._writer._jobs.qsize() < len(writers):  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     gate.set()
     await held

@@ -676,12 +676,34 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:
-            if self._row_size(rec) > self._max_packet - 4096:
-                raise InvalidArgumentError(
-                    "message",
-                    f"too large for this server's max_allowed_packet "
-                    f"({self._max_packet} bytes); store large content elsewhere",
-                )
+            self._check_packet(self._row_size(rec), "message")
+
+    def _check_memory(self, record: MemoryRecord) -> None:
+        self._check_packet(self._memory_size(record), "memory_entry")
+
+    def _check_session(self, record: SessionRecord) -> None:
+        # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
+        self._check_packet(4 * len(record.payload.encode("utf-8")) + 1024, "session")
+
+    def _check_packet(self, size: int, argument: str) -> None:
+        """Refuse, before any I/O, a record whose statement would exceed the server's limit
+        on one packet (which it would answer with error 1153)."""
+        if size > self._max_packet - 4096:
+            raise InvalidArgumentError(
+                argument,
+                f"too large for this server's max_allowed_packet "
+                f"({self._max_packet} bytes); store large content elsewhere",
+            )
+
+    @staticmethod
+    def _memory_size(rec: MemoryRecord) -> int:
+        # Content, its search terms and the payload (which holds the content again), each
+        # escaped; the upsert sends every value twice (insert, or update on a duplicate key).
+        text = len(rec.content.encode("utf-8"))
+        payload = len(rec.payload.encode("utf-8"))
+        tags = sum(len(t.encode("utf-8")) + 4 for t in rec.tags)
+        vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
+        return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
 
     @staticmethod
     def _row_size(rec: MessageRecord) -> int:
