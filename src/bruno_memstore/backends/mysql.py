@@ -41,7 +41,6 @@ from ..errors import (
     BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
-    MemstoreError,
     MissingDependencyError,
     OwnershipError,
     SchemaError,
@@ -211,6 +210,18 @@ def _error_code(exc: BaseException) -> int | None:
         code = exc.args[0]
         return code if isinstance(code, int) else None
     return None
+
+
+def _in_step(exc: BaseException) -> bool:
+    """Whether a connection is still in step with its server after ``exc``: only when the
+    server answered with an error packet (server codes; 2000-2999 are the client's own)."""
+    code = _error_code(exc)
+    return (
+        code is not None
+        and code >= 1000
+        and not 2000 <= code < 3000
+        and code not in _UNAVAILABLE_CODES
+    )
 
 
 class MySQLMemory(MemoryBackend, VectorPrimitives):
@@ -573,8 +584,12 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     @asynccontextmanager
     async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
-        """A pooled connection; one left unusable (lost, cancelled mid-query) is discarded.
+        """A pooled connection, back in the pool only if it is known to be in step.
 
+        A use that ends in an exception returns the connection only when the server itself
+        reported the error (its error packet ends the reply). Any other end (cancelled, timed
+        out, a driver or client-side error, a lost server) may leave bytes of a reply unread,
+        which the next command would take for its own: such a connection is closed.
         ``write`` connections have autocommit off: every use must end in COMMIT/ROLLBACK.
         """
         pool = self._write_pool if write else self._pool
@@ -586,17 +601,14 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         try:
             yield conn
         except BaseException as exc:
-            code = _error_code(exc)
-            if code in _UNAVAILABLE_CODES:
+            if not _in_step(exc):
                 conn.close()
-                # The server went away: the idle connections are dead too.
-                await pool.clear()
-            elif code is None and not isinstance(exc, MemstoreError):
-                # Cancelled or broken mid-protocol: the stream may be out of step.
-                conn.close()
+                if _error_code(exc) in _UNAVAILABLE_CODES:
+                    # The server went away: the idle connections are dead too.
+                    await pool.clear()
             raise
         finally:
-            pool.release(conn)
+            pool.release(conn)  # a closed connection leaves the pool here
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -605,8 +617,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         async with self._connection(write=True) as conn, conn.cursor() as cur:
             try:
                 yield cur
-            except BaseException:
-                if conn.connected:
+            except BaseException as exc:
+                # Only a connection in step can be told to roll back; any other is closed
+                # (by _connection), and the server rolls its transaction back.
+                if conn.connected and _in_step(exc):
                     try:
                         await conn.rollback()
                     except Exception:
