@@ -702,6 +702,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         if not isinstance(session, SessionContext):
             raise InvalidArgumentError("session", "expected a bruno_core SessionContext")
+        session_to_record(session)  # every field validated before the lookup
         existing = await self._run("save_session", lambda: self._get_session(session.session_id))
         if existing is not None and existing.user_id != session.user_id:
             raise OwnershipError(

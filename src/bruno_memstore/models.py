@@ -33,6 +33,7 @@ __all__ = [
     "check_id",
     "check_json_depth",
     "check_limit",
+    "check_text",
     "dump_json",
     "memory_to_record",
     "message_to_record",
@@ -64,6 +65,19 @@ def to_us(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def check_text(value: str, argument: str) -> str:
+    """Refuse a string that is not Unicode text: one holding a lone surrogate, which has no
+    UTF-8 form, so no engine could store it. Every backend checks this here, up front."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                argument, f"holds a lone surrogate at index {exc.start} (not valid Unicode text)"
+            ) from None
+    return value
+
+
 def check_id(value: Any, argument: str) -> str:
     """Validate a user, conversation or session id: a non-empty string of printable text."""
     if not isinstance(value, str):
@@ -74,7 +88,7 @@ def check_id(value: Any, argument: str) -> str:
         raise InvalidArgumentError(argument, f"longer than {MAX_ID_LENGTH} characters")
     if "\x00" in value:
         raise InvalidArgumentError(argument, "must not contain NUL characters")
-    return value
+    return check_text(value, argument)
 
 
 def check_limit(value: Any, argument: str = "limit", *, allow_none: bool = False) -> int | None:
@@ -115,7 +129,8 @@ def dump_json(value: Any, argument: str) -> str:
     """Serialise JSON that reads back equal to ``value``, or raise naming ``argument``.
 
     Rejects what would silently change on the way back: NaN/Infinity, non-string keys,
-    tuples, sets and other non-JSON types; and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    tuples, sets and other non-JSON types; nesting deeper than :data:`MAX_JSON_DEPTH`; and
+    strings, keys included, at any depth that are not Unicode text (see :func:`check_text`).
     """
     if isinstance(value, dict) and not value:
         return "{}"
@@ -128,7 +143,7 @@ def dump_json(value: Any, argument: str) -> str:
         raise InvalidArgumentError(
             argument, "does not survive a JSON round trip (tuple, non-string key, or similar)"
         )
-    return text
+    return check_text(text, argument)
 
 
 # --------------------------------------------------------------------------- messages
@@ -173,6 +188,7 @@ def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
     content = message.content
     if not isinstance(content, str) or not content.strip():
         raise InvalidArgumentError("message.content", "must be a non-empty string")
+    check_text(content, "message.content")
     if not isinstance(message.id, UUID):
         raise InvalidArgumentError("message.id", "must be a UUID")
     if message.conversation_id is not None and message.conversation_id != conversation_id:
@@ -248,6 +264,7 @@ def memory_to_record(entry: Any) -> MemoryRecord:
         check_id(entry.conversation_id, "memory_entry.conversation_id")
     if not isinstance(entry.content, str) or not entry.content.strip():
         raise InvalidArgumentError("memory_entry.content", "must be a non-empty string")
+    check_text(entry.content, "memory_entry.content")
     try:
         mtype = MemoryType(entry.memory_type)
     except ValueError:
@@ -257,6 +274,10 @@ def memory_to_record(entry: Any) -> MemoryRecord:
     meta = entry.metadata
     if not isinstance(meta, MemoryMetadata):
         raise InvalidArgumentError("memory_entry.metadata", "must be a MemoryMetadata")
+    _check_strings(meta.source, "memory_entry.metadata.source")
+    if meta.category is not None:
+        _check_strings(meta.category, "memory_entry.metadata.category")
+    _check_strings(meta.tags, "memory_entry.metadata.tags")
     dump_json(meta.custom_fields, "memory_entry.metadata.custom_fields")
     for name in ("confidence", "importance"):
         v = getattr(meta, name)
@@ -280,6 +301,14 @@ def memory_to_record(entry: Any) -> MemoryRecord:
         conversation_id=entry.conversation_id,
         payload=payload,
     )
+
+
+def _check_strings(value: Any, argument: str) -> None:
+    """A string, or a list of strings, each checked by :func:`check_text`."""
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, str):
+            raise InvalidArgumentError(argument, f"expected text, got {type(item).__name__}")
+        check_text(item, argument)
 
 
 def record_to_memory(rec: MemoryRecord) -> MemoryEntry:

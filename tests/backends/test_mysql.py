@@ -11,11 +11,13 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import sys
 import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +39,7 @@ from bruno_memstore.backends.mysql import (
     search_terms,
 )
 from bruno_memstore.errors import (
+    BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
     MissingDependencyError,
@@ -214,16 +217,6 @@ async def test_four_byte_text_and_metadata_are_stored_exactly(
     (got,) = await memory.retrieve_messages(conv)
     assert got.content == content
     assert list(got.metadata) == ["z", "a", "m"]
-
-
-async def test_lone_surrogates_are_refused_before_writing(memory: MySQLMemory) -> None:
-    uid, conv = new_user_id(), new_conversation_id()
-    bad = make_message("fine text", metadata={"k": "half \udc80 a pair"})
-    with pytest.raises(InvalidArgumentError) as info:
-        await memory.store_message(bad, uid, conv)
-    assert info.value.argument == "message.metadata"
-    assert await memory.retrieve_messages(conv) == []
-    assert await memory.get_session(conv) is None
 
 
 async def test_newer_schema_is_refused(memory: MySQLMemory, prefix: str) -> None:
@@ -499,6 +492,40 @@ async def test_a_bad_row_fails_only_its_own_writer(prefix: str) -> None:
         await mem.shutdown()
 
 
+async def test_a_client_side_failure_fails_only_its_own_writer(prefix: str) -> None:
+    # The doomed row fails in the client, before the server sees it (its vector cannot be
+    # encoded): an error with no server code, which must still fail only its own writer.
+    doomed = make_message("this row cannot be encoded")
+
+    class Garbling(MySQLMemory):
+        async def _insert_rows(self, cur: Any, rows: list[Any]) -> None:
+            for _, rec, _ in rows:
+                if rec.id == str(doomed.id):
+                    rec.vector = ["not a number"]
+            await super()._insert_rows(cur, rows)
+
+    mem = Garbling(MYSQL_URL, table_prefix=prefix, embedding_model=None)
+    try:
+        await mem.initialize()
+        assert mem._committer is not None
+        uid = new_user_id()
+        good = [make_message(f"good {i}", timestamp=at(i)) for i in range(10)]
+        writers = [*good[:5], doomed, *good[5:]]
+        before = mem._committer.batches
+        results = await asyncio.gather(
+            *(mem.store_message(m, uid, new_conversation_id()) for m in writers),
+            return_exceptions=True,
+        )
+        assert mem._committer.batches - before < len(writers)  # they did share a batch
+        assert [r for r in results if r is not None] == [results[5]]
+        assert isinstance(results[5], BackendError)
+        assert isinstance(results[5].cause, ValueError)
+        stats = await mem.get_statistics(uid)
+        assert stats["total_messages"] == 10 and stats["conversations"] == 10
+    finally:
+        await mem.shutdown()
+
+
 async def test_racing_claims_have_one_winner(memory: MySQLMemory) -> None:
     conv = new_conversation_id()
     users = [new_user_id() for _ in range(12)]
@@ -528,6 +555,20 @@ async def test_oversized_message_is_refused_before_writing(memory: MySQLMemory) 
     with pytest.raises(InvalidArgumentError, match="max_allowed_packet"):
         await memory.store_message(huge, uid, conv)
     assert await memory.retrieve_messages(conv) == []
+
+
+async def test_oversized_memory_entry_is_refused_before_writing(memory: MySQLMemory) -> None:
+    uid = new_user_id()
+    # Well under the packet as text, over it as the statement that stores it.
+    huge = make_memory_entry(uid, "z" * (memory._max_packet // 4))
+    with pytest.raises(InvalidArgumentError, match="max_allowed_packet") as info:
+        await memory.store_memory(huge)
+    assert info.value.argument == "memory_entry"
+    assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
+    fits = make_memory_entry(uid, "z" * (memory._max_packet // 16))
+    await memory.store_memory(fits)
+    (got,) = await memory.retrieve_memories(MemoryQuery(user_id=uid))
+    assert got.content == fits.content
 
 
 async def test_memory_tags_match_exactly_at_any_length(memory: MySQLMemory) -> None:
@@ -617,6 +658,101 @@ async def test_write_connections_are_reused(memory: MySQLMemory) -> None:
     # One connection served every transaction: none was dropped as "still in a transaction".
     assert memory._write_pool.size == 1
     assert memory._write_pool.freesize == 1
+
+
+class _Watching(MySQLMemory):
+    """Records every pooled connection handed out, and those whose use was interrupted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handed: list[Any] = []
+        self.interrupted: list[Any] = []
+
+    @asynccontextmanager
+    async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
+        async with super()._connection(write=write) as conn:
+            self.handed.append(conn)
+            try:
+                yield conn
+            except BaseException:
+                self.interrupted.append(conn)
+                raise
+
+
+async def _answers_correctly(mem: _Watching, conv: str, expected: list[str]) -> None:
+    """Every connection of both pools, used at once and again, reads back the known rows."""
+    mem.handed.clear()
+
+    async def read() -> None:
+        got = await mem.retrieve_messages(conv)
+        assert [m.content for m in reversed(got)] == expected
+
+    async def write() -> None:
+        async with mem._transaction() as cur:
+            await cur.execute(
+                f"SELECT content FROM `{mem.table_prefix}messages` "
+                "WHERE conversation_id = %s ORDER BY ts_us, seq",
+                (conv,),
+            )
+            assert [row[0] for row in await cur.fetchall()] == expected
+
+    for _ in range(3):
+        await asyncio.gather(*(read() for _ in range(8)), *(write() for _ in range(4)))
+    assert not any(c in mem.handed for c in mem.interrupted)
+
+
+async def test_cancelled_queries_never_return_their_connection(prefix: str) -> None:
+    # Large replies (many packets) cut short at random points by timeouts and cancellation,
+    # while writes run too; afterwards every pooled connection must still be in step.
+    mem = _Watching(MYSQL_URL, table_prefix=prefix, embedding_model=None, pool_size=12)
+    try:
+        uid, conv = new_user_id(), new_conversation_id()
+        rng = random.Random(7)
+        bulk = "".join(rng.choice("abcdefgh ") for _ in range(200_000))
+        msgs = [make_message(f"{i} {bulk}", timestamp=at(i)) for i in range(12)]
+        await mem.store_messages(msgs, conversation_id=conv, user_id=uid)
+        expected = [m.content for m in msgs]
+
+        async def read() -> None:
+            await mem.retrieve_messages(conv)
+
+        async def write(i: int) -> None:
+            await mem.store_memory(make_memory_entry(uid, f"{i} {bulk}"))
+
+        for round_ in range(12):
+            jobs = [read() if i % 3 else write(i) for i in range(18)]
+            tasks = [asyncio.ensure_future(job) for job in jobs]
+            for task in tasks:
+                task.get_loop().call_later(rng.uniform(0.0, 0.03), task.cancel)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            timed = [
+                asyncio.wait_for(read(), rng.uniform(0.0, 0.02)) for _ in range(6 + round_ % 3)
+            ]
+            await asyncio.gather(*timed, return_exceptions=True)
+        assert mem.interrupted, "no query was interrupted: the test proves nothing"
+        await _answers_correctly(mem, conv, expected)
+    finally:
+        await mem.shutdown()
+
+
+async def test_a_connection_out_of_step_is_never_reused(prefix: str) -> None:
+    # A reply left unread (as an interrupted read leaves it), then a driver error with a
+    # client code (2014, commands out of sync): the connection must be closed, not pooled,
+    # or the next query on it reads the old reply as its own.
+    mem = _Watching(MYSQL_URL, table_prefix=prefix, embedding_model=None, pool_size=4)
+    try:
+        uid, conv = new_user_id(), new_conversation_id()
+        msgs = [make_message(f"row {i} " + "v" * 50_000, timestamp=at(i)) for i in range(8)]
+        await mem.store_messages(msgs, conversation_id=conv, user_id=uid)
+        table = f"`{mem.table_prefix}messages`"
+        with pytest.raises(asyncmy.errors.OperationalError) as info:
+            async with mem._connection() as conn:
+                await conn._execute_command(3, f"SELECT content FROM {table}".encode())  # COM_QUERY
+                await conn.commit()  # reads the SELECT's reply instead of COMMIT's
+        assert info.value.args[0] == 2014
+        await _answers_correctly(mem, conv, [m.content for m in msgs])
+    finally:
+        await mem.shutdown()
 
 
 async def test_missing_driver_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -786,6 +787,35 @@ async def test_a_failing_write_does_not_fail_its_group(memory: SQLiteMemory) -> 
     assert [m.content for m in await memory.retrieve_messages(taken)] == ["mine"]
     for i, conv in enumerate(convs):
         assert [m.content for m in await memory.retrieve_messages(conv)] == [f"m{i}"]
+
+
+async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemory) -> None:
+    # RAISE(ROLLBACK) rolls the whole group's transaction back, not just the job's savepoint:
+    # the others must run again and be stored.
+    await memory.initialize()
+    await memory._write(
+        lambda c: c.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.messages "
+            "WHEN NEW.content = 'doomed' BEGIN SELECT RAISE(ROLLBACK, 'refused'); END"
+        )
+    )
+    user = new_user_id()
+    writers = [make_message(f"good {i}") for i in range(10)]
+    writers.insert(4, make_message("doomed"))
+    gate = threading.Event()
+    held = memory._write(lambda c: gate.wait(10))  # the writes below queue up meanwhile
+    stores = [
+        asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
+    ]
+    # Until every write waits in the writer's queue (a thread's queue: no event to await).
+    while memory._writer._jobs.qsize() < len(writers):  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    gate.set()
+    await held
+    results = await asyncio.gather(*stores, return_exceptions=True)
+    assert [r for r in results if r is not None] == [results[4]]
+    assert "refused" in str(results[4])
+    assert (await memory.get_statistics(user))["total_messages"] == 10
 
 
 async def test_concurrent_writers_share_commits(db_path: Path) -> None:

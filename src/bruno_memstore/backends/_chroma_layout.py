@@ -45,7 +45,6 @@ __all__ = [
     "all_of",
     "any_of",
     "check_prefix",
-    "check_text",
     "collection_name",
     "embeddings",
     "float_from_key",
@@ -105,18 +104,6 @@ def user_collection_pattern(prefix: str) -> re.Pattern[str]:
 def locator(kind: str, record_id: str) -> str:
     """The id of a record's entry in the ``ids`` collection."""
     return f"{'m' if kind == 'message' else 'e'}:{record_id}"
-
-
-def check_text(value: str | None, argument: str) -> None:
-    """Refuse text Chroma cannot hold (lone surrogates are not UTF-8) before writing."""
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(
-            argument, "contains a lone surrogate, which Chroma cannot store"
-        ) from None
 
 
 def embeddings(vectors: Sequence[Any], dimension: int) -> tuple[np.ndarray, list[bool]]:

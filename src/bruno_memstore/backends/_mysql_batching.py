@@ -3,7 +3,8 @@
 A server round trip and a log flush cost the same for one row as for fifty. Callers
 ``submit`` an item and await its own result; while a worker executes one batch, new items
 queue up and leave together in the next. A caller that is cancelled (a timeout) before its
-batch starts is simply dropped; one cancelled later does not cancel the batch.
+batch starts is simply dropped; one cancelled later does not cancel the batch. A batch that
+fails is run again in parts (see :mod:`._apart`), so one bad item fails only its own caller.
 """
 
 from __future__ import annotations
@@ -13,20 +14,26 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from ._apart import run_apart
+
 __all__ = ["GroupCommitter"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Executor = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
+Executor = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 
 
 class GroupCommitter(Generic[T, R]):
     """Run submitted items in batches of at most ``max_batch`` items or ``max_weight`` units.
 
     Args:
-        execute: runs one batch; returns one result or exception per item, in order. If it
-            raises, every item of the batch gets that exception.
+        execute: runs one batch, all or nothing; returns one result or exception per item,
+            in order. If it raises, the batch is run again in halves until the items that
+            fail stand alone, unless ``is_systemic`` says the error is the engine's, which
+            every item of the batch then gets.
+        is_systemic: whether an error is about the engine (server gone, deadlock) rather
+            than about an item.
         max_batch: most items in one batch.
         max_inflight: batches executing at once (each on its own connection).
         weight: the cost of an item (for instance its size in bytes).
@@ -39,6 +46,7 @@ class GroupCommitter(Generic[T, R]):
         self,
         execute: Executor[T, R],
         *,
+        is_systemic: Callable[[BaseException], bool],
         max_batch: int = 256,
         max_inflight: int = 2,
         weight: Callable[[T], int] | None = None,
@@ -46,6 +54,7 @@ class GroupCommitter(Generic[T, R]):
         closed_error: Callable[[], BaseException] = lambda: RuntimeError("closed"),
     ) -> None:
         self._execute = execute
+        self._is_systemic = is_systemic
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._weight = weight
@@ -116,16 +125,13 @@ class GroupCommitter(Generic[T, R]):
             self.batches += 1
             self.items += len(batch)
             try:
-                results = await self._execute([item for item, _ in batch])
+                results = await run_apart(
+                    [item for item, _ in batch], self._execute, self._is_systemic
+                )
             except asyncio.CancelledError:
                 for _, future in batch:
                     future.cancel()
                 raise
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

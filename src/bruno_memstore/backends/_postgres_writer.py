@@ -5,7 +5,8 @@ ordinary disks); that wait, not the insert, bounds how many messages per second 
 transactions can store. When several appends are pending together, one of up to
 ``max_flushers`` background flushes takes them all and runs them as one statement: each
 append keeps its own ownership check and result, and all of them are durable when the one
-commit returns. A lone writer pays only for a task switch.
+commit returns. A lone writer pays only for a task switch. A batch the engine refuses is run
+again in parts (see :mod:`._apart`), so only the append at fault fails.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from ..errors import MemstoreError
 from ..models import MessageRecord
 from ..primitives import AppendResult
+from ._apart import run_apart
 
 __all__ = ["Append", "GroupWriter"]
 
@@ -46,7 +48,9 @@ class GroupWriter:
 
     Args:
         run_batch: executes a batch in one statement (one transaction).
-        is_transient: whether a batch failure is worth running each append alone.
+        is_transient: whether a batch failure is the engine's (connection lost, deadlock),
+            which every append of the batch then gets; any other failure is narrowed down
+            to the appends that cause it.
         max_flushers: batches in flight at once (each holds one pooled connection).
         max_appends: appends per batch at most; more pending appends are split among
             several flushes, whose commits then overlap.
@@ -154,17 +158,7 @@ class GroupWriter:
             if not batch:
                 return
             try:
-                outcomes = await self._run(batch)
-            except Exception as exc:
-                if len(batch) > 1 and not self._is_transient(exc):
-                    # One append's data may be what the engine refused: run each alone so
-                    # only that one fails.
-                    for item in batch:
-                        await self._flush([item])
-                    return
-                for item in batch:
-                    _settle(item, exc)
-                return
+                outcomes = await run_apart(batch, self._run, self._is_transient)
             except BaseException as exc:  # cancellation: fail the waiters, then propagate
                 for item in batch:
                     _settle(item, exc if isinstance(exc, Exception) else _cancelled())

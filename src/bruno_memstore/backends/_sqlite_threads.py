@@ -3,7 +3,9 @@
 * :class:`Writer` — one thread, one connection. It takes every write waiting in its queue,
   runs them in one ``BEGIN IMMEDIATE`` transaction (each inside its own ``SAVEPOINT``, so a
   failing write leaves the others intact), commits once, and only then resolves each
-  caller's future. Concurrent writers thus share one commit, and one ``fsync``.
+  caller's future. Concurrent writers thus share one commit, and one ``fsync``. Should the
+  engine roll the whole group back (a job's error that ends the transaction, a failed
+  ``COMMIT``), each job runs again in a transaction of its own: only the one at fault fails.
 * :class:`ReaderPool` — a few threads, each with its own connection, taking reads from one
   queue. In WAL mode they read a committed snapshot and never wait for the writer.
 
@@ -290,10 +292,13 @@ def _run_group(
                     outcomes.append((entry, None, value))
         conn.execute("COMMIT")
     except Exception as exc:
-        # Nothing of this group is committed: every job fails with the cause. A lone job's
-        # own error lands here too, and is its outcome.
+        # Nothing of this group is committed. A lone job's own error lands here too, and is
+        # its outcome; a group runs again job by job, so that the error reaches only the
+        # job that causes it (an error of the engine's then reaches each job on its own).
         _rollback(conn)
-        return [(entry, exc, None) for entry in group]
+        if len(group) == 1:
+            return [(group[0], exc, None)]
+        return [outcome for entry in group for outcome in _run_group(conn, [entry])]
     return outcomes
 
 

@@ -33,7 +33,7 @@ from ..semantic import DEFAULT_MODEL
 from ..url import MemoryURL, check_header_secret, hide_secrets
 from . import _chroma_ops as ops
 from . import _chroma_search as search
-from ._chroma_layout import check_prefix, check_text
+from ._chroma_layout import check_prefix
 from ._chroma_store import (
     HNSW,
     HNSW_KEYS,
@@ -360,24 +360,6 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     def _redact(self, text: str) -> str:
         return hide_secrets(text, self._token)
 
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            check_text(rec.conversation_id, "conversation_id")
-            check_text(rec.content, "message.content")
-            check_text(rec.metadata, "message.metadata")
-
-    def _check_memory(self, record: MemoryRecord) -> None:
-        check_text(record.user_id, "memory_entry.user_id")
-        check_text(record.conversation_id, "memory_entry.conversation_id")
-        check_text(record.content, "memory_entry.content")
-        check_text(record.payload, "memory_entry")
-
-    def _check_session(self, record: SessionRecord) -> None:
-        check_text(record.session_id, "session_id")
-        check_text(record.user_id, "user_id")
-        check_text(record.conversation_id, "conversation_id")
-        check_text(record.payload, "session")
-
     # ================================================================ primitives
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
@@ -391,7 +373,6 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        check_text(user_id, "user_id")
         return await self._write(ops.Append(conversation_id, user_id, records, enforce_owner))
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:

@@ -41,7 +41,6 @@ from ..errors import (
     BackendError,
     BackendUnavailableError,
     InvalidArgumentError,
-    MemstoreError,
     MissingDependencyError,
     OwnershipError,
     SchemaError,
@@ -52,6 +51,7 @@ from ..models import (
     MessageRecord,
     SearchHit,
     SessionRecord,
+    check_text,
 )
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
 from ..search import ANALYSIS_VERSION, terms
@@ -194,18 +194,6 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
         yield items[start : start + size]
 
 
-def _check_text(value: str | None, argument: str) -> None:
-    """Refuse text MySQL cannot store in utf8mb4 (lone surrogates) before writing."""
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(
-            argument, "contains a lone surrogate, which utf8mb4 cannot store"
-        ) from None
-
-
 @dataclass(slots=True)
 class _Append:
     """One caller's ``_append_messages`` request, as queued for group commit."""
@@ -222,6 +210,18 @@ def _error_code(exc: BaseException) -> int | None:
         code = exc.args[0]
         return code if isinstance(code, int) else None
     return None
+
+
+def _in_step(exc: BaseException) -> bool:
+    """Whether a connection is still in step with its server after ``exc``: only when the
+    server answered with an error packet (server codes; 2000-2999 are the client's own)."""
+    code = _error_code(exc)
+    return (
+        code is not None
+        and code >= 1000
+        and not 2000 <= code < 3000
+        and code not in _UNAVAILABLE_CODES
+    )
 
 
 class MySQLMemory(MemoryBackend, VectorPrimitives):
@@ -375,6 +375,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             return code in _UNAVAILABLE_CODES
         return isinstance(exc, (ConnectionError, OSError))
 
+    def _is_systemic(self, exc: BaseException) -> bool:
+        """Whether a failed group commit failed for the engine's sake, not one append's."""
+        return self._is_transient(exc) or self._is_unavailable(exc)
+
     # ================================================================ lifecycle
 
     def _connect_kwargs(self) -> dict[str, Any]:
@@ -440,7 +444,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         if self._batching:
             self._committer = GroupCommitter(
-                self._write_batch,
+                self._write_transaction,
+                is_systemic=self._is_systemic,
                 max_batch=self._max_batch,
                 max_inflight=min(2, writers),
                 weight=lambda a: a.size,
@@ -577,8 +582,12 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     @asynccontextmanager
     async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
-        """A pooled connection; one left unusable (lost, cancelled mid-query) is discarded.
+        """A pooled connection, back in the pool only if it is known to be in step.
 
+        A use that ends in an exception returns the connection only when the server itself
+        reported the error (its error packet ends the reply). Any other end (cancelled, timed
+        out, a driver or client-side error, a lost server) may leave bytes of a reply unread,
+        which the next command would take for its own: such a connection is closed.
         ``write`` connections have autocommit off: every use must end in COMMIT/ROLLBACK.
         """
         pool = self._write_pool if write else self._pool
@@ -590,17 +599,14 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         try:
             yield conn
         except BaseException as exc:
-            code = _error_code(exc)
-            if code in _UNAVAILABLE_CODES:
+            if not _in_step(exc):
                 conn.close()
-                # The server went away: the idle connections are dead too.
-                await pool.clear()
-            elif code is None and not isinstance(exc, MemstoreError):
-                # Cancelled or broken mid-protocol: the stream may be out of step.
-                conn.close()
+                if _error_code(exc) in _UNAVAILABLE_CODES:
+                    # The server went away: the idle connections are dead too.
+                    await pool.clear()
             raise
         finally:
-            pool.release(conn)
+            pool.release(conn)  # a closed connection leaves the pool here
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -609,8 +615,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         async with self._connection(write=True) as conn, conn.cursor() as cur:
             try:
                 yield cur
-            except BaseException:
-                if conn.connected:
+            except BaseException as exc:
+                # Only a connection in step can be told to roll back; any other is closed
+                # (by _connection), and the server rolls its transaction back.
+                if conn.connected and _in_step(exc):
                     try:
                         await conn.rollback()
                     except Exception:
@@ -680,15 +688,34 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
         for rec in records:
-            _check_text(rec.conversation_id, "conversation_id")
-            _check_text(rec.content, "message.content")
-            _check_text(rec.metadata, "message.metadata")
-            if self._row_size(rec) > self._max_packet - 4096:
-                raise InvalidArgumentError(
-                    "message",
-                    f"too large for this server's max_allowed_packet "
-                    f"({self._max_packet} bytes); store large content elsewhere",
-                )
+            self._check_packet(self._row_size(rec), "message")
+
+    def _check_memory(self, record: MemoryRecord) -> None:
+        self._check_packet(self._memory_size(record), "memory_entry")
+
+    def _check_session(self, record: SessionRecord) -> None:
+        # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
+        self._check_packet(4 * len(record.payload.encode("utf-8")) + 1024, "session")
+
+    def _check_packet(self, size: int, argument: str) -> None:
+        """Refuse, before any I/O, a record whose statement would exceed the server's limit
+        on one packet (which it would answer with error 1153)."""
+        if size > self._max_packet - 4096:
+            raise InvalidArgumentError(
+                argument,
+                f"too large for this server's max_allowed_packet "
+                f"({self._max_packet} bytes); store large content elsewhere",
+            )
+
+    @staticmethod
+    def _memory_size(rec: MemoryRecord) -> int:
+        # Content, its search terms and the payload (which holds the content again), each
+        # escaped; the upsert sends every value twice (insert, or update on a duplicate key).
+        text = len(rec.content.encode("utf-8"))
+        payload = len(rec.payload.encode("utf-8"))
+        tags = sum(len(t.encode("utf-8")) + 4 for t in rec.tags)
+        vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
+        return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
 
     @staticmethod
     def _row_size(rec: MessageRecord) -> int:
@@ -714,31 +741,16 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         if self._committer is not None:
             return await self._committer.submit(request)
-        (result,) = await self._write_batch([request])
+        (result,) = await self._write_transaction([request])
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def _write_batch(self, requests: list[_Append]) -> Sequence[AppendResult | BaseException]:
-        """Write several appends in one transaction; isolate a request that breaks it."""
-        try:
-            return await self._write_transaction(requests)
-        except Exception as exc:
-            if len(requests) == 1 or self._is_transient(exc) or _error_code(exc) is None:
-                raise
-        # A non-transient failure (a bad row): run each request alone, so only its own
-        # caller sees the error.
-        out: list[AppendResult | BaseException] = []
-        for request in requests:
-            try:
-                out.extend(await self._write_transaction([request]))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
     async def _write_transaction(
-        self, requests: list[_Append]
+        self, requests: Sequence[_Append]
     ) -> list[AppendResult | BaseException]:
+        """Write several appends in one transaction (all or nothing); an append refused by
+        the ownership rule gets its error as its result."""
         claims: dict[str, str] = {}
         for req in requests:
             claims.setdefault(req.conversation_id, req.user_id)
@@ -954,7 +966,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        _check_text(record.payload, "memory_entry")
         t = self._t
         cols = (
             "id, user_id, content, memory_type, category, tags, confidence, importance, "
@@ -1105,13 +1116,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _put_session(self, record: SessionRecord) -> None:
-        for value, argument in (
-            (record.session_id, "session_id"),
-            (record.user_id, "user_id"),
-            (record.conversation_id, "conversation_id"),
-            (record.payload, "session"),
-        ):
-            _check_text(value, argument)
         async with self._transaction() as cur:
             owners = await self._claim(cur, {record.conversation_id: record.user_id})
             if owners[record.conversation_id] != record.user_id:
@@ -1299,7 +1303,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
         table = self._t["vector_space"]
-        _check_text(space.model, "embedding_model")
+        check_text(space.model, "embedding_model")
         if not replace:
             await self._execute(
                 f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "

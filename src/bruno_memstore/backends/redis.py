@@ -502,12 +502,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             rexc is not None and isinstance(exc, rexc.TimeoutError)
         )
 
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            _check_text(rec.content, "message.content")
-            _check_text(rec.metadata, "message.metadata")
-            _check_text(rec.conversation_id, "conversation_id")
-
     # ================================================================ conversations, messages
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
@@ -557,7 +551,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ memory entries
 
     async def _put_memory(self, record: MemoryRecord) -> None:
-        _check_text(record.payload, "memory_entry")
         expires = record.expires_us
         meta = _dumps(
             {
@@ -1291,15 +1284,6 @@ def _check_prefix(prefix: Any) -> str:
     if any(c in prefix for c in "{}\x00"):
         raise InvalidArgumentError("prefix", "must not contain '{', '}' or NUL")
     return prefix
-
-
-def _check_text(text: str, argument: str) -> None:
-    """Refuse text Redis' UTF-8 wire encoding cannot carry (lone surrogates)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidArgumentError(argument, "contains unpaired surrogate characters") from None
 
 
 def _index_args(text: str, out: list[Any]) -> None:

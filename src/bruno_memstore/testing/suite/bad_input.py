@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from bruno_core.models.context import SessionContext
-from bruno_core.models.memory import MemoryQuery
+from bruno_core.models.memory import MemoryEntry, MemoryQuery
 from bruno_core.models.message import Message
 
 from ...base import MemoryBackend
@@ -225,6 +225,67 @@ class BadInputSuite(ConformanceBase):
             await _refused(memory.create_session(uid, metadata=metadata), "metadata")
         assert (await memory.get_statistics(uid))["sessions"] == 0
 
+    async def test_lone_surrogates_in_ids_and_text(self, memory: MemoryBackend) -> None:
+        # A lone surrogate has no UTF-8 form: every backend refuses it in every id and string
+        # field, up front, whatever its engine could have held.
+        uid, conv = new_user_id(), new_conversation_id()
+        bad = f"half {_SURROGATE} a pair"
+        msg = make_message("valid message, invalid address")
+        await _refused(memory.store_message(msg, bad, conv), "user_id")
+        await _refused(memory.store_message(msg, uid, bad), "conversation_id")
+        await _refused(memory.store_messages([msg], conversation_id=bad), "conversation_id")
+        await _refused(memory.claim_conversation(conv, bad), "user_id")
+        text = msg.model_copy(update={"content": bad})
+        await _refused(memory.store_message(text, uid, conv), "message.content")
+        for metadata in _surrogate_json(bad):
+            tagged = make_message("metadata is not text", metadata=metadata)
+            await _refused(memory.store_message(tagged, uid, conv), "message.metadata")
+            await _refused(
+                memory.store_messages([make_message("good"), tagged], conversation_id=conv),
+                "message.metadata",
+            )
+            await _refused(memory.create_session(uid, metadata=metadata), "metadata")
+            session = SessionContext(user_id=uid, conversation_id=conv, metadata=metadata)
+            await _refused(memory.save_session(session), "metadata")
+        await _refused(memory.create_session(bad), "user_id")
+        await _refused(memory.get_context(bad), "user_id")
+        await _refused(memory.get_context(uid, bad), "session_id")
+        for field in ("session_id", "user_id", "conversation_id"):
+            session = SessionContext(user_id=uid, conversation_id=conv)
+            await _refused(memory.save_session(session.model_copy(update={field: bad})), field)
+        await _refused(memory.retrieve_messages(bad), "conversation_id")
+        await _refused(memory.get_session(bad), "session_id")
+        await _refused(memory.get_statistics(bad), "user_id")
+        await self._nothing_written(memory, uid, conv)
+
+    @requires(Capability.MEMORIES)
+    async def test_lone_surrogates_in_memory_entries(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        bad = f"half {_SURROGATE} a pair"
+        entry = make_memory_entry(uid, "every field of this entry is fine")
+        meta = entry.metadata
+        cases: list[tuple[MemoryEntry, str]] = [
+            (entry.model_copy(update={"user_id": bad}), "memory_entry.user_id"),
+            (entry.model_copy(update={"conversation_id": bad}), "memory_entry.conversation_id"),
+            (entry.model_copy(update={"content": bad}), "memory_entry.content"),
+        ]
+        for name, value in (("category", bad), ("tags", ["fine", bad]), ("source", bad)):
+            changed = meta.model_copy(update={name: value})
+            cases.append((entry.model_copy(update={"metadata": changed}), f"metadata.{name}"))
+        for fields in _surrogate_json(bad):
+            changed = meta.model_copy(update={"custom_fields": fields})
+            cases.append((entry.model_copy(update={"metadata": changed}), "custom_fields"))
+        for bad_entry, argument in cases:
+            await _refused(memory.store_memory(bad_entry), argument)
+        await _refused(memory.delete_memory(bad), "memory_id")
+        await _refused(memory.delete_memory(str(entry.id), user_id=bad), "user_id")
+        query = MemoryQuery.model_construct(user_id=bad)
+        await _refused(memory.retrieve_memories(query), "query.user_id")
+        assert await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True)) == []
+        stats = await memory.get_statistics(uid)
+        assert (stats["memories"], stats["conversations"]) == (0, 0)
+        assert await memory.retrieve_messages(conv) == []
+
 
 def _nested(depth: int) -> dict[str, Any]:
     """A JSON object nesting ``depth`` levels, objects and lists alternating."""
@@ -232,3 +293,16 @@ def _nested(depth: int) -> dict[str, Any]:
     for outside in range(depth - 2, -1, -1):  # levels still to add around it
         value = [value] if outside % 2 else {"k": value}
     return value
+
+
+_SURROGATE = "\udc80"
+
+
+def _surrogate_json(bad: str) -> list[dict[str, Any]]:
+    """JSON objects holding ``bad`` as a key or a value, at the top and deeper down."""
+    return [
+        {"note": bad},
+        {bad: "value"},
+        {"outer": {"inner": [1, {"deep": bad}]}},
+        {"outer": [{bad: None}]},
+    ]

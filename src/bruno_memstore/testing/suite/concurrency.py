@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 from ...base import MemoryBackend
+from ...errors import ConflictError, OwnershipError
 from ...models import to_us
 from ..builders import at, make_message, new_conversation_id, new_session_id, new_user_id
 from ..harness import ConformanceBase
@@ -74,6 +75,33 @@ class ConcurrencySuite(ConformanceBase):
         stats = await memory.get_statistics(uid)
         assert stats["total_messages"] == 32 * per_writer
         assert stats["conversations"] == len(convs)
+
+    async def test_a_refused_writer_fails_alone(self, memory: MemoryBackend) -> None:
+        # Writers arriving together may share one group commit: the engine-side refusals of
+        # two of them (another user's conversation, a stored id with other content) must
+        # fail only those two, and every other writer is stored and acknowledged.
+        uid, owner = new_user_id(), new_user_id()
+        taken = new_conversation_id()
+        stored = make_message("already stored", timestamp=at(0))
+        await memory.store_message(stored, owner, taken)
+        intruder = make_message("into another user's conversation", timestamp=at(1))
+        changed = stored.model_copy(update={"content": "same id, other words"})
+        good = [
+            (make_message(f"good {i}", timestamp=at(i)), new_conversation_id()) for i in range(10)
+        ]
+        writers = [*good[:3], (intruder, taken), *good[3:7], (changed, new_conversation_id())]
+        writers += good[7:]
+        results = await asyncio.gather(
+            *(memory.store_message(m, uid, conv) for m, conv in writers), return_exceptions=True
+        )
+        outcome = {str(m.id) + conv: r for (m, conv), r in zip(writers, results, strict=True)}
+        assert isinstance(outcome[str(intruder.id) + taken], OwnershipError)
+        assert isinstance(outcome[str(changed.id) + writers[8][1]], ConflictError)
+        for m, conv in good:
+            assert outcome[str(m.id) + conv] is None
+            assert [x.id for x in await memory.retrieve_messages(conv)] == [m.id]
+        assert [m.id for m in await memory.retrieve_messages(taken)] == [stored.id]
+        assert (await memory.get_statistics(uid))["total_messages"] == 10
 
     async def test_concurrent_first_use(self, memory: MemoryBackend) -> None:
         fresh = await self.open_memory()  # not connected yet: 50 calls race to connect
