@@ -112,10 +112,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         search_mode: SearchMode | None = None,
         vector_weight: float = DEFAULT_VECTOR_WEIGHT,
     ) -> None:
-        window = check_limit(context_window, "context_window")
+        window = check_limit(context_window, "context_window", maximum=_MAX_CONTEXT_WINDOW)
         assert window is not None
-        if window > _MAX_CONTEXT_WINDOW:
-            raise InvalidArgumentError("context_window", f"at most {_MAX_CONTEXT_WINDOW}")
         if operation_timeout is not None and operation_timeout <= 0:
             raise InvalidArgumentError("operation_timeout", "must be positive")
         self.context_window = window
@@ -366,14 +364,19 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def retrieve_messages(
         self, conversation_id: str, limit: int | None = None
     ) -> list[Message]:
-        """The conversation's newest ``limit`` messages (all if ``None``), **newest first**."""
+        """The conversation's newest ``limit`` messages, **newest first**.
+
+        ``limit`` is at most :data:`~bruno_memstore.models.MAX_LIMIT`; ``None`` reads the whole
+        conversation (one conversation, never more: a user's whole history is read in pages
+        with :meth:`export_batches`).
+        """
         conversation_id = check_id(conversation_id, "conversation_id")
         limit = check_limit(limit, allow_none=True)
         records = await self._run(
             "retrieve_messages",
             lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=limit),
         )
-        return [record_to_message(r) for r in reversed(records)]
+        return await _to_messages(records[::-1])
 
     async def retrieve_context(
         self,
@@ -588,6 +591,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not isinstance(query, MemoryQuery):
             raise InvalidArgumentError("query", "expected a bruno_core MemoryQuery")
         user_id = check_id(query.user_id, "query.user_id")
+        # MemoryQuery validates on construction only; a later assignment is checked here.
+        check_limit(query.limit, "query.limit")
         flt = MemoryFilter(
             user_id=user_id,
             memory_types=tuple(MemoryType(t).value for t in query.memory_types),
@@ -863,6 +868,17 @@ async def _convert(messages: Sequence[Message], conversation_id: str) -> list[Me
         ]
         await asyncio.sleep(0)
     return records
+
+
+async def _to_messages(records: Sequence[MessageRecord]) -> list[Message]:
+    """Records as messages, letting other tasks run between slices of a long conversation."""
+    if len(records) <= _CONVERT_SLICE:
+        return [record_to_message(r) for r in records]
+    out: list[Message] = []
+    for start in range(0, len(records), _CONVERT_SLICE):
+        out += [record_to_message(r) for r in records[start : start + _CONVERT_SLICE]]
+        await asyncio.sleep(0)
+    return out
 
 
 def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
