@@ -78,10 +78,9 @@ async def _under_load(memory: SQLiteMemory, query: str) -> dict[str, float]:
     return {"read_ms": round(read, 1), "search_ms": round(max(took), 1)}
 
 
-async def _measure(path: Path, messages: int) -> dict[str, object]:
+async def _measure(path: Path, messages: int, fresh: bool) -> dict[str, object]:
     rng = random.Random(7)
     vocab = _vocabulary(rng)
-    fresh = not path.exists()
     memory = SQLiteMemory(path, embedding_model=None, synchronous="normal")
     try:
         if fresh:
@@ -107,7 +106,7 @@ def main(
     messages: Annotated[int, typer.Option(help="the heavy user's messages")] = 50_000,
 ) -> None:
     """Print the measurements as JSON."""
-    print(json.dumps(asyncio.run(_measure(db, messages)), indent=2))
+    print(json.dumps(asyncio.run(_measure(db, messages, not db.exists())), indent=2))
 
 
 if __name__ == "__main__":
