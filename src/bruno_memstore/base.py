@@ -899,22 +899,22 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
         await self._ensure_connected()
-        batches = self._export(kind, user_id)  # type: ignore[arg-type]
-        while True:
-            # Each page counts as a call under way (shutdown waits for it), not the whole walk.
-            if not self._calls.enter():
-                raise self._closed_error("export")
-            try:
-                batch = await anext(batches)
-            except StopAsyncIteration:
-                return
-            except MemstoreError:
-                raise
-            except Exception as exc:
-                raise self._translate("export", exc) from exc
-            finally:
-                self._calls.leave()
-            yield batch
+        async with contextlib.aclosing(self._export(kind, user_id)) as batches:  # type: ignore[arg-type]
+            while True:
+                # Each page counts as a call under way (shutdown waits for it), not the walk.
+                if not self._calls.enter():
+                    raise self._closed_error("export")
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
+                    return
+                except MemstoreError:
+                    raise
+                except Exception as exc:
+                    raise self._translate("export", exc) from exc
+                finally:
+                    self._calls.leave()
+                yield batch
 
 
 # ==================================================================== helpers
