@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 import asyncpg
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends._postgres_sql import MAX_TERMS, Statements, check_schema
+from bruno_memstore.backends._postgres_sql import Statements, check_schema
 from bruno_memstore.backends.postgres import PostgresMemory, _analysed, _message
 from bruno_memstore.models import record_to_message, to_us
-from bruno_memstore.search import terms
+from bruno_memstore.search import MAX_QUERY_TERMS, terms
 from bruno_memstore.url import MemoryURL
 
 from .throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, register_raw_driver
@@ -84,7 +84,7 @@ class AsyncpgDriver(RawDriver):
         return await self.pool.fetch(self.window, user, CONTEXT_LIMIT)
 
     async def search_rows(self, user: str, query: str) -> list[Any]:
-        words = list(dict.fromkeys(terms(query)))[:MAX_TERMS]
+        words = list(dict.fromkeys(terms(query)))[:MAX_QUERY_TERMS]
         if not words:
             return []
         no_filter = [user, [], [], [], 0.0, 0.0, False, 0]

@@ -22,7 +22,11 @@ Semantics (identical on every backend; the conformance suite checks them):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -42,6 +46,7 @@ from .errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     CapabilityError,
+    ClosedError,
     ConflictError,
     InvalidArgumentError,
     MemstoreError,
@@ -74,7 +79,12 @@ from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
 from .url import MemoryURL
 
-__all__ = ["ContextStrategy", "MemoryBackend", "SearchKind"]
+__all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "ContextStrategy", "MemoryBackend", "SearchKind"]
+
+log = logging.getLogger("bruno_memstore")
+
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+"""Seconds ``shutdown()`` waits for the calls under way before it closes the connections."""
 
 T = TypeVar("T")
 ContextStrategy = Literal["recent", "relevant", "hybrid"]
@@ -97,6 +107,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         search_mode: default ranking of ``search``: ``"hybrid"`` (keywords and vectors
             fused; the default with a model), ``"keyword"`` or ``"vector"``.
         vector_weight: weight of vector similarity in hybrid ranking (0 to 1).
+        shutdown_timeout: seconds ``shutdown()`` waits for the calls under way.
     """
 
     backend_name: ClassVar[str] = "abstract"
@@ -113,14 +124,20 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         embedding_model: Any = DEFAULT_MODEL,
         search_mode: SearchMode | None = None,
         vector_weight: float = DEFAULT_VECTOR_WEIGHT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
-        window = check_limit(context_window, "context_window")
+        window = check_limit(context_window, "context_window", maximum=_MAX_CONTEXT_WINDOW)
         assert window is not None
-        if window > _MAX_CONTEXT_WINDOW:
-            raise InvalidArgumentError("context_window", f"at most {_MAX_CONTEXT_WINDOW}")
         if operation_timeout is not None and operation_timeout <= 0:
             raise InvalidArgumentError("operation_timeout", "must be positive")
+        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
+            raise InvalidArgumentError("shutdown_timeout", "expected seconds as a number")
+        if shutdown_timeout < 0:
+            raise InvalidArgumentError("shutdown_timeout", "must not be negative")
         self.context_window = window
+        self.shutdown_timeout = float(shutdown_timeout)
+        self._calls = _CallGate()
+        self._generation = 0  # bumped by each close: a call that spans one was cut off
         self.operation_timeout = operation_timeout
         self.retry_policy = retry or RetryPolicy()
         self._connected = False
@@ -132,15 +149,48 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     # ================================================================ lifecycle
 
     async def initialize(self) -> None:
-        """Connect and prepare the schema. Optional: every operation connects on first use."""
+        """Connect and prepare the schema. Optional: a new memory connects on first use.
+
+        After :meth:`shutdown` this opens the memory again.
+        """
+        self._reopen()
         await self._ensure_connected()
 
     async def shutdown(self) -> None:
-        """Close connections. The memory reconnects if used again."""
-        if self._connected:
-            self._connected = False
-            await self._close()
-        self._connect_lock = None
+        """Stop taking calls, let the calls under way finish, then close the connections.
+
+        New calls raise :class:`ClosedError` from the moment this is called until
+        :meth:`initialize` opens the memory again. The calls under way get up to
+        :attr:`shutdown_timeout` seconds; any still running then are cut off and raise
+        :class:`ClosedError` (applied or not: their outcome is unknown). Calling it again is
+        a no-op.
+        """
+        drained = self._calls.close()
+        wait = self.shutdown_timeout
+        if not drained.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(drained)), wait)
+            except TimeoutError:
+                log.warning(
+                    "%r: closing with %d calls still running after %gs",
+                    self,
+                    self._calls.count,
+                    wait,
+                )
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            # initialize() may have opened the memory again meanwhile: it wins.
+            if self._connected and not self._calls.open:
+                self._connected = False
+                self._generation += 1
+                await self._close()
+        if not self._calls.open:
+            self._connect_lock = None  # the next initialize() may run on another loop
+
+    def _reopen(self) -> None:
+        """Take calls again after :meth:`shutdown` (they connect on first use)."""
+        self._calls.reopen()
 
     async def __aenter__(self: T) -> T:
         await self.initialize()  # type: ignore[attr-defined]
@@ -158,6 +208,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     def connected(self) -> bool:
         """Whether the backend holds open connections."""
         return self._connected
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called (and :meth:`initialize` not since)."""
+        return not self._calls.open
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MemoryBackend:
@@ -187,7 +242,16 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 operation=operation,
             )
 
+    def _closed_error(self, operation: str) -> ClosedError:
+        return ClosedError(
+            "the memory is shut down; call initialize() to open it again",
+            backend=self.backend_name,
+            operation=operation,
+        )
+
     async def _ensure_connected(self) -> None:
+        if not self._calls.open:
+            raise self._closed_error("connect")
         if self._connected:
             return
         if self._connect_lock is None:
@@ -246,28 +310,43 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         return err
 
     async def _run(self, operation: str, call: Callable[[], Any]) -> Any:
-        """Run one primitive call with connect, timeout, retry, metrics and error mapping."""
-        if not self._connected:
-            await self._ensure_connected()
-        started = time.perf_counter()
+        """Run one primitive call with connect, timeout, retry, metrics and error mapping.
+
+        The call counts as under way until it returns, so :meth:`shutdown` waits for it;
+        once shutdown has begun, no call starts.
+        """
+        if not self._calls.enter():
+            raise self._closed_error(operation)
+        generation = self._generation
         try:
+            if not self._connected:
+                await self._ensure_connected()
+            started = time.perf_counter()
             try:
-                result = await self._timed(call)
-            except MemstoreError:
+                try:
+                    result = await self._timed(call)
+                except MemstoreError:
+                    raise
+                except Exception as exc:
+                    if not self._is_transient(exc) or self.retry_policy.attempts <= 1:
+                        raise
+                    result = await retry_transient(
+                        lambda: self._timed(call), self.retry_policy, self._is_transient
+                    )
+            except MemstoreError as exc:
+                self._meter.error(operation, exc)
+                if self._generation != generation and not isinstance(exc, ClosedError):
+                    raise self._closed_error(operation) from exc
                 raise
             except Exception as exc:
-                if not self._is_transient(exc) or self.retry_policy.attempts <= 1:
-                    raise
-                result = await retry_transient(
-                    lambda: self._timed(call), self.retry_policy, self._is_transient
-                )
-        except MemstoreError as exc:
-            self._meter.error(operation, exc)
-            raise
-        except Exception as exc:
-            raise self._translate(operation, exc) from exc
-        self._meter.observe(operation, time.perf_counter() - started)
-        return result
+                if self._generation != generation:
+                    self._meter.error(operation, exc)
+                    raise self._closed_error(operation) from exc
+                raise self._translate(operation, exc) from exc
+            self._meter.observe(operation, time.perf_counter() - started)
+            return result
+        finally:
+            self._calls.leave()
 
     async def _timed(self, call: Callable[[], Any]) -> Any:
         if self.operation_timeout is None:
@@ -368,14 +447,19 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def retrieve_messages(
         self, conversation_id: str, limit: int | None = None
     ) -> list[Message]:
-        """The conversation's newest ``limit`` messages (all if ``None``), **newest first**."""
+        """The conversation's newest ``limit`` messages, **newest first**.
+
+        ``limit`` is at most :data:`~bruno_memstore.models.MAX_LIMIT`; ``None`` reads the whole
+        conversation (one conversation, never more: a user's whole history is read in pages
+        with :meth:`export_batches`).
+        """
         conversation_id = check_id(conversation_id, "conversation_id")
         limit = check_limit(limit, allow_none=True)
         records = await self._run(
             "retrieve_messages",
             lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=limit),
         )
-        return [record_to_message(r) for r in reversed(records)]
+        return await _to_messages(records[::-1])
 
     async def retrieve_context(
         self,
@@ -590,6 +674,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not isinstance(query, MemoryQuery):
             raise InvalidArgumentError("query", "expected a bruno_core MemoryQuery")
         user_id = check_id(query.user_id, "query.user_id")
+        # MemoryQuery validates on construction only; a later assignment is checked here.
+        check_limit(query.limit, "query.limit")
         flt = MemoryFilter(
             user_id=user_id,
             memory_types=tuple(MemoryType(t).value for t in query.memory_types),
@@ -823,16 +909,73 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
         await self._ensure_connected()
-        try:
-            async for batch in self._export(kind, user_id):  # type: ignore[arg-type]
+        async with contextlib.aclosing(self._export(kind, user_id)) as batches:  # type: ignore[arg-type]
+            while True:
+                # Each page counts as a call under way (shutdown waits for it), not the walk.
+                if not self._calls.enter():
+                    raise self._closed_error("export")
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
+                    return
+                except MemstoreError:
+                    raise
+                except Exception as exc:
+                    raise self._translate("export", exc) from exc
+                finally:
+                    self._calls.leave()
                 yield batch
-        except MemstoreError:
-            raise
-        except Exception as exc:
-            raise self._translate("export", exc) from exc
 
 
 # ==================================================================== helpers
+
+
+class _CallGate:
+    """The calls under way on one memory, and whether new ones may start.
+
+    Thread-safe: one memory may serve callers on several event loops.
+    """
+
+    __slots__ = ("_idle", "_lock", "count", "open")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[concurrent.futures.Future[None]] = []
+        self.count = 0
+        self.open = True
+
+    def enter(self) -> bool:
+        """Count a call in, unless the gate is closed."""
+        with self._lock:
+            if not self.open:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+            waiters: list[concurrent.futures.Future[None]] = []
+            if self.count == 0:
+                waiters, self._idle = self._idle, []
+        for waiter in waiters:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                waiter.set_result(None)
+
+    def close(self) -> concurrent.futures.Future[None]:
+        """Refuse new calls; the future resolves once the calls under way have ended."""
+        idle: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self.open = False
+            if self.count:
+                self._idle.append(idle)
+                return idle
+        idle.set_result(None)
+        return idle
+
+    def reopen(self) -> None:
+        with self._lock:
+            self.open = True
 
 
 def _store_args(
@@ -873,6 +1016,17 @@ async def _convert(messages: Sequence[Message], conversation_id: str) -> list[Me
         ]
         await asyncio.sleep(0)
     return records
+
+
+async def _to_messages(records: Sequence[MessageRecord]) -> list[Message]:
+    """Records as messages, letting other tasks run between slices of a long conversation."""
+    if len(records) <= _CONVERT_SLICE:
+        return [record_to_message(r) for r in records]
+    out: list[Message] = []
+    for start in range(0, len(records), _CONVERT_SLICE):
+        out += [record_to_message(r) for r in records[start : start + _CONVERT_SLICE]]
+        await asyncio.sleep(0)
+    return out
 
 
 def _same_message(a: MessageRecord, b: MessageRecord) -> bool:

@@ -17,6 +17,7 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "CapabilityError",
+    "ClosedError",
     "ConflictError",
     "EmbeddingMismatchError",
     "InvalidArgumentError",
@@ -98,6 +99,11 @@ class NotFoundError(MemstoreError, LookupError):
 
 class CapabilityError(MemstoreError):
     """The backend does not offer this operation; see ``Capability`` and ``HybridMemory``."""
+
+
+class ClosedError(MemstoreError, RuntimeError):
+    """The memory was shut down: ``initialize()`` opens it again. A call that was cut off by
+    ``shutdown()`` (it outlasted the drain timeout) may or may not have been applied."""
 
 
 class SchemaError(MemstoreError):

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_USER",
     "MAX_ID_LENGTH",
     "MAX_JSON_DEPTH",
+    "MAX_LIMIT",
     "MemoryFilter",
     "MemoryRecord",
     "MessageRecord",
@@ -49,6 +50,9 @@ DEFAULT_USER = "default"
 """Owner given to a conversation first written without a user (bruno-core's own default)."""
 
 MAX_ID_LENGTH = 255
+MAX_LIMIT = 10_000
+"""The largest ``limit`` any read accepts (``retrieve_messages(limit=None)`` reads a whole
+conversation; the user's whole history is read with ``export_batches``, in pages)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -91,14 +95,23 @@ def check_id(value: Any, argument: str) -> str:
     return check_text(value, argument)
 
 
-def check_limit(value: Any, argument: str = "limit", *, allow_none: bool = False) -> int | None:
-    """Validate a result limit: a positive int (``None`` allowed when ``allow_none``)."""
+def check_limit(
+    value: Any,
+    argument: str = "limit",
+    *,
+    allow_none: bool = False,
+    maximum: int = MAX_LIMIT,
+) -> int | None:
+    """Validate a result limit: an int from 1 to ``maximum`` (``None`` allowed when
+    ``allow_none``)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(argument, f"expected an int, got {type(value).__name__}")
     if value < 1:
         raise InvalidArgumentError(argument, f"must be at least 1, got {value}")
+    if value > maximum:
+        raise InvalidArgumentError(argument, f"must be at most {maximum:,}, got {value:,}")
     return value
 
 

@@ -18,6 +18,11 @@ Every backend analyses text the same way:
 Steps 1-3 give :func:`words` and :func:`query_words`; all five give :func:`terms`, which
 :class:`BM25Index` indexes. Engines with their own full-text index should index
 :func:`index_text` and query with :func:`terms`, so that every backend finds the same things.
+
+Queries are bounded before any backend sees them (:func:`bounded_query`): the first
+:data:`MAX_QUERY_CHARS` characters are analysed, and of those only the words up to the
+:data:`MAX_QUERY_TERMS`-th distinct term are searched for. The rest of a longer query is
+ignored, so a pasted page costs what a long question costs.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ import Stemmer
 __all__ = [
     "ANALYSIS_VERSION",
     "DEFAULT_ANALYZER",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
     "STOP_WORDS",
     "Analyzer",
     "BM25Index",
+    "bounded_query",
+    "clipped_query",
     "date_words",
     "index_text",
     "query_words",
@@ -49,6 +58,15 @@ ANALYSIS_VERSION = 2
 """Raised whenever :func:`terms` may analyse some text differently. Engines that store
 analysed terms (:func:`index_text`) keep the version they were built with and re-index when
 it differs."""
+
+MAX_QUERY_TERMS = 32
+"""Distinct terms a query is searched by, at most (every backend): the first ones in the
+query; the words after the last of them are ignored. Stop words do not count, except in a
+query made of nothing else."""
+
+MAX_QUERY_CHARS = 10_000
+"""Characters of a query that are analysed and embedded, at most (cut at a space when there
+is one in the second half); the rest is ignored."""
 
 # Function words that carry no topic in English questions and statements. Contractions are
 # expanded before this list is consulted, so it holds only whole words.
@@ -292,20 +310,61 @@ class Analyzer:
 
     def terms(self, text: str, *, drop_stop_words: bool = True) -> list[str]:
         """Normalised, stemmed index terms of ``text``, in order."""
-        cache = self._cache
-        analysed = []
-        for token in self.words(text):
-            hit = cache.get(token)
-            if hit is None:
-                hit = self._analyse(token)
-                if len(cache) < _CACHE_LIMIT:
-                    cache[token] = hit
-            analysed.append(hit)
+        analysed = [self._term(token) for token in self.words(text)]
         if drop_stop_words:
             kept = [term for stop, term in analysed if not stop]
             if kept:
                 return kept
         return [term for _, term in analysed]
+
+    def bounded_query(
+        self,
+        text: str,
+        *,
+        max_terms: int = MAX_QUERY_TERMS,
+        max_chars: int = MAX_QUERY_CHARS,
+    ) -> str:
+        """``text`` cut to what a search analyses: at most ``max_chars`` characters, and of
+        those the words up to the ``max_terms``-th distinct term (:meth:`terms` of the result
+        holds at most ``max_terms`` distinct terms).
+
+        A query within both bounds comes back unchanged; a longer one as its kept words
+        joined by spaces, which analyse to the same terms.
+        """
+        text = clipped_query(text, max_chars)
+        tokens = self.words(text)
+        content: set[str] = set()
+        stops: set[str] = set()
+        kept = 0
+        for token in tokens:
+            stop, term = self._term(token)
+            if not stop:
+                if term not in content and len(content) == max_terms:
+                    break
+                content.add(term)
+            elif not content:
+                # Stop words count only while they are all there is (see ``terms``).
+                if term not in stops and len(stops) == max_terms:
+                    break
+                stops.add(term)
+            kept += 1
+        else:
+            return text
+        out = " ".join(tokens[:kept])
+        # Words analyse to themselves again; this guards exotic Unicode that might not.
+        while kept and len(set(self.terms(out))) > max_terms:
+            kept -= 1
+            out = " ".join(tokens[:kept])
+        return out
+
+    def _term(self, token: str) -> tuple[bool, str]:
+        """:meth:`_analyse`, remembered for the next time the token is seen."""
+        hit = self._cache.get(token)
+        if hit is None:
+            hit = self._analyse(token)
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[token] = hit
+        return hit
 
     def _analyse(self, token: str) -> tuple[bool, str]:
         """(whether ``token`` is a stop word, its index term)."""
@@ -350,6 +409,27 @@ def query_words(text: str) -> list[str]:
 def terms(text: str, *, drop_stop_words: bool = True) -> list[str]:
     """Stemmed index terms of ``text`` (stop words dropped unless nothing else is left)."""
     return DEFAULT_ANALYZER.terms(text, drop_stop_words=drop_stop_words)
+
+
+def bounded_query(text: str) -> str:
+    """What a search analyses of ``text``: see :meth:`Analyzer.bounded_query`."""
+    return DEFAULT_ANALYZER.bounded_query(text)
+
+
+def clipped_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """``text`` cut to at most ``max_chars`` characters: what a search embeds.
+
+    The cut falls after the last whitespace when there is one in the second half, so the last
+    word kept is whole.
+    """
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    if not text[max_chars].isspace():
+        space = max((head.rfind(c) for c in " \n\t"), default=-1)
+        if space > max_chars // 2:
+            head = head[:space]
+    return head
 
 
 def index_text(text: str, *, when: datetime | None = None) -> str:

@@ -33,6 +33,7 @@ from .ranking import (
     keyword_scores,
     vector_scores,
 )
+from .search import bounded_query, clipped_query
 
 if TYPE_CHECKING:
     from .base import MemoryBackend
@@ -229,15 +230,18 @@ class SemanticSearch:
     ) -> list[SearchHit]:
         """The best ``limit`` records for ``query``, scores in [0, 1] (see :mod:`ranking`).
 
-        ``mode`` ``None`` is the store's default, resolved once connected.
+        ``mode`` ``None`` is the store's default, resolved once connected. The engines get
+        the query bounded (:func:`~bruno_memstore.search.bounded_query`; the embedding
+        model :func:`~bruno_memstore.search.clipped_query`), whatever its length.
         """
         await self._ensure_connected()  # connecting checks the store's vector space
         mode = self._search_mode_for(mode, operation)  # type: ignore[attr-defined]
+        words = bounded_query(query) if mode != "vector" else ""
 
         def text(n: int) -> Callable[[], Any]:
             return lambda: self._text_search(
                 user_id,
-                query,
+                words,
                 kinds=kinds,
                 conversation_id=conversation_id,
                 limit=n,
@@ -247,7 +251,7 @@ class SemanticSearch:
         if mode == "keyword":
             return keyword_scores(await self._run(operation, text(limit)))
         embedder = self._vectors_usable(operation)
-        vector = (await self._embedding(operation, embedder, [query]))[0]
+        vector = (await self._embedding(operation, embedder, [clipped_query(query)]))[0]
         n = limit if mode == "vector" else candidate_count(limit)
 
         def near() -> Any:

@@ -187,6 +187,7 @@ async def test_memory_mode_is_not_durable() -> None:
     await mem.store_message(make_message("kept in process"), uid, "c")
     assert [m.content for m in await mem.retrieve_messages("c")] == ["kept in process"]
     await mem.shutdown()
+    await mem.initialize()
     assert await mem.retrieve_messages("c") == []  # a new in-process store
     await mem.shutdown()
 

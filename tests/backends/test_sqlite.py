@@ -37,6 +37,7 @@ from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
     BackendError,
     BackendUnavailableError,
+    ClosedError,
     ConflictError,
     InvalidArgumentError,
     OwnershipError,
@@ -919,20 +920,58 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
 
 def _worker_threads(mem: SQLiteMemory) -> list[Any]:
     threads = [mem._writer._thread] if mem._writer else []
-    if mem._reader_pool:
-        threads += [t._thread for t in mem._reader_pool._threads]
+    for pool in (mem._reader_pool, mem._search_pool, mem._vector_reader):
+        if pool:
+            threads += [t._thread for t in pool._threads]
     return threads
 
 
-async def test_shutdown_joins_threads_and_reconnects(db_path: Path) -> None:
+async def test_shutdown_joins_threads_and_initialize_reopens(db_path: Path) -> None:
     mem = SQLiteMemory(db_path, readers=3)
     await mem.store_message(make_message("before"), "u", "c")
     threads = _worker_threads(mem)
-    assert len(threads) == 4 and all(t.is_alive() for t in threads)
+    # The writer, 3 readers, 3 for searches, 1 for vectors.
+    assert len(threads) == 8 and all(t.is_alive() for t in threads)
     await mem.shutdown()
     assert not any(t.is_alive() for t in threads)
-    await mem.store_message(make_message("after"), "u", "c")  # reconnects on use
+    with pytest.raises(ClosedError):
+        await mem.store_message(make_message("refused"), "u", "c")
+    await mem.initialize()
+    await mem.store_message(make_message("after"), "u", "c")
     assert [m.content for m in await mem.retrieve_messages("c")] == ["after", "before"]
+    await mem.shutdown()
+
+
+async def test_slow_searches_leave_window_reads_alone(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = SQLiteMemory(db_path, readers=2, embedding_model=None)
+    await mem.store_message(make_message("quick read"), "light-user", "light")
+    await mem.store_message(make_message("heavy words"), "heavy-user", "heavy")
+    release, running = threading.Event(), threading.Semaphore(0)
+    search = ops.text_search
+
+    def held_search(*args: Any, **kwargs: Any) -> Any:
+        # Stands for a search that takes long: it holds its thread until released.
+        running.release()
+        release.wait()
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "text_search", held_search)
+    searches = [asyncio.create_task(mem.search("heavy-user", "heavy")) for _ in range(2)]
+    try:
+        for _ in searches:  # both are on a thread of their own now
+            assert await asyncio.to_thread(running.acquire, timeout=60)
+        read = asyncio.create_task(mem.retrieve_messages("light"))
+        # The timeout only keeps a queued read from hanging the test.
+        done, _ = await asyncio.wait(
+            [read, *searches], timeout=60, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert done == {read}  # answered while both searches still hold their threads
+    finally:
+        release.set()
+    assert [m.content for m in read.result()] == ["quick read"]
+    assert all(len(found) == 1 for found in await asyncio.gather(*searches))
     await mem.shutdown()
 
 

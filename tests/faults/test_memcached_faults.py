@@ -14,6 +14,7 @@ import pytest
 
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.errors import BackendError, BackendUnavailableError
+from bruno_memstore.models import MAX_LIMIT
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing.builders import at, make_message, new_conversation_id, new_user_id
 
@@ -109,7 +110,7 @@ async def test_restart_mid_load_never_yields_corrupt_data(server: MemcachedServe
     assert acked_after
     seen: set[str] = set()
     for conv in convs:
-        window = await memory.retrieve_context(uid, conversation_id=conv, limit=100_000)
+        window = await memory.retrieve_context(uid, conversation_id=conv, limit=MAX_LIMIT)
         ids = [str(m.id) for m in window]
         assert len(ids) == len(set(ids))  # no duplicates
         assert all(sent[str(m.id)] == m.content for m in window)  # only what was sent, intact

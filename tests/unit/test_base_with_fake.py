@@ -17,6 +17,7 @@ from bruno_memstore.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     CapabilityError,
+    ClosedError,
     InvalidArgumentError,
     OwnershipError,
 )
@@ -200,7 +201,11 @@ async def test_connects_lazily_once_under_concurrency() -> None:
     assert (mem.closes, mem.connected) == (1, False)
     await mem.shutdown()  # idempotent
     assert mem.closes == 1
-    assert len(await mem.retrieve_messages(conv)) == 30  # reconnects on use
+    with pytest.raises(ClosedError):  # closed until opened again, not reconnected
+        await mem.retrieve_messages(conv)
+    assert mem.connects == 1
+    await mem.initialize()
+    assert len(await mem.retrieve_messages(conv)) == 30
     assert mem.connects == 2
 
 

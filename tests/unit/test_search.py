@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from bruno_memstore.search import STOP_WORDS, BM25Index, query_words, terms, words
+from bruno_memstore.search import (
+    MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS,
+    STOP_WORDS,
+    BM25Index,
+    bounded_query,
+    clipped_query,
+    query_words,
+    terms,
+    words,
+)
 
 
 def test_words_are_case_folded_unicode_tokens() -> None:
@@ -133,3 +143,35 @@ def test_scores_do_not_depend_on_insertion_order() -> None:
     assert forward.keys() == backward.keys()
     for key, score in forward.items():
         assert abs(backward[key] - score) < 1e-12
+
+
+def test_a_query_within_the_bounds_is_left_alone() -> None:
+    question = "What did Maya's sister say about the café in Kyoto (京都) last week?"
+    assert bounded_query(question) == question
+    assert clipped_query(question) == question
+
+
+def test_a_long_query_keeps_its_first_distinct_terms() -> None:
+    many = " ".join(f"Word{i}'s" for i in range(5_000))
+    kept = bounded_query(many)
+    assert len(set(terms(kept))) == MAX_QUERY_TERMS
+    assert terms(kept) == list(dict.fromkeys(terms(many)))[:MAX_QUERY_TERMS]
+    # Repeats and stop words cost nothing: only distinct content terms count.
+    padded = " ".join(["the cats and a cat", *(f"term{i} of the" for i in range(100))])
+    assert set(terms(bounded_query(padded))) == {"cat", *(f"term{i}" for i in range(31))}
+    only_stops = " ".join(sorted(STOP_WORDS))
+    assert len(set(terms(bounded_query(only_stops)))) == MAX_QUERY_TERMS
+
+
+def test_mixed_scripts_keep_the_bound() -> None:
+    text = " ".join(f"東京{i}都 naïve{i} didn't{i} ΑΒΓ{i} \u210cello{i}" for i in range(2_000))
+    kept = bounded_query(text)
+    assert 0 < len(set(terms(kept))) <= MAX_QUERY_TERMS
+    assert terms(kept)[:5] == terms(text)[:5]
+
+
+def test_a_query_is_clipped_at_a_space() -> None:
+    text = "word " * (MAX_QUERY_CHARS // 5) + "tail"
+    clipped = clipped_query(text)
+    assert len(clipped) <= MAX_QUERY_CHARS and not clipped.endswith("wor")
+    assert len(bounded_query("x" * (3 * MAX_QUERY_CHARS))) == MAX_QUERY_CHARS  # no space

@@ -78,7 +78,8 @@ class TestDurabilityHarness(DurabilitySuite):
 
     async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
         assert (self.tmp_path / "opened").exists()  # the same directory within one test
-        return memory  # the same process memory, reconnected on first use
+        await memory.initialize()  # the same process memory, opened again
+        return memory
 
 
 def test_the_suite_is_abstract() -> None:

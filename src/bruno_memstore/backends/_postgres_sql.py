@@ -30,7 +30,6 @@ __all__ = [
     "HNSW_MAX_DIMENSIONS",
     "INDEXED_PREFIX",
     "LATEST_VERSION",
-    "MAX_TERMS",
     "MEMSTORE_ANALYSIS",
     "MESSAGE_COLUMNS",
     "Statements",
@@ -40,8 +39,6 @@ __all__ = [
     "migrations",
 ]
 
-# Query terms ranked one by one; a longer query keeps its first MAX_TERMS distinct terms.
-MAX_TERMS = 16
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
 # so a 1 MB message is stored whole and its first 100,000 characters are searchable.
 INDEXED_PREFIX = 100_000

@@ -285,13 +285,15 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ lifecycle
 
     async def _connect(self) -> None:
-        await self.persistent._ensure_connected()
+        # After shutdown() the tiers are closed too: opening the hybrid opens them again.
+        self.cache._reopen()
+        await self.persistent.initialize()
         # The persistent tier may declare more once connected (RedisMemory: DURABLE).
         self.capabilities = self.persistent.capabilities  # type: ignore[misc]
         if self._down_until and time.monotonic() < self._down_until:
             return
         try:
-            await self._limited(self.cache._ensure_connected())
+            await self._limited(self.cache.initialize())
         except Exception as exc:
             self._cache_failed("connect", exc, suspend=True)
         else:

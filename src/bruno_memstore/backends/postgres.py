@@ -42,13 +42,12 @@ from ..models import (
     SessionRecord,
 )
 from ..primitives import AppendResult, ExportKind, VectorPrimitives
-from ..search import index_text, query_words, terms
+from ..search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
     HNSW_MAX_DIMENSIONS,
     INDEXED_PREFIX,
     LATEST_VERSION,
-    MAX_TERMS,
     MEMSTORE_ANALYSIS,
     MESSAGE_COLUMNS,
     Statements,
@@ -799,7 +798,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
         words = terms(query) if self._sql.client_analysis else query_words(query)
-        words = list(dict.fromkeys(words))[:MAX_TERMS]
+        # The shared layer bounds the query's terms; its distinct words (another
+        # configuration's input) may still be more.
+        words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
         if not words:
             return []
         flt = memory_filter or MemoryFilter(user_id=user_id)

@@ -2,8 +2,10 @@
 
 All engine work runs on threads that own their connections (``_sqlite_threads``): one writer
 that commits concurrent writes together, a small pool of readers that read committed
-snapshots without waiting for it, and one reader for vector search, which owns the
-in-process vector indexes. The event loop only queues work and collects results.
+snapshots without waiting for it, a pool of the same size for the reads whose time grows
+with a user's data (full-text search, statistics, export pages), so that slow searches never
+hold up a window read, and one reader for vector search, which owns the in-process vector
+indexes. The event loop only queues work and collects results.
 
 Vectors are float32 BLOBs beside their records, written in the records' transactions. The
 ``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
@@ -80,7 +82,8 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             ``"extra"``.
         busy_timeout: seconds a connection waits for another process's lock before failing
             with a transient error (retried by the shared layer).
-        readers: reader threads (each with its own connection).
+        readers: reader threads (each with its own connection) for quick reads, and as many
+            again for searches, statistics and export pages.
         vector_users: users whose vectors are kept in process for vector search (the least
             recently searched are dropped; each holds ``4 x dimension`` bytes per record).
         **options: see :class:`~bruno_memstore.base.MemoryBackend`.
@@ -131,6 +134,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         self.vector_users = vector_users
         self._writer: Writer | None = None
         self._reader_pool: ReaderPool | None = None
+        self._search_pool: ReaderPool | None = None
         self._vector_reader: ReaderPool | None = None
         self._finalizer: weakref.finalize | None = None
         self._new_vector_caches()
@@ -182,6 +186,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             reader = partial(_open, settings, writer=False)
             pools = [
                 ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
+                ReaderPool("bruno-memstore-sqlite-search", reader, self.readers),
                 ReaderPool("bruno-memstore-sqlite-vectors", reader, 1),
             ]
             try:
@@ -193,7 +198,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
                 await writer.stop()
                 raise
         self._writer = writer
-        self._reader_pool, self._vector_reader = pools or (None, None)
+        self._reader_pool, self._search_pool, self._vector_reader = pools or (None, None, None)
         # Indexes of an earlier connection may describe another database (``:memory:``).
         self._new_vector_caches()
         # Threads hold no reference to this object; if it is dropped without shutdown(),
@@ -201,8 +206,9 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
 
     async def _close(self) -> None:
-        writer, pools = self._writer, [self._reader_pool, self._vector_reader]
-        self._writer = self._reader_pool = self._vector_reader = None
+        writer = self._writer
+        pools = [self._reader_pool, self._search_pool, self._vector_reader]
+        self._writer = self._reader_pool = self._search_pool = self._vector_reader = None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -230,6 +236,13 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         if self._reader_pool is None:
             return self._write(job)
         return self._reader_pool.submit(job)
+
+    def _long_read(self, job: Job) -> Any:
+        # Reads whose time grows with a user's data have threads of their own: two slow
+        # searches must not leave a window read queued behind them.
+        if self._search_pool is None:
+            return self._write(job)
+        return self._search_pool.submit(job)
 
     def _vector_read(self, job: Job) -> Any:
         # One thread runs every job that touches the cached indexes, so they need no lock.
@@ -361,7 +374,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         limit: int,
         memory_filter: MemoryFilter | None = None,
     ) -> list[SearchHit]:
-        return await self._read(
+        return await self._long_read(
             partial(
                 ops.text_search,
                 user_id=user_id,
@@ -441,7 +454,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             cache.drop(user_id)
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
-        return await self._read(partial(ops.statistics, user_id=user_id))
+        return await self._long_read(partial(ops.statistics, user_id=user_id))
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
         counts = await self._write(partial(ops.forget_user, user_id=user_id))
@@ -452,7 +465,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         after: Any = None
         while True:
             try:
-                page, after = await self._read(
+                page, after = await self._long_read(
                     partial(
                         ops.export_page, kind=kind, user_id=user_id, after=after, size=_EXPORT_PAGE
                     )

@@ -13,7 +13,7 @@ from bruno_core.models.message import Message
 from ...base import MemoryBackend
 from ...capabilities import Capability
 from ...errors import InvalidArgumentError
-from ...models import MAX_JSON_DEPTH
+from ...models import MAX_JSON_DEPTH, MAX_LIMIT
 from ..builders import make_memory_entry, make_message, new_conversation_id, new_user_id
 from ..harness import ConformanceBase, requires
 
@@ -109,6 +109,25 @@ class BadInputSuite(ConformanceBase):
             await _refused(memory.retrieve_context(uid, limit=bad), "limit")
             await _refused(memory.retrieve_context(uid, limit=bad, conversation_id=conv), "limit")
         assert len(await memory.retrieve_messages(conv, limit=1)) == 1
+
+    async def test_limits_have_a_maximum(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        await memory.store_message(make_message("one message"), uid, conv)
+        for big in (MAX_LIMIT + 1, 10**9):
+            info = await _refused(memory.retrieve_messages(conv, limit=big), "limit")
+            assert f"{MAX_LIMIT:,}" in str(info)  # the message names the maximum
+            await _refused(memory.retrieve_context(uid, limit=big), "limit")
+            await _refused(memory.retrieve_context(uid, "x", big, strategy="hybrid"), "limit")
+            if memory.supports(Capability.FULL_TEXT):
+                await _refused(memory.search(uid, "x", limit=big), "limit")
+                await _refused(memory.search_messages("x", user_id=uid, limit=big), "limit")
+            if memory.supports(Capability.MEMORIES):
+                query = MemoryQuery(user_id=uid)
+                query.limit = big  # assignment is not validated by the model
+                await _refused(memory.retrieve_memories(query), "query.limit")
+        assert len(await memory.retrieve_messages(conv, limit=MAX_LIMIT)) == 1
+        assert len(await memory.retrieve_context(uid, limit=MAX_LIMIT)) == 1
+        assert len(await memory.retrieve_messages(conv, limit=None)) == 1  # None: all of it
 
     @requires(Capability.FULL_TEXT)
     async def test_bad_search_arguments(self, memory: MemoryBackend) -> None:

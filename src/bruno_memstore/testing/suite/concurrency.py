@@ -1,12 +1,17 @@
-"""Concurrent writers: every message exactly once, in one consistent order."""
+"""Concurrent writers: every message exactly once, in one consistent order; writers racing
+``shutdown()``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
+import pytest
+from bruno_core.models.message import Message
+
 from ...base import MemoryBackend
-from ...errors import ConflictError, OwnershipError
+from ...capabilities import Capability
+from ...errors import ClosedError, ConflictError, OwnershipError
 from ...models import to_us
 from ..builders import at, make_message, new_conversation_id, new_session_id, new_user_id
 from ..harness import ConformanceBase
@@ -15,7 +20,8 @@ __all__ = ["ConcurrencySuite"]
 
 
 class ConcurrencySuite(ConformanceBase):
-    """Hundreds of writers into one conversation; dozens over many; racing first use."""
+    """Hundreds of writers into one conversation; dozens over many; racing first use and
+    shutdown."""
 
     async def test_many_writers_one_conversation(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()
@@ -117,3 +123,46 @@ class ConcurrencySuite(ConformanceBase):
         assert {c.conversation_id for c in contexts} == {ref}
         assert len({c.session.session_id for c in contexts}) == 1
         assert (await memory.get_statistics(uid))["sessions"] == 1
+
+    async def test_writes_racing_shutdown(self, memory: MemoryBackend) -> None:
+        uid, conv = new_user_id(), new_conversation_id()
+        first = make_message("before the race", timestamp=at(0))
+        await memory.store_message(first, uid, conv)
+        writers, per_writer = 20, 10
+        acknowledged = asyncio.Event()
+        outcomes: list[tuple[Message, Exception | None]] = []
+
+        async def writer(w: int) -> None:
+            for j in range(per_writer):
+                msg = make_message(f"racing {w} {j}", timestamp=at(1 + w * per_writer + j))
+                try:
+                    await memory.store_message(msg, uid, conv)
+                except Exception as exc:
+                    outcomes.append((msg, exc))
+                    return
+                outcomes.append((msg, None))
+                acknowledged.set()
+
+        tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
+        await acknowledged.wait()  # writes are under way
+        await memory.shutdown()
+        await asyncio.gather(*tasks)
+        # Each write either succeeded or was refused as closed: no driver error leaks out.
+        wrong = [repr(exc) for _, exc in outcomes if exc and not isinstance(exc, ClosedError)]
+        assert not wrong, wrong[:3]
+        acked = {first.id} | {m.id for m, exc in outcomes if exc is None}
+        assert memory.closed and not memory.connected
+        with pytest.raises(ClosedError):
+            await memory.store_message(make_message("after shutdown"), uid, conv)
+        with pytest.raises(ClosedError):
+            await memory.retrieve_messages(conv)
+        await memory.shutdown()  # again: nothing to do
+
+        await memory.initialize()  # opens it again
+        stored = {m.id for m in await memory.retrieve_messages(conv)}
+        assert stored <= acked  # a refused write left nothing behind
+        if memory.supports(Capability.DURABLE):
+            assert stored == acked  # every acknowledged write is there
+        late = make_message("after initialize", timestamp=at(10_000))
+        await memory.store_message(late, uid, conv)
+        assert (await memory.retrieve_messages(conv, limit=1))[0].id == late.id

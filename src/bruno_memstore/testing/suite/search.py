@@ -11,6 +11,7 @@ from bruno_core.models.message import MessageRole
 from ...base import MemoryBackend
 from ...capabilities import Capability
 from ...errors import InvalidArgumentError
+from ...search import MAX_QUERY_CHARS, MAX_QUERY_TERMS, bounded_query, terms
 from ..builders import at, make_memory_entry, make_message, new_conversation_id, new_user_id
 from ..harness import ConformanceBase, requires
 from .roundtrip import assert_same_message
@@ -46,6 +47,24 @@ class SearchSuite(ConformanceBase):
     """BM25-family ranking, stemming, stop words, kinds, scores and scoping."""
 
     suite_search_mode: ClassVar[str] = "keyword"
+
+    async def test_a_huge_query_is_bounded_and_still_finds(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        _, msgs = await _store(memory, uid, ["Quokkas live on Rottnest island", *_FILLER])
+        # 10,000 distinct words (the first two match the message), over 100,000 characters.
+        pasted = " ".join(["quokka", "rottnest", *(f"zqword{i:05d}x" for i in range(9_998))])
+        assert len(pasted) > 10 * MAX_QUERY_CHARS
+        kept = bounded_query(pasted)
+        assert len(kept) <= MAX_QUERY_CHARS
+        assert len(set(terms(kept))) == MAX_QUERY_TERMS  # what every backend searches by
+        found = await memory.search_messages(pasted, user_id=uid)
+        assert [m.id for m in found] == [msgs[0].id]
+        assert (await memory.search(uid, pasted, limit=3))[0].message is not None
+        # A match on a term past the bound is not looked for: the rest is ignored.
+        late = " ".join([*(f"zq{i:05d}y" for i in range(MAX_QUERY_TERMS)), "quokka"])
+        assert await memory.search_messages(late, user_id=uid) == []
+        tail = " ".join(late.split()[-3:])
+        assert [m.id for m in await memory.search_messages(tail, user_id=uid)] == [msgs[0].id]
 
     async def test_more_query_terms_rank_higher(self, memory: MemoryBackend) -> None:
         uid = new_user_id()

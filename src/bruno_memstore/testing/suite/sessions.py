@@ -10,7 +10,7 @@ from bruno_core.registry.memory_registry import MemoryBackendRegistry
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
-from ...errors import NotFoundError
+from ...errors import ClosedError, NotFoundError
 from ..builders import (
     ScriptedLLM,
     at,
@@ -42,7 +42,11 @@ class SessionSuite(ConformanceBase):
         await fresh.store_message(make_message("no ceremony"), uid, conv)
         assert len(await fresh.retrieve_messages(conv)) == 1
         await fresh.shutdown()
-        # A shut-down memory reconnects when used again (and still has the data if durable).
+        assert fresh.closed and not fresh.connected
+        with pytest.raises(ClosedError):  # shut down until initialize() opens it again
+            await fresh.retrieve_messages(conv)
+        await fresh.initialize()
+        assert fresh.connected and not fresh.closed
         reread = await fresh.retrieve_messages(conv)
         if fresh.supports(Capability.DURABLE):
             assert len(reread) == 1
