@@ -12,6 +12,7 @@ in-process indexes it brings up to date (:class:`LoadedIndexes`).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -45,7 +46,9 @@ __all__ = [
     "CachedIndex",
     "LoadedIndexes",
     "append_messages",
+    "checkpoint_wal",
     "claim_vector_space",
+    "compact_search_index",
     "conversation_owner",
     "counters_of",
     "delete_memory",
@@ -65,6 +68,7 @@ __all__ = [
     "put_vectors",
     "query_memories",
     "read_window",
+    "rebuild_file",
     "search_bodies",
     "snapshot",
     "statistics",
@@ -73,6 +77,8 @@ __all__ = [
     "vector_search",
     "vector_space",
 ]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...) list
 KINDS = ("message", "memory")
@@ -290,6 +296,51 @@ def _memory_filter(flt: MemoryFilter) -> tuple[str, list[Any]]:
     return " ".join(sql) + " ", args
 
 
+# ------------------------------------------------------------------------------ erasure
+#
+# Every connection runs with ``secure_delete`` on, so a deleted row's bytes are overwritten
+# with zeros in its page (and freed pages are zeroed). Two copies escape that:
+#
+# * FTS5 deletes by writing "delete" entries into a new segment; the words and positions of
+#   the deleted row stay in the old segments until a merge drops them. ``optimize`` merges
+#   every segment into one, leaving only live rows' entries (the old segments' pages are then
+#   freed, and zeroed). FTS5's own 'secure-delete' option (SQLite 3.42+) would do this per
+#   row, but it changes the index format for older SQLite versions, and the library must
+#   work with the SQLite Python is built with: ``optimize`` works on every version.
+# * WAL mode writes pages to the WAL; the old page images stay there until a checkpoint
+#   copies the new ones into the database file and the WAL is truncated.
+
+
+def compact_search_index(conn: sqlite3.Connection) -> None:
+    """Merge the full-text index into one segment, dropping the entries of deleted rows."""
+    conn.execute("INSERT INTO search_fts (search_fts) VALUES ('optimize')")
+
+
+def checkpoint_wal(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database file and truncate it to zero bytes (no transaction).
+
+    Waits up to the busy timeout for other connections reading older snapshots; returns
+    ``False`` (and logs) if one still was, leaving old page images in the WAL until the next
+    complete checkpoint.
+    """
+    busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+    if busy:
+        log.warning(
+            "SQLite: another connection kept reading, so the WAL was not truncated; it holds "
+            "pages of erased records until the next complete checkpoint"
+        )
+    return not busy
+
+
+def rebuild_file(conn: sqlite3.Connection) -> None:
+    """Rewrite the database file with only live pages, then truncate the WAL (no transaction).
+
+    Erases what deletions made before ``secure_delete`` was on may have left in free pages.
+    """
+    conn.execute("VACUUM")
+    checkpoint_wal(conn)
+
+
 # ------------------------------------------------------------------------------ messages
 
 
@@ -420,6 +471,7 @@ def delete_messages(
     count = conn.execute(f"DELETE FROM messages WHERE {where}", args).rowcount
     if count:
         conn.execute(BUMP_VECTORS["message", True], (uid,))
+        compact_search_index(conn)
     if not keep_roles:
         conn.execute("DELETE FROM sessions WHERE cid = ?", (cid,))
         conn.execute("DELETE FROM conversations WHERE cid = ?", (cid,))
@@ -518,6 +570,7 @@ def delete_memory(conn: sqlite3.Connection, memory_id: str) -> bool:
     conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-row[0],))
     conn.execute("DELETE FROM memories WHERE rid = ?", (row[0],))
     conn.execute(BUMP_VECTORS["memory", True], (row[1],))
+    compact_search_index(conn)
     return True
 
 
@@ -528,7 +581,10 @@ def purge_expired(conn: sqlite3.Connection, now_us: int) -> int:
         "DELETE FROM search_fts WHERE rowid IN (SELECT -rid FROM memories WHERE expires_us <= ?)",
         (now_us,),
     )
-    return conn.execute("DELETE FROM memories WHERE expires_us <= ?", (now_us,)).rowcount
+    count = conn.execute("DELETE FROM memories WHERE expires_us <= ?", (now_us,)).rowcount
+    if count:
+        compact_search_index(conn)
+    return count
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -964,6 +1020,7 @@ def forget_user(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
         "DELETE FROM conversations WHERE uid = ?", (uid,)
     ).rowcount
     conn.execute("DELETE FROM users WHERE uid = ?", (uid,))
+    compact_search_index(conn)
     return counts
 
 

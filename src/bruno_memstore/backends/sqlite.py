@@ -44,7 +44,7 @@ from ._sqlite_schema import (
     rebuild_search_index,
     search_index_is_current,
 )
-from ._sqlite_threads import Job, ReaderPool, Writer
+from ._sqlite_threads import Job, ReaderPool, ThenJob, Writer
 
 __all__ = ["SQLiteMemory", "Synchronous"]
 
@@ -226,6 +226,13 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         assert self._writer is not None, "not connected"
         return self._writer.submit_prepared(prepare)
 
+    def _erase(self, job: Job) -> Any:
+        """Run a deletion; once it is committed, checkpoint the WAL and truncate it to zero
+        bytes, so neither file keeps a copy of what was erased (see ``_sqlite_ops``)."""
+        if self.in_memory:
+            return self._write(job)
+        return self._write(ThenJob(job, ops.checkpoint_wal))
+
     def _read(self, job: Job) -> Any:
         if self._reader_pool is None:
             return self._write(job)
@@ -306,7 +313,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        return await self._write(
+        return await self._erase(
             partial(ops.delete_messages, conversation_id=conversation_id, keep_roles=keep_roles)
         )
 
@@ -328,10 +335,10 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         return await self._read(partial(ops.query_memories, flt=flt))
 
     async def _delete_memory(self, memory_id: str) -> bool:
-        return await self._write(partial(ops.delete_memory, memory_id=memory_id))
+        return await self._erase(partial(ops.delete_memory, memory_id=memory_id))
 
     async def _purge_expired(self, now_us: int) -> int:
-        return await self._write(partial(ops.purge_expired, now_us=now_us))
+        return await self._erase(partial(ops.purge_expired, now_us=now_us))
 
     async def _put_session(self, record: SessionRecord) -> None:
         await self._write(partial(ops.put_session, rec=record, operation=""))
@@ -444,9 +451,13 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         return await self._read(partial(ops.statistics, user_id=user_id))
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        counts = await self._write(partial(ops.forget_user, user_id=user_id))
+        counts = await self._erase(partial(ops.forget_user, user_id=user_id))
         self._drop_vectors(user_id)  # other instances drop theirs at their next query
         return counts
+
+    async def _compact(self) -> None:
+        # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
+        await self._write(ThenJob(ops.compact_search_index, ops.rebuild_file))
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         after: Any = None
@@ -487,6 +498,8 @@ def _open(settings: _Settings, *, writer: bool) -> sqlite3.Connection:
     )
     try:
         conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros, in their pages and in freed pages.
+        conn.execute("PRAGMA secure_delete = ON")
         conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
         if writer:
