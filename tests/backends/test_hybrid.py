@@ -368,6 +368,31 @@ async def test_deletions_empty_the_cache_tier(pair: Pair) -> None:
         assert await memory.retrieve_context(uid, conversation_id=conv) == []
 
 
+async def cache_lists_user(memory: HybridMemory, uid: str) -> bool:
+    """Whether the cache tier still lists the user anywhere it keeps users."""
+    cache = memory.cache
+    if isinstance(cache, RedisMemory):
+        client = cache._client
+        if await client.sismember(cache.keys.glob("users"), uid):
+            return True
+        # No key of the user's own (hash tag) may remain either.
+        return bool([k async for k in client.scan_iter(match=f"{cache.keys.tag(uid)}*")])
+    if isinstance(cache, InMemoryStorage):
+        return any(uid in table for table in (cache._user_convs, cache._indexes, cache._vectors))
+    return False  # memcached keeps no set of users (it cannot list them)
+
+
+async def test_forget_user_leaves_no_trace_in_the_cache_tier(pair: Pair) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    assert await cached_ids(memory, conv) is not None
+    await memory.forget_user(uid)
+    assert await cache_holds_nothing(memory, conv)
+    assert not await cache_lists_user(memory, uid)
+
+
 async def test_clear_history_rebuilds_with_what_stays(pair: Pair) -> None:
     memory = await pair.open()
     uid, conv = new_user_id(), new_conversation_id()
