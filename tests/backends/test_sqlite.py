@@ -160,6 +160,7 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         ({"busy_timeout": "5"}, "busy_timeout"),
         ({"readers": 0}, "readers"),
         ({"vector_users": 0}, "vector_users"),
+        ({"merge_on_delete": "no"}, "merge_on_delete"),
         ({"db_path": ""}, "db_path"),
         ({"db_path": 3}, "db_path"),
     ):
@@ -1086,6 +1087,29 @@ async def test_compact_erases_what_older_deletions_left(db_path: Path) -> None:
     try:
         await memory.compact()
         assert len(await memory.retrieve_context(user, limit=10)) == 1
+    finally:
+        await memory.shutdown()
+    assert find_in_files(_files(db_path), [word]) == {}
+
+
+async def test_without_merge_on_delete_words_wait_for_compact(db_path: Path) -> None:
+    """``merge_on_delete=False``: the erased words stay in the index's old segments (never
+    searchable) until ``compact`` merges it; every other copy goes at once."""
+    memory = SQLiteMemory(db_path, embedding_model=None, merge_on_delete=False)
+    user, word = new_user_id(), marker()
+    try:
+        await store(memory, user, new_conversation_id(), [f"the word {word}", "other words"])
+        await store(memory, new_user_id(), new_conversation_id(), ["filler " * 50] * 20)
+        await memory.forget_user(user)
+        assert await memory.search(user, word) == []
+        with raw(db_path) as conn:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            rows = {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}
+        holding = {t for t, r in rows.items() if word.encode() in repr(r).encode()}
+        assert holding == {"search_fts_data"}, holding  # the segments, and nothing else
+        await memory.compact()
     finally:
         await memory.shutdown()
     assert find_in_files(_files(db_path), [word]) == {}

@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
     "counters_of",
     "delete_memory",
     "delete_messages",
+    "erasing",
     "export_page",
     "forget_user",
     "get_memory",
@@ -316,6 +317,15 @@ def compact_search_index(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO search_fts (search_fts) VALUES ('optimize')")
 
 
+def erasing(conn: sqlite3.Connection, delete: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run a deletion (``delete_messages``, ``delete_memory``, ``purge_expired``,
+    ``forget_user``); if it deleted anything, merge the full-text index after it."""
+    result = delete(conn)
+    if any(result.values()) if isinstance(result, dict) else result:
+        compact_search_index(conn)
+    return result
+
+
 def checkpoint_wal(conn: sqlite3.Connection) -> bool:
     """Copy the WAL into the database file and truncate it to zero bytes (no transaction).
 
@@ -471,7 +481,6 @@ def delete_messages(
     count = conn.execute(f"DELETE FROM messages WHERE {where}", args).rowcount
     if count:
         conn.execute(BUMP_VECTORS["message", True], (uid,))
-        compact_search_index(conn)
     if not keep_roles:
         conn.execute("DELETE FROM sessions WHERE cid = ?", (cid,))
         conn.execute("DELETE FROM conversations WHERE cid = ?", (cid,))
@@ -570,7 +579,6 @@ def delete_memory(conn: sqlite3.Connection, memory_id: str) -> bool:
     conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-row[0],))
     conn.execute("DELETE FROM memories WHERE rid = ?", (row[0],))
     conn.execute(BUMP_VECTORS["memory", True], (row[1],))
-    compact_search_index(conn)
     return True
 
 
@@ -581,10 +589,7 @@ def purge_expired(conn: sqlite3.Connection, now_us: int) -> int:
         "DELETE FROM search_fts WHERE rowid IN (SELECT -rid FROM memories WHERE expires_us <= ?)",
         (now_us,),
     )
-    count = conn.execute("DELETE FROM memories WHERE expires_us <= ?", (now_us,)).rowcount
-    if count:
-        compact_search_index(conn)
-    return count
+    return conn.execute("DELETE FROM memories WHERE expires_us <= ?", (now_us,)).rowcount
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -1020,7 +1025,6 @@ def forget_user(conn: sqlite3.Connection, user_id: str) -> dict[str, int]:
         "DELETE FROM conversations WHERE uid = ?", (uid,)
     ).rowcount
     conn.execute("DELETE FROM users WHERE uid = ?", (uid,))
-    compact_search_index(conn)
     return counts
 
 
