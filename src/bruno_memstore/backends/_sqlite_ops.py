@@ -333,7 +333,13 @@ def checkpoint_wal(conn: sqlite3.Connection) -> bool:
     ``False`` (and logs) if one still was, leaving old page images in the WAL until the next
     complete checkpoint.
     """
-    busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+    try:
+        busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+    except sqlite3.OperationalError as exc:
+        # Another process checkpointing at this moment: the erasure itself is committed.
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        busy = 1
     if busy:
         log.warning(
             "SQLite: another connection kept reading, so the WAL was not truncated; it holds "
