@@ -899,6 +899,17 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         return dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
 
+    async def compact(self) -> None:
+        """Maintenance: erase the remains of deleted records the engine keeps until then.
+
+        Some engines keep bytes of deleted records in their files until a rewrite
+        (PostgreSQL: dead tuples until ``VACUUM FULL``; MariaDB: ``FULLTEXT`` words until the
+        table is rebuilt). This runs that rewrite, which may lock the store's tables for its
+        duration; on other backends it finishes what deletions already do, or does nothing.
+        What each engine keeps, and where (logs, backups), is in its page under docs/backends.
+        """
+        await self._run("compact", self._compact)
+
     async def export_batches(
         self, kind: str, user_id: str | None = None
     ) -> AsyncIterator[list[object]]:

@@ -162,6 +162,13 @@ class StoragePrimitives(ABC):
     async def _forget_user(self, user_id: str) -> dict[str, int]:
         """Delete every record of the user from every index; return counts by kind."""
 
+    async def _compact(self) -> None:
+        """Erase what deletions left for the engine to clean up later, and reclaim the space.
+
+        The default does nothing: right for engines whose deletions leave nothing behind.
+        """
+        return None
+
     @abstractmethod
     def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         """Yield batches of records of ``kind`` (all users when ``user_id`` is ``None``).

@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,7 @@ from bruno_memstore.testing import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.testing.erasure import run_erasures
 from bruno_memstore.url import MemoryURL
 from conformance.test_chroma import ChromaServer, drop_collections, host_port
 from faults._ports import free_port
@@ -827,3 +829,42 @@ def test_the_embedding_model_may_come_first(tmp_path: Path) -> None:
     assert mem.embedder is None and mem.persist_directory == str(tmp_path / "db")
     keyword = ChromaMemory(embedding_model=None, persist_directory=tmp_path / "db")
     assert keyword.embedder is None
+
+
+# ==================================================================== erasure
+
+# Chroma's own write-ahead log: it keeps every recent write, erased ones included, until its
+# vector segment persists and purges it (documented in docs/backends/chroma.md).
+_CHROMA_LOG = "embeddings_queue"
+
+
+def _rows_with(path: Path, words: set[str]) -> dict[str, set[str]]:
+    """Which of ``words`` each table of Chroma's SQLite file holds (its log aside)."""
+    conn = sqlite3.connect(path / "chroma.sqlite3")
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found: dict[str, set[str]] = {}
+        for table in tables:
+            if table == _CHROMA_LOG or table.startswith("embedding_fulltext_search_"):
+                continue  # the FTS5 shadow tables are read through their table
+            text = repr(conn.execute(f'SELECT * FROM "{table}"').fetchall())
+            for word in words:
+                if word in text:
+                    found.setdefault(word, set()).add(table)
+        return found
+    finally:
+        conn.close()
+
+
+async def test_erasure_leaves_no_record_rows_behind(tmp_path: Path) -> None:
+    """Records, metadata (array values such as tags too) and full-text rows of erased data
+    go; Chroma dropping a whole collection leaves its records' metadata and full-text rows
+    behind, so forget_user deletes the records first."""
+    memory = ChromaMemory(persist_directory=tmp_path / "chroma")
+    try:
+        done = await run_erasures(memory)
+    finally:
+        await memory.shutdown()
+    found = _rows_with(tmp_path / "chroma", done.erased_words | done.kept)
+    assert not set(found) & done.erased_words, found
+    assert done.kept <= set(found)

@@ -46,6 +46,7 @@ from bruno_memstore.testing.builders import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.testing.erasure import find_in_files, marker
 from faults._memcached_server import MemcachedServer
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -368,6 +369,55 @@ async def test_deletions_empty_the_cache_tier(pair: Pair) -> None:
         assert await memory.retrieve_context(uid, conversation_id=conv) == []
 
 
+async def cache_lists_user(memory: HybridMemory, uid: str) -> bool:
+    """Whether the cache tier still lists the user anywhere it keeps users."""
+    cache = memory.cache
+    if isinstance(cache, RedisMemory):
+        client = cache._client
+        if await client.sismember(cache.keys.glob("users"), uid):
+            return True
+        # No key of the user's own (hash tag) may remain either.
+        return bool([k async for k in client.scan_iter(match=f"{cache.keys.tag(uid)}*")])
+    if isinstance(cache, InMemoryStorage):
+        return any(uid in table for table in (cache._user_convs, cache._indexes, cache._vectors))
+    return False  # memcached keeps no set of users (it cannot list them)
+
+
+async def test_forget_user_leaves_no_trace_in_the_cache_tier(pair: Pair) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(memory, uid, conv, 3)
+    await context_ids(memory, uid, conv)
+    assert await cached_ids(memory, conv) is not None
+    await memory.forget_user(uid)
+    assert await cache_holds_nothing(memory, conv)
+    assert not await cache_lists_user(memory, uid)
+
+
+async def test_a_cache_failing_to_forget_the_user_is_retried(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = await pair.open(cache_options={"retry": NO_RETRY})
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(memory, uid, conv, 2)
+    await context_ids(memory, uid, conv)
+    cache = memory.cache
+    real_forget = cache._forget_user
+
+    async def refuse(user_id: str) -> Any:
+        raise RuntimeError("the cache refused")
+
+    monkeypatch.setattr(cache, "_forget_user", refuse)
+    await memory.forget_user(uid)  # succeeds: the persistent tier forgot the user
+    assert await cache_holds_nothing(memory, conv)
+    listed = isinstance(cache, (RedisMemory, InMemoryStorage))
+    assert await cache_lists_user(memory, uid) is listed
+    monkeypatch.setattr(cache, "_forget_user", real_forget)
+    await memory._drain()
+    assert not await cache_lists_user(memory, uid)
+    assert uid not in memory._forgotten
+
+
 async def test_clear_history_rebuilds_with_what_stays(pair: Pair) -> None:
     memory = await pair.open()
     uid, conv = new_user_id(), new_conversation_id()
@@ -682,3 +732,25 @@ def test_repr_and_describe_redact_both_passwords() -> None:
         text = repr(memory) + memory.describe()
         assert "redis-pass-123" not in text and "pg-pass-456" not in text
         assert "***" in text and "127.0.0.1:6379" in text and "5432/test" in text
+
+
+async def test_compact_runs_on_both_tiers(
+    tmp_path: Path, memcached_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = _pair("memory+sqlite", tmp_path, memcached_url)
+    memory = await pair.open()
+    calls = {
+        name: count_calls(monkeypatch, tier, "_compact")
+        for name, tier in (("cache", memory.cache), ("persistent", memory.persistent))
+    }
+    try:
+        uid, conv = new_user_id(), new_conversation_id()
+        word = marker()
+        await memory.store_message(make_message(f"the word {word}"), uid, conv)
+        await context_ids(memory, uid, conv)
+        await memory.forget_user(uid)
+        await memory.compact()
+    finally:
+        await memory.shutdown()
+    assert {name: n[0] for name, n in calls.items()} == {"cache": 1, "persistent": 1}
+    assert find_in_files([tmp_path], [word]) == {}

@@ -55,8 +55,10 @@ from bruno_memstore.testing.builders import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.url import MemoryURL
 from bruno_memstore.vector_cache import vector_from_bytes
+from faults._mysql_server import MariaDBServer
 
 MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 TABLES = (
@@ -1032,3 +1034,35 @@ async def test_vector_filters_match_the_reference(memory: MySQLMemory) -> None:
                         theirs = await reference._vector_search(uid, vector, **args)
                         _assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
+
+
+# ==================================================================== erasure
+
+
+async def test_compact_leaves_no_erased_words_in_the_table_files() -> None:
+    """InnoDB keeps deleted rows' bytes in their pages, and FULLTEXT keeps their words in its
+    auxiliary tables, until ``compact`` rebuilds the tables; the redo log and the system
+    tablespace (undo log, doublewrite buffer) keep them regardless, as documented."""
+    server = MariaDBServer()
+    try:
+        server.start()
+        memory = MySQLMemory(server.url, table_prefix="e_", embedding_model=None)
+        try:
+            done = await run_erasures(memory)
+            # "www" is on InnoDB's default stop list: the rebuilt index must keep ours.
+            www = make_message("see www pages")
+            await memory.store_message(www, done.kept_user, "www-conversation")
+            await memory.compact()
+            await memory.compact()  # again: harmless
+            assert [m.id for m in await memory.search_messages("www", done.kept_user)] == [www.id]
+        finally:
+            await memory.shutdown()
+        server.stop()  # every page on disk
+        words = done.erased_words | done.kept
+        tables = find_in_files([server.datadir / "test"], words)
+        assert not set(tables) & done.erased_words, tables
+        assert done.kept <= set(tables)  # the look reaches the data
+        logs = find_in_files([server.datadir / "ib_logfile0"], words)
+        assert done.erased_words <= set(logs)  # the documented limit
+    finally:
+        server.destroy()

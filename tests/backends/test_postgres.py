@@ -21,7 +21,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -64,7 +64,9 @@ from bruno_memstore.testing.builders import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.url import MemoryURL
+from faults._pg_server import PostgresServer
 
 POSTGRES_URL = os.environ.get(
     "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -1092,3 +1094,43 @@ async def test_without_the_pgvector_package_vectors_are_off_and_never_stale(
         assert len(await mem.search(uid, "replaced")) == 1
     assert list((await _vectors(vdb, schema, "memories")).values()) == [None]
     assert set((await _vectors(vdb, schema, "messages")).values()) == {None}
+
+
+# ==================================================================== erasure
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PostgresServer]:
+    """A cluster of its own, whose data directory the test can read."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+async def test_compact_leaves_no_erased_words_in_the_data_files(
+    private_server: PostgresServer,
+) -> None:
+    """Deleted rows stay in their pages (dead, then free space) until ``compact`` rewrites
+    the tables; the WAL keeps them regardless, as documented."""
+    memory = PostgresMemory(private_server.url, embedding_model=None)
+    try:
+        done = await run_erasures(memory)
+        await memory.compact()
+        await memory.compact()  # again: harmless
+        conn = await asyncpg.connect(private_server.url)
+        try:
+            await conn.execute("CHECKPOINT")  # every page of the live files on disk
+        finally:
+            await conn.close()
+        words = done.erased_words | done.kept
+        found = find_in_files([private_server.datadir / "base"], words)
+        assert not set(found) & done.erased_words, found
+        assert done.kept <= set(found)  # the look reaches the data
+        wal = find_in_files([private_server.datadir / "pg_wal"], words)
+        assert done.erased_words <= set(wal)  # the documented limit
+        assert len(await memory.search(done.kept_user, min(done.kept, key=len))) > 0
+    finally:
+        await memory.shutdown()

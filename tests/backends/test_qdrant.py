@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import textwrap
 import uuid
@@ -30,6 +31,7 @@ from bruno_memstore.errors import (
     OwnershipError,
 )
 from bruno_memstore.testing import at, make_memory_entry, make_message, new_user_id
+from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.url import MemoryURL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -453,3 +455,32 @@ async def test_server_cache_check_sees_other_writers_exercised_in_local_mode(
         )
         assert len(await mem.search(uid, "otters")) == 2
         store.local = True
+
+
+# ------------------------------------------------------------------------------ erasure
+
+
+def _local_connections(mem: QdrantMemory) -> list[sqlite3.Connection]:
+    """The SQLite connections of local mode, one per collection."""
+    local = mem._s.client._client
+    return [c.storage.storage for c in local.collections.values() if c.storage is not None]
+
+
+async def test_erasure_leaves_no_words_in_the_local_files(tmp_path: Path) -> None:
+    """Local mode keeps points in SQLite files; deleted points are overwritten with zeros
+    even where SQLite's build leaves ``secure_delete`` off (as set here, on purpose)."""
+    mem = QdrantMemory(tmp_path / "qdrant", embedding_model=None)
+    try:
+        await mem.initialize()
+        for conn in _local_connections(mem):
+            conn.execute("PRAGMA secure_delete = OFF")
+        done = await run_erasures(mem)
+        pragmas = {
+            c.execute("PRAGMA secure_delete").fetchall()[0][0] for c in _local_connections(mem)
+        }
+    finally:
+        await mem.shutdown()
+    found = find_in_files([tmp_path / "qdrant"], done.erased_words | done.kept)
+    assert not set(found) & done.erased_words, found
+    assert pragmas == {1}
+    assert done.kept <= set(found)

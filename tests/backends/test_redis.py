@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,9 @@ from bruno_memstore.errors import (
 from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
+from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.vector_cache import vector_from_bytes
+from faults._redis_server import RedisServer
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 GLOBAL_KINDS = {"co", "mo", "so", "eo", "users", "cexp", "eexp", "meta", "vgen"}
@@ -77,8 +80,8 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def _keys(prefix: str) -> set[str]:
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+async def _keys(prefix: str, url: str = REDIS_URL) -> set[str]:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         found = set()
         for pattern in (f"{prefix}:*", f"{{{prefix}:*"):
@@ -1192,3 +1195,86 @@ async def test_keys_of_key_layout_1_are_refused_until_migrated(prefix: str, serv
 
 def _layout_1_owned(key: str, prefix: str) -> bool:
     return redis_backend._layout_2_name(key, prefix, "new") is not None or key == prefix + ":meta"
+
+
+async def _keyspace_blob(prefix: str, url: str = REDIS_URL) -> bytes:
+    """Every key name under the prefix and every part of its value, as one blob of bytes:
+    hash fields and values, set, zset and list members, strings (not ``DUMP``, which may
+    compress them)."""
+    names = await _keys(prefix, url)
+    client = aioredis.Redis.from_url(url)
+    parts: list[bytes] = []
+    try:
+        for key in names:
+            parts.append(key.encode())
+            kind = (await client.type(key)).decode()
+            if kind == "string":
+                parts.append(await client.get(key) or b"")
+            elif kind == "hash":
+                for field, value in (await client.hgetall(key)).items():
+                    parts += [field, value]
+            elif kind == "set":
+                parts += list(await client.smembers(key))
+            elif kind == "zset":
+                parts += await client.zrange(key, 0, -1)
+            elif kind == "list":
+                parts += await client.lrange(key, 0, -1)
+            else:
+                raise AssertionError(f"{key}: a {kind} the test cannot read")
+    finally:
+        await client.aclose()
+    return b"\0".join(parts)
+
+
+def _words_in(blob: bytes, words: set[str]) -> set[str]:
+    return {w for w in words if w.encode() in blob}
+
+
+async def test_erasure_leaves_no_words_in_the_keyspace(memory: RedisMemory) -> None:
+    """Bodies, posting lists (keys named by their terms), document term lists, memory
+    records, sessions and vector documents of erased records all go."""
+    done = await run_erasures(memory)
+    blob = await _keyspace_blob(memory.prefix)
+    assert not _words_in(blob, done.erased_words)
+    assert _words_in(blob, done.kept) == done.kept  # the look reaches the data
+
+
+async def test_erasure_leaves_no_words_with_redisearch(search_memory: RedisMemory) -> None:
+    done = await run_erasures(search_memory)
+    blob = await _keyspace_blob(search_memory.prefix, engines.redis_search_url())
+    assert not _words_in(blob, done.erased_words)
+    assert _words_in(blob, done.kept) == done.kept
+
+
+def _aof_files_settled(directory: Path) -> bool:
+    """Whether the append-only directory holds only the files its manifest names (the
+    server unlinks replaced files on a background thread after a rewrite)."""
+    aof = directory / "appendonlydir"
+    manifests = list(aof.glob("*.manifest"))
+    if len(manifests) != 1:
+        return False
+    named = {line.split()[1] for line in manifests[0].read_text().splitlines() if line}
+    return {p.name for p in aof.iterdir()} == named | {manifests[0].name}
+
+
+async def test_compact_rewrites_the_append_only_file(tmp_path: Path) -> None:
+    """The AOF keeps the commands that wrote erased records until ``compact`` rewrites it."""
+    server = RedisServer(tmp_path / "aof", extra_args=("--rdbcompression", "no"))
+    server.start()
+    memory = RedisMemory(server.url, prefix="erasure", embedding_model=None)
+    try:
+        done = await run_erasures(memory)
+        await memory.compact()
+        deadline = time.monotonic() + 30
+        while not _aof_files_settled(server.directory):
+            assert time.monotonic() < deadline, sorted(os.listdir(server.directory))
+            await asyncio.sleep(0.05)
+        found = find_in_files([server.directory / "appendonlydir"], done.erased_words | done.kept)
+        assert not set(found) & done.erased_words, found
+        assert done.kept <= set(found)
+        # Without an append-only file there is nothing to rewrite.
+        await memory._client.config_set("appendonly", "no")
+        await memory.compact()
+    finally:
+        await memory.shutdown()
+        server.stop()

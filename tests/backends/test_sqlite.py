@@ -52,6 +52,7 @@ from bruno_memstore.testing import (
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.testing.erasure import find_in_files, marker, run_erasures
 from bruno_memstore.vector_index import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,9 @@ async def test_wal_mode_and_synchronous_setting(db_path: Path) -> None:
         assert await mem._write(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(1,)]
         assert await mem._read(lambda c: c.execute("PRAGMA query_only").fetchall()) == [(1,)]
         assert await mem._write(lambda c: c.execute("PRAGMA foreign_keys").fetchall()) == [(1,)]
+        # Set, whatever the build's default: deleted rows are overwritten with zeros.
+        assert await mem._write(lambda c: c.execute("PRAGMA secure_delete").fetchall()) == [(1,)]
+        assert await mem._read(lambda c: c.execute("PRAGMA secure_delete").fetchall()) == [(1,)]
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     async with SQLiteMemory(db_path) as mem:
@@ -158,6 +162,7 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         ({"busy_timeout": "5"}, "busy_timeout"),
         ({"readers": 0}, "readers"),
         ({"vector_users": 0}, "vector_users"),
+        ({"merge_on_delete": "no"}, "merge_on_delete"),
         ({"db_path": ""}, "db_path"),
         ({"db_path": 3}, "db_path"),
     ):
@@ -1058,3 +1063,122 @@ async def test_default_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         await mem.store_message(make_message("x"), "u", "c")
     assert (tmp_path / "bruno_memory.db").exists()
     assert (tmp_path / "bruno_memory.db").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------ erasure
+
+
+def _files(db_path: Path) -> list[Path]:
+    return [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+
+
+def _wal_size(db_path: Path) -> int:
+    return Path(f"{db_path}-wal").stat().st_size
+
+
+async def test_erasure_leaves_no_words_in_the_files(db_path: Path) -> None:
+    memory = SQLiteMemory(db_path, embedding_model=None)
+    try:
+        done = await run_erasures(memory)
+        # While the store is open: the database file, its WAL and shared-memory index.
+        found = find_in_files(_files(db_path), done.erased_words | done.kept)
+        assert not set(found) & done.erased_words, found
+        assert done.kept <= set(found)  # the look reaches the data
+        assert _wal_size(db_path) == 0  # truncated after the erasure
+    finally:
+        await memory.shutdown()
+    found = find_in_files(_files(db_path), done.erased_words | done.kept)
+    assert not set(found) & done.erased_words, found
+    assert done.kept <= set(found)
+
+
+async def test_clear_history_and_purge_leave_no_words(db_path: Path) -> None:
+    memory = SQLiteMemory(db_path, embedding_model=None)
+    user, conv = new_user_id(), new_conversation_id()
+    cleared, expired, kept = marker(), marker(), marker()
+    try:
+        await store(memory, user, conv, [f"about {cleared}", f"more {cleared}"])
+        await memory.store_messages(
+            [make_message(f"system {kept}", role="system")], conversation_id=conv, user_id=user
+        )
+        await memory.store_memory(
+            make_memory_entry(user, f"gone {expired}", expires_at=at(0).replace(year=2001))
+        )
+        await memory.clear_history(conv)
+        assert await memory.purge_expired() == 1
+    finally:
+        await memory.shutdown()
+    found = find_in_files(_files(db_path), [cleared, expired, kept])
+    assert set(found) == {kept}, found
+
+
+async def test_a_reader_holding_the_wal_delays_its_truncation(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The documented limit: another connection reading an older snapshot keeps the WAL
+    (and so the old pages) until the next complete checkpoint, which ``compact`` runs."""
+    memory = SQLiteMemory(db_path, embedding_model=None, busy_timeout=0.2)
+    user, word = new_user_id(), marker()
+    try:
+        await store(memory, user, new_conversation_id(), [f"the word {word}"])
+        with raw(db_path) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchall()
+            with caplog.at_level("WARNING"):
+                await memory.forget_user(user)
+            assert "WAL was not truncated" in caplog.text
+            assert _wal_size(db_path) > 0
+            reader.execute("COMMIT")
+        await memory.compact()
+        assert _wal_size(db_path) == 0
+        assert find_in_files(_files(db_path), [word]) == {}
+    finally:
+        await memory.shutdown()
+
+
+async def test_compact_erases_what_older_deletions_left(db_path: Path) -> None:
+    """Rows deleted without ``secure_delete`` (by an older version, or another tool) leave
+    their bytes in free pages and FTS5 segments; ``compact`` rewrites both."""
+    memory = SQLiteMemory(db_path, embedding_model=None)
+    user, word = new_user_id(), marker()
+    await store(memory, user, new_conversation_id(), [f"the word {word}", "other words"])
+    await memory.shutdown()
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA secure_delete = OFF")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(
+            "DELETE FROM search_fts WHERE rowid IN (SELECT seq FROM messages WHERE content LIKE ?)",
+            (f"%{word}%",),
+        )
+        conn.execute("DELETE FROM messages WHERE content LIKE ?", (f"%{word}%",))
+    assert word in find_in_files(_files(db_path), [word])  # the remains are there
+    memory = SQLiteMemory(db_path, embedding_model=None)
+    try:
+        await memory.compact()
+        assert len(await memory.retrieve_context(user, limit=10)) == 1
+    finally:
+        await memory.shutdown()
+    assert find_in_files(_files(db_path), [word]) == {}
+
+
+async def test_without_merge_on_delete_words_wait_for_compact(db_path: Path) -> None:
+    """``merge_on_delete=False``: the erased words stay in the index's old segments (never
+    searchable) until ``compact`` merges it; every other copy goes at once."""
+    memory = SQLiteMemory(db_path, embedding_model=None, merge_on_delete=False)
+    user, word = new_user_id(), marker()
+    try:
+        await store(memory, user, new_conversation_id(), [f"the word {word}", "other words"])
+        await store(memory, new_user_id(), new_conversation_id(), ["filler " * 50] * 20)
+        await memory.forget_user(user)
+        assert await memory.search(user, word) == []
+        with raw(db_path) as conn:
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            rows = {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}
+        holding = {t for t, r in rows.items() if word.encode() in repr(r).encode()}
+        assert holding == {"search_fts_data"}, holding  # the segments, and nothing else
+        await memory.compact()
+    finally:
+        await memory.shutdown()
+    assert find_in_files(_files(db_path), [word]) == {}

@@ -301,6 +301,13 @@ def test_forget_user_with_yes(invoke: Invoke, demo_db: Path) -> None:
     assert json.loads(search.stdout) == []
 
 
+def test_compact(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("compact", "-u", sqlite_url(demo_db))
+    assert result.exit_code == 0, result.output
+    assert "Compacted" in result.stdout
+    assert _stats(demo_db)["total_messages"] == 17
+
+
 # ==================================================================== schema, backends, errors
 
 

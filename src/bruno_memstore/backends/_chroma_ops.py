@@ -519,6 +519,9 @@ def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
         collection = store.user_records(user_id, kind)
         counts[name] = collection.count() if collection is not None else 0
         if collection is not None:
+            # Deleted by id first: Chroma dropping a collection leaves its records' metadata
+            # (array values too) and full-text rows behind in its SQLite file.
+            _delete_ids(collection, _ids_where(collection, None))
             store.drop(collection.name)
     store.forget_handles(user_id)
     mine = {"user": user_id}

@@ -736,6 +736,21 @@ class Statements:
             SELECT (SELECT count(*) FROM msgs), (SELECT count(*) FROM convs),
                    (SELECT count(*) FROM sess), (SELECT count(*) FROM mems)"""
 
+    @property
+    def compact(self) -> str:
+        """Rewrite every table holding user data into new files (indexes and TOAST too).
+
+        A plain ``VACUUM`` only marks dead tuples' space reusable: their bytes stay in the
+        pages until overwritten. ``FULL`` copies the live rows into new files and drops the
+        old ones; ``ANALYZE`` replaces the planner's samples of column values (kept in
+        ``pg_statistic``) with samples of live rows.
+        """
+        s = self.schema
+        tables = ", ".join(
+            f"{s}.{t}" for t in ("conversations", "messages", "memories", "sessions")
+        )
+        return f"VACUUM (FULL, ANALYZE) {tables}"
+
     # ---------------------------------------------------------------- export (keyset pages)
 
     def export(self, kind: str, *, by_user: bool) -> str:

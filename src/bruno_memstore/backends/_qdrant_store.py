@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
@@ -232,6 +233,18 @@ class Store:
             with_vectors=False,
         )
         return int(page[0].payload[key]) if page else None
+
+    def secure_deletes(self) -> None:
+        """Local mode keeps each collection in a SQLite file of its own: have SQLite
+        overwrite deleted points with zeros there (``secure_delete``), whatever its build
+        default. Called before deleting (collections may have been opened since)."""
+        if not self.local:
+            return
+        local = getattr(self.client, "_client", None)
+        for collection in getattr(local, "collections", {}).values():
+            conn = getattr(getattr(collection, "storage", None), "storage", None)
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute("PRAGMA secure_delete = ON")
 
     async def delete_ids(self, collection: str, ids: list[str]) -> None:
         for part in chunks(ids, 1000):

@@ -12,9 +12,10 @@ in-process indexes it brings up to date (:class:`LoadedIndexes`).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,11 +46,14 @@ __all__ = [
     "CachedIndex",
     "LoadedIndexes",
     "append_messages",
+    "checkpoint_wal",
     "claim_vector_space",
+    "compact_search_index",
     "conversation_owner",
     "counters_of",
     "delete_memory",
     "delete_messages",
+    "erasing",
     "export_page",
     "forget_user",
     "get_memory",
@@ -65,6 +69,7 @@ __all__ = [
     "put_vectors",
     "query_memories",
     "read_window",
+    "rebuild_file",
     "search_bodies",
     "snapshot",
     "statistics",
@@ -73,6 +78,8 @@ __all__ = [
     "vector_search",
     "vector_space",
 ]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...) list
 KINDS = ("message", "memory")
@@ -288,6 +295,66 @@ def _memory_filter(flt: MemoryFilter) -> tuple[str, list[Any]]:
         sql.append("AND (m.expires_us IS NULL OR m.expires_us > ?)")
         args.append(flt.now_us)
     return " ".join(sql) + " ", args
+
+
+# ------------------------------------------------------------------------------ erasure
+#
+# Every connection runs with ``secure_delete`` on, so a deleted row's bytes are overwritten
+# with zeros in its page (and freed pages are zeroed). Two copies escape that:
+#
+# * FTS5 deletes by writing "delete" entries into a new segment; the words and positions of
+#   the deleted row stay in the old segments until a merge drops them. ``optimize`` merges
+#   every segment into one, leaving only live rows' entries (the old segments' pages are then
+#   freed, and zeroed). FTS5's own 'secure-delete' option (SQLite 3.42+) would do this per
+#   row, but it changes the index format for older SQLite versions, and the library must
+#   work with the SQLite Python is built with: ``optimize`` works on every version.
+# * WAL mode writes pages to the WAL; the old page images stay there until a checkpoint
+#   copies the new ones into the database file and the WAL is truncated.
+
+
+def compact_search_index(conn: sqlite3.Connection) -> None:
+    """Merge the full-text index into one segment, dropping the entries of deleted rows."""
+    conn.execute("INSERT INTO search_fts (search_fts) VALUES ('optimize')")
+
+
+def erasing(conn: sqlite3.Connection, delete: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run a deletion (``delete_messages``, ``delete_memory``, ``purge_expired``,
+    ``forget_user``); if it deleted anything, merge the full-text index after it."""
+    result = delete(conn)
+    if any(result.values()) if isinstance(result, dict) else result:
+        compact_search_index(conn)
+    return result
+
+
+def checkpoint_wal(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database file and truncate it to zero bytes (no transaction).
+
+    Waits up to the busy timeout for other connections reading older snapshots; returns
+    ``False`` (and logs) if one still was, leaving old page images in the WAL until the next
+    complete checkpoint.
+    """
+    try:
+        busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+    except sqlite3.OperationalError as exc:
+        # Another process checkpointing at this moment: the erasure itself is committed.
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        busy = 1
+    if busy:
+        log.warning(
+            "SQLite: another connection kept reading, so the WAL was not truncated; it holds "
+            "pages of erased records until the next complete checkpoint"
+        )
+    return not busy
+
+
+def rebuild_file(conn: sqlite3.Connection) -> None:
+    """Rewrite the database file with only live pages, then truncate the WAL (no transaction).
+
+    Erases what deletions made before ``secure_delete`` was on may have left in free pages.
+    """
+    conn.execute("VACUUM")
+    checkpoint_wal(conn)
 
 
 # ------------------------------------------------------------------------------ messages

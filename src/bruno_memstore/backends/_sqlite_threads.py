@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["Job", "ReaderPool", "Writer"]
+__all__ = ["Job", "ReaderPool", "ThenJob", "Writer"]
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -238,6 +238,25 @@ class Writer(_Worker):
                 return stop
 
 
+class ThenJob:
+    """A write job with a step to run after its group commits, outside any transaction.
+
+    ``then(connection)`` runs on the writer thread before the caller hears of the commit
+    (once per group for equal steps); its result replaces nothing and its failure is the
+    caller's failure, though the job itself stays committed. Erasures use it to checkpoint
+    the WAL, which SQLite allows only outside a transaction.
+    """
+
+    __slots__ = ("job", "then")
+
+    def __init__(self, job: Job, then: Job) -> None:
+        self.job = job
+        self.then = then
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return self.job(conn)
+
+
 class _Prepared:
     """A write job still to be built by ``factory()``, outside the transaction."""
 
@@ -299,7 +318,31 @@ def _run_group(
         if len(group) == 1:
             return [(group[0], exc, None)]
         return [outcome for entry in group for outcome in _run_group(conn, [entry])]
-    return outcomes
+    return _after_commit(conn, outcomes)
+
+
+def _after_commit(
+    conn: sqlite3.Connection, outcomes: list[tuple[_Item, BaseException | None, Any]]
+) -> list[tuple[_Item, BaseException | None, Any]]:
+    """Run the ``then`` steps of the committed :class:`ThenJob` jobs, each step once."""
+    steps: dict[Job, BaseException | None] = {}
+    for (job, _loop, _fut), exc, _value in outcomes:
+        if exc is None and isinstance(job, ThenJob) and job.then not in steps:
+            try:
+                job.then(conn)
+            except Exception as failure:
+                _rollback(conn)
+                steps[job.then] = failure
+            else:
+                steps[job.then] = None
+    if not steps:
+        return outcomes
+    done: list[tuple[_Item, BaseException | None, Any]] = []
+    for entry, exc, value in outcomes:
+        job = entry[0]
+        failure = steps.get(job.then) if exc is None and isinstance(job, ThenJob) else None
+        done.append((entry, failure, None) if failure is not None else (entry, exc, value))
+    return done
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -227,6 +227,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         self._local = cache.backend_name == "memory"
         self._locks = _Locks()
         self._pending: OrderedDict[str, int] = OrderedDict()
+        self._forgotten: OrderedDict[str, None] = OrderedDict()  # users the cache still lists
         self._hot: OrderedDict[str, None] = OrderedDict()  # recently served from the cache
         self._pending_seq = itertools.count(1)
         self._distrust_before_us = 0
@@ -432,14 +433,30 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
 
     async def _drain(self) -> None:
         """Delete some copies still pending invalidation, once the cache tier answers."""
-        if not self._pending or self._draining or not self._cache_usable():
+        if not (self._pending or self._forgotten) or self._draining or not self._cache_usable():
             return
         self._draining = True
         try:
             batch = list(itertools.islice(self._pending, _DRAIN_BATCH))
             await asyncio.gather(*(self._invalidate(c, mark=False) for c in batch))
+            for user_id in list(itertools.islice(self._forgotten, _DRAIN_BATCH)):
+                await self._forget_cached_user(user_id)
         finally:
             self._draining = False
+
+    async def _forget_cached_user(self, user_id: str) -> None:
+        """Erase what the cache tier keeps of the user beyond its copies (its set of users,
+        per-user counters and indexes); retried by :meth:`_drain` if the cache fails."""
+        if Capability.LISTING not in self.cache.capabilities:
+            return  # a tier that cannot list users keeps no set of them
+        try:
+            await self._cached(lambda: self.cache._forget_user(user_id))
+        except _CacheProblem:
+            self._forgotten[user_id] = None
+            while len(self._forgotten) > self.max_pending:
+                self._forgotten.popitem(last=False)
+        else:
+            self._forgotten.pop(user_id, None)
 
     def _trusted(self, marker: SessionRecord | None, conversation_id: str) -> bool:
         """Whether a copy marker vouches for a complete, fresh enough copy."""
@@ -820,6 +837,12 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             for start in range(0, len(conversations), _DRAIN_BATCH):
                 chunk = conversations[start : start + _DRAIN_BATCH]
                 await asyncio.gather(*(self._invalidate(c, mark=False) for c in chunk))
+            await self._forget_cached_user(user_id)
+
+    async def _compact(self) -> None:
+        await self._stored(self.persistent._compact)
+        with contextlib.suppress(_CacheProblem):  # logged; the cache holds only copies
+            await self._cached(self.cache._compact)
 
     async def _user_conversations(self, user_id: str) -> list[str]:
         async def listing() -> list[str]:

@@ -1561,6 +1561,24 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         self._vector_cache.drop(f"{user_id}\0memory")
         return counts
 
+    async def _compact(self) -> None:
+        # InnoDB keeps deleted rows' bytes in their pages, and FULLTEXT keeps their words in
+        # its auxiliary tables (only their ids go to a DELETED list) until the index is
+        # optimised. Rebuilding a table writes new files from the live rows (auxiliary
+        # tables included) and drops the old ones. Writes to a table wait for its rebuild.
+        async with self._connection(write=True) as conn, conn.cursor() as cur:
+            # The rebuilt FULLTEXT indexes must use our empty stop list, as at creation.
+            await cur.execute(
+                "SET SESSION innodb_ft_user_stopword_table = %s",
+                (f"{self._database}/{self._prefix}ft_stopwords",),
+            )
+            try:
+                for name in ("conversations", "messages", "memories", "memory_tags", "sessions"):
+                    await cur.execute(f"ALTER TABLE {self._t[name]} FORCE")
+            finally:
+                await cur.execute("SET SESSION innodb_ft_user_stopword_table = DEFAULT")
+                await conn.commit()
+
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         t = self._t
         if kind in ("conversations", "messages"):

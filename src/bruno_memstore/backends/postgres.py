@@ -928,6 +928,11 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             "memories": memories,
         }
 
+    async def _compact(self) -> None:
+        # Outside a transaction (VACUUM refuses to run in one); takes each table's
+        # ACCESS EXCLUSIVE lock while rewriting it.
+        await self._pool.execute(self._sql.compact)
+
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         by_user = user_id is not None
         user_args: list[Any] = [user_id] if by_user else []

@@ -320,6 +320,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         s = self._s
         async with s.write_lock:
+            s.secure_deletes()
             flt = qm.Filter(
                 must=[eq("conversation_id", conversation_id)],
                 must_not=[any_of("role", keep_roles)] if keep_roles else None,
@@ -394,6 +395,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         s = self._s
         pid = point_id("memory", memory_id)
         async with s.write_lock:
+            s.secure_deletes()
             old = await s.client.retrieve(s.layout.memories, [pid], with_payload=["user_id"])
             if not old:
                 return False
@@ -407,6 +409,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         s = self._s
         flt = qm.Filter(must=[qm.FieldCondition(key="expires_us", range=qm.Range(lte=now_us))])
         async with s.write_lock:
+            s.secure_deletes()
             doomed = await s.all(s.layout.memories, flt, payload=["id", "user_id"])
             await s.delete_ids(s.layout.memories, [str(p.id) for p in doomed])
             for p in doomed:
@@ -503,6 +506,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         s = self._s
         mine = message_where(user_id)
         async with s.write_lock:
+            s.secure_deletes()
             messages, conversations, sessions, memories = await asyncio.gather(
                 s.count(s.layout.messages, mine),
                 s.count(s.layout.conversations, mine),

@@ -85,6 +85,7 @@ _LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
 _F = 1 << 26
 _BM25 = BM25Index()
 _EXPORT_BATCH = 500
+_REWRITE_POLL = 0.05  # seconds between two looks at a running append-only file rewrite
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # Our URL query options (name -> type), and redis-py's TLS options, passed through to it.
@@ -1058,6 +1059,37 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             "sessions": int(stats["sessions"]),  # type: ignore[call-overload]
             "memories": int(stats["memories"]),  # type: ignore[call-overload]
         }
+
+    async def _compact(self) -> None:
+        # Deletions leave nothing in the keyspace; the append-only file still holds the
+        # commands that wrote the erased records until it is rewritten from the keyspace.
+        if not await self._aof_idle():
+            return  # no append-only file
+        try:
+            await self._command(self._client.bgrewriteaof)
+        except rexc.ResponseError as exc:
+            # One started meanwhile, after the erasures: it serves as well.
+            if "in progress" not in str(exc):
+                raise
+        await self._aof_idle()
+        info = await self._command(self._client.info, "persistence")
+        if info.get("aof_last_bgrewrite_status") != "ok":
+            raise BackendError(
+                "the server could not rewrite its append-only file (see its log)",
+                backend=self.backend_name,
+                operation="compact",
+            )
+
+    async def _aof_idle(self) -> bool:
+        """Wait until no append-only file rewrite runs or waits; ``False``: AOF is off."""
+        while True:
+            info = await self._command(self._client.info, "persistence")
+            if not int(info.get("aof_enabled", 0)):
+                return False
+            busy = int(info.get("aof_rewrite_in_progress", 0))
+            if not busy and not int(info.get("aof_rewrite_scheduled", 0)):
+                return True
+            await asyncio.sleep(_REWRITE_POLL)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         batch: list[object] = []

@@ -433,6 +433,22 @@ def forget_user(
     _say(out, f"Erased user {user!r} from {_where(url)}: {summary}")
 
 
+@app.command()
+def compact(url: UrlOption = DEFAULT_URL) -> None:
+    """Erase what deleted records left in the engine's files, and reclaim their space.
+
+    PostgreSQL and MariaDB/MySQL rewrite the store's tables (writes to a table wait while it
+    is rewritten); see docs/backends for what each engine keeps until then.
+    """
+
+    async def main() -> None:
+        async with _opened(url) as memory:
+            await memory.compact()
+
+    _run(main)
+    _say(out, f"Compacted {_where(url)}")
+
+
 # ==================================================================== schema and backends
 
 

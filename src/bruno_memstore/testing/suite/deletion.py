@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from bruno_core.models.memory import MemoryQuery
-from bruno_core.models.message import MessageRole
+from bruno_core.models.message import Message, MessageRole
 
-from ...base import MemoryBackend
+from ...base import ContextStrategy, MemoryBackend
 from ...capabilities import Capability
 from ..builders import (
     at,
@@ -17,6 +17,7 @@ from ..builders import (
     new_conversation_id,
     new_user_id,
 )
+from ..erasure import run_erasures
 from ..harness import ConformanceBase, requires
 
 __all__ = ["DeletionSuite"]
@@ -145,3 +146,47 @@ class DeletionSuite(ConformanceBase):
         assert len(await memory.retrieve_messages(others_conv)) == 1
         await memory.store_message(make_message("back again"), uid, a)
         assert (await memory.get_statistics(uid))["total_messages"] == 1
+
+    async def test_erased_words_are_found_nowhere(self, memory: MemoryBackend) -> None:
+        """Marker words erased by ``clear_conversation``, ``delete_memory`` and ``forget_user``
+        come back from no search mode, read, statistic or export; the kept user's do."""
+        done = await run_erasures(memory)
+        modes: list[str] = []
+        if memory.supports(Capability.FULL_TEXT):
+            modes.append("keyword")
+        if memory.supports(Capability.VECTORS) and memory.embedder is not None:
+            modes += ["vector", "hybrid"]
+        for way, words in done.erased.items():
+            user = done.users[way]
+            word = min(words, key=len)
+            for mode in modes:
+                found = await memory.search(user, word, limit=50, mode=mode)  # type: ignore[arg-type]
+                texts = [_text(r.message or r.memory) for r in found]
+                assert not [t for t in texts if word in t], (way, mode, texts)
+            strategy: ContextStrategy = "hybrid" if modes else "recent"
+            context = await memory.retrieve_context(user, word, limit=50, strategy=strategy)
+            assert not [m for m in context if word in m.content], way
+            stats = await memory.get_statistics(user)
+            assert word not in repr(stats)
+            if memory.supports(Capability.MEMORIES):
+                entries = await memory.retrieve_memories(
+                    MemoryQuery(user_id=user, include_expired=True, limit=100)
+                )
+                assert not [e for e in entries if word in e.model_dump_json()], way
+            if memory.supports(Capability.LISTING):
+                for kind in ("conversations", "messages", "memories", "sessions"):
+                    exported = await collect_export(memory, kind, user)
+                    assert word not in repr(exported), (way, kind)
+        # The control: the kept user's word is found by every mode and in the export.
+        kept = min(done.kept, key=len)
+        for mode in modes:
+            found = await memory.search(done.kept_user, kept, limit=50, mode=mode)  # type: ignore[arg-type]
+            assert [r for r in found if kept in _text(r.message or r.memory)], mode
+        if memory.supports(Capability.LISTING):
+            assert kept in repr(await collect_export(memory, "messages", done.kept_user))
+
+
+def _text(record: object) -> str:
+    if isinstance(record, Message):
+        return record.content
+    return record.model_dump_json() if record is not None else ""  # type: ignore[attr-defined]
