@@ -159,6 +159,9 @@ class IsolationSuite(ConformanceBase):
             pair = (mine, theirs) if i % 2 else (theirs, mine)  # either may go first
             pairs.append(pair)
             calls += [writers[(i + k) % len(writers)].store_memory(e) for k, e in enumerate(pair)]
+        for writer in writers:  # embedded beforehand, so that the writes start together
+            if writer.embedder is not None:
+                await writer.embedder.embed([e.content for pair in pairs for e in pair])
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         stored = {
             str(e.id): e
