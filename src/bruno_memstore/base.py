@@ -367,7 +367,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
         Both call forms work: bruno-core's ``store_message(message, conversation_id)`` and the
         guide's ``store_message(message, user_id, conversation_id)`` (keywords too). Without a
-        user, a new conversation is owned by ``message.metadata["user_id"]`` or ``"default"``.
+        user, the user is ``message.metadata["user_id"]``, held to the same ownership rule; a
+        message naming nobody joins the conversation (or starts one owned by ``"default"``).
 
         Raises:
             InvalidArgumentError: bad message or ids; nothing is written.
@@ -388,6 +389,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
         The arrival order of the batch is its order. Messages already stored (same id, same
         content) are skipped; if any id names a different stored message, nothing is written.
+
+        Without ``user_id``, messages naming a user in ``metadata["user_id"]`` are that user's
+        (refused with ``OwnershipError`` in another user's conversation); unattributed ones
+        join the conversation whoever owns it, or start one owned by ``"default"``. A batch
+        naming two users raises ``InvalidArgumentError``.
         """
         conversation_id = check_id(conversation_id, "conversation_id")
         if user_id is not None:
@@ -399,14 +405,15 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             return 0
         if len({r.id for r in records}) != len(records):
             raise InvalidArgumentError("messages", "the batch repeats a message id")
-        self._check_records(records)
-        await self._embed_records("store_message", records)
         enforce = user_id is not None
         if user_id is None:
-            hinted = messages[0].metadata.get("user_id")
-            user_id = hinted if isinstance(hinted, str) and hinted.strip() else DEFAULT_USER
-            user_id = check_id(user_id, "message.metadata.user_id")
+            named = _named_user(messages)
+            # A write naming its user is that user's: it may not join another's conversation.
+            enforce = named is not None
+            user_id = named or DEFAULT_USER
         owner: str = user_id
+        self._check_records(records)
+        await self._embed_records("store_message", records)
         if len(records) > 1:
             # Pre-check so a conflicting batch writes nothing at all.
             found = await self._run(
@@ -653,14 +660,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         record = memory_to_record(memory_entry)
         self._check_memory(record)
         await self._embed_records("store_memory", [record])
-        existing = await self._run("store_memory", lambda: self._get_memory(record.id))
-        if existing is not None and existing.user_id != record.user_id:
-            raise OwnershipError(
-                f"memory {record.id} belongs to another user",
-                backend=self.backend_name,
-                operation="store_memory",
-            )
-        await self._run("store_memory", lambda: self._put_memory(record))
+        # The engine decides ownership in the write itself (see ``_put_memory``).
+        await self._run_owned("store_memory", lambda: self._put_memory(record))
 
     async def retrieve_memories(self, query: MemoryQuery) -> list[MemoryEntry]:
         """Entries matching every field of ``query``.
@@ -720,16 +721,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         memory_id = check_id(memory_id, "memory_id")
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
-            existing = await self._run("delete_memory", lambda: self._get_memory(memory_id))
-            if existing is None:
-                return
-            if existing.user_id != user_id:
-                raise OwnershipError(
-                    f"memory {memory_id} belongs to another user",
-                    backend=self.backend_name,
-                    operation="delete_memory",
-                )
-        await self._run("delete_memory", lambda: self._delete_memory(memory_id))
+        await self._run_owned("delete_memory", lambda: self._delete_memory(memory_id, user_id))
 
     async def purge_expired(self) -> int:
         """Delete memory entries whose ``expires_at`` has passed; return how many."""
@@ -784,18 +776,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """Insert or replace a session as given (e.g. when importing), claiming its conversation.
 
         Raises:
-            OwnershipError: the session's conversation belongs to another user.
+            OwnershipError: the session id or the session's conversation belongs to another
+                user (nothing is written).
         """
         if not isinstance(session, SessionContext):
             raise InvalidArgumentError("session", "expected a bruno_core SessionContext")
-        session_to_record(session)  # every field validated before the lookup
-        existing = await self._run("save_session", lambda: self._get_session(session.session_id))
-        if existing is not None and existing.user_id != session.user_id:
-            raise OwnershipError(
-                f"session {session.session_id!r} belongs to another user",
-                backend=self.backend_name,
-                operation="save_session",
-            )
+        # The engine decides ownership in the write itself (see ``_put_session``).
         await self._save_session(session, "save_session")
 
     async def claim_conversation(self, conversation_id: str, user_id: str) -> None:
@@ -814,7 +800,16 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _save_session(self, session: SessionContext, operation: str) -> None:
         record = session_to_record(session)
         self._check_session(record)
-        await self._run(operation, lambda: self._put_session(record))
+        await self._run_owned(operation, lambda: self._put_session(record))
+
+    async def _run_owned(self, operation: str, call: Callable[[], Any]) -> Any:
+        """:meth:`_run` for a primitive that may refuse another user's record: its
+        ``OwnershipError`` names this backend and the public operation."""
+        try:
+            return await self._run(operation, call)
+        except OwnershipError as exc:
+            exc.backend, exc.operation = self.backend_name, operation
+            raise
 
     async def get_context(self, user_id: str, session_id: str | None = None) -> ConversationContext:
         """The conversation context bruno-core's ``BaseAssistant`` asks for before each reply.
@@ -1011,6 +1006,26 @@ def _store_args(
     if conversation_id is None:
         raise InvalidArgumentError("conversation_id", "is required")
     return user_id, conversation_id
+
+
+def _named_user(messages: Sequence[Message]) -> str | None:
+    """The user the messages name in ``metadata["user_id"]`` (``None``: they name nobody).
+
+    Raises:
+        InvalidArgumentError: they name different users, or a malformed one.
+    """
+    named: set[str] = set()
+    for message in messages:
+        value = message.metadata.get("user_id")
+        if isinstance(value, str) and value.strip():
+            named.add(value)
+    if len(named) > 1:
+        raise InvalidArgumentError(
+            "messages", 'the batch names more than one user in metadata["user_id"]'
+        )
+    if not named:
+        return None
+    return check_id(named.pop(), "message.metadata.user_id")
 
 
 _CONVERT_SLICE = 1000  # messages validated between two yields to the event loop

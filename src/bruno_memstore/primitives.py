@@ -4,6 +4,10 @@
 conflicts, error translation, retries and metrics, then calls exactly one primitive. A
 primitive receives validated records and must be atomic: it either happens whole or raises.
 Retried writes are safe because every write is keyed by an id (insert-if-absent or upsert).
+
+Ownership is decided by the engine in the same atomic step as the write it guards (a
+conditional insert or update, a script, a transaction): a check made in one call and a write
+made in another would let two users racing for one new id both succeed.
 """
 
 from __future__ import annotations
@@ -13,11 +17,29 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 from .embeddings.adapter import VectorSpace
+from .errors import OwnershipError
 from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
 
-__all__ = ["AppendResult", "ExportKind", "StoragePrimitives", "VectorPrimitives"]
+__all__ = [
+    "AppendResult",
+    "ExportKind",
+    "StoragePrimitives",
+    "VectorPrimitives",
+    "memory_taken",
+    "session_taken",
+]
 
 ExportKind = Literal["conversations", "messages", "memories", "sessions"]
+
+
+def memory_taken(memory_id: str) -> OwnershipError:
+    """The error a memory primitive raises for another user's entry."""
+    return OwnershipError(f"memory {memory_id} belongs to another user")
+
+
+def session_taken(session_id: str) -> OwnershipError:
+    """The error ``_put_session`` raises for another user's session id."""
+    return OwnershipError(f"session {session_id!r} belongs to another user")
 
 
 class AppendResult(NamedTuple):
@@ -94,7 +116,11 @@ class StoragePrimitives(ABC):
 
     @abstractmethod
     async def _put_memory(self, record: MemoryRecord) -> None:
-        """Insert or replace the entry with this id (the caller checked ownership)."""
+        """Insert the entry, or replace the stored one with this id if it is the same user's.
+
+        If the id holds another user's entry, raise :func:`memory_taken`, writing nothing.
+        The engine decides this in the same atomic step as the write.
+        """
 
     @abstractmethod
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
@@ -105,8 +131,12 @@ class StoragePrimitives(ABC):
         """Entries matching every filter, most important first, then newest; at most ``limit``."""
 
     @abstractmethod
-    async def _delete_memory(self, memory_id: str) -> bool:
-        """Delete the entry; ``True`` if it existed."""
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        """Delete the entry; ``True`` if it existed.
+
+        With ``user_id``, only that user's entry: another user's raises :func:`memory_taken`
+        and stays, decided in the same atomic step as the deletion.
+        """
 
     @abstractmethod
     async def _purge_expired(self, now_us: int) -> int:
@@ -116,9 +146,12 @@ class StoragePrimitives(ABC):
 
     @abstractmethod
     async def _put_session(self, record: SessionRecord) -> None:
-        """Insert or replace the session, claiming its conversation for its user.
+        """Insert the session, or replace the stored one with this id if it is the same
+        user's, claiming its conversation for its user.
 
-        Raises ``OwnershipError`` (writing nothing) if another user owns the conversation.
+        Raises ``OwnershipError`` (writing nothing) if another user owns the session id
+        (:func:`session_taken`) or the conversation. Both are decided in the same atomic step
+        as the write.
         """
 
     @abstractmethod

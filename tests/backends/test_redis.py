@@ -43,7 +43,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import DEFAULT_USER, MemoryFilter, SearchHit, to_us, utcnow
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
 from bruno_memstore.testing.erasure import find_in_files, run_erasures
@@ -201,14 +201,13 @@ async def test_every_key_of_a_user_hashes_to_the_users_slot(memory: RedisMemory)
 async def test_conversation_keys_carry_the_owners_tag(memory: RedisMemory) -> None:
     owner, conv = "owner-1", "shared-conv"
     await memory.store_message(make_message("mine"), owner, conv)
-    # bruno-core's two-argument form writes into the existing conversation of its owner.
-    await memory.store_message(
-        make_message("routed to the owner", metadata={"user_id": "someone"}), conv
-    )
+    # bruno-core's two-argument form, naming no user, writes into the existing conversation
+    # of its owner (under the owner's tag, not the default user's).
+    await memory.store_message(make_message("routed to the owner"), conv)
     keys = await _keys(memory.prefix)
     conv_keys = {k for k in keys if f":c:{conv}:" in k}
     assert conv_keys and all(k.startswith(memory.keys.tag(owner)) for k in conv_keys)
-    assert not any(k.startswith(memory.keys.tag("someone")) for k in keys)
+    assert not any(k.startswith(memory.keys.tag(DEFAULT_USER)) for k in keys)
     assert len(await memory.retrieve_messages(conv)) == 2
 
 

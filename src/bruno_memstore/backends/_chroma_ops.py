@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import OwnershipError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
-from ..primitives import AppendResult
+from ..primitives import AppendResult, memory_taken, session_taken
 from ._chroma_layout import (
     all_of,
     embeddings,
@@ -113,6 +113,21 @@ def _point(store: ChromaStore, kind: str, owners_by_id: dict[str, str]) -> None:
             embeddings=ONE * len(part),
             metadatas=[{"user": owners_by_id[rid]} for rid in part],
         )
+
+
+def _pointed_user(store: ChromaStore, kind: str, rid: str, user: str) -> str:
+    """*Writer.* The user the ``ids`` collection names for a record, pointing it at ``user``
+    when it names nobody. The writer thread orders this process's writers; on a server the
+    pointer is written with ``add``, so the first of several processes to land wins and
+    every one reads the winner back."""
+    found = _located(store, kind, [rid]).get(rid)
+    if found is not None:
+        return found
+    if not store.shared:
+        _point(store, kind, {rid: user})
+        return user
+    store.ids.add(ids=[locator(kind, rid)], embeddings=ONE, metadatas=[{"user": user}])
+    return _located(store, kind, [rid])[rid]
 
 
 def _unpoint(store: ChromaStore, kind: str, ids: Sequence[str]) -> None:
@@ -352,9 +367,11 @@ def _remover(kind: str, ids: Sequence[str]) -> Callable[[UserText], None]:
 
 
 def put_memory(store: ChromaStore, rec: MemoryRecord) -> None:
-    """*Writer.* The pointer, then one ``upsert``: the entry, its vector and its filter
-    columns together."""
-    _point(store, "memory", {rec.id: rec.user_id})
+    """*Writer.* The pointer, which says whose the id is (another user's: ``OwnershipError``,
+    nothing written), then one ``upsert``: the entry, its vector and its filter columns
+    together."""
+    if _pointed_user(store, "memory", rec.id, rec.user_id) != rec.user_id:
+        raise memory_taken(rec.id)
     vectors, real = embeddings([rec.vector], store.dimension)
     store.user_records(rec.user_id, "memory", create=True).upsert(
         ids=[rec.id],
@@ -409,12 +426,14 @@ def _delete_memories(store: ChromaStore, user_id: str, collection: Any, ids: lis
     return len(ids)
 
 
-def delete_memory(store: ChromaStore, memory_id: str) -> bool:
-    """*Writer.*"""
+def delete_memory(store: ChromaStore, memory_id: str, user_id: str | None = None) -> bool:
+    """*Writer.* Only ``user_id``'s entry when given (another's: ``OwnershipError``)."""
     found = _fetch(store, "memory", [memory_id], [])
     if not found:
         return False
     user = found[0][0]
+    if user_id is not None and user != user_id:
+        raise memory_taken(memory_id)
     return _delete_memories(store, user, store.user_records(user, "memory"), [memory_id]) > 0
 
 
@@ -431,7 +450,16 @@ def purge_expired(store: ChromaStore, now_us: int) -> int:
 
 
 def put_session(store: ChromaStore, rec: SessionRecord) -> None:
-    """*Writer.* The claim first (a crash after it leaves an empty owned conversation)."""
+    """*Writer.* The claim first (a crash after it leaves an empty owned conversation).
+
+    Another user's session id or conversation raises ``OwnershipError``. On a server a new
+    session is written with ``add``, so that of two processes racing for one id only one
+    lands (within a process the writer thread orders them).
+    """
+    held = store.sessions.get(ids=[rec.session_id], include=["metadatas"])
+    holder = next((meta["user"] for _rid, _doc, meta in rows(held)), None)
+    if holder is not None and holder != rec.user_id:
+        raise session_taken(rec.session_id)
     owner = conversation_owner(store, rec.conversation_id)
     if owner is None:
         owner = _claim(store, {rec.conversation_id: rec.user_id})[rec.conversation_id]
@@ -441,12 +469,21 @@ def put_session(store: ChromaStore, rec: SessionRecord) -> None:
             backend="chroma",
             operation="save_session",
         )
-    store.sessions.upsert(
-        ids=[rec.session_id],
-        documents=[rec.payload],
-        embeddings=ONE,
-        metadatas=[session_metadata(rec)],
-    )
+    fields = {
+        "ids": [rec.session_id],
+        "documents": [rec.payload],
+        "embeddings": ONE,
+        "metadatas": [session_metadata(rec)],
+    }
+    if holder is None and store.shared:
+        store.sessions.add(**fields)
+        landed = get_session(store, rec.session_id)
+        if landed is not None and landed.user_id != rec.user_id:
+            # Another process added it first (the claim above stays, as after a crash).
+            raise session_taken(rec.session_id)
+        if landed == rec:
+            return
+    store.sessions.upsert(**fields)
 
 
 def get_session(store: ChromaStore, session_id: str) -> SessionRecord | None:

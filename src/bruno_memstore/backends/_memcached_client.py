@@ -72,3 +72,20 @@ class HardenedClient(aiomcache.Client):
         if not reply.isdigit():
             raise ClientException("memcached incr failed", reply)
         return int(reply)
+
+    @acquire
+    async def delete_if_unchanged(self, conn: Connection, key: bytes, token: int) -> bool | None:
+        """Delete ``key`` only if unchanged since the ``gets`` that returned ``token``.
+
+        memcached's meta delete with a CAS token (``md <key> C<token>``, memcached 1.6+):
+        ``True`` deleted, ``False`` changed meanwhile (kept), ``None`` no such key.
+        """
+        self._validate_key(key)
+        reply = await self._execute_simple_command(conn, b"md %s C%d\r\n" % (key, token))
+        if reply == b"HD":
+            return True
+        if reply == b"EX":
+            return False
+        if reply == b"NF":
+            return None
+        raise ClientException("memcached meta delete failed", reply)

@@ -132,25 +132,7 @@ class Store:
 
         Parts are written before the head that names them, so readers never see half.
         """
-        data = dumps(value)
-        if len(data) + 1 <= ITEM_LIMIT:
-            head = _SINGLE + data
-            parts: list[tuple[str, bytes]] = []
-        else:
-            nonce = secrets.token_hex(4)
-            parts = [
-                (f"{key}:{nonce}:{i}", data[start : start + ITEM_LIMIT])
-                for i, start in enumerate(range(0, len(data), ITEM_LIMIT))
-            ]
-            manifest = {
-                "nonce": nonce,
-                "n": len(parts),
-                "len": len(data),
-                "sum": hashlib.blake2b(data, digest_size=16).hexdigest(),
-            }
-            head = _PARTS + dumps(manifest)
-            for part_key, chunk in parts:
-                await self.set(part_key, chunk)
+        head, parts = await self._write_parts(key, value)
         if not create:
             old = await self.get(key)
             await self.set(key, head)
@@ -159,12 +141,83 @@ class Store:
             return True
         if await self.add(key, head):
             return True
-        await self.delete(*(k for k, _ in parts))
+        await self.delete(*parts)
         return False
+
+    async def put_value_if(self, key: str, value: Any, allow: Callable[[Any], bool]) -> bool:
+        """Store ``value`` if ``key`` is absent (``add``) or its value passes ``allow``
+        (``cas``, against the value just checked); ``False``, storing nothing, if it fails.
+
+        Each decision is atomic on the server: a value written after the check makes the
+        ``add`` or ``cas`` fail, and the check is made again.
+        """
+        head, parts = await self._write_parts(key, value)
+        for _ in range(_CAS_ATTEMPTS):
+            old, token = await self.gets(key)
+            if old is None:
+                if await self.add(key, head):
+                    return True
+                continue
+            current = (await self._decode({key: old})).get(key)
+            if current is not None and not allow(current):
+                await self.delete(*parts)
+                return False
+            if token is not None and await self.cas(key, head, token):
+                await self._delete_parts(key, old)
+                return True
+        await self.delete(*parts)
+        raise ClientException("a value kept changing under a conditional write", key.encode())
+
+    async def delete_value_if(self, key: str, allow: Callable[[Any], bool]) -> Any | None:
+        """Delete the value if it passes ``allow``; return the value found (``None``: none).
+
+        The deletion carries the CAS token of the value checked (a meta delete), so a value
+        written meanwhile is never deleted unchecked: the check is made again.
+        """
+        for _ in range(_CAS_ATTEMPTS):
+            old, token = await self.gets(key)
+            if old is None or token is None:
+                return None
+            current = (await self._decode({key: old})).get(key)
+            if current is None:
+                return None  # a part is gone: so is the value
+            if not allow(current):
+                return current
+            deleted = await self.client.delete_if_unchanged(key.encode(), token)
+            if deleted is None:
+                return None
+            if deleted:
+                await self._delete_parts(key, old)
+                return current
+        raise ClientException("a value kept changing under a conditional delete", key.encode())
+
+    async def _write_parts(self, key: str, value: Any) -> tuple[bytes, list[str]]:
+        """The head to store under ``key`` for ``value``, after writing the parts it names
+        (a large value); returns the head and the parts' keys."""
+        data = dumps(value)
+        if len(data) + 1 <= ITEM_LIMIT:
+            return _SINGLE + data, []
+        nonce = secrets.token_hex(4)
+        parts = [
+            (f"{key}:{nonce}:{i}", data[start : start + ITEM_LIMIT])
+            for i, start in enumerate(range(0, len(data), ITEM_LIMIT))
+        ]
+        manifest = {
+            "nonce": nonce,
+            "n": len(parts),
+            "len": len(data),
+            "sum": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        }
+        for part_key, chunk in parts:
+            await self.set(part_key, chunk)
+        return _PARTS + dumps(manifest), [k for k, _ in parts]
 
     async def get_values(self, keys: Sequence[str]) -> dict[str, Any]:
         """Decoded values of the present keys; a value with a missing part counts as absent."""
-        heads = await self.get_many(keys)
+        return await self._decode(await self.get_many(keys))
+
+    async def _decode(self, heads: dict[str, bytes]) -> dict[str, Any]:
+        """The values the stored heads name (their parts read as needed)."""
         out: dict[str, Any] = {}
         wanted: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
         for key, head in heads.items():

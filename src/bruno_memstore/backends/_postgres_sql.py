@@ -463,9 +463,12 @@ class Statements:
 
     @property
     def put_memory(self) -> str:
-        """Upsert; from ``$13``: the analysed text (the library's analysis), then the vector
-        (when the store keeps vectors). A replaced entry's vector is replaced too, by
-        ``NULL`` when the new write has none."""
+        """Insert, or replace the same user's entry; from ``$13``: the analysed text (the
+        library's analysis), then the vector (when the store keeps vectors). A replaced
+        entry's vector is replaced too, by ``NULL`` when the new write has none.
+
+        Returns a row when written; none when the id holds another user's entry (the
+        conflicting row is locked and left as it is, all in this one statement)."""
         s = self.schema
         analysed = "$13::text" if self.client_analysis else ""
         tsv = self._tsv("$3::text", analysed)
@@ -477,12 +480,14 @@ class Statements:
         return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv{vector_col})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv}{vector_val})
             ON CONFLICT (id) DO UPDATE SET
-                user_id = EXCLUDED.user_id, content = EXCLUDED.content,
+                content = EXCLUDED.content,
                 memory_type = EXCLUDED.memory_type, category = EXCLUDED.category,
                 tags = EXCLUDED.tags, confidence = EXCLUDED.confidence,
                 importance = EXCLUDED.importance, created_us = EXCLUDED.created_us,
                 expires_us = EXCLUDED.expires_us, conversation_id = EXCLUDED.conversation_id,
-                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{vector_set}"""
+                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{vector_set}
+            WHERE {s}.memories.user_id = EXCLUDED.user_id
+            RETURNING 1"""
 
     @property
     def get_memory(self) -> str:
@@ -510,7 +515,15 @@ class Statements:
 
     @property
     def delete_memory(self) -> str:
-        return f"DELETE FROM {self.schema}.memories WHERE id = $1"
+        """Delete ``$1`` if ``$2`` is ``NULL`` or its owner; returns how many rows went and
+        the owner the statement saw (``NULL``: no such entry)."""
+        s = self.schema
+        return f"""WITH gone AS (
+                DELETE FROM {s}.memories WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone),
+                (SELECT user_id FROM {s}.memories WHERE id = $1)"""
 
     @property
     def purge_expired(self) -> str:
@@ -521,7 +534,9 @@ class Statements:
     @property
     def put_session(self) -> str:
         """Claim the conversation for the session's user and upsert the session, unless
-        another user owns it. Returns the owner (``NULL`` in the rare claim race: run again)."""
+        another user owns the conversation or the session id. Returns the conversation's
+        owner (``NULL`` in the rare claim race: run again) and whether the session was
+        written (not when another user holds the session id: the caller rolls back)."""
         s = self.schema
         return f"""WITH claimed AS (
                 INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($3, $2)
@@ -536,9 +551,10 @@ class Statements:
                 SELECT $1::text, $2::text, $3::text, $4::bool, $5::int8, $6::text
                 WHERE (SELECT user_id FROM owner LIMIT 1) = $2
                 ON CONFLICT (session_id) DO UPDATE SET
-                    user_id = EXCLUDED.user_id, conversation_id = EXCLUDED.conversation_id,
+                    conversation_id = EXCLUDED.conversation_id,
                     is_active = EXCLUDED.is_active, started_us = EXCLUDED.started_us,
                     payload = EXCLUDED.payload
+                WHERE {s}.sessions.user_id = EXCLUDED.user_id
                 RETURNING 1
             )
             SELECT (SELECT user_id FROM owner LIMIT 1), (SELECT count(*) FROM saved)"""

@@ -305,6 +305,14 @@ end
 
 -- ------------------------------------------------------------------ memory entries
 
+-- The owner of a stored entry (nil when there is none, or only a pointer left behind),
+-- and the user the pointer names.
+local function memory_owner(id)
+  local named = redis.call('GET', ptr('eo', id))
+  if named and redis.call('HEXISTS', ukey(named) .. 'e', id) == 1 then return named, named end
+  return nil, named
+end
+
 local function drop_memory(owner, id)
   local u = ukey(owner)
   local fields = unindex_doc(u, 'e' .. id, 1)
@@ -542,10 +550,11 @@ return conversation_owner(ARGV[2]) or false
 
 PUT_MEMORY = r"""
 -- ARGV: P user id record meta rank expires_hex('' none) expires_us length terms values
---       vector('' none)
+--       vector('' none)  ->  1, or 0 when the id holds another user's entry (nothing written)
 local user, id = ARGV[2], ARGV[3]
-local old = redis.call('GET', ptr('eo', id))
-if old then drop_memory(old, id) end
+local old, named = memory_owner(id)
+if old and old ~= user then return 0 end
+if named then drop_memory(named, id) end
 local u = ukey(user)
 redis.call('SET', ptr('eo', id), user)
 redis.call('SADD', P .. ':users', user)
@@ -568,6 +577,15 @@ GET_MEMORY = r"""
 local owner = redis.call('GET', ptr('eo', ARGV[2]))
 if not owner then return false end
 return redis.call('HGET', ukey(owner) .. 'e', ARGV[2])
+"""
+
+DELETE_OWN_MEMORY = r"""
+-- ARGV: P id user('' anyone's)  ->  1 deleted, 0 no such entry, -1 another user's (kept)
+local id, user = ARGV[2], ARGV[3]
+local owner, named = memory_owner(id)
+if owner and user ~= '' and owner ~= user then return -1 end
+if not named then return 0 end
+return drop_memory(named, id)
 """
 
 DELETE_MEMORY = r"""
@@ -624,11 +642,16 @@ return {n, (#ids == batch or #convs == batch) and 1 or 0}
 # --------------------------------------------------------------------------- sessions
 
 PUT_SESSION = r"""
--- ARGV: P user sid conv active lexmember payload ttl_ms  ->  {'ok'} or {'owner', other}
+-- ARGV: P user sid conv active lexmember payload ttl_ms
+--   ->  {'ok'}, {'owner', other} (another's conversation) or {'session'} (another's session)
 local user, sid, conv = ARGV[2], ARGV[3], ARGV[4]
+local old = redis.call('GET', ptr('so', sid))
+if old and old ~= user then
+  purge_due(old) -- a session of an expired conversation is gone, as for GET_SESSION
+  if redis.call('HEXISTS', ukey(old) .. 's', sid) == 1 then return {'session'} end
+end
 local owner, other = claim(conv, user, true)
 if not owner then return {'owner', other} end
-local old = redis.call('GET', ptr('so', sid))
 if old then drop_session(old, sid) end
 local u = ukey(user)
 redis.call('SET', ptr('so', sid), user)
@@ -1007,6 +1030,7 @@ SCRIPTS: dict[str, str] = {
     "put_memory": PUT_MEMORY,
     "get_memory": GET_MEMORY,
     "delete_memory": DELETE_MEMORY,
+    "delete_own_memory": DELETE_OWN_MEMORY,
     "query_memories": QUERY_MEMORIES,
     "purge_expired": PURGE_EXPIRED,
     "put_session": PUT_SESSION,

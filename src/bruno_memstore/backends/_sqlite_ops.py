@@ -29,7 +29,7 @@ from ..models import (
     to_us,
     utcnow,
 )
-from ..primitives import AppendResult
+from ..primitives import AppendResult, memory_taken, session_taken
 from ..search import index_text, terms
 from ..vector_cache import vector_from_bytes
 from ..vector_index import VectorIndex
@@ -499,13 +499,22 @@ def delete_messages(
 def put_memory(
     conn: sqlite3.Connection, rec: MemoryRecord, body: str, vector: bytes | None = None
 ) -> None:
-    """Insert or replace the entry, its vector, and its search row when its text or owner
-    changed.
+    """Insert the entry, or replace the same user's entry with this id: its vector too, and
+    its search row when its text changed. Another user's entry raises ``OwnershipError``.
 
     ``body`` is the entry's analysed text (:func:`search_bodies`), ``vector`` its vector as
-    bytes (``None``: none; a replaced entry then has none either).
+    bytes (``None``: none; a replaced entry then has none either). The check and the write
+    run in the writer's transaction, which holds the database's write lock.
     """
-    uid = _user_key(conn, rec.user_id)
+    old = _one(
+        conn,
+        "SELECT m.rid, m.uid, m.content, u.user_id FROM memories m "
+        "JOIN users u ON u.uid = m.uid WHERE m.id = ?",
+        (rec.id,),
+    )
+    if old is not None and old[3] != rec.user_id:
+        raise memory_taken(rec.id)
+    uid = old[1] if old is not None else _user_key(conn, rec.user_id)
     if uid is None:
         uid = conn.execute(INSERT_USER, (rec.user_id,)).lastrowid
     assert uid is not None
@@ -522,7 +531,6 @@ def put_memory(
         rec.conversation_id,
         rec.payload,
     )
-    old = _one(conn, "SELECT rid, uid, content FROM memories WHERE id = ?", (rec.id,))
     if old is None:
         rid = conn.execute(
             "INSERT INTO memories (uid, content, memory_type, category, tags, confidence, "
@@ -546,15 +554,14 @@ def put_memory(
     )
     conn.execute("DELETE FROM memory_tags WHERE rid = ?", (rid,))
     conn.executemany(INSERT_TAG, [(rid, tag) for tag in rec.tags])
-    if old[1] != uid or old[2] != rec.content:
+    if old[2] != rec.content:
         conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
         conn.execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
     # The old vector is replaced (or dropped): not an append, so copies reload.
     conn.execute("DELETE FROM memory_vectors WHERE rid = ?", (rid,))
     if vector is not None:
         conn.execute(INSERT_MEMORY_VECTOR, (rid, uid, vector))
-    for owner in {old[1], uid}:
-        conn.execute(BUMP_VECTORS["memory", True], (owner,))
+    conn.execute(BUMP_VECTORS["memory", True], (uid,))
 
 
 def get_memory(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
@@ -578,10 +585,18 @@ def query_memories(conn: sqlite3.Connection, flt: MemoryFilter) -> list[MemoryRe
     return [_memory(row) for row in rows]
 
 
-def delete_memory(conn: sqlite3.Connection, memory_id: str) -> bool:
-    row = _one(conn, "SELECT rid, uid FROM memories WHERE id = ?", (memory_id,))
+def delete_memory(conn: sqlite3.Connection, memory_id: str, user_id: str | None = None) -> bool:
+    """Delete the entry (only ``user_id``'s, when given: ``OwnershipError`` otherwise)."""
+    row = _one(
+        conn,
+        "SELECT m.rid, m.uid, u.user_id FROM memories m JOIN users u ON u.uid = m.uid "
+        "WHERE m.id = ?",
+        (memory_id,),
+    )
     if row is None:
         return False
+    if user_id is not None and row[2] != user_id:
+        raise memory_taken(memory_id)
     conn.execute("DELETE FROM search_fts WHERE rowid = ?", (-row[0],))
     conn.execute("DELETE FROM memories WHERE rid = ?", (row[0],))
     conn.execute(BUMP_VECTORS["memory", True], (row[1],))
@@ -602,7 +617,15 @@ def purge_expired(conn: sqlite3.Connection, now_us: int) -> int:
 
 
 def put_session(conn: sqlite3.Connection, rec: SessionRecord, operation: str) -> None:
-    """Upsert the session, claiming its conversation (``OwnershipError`` if another's)."""
+    """Upsert the session, claiming its conversation; ``OwnershipError`` (nothing written)
+    if another user has the session id or the conversation."""
+    held = _one(
+        conn,
+        "SELECT u.user_id FROM sessions s JOIN users u ON u.uid = s.uid WHERE s.session_id = ?",
+        (rec.session_id,),
+    )
+    if held is not None and held[0] != rec.user_id:
+        raise session_taken(rec.session_id)
     cid, uid, _owner = _claim(conn, rec.conversation_id, rec.user_id, True, operation)
     conn.execute(
         "INSERT INTO sessions (session_id, uid, cid, is_active, started_us, payload) "

@@ -395,8 +395,8 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         return await self._read(ops.query_memories, flt)
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        return await self._call(ops.delete_memory, memory_id)
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._call(ops.delete_memory, memory_id, user_id)
 
     async def _purge_expired(self, now_us: int) -> int:
         return await self._call(ops.purge_expired, now_us)

@@ -717,6 +717,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ memories
 
+    # Memory entries and sessions live in the persistent tier alone: it decides ownership
+    # in its own atomic write, and the cache tier holds nothing of them to follow.
+
     async def _put_memory(self, record: MemoryRecord) -> None:
         await self._stored(lambda: self.persistent._put_memory(record))
 
@@ -726,8 +729,8 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         return await self._stored(lambda: self.persistent._query_memories(flt))
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        return await self._stored(lambda: self.persistent._delete_memory(memory_id))
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._stored(lambda: self.persistent._delete_memory(memory_id, user_id))
 
     async def _purge_expired(self, now_us: int) -> int:
         return await self._stored(lambda: self.persistent._purge_expired(now_us))

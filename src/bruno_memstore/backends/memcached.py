@@ -50,7 +50,7 @@ from ..models import (
     SessionRecord,
     memory_sort_key,
 )
-from ..primitives import AppendResult, ExportKind
+from ..primitives import AppendResult, ExportKind, memory_taken, session_taken
 from ..url import MemoryURL, redact_url
 
 try:
@@ -549,11 +549,19 @@ class MemcachedMemory(MemoryBackend):
     async def _put_memory(self, record: MemoryRecord) -> None:
         key = self._key("e", record.id)
         old = await self.store.get_value(key)
-        if old is None or old[1] != record.user_id:
+        if old is not None and old[1] != record.user_id:
+            raise memory_taken(record.id)
+        # Listed first: a listing whose write is then refused is ignored by readers (they
+        # keep the user's own entries only), while an unlisted entry would be lost.
+        if old is None:
             await self._user_list(record.user_id, "e").append([json.dumps(record.id)])
         if record.expires_us is not None and (old is None or old[9] is None):
             await self._expiring().append([json.dumps(record.id)])
-        await self.store.put_value(key, _memory_value(record), create=False)
+        # add/cas: the owner is checked against the value the write replaces.
+        if not await self.store.put_value_if(
+            key, _memory_value(record), lambda v: v[1] == record.user_id
+        ):
+            raise memory_taken(record.id)
         if self.ttl:
             await self._user_list(record.user_id, "e").touch()
 
@@ -572,12 +580,17 @@ class MemcachedMemory(MemoryBackend):
         found.sort(key=memory_sort_key)
         return found[: flt.limit]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        record = await self._get_memory(memory_id)
-        if record is None:
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        def allowed(value: list[Any]) -> bool:
+            return user_id is None or value[1] == user_id
+
+        # A meta delete with the CAS token of the value checked: atomic on the server.
+        value = await self.store.delete_value_if(self._key("e", memory_id), allowed)
+        if value is None:
             return False
-        await self.store.delete_values([self._key("e", memory_id)])
-        await self._drop_listed(record.user_id, "e", {memory_id})
+        if not allowed(value):
+            raise memory_taken(memory_id)
+        await self._drop_listed(value[1], "e", {memory_id})
         return True
 
     async def _purge_expired(self, now_us: int) -> int:
@@ -595,13 +608,21 @@ class MemcachedMemory(MemoryBackend):
     # ================================================================ sessions
 
     async def _put_session(self, record: SessionRecord) -> None:
+        key = self._key("s", record.session_id)
+        held = await self.store.get_value(key)
+        if held is not None and held[1] != record.user_id:
+            raise session_taken(record.session_id)
         conv = await self._claim(
             record.conversation_id, record.user_id, enforce=True, operation="create_session"
         )
-        key = self._key("s", record.session_id)
-        if await self.store.get(key) is None:
+        if held is None:
             await self._user_list(record.user_id, "s").append([json.dumps(record.session_id)])
-        await self.store.put_value(key, _session_value(record), create=False)
+        # add/cas: the owner is checked against the value the write replaces. Losing that
+        # race to another user leaves the claim above (see docs/backends/memcached.md).
+        if not await self.store.put_value_if(
+            key, _session_value(record), lambda v: v[1] == record.user_id
+        ):
+            raise session_taken(record.session_id)
         await self._refresh(conv, record.user_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:

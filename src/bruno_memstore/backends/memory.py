@@ -25,7 +25,13 @@ from ..models import (
     SessionRecord,
     memory_sort_key,
 )
-from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
 from ..search import BM25Index
 from ..vector_index import VectorIndex
 
@@ -177,11 +183,12 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     # ---------------------------------------------------------------- memories
 
     async def _put_memory(self, record: MemoryRecord) -> None:
+        # No await between the check and the write: one step for every caller.
         old = self._memories.get(record.id)
         if old is not None:
-            self._vector_index(old.user_id).remove(("memory", old.id))
             if old.user_id != record.user_id:
-                self._index(old.user_id).remove(("memory", old.id))
+                raise memory_taken(record.id)
+            self._vector_index(old.user_id).remove(("memory", old.id))
         self._memories[record.id] = record
         self._index(record.user_id).add(("memory", record.id), record.content)
         if record.vector is not None:
@@ -197,10 +204,13 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         found.sort(key=memory_sort_key)
         return found[: flt.limit]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        rec = self._memories.pop(memory_id, None)
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        rec = self._memories.get(memory_id)
         if rec is None:
             return False
+        if user_id is not None and rec.user_id != user_id:
+            raise memory_taken(memory_id)
+        del self._memories[memory_id]
         self._index(rec.user_id).remove(("memory", memory_id))
         self._vector_index(rec.user_id).remove(("memory", memory_id))
         return True
@@ -218,6 +228,9 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     # ---------------------------------------------------------------- sessions
 
     async def _put_session(self, record: SessionRecord) -> None:
+        old = self._sessions.get(record.session_id)
+        if old is not None and old.user_id != record.user_id:
+            raise session_taken(record.session_id)
         self._claim(record.conversation_id, record.user_id, True)
         self._sessions[record.session_id] = record
 

@@ -53,7 +53,13 @@ from ..models import (
     SessionRecord,
     check_text,
 )
-from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
 from ..search import ANALYSIS_VERSION, terms
 from ..url import MemoryURL, redact_url
 from ..vector_cache import (
@@ -988,16 +994,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             self._terms.index(record.content),
             _vector_bytes(record),
         )
-        # ``col = %s`` rather than ``VALUES(col)``, which MySQL 8.0.20+ deprecates with a
-        # warning on every statement.
-        updates = ", ".join(f"{c} = %s" for c in names[1:])
         async with self._transaction() as cur:
-            # Affected rows: 1 for a new entry, else it replaced one (or found it unchanged).
-            affected = await cur.execute(
-                f"INSERT INTO {t['memories']} ({cols}) VALUES ({_placeholders(len(names))}) "
-                f"ON DUPLICATE KEY UPDATE {updates}",
-                (*values, *values[1:]),
-            )
+            affected = await self._upsert_owned(cur, t["memories"], names, values)
+            if affected is None:
+                raise memory_taken(record.id)
             await cur.execute(f"DELETE FROM {t['memory_tags']} WHERE memory_id = %s", (record.id,))
             hashes = list(dict.fromkeys(_tag_hash(tag) for tag in record.tags))
             if hashes:
@@ -1013,6 +1013,35 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 # A replaced entry's old vector went with the old row (and its filter
                 # columns, which loaded indexes keep, changed).
                 await self._memories_changed(cur, [record.user_id])
+
+    @staticmethod
+    async def _upsert_owned(
+        cur: Any, table: str, names: Sequence[str], values: Sequence[Any]
+    ) -> int | None:
+        """Insert a row keyed by ``names[0]``, or update the stored row if its ``user_id``
+        (``names[1]``) is the same; ``None`` if it is another user's (left unchanged).
+
+        One statement decides: the update sets each column only where the stored owner is
+        the writer's, and locks the row either way. Returns the affected rows: 1 for a new
+        row, 2 for a changed one, 0 for one found unchanged.
+        """
+        # ``col = %s`` rather than ``VALUES(col)``, which MySQL 8.0.20+ deprecates with a
+        # warning on every statement.
+        updates = ", ".join(f"{c} = IF(user_id = %s, %s, {c})" for c in names[2:])
+        user = values[1]
+        affected = int(
+            await cur.execute(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({_placeholders(len(names))}) "
+                f"ON DUPLICATE KEY UPDATE {updates}",
+                (*values, *(x for v in values[2:] for x in (user, v))),
+            )
+        )
+        if affected == 0:  # unchanged, or another user's: the row is locked, read its owner
+            await cur.execute(f"SELECT user_id FROM {table} WHERE {names[0]} = %s", values[:1])
+            (owner,) = await cur.fetchone()
+            if owner != user:
+                return None
+        return affected
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         rows = await self._fetch(
@@ -1059,13 +1088,15 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         return [self._memory(r) for r in rows]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
         async with self._transaction() as cur:
             await cur.execute(
                 f"SELECT user_id FROM {self._t['memories']} WHERE id = %s FOR UPDATE",
                 (memory_id,),
             )
             owners = [row[0] for row in await cur.fetchall()]
+            if user_id is not None and owners and owners[0] != user_id:
+                raise memory_taken(memory_id)  # the locked row stays as it is
             await cur.execute(
                 f"DELETE FROM {self._t['memory_tags']} WHERE memory_id = %s", (memory_id,)
             )
@@ -1132,12 +1163,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 record.started_us,
                 record.payload,
             )
-            await cur.execute(
-                f"INSERT INTO {self._t['sessions']} ({_SES_COLS}) VALUES ({_placeholders(6)}) "
-                "ON DUPLICATE KEY UPDATE user_id = %s, conversation_id = %s, is_active = %s, "
-                "started_us = %s, payload = %s",
-                (*values, *values[1:]),
-            )
+            # Refused: the transaction rolls back, with the claim it may have made.
+            names = _SES_COLS.split(", ")
+            if await self._upsert_owned(cur, self._t["sessions"], names, values) is None:
+                raise session_taken(record.session_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         rows = await self._fetch(

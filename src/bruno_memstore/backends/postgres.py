@@ -41,7 +41,13 @@ from ..models import (
     SearchHit,
     SessionRecord,
 )
-from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
 from ..search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..url import MemoryURL, redact_url
 from ._postgres_sql import (
@@ -716,7 +722,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         analysed = [_analysed(record.content)] if self._sql.client_analysis else []
         if self._sql.vectors:
             analysed.append(self._vector_value(record.vector))
-        await self._pool.execute(
+        written = await self._pool.fetchval(
             self._sql.put_memory,
             record.id,
             record.user_id,
@@ -732,6 +738,8 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             record.payload,
             *analysed,
         )
+        if written is None:
+            raise memory_taken(record.id)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         row = await self._pool.fetchrow(self._sql.get_memory, memory_id)
@@ -741,8 +749,11 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
         rows = await self._pool.fetch(self._sql.query_memories, *_filter_args(flt), flt.limit)
         return [_memory(r) for r in rows]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        return _count(await self._pool.execute(self._sql.delete_memory, memory_id)) > 0
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        gone, owner = await self._pool.fetchrow(self._sql.delete_memory, memory_id, user_id)
+        if not gone and owner is not None and owner != user_id:
+            raise memory_taken(memory_id)
+        return bool(gone)
 
     async def _purge_expired(self, now_us: int) -> int:
         return _count(await self._pool.execute(self._sql.purge_expired, now_us))
@@ -758,17 +769,22 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             record.started_us,
             record.payload,
         )
-        for _ in range(5):
-            owner, _saved = await self._pool.fetchrow(self._sql.put_session, *args)
-            if owner is None:  # claimed concurrently after this statement's snapshot
-                continue
-            if owner != record.user_id:
-                raise OwnershipError(
-                    f"conversation {record.conversation_id!r} belongs to another user",
-                    backend=self.backend_name,
-                    operation="create_session",
-                )
-            return
+        # One transaction: a session id held by another user is found only by the upsert,
+        # after the statement may have claimed a new conversation, which must not stay.
+        async with self._pool.acquire() as conn, conn.transaction():
+            for _ in range(5):
+                owner, saved = await conn.fetchrow(self._sql.put_session, *args)
+                if owner is None:  # claimed concurrently after this statement's snapshot
+                    continue
+                if owner != record.user_id:
+                    raise OwnershipError(
+                        f"conversation {record.conversation_id!r} belongs to another user",
+                        backend=self.backend_name,
+                        operation="create_session",
+                    )
+                if not saved:
+                    raise session_taken(record.session_id)
+                return
         raise BackendError("the conversation's owner could not be determined")
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:

@@ -25,7 +25,13 @@ from ..base import MemoryBackend
 from ..capabilities import DATABASE, Capability
 from ..errors import InvalidArgumentError, MissingDependencyError, OwnershipError
 from ..models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
-from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
 from ..url import MemoryURL, hide_secrets
 
 try:
@@ -357,7 +363,10 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         s = self._s
         pid = point_id("memory", record.id)
         async with s.write_lock:
+            # Under the lock: no writer of this process comes between the check and the write.
             old = await s.client.retrieve(s.layout.memories, [pid], with_payload=["user_id"])
+            if old and old[0].payload["user_id"] != record.user_id:
+                raise memory_taken(record.id)
             seq = s.clock.next()
             # One point: the entry, its vector (or none, dropping an old one) and its
             # write number are replaced together.
@@ -369,10 +378,6 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                     )
                 ],
             )
-            if old and old[0].payload["user_id"] != record.user_id:
-                await s.text.apply(
-                    [str(old[0].payload["user_id"])], lambda e: e.remove_memory(record.id)
-                )
             await s.text.apply([record.user_id], lambda e: e.put_memory(record, seq))
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
@@ -391,7 +396,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         found.sort(key=memory_sort_key)
         return found[: flt.limit]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
         s = self._s
         pid = point_id("memory", memory_id)
         async with s.write_lock:
@@ -399,6 +404,8 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             old = await s.client.retrieve(s.layout.memories, [pid], with_payload=["user_id"])
             if not old:
                 return False
+            if user_id is not None and old[0].payload["user_id"] != user_id:
+                raise memory_taken(memory_id)
             await s.delete_ids(s.layout.memories, [pid])
             await s.text.apply(
                 [str(old[0].payload["user_id"])], lambda e: e.remove_memory(memory_id)
@@ -423,13 +430,17 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
 
     async def _put_session(self, record: SessionRecord) -> None:
         s = self._s
+        pid = point_id("session", record.session_id)
         async with s.write_lock:
+            held = await s.client.retrieve(s.layout.sessions, [pid], with_payload=["user_id"])
+            if held and held[0].payload["user_id"] != record.user_id:
+                raise session_taken(record.session_id)
             await self._claim(record.conversation_id, record.user_id, True)
             await s.client.upsert(
                 s.layout.sessions,
                 points=[
                     qm.PointStruct(
-                        id=point_id("session", record.session_id),
+                        id=pid,
                         vector={},
                         payload=session_payload(record),
                     )

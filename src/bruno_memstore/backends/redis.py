@@ -50,7 +50,13 @@ from ..models import (
     SearchHit,
     SessionRecord,
 )
-from ..primitives import AppendResult, ExportKind, VectorPrimitives
+from ..primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
 from ..retry import RetryPolicy
 from ..search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ..url import MemoryURL, redact_url
@@ -592,7 +598,8 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         ]
         _index_args(record.content, args)
         args.append(b"" if record.vector is None else vector_to_bytes(record.vector))
-        await self._eval("put_memory", args)
+        if not await self._eval("put_memory", args):
+            raise memory_taken(record.id)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         text = await self._eval("get_memory", [memory_id])
@@ -602,8 +609,11 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         reply = await self._eval("query_memories", [flt.user_id, _filter_json(flt), flt.limit])
         return [_memory(text) for text in reply]
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        return bool(await self._eval("delete_memory", [memory_id]))
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        deleted = int(await self._eval("delete_own_memory", [memory_id, user_id or ""]))
+        if deleted < 0:
+            raise memory_taken(memory_id)
+        return deleted > 0
 
     async def _purge_expired(self, now_us: int) -> int:
         total = 0
@@ -634,6 +644,8 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 backend=self.backend_name,
                 operation="session",
             )
+        if reply[0] == "session":
+            raise session_taken(record.session_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         reply = await self._eval("get_session", [session_id])

@@ -359,8 +359,8 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         return await self._read(partial(ops.query_memories, flt=flt))
 
-    async def _delete_memory(self, memory_id: str) -> bool:
-        return await self._erase(partial(ops.delete_memory, memory_id=memory_id))
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._erase(partial(ops.delete_memory, memory_id=memory_id, user_id=user_id))
 
     async def _purge_expired(self, now_us: int) -> int:
         return await self._erase(partial(ops.purge_expired, now_us=now_us))

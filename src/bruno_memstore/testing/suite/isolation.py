@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from uuid import uuid4
+
 import pytest
+from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryQuery
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
-from ...errors import OwnershipError
+from ...errors import InvalidArgumentError, OwnershipError
 from ..builders import (
     at,
     collect_export,
     make_memory_entry,
     make_message,
     new_conversation_id,
+    new_session_id,
     new_user_id,
 )
 from ..harness import ConformanceBase, requires
 
 __all__ = ["IsolationSuite"]
+
+RACING_PAIRS = 32  # ids two users race for at once: enough that a check-then-write loses
+
+
+def _one_winner(outcomes: Sequence[object]) -> int:
+    """The index of the one write of a racing pair that succeeded (the other was refused)."""
+    refused = [isinstance(r, OwnershipError) for r in outcomes]
+    assert sorted(refused) == [False, True], outcomes
+    assert all(r is None or isinstance(r, OwnershipError) for r in outcomes), outcomes
+    return refused.index(False)
 
 
 class IsolationSuite(ConformanceBase):
@@ -29,6 +45,16 @@ class IsolationSuite(ConformanceBase):
         msgs = [make_message(f"alice secret pelican number {i}", timestamp=at(i)) for i in range(3)]
         await memory.store_messages(msgs, conversation_id=conv, user_id=alice)
         return alice, bob, conv, msgs
+
+    async def _writers(self, memory: MemoryBackend) -> list[MemoryBackend]:
+        """``memory``, plus two more instances on its store when ``make_memory`` reaches the
+        same store again (server and file backends), so that racing writes meet in the
+        engine rather than in one instance."""
+        other = await self.open_memory()
+        probe = await memory.create_session(new_user_id())
+        if await other.get_session(probe.session_id) is None:
+            return [memory]  # every instance is a store of its own
+        return [memory, other, await self.open_memory()]
 
     async def test_claiming_creates_an_empty_conversation_of_one_owner(
         self, memory: MemoryBackend
@@ -121,6 +147,121 @@ class IsolationSuite(ConformanceBase):
         (kept,) = await memory.retrieve_memories(MemoryQuery(user_id=alice))
         assert kept == entry
         assert (await memory.get_statistics(bob))["memories"] == 0
+
+    @requires(Capability.MEMORIES)
+    async def test_racing_users_store_a_new_memory_id_once(self, memory: MemoryBackend) -> None:
+        writers = await self._writers(memory)
+        alice, bob = new_user_id(), new_user_id()
+        pairs, calls = [], []
+        for i in range(RACING_PAIRS):
+            mine = make_memory_entry(alice, f"alice wrote entry {i}")
+            theirs = mine.model_copy(update={"user_id": bob, "content": f"bob wrote entry {i}"})
+            pair = (mine, theirs) if i % 2 else (theirs, mine)  # either may go first
+            pairs.append(pair)
+            calls += [writers[(i + k) % len(writers)].store_memory(e) for k, e in enumerate(pair)]
+        for writer in writers:  # embedded beforehand, so that the writes start together
+            if writer.embedder is not None:
+                await writer.embedder.embed([e.content for pair in pairs for e in pair])
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        stored = {
+            str(e.id): e
+            for user in (alice, bob)
+            for e in await memory.retrieve_memories(
+                MemoryQuery(user_id=user, include_expired=True, limit=1000)
+            )
+        }
+        for i, pair in enumerate(pairs):
+            winner = pair[_one_winner(outcomes[2 * i : 2 * i + 2])]
+            assert stored[str(winner.id)] == winner  # the winner's, with the winner's content
+        assert len(stored) == RACING_PAIRS
+
+    async def test_racing_users_save_a_new_session_id_once(self, memory: MemoryBackend) -> None:
+        writers = await self._writers(memory)
+        alice, bob = new_user_id(), new_user_id()
+        pairs, calls = [], []
+        for i in range(RACING_PAIRS):
+            sid = new_session_id()
+            pair = tuple(
+                SessionContext(
+                    session_id=sid,
+                    user_id=user,
+                    conversation_id=new_conversation_id(),
+                    metadata={"written_by": user, "round": i},
+                )
+                for user in ((alice, bob) if i % 2 else (bob, alice))
+            )
+            pairs.append(pair)
+            calls += [writers[(i + k) % len(writers)].save_session(s) for k, s in enumerate(pair)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for i, pair in enumerate(pairs):
+            winner = pair[_one_winner(outcomes[2 * i : 2 * i + 2])]
+            assert await memory.get_session(winner.session_id) == winner
+        counts = [(await memory.get_statistics(u))["sessions"] for u in (alice, bob)]
+        assert sum(counts) == RACING_PAIRS
+
+    async def test_save_session_keeps_anothers_session(self, memory: MemoryBackend) -> None:
+        alice, bob = new_user_id(), new_user_id()
+        session = await memory.create_session(alice, {"who": "alice"})
+        stolen = SessionContext(session_id=session.session_id, user_id=bob, metadata={"x": 1})
+        with pytest.raises(OwnershipError, match="belongs to another user"):
+            await memory.save_session(stolen)
+        assert await memory.get_session(session.session_id) == session
+        assert (await memory.get_statistics(bob))["sessions"] == 0
+        # The refused session's conversation was not claimed for bob either.
+        await memory.store_message(make_message("alice's"), alice, stolen.conversation_id)
+
+    @requires(Capability.MEMORIES)
+    async def test_the_ownership_check_is_part_of_the_deletion(self, memory: MemoryBackend) -> None:
+        # The primitive contract itself: the shared layer no longer reads before deleting.
+        alice, bob = new_user_id(), new_user_id()
+        entry = make_memory_entry(alice, "alice's to keep")
+        await memory.store_memory(entry)
+        mid, missing = str(entry.id), str(uuid4())
+
+        async def delete(memory_id: str, user_id: str) -> bool:
+            return await memory._run(
+                "delete_memory", lambda: memory._delete_memory(memory_id, user_id)
+            )
+
+        with pytest.raises(OwnershipError):
+            await delete(mid, bob)
+        assert await delete(missing, bob) is False
+        (kept,) = await memory.retrieve_memories(MemoryQuery(user_id=alice))
+        assert kept == entry
+        assert await delete(mid, alice) is True
+        assert await memory.retrieve_memories(MemoryQuery(user_id=alice)) == []
+
+    async def test_a_message_naming_another_user_cannot_join(self, memory: MemoryBackend) -> None:
+        alice, bob, conv, msgs = await self._alice_and_bob(memory)
+        named = make_message("bob was here", timestamp=at(10), metadata={"user_id": bob})
+        with pytest.raises(OwnershipError):
+            await memory.store_message(named, conv)  # bruno-core's two-argument form
+        with pytest.raises(OwnershipError):
+            await memory.store_messages([make_message("plain"), named], conversation_id=conv)
+        assert len(await memory.retrieve_messages(conv)) == len(msgs)
+        context = await memory.get_context(alice, conv)
+        assert [m.id for m in context.messages] == [m.id for m in msgs]
+        # Unattributed writes, and writes naming the owner, still join the conversation.
+        await memory.store_message(make_message("anonymous", timestamp=at(11)), conv)
+        own = make_message("alice again", timestamp=at(12), metadata={"user_id": alice})
+        await memory.store_message(own, conv)
+        assert len(await memory.retrieve_messages(conv)) == len(msgs) + 2
+        # A new conversation named by its writer is that writer's.
+        fresh = new_conversation_id()
+        await memory.store_message(named, fresh)
+        got = await memory.retrieve_context(bob, conversation_id=fresh)
+        assert [m.id for m in got] == [named.id]
+
+    async def test_a_batch_naming_two_users_is_refused(self, memory: MemoryBackend) -> None:
+        alice, bob, conv = new_user_id(), new_user_id(), new_conversation_id()
+        batch = [
+            make_message("one", metadata={"user_id": alice}),
+            make_message("two", metadata={"user_id": bob}),
+        ]
+        with pytest.raises(InvalidArgumentError) as info:
+            await memory.store_messages(batch, conversation_id=conv)
+        assert info.value.argument == "messages"
+        assert await memory.retrieve_messages(conv) == []
 
     @requires(Capability.MEMORIES, Capability.FULL_TEXT)
     async def test_memory_search_is_scoped_to_the_user(self, memory: MemoryBackend) -> None:
