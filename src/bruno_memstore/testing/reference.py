@@ -447,23 +447,28 @@ class ReferenceMemory:
     def text_matches(
         self,
         user_id: str,
-        query: str,
+        query: str | None,
         *,
         kinds: Iterable[str],
         conversation_id: str | None,
         now: datetime,
         memory_query: MemoryQuery | None = None,
     ) -> set[tuple[str, str]]:
-        """``(kind, id)`` of every live record of the user sharing a term with ``query``.
+        """``(kind, id)`` of every live record of the user sharing a term with ``query``
+        (every live record when ``query`` is ``None``).
 
         Memory entries must pass ``memory_query``'s filters (else: not expired) and, with
         ``conversation_id``, belong to that conversation.
         """
-        wanted = set(terms(query))
+
+        def matches(text: str) -> bool:
+            return query is None or bool(wanted & set(terms(text)))
+
+        wanted = set(terms(query)) if query is not None else set()
         hits: set[tuple[str, str]] = set()
         if "message" in kinds:
             for m in self.user_messages(user_id, conversation_id):
-                if wanted & set(terms(m.message.content)):
+                if matches(m.message.content):
                     hits.add(("message", m.id))
         if "memory" in kinds:
             pool = (
@@ -478,7 +483,7 @@ class ReferenceMemory:
             for e in pool:
                 if conversation_id is not None and e.conversation_id != conversation_id:
                     continue
-                if wanted & set(terms(e.content)):
+                if matches(e.content):
                     hits.add(("memory", str(e.id)))
         return hits
 
