@@ -245,9 +245,7 @@ class MemoryMachine(RuleBasedStateMachine):
             self.memory = memory
             self._run(memory.initialize())
         except BaseException:
-            if self.memory is not None:
-                self._run(self.suite.teardown_memory(self.memory))
-            self._runner.close()
+            self.teardown()
             raise
         self.caps = memory.capabilities
         if Capability.FULL_TEXT in self.caps:
@@ -848,8 +846,8 @@ class MemoryMachine(RuleBasedStateMachine):
     ) -> None:
         """Keyword search finds exactly the user's live records holding the word; vector
         and hybrid search (where declared) find only the user's live records."""
-        if not self.has(Capability.VECTORS):
-            mode = "keyword"
+        if not self.has(Capability.VECTORS) or self.mem.embedder is None:
+            mode = "keyword"  # a store without a model searches keywords only
         op = f"search({mode})"
         uid, word = self.aim_at(aim, self.user(user), word, kinds)
         cid = self.conversation(conv) if conv is not None else None
