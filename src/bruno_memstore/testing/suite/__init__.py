@@ -17,6 +17,7 @@ from .messages import IdentitySuite, OrderSuite
 from .roundtrip import RoundTripSuite
 from .search import MixedSearchSuite, SearchSuite
 from .sessions import ResolutionSuite, SessionSuite, StatisticsSuite
+from .stateful import StatefulSuite
 from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RoundTripSuite",
     "SearchSuite",
     "SessionSuite",
+    "StatefulSuite",
     "StatisticsSuite",
     "VectorSearchSuite",
     "VectorSpaceSuite",
@@ -63,6 +65,7 @@ class MemoryConformance(
     DurabilitySuite,
     VectorSearchSuite,
     VectorSpaceSuite,
+    StatefulSuite,
 ):
     """Every conformance test. Subclass it, name the subclass ``Test...``, and implement
     ``async def make_memory(self)``; pytest collects and runs the whole suite.
