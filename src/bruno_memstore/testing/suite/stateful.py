@@ -67,17 +67,11 @@ T = TypeVar("T")
 
 OPEN_DEFECTS: frozenset[str] = frozenset(
     {
-        # store_message(message, conversation_id) whose metadata["user_id"] names another
-        # user than the conversation's owner joins the conversation instead of raising
-        # OwnershipError (the model raises). Left out of the interleavings until fixed.
-        "hint-joins",
         # One message whose id is stored with other content, stored into a conversation
         # nobody owns yet, raises ConflictError but leaves that conversation claimed (a batch
         # of several checks before writing). "Nothing written" is the contract (the model
         # writes nothing). Left out until fixed.
         "conflict-claims",
-        # Limits above MAX_LIMIT are accepted instead of refused with InvalidArgumentError.
-        "limit-cap",
     }
 )
 """Known defects whose cases the machine does not generate; remove an entry once fixed."""
