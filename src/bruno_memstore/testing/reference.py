@@ -158,9 +158,10 @@ class ReferenceMemory:
     ) -> int:
         """``store_message`` (one message) and ``store_messages``; returns how many were new.
 
-        Without ``user_id`` the call acts for ``messages[0].metadata["user_id"]``, which must
-        own the conversation (or claim it, if new); with no such hint it joins an existing
-        conversation whoever owns it, and a new one becomes ``"default"``'s.
+        Without ``user_id`` the call acts for the user the messages name in
+        ``metadata["user_id"]``, who must own the conversation (or claim it, if new); a batch
+        naming two users is refused; naming nobody, it joins an existing conversation whoever
+        owns it, and a new one becomes ``"default"``'s.
         """
         if not messages:
             return 0
@@ -169,9 +170,15 @@ class ReferenceMemory:
             raise InvalidArgumentError("messages", "the batch repeats a message id")
         enforce = user_id is not None
         if user_id is None:
-            hint = messages[0].metadata.get("user_id")
-            if isinstance(hint, str) and hint.strip():
-                user_id, enforce = hint, True
+            named = {
+                m.metadata["user_id"]
+                for m in messages
+                if isinstance(m.metadata.get("user_id"), str) and m.metadata["user_id"].strip()
+            }
+            if len(named) > 1:
+                raise InvalidArgumentError("messages", "the batch names more than one user")
+            if named:
+                user_id, enforce = named.pop(), True
             else:
                 user_id = DEFAULT_USER
         incoming = [self._as_stored(m, conversation_id) for m in messages]

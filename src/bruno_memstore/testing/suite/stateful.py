@@ -421,17 +421,14 @@ class MemoryMachine(RuleBasedStateMachine):
     def open_defect(self, messages: Sequence[Message], conv: str, user_id: str | None) -> bool:
         """Whether a store falls in a case :data:`OPEN_DEFECTS` leaves out."""
         owner = self.model.owner(conv)
-        hint = messages[0].metadata.get("user_id")
-        if "hint-joins" in OPEN_DEFECTS and user_id is None and owner not in (None, hint):
-            return isinstance(hint, str)
         if "conflict-claims" in OPEN_DEFECTS and len(messages) == 1 and owner is None:
             return self.model.conflicts(messages, conv)
         return False
 
     def _hinted(self, messages: Sequence[Message], conv: str) -> bool:
         """Whether the two-argument form acts for a user here (never for ``"default"``)."""
-        hint = messages[0].metadata.get("user_id")
-        return isinstance(hint, str) or conv in self.model.owners
+        named = any(isinstance(m.metadata.get("user_id"), str) for m in messages)
+        return named or conv in self.model.owners
 
     @rule(
         user=users,
