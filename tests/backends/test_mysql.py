@@ -1066,3 +1066,15 @@ async def test_compact_leaves_no_erased_words_in_the_table_files() -> None:
         assert done.erased_words <= set(logs)  # the documented limit
     finally:
         server.destroy()
+
+
+async def test_vector_search_works_for_every_user_id(memory: MySQLMemory) -> None:
+    # The vector state query once left its columns unnamed: MariaDB named them after the
+    # statement, binary user hash included, and some hashes (``user-6``'s) broke the driver's
+    # decoding of the column names. Many user ids, so that such hashes are among them.
+    users = [f"user-{i}" for i in range(400)]
+    await memory.store_message(make_message("the zebra grazes"), users[6], new_conversation_id())
+    for user in users:
+        hits = await memory.search(user, "zebra", mode="vector")
+        assert [h.content for h in hits] == (["the zebra grazes"] if user == users[6] else [])
+        assert (await memory.get_statistics(user))["user_id"] == user

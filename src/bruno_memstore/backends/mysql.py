@@ -1243,10 +1243,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             (user_id,),
         )
         counts = await self._fetch(
-            f"SELECT (SELECT COUNT(*) FROM {t['conversations']} WHERE user_id = %s), "
-            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s), "
-            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s AND is_active = 1), "
-            f"(SELECT COUNT(*) FROM {t['memories']} WHERE user_id = %s)",
+            f"SELECT (SELECT COUNT(*) FROM {t['conversations']} WHERE user_id = %s) AS c, "
+            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s) AS s, "
+            f"(SELECT COUNT(*) FROM {t['sessions']} WHERE user_id = %s AND is_active = 1) AS a, "
+            f"(SELECT COUNT(*) FROM {t['memories']} WHERE user_id = %s) AS m",
             (user_id,) * 4,
         )
         convs, sessions, active, memories = (int(v) for v in counts[0])
@@ -1412,10 +1412,12 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         generation (``None`` for a user who never had vectors)."""
         g = self._t["vector_generations"]
         rows = await self._fetch(
-            f"SELECT (SELECT epoch FROM {self._t['vector_space']} WHERE id = 1), "
-            f"(SELECT generation FROM {g} WHERE user_hash = %s), "
-            f"(SELECT message_epoch FROM {g} WHERE user_hash = %s), "
-            f"(SELECT memory_generation FROM {g} WHERE user_hash = %s)",
+            # Named columns: MariaDB would otherwise name them after the statement's text,
+            # binary user hash included, which the driver cannot always decode.
+            f"SELECT (SELECT epoch FROM {self._t['vector_space']} WHERE id = 1) AS e, "
+            f"(SELECT generation FROM {g} WHERE user_hash = %s) AS g, "
+            f"(SELECT message_epoch FROM {g} WHERE user_hash = %s) AS me, "
+            f"(SELECT memory_generation FROM {g} WHERE user_hash = %s) AS mg",
             (_user_hash(user_id),) * 3,
         )
         epoch, generation, message_epoch, memory_generation = rows[0]
@@ -1453,7 +1455,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         h = _user_hash(user_id)
         rows = await self._fetch(
             f"SELECT l.generation, l.ids, (SELECT message_epoch FROM "
-            f"{self._t['vector_generations']} WHERE user_hash = %s) "
+            f"{self._t['vector_generations']} WHERE user_hash = %s) AS me "
             f"FROM {self._t['vector_log']} l WHERE l.user_hash = %s "
             "AND l.generation > %s AND l.generation <= %s",
             (h, h, after, upto),
