@@ -795,9 +795,11 @@ async def test_a_failing_write_does_not_fail_its_group(memory: SQLiteMemory) -> 
         assert [m.content for m in await memory.retrieve_messages(conv)] == [f"m{i}"]
 
 
-async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemory) -> None:
+async def test_a_write_that_ends_the_transaction_fails_alone(db_path: Path) -> None:
     # RAISE(ROLLBACK) rolls the whole group's transaction back, not just the job's savepoint:
     # the others must run again and be stored.
+    # No embedding model: the writes reach the writer's queue at once, whatever the load.
+    memory = SQLiteMemory(db_path, embedding_model=None)
     await memory.initialize()
     await memory._write(
         lambda c: c.execute(
@@ -809,12 +811,15 @@ async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemor
     writers = [make_message(f"good {i}") for i in range(10)]
     writers.insert(4, make_message("doomed"))
     gate = threading.Event()
-    held = memory._write(lambda c: gate.wait(10))  # the writes below queue up meanwhile
+    # The writer waits on the gate (the writes below queue up meanwhile); the bound only
+    # keeps a failing test from hanging.
+    held = memory._write(lambda c: gate.wait(120))
     stores = [
         asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
     ]
     # Until every write waits in the writer's queue (a thread's queue: no event to await).
-    while memory._writer._jobs.qsize() < len(writers):  # noqa: ASYNC110
+    while memory._writer._jobs.qsize() < len(writers):
+        assert not held.done(), "the gate opened before the writes queued up"
         await asyncio.sleep(0.001)
     gate.set()
     await held
@@ -822,6 +827,7 @@ async def test_a_write_that_ends_the_transaction_fails_alone(memory: SQLiteMemor
     assert [r for r in results if r is not None] == [results[4]]
     assert "refused" in str(results[4])
     assert (await memory.get_statistics(user))["total_messages"] == 10
+    await memory.shutdown()
 
 
 async def test_concurrent_writers_share_commits(db_path: Path) -> None:
