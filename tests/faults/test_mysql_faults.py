@@ -22,6 +22,7 @@ from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing.builders import at, make_message, new_conversation_id, new_user_id
 
 from ._mysql_server import MariaDBServer, free_port
+from ._progress import until
 
 pytestmark = pytest.mark.slow
 
@@ -130,12 +131,12 @@ async def test_restart_mid_load_keeps_every_acknowledged_store_once(
             i += 1
 
     writers = [asyncio.create_task(writer(w)) for w in range(16)]
-    await asyncio.sleep(1.0)
+    await until(lambda: len(acked) > 50, "50 stores before the crash")
     before_crash = len(acked)
     await asyncio.to_thread(server.kill)
     await asyncio.sleep(0.5)
     await asyncio.to_thread(server.start)
-    await asyncio.sleep(1.0)
+    await until(lambda: len(acked) > before_crash + 50, "50 stores after the restart")
     stop.set()
     await asyncio.gather(*writers)
 

@@ -23,6 +23,7 @@ from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing.builders import make_message, new_conversation_id, new_user_id
 
 from ._pg_server import PostgresServer, free_port
+from ._progress import until
 
 # Long enough to outlast a restart; the deadline bounds the wait when the server stays down.
 PATIENT = RetryPolicy(attempts=30, initial_backoff=0.05, max_backoff=0.5, deadline=30.0)
@@ -156,13 +157,14 @@ async def test_restart_under_load_loses_and_duplicates_nothing(server: PostgresS
     memory = PostgresMemory(server.url, connect_timeout=5, retry=PATIENT, max_size=8)
     load = Load(memory)
     task = asyncio.create_task(load.run())
-    await asyncio.sleep(1.5)
-    before = len(load.acknowledged)
-    assert before > 20, "the load did not get going"
+    await until(lambda: len(load.acknowledged) > 20, "the load to get going")
     restarted_at = time.monotonic()
     await asyncio.to_thread(server.restart, "fast")
     back_at = time.monotonic()
-    await asyncio.sleep(2.0)
+    await until(
+        lambda: sum(t > back_at for t in load.acknowledged.values()) > 20,
+        "20 stores after the restart",
+    )
     load.stop.set()
     await asyncio.wait_for(task, timeout=60)
     await memory.shutdown()
@@ -181,12 +183,13 @@ async def test_crash_under_load_keeps_every_acknowledged_store(server: PostgresS
     memory = PostgresMemory(server.url, connect_timeout=5, retry=PATIENT, max_size=8)
     load = Load(memory, writers=8)
     task = asyncio.create_task(load.run())
-    await asyncio.sleep(1.0)
+    await until(lambda: len(load.acknowledged) > 20, "the load to get going")
     # No shutdown checkpoint: recovery replays the write-ahead log on the next start.
     await asyncio.to_thread(server.stop, "immediate")
     await asyncio.sleep(0.5)
     await asyncio.to_thread(server.start)
-    await asyncio.sleep(1.5)
+    back = len(load.acknowledged)
+    await until(lambda: len(load.acknowledged) > back + 20, "20 stores after the restart")
     load.stop.set()
     await asyncio.wait_for(task, timeout=60)
     await memory.shutdown()

@@ -25,6 +25,7 @@ from bruno_memstore.errors import (
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_message
 
+from ._progress import until
 from ._redis_server import RedisServer, free_port
 
 USER = "loaded-user"
@@ -160,12 +161,12 @@ async def test_restart_under_load_keeps_every_acknowledged_store_once(
     acked: list[tuple[str, str]] = []
     failed: list[tuple[str, str, BaseException]] = []
     load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
-    await asyncio.sleep(0.6)
+    await until(lambda: len(acked) > 50, "50 stores before the restart")
     before = len(acked)
     # SHUTDOWN (the AOF is flushed), half a second down, then the same port and files.
     await asyncio.to_thread(aof_server.restart, 0.5)
     back = len(acked)
-    await asyncio.sleep(1.0)
+    await until(lambda: len(acked) > back + 50, "50 stores after the restart")
     stop.set()
     await load
     assert before > 50 and len(acked) > back + 50  # the load ran, and went on afterwards
@@ -190,12 +191,12 @@ async def test_crash_under_load_keeps_every_acknowledged_store(aof_server: Redis
     acked: list[tuple[str, str]] = []
     failed: list[tuple[str, str, BaseException]] = []
     load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
-    await asyncio.sleep(0.6)
+    await until(lambda: len(acked) > 50, "50 stores before the crash")
     aof_server.kill()
     before = len(acked)
     await asyncio.sleep(0.3)
     await asyncio.to_thread(aof_server.start)
-    await asyncio.sleep(1.0)
+    await until(lambda: len(acked) > before + 50, "50 stores after the restart")
     stop.set()
     await load
     assert before > 50 and len(acked) > before + 50
