@@ -624,8 +624,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                     conversation_id, user_id, records, enforce_owner=enforce_owner
                 )
             )
-            if records:
-                await self._write_through(conversation_id, result.owner, records)
+            copies = await self._stored_copies(records, result) if records else []
+            if copies:
+                await self._write_through(conversation_id, result.owner, copies)
         except (OwnershipError, ConflictError, InvalidArgumentError):
             raise  # refused: nothing was written
         except BaseException:
@@ -636,12 +637,37 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             raise
         return result
 
+    async def _stored_copies(
+        self, records: Sequence[MessageRecord], result: AppendResult
+    ) -> list[MessageRecord]:
+        """What the persistent tier now holds of ``records`` in their conversation, in order.
+
+        The new ones as given; of the ids it already had, its own copies, and only those stored
+        in this conversation (an id stored elsewhere, or with other content, is a conflict the
+        caller reports, and must not reach the cached copy).
+        """
+        if not result.existing_ids:
+            return list(records)
+        stored = {
+            r.id: r
+            for r in await self._stored(
+                lambda: self.persistent._get_messages(list(result.existing_ids))
+            )
+        }
+        out: list[MessageRecord] = []
+        for rec in records:
+            if rec.id not in result.existing_ids:
+                out.append(rec)
+            elif rec.id in stored and stored[rec.id].conversation_id == rec.conversation_id:
+                out.append(stored[rec.id])
+        return out
+
     async def _write_through(
         self, conversation_id: str, owner: str, records: Sequence[MessageRecord]
     ) -> None:
         """Append stored records to the cached copy, if the cache holds the conversation.
 
-        Every record goes, including ones the persistent tier already had: a retried write
+        Records the persistent tier already had in this conversation go too: a retried write
         whose first attempt stopped before this step still reaches the copy.
         """
         if not self._cache_usable():

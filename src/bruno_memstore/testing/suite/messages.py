@@ -103,6 +103,25 @@ class IdentitySuite(ConformanceBase):
         assert await memory.retrieve_messages(other) == []
         assert _ids(await memory.retrieve_messages(conv)) == [str(msg.id)]
 
+    async def test_a_refused_id_never_shows_in_a_read_conversation(
+        self, memory: MemoryBackend
+    ) -> None:
+        # The conversation is read before the refused write (a caching backend then holds a
+        # copy of it), and after: the id stored elsewhere must show in neither read.
+        uid, conv, other = new_user_id(), new_conversation_id(), new_conversation_id()
+        msg = make_message("belongs to one conversation", timestamp=at(0))
+        await memory.store_message(msg, uid, conv)
+        first = make_message("the other's own", timestamp=at(1))
+        await memory.store_message(first, uid, other)
+        assert _ids(await memory.retrieve_messages(other)) == [str(first.id)]
+        for batch in ([msg], [msg.model_copy(update={"content": "changed"})]):
+            with pytest.raises(ConflictError):
+                await memory.store_messages(batch, conversation_id=other, user_id=uid)
+            assert _ids(await memory.retrieve_messages(other)) == [str(first.id)]
+            context = await memory.get_context(uid, other)
+            assert _ids(context.messages) == [str(first.id)]
+        assert _ids(await memory.retrieve_messages(conv)) == [str(msg.id)]
+
     async def test_conflicting_batch_writes_nothing(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()
         stored = make_message("stored first", timestamp=at(0))
