@@ -76,7 +76,7 @@ class AsyncpgDriver(RawDriver):
             await conn.fetchval(self.sql.claim_conversation, conv, user)
             await conn.execute(self.sql.create_staging)
             await conn.copy_records_to_table(
-                "bruno_memstore_staging", columns=Statements.STAGING_COLUMNS, records=rows
+                self.sql.staging_table, columns=self.sql.staging_columns, records=rows
             )
             await conn.execute(self.sql.insert_staged, conv, user)
 
@@ -98,7 +98,7 @@ class AsyncpgDriver(RawDriver):
 
 
 def _values(m: Message) -> tuple[Any, ...]:
-    """The staged column values of one message (the order of ``STAGING_COLUMNS[1:]``)."""
+    """The staged column values of one message (the order of ``Statements.staging_columns[1:]``)."""
     return (
         str(m.id),
         m.role.value,
