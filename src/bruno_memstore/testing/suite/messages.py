@@ -103,6 +103,25 @@ class IdentitySuite(ConformanceBase):
         assert await memory.retrieve_messages(other) == []
         assert _ids(await memory.retrieve_messages(conv)) == [str(msg.id)]
 
+    async def test_refused_message_leaves_a_new_conversation_unclaimed(
+        self, memory: MemoryBackend
+    ) -> None:
+        # A single message skips the batch's pre-check: the write itself must claim nothing
+        # when its id is stored already, whether with other content or identically elsewhere.
+        uid, other, home = new_user_id(), new_user_id(), new_conversation_id()
+        msg = make_message("stored in its own conversation", timestamp=at(1))
+        await memory.store_message(msg, uid, home)
+        for attempt in (msg.model_copy(update={"content": "other words"}), msg):
+            fresh = new_conversation_id()
+            with pytest.raises(ConflictError):
+                await memory.store_message(attempt, uid, fresh)
+            assert (await memory.get_statistics(uid))["conversations"] == 1
+            # Nobody owns it: another user may still start it.
+            ctx = await memory.get_context(other, fresh)
+            assert ctx.conversation_id == fresh and ctx.messages == []
+        assert (await memory.get_statistics(uid))["total_messages"] == 1
+        assert _ids(await memory.retrieve_messages(home)) == [str(msg.id)]
+
     async def test_conflicting_batch_writes_nothing(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()
         stored = make_message("stored first", timestamp=at(0))
