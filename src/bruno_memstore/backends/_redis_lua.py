@@ -362,6 +362,21 @@ APPEND = r"""
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
+if nrec > 0 and not conversation_owner(conv) then
+  -- A new conversation is claimed only if something goes into it.
+  local out = {'ok', user}
+  for i = 3, 2 + 5 * nrec, 5 do
+    local id = head(ARGV[i], 1)[1]
+    local taken = redis.call('GET', ptr('mo', id))
+    if taken then
+      purge_due(head(taken, 1)[1])  -- its conversation may be past its TTL, not yet purged
+      taken = redis.call('EXISTS', ptr('mo', id)) == 1
+    end
+    if not taken then out = nil; break end
+    out[#out + 1] = id
+  end
+  if out then return out end
+end
 local owner, other = claim(conv, user, enforce)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
