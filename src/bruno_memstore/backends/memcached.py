@@ -421,7 +421,7 @@ class MemcachedMemory(MemoryBackend):
         conv = await claim(create=not records)
         if conv is None:
             # A new conversation is claimed only if something goes in: look first (not in
-            # one step with the claim; see the class docstring).
+            # one step with the claim; see docs/backends/memcached.md).
             found = await self._load_messages([r.id for r in records])
             if len(found) == len(records) and all(v[1] != conversation_id for v in found.values()):
                 return AppendResult(user_id, frozenset(found))
