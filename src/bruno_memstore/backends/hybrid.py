@@ -116,6 +116,10 @@ def _marker(conversation_id: str, owner: str, built_us: int, *, complete: bool) 
     )
 
 
+def _seq(record: MessageRecord) -> int:
+    return record.seq
+
+
 def _slice(
     records: list[MessageRecord], owner: str | None, user_id: str | None, limit: int | None
 ) -> list[MessageRecord]:
@@ -625,7 +629,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                 )
             )
             if records:
-                await self._write_through(conversation_id, result.owner, records)
+                through = await self._as_stored(conversation_id, records, result.existing_ids)
+                if through:
+                    await self._write_through(conversation_id, result.owner, through)
         except (OwnershipError, ConflictError, InvalidArgumentError):
             raise  # refused: nothing was written
         except BaseException:
@@ -635,6 +641,20 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                 self._mark(conversation_id)
             raise
         return result
+
+    async def _as_stored(
+        self, conversation_id: str, records: Sequence[MessageRecord], existing: frozenset[str]
+    ) -> list[MessageRecord]:
+        """The records as the persistent tier holds them in this conversation, in arrival
+        order: the new ones, and the ones it had already (a retry whose first attempt
+        stopped before the write-through) as stored. A different message stored under one
+        of the ids (a conflict, which the caller reports) is not the conversation's."""
+        new = [r for r in records if r.id not in existing]
+        if not existing:
+            return new
+        stored = await self._stored(lambda: self.persistent._get_messages(list(existing)))
+        mine = sorted((r for r in stored if r.conversation_id == conversation_id), key=_seq)
+        return [*mine, *new]
 
     async def _write_through(
         self, conversation_id: str, owner: str, records: Sequence[MessageRecord]

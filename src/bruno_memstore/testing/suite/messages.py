@@ -122,6 +122,30 @@ class IdentitySuite(ConformanceBase):
         assert (await memory.get_statistics(uid))["total_messages"] == 1
         assert _ids(await memory.retrieve_messages(home)) == [str(msg.id)]
 
+    async def test_conflict_leaves_a_read_conversation_as_it_was(
+        self, memory: MemoryBackend
+    ) -> None:
+        # Read first, so that a backend with a cache holds the conversation when the refused
+        # message arrives: neither the store nor any copy of it may show that message.
+        uid, conv, other = new_user_id(), new_conversation_id(), new_conversation_id()
+        first = make_message("first in this conversation", timestamp=at(0))
+        await memory.store_message(first, uid, conv)
+        assert _ids(await memory.retrieve_messages(conv)) == [str(first.id)]
+        elsewhere = make_message("stored elsewhere", timestamp=at(1))
+        await memory.store_message(elsewhere, uid, other)
+        for attempt in (elsewhere, elsewhere.model_copy(update={"content": "rewritten"})):
+            with pytest.raises(ConflictError):
+                await memory.store_message(attempt, uid, conv)
+            with pytest.raises(ConflictError):
+                await memory.store_messages(
+                    [make_message("fresh", timestamp=at(2)), attempt],
+                    conversation_id=conv,
+                    user_id=uid,
+                )
+        assert _ids(await memory.retrieve_messages(conv)) == [str(first.id)]
+        got = await memory.retrieve_context(uid, conversation_id=conv, limit=10)
+        assert _ids(got) == [str(first.id)]
+
     async def test_conflicting_batch_writes_nothing(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()
         stored = make_message("stored first", timestamp=at(0))
