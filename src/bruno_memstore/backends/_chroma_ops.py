@@ -196,11 +196,12 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
     """Claims, pointers, then every new record of each owner in one ``add``.
 
     Order of calls: (1) owners of new conversations that records go into (``add``,
-    insert-if-absent), (2) the ``ids`` pointers, (3) the records (one ``add`` per owner and ``max_batch`` records),
-    (4) for a server, the owners' text tokens. A crash after (1) leaves an empty
-    conversation owned by the writer, as ``claim_conversation`` would; after (2) pointers
-    to nothing, which read as absent; after (3) only other processes' cached text indexes
-    are stale until the owner's next write. Nothing is acknowledged before (3) completes.
+    insert-if-absent), (2) the ``ids`` pointers, (3) the records (one ``add`` per owner and
+    ``max_batch`` records), (4) for a server, the owners' text tokens. A crash after (1)
+    leaves an empty conversation owned by the writer, as ``claim_conversation`` would; after
+    (2) pointers to nothing, which read as absent; after (3) only other processes' cached
+    text indexes are stale until the owner's next write. Nothing is acknowledged before (3)
+    completes.
     """
     conv_ids = list(dict.fromkeys(a.conversation_id for a in group))
     owner_of = owners(store, conv_ids)

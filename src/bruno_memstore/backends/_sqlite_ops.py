@@ -407,8 +407,9 @@ def append_messages(
     """Claim the conversation, insert the new records and index them (writer transaction).
 
     Records already stored are skipped; if all are, nothing is written (a new conversation
-    is looked up first, so it is created only when something goes in). ``bodies`` are the records' analysed texts (:func:`search_bodies`) and ``vectors`` their
-    vectors as bytes (``None``: none), in the same order.
+    is looked up first, so it is created only when something goes in). ``bodies`` are the
+    records' analysed texts (:func:`search_bodies`) and ``vectors`` their vectors as bytes
+    (``None``: none), in the same order.
     """
     owned = _owned(conn, conversation_id, user_id, enforce_owner, "store_message")
     existing: set[str] = set()
