@@ -603,12 +603,15 @@ if not named then return 0 end
 return drop_memory(named, id)
 """
 
-DELETE_MEMORY = r"""
--- ARGV: P id*  ->  how many existed
-local n = 0
-for k = 2, #ARGV do
-  local owner = redis.call('GET', ptr('eo', ARGV[k]))
-  if owner then n = n + drop_memory(owner, ARGV[k]) end
+FORGET_MEMORIES = r"""
+-- ARGV: P user id*  ->  how many of the user's existed. The ids were read before this
+-- script: one deleted and stored again by another user since is that user's, and stays.
+local user, n = ARGV[2], 0
+for k = 3, #ARGV do
+  local owner, named = memory_owner(ARGV[k])
+  if owner == user or (not owner and named == user) then
+    n = n + drop_memory(user, ARGV[k])
+  end
 end
 return n
 """
@@ -1044,7 +1047,7 @@ SCRIPTS: dict[str, str] = {
     "conversation_owner": CONVERSATION_OWNER,
     "put_memory": PUT_MEMORY,
     "get_memory": GET_MEMORY,
-    "delete_memory": DELETE_MEMORY,
+    "forget_memories": FORGET_MEMORIES,
     "delete_own_memory": DELETE_OWN_MEMORY,
     "query_memories": QUERY_MEMORIES,
     "purge_expired": PURGE_EXPIRED,
