@@ -388,7 +388,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """Store many messages of one conversation in one atomic batch; return how many were new.
 
         The arrival order of the batch is its order. Messages already stored (same id, same
-        content) are skipped; if any id names a different stored message, nothing is written.
+        content) are skipped; if any id names a different stored message, ``ConflictError``
+        is raised and nothing is written (unless a concurrent writer stores that id between
+        this call's check and its write: then the batch's other messages are stored; see
+        docs/design.md).
 
         Without ``user_id``, messages naming a user in ``metadata["user_id"]`` are that user's
         (refused with ``OwnershipError`` in another user's conversation); unattributed ones
@@ -415,7 +418,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._check_records(records)
         await self._embed_records("store_message", records)
         if len(records) > 1:
-            # Pre-check so a conflicting batch writes nothing at all.
+            # Pre-check so a conflicting batch writes nothing at all. A single message needs
+            # none: an append that inserts nothing writes nothing (see ``_append_messages``).
             found = await self._run(
                 "store_message", lambda: self._get_messages([r.id for r in records])
             )

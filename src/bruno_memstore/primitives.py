@@ -88,7 +88,9 @@ class StoragePrimitives(ABC):
         ``OwnershipError`` if ``enforce_owner`` (nothing is written); otherwise its owner stays
         and is returned. Records whose id is already stored (in any conversation) are skipped
         and reported in ``existing_ids``; new records get increasing arrival numbers in order.
-        With no records it only claims (creating an empty conversation).
+        If every record is skipped, nothing at all is written: the owner is still checked,
+        but a new conversation is not created (a refused write claims nothing). With no
+        records it only claims (creating an empty conversation).
         """
 
     @abstractmethod

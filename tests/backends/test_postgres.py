@@ -633,6 +633,23 @@ async def test_large_batches_go_through_copy_in_order(memory: PostgresMemory) ->
     assert [m.id for m in exported] == [str(m.id) for m in msgs]
 
 
+@pytest.mark.parametrize("size", [3, 1200])  # one group statement; COPY
+async def test_an_append_of_stored_ids_claims_nothing(memory: PostgresMemory, size: int) -> None:
+    uid, conv, fresh = new_user_id(), new_conversation_id(), new_conversation_id()
+    msgs = [make_message(f"stored {i}", timestamp=at(i)) for i in range(size)]
+    assert await memory.store_messages(msgs, conversation_id=conv, user_id=uid) == size
+    again = [message_to_record(m, fresh) for m in msgs]
+    result = await memory._append_messages(fresh, uid, again, enforce_owner=True)
+    assert result.existing_ids == {str(m.id) for m in msgs}
+    assert await memory._conversation_owner(fresh) is None
+    # One new id among them: the conversation is claimed, and only that one goes in.
+    extra = message_to_record(make_message("new here", timestamp=at(0)), fresh)
+    result = await memory._append_messages(fresh, uid, [*again, extra], enforce_owner=True)
+    assert result.existing_ids == {str(m.id) for m in msgs}
+    assert await memory._conversation_owner(fresh) == uid
+    assert [str(m.id) for m in await memory.retrieve_messages(fresh)] == [extra.id]
+
+
 async def test_sessions_claim_their_conversation(memory: PostgresMemory) -> None:
     uid, other = new_user_id(), new_user_id()
     session = SessionContext(user_id=uid, conversation_id=new_conversation_id())

@@ -509,6 +509,27 @@ async def test_clear_conversation_removes_every_index_entry(memory: RedisMemory,
     assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == len(terms("walrus kept"))
 
 
+async def test_forgetting_a_user_spares_an_id_another_user_stored_since(
+    memory: RedisMemory,
+) -> None:
+    # forget_user reads the user's memory ids, then deletes them: an id deleted and stored
+    # again by another user in between is that user's (erasure runs the stale list here).
+    leaving, staying = "leaving user", "staying user"
+    mine = make_memory_entry(leaving, "a fact of the user leaving")
+    await memory.store_memory(mine)
+    theirs = make_memory_entry(staying, "reused id", expires_at=at(99999), id=mine.id)
+    await memory.delete_memory(str(mine.id))
+    await memory.store_memory(theirs)
+    kept = make_memory_entry(leaving, "still the leaving user's")
+    await memory.store_memory(kept)
+    await memory._forget_memories(leaving, [str(mine.id), str(kept.id)])
+    assert await memory._get_memory(str(kept.id)) is None
+    stored = await memory._get_memory(str(mine.id))
+    assert stored is not None and (stored.user_id, stored.content) == (staying, "reused id")
+    assert await memory._purge_expired(to_us(at(100000))) == 1  # its expiry is listed still
+    assert await memory._get_memory(str(mine.id)) is None
+
+
 async def test_forget_user_leaves_no_key_behind(memory: RedisMemory, raw) -> None:
     user, other = "forgotten {user}", "bystander"
     for c in range(3):

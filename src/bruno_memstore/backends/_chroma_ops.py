@@ -195,26 +195,39 @@ def run_appends(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]
 def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
     """Claims, pointers, then every new record of each owner in one ``add``.
 
-    Order of calls: (1) owners of new conversations (``add``, insert-if-absent), (2) the
-    ``ids`` pointers, (3) the records (one ``add`` per owner and ``max_batch`` records),
-    (4) for a server, the owners' text tokens. A crash after (1) leaves an empty
-    conversation owned by the writer, as ``claim_conversation`` would; after (2) pointers
-    to nothing, which read as absent; after (3) only other processes' cached text indexes
-    are stale until the owner's next write. Nothing is acknowledged before (3) completes.
+    Order of calls: (1) owners of new conversations that records go into (``add``,
+    insert-if-absent), (2) the ``ids`` pointers, (3) the records (one ``add`` per owner and
+    ``max_batch`` records), (4) for a server, the owners' text tokens. A crash after (1)
+    leaves an empty conversation owned by the writer, as ``claim_conversation`` would; after
+    (2) pointers to nothing, which read as absent; after (3) only other processes' cached
+    text indexes are stale until the owner's next write. Nothing is acknowledged before (3)
+    completes.
     """
     conv_ids = list(dict.fromkeys(a.conversation_id for a in group))
     owner_of = owners(store, conv_ids)
-    claims: dict[str, str] = {}
-    for append in group:
-        if append.conversation_id not in owner_of:
-            claims.setdefault(append.conversation_id, append.user_id)
-    if claims:
-        owner_of.update(_claim(store, claims))
     all_ids = [r.id for a in group for r in a.records]
     seen = {rid for _u, rid, _d, _m in _fetch(store, "message", all_ids, [])} if all_ids else set()
+    # A new conversation is claimed only by an append that puts something into it (or
+    # claims it outright, with no records): one whose ids are all stored writes nothing.
+    claims: dict[str, str] = {}
+    taken = set(seen)
+    for append in group:
+        fresh = {r.id for r in append.records} - taken
+        if append.conversation_id not in owner_of and (fresh or not append.records):
+            claims.setdefault(append.conversation_id, append.user_id)
+        taken |= fresh
+    if claims:
+        owner_of.update(_claim(store, claims))
     outcomes: list[tuple[Any, Any]] = []
     new: list[tuple[MessageRecord, str]] = []
     for append in group:
+        if append.conversation_id not in owner_of:
+            ids = frozenset(r.id for r in append.records)
+            if ids <= seen:
+                outcomes.append((None, AppendResult(append.user_id, ids)))
+                continue
+            # Its ids were counted for an earlier append of the group that was refused.
+            owner_of.update(_claim(store, {append.conversation_id: append.user_id}))
         owner = owner_of[append.conversation_id]
         if append.enforce_owner and owner != append.user_id:
             error = OwnershipError(

@@ -302,16 +302,22 @@ class Statements:
 
     @property
     def claim_conversation(self) -> str:
-        """Claim for ``$2`` unless owned; returns the owner (no row in a rare race: re-read)."""
+        """Claim for ``$2`` unless owned; returns ``(owner, created)`` (no row in a rare
+        race: re-read)."""
         s = self.schema
         return f"""WITH claimed AS (
                 INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($1, $2)
                 ON CONFLICT (conversation_id) DO NOTHING
                 RETURNING user_id
             )
-            SELECT user_id FROM claimed
+            SELECT user_id, true FROM claimed
             UNION ALL
-            SELECT user_id FROM {s}.conversations WHERE conversation_id = $1"""
+            SELECT user_id, false FROM {s}.conversations WHERE conversation_id = $1"""
+
+    @property
+    def drop_conversation_row(self) -> str:
+        """Delete the conversation row (its messages and sessions go with it)."""
+        return f"DELETE FROM {self.schema}.conversations WHERE conversation_id = $1"
 
     # ---------------------------------------------------------------- messages
 
@@ -322,11 +328,16 @@ class Statements:
         Parameters: per append ``$1`` conversation ids, ``$2`` user ids, ``$3`` enforce
         flags; per message ``$4`` append number (1-based), ``$5..$12`` the columns, then
         the analysed text (with the library's analysis) and the vectors (when the store
-        keeps them), in that order from ``$13``. Returns one row per known
-        owner ``(conversation_id, user_id, NULL)`` and one per inserted message
-        ``(NULL, NULL, id)``. An append whose owner check fails inserts nothing; one whose
-        conversation a concurrent transaction claimed after this statement's snapshot
-        finds no owner row and must be run again.
+        keeps them), in that order from ``$13``. Returns ``(conversation_id, user_id, id,
+        owned)`` rows: one per owner, ``(conv, owner, NULL, true)``; one per new conversation
+        a live append (one with no records, or with a record not stored yet) would claim,
+        ``(conv, claimant, NULL, false)``; one per inserted message ``(NULL, NULL, id, NULL)``.
+
+        An append whose owner check fails inserts nothing. A new conversation is claimed
+        (by its first live append's user) only if a message goes into it or an append of no
+        records claims it: an append whose ids are all stored writes nothing. Should another
+        transaction claim that conversation after this statement's snapshot, the claim
+        fails with a unique violation and nothing is written: run the statement again.
         """
         s = self.schema
         extras = [("text[]", "analysed")] if self.client_analysis else []
@@ -338,17 +349,27 @@ class Statements:
         return f"""WITH app AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::bool[])
                     WITH ORDINALITY AS a(conversation_id, user_id, enforce, idx)
-            ), claimed AS (
-                INSERT INTO {s}.conversations AS c (conversation_id, user_id)
-                SELECT DISTINCT ON (conversation_id) conversation_id, user_id
-                FROM app ORDER BY conversation_id, idx
-                ON CONFLICT (conversation_id) DO NOTHING
-                RETURNING c.conversation_id, c.user_id
-            ), owners AS (
-                SELECT conversation_id, user_id FROM claimed
-                UNION ALL
+            ), m AS (
+                SELECT * FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[],
+                                     $8::text[], $9::text[], $10::int8[], $11::text[],
+                                     $12::text[]{extra_type})
+                    WITH ORDINALITY AS m(app, id, role, message_type, content, ts_iso, ts_us,
+                                         metadata_text, parent_id{extra_col}, ord)
+            ), known AS (
                 SELECT c.conversation_id, c.user_id FROM {s}.conversations c
                 WHERE c.conversation_id = ANY($1::text[])
+            ), claimants AS (
+                SELECT DISTINCT ON (app.conversation_id) app.conversation_id, app.user_id
+                FROM app
+                WHERE app.conversation_id NOT IN (SELECT conversation_id FROM known)
+                  AND (NOT EXISTS (SELECT 1 FROM m WHERE m.app = app.idx)
+                       OR EXISTS (SELECT 1 FROM m WHERE m.app = app.idx AND NOT EXISTS (
+                           SELECT 1 FROM {s}.messages s WHERE s.id = m.id)))
+                ORDER BY app.conversation_id, app.idx
+            ), owners AS (
+                SELECT conversation_id, user_id FROM known
+                UNION ALL
+                SELECT conversation_id, user_id FROM claimants
             ), accepted AS (
                 SELECT app.idx, app.conversation_id, owners.user_id AS owner
                 FROM app JOIN owners USING (conversation_id)
@@ -360,18 +381,27 @@ class Statements:
                 SELECT m.id, acc.conversation_id, acc.owner, m.role, m.message_type,
                        m.content, m.ts_iso, m.ts_us, m.metadata_text, m.parent_id,
                        {self._tsv("m.content", "m.analysed")}{vector_val}
-                FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::int8[], $11::text[], $12::text[]{extra_type})
-                    WITH ORDINALITY AS m(app, id, role, message_type, content, ts_iso, ts_us,
-                                         metadata_text, parent_id{extra_col}, ord)
-                JOIN accepted acc ON acc.idx = m.app
+                FROM m JOIN accepted acc ON acc.idx = m.app
                 ORDER BY m.ord
                 ON CONFLICT (id) DO NOTHING
-                RETURNING id
+                RETURNING id, conversation_id
+            ), claimed AS (
+                INSERT INTO {s}.conversations (conversation_id, user_id)
+                SELECT c.conversation_id, c.user_id FROM claimants c
+                WHERE EXISTS (SELECT 1 FROM inserted i
+                              WHERE i.conversation_id = c.conversation_id)
+                   OR EXISTS (SELECT 1 FROM accepted a
+                              WHERE a.conversation_id = c.conversation_id
+                                AND NOT EXISTS (SELECT 1 FROM m WHERE m.app = a.idx))
+                RETURNING conversation_id, user_id
             )
-            SELECT conversation_id, user_id, NULL::text AS id FROM owners
+            SELECT conversation_id, user_id, NULL::text AS id, true AS owned FROM known
             UNION ALL
-            SELECT NULL, NULL, id FROM inserted"""
+            SELECT conversation_id, user_id, NULL, true FROM claimed
+            UNION ALL
+            SELECT conversation_id, user_id, NULL, false FROM claimants
+            UNION ALL
+            SELECT NULL, NULL, id, NULL FROM inserted"""
 
     _STAGING_COLUMNS = (
         "ord",

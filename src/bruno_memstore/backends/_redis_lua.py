@@ -362,6 +362,21 @@ APPEND = r"""
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
+if nrec > 0 and not conversation_owner(conv) then
+  -- A new conversation is claimed only if something goes into it.
+  local out = {'ok', user}
+  for i = 3, 2 + 5 * nrec, 5 do
+    local id = head(ARGV[i], 1)[1]
+    local taken = redis.call('GET', ptr('mo', id))
+    if taken then
+      purge_due(head(taken, 1)[1])  -- its conversation may be past its TTL, not yet purged
+      taken = redis.call('EXISTS', ptr('mo', id)) == 1
+    end
+    if not taken then out = nil; break end
+    out[#out + 1] = id
+  end
+  if out then return out end
+end
 local owner, other = claim(conv, user, enforce)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
@@ -588,12 +603,15 @@ if not named then return 0 end
 return drop_memory(named, id)
 """
 
-DELETE_MEMORY = r"""
--- ARGV: P id*  ->  how many existed
-local n = 0
-for k = 2, #ARGV do
-  local owner = redis.call('GET', ptr('eo', ARGV[k]))
-  if owner then n = n + drop_memory(owner, ARGV[k]) end
+FORGET_MEMORIES = r"""
+-- ARGV: P user id*  ->  how many of the user's existed. The ids were read before this
+-- script: one deleted and stored again by another user since is that user's, and stays.
+local user, n = ARGV[2], 0
+for k = 3, #ARGV do
+  local owner, named = memory_owner(ARGV[k])
+  if owner == user or (not owner and named == user) then
+    n = n + drop_memory(user, ARGV[k])
+  end
 end
 return n
 """
@@ -1029,7 +1047,7 @@ SCRIPTS: dict[str, str] = {
     "conversation_owner": CONVERSATION_OWNER,
     "put_memory": PUT_MEMORY,
     "get_memory": GET_MEMORY,
-    "delete_memory": DELETE_MEMORY,
+    "forget_memories": FORGET_MEMORIES,
     "delete_own_memory": DELETE_OWN_MEMORY,
     "query_memories": QUERY_MEMORIES,
     "purge_expired": PURGE_EXPIRED,

@@ -214,19 +214,34 @@ def _user_key(conn: sqlite3.Connection, user_id: str) -> int | None:
     return row[0] if row else None
 
 
+def _owned(
+    conn: sqlite3.Connection, conversation_id: str, user_id: str, enforce: bool, operation: str
+) -> tuple[int, int, str] | None:
+    """``(cid, uid, owner)`` of the conversation, ``None`` if new; raises ``OwnershipError``
+    if ``enforce`` and another user owns it."""
+    row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
+    if row is None:
+        return None
+    if enforce and row[2] != user_id:
+        raise OwnershipError(
+            f"conversation {conversation_id!r} belongs to another user",
+            backend="sqlite",
+            operation=operation,
+        )
+    return row[0], row[1], row[2]
+
+
 def _claim(
     conn: sqlite3.Connection, conversation_id: str, user_id: str, enforce: bool, operation: str
 ) -> tuple[int, int, str]:
     """``(cid, uid, owner)`` of the conversation, created for ``user_id`` if new."""
-    row = _one(conn, SELECT_CONVERSATION, (conversation_id,))
-    if row is not None:
-        if enforce and row[2] != user_id:
-            raise OwnershipError(
-                f"conversation {conversation_id!r} belongs to another user",
-                backend="sqlite",
-                operation=operation,
-            )
-        return row[0], row[1], row[2]
+    owned = _owned(conn, conversation_id, user_id, enforce, operation)
+    return owned or _create_conversation(conn, conversation_id, user_id)
+
+
+def _create_conversation(
+    conn: sqlite3.Connection, conversation_id: str, user_id: str
+) -> tuple[int, int, str]:
     uid = _user_key(conn, user_id)
     if uid is None:
         uid = conn.execute(INSERT_USER, (user_id,)).lastrowid
@@ -391,13 +406,23 @@ def append_messages(
 ) -> AppendResult:
     """Claim the conversation, insert the new records and index them (writer transaction).
 
-    ``bodies`` are the records' analysed texts (:func:`search_bodies`) and ``vectors`` their
-    vectors as bytes (``None``: none), in the same order.
+    Records already stored are skipped; if all are, nothing is written (a new conversation
+    is looked up first, so it is created only when something goes in). ``bodies`` are the
+    records' analysed texts (:func:`search_bodies`) and ``vectors`` their vectors as bytes
+    (``None``: none), in the same order.
     """
-    cid, uid, owner = _claim(conn, conversation_id, user_id, enforce_owner, "store_message")
+    owned = _owned(conn, conversation_id, user_id, enforce_owner, "store_message")
+    existing: set[str] = set()
+    if records and (owned is None or len(records) > 1):
+        existing = _stored_ids(conn, [r.id for r in records])
+        if len(existing) == len(records):
+            # Nothing to insert: a new conversation is not created either.
+            return AppendResult(owned[2] if owned else user_id, frozenset(existing))
+    cid, uid, owner = owned or _create_conversation(conn, conversation_id, user_id)
     scope = message_scope(uid, cid)
     if len(records) == 1:
-        # One round of SQL: the insert itself says whether the id was already stored.
+        # In an existing conversation (the hot path) one round of SQL: the insert itself
+        # says whether the id was already stored.
         rec = records[0]
         cur = conn.execute(INSERT_MESSAGE, message_row(rec, cid, uid))
         if cur.rowcount != 1:
@@ -408,11 +433,6 @@ def append_messages(
             conn.execute(BUMP_VECTORS["message", False], (uid,))
         rec.seq, rec.user_id = cur.lastrowid, owner
         return AppendResult(owner, frozenset())
-    existing: set[str] = set()
-    ids = [r.id for r in records]
-    for chunk in _chunks(ids):
-        found = _all(conn, f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
-        existing.update(row[0] for row in found)
     fresh = [i for i, r in enumerate(records) if r.id not in existing]
     if fresh:
         first = _one(conn, MAX_SEQ)[0] + 1
@@ -432,6 +452,15 @@ def append_messages(
             conn.executemany(INSERT_MESSAGE_VECTOR, vector_rows)
             conn.execute(BUMP_VECTORS["message", False], (uid,))
     return AppendResult(owner, frozenset(existing))
+
+
+def _stored_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Which of these message ids are stored."""
+    stored: set[str] = set()
+    for chunk in _chunks(ids):
+        found = _all(conn, f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
+        stored.update(row[0] for row in found)
+    return stored
 
 
 def search_bodies(texts: Sequence[str]) -> list[str]:

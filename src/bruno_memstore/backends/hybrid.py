@@ -116,6 +116,10 @@ def _marker(conversation_id: str, owner: str, built_us: int, *, complete: bool) 
     )
 
 
+def _seq(record: MessageRecord) -> int:
+    return record.seq
+
+
 def _slice(
     records: list[MessageRecord], owner: str | None, user_id: str | None, limit: int | None
 ) -> list[MessageRecord]:
@@ -624,9 +628,10 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                     conversation_id, user_id, records, enforce_owner=enforce_owner
                 )
             )
-            copies = await self._stored_copies(records, result) if records else []
-            if copies:
-                await self._write_through(conversation_id, result.owner, copies)
+            if records:
+                through = await self._as_stored(conversation_id, records, result.existing_ids)
+                if through:
+                    await self._write_through(conversation_id, result.owner, through)
         except (OwnershipError, ConflictError, InvalidArgumentError):
             raise  # refused: nothing was written
         except BaseException:
@@ -637,30 +642,19 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             raise
         return result
 
-    async def _stored_copies(
-        self, records: Sequence[MessageRecord], result: AppendResult
+    async def _as_stored(
+        self, conversation_id: str, records: Sequence[MessageRecord], existing: frozenset[str]
     ) -> list[MessageRecord]:
-        """What the persistent tier now holds of ``records`` in their conversation, in order.
-
-        The new ones as given; of the ids it already had, its own copies, and only those stored
-        in this conversation (an id stored elsewhere, or with other content, is a conflict the
-        caller reports, and must not reach the cached copy).
-        """
-        if not result.existing_ids:
-            return list(records)
-        stored = {
-            r.id: r
-            for r in await self._stored(
-                lambda: self.persistent._get_messages(list(result.existing_ids))
-            )
-        }
-        out: list[MessageRecord] = []
-        for rec in records:
-            if rec.id not in result.existing_ids:
-                out.append(rec)
-            elif rec.id in stored and stored[rec.id].conversation_id == rec.conversation_id:
-                out.append(stored[rec.id])
-        return out
+        """The records as the persistent tier holds them in this conversation, in arrival
+        order: the new ones, and the ones it had already (a retry whose first attempt
+        stopped before the write-through) as stored. A different message stored under one
+        of the ids (a conflict, which the caller reports) is not the conversation's."""
+        new = [r for r in records if r.id not in existing]
+        if not existing:
+            return new
+        stored = await self._stored(lambda: self.persistent._get_messages(list(existing)))
+        mine = sorted((r for r in stored if r.conversation_id == conversation_id), key=_seq)
+        return [*mine, *new]
 
     async def _write_through(
         self, conversation_id: str, owner: str, records: Sequence[MessageRecord]

@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, NoReturn
 
 from ..base import MemoryBackend
@@ -334,13 +335,22 @@ class MemcachedMemory(MemoryBackend):
         return {keys[k]: _Conversation(keys[k], m["o"], m["g"]) for k, m in metas.items()}
 
     async def _claim(
-        self, conversation_id: str, user_id: str, *, enforce: bool, operation: str
-    ) -> _Conversation:
-        """The conversation, created for ``user_id`` if new (``add`` makes the claim atomic)."""
+        self,
+        conversation_id: str,
+        user_id: str,
+        *,
+        enforce: bool,
+        operation: str,
+        create: bool = True,
+    ) -> _Conversation | None:
+        """The conversation, created for ``user_id`` if new (``add`` makes the claim atomic);
+        ``None`` if new and not ``create``."""
         key = self._key("c", conversation_id)
         for _ in range(16):
             conv = await self._conversation(conversation_id)
             if conv is None:
+                if not create:
+                    return None
                 # Listed first: a listing whose claim is lost is ignored by readers, while
                 # a claim that is never listed would hide the conversation from its owner.
                 await self._user_list(user_id, "c").append([json.dumps(conversation_id)])
@@ -405,9 +415,18 @@ class MemcachedMemory(MemoryBackend):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        conv = await self._claim(
-            conversation_id, user_id, enforce=enforce_owner, operation="store_message"
+        claim = partial(
+            self._claim, conversation_id, user_id, enforce=enforce_owner, operation="store_message"
         )
+        conv = await claim(create=not records)
+        if conv is None:
+            # A new conversation is claimed only if something goes in: look first (not in
+            # one step with the claim; see docs/backends/memcached.md).
+            found = await self._load_messages([r.id for r in records])
+            if len(found) == len(records) and all(v[1] != conversation_id for v in found.values()):
+                return AppendResult(user_id, frozenset(found))
+            conv = await claim()
+        assert conv is not None
         existing: set[str] = set()
         pending = list(records)
         for _round in range(8):
@@ -615,6 +634,7 @@ class MemcachedMemory(MemoryBackend):
         conv = await self._claim(
             record.conversation_id, record.user_id, enforce=True, operation="create_session"
         )
+        assert conv is not None
         if held is None:
             await self._user_list(record.user_id, "s").append([json.dumps(record.session_id)])
         # add/cas: the owner is checked against the value the write replaces. Losing that

@@ -81,9 +81,14 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- conversations
 
-    def _claim(self, conversation_id: str, user_id: str, enforce: bool) -> str:
+    def _claim(
+        self, conversation_id: str, user_id: str, enforce: bool, *, create: bool = True
+    ) -> str:
+        """The conversation's owner, checked; a new one becomes ``user_id``'s if ``create``."""
         owner = self._owners.get(conversation_id)
         if owner is None:
+            if not create:
+                return user_id
             self._owners[conversation_id] = user_id
             self._user_convs.setdefault(user_id, set()).add(conversation_id)
             return user_id
@@ -116,8 +121,12 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        owner = self._claim(conversation_id, user_id, enforce_owner)
         existing = frozenset(r.id for r in records if r.id in self._messages)
+        if records and len(existing) == len(records):
+            # Nothing to insert: the owner is checked, but nothing is claimed.
+            owner = self._claim(conversation_id, user_id, enforce_owner, create=False)
+            return AppendResult(owner, existing)
+        owner = self._claim(conversation_id, user_id, enforce_owner)
         window = self._conv_msgs.setdefault(conversation_id, [])
         index = self._index(owner)
         for rec in records:

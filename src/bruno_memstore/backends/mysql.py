@@ -653,8 +653,11 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         )
         return rows[0][0] if rows else None
 
-    async def _claim(self, cur: Any, claims: dict[str, str]) -> dict[str, str]:
-        """Create missing conversations for their claimant; return every owner.
+    async def _claim(
+        self, cur: Any, claims: dict[str, str], created: set[str] | None = None
+    ) -> dict[str, str]:
+        """Create missing conversations for their claimant (adding them to ``created``);
+        return every owner.
 
         Every returned row is locked in share mode until the transaction ends, so the
         conversation cannot be deleted under a writer. No gap locks are taken (READ
@@ -687,6 +690,8 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     raise
                 continue  # claimed concurrently: read the winner
             owners.update((conv, claims[conv]) for conv in missing)
+            if created is not None:
+                created.update(missing)
             return owners
         raise AssertionError("conversation claims kept colliding")  # pragma: no cover
 
@@ -760,8 +765,9 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         claims: dict[str, str] = {}
         for req in requests:
             claims.setdefault(req.conversation_id, req.user_id)
+        created: set[str] = set()
         async with self._transaction() as cur:
-            owners = await self._claim(cur, claims)
+            owners = await self._claim(cur, claims, created)
             results: list[AppendResult | BaseException | None] = [None] * len(requests)
             wanted: list[tuple[int, MessageRecord, str]] = []
             for i, req in enumerate(requests):
@@ -775,6 +781,16 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                     continue
                 wanted.extend((i, rec, owner) for rec in req.records)
             inserted_by = await self._insert_new(cur, wanted)
+            # A conversation created here that nothing went into is taken back: a write
+            # whose ids were all stored writes nothing (an append of no records keeps it).
+            used = {
+                req.conversation_id
+                for i, req in enumerate(requests)
+                if results[i] is None
+                and (not req.records or any(inserted_by.get(r.id) == i for r in req.records))
+            }
+            unclaimed = created - used
+            await self._unclaim(cur, sorted(unclaimed))
             appended: dict[str, list[str]] = {}
             for i, rec, owner in wanted:
                 if rec.vector is not None and inserted_by.get(rec.id) == i:
@@ -785,7 +801,19 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 owner = owners[req.conversation_id]
                 existing = frozenset(r.id for r in req.records if inserted_by.get(r.id) != i)
                 results[i] = AppendResult(owner, existing)
+            elif requests[i].conversation_id in unclaimed:
+                # Refused for a claim that was taken back: it may claim the conversation now.
+                (results[i],) = await self._write_transaction([req])
         return results  # type: ignore[return-value]
+
+    async def _unclaim(self, cur: Any, conversation_ids: list[str]) -> None:
+        """Delete conversations this transaction created (they hold nothing)."""
+        if conversation_ids:
+            await cur.execute(
+                f"DELETE FROM {self._t['conversations']} "
+                f"WHERE conversation_id IN ({_placeholders(len(conversation_ids))})",
+                conversation_ids,
+            )
 
     async def _insert_new(
         self, cur: Any, wanted: list[tuple[int, MessageRecord, str]]

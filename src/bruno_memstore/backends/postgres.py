@@ -620,19 +620,35 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             cols[-1] = None  # one NULL array: needs no vector codec
         if not analyse:
             cols.pop(9)
-        rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
+        try:
+            rows = await self._pool.fetch(self._sql.append, conv, users, enforce, *cols)
+        except pg_errors.UniqueViolationError:
+            # A conversation claimed by another transaction after the snapshot: nothing
+            # was written; run every append again.
+            return [None] * len(batch)
         owners: dict[str, str] = {}
+        claimants: dict[str, str] = {}
         inserted: set[str] = set()
-        for conversation_id, owner, message_id in rows:
-            if message_id is None:
+        for conversation_id, owner, message_id, owned in rows:
+            if message_id is not None:
+                inserted.add(message_id)
+            elif owned:
                 owners[conversation_id] = owner
             else:
-                inserted.add(message_id)
+                claimants[conversation_id] = owner
         outcomes: list[AppendResult | BaseException | None] = []
         for item in batch:
             owner = owners.get(item.conversation_id)
             if owner is None:
-                outcomes.append(None)
+                if item.conversation_id in claimants:
+                    # Expected to claim it, yet nothing went in (an id stored meanwhile), or
+                    # refused for that claim: the next snapshot decides.
+                    outcomes.append(None)
+                else:
+                    # A new conversation, every id of the append stored: nothing written.
+                    outcomes.append(
+                        AppendResult(item.user_id, frozenset(r.id for r in item.records))
+                    )
             elif item.enforce_owner and owner != item.user_id:
                 outcomes.append(self._not_owner(item.conversation_id))
             else:
@@ -649,9 +665,10 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
     ) -> AppendResult:
         sql = self._sql
         async with self._pool.acquire() as conn, conn.transaction():
-            owner = await conn.fetchval(sql.claim_conversation, conversation_id, user_id)
-            if owner is None:  # claimed by a transaction that committed after our snapshot
-                owner = await conn.fetchval(sql.conversation_owner, conversation_id)
+            row = await conn.fetchrow(sql.claim_conversation, conversation_id, user_id)
+            if row is None:  # claimed by a transaction that committed after our snapshot
+                row = (await conn.fetchval(sql.conversation_owner, conversation_id), False)
+            owner, created = row
             if enforce_owner and owner != user_id:
                 raise self._not_owner(conversation_id)
             await conn.execute(sql.create_staging)
@@ -678,6 +695,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
                 ],
             )
             rows = await conn.fetch(sql.insert_staged, conversation_id, owner)
+            if created and not rows:
+                # Every id was stored: the write claims nothing either.
+                await conn.execute(sql.drop_conversation_row, conversation_id)
         inserted = {row[0] for row in rows}
         return AppendResult(owner, frozenset(r.id for r in records if r.id not in inserted))
 

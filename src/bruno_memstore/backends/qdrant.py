@@ -231,10 +231,15 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         )
         return str(found[0].payload["user_id"]) if found else None
 
-    async def _claim(self, conversation_id: str, user_id: str, enforce: bool) -> str:
-        """The conversation's owner, making it ``user_id``'s if new (under the write lock)."""
+    async def _claim(
+        self, conversation_id: str, user_id: str, enforce: bool, *, create: bool = True
+    ) -> str | None:
+        """The conversation's owner, making it ``user_id``'s if new (under the write lock);
+        ``None`` if new and not ``create``."""
         owner = await self._conversation_owner(conversation_id)
         if owner is None:
+            if not create:
+                return None
             s = self._s
             await s.client.upsert(
                 s.layout.conversations,
@@ -263,14 +268,24 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
     ) -> AppendResult:
         s = self._s
         async with s.write_lock:
-            # The claim is written first: a crash after it leaves an empty conversation,
-            # never messages without an owner.
-            owner = await self._claim(conversation_id, user_id, enforce_owner)
+            owner = await self._claim(conversation_id, user_id, enforce_owner, create=False)
+            existing: frozenset[str] = frozenset()
+            if records:
+                by_point = {point_id("message", r.id): r.id for r in records}
+                found = await s.client.retrieve(
+                    s.layout.messages, list(by_point), with_payload=False
+                )
+                existing = frozenset(by_point[str(p.id)] for p in found)
+                if len(existing) == len(records):
+                    # Nothing goes in: a new conversation is not claimed either.
+                    return AppendResult(owner or user_id, existing)
+            if owner is None:
+                # The claim is written first: a crash after it leaves an empty
+                # conversation, never messages without an owner.
+                owner = await self._claim(conversation_id, user_id, enforce_owner)
+                assert owner is not None
             if not records:
                 return AppendResult(owner, frozenset())
-            by_point = {point_id("message", r.id): r.id for r in records}
-            found = await s.client.retrieve(s.layout.messages, list(by_point), with_payload=False)
-            existing = frozenset(by_point[str(p.id)] for p in found)
             new = [r for r in records if r.id not in existing]
             points = []
             for rec in new:

@@ -1062,8 +1062,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         for conv in convs:
             await self._eval("drop_conversation", [user_id, conv])
         memory_ids = list(await self._command(self._client.hkeys, self.keys.user(user_id, "e")))
-        for start in range(0, len(memory_ids), 256):
-            await self._eval("delete_memory", memory_ids[start : start + 256])
+        await self._forget_memories(user_id, memory_ids)
         await self._eval("forget_rest", [user_id])
         return {
             "messages": int(stats["messages"]),  # type: ignore[call-overload]
@@ -1071,6 +1070,11 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             "sessions": int(stats["sessions"]),  # type: ignore[call-overload]
             "memories": int(stats["memories"]),  # type: ignore[call-overload]
         }
+
+    async def _forget_memories(self, user_id: str, memory_ids: Sequence[str]) -> None:
+        """Delete the ids that are still the user's entries (the list was read earlier)."""
+        for start in range(0, len(memory_ids), 256):
+            await self._eval("forget_memories", [user_id, *memory_ids[start : start + 256]])
 
     async def _compact(self) -> None:
         # Deletions leave nothing in the keyspace; the append-only file still holds the

@@ -109,6 +109,29 @@ class ConcurrencySuite(ConformanceBase):
         assert [m.id for m in await memory.retrieve_messages(taken)] == [stored.id]
         assert (await memory.get_statistics(uid))["total_messages"] == 10
 
+    async def test_a_refused_writer_claims_nothing_from_a_racing_one(
+        self, memory: MemoryBackend
+    ) -> None:
+        # Writers arriving together into one new conversation, the first one refused for a
+        # stored id: whatever order they are written in, the other one gets the
+        # conversation (the refused write claimed nothing, or came second and found it taken).
+        stored = make_message("already stored", timestamp=at(0))
+        await memory.store_message(stored, new_user_id(), new_conversation_id())
+        changed = stored.model_copy(update={"content": "same id, other words"})
+        for _round in range(4):
+            loser, winner, conv = new_user_id(), new_user_id(), new_conversation_id()
+            fresh = make_message("the first real message", timestamp=at(1))
+            results = await asyncio.gather(
+                memory.store_message(changed, loser, conv),
+                memory.store_message(stored, loser, conv),
+                memory.store_message(fresh, winner, conv),
+                return_exceptions=True,
+            )
+            assert all(isinstance(r, (ConflictError, OwnershipError)) for r in results[:2])
+            assert results[2] is None
+            assert [m.id for m in await memory.retrieve_messages(conv)] == [fresh.id]
+            assert (await memory.get_statistics(loser))["conversations"] == 0
+
     async def test_concurrent_first_use(self, memory: MemoryBackend) -> None:
         fresh = await self.open_memory()  # not connected yet: 50 calls race to connect
         uid, conv = new_user_id(), new_conversation_id()

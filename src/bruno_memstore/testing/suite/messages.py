@@ -103,24 +103,48 @@ class IdentitySuite(ConformanceBase):
         assert await memory.retrieve_messages(other) == []
         assert _ids(await memory.retrieve_messages(conv)) == [str(msg.id)]
 
-    async def test_a_refused_id_never_shows_in_a_read_conversation(
+    async def test_refused_message_leaves_a_new_conversation_unclaimed(
         self, memory: MemoryBackend
     ) -> None:
-        # The conversation is read before the refused write (a caching backend then holds a
-        # copy of it), and after: the id stored elsewhere must show in neither read.
-        uid, conv, other = new_user_id(), new_conversation_id(), new_conversation_id()
-        msg = make_message("belongs to one conversation", timestamp=at(0))
-        await memory.store_message(msg, uid, conv)
-        first = make_message("the other's own", timestamp=at(1))
-        await memory.store_message(first, uid, other)
-        assert _ids(await memory.retrieve_messages(other)) == [str(first.id)]
-        for batch in ([msg], [msg.model_copy(update={"content": "changed"})]):
+        # A single message skips the batch's pre-check: the write itself must claim nothing
+        # when its id is stored already, whether with other content or identically elsewhere.
+        uid, other, home = new_user_id(), new_user_id(), new_conversation_id()
+        msg = make_message("stored in its own conversation", timestamp=at(1))
+        await memory.store_message(msg, uid, home)
+        for attempt in (msg.model_copy(update={"content": "other words"}), msg):
+            fresh = new_conversation_id()
             with pytest.raises(ConflictError):
-                await memory.store_messages(batch, conversation_id=other, user_id=uid)
-            assert _ids(await memory.retrieve_messages(other)) == [str(first.id)]
-            context = await memory.get_context(uid, other)
-            assert _ids(context.messages) == [str(first.id)]
-        assert _ids(await memory.retrieve_messages(conv)) == [str(msg.id)]
+                await memory.store_message(attempt, uid, fresh)
+            assert (await memory.get_statistics(uid))["conversations"] == 1
+            # Nobody owns it: another user may still start it.
+            ctx = await memory.get_context(other, fresh)
+            assert ctx.conversation_id == fresh and ctx.messages == []
+        assert (await memory.get_statistics(uid))["total_messages"] == 1
+        assert _ids(await memory.retrieve_messages(home)) == [str(msg.id)]
+
+    async def test_conflict_leaves_a_read_conversation_as_it_was(
+        self, memory: MemoryBackend
+    ) -> None:
+        # Read first, so that a backend with a cache holds the conversation when the refused
+        # message arrives: neither the store nor any copy of it may show that message.
+        uid, conv, other = new_user_id(), new_conversation_id(), new_conversation_id()
+        first = make_message("first in this conversation", timestamp=at(0))
+        await memory.store_message(first, uid, conv)
+        assert _ids(await memory.retrieve_messages(conv)) == [str(first.id)]
+        elsewhere = make_message("stored elsewhere", timestamp=at(1))
+        await memory.store_message(elsewhere, uid, other)
+        for attempt in (elsewhere, elsewhere.model_copy(update={"content": "rewritten"})):
+            with pytest.raises(ConflictError):
+                await memory.store_message(attempt, uid, conv)
+            with pytest.raises(ConflictError):
+                await memory.store_messages(
+                    [make_message("fresh", timestamp=at(2)), attempt],
+                    conversation_id=conv,
+                    user_id=uid,
+                )
+        assert _ids(await memory.retrieve_messages(conv)) == [str(first.id)]
+        got = await memory.retrieve_context(uid, conversation_id=conv, limit=10)
+        assert _ids(got) == [str(first.id)]
 
     async def test_conflicting_batch_writes_nothing(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()

@@ -65,15 +65,7 @@ DEFAULT_STEPS = 30
 
 T = TypeVar("T")
 
-OPEN_DEFECTS: frozenset[str] = frozenset(
-    {
-        # One message whose id is stored with other content, stored into a conversation
-        # nobody owns yet, raises ConflictError but leaves that conversation claimed (a batch
-        # of several checks before writing). "Nothing written" is the contract (the model
-        # writes nothing). Left out until fixed.
-        "conflict-claims",
-    }
-)
+OPEN_DEFECTS: frozenset[str] = frozenset()
 """Known defects whose cases the machine does not generate; remove an entry once fixed."""
 
 
@@ -418,13 +410,6 @@ class MemoryMachine(RuleBasedStateMachine):
         )
         return message, None
 
-    def open_defect(self, messages: Sequence[Message], conv: str, user_id: str | None) -> bool:
-        """Whether a store falls in a case :data:`OPEN_DEFECTS` leaves out."""
-        owner = self.model.owner(conv)
-        if "conflict-claims" in OPEN_DEFECTS and len(messages) == 1 and owner is None:
-            return self.model.conflicts(messages, conv)
-        return False
-
     def _hinted(self, messages: Sequence[Message], conv: str) -> bool:
         """Whether the two-argument form acts for a user here (never for ``"default"``)."""
         named = any(isinstance(m.metadata.get("user_id"), str) for m in messages)
@@ -445,8 +430,6 @@ class MemoryMachine(RuleBasedStateMachine):
         if form != "user" and not self._hinted([message], cid):
             form = "user"
         by_user = uid if form == "user" else None
-        if self.open_defect([message], cid, by_user):
-            return
         if by_user is not None:
             call = lambda: self.mem.store_message(message, by_user, cid)  # noqa: E731
         else:
@@ -464,8 +447,6 @@ class MemoryMachine(RuleBasedStateMachine):
         uid, cid = self.user(user), self.conversation(conv)
         batch = [self.build_message(s, uid if hinted else None)[0] for s in specs]
         by_user = None if hinted and self._hinted(batch, cid) else uid
-        if self.open_defect(batch, cid, by_user):
-            return
         result = self.both(
             "store_messages",
             lambda: self.model.store_messages(batch, cid, by_user),
