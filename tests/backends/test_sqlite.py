@@ -810,10 +810,16 @@ async def test_a_write_that_ends_the_transaction_fails_alone(db_path: Path) -> N
     user = new_user_id()
     writers = [make_message(f"good {i}") for i in range(10)]
     writers.insert(4, make_message("doomed"))
-    gate = threading.Event()
-    # The writer waits on the gate (the writes below queue up meanwhile); the bound only
-    # keeps a failing test from hanging.
-    held = memory._write(lambda c: gate.wait(120))
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(_conn: object) -> None:
+        started.set()
+        gate.wait(120)  # the bound only keeps a failing test from hanging
+
+    # The writer runs this job alone and waits on the gate; the writes below queue up behind
+    # it (submitted before it started, they would join its group instead).
+    held = memory._write(hold)
+    assert await asyncio.to_thread(started.wait, 60)
     stores = [
         asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
     ]
