@@ -28,7 +28,7 @@ import asyncmy
 from bruno_core.models.message import Message
 
 from benchmarks.throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, register_raw_driver
-from bruno_memstore.backends.mysql import MySQLMemory, query_terms, search_terms
+from bruno_memstore.backends.mysql.backend import MySQLMemory, query_terms, search_terms
 from bruno_memstore.models import message_to_record, record_to_message
 from bruno_memstore.url import MemoryURL
 

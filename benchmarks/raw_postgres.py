@@ -1,7 +1,7 @@
 """The raw ``asyncpg`` baseline for ``PostgresMemory`` in :mod:`benchmarks.throughput`.
 
 :class:`AsyncpgDriver` runs each benchmarked operation with the driver alone, executing the
-library's own SQL statements (``bruno_memstore.backends._postgres_sql``) on a schema the
+library's own SQL statements (``bruno_memstore.backends.postgres.statements``) on a schema the
 library created, with the same parameter values (analysed text included, computed inside
 the timing as the library does):
 
@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 import asyncpg
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends._postgres_sql import Statements, check_schema
-from bruno_memstore.backends.postgres import PostgresMemory, _analysed, _message
+from bruno_memstore.backends.postgres.backend import PostgresMemory, _analysed, _message
+from bruno_memstore.backends.postgres.statements import Statements, check_schema
 from bruno_memstore.models import record_to_message, to_us
 from bruno_memstore.search import MAX_QUERY_TERMS, terms
 from bruno_memstore.url import MemoryURL

@@ -3,7 +3,7 @@
 Two drivers, registered for ``redis://`` and ``rediss://`` URLs when this module is imported:
 
 :class:`ScriptsDriver` ("redis.asyncio scripts") runs the library's own Lua scripts
-(``bruno_memstore.backends._redis_lua``) with ``EVALSHA`` on the same key layout and with the
+(``bruno_memstore.backends.redis.scripts``) with ``EVALSHA`` on the same key layout and with the
 same argument values (analysed text included, computed inside the timing as the library
 does). It is the analogue of the other engines' raw drivers, which execute the library's SQL:
 
@@ -38,8 +38,6 @@ from typing import Any, ClassVar
 import redis.asyncio as aioredis
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends._redis_keys import RedisKeys, ts_hex
-from bruno_memstore.backends._redis_lua import PRELUDE, SCRIPTS
 from bruno_memstore.backends.redis import (
     _BM25,
     _append_args,
@@ -48,6 +46,8 @@ from bruno_memstore.backends.redis import (
     _message,
     _user_messages,
 )
+from bruno_memstore.backends.redis.keys import RedisKeys, ts_hex
+from bruno_memstore.backends.redis.scripts import PRELUDE, SCRIPTS
 from bruno_memstore.models import MemoryFilter, MessageRecord, SearchHit, message_to_record
 from bruno_memstore.models import record_to_message as _to_message
 from bruno_memstore.search import query_words, terms

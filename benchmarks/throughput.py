@@ -51,8 +51,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends import _sqlite_ops as sql
-from bruno_memstore.backends._sqlite_schema import message_scope, migrate
+from bruno_memstore.backends.sqlite import ops as sql
+from bruno_memstore.backends.sqlite.schema import message_scope, migrate
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.models import MessageRecord, message_to_record, record_to_message

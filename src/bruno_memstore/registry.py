@@ -1,15 +1,16 @@
 """URL scheme -> backend class, imported lazily; third parties plug in by entry point.
 
-Built-in schemes are listed here even when their extra is not installed, so that using one
-says which ``pip install`` to run instead of "unknown scheme".
+Built-in schemes are this package's entry points, known even when their extra is not
+installed, so that using one says which ``pip install`` to run instead of "unknown scheme".
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 from .errors import MissingDependencyError, UnknownSchemeError
@@ -18,7 +19,15 @@ from .url import MemoryURL
 if TYPE_CHECKING:
     from .base import MemoryBackend
 
-__all__ = ["BackendSpec", "backend_specs", "known_schemes", "open_memory", "register", "resolve"]
+__all__ = [
+    "BackendSpec",
+    "backend_specs",
+    "extra_of",
+    "known_schemes",
+    "open_memory",
+    "register",
+    "resolve",
+]
 
 ENTRY_POINT_GROUP = "bruno.memory_backends"
 
@@ -32,20 +41,23 @@ class BackendSpec:
     package: str | None = None  # import name of the client, checked before importing
 
 
-_BUILTIN: dict[str, BackendSpec] = {
-    "memory": BackendSpec("bruno_memstore.backends.memory:InMemoryStorage"),
-    "sqlite": BackendSpec("bruno_memstore.backends.sqlite:SQLiteMemory"),
-    "postgresql": BackendSpec("bruno_memstore.backends.postgres:PostgresMemory", "postgres"),
-    "postgres": BackendSpec("bruno_memstore.backends.postgres:PostgresMemory", "postgres"),
-    "mysql": BackendSpec("bruno_memstore.backends.mysql:MySQLMemory", "mysql"),
-    "mariadb": BackendSpec("bruno_memstore.backends.mysql:MySQLMemory", "mysql"),
-    "redis": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
-    "rediss": BackendSpec("bruno_memstore.backends.redis:RedisMemory", "redis"),
-    "memcached": BackendSpec("bruno_memstore.backends.memcached:MemcachedMemory", "memcached"),
-    "hybrid": BackendSpec("bruno_memstore.backends.hybrid:HybridMemory"),
-    "chroma": BackendSpec("bruno_memstore.backends.chroma:ChromaMemory", "chroma"),
-    "qdrant": BackendSpec("bruno_memstore.backends.qdrant:QdrantMemory", "qdrant"),
-}
+def _distribution_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return (getattr(dist, "name", "") or "").replace("_", "-").lower()
+
+
+@functools.cache
+def _builtin() -> dict[str, BackendSpec]:
+    # The one table of built-in backends is this package's own entry points (pyproject.toml),
+    # which bruno-core's plugin discovery reads too; each names the extra that installs its
+    # client in brackets.
+    return {
+        ep.name: BackendSpec(ep.value.split("[")[0].strip(), ep.extras[0] if ep.extras else None)
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if _distribution_name(ep) == "bruno-memstore"
+    }
+
+
 _registered: dict[str, BackendSpec | type[MemoryBackend]] = {}
 
 
@@ -61,7 +73,7 @@ def backend_specs() -> dict[str, BackendSpec]:
     specs: dict[str, BackendSpec] = {
         name: BackendSpec(t) for name, t in _entry_point_schemes().items()
     }
-    specs.update(_BUILTIN)
+    specs.update(_builtin())
     for name, spec in _registered.items():
         specs[name] = spec if isinstance(spec, BackendSpec) else BackendSpec(_path_of(spec))
     return dict(sorted(specs.items()))
@@ -73,17 +85,25 @@ def _path_of(cls: type) -> str:
 
 def known_schemes() -> list[str]:
     """Every scheme ``open_memory`` accepts: built-ins, registered and entry-point ones."""
-    return sorted(set(_BUILTIN) | set(_registered) | set(_entry_point_schemes()))
+    return sorted(set(_builtin()) | set(_registered) | set(_entry_point_schemes()))
 
 
 def _entry_point_schemes() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {ep.name: ep.value.split("[")[0].strip() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def extra_of(scheme: str) -> str | None:
+    """The extra that installs ``scheme``'s client (``None`` when it needs none or is unknown)."""
+    spec = backend_specs().get(scheme.lower())
+    return spec.extra if spec is not None else None
 
 
 def resolve(scheme: str) -> type[MemoryBackend]:
     """The backend class for ``scheme``; imports its module on first use."""
     scheme = scheme.lower()
-    spec: BackendSpec | type[MemoryBackend] | None = _registered.get(scheme) or _BUILTIN.get(scheme)
+    spec: BackendSpec | type[MemoryBackend] | None = _registered.get(scheme) or _builtin().get(
+        scheme
+    )
     if spec is None:
         target = _entry_point_schemes().get(scheme)
         if target is None:

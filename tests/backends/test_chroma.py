@@ -29,9 +29,8 @@ from bruno_core.models.memory import MemoryQuery, MemoryType
 from chromadb.config import Settings
 
 import _engines as engines
-from bruno_memstore.backends import _chroma_ops as ops
-from bruno_memstore.backends._chroma_layout import user_collection_name
-from bruno_memstore.backends.chroma import ChromaMemory
+from bruno_memstore.backends.chroma import ChromaMemory, ops
+from bruno_memstore.backends.chroma.layout import user_collection_name
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import (

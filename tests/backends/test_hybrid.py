@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 
 import _engines as engines
 from bruno_memstore import open_memory
-from bruno_memstore.backends.hybrid import HybridMemory, _marker_id
+from bruno_memstore.backends.hybrid.backend import HybridMemory, _marker_id
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.postgres import PostgresMemory

@@ -20,8 +20,8 @@ import pytest_asyncio
 from bruno_core.models.memory import MemoryQuery
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends._memcached_store import ChunkedLog
-from bruno_memstore.backends.memcached import MemcachedMemory, _message_value
+from bruno_memstore.backends.memcached.backend import MemcachedMemory, _message_value
+from bruno_memstore.backends.memcached.store import ChunkedLog
 from bruno_memstore.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -383,7 +383,7 @@ async def test_a_connection_cut_mid_reply_raises_instead_of_spinning() -> None:
 
 
 async def test_missing_client_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bruno_memstore.backends import memcached as memcached_module
+    from bruno_memstore.backends.memcached import backend as memcached_module
 
     monkeypatch.setattr(memcached_module, "HardenedClient", None)
     with pytest.raises(MissingDependencyError) as info:

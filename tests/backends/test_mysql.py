@@ -29,15 +29,15 @@ from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends import mysql as mysql_module
-from bruno_memstore.backends._mysql_schema import MIGRATIONS
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.mysql import (
+from bruno_memstore.backends.mysql import backend as mysql_module
+from bruno_memstore.backends.mysql.backend import (
     MySQLMemory,
     TermRewriter,
     query_terms,
     search_terms,
 )
+from bruno_memstore.backends.mysql.schema import MIGRATIONS
 from bruno_memstore.errors import (
     BackendError,
     BackendUnavailableError,

@@ -35,15 +35,15 @@ from pgvector.asyncpg import register_vector
 
 import _engines as engines
 from bruno_memstore import open_memory
-from bruno_memstore.backends import postgres as postgres_module
-from bruno_memstore.backends._postgres_sql import (
+from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.backends.postgres import backend as postgres_module
+from bruno_memstore.backends.postgres.statements import (
     LATEST_VERSION,
     MESSAGE_COLUMNS,
     Statements,
     check_schema,
     migrations,
 )
-from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.embeddings.adapter import VectorSpace
 from bruno_memstore.errors import (
@@ -783,7 +783,7 @@ async def _explain_search(
     """Run the vector search statement under ``EXPLAIN ANALYZE`` as the backend runs it."""
     from pgvector import Vector
 
-    from bruno_memstore.backends.postgres import _SCAN_SETTINGS, _filter_args
+    from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS, _filter_args
     from bruno_memstore.models import MemoryFilter
 
     async with mem._pool.acquire() as conn, conn.transaction():

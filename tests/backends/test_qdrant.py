@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from qdrant_client import models as qm
 
-from bruno_memstore.backends._qdrant_layout import VECTOR, point_id
 from bruno_memstore.backends.qdrant import QdrantMemory
+from bruno_memstore.backends.qdrant.layout import VECTOR, point_id
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
     BackendError,

@@ -28,10 +28,10 @@ from redis.crc import key_slot
 
 import _engines as engines
 from bruno_memstore import open_memory
-from bruno_memstore.backends import redis as redis_backend
-from bruno_memstore.backends._redis_keys import encode_id
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.redis import ANALYZER_FINGERPRINT, RedisMemory, vector_tag
+from bruno_memstore.backends.redis import backend as redis_backend
+from bruno_memstore.backends.redis.backend import ANALYZER_FINGERPRINT, RedisMemory, vector_tag
+from bruno_memstore.backends.redis.keys import encode_id
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (

@@ -25,14 +25,13 @@ import numpy as np
 import pytest
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends import _sqlite_ops as ops
-from bruno_memstore.backends._sqlite_schema import (
+from bruno_memstore.backends.sqlite import SQLiteMemory, ops
+from bruno_memstore.backends.sqlite.schema import (
     LATEST_VERSION,
     MIGRATIONS,
     VECTOR_COUNTERS,
     migrate,
 )
-from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
     BackendError,

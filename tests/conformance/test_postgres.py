@@ -19,8 +19,8 @@ import asyncpg
 import pytest
 
 import _engines as engines
-from bruno_memstore.backends._postgres_sql import check_schema
 from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.backends.postgres.statements import check_schema
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.errors import BackendUnavailableError

@@ -551,7 +551,4 @@ def backends() -> None:
 
 
 def _extra_of(scheme: str) -> str | None:
-    # The registry keeps each built-in scheme's extra next to its class path.
-    builtin = getattr(import_module("bruno_memstore.registry"), "_BUILTIN", {})
-    spec = builtin.get(scheme)
-    return getattr(spec, "extra", None)
+    return import_module("bruno_memstore.registry").extra_of(scheme)

@@ -1,0 +1,5 @@
+"""The chroma backend."""
+
+from .backend import ChromaMemory
+
+__all__ = ["ChromaMemory"]

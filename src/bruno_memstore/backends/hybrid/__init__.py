@@ -1,0 +1,5 @@
+"""The hybrid backend."""
+
+from .backend import HybridMemory
+
+__all__ = ["HybridMemory"]

@@ -1,0 +1,1 @@
+"""Machinery shared by backends whose engines lack a native feature."""

@@ -1,0 +1,5 @@
+"""The memcached backend."""
+
+from .backend import MemcachedMemory
+
+__all__ = ["MemcachedMemory"]

@@ -1,0 +1,5 @@
+"""The memory backend."""
+
+from .backend import InMemoryStorage
+
+__all__ = ["InMemoryStorage"]

@@ -1,0 +1,410 @@
+"""``InMemoryStorage``: process memory, for tests, demos and as a cache tier.
+
+Every primitive runs without awaiting, so each is atomic on the event loop. Nothing
+survives the process (the backend does not declare ``DURABLE``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
+
+from ...base import MemoryBackend
+from ...capabilities import SEARCHABLE_STORE, Capability
+from ...embeddings.adapter import VectorSpace
+from ...errors import OwnershipError
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+    memory_sort_key,
+)
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
+from ...search import BM25Index
+from ...vector_index import VectorIndex
+
+__all__ = ["InMemoryStorage"]
+
+_EXPORT_BATCH = 500
+
+
+def _order(rec: MessageRecord) -> tuple[int, int]:
+    return (rec.ts_us, rec.seq)
+
+
+class InMemoryStorage(MemoryBackend, VectorPrimitives):
+    """Memory in a Python process: full semantics, no durability.
+
+    Args:
+        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
+    """
+
+    backend_name: ClassVar[str] = "memory"
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.VECTORS}
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self._reset()
+
+    def describe(self) -> str:
+        return "memory://"
+
+    def _reset(self) -> None:
+        self._owners: dict[str, str] = {}
+        self._user_convs: dict[str, set[str]] = {}
+        self._messages: dict[str, MessageRecord] = {}
+        self._conv_msgs: dict[str, list[MessageRecord]] = {}
+        self._memories: dict[str, MemoryRecord] = {}
+        self._sessions: dict[str, SessionRecord] = {}
+        self._indexes: dict[str, BM25Index] = {}
+        self._vectors: dict[str, VectorIndex] = {}
+        self._stored_space: VectorSpace | None = None
+        self._seq = itertools.count(1)
+
+    async def _connect(self) -> None:
+        return None
+
+    async def _close(self) -> None:
+        return None
+
+    # ---------------------------------------------------------------- conversations
+
+    def _claim(
+        self, conversation_id: str, user_id: str, enforce: bool, *, create: bool = True
+    ) -> str:
+        """The conversation's owner, checked; a new one becomes ``user_id``'s if ``create``."""
+        owner = self._owners.get(conversation_id)
+        if owner is None:
+            if not create:
+                return user_id
+            self._owners[conversation_id] = user_id
+            self._user_convs.setdefault(user_id, set()).add(conversation_id)
+            return user_id
+        if enforce and owner != user_id:
+            raise OwnershipError(f"conversation {conversation_id!r} belongs to another user")
+        return owner
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        return self._owners.get(conversation_id)
+
+    def _index(self, user_id: str) -> BM25Index:
+        index = self._indexes.get(user_id)
+        if index is None:
+            index = self._indexes[user_id] = BM25Index()
+        return index
+
+    def _vector_index(self, user_id: str) -> VectorIndex:
+        index = self._vectors.get(user_id)
+        if index is None:
+            index = self._vectors[user_id] = VectorIndex()
+        return index
+
+    # ---------------------------------------------------------------- messages
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        existing = frozenset(r.id for r in records if r.id in self._messages)
+        if records and len(existing) == len(records):
+            # Nothing to insert: the owner is checked, but nothing is claimed.
+            owner = self._claim(conversation_id, user_id, enforce_owner, create=False)
+            return AppendResult(owner, existing)
+        owner = self._claim(conversation_id, user_id, enforce_owner)
+        window = self._conv_msgs.setdefault(conversation_id, [])
+        index = self._index(owner)
+        for rec in records:
+            if rec.id in existing:
+                continue
+            rec.seq = next(self._seq)
+            rec.user_id = owner
+            self._messages[rec.id] = rec
+            if not window or _order(window[-1]) <= _order(rec):
+                window.append(rec)
+            else:
+                bisect.insort(window, rec, key=_order)
+            index.add(("message", rec.id), rec.content)
+            if rec.vector is not None:
+                self._vector_index(owner).put(
+                    ("message", rec.id), rec.vector, kind="message", conversation=conversation_id
+                )
+        return AppendResult(owner, existing)
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        return [self._messages[i] for i in ids if i in self._messages]
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        if conversation_id is not None:
+            if user_id is not None and self._owners.get(conversation_id) != user_id:
+                return []
+            window = self._conv_msgs.get(conversation_id, [])
+            return list(window if limit is None else window[-limit:])
+        assert user_id is not None
+        tails = [
+            self._conv_msgs.get(c, [])[-limit:] if limit else self._conv_msgs.get(c, [])
+            for c in self._user_convs.get(user_id, ())
+        ]
+        merged = list(heapq.merge(*tails, key=_order))
+        return merged if limit is None else merged[-limit:]
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        window = self._conv_msgs.get(conversation_id, [])
+        owner = self._owners.get(conversation_id)
+        kept = [r for r in window if r.role in keep_roles]
+        gone = [r for r in window if r.role not in keep_roles]
+        for rec in gone:
+            del self._messages[rec.id]
+            if owner is not None:
+                self._index(owner).remove(("message", rec.id))
+                self._vector_index(owner).remove(("message", rec.id))
+        if keep_roles:
+            self._conv_msgs[conversation_id] = kept
+        else:
+            self._drop_conversation(conversation_id)
+        return len(gone)
+
+    def _drop_conversation(self, conversation_id: str) -> None:
+        self._conv_msgs.pop(conversation_id, None)
+        owner = self._owners.pop(conversation_id, None)
+        if owner is not None:
+            self._user_convs.get(owner, set()).discard(conversation_id)
+        for sid in [s for s, r in self._sessions.items() if r.conversation_id == conversation_id]:
+            del self._sessions[sid]
+
+    # ---------------------------------------------------------------- memories
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        # No await between the check and the write: one step for every caller.
+        old = self._memories.get(record.id)
+        if old is not None:
+            if old.user_id != record.user_id:
+                raise memory_taken(record.id)
+            self._vector_index(old.user_id).remove(("memory", old.id))
+        self._memories[record.id] = record
+        self._index(record.user_id).add(("memory", record.id), record.content)
+        if record.vector is not None:
+            self._vector_index(record.user_id).put(
+                ("memory", record.id), record.vector, kind="memory"
+            )
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        return self._memories.get(memory_id)
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        found = [r for r in self._memories.values() if flt.matches(r)]
+        found.sort(key=memory_sort_key)
+        return found[: flt.limit]
+
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        rec = self._memories.get(memory_id)
+        if rec is None:
+            return False
+        if user_id is not None and rec.user_id != user_id:
+            raise memory_taken(memory_id)
+        del self._memories[memory_id]
+        self._index(rec.user_id).remove(("memory", memory_id))
+        self._vector_index(rec.user_id).remove(("memory", memory_id))
+        return True
+
+    async def _purge_expired(self, now_us: int) -> int:
+        doomed = [
+            r.id
+            for r in self._memories.values()
+            if r.expires_us is not None and r.expires_us <= now_us
+        ]
+        for mid in doomed:
+            await self._delete_memory(mid)
+        return len(doomed)
+
+    # ---------------------------------------------------------------- sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        old = self._sessions.get(record.session_id)
+        if old is not None and old.user_id != record.user_id:
+            raise session_taken(record.session_id)
+        self._claim(record.conversation_id, record.user_id, True)
+        self._sessions[record.session_id] = record
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        return self._sessions.get(session_id)
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        best: SessionRecord | None = None
+        for rec in self._sessions.values():
+            if rec.user_id != user_id or (active_only and not rec.is_active):
+                continue
+            if conversation_id is not None and rec.conversation_id != conversation_id:
+                continue
+            if best is None or (rec.started_us, rec.session_id) > (
+                best.started_us,
+                best.session_id,
+            ):
+                best = rec
+        return best
+
+    # ---------------------------------------------------------------- search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        index = self._indexes.get(user_id)
+        if index is None:
+            return []
+        hits: list[SearchHit] = []
+        for (kind, rid), score in index.search(query).items():
+            if kind not in kinds:
+                continue
+            if kind == "message":
+                rec = self._messages[rid]
+                if conversation_id is None or rec.conversation_id == conversation_id:
+                    hits.append(SearchHit("message", score, message=rec))
+            else:
+                mem = self._memories[rid]
+                flt = memory_filter or MemoryFilter(user_id=user_id)
+                if flt.matches(mem) and (
+                    conversation_id is None or mem.conversation_id == conversation_id
+                ):
+                    hits.append(SearchHit("memory", score, memory=mem))
+        return heapq.nsmallest(limit, hits, key=lambda h: (-h.score, _hit_key(h)))
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        convs = self._user_convs.get(user_id, set())
+        msgs = [r for c in convs for r in self._conv_msgs.get(c, [])]
+        sessions = [s for s in self._sessions.values() if s.user_id == user_id]
+        return {
+            "messages": len(msgs),
+            "conversations": len(convs),
+            "sessions": len(sessions),
+            "active_sessions": sum(1 for s in sessions if s.is_active),
+            "memories": sum(1 for m in self._memories.values() if m.user_id == user_id),
+            "messages_by_role": dict(Counter(r.role for r in msgs)),
+            "first_message_us": min((r.ts_us for r in msgs), default=None),
+            "last_message_us": max((r.ts_us for r in msgs), default=None),
+        }
+
+    # ---------------------------------------------------------------- vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        return self._stored_space
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        if replace:
+            self._vectors.clear()
+            self._stored_space = space
+        elif self._stored_space is None:
+            self._stored_space = space
+        return self._stored_space
+
+    async def _put_vectors(self, kind: str, items: Sequence[object]) -> None:
+        for rid, vec in items:  # type: ignore[misc]
+            rec = self._messages.get(rid) if kind == "message" else self._memories.get(rid)
+            if rec is None:
+                continue
+            owner = rec.user_id if kind == "memory" else self._owners.get(rec.conversation_id)
+            if owner is not None:
+                conv = rec.conversation_id if kind == "message" else None
+                self._vector_index(owner).put((kind, rid), vec, kind=kind, conversation=conv)
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: object,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        index = self._vectors.get(user_id)
+        if index is None:
+            return []
+        flt = memory_filter or MemoryFilter(user_id=user_id)
+
+        def allow(key: object) -> bool:  # memory entries only: there are few
+            mem = self._memories[key[1]]  # type: ignore[index]
+            return flt.matches(mem) and conversation_id in (None, mem.conversation_id)
+
+        found: list[tuple[object, float]] = []
+        if "message" in kinds:
+            found += index.search(vector, limit, kinds=("message",), conversation=conversation_id)
+        if "memory" in kinds:
+            found += index.search(vector, limit, allow, kinds=("memory",))
+        found.sort(key=lambda item: -item[1])
+        del found[limit:]
+        hits: list[SearchHit] = []
+        for (kind, rid), score in found:  # type: ignore[misc]
+            if kind == "message":
+                hits.append(SearchHit("message", score, message=self._messages[rid]))
+            else:
+                hits.append(SearchHit("memory", score, memory=self._memories[rid]))
+        return hits
+
+    # ---------------------------------------------------------------- whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        convs = list(self._user_convs.get(user_id, ()))
+        counts = {"messages": 0, "conversations": len(convs), "sessions": 0, "memories": 0}
+        counts["sessions"] = sum(1 for s in self._sessions.values() if s.user_id == user_id)
+        for conv in convs:
+            counts["messages"] += await self._delete_messages(conv, frozenset())
+        for sid in [s for s, r in self._sessions.items() if r.user_id == user_id]:
+            del self._sessions[sid]
+        for mid in [m for m, r in self._memories.items() if r.user_id == user_id]:
+            await self._delete_memory(mid)
+            counts["memories"] += 1
+        self._user_convs.pop(user_id, None)
+        self._indexes.pop(user_id, None)
+        self._vectors.pop(user_id, None)
+        return counts
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        items: list[object]
+        if kind == "conversations":
+            items = [(c, o) for c, o in self._owners.items() if user_id in (None, o)]
+        elif kind == "messages":
+            items = [
+                r
+                for c, o in list(self._owners.items())
+                if user_id in (None, o)
+                for r in self._conv_msgs.get(c, [])
+            ]
+        elif kind == "memories":
+            items = [r for r in self._memories.values() if user_id in (None, r.user_id)]
+        else:
+            items = [r for r in self._sessions.values() if user_id in (None, r.user_id)]
+        for start in range(0, len(items), _EXPORT_BATCH):
+            yield items[start : start + _EXPORT_BATCH]
+
+
+def _hit_key(hit: SearchHit) -> tuple[int, str]:
+    if hit.message is not None:
+        return (-hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.memory.created_us, hit.memory.id)

@@ -1,0 +1,5 @@
+"""The mysql backend."""
+
+from .backend import MySQLMemory
+
+__all__ = ["MySQLMemory"]

@@ -1,0 +1,5 @@
+"""The postgres backend."""
+
+from .backend import PostgresMemory
+
+__all__ = ["PostgresMemory"]

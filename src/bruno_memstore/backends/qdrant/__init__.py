@@ -1,0 +1,5 @@
+"""The qdrant backend."""
+
+from .backend import QdrantMemory
+
+__all__ = ["QdrantMemory"]

@@ -1,0 +1,5 @@
+"""The redis backend."""
+
+from .backend import RedisMemory
+
+__all__ = ["RedisMemory"]

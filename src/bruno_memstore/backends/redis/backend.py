@@ -1,0 +1,1464 @@
+"""``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
+for vector search when the server has it).
+
+Every primitive is one Lua script (``scripts``), so each change is atomic on the server:
+the ownership check and the insert, a message and all of its index entries, a deletion and
+everything that refers to the deleted records. All of a user's keys share one hash tag
+(``keys``); a small global directory maps conversation, message, session and memory
+ids to their owner. Search is BM25 computed in Lua from per-user posting lists, with the
+same analysis and formula as :class:`~bruno_memstore.search.BM25Index`.
+
+Vectors: each record's vector is a small hash of its own (``P:v:...``), written and deleted
+by the record's own script. Where the server has RediSearch, one HNSW index over those
+hashes answers KNN queries with the user, kind, conversation and memory filters inside the
+query; elsewhere search is exact, in the client, over the user's vectors loaded into a
+:class:`~bruno_memstore.vector_cache.UserVectorCache` (kept while the user's generation key,
+bumped by those scripts, is unchanged).
+
+See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ...base import MemoryBackend
+from ...capabilities import SEARCHABLE_STORE, Capability
+from ...embeddings.adapter import VectorSpace
+from ...errors import (
+    BackendError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    OwnershipError,
+    SchemaError,
+)
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SessionRecord,
+)
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    memory_taken,
+    session_taken,
+)
+from ...retry import RetryPolicy
+from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
+from ...url import MemoryURL, redact_url
+from ...vector_cache import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
+from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
+from .scripts import PRELUDE, SCRIPTS
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as rexc
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.client import NEVER_DECODE
+except ImportError:  # pragma: no cover - exercised only without the [redis] extra
+    aioredis = None  # type: ignore[assignment]
+    rexc = None  # type: ignore[assignment]
+    NEVER_DECODE = "NEVER_DECODE"
+
+__all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
+
+log = logging.getLogger("bruno_memstore.redis")
+
+VECTOR_MODES = ("auto", "redisearch", "client")
+"""``vector_search`` values: use RediSearch when the server has it, insist on it, or never."""
+# HNSW graph parameters of the RediSearch index (RediSearch's defaults are 16 and 200).
+_HNSW_M = 16
+_HNSW_EF_CONSTRUCTION = 200
+_LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
+
+# Posting value = document length * _F + term frequency (see _redis_lua); both stay below
+# _F, so every value is below 2**52, exact in Lua's doubles.
+_F = 1 << 26
+_BM25 = BM25Index()
+_EXPORT_BATCH = 500
+_REWRITE_POLL = 0.05  # seconds between two looks at a running append-only file rewrite
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# Our URL query options (name -> type), and redis-py's TLS options, passed through to it.
+_OPTIONS: dict[str, type] = {
+    "prefix": str,
+    "conversation_ttl": float,
+    "socket_timeout": float,
+    "connect_timeout": float,
+    "max_connections": int,
+    "pool_timeout": float,
+    "require_durable": bool,
+    "vector_search": str,
+    "vector_cache_users": int,
+    "hnsw_ef_runtime": int,
+    "operation_timeout": float,
+    "context_window": int,
+}
+_PASSTHROUGH = frozenset(
+    {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+)
+# The declared analysis version plus the analysed form of text that exercises every step of
+# the shared analysis (so a change the version forgot still shows): what the stored posting
+# lists were built with. A different fingerprint at connect re-indexes every document.
+_PROBE = "Children's bicycles WERE parked; the 3rd rider didn't stop at Zürich's 駅前 café"
+ANALYZER_FINGERPRINT = (
+    f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
+)
+_LOCK_MS = 60_000
+
+_DEFAULTS: dict[str, Any] = {
+    "prefix": "bruno",
+    "conversation_ttl": None,
+    "socket_timeout": 5.0,
+    "connect_timeout": 5.0,
+    "max_connections": 50,
+    "pool_timeout": 5.0,
+    "require_durable": False,
+    "vector_search": "auto",
+    "vector_cache_users": 64,
+    "hnsw_ef_runtime": 100,
+}
+
+
+class RedisMemory(MemoryBackend, VectorPrimitives):
+    """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
+
+    Args:
+        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
+            Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below;
+            a keyword given explicitly wins.
+        prefix: namespace of every key (no ``{``, ``}``); several apps can share a server.
+        conversation_ttl: seconds a conversation lives after its last write (``None``: no
+            expiry, the default). Expiry is judged on the Redis server's clock.
+        socket_timeout: seconds any single Redis call may take.
+        connect_timeout: seconds to open a connection.
+        max_connections: size of the connection pool; more concurrent calls wait for one.
+        pool_timeout: seconds to wait for a free pooled connection.
+        require_durable: refuse to connect unless the server persists writes (AOF on).
+        vector_search: ``"auto"`` (RediSearch's HNSW index when the server has the module,
+            else exact search in the client), ``"redisearch"`` (refuse to connect without
+            it) or ``"client"`` (never use it). :attr:`vector_mode` says what is used.
+        vector_cache_users: users whose vectors are kept loaded (search in the client).
+        hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
+            ``EF_RUNTIME``, at least the number of results asked for): higher finds the
+            true nearest neighbours more often, at some cost in time.
+        **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
+            ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
+
+    ``DURABLE`` is declared once connected, and only if the server runs with
+    ``appendonly yes``.
+    """
+
+    backend_name: ClassVar[str] = "redis"
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
+        Capability.TTL,
+        Capability.VECTORS,
+    }
+
+    DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
+        attempts=8, initial_backoff=0.05, max_backoff=1.0, deadline=15.0
+    )
+    """Bridges a server restart or a failover (a few seconds) without failing calls."""
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "bruno",
+        conversation_ttl: float | None = None,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        require_durable: bool = False,
+        vector_search: str = "auto",
+        vector_cache_users: int = 64,
+        hnsw_ef_runtime: int = 100,
+        **options: Any,
+    ) -> None:
+        if aioredis is None:
+            raise MissingDependencyError("redis", "redis")
+        url = MemoryURL.parse(redis_url)
+        if url.scheme not in ("redis", "rediss") or url.driver:
+            raise InvalidArgumentError(
+                "redis_url", f"expected a redis:// or rediss:// URL, got {url.scheme!r}"
+            )
+        given = {
+            "prefix": prefix,
+            "conversation_ttl": conversation_ttl,
+            "socket_timeout": socket_timeout,
+            "connect_timeout": connect_timeout,
+            "max_connections": max_connections,
+            "pool_timeout": pool_timeout,
+            "require_durable": require_durable,
+            "vector_search": vector_search,
+            "vector_cache_users": vector_cache_users,
+            "hnsw_ef_runtime": hnsw_ef_runtime,
+        }
+        settings, base_options, driver_query = _merge_options(url, given, options)
+        base_options.setdefault("retry", self.DEFAULT_RETRY)
+        super().__init__(**base_options)
+        self._url = url
+        self._driver_url = _driver_url(url, driver_query)
+        self.prefix = _check_prefix(settings["prefix"])
+        self.keys = RedisKeys(self.prefix)
+        ttl = settings["conversation_ttl"]
+        if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
+            raise InvalidArgumentError("conversation_ttl", "must be a positive number of seconds")
+        self.conversation_ttl: float | None = None if ttl is None else float(ttl)
+        self._ttl_ms = 0 if ttl is None else max(1, round(float(ttl) * 1000))
+        for name in ("socket_timeout", "connect_timeout", "pool_timeout"):
+            if not settings[name] > 0:
+                raise InvalidArgumentError(name, "must be a positive number of seconds")
+        if isinstance(settings["max_connections"], bool) or settings["max_connections"] < 1:
+            raise InvalidArgumentError("max_connections", "must be at least 1")
+        if settings["vector_search"] not in VECTOR_MODES:
+            raise InvalidArgumentError(
+                "vector_search", f"expected one of {', '.join(VECTOR_MODES)}"
+            )
+        for name in ("vector_cache_users", "hnsw_ef_runtime"):
+            value = settings[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(name, "must be a positive int")
+        users = settings["vector_cache_users"]
+        self._settings = settings
+        self._client: Any = None
+        self._pool: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
+        self._vector_mode: str | None = None
+        self._index_dimension: int | None = None  # of the RediSearch index, once checked
+        # Two per user: message vectors, memory-entry vectors.
+        self._vector_cache = UserVectorCache(max_users=2 * users)
+        # Message indexes follow the user's append log (how much of it each holds).
+        self._logged = AppendLogIndexes(self._vector_cache)
+
+    @classmethod
+    def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
+        """Build from a parsed ``redis://`` or ``rediss://`` URL (``open_memory`` calls this)."""
+        return cls(url.raw, **options)
+
+    def describe(self) -> str:
+        text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
+        return f"{text}, vectors={self._vector_mode}" if self._vector_mode else text
+
+    @property
+    def vector_mode(self) -> str | None:
+        """How vectors are searched, once connected: ``"redisearch"`` (the server's HNSW
+        index) or ``"client"`` (exact, in this process)."""
+        return self._vector_mode
+
+    @property
+    def vector_index_name(self) -> str:
+        """The name of this store's RediSearch index (used in ``"redisearch"`` mode)."""
+        return f"{self.keys.prefix}:vectors"
+
+    def _redact(self, text: str) -> str:
+        return self._url.redact(text)
+
+    # ================================================================ lifecycle
+
+    async def _connect(self) -> None:
+        s = self._settings
+        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
+        # tens of microseconds per command, a third of a local round trip.
+        pool = aioredis.ConnectionPool.from_url(
+            self._driver_url,
+            max_connections=s["max_connections"],
+            socket_timeout=s["socket_timeout"],
+            socket_connect_timeout=s["connect_timeout"],
+            decode_responses=True,
+            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
+            retry=Retry(NoBackoff(), 0),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        try:
+            cluster = await client.info("cluster")
+            if int(cluster.get("cluster_enabled", 0)):
+                raise BackendError(
+                    "Redis Cluster is not supported: conversation, message, session and "
+                    "memory ids are claimed in the same script as the owner's data; use a "
+                    "standalone server",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            memory = await client.info("memory")
+            policy = str(memory.get("maxmemory_policy", "noeviction"))
+            if policy.startswith("allkeys-"):
+                # Evicting any key would silently drop stored messages and leave the
+                # indexes pointing at them.
+                raise BackendError(
+                    f"the server evicts keys under memory pressure (maxmemory-policy "
+                    f"{policy}); a memory store needs noeviction (or a volatile-* policy)",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            persistence = await client.info("persistence")
+            durable = bool(int(persistence.get("aof_enabled", 0)))
+            if s["require_durable"] and not durable:
+                raise BackendError(
+                    "require_durable is set but the server does not persist writes "
+                    "(appendonly is off)",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            await self._check_layout(client)
+            scripts = {}
+            for name, body in SCRIPTS.items():
+                script = client.register_script(PRELUDE + body)
+                await client.script_load(script.script)
+                scripts[name] = script
+            await self._check_analysis(client, scripts)
+            mode = await self._detect_vector_mode(client)
+        except BaseException:
+            await client.aclose()
+            await pool.aclose()
+            raise
+        caps = type(self).capabilities
+        self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
+        self._client, self._pool, self._scripts = client, pool, scripts
+        self._slots = asyncio.Semaphore(s["max_connections"])
+        self._vector_mode, self._index_dimension = mode, None
+        log.info(
+            "%s: vector search %s",
+            self.describe(),
+            "by RediSearch (HNSW index, filters inside the KNN query)"
+            if mode == "redisearch"
+            else "exact, in the client (the server has no RediSearch)"
+            if s["vector_search"] == "auto"
+            else "exact, in the client (vector_search='client')",
+        )
+
+    async def _detect_vector_mode(self, client: Any) -> str:
+        """``"redisearch"`` if the server answers RediSearch commands (and that is wanted)."""
+        wanted = self._settings["vector_search"]
+        if wanted == "client":
+            return "client"
+        try:
+            await client.execute_command("FT._LIST")
+        except rexc.ResponseError as exc:
+            if wanted == "redisearch":
+                raise BackendError(
+                    f"vector_search='redisearch' but the server has no RediSearch module ({exc})",
+                    backend=self.backend_name,
+                    operation="connect",
+                ) from exc
+            return "client"
+        return "redisearch"
+
+    async def _check_analysis(self, client: Any, scripts: dict[str, Any]) -> None:
+        """Re-index every document if the shared text analysis changed since it was indexed.
+
+        One process re-indexes (under a lock key); others connecting meanwhile wait for it.
+        """
+        meta, lock = self.keys.glob("meta"), self.keys.glob("reindex-lock")
+        if await client.hget(meta, "analysis") == ANALYZER_FINGERPRINT:
+            return
+        token = uuid.uuid4().hex
+        while not await client.set(lock, token, nx=True, px=_LOCK_MS):
+            await asyncio.sleep(0.1)
+            if await client.hget(meta, "analysis") == ANALYZER_FINGERPRINT:
+                return
+        try:
+            if await client.hget(meta, "analysis") != ANALYZER_FINGERPRINT:
+                await self._reindex(client, scripts["reindex"], lock)
+                await client.hset(meta, "analysis", ANALYZER_FINGERPRINT)
+        finally:
+            if await client.get(lock) == token:
+                await client.delete(lock)
+
+    async def _check_layout(self, client: Any) -> None:
+        """Refuse to work over keys that key layout 1 named differently (see ``keys``)."""
+        old = self.prefix
+        if old == self.keys.prefix or not await client.hexists(f"{old}:meta", "analysis"):
+            return
+        raise SchemaError(
+            f"the keys of prefix {old!r} are in Redis key layout 1, where a prefix holding "
+            f"':' could share keys with another store's; stop every process using this prefix "
+            f"and run `bruno-memstore migrate --url URL` (RedisMemory.migrate_key_layout) to "
+            f"move them to layout {LAYOUT_VERSION}",
+            backend=self.backend_name,
+            operation="connect",
+        )
+
+    async def migrate_key_layout(self) -> int:
+        """Rename the keys key layout 1 gave this store to their layout-2 names; return how
+        many moved (0 when the prefix holds neither ``:`` nor ``%``: its names did not change).
+
+        Stop every process using the prefix first. Nothing is overwritten, and an interrupted
+        run can be run again: the ``meta`` hash, which marks layout 1, moves last.
+        """
+        old, new = self.prefix, self.keys.prefix
+        if old == new:
+            return 0
+        s = self._settings
+        client = aioredis.Redis.from_url(
+            self._driver_url,
+            decode_responses=True,
+            socket_timeout=s["socket_timeout"],
+            socket_connect_timeout=s["connect_timeout"],
+        )
+        try:
+            return await _move_layout_1(client, old, new)
+        except Exception as exc:
+            raise self._translate("migrate_key_layout", exc) from exc
+        finally:
+            await client.aclose()
+
+    async def _reindex(self, client: Any, script: Any, lock: str) -> None:
+        users_cursor: int | None = None
+        while users_cursor != 0:
+            users_cursor, users = await client.sscan(
+                self.keys.glob("users"), users_cursor or 0, count=100
+            )
+            for user in users:
+                docs_cursor: int | None = None
+                while docs_cursor != 0:
+                    docs_cursor, docs = await client.hscan(
+                        self.keys.user(user, "doc"), docs_cursor or 0, count=500
+                    )
+                    args = await self._reindex_args(client, user, docs)
+                    if args:
+                        await script(args=[self.keys.prefix, user, *args])
+                    await client.pexpire(lock, _LOCK_MS)
+
+    async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
+        """``(doc, length, terms, values)*`` for the documents, from their stored text."""
+        pipe = client.pipeline(transaction=False)
+        for doc, meta in docs.items():
+            if doc.startswith("e"):
+                pipe.hget(self.keys.user(user, "e"), doc[1:])
+            else:
+                _role, member, conv = meta.split("\x00", 3)[:3]
+                pipe.hget(self.keys.conversation(user, conv, "b"), member[28:])
+        args: list[Any] = []
+        for doc, text in zip(docs, await pipe.execute(), strict=True):
+            if text is not None:
+                args.append(doc)
+                # The content is field 2 of a memory record, field 1 of a message body.
+                _index_args(json.loads(text)[2 if doc.startswith("e") else 1], args)
+        return args
+
+    async def _close(self) -> None:
+        client, pool = self._client, self._pool
+        self._client = self._pool = None
+        self._scripts = {}
+        if client is not None:
+            await client.aclose()
+        if pool is not None:
+            await pool.aclose()
+
+    async def _eval(self, name: str, args: Sequence[Any]) -> Any:
+        """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
+        return await self._command(self._scripts[name], args=[self.keys.prefix, *args])
+
+    async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        slots = self._slots
+        if slots.locked():
+            async with asyncio.timeout(self._settings["pool_timeout"]):
+                await slots.acquire()
+        else:
+            await slots.acquire()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            slots.release()
+
+    # ================================================================ error handling
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if rexc is None:
+            return False
+        if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
+            return False
+        # Lost connections, socket timeouts, a server loading its AOF after a restart, and
+        # a replica promoted under us (READONLY) may all succeed a moment later.
+        return isinstance(
+            exc,
+            (
+                rexc.ConnectionError,
+                rexc.TimeoutError,
+                rexc.TryAgainError,
+                rexc.ReadOnlyError,
+                ConnectionError,
+            ),
+        )
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        if rexc is not None and isinstance(exc, rexc.ConnectionError):
+            return not isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError))
+        return isinstance(exc, (ConnectionError, OSError))
+
+    def _is_timeout(self, exc: BaseException) -> bool:
+        return isinstance(exc, TimeoutError) or (
+            rexc is not None and isinstance(exc, rexc.TimeoutError)
+        )
+
+    # ================================================================ conversations, messages
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        return await self._eval("conversation_owner", [conversation_id])
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        args = _append_args(conversation_id, user_id, enforce_owner, self._ttl_ms, records)
+        reply = await self._eval("append", args)
+        if reply[0] == "owner":
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="store_message",
+            )
+        return AppendResult(reply[1], frozenset(reply[2:]))
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        if not ids:
+            return []
+        reply = await self._eval("get_messages", list(ids))
+        return [
+            _message(reply[i + 3], reply[i + 2], reply[i + 1], reply[i])
+            for i in range(0, len(reply), 4)
+        ]
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        if conversation_id is not None:
+            reply = await self._eval(
+                "read_conversation", [conversation_id, user_id or "", limit or 0]
+            )
+            return _conversation_messages(reply, conversation_id)
+        assert user_id is not None
+        return _user_messages(await self._eval("read_user", [user_id, limit or 0]), user_id)
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        return int(await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)]))
+
+    # ================================================================ memory entries
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        expires = record.expires_us
+        meta = _dumps(
+            {
+                "t": record.memory_type,
+                "c": record.category,
+                "g": record.tags,
+                "f": record.confidence,
+                "i": record.importance,
+                "x": ts_hex(expires) if expires is not None else None,
+                "v": record.conversation_id,
+                "r": rank_member(record.importance, record.created_us, record.id),
+            }
+        )
+        body = _dumps(
+            [
+                record.id,
+                record.user_id,
+                record.content,
+                record.memory_type,
+                record.category,
+                record.tags,
+                record.confidence,
+                record.importance,
+                record.created_us,
+                record.expires_us,
+                record.conversation_id,
+                record.payload,
+            ]
+        )
+        args: list[Any] = [
+            record.user_id,
+            record.id,
+            body,
+            meta,
+            rank_member(record.importance, record.created_us, record.id),
+            ts_hex(expires) if expires is not None else "",
+            expires if expires is not None else 0,
+        ]
+        _index_args(record.content, args)
+        args.append(b"" if record.vector is None else vector_to_bytes(record.vector))
+        if not await self._eval("put_memory", args):
+            raise memory_taken(record.id)
+
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        text = await self._eval("get_memory", [memory_id])
+        return _memory(text) if text else None
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        reply = await self._eval("query_memories", [flt.user_id, _filter_json(flt), flt.limit])
+        return [_memory(text) for text in reply]
+
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        deleted = int(await self._eval("delete_own_memory", [memory_id, user_id or ""]))
+        if deleted < 0:
+            raise memory_taken(memory_id)
+        return deleted > 0
+
+    async def _purge_expired(self, now_us: int) -> int:
+        total = 0
+        while True:
+            deleted, more = await self._eval("purge_expired", [now_us, 256])
+            total += int(deleted)
+            if not int(more):
+                return total
+
+    # ================================================================ sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        reply = await self._eval(
+            "put_session",
+            [
+                record.user_id,
+                record.session_id,
+                record.conversation_id,
+                "1" if record.is_active else "0",
+                ts_hex(record.started_us) + record.session_id,
+                record.payload,
+                self._ttl_ms,
+            ],
+        )
+        if reply[0] == "owner":
+            raise OwnershipError(
+                f"conversation {record.conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation="session",
+            )
+        if reply[0] == "session":
+            raise session_taken(record.session_id)
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        reply = await self._eval("get_session", [session_id])
+        return _session(session_id, reply[0], reply[1]) if reply else None
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        reply = await self._eval(
+            "latest_session", [user_id, conversation_id or "", "1" if active_only else "0"]
+        )
+        return _session(reply[0], user_id, reply[1]) if reply else None
+
+    # ================================================================ search and statistics
+
+    async def _text_search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        words = list(dict.fromkeys(terms(query)))
+        if not words:
+            return []
+        code = ("m" if "message" in kinds else "") + ("e" if "memory" in kinds else "")
+        flt = ""
+        if "memory" in kinds:
+            flt = _filter_json(memory_filter or MemoryFilter(user_id=user_id))
+        reply = await self._eval(
+            "search",
+            [user_id, limit, code, conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
+        )
+        hits: list[SearchHit] = []
+        for i in range(0, len(reply), 5):
+            score = float(reply[i + 1])
+            if reply[i] == "m":
+                rec = _message(reply[i + 4], reply[i + 3], reply[i + 2], user_id)
+                hits.append(SearchHit("message", score, message=rec))
+            else:
+                hits.append(SearchHit("memory", score, memory=_memory(reply[i + 2])))
+        # Equal scores: newest first, then id (the order of the in-process BM25 backends).
+        hits.sort(key=_hit_order)
+        return hits[:limit]
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        reply = await self._eval("statistics", [user_id])
+        convs, sessions, active, memories, first, last = reply[:6]
+        roles = {reply[i]: int(reply[i + 1]) for i in range(6, len(reply), 2)}
+        return {
+            "messages": sum(roles.values()),
+            "conversations": int(convs),
+            "sessions": int(sessions),
+            "active_sessions": int(active),
+            "memories": int(memories),
+            "messages_by_role": roles,
+            "first_message_us": ts_from_hex(first) if first else None,
+            "last_message_us": ts_from_hex(last) if last else None,
+        }
+
+    # ================================================================ vectors
+
+    async def _vector_space(self) -> VectorSpace | None:
+        text = await self._command(self._client.hget, self.keys.glob("meta"), "vspace")
+        if not text:
+            return None
+        model, dimension = json.loads(text)
+        return VectorSpace(model, dimension)
+
+    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+        meta = self.keys.glob("meta")
+        text = _dumps([space.model, space.dimension])
+        if replace:
+            # Vectors first: an interrupted run leaves the old model recorded over fewer
+            # vectors, never the new one over old vectors.
+            if self._vector_mode == "redisearch":
+                await self._drop_index()
+            async for user in self._users(None):
+                await self._eval("drop_vectors", [user])
+            await self._command(self._client.hset, meta, "vspace", text)
+            await self._command(self._client.hincrby, meta, "vepoch", 1)
+            self._vector_cache.clear()
+            recorded = space
+        else:
+            await self._command(self._client.hsetnx, meta, "vspace", text)
+            found = await self._vector_space()
+            assert found is not None
+            recorded = found
+        if self._vector_mode == "redisearch":
+            await self._ensure_index(recorded.dimension)
+        return recorded
+
+    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
+        code = "m" if kind == "message" else "e"
+        flat: list[Any] = []
+        for rid, vec in items:
+            flat += (str(rid), vector_to_bytes(vec))
+        for start in range(0, len(flat), 512):
+            await self._eval("put_vectors", [code, *flat[start : start + 512]])
+
+    async def _vector_search(
+        self,
+        user_id: str,
+        vector: Any,
+        *,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        memory_filter: MemoryFilter | None = None,
+    ) -> list[SearchHit]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        flt = memory_filter or MemoryFilter(user_id=user_id, now_us=int(time.time() * 1e6))
+        if self._vector_mode == "redisearch":
+            near = await self._knn(user_id, query, kinds, conversation_id, limit, flt)
+        else:
+            near = await self._exact(user_id, query, kinds, conversation_id, limit, flt)
+        return await self._fetch_hits(user_id, near)
+
+    # ---------------------------------------------------------------- RediSearch
+
+    async def _ensure_index(self, dimension: int) -> None:
+        """Create the HNSW index for ``dimension`` unless it exists with that dimension.
+
+        Created over documents already stored (RediSearch indexes them in the background),
+        so a store written before the server had RediSearch is searchable once connected.
+        """
+        if self._index_dimension == dimension:
+            return
+        current = await self._index_info()
+        if current is not None:
+            if _index_dimension(current) == dimension:
+                self._index_dimension = dimension
+                return
+            await self._drop_index()
+        schema: list[Any] = [
+            "vec", "VECTOR", "HNSW", 10, "TYPE", "FLOAT32", "DIM", dimension,
+            "DISTANCE_METRIC", "COSINE", "M", _HNSW_M, "EF_CONSTRUCTION", _HNSW_EF_CONSTRUCTION,
+        ]  # fmt: skip
+        for name in ("u", "k", "c", "t", "g", "tg"):
+            schema += (name, "TAG")
+        for name in ("f", "i", "x"):
+            schema += (name, "NUMERIC")
+        try:
+            await self._command(
+                self._client.execute_command,
+                "FT.CREATE",
+                self.vector_index_name,
+                "ON",
+                "HASH",
+                "PREFIX",
+                1,
+                f"{self.keys.prefix}:v:",
+                "SCHEMA",
+                *schema,
+            )
+        except rexc.ResponseError as exc:
+            if "already exists" not in str(exc).lower():  # another process was first
+                raise
+        self._index_dimension = dimension
+
+    async def _index_info(self) -> dict[str, Any] | None:
+        try:
+            reply = await self._command(
+                self._client.execute_command, "FT.INFO", self.vector_index_name
+            )
+        except rexc.ResponseError as exc:
+            if _no_index(exc):
+                return None
+            raise
+        return _pairs(reply)
+
+    async def _drop_index(self) -> None:
+        self._index_dimension = None
+        try:
+            await self._command(
+                self._client.execute_command, "FT.DROPINDEX", self.vector_index_name
+            )
+        except rexc.ResponseError as exc:
+            if not _no_index(exc):
+                raise
+
+    async def vector_index_info(self) -> dict[str, Any]:
+        """What answers vector queries: ``mode``, and in ``"redisearch"`` mode the index's
+        ``name``, ``dimension``, ``documents``, ``indexing`` (still scanning: 0/1) and
+        ``failures`` (documents it could not index)."""
+        await self._ensure_connected()
+        out: dict[str, Any] = {"mode": self._vector_mode}
+        if self._vector_mode == "redisearch":
+            info = await self._index_info() or {}
+            out.update(
+                name=self.vector_index_name,
+                dimension=_index_dimension(info) if info else None,
+                documents=int(info.get("num_docs", 0)),
+                indexing=int(info.get("indexing", 0)),
+                failures=int(info.get("hash_indexing_failures", 0)),
+            )
+        return out
+
+    def _user_tag(self, user_id: str) -> str:
+        """The ``u`` field of the user's vector documents (the store's key prefix is in it)."""
+        return vector_tag(self.keys.prefix + "\0" + user_id)
+
+    def _knn_query(
+        self,
+        user_id: str,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        flt: MemoryFilter,
+    ) -> str:
+        """The filter of a KNN query; every value is a hex digest, so nothing needs escaping."""
+        parts = [f"@u:{{{self._user_tag(user_id)}}}"]
+        if conversation_id is not None:
+            parts.append(f"@c:{{{vector_tag(conversation_id)}}}")
+        alternatives: list[str] = []
+        if "message" in kinds:
+            alternatives.append("@k:{m}")
+        if "memory" in kinds:
+            memory = ["@k:{e}"]
+            for field, values in (("t", flt.memory_types), ("g", flt.categories), ("tg", flt.tags)):
+                if values:
+                    memory.append(f"@{field}:{{{'|'.join(vector_tag(v) for v in values)}}}")
+            if flt.min_confidence > 0:
+                memory.append(f"@f:[{float(flt.min_confidence)!r} +inf]")
+            if flt.min_importance > 0:
+                memory.append(f"@i:[{float(flt.min_importance)!r} +inf]")
+            if not flt.include_expired:
+                memory.append(f"@x:[({int(flt.now_us)} +inf]")
+            alternatives.append(f"({' '.join(memory)})")
+        if len(alternatives) == 1:
+            parts.append(alternatives[0])
+        else:
+            parts.append(f"({' | '.join(alternatives)})")
+        return f"({' '.join(parts)})=>[KNN $k @vec $blob EF_RUNTIME $ef AS dist]"
+
+    async def _knn(
+        self,
+        user_id: str,
+        query: np.ndarray,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        flt: MemoryFilter,
+    ) -> list[tuple[float, str, str]]:
+        if self._index_dimension != query.size:
+            space = await self._vector_space()
+            await self._ensure_index(space.dimension if space else query.size)
+        args = [
+            "FT.SEARCH",
+            self.vector_index_name,
+            self._knn_query(user_id, kinds, conversation_id, flt),
+            "PARAMS",
+            6,
+            "blob",
+            query.astype("<f4").tobytes(),
+            "k",
+            limit,
+            "ef",
+            max(limit, self._settings["hnsw_ef_runtime"]),
+            "SORTBY",
+            "dist",
+            "ASC",
+            "LIMIT",
+            0,
+            limit,
+            "RETURN",
+            1,
+            "dist",
+            "DIALECT",
+            2,
+        ]
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            # Conversations past their TTL leave first (with their vectors), then the query.
+            await self._scripts["vector_state"](args=[self.keys.prefix, user_id], client=pipe)
+            pipe.execute_command(*args)
+            try:
+                _state, reply = await self._command(pipe.execute)
+                break
+            except rexc.ResponseError as exc:
+                if attempt == 2 or not _no_index(exc):
+                    raise
+            # The index was dropped under us (a reindex elsewhere, FLUSHALL): recreate it.
+            self._index_dimension = None
+            space = await self._vector_space()
+            await self._ensure_index(space.dimension if space else query.size)
+        near: list[tuple[float, str, str]] = []
+        for key, fields in _search_results(reply):
+            # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
+            cut = key.index("}:", len(self.keys.prefix)) + 2
+            near.append((1.0 - float(fields["dist"]), key[cut], _decode_id(key[cut + 1 :])))
+        return near
+
+    # ---------------------------------------------------------------- search in the client
+
+    async def _exact(
+        self,
+        user_id: str,
+        query: np.ndarray,
+        kinds: frozenset[str],
+        conversation_id: str | None,
+        limit: int,
+        flt: MemoryFilter,
+    ) -> list[tuple[float, str, str]]:
+        message_epoch, logged, memory_generation, epoch = await self._eval(
+            "vector_state", [user_id]
+        )
+        nbytes = 4 * query.size
+        near: list[tuple[float, str, str]] = []
+        if "message" in kinds:
+            index = await self._message_index(user_id, (message_epoch, epoch), int(logged), nbytes)
+            conv = None if conversation_id is None else vector_tag(conversation_id)
+            found = index.search(query, limit, conversation=conv)
+            near += [(s, "m", rid) for rid, s in found]
+        if "memory" in kinds:
+            index = await self._vector_cache.get(
+                f"{user_id}\0e",
+                (memory_generation, epoch),
+                lambda: self._load_vectors(user_id, "e", nbytes),
+            )
+
+            def allow_memory(key: Any) -> bool:
+                rec: MemoryRecord = key.record
+                return flt.matches(rec) and conversation_id in (None, rec.conversation_id)
+
+            near += [(s, "e", key.record.id) for key, s in index.search(query, limit, allow_memory)]
+        near.sort(key=lambda n: -n[0])
+        return near[:limit]
+
+    async def _message_index(
+        self, user_id: str, generation: tuple[str, str], logged: int, nbytes: int
+    ) -> Any:
+        """The user's message vectors as of now: the index loaded for this message epoch,
+        plus the vectors logged (appended) since it was loaded or last brought up to date."""
+
+        async def delta(after: int) -> tuple[list[tuple[Any, ...]], int] | None:
+            reply = await self._eval_bytes("vector_delta", [user_id, generation[0], after, nbytes])
+            if reply[0] == b"stale":  # the epoch moved meanwhile
+                return None
+            return _rows(user_id, "m", reply[1:], nbytes, set()), int(reply[0])
+
+        try:
+            return await self._logged.index(
+                f"{user_id}\0m",
+                generation,
+                logged,
+                lambda: self._load_vectors(user_id, "m", nbytes),
+                delta,
+            )
+        except StaleLog as exc:  # pragma: no cover - only under a storm of deletions
+            raise BackendError(
+                str(exc), backend=self.backend_name, operation="vector_search"
+            ) from exc
+
+    async def _load_vectors(self, user_id: str, kind: str, nbytes: int) -> list[tuple[Any, ...]]:
+        """The user's vectors of one kind with what the filters need, SSCAN step by step."""
+        out: list[tuple[Any, ...]] = []
+        seen: set[str] = set()  # SSCAN may repeat an element
+        cursor = 0
+        while True:
+            cursor_text, ids, extras, blob = await self._eval_bytes(
+                "vector_load", [user_id, kind, cursor, _LOAD_BATCH, nbytes]
+            )
+            cursor = int(cursor_text)
+            out += _rows(user_id, kind, (ids, extras, blob), nbytes, seen)
+            if cursor == 0:
+                return out
+
+    async def _eval_bytes(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a script whose reply holds binary values (returned undecoded)."""
+        script = self._scripts[name]
+
+        def call() -> Any:
+            return self._client.execute_command(
+                "EVALSHA", script.sha, 0, self.keys.prefix, *args, **{NEVER_DECODE: True}
+            )
+
+        try:
+            return await self._command(call)
+        except rexc.NoScriptError:  # the server's script cache was flushed
+            await self._command(self._client.script_load, script.script)
+            return await self._command(call)
+
+    async def _fetch_hits(
+        self, user_id: str, near: list[tuple[float, str, str]]
+    ) -> list[SearchHit]:
+        """The records of ``near`` (``(score, kind, id)``), re-checked to be the user's;
+        those deleted meanwhile are left out."""
+        if not near:
+            return []
+        flat: list[str] = []
+        for _, kind, rid in near:
+            flat += (kind, rid)
+        reply = await self._eval("vector_fetch", [user_id, *flat])
+        hits: list[SearchHit] = []
+        for (score, _, _), i in zip(near, range(0, len(reply), 4), strict=True):
+            kind = reply[i]
+            if kind == "m":
+                rec = _message(reply[i + 3], reply[i + 2], reply[i + 1], user_id)
+                hits.append(SearchHit("message", score, message=rec))
+            elif kind == "e":
+                hits.append(SearchHit("memory", score, memory=_memory(reply[i + 1])))
+        return hits
+
+    # ================================================================ whole-store operations
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        # One script per conversation, then the memory entries, then the rest: each step is
+        # atomic and idempotent, and none blocks the server for the whole user at once.
+        stats = await self._statistics(user_id)
+        convs = await self._command(self._client.smembers, self.keys.user(user_id, "convs"))
+        for conv in convs:
+            await self._eval("drop_conversation", [user_id, conv])
+        memory_ids = list(await self._command(self._client.hkeys, self.keys.user(user_id, "e")))
+        await self._forget_memories(user_id, memory_ids)
+        await self._eval("forget_rest", [user_id])
+        return {
+            "messages": int(stats["messages"]),  # type: ignore[call-overload]
+            "conversations": int(stats["conversations"]),  # type: ignore[call-overload]
+            "sessions": int(stats["sessions"]),  # type: ignore[call-overload]
+            "memories": int(stats["memories"]),  # type: ignore[call-overload]
+        }
+
+    async def _forget_memories(self, user_id: str, memory_ids: Sequence[str]) -> None:
+        """Delete the ids that are still the user's entries (the list was read earlier)."""
+        for start in range(0, len(memory_ids), 256):
+            await self._eval("forget_memories", [user_id, *memory_ids[start : start + 256]])
+
+    async def _compact(self) -> None:
+        # Deletions leave nothing in the keyspace; the append-only file still holds the
+        # commands that wrote the erased records until it is rewritten from the keyspace.
+        if not await self._aof_idle():
+            return  # no append-only file
+        try:
+            await self._command(self._client.bgrewriteaof)
+        except rexc.ResponseError as exc:
+            # One started meanwhile, after the erasures: it serves as well.
+            if "in progress" not in str(exc):
+                raise
+        await self._aof_idle()
+        info = await self._command(self._client.info, "persistence")
+        if info.get("aof_last_bgrewrite_status") != "ok":
+            raise BackendError(
+                "the server could not rewrite its append-only file (see its log)",
+                backend=self.backend_name,
+                operation="compact",
+            )
+
+    async def _aof_idle(self) -> bool:
+        """Wait until no append-only file rewrite runs or waits; ``False``: AOF is off."""
+        while True:
+            info = await self._command(self._client.info, "persistence")
+            if not int(info.get("aof_enabled", 0)):
+                return False
+            busy = int(info.get("aof_rewrite_in_progress", 0))
+            if not busy and not int(info.get("aof_rewrite_scheduled", 0)):
+                return True
+            await asyncio.sleep(_REWRITE_POLL)
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        batch: list[object] = []
+        async for user in self._users(user_id):
+            await self._eval("touch_user", [user])
+            async for item in self._export_user(kind, user):
+                batch.append(item)
+                if len(batch) >= _EXPORT_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    async def _users(self, user_id: str | None) -> AsyncIterator[str]:
+        if user_id is not None:
+            yield user_id
+            return
+        seen: set[str] = set()  # SSCAN may repeat an element
+        cursor = None
+        while cursor != 0:
+            cursor, users = await self._command(
+                self._client.sscan, self.keys.glob("users"), cursor or 0, count=500
+            )
+            for user in users:
+                if user not in seen:
+                    seen.add(user)
+                    yield user
+
+    async def _export_user(self, kind: ExportKind, user: str) -> AsyncIterator[object]:
+        convs = sorted(await self._command(self._client.smembers, self.keys.user(user, "convs")))
+        if kind == "conversations":
+            for conv in convs:
+                yield (conv, user)
+        elif kind == "messages":
+            for conv in convs:
+                start = 0
+                while True:
+                    reply = await self._eval(
+                        "read_conversation", [conv, user, 0, start, _EXPORT_BATCH]
+                    )
+                    for rec in _conversation_messages(reply, conv):
+                        yield rec
+                    if not reply or len(reply[1]) < _EXPORT_BATCH:
+                        break
+                    start += _EXPORT_BATCH
+        else:
+            part = "e" if kind == "memories" else "s"
+            seen: set[str] = set()  # HSCAN may repeat a field
+            cursor = None
+            while cursor != 0:
+                cursor, items = await self._command(
+                    self._client.hscan, self.keys.user(user, part), cursor or 0, count=500
+                )
+                for rid, text in items.items():
+                    if rid not in seen:
+                        seen.add(rid)
+                        yield _memory(text) if kind == "memories" else _session(rid, user, text)
+
+
+# ==================================================================== helpers
+
+
+def _rows(
+    user_id: str, kind: str, reply: Sequence[bytes], nbytes: int, seen: set[str]
+) -> list[tuple[Any, ...]]:
+    """Index items from a loading script's ``ids, extras, vectors`` (ids in ``seen`` are
+    skipped, then added): messages labelled by conversation digest, memory entries keyed by
+    their record."""
+    ids, extras, blob = reply
+    if not ids:
+        return []
+    rows = np.frombuffer(blob, dtype="<f4").reshape(-1, nbytes // 4)
+    out: list[tuple[Any, ...]] = []
+    for rid_bytes, extra, vec in zip(ids.split(b"\0"), extras.split(b"\0"), rows, strict=True):
+        rid = rid_bytes.decode()
+        if rid in seen:
+            continue
+        seen.add(rid)
+        if kind == "m":
+            out.append((rid, vec, None, extra.decode()))
+        else:
+            out.append((_Entry(_memory(extra.decode())), vec))
+    return out
+
+
+class _Entry:
+    """A memory entry's key in a cached vector index: its record, for the filters
+    (identity-hashed; a loaded index holds each entry once)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: MemoryRecord) -> None:
+        self.record = record
+
+
+def vector_tag(value: str) -> str:
+    """The TAG value indexed for ``value`` (the scripts' ``redis.sha1hex``): hex digits only,
+    so any user id, conversation id, category or tag is matched exactly, unescaped."""
+    return hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _no_index(exc: BaseException) -> bool:
+    """Whether a RediSearch error says the index does not exist."""
+    text = str(exc).lower()
+    return "unknown index" in text or "no such index" in text or "not found" in text
+
+
+# Layout 1's names under prefix P that were P's own: P:<global>, P:<kind>:<id>, and (below)
+# P:v:{P:u:... vector documents and {P:u:... per-user keys. P:meta moves last.
+_LAYOUT_1_GLOBALS = frozenset({"users", "cexp", "eexp", "vgen"})
+_LAYOUT_1_POINTERS = ("co:", "mo:", "so:", "eo:")
+
+
+def _layout_2_name(key: str, old: str, new: str) -> str | None:
+    """The layout-2 name of a layout-1 key of prefix ``old``, or None if it is not one."""
+    tag_old, tag_new = f"{{{old}:u:", f"{{{new}:u:"
+    if key.startswith(tag_old):
+        return tag_new + key[len(tag_old) :]
+    rest = key[len(old) + 1 :]
+    if rest.startswith("v:" + tag_old):
+        return f"{new}:v:{tag_new}{rest[len(tag_old) + 2 :]}"
+    if rest in _LAYOUT_1_GLOBALS or rest.startswith(_LAYOUT_1_POINTERS):
+        return f"{new}:{rest}"
+    return None
+
+
+async def _move_layout_1(client: Any, old: str, new: str) -> int:
+    """Rename every layout-1 key of prefix ``old`` (see ``RedisMemory.migrate_key_layout``)."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in old)
+    found: set[str] = set()
+    for match in (f"{pattern}:*", f"{{{pattern}:u:*"):
+        found.update([key async for key in client.scan_iter(match=match, count=1000)])
+    moved, clashes = 0, []
+    vectors = f"{new}:v:{{{new}:u:"
+    for key in sorted(found):
+        target = _layout_2_name(key, old, new)
+        if target is None:
+            continue
+        if not await client.renamenx(key, target):
+            clashes.append(target)
+            continue
+        moved += 1
+        if target.startswith(vectors):
+            # The owner filter of a vector document holds the key prefix.
+            owner = _decode_id(target[len(vectors) : target.index("}", len(vectors))])
+            await client.hset(target, "u", vector_tag(new + "\0" + owner))
+    if clashes:
+        raise SchemaError(
+            f"{len(clashes)} keys of layout 1 did not move: their new names exist already "
+            f"(first: {clashes[0]!r}); nothing was overwritten"
+        )
+    if await client.exists(f"{old}:meta"):
+        if not await client.renamenx(f"{old}:meta", f"{new}:meta"):
+            raise SchemaError(f"both {old}:meta and {new}:meta exist; nothing was overwritten")
+        moved += 1
+    # RediSearch's index of layout 1 covered the old names; a new one is made on first use.
+    with contextlib.suppress(rexc.ResponseError):
+        await client.execute_command("FT.DROPINDEX", f"{old}:vectors")
+    return moved
+
+
+def _decode_id(text: str) -> str:
+    """Inverse of ``encode_id`` (``%25``, ``%7B``, ``%7D``)."""
+    if "%" not in text:
+        return text
+    return text.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A RESP2 flat ``[name, value, ...]`` list as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    return {str(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+
+
+def _search_results(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(key, fields)`` of each document in an ``FT.SEARCH`` reply (RESP2 or RESP3)."""
+    if isinstance(reply, dict):
+        return [(r["id"], r.get("extra_attributes") or {}) for r in reply.get("results", [])]
+    return [(reply[i], _pairs(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+
+def _index_dimension(info: dict[str, Any]) -> int | None:
+    """The vector field's dimension in an ``FT.INFO`` reply."""
+    for attribute in info.get("attributes", []):
+        fields = _pairs(attribute)
+        if fields.get("identifier") == "vec":
+            dim = fields.get("dim")
+            return int(dim) if dim is not None else None
+    return None
+
+
+def _merge_options(
+    url: MemoryURL, given: dict[str, Any], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Combine URL query options with keyword arguments; a keyword given explicitly wins."""
+    url.check_options(set(_OPTIONS) | _PASSTHROUGH)
+    settings = dict(given)
+    base = dict(options)
+    for name, kind in _OPTIONS.items():
+        if name not in url.query:
+            continue
+        value = url.option(name, kind)
+        if name in settings:
+            if settings[name] == _DEFAULTS[name]:
+                settings[name] = value
+        else:
+            base.setdefault(name, value)
+    passthrough = {k: v for k, v in url.query.items() if k in _PASSTHROUGH}
+    return settings, base, passthrough
+
+
+def _driver_url(url: MemoryURL, query: dict[str, str]) -> str:
+    """The URL handed to redis-py: ours without the options it does not know."""
+    raw = url.raw.split("?", 1)[0].split("#", 1)[0]
+    if query:
+        raw += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    return raw
+
+
+def _check_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise InvalidArgumentError("prefix", "must be a non-empty string")
+    if any(c in prefix for c in "{}\x00"):
+        raise InvalidArgumentError("prefix", "must not contain '{', '}' or NUL")
+    return prefix
+
+
+def _index_args(text: str, out: list[Any]) -> None:
+    """Append: document length, its distinct terms and their posting values (NUL-joined)."""
+    toks = terms(text)
+    if len(toks) >= _F:
+        raise InvalidArgumentError("content", f"has more than {_F - 1} words to index")
+    counts = Counter(toks)
+    base = len(toks) * _F
+    out.append(len(toks))
+    out.append("\x00".join(counts))
+    out.append("\x00".join([str(base + tf) for tf in counts.values()]))
+
+
+def _append_args(
+    conversation_id: str,
+    user_id: str,
+    enforce_owner: bool,
+    ttl_ms: int,
+    records: Sequence[MessageRecord],
+) -> list[Any]:
+    """Arguments of the append script. Small fields travel NUL-joined: each argument costs
+    the client more to encode than the server to split."""
+    # With no records the script only claims the conversation and never reads ``newest``.
+    newest = records[0].ts_us if len(records) == 1 else max((r.ts_us for r in records), default=0)
+    enforce = "1" if enforce_owner else "0"
+    args: list[Any] = [
+        f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
+    ]
+    for rec in records:
+        toks = terms(rec.content)
+        if len(toks) >= _F:
+            raise InvalidArgumentError("content", f"has more than {_F - 1} words to index")
+        counts = Counter(toks)
+        base = len(toks) * _F
+        args.append(f"{rec.id}\x00{rec.role}\x00{ts_hex(rec.ts_us)}\x00{len(toks)}")
+        args.append(
+            _dumps(
+                [
+                    rec.role,
+                    rec.content,
+                    rec.message_type,
+                    rec.timestamp,
+                    rec.ts_us,
+                    rec.metadata,
+                    rec.parent_id,
+                ]
+            )
+        )
+        args.append("\x00".join(counts))
+        args.append("\x00".join([str(base + tf) for tf in counts.values()]))
+        args.append(b"" if rec.vector is None else vector_to_bytes(rec.vector))
+    return args
+
+
+def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
+    role, content, mtype, timestamp, ts_us, metadata, parent = json.loads(body)
+    return MessageRecord(
+        id=member[28:],
+        conversation_id=conversation_id,
+        role=role,
+        content=content,
+        message_type=mtype,
+        timestamp=timestamp,
+        ts_us=ts_us,
+        metadata=metadata,
+        parent_id=parent,
+        user_id=owner,
+        seq=member_seq(member),
+    )
+
+
+def _conversation_messages(reply: list[Any], conversation_id: str) -> list[MessageRecord]:
+    if not reply:
+        return []
+    owner, members, bodies = reply
+    return [
+        _message(body, member, conversation_id, owner)
+        for member, body in zip(members, bodies, strict=True)
+        if body is not None
+    ]
+
+
+def _user_messages(reply: list[Any], user_id: str) -> list[MessageRecord]:
+    out: list[MessageRecord] = []
+    for i in range(0, len(reply), 3):
+        conv = reply[i]
+        out += [
+            _message(body, member, conv, user_id)
+            for member, body in zip(reply[i + 1], reply[i + 2], strict=True)
+            if body is not None
+        ]
+    return out
+
+
+def _memory(text: str) -> MemoryRecord:
+    return MemoryRecord(*json.loads(text))
+
+
+def _session(session_id: str, owner: str, text: str) -> SessionRecord:
+    active, lex, conv, payload = text.split("\x00", 3)
+    return SessionRecord(
+        session_id=session_id,
+        user_id=owner,
+        conversation_id=conv,
+        is_active=active == "1",
+        started_us=ts_from_hex(lex),
+        payload=payload,
+    )
+
+
+def _filter_json(flt: MemoryFilter) -> str:
+    return _dumps(
+        {
+            "t": list(flt.memory_types),
+            "c": list(flt.categories),
+            "g": list(flt.tags),
+            "mc": flt.min_confidence,
+            "mi": flt.min_importance,
+            "x": flt.include_expired,
+            "now": ts_hex(flt.now_us),
+        }
+    )
+
+
+def _hit_order(hit: SearchHit) -> tuple[float, int, str]:
+    if hit.message is not None:
+        return (-hit.score, -hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.score, -hit.memory.created_us, hit.memory.id)

@@ -1,0 +1,5 @@
+"""The sqlite backend."""
+
+from .backend import SQLiteMemory
+
+__all__ = ["SQLiteMemory"]

@@ -1,0 +1,307 @@
+"""The schema of :class:`~bruno_memstore.backends.sqlite.SQLiteMemory`, as ordered migrations.
+
+Users and conversations get integer keys, so message rows and their indexes stay small and the
+full-text index can scope a query with one short token per owner (``u<uid>``) and per
+conversation (``c<cid>``). A message's ``seq`` is its rowid: the arrival order.
+
+Migrations run in one ``BEGIN IMMEDIATE`` transaction, so two processes opening a new file at
+once apply each exactly once: the second waits for the write lock, then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from ...errors import SchemaError
+from ...search import ANALYSIS_VERSION, index_text
+
+__all__ = [
+    "ANALYZER_FINGERPRINT",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "VECTOR_COUNTERS",
+    "Migration",
+    "memory_scope",
+    "message_scope",
+    "migrate",
+    "rebuild_search_index",
+    "schema_version",
+    "search_index_is_current",
+]
+
+
+Step = str | Callable[[sqlite3.Connection], None]
+
+
+class Migration(NamedTuple):
+    """One step of the schema: applied once, in order, inside the migration transaction.
+
+    A step is an SQL statement, or a function of the connection for data that SQL alone
+    cannot compute (the analysed text of the full-text index).
+    """
+
+    version: int
+    name: str
+    steps: Sequence[Step]
+
+
+_CORE = (
+    # AUTOINCREMENT: a key is never reused, so an owner token can never name a later user.
+    """CREATE TABLE users (
+        uid INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL UNIQUE
+    )""",
+    """CREATE TABLE conversations (
+        cid INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL UNIQUE,
+        uid INTEGER NOT NULL REFERENCES users (uid)
+    )""",
+    "CREATE INDEX conversations_by_user ON conversations (uid)",
+    """CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        cid INTEGER NOT NULL REFERENCES conversations (cid),
+        uid INTEGER NOT NULL REFERENCES users (uid),
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        ts_us INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        parent_id TEXT
+    )""",
+    # Windows read newest first by (ts_us, seq); the rowid (seq) ends every index entry.
+    "CREATE INDEX messages_by_conversation ON messages (cid, ts_us)",
+    "CREATE INDEX messages_by_user ON messages (uid, ts_us)",
+    """CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        uid INTEGER NOT NULL REFERENCES users (uid),
+        cid INTEGER NOT NULL REFERENCES conversations (cid),
+        is_active INTEGER NOT NULL,
+        started_us INTEGER NOT NULL,
+        payload TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX sessions_by_user ON sessions (uid, is_active, started_us)",
+    "CREATE INDEX sessions_by_conversation ON sessions (cid, is_active, started_us)",
+    """CREATE TABLE memories (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        uid INTEGER NOT NULL REFERENCES users (uid),
+        content TEXT NOT NULL,
+        memory_type TEXT NOT NULL,
+        category TEXT,
+        tags TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        importance REAL NOT NULL,
+        created_us INTEGER NOT NULL,
+        expires_us INTEGER,
+        conversation_id TEXT,
+        payload TEXT NOT NULL
+    )""",
+    # The unranked listing order (importance, newest, id) straight from the index.
+    "CREATE INDEX memories_by_rank ON memories (uid, importance DESC, created_us DESC, id)",
+    # (uid, rid): a user's entries in insertion order, for export and deletion.
+    "CREATE INDEX memories_by_user ON memories (uid)",
+    "CREATE INDEX memories_by_expiry ON memories (expires_us) WHERE expires_us IS NOT NULL",
+    # Tags as rows, so "any of these tags" is an indexed lookup on exact text (NUL included).
+    """CREATE TABLE memory_tags (
+        rid INTEGER NOT NULL REFERENCES memories (rid) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (rid, tag)
+    ) WITHOUT ROWID""",
+)
+
+
+VECTOR_COUNTERS = (
+    "message_vector_generation",
+    "message_vector_epoch",
+    "memory_vector_generation",
+    "memory_vector_epoch",
+)
+"""The ``users`` columns counting changes to a user's vectors (see migration 3)."""
+
+
+def message_scope(uid: int, cid: int) -> str:
+    """The scope tokens of a message in the full-text index: its owner and conversation."""
+    return f"u{uid} c{cid}"
+
+
+def memory_scope(uid: int) -> str:
+    """The scope token of a memory entry in the full-text index: its owner."""
+    return f"u{uid}"
+
+
+# Text exercising every step of the shared analysis. The declared analysis version, and the
+# analysed form of this text (a change the version forgot still shows), identify the index.
+_PROBE = (
+    "Caroline's children WENT running, didn't they? The 8th café in München; "
+    "eleven swimmers at 東京タワー"
+)
+ANALYZER_FINGERPRINT = (
+    f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
+)
+_REBUILD_BATCH = 2000
+
+
+def rebuild_search_index(conn: sqlite3.Connection) -> None:
+    """Fill the full-text index again from every message and memory entry.
+
+    Runs inside the caller's transaction. Used when the index is created over existing rows,
+    and when the library's text analysis changed since the index was built.
+    """
+    conn.execute("DELETE FROM search_fts")
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT seq, uid, cid, content FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (last, _REBUILD_BATCH),
+        ).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)",
+            [(seq, message_scope(uid, cid), index_text(text)) for seq, uid, cid, text in rows],
+        )
+        last = rows[-1][0]
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT rid, uid, content FROM memories WHERE rid > ? ORDER BY rid LIMIT ?",
+            (last, _REBUILD_BATCH),
+        ).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)",
+            [(-rid, memory_scope(uid), index_text(text)) for rid, uid, text in rows],
+        )
+        last = rows[-1][0]
+    conn.execute(
+        "INSERT INTO settings (name, value) VALUES ('analyzer', ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (ANALYZER_FINGERPRINT,),
+    )
+
+
+def search_index_is_current(conn: sqlite3.Connection) -> bool:
+    """Whether the full-text index was built by this library's text analysis."""
+    rows = conn.execute("SELECT value FROM settings WHERE name = 'analyzer'").fetchall()
+    return bool(rows) and rows[0][0] == ANALYZER_FINGERPRINT
+
+
+# One full-text table for messages (rowid = seq > 0) and memory entries (rowid = -rid < 0),
+# so both kinds share BM25 statistics and rank against each other. ``body`` holds the shared
+# analyzer's terms (``bruno_memstore.search.index_text``): already case-folded and stemmed,
+# so the tokenizer only splits them apart. ``scope`` carries the owner tokens and weighs
+# nothing in the ranking. The table keeps its own copy of both, so a row is deleted by rowid
+# without analysing the text again.
+_FULL_TEXT = (
+    """CREATE VIRTUAL TABLE search_fts USING fts5 (
+        scope, body, tokenize = 'unicode61 remove_diacritics 0'
+    )""",
+    "INSERT INTO search_fts (search_fts, rank) VALUES ('rank', 'bm25(0.0, 1.0)')",
+    # Which text analysis built the index; a library whose analysis differs rebuilds it.
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    rebuild_search_index,
+)
+
+# Each vector sits in a side table keyed by its record (written in the record's transaction;
+# the foreign key takes it away with the record on every deletion path), with the owner's
+# key so one user's vectors load with one index range. Each user row counts changes to the
+# user's vectors per kind: the generation grows with every change, the epoch with every
+# change that is not an append (a removal or a replaced vector). A process holding a copy of
+# the user's vectors reads both and knows whether to load nothing, the rows added since, or
+# everything again. The recorded vector space is the settings row 'vector_space'.
+_VECTORS = (
+    """CREATE TABLE message_vectors (
+        seq INTEGER PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        vector BLOB NOT NULL
+    )""",
+    "CREATE INDEX message_vectors_by_user ON message_vectors (uid)",
+    """CREATE TABLE memory_vectors (
+        rid INTEGER PRIMARY KEY REFERENCES memories (rid) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        vector BLOB NOT NULL
+    )""",
+    "CREATE INDEX memory_vectors_by_user ON memory_vectors (uid)",
+    *(
+        f"ALTER TABLE users ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for column in VECTOR_COUNTERS
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "users, conversations, messages, sessions and memory entries", _CORE),
+    Migration(2, "full-text index over messages and memory entries", _FULL_TEXT),
+    Migration(3, "vectors of messages and memory entries, change counters per user", _VECTORS),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_us INTEGER NOT NULL
+)"""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest migration applied to the database (0 for a new file)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchall()
+    if not found:
+        return 0
+    return int(
+        conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
+    )
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Apply the pending migrations up to ``target``; return ``(version_before, version_after)``.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Raises
+    :class:`SchemaError` if the database was written by a newer version of the library.
+    """
+    current = schema_version(conn)
+    if current > LATEST_VERSION:
+        raise _too_new(current)
+    if current >= target:
+        return current, current
+    # The write lock first, then look again: another process may have migrated meanwhile.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_VERSION_TABLE)
+        before = schema_version(conn)
+        if before > LATEST_VERSION:
+            raise _too_new(before)
+        for step in MIGRATIONS:
+            if before < step.version <= target:
+                for action in step.steps:
+                    if isinstance(action, str):
+                        conn.execute(action)
+                    else:
+                        action(conn)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_us) VALUES (?, ?, ?)",
+                    (step.version, step.name, time.time_ns() // 1000),
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return before, max(before, target)
+
+
+def _too_new(version: int) -> SchemaError:
+    return SchemaError(
+        f"the database has schema version {version}, newer than this library's "
+        f"{LATEST_VERSION}; upgrade bruno-memstore to open it",
+        backend="sqlite",
+        operation="connect",
+    )
