@@ -114,6 +114,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     # A backend whose promises depend on its engine's configuration may narrow or widen this
     # per instance (e.g. DURABLE only when Redis has AOF on), once known, before first use.
     capabilities: ClassVar[frozenset[Capability]] = REQUIRED
+    ttl: float | None = None
+    """Seconds after its last write that the engine may drop a record on its own, record by
+    record (``MemcachedMemory``'s ``ttl``); ``None``: records stay until deleted."""
 
     def __init__(
         self,
