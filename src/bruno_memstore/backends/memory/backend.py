@@ -22,6 +22,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     memory_sort_key,
 )
@@ -267,16 +268,10 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         index = self._indexes.get(user_id)
         if index is None:
             return []
@@ -314,10 +309,11 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return self._stored_space
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            return self._stored_space
         if replace:
             self._vectors.clear()
             self._stored_space = space
@@ -335,16 +331,9 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 conv = rec.conversation_id if kind == "message" else None
                 self._vector_index(owner).put((kind, rid), vec, kind=kind, conversation=conv)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: object,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: object) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         index = self._vectors.get(user_id)
         if index is None:
             return []

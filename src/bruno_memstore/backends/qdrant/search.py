@@ -15,7 +15,7 @@ import numpy as np
 from qdrant_client import models as qm
 
 from ...embeddings.adapter import VectorSpace
-from ...models import MemoryFilter, MemoryRecord, SearchHit
+from ...models import MemoryFilter, MemoryRecord, SearchHit, SearchRequest
 from .layout import (
     VECTOR,
     Layout,
@@ -43,16 +43,10 @@ class QdrantSearch:
     _s: Store
     _get_messages: Any  # QdrantMemory's
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         if not query.strip():
             return []
         s = self._s
@@ -123,11 +117,12 @@ class QdrantSearch:
                 entry.put_memory(memory_from_payload(d), int(d["seq"]))
         return entry
 
-    async def _vector_space(self) -> VectorSpace | None:
-        found = await self._s.read_space()
-        return None if found is None else VectorSpace(*found)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            found = await self._s.read_space()
+            return None if found is None else VectorSpace(*found)
         s = self._s
         async with s.write_lock:
             recorded = await s.read_space()
@@ -158,16 +153,9 @@ class QdrantSearch:
                 if points:
                     await s.client.update_vectors(collection, points=points)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         s = self._s
         query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
         flt = memory_filter or MemoryFilter(user_id=user_id)
