@@ -347,15 +347,16 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         """One persistent-tier primitive: its failures are the caller's failures."""
         return await self.persistent._run(_OPERATION.get(), call)
 
-    async def _cached(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One cache-tier primitive; raises :class:`_CacheProblem` (logged) if it fails."""
+    async def _cached(self, call: Callable[[], Awaitable[T]], *, primitive: bool = True) -> T:
+        """One cache-tier primitive (or, not ``primitive``, a public call of the tier);
+        raises :class:`_CacheProblem` (logged) if it fails."""
         probe = False
         if self._down_until:
             if self._probing or time.monotonic() < self._down_until:
                 raise _Skipped()
             self._probing = probe = True  # the first call after the pause finds out
         try:
-            result = await self._limited(self._in_cache(call))
+            result = await self._limited(self._in_cache(call, primitive))
         except Exception as exc:
             unreachable = isinstance(exc, (ConnectionError, TimeoutError))
             self._cache_failed(_OPERATION.get(), exc, suspend=unreachable)
@@ -369,10 +370,10 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             self._cache_answered()
         return result
 
-    async def _in_cache(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _in_cache(self, call: Callable[[], Awaitable[T]], primitive: bool) -> T:
         if self.cache.closed:
             await self.cache.initialize()  # shut down with the hybrid, and paused since
-        return await self.cache._run(_OPERATION.get(), call)
+        return await (self.cache._run(_OPERATION.get(), call) if primitive else call())
 
     async def _limited(self, awaitable: Awaitable[T]) -> T:
         if self.cache_timeout is None or self._local:
@@ -472,7 +473,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         if not self.cache.supports(Capability.LISTING):
             return  # a tier that cannot list users keeps no set of them
         try:
-            await self._cached(lambda: self.cache._forget_user(user_id))
+            await self._cached(lambda: self.cache.forget_user(user_id), primitive=False)
         except _CacheProblem:
             self._forgotten[user_id] = None
             while len(self._forgotten) > self.max_pending:
@@ -836,7 +837,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         for conv in conversations:
             self._mark(conv)
         try:
-            return await self._stored(lambda: self.persistent._forget_user(user_id))
+            return await self.persistent.forget_user(user_id)
         finally:
             for start in range(0, len(conversations), _DRAIN_BATCH):
                 chunk = conversations[start : start + _DRAIN_BATCH]
@@ -844,9 +845,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             await self._forget_cached_user(user_id)
 
     async def _compact(self) -> None:
-        await self._stored(self.persistent._compact)
+        await self.persistent.compact()
         with contextlib.suppress(_CacheProblem):  # logged; the cache holds only copies
-            await self._cached(self.cache._compact)
+            await self._cached(self.cache.compact, primitive=False)
 
     async def _user_conversations(self, user_id: str) -> list[str]:
         async def listing() -> list[str]:
