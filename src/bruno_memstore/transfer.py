@@ -485,7 +485,7 @@ async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan
         if isinstance(item, _Conversation):
             owners[item.id] = item.owner
         elif isinstance(item, SessionContext):
-            memory._check_session(session_to_record(item))
+            memory.check_storable([session_to_record(item)])
             owners.setdefault(item.conversation_id, item.user_id)
             sessions[item.session_id] = item.user_id
         elif isinstance(item, _MessageItem):
@@ -496,7 +496,7 @@ async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan
         else:
             memory.require(Capability.MEMORIES, "store_memory")
             record = memory_to_record(item)
-            memory._check_memory(record)
+            memory.check_storable([record])
             memories[record.id] = record.user_id
     await _check_messages(memory, batch)
     plan = _Plan()
@@ -523,7 +523,7 @@ async def _check_messages(memory: MemoryBackend, records: list[MessageRecord]) -
     """Refuse records the engine cannot hold, and ids that name a different stored message."""
     if not records:
         return
-    memory._check_records(records)
+    memory.check_storable(records)
     await memory.check_conflicts(records)
 
 

@@ -31,9 +31,6 @@ PROTECTED: dict[str, str] = {
     "_run": "MemoryBackend: a tier's primitive runs through the tier's own choke point "
     "(connect, timeout, retry, metrics and error mapping are the tier's)",
     "_redact": "MemoryBackend hook: a combinator's messages carry its tiers' secrets",
-    "_check_records": "MemoryBackend hook: refuse what a tier cannot hold before writing",
-    "_check_memory": "MemoryBackend hook: refuse what a tier cannot hold before writing",
-    "_check_session": "MemoryBackend hook: refuse what a tier cannot hold before writing",
 }
 """The protected surface of a backend besides its primitives (every method of
 ``StoragePrimitives`` and ``VectorPrimitives``, each with its contract in ``primitives.py``):

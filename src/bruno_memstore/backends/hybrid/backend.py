@@ -220,6 +220,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         self.cache = cache
         self.persistent = persistent
         self.capabilities = self._declared()  # type: ignore[misc]
+        self.limits = persistent.limits
         # Vectors are the persistent tier's: its model embeds, its index answers.
         self.embedder = persistent.embedder
         self.search_mode = persistent.search_mode
@@ -306,8 +307,10 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         # After shutdown() the tiers are closed too: opening the hybrid opens them again (a
         # paused cache tier, at the first call that tries it).
         await self.persistent.initialize()
-        # The persistent tier may declare more once connected (RedisMemory: DURABLE).
+        # The persistent tier may declare more once connected (RedisMemory: DURABLE), and
+        # narrow its limits (MySQLMemory: the server's largest packet).
         self.capabilities = self._declared()  # type: ignore[misc]
+        self.limits = self.persistent.limits
         if self._down_until and time.monotonic() < self._down_until:
             return
         try:
@@ -332,14 +335,16 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         finally:
             _OPERATION.reset(token)
 
+    # What the persistent tier cannot store is refused before anything is written.
+
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        self.persistent._check_records(records)
+        self.persistent.check_storable(records)
 
     def _check_memory(self, record: MemoryRecord) -> None:
-        self.persistent._check_memory(record)
+        self.persistent.check_storable([record])
 
     def _check_session(self, record: SessionRecord) -> None:
-        self.persistent._check_session(record)
+        self.persistent.check_storable([record])
 
     # ================================================================ calling the tiers
 
@@ -552,7 +557,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         # Copies: some tiers keep the records they are given and number them in place.
         copies = [replace(r, seq=0, user_id=None) for r in records]
         try:
-            self.cache._check_records(copies)
+            self.cache.check_storable(copies)
         except InvalidArgumentError as exc:
             self._inconsistent(conversation_id, f"the cache tier cannot hold a message: {exc}")
         for start in range(0, len(copies), _FILL_CHUNK):
