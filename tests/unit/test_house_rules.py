@@ -6,8 +6,8 @@
   ``from module import _name``, ``obj._name`` and ``getattr(obj, "_name")`` on an object
   that is not ``self``/``cls``/``super()``. An object's private name is fine where the module
   owns the name: it defines it, and no module it imports (directly or not) defines it too.
-  The one exception is the protected surface of a backend (:data:`PROTECTED`), open to the
-  backends built over other backends.
+  Besides ``namedtuple``'s API, the one exception is the protected surface of a backend
+  (its primitives and :data:`PROTECTED`), open to the backends built over other backends.
 
 Each failure lists every violation as ``path:line``.
 """
