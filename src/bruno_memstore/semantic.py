@@ -25,7 +25,7 @@ from .errors import (
     InvalidArgumentError,
     MemstoreError,
 )
-from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit
+from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SearchRequest
 from .ranking import (
     SearchMode,
     candidate_count,
@@ -236,38 +236,27 @@ class SemanticSearch:
         """
         await self._ensure_connected()  # connecting checks the store's vector space
         mode = self._search_mode_for(mode, operation)  # type: ignore[attr-defined]
-        words = bounded_query(query) if mode != "vector" else ""
-
-        def text(n: int) -> Callable[[], Any]:
-            return lambda: self._text_search(
-                user_id,
-                words,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=n,
-                memory_filter=memory_filter,
-            )
-
+        request = SearchRequest(
+            user_id=user_id,
+            query=bounded_query(query) if mode != "vector" else "",
+            kinds=kinds,
+            conversation_id=conversation_id,
+            limit=limit,
+            memory_filter=memory_filter,
+        )
         if mode == "keyword":
-            return keyword_scores(await self._run(operation, text(limit)))
+            return keyword_scores(await self._run(operation, lambda: self._text_search(request)))
         embedder = self._vectors_usable(operation)
         vector = (await self._embedding(operation, embedder, [clipped_query(query)]))[0]
-        n = limit if mode == "vector" else candidate_count(limit)
+        wide = request.with_limit(limit if mode == "vector" else candidate_count(limit))
 
         def near() -> Any:
-            return self._vector_search(  # type: ignore[attr-defined]
-                user_id,
-                vector,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=n,
-                memory_filter=memory_filter,
-            )
+            return self._vector_search(wide, vector)  # type: ignore[attr-defined]
 
         if mode == "vector":
             return vector_scores(await self._run(operation, near))
         text_hits, vector_hits = await asyncio.gather(
-            self._run(operation, text(n)), self._run(operation, near)
+            self._run(operation, lambda: self._text_search(wide)), self._run(operation, near)
         )
         return fuse(text_hits, vector_hits, vector_weight=self.vector_weight, limit=limit)
 

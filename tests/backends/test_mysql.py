@@ -48,7 +48,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import MemoryFilter, SearchHit, SearchRequest, to_us, utcnow
 from bruno_memstore.testing.builders import (
     at,
     make_memory_entry,
@@ -1030,8 +1030,9 @@ async def test_vector_filters_match_the_reference(memory: MySQLMemory) -> None:
                             "limit": limit,
                             "memory_filter": flt,
                         }
-                        ours = await memory._vector_search(uid, vector, **args)
-                        theirs = await reference._vector_search(uid, vector, **args)
+                        request = SearchRequest(uid, "", **args)
+                        ours = await memory._vector_search(request, vector)
+                        theirs = await reference._vector_search(request, vector)
                         _assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
 

@@ -44,7 +44,14 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import DEFAULT_USER, MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import (
+    DEFAULT_USER,
+    MemoryFilter,
+    SearchHit,
+    SearchRequest,
+    to_us,
+    utcnow,
+)
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
 from bruno_memstore.testing.erasure import find_in_files, run_erasures
@@ -989,8 +996,9 @@ async def check_vector_filters_match_the_reference(memory: MemoryBackend) -> Non
                             "limit": limit,
                             "memory_filter": flt,
                         }
-                        ours = await memory._vector_search(user, vector, **args)  # type: ignore[attr-defined]
-                        theirs = await reference._vector_search(user, vector, **args)
+                        request = SearchRequest(user, "", **args)
+                        ours = await memory._vector_search(request, vector)  # type: ignore[attr-defined]
+                        theirs = await reference._vector_search(request, vector)
                         assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
 

@@ -43,7 +43,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, memory_to_record, message_to_record
+from bruno_memstore.models import MemoryFilter, SearchRequest, memory_to_record, message_to_record
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import (
     at,
@@ -928,7 +928,7 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
         t1 = time.perf_counter()
         # The first search loads the user's 20,000 vectors (on the vector thread).
         found = await memory._vector_search(
-            "u", records[7].vector, kinds=frozenset({"message"}), conversation_id=None, limit=3
+            SearchRequest("u", "", frozenset({"message"}), limit=3), records[7].vector
         )
         t2 = time.perf_counter()
     ticker.check(t0, t1)

@@ -27,7 +27,14 @@ from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import InvalidArgumentError, MissingDependencyError
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
@@ -412,16 +419,10 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     ) -> SessionRecord | None:
         return await self._read(ops.latest_session, user_id, conversation_id, active_only)
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         return await self._read(
             search.text_search, user_id, query, kinds, conversation_id, limit, memory_filter
         )
@@ -462,26 +463,20 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        stored = await self._read(lambda store: store.stored_space())
-        return stored.space if stored is not None else None
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            stored = await self._read(lambda store: store.stored_space())
+            return stored.space if stored is not None else None
         return await self._call(lambda store: store.claim_space(space, replace=replace))
 
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
         await self._call(ops.put_vectors, kind, list(items))
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         return await self._read(
             search.vector_search, user_id, vector, kinds, conversation_id, limit, memory_filter
         )

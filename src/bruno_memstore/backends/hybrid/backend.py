@@ -56,7 +56,14 @@ from ...errors import (
     MemstoreError,
     OwnershipError,
 )
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...registry import open_memory
 from ...url import MemoryURL
@@ -774,26 +781,8 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        return await self._stored(
-            lambda: self.persistent._text_search(
-                user_id,
-                query,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=limit,
-                memory_filter=memory_filter,
-            )
-        )
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        return await self._stored(lambda: self.persistent._text_search(request))
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._stored(lambda: self.persistent._statistics(user_id))
@@ -815,10 +804,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             )
         return tier
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return await self._stored(lambda: self._vectors()._vector_space())
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
         return await self._stored(
             lambda: self._vectors()._claim_vector_space(space, replace=replace)
         )
@@ -826,26 +814,8 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
         await self._stored(lambda: self._vectors()._put_vectors(kind, items))
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        return await self._stored(
-            lambda: self._vectors()._vector_search(
-                user_id,
-                vector,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=limit,
-                memory_filter=memory_filter,
-            )
-        )
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        return await self._stored(lambda: self._vectors()._vector_search(request, vector))
 
     # ================================================================ whole-store operations
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 
-from ...models import MemoryFilter, MemoryRecord, MessageRecord
+from ...models import MemoryRecord, MessageRecord, SearchRequest
 from ...search import BM25Index
 from .hits import Found
 
@@ -79,21 +79,15 @@ class KeywordIndex:
             max((m[1] for m in self.memories.values()), default=0),
         )
 
-    def search(
-        self,
-        query: str,
-        *,
-        kinds: Collection[str],
-        conversation_id: str | None,
-        memory_filter: MemoryFilter,
-        limit: int,
-    ) -> list[Found]:
-        """The best ``limit`` records passing every filter: of ``kinds``, in the
-        conversation (if given), and memory entries passing ``memory_filter``. Equal scores:
-        newest first, then id."""
+    def search(self, request: SearchRequest) -> list[Found]:
+        """The best ``request.limit`` records of ``request.kinds`` that the request admits
+        (its conversation; memory entries passing its memory filter), ranked for
+        ``request.query``. Equal scores: newest first, then id."""
+        flt = request.memories()
+        conversation_id = request.conversation_id
         ranked: list[tuple[float, int, str, str]] = []
-        for (kind, rid), score in self._bm25.search(query).items():  # type: ignore[misc]
-            if kind not in kinds:
+        for (kind, rid), score in self._bm25.search(request.query).items():  # type: ignore[misc]
+            if kind not in request.kinds:
                 continue
             if kind == "message":
                 conversation, ts_us, _stamp = self.messages[rid]
@@ -101,9 +95,6 @@ class KeywordIndex:
                     ranked.append((-score, -ts_us, rid, kind))
             else:
                 entry = self.memories[rid][0]
-                if memory_filter.matches(entry) and conversation_id in (
-                    None,
-                    entry.conversation_id,
-                ):
+                if request.admits_memory(entry, flt):
                     ranked.append((-score, -entry.created_us, rid, kind))
-        return [(kind, rid, -neg) for neg, _ts, rid, kind in heapq.nsmallest(limit, ranked)]
+        return [(kind, rid, -neg) for neg, _ts, rid, kind in heapq.nsmallest(request.limit, ranked)]

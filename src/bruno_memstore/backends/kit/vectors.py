@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...models import MemoryFilter, MemoryRecord
+from ...models import MemoryRecord, SearchRequest
 from .hits import Found
 from .user_cache import UserCache
 
@@ -280,38 +280,36 @@ def _record_of(key: Any) -> MemoryRecord:
 
 
 def nearest(
+    request: SearchRequest,
     vector: Any,
-    limit: int,
     *,
     messages: VectorIndex | None = None,
-    conversation: Hashable = None,
     memories: VectorIndex | None = None,
+    conversation: Hashable = None,
     memory_of: Callable[[Any], MemoryRecord] = _record_of,
-    memory_filter: MemoryFilter | None = None,
-    conversation_id: str | None = None,
 ) -> list[Found]:
-    """The ``limit`` records nearest to ``vector`` among one user's indexes, best first.
+    """The ``request.limit`` records nearest to ``vector`` among one user's indexes, best
+    first, of ``request.kinds`` and admitted by the request.
 
-    ``messages`` is keyed by message id and labelled by conversation (``conversation``
-    selects one label); ``memories`` is keyed by anything ``memory_of`` turns into the entry
-    (default: :class:`MemoryKey`), which must pass ``memory_filter`` and be in
-    ``conversation_id`` when given. Equal scores keep messages first.
+    ``messages`` is keyed by message id and labelled by conversation (``conversation``: the
+    label of the request's conversation, by default its id); ``memories`` is keyed by
+    anything ``memory_of`` turns into the entry (default: a :class:`MemoryKey`'s record),
+    which must pass the request's memory filter. Equal scores keep messages first.
     """
+    limit = request.limit
     found: list[Found] = []
-    if messages is not None:
+    if messages is not None and "message" in request.kinds:
+        if conversation is None:
+            conversation = request.conversation_id
         found += [
             ("message", key, score)
             for key, score in messages.search(vector, limit, conversation=conversation)
         ]
-    if memories is not None:
-        flt = memory_filter
+    if memories is not None and "memory" in request.kinds:
+        flt = request.memories()
 
         def allow(key: Any) -> bool:
-            rec = memory_of(key)
-            return (flt is None or flt.matches(rec)) and conversation_id in (
-                None,
-                rec.conversation_id,
-            )
+            return request.admits_memory(memory_of(key), flt)
 
         found += [
             ("memory", memory_of(key).id, score)

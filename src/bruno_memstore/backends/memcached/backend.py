@@ -48,6 +48,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     memory_sort_key,
 )
@@ -680,16 +681,7 @@ class MemcachedMemory(MemoryBackend):
             operation=operation,
         )
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
         self._refuse("search", Capability.FULL_TEXT)
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
@@ -22,6 +21,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     memory_sort_key,
 )
@@ -73,12 +73,6 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         self._vectors: dict[tuple[str, str], VectorIndex] = {}  # (user, kind) -> index
         self._stored_space: VectorSpace | None = None
         self._seq = itertools.count(1)
-
-    async def _connect(self) -> None:
-        return None
-
-    async def _close(self) -> None:
-        return None
 
     # ---------------------------------------------------------------- conversations
 
@@ -223,16 +217,6 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         self._vector_index(rec.user_id, "memory").remove(memory_id)
         return True
 
-    async def _purge_expired(self, now_us: int) -> int:
-        doomed = [
-            r.id
-            for r in self._memories.values()
-            if r.expires_us is not None and r.expires_us <= now_us
-        ]
-        for mid in doomed:
-            await self._delete_memory(mid)
-        return len(doomed)
-
     # ---------------------------------------------------------------- sessions
 
     async def _put_session(self, record: SessionRecord) -> None:
@@ -245,67 +229,21 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
 
-    async def _latest_session(
-        self, user_id: str, conversation_id: str | None, *, active_only: bool
-    ) -> SessionRecord | None:
-        best: SessionRecord | None = None
-        for rec in self._sessions.values():
-            if rec.user_id != user_id or (active_only and not rec.is_active):
-                continue
-            if conversation_id is not None and rec.conversation_id != conversation_id:
-                continue
-            if best is None or (rec.started_us, rec.session_id) > (
-                best.started_us,
-                best.session_id,
-            ):
-                best = rec
-        return best
+    # ---------------------------------------------------------------- search
 
-    # ---------------------------------------------------------------- search and statistics
-
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        index = self._indexes.get(user_id)
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        index = self._indexes.get(request.user_id)
         if index is None:
             return []
-        found = index.search(
-            query,
-            kinds=kinds,
-            conversation_id=conversation_id,
-            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
-            limit=limit,
-        )
-        return ranked_hits(found, self._messages, self._memories)
-
-    async def _statistics(self, user_id: str) -> dict[str, object]:
-        convs = self._user_convs.get(user_id, set())
-        msgs = [r for c in convs for r in self._conv_msgs.get(c, [])]
-        sessions = [s for s in self._sessions.values() if s.user_id == user_id]
-        return {
-            "messages": len(msgs),
-            "conversations": len(convs),
-            "sessions": len(sessions),
-            "active_sessions": sum(1 for s in sessions if s.is_active),
-            "memories": sum(1 for m in self._memories.values() if m.user_id == user_id),
-            "messages_by_role": dict(Counter(r.role for r in msgs)),
-            "first_message_us": min((r.ts_us for r in msgs), default=None),
-            "last_message_us": max((r.ts_us for r in msgs), default=None),
-        }
+        return ranked_hits(index.search(request), self._messages, self._memories)
 
     # ---------------------------------------------------------------- vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return self._stored_space
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            return self._stored_space
         if replace:
             self._vectors.clear()
             self._stored_space = space
@@ -323,41 +261,21 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 conv = rec.conversation_id if kind == "message" else None
                 self._vector_index(owner, kind).put(rid, vec, conversation=conv)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: object,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: object) -> list[SearchHit]:
+        user_id = request.user_id
         found = nearest(
+            request,
             vector,
-            limit,
-            messages=self._vectors.get((user_id, "message")) if "message" in kinds else None,
-            conversation=conversation_id,
-            memories=self._vectors.get((user_id, "memory")) if "memory" in kinds else None,
+            messages=self._vectors.get((user_id, "message")),
+            memories=self._vectors.get((user_id, "memory")),
             memory_of=self._memories.__getitem__,
-            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
-            conversation_id=conversation_id,
         )
         return ranked_hits(found, self._messages, self._memories)
 
     # ---------------------------------------------------------------- whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        convs = list(self._user_convs.get(user_id, ()))
-        counts = {"messages": 0, "conversations": len(convs), "sessions": 0, "memories": 0}
-        counts["sessions"] = sum(1 for s in self._sessions.values() if s.user_id == user_id)
-        for conv in convs:
-            counts["messages"] += await self._delete_messages(conv, frozenset())
-        for sid in [s for s, r in self._sessions.items() if r.user_id == user_id]:
-            del self._sessions[sid]
-        for mid in [m for m, r in self._memories.items() if r.user_id == user_id]:
-            await self._delete_memory(mid)
-            counts["memories"] += 1
+        counts = await super()._forget_user(user_id)
         self._user_convs.pop(user_id, None)
         self._indexes.pop(user_id, None)
         self._vectors.pop((user_id, "message"), None)

@@ -50,6 +50,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     check_text,
 )
@@ -1217,16 +1218,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         q = self._terms.query(query)
         if not q:
             return []
@@ -1352,13 +1347,14 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         """A memory-entry vector of these users was added, replaced or removed."""
         await self._count(cur, users, "memory_generation = memory_generation + 1", "0,0,1")
 
-    async def _vector_space(self) -> VectorSpace | None:
-        rows = await self._fetch(
-            f"SELECT model, dimension FROM {self._t['vector_space']} WHERE id = 1"
-        )
-        return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            rows = await self._fetch(
+                f"SELECT model, dimension FROM {self._t['vector_space']} WHERE id = 1"
+            )
+            return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
         table = self._t["vector_space"]
         check_text(space.model, "embedding_model")
         if not replace:
@@ -1367,7 +1363,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 "ON DUPLICATE KEY UPDATE id = id",
                 (space.model, space.dimension),
             )
-            recorded = await self._vector_space()
+            recorded = await self._claim_vector_space(None)
             assert recorded is not None
             return recorded
         # Vectors first: an interrupted run leaves the old model recorded over fewer
@@ -1523,16 +1519,9 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             out.append((_Entry(rec), vector_from_bytes(r[10])))
         return out
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         nbytes = 4 * query.size
         epoch, generation, message_epoch, memory_generation = await self._vector_state(user_id)

@@ -39,6 +39,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
 )
 from ...primitives import (
@@ -823,16 +824,10 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         words = terms(query) if self._sql.client_analysis else query_words(query)
         # The shared layer bounds the query's terms; its distinct words (another
         # configuration's input) may still be more.
@@ -875,10 +870,11 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             return None
         return Vector(vector)
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
         sql = self._sql
         earlier = False
         async with self._pool.acquire() as conn, conn.transaction():
@@ -920,16 +916,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             [self._vector_value(vec) for _, vec in items],
         )
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         flt = memory_filter or MemoryFilter(user_id=user_id)
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             # Settings for this transaction only: how wide the HNSW search starts, and

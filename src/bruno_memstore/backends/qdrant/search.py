@@ -23,7 +23,7 @@ import numpy as np
 from qdrant_client import models as qm
 
 from ...embeddings.adapter import VectorSpace
-from ...models import MemoryFilter, MemoryRecord, SearchHit
+from ...models import MemoryRecord, SearchHit, SearchRequest
 from ..kit.codec import MEMORIES, MESSAGES
 from ..kit.hits import ranked_hits
 from ..kit.keyword_index import KeywordIndex
@@ -51,29 +51,14 @@ class QdrantSearch:
     _s: Store
     _get_messages: Any  # QdrantMemory's
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        if not query.strip():
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        if not request.query.strip():
             return []
-        s = self._s
+        s, user_id = self._s, request.user_id
         # A local directory has one process; a server may have other writers.
         version = None if s.local else await self._remote_version(user_id)
         index = await s.text.get(user_id, version, lambda: self._load_text(user_id))
-        found = index.search(
-            query,
-            kinds=kinds,
-            conversation_id=conversation_id,
-            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
-            limit=limit,
-        )
+        found = index.search(request)
         messages, memories = await asyncio.gather(
             self._get_messages([rid for kind, rid, _ in found if kind == "message"]),
             self._get_memories([rid for kind, rid, _ in found if kind == "memory"]),
@@ -115,11 +100,12 @@ class QdrantSearch:
                 )
         return index
 
-    async def _vector_space(self) -> VectorSpace | None:
-        found = await self._s.read_space()
-        return None if found is None else VectorSpace(*found)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            found = await self._s.read_space()
+            return None if found is None else VectorSpace(*found)
         s = self._s
         async with s.write_lock:
             recorded = await s.read_space()
@@ -150,19 +136,11 @@ class QdrantSearch:
                 if points:
                     await s.client.update_vectors(collection, points=points)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id = request.conversation_id
         s = self._s
         query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
-        flt = memory_filter or MemoryFilter(user_id=user_id)
 
         async def nearest(collection: str, where: qm.Filter) -> list[Any]:
             # The filter is part of the query: Qdrant ranks only the points that pass it.
@@ -181,7 +159,9 @@ class QdrantSearch:
         if "message" in kinds:
             asked.append(nearest(s.layout.messages, message_where(user_id, conversation_id)))
         if "memory" in kinds:
-            asked.append(nearest(s.layout.memories, memory_where(flt, conversation_id)))
+            asked.append(
+                nearest(s.layout.memories, memory_where(request.memories(), conversation_id))
+            )
         hits: list[SearchHit] = []
         for i, points in enumerate(await asyncio.gather(*asked)):
             is_message = "message" in kinds and i == 0

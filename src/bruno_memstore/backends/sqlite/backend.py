@@ -35,7 +35,14 @@ from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...url import MemoryURL
 from ..kit.vectors import UserVectorCache, vector_to_bytes
@@ -383,16 +390,10 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             )
         )
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         return await self._long_read(
             partial(
                 ops.text_search,
@@ -407,13 +408,15 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        recorded = await self._read(ops.vector_space)
-        return None if recorded is None else VectorSpace(*recorded)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            recorded = await self._read(ops.vector_space)
+            return None if recorded is None else VectorSpace(*recorded)
         if not replace:
-            recorded = await self._vector_space()  # a read: no write lock when it is there
+            # A read: no write lock when it is there.
+            recorded = await self._claim_vector_space(None)
             if recorded is not None:
                 return recorded
         job = partial(
@@ -432,16 +435,9 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
 
         await self._prepared_write(prepare)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         counters = await self._read(partial(ops.vector_counters, user_id=user_id))
         if counters is None:
             self._drop_vectors(user_id)
