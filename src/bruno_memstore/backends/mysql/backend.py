@@ -45,6 +45,7 @@ from ...errors import (
     OwnershipError,
     SchemaError,
 )
+from ...limits import Limits, Record
 from ...models import (
     MemoryFilter,
     MemoryRecord,
@@ -52,7 +53,6 @@ from ...models import (
     SearchHit,
     SearchRequest,
     SessionRecord,
-    check_text,
 )
 from ...primitives import (
     AppendResult,
@@ -231,6 +231,14 @@ def _in_step(exc: BaseException) -> bool:
     )
 
 
+def _packet_limits(max_packet: int) -> Limits:
+    """A server's largest packet as the limit on one record's statement (with room to spare)."""
+    return Limits(
+        max_record_bytes=max_packet - 4096,
+        size_limit=f"this server's max_allowed_packet ({max_packet} bytes)",
+    )
+
+
 class MySQLMemory(MemoryBackend, VectorPrimitives):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
@@ -326,6 +334,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         self._write_pool: Any = None
         self._dialect: Dialect | None = None
         self._max_packet = 16 * 1024 * 1024
+        self.limits = _packet_limits(self._max_packet)
         self._committer: GroupCommitter[_Append, AppendResult] | None = None
         self._terms = _DEFAULT_REWRITER
         self._t = {
@@ -432,6 +441,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 await cur.execute("SELECT @@max_allowed_packet")
                 (packet,) = await cur.fetchone()
                 self._max_packet = int(packet)
+                self.limits = _packet_limits(self._max_packet)
         finally:
             await conn.ensure_closed()
         # Writes get connections of their own with autocommit off, so a transaction opens
@@ -698,26 +708,15 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ messages
 
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            self._check_packet(self._row_size(rec), "message")
-
-    def _check_memory(self, record: MemoryRecord) -> None:
-        self._check_packet(self._memory_size(record), "memory_entry")
-
-    def _check_session(self, record: SessionRecord) -> None:
+    def _record_size(self, record: Record) -> int:
+        # The size of the statement that writes the record: the server answers one larger
+        # than its packet limit with error 1153 (see ``_packet_limits``).
+        if isinstance(record, MessageRecord):
+            return self._row_size(record)
+        if isinstance(record, MemoryRecord):
+            return self._memory_size(record)
         # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
-        self._check_packet(4 * len(record.payload.encode("utf-8")) + 1024, "session")
-
-    def _check_packet(self, size: int, argument: str) -> None:
-        """Refuse, before any I/O, a record whose statement would exceed the server's limit
-        on one packet (which it would answer with error 1153)."""
-        if size > self._max_packet - 4096:
-            raise InvalidArgumentError(
-                argument,
-                f"too large for this server's max_allowed_packet "
-                f"({self._max_packet} bytes); store large content elsewhere",
-            )
+        return 4 * len(record.payload.encode("utf-8")) + 1024
 
     @staticmethod
     def _memory_size(rec: MemoryRecord) -> int:
@@ -1356,7 +1355,6 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             )
             return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
         table = self._t["vector_space"]
-        check_text(space.model, "embedding_model")
         if not replace:
             await self._execute(
                 f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "

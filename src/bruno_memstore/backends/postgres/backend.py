@@ -34,6 +34,7 @@ from ...errors import (
     OwnershipError,
     SchemaError,
 )
+from ...limits import Limits
 from ...models import (
     MemoryFilter,
     MemoryRecord,
@@ -140,7 +141,6 @@ _FIRST_HNSW = (0, 5, 0)
 _FIRST_ITERATIVE = (0, 8, 0)
 _EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
     JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
-_NUL_PROBLEM = "contains a NUL character (\\x00), which PostgreSQL text cannot store"
 
 
 class PostgresMemory(MemoryBackend, VectorPrimitives):
@@ -183,6 +183,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
 
     backend_name: ClassVar[str] = "postgres"
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    limits = Limits(nul_in_text=False, nul_in_json=False, nul_holder="PostgreSQL text")
 
     def __init__(
         self,
@@ -540,25 +541,6 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
                 pg_errors.CannotConnectNowError,
             ),
         ) or (isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc))
-
-    # ---------------------------------------------------------------- refusals
-
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            if "\x00" in rec.content:
-                raise InvalidArgumentError("message.content", _NUL_PROBLEM)
-            if _json_has_nul(rec.metadata):
-                raise InvalidArgumentError("message.metadata", _NUL_PROBLEM)
-
-    def _check_memory(self, record: MemoryRecord) -> None:
-        if "\x00" in record.content:
-            raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
-
-    def _check_session(self, record: SessionRecord) -> None:
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("session", _NUL_PROBLEM)
 
     # ---------------------------------------------------------------- conversations
 
@@ -1025,23 +1007,6 @@ def _lock_key(schema: str) -> int:
 def _count(status: str) -> int:
     """Rows affected, from a command status such as ``DELETE 3``."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _json_has_nul(text: str) -> bool:
-    """Whether JSON text holds a NUL character in a key or string (``\\u0000`` escape)."""
-    if "\\u0000" not in text:
-        return False
-    return _has_nul(json.loads(text))
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def _filter_args(flt: MemoryFilter) -> list[Any]:
