@@ -29,6 +29,7 @@ from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
+from bruno_memstore.backends.kit.vectors import vector_from_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.mysql import backend as mysql_module
 from bruno_memstore.backends.mysql.backend import (
@@ -57,7 +58,6 @@ from bruno_memstore.testing.builders import (
 )
 from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.url import MemoryURL
-from bruno_memstore.vector_cache import vector_from_bytes
 from faults._mysql_server import MariaDBServer
 
 MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")

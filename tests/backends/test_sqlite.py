@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from bruno_memstore import open_memory
+from bruno_memstore.backends.kit.vectors import VectorIndex
 from bruno_memstore.backends.sqlite import SQLiteMemory, ops
 from bruno_memstore.backends.sqlite.schema import (
     LATEST_VERSION,
@@ -52,7 +53,6 @@ from bruno_memstore.testing import (
     new_user_id,
 )
 from bruno_memstore.testing.erasure import find_in_files, marker, run_erasures
-from bruno_memstore.vector_index import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 

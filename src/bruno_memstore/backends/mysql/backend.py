@@ -15,7 +15,7 @@
   start together).
 * Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
   MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process: a
-  user's vectors are loaded into a :class:`~bruno_memstore.vector_cache.UserVectorCache`
+  user's vectors are loaded into a :class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`
   and kept while the user's generation (bumped in every transaction that changes them)
   stays the same.
 """
@@ -63,7 +63,7 @@ from ...primitives import (
 )
 from ...search import ANALYSIS_VERSION, terms
 from ...url import MemoryURL, redact_url
-from ...vector_cache import (
+from ..kit.vectors import (
     AppendLogIndexes,
     StaleLog,
     UserVectorCache,

@@ -12,7 +12,7 @@ Vectors: each record's vector is a small hash of its own (``P:v:...``), written 
 by the record's own script. Where the server has RediSearch, one HNSW index over those
 hashes answers KNN queries with the user, kind, conversation and memory filters inside the
 query; elsewhere search is exact, in the client, over the user's vectors loaded into a
-:class:`~bruno_memstore.vector_cache.UserVectorCache` (kept while the user's generation key,
+:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache` (kept while the user's generation key,
 bumped by those scripts, is unchanged).
 
 See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
@@ -61,7 +61,7 @@ from ...primitives import (
 from ...retry import RetryPolicy
 from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
-from ...vector_cache import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
+from ..kit.vectors import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from .scripts import PRELUDE, SCRIPTS
 

@@ -9,7 +9,7 @@ indexes. The event loop only queues work and collects results.
 
 Vectors are float32 BLOBs beside their records, written in the records' transactions. The
 ``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
-vectors held in process (:class:`~bruno_memstore.vector_cache.UserVectorCache`), checked
+vectors held in process (:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`), checked
 against the user's change counters at every query (see ``schema``).
 
 Durability: a write is acknowledged after its transaction commits. With the default
@@ -45,7 +45,7 @@ from ...models import (
 )
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...url import MemoryURL
-from ...vector_cache import UserVectorCache, vector_to_bytes
+from ..kit.vectors import UserVectorCache, vector_to_bytes
 from . import ops as ops
 from .schema import (
     LATEST_VERSION,

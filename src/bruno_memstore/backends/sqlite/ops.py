@@ -31,8 +31,7 @@ from ...models import (
 )
 from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import index_text, terms
-from ...vector_cache import vector_from_bytes
-from ...vector_index import VectorIndex
+from ..kit.vectors import VectorIndex, vector_from_bytes
 from .schema import VECTOR_COUNTERS, memory_scope, message_scope
 
 __all__ = [
