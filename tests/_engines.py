@@ -31,6 +31,7 @@ import redis
 
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import BackendUnavailableError
+from faults._ports import free_port
 
 __all__ = [
     "CHROMA_PREFIX",
@@ -182,9 +183,9 @@ class ChromaServer:
     """A private ``chroma run`` on a free port with its own data directory, for tests that
     stop and restart the server process."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = Path(directory)
-        self.port = port
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         beside = Path(sys.executable).with_name("chroma")
         binary = str(beside) if beside.exists() else shutil.which("chroma")

@@ -15,7 +15,6 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
-from faults._ports import free_port
 from faults._redis_server import RedisServer
 
 
@@ -92,7 +91,7 @@ def qdrant_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def chroma_restartable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.ChromaServer]:
     """A private Chroma server that tests may stop and restart on the same data."""
-    server = engines.ChromaServer(tmp_path_factory.mktemp("chroma-server"), free_port())
+    server = engines.ChromaServer(tmp_path_factory.mktemp("chroma-server"))
     server.start()
     yield server
     server.stop()

@@ -2,6 +2,8 @@
 directory per test), the shared server (collections of each test's own), and a private server
 whose restart is what reopening means for the durability tests."""
 
+from _engines import ChromaServer, host_port  # noqa: F401 - for tests/backends/test_chroma.py
+from _engines import drop_chroma_collections as drop_collections  # noqa: F401 - the same
 from bruno_memstore.backends.chroma import ChromaMemory
 from bruno_memstore.testing import DurabilitySuite, MemoryConformance
 
