@@ -1,22 +1,115 @@
-"""Reaching the shared test engines: the project's own servers, and clean-up of Redis keys.
+"""The engines the tests run against: where each one is, starting it when it is down, private
+servers for restart tests, a loud failure when one is unreachable, and removal of what a run
+left behind.
 
-Each ``*_url()`` returns its ``BRUNO_TEST_*_URL`` environment variable when set, otherwise runs
-the engine's script in ``scripts/services`` (which installs and starts it when needed) and
-returns the URL the script prints.
+Each ``*_url()`` returns its ``BRUNO_TEST_*_URL`` environment variable when set. Otherwise the
+machine's own servers are used (PostgreSQL, MariaDB, Redis), or the engine's script in
+``scripts/services`` is run (it installs and starts the engine when needed) and the URL it
+prints is returned. The fixtures in ``tests/conftest.py`` hand these out and clean up.
+
+Every name a run creates on a shared server (key prefix, schema, table prefix, collection)
+starts with one of the run's prefixes below, so that the clean-up removes exactly that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 
-__all__ = ["chroma_url", "drop_redis_keys", "memcached_url", "pgvector_url", "redis_search_url"]
+from bruno_memstore.base import MemoryBackend
+from bruno_memstore.errors import BackendUnavailableError
+from faults._ports import free_port
+
+__all__ = [
+    "CHROMA_PREFIX",
+    "QDRANT_PREFIX",
+    "REDIS_PREFIX",
+    "RUN",
+    "SQL_PREFIX",
+    "ChromaServer",
+    "chroma_url",
+    "connected",
+    "drop_chroma_collections",
+    "drop_mysql_tables",
+    "drop_postgres_schemas",
+    "drop_qdrant_collections",
+    "drop_redis_indexes",
+    "drop_redis_keys",
+    "host_port",
+    "memcached_url",
+    "mysql_url",
+    "pgvector_url",
+    "postgres_url",
+    "qdrant_api_key",
+    "qdrant_url",
+    "redis_search_url",
+    "redis_url",
+]
 
 SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
+
+RUN = os.urandom(5).hex()  # ten hex digits naming this test run
+REDIS_PREFIX = f"bruno-{RUN}"  # Redis and memcached key prefixes
+SQL_PREFIX = f"bruno_{RUN}_"  # PostgreSQL schemas, MariaDB table prefixes
+CHROMA_PREFIX = f"t{RUN}"  # Chroma collection prefixes (a name starts with a letter or digit)
+QDRANT_PREFIX = f"q{RUN}"  # Qdrant collection prefixes
+
+M = TypeVar("M", bound=MemoryBackend)
+
+# engine -> (what to call it, what to do when it is unreachable)
+_HINTS = {
+    "postgres": ("PostgreSQL", "Start it or point BRUNO_TEST_POSTGRES_URL at a server."),
+    "pgvector": ("PostgreSQL with pgvector", "Run scripts/services/pgvector.sh."),
+    "mysql": ("MariaDB/MySQL", "Start it or point BRUNO_TEST_MYSQL_URL at a server."),
+    "redis": ("Redis", "Start it or point BRUNO_TEST_REDIS_URL at a server."),
+    "redis-search": ("Redis with RediSearch", "Run scripts/services/redis-search.sh."),
+    "memcached": (
+        "memcached",
+        "Run scripts/services/memcached.sh or set BRUNO_TEST_MEMCACHED_URL.",
+    ),
+    "chroma": ("The Chroma server", "Run scripts/services/chroma.sh or set BRUNO_TEST_CHROMA_URL."),
+    "qdrant": ("The Qdrant server", "Check QDRANT_URL and QDRANT_API_KEY."),
+}
+
+
+# ---------------------------------------------------------------- where the engines are
+
+
+def postgres_url() -> str:
+    """``BRUNO_TEST_POSTGRES_URL``, or the machine's PostgreSQL 15 (no pgvector)."""
+    return os.environ.get("BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def mysql_url() -> str:
+    """``BRUNO_TEST_MYSQL_URL``, or the machine's MariaDB."""
+    return os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+def redis_url() -> str:
+    """``BRUNO_TEST_REDIS_URL``, or the machine's Redis (no modules, no persistence)."""
+    return os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def qdrant_url() -> str:
+    """``QDRANT_URL``: a Qdrant server, or ``""`` when none is configured."""
+    return os.environ.get("QDRANT_URL", "")
+
+
+def qdrant_api_key() -> str | None:
+    return os.environ.get("QDRANT_API_KEY") or None
 
 
 def _engine_url(variable: str, script: str) -> str:
@@ -62,6 +155,93 @@ def chroma_url() -> str:
     return _engine_url("BRUNO_TEST_CHROMA_URL", "chroma.sh")
 
 
+def host_port(url: str, default_port: int = 8000) -> tuple[str, int]:
+    """The host and port of an ``http://host:port`` URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+async def connected(memory: M, engine: str) -> M:
+    """``memory``, connected now; fails the test (never skips it) when its engine cannot be
+    reached. ``engine`` is one of ``postgres``, ``pgvector``, ``mysql``, ``redis``,
+    ``redis-search``, ``memcached``, ``chroma``, ``qdrant``."""
+    try:
+        await memory.initialize()
+    except BackendUnavailableError as exc:
+        name, hint = _HINTS[engine]
+        pytest.fail(
+            f"{name} is required for these tests and is unreachable: {exc}. {hint}",
+            pytrace=False,
+        )
+    return memory
+
+
+# ---------------------------------------------------------------- private servers
+
+
+class ChromaServer:
+    """A private ``chroma run`` on a free port with its own data directory, for tests that
+    stop and restart the server process."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        beside = Path(sys.executable).with_name("chroma")
+        binary = str(beside) if beside.exists() else shutil.which("chroma")
+        if binary is None:
+            raise RuntimeError("the chroma command is missing: install bruno-memstore[chroma]")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
+        data = str(self.directory / "data")
+        self.process = subprocess.Popen(
+            [self.binary, "run", "--path", data, "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chroma run exited; see {self.directory / 'server.log'}")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"chroma run did not answer within {timeout} s")
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+# ---------------------------------------------------------------- clean-up
+
+
 def drop_redis_keys(url: str, prefix: str) -> None:
     """Delete a run's keys (``prefix*`` and hash-tagged ``{prefix*``) from a shared Redis."""
     try:
@@ -72,3 +252,102 @@ def drop_redis_keys(url: str, prefix: str) -> None:
                     client.delete(*keys[start : start + 1000])
     except redis.RedisError:
         pass  # unreachable: the tests already failed saying so
+
+
+def drop_redis_indexes(url: str, prefix: str) -> None:
+    """Drop the RediSearch indexes whose names start with ``prefix``."""
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, decode_responses=True) as client:
+            for name in client.execute_command("FT._LIST"):
+                if name.startswith(prefix):
+                    with contextlib.suppress(redis.ResponseError):  # dropped meanwhile
+                        client.execute_command("FT.DROPINDEX", name)
+    except redis.RedisError:
+        pass
+
+
+def drop_chroma_collections(url: str, prefix: str) -> None:
+    """Delete every collection whose name starts with ``prefix`` from a Chroma server."""
+    import chromadb
+    from chromadb.config import Settings
+
+    host, port = host_port(url)
+    try:
+        client = chromadb.HttpClient(host, port, settings=Settings(anonymized_telemetry=False))
+    except ValueError:
+        return  # unreachable: the tests already failed saying so
+    try:
+        for collection in client.list_collections():
+            name = collection if isinstance(collection, str) else collection.name
+            if name.startswith(prefix):
+                client.delete_collection(name)
+    finally:
+        client.close()
+
+
+def drop_postgres_schemas(url: str, prefix: str) -> None:
+    """Drop every schema whose name starts with ``prefix`` (letters, digits, ``_``)."""
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            names = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+            )
+            for (name,) in names:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+    with contextlib.suppress(OSError, asyncpg.PostgresError):
+        asyncio.run(drop())
+
+
+def drop_mysql_tables(url: str, prefix: str) -> None:
+    """Drop every table of the URL's database whose name starts with ``prefix``."""
+    import asyncmy
+
+    parts = urlsplit(url)
+
+    async def drop() -> None:
+        conn = await asyncmy.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            database=parts.path.lstrip("/"),
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = DATABASE() AND table_name LIKE %s",
+                    (prefix.replace("_", "\\_") + "%",),
+                )
+                tables = [row[0] for row in await cur.fetchall()]
+                if tables:
+                    await cur.execute("DROP TABLE " + ", ".join(f"`{t}`" for t in tables))
+        finally:
+            conn.close()
+
+    with contextlib.suppress(OSError, asyncmy.errors.Error):
+        asyncio.run(drop())
+
+
+def drop_qdrant_collections(url: str, api_key: str | None, prefix: str) -> None:
+    """Delete every alias and collection of a Qdrant server whose name starts with ``prefix``."""
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    with contextlib.closing(QdrantClient(url=url, api_key=api_key)) as client:
+        drop = [
+            qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=a.alias_name))
+            for a in client.get_aliases().aliases
+            if a.alias_name.startswith(prefix)
+        ]
+        if drop:
+            client.update_collection_aliases(change_aliases_operations=drop)
+        for coll in client.get_collections().collections:
+            if coll.name.startswith(prefix):
+                client.delete_collection(coll.name)

@@ -2,7 +2,8 @@
 
 They exercise the paths the two embedded backends never take: a backend that declares only
 the required capabilities (the refusal tests run, the others are deselected), one with
-forbidden text, and the durability tests' reopen hook.
+forbidden text, the durability tests' reopen factory, and the hooks a test class may set
+(factories, a ``staticmethod`` factory, an overridden ``make_memory``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bruno_memstore.models import MessageRecord
 from bruno_memstore.testing import (
     BadInputSuite,
     CapabilitySuite,
+    ConformanceBase,
     DurabilitySuite,
     IdentitySuite,
     MemoryConformance,
@@ -38,9 +40,7 @@ class MinimalMemory(InMemoryStorage):
 
 class TestMinimalCapabilities(CapabilitySuite, IdentitySuite, OrderSuite, BadInputSuite):
     capabilities = MinimalMemory.capabilities
-
-    async def make_memory(self) -> MemoryBackend:
-        return MinimalMemory()
+    memory_factory = staticmethod(lambda test: MinimalMemory())
 
 
 class NulRefusingMemory(InMemoryStorage):
@@ -55,6 +55,8 @@ class NulRefusingMemory(InMemoryStorage):
 
 
 class TestForbiddenText(RoundTripSuite):
+    """A test class may still override ``make_memory`` instead of setting a factory."""
+
     forbidden_text: ClassVar[Sequence[str]] = ["\x00"]
     forbidden_metadata_text: ClassVar[Sequence[str]] = ["\x00"]
 
@@ -70,21 +72,30 @@ class ReopenableMemory(InMemoryStorage):
     }
 
 
+_REOPENABLE: dict[str, ReopenableMemory] = {}  # one memory per test, by test id
+
+
+def reopenable(test: ConformanceBase) -> ReopenableMemory:
+    # File-based engines keep their data under the test's own tmp_path.
+    (test.tmp_path / "opened").touch()
+    return _REOPENABLE.setdefault(test.key, ReopenableMemory())
+
+
+async def reopened(test: ConformanceBase) -> ReopenableMemory:
+    assert (test.tmp_path / "opened").exists()  # the same directory within one test
+    memory = _REOPENABLE[test.key]
+    await memory.initialize()  # the same process memory, opened again
+    return memory
+
+
 class TestDurabilityHarness(DurabilitySuite):
-    async def make_memory(self) -> MemoryBackend:
-        # File-based engines keep their data under the test's own tmp_path.
-        (self.tmp_path / "opened").touch()
-        return ReopenableMemory()
-
-    async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
-        assert (self.tmp_path / "opened").exists()  # the same directory within one test
-        await memory.initialize()  # the same process memory, opened again
-        return memory
+    memory_factory = reopenable
+    reopen_factory = reopened
 
 
-def test_the_suite_is_abstract() -> None:
-    with pytest.raises(TypeError, match="make_memory"):
-        MemoryConformance()  # type: ignore[abstract]
+async def test_a_suite_without_a_factory_says_what_to_set() -> None:
+    with pytest.raises(TypeError, match="sets no memory_factory"):
+        await MemoryConformance().make_memory()
 
 
 def test_capability_marks() -> None:

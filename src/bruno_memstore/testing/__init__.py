@@ -4,9 +4,12 @@ Needs the ``testing`` extra (pytest, pytest-asyncio, hypothesis). In a test modu
 
     from bruno_memstore.testing import MemoryConformance
 
+    def my_memory(test):
+        return MyMemory(test.tmp_path / "data")
+
     class TestMyMemory(MemoryConformance):
-        async def make_memory(self):
-            return MyMemory(self.tmp_path / "data")
+        capabilities = MyMemory.capabilities
+        memory_factory = my_memory
 
 Subclassing is the registration: pytest runs every test the backend's declared capabilities
 call for. See ``docs/conformance.md``.
@@ -31,7 +34,7 @@ from .builders import (  # noqa: E402
     new_session_id,
     new_user_id,
 )
-from .harness import ConformanceBase, lacks, requires  # noqa: E402
+from .harness import ConformanceBase, MemoryFactory, lacks, requires  # noqa: E402
 from .suite import (  # noqa: E402
     BadInputSuite,
     CapabilitySuite,
@@ -69,6 +72,7 @@ __all__ = [
     "IsolationSuite",
     "MemoryConformance",
     "MemoryEntrySuite",
+    "MemoryFactory",
     "MemoryTextQuerySuite",
     "MixedSearchSuite",
     "OrderSuite",

@@ -1,11 +1,12 @@
-"""The base of every conformance test class: hooks a backend fills in, fixtures, selection.
+"""The base of every conformance test class: how a backend says how to build its memory,
+fixtures, selection.
 
-A backend opts in by subclassing :class:`~bruno_memstore.testing.MemoryConformance` and
-implementing :meth:`ConformanceBase.make_memory`. Tests run against what ``make_memory``
-returns, selected by the capabilities that memory declares: a test marked
-``@requires(Capability.FULL_TEXT)`` is skipped ("backend does not declare FULL_TEXT") on a
-backend without it, and a test marked ``@lacks(...)`` runs only where the capability is
-missing (it checks the refusal).
+A backend opts in by subclassing :class:`~bruno_memstore.testing.MemoryConformance` and setting
+:attr:`ConformanceBase.memory_factory`, a function that takes the running test and returns
+(or awaits) a memory. Tests run against what it returns, selected by the capabilities that
+memory declares: a test marked ``@requires(Capability.FULL_TEXT)`` is skipped ("backend does
+not declare FULL_TEXT") on a backend without it, and a test marked ``@lacks(...)`` runs only
+where the capability is missing (it checks the refusal).
 
 Tests never clean up: each one uses fresh uuid-based user and conversation ids, so server
 backends can run the suite against a shared database, concurrently and repeatedly.
@@ -13,8 +14,9 @@ backends can run the suite against a shared database, concurrently and repeatedl
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -24,13 +26,24 @@ import pytest_asyncio
 from ..base import MemoryBackend
 from ..capabilities import Capability
 
-__all__ = ["ConformanceBase", "applies_when", "inapplicable_reason", "lacks", "requires"]
+__all__ = [
+    "ConformanceBase",
+    "MemoryFactory",
+    "applies_when",
+    "inapplicable_reason",
+    "lacks",
+    "requires",
+]
 
 F = TypeVar("F")
 
 _REQUIRES = "__memstore_requires__"
 _LACKS = "__memstore_lacks__"
 _WHEN = "__memstore_when__"
+
+MemoryFactory = Callable[["ConformanceBase"], "MemoryBackend | Awaitable[MemoryBackend]"]
+"""Builds a memory for the running test, which it receives (for :attr:`ConformanceBase.tmp_path`,
+:attr:`ConformanceBase.key` and :meth:`ConformanceBase.fixture`); may be ``async``."""
 
 
 def _mark(attr: str, caps: tuple[Capability, ...]) -> Callable[[F], F]:
@@ -96,13 +109,24 @@ def inapplicable_reason(
     return None
 
 
-class ConformanceBase(ABC):
+class ConformanceBase:
     """Hooks and fixtures shared by every suite class.
 
-    Subclasses override :meth:`make_memory`, and optionally :meth:`reopen_memory`,
-    :meth:`teardown_memory` and the class attributes below.
+    Subclasses set :attr:`memory_factory` (or override :meth:`make_memory`), and optionally
+    the other class attributes below.
 
     Attributes:
+        memory_factory: builds a new memory for one test, connected or not. It is called with
+            the running test; within one test, durable backends return an instance on the same
+            storage on every call, so that a reopened memory finds what the first one wrote
+            (use :attr:`tmp_path` or :attr:`key` for that).
+        reopen_factory: builds a new instance on the storage of the test's memory (already
+            shut down), e.g. after restarting a server. Called only for backends declaring
+            ``DURABLE``. Defaults to :attr:`memory_factory`.
+        private_factory: builds an unconnected memory on storage no other test uses, for the
+            tests that change a store's embedding model (``VectorSpaceSuite``). Defaults to
+            :attr:`memory_factory`; set it when that one shares a schema, key prefix or
+            collection between tests.
         capabilities: what the backend under test declares, known before it is built
             (usually ``MyMemory.capabilities``). When set, tests that do not apply are
             deselected at collection, and the suite fails if the built memory declares
@@ -114,12 +138,24 @@ class ConformanceBase(ABC):
         forbidden_memory_text: the same for the text fields of memory entries (content,
             category, tags, source, custom fields); ``None`` means both lists above.
         concurrent_writers: tasks writing into one conversation at once.
-        roundtrip_examples: Hypothesis examples per property test.
+
+    Example:
+        >>> def my_memory(test):
+        ...     return MyMemory(test.tmp_path / "data")
+        >>> class TestMyMemory(MemoryConformance):
+        ...     capabilities = MyMemory.capabilities
+        ...     memory_factory = my_memory
+
+    A factory is never bound to the test class: a plain function (or a ``staticmethod``)
+    receives the running test as its one argument.
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
     __memstore_conformance__: ClassVar[bool] = True
 
+    memory_factory: ClassVar[MemoryFactory | None] = None
+    reopen_factory: ClassVar[MemoryFactory | None] = None
+    private_factory: ClassVar[MemoryFactory | None] = None
     capabilities: ClassVar[frozenset[Capability] | None] = None
 
     forbidden_text: ClassVar[Sequence[str]] = ()
@@ -132,29 +168,44 @@ class ConformanceBase(ABC):
 
     # ---------------------------------------------------------------- hooks
 
-    @abstractmethod
     async def make_memory(self) -> MemoryBackend:
-        """Return a new memory for one test (connected or not).
-
-        Durable backends return an instance on the same storage each time this is called
-        within one test, so that :meth:`reopen_memory` finds the data again.
-        """
+        """A new memory for one test: what :attr:`memory_factory` builds."""
+        return await self._build("memory_factory")
 
     async def reopen_memory(self, memory: MemoryBackend) -> MemoryBackend:
-        """Return a new instance on the storage ``memory`` used (already shut down).
+        """A new instance on the storage ``memory`` used (already shut down): what
+        :attr:`reopen_factory` builds, else :meth:`make_memory`."""
+        if self._factory("reopen_factory") is not None:
+            return await self._build("reopen_factory")
+        return await self.make_memory()
 
-        Called only for backends declaring ``DURABLE``. Defaults to :meth:`make_memory`.
-        """
+    async def make_private_memory(self) -> MemoryBackend:
+        """An unconnected memory on storage no other test uses: what :attr:`private_factory`
+        builds, else :meth:`make_memory`."""
+        if self._factory("private_factory") is not None:
+            return await self._build("private_factory")
         return await self.make_memory()
 
     async def teardown_memory(self, memory: MemoryBackend) -> None:
         """Release ``memory`` after a test. Defaults to ``shutdown()``."""
         await memory.shutdown()
 
+    # ---------------------------------------------------------------- for factories
+
     @property
     def tmp_path(self) -> Path:
         """A directory private to the running test (pytest's ``tmp_path``)."""
         return self._request.getfixturevalue("tmp_path")
+
+    @property
+    def key(self) -> str:
+        """12 hex digits naming the running test, the same on every call within it (for a
+        schema, key prefix or collection of its own)."""
+        return uuid.uuid5(uuid.NAMESPACE_URL, self._request.node.nodeid).hex[:12]
+
+    def fixture(self, name: str) -> Any:
+        """The value of pytest fixture ``name`` for the running test (a server's URL, say)."""
+        return self._request.getfixturevalue(name)
 
     # ---------------------------------------------------------------- fixtures
 
@@ -218,6 +269,21 @@ class ConformanceBase(ABC):
         reopened = self._track(await self.reopen_memory(memory), "reopen_memory")
         reopened.search_mode = memory.search_mode  # a test's chosen ranking carries over
         return reopened
+
+    def _factory(self, attribute: str) -> MemoryFactory | None:
+        """The factory set on the class, as written (never bound to the test)."""
+        found = inspect.getattr_static(type(self), attribute, None)
+        return found.__func__ if isinstance(found, staticmethod) else found
+
+    async def _build(self, attribute: str) -> MemoryBackend:
+        factory = self._factory(attribute)
+        if factory is None:
+            raise TypeError(
+                f"{type(self).__name__} sets no {attribute}: set it to a function of the "
+                "running test that returns a memory (or override make_memory)"
+            )
+        made = factory(self)
+        return await made if inspect.isawaitable(made) else made
 
     def _track(self, mem: object, hook: str) -> MemoryBackend:
         if not isinstance(mem, MemoryBackend):

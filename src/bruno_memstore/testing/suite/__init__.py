@@ -67,12 +67,15 @@ class MemoryConformance(
     VectorSpaceSuite,
     StatefulSuite,
 ):
-    """Every conformance test. Subclass it, name the subclass ``Test...``, and implement
-    ``async def make_memory(self)``; pytest collects and runs the whole suite.
+    """Every conformance test. Subclass it, name the subclass ``Test...``, and set
+    ``memory_factory`` to a function of the running test that returns your memory; pytest
+    collects and runs the whole suite.
 
     Example:
         >>> from bruno_memstore.testing import MemoryConformance
+        >>> def my_memory(test):
+        ...     return MyMemory(test.tmp_path / "data")
         >>> class TestMyMemory(MemoryConformance):
-        ...     async def make_memory(self):
-        ...         return MyMemory(self.tmp_path / "data")
+        ...     capabilities = MyMemory.capabilities
+        ...     memory_factory = my_memory
     """

@@ -212,24 +212,20 @@ class IsolationSuite(ConformanceBase):
 
     @requires(Capability.MEMORIES)
     async def test_the_ownership_check_is_part_of_the_deletion(self, memory: MemoryBackend) -> None:
-        # The primitive contract itself: the shared layer no longer reads before deleting.
+        # delete_memory hands the check to the engine's deletion itself (no read before it):
+        # another user's entry is refused and kept, a missing one is no error, one's own goes.
         alice, bob = new_user_id(), new_user_id()
         entry = make_memory_entry(alice, "alice's to keep")
         await memory.store_memory(entry)
         mid, missing = str(entry.id), str(uuid4())
-
-        async def delete(memory_id: str, user_id: str) -> bool:
-            return await memory._run(
-                "delete_memory", lambda: memory._delete_memory(memory_id, user_id)
-            )
-
         with pytest.raises(OwnershipError):
-            await delete(mid, bob)
-        assert await delete(missing, bob) is False
+            await memory.delete_memory(mid, user_id=bob)
+        await memory.delete_memory(missing, user_id=bob)
         (kept,) = await memory.retrieve_memories(MemoryQuery(user_id=alice))
         assert kept == entry
-        assert await delete(mid, alice) is True
+        await memory.delete_memory(mid, user_id=alice)
         assert await memory.retrieve_memories(MemoryQuery(user_id=alice)) == []
+        await memory.delete_memory(mid, user_id=alice)  # gone: deleting again is no error
 
     async def test_a_message_naming_another_user_cannot_join(self, memory: MemoryBackend) -> None:
         alice, bob, conv, msgs = await self._alice_and_bob(memory)

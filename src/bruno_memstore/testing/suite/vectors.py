@@ -211,13 +211,6 @@ class VectorSearchSuite(ConformanceBase):
 class VectorSpaceSuite(ConformanceBase):
     """The store records its model; another model is refused until ``reindex``."""
 
-    async def make_private_memory(self) -> MemoryBackend:
-        """A memory on storage no other test uses (model changes affect the whole store).
-
-        Backends whose ``make_memory`` shares storage between tests override this.
-        """
-        return await self.make_memory()
-
     async def _private(self, model: object | None = None) -> MemoryBackend:
         mem = self._track(await self.make_private_memory(), "make_private_memory")
         if model is not None:

@@ -1,0 +1,255 @@
+"""How the conformance classes build their memories: one factory per engine setup, for the
+harness's ``memory_factory``, ``reopen_factory`` and ``private_factory``.
+
+Each factory takes the running test. File engines keep their data in the test's
+``tmp_path``; server engines reach the fixtures of ``tests/conftest.py`` and are connected at
+once, so an unreachable server fails the test saying so (never a skip). Main stores on a
+server share one schema, key prefix or collection prefix between tests (tests use fresh ids);
+private stores (model changes affect a whole store) get a name of the test's own, starting
+with the run's prefix, and are removed when the session ends.
+"""
+
+from __future__ import annotations
+
+import redis
+
+import _engines as engines
+from bruno_memstore.backends.chroma import ChromaMemory
+from bruno_memstore.backends.hybrid import HybridMemory
+from bruno_memstore.backends.memcached import MemcachedMemory
+from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.mysql import MySQLMemory
+from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.backends.qdrant import QdrantMemory
+from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.capabilities import Capability
+from bruno_memstore.testing import ConformanceBase
+
+NUL = ("\x00",)  # PostgreSQL cannot hold it
+SURROGATE = ("\udfff",)  # not UTF-8: utf8mb4 and Chroma cannot hold it in metadata
+
+# Main stores shared by every run (tests use fresh ids), as they always were.
+POSTGRES_SCHEMA = "bruno_memstore_conformance"
+HYBRID_SCHEMA = "bruno_memstore_hybrid_conformance"
+MYSQL_TABLES = "bruno_conformance_"
+MEMCACHED_PREFIX = "bruno-conformance"
+MEMCACHED_TTL = 3600  # what a run leaves in the shared memcached goes away by itself
+# Main stores of this run only.
+REDIS_PREFIX = f"{engines.REDIS_PREFIX}-test"
+HYBRID_PREFIX = f"{engines.REDIS_PREFIX}-hybrid"
+
+
+# ---------------------------------------------------------------- in-process and files
+
+
+def in_process(test: ConformanceBase) -> InMemoryStorage:
+    return InMemoryStorage()
+
+
+def sqlite_file(test: ConformanceBase) -> SQLiteMemory:
+    return SQLiteMemory(test.tmp_path / "memory.db")
+
+
+def sqlite_private(test: ConformanceBase) -> SQLiteMemory:
+    return SQLiteMemory(test.tmp_path / "private.db")
+
+
+def sqlite_in_memory(test: ConformanceBase) -> SQLiteMemory:
+    return SQLiteMemory(":memory:")
+
+
+def chroma_embedded(test: ConformanceBase) -> ChromaMemory:
+    return ChromaMemory(persist_directory=test.tmp_path / "chroma")
+
+
+def chroma_embedded_private(test: ConformanceBase) -> ChromaMemory:
+    return ChromaMemory(persist_directory=test.tmp_path / "private")
+
+
+def qdrant_local(test: ConformanceBase) -> QdrantMemory:
+    return QdrantMemory(test.tmp_path / "qdrant")
+
+
+def qdrant_local_private(test: ConformanceBase) -> QdrantMemory:
+    return QdrantMemory(test.tmp_path / "qdrant-private")
+
+
+# ---------------------------------------------------------------- SQL servers
+
+
+async def postgres(test: ConformanceBase) -> PostgresMemory:
+    """PostgreSQL 15 without pgvector: the memory says it searches full text only."""
+    url = test.fixture("postgres_url")
+    memory = PostgresMemory(url, schema=POSTGRES_SCHEMA, connect_timeout=5)
+    await engines.connected(memory, "postgres")
+    assert memory.vector_support == "none", memory.vector_support_reason
+    return memory
+
+
+async def pgvector(test: ConformanceBase) -> PostgresMemory:
+    url = test.fixture("pgvector_url")
+    memory = PostgresMemory(url, schema=POSTGRES_SCHEMA, connect_timeout=5)
+    await engines.connected(memory, "pgvector")
+    assert memory.supports(Capability.VECTORS) and memory.vector_support == "pgvector"
+    return memory
+
+
+def pgvector_private(test: ConformanceBase) -> PostgresMemory:
+    schema = f"{engines.SQL_PREFIX}{test.key}"
+    return PostgresMemory(test.fixture("pgvector_url"), schema=schema, connect_timeout=5)
+
+
+async def mysql(test: ConformanceBase) -> MySQLMemory:
+    memory = MySQLMemory(test.fixture("mysql_url"), table_prefix=MYSQL_TABLES, connect_timeout=5)
+    return await engines.connected(memory, "mysql")
+
+
+def mysql_private(test: ConformanceBase) -> MySQLMemory:
+    tables = f"{engines.SQL_PREFIX}{test.key[:10]}_"
+    return MySQLMemory(test.fixture("mysql_url"), table_prefix=tables, connect_timeout=5)
+
+
+# ---------------------------------------------------------------- key-value servers
+
+
+def redis_capabilities() -> frozenset[Capability]:
+    """What ``RedisMemory`` declares on the shared Redis: ``DURABLE`` only with its AOF on.
+
+    An unreachable server changes nothing here; the factory then fails every test.
+    """
+    try:
+        url = engines.redis_url()
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            persistent = int(client.info("persistence").get("aof_enabled", 0))
+    except redis.RedisError:
+        persistent = 0
+    extra = {Capability.DURABLE} if persistent else set()
+    return RedisMemory.capabilities | extra
+
+
+async def redis_client_vectors(test: ConformanceBase) -> RedisMemory:
+    """The shared Redis has no RediSearch: vectors are searched in the client."""
+    memory = RedisMemory(test.fixture("redis_url"), prefix=REDIS_PREFIX, connect_timeout=3)
+    await engines.connected(memory, "redis")
+    assert memory.vector_mode == "client"
+    return memory
+
+
+def redis_private(test: ConformanceBase) -> RedisMemory:
+    prefix = f"{engines.REDIS_PREFIX}-{test.key}"
+    return RedisMemory(test.fixture("redis_url"), prefix=prefix, connect_timeout=3)
+
+
+def _redisearch(test: ConformanceBase, prefix: str) -> RedisMemory:
+    url = test.fixture("redis_search_url")
+    return RedisMemory(url, prefix=prefix, connect_timeout=3, vector_search="redisearch")
+
+
+async def redisearch(test: ConformanceBase) -> RedisMemory:
+    return await engines.connected(_redisearch(test, REDIS_PREFIX), "redis-search")
+
+
+def redisearch_private(test: ConformanceBase) -> RedisMemory:
+    return _redisearch(test, f"{engines.REDIS_PREFIX}-{test.key}")
+
+
+async def redis_aof(test: ConformanceBase) -> RedisMemory:
+    url = test.fixture("redis_aof").url
+    memory = RedisMemory(url, prefix=REDIS_PREFIX, require_durable=True)
+    await engines.connected(memory, "redis")
+    assert memory.supports(Capability.DURABLE)
+    return memory
+
+
+async def redis_aof_restarted(test: ConformanceBase) -> RedisMemory:
+    test.fixture("redis_aof").restart()  # SHUTDOWN, then the same port and append-only file
+    return await redis_aof(test)
+
+
+async def memcached(test: ConformanceBase) -> MemcachedMemory:
+    url = test.fixture("memcached_url")
+    memory = MemcachedMemory(url, prefix=MEMCACHED_PREFIX, connect_timeout=5)
+    return await engines.connected(memory, "memcached")
+
+
+# ---------------------------------------------------------------- vector servers
+
+
+def _chroma_server(test: ConformanceBase, prefix: str) -> ChromaMemory:
+    host, port = engines.host_port(test.fixture("chroma_url"))
+    return ChromaMemory(host=host, port=port, prefix=prefix)
+
+
+async def chroma_server(test: ConformanceBase) -> ChromaMemory:
+    """Collections of the test's own on the shared server."""
+    memory = _chroma_server(test, f"{engines.CHROMA_PREFIX}-{test.key}")
+    return await engines.connected(memory, "chroma")
+
+
+def chroma_server_private(test: ConformanceBase) -> ChromaMemory:
+    return _chroma_server(test, f"{engines.CHROMA_PREFIX}-{test.key}-p")
+
+
+async def chroma_restartable(test: ConformanceBase) -> ChromaMemory:
+    port = test.fixture("chroma_restartable").port
+    memory = ChromaMemory(host="127.0.0.1", port=port, prefix=engines.CHROMA_PREFIX)
+    return await engines.connected(memory, "chroma")
+
+
+async def chroma_restarted(test: ConformanceBase) -> ChromaMemory:
+    test.fixture("chroma_restartable").restart()
+    return await chroma_restartable(test)
+
+
+def qdrant_server(test: ConformanceBase) -> QdrantMemory:
+    prefix = f"{engines.QDRANT_PREFIX}t{test.key}"
+    url, api_key = test.fixture("qdrant_url"), engines.qdrant_api_key()
+    return QdrantMemory(url=url, api_key=api_key, prefix=prefix)
+
+
+def qdrant_server_private(test: ConformanceBase) -> QdrantMemory:
+    prefix = f"{engines.QDRANT_PREFIX}p{test.key}"
+    url, api_key = test.fixture("qdrant_url"), engines.qdrant_api_key()
+    return QdrantMemory(url=url, api_key=api_key, prefix=prefix)
+
+
+# ---------------------------------------------------------------- hybrids
+
+
+async def hybrid_over_sqlite(test: ConformanceBase) -> HybridMemory:
+    memory = HybridMemory(InMemoryStorage(), sqlite_file(test))
+    await memory.initialize()
+    return memory
+
+
+def hybrid_over_sqlite_private(test: ConformanceBase) -> HybridMemory:
+    return HybridMemory(InMemoryStorage(), sqlite_private(test))
+
+
+def _memcached_cache(test: ConformanceBase) -> MemcachedMemory:
+    url = test.fixture("memcached_url")
+    return MemcachedMemory(url, prefix=HYBRID_PREFIX, ttl=MEMCACHED_TTL, connect_timeout=5)
+
+
+async def hybrid_memcached_over_sqlite(test: ConformanceBase) -> HybridMemory:
+    cache = await engines.connected(_memcached_cache(test), "memcached")
+    memory = HybridMemory(cache, sqlite_file(test))
+    await memory.initialize()
+    return memory
+
+
+def hybrid_memcached_over_sqlite_private(test: ConformanceBase) -> HybridMemory:
+    return HybridMemory(_memcached_cache(test), sqlite_private(test))
+
+
+async def hybrid_redis_over_postgres(test: ConformanceBase) -> HybridMemory:
+    cache = RedisMemory(test.fixture("redis_url"), prefix=HYBRID_PREFIX, connect_timeout=3)
+    persistent = PostgresMemory(
+        test.fixture("postgres_url"), schema=HYBRID_SCHEMA, connect_timeout=5
+    )
+    await engines.connected(cache, "redis")
+    await engines.connected(persistent, "postgres")
+    memory = HybridMemory(cache, persistent)
+    await memory.initialize()
+    return memory
