@@ -53,6 +53,7 @@ from .errors import (
     NotFoundError,
     OwnershipError,
 )
+from .limits import NO_LIMITS, Limits, Record, record_bytes
 from .metrics import Meter
 from .models import (
     DEFAULT_USER,
@@ -114,6 +115,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     # A backend whose promises depend on its engine's configuration may narrow or widen this
     # per instance (e.g. DURABLE only when Redis has AOF on), once known, before first use.
     capabilities: ClassVar[frozenset[Capability]] = REQUIRED
+    # What the engine cannot store, checked before every write (an instance may narrow it
+    # once it knows its server's settings, e.g. the largest packet).
+    limits: Limits = NO_LIMITS
+    ttl: float | None = None
+    """Seconds after its last write that the engine may drop a record on its own, record by
+    record (``MemcachedMemory``'s ``ttl``); ``None``: records stay until deleted."""
 
     def __init__(
         self,
@@ -435,14 +442,50 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             self._raise_on_conflict(records, found)
         return len(records) - len(result.existing_ids)
 
+    def check_storable(self, records: Iterable[Record]) -> None:
+        """Refuse what this backend cannot store (see :attr:`limits`), before any write.
+
+        The public write methods call this; tools that write records themselves (import,
+        copy) call it first too.
+
+        Raises:
+            InvalidArgumentError: a record breaks a limit (named by its field).
+        """
+        for rec in records:
+            if isinstance(rec, MessageRecord):
+                self._check_records([rec])
+            elif isinstance(rec, MemoryRecord):
+                self._check_memory(rec)
+            else:
+                self._check_session(rec)
+
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        """Engine-specific refusals (e.g. NUL characters) before anything is written."""
+        """Refusals for messages, before anything is written: the declared :attr:`limits`."""
+        for rec in records:
+            self._check_limits(rec)
 
     def _check_memory(self, record: MemoryRecord) -> None:
-        """Engine-specific refusals for a memory entry, before anything is read or written."""
+        """Refusals for a memory entry, before anything is read or written."""
+        self._check_limits(record)
 
     def _check_session(self, record: SessionRecord) -> None:
-        """Engine-specific refusals for a session, before anything is written."""
+        """Refusals for a session, before anything is written."""
+        self._check_limits(record)
+
+    def _check_limits(self, record: Record) -> None:
+        limits = self.limits
+        if limits is NO_LIMITS:
+            return
+        size = self._record_size(record) if limits.max_record_bytes is not None else None
+        limits.check(record, size)
+
+    def _record_size(self, record: Record) -> int:
+        """The size of ``record``'s write, compared with ``limits.max_record_bytes``.
+
+        Default: the UTF-8 size of its text. Backends whose engine counts otherwise (a
+        statement with escaped values, an encoded value) override this.
+        """
+        return record_bytes(record)
 
     @staticmethod
     def _raise_on_conflict(records: Sequence[MessageRecord], found: Iterable[MessageRecord]):
@@ -935,6 +978,37 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 finally:
                     self._calls.leave()
                 yield batch
+
+    # ================================================================ checks and reads for tools
+    # What an import checks before its first write, as public calls (see transfer.py).
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        """The user who owns the conversation, or ``None`` when it does not exist."""
+        conversation_id = check_id(conversation_id, "conversation_id")
+        return await self._run(
+            "conversation_owner", lambda: self._conversation_owner(conversation_id)
+        )
+
+    async def get_memory(self, memory_id: str) -> MemoryEntry | None:
+        """The memory entry with this id, whoever's it is, or ``None``."""
+        self.require(Capability.MEMORIES, "get_memory")
+        if isinstance(memory_id, UUID):
+            memory_id = str(memory_id)
+        memory_id = check_id(memory_id, "memory_id")
+        rec = await self._run("get_memory", lambda: self._get_memory(memory_id))
+        return record_to_memory(rec) if rec is not None else None
+
+    async def check_conflicts(self, records: Sequence[MessageRecord]) -> None:
+        """Refuse, as :meth:`store_messages` would, ids that name a different stored message
+        (other content, or another conversation); writes nothing.
+
+        Raises:
+            ConflictError: an id names a different stored message.
+        """
+        if records:
+            ids = [r.id for r in records]
+            found = await self._run("check_conflicts", lambda: self._get_messages(ids))
+            self._raise_on_conflict(records, found)
 
 
 # ==================================================================== helpers

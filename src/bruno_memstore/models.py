@@ -9,7 +9,7 @@ sort key; naive datetimes are read as UTC, as bruno-core creates them with ``utc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -29,6 +29,7 @@ __all__ = [
     "MemoryRecord",
     "MessageRecord",
     "SearchHit",
+    "SearchRequest",
     "SearchResult",
     "SessionRecord",
     "check_id",
@@ -36,6 +37,8 @@ __all__ = [
     "check_limit",
     "check_text",
     "dump_json",
+    "hit_order",
+    "memory_sort_key",
     "memory_to_record",
     "message_to_record",
     "record_to_memory",
@@ -331,9 +334,14 @@ def record_to_memory(rec: MemoryRecord) -> MemoryEntry:
 
 @dataclass(slots=True)
 class MemoryFilter:
-    """Every ``MemoryQuery`` filter except the text, in engine-neutral form."""
+    """Every ``MemoryQuery`` filter except the text, in engine-neutral form.
 
-    user_id: str
+    ``user_id`` ``None`` (any user) and ``ids`` (only these entries) are used by the shared
+    layer alone, to read one entry by id over ``_query_memories``; every public read names
+    its user and no ids.
+    """
+
+    user_id: str | None
     memory_types: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()  # any of these tags
@@ -342,11 +350,13 @@ class MemoryFilter:
     include_expired: bool = False
     now_us: int = 0
     limit: int = 10
+    ids: tuple[str, ...] = ()  # only these entries (all when empty)
 
     def matches(self, rec: MemoryRecord) -> bool:
         """The one Python predicate, for backends that filter in process."""
         return (
-            rec.user_id == self.user_id
+            (self.user_id is None or rec.user_id == self.user_id)
+            and (not self.ids or rec.id in self.ids)
             and (not self.memory_types or rec.memory_type in self.memory_types)
             and (not self.categories or rec.category in self.categories)
             and (not self.tags or any(t in self.tags for t in rec.tags))
@@ -401,6 +411,51 @@ def record_to_session(rec: SessionRecord) -> SessionContext:
 # --------------------------------------------------------------------------- search
 
 
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One search of one user's records, as the shared layer hands it to an engine.
+
+    Attributes:
+        user_id: whose records; no other user's may be read, scored or returned.
+        query: the words to match (already bounded, see
+            :func:`~bruno_memstore.search.bounded_query`); empty for a vector search.
+        kinds: ``"message"`` and/or ``"memory"``.
+        conversation_id: only records of this conversation (memory entries: those that
+            name it), when given.
+        limit: at most this many hits.
+        memory_filter: the filters memory hits must pass; ``None``: the user's entries
+            that have not expired.
+    """
+
+    user_id: str
+    query: str
+    kinds: frozenset[str] = frozenset({"message", "memory"})
+    conversation_id: str | None = None
+    limit: int = 10
+    memory_filter: MemoryFilter | None = None
+
+    def with_limit(self, limit: int) -> SearchRequest:
+        """The same request for ``limit`` hits."""
+        return replace(self, limit=limit)
+
+    def memories(self) -> MemoryFilter:
+        """The filter memory hits pass: ``memory_filter``, or the user's unexpired entries."""
+        if self.memory_filter is not None:
+            return self.memory_filter
+        return MemoryFilter(user_id=self.user_id, now_us=to_us(utcnow()))
+
+    def admits_message(self, rec: MessageRecord) -> bool:
+        """Whether a message of this user may be a hit (its conversation, if one is given)."""
+        return self.conversation_id is None or rec.conversation_id == self.conversation_id
+
+    def admits_memory(self, rec: MemoryRecord, flt: MemoryFilter | None = None) -> bool:
+        """Whether a memory entry may be a hit: it passes ``flt`` (default
+        :meth:`memories`) and names the conversation, if one is given."""
+        return (flt or self.memories()).matches(rec) and (
+            self.conversation_id is None or rec.conversation_id == self.conversation_id
+        )
+
+
 @dataclass(slots=True)
 class SearchHit:
     """A backend's raw search answer: which record, and its engine score (higher is better)."""
@@ -409,6 +464,14 @@ class SearchHit:
     score: float
     message: MessageRecord | None = None
     memory: MemoryRecord | None = None
+
+
+def hit_order(hit: SearchHit) -> tuple[float, int, str]:
+    """Order of ranked hits: best score, then newest, then id."""
+    if hit.message is not None:
+        return (-hit.score, -hit.message.ts_us, hit.message.id)
+    assert hit.memory is not None
+    return (-hit.score, -hit.memory.created_us, hit.memory.id)
 
 
 @dataclass(slots=True)

@@ -1,9 +1,15 @@
-"""The narrow primitive set a backend implements.
+"""The narrow primitive set a backend implements, and the operations built from it.
 
 :class:`~bruno_memstore.base.MemoryBackend` does all validation, ownership rules, id
 conflicts, error translation, retries and metrics, then calls exactly one primitive. A
 primitive receives validated records and must be atomic: it either happens whole or raises.
 Retried writes are safe because every write is keyed by an id (insert-if-absent or upsert).
+
+A backend implements the eleven abstract storage primitives (and the three vector ones if it
+declares ``Capability.VECTORS``). Every other operation here has a default built from them
+(reading one entry, latest session, statistics, purging, forgetting a user, keyword search
+with an in-process BM25 index); an engine overrides one when it can do it faster or in one
+atomic step.
 
 Ownership is decided by the engine in the same atomic step as the write it guards (a
 conditional insert or update, a script, a transaction): a check made in one call and a write
@@ -12,13 +18,25 @@ made in another would let two users racing for one new id both succeed.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 from .embeddings.adapter import VectorSpace
 from .errors import OwnershipError
-from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from .models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+    hit_order,
+)
+from .search import BM25Index
 
 __all__ = [
     "AppendResult",
@@ -50,20 +68,28 @@ class AppendResult(NamedTuple):
 
 
 class StoragePrimitives(ABC):
-    """Engine operations. Each has a one-line contract; none validates its arguments."""
+    """Engine operations. Each has a one-line contract; none validates its arguments.
+
+    The abstract ones are the primitives; the others have defaults built from them, which an
+    engine may override to go faster (their contract stays the same).
+    """
 
     # ---------------------------------------------------------------- lifecycle
 
-    @abstractmethod
     async def _connect(self) -> None:
         """Open connections and create or migrate the schema. Called once, under a lock.
 
-        Backends with versioned schemas set ``self._schema_version`` here.
+        Backends with versioned schemas set ``self._schema_version`` here. The default
+        does nothing.
         """
+        return None
 
-    @abstractmethod
     async def _close(self) -> None:
-        """Release every resource this backend opened. Called at most once per connect."""
+        """Release every resource this backend opened. Called at most once per connect.
+
+        The default does nothing.
+        """
+        return None
 
     # ---------------------------------------------------------------- conversations
 
@@ -125,12 +151,12 @@ class StoragePrimitives(ABC):
         """
 
     @abstractmethod
-    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
-        """The entry with this id, or ``None``."""
-
-    @abstractmethod
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
-        """Entries matching every filter, most important first, then newest; at most ``limit``."""
+        """Entries matching every filter, most important first, then newest; at most ``limit``.
+
+        Every field of ``flt`` counts, as :meth:`MemoryFilter.matches` reads it: ``user_id``
+        ``None`` means any user's, non-empty ``ids`` only those entries.
+        """
 
     @abstractmethod
     async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
@@ -140,9 +166,33 @@ class StoragePrimitives(ABC):
         and stays, decided in the same atomic step as the deletion.
         """
 
-    @abstractmethod
+    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
+        """The entry with this id, or ``None``. Default: one ``_query_memories`` by id."""
+        flt = MemoryFilter(user_id=None, ids=(memory_id,), include_expired=True, limit=1)
+        found = await self._query_memories(flt)
+        return found[0] if found else None
+
     async def _purge_expired(self, now_us: int) -> int:
-        """Delete memory entries with ``expires_us <= now_us``; return how many."""
+        """Delete memory entries with ``expires_us <= now_us``; return how many.
+
+        Default: list the expired entries, then delete each one that is still expired when
+        read again just before its deletion. An entry replaced between that read and the
+        deletion is deleted all the same; engines that can put the condition in the deletion
+        itself override this.
+        """
+        doomed = [
+            rec.id
+            for rec in await self._collect("memories", None)
+            if rec.expires_us is not None and rec.expires_us <= now_us
+        ]
+        purged = 0
+        for memory_id in doomed:
+            rec = await self._get_memory(memory_id)
+            if rec is None or rec.expires_us is None or rec.expires_us > now_us:
+                continue
+            with contextlib.suppress(OwnershipError):  # re-stored by another user meanwhile
+                purged += await self._delete_memory(memory_id, rec.user_id)
+        return purged
 
     # ---------------------------------------------------------------- sessions
 
@@ -160,42 +210,112 @@ class StoragePrimitives(ABC):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         """The session with this id, or ``None``."""
 
-    @abstractmethod
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
     ) -> SessionRecord | None:
-        """The user's most recently started session (in the conversation, if given), or ``None``."""
+        """The user's most recently started session (in the conversation, if given), or
+        ``None``; of sessions started at the same instant, the greatest id.
+
+        Default: a scan of the user's exported sessions.
+        """
+        best: SessionRecord | None = None
+        for rec in await self._collect("sessions", user_id):
+            if (active_only and not rec.is_active) or conversation_id not in (
+                None,
+                rec.conversation_id,
+            ):
+                continue
+            if best is None or (rec.started_us, rec.session_id) > (
+                best.started_us,
+                best.session_id,
+            ):
+                best = rec
+        return best
 
     # ---------------------------------------------------------------- search and statistics
 
-    @abstractmethod
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        """Relevance-ranked hits of the user's records (``kinds``: ``"message"``/``"memory"``).
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        """Relevance-ranked hits of the user's records, best first, scores higher-is-better.
 
-        Best first, scores higher-is-better. Memory hits honour ``memory_filter`` when given
-        (and exclude expired entries unless it says otherwise). An empty query matches nothing.
+        Only ``request.kinds``; messages of ``request.conversation_id`` if given; memory hits
+        pass the request's memory filter (:meth:`SearchRequest.memories`: expired entries
+        are left out unless it says otherwise). An empty query matches nothing.
+
+        Default: a BM25 index over the user's exported messages and memory entries, built
+        for this one query (the user's whole corpus gives the term statistics, as an
+        engine's own index of the user's records would).
         """
+        index = BM25Index()
+        messages: dict[str, MessageRecord] = {}
+        memories: dict[str, MemoryRecord] = {}
+        for rec in await self._collect("messages", request.user_id):
+            messages[rec.id] = rec
+            index.add(("message", rec.id), rec.content)
+        for rec in await self._collect("memories", request.user_id):
+            memories[rec.id] = rec
+            index.add(("memory", rec.id), rec.content)
+        flt = request.memories()
+        hits: list[SearchHit] = []
+        for (kind, rid), score in index.search(request.query).items():  # type: ignore[misc]
+            if kind not in request.kinds:
+                continue
+            if kind == "message":
+                if request.admits_message(msg := messages[rid]):
+                    hits.append(SearchHit("message", score, message=msg))
+            elif request.admits_memory(mem := memories[rid], flt):
+                hits.append(SearchHit("memory", score, memory=mem))
+        return heapq.nsmallest(request.limit, hits, key=hit_order)
 
-    @abstractmethod
     async def _statistics(self, user_id: str) -> dict[str, object]:
         """Counts for one user: ``messages``, ``conversations``, ``sessions``,
         ``active_sessions``, ``memories``, ``messages_by_role``, ``first_message_us``,
-        ``last_message_us``."""
+        ``last_message_us``.
+
+        Default: counted over the user's exported records.
+        """
+        roles: Counter[str] = Counter()
+        first: int | None = None
+        last: int | None = None
+        async for batch in self._export("messages", user_id):
+            for rec in batch:
+                roles[rec.role] += 1  # type: ignore[attr-defined]
+                ts: int = rec.ts_us  # type: ignore[attr-defined]
+                first = ts if first is None else min(first, ts)
+                last = ts if last is None else max(last, ts)
+        sessions = await self._collect("sessions", user_id)
+        return {
+            "messages": sum(roles.values()),
+            "conversations": len(await self._collect("conversations", user_id)),
+            "sessions": len(sessions),
+            "active_sessions": sum(1 for s in sessions if s.is_active),
+            "memories": len(await self._collect("memories", user_id)),
+            "messages_by_role": dict(roles),
+            "first_message_us": first,
+            "last_message_us": last,
+        }
 
     # ---------------------------------------------------------------- whole-store operations
 
-    @abstractmethod
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        """Delete every record of the user from every index; return counts by kind."""
+        """Delete every record of the user from every index; return counts by kind:
+        ``messages``, ``conversations``, ``sessions``, ``memories``.
+
+        Default: each of the user's conversations is deleted with its messages and sessions
+        (``_delete_messages`` keeping no role), then each of the user's memory entries.
+        """
+        conversations = [c for c, _owner in await self._collect("conversations", user_id)]
+        counts = {
+            "messages": 0,
+            "conversations": len(conversations),
+            "sessions": len(await self._collect("sessions", user_id)),
+            "memories": 0,
+        }
+        for conversation_id in conversations:
+            counts["messages"] += await self._delete_messages(conversation_id, frozenset())
+        for rec in await self._collect("memories", user_id):
+            with contextlib.suppress(OwnershipError):  # re-stored by another user meanwhile
+                counts["memories"] += await self._delete_memory(rec.id, user_id)
+        return counts
 
     async def _compact(self) -> None:
         """Erase what deletions left for the engine to clean up later, and reclaim the space.
@@ -212,6 +332,13 @@ class StoragePrimitives(ABC):
         order within each conversation.
         """
 
+    async def _collect(self, kind: ExportKind, user_id: str | None) -> list[Any]:
+        """Every record ``_export`` yields, in one list (for the defaults above)."""
+        out: list[Any] = []
+        async for batch in self._export(kind, user_id):
+            out += batch
+        return out
+
 
 class VectorPrimitives(ABC):
     """Engine operations of a backend that declares ``Capability.VECTORS``.
@@ -222,12 +349,11 @@ class VectorPrimitives(ABC):
     """
 
     @abstractmethod
-    async def _vector_space(self) -> VectorSpace | None:
-        """The recorded model name and dimension of the stored vectors, or ``None``."""
-
-    @abstractmethod
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
-        """Record ``space`` and return the space now recorded.
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        """Record ``space`` and return the space now recorded; with ``None``, only return
+        the recorded space (``None`` if there is none), changing nothing.
 
         Without ``replace`` this is insert-if-absent (nothing is dropped; a space recorded
         first by another process wins and is returned). With ``replace`` every stored vector
@@ -242,18 +368,10 @@ class VectorPrimitives(ABC):
         """
 
     @abstractmethod
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
         """The user's records nearest to ``vector``, best first, score = cosine similarity.
 
+        ``request`` scopes the search as for ``_text_search`` (its query text is not used).
         The user (and conversation, and memory filter) restrict the engine's query itself,
         never its results afterwards, so no other user's record can fill or leak into them.
         """

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 from .capabilities import Capability
 from .embeddings.adapter import Embedder, VectorSpace
@@ -25,7 +25,14 @@ from .errors import (
     InvalidArgumentError,
     MemstoreError,
 )
-from .models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit
+from .models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    check_text,
+)
 from .ranking import (
     SearchMode,
     candidate_count,
@@ -34,9 +41,6 @@ from .ranking import (
     vector_scores,
 )
 from .search import bounded_query, clipped_query
-
-if TYPE_CHECKING:
-    from .base import MemoryBackend
 
 __all__ = ["DEFAULT_MODEL", "SearchMode", "SemanticSearch", "make_embedder"]
 
@@ -71,8 +75,30 @@ def make_embedder(model: Any) -> Embedder | None:
     return Embedder(model)
 
 
+def _checked(space: VectorSpace) -> VectorSpace:
+    """``space``, if its model name can be recorded (it is text: no lone surrogate)."""
+    check_text(space.model, "embedding_model")
+    return space
+
+
 class SemanticSearch:
-    """Mixed into ``MemoryBackend``; uses its ``_run``, ``require`` and the vector primitives."""
+    """Mixed into ``MemoryBackend``, whose members below it uses (declared here, defined
+    there or by the backend's primitives), so that neither module imports the other."""
+
+    backend_name: str
+    capabilities: frozenset[Capability]
+    connected: bool
+    describe: Callable[[], str]
+    require: Callable[[Capability, str], None]
+    export_batches: Callable[[str], AsyncIterator[list[Any]]]
+    _ensure_connected: Callable[[], Awaitable[None]]
+    _run: Callable[[str, Callable[[], Any]], Awaitable[Any]]
+    _search_mode_for: Callable[[SearchMode | None, str], SearchMode]
+    _text_search: Callable[[SearchRequest], Awaitable[list[SearchHit]]]
+    # The vector primitives (on backends that declare ``Capability.VECTORS``).
+    _claim_vector_space: Callable[..., Awaitable[VectorSpace | None]]
+    _put_vectors: Callable[[str, Sequence[Any]], Awaitable[None]]
+    _vector_search: Callable[[SearchRequest, Any], Awaitable[list[SearchHit]]]
 
     embedder: Embedder | None
     search_mode: SearchMode
@@ -81,7 +107,7 @@ class SemanticSearch:
     _space_error: EmbeddingMismatchError | None
 
     def _init_semantic(
-        self: MemoryBackend,
+        self,
         embedding_model: Any,
         search_mode: SearchMode | None,
         vector_weight: float,
@@ -109,7 +135,7 @@ class SemanticSearch:
         self._space = None
         self._space_error = None
 
-    def set_embedding_model(self: MemoryBackend, embedding_model: Any) -> None:
+    def set_embedding_model(self, embedding_model: Any) -> None:
         """Use another embedding model (before the first operation only)."""
         if self.connected:
             raise InvalidArgumentError(
@@ -127,7 +153,7 @@ class SemanticSearch:
 
     # ---------------------------------------------------------------- connect
 
-    async def _check_vector_space(self: MemoryBackend) -> None:
+    async def _check_vector_space(self) -> None:
         """Record this store's vector space, or note that it differs from the embedder's."""
         self._space_error = None
         if self.embedder is not None and Capability.VECTORS not in self.capabilities:
@@ -145,8 +171,8 @@ class SemanticSearch:
             self.search_mode = "keyword"
         if self.embedder is None:
             return
-        mine = await self.embedder.space()
-        stored = await self._claim_vector_space(mine, replace=False)  # type: ignore[attr-defined]
+        mine = _checked(await self.embedder.space())
+        stored = await self._claim_vector_space(mine, replace=False)
         self._space = stored
         if stored != mine:
             self._space_error = EmbeddingMismatchError(
@@ -160,7 +186,7 @@ class SemanticSearch:
             )
             log.warning("%s", self._space_error)
 
-    def _vectors_usable(self: MemoryBackend, operation: str) -> Embedder:
+    def _vectors_usable(self, operation: str) -> Embedder:
         if self.embedder is None:
             raise CapabilityError(
                 f"{type(self).__name__} has no embedding model configured, so no vector search",
@@ -174,7 +200,7 @@ class SemanticSearch:
     # ---------------------------------------------------------------- writes
 
     async def _embed_records(
-        self: MemoryBackend, operation: str, records: Sequence[MessageRecord | MemoryRecord]
+        self, operation: str, records: Sequence[MessageRecord | MemoryRecord]
     ) -> None:
         """Set ``vector`` on each message or memory record (no-op without a model)."""
         if self.embedder is None or not records:
@@ -187,9 +213,7 @@ class SemanticSearch:
         for rec, vec in zip(records, vectors, strict=True):
             rec.vector = vec
 
-    async def _embedding(
-        self: MemoryBackend, operation: str, embedder: Embedder, texts: list[str]
-    ) -> Any:
+    async def _embedding(self, operation: str, embedder: Embedder, texts: list[str]) -> Any:
         try:
             return await embedder.embed(texts)
         except MemstoreError:
@@ -206,7 +230,7 @@ class SemanticSearch:
 
     # ---------------------------------------------------------------- queries
 
-    def _resolve_mode(self: MemoryBackend, mode: SearchMode | None, operation: str) -> SearchMode:
+    def _resolve_mode(self, mode: SearchMode | None, operation: str) -> SearchMode:
         if mode is None:
             return self.search_mode
         if mode not in _MODES:
@@ -217,7 +241,7 @@ class SemanticSearch:
         return mode
 
     async def _ranked(
-        self: MemoryBackend,
+        self,
         operation: str,
         user_id: str,
         query: str,
@@ -235,46 +259,35 @@ class SemanticSearch:
         model :func:`~bruno_memstore.search.clipped_query`), whatever its length.
         """
         await self._ensure_connected()  # connecting checks the store's vector space
-        mode = self._search_mode_for(mode, operation)  # type: ignore[attr-defined]
-        words = bounded_query(query) if mode != "vector" else ""
-
-        def text(n: int) -> Callable[[], Any]:
-            return lambda: self._text_search(
-                user_id,
-                words,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=n,
-                memory_filter=memory_filter,
-            )
-
+        mode = self._search_mode_for(mode, operation)
+        request = SearchRequest(
+            user_id=user_id,
+            query=bounded_query(query) if mode != "vector" else "",
+            kinds=kinds,
+            conversation_id=conversation_id,
+            limit=limit,
+            memory_filter=memory_filter,
+        )
         if mode == "keyword":
-            return keyword_scores(await self._run(operation, text(limit)))
+            return keyword_scores(await self._run(operation, lambda: self._text_search(request)))
         embedder = self._vectors_usable(operation)
         vector = (await self._embedding(operation, embedder, [clipped_query(query)]))[0]
-        n = limit if mode == "vector" else candidate_count(limit)
+        wide = request.with_limit(limit if mode == "vector" else candidate_count(limit))
 
         def near() -> Any:
-            return self._vector_search(  # type: ignore[attr-defined]
-                user_id,
-                vector,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=n,
-                memory_filter=memory_filter,
-            )
+            return self._vector_search(wide, vector)
 
         if mode == "vector":
             return vector_scores(await self._run(operation, near))
         text_hits, vector_hits = await asyncio.gather(
-            self._run(operation, text(n)), self._run(operation, near)
+            self._run(operation, lambda: self._text_search(wide)), self._run(operation, near)
         )
         return fuse(text_hits, vector_hits, vector_weight=self.vector_weight, limit=limit)
 
     # ---------------------------------------------------------------- maintenance
 
     async def reindex(
-        self: MemoryBackend,
+        self,
         *,
         batch_size: int = 256,
         progress: Callable[[Literal["message", "memory"], int], None] | None = None,
@@ -293,10 +306,10 @@ class SemanticSearch:
                 "reindex needs an embedding model", backend=self.backend_name, operation="reindex"
             )
         await self._ensure_connected()
-        space = await embedder.space()
+        space = _checked(await embedder.space())
         await self._run(
             "reindex",
-            lambda: self._claim_vector_space(space, replace=True),  # type: ignore[attr-defined]
+            lambda: self._claim_vector_space(space, replace=True),
         )
         self._space, self._space_error = space, None
         counts = {"message": 0, "memory": 0}
@@ -308,7 +321,7 @@ class SemanticSearch:
                     pairs = [(r.id, v) for r, v in zip(part, vecs, strict=True)]
                     await self._run(
                         "reindex",
-                        lambda pairs=pairs, kind=kind: self._put_vectors(kind, pairs),  # type: ignore[attr-defined]
+                        lambda pairs=pairs, kind=kind: self._put_vectors(kind, pairs),
                     )
                     counts[kind] += len(pairs)
                     if progress is not None:

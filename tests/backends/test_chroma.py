@@ -39,7 +39,7 @@ from bruno_memstore.errors import (
     InvalidArgumentError,
     OwnershipError,
 )
-from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import MemoryFilter, SearchHit, SearchRequest, to_us, utcnow
 from bruno_memstore.testing import (
     at,
     make_memory_entry,
@@ -406,8 +406,9 @@ async def test_text_ranking_equals_the_reference_bm25(memory: ChromaMemory) -> N
     for query in ("cat", "dogs cats", "the", "friends of the cat"):
         for kinds in (frozenset({"message"}), frozenset({"message", "memory"})):
             args = {"kinds": kinds, "conversation_id": None, "limit": 10, "memory_filter": flt}
-            ours = await memory._text_search(uid, query, **args)
-            theirs = await reference._text_search(uid, query, **args)
+            request = SearchRequest(uid, query, **args)
+            ours = await memory._text_search(request)
+            theirs = await reference._text_search(request)
             assert [(hit_id(h), round(h.score, 9)) for h in ours] == [
                 (hit_id(h), round(h.score, 9)) for h in theirs
             ], (query, kinds)
@@ -538,8 +539,9 @@ async def check_vector_filters(memory: MemoryBackend) -> None:
                             "limit": limit,
                             "memory_filter": flt,
                         }
-                        ours = await memory._vector_search(user, vector, **args)  # type: ignore[attr-defined]
-                        theirs = await reference._vector_search(user, vector, **args)
+                        request = SearchRequest(user, "", **args)
+                        ours = await memory._vector_search(request, vector)  # type: ignore[attr-defined]
+                        theirs = await reference._vector_search(request, vector)
                         same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
 

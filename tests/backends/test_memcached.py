@@ -30,7 +30,7 @@ from bruno_memstore.errors import (
     MissingDependencyError,
     OwnershipError,
 )
-from bruno_memstore.models import message_to_record, to_us
+from bruno_memstore.models import SearchRequest, message_to_record, to_us
 from bruno_memstore.testing.builders import (
     at,
     make_memory_entry,
@@ -300,9 +300,7 @@ async def test_what_a_cache_cannot_do_is_refused(memory: MemcachedMemory) -> Non
         lambda: memory.forget_user(uid),
         lambda: memory.export_batches("messages", uid).__anext__(),
         # The primitives themselves refuse too (never NotImplementedError).
-        lambda: memory._text_search(
-            uid, "kept", kinds=frozenset({"message"}), conversation_id=None, limit=5
-        ),
+        lambda: memory._text_search(SearchRequest(uid, "kept", frozenset({"message"}), limit=5)),
         lambda: memory._forget_user(uid),
         lambda: memory._export("messages", uid).__anext__(),
     ]

@@ -29,6 +29,7 @@ from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
+from bruno_memstore.backends.kit.vectors import vector_from_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.mysql import backend as mysql_module
 from bruno_memstore.backends.mysql.backend import (
@@ -47,7 +48,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import MemoryFilter, SearchHit, SearchRequest, to_us, utcnow
 from bruno_memstore.testing.builders import (
     at,
     make_memory_entry,
@@ -57,7 +58,6 @@ from bruno_memstore.testing.builders import (
 )
 from bruno_memstore.testing.erasure import find_in_files, run_erasures
 from bruno_memstore.url import MemoryURL
-from bruno_memstore.vector_cache import vector_from_bytes
 from faults._mysql_server import MariaDBServer
 
 MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -1030,8 +1030,9 @@ async def test_vector_filters_match_the_reference(memory: MySQLMemory) -> None:
                             "limit": limit,
                             "memory_filter": flt,
                         }
-                        ours = await memory._vector_search(uid, vector, **args)
-                        theirs = await reference._vector_search(uid, vector, **args)
+                        request = SearchRequest(uid, "", **args)
+                        ours = await memory._vector_search(request, vector)
+                        theirs = await reference._vector_search(request, vector)
                         _assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
 

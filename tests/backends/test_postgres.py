@@ -55,7 +55,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import message_to_record, session_to_record
+from bruno_memstore.models import SearchRequest, message_to_record, session_to_record
 from bruno_memstore.testing.builders import (
     at,
     collect_export,
@@ -960,7 +960,7 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
                 found = await mem.search(mine, "a=1", mode=mode, limit=50)
                 assert [r.message.id for r in found if r.message] == expected, (plan_choice, mode)
             hits = await mem._vector_search(
-                mine, query, kinds=frozenset({"message"}), conversation_id=None, limit=50
+                SearchRequest(mine, "", frozenset({"message"}), limit=50), query
             )
             assert [h.score for h in hits] == pytest.approx(list(sims), abs=1e-4)
             plan = await _explain_search(mem, mine, query, limit=50)

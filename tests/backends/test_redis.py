@@ -28,6 +28,7 @@ from redis.crc import key_slot
 
 import _engines as engines
 from bruno_memstore import open_memory
+from bruno_memstore.backends.kit.vectors import vector_from_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.redis import backend as redis_backend
 from bruno_memstore.backends.redis.backend import ANALYZER_FINGERPRINT, RedisMemory, vector_tag
@@ -43,11 +44,17 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import DEFAULT_USER, MemoryFilter, SearchHit, to_us, utcnow
+from bruno_memstore.models import (
+    DEFAULT_USER,
+    MemoryFilter,
+    SearchHit,
+    SearchRequest,
+    to_us,
+    utcnow,
+)
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
 from bruno_memstore.testing.erasure import find_in_files, run_erasures
-from bruno_memstore.vector_cache import vector_from_bytes
 from faults._redis_server import RedisServer
 
 REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -989,8 +996,9 @@ async def check_vector_filters_match_the_reference(memory: MemoryBackend) -> Non
                             "limit": limit,
                             "memory_filter": flt,
                         }
-                        ours = await memory._vector_search(user, vector, **args)  # type: ignore[attr-defined]
-                        theirs = await reference._vector_search(user, vector, **args)
+                        request = SearchRequest(user, "", **args)
+                        ours = await memory._vector_search(request, vector)  # type: ignore[attr-defined]
+                        theirs = await reference._vector_search(request, vector)
                         assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
     await reference.shutdown()
 

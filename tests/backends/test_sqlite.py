@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from bruno_memstore import open_memory
+from bruno_memstore.backends.kit.vectors import VectorIndex
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.backends.sql.append import Append, append_group
 from bruno_memstore.backends.sql.sync import run_plan
@@ -48,7 +49,7 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, memory_to_record, message_to_record
+from bruno_memstore.models import MemoryFilter, SearchRequest, memory_to_record, message_to_record
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import (
     at,
@@ -58,7 +59,6 @@ from bruno_memstore.testing import (
     new_user_id,
 )
 from bruno_memstore.testing.erasure import find_in_files, marker, run_erasures
-from bruno_memstore.vector_index import VectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -578,9 +578,9 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
     other = [
         run(shared.get_messages, ["a", "b"]),
         run(shared.get_session, conv),
-        run(shared.get_memory, "m"),
-        run(shared.text_search, user, "kayak maps", frozenset({"message", "memory"}), None, 5, flt),
-        run(shared.text_search, user, "kayak", frozenset({"message"}), conv, 5, None),
+        run(shared.query_memories, MemoryFilter(None, ids=("m",), include_expired=True, limit=1)),
+        run(shared.text_search, SearchRequest(user, "kayak maps", limit=5, memory_filter=flt)),
+        run(shared.text_search, SearchRequest(user, "kayak", frozenset({"message"}), conv, 5)),
         run(shared.statistics, user),
         run(shared.export_page, "conversations", user, None, 50),
         run(shared.export_page, "memories", user, None, 50),
@@ -937,7 +937,7 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
         t1 = time.perf_counter()
         # The first search loads the user's 20,000 vectors (on the vector thread).
         found = await memory._vector_search(
-            "u", records[7].vector, kinds=frozenset({"message"}), conversation_id=None, limit=3
+            SearchRequest("u", "", frozenset({"message"}), limit=3), records[7].vector
         )
         t2 = time.perf_counter()
     ticker.check(t0, t1)

@@ -15,9 +15,12 @@ from bruno_memstore.errors import InvalidArgumentError
 from bruno_memstore.models import (
     MAX_ID_LENGTH,
     MemoryFilter,
+    SearchHit,
+    SearchRequest,
     check_id,
     check_limit,
     dump_json,
+    hit_order,
     memory_sort_key,
     memory_to_record,
     message_to_record,
@@ -268,6 +271,38 @@ def test_memory_filter_matches_every_field() -> None:
     assert not MemoryFilter(**base, min_confidence=0.51).matches(rec)
     assert not MemoryFilter(**base, min_importance=0.51).matches(rec)
     assert not MemoryFilter(user_id="u1", now_us=now).matches(rec)  # expired
+    # Any user's, and only given ids: what the shared layer reads one entry by.
+    assert MemoryFilter(**{**base, "user_id": None}).matches(rec)
+    assert MemoryFilter(**base, ids=(rec.id, "other")).matches(rec)
+    assert not MemoryFilter(**base, ids=("other",)).matches(rec)
+
+
+def test_search_request_scopes_hits() -> None:
+    now = utcnow()
+    live = memory_to_record(make_memory_entry("u1", "kept", conversation_id="c1"))
+    gone = memory_to_record(make_memory_entry("u1", "old", expires_at=now - timedelta(seconds=1)))
+    request = SearchRequest("u1", "words", frozenset({"memory"}), limit=3)
+    assert request.admits_memory(live) and not request.admits_memory(gone)  # unexpired only
+    everything = MemoryFilter(user_id="u1", include_expired=True)
+    assert request.admits_memory(gone, everything)
+    in_c2 = SearchRequest("u1", "words", conversation_id="c2")
+    assert not in_c2.admits_memory(live)
+    assert not in_c2.admits_message(message_to_record(make_message("hi"), "c1"))
+    assert in_c2.with_limit(50).limit == 50 and in_c2.limit == 10
+    with pytest.raises(AttributeError):
+        request.limit = 4  # type: ignore[misc]
+
+
+def test_hit_order_is_best_then_newest_then_id() -> None:
+    old = message_to_record(make_message("a", timestamp=datetime(2024, 1, 1)), "c")
+    new = message_to_record(make_message("b", timestamp=datetime(2024, 1, 2)), "c")
+    hits = [SearchHit("message", 1.0, message=old), SearchHit("message", 1.0, message=new)]
+    hits.append(SearchHit("message", 2.0, message=old))
+    assert [(h.score, h.message.ts_us) for h in sorted(hits, key=hit_order)] == [
+        (2.0, old.ts_us),
+        (1.0, new.ts_us),
+        (1.0, old.ts_us),
+    ]
 
 
 def test_memory_sort_key_orders_by_importance_then_newest() -> None:

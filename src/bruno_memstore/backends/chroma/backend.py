@@ -4,8 +4,8 @@ Each user's messages and memory entries live in collections of their own, with t
 embedding vectors, so vector search is Chroma's own HNSW index over the user's records only,
 with every other filter in its ``where`` clause. Conversations, sessions and bookkeeping
 have shared collections (``layout``). Chroma does not rank text, so full-text
-search is BM25 over the user's documents loaded from Chroma and kept in process
-(``text``, ``search``).
+search is the kit's keyword index over the user's documents, loaded from Chroma and kept in
+process (``search``).
 
 The Chroma client blocks, so its calls run on threads (``threads``): one writer per
 store, which also groups concurrent message appends into one Chroma call, and a few
@@ -23,14 +23,26 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode
 
+import chromadb
+import httpx
+from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
+
 from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
-from ...errors import InvalidArgumentError, MissingDependencyError
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...errors import InvalidArgumentError
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
+from ..kit.hits import ranked_hits
 from . import ops as ops
 from . import search as search
 from .layout import check_prefix
@@ -43,15 +55,6 @@ from .store import (
     not_found,
     release,
 )
-
-try:
-    import chromadb
-    import httpx
-    from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
-except ImportError:  # pragma: no cover - exercised only without the [chroma] extra
-    chromadb = None  # type: ignore[assignment]
-    httpx = None  # type: ignore[assignment]
-    DEFAULT_TENANT, DEFAULT_DATABASE = "default_tenant", "default_database"
 
 __all__ = ["ChromaMemory"]
 
@@ -139,8 +142,6 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         hnsw: Mapping[str, int] | None = None,
         **options: Any,
     ) -> None:
-        if chromadb is None:
-            raise MissingDependencyError("chroma", "chromadb")
         super().__init__(embedding_model=embedding_model, **options)
         self.prefix = check_prefix(prefix)
         if isinstance(readers, bool) or not isinstance(readers, int) or not 1 <= readers <= 32:
@@ -345,17 +346,13 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return not_found(exc) or (httpx is not None and isinstance(exc, httpx.TransportError))
+        return not_found(exc) or isinstance(exc, httpx.TransportError)
 
     def _is_timeout(self, exc: BaseException) -> bool:
-        return isinstance(exc, TimeoutError) or (
-            httpx is not None and isinstance(exc, httpx.TimeoutException)
-        )
+        return isinstance(exc, (TimeoutError, httpx.TimeoutException))
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        return isinstance(exc, (ConnectionError, OSError)) or (
-            httpx is not None and isinstance(exc, httpx.TransportError)
-        )
+        return isinstance(exc, (ConnectionError, OSError, httpx.TransportError))
 
     def _redact(self, text: str) -> str:
         return hide_secrets(text, self._token)
@@ -412,19 +409,16 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     ) -> SessionRecord | None:
         return await self._read(ops.latest_session, user_id, conversation_id, active_only)
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        return await self._read(
-            search.text_search, user_id, query, kinds, conversation_id, limit, memory_filter
-        )
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        store, user_id = self._live(), request.user_id
+        token = await self._read(ChromaStore.read_token, user_id)
+        index = await store.text.get(user_id, token, lambda: self._read(search.load_text, user_id))
+        with store.text.lock:  # the writer thread patches indexes in place
+            found = index.search(request)
+        if not found:
+            return []
+        messages, memories = await self._read(search.records_of, user_id, found)
+        return ranked_hits(found, messages, memories)
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._read(ops.statistics, user_id)
@@ -462,26 +456,16 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        stored = await self._read(lambda store: store.stored_space())
-        return stored.space if stored is not None else None
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            stored = await self._read(lambda store: store.stored_space())
+            return stored.space if stored is not None else None
         return await self._call(lambda store: store.claim_space(space, replace=replace))
 
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
         await self._call(ops.put_vectors, kind, list(items))
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        return await self._read(
-            search.vector_search, user_id, vector, kinds, conversation_id, limit, memory_filter
-        )
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        return await self._read(search.vector_search, request, vector)

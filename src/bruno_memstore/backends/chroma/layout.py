@@ -39,6 +39,7 @@ import numpy as np
 
 from ...errors import InvalidArgumentError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
+from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
 
 __all__ = [
     "NEVER",
@@ -179,42 +180,46 @@ def memory_conditions(
     return conds
 
 
-# ---------------------------------------------------------------- messages
+# ---------------------------------------------------------------- records
+# Records are the kit codec's documents under short metadata keys; the id is the record's
+# Chroma id and the content (a session's JSON) its document, so both are left out.
 
-
-def message_metadata(rec: MessageRecord, owner: str, has_vector: bool) -> dict[str, Any]:
-    """A message's metadata (``add`` refuses ``None`` values, so absent keys are left out)."""
-    meta: dict[str, Any] = {
-        "user": owner,
-        "conv": rec.conversation_id,
-        "role": rec.role,
-        "mtype": rec.message_type,
-        "ts": rec.timestamp,
-        "ts_us": rec.ts_us,
-        "seq": rec.seq,
-        "meta": rec.metadata,
-        "vec": has_vector,
+_MESSAGE_META = MESSAGES.renamed(
+    {
+        "user_id": "user",
+        "conversation_id": "conv",
+        "message_type": "mtype",
+        "timestamp": "ts",
+        "metadata": "meta",
+        "parent_id": "parent",
     }
-    if rec.parent_id is not None:
-        meta["parent"] = rec.parent_id
+)
+_MEMORY_META = MEMORIES.renamed(
+    {
+        "user_id": "user",
+        "conversation_id": "conv",
+        "memory_type": "mtype",
+        "category": "cat",
+        "confidence": "conf",
+        "importance": "imp",
+        "expires_us": "exp",
+    }
+)
+_SESSION_META = SESSIONS.renamed(
+    {"user_id": "user", "conversation_id": "conv", "is_active": "active"}
+)
+
+
+def message_metadata(rec: MessageRecord, has_vector: bool) -> dict[str, Any]:
+    """A message's metadata (``add`` refuses ``None`` values, so absent keys are left out)."""
+    meta = _MESSAGE_META.document(rec, omit=("id", "content"), drop_none=True)
+    meta["vec"] = has_vector
     return meta
 
 
 def message_from(rid: str, content: str | None, meta: Mapping[str, Any]) -> MessageRecord:
     """The record a stored message was made from."""
-    return MessageRecord(
-        id=rid,
-        conversation_id=meta["conv"],
-        role=meta["role"],
-        content=content or "",
-        message_type=meta["mtype"],
-        timestamp=meta["ts"],
-        ts_us=int(meta["ts_us"]),
-        metadata=meta["meta"],
-        parent_id=meta.get("parent"),
-        user_id=meta["user"],
-        seq=int(meta["seq"]),
-    )
+    return _MESSAGE_META.from_document(meta, id=rid, content=content or "")
 
 
 def message_order(meta: Mapping[str, Any]) -> tuple[int, int]:
@@ -222,66 +227,39 @@ def message_order(meta: Mapping[str, Any]) -> tuple[int, int]:
     return (int(meta["ts_us"]), int(meta["seq"]))
 
 
-# ---------------------------------------------------------------- memory entries
-
-
 def memory_metadata(rec: MemoryRecord, has_vector: bool) -> dict[str, Any]:
-    """An entry's metadata for ``upsert``: ``None`` removes a key an older version had."""
-    return {
-        "user": rec.user_id,
-        "conv": rec.conversation_id,
-        "mtype": rec.memory_type,
-        "cat": rec.category,
-        "tags": list(rec.tags) or None,
-        "conf": float_key(rec.confidence),
-        "imp": float_key(rec.importance),
-        "created_us": rec.created_us,
-        "exp": NEVER if rec.expires_us is None else rec.expires_us,
-        "payload": rec.payload,
-        "vec": has_vector,
-    }
+    """An entry's metadata for ``upsert``: ``None`` removes a key an older version had.
+    Scores are stored as :func:`float_key` and "never expires" as :data:`NEVER`."""
+    meta = _MEMORY_META.document(rec, omit=("id", "content"))
+    meta.update(
+        tags=list(rec.tags) or None,
+        conf=float_key(rec.confidence),
+        imp=float_key(rec.importance),
+        exp=NEVER if rec.expires_us is None else rec.expires_us,
+        vec=has_vector,
+    )
+    return meta
 
 
 def memory_from(rid: str, content: str | None, meta: Mapping[str, Any]) -> MemoryRecord:
     """The record a stored entry was made from."""
     exp = int(meta["exp"])
-    return MemoryRecord(
+    return _MEMORY_META.from_document(
+        meta,
         id=rid,
-        user_id=meta["user"],
         content=content or "",
-        memory_type=meta["mtype"],
-        category=meta.get("cat"),
-        tags=list(meta.get("tags") or ()),
         confidence=float_from_key(meta["conf"]),
         importance=float_from_key(meta["imp"]),
-        created_us=int(meta["created_us"]),
         expires_us=None if exp >= NEVER else exp,
-        conversation_id=meta.get("conv"),
-        payload=meta["payload"],
     )
-
-
-# ---------------------------------------------------------------- sessions
 
 
 def session_metadata(rec: SessionRecord) -> dict[str, Any]:
-    return {
-        "user": rec.user_id,
-        "conv": rec.conversation_id,
-        "active": bool(rec.is_active),
-        "started_us": rec.started_us,
-    }
+    return _SESSION_META.document(rec, omit=("session_id", "payload"))
 
 
 def session_from(rid: str, payload: str | None, meta: Mapping[str, Any]) -> SessionRecord:
-    return SessionRecord(
-        session_id=rid,
-        user_id=meta["user"],
-        conversation_id=meta["conv"],
-        is_active=bool(meta["active"]),
-        started_us=int(meta["started_us"]),
-        payload=payload or "{}",
-    )
+    return _SESSION_META.from_document(meta, session_id=rid, payload=payload or "{}")
 
 
 # ---------------------------------------------------------------- results

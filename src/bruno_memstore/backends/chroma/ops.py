@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,6 @@ from .layout import (
     session_metadata,
 )
 from .store import ONE, ChromaStore
-from .text import UserText
 
 __all__ = ["Append", "get_all", "get_ids", "run_appends"]
 
@@ -255,16 +254,8 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
             _add_messages(store, owner, recs)
         store.bump_tokens(list(by_owner))
         for owner, recs in by_owner.items():
-            store.text.changed(owner, _adder(recs))
+            store.text_changed(owner, lambda index, recs=recs: index.add_messages(recs))
     return outcomes
-
-
-def _adder(records: list[MessageRecord]) -> Callable[[UserText], None]:
-    def change(entry: UserText) -> None:
-        for rec in records:
-            entry.add_message(rec.id, rec.content, rec.conversation_id, rec.ts_us)
-
-    return change
 
 
 def _add_messages(store: ChromaStore, owner: str, records: list[MessageRecord]) -> None:
@@ -275,9 +266,7 @@ def _add_messages(store: ChromaStore, owner: str, records: list[MessageRecord]) 
             ids=[rec.id for rec in part],
             documents=[rec.content for rec in part],
             embeddings=vectors,
-            metadatas=[
-                message_metadata(rec, owner, has) for rec, has in zip(part, real, strict=True)
-            ],
+            metadatas=[message_metadata(rec, has) for rec, has in zip(part, real, strict=True)],
         )
 
 
@@ -364,16 +353,8 @@ def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozen
         store.conversations.delete(ids=[conversation_id])
     if ids and owner is not None:
         store.bump_tokens([owner])
-        store.text.changed(owner, _remover("message", ids))
+        store.text_changed(owner, lambda index: index.remove_many("message", ids))
     return len(ids)
-
-
-def _remover(kind: str, ids: Sequence[str]) -> Callable[[UserText], None]:
-    def change(entry: UserText) -> None:
-        for rid in ids:
-            entry.remove(kind, rid)
-
-    return change
 
 
 # -------------------------------------------------------------------- memory entries
@@ -392,26 +373,8 @@ def put_memory(store: ChromaStore, rec: MemoryRecord) -> None:
         embeddings=vectors,
         metadatas=[memory_metadata(rec, real[0])],
     )
-    kept = _without_vector(rec)
     store.bump_tokens([rec.user_id])
-    store.text.changed(rec.user_id, lambda entry: entry.add_memory(kept))
-
-
-def _without_vector(rec: MemoryRecord) -> MemoryRecord:
-    return MemoryRecord(
-        id=rec.id,
-        user_id=rec.user_id,
-        content=rec.content,
-        memory_type=rec.memory_type,
-        category=rec.category,
-        tags=list(rec.tags),
-        confidence=rec.confidence,
-        importance=rec.importance,
-        created_us=rec.created_us,
-        expires_us=rec.expires_us,
-        conversation_id=rec.conversation_id,
-        payload=rec.payload,
-    )
+    store.text_changed(rec.user_id, lambda index: index.add_memory(rec))
 
 
 def get_memory(store: ChromaStore, memory_id: str) -> MemoryRecord | None:
@@ -435,7 +398,7 @@ def _delete_memories(store: ChromaStore, user_id: str, collection: Any, ids: lis
     _delete_ids(collection, ids)
     _unpoint(store, "memory", ids)
     store.bump_tokens([user_id])
-    store.text.changed(user_id, _remover("memory", ids))
+    store.text_changed(user_id, lambda index: index.remove_many("memory", ids))
     return len(ids)
 
 
@@ -581,7 +544,7 @@ def forget_user(store: ChromaStore, user_id: str) -> dict[str, int]:
         _delete_ids(collection, ids)
         counts[name] = len(ids)
     store.bump_tokens([user_id])
-    store.text.changed(user_id)
+    store.text_changed(user_id)
     return counts
 
 

@@ -1,102 +1,71 @@
-"""Search in ``ChromaMemory``: BM25 over cached text indexes, and Chroma's vector index.
+"""Search in ``ChromaMemory``: the kit's keyword index over cached per-user indexes, and
+Chroma's vector index.
 
-Both run on the store's reader threads and search one user's records only: the user's own
-collections (see ``layout``).
+Chroma's own document filter (``$contains``) matches substrings and does not rank, so
+full-text search is the kit's keyword index over the user's messages and memory entries,
+loaded from Chroma once and kept in the store's user cache, tagged with:
+
+* this process's generation of the user, bumped by the writer thread after every write that
+  touches the user's text. In embedded mode (one process owns the directory) the writer
+  also patches a current index in place, so searches after writes need no reload.
+* for a server, also a token stored in Chroma (``gen:{user}`` in the meta collection) that
+  every process replaces after such a write. A search reads it first and reloads when it
+  differs, so other processes' writes are seen. Writers there drop the index instead of
+  patching it: without compare-and-set, a patch cannot know it saw every other writer.
+
+These functions run on the store's reader threads and read one user's records only: the
+user's own collections (see ``layout``).
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...models import MemoryFilter, MemoryRecord, SearchHit
+from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest
+from ..kit.hits import Found
+from ..kit.keyword_index import KeywordIndex
 from .layout import all_of, memory_conditions, memory_from, message_from, rows
 from .ops import get_all, get_ids
 from .store import ChromaStore
-from .text import UserText
 
-__all__ = ["text_search", "user_text", "vector_search"]
+__all__ = ["load_text", "records_of", "vector_search"]
 
 _BOTH = ["documents", "metadatas"]
 
 
-def _load_text(store: ChromaStore, user_id: str, mark: Any) -> UserText:
-    entry = UserText(mark=mark)
-    messages = store.user_records(user_id, "message")
-    if messages is not None:
-        for rid, doc, meta in rows(get_all(messages, None, _BOTH)):
-            entry.add_message(rid, doc or "", meta["conv"], int(meta["ts_us"]))
-    memories = store.user_records(user_id, "memory")
-    if memories is not None:
-        for rid, doc, meta in rows(get_all(memories, None, _BOTH)):
-            entry.add_memory(memory_from(rid, doc, meta))
-    return entry
-
-
-def user_text(store: ChromaStore, user_id: str) -> UserText:
-    """The user's text index, loaded from Chroma unless the cached one is current."""
-    token = store.read_token(user_id)
-    mark, entry = store.text.lookup(user_id, token)
-    if entry is None:
-        entry = _load_text(store, user_id, mark)
-        store.text.install(user_id, entry)
-    return entry
-
-
-def text_search(
-    store: ChromaStore,
-    user_id: str,
-    query: str,
-    kinds: frozenset[str],
-    conversation_id: str | None,
-    limit: int,
-    memory_filter: MemoryFilter | None,
-) -> list[SearchHit]:
-    """BM25 over the user's records; every filter applies before the best ``limit`` are cut."""
-    entry = user_text(store, user_id)
-    flt = memory_filter or MemoryFilter(user_id=user_id)
-    ranked: list[tuple[float, int, str, str]] = []
-    memories: dict[str, MemoryRecord] = {}
-    with entry.lock:
-        for (kind, rid), score in entry.index.search(query).items():
-            if kind not in kinds:
-                continue
-            if kind == "message":
-                conv, ts_us = entry.messages[rid]
-                if conversation_id is None or conv == conversation_id:
-                    ranked.append((-score, -ts_us, rid, kind))
-            else:
-                mem = entry.memories[rid]
-                if flt.matches(mem) and conversation_id in (None, mem.conversation_id):
-                    ranked.append((-score, -mem.created_us, rid, kind))
-                    memories[rid] = mem
-    best = heapq.nsmallest(limit, ranked)
-    wanted = [rid for _s, _t, rid, kind in best if kind == "message"]
-    collection = store.user_records(user_id, "message") if wanted else None
-    messages = {}
-    if collection is not None:
-        got = get_ids(collection, wanted, _BOTH)
-        messages = {rid: message_from(rid, doc, meta) for rid, doc, meta in rows(got)}
-    hits: list[SearchHit] = []
-    for neg, _t, rid, kind in best:
+def load_text(store: ChromaStore, user_id: str) -> KeywordIndex:
+    """The user's keyword index, built from every message and memory entry of theirs."""
+    index = KeywordIndex()
+    for kind in ("message", "memory"):
+        collection = store.user_records(user_id, kind)
+        if collection is None:
+            continue
+        got = rows(get_all(collection, None, _BOTH))
         if kind == "message":
-            if rid in messages:  # a message deleted meanwhile is left out
-                hits.append(SearchHit("message", -neg, message=messages[rid]))
+            index.add_messages(message_from(rid, doc, meta) for rid, doc, meta in got)
         else:
-            hits.append(SearchHit("memory", -neg, memory=memories[rid]))
-    return hits
+            for rid, doc, meta in got:
+                index.add_memory(memory_from(rid, doc, meta))
+    return index
 
 
-def vector_search(
-    store: ChromaStore,
-    user_id: str,
-    vector: Any,
-    kinds: frozenset[str],
-    conversation_id: str | None,
-    limit: int,
-    memory_filter: MemoryFilter | None,
-) -> list[SearchHit]:
+def records_of(
+    store: ChromaStore, user_id: str, found: Sequence[Found]
+) -> tuple[dict[str, MessageRecord], dict[str, MemoryRecord]]:
+    """The user's records named in a search answer, by id (those deleted meanwhile are
+    missing)."""
+    out: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    for kind, build, into in (("message", message_from, out[0]), ("memory", memory_from, out[1])):
+        wanted = [rid for k, rid, _ in found if k == kind]
+        collection = store.user_records(user_id, kind) if wanted else None
+        if collection is not None:
+            got = get_ids(collection, wanted, _BOTH)
+            into.update((rid, build(rid, doc, meta)) for rid, doc, meta in rows(got))
+    return out
+
+
+def vector_search(store: ChromaStore, request: SearchRequest, vector: Any) -> list[SearchHit]:
     """Nearest records by cosine among the user's records that pass every filter.
 
     The user is the collection. The other filters are Chroma ``where`` conditions, and
@@ -105,6 +74,8 @@ def vector_search(
     passes the filters, it is also the filtered answer (nothing that fails a filter was
     displaced by it), and it is returned; otherwise the filtered search runs.
     """
+    user_id, kinds, limit = request.user_id, request.kinds, request.limit
+    conversation_id = request.conversation_id
     query = [[float(x) for x in vector]]
     hits: list[tuple[float, int, str, SearchHit]] = []
     if "message" in kinds:
@@ -121,16 +92,11 @@ def vector_search(
             hits.append((-score, -rec.ts_us, rid, SearchHit("message", score, message=rec)))
     if "memory" in kinds:
         collection = store.user_records(user_id, "memory")
-        flt = memory_filter or MemoryFilter(user_id=user_id)
+        flt = request.memories()
         conds = [{"vec": True}, *memory_conditions(flt, conversation_id)]
 
         def memory_ok(meta: dict[str, Any]) -> bool:
-            rec = memory_from("", None, meta)
-            return (
-                bool(meta.get("vec"))
-                and flt.matches(rec)
-                and conversation_id in (None, rec.conversation_id)
-            )
+            return bool(meta.get("vec")) and request.admits_memory(memory_from("", None, meta), flt)
 
         for rid, doc, meta, score in _nearest(collection, query, conds, memory_ok, limit):
             mem = memory_from(rid, doc, meta)

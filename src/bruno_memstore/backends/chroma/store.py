@@ -37,13 +37,14 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendError
+from ..kit.keyword_index import KeywordIndex
+from ..kit.user_cache import UserCache
 from .layout import (
     collection_name,
     rows,
     user_collection_name,
     user_collection_pattern,
 )
-from .text import TextCache
 from .threads import Writer
 
 __all__ = ["HNSW", "HNSW_KEYS", "ChromaStore", "acquire", "not_found", "release"]
@@ -97,7 +98,7 @@ class ChromaStore:
         self.prefix = prefix
         self.shared = shared
         self.refs = 0
-        self.text = TextCache(shared=shared)
+        self.text: UserCache[KeywordIndex] = UserCache(max_users=32)
         self._connect = connect
         self._readers_count = readers
         self._group_type = group_type
@@ -382,6 +383,13 @@ class ChromaStore:
             return None
         got = self.meta.get(ids=[f"gen:{user_id}"], include=["metadatas"])
         return str(got["metadatas"][0]["token"]) if got["ids"] else ""
+
+    def text_changed(
+        self, user_id: str, patch: Callable[[KeywordIndex], object] | None = None
+    ) -> None:
+        """After a write touching the user's text (writer thread): patch the cached keyword
+        index in place, or, for a server (or without ``patch``), drop it."""
+        self.text.changed(user_id, None if self.shared else patch)
 
     def bump_tokens(self, user_ids: list[str]) -> None:
         """Tell other processes that these users' text changed (a server; writer thread)."""

@@ -43,11 +43,13 @@ from ...errors import (
     MissingDependencyError,
     OwnershipError,
 )
+from ...limits import Limits, Record
 from ...models import (
     MemoryFilter,
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     memory_sort_key,
 )
@@ -247,6 +249,9 @@ class MemcachedMemory(MemoryBackend):
         self._pool_size = pool_size
         self._connect_timeout = float(connect_timeout)
         self._max_bytes = max_bytes
+        self.limits = Limits(
+            max_record_bytes=max_bytes, size_limit=f"max_message_bytes={max_bytes}"
+        )
         self._client: HardenedClient | None = None
         self._store: Store | None = None
 
@@ -392,14 +397,11 @@ class MemcachedMemory(MemoryBackend):
 
     # ================================================================ messages
 
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            size = len(dumps(_message_value(rec, "", "", 0)))
-            if size > self._max_bytes:
-                raise InvalidArgumentError(
-                    "message",
-                    f"encodes to {size} bytes, above max_message_bytes={self._max_bytes}",
-                )
+    def _record_size(self, record: Record) -> int:
+        # Messages are the values max_message_bytes bounds, as encoded; nothing else is.
+        if isinstance(record, MessageRecord):
+            return len(dumps(_message_value(record, "", "", 0)))
+        return 0
 
     async def _load_messages(self, ids: Sequence[str]) -> dict[str, list[Any]]:
         """Raw message values by id (present ones only)."""
@@ -680,16 +682,7 @@ class MemcachedMemory(MemoryBackend):
             operation=operation,
         )
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
         self._refuse("search", Capability.FULL_TEXT)
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
@@ -22,6 +21,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
     memory_sort_key,
 )
@@ -32,8 +32,9 @@ from ...primitives import (
     memory_taken,
     session_taken,
 )
-from ...search import BM25Index
-from ...vector_index import VectorIndex
+from ..kit.hits import ranked_hits
+from ..kit.keyword_index import KeywordIndex
+from ..kit.vectors import VectorIndex, nearest
 
 __all__ = ["InMemoryStorage"]
 
@@ -52,7 +53,10 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
+        Capability.VECTORS,
+        Capability.IN_PROCESS,
+    }
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
@@ -68,16 +72,10 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         self._conv_msgs: dict[str, list[MessageRecord]] = {}
         self._memories: dict[str, MemoryRecord] = {}
         self._sessions: dict[str, SessionRecord] = {}
-        self._indexes: dict[str, BM25Index] = {}
-        self._vectors: dict[str, VectorIndex] = {}
+        self._indexes: dict[str, KeywordIndex] = {}
+        self._vectors: dict[tuple[str, str], VectorIndex] = {}  # (user, kind) -> index
         self._stored_space: VectorSpace | None = None
         self._seq = itertools.count(1)
-
-    async def _connect(self) -> None:
-        return None
-
-    async def _close(self) -> None:
-        return None
 
     # ---------------------------------------------------------------- conversations
 
@@ -99,16 +97,16 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     async def _conversation_owner(self, conversation_id: str) -> str | None:
         return self._owners.get(conversation_id)
 
-    def _index(self, user_id: str) -> BM25Index:
+    def _index(self, user_id: str) -> KeywordIndex:
         index = self._indexes.get(user_id)
         if index is None:
-            index = self._indexes[user_id] = BM25Index()
+            index = self._indexes[user_id] = KeywordIndex()
         return index
 
-    def _vector_index(self, user_id: str) -> VectorIndex:
-        index = self._vectors.get(user_id)
+    def _vector_index(self, user_id: str, kind: str) -> VectorIndex:
+        index = self._vectors.get((user_id, kind))
         if index is None:
-            index = self._vectors[user_id] = VectorIndex()
+            index = self._vectors[user_id, kind] = VectorIndex()
         return index
 
     # ---------------------------------------------------------------- messages
@@ -139,10 +137,10 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 window.append(rec)
             else:
                 bisect.insort(window, rec, key=_order)
-            index.add(("message", rec.id), rec.content)
+            index.add_message(rec)
             if rec.vector is not None:
-                self._vector_index(owner).put(
-                    ("message", rec.id), rec.vector, kind="message", conversation=conversation_id
+                self._vector_index(owner, "message").put(
+                    rec.id, rec.vector, conversation=conversation_id
                 )
         return AppendResult(owner, existing)
 
@@ -173,8 +171,8 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         for rec in gone:
             del self._messages[rec.id]
             if owner is not None:
-                self._index(owner).remove(("message", rec.id))
-                self._vector_index(owner).remove(("message", rec.id))
+                self._index(owner).remove("message", rec.id)
+                self._vector_index(owner, "message").remove(rec.id)
         if keep_roles:
             self._conv_msgs[conversation_id] = kept
         else:
@@ -197,13 +195,11 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         if old is not None:
             if old.user_id != record.user_id:
                 raise memory_taken(record.id)
-            self._vector_index(old.user_id).remove(("memory", old.id))
+            self._vector_index(old.user_id, "memory").remove(old.id)
         self._memories[record.id] = record
-        self._index(record.user_id).add(("memory", record.id), record.content)
+        self._index(record.user_id).add_memory(record)
         if record.vector is not None:
-            self._vector_index(record.user_id).put(
-                ("memory", record.id), record.vector, kind="memory"
-            )
+            self._vector_index(record.user_id, "memory").put(record.id, record.vector)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         return self._memories.get(memory_id)
@@ -220,19 +216,9 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         if user_id is not None and rec.user_id != user_id:
             raise memory_taken(memory_id)
         del self._memories[memory_id]
-        self._index(rec.user_id).remove(("memory", memory_id))
-        self._vector_index(rec.user_id).remove(("memory", memory_id))
+        self._index(rec.user_id).remove("memory", memory_id)
+        self._vector_index(rec.user_id, "memory").remove(memory_id)
         return True
-
-    async def _purge_expired(self, now_us: int) -> int:
-        doomed = [
-            r.id
-            for r in self._memories.values()
-            if r.expires_us is not None and r.expires_us <= now_us
-        ]
-        for mid in doomed:
-            await self._delete_memory(mid)
-        return len(doomed)
 
     # ---------------------------------------------------------------- sessions
 
@@ -246,75 +232,21 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
 
-    async def _latest_session(
-        self, user_id: str, conversation_id: str | None, *, active_only: bool
-    ) -> SessionRecord | None:
-        best: SessionRecord | None = None
-        for rec in self._sessions.values():
-            if rec.user_id != user_id or (active_only and not rec.is_active):
-                continue
-            if conversation_id is not None and rec.conversation_id != conversation_id:
-                continue
-            if best is None or (rec.started_us, rec.session_id) > (
-                best.started_us,
-                best.session_id,
-            ):
-                best = rec
-        return best
+    # ---------------------------------------------------------------- search
 
-    # ---------------------------------------------------------------- search and statistics
-
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        index = self._indexes.get(user_id)
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        index = self._indexes.get(request.user_id)
         if index is None:
             return []
-        hits: list[SearchHit] = []
-        for (kind, rid), score in index.search(query).items():
-            if kind not in kinds:
-                continue
-            if kind == "message":
-                rec = self._messages[rid]
-                if conversation_id is None or rec.conversation_id == conversation_id:
-                    hits.append(SearchHit("message", score, message=rec))
-            else:
-                mem = self._memories[rid]
-                flt = memory_filter or MemoryFilter(user_id=user_id)
-                if flt.matches(mem) and (
-                    conversation_id is None or mem.conversation_id == conversation_id
-                ):
-                    hits.append(SearchHit("memory", score, memory=mem))
-        return heapq.nsmallest(limit, hits, key=lambda h: (-h.score, _hit_key(h)))
-
-    async def _statistics(self, user_id: str) -> dict[str, object]:
-        convs = self._user_convs.get(user_id, set())
-        msgs = [r for c in convs for r in self._conv_msgs.get(c, [])]
-        sessions = [s for s in self._sessions.values() if s.user_id == user_id]
-        return {
-            "messages": len(msgs),
-            "conversations": len(convs),
-            "sessions": len(sessions),
-            "active_sessions": sum(1 for s in sessions if s.is_active),
-            "memories": sum(1 for m in self._memories.values() if m.user_id == user_id),
-            "messages_by_role": dict(Counter(r.role for r in msgs)),
-            "first_message_us": min((r.ts_us for r in msgs), default=None),
-            "last_message_us": max((r.ts_us for r in msgs), default=None),
-        }
+        return ranked_hits(index.search(request), self._messages, self._memories)
 
     # ---------------------------------------------------------------- vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return self._stored_space
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            return self._stored_space
         if replace:
             self._vectors.clear()
             self._stored_space = space
@@ -330,58 +262,27 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
             owner = rec.user_id if kind == "memory" else self._owners.get(rec.conversation_id)
             if owner is not None:
                 conv = rec.conversation_id if kind == "message" else None
-                self._vector_index(owner).put((kind, rid), vec, kind=kind, conversation=conv)
+                self._vector_index(owner, kind).put(rid, vec, conversation=conv)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: object,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        index = self._vectors.get(user_id)
-        if index is None:
-            return []
-        flt = memory_filter or MemoryFilter(user_id=user_id)
-
-        def allow(key: object) -> bool:  # memory entries only: there are few
-            mem = self._memories[key[1]]  # type: ignore[index]
-            return flt.matches(mem) and conversation_id in (None, mem.conversation_id)
-
-        found: list[tuple[object, float]] = []
-        if "message" in kinds:
-            found += index.search(vector, limit, kinds=("message",), conversation=conversation_id)
-        if "memory" in kinds:
-            found += index.search(vector, limit, allow, kinds=("memory",))
-        found.sort(key=lambda item: -item[1])
-        del found[limit:]
-        hits: list[SearchHit] = []
-        for (kind, rid), score in found:  # type: ignore[misc]
-            if kind == "message":
-                hits.append(SearchHit("message", score, message=self._messages[rid]))
-            else:
-                hits.append(SearchHit("memory", score, memory=self._memories[rid]))
-        return hits
+    async def _vector_search(self, request: SearchRequest, vector: object) -> list[SearchHit]:
+        user_id = request.user_id
+        found = nearest(
+            request,
+            vector,
+            messages=self._vectors.get((user_id, "message")),
+            memories=self._vectors.get((user_id, "memory")),
+            memory_of=self._memories.__getitem__,
+        )
+        return ranked_hits(found, self._messages, self._memories)
 
     # ---------------------------------------------------------------- whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        convs = list(self._user_convs.get(user_id, ()))
-        counts = {"messages": 0, "conversations": len(convs), "sessions": 0, "memories": 0}
-        counts["sessions"] = sum(1 for s in self._sessions.values() if s.user_id == user_id)
-        for conv in convs:
-            counts["messages"] += await self._delete_messages(conv, frozenset())
-        for sid in [s for s, r in self._sessions.items() if r.user_id == user_id]:
-            del self._sessions[sid]
-        for mid in [m for m, r in self._memories.items() if r.user_id == user_id]:
-            await self._delete_memory(mid)
-            counts["memories"] += 1
+        counts = await super()._forget_user(user_id)
         self._user_convs.pop(user_id, None)
         self._indexes.pop(user_id, None)
-        self._vectors.pop(user_id, None)
+        self._vectors.pop((user_id, "message"), None)
+        self._vectors.pop((user_id, "memory"), None)
         return counts
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
@@ -401,10 +302,3 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
             items = [r for r in self._sessions.values() if user_id in (None, r.user_id)]
         for start in range(0, len(items), _EXPORT_BATCH):
             yield items[start : start + _EXPORT_BATCH]
-
-
-def _hit_key(hit: SearchHit) -> tuple[int, str]:
-    if hit.message is not None:
-        return (-hit.message.ts_us, hit.message.id)
-    assert hit.memory is not None
-    return (-hit.memory.created_us, hit.memory.id)

@@ -15,7 +15,7 @@
   start together).
 * Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
   MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process: a
-  user's vectors are loaded into a :class:`~bruno_memstore.vector_cache.UserVectorCache`
+  user's vectors are loaded into a :class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`
   and kept while the user's generation (bumped in every transaction that changes them)
   stays the same.
 """
@@ -45,13 +45,14 @@ from ...errors import (
     OwnershipError,
     SchemaError,
 )
+from ...limits import Limits, Record
 from ...models import (
     MemoryFilter,
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
-    check_text,
 )
 from ...primitives import (
     AppendResult,
@@ -62,7 +63,7 @@ from ...primitives import (
 )
 from ...search import ANALYSIS_VERSION, terms
 from ...url import MemoryURL, redact_url
-from ...vector_cache import (
+from ..kit.vectors import (
     AppendLogIndexes,
     StaleLog,
     UserVectorCache,
@@ -230,6 +231,14 @@ def _in_step(exc: BaseException) -> bool:
     )
 
 
+def _packet_limits(max_packet: int) -> Limits:
+    """A server's largest packet as the limit on one record's statement (with room to spare)."""
+    return Limits(
+        max_record_bytes=max_packet - 4096,
+        size_limit=f"this server's max_allowed_packet ({max_packet} bytes)",
+    )
+
+
 class MySQLMemory(MemoryBackend, VectorPrimitives):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
@@ -325,6 +334,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         self._write_pool: Any = None
         self._dialect: Dialect | None = None
         self._max_packet = 16 * 1024 * 1024
+        self.limits = _packet_limits(self._max_packet)
         self._committer: GroupCommitter[_Append, AppendResult] | None = None
         self._terms = _DEFAULT_REWRITER
         self._t = {
@@ -431,6 +441,7 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
                 await cur.execute("SELECT @@max_allowed_packet")
                 (packet,) = await cur.fetchone()
                 self._max_packet = int(packet)
+                self.limits = _packet_limits(self._max_packet)
         finally:
             await conn.ensure_closed()
         # Writes get connections of their own with autocommit off, so a transaction opens
@@ -697,26 +708,15 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ messages
 
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            self._check_packet(self._row_size(rec), "message")
-
-    def _check_memory(self, record: MemoryRecord) -> None:
-        self._check_packet(self._memory_size(record), "memory_entry")
-
-    def _check_session(self, record: SessionRecord) -> None:
+    def _record_size(self, record: Record) -> int:
+        # The size of the statement that writes the record: the server answers one larger
+        # than its packet limit with error 1153 (see ``_packet_limits``).
+        if isinstance(record, MessageRecord):
+            return self._row_size(record)
+        if isinstance(record, MemoryRecord):
+            return self._memory_size(record)
         # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
-        self._check_packet(4 * len(record.payload.encode("utf-8")) + 1024, "session")
-
-    def _check_packet(self, size: int, argument: str) -> None:
-        """Refuse, before any I/O, a record whose statement would exceed the server's limit
-        on one packet (which it would answer with error 1153)."""
-        if size > self._max_packet - 4096:
-            raise InvalidArgumentError(
-                argument,
-                f"too large for this server's max_allowed_packet "
-                f"({self._max_packet} bytes); store large content elsewhere",
-            )
+        return 4 * len(record.payload.encode("utf-8")) + 1024
 
     @staticmethod
     def _memory_size(rec: MemoryRecord) -> int:
@@ -1217,16 +1217,10 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         q = self._terms.query(query)
         if not q:
             return []
@@ -1352,22 +1346,22 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
         """A memory-entry vector of these users was added, replaced or removed."""
         await self._count(cur, users, "memory_generation = memory_generation + 1", "0,0,1")
 
-    async def _vector_space(self) -> VectorSpace | None:
-        rows = await self._fetch(
-            f"SELECT model, dimension FROM {self._t['vector_space']} WHERE id = 1"
-        )
-        return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            rows = await self._fetch(
+                f"SELECT model, dimension FROM {self._t['vector_space']} WHERE id = 1"
+            )
+            return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
         table = self._t["vector_space"]
-        check_text(space.model, "embedding_model")
         if not replace:
             await self._execute(
                 f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
                 "ON DUPLICATE KEY UPDATE id = id",
                 (space.model, space.dimension),
             )
-            recorded = await self._vector_space()
+            recorded = await self._claim_vector_space(None)
             assert recorded is not None
             return recorded
         # Vectors first: an interrupted run leaves the old model recorded over fewer
@@ -1523,16 +1517,9 @@ class MySQLMemory(MemoryBackend, VectorPrimitives):
             out.append((_Entry(rec), vector_from_bytes(r[10])))
         return out
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         nbytes = 4 * query.size
         epoch, generation, message_epoch, memory_generation = await self._vector_state(user_id)

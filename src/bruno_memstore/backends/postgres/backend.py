@@ -34,11 +34,13 @@ from ...errors import (
     OwnershipError,
     SchemaError,
 )
+from ...limits import Limits
 from ...models import (
     MemoryFilter,
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
 )
 from ...primitives import (
@@ -139,7 +141,6 @@ _FIRST_HNSW = (0, 5, 0)
 _FIRST_ITERATIVE = (0, 8, 0)
 _EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
     JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
-_NUL_PROBLEM = "contains a NUL character (\\x00), which PostgreSQL text cannot store"
 
 
 class PostgresMemory(MemoryBackend, VectorPrimitives):
@@ -182,6 +183,7 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
 
     backend_name: ClassVar[str] = "postgres"
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    limits = Limits(nul_in_text=False, nul_in_json=False, nul_holder="PostgreSQL text")
 
     def __init__(
         self,
@@ -540,25 +542,6 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             ),
         ) or (isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc))
 
-    # ---------------------------------------------------------------- refusals
-
-    def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        for rec in records:
-            if "\x00" in rec.content:
-                raise InvalidArgumentError("message.content", _NUL_PROBLEM)
-            if _json_has_nul(rec.metadata):
-                raise InvalidArgumentError("message.metadata", _NUL_PROBLEM)
-
-    def _check_memory(self, record: MemoryRecord) -> None:
-        if "\x00" in record.content:
-            raise InvalidArgumentError("memory_entry.content", _NUL_PROBLEM)
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("memory_entry", _NUL_PROBLEM)
-
-    def _check_session(self, record: SessionRecord) -> None:
-        if _json_has_nul(record.payload):
-            raise InvalidArgumentError("session", _NUL_PROBLEM)
-
     # ---------------------------------------------------------------- conversations
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
@@ -823,16 +806,10 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
 
     # ---------------------------------------------------------------- search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         words = terms(query) if self._sql.client_analysis else query_words(query)
         # The shared layer bounds the query's terms; its distinct words (another
         # configuration's input) may still be more.
@@ -875,10 +852,11 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             return None
         return Vector(vector)
 
-    async def _vector_space(self) -> VectorSpace | None:
-        return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
         sql = self._sql
         earlier = False
         async with self._pool.acquire() as conn, conn.transaction():
@@ -920,16 +898,9 @@ class PostgresMemory(MemoryBackend, VectorPrimitives):
             [self._vector_value(vec) for _, vec in items],
         )
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         flt = memory_filter or MemoryFilter(user_id=user_id)
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             # Settings for this transaction only: how wide the HNSW search starts, and
@@ -1036,23 +1007,6 @@ def _lock_key(schema: str) -> int:
 def _count(status: str) -> int:
     """Rows affected, from a command status such as ``DELETE 3``."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _json_has_nul(text: str) -> bool:
-    """Whether JSON text holds a NUL character in a key or string (``\\u0000`` escape)."""
-    if "\\u0000" not in text:
-        return False
-    return _has_nul(json.loads(text))
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def _filter_args(flt: MemoryFilter) -> list[Any]:

@@ -21,9 +21,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+
 from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
-from ...errors import InvalidArgumentError, MissingDependencyError, OwnershipError
+from ...errors import InvalidArgumentError, OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
 from ...primitives import (
     AppendResult,
@@ -33,43 +36,28 @@ from ...primitives import (
     session_taken,
 )
 from ...url import MemoryURL, hide_secrets
-
-try:
-    from qdrant_client import AsyncQdrantClient
-    from qdrant_client import models as qm
-
-    from .config import (
-        is_throttled,
-        is_timeout,
-        is_unavailable,
-        make_client,
-        parse_memory_url,
-        split_server_url,
-    )
-    from .layout import (
-        Layout,
-        any_of,
-        between,
-        chunks,
-        eq,
-        memory_from_payload,
-        memory_payload,
-        memory_where,
-        message_from_payload,
-        message_payload,
-        message_where,
-        point_id,
-        session_from_payload,
-        session_payload,
-        vector_of,
-    )
-    from .search import WRITE_BATCH, QdrantSearch
-    from .store import Store, acquire_store, release_store
-    from .text import UserText
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra
-    if not (exc.name or "").startswith(("qdrant_client", "httpx")):
-        raise
-    raise MissingDependencyError("qdrant", "qdrant-client") from exc
+from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
+from .config import (
+    is_throttled,
+    is_timeout,
+    is_unavailable,
+    make_client,
+    parse_memory_url,
+    split_server_url,
+)
+from .layout import (
+    Layout,
+    any_of,
+    between,
+    chunks,
+    eq,
+    memory_where,
+    message_where,
+    point_id,
+    vector_of,
+)
+from .search import WRITE_BATCH, QdrantSearch
+from .store import Store, acquire_store, release_store
 
 __all__ = ["QdrantMemory"]
 
@@ -295,17 +283,12 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                     qm.PointStruct(
                         id=point_id("message", rec.id),
                         vector=vector_of(rec.vector),
-                        payload=message_payload(rec),
+                        payload=MESSAGES.document(rec),
                     )
                 )
             for part in chunks(points, WRITE_BATCH):
                 await s.client.upsert(s.layout.messages, points=list(part))
-
-            def add(entry: UserText) -> None:
-                for rec in new:
-                    entry.add_message(rec.id, rec.conversation_id, rec.ts_us, rec.seq, rec.content)
-
-            await s.text.apply([owner], add)
+            s.text.changed(owner, lambda index: index.add_messages(new))
         return AppendResult(owner, existing)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
@@ -315,7 +298,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         found = await s.client.retrieve(
             s.layout.messages, [point_id("message", i) for i in ids], with_payload=True
         )
-        return [message_from_payload(p.payload) for p in found]
+        return [MESSAGES.from_document(p.payload) for p in found]
 
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
@@ -323,17 +306,17 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         s = self._s
         flt = message_where(user_id, conversation_id)
         if limit is None:
-            recs = [message_from_payload(p.payload) for p in await s.all(s.layout.messages, flt)]
+            recs = [MESSAGES.from_document(p.payload) for p in await s.all(s.layout.messages, flt)]
         else:
             # The newest `limit` by timestamp; the oldest timestamp among them may be shared
             # by messages left out, so that whole group is read and ordered by arrival.
             page = await s.edge(s.layout.messages, flt, "ts_us", newest=True, limit=limit)
-            recs = [message_from_payload(p.payload) for p in page]
+            recs = [MESSAGES.from_document(p.payload) for p in page]
             if len(recs) == limit:
                 low = min(r.ts_us for r in recs)
                 tie = qm.Filter(must=[*(flt.must or []), between("ts_us", low, low)])
                 recs = [r for r in recs if r.ts_us > low] + [
-                    message_from_payload(p.payload) for p in await s.all(s.layout.messages, tie)
+                    MESSAGES.from_document(p.payload) for p in await s.all(s.layout.messages, tie)
                 ]
         recs.sort(key=lambda r: (r.ts_us, r.seq))
         return recs if limit is None else recs[-limit:]
@@ -363,13 +346,9 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                         points=[point_id("conversation", conversation_id)]
                     ),
                 )
-            ids = [str(p.payload["id"]) for p in gone]
-
-            def remove(entry: UserText) -> None:
-                for rid in ids:
-                    entry.remove_message(rid)
-
-            await s.text.apply({str(p.payload["user_id"]) for p in gone}, remove)
+            for owner in {str(p.payload["user_id"]) for p in gone}:
+                ids = [str(p.payload["id"]) for p in gone if p.payload["user_id"] == owner]
+                s.text.changed(owner, lambda index, ids=ids: index.remove_many("message", ids))
         return len(gone)
 
     # ================================================================ memories
@@ -389,23 +368,25 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                 s.layout.memories,
                 points=[
                     qm.PointStruct(
-                        id=pid, vector=vector_of(record.vector), payload=memory_payload(record, seq)
+                        id=pid,
+                        vector=vector_of(record.vector),
+                        payload={**MEMORIES.document(record), "seq": seq},
                     )
                 ],
             )
-            await s.text.apply([record.user_id], lambda e: e.put_memory(record, seq))
+            s.text.changed(record.user_id, lambda index: index.add_memory(record, seq))
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         s = self._s
         found = await s.client.retrieve(
             s.layout.memories, [point_id("memory", memory_id)], with_payload=True
         )
-        return memory_from_payload(found[0].payload) if found else None
+        return MEMORIES.from_document(found[0].payload) if found else None
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         s = self._s
         found = [
-            memory_from_payload(p.payload)
+            MEMORIES.from_document(p.payload)
             for p in await s.all(s.layout.memories, memory_where(flt))
         ]
         found.sort(key=memory_sort_key)
@@ -422,8 +403,8 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             if user_id is not None and old[0].payload["user_id"] != user_id:
                 raise memory_taken(memory_id)
             await s.delete_ids(s.layout.memories, [pid])
-            await s.text.apply(
-                [str(old[0].payload["user_id"])], lambda e: e.remove_memory(memory_id)
+            s.text.changed(
+                str(old[0].payload["user_id"]), lambda index: index.remove("memory", memory_id)
             )
         return True
 
@@ -436,8 +417,8 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             await s.delete_ids(s.layout.memories, [str(p.id) for p in doomed])
             for p in doomed:
                 rid = str(p.payload["id"])
-                await s.text.apply(
-                    [str(p.payload["user_id"])], lambda e, rid=rid: e.remove_memory(rid)
+                s.text.changed(
+                    str(p.payload["user_id"]), lambda index, rid=rid: index.remove("memory", rid)
                 )
         return len(doomed)
 
@@ -457,7 +438,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                     qm.PointStruct(
                         id=pid,
                         vector={},
-                        payload=session_payload(record),
+                        payload=SESSIONS.document(record),
                     )
                 ],
             )
@@ -467,7 +448,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         found = await s.client.retrieve(
             s.layout.sessions, [point_id("session", session_id)], with_payload=True
         )
-        return session_from_payload(found[0].payload) if found else None
+        return SESSIONS.from_document(found[0].payload) if found else None
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
@@ -485,8 +466,8 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
         tied = await s.all(
             s.layout.sessions, qm.Filter(must=[*must, between("started_us", started, started)])
         )
-        recs = [session_from_payload(p.payload) for p in tied] or [
-            session_from_payload(top[0].payload)
+        recs = [SESSIONS.from_document(p.payload) for p in tied] or [
+            SESSIONS.from_document(top[0].payload)
         ]
         return max(recs, key=lambda r: (r.started_us, r.session_id))
 
@@ -547,7 +528,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                 s.layout.conversations,
             ):
                 await s.client.delete(collection, points_selector=qm.FilterSelector(filter=mine))
-            await s.text.drop(user_id)
+            s.text.changed(user_id)
         return {
             "messages": messages,
             "conversations": conversations,
@@ -572,9 +553,9 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
                 yield batch
         else:
             collection = s.layout.memories if kind == "memories" else s.layout.sessions
-            convert = memory_from_payload if kind == "memories" else session_from_payload
+            codec = MEMORIES if kind == "memories" else SESSIONS
             async for page in s.pages(collection, owned):
-                yield [convert(p.payload) for p in page]
+                yield [codec.from_document(p.payload) for p in page]
 
     async def _conversation_messages(
         self, owned: qm.Filter | None
@@ -586,7 +567,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             groups: dict[str, list[MessageRecord]] = {}
             async for page in s.pages(s.layout.messages, owned):
                 for p in page:
-                    rec = message_from_payload(p.payload)
+                    rec = MESSAGES.from_document(p.payload)
                     groups.setdefault(rec.conversation_id, []).append(rec)
             for recs in groups.values():
                 recs.sort(key=lambda r: (r.ts_us, r.seq))
@@ -596,7 +577,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             for conv in page:
                 where = message_where(None, str(conv.payload["conversation_id"]))
                 recs = [
-                    message_from_payload(p.payload) for p in await s.all(s.layout.messages, where)
+                    MESSAGES.from_document(p.payload) for p in await s.all(s.layout.messages, where)
                 ]
                 recs.sort(key=lambda r: (r.ts_us, r.seq))
                 yield recs

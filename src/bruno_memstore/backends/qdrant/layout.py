@@ -28,7 +28,7 @@ import numpy as np
 from qdrant_client import models as qm
 
 from ...errors import InvalidArgumentError
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
+from ...models import MemoryFilter
 
 __all__ = [
     "INDEXES",
@@ -38,15 +38,9 @@ __all__ = [
     "between",
     "chunks",
     "eq",
-    "memory_from_payload",
-    "memory_payload",
     "memory_where",
-    "message_from_payload",
-    "message_payload",
     "message_where",
     "point_id",
-    "session_from_payload",
-    "session_payload",
     "vector_of",
 ]
 
@@ -201,96 +195,8 @@ def memory_where(flt: MemoryFilter, conversation_id: str | None = None) -> qm.Fi
 
 
 # ----------------------------------------------------------------------------- payloads
-
-
-def message_payload(rec: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "conversation_id": rec.conversation_id,
-        "user_id": rec.user_id,
-        "role": rec.role,
-        "content": rec.content,
-        "message_type": rec.message_type,
-        "timestamp": rec.timestamp,
-        "ts_us": rec.ts_us,
-        "metadata": rec.metadata,
-        "parent_id": rec.parent_id,
-        "seq": rec.seq,
-    }
-
-
-def message_from_payload(p: dict[str, Any]) -> MessageRecord:
-    return MessageRecord(
-        id=p["id"],
-        conversation_id=p["conversation_id"],
-        role=p["role"],
-        content=p["content"],
-        message_type=p["message_type"],
-        timestamp=p["timestamp"],
-        ts_us=int(p["ts_us"]),
-        metadata=p["metadata"],
-        parent_id=p.get("parent_id"),
-        user_id=p.get("user_id"),
-        seq=int(p["seq"]),
-    )
-
-
-def memory_payload(rec: MemoryRecord, seq: int) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "user_id": rec.user_id,
-        "content": rec.content,
-        "memory_type": rec.memory_type,
-        "category": rec.category,
-        "tags": list(rec.tags),
-        "confidence": rec.confidence,
-        "importance": rec.importance,
-        "created_us": rec.created_us,
-        "expires_us": rec.expires_us,
-        "conversation_id": rec.conversation_id,
-        "payload": rec.payload,
-        "seq": seq,
-    }
-
-
-def memory_from_payload(p: dict[str, Any]) -> MemoryRecord:
-    expires = p.get("expires_us")
-    return MemoryRecord(
-        id=p["id"],
-        user_id=p["user_id"],
-        content=p["content"],
-        memory_type=p["memory_type"],
-        category=p.get("category"),
-        tags=list(p.get("tags") or ()),
-        confidence=float(p["confidence"]),
-        importance=float(p["importance"]),
-        created_us=int(p["created_us"]),
-        expires_us=None if expires is None else int(expires),
-        conversation_id=p.get("conversation_id"),
-        payload=p["payload"],
-    )
-
-
-def session_payload(rec: SessionRecord) -> dict[str, Any]:
-    return {
-        "session_id": rec.session_id,
-        "user_id": rec.user_id,
-        "conversation_id": rec.conversation_id,
-        "is_active": rec.is_active,
-        "started_us": rec.started_us,
-        "payload": rec.payload,
-    }
-
-
-def session_from_payload(p: dict[str, Any]) -> SessionRecord:
-    return SessionRecord(
-        session_id=p["session_id"],
-        user_id=p["user_id"],
-        conversation_id=p["conversation_id"],
-        is_active=bool(p["is_active"]),
-        started_us=int(p["started_us"]),
-        payload=p["payload"],
-    )
+# A point's payload is its record as a document of the kit's codec (field names as keys);
+# memory entries add ``seq``, their write number.
 
 
 def vector_of(vector: Any) -> dict[str, list[float]]:

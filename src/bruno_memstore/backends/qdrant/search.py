@@ -3,6 +3,14 @@
 Both restrict to the user (and conversation, and memory filter) before ranking: the text
 index is per user and filtered before the best are taken; the vector query carries the
 filter inside Qdrant's query. Also the vector-space record and its switches.
+
+Qdrant's own text match is a filter, not a ranking, so full-text search is the kit's
+keyword index over one user's messages and memory entries, loaded from Qdrant on the user's
+first search and then patched by this process's writes. A store on a server may also be
+written by other processes: there every search first reads a summary of the user's data
+from Qdrant (how many messages and memory entries, and their highest write numbers). Every
+write raises a highest number or changes a count, so a cached index whose own summary
+differs is reloaded.
 """
 
 from __future__ import annotations
@@ -15,19 +23,19 @@ import numpy as np
 from qdrant_client import models as qm
 
 from ...embeddings.adapter import VectorSpace
-from ...models import MemoryFilter, MemoryRecord, SearchHit
+from ...models import MemoryRecord, SearchHit, SearchRequest
+from ..kit.codec import MEMORIES, MESSAGES
+from ..kit.hits import ranked_hits
+from ..kit.keyword_index import KeywordIndex
 from .layout import (
     VECTOR,
     Layout,
     chunks,
-    memory_from_payload,
     memory_where,
-    message_from_payload,
     message_where,
     point_id,
     vector_of,
 )
-from .text import Tag, UserText
 
 if TYPE_CHECKING:
     from .store import Store
@@ -43,46 +51,19 @@ class QdrantSearch:
     _s: Store
     _get_messages: Any  # QdrantMemory's
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        if not query.strip():
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        if not request.query.strip():
             return []
-        s = self._s
+        s, user_id = self._s, request.user_id
         # A local directory has one process; a server may have other writers.
-        tag = None if s.local else await self._remote_tag(user_id)
-        entry = await s.text.get(user_id, lambda: self._load_text(user_id), tag)
-        found = entry.search(
-            query,
-            kinds=kinds,
-            conversation_id=conversation_id,
-            memory_filter=memory_filter or MemoryFilter(user_id=user_id),
-            limit=limit,
-        )
-        msg_ids = [rid for kind, rid, _ in found if kind == "message"]
-        mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
+        version = None if s.local else await self._remote_version(user_id)
+        index = await s.text.get(user_id, version, lambda: self._load_text(user_id))
+        found = index.search(request)
         messages, memories = await asyncio.gather(
-            self._get_messages(msg_ids), self._get_memories(mem_ids)
+            self._get_messages([rid for kind, rid, _ in found if kind == "message"]),
+            self._get_memories([rid for kind, rid, _ in found if kind == "memory"]),
         )
-        by_id: dict[tuple[str, str], Any] = {("message", r.id): r for r in messages}
-        by_id.update({("memory", r.id): r for r in memories})
-        hits: list[SearchHit] = []
-        for kind, rid, score in found:
-            rec = by_id.get((kind, rid))
-            if rec is None:
-                continue  # deleted since the index was read
-            if kind == "message":
-                hits.append(SearchHit("message", score, message=rec))
-            else:
-                hits.append(SearchHit("memory", score, memory=rec))
-        return hits
+        return ranked_hits(found, {r.id: r for r in messages}, {r.id: r for r in memories})
 
     async def _get_memories(self, ids: Sequence[str]) -> list[MemoryRecord]:
         if not ids:
@@ -91,9 +72,10 @@ class QdrantSearch:
         found = await s.client.retrieve(
             s.layout.memories, [point_id("memory", i) for i in ids], with_payload=True
         )
-        return [memory_from_payload(p.payload) for p in found]
+        return [MEMORIES.from_document(p.payload) for p in found]
 
-    async def _remote_tag(self, user_id: str) -> Tag:
+    async def _remote_version(self, user_id: str) -> tuple[int, int, int, int]:
+        """What :meth:`KeywordIndex.stamps` of the user's stored data would be."""
         s = self._s
         mine = message_where(user_id)
         counted = await asyncio.gather(
@@ -104,30 +86,26 @@ class QdrantSearch:
         )
         return (int(counted[0]), counted[1] or 0, int(counted[2]), counted[3] or 0)
 
-    async def _load_text(self, user_id: str) -> UserText:
+    async def _load_text(self, user_id: str) -> KeywordIndex:
         s = self._s
-        entry = UserText()
+        index = KeywordIndex()
         mine = message_where(user_id)
-        fields = ["id", "conversation_id", "ts_us", "seq", "content"]
-        async for page in s.pages(s.layout.messages, mine, payload=fields):
-            for p in page:
-                d = p.payload
-                entry.add_message(
-                    d["id"], d["conversation_id"], int(d["ts_us"]), int(d["seq"]), d["content"]
-                )
+        async for page in s.pages(s.layout.messages, mine):
+            index.add_messages(MESSAGES.from_document(p.payload) for p in page)
         skip = qm.PayloadSelectorExclude(exclude=["payload"])
         async for page in s.pages(s.layout.memories, mine, payload=skip):
             for p in page:
-                d = dict(p.payload)
-                d["payload"] = ""
-                entry.put_memory(memory_from_payload(d), int(d["seq"]))
-        return entry
+                index.add_memory(
+                    MEMORIES.from_document(p.payload, payload=""), int(p.payload["seq"])
+                )
+        return index
 
-    async def _vector_space(self) -> VectorSpace | None:
-        found = await self._s.read_space()
-        return None if found is None else VectorSpace(*found)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            found = await self._s.read_space()
+            return None if found is None else VectorSpace(*found)
         s = self._s
         async with s.write_lock:
             recorded = await s.read_space()
@@ -158,19 +136,11 @@ class QdrantSearch:
                 if points:
                     await s.client.update_vectors(collection, points=points)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id = request.conversation_id
         s = self._s
         query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
-        flt = memory_filter or MemoryFilter(user_id=user_id)
 
         async def nearest(collection: str, where: qm.Filter) -> list[Any]:
             # The filter is part of the query: Qdrant ranks only the points that pass it.
@@ -189,16 +159,18 @@ class QdrantSearch:
         if "message" in kinds:
             asked.append(nearest(s.layout.messages, message_where(user_id, conversation_id)))
         if "memory" in kinds:
-            asked.append(nearest(s.layout.memories, memory_where(flt, conversation_id)))
+            asked.append(
+                nearest(s.layout.memories, memory_where(request.memories(), conversation_id))
+            )
         hits: list[SearchHit] = []
         for i, points in enumerate(await asyncio.gather(*asked)):
             is_message = "message" in kinds and i == 0
             for p in points:
                 if is_message:
-                    rec = message_from_payload(p.payload)
+                    rec = MESSAGES.from_document(p.payload)
                     hits.append(SearchHit("message", float(p.score), message=rec))
                 else:
-                    mem = memory_from_payload(p.payload)
+                    mem = MEMORIES.from_document(p.payload)
                     hits.append(SearchHit("memory", float(p.score), memory=mem))
         hits.sort(key=lambda h: -h.score)
         return hits[:limit]

@@ -18,8 +18,9 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
+from ..kit.keyword_index import KeywordIndex
+from ..kit.user_cache import UserCache
 from .layout import INDEXES, VECTOR, Layout, chunks, point_id
-from .text import TextCache
 
 __all__ = ["SeqClock", "Store", "acquire_store", "release_store"]
 
@@ -47,7 +48,8 @@ class SeqClock:
 
 
 class Store:
-    """A client, the collection layout, the write lock, the write clock and the text cache."""
+    """A client, the collection layout, the write lock, the write clock and the keyword
+    indexes (one per user, versioned by :meth:`KeywordIndex.stamps`)."""
 
     def __init__(self, client: AsyncQdrantClient, layout: Layout, *, local: bool) -> None:
         self.client = client
@@ -58,7 +60,7 @@ class Store:
         self.prepare_lock = asyncio.Lock()
         self.write_lock = asyncio.Lock()
         self.clock = SeqClock()
-        self.text = TextCache()
+        self.text: UserCache[KeywordIndex] = UserCache(version_of=KeywordIndex.stamps)
 
     # ---------------------------------------------------------------- schema
 

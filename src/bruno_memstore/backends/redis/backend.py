@@ -12,7 +12,7 @@ Vectors: each record's vector is a small hash of its own (``P:v:...``), written 
 by the record's own script. Where the server has RediSearch, one HNSW index over those
 hashes answers KNN queries with the user, kind, conversation and memory filters inside the
 query; elsewhere search is exact, in the client, over the user's vectors loaded into a
-:class:`~bruno_memstore.vector_cache.UserVectorCache` (kept while the user's generation key,
+:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache` (kept while the user's generation key,
 bumped by those scripts, is unchanged).
 
 See ``docs/backends/redis.md`` for the key layout, costs, TTL and durability.
@@ -48,6 +48,7 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
 )
 from ...primitives import (
@@ -60,7 +61,7 @@ from ...primitives import (
 from ...retry import RetryPolicy
 from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
-from ...vector_cache import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
+from ..kit.vectors import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from .scripts import PRELUDE, SCRIPTS
 
@@ -661,16 +662,10 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and statistics
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        user_id, query, kinds = request.user_id, request.query, request.kinds
+        conversation_id, limit = request.conversation_id, request.limit
+        memory_filter = request.memory_filter
         words = list(dict.fromkeys(terms(query)))
         if not words:
             return []
@@ -711,14 +706,15 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        text = await self._command(self._client.hget, self.keys.glob("meta"), "vspace")
-        if not text:
-            return None
-        model, dimension = json.loads(text)
-        return VectorSpace(model, dimension)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None:
+            text = await self._command(self._client.hget, self.keys.glob("meta"), "vspace")
+            if not text:
+                return None
+            model, dimension = json.loads(text)
+            return VectorSpace(model, dimension)
         meta = self.keys.glob("meta")
         text = _dumps([space.model, space.dimension])
         if replace:
@@ -734,7 +730,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             recorded = space
         else:
             await self._command(self._client.hsetnx, meta, "vspace", text)
-            found = await self._vector_space()
+            found = await self._claim_vector_space(None)
             assert found is not None
             recorded = found
         if self._vector_mode == "redisearch":
@@ -749,16 +745,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         for start in range(0, len(flat), 512):
             await self._eval("put_vectors", [code, *flat[start : start + 512]])
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         flt = memory_filter or MemoryFilter(user_id=user_id, now_us=int(time.time() * 1e6))
         if self._vector_mode == "redisearch":
@@ -893,7 +882,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         flt: MemoryFilter,
     ) -> list[tuple[float, str, str]]:
         if self._index_dimension != query.size:
-            space = await self._vector_space()
+            space = await self._claim_vector_space(None)
             await self._ensure_index(space.dimension if space else query.size)
         args = [
             "FT.SEARCH",
@@ -932,7 +921,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                     raise
             # The index was dropped under us (a reindex elsewhere, FLUSHALL): recreate it.
             self._index_dimension = None
-            space = await self._vector_space()
+            space = await self._claim_vector_space(None)
             await self._ensure_index(space.dimension if space else query.size)
         near: list[tuple[float, str, str]] = []
         for key, fields in _search_results(reply):

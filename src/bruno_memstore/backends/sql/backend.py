@@ -16,7 +16,14 @@ from typing import Any, ClassVar, Literal, TypeVar
 from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
 from ...errors import BackendError
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ..kit.committer import GroupCommitter
 from . import plans
@@ -115,9 +122,6 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
     async def _put_memory(self, record: MemoryRecord) -> None:
         await self._plan("write", plans.put_memory, record)
 
-    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
-        return await self._plan("read", plans.get_memory, memory_id)
-
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         return await self._plan("read", plans.query_memories, flt)
 
@@ -142,19 +146,8 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ search and users
 
-    async def _text_search(
-        self,
-        user_id: str,
-        query: str,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
-        return await self._plan(
-            "scan", plans.text_search, user_id, query, kinds, conversation_id, limit, memory_filter
-        )
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        return await self._plan("scan", plans.text_search, request)
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._plan("scan", plans.statistics, user_id)

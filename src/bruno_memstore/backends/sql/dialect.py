@@ -24,19 +24,14 @@ from typing import Any, ClassVar, NamedTuple
 
 from ...errors import SchemaError
 from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
-from .records import (
-    MEMORY_FIELDS,
-    MESSAGE_FIELDS,
-    SESSION_FIELDS,
-    json_tags,
-    memory_record,
-    message_record,
-)
+from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, MESSAGES, SESSION_FIELDS, SESSIONS
 from .steps import Execute, Plan
 from .where import marks
 
 __all__ = ["Conversation", "Dialect", "NewMessage", "Source", "nothing"]
 
+# Every driver returns a message's values in their types already: no conversion per row.
+_MESSAGE_ROWS = MESSAGES.ordered(MESSAGE_FIELDS, typed=False)
 _RECORD_FIELDS = (
     MESSAGE_FIELDS,
     MEMORY_FIELDS,
@@ -162,15 +157,19 @@ class Dialect:
         """The condition "the entry ``m`` has any of ``tags``"."""
         raise NotImplementedError
 
-    # ---------------------------------------------------------------- rows
+    # ---------------------------------------------------------------- rows (the kit's codec)
 
     def message(self, row: Sequence[Any], at: int = 0) -> MessageRecord:
-        return message_record(row, at)
+        """The message in ``row[at:]`` (a :class:`Source`'s select list)."""
+        return _MESSAGE_ROWS.from_row(row, at)
 
     def memory(self, row: Sequence[Any], at: int = 0) -> MemoryRecord:
-        return memory_record(row, at, self.decode_tags)
+        """The memory entry in ``row[at:]`` (tags as an array or as JSON text)."""
+        return MEMORIES.from_row(row, at)
 
-    decode_tags = staticmethod(json_tags)
+    def session(self, row: Sequence[Any], at: int = 0) -> SessionRecord:
+        """The session in ``row[at:]``."""
+        return SESSIONS.from_row(row, at)
 
     # ---------------------------------------------------------------- text and vectors
 

@@ -17,13 +17,11 @@ from ...models import (
     MemoryRecord,
     MessageRecord,
     SearchHit,
+    SearchRequest,
     SessionRecord,
-    to_us,
-    utcnow,
 )
 from ...primitives import memory_taken, session_taken
 from .dialect import Conversation, Dialect
-from .records import session_record
 from .steps import Commit, Execute, Fetch, Plan
 from .where import marks, memory_conditions
 
@@ -36,7 +34,6 @@ __all__ = [
     "export_page",
     "find_conversations",
     "forget_user",
-    "get_memory",
     "get_messages",
     "get_session",
     "latest_session",
@@ -190,19 +187,17 @@ def put_memory(d: Dialect, rec: MemoryRecord) -> Plan[None]:
         raise memory_taken(rec.id)
 
 
-def get_memory(d: Dialect, memory_id: str) -> Plan[MemoryRecord | None]:
-    e = d.memories
-    rows = yield Fetch(f"SELECT {e.select} FROM {e.tables} WHERE {e.field('id')} = ?", (memory_id,))
-    return d.memory(rows[0]) if rows else None
-
-
 def query_memories(d: Dialect, flt: MemoryFilter) -> Plan[list[MemoryRecord]]:
+    """The entries ``flt`` admits (any user's when its ``user_id`` is ``None``)."""
     e = d.memories
-    conditions, args = memory_conditions(flt, flt.now_us, d.tags_condition)
+    owner, args = (
+        ("1 = 1", []) if flt.user_id is None else (f"{e.field('user_id')} = ?", [flt.user_id])
+    )
+    conditions, more = memory_conditions(flt, d.tags_condition)
     rows = yield Fetch(
-        f"SELECT {e.select} FROM {e.tables} WHERE {e.field('user_id')} = ? {conditions}"
+        f"SELECT {e.select} FROM {e.tables} WHERE {owner} {conditions}"
         "ORDER BY m.importance DESC, m.created_us DESC, m.id LIMIT ?",
-        [flt.user_id, *args, flt.limit],
+        [*args, *more, flt.limit],
     )
     return [d.memory(r) for r in rows]
 
@@ -272,7 +267,7 @@ def get_session(d: Dialect, session_id: str) -> Plan[SessionRecord | None]:
     rows = yield Fetch(
         f"SELECT {s.select} FROM {s.tables} WHERE {s.field('session_id')} = ?", (session_id,)
     )
-    return session_record(rows[0]) if rows else None
+    return d.session(rows[0]) if rows else None
 
 
 def latest_session(
@@ -291,35 +286,28 @@ def latest_session(
         "ORDER BY s.started_us DESC, s.session_id DESC LIMIT 1",
         args,
     )
-    return session_record(rows[0]) if rows else None
+    return d.session(rows[0]) if rows else None
 
 
 # ------------------------------------------------------------------------------ search
 
 
-def text_search(
-    d: Dialect,
-    user_id: str,
-    query: str,
-    kinds: frozenset[str],
-    conversation_id: str | None,
-    limit: int,
-    flt: MemoryFilter | None,
-) -> Plan[list[SearchHit]]:
+def text_search(d: Dialect, request: SearchRequest) -> Plan[list[SearchHit]]:
     """Relevance-ranked hits of the user's records, best first."""
-    terms = d.search_terms(query)  # preparation
+    terms = d.search_terms(request.query)  # preparation
     if not terms:
         return []
-    key = yield from d.user_key(user_id)
+    key = yield from d.user_key(request.user_id)
     if key is None:
         return []
     hits: list[SearchHit] = []
-    if "message" in kinds:
-        hits += yield from d.search_messages(key, terms, conversation_id, limit)
-    if "memory" in kinds:
-        conditions = memory_conditions(flt, to_us(utcnow()), d.tags_condition, conversation_id)
+    conv, limit = request.conversation_id, request.limit
+    if "message" in request.kinds:
+        hits += yield from d.search_messages(key, terms, conv, limit)
+    if "memory" in request.kinds:
+        conditions = memory_conditions(request.memories(), d.tags_condition, conv)
         hits += yield from d.search_memories(key, terms, conditions, limit)
-    if len(kinds) > 1:
+    if len(request.kinds) > 1:
         hits.sort(key=lambda h: -h.score)
         del hits[limit:]
     return hits
@@ -422,7 +410,7 @@ def export_page(
     elif kind == "memories":
         page = [d.memory(r, 1) for r in rows]
     else:
-        page = [session_record(r[1:]) for r in rows]
+        page = [d.session(r, 1) for r in rows]
     return page, (rows[-1][0] if rows else None)
 
 

@@ -11,7 +11,7 @@ indexes. The event loop only queues work and collects results.
 
 Vectors are float32 BLOBs beside their records, written in the records' transactions. The
 ``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
-vectors held in process (:class:`~bruno_memstore.vector_cache.UserVectorCache`), checked
+vectors held in process (:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`), checked
 against the user's change counters at every query (see ``vectors``).
 
 Durability: a write is acknowledged after its transaction commits. With the default
@@ -34,10 +34,10 @@ from urllib.parse import quote
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
-from ...models import MemoryFilter, SearchHit
+from ...models import SearchHit, SearchRequest
 from ...url import MemoryURL
-from ...vector_cache import UserVectorCache, vector_to_bytes
 from ..kit.threads import Job, ReaderPool, Writer
+from ..kit.vectors import UserVectorCache, vector_to_bytes
 from ..sql.backend import Mode, SQLMemory
 from ..sql.steps import Plan
 from ..sql.sync import PlanJob, ThenJob, run_group, run_plan
@@ -319,15 +319,13 @@ class SQLiteMemory(SQLMemory):
 
     # ================================================================ vectors
 
-    async def _vector_space(self) -> VectorSpace | None:
-        recorded = await self._perform("read", vectors.vector_space)
-        return None if recorded is None else VectorSpace(*recorded)
-
-    async def _claim_vector_space(self, space: VectorSpace, *, replace: bool) -> VectorSpace:
-        if not replace:
-            recorded = await self._vector_space()  # a read: no write lock when it is there
-            if recorded is not None:
-                return recorded
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        if space is None or not replace:
+            recorded = await self._perform("read", vectors.vector_space)
+            if space is None or recorded is not None:  # a read: no write lock when it is there
+                return None if recorded is None else VectorSpace(*recorded)
         claim = partial(vectors.claim_vector_space, space.model, space.dimension, replace)
         model, dimension = await self._perform("write", claim)
         if replace:
@@ -342,16 +340,8 @@ class SQLiteMemory(SQLMemory):
 
         await self._perform("write", put)
 
-    async def _vector_search(
-        self,
-        user_id: str,
-        vector: Any,
-        *,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        memory_filter: MemoryFilter | None = None,
-    ) -> list[SearchHit]:
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        user_id = request.user_id
         counters = await self._read(partial(vectors.vector_counters, user_id=user_id))
         if counters is None:
             self._drop_vectors(user_id)
@@ -360,7 +350,8 @@ class SQLiteMemory(SQLMemory):
         indexes: dict[str, CachedIndex] = {}
         for kind in KINDS:
             generation, epoch = vectors.counters_of(counters, kind)
-            if kind in kinds and generation:  # generation 0: the user never had such vectors
+            # Generation 0: the user never had vectors of that kind.
+            if kind in request.kinds and generation:
                 index = await self._vector_caches[kind].get(user_id, (uid, epoch), _load_later)
                 indexes[kind] = ((uid, epoch), index)
         if not indexes:
@@ -370,9 +361,9 @@ class SQLiteMemory(SQLMemory):
                 vectors.vector_search,
                 user_id=user_id,
                 vector=vector,
-                conversation_id=conversation_id,
-                limit=limit,
-                flt=memory_filter,
+                conversation_id=request.conversation_id,
+                limit=request.limit,
+                flt=request.memory_filter,
                 indexes=indexes,
                 loaded=self._vector_loads,
             )

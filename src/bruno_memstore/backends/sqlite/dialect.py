@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ...search import index_text, terms
-from ...vector_cache import vector_to_bytes
+from ..kit.vectors import vector_to_bytes
 from ..sql.dialect import Conversation, Dialect, NewMessage, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan

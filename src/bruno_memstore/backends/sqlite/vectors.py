@@ -21,8 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, to_us, utcnow
-from ...vector_cache import vector_from_bytes
-from ...vector_index import VectorIndex
+from ..kit.vectors import VectorIndex, vector_from_bytes
 from ..sql.steps import Execute, ExecuteMany, Fetch, Plan
 from ..sql.where import marks, memory_conditions
 from .dialect import (
@@ -276,9 +275,9 @@ def _allowed_keys(
         if conv is None or conv[1] != uid:
             return set()
         return {row[0] for row in _all(conn, "SELECT seq FROM messages WHERE cid = ?", (conv[0],))}
-    conditions, args = memory_conditions(
-        flt, to_us(utcnow()), DIALECT.tags_condition, conversation_id
-    )
+    if flt is None:
+        flt = MemoryFilter(user_id=None, now_us=to_us(utcnow()))
+    conditions, args = memory_conditions(flt, DIALECT.tags_condition, conversation_id)
     keys = {
         row[0]
         for row in _all(
