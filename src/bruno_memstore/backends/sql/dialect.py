@@ -18,8 +18,9 @@ every table), with no index beside the rows; an engine overrides what differs.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from ...errors import SchemaError
@@ -28,7 +29,7 @@ from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, MESSAGES, SESSI
 from .steps import Execute, Plan
 from .where import marks
 
-__all__ = ["Conversation", "Dialect", "NewMessage", "Source", "nothing"]
+__all__ = ["Conversation", "Dialect", "NewMessage", "Source", "message_of", "nothing"]
 
 # Every driver returns a message's values in their types already: no conversion per row.
 _MESSAGE_ROWS = MESSAGES.ordered(MESSAGE_FIELDS, typed=False)
@@ -85,6 +86,16 @@ class NewMessage(NamedTuple):
     vector: Any  # the vector as the engine stores it (:meth:`Dialect.vector_value`)
 
 
+@functools.lru_cache(maxsize=512)
+def _in_list(column: str, n: int) -> str:
+    return f"{column} IN ({marks(n)})"
+
+
+def message_of(row: Sequence[Any], at: int = 0) -> MessageRecord:
+    """The message in ``row[at:]``, selected in the record's field order."""
+    return _MESSAGE_ROWS.from_row(row, at)
+
+
 def nothing(value: Any = None) -> Plan[Any]:
     """A plan that runs no statement and returns ``value``."""
     return value
@@ -118,21 +129,16 @@ class Dialect:
         """A statement in the driver's placeholder style (plans write ``?``)."""
         return text
 
-    def chunks(self, values: Sequence[Any]) -> list[list[Any]]:
-        """``values`` in parts that fit one statement's ``IN (...)`` list."""
+    def among(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        """Conditions "``column`` is one of ``values``" with their arguments, as many as
+        statements need (``IN (...)`` lists of at most :attr:`in_chunk` values)."""
         size = self.in_chunk
-        if len(values) <= size:
-            return [list(values)] if values else []
-        return [list(values[i : i + size]) for i in range(0, len(values), size)]
-
-    def among_sql(self, column: str, n: int) -> str:
-        """The condition "``column`` is one of ``n`` values" (for :meth:`chunks`)."""
-        return f"{column} IN ({marks(n)})"
-
-    def among(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
-        """``column IN (...)`` conditions covering ``values``, in statement-sized chunks."""
-        for chunk in self.chunks(values):
-            yield self.among_sql(column, len(chunk)), chunk
+        chunks = (
+            [values]
+            if len(values) <= size
+            else [values[i : i + size] for i in range(0, len(values), size)]
+        )
+        return [(_in_list(column, len(c)), list(c)) for c in chunks if c]
 
     def window_scope(
         self, conversation_id: str | None, user_id: str | None
@@ -161,7 +167,7 @@ class Dialect:
 
     def message(self, row: Sequence[Any], at: int = 0) -> MessageRecord:
         """The message in ``row[at:]`` (a :class:`Source`'s select list)."""
-        return _MESSAGE_ROWS.from_row(row, at)
+        return message_of(row, at)
 
     def memory(self, row: Sequence[Any], at: int = 0) -> MemoryRecord:
         """The memory entry in ``row[at:]`` (tags as an array or as JSON text)."""
@@ -188,8 +194,9 @@ class Dialect:
         return nothing(user_id)
 
     def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
-        """Insert conversations (id -> owner) not stored yet; raises a duplicate-key error
-        when another transaction inserted one meanwhile."""
+        """Insert these conversations (id -> owner); return those inserted. One another
+        transaction inserted meanwhile is left out, or raises a duplicate-key error (the
+        statement then inserted nothing)."""
         rows = [(conv, user) for conv, user in claims.items()]
         yield Execute(
             f"INSERT INTO {self.table('conversations')} (conversation_id, user_id) VALUES "

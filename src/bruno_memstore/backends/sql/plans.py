@@ -21,7 +21,7 @@ from ...models import (
     SessionRecord,
 )
 from ...primitives import memory_taken, session_taken
-from .dialect import Conversation, Dialect
+from .dialect import Conversation, Dialect, Source
 from .steps import Commit, Execute, Fetch, Plan
 from .where import marks, memory_conditions
 
@@ -45,6 +45,7 @@ __all__ = [
     "statistics",
     "stored_ids",
     "text_search",
+    "window",
 ]
 
 _MIN_KEY = -(2**63)
@@ -67,20 +68,20 @@ def find_conversations(
     d: Dialect, conversation_ids: Sequence[str], lock: str = ""
 ) -> Plan[dict[str, Conversation]]:
     """The stored ones among these conversations (``lock``: the dialect's lock clause)."""
+    c = d.conversations
     found: dict[str, Conversation] = {}
-    for chunk in d.chunks(conversation_ids):
-        rows = yield Fetch(_find_sql(d, len(chunk), lock), chunk)
+    for condition, args in d.among(c.field("conversation_id"), conversation_ids):
+        rows = yield Fetch(_find_sql(c, d.user_ref, condition, lock), args)
         for r in rows:
             found[r[0]] = Conversation(r[1], r[2], r[3])
     return found
 
 
-@functools.lru_cache(maxsize=256)
-def _find_sql(d: Dialect, n: int, lock: str) -> str:
-    c = d.conversations
+@functools.lru_cache(maxsize=512)
+def _find_sql(c: Source, user_ref: str, condition: str, lock: str) -> str:
     return (
-        f"SELECT {c.field('conversation_id')}, {c.key}, {c.field('user_id')}, c.{d.user_ref} "
-        f"FROM {c.tables} WHERE {d.among_sql(c.field('conversation_id'), n)}{lock}"
+        f"SELECT {c.field('conversation_id')}, {c.key}, {c.field('user_id')}, c.{user_ref} "
+        f"FROM {c.tables} WHERE {condition}{lock}"
     )
 
 
@@ -103,20 +104,24 @@ def create_conversations(
     this transaction created."""
     claims = dict(sorted(claims.items()))  # one order everywhere: writers never deadlock
     out: dict[str, Conversation] = {}
+    created: set[str] = set()
     for _round in range(_CLAIM_ROUNDS):
         try:
-            created = yield from d.create_conversations(claims)
+            made = yield from d.create_conversations(claims)
         except Exception as exc:
             if not d.is_duplicate(exc):
                 raise
-        else:
-            out.update(created)
-            return out, set(created)
-        won = yield from find_conversations(d, list(claims), d.share_lock)
+            made = {}
+        out.update(made)
+        created |= made.keys()
+        rest = [conv for conv in claims if conv not in made]
+        if not rest:
+            return out, created
+        won = yield from find_conversations(d, rest, d.share_lock)
         out.update(won)
-        claims = {conv: user for conv, user in claims.items() if conv not in won}
+        claims = {conv: claims[conv] for conv in rest if conv not in won}
         if not claims:
-            return out, set()
+            return out, created
     raise RuntimeError("conversation claims kept colliding")  # pragma: no cover
 
 
@@ -145,14 +150,21 @@ def read_window(
     d: Dialect, conversation_id: str | None, user_id: str | None, limit: int | None
 ) -> Plan[list[MessageRecord]]:
     """The newest ``limit`` messages (all when ``None``), oldest first."""
+    rows = yield Fetch(*window(d, conversation_id, user_id, limit))
+    return [d.message(r) for r in reversed(rows)]
+
+
+def window(
+    d: Dialect, conversation_id: str | None, user_id: str | None, limit: int | None
+) -> tuple[str, list[Any]]:
+    """The statement reading a window, newest first, and its arguments."""
     m = d.messages
     where, args = d.window_scope(conversation_id, user_id)
     sql = f"SELECT {m.select} FROM {m.tables} WHERE {where} ORDER BY m.ts_us DESC, m.seq DESC"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
-    rows = yield Fetch(sql, args)
-    return [d.message(r) for r in reversed(rows)]
+    return sql, args
 
 
 def delete_messages(d: Dialect, conversation_id: str, keep_roles: frozenset[str]) -> Plan[int]:

@@ -14,7 +14,7 @@ built it (recorded by the engine) is not the library's, the index is rebuilt, on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .dialect import Dialect
 from .steps import Execute, Plan
@@ -25,8 +25,7 @@ MigrationStep = str | Callable[[], Plan[None]]
 """A statement, or a plan for what SQL alone cannot do (analysed text, engine checks)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
+class Migration(NamedTuple):
     """One step of the schema: its number, a name, and what it runs in order."""
 
     version: int
