@@ -42,6 +42,7 @@ from ...models import (
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
+from ..kit.batches import EXPORT_BATCH, batches, chunks
 from ..kit.hits import ranked_hits
 from . import ops as ops
 from . import search as search
@@ -60,7 +61,6 @@ __all__ = ["ChromaMemory"]
 
 DEFAULT_DIRECTORY = "./chroma_db"
 DEFAULT_PREFIX = "bruno"
-_EXPORT_BATCH = 500
 _URL_OPTIONS: dict[str, type] = {
     "prefix": str,
     "tenant": str,
@@ -427,32 +427,28 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._call(ops.forget_user, user_id)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        async for batch in batches(self._records(kind, user_id)):
+            yield batch
+
+    async def _records(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[object]:
+        """Every record of ``kind`` (the user's, if given), read a piece at a time."""
         if kind in ("conversations", "messages"):
             pairs: list[tuple[str, str]] = await self._read(ops.conversation_pairs, user_id)
-            if kind == "conversations":
-                for start in range(0, len(pairs), _EXPORT_BATCH):
-                    yield list(pairs[start : start + _EXPORT_BATCH])
-                return
-            batch: list[object] = []
-            for conversation_id, _owner in pairs:
-                batch += await self._read(ops.conversation_messages, conversation_id)
-                while len(batch) >= _EXPORT_BATCH:
-                    yield batch[:_EXPORT_BATCH]
-                    batch = batch[_EXPORT_BATCH:]
-            if batch:
-                yield batch
-            return
-        if kind == "sessions":
+            for pair in pairs:
+                if kind == "conversations":
+                    yield pair
+                    continue
+                for rec in await self._read(ops.conversation_messages, pair[0]):
+                    yield rec
+        elif kind == "sessions":
             ids: list[str] = await self._read(ops.session_ids, user_id)
-            for start in range(0, len(ids), _EXPORT_BATCH):
-                found = await self._read(ops.sessions_by_id, ids[start : start + _EXPORT_BATCH])
-                if found:
-                    yield found
-            return
-        for user in await self._read(ops.memory_users, user_id):
-            entries: list[object] = await self._read(ops.memories_of, user)
-            for start in range(0, len(entries), _EXPORT_BATCH):
-                yield entries[start : start + _EXPORT_BATCH]
+            for part in chunks(ids, EXPORT_BATCH):
+                for rec in await self._read(ops.sessions_by_id, part):
+                    yield rec
+        else:
+            for user in await self._read(ops.memory_users, user_id):
+                for rec in await self._read(ops.memories_of, user):
+                    yield rec
 
     # ================================================================ vectors
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, memory_taken, session_taken
+from ..kit.batches import chunks
 from .layout import (
     all_of,
     embeddings,
@@ -41,15 +42,10 @@ _ID_CHUNK = 5000  # ids per get/delete call (SQLite allows 32,766 variables per 
 _BOTH = ["documents", "metadatas"]
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[str, Any]:
     """``get`` by ids in chunks, merged into one result."""
     merged: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
-    for part in _chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
+    for part in chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
         got = collection.get(ids=list(part), include=include)
         merged["ids"] += got["ids"]
         merged["documents"] += got.get("documents") or [None] * len(got["ids"])
@@ -69,7 +65,7 @@ def get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) -
 
 
 def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids), _ID_CHUNK):
+    for part in chunks(list(ids), _ID_CHUNK):
         collection.delete(ids=list(part))
 
 
@@ -106,7 +102,7 @@ def _point(store: ChromaStore, kind: str, owners_by_id: dict[str, str]) -> None:
     """Point the ``ids`` collection at the records' users (before the records are written:
     a pointer without its record reads as absent, a record without a pointer is lost)."""
     keys = list(owners_by_id)
-    for part in _chunks(keys, store.max_batch):
+    for part in chunks(keys, store.max_batch):
         store.ids.upsert(
             ids=[locator(kind, rid) for rid in part],
             embeddings=ONE * len(part),
@@ -152,7 +148,7 @@ def _claim(store: ChromaStore, claims: dict[str, str]) -> dict[str, str]:
     to land wins and everyone reads the winner back.
     """
     ids = list(claims)
-    for part in _chunks(ids, store.max_batch):
+    for part in chunks(ids, store.max_batch):
         store.conversations.add(
             ids=list(part),
             embeddings=ONE * len(part),
@@ -260,7 +256,7 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
 
 def _add_messages(store: ChromaStore, owner: str, records: list[MessageRecord]) -> None:
     collection = store.user_records(owner, "message", create=True)
-    for part in _chunks(records, store.max_batch):
+    for part in chunks(records, store.max_batch):
         vectors, real = embeddings([rec.vector for rec in part], store.dimension)
         collection.add(
             ids=[rec.id for rec in part],
@@ -493,7 +489,7 @@ def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]])
         by_user.setdefault(user, []).append(rid)
     for user, ids in by_user.items():
         collection = store.user_records(user, kind)
-        for part in _chunks(ids, store.max_batch):
+        for part in chunks(ids, store.max_batch):
             rows_, _real = embeddings([vectors[rid] for rid in part], store.dimension)
             collection.update(
                 ids=list(part), embeddings=rows_, metadatas=[{"vec": True} for _ in part]

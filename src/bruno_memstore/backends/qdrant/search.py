@@ -24,13 +24,13 @@ from qdrant_client import models as qm
 
 from ...embeddings.adapter import VectorSpace
 from ...models import MemoryRecord, SearchHit, SearchRequest
+from ..kit.batches import chunks
 from ..kit.codec import MEMORIES, MESSAGES
 from ..kit.hits import ranked_hits
 from ..kit.keyword_index import KeywordIndex
 from .layout import (
     VECTOR,
     Layout,
-    chunks,
     memory_where,
     message_where,
     point_id,

@@ -17,10 +17,11 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
+from ..kit.batches import chunks
 from ..kit.keyword_index import KeywordIndex
 from ..kit.user_cache import UserCache
 from .config import LocalClient
-from .layout import INDEXES, VECTOR, Layout, chunks, point_id
+from .layout import INDEXES, VECTOR, Layout, point_id
 
 __all__ = ["SeqClock", "Store", "acquire_store", "release_store"]
 

@@ -65,6 +65,7 @@ from ...primitives import (
 from ...retry import RetryPolicy
 from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
+from ..kit.batches import EXPORT_BATCH, batches
 from ..kit.codec import MEMORIES, MESSAGES
 from ..kit.hits import Found
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
@@ -86,7 +87,6 @@ _LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
 # _F, so every value is below 2**52, exact in Lua's doubles.
 _F = 1 << 26
 _BM25 = BM25Index()
-_EXPORT_BATCH = 500
 _REWRITE_POLL = 0.05  # seconds between two looks at a running append-only file rewrite
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # A memory entry is stored as the codec's row; a message body as these fields (its id,
@@ -1046,16 +1046,14 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             await asyncio.sleep(_REWRITE_POLL)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        batch: list[object] = []
+        async for batch in batches(self._records(kind, user_id)):
+            yield batch
+
+    async def _records(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[object]:
         async for user in self._users(user_id):
             await self._eval("touch_user", [user])
             async for item in self._export_user(kind, user):
-                batch.append(item)
-                if len(batch) >= _EXPORT_BATCH:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                yield item
 
     async def _users(self, user_id: str | None) -> AsyncIterator[str]:
         if user_id is not None:
@@ -1082,13 +1080,13 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 start = 0
                 while True:
                     reply = await self._eval(
-                        "read_conversation", [conv, user, 0, start, _EXPORT_BATCH]
+                        "read_conversation", [conv, user, 0, start, EXPORT_BATCH]
                     )
                     for rec in _conversation_messages(reply, conv):
                         yield rec
-                    if not reply or len(reply[1]) < _EXPORT_BATCH:
+                    if not reply or len(reply[1]) < EXPORT_BATCH:
                         break
-                    start += _EXPORT_BATCH
+                    start += EXPORT_BATCH
         else:
             part = "e" if kind == "memories" else "s"
             seen: set[str] = set()  # HSCAN may repeat a field
