@@ -541,11 +541,15 @@ class MemcachedMemory(MemoryBackend):
         value = await self.store.get_value(self._key("e", memory_id))
         return MEMORIES.from_row(value) if value is not None else None
 
+    async def _listed(self, user_id: str, kind: str) -> list[list[Any]]:
+        """The stored values (``e`` memory entries, ``s`` sessions) the user's list names
+        that are still the user's."""
+        listed = [json.loads(e) for _, e in await self._user_list(user_id, kind).read()]
+        values = await self.store.get_values([self._key(kind, i) for i in dict.fromkeys(listed)])
+        return [v for v in values.values() if v[1] == user_id]
+
     async def _user_memories(self, user_id: str) -> list[MemoryRecord]:
-        listed = [json.loads(e) for _, e in await self._user_list(user_id, "e").read()]
-        keys = [self._key("e", m) for m in dict.fromkeys(listed)]
-        values = await self.store.get_values(keys)
-        return [MEMORIES.from_row(v) for v in values.values() if v[1] == user_id]
+        return [MEMORIES.from_row(v) for v in await self._listed(user_id, "e")]
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         found = [r for r in await self._user_memories(flt.user_id) if flt.matches(r)]
@@ -603,26 +607,17 @@ class MemcachedMemory(MemoryBackend):
         return SESSIONS.from_row(value) if value is not None else None
 
     async def _user_sessions(self, user_id: str) -> list[SessionRecord]:
-        listed = [json.loads(e) for _, e in await self._user_list(user_id, "s").read()]
-        keys = [self._key("s", s) for s in dict.fromkeys(listed)]
-        values = await self.store.get_values(keys)
-        return [SESSIONS.from_row(v) for v in values.values() if v[1] == user_id]
+        return [SESSIONS.from_row(v) for v in await self._listed(user_id, "s")]
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
     ) -> SessionRecord | None:
-        best: SessionRecord | None = None
-        for rec in await self._user_sessions(user_id):
-            if active_only and not rec.is_active:
-                continue
-            if conversation_id is not None and rec.conversation_id != conversation_id:
-                continue
-            if best is None or (rec.started_us, rec.session_id) > (
-                best.started_us,
-                best.session_id,
-            ):
-                best = rec
-        return best
+        found = [
+            rec
+            for rec in await self._user_sessions(user_id)
+            if (rec.is_active or not active_only) and conversation_id in (None, rec.conversation_id)
+        ]
+        return max(found, key=lambda rec: (rec.started_us, rec.session_id), default=None)
 
     # ================================================================ what a cache cannot do
 
