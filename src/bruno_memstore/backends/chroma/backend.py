@@ -43,7 +43,6 @@ from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
 from ..kit.batches import EXPORT_BATCH, batches, chunks
-from ..kit.hits import ranked_hits
 from . import ops as ops
 from . import search as search
 from .layout import check_prefix
@@ -410,15 +409,13 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._read(ops.latest_session, user_id, conversation_id, active_only)
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        store, user_id = self._live(), request.user_id
-        token = await self._read(ChromaStore.read_token, user_id)
-        index = await store.text.get(user_id, token, lambda: self._read(search.load_text, user_id))
-        with store.text.lock:  # the writer thread patches indexes in place
-            found = index.search(request)
-        if not found:
-            return []
-        messages, memories = await self._read(search.records_of, user_id, found)
-        return ranked_hits(found, messages, memories)
+        user_id = request.user_id
+        return await self._live().text.search(
+            request,
+            await self._read(ChromaStore.read_token, user_id),
+            lambda: self._read(search.load_text, user_id),
+            lambda found: self._read(search.records_of, user_id, found),
+        )
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._read(ops.statistics, user_id)

@@ -37,8 +37,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendError
-from ..kit.keyword_index import KeywordIndex
-from ..kit.user_cache import UserCache
+from ..kit.keyword_index import KeywordIndex, KeywordIndexes
 from .layout import (
     collection_name,
     rows,
@@ -98,7 +97,7 @@ class ChromaStore:
         self.prefix = prefix
         self.shared = shared
         self.refs = 0
-        self.text: UserCache[KeywordIndex] = UserCache(max_users=32)
+        self.text = KeywordIndexes(max_users=32)
         self._connect = connect
         self._readers_count = readers
         self._group_type = group_type

@@ -18,8 +18,7 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
 from ..kit.batches import chunks
-from ..kit.keyword_index import KeywordIndex
-from ..kit.user_cache import UserCache
+from ..kit.keyword_index import KeywordIndex, KeywordIndexes
 from .config import LocalClient
 from .layout import INDEXES, VECTOR, Layout, point_id
 
@@ -61,7 +60,7 @@ class Store:
         self.prepare_lock = asyncio.Lock()
         self.write_lock = asyncio.Lock()
         self.clock = SeqClock()
-        self.text: UserCache[KeywordIndex] = UserCache(version_of=KeywordIndex.stamps)
+        self.text = KeywordIndexes(version_of=KeywordIndex.stamps)
 
     # ---------------------------------------------------------------- schema
 
