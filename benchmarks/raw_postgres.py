@@ -33,8 +33,10 @@ from typing import Any, ClassVar
 import asyncpg
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends.postgres.backend import PostgresMemory, _analysed, _message
+from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.postgres.statements import Statements, check_schema
+from bruno_memstore.backends.postgres.statements import analysed as _analysed
+from bruno_memstore.backends.sql.dialect import message_of as _message
 from bruno_memstore.models import record_to_message, to_us
 from bruno_memstore.search import MAX_QUERY_TERMS, terms
 from bruno_memstore.url import MemoryURL

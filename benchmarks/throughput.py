@@ -51,7 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends.sqlite import ops as sql
+from bruno_memstore.backends.sqlite import dialect as sql
 from bruno_memstore.backends.sqlite.schema import message_scope, migrate
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability

@@ -20,6 +20,7 @@ from bruno_core.models.message import Message, MessageRole, MessageType
 
 from bruno_memstore import Capability, ConflictError, InMemoryStorage, OwnershipError
 from bruno_memstore.base import MemoryBackend
+from bruno_memstore.models import message_to_record
 from bruno_memstore.transfer import (
     FORMAT_VERSION,
     ImportFormatError,
@@ -507,8 +508,7 @@ async def test_session_lines_carry_the_whole_session(make_memory: Factory) -> No
         user_id="carol", state={"topic": "packing", "step": 2}, metadata={"client": "cli"}
     )
     await source.create_session("carol")  # another one, so order matters too
-    # No public call stores a session's state; write it as an import would.
-    await source._run("test", lambda: source._put_session(_record(session)))
+    await source.save_session(session)  # with its state, as an import writes it
     lines = [json.loads(x) for x in (await export_text(source)).splitlines()]
     exported = [
         x for x in lines if x["type"] == "session" and x["session_id"] == session.session_id
@@ -517,12 +517,6 @@ async def test_session_lines_carry_the_whole_session(make_memory: Factory) -> No
     target = make_memory("target")
     await import_text(target, await export_text(source))
     assert await target.get_session(session.session_id) == session
-
-
-def _record(session: SessionContext):
-    from bruno_memstore.models import session_to_record
-
-    return session_to_record(session)
 
 
 async def test_export_from_a_store_that_cannot_list_writes_nothing() -> None:
@@ -575,6 +569,29 @@ async def test_a_refused_import_writes_nothing(make_memory: Factory, what: str) 
     with pytest.raises(OwnershipError if what != "message" else ConflictError):
         await import_text(target, text)
     assert await export_text(target) == before  # no claimed, empty conversation either
+
+
+async def test_what_an_import_checks_is_public(make_memory: Factory) -> None:
+    """The reads and checks an import makes before writing: owners, entries, conflicts."""
+    memory = make_memory("checks")
+    message = Message(role=MessageRole.USER, content="hello", timestamp=T0)
+    assert await memory.conversation_owner("c1") is None
+    await memory.store_message(message, "alice", "c1")
+    assert await memory.conversation_owner("c1") == "alice"
+    entry = MemoryEntry(content="likes tea", memory_type=MemoryType.FACT, user_id="bob")
+    assert await memory.get_memory(str(entry.id)) is None
+    await memory.store_memory(entry)
+    found = await memory.get_memory(entry.id)  # type: ignore[arg-type]
+    assert found is not None and (found.user_id, found.content) == ("bob", "likes tea")
+
+    same = message_to_record(message, "c1")
+    await memory.check_conflicts([same])  # the stored message itself: no conflict
+    other = message.model_copy(update={"content": "changed"})
+    for record in (message_to_record(other, "c1"), message_to_record(message, "c2")):
+        with pytest.raises(ConflictError):
+            await memory.check_conflicts([record])
+    assert [m.content for m in await memory.retrieve_messages("c1")] == ["hello"]
+    assert await memory.conversation_owner("c2") is None
 
 
 async def test_a_refused_stream_writes_nothing(make_memory: Factory) -> None:

@@ -118,6 +118,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     # What the engine cannot store, checked before every write (an instance may narrow it
     # once it knows its server's settings, e.g. the largest packet).
     limits: Limits = NO_LIMITS
+    ttl: float | None = None
+    """Seconds after its last write that the engine may drop a record on its own, record by
+    record (``MemcachedMemory``'s ``ttl``); ``None``: records stay until deleted."""
 
     def __init__(
         self,
@@ -975,6 +978,37 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 finally:
                     self._calls.leave()
                 yield batch
+
+    # ================================================================ checks and reads for tools
+    # What an import checks before its first write, as public calls (see transfer.py).
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        """The user who owns the conversation, or ``None`` when it does not exist."""
+        conversation_id = check_id(conversation_id, "conversation_id")
+        return await self._run(
+            "conversation_owner", lambda: self._conversation_owner(conversation_id)
+        )
+
+    async def get_memory(self, memory_id: str) -> MemoryEntry | None:
+        """The memory entry with this id, whoever's it is, or ``None``."""
+        self.require(Capability.MEMORIES, "get_memory")
+        if isinstance(memory_id, UUID):
+            memory_id = str(memory_id)
+        memory_id = check_id(memory_id, "memory_id")
+        rec = await self._run("get_memory", lambda: self._get_memory(memory_id))
+        return record_to_memory(rec) if rec is not None else None
+
+    async def check_conflicts(self, records: Sequence[MessageRecord]) -> None:
+        """Refuse, as :meth:`store_messages` would, ids that name a different stored message
+        (other content, or another conversation); writes nothing.
+
+        Raises:
+            ConflictError: an id names a different stored message.
+        """
+        if records:
+            ids = [r.id for r in records]
+            found = await self._run("check_conflicts", lambda: self._get_messages(ids))
+            self._raise_on_conflict(records, found)
 
 
 # ==================================================================== helpers

@@ -236,7 +236,7 @@ class _MessageItem:
     record: MessageRecord  # the message as it will be stored (validated)
 
 
-_Item = _Conversation | SessionRecord | _MessageItem | MemoryEntry
+_Item = _Conversation | SessionContext | _MessageItem | MemoryEntry
 
 
 class _Parser:
@@ -262,9 +262,10 @@ class _Parser:
             if line_type == "conversation":
                 return self._conversation(fields, line)
             if line_type == "session":
-                record = session_to_record(_model(SessionContext, fields, line))
-                self._claim(record.conversation_id, record.user_id, line)
-                return record
+                session = _model(SessionContext, fields, line)
+                session_to_record(session)  # every check save_session makes, before any write
+                self._claim(session.conversation_id, session.user_id, line)
+                return session
             if line_type == "message":
                 return self._message(fields, line)
             if line_type == "memory":
@@ -382,17 +383,14 @@ class _Writer:
         memory = self.memory
         if isinstance(item, _Conversation):
             self.owners[item.id] = item.owner
-            # No public call creates an empty conversation; claiming it here keeps the
-            # destination's conversation order (and empty conversations) as exported.
-            await memory._run(
-                "import",
-                lambda: memory._append_messages(item.id, item.owner, [], enforce_owner=True),
-            )
+            # Claimed before its records: keeps the destination's conversation order (and
+            # empty conversations) as exported.
+            await memory.claim_conversation(item.id, item.owner)
             self._track(item.id)
             self._tick("conversation", 1)
-        elif isinstance(item, SessionRecord):
+        elif isinstance(item, SessionContext):
             self.owners.setdefault(item.conversation_id, item.user_id)
-            await memory._run("import", lambda: memory._put_session(item))
+            await memory.save_session(item)
             self._track(item.conversation_id)
             self._tick("session", 1)
         else:
@@ -431,15 +429,12 @@ class _Writer:
         no longer its owner's) was written by someone else meanwhile, and stays."""
         memory = self.memory
         for memory_id in self._created_memories:
-            await memory._run("import", lambda m=memory_id: memory._delete_memory(m))
+            await memory.delete_memory(memory_id)
         for conv, written in self._created.items():
-            owner = await memory._run("import", lambda c=conv: memory._conversation_owner(c))
-            stored = await memory._run(
-                "import",
-                lambda c=conv: memory._read_window(conversation_id=c, user_id=None, limit=None),
-            )
-            if owner == self.owners[conv] and all(r.id in written for r in stored):
-                await memory._run("import", lambda c=conv: memory._delete_messages(c, frozenset()))
+            owner = await memory.conversation_owner(conv)
+            stored = await memory.retrieve_messages(conv)
+            if owner == self.owners[conv] and all(str(m.id) in written for m in stored):
+                await memory.clear_history(conv, keep_system_messages=False)
 
 
 def _parse_lines(lines: Iterable[str]) -> Iterable[tuple[int, Any]]:
@@ -482,7 +477,6 @@ async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan
     """Everything the store could refuse, checked before the first write: the owner of each
     conversation, session and memory entry, stored messages with the file's ids, and the
     engine's own refusals. Returns what the import will create."""
-    op = "import"
     owners: dict[str, str] = {}
     sessions: dict[str, str] = {}
     memories: dict[str, str] = {}
@@ -490,8 +484,8 @@ async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan
     for item in items:
         if isinstance(item, _Conversation):
             owners[item.id] = item.owner
-        elif isinstance(item, SessionRecord):
-            memory._check_session(item)
+        elif isinstance(item, SessionContext):
+            memory.check_storable([session_to_record(item)])
             owners.setdefault(item.conversation_id, item.user_id)
             sessions[item.session_id] = item.user_id
         elif isinstance(item, _MessageItem):
@@ -502,22 +496,22 @@ async def _check_against(memory: MemoryBackend, items: Iterable[_Item]) -> _Plan
         else:
             memory.require(Capability.MEMORIES, "store_memory")
             record = memory_to_record(item)
-            memory._check_memory(record)
+            memory.check_storable([record])
             memories[record.id] = record.user_id
     await _check_messages(memory, batch)
     plan = _Plan()
     for conv, owner in owners.items():
-        stored = await memory._run(op, lambda c=conv: memory._conversation_owner(c))
+        stored = await memory.conversation_owner(conv)
         if stored is None:
             plan.new_conversations.add(conv)
         elif stored != owner:
             _refuse(memory, f"conversation {conv!r} belongs to another user")
     for session_id, user in sessions.items():
-        session = await memory._run(op, lambda s=session_id: memory._get_session(s))
+        session = await memory.get_session(session_id)
         if session is not None and session.user_id != user:
             _refuse(memory, f"session {session_id!r} belongs to another user")
     for memory_id, user in memories.items():
-        entry = await memory._run(op, lambda m=memory_id: memory._get_memory(m))
+        entry = await memory.get_memory(memory_id)
         if entry is None:
             plan.new_memories.add(memory_id)
         elif entry.user_id != user:
@@ -529,9 +523,8 @@ async def _check_messages(memory: MemoryBackend, records: list[MessageRecord]) -
     """Refuse records the engine cannot hold, and ids that name a different stored message."""
     if not records:
         return
-    memory._check_records(records)
-    found = await memory._run("import", lambda: memory._get_messages([r.id for r in records]))
-    memory._raise_on_conflict(records, found)
+    memory.check_storable(records)
+    await memory.check_conflicts(records)
 
 
 def _refuse(memory: MemoryBackend, problem: str) -> None:

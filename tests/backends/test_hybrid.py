@@ -668,6 +668,19 @@ async def test_memcached_item_ttl_bounds_the_age_of_copies(memcached_url: str) -
     assert HybridMemory(untimed, InMemoryStorage(), cache_max_age=None).cache_max_age is None
 
 
+def test_choices_follow_what_the_cache_declares() -> None:
+    """Record expiry and in-process data are declared by the tiers, whatever their class."""
+
+    class Expiring(InMemoryStorage):
+        ttl = 8.0
+
+    assert HybridMemory(Expiring(), SQLiteMemory(":memory:")).cache_max_age == 4
+    assert HybridMemory(InMemoryStorage(), InMemoryStorage()).supports(Capability.IN_PROCESS)
+    remote = HybridMemory(RedisMemory(REDIS_URL), InMemoryStorage())
+    assert not remote.supports(Capability.IN_PROCESS)
+    assert remote.capabilities == InMemoryStorage.capabilities - {Capability.IN_PROCESS}
+
+
 # ==================================================================== construction and URLs
 
 

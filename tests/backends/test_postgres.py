@@ -44,6 +44,7 @@ from bruno_memstore.backends.postgres.statements import (
     check_schema,
     migrations,
 )
+from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.embeddings.adapter import VectorSpace
 from bruno_memstore.errors import (
@@ -55,7 +56,12 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import SearchRequest, message_to_record, session_to_record
+from bruno_memstore.models import (
+    MemoryFilter,
+    SearchRequest,
+    message_to_record,
+    session_to_record,
+)
 from bruno_memstore.testing.builders import (
     at,
     collect_export,
@@ -72,6 +78,7 @@ POSTGRES_URL = os.environ.get(
     "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 TABLES = ("conversations", "messages", "memories", "sessions")
+BACKEND_PACKAGE = "bruno_memstore.backends.postgres"
 
 
 async def _connect(url: str = POSTGRES_URL) -> asyncpg.Connection:
@@ -253,6 +260,12 @@ async def test_language_is_validated_and_recorded(schemas: Callable[[], str]) ->
         await PostgresMemory(POSTGRES_URL, schema=schema).initialize()
 
 
+def first_statement(sql: Statements, plan: Any) -> tuple[str, list[Any]]:
+    """The first statement a plan of the SQL family runs, and its arguments."""
+    step = next(plan)
+    return sql.sql(step.sql), list(step.args)
+
+
 async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Connection) -> None:
     users = [new_user_id() for _ in range(20)]
     for n, uid in enumerate(users):
@@ -267,7 +280,7 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
         await memory.store_memory(make_memory_entry(uid, f"fact {n} about gardens"))
     for table in TABLES:
         await db.execute(f"ANALYZE {check_schema(memory.schema)}.{table}")
-    sql: Statements = memory._sql
+    sql: Statements = memory.dialect
     uid = users[3]
     conv = await db.fetchval(
         f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1", uid
@@ -285,8 +298,8 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
             sql.search(1),
             [uid, ["zebra"], 10, True, False, None, uid, [], [], [], 0.0, 0.0, False, 0],
         ),
-        "memories_user_idx": (sql.query_memories, [uid, [], [], [], 0.0, 0.0, False, 0, 10]),
-        "sessions_user_idx": (sql.latest_session(by_conversation=False), [uid, True]),
+        "memories_user_idx": first_statement(sql, shared.query_memories(sql, MemoryFilter(uid))),
+        "sessions_user_idx": first_statement(sql, shared.latest_session(sql, uid, None, True)),
         "sessions_conversation_idx": (
             f"SELECT session_id FROM {sql.schema}.sessions WHERE conversation_id = $1",
             [conv],
@@ -295,7 +308,7 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
             f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1",
             [uid],
         ),
-        "memories_expiry_idx": (sql.purge_expired, [0]),
+        "memories_expiry_idx": first_statement(sql, shared.purge_expired(sql, 0)),
     }
     async with db.transaction():
         # Small tables make sequential scans cheap; what is checked here is that an index
@@ -398,7 +411,7 @@ async def test_pool_options_come_from_the_url(schemas: Callable[[], str]) -> Non
         async with pool.acquire() as conn:
             assert conn._config.command_timeout == 7.5
             assert conn._stmt_cache.get_max_size() == 0
-        assert mem._writer is None  # group_commit=off
+        assert mem._committer is None  # group_commit=off
         await mem.store_message(make_message("no group"), new_user_id(), new_conversation_id())
     # Keyword arguments win over the URL; postgres:// and +asyncpg are accepted.
     mem = open_memory(url.replace("postgresql://", "postgres+asyncpg://"), max_size=5)
@@ -459,9 +472,12 @@ async def test_the_password_never_shows(
 
 
 def test_missing_asyncpg_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres_module, "asyncpg", None)
+    # Without asyncpg the package cannot be imported; the registry names the extra.
+    for name in [m for m in sys.modules if m.startswith(("asyncpg", BACKEND_PACKAGE))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'bruno-memstore\[postgres\]'"):
-        PostgresMemory(POSTGRES_URL)
+        open_memory(POSTGRES_URL)
 
 
 def test_transient_errors_are_classified(memory: PostgresMemory) -> None:
@@ -502,7 +518,7 @@ async def test_ranking_is_ts_rank_cd_weighted_by_rarity(memory: PostgresMemory) 
     msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
     await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
     # One term: the order is ts_rank_cd's (more occurrences, shorter text first).
-    sql = memory._sql
+    sql = memory.dialect
     direct = await memory._pool.fetch(
         f"""SELECT id FROM {sql.schema}.messages
             WHERE user_id = $1 AND tsv @@ plainto_tsquery('simple', 'piano')
@@ -570,15 +586,15 @@ async def test_clear_and_forget_remove_rows_from_every_table(
 
 
 async def test_group_commit_keeps_every_append_apart(memory: PostgresMemory) -> None:
-    assert memory._writer is not None
+    assert memory._committer is not None
     batches: list[int] = []
-    run = memory._writer._run
+    run = memory._committer._run
 
     async def spy(batch: Any) -> Any:
         batches.append(len(batch))
         return await run(batch)
 
-    memory._writer._run = spy
+    memory._committer._run = spy
     owner, intruder, conv = new_user_id(), new_user_id(), new_conversation_id()
     await memory.store_message(make_message("first"), owner, conv)
     msgs = [make_message(f"m{i}", timestamp=at(i % 3)) for i in range(120)]
@@ -783,13 +799,14 @@ async def _explain_search(
     """Run the vector search statement under ``EXPLAIN ANALYZE`` as the backend runs it."""
     from pgvector import Vector
 
-    from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS, _filter_args
+    from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS
+    from bruno_memstore.backends.postgres.statements import filter_args as _filter_args
     from bruno_memstore.models import MemoryFilter
 
     async with mem._pool.acquire() as conn, conn.transaction():
         await conn.execute(_SCAN_SETTINGS, "40")
         text = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem._sql.vector_search}",
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem.dialect.vector_search}",
             uid,
             Vector(query),
             limit,
@@ -950,7 +967,7 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
         mine = new_user_id()
         sims = np.linspace(0.5, 0.1, 30)
         my_msgs = await _store_planted(mem, mine, sims, first=10**6)
-        await vdb.execute(f"ANALYZE {mem._sql.schema}.messages")
+        await vdb.execute(f"ANALYZE {mem.dialect.schema}.messages")
         expected = [m.id for m in my_msgs]  # already nearest first
         query = model.vector("a=1")
 
@@ -975,7 +992,7 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
         got = await mem.search(uid, "a=1", mode="vector", limit=10)
         ids = [str(r.message.id) for r in got if r.message]
         rows = await vdb.fetch(
-            f"""SELECT id FROM {mem._sql.schema}.messages WHERE user_id = $1
+            f"""SELECT id FROM {mem.dialect.schema}.messages WHERE user_id = $1
                 ORDER BY (embedding <=> $2) + 0 LIMIT 10""",
             uid,
             query,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ import pytest
 
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import VectorIndex
-from bruno_memstore.backends.sqlite import SQLiteMemory, ops
+from bruno_memstore.backends.sql import plans as shared
+from bruno_memstore.backends.sql.append import Append, append_group
+from bruno_memstore.backends.sql.sync import run_plan
+from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.backends.sqlite import vectors as ops
+from bruno_memstore.backends.sqlite.dialect import DIALECT, INSERT_MESSAGE, message_row
 from bruno_memstore.backends.sqlite.schema import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -194,7 +200,7 @@ async def test_older_schema_is_migrated_and_its_rows_indexed(db_path: Path) -> N
         conn.execute("INSERT INTO users (uid, user_id) VALUES (1, 'alice')")
         conn.execute("INSERT INTO conversations (cid, conversation_id, uid) VALUES (1, 'c', 1)")
         rec = message_to_record(make_message("an old note about the lighthouse"), "c")
-        conn.execute(ops.INSERT_MESSAGE, ops.message_row(rec, 1, 1))
+        conn.execute(INSERT_MESSAGE, message_row(rec, 1, 1))
         entry = memory_to_record(make_memory_entry("alice", "Alice keeps a lighthouse diary"))
         conn.execute(
             "INSERT INTO memories (id, uid, content, memory_type, category, tags, confidence, "
@@ -365,9 +371,9 @@ async def test_store_of_the_previous_schema_gets_vectors_by_reindex(db_path: Pat
             message_to_record(make_message(t, timestamp=at(i)), "c") for i, t in enumerate(TOPICS)
         ]
         conn.execute("BEGIN")
-        ops.append_messages(conn, "c", "alice", recs, True, ops.search_bodies(TOPICS))
+        run_plan(conn, partial(append_group, DIALECT, [Append("c", "alice", recs, True)]))
         entry = memory_to_record(make_memory_entry("alice", "Alice bakes bread every Sunday"))
-        ops.put_memory(conn, entry, ops.search_bodies([entry.content])[0])
+        run_plan(conn, partial(shared.put_memory, DIALECT, entry))
         conn.execute("COMMIT")
     async with SQLiteMemory(db_path) as mem:
         await mem.initialize()
@@ -545,6 +551,11 @@ def _vector_search(
     return found
 
 
+def run(plan: Callable[..., Any], *args: Any) -> Callable[[sqlite3.Connection], object]:
+    """A plan of the SQL family over SQLite's dialect, as a function of a connection."""
+    return lambda conn: run_plan(conn, partial(plan, DIALECT, *args))
+
+
 @pytest.mark.parametrize("analyzed", [False, True])
 async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed: bool) -> None:
     users = [new_user_id() for _ in range(3)]
@@ -555,37 +566,35 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
     user, conv = users[-1], f"{users[-1]}-c1"
     flt = MemoryFilter(user_id=user, memory_types=("semantic",), categories=("k",), tags=("t",))
     listing = [
-        lambda c: ops.read_window(c, conv, None, 20),
-        lambda c: ops.read_window(c, None, user, 20),
-        lambda c: ops.read_window(c, conv, user, 20),
-        lambda c: ops.conversation_owner(c, conv),
-        lambda c: ops.latest_session(c, user, None, True),
-        lambda c: ops.latest_session(c, user, conv, True),
-        lambda c: ops.query_memories(c, flt),
-        lambda c: ops.export_page(c, "messages", user, None, 50),
+        run(shared.read_window, conv, None, 20),
+        run(shared.read_window, None, user, 20),
+        run(shared.read_window, conv, user, 20),
+        run(shared.conversation_owner, conv),
+        run(shared.latest_session, user, None, True),
+        run(shared.latest_session, user, conv, True),
+        run(shared.query_memories, flt),
+        run(shared.export_page, "messages", user, None, 50),
     ]
     other = [
-        lambda c: ops.get_messages(c, ["a", "b"]),
-        lambda c: ops.get_session(c, conv),
-        lambda c: ops.get_memory(c, "m"),
-        lambda c: ops.text_search(
-            c, user, "kayak maps", frozenset({"message", "memory"}), None, 5, flt
-        ),
-        lambda c: ops.text_search(c, user, "kayak", frozenset({"message"}), conv, 5, None),
-        lambda c: ops.statistics(c, user),
-        lambda c: ops.export_page(c, "conversations", user, None, 50),
-        lambda c: ops.export_page(c, "memories", user, None, 50),
-        lambda c: ops.export_page(c, "sessions", user, None, 50),
+        run(shared.get_messages, ["a", "b"]),
+        run(shared.get_session, conv),
+        run(shared.query_memories, MemoryFilter(None, ids=("m",), include_expired=True, limit=1)),
+        run(shared.text_search, SearchRequest(user, "kayak maps", limit=5, memory_filter=flt)),
+        run(shared.text_search, SearchRequest(user, "kayak", frozenset({"message"}), conv, 5)),
+        run(shared.statistics, user),
+        run(shared.export_page, "conversations", user, None, 50),
+        run(shared.export_page, "memories", user, None, 50),
+        run(shared.export_page, "sessions", user, None, 50),
         lambda c: ops.vector_counters(c, user),
         lambda c: _vector_search(c, user, conv, flt),
         lambda c: _vector_search(c, user, None, None, ("message",)),
         lambda c: _vector_search(c, user, None, None, ("memory",)),
-        lambda c: ops.put_vectors(c, "message", [("a", b"")]),
-        lambda c: ops.put_vectors(c, "memory", [("m", b"")]),
-        lambda c: ops.delete_messages(c, conv, frozenset({"system"})),
-        lambda c: ops.delete_memory(c, "m"),
-        lambda c: ops.purge_expired(c, 10**18),
-        lambda c: ops.forget_user(c, users[0]),
+        lambda c: run_plan(c, partial(ops.put_vectors, "message", [("a", b"")])),
+        lambda c: run_plan(c, partial(ops.put_vectors, "memory", [("m", b"")])),
+        run(shared.delete_messages, conv, frozenset({"system"})),
+        run(shared.delete_memory, "m", None),
+        run(shared.purge_expired, 10**18),
+        run(shared.forget_user, users[0]),
     ]
     ordered = _plans(db_path, listing)
     plans = {**ordered, **_plans(db_path, other)}
@@ -967,7 +976,7 @@ async def test_slow_searches_leave_window_reads_alone(
     await mem.store_message(make_message("quick read"), "light-user", "light")
     await mem.store_message(make_message("heavy words"), "heavy-user", "heavy")
     release, running = threading.Event(), threading.Semaphore(0)
-    search = ops.text_search
+    search = shared.text_search
 
     def held_search(*args: Any, **kwargs: Any) -> Any:
         # Stands for a search that takes long: it holds its thread until released.
@@ -975,7 +984,7 @@ async def test_slow_searches_leave_window_reads_alone(
         release.wait()
         return search(*args, **kwargs)
 
-    monkeypatch.setattr(ops, "text_search", held_search)
+    monkeypatch.setattr(shared, "text_search", held_search)
     searches = [asyncio.create_task(mem.search("heavy-user", "heavy")) for _ in range(2)]
     try:
         for _ in searches:  # both are on a thread of their own now

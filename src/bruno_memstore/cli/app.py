@@ -16,7 +16,6 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from importlib import import_module
 from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn, TypeVar
 from urllib.parse import quote
@@ -31,7 +30,7 @@ from .. import __version__
 from ..base import MemoryBackend
 from ..capabilities import REQUIRED, Capability
 from ..errors import MemstoreError, MissingDependencyError
-from ..registry import known_schemes, open_memory, resolve
+from ..registry import extra_of, known_schemes, open_memory, resolve
 from ..transfer import TransferCounts, copy, export_jsonl, import_jsonl
 from ..url import redact_url
 from . import render
@@ -522,7 +521,7 @@ def backends() -> None:
     table.add_column("installed")
     table.add_column("promises", style="dim")
     for scheme in known_schemes():
-        extra = _extra_of(scheme)
+        extra = extra_of(scheme)
         try:
             cls = resolve(scheme)
         except MissingDependencyError as exc:
@@ -548,7 +547,3 @@ def backends() -> None:
             ", ".join(promises),
         )
     out.print(table)
-
-
-def _extra_of(scheme: str) -> str | None:
-    return import_module("bruno_memstore.registry").extra_of(scheme)

@@ -219,23 +219,23 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         super().__init__(**options)
         self.cache = cache
         self.persistent = persistent
-        self.capabilities = persistent.capabilities  # type: ignore[misc]
+        self.capabilities = self._declared()  # type: ignore[misc]
+        self.limits = persistent.limits
         # Vectors are the persistent tier's: its model embeds, its index answers.
         self.embedder = persistent.embedder
         self.search_mode = persistent.search_mode
         self.vector_weight = persistent.vector_weight
         self.cache_timeout = cache_timeout
         self.cache_retry_after = float(cache_retry_after)
-        item_ttl = getattr(cache, "ttl", None) if cache.backend_name == "memcached" else None
-        if item_ttl:
-            # Items expire one by one: trust a copy only while all of it is surely there.
-            half = item_ttl / 2
+        if cache.ttl:
+            # Records expire one by one: trust a copy only while all of it is surely there.
+            half = cache.ttl / 2
             cache_max_age = half if cache_max_age is None else min(cache_max_age, half)
         self.cache_max_age = cache_max_age
         self.max_pending = max_pending
         # A cache in this process answers without awaiting: it needs no timeout, and two
         # sequential calls beat a gather there.
-        self._local = cache.backend_name == "memory"
+        self._local = cache.supports(Capability.IN_PROCESS)
         self._locks = _Locks()
         self._pending: OrderedDict[str, int] = OrderedDict()
         self._forgotten: OrderedDict[str, None] = OrderedDict()  # users the cache still lists
@@ -291,17 +291,26 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
     def describe(self) -> str:
         return f"cache={self.cache.describe()} persistent={self.persistent.describe()}"
 
+    def _declared(self) -> frozenset[Capability]:
+        """The persistent tier's capabilities; in process only if both tiers are."""
+        declared = self.persistent.capabilities
+        if self.cache.supports(Capability.IN_PROCESS):
+            return declared
+        return declared - {Capability.IN_PROCESS}
+
     def _redact(self, text: str) -> str:
         return self.cache._redact(self.persistent._redact(text))
 
     # ================================================================ lifecycle
 
     async def _connect(self) -> None:
-        # After shutdown() the tiers are closed too: opening the hybrid opens them again.
-        self.cache._reopen()
+        # After shutdown() the tiers are closed too: opening the hybrid opens them again (a
+        # paused cache tier, at the first call that tries it).
         await self.persistent.initialize()
-        # The persistent tier may declare more once connected (RedisMemory: DURABLE).
-        self.capabilities = self.persistent.capabilities  # type: ignore[misc]
+        # The persistent tier may declare more once connected (RedisMemory: DURABLE), and
+        # narrow its limits (MySQLMemory: the server's largest packet).
+        self.capabilities = self._declared()  # type: ignore[misc]
+        self.limits = self.persistent.limits
         if self._down_until and time.monotonic() < self._down_until:
             return
         try:
@@ -326,14 +335,16 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         finally:
             _OPERATION.reset(token)
 
+    # What the persistent tier cannot store is refused before anything is written.
+
     def _check_records(self, records: Sequence[MessageRecord]) -> None:
-        self.persistent._check_records(records)
+        self.persistent.check_storable(records)
 
     def _check_memory(self, record: MemoryRecord) -> None:
-        self.persistent._check_memory(record)
+        self.persistent.check_storable([record])
 
     def _check_session(self, record: SessionRecord) -> None:
-        self.persistent._check_session(record)
+        self.persistent.check_storable([record])
 
     # ================================================================ calling the tiers
 
@@ -341,15 +352,16 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         """One persistent-tier primitive: its failures are the caller's failures."""
         return await self.persistent._run(_OPERATION.get(), call)
 
-    async def _cached(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One cache-tier primitive; raises :class:`_CacheProblem` (logged) if it fails."""
+    async def _cached(self, call: Callable[[], Awaitable[T]], *, primitive: bool = True) -> T:
+        """One cache-tier primitive (or, not ``primitive``, a public call of the tier);
+        raises :class:`_CacheProblem` (logged) if it fails."""
         probe = False
         if self._down_until:
             if self._probing or time.monotonic() < self._down_until:
                 raise _Skipped()
             self._probing = probe = True  # the first call after the pause finds out
         try:
-            result = await self._limited(self.cache._run(_OPERATION.get(), call))
+            result = await self._limited(self._in_cache(call, primitive))
         except Exception as exc:
             unreachable = isinstance(exc, (ConnectionError, TimeoutError))
             self._cache_failed(_OPERATION.get(), exc, suspend=unreachable)
@@ -362,6 +374,11 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         if probe:
             self._cache_answered()
         return result
+
+    async def _in_cache(self, call: Callable[[], Awaitable[T]], primitive: bool) -> T:
+        if self.cache.closed:
+            await self.cache.initialize()  # shut down with the hybrid, and paused since
+        return await (self.cache._run(_OPERATION.get(), call) if primitive else call())
 
     async def _limited(self, awaitable: Awaitable[T]) -> T:
         if self.cache_timeout is None or self._local:
@@ -458,10 +475,10 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
     async def _forget_cached_user(self, user_id: str) -> None:
         """Erase what the cache tier keeps of the user beyond its copies (its set of users,
         per-user counters and indexes); retried by :meth:`_drain` if the cache fails."""
-        if Capability.LISTING not in self.cache.capabilities:
+        if not self.cache.supports(Capability.LISTING):
             return  # a tier that cannot list users keeps no set of them
         try:
-            await self._cached(lambda: self.cache._forget_user(user_id))
+            await self._cached(lambda: self.cache.forget_user(user_id), primitive=False)
         except _CacheProblem:
             self._forgotten[user_id] = None
             while len(self._forgotten) > self.max_pending:
@@ -540,7 +557,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         # Copies: some tiers keep the records they are given and number them in place.
         copies = [replace(r, seq=0, user_id=None) for r in records]
         try:
-            self.cache._check_records(copies)
+            self.cache.check_storable(copies)
         except InvalidArgumentError as exc:
             self._inconsistent(conversation_id, f"the cache tier cannot hold a message: {exc}")
         for start in range(0, len(copies), _FILL_CHUNK):
@@ -825,7 +842,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         for conv in conversations:
             self._mark(conv)
         try:
-            return await self._stored(lambda: self.persistent._forget_user(user_id))
+            return await self.persistent.forget_user(user_id)
         finally:
             for start in range(0, len(conversations), _DRAIN_BATCH):
                 chunk = conversations[start : start + _DRAIN_BATCH]
@@ -833,9 +850,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             await self._forget_cached_user(user_id)
 
     async def _compact(self) -> None:
-        await self._stored(self.persistent._compact)
+        await self.persistent.compact()
         with contextlib.suppress(_CacheProblem):  # logged; the cache holds only copies
-            await self._cached(self.cache._compact)
+            await self._cached(self.cache.compact, primitive=False)
 
     async def _user_conversations(self, user_id: str) -> list[str]:
         async def listing() -> list[str]:
@@ -848,11 +865,6 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         return await self._stored(listing)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        await self.persistent._ensure_connected()
-        try:
-            async for batch in self.persistent._export(kind, user_id):
+        async with contextlib.aclosing(self.persistent.export_batches(kind, user_id)) as batches:
+            async for batch in batches:
                 yield batch
-        except MemstoreError:
-            raise
-        except Exception as exc:
-            raise self.persistent._translate("export", exc) from exc

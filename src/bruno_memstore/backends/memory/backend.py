@@ -52,7 +52,10 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
+        Capability.VECTORS,
+        Capability.IN_PROCESS,
+    }
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]

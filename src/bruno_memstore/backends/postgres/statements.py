@@ -1,4 +1,6 @@
-"""SQL of the PostgreSQL backend: ordered migrations and every statement it runs.
+"""What PostgreSQL's schema adds to the SQL family: its migrations, its layout, and the
+statements that do in one round trip what shared plans would do in several (the appends of a
+whole group commit, ranked search, nearest-neighbour search).
 
 All names are schema-qualified (no reliance on ``search_path``, so connection poolers in
 transaction mode work). The schema name and the text-search configuration are validated
@@ -23,8 +25,23 @@ operators are qualified with the extension's schema, like every other name.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+from asyncpg.exceptions import UniqueViolationError
+
+from ...errors import OwnershipError
+from ...models import MemoryFilter, MemoryRecord, SearchHit, SearchRequest, SessionRecord
+from ...primitives import AppendResult
+from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
+from ..sql.append import Append, Outcome
+from ..sql.dialect import Conversation, Dialect, Source
+from ..sql.plans import window
+from ..sql.schema import Migration
+from ..sql.steps import Execute, Fetch, Plan
 
 __all__ = [
     "HNSW_MAX_DIMENSIONS",
@@ -32,11 +49,16 @@ __all__ = [
     "LATEST_VERSION",
     "MEMSTORE_ANALYSIS",
     "MESSAGE_COLUMNS",
+    "Copy",
     "Statements",
+    "analysed",
     "analysis_label",
     "check_language",
     "check_schema",
+    "filter_args",
+    "lock_key",
     "migrations",
+    "not_owner",
 ]
 
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
@@ -57,11 +79,11 @@ MESSAGE_COLUMNS = (
     "id, conversation_id, user_id, role, message_type, content, ts_iso, ts_us, "
     "metadata_text, parent_id, seq"
 )
+_SESSION_COLUMNS = "session_id, user_id, conversation_id, is_active, started_us, payload"
 _MEMORY_COLUMNS = (
     "id, user_id, content, memory_type, category, tags, confidence, importance, "
     "created_us, expires_us, conversation_id, payload"
 )
-_SESSION_COLUMNS = "session_id, user_id, conversation_id, is_active, started_us, payload"
 
 
 def check_schema(name: str) -> str:
@@ -88,9 +110,7 @@ def analysis_label(language: str) -> str:
     return f"bruno_memstore text search: {language}"
 
 
-def migrations(
-    schema: str, language: str, vector_schema: str | None = None
-) -> list[tuple[int, str, list[str]]]:
+def migrations(schema: str, language: str, vector_schema: str | None = None) -> list[Migration]:
     """The ordered migrations: ``(version, description, statements)``.
 
     ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option;
@@ -110,7 +130,7 @@ def migrations(
     )
     label = analysis_label(language).replace("'", "''")
     return [
-        (
+        Migration(
             1,
             "conversations, messages, memories, sessions; full-text and window indexes",
             [
@@ -182,7 +202,7 @@ def migrations(
                     ON {s}.sessions (conversation_id, started_us DESC, session_id DESC)""",
             ],
         ),
-        (
+        Migration(
             2,
             "store metadata; embedding columns when the server has pgvector",
             [
@@ -200,13 +220,118 @@ def migrations(
 LATEST_VERSION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Statements:
-    """Every statement the backend runs, for one schema and one text analysis."""
+def analysed(content: str) -> str:
+    """The library's analysis of what is searchable in ``content``."""
+    return index_text(content[:INDEXED_PREFIX])
 
-    schema: str  # quoted
-    regconfig: str | None  # regconfig literal, or None for the library's own analysis
-    vector_schema: str | None = None  # quoted schema of pgvector when the store keeps vectors
+
+def lock_key(name: str) -> int:
+    """The advisory lock key serialising schema changes of ``name``."""
+    digest = hashlib.blake2b(f"bruno_memstore:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Copy(NamedTuple):
+    """A step copying ``records`` (rows of ``columns``) into ``table`` (``COPY``)."""
+
+    table: str
+    columns: Sequence[str]
+    records: Sequence[Sequence[Any]]
+
+
+def not_owner(conversation_id: str) -> OwnershipError:
+    return OwnershipError(
+        f"conversation {conversation_id!r} belongs to another user",
+        backend="postgres",
+        operation="store_message",
+    )
+
+
+def filter_args(flt: MemoryFilter) -> list[Any]:
+    """The arguments of :meth:`Statements.memory_filter`."""
+    return [
+        flt.user_id,
+        list(flt.memory_types),
+        list(flt.categories),
+        list(flt.tags),
+        flt.min_confidence,
+        flt.min_importance,
+        flt.include_expired,
+        flt.now_us,
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbered(text: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``, ... (statements written with ``$n`` stay)."""
+    if "?" not in text:
+        return text
+    parts = text.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _source(kind: str, schema: str) -> Source:
+    return {
+        "conversations": lambda: Source(
+            f"{schema}.conversations c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
+        ),
+        "messages": lambda: Source(
+            f"{schema}.messages m",
+            [f"m.{c}" for c in _MESSAGE_ORDER],
+            key="m.seq",
+            start=0,
+        ),
+        "memories": lambda: Source(
+            f"{schema}.memories m", [f"m.{c}" for c in _MEMORY_COLUMNS.split(", ")], "m.id"
+        ),
+        "sessions": lambda: Source(
+            f"{schema}.sessions s", [f"s.{c}" for c in _SESSION_COLUMNS.split(", ")], "s.session_id"
+        ),
+    }[kind]()
+
+
+# The messages' columns in the record's field order.
+_MESSAGE_ORDER = (
+    "id conversation_id role content message_type ts_iso ts_us metadata_text parent_id user_id seq"
+).split()
+
+
+class Statements(Dialect):
+    """PostgreSQL's layout and statements, for one schema and one text analysis.
+
+    Args:
+        schema: the quoted schema name (see :func:`check_schema`).
+        regconfig: the text-search configuration as a ``regconfig`` literal, or ``None``
+            for the library's own analysis.
+        vector_schema: the quoted schema of pgvector when the store keeps vectors.
+        encode_vector: turns a vector into a query argument (``None``: vectors are not
+            written, as without the pgvector package).
+    """
+
+    backend: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        schema: str,
+        regconfig: str | None,
+        vector_schema: str | None = None,
+        encode_vector: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.regconfig = regconfig
+        self.vector_schema = vector_schema
+        self.encode_vector = encode_vector
+        self.conversations = _source("conversations", schema)
+        self.messages = _source("messages", schema)
+        self.memories = _source("memories", schema)
+        self.sessions = _source("sessions", schema)
+
+    def with_vectors(
+        self, vector_schema: str | None, encode_vector: Callable[[Any], Any] | None = None
+    ) -> Statements:
+        """The same statements for a store whose vector mode is now known."""
+        return Statements(self.schema, self.regconfig, vector_schema, encode_vector)
 
     @property
     def vectors(self) -> bool:
@@ -232,31 +357,270 @@ class Statements:
             return f"to_tsvector('simple'::regconfig, {analysed})"
         return f"to_tsvector({self.regconfig}, left({content}, {INDEXED_PREFIX}))"
 
+    # ---------------------------------------------------------------- the shared plans' hooks
+
+    def table(self, name: str) -> str:
+        return f"{self.schema}.{name}"
+
+    def sql(self, text: str) -> str:
+        return _numbered(text)
+
+    def among(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        return [(f"{column} = ANY(?::text[])", [list(values)])] if values else []
+
+    def tags_condition(self, tags: Sequence[str]) -> tuple[str, list[Any]]:
+        return "m.tags && ?::text[]", [list(tags)]
+
+    def window_scope(
+        self, conversation_id: str | None, user_id: str | None
+    ) -> tuple[str, list[Any]]:
+        if conversation_id is None or user_id is None:
+            return super().window_scope(conversation_id, user_id)
+        # Ownership is per conversation: check it once, then walk the conversation's index
+        # (filtering messages by user would let the planner pick the user index and scan
+        # all of that user's other conversations).
+        return (
+            f"m.conversation_id = ? AND EXISTS (SELECT 1 FROM {self.schema}.conversations c "
+            "WHERE c.conversation_id = m.conversation_id AND c.user_id = ?)",
+            [conversation_id, user_id],
+        )
+
+    def search_body(self, content: str) -> str | None:
+        return analysed(content) if self.client_analysis else None
+
+    def vector_value(self, vector: Any) -> Any:
+        """A vector as a query argument (``None`` without one, or without the codec)."""
+        return None if vector is None or self.encode_vector is None else self.encode_vector(vector)
+
+    def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
+        rows = yield Fetch(
+            f"INSERT INTO {self.schema}.conversations (conversation_id, user_id) "
+            "SELECT * FROM unnest(?::text[], ?::text[]) "
+            "ON CONFLICT (conversation_id) DO NOTHING RETURNING conversation_id, user_id",
+            [list(claims), list(claims.values())],
+        )
+        return {r[0]: Conversation(r[0], r[1], r[1]) for r in rows}
+
+    def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
+        extra = [body] if self.client_analysis else []
+        if self.vectors:
+            extra.append(vector)
+        rows = yield Fetch(
+            self.put_memory,
+            (
+                rec.id,
+                rec.user_id,
+                rec.content,
+                rec.memory_type,
+                rec.category,
+                list(rec.tags),
+                rec.confidence,
+                rec.importance,
+                rec.created_us,
+                rec.expires_us,
+                rec.conversation_id,
+                rec.payload,
+                *extra,
+            ),
+            alone=True,
+        )
+        return bool(rows)
+
+    def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
+        rows = yield Fetch(
+            f"""INSERT INTO {self.schema}.sessions ({_SESSION_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (session_id) DO UPDATE SET
+                conversation_id = EXCLUDED.conversation_id, is_active = EXCLUDED.is_active,
+                started_us = EXCLUDED.started_us, payload = EXCLUDED.payload
+            WHERE {self.schema}.sessions.user_id = EXCLUDED.user_id
+            RETURNING 1""",
+            (
+                rec.session_id,
+                rec.user_id,
+                rec.conversation_id,
+                rec.is_active,
+                rec.started_us,
+                rec.payload,
+            ),
+        )
+        return bool(rows)
+
+    def is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, UniqueViolationError)
+
+    # ---------------------------------------------------------------- plans of one statement
+
+    def append_group(self, appends: Sequence[Append]) -> Plan[list[Outcome]]:
+        """The appends of a group commit, in one statement (see :attr:`append`); an append
+        whose conversation another transaction claimed meanwhile gets ``None`` (run again)."""
+        conv: list[str] = []
+        users: list[str] = []
+        enforce: list[bool] = []
+        cols: list[Any] = [[] for _ in range(11)]
+        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, texts, vecs = cols
+        for number, item in enumerate(appends, 1):
+            conv.append(item.conversation_id)
+            users.append(item.user_id)
+            enforce.append(item.enforce_owner)
+            for r in item.records:
+                app.append(number)
+                ids.append(r.id)
+                roles.append(r.role)
+                types.append(r.message_type)
+                contents.append(r.content)
+                ts_iso.append(r.timestamp)
+                ts_us.append(r.ts_us)
+                metas.append(r.metadata)
+                parents.append(r.parent_id)
+                texts.append(self.search_body(r.content))
+                vecs.append(self.vector_value(r.vector))
+        if not self.vectors:
+            cols.pop()
+        elif all(v is None for v in vecs):
+            cols[-1] = None  # one NULL array: needs no vector codec
+        if not self.client_analysis:
+            cols.pop(9)
+        try:
+            rows = yield Fetch(self.append, (conv, users, enforce, *cols), alone=True)
+        except UniqueViolationError:
+            # A conversation claimed by another transaction after the snapshot: nothing
+            # was written; every append runs again.
+            return [None] * len(appends)
+        owners: dict[str, str] = {}
+        claimants: set[str] = set()
+        inserted: set[str] = set()
+        for conversation_id, owner, message_id, owned in rows:
+            if message_id is not None:
+                inserted.add(message_id)
+            elif owned:
+                owners[conversation_id] = owner
+            else:
+                claimants.add(conversation_id)
+        outcomes: list[Outcome] = []
+        for item in appends:
+            owner = owners.get(item.conversation_id)
+            if owner is None:
+                # Expected to claim it, yet nothing went in (an id stored meanwhile), or
+                # refused for that claim: the next snapshot decides. Or a new conversation
+                # whose ids were all stored: nothing written.
+                outcomes.append(
+                    None
+                    if item.conversation_id in claimants
+                    else AppendResult(item.user_id, frozenset(r.id for r in item.records))
+                )
+            elif item.enforce_owner and owner != item.user_id:
+                outcomes.append(not_owner(item.conversation_id))
+            else:
+                existing = frozenset(r.id for r in item.records if r.id not in inserted)
+                outcomes.append(AppendResult(owner, existing))
+        return outcomes
+
+    def append_copied(self, item: Append) -> Plan[AppendResult]:
+        """A large append through ``COPY`` into a staging table, then one ``INSERT``."""
+        records = item.records
+        rows = [
+            (
+                n,
+                r.id,
+                r.role,
+                r.message_type,
+                r.content,
+                r.timestamp,
+                r.ts_us,
+                r.metadata,
+                r.parent_id,
+                self.search_body(r.content),
+                *((self.vector_value(r.vector),) if self.vectors else ()),
+            )
+            for n, r in enumerate(records)
+        ]
+        claimed = yield Fetch(self.claim_conversation, (item.conversation_id, item.user_id))
+        if not claimed:  # claimed by a transaction that committed after our snapshot
+            found = yield Fetch(
+                f"SELECT user_id FROM {self.schema}.conversations WHERE conversation_id = $1",
+                (item.conversation_id,),
+            )
+            claimed = [(found[0][0], False)]
+        owner, created = claimed[0]
+        if item.enforce_owner and owner != item.user_id:
+            raise not_owner(item.conversation_id)
+        yield Execute(self.create_staging)
+        yield Copy(self.staging_table, self.staging_columns, rows)
+        stored = yield Fetch(self.insert_staged, (item.conversation_id, owner))
+        if created and not stored:  # every id was stored: the write claims nothing either
+            yield Execute(self.drop_conversation_row, (item.conversation_id,))
+        inserted = {row[0] for row in stored}
+        return AppendResult(owner, frozenset(r.id for r in records if r.id not in inserted))
+
+    def text_search(self, request: SearchRequest) -> Plan[list[SearchHit]]:
+        """Ranked search of the user's messages and memory entries, in one statement."""
+        query = request.query
+        words = terms(query) if self.client_analysis else query_words(query)
+        # The shared layer bounds the query's terms; its distinct words (another
+        # configuration's input) may still be more.
+        words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
+        if not words:
+            return []
+        rows = yield Fetch(
+            self.search(len(words)),
+            (
+                request.user_id,
+                words,
+                request.limit,
+                "message" in request.kinds,
+                "memory" in request.kinds,
+                request.conversation_id,
+                *filter_args(request.memories()),
+            ),
+        )
+        return self.hits(rows)
+
+    def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
+        """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
+        width = len(self.messages.columns)
+        return [
+            SearchHit("message", float(row[1]), message=self.message(row, 2))
+            if row[0] == "message"
+            else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
+            for row in rows
+        ]
+
     # ---------------------------------------------------------------- schema management
 
-    @property
-    def create_schema(self) -> str:
-        return f"CREATE SCHEMA IF NOT EXISTS {self.schema}"
+    def schema_version(self) -> Plan[int]:
+        rows = yield Fetch("SELECT to_regclass(?) IS NOT NULL", (self.table("schema_version"),))
+        if not rows[0][0]:
+            return 0
+        rows = yield Fetch(f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_version")
+        return int(rows[0][0])
 
-    @property
-    def create_version_table(self) -> str:
-        return f"""CREATE TABLE IF NOT EXISTS {self.schema}.schema_version (
-            version integer PRIMARY KEY,
-            description text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now()
-        )"""
+    def create_version_table(self) -> Plan[None]:
+        rows = yield Fetch("SELECT to_regnamespace(?) IS NULL", (self.schema,))
+        if rows[0][0]:
+            yield Execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        yield Execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.schema}.schema_version (
+                version integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )"""
+        )
 
-    @property
-    def version_table_exists(self) -> str:
-        return "SELECT to_regclass($1) IS NOT NULL"
+    def lock_schema(self) -> Plan[None]:
+        # Concurrent first connects queue here; the first migrates, the others find the
+        # schema current.
+        yield Execute("BEGIN")
+        yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(self.schema.strip('"')),))
 
-    @property
-    def current_version(self) -> str:
-        return f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_version"
+    def unlock_schema(self, done: bool) -> Plan[None]:
+        yield Execute("COMMIT" if done else "ROLLBACK")
 
-    @property
-    def record_version(self) -> str:
-        return f"INSERT INTO {self.schema}.schema_version (version, description) VALUES ($1, $2)"
+    def record_version(self, version: int, name: str) -> Execute:
+        return Execute(
+            f"INSERT INTO {self.schema}.schema_version (version, description) VALUES (?, ?)",
+            (version, name),
+        )
 
     @property
     def recorded_analysis(self) -> str:
@@ -294,11 +658,12 @@ class Statements:
                 )
         return statements
 
-    # ---------------------------------------------------------------- conversations
+    # ---------------------------------------------------------------- messages
 
-    @property
-    def conversation_owner(self) -> str:
-        return f"SELECT user_id FROM {self.schema}.conversations WHERE conversation_id = $1"
+    def window(self, *, by_conversation: bool, by_user: bool, limited: bool) -> str:
+        """The window statement the shared plans run, newest first (for raw baselines)."""
+        conv, user = ("" if by_conversation else None), ("" if by_user else None)
+        return self.sql(window(self, conv, user, 1 if limited else None)[0])
 
     @property
     def claim_conversation(self) -> str:
@@ -318,8 +683,6 @@ class Statements:
     def drop_conversation_row(self) -> str:
         """Delete the conversation row (its messages and sessions go with it)."""
         return f"DELETE FROM {self.schema}.conversations WHERE conversation_id = $1"
-
-    # ---------------------------------------------------------------- messages
 
     @property
     def append(self) -> str:
@@ -446,49 +809,6 @@ class Statements:
             ON CONFLICT (id) DO NOTHING
             RETURNING id"""
 
-    @property
-    def get_messages(self) -> str:
-        return f"SELECT {MESSAGE_COLUMNS} FROM {self.schema}.messages WHERE id = ANY($1::text[])"
-
-    def window(self, *, by_conversation: bool, by_user: bool, limited: bool) -> str:
-        """The newest messages, newest first (the caller reverses)."""
-        if by_conversation and by_user:
-            # Ownership is per conversation: check it once, then walk the conversation's
-            # index (filtering messages by user would let the planner pick the user index
-            # and scan all of that user's other conversations).
-            where = (
-                f"conversation_id = $1 AND EXISTS (SELECT 1 FROM {self.schema}.conversations "
-                "WHERE conversation_id = $1 AND user_id = $2)"
-            )
-            params = 2
-        elif by_conversation:
-            where, params = "conversation_id = $1", 1
-        else:
-            where, params = "user_id = $1", 1
-        limit = f" LIMIT ${params + 1}" if limited else ""
-        return (
-            f"SELECT {MESSAGE_COLUMNS} FROM {self.schema}.messages "
-            f"WHERE {where} ORDER BY ts_us DESC, seq DESC{limit}"
-        )
-
-    @property
-    def delete_messages_keeping(self) -> str:
-        return (
-            f"DELETE FROM {self.schema}.messages "
-            "WHERE conversation_id = $1 AND role <> ALL($2::text[])"
-        )
-
-    @property
-    def delete_conversation(self) -> str:
-        """Deletes the conversation and its messages; its sessions go by cascade."""
-        s = self.schema
-        return f"""WITH gone AS (
-                DELETE FROM {s}.messages WHERE conversation_id = $1 RETURNING 1
-            ), conv AS (
-                DELETE FROM {s}.conversations WHERE conversation_id = $1 RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM conv)"""
-
     # ---------------------------------------------------------------- memories
 
     @property
@@ -519,10 +839,6 @@ class Statements:
             WHERE {s}.memories.user_id = EXCLUDED.user_id
             RETURNING 1"""
 
-    @property
-    def get_memory(self) -> str:
-        return f"SELECT {_MEMORY_COLUMNS} FROM {self.schema}.memories WHERE id = $1"
-
     @staticmethod
     def memory_filter(first: int) -> str:
         """The ``MemoryFilter`` predicate on alias ``m``, over parameters ``$first`` to
@@ -535,69 +851,6 @@ class Statements:
             AND (cardinality({p[3]}::text[]) = 0 OR m.tags && {p[3]}::text[])
             AND m.confidence >= {p[4]} AND m.importance >= {p[5]}
             AND ({p[6]}::bool OR m.expires_us IS NULL OR m.expires_us > {p[7]})"""
-
-    @property
-    def query_memories(self) -> str:
-        return f"""SELECT {_MEMORY_COLUMNS} FROM {self.schema}.memories m
-            WHERE {self.memory_filter(1)}
-            ORDER BY m.importance DESC, m.created_us DESC, m.id
-            LIMIT $9"""
-
-    @property
-    def delete_memory(self) -> str:
-        """Delete ``$1`` if ``$2`` is ``NULL`` or its owner; returns how many rows went and
-        the owner the statement saw (``NULL``: no such entry)."""
-        s = self.schema
-        return f"""WITH gone AS (
-                DELETE FROM {s}.memories WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM gone),
-                (SELECT user_id FROM {s}.memories WHERE id = $1)"""
-
-    @property
-    def purge_expired(self) -> str:
-        return f"DELETE FROM {self.schema}.memories WHERE expires_us <= $1"
-
-    # ---------------------------------------------------------------- sessions
-
-    @property
-    def put_session(self) -> str:
-        """Claim the conversation for the session's user and upsert the session, unless
-        another user owns the conversation or the session id. Returns the conversation's
-        owner (``NULL`` in the rare claim race: run again) and whether the session was
-        written (not when another user holds the session id: the caller rolls back)."""
-        s = self.schema
-        return f"""WITH claimed AS (
-                INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($3, $2)
-                ON CONFLICT (conversation_id) DO NOTHING
-                RETURNING user_id
-            ), owner AS (
-                SELECT user_id FROM claimed
-                UNION ALL
-                SELECT user_id FROM {s}.conversations WHERE conversation_id = $3
-            ), saved AS (
-                INSERT INTO {s}.sessions ({_SESSION_COLUMNS})
-                SELECT $1::text, $2::text, $3::text, $4::bool, $5::int8, $6::text
-                WHERE (SELECT user_id FROM owner LIMIT 1) = $2
-                ON CONFLICT (session_id) DO UPDATE SET
-                    conversation_id = EXCLUDED.conversation_id,
-                    is_active = EXCLUDED.is_active, started_us = EXCLUDED.started_us,
-                    payload = EXCLUDED.payload
-                WHERE {s}.sessions.user_id = EXCLUDED.user_id
-                RETURNING 1
-            )
-            SELECT (SELECT user_id FROM owner LIMIT 1), (SELECT count(*) FROM saved)"""
-
-    @property
-    def get_session(self) -> str:
-        return f"SELECT {_SESSION_COLUMNS} FROM {self.schema}.sessions WHERE session_id = $1"
-
-    def latest_session(self, *, by_conversation: bool) -> str:
-        conv = " AND conversation_id = $3" if by_conversation else ""
-        return f"""SELECT {_SESSION_COLUMNS} FROM {self.schema}.sessions
-            WHERE user_id = $1 AND (is_active OR NOT $2){conv}
-            ORDER BY started_us DESC, session_id DESC LIMIT 1"""
 
     # ---------------------------------------------------------------- search
 
@@ -628,8 +881,8 @@ class Statements:
         score = " + ".join(
             f"coalesce(r{i} * ln(1.0 + (docs.n - df{i} + 0.5) / (df{i} + 0.5)), 0)" for i in k
         )
-        msg_cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
-        mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
+        msg_cols = self.messages.select
+        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
         return f"""WITH t AS MATERIALIZED (
                 SELECT p.*, (SELECT string_agg(x::text, ' | ')
                              FROM unnest(ARRAY[{listed}]) AS x
@@ -701,8 +954,8 @@ class Statements:
         dist = self._distance("m.embedding", "$2")
         conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
         mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
-        msg_cols = ", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))
-        mem_cols = ", ".join(f"e.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
+        msg_cols = self.messages.select
+        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
 
         def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
             return f"""{kind}_cut AS MATERIALIZED (
@@ -751,36 +1004,7 @@ class Statements:
             LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
             ORDER BY top.d, top.at DESC, top.id"""
 
-    # ---------------------------------------------------------------- statistics and users
-
-    @property
-    def statistics(self) -> str:
-        s = self.schema
-        return f"""SELECT
-                (SELECT count(*) FROM {s}.conversations WHERE user_id = $1),
-                (SELECT count(*) FROM {s}.sessions WHERE user_id = $1),
-                (SELECT count(*) FROM {s}.sessions WHERE user_id = $1 AND is_active),
-                (SELECT count(*) FROM {s}.memories WHERE user_id = $1),
-                (SELECT coalesce(json_object_agg(role, n), '{{}}')::text
-                    FROM (SELECT role, count(*) AS n FROM {s}.messages
-                          WHERE user_id = $1 GROUP BY role) AS r),
-                (SELECT min(ts_us) FROM {s}.messages WHERE user_id = $1),
-                (SELECT max(ts_us) FROM {s}.messages WHERE user_id = $1)"""
-
-    @property
-    def forget_user(self) -> str:
-        s = self.schema
-        return f"""WITH msgs AS (
-                DELETE FROM {s}.messages WHERE user_id = $1 RETURNING 1
-            ), sess AS (
-                DELETE FROM {s}.sessions WHERE user_id = $1 RETURNING 1
-            ), mems AS (
-                DELETE FROM {s}.memories WHERE user_id = $1 RETURNING 1
-            ), convs AS (
-                DELETE FROM {s}.conversations WHERE user_id = $1 RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM msgs), (SELECT count(*) FROM convs),
-                   (SELECT count(*) FROM sess), (SELECT count(*) FROM mems)"""
+    # ---------------------------------------------------------------- maintenance
 
     @property
     def compact(self) -> str:
@@ -796,28 +1020,3 @@ class Statements:
             f"{s}.{t}" for t in ("conversations", "messages", "memories", "sessions")
         )
         return f"VACUUM (FULL, ANALYZE) {tables}"
-
-    # ---------------------------------------------------------------- export (keyset pages)
-
-    def export(self, kind: str, *, by_user: bool) -> str:
-        """One page of ``kind`` after the key in ``$1`` (``$2`` user, then the page size)."""
-        s = self.schema
-        user = " AND user_id = $2" if by_user else ""
-        size = "$3" if by_user else "$2"
-        if kind == "conversations":
-            return f"""SELECT conversation_id, user_id FROM {s}.conversations
-                WHERE conversation_id > $1{user} ORDER BY conversation_id LIMIT {size}"""
-        if kind == "memories":
-            return f"""SELECT {_MEMORY_COLUMNS} FROM {s}.memories
-                WHERE id > $1{user} ORDER BY id LIMIT {size}"""
-        if kind == "sessions":
-            return f"""SELECT {_SESSION_COLUMNS} FROM {s}.sessions
-                WHERE session_id > $1{user} ORDER BY session_id LIMIT {size}"""
-        raise ValueError(kind)
-
-    @property
-    def export_messages(self) -> str:
-        """Messages of one conversation after ``($2, $3)`` in ``(ts_us, seq)`` order."""
-        return f"""SELECT {MESSAGE_COLUMNS} FROM {self.schema}.messages
-            WHERE conversation_id = $1 AND (ts_us, seq) > ($2, $3)
-            ORDER BY ts_us, seq LIMIT $4"""

@@ -1,7 +1,9 @@
 """``SQLiteMemory``: the embedded default, one SQLite file in WAL mode with an FTS5 index.
 
-All engine work runs on threads that own their connections (``threads``): one writer
-that commits concurrent writes together, a small pool of readers that read committed
+Every primitive is a plan of the SQL family (:mod:`..sql`) over SQLite's dialect
+(``dialect``). All engine work runs on threads that own their connections
+(:mod:`..kit.threads`), each plan whole on one thread: one writer that commits concurrent
+writes together, a small pool of readers that read committed
 snapshots without waiting for it, a pool of the same size for the reads whose time grows
 with a user's data (full-text search, statistics, export pages), so that slow searches never
 hold up a window read, and one reader for vector search, which owns the in-process vector
@@ -10,7 +12,7 @@ indexes. The event loop only queues work and collects results.
 Vectors are float32 BLOBs beside their records, written in the records' transactions. The
 ``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
 vectors held in process (:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`), checked
-against the user's change counters at every query (see ``schema``).
+against the user's change counters at every query (see ``vectors``).
 
 Durability: a write is acknowledged after its transaction commits. With the default
 ``synchronous="full"`` the commit reaches the disk first (``fsync`` of the WAL), so an
@@ -21,50 +23,42 @@ commits). Concurrent writers share one commit, so ``"full"`` costs little under 
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
-import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
-from ...models import (
-    MemoryFilter,
-    MemoryRecord,
-    MessageRecord,
-    SearchHit,
-    SearchRequest,
-    SessionRecord,
-)
-from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ...models import SearchHit, SearchRequest
 from ...url import MemoryURL
+from ..kit.threads import Job, ReaderPool, Writer
 from ..kit.vectors import UserVectorCache, vector_to_bytes
-from . import ops as ops
-from .schema import (
-    LATEST_VERSION,
-    migrate,
-    rebuild_search_index,
-    search_index_is_current,
+from ..sql.backend import Mode, SQLMemory
+from ..sql.steps import Plan
+from ..sql.sync import PlanJob, ThenJob, run_group, run_plan
+from . import vectors
+from .dialect import DIALECT
+from .files import (
+    MEMORY_PATH,
+    Settings,
+    checkpoint_wal,
+    compact_search_index,
+    erasing,
+    open_connection,
+    rebuild_file,
 )
-from .threads import Job, ReaderPool, ThenJob, Writer
+from .schema import LATEST_VERSION
+from .vectors import KINDS, CachedIndex, LoadedIndexes
 
 __all__ = ["SQLiteMemory", "Synchronous"]
 
-log = logging.getLogger(__name__)
-
 Synchronous = Literal["normal", "full", "extra"]
 _SYNCHRONOUS = ("normal", "full", "extra")
-_MEMORY_PATH = ":memory:"
-_EXPORT_PAGE = 500
-_CACHE_KIB = 8192  # page cache per connection
-_WAL_LIMIT = 64 * 1024 * 1024  # the WAL is truncated back to this after a checkpoint
 _URL_OPTIONS: dict[str, type] = {
     "synchronous": str,
     "busy_timeout": float,
@@ -78,7 +72,7 @@ _URL_OPTIONS: dict[str, type] = {
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN = 5, 6, 14
 
 
-class SQLiteMemory(MemoryBackend, VectorPrimitives):
+class SQLiteMemory(SQLMemory):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
     processes.
 
@@ -138,7 +132,7 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             raise InvalidArgumentError("vector_users", "expected a positive int")
         if not isinstance(merge_on_delete, bool):
             raise InvalidArgumentError("merge_on_delete", "expected a bool")
-        self.in_memory = path == _MEMORY_PATH
+        self.in_memory = path == MEMORY_PATH
         self.db_path = path if self.in_memory else os.path.abspath(os.path.expanduser(path))
         self.synchronous: str = sync
         self.busy_timeout = float(busy_timeout)
@@ -148,10 +142,11 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
             self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
         self.vector_users = vector_users
         self.merge_on_delete = merge_on_delete
-        self._writer: Writer | None = None
-        self._reader_pool: ReaderPool | None = None
-        self._search_pool: ReaderPool | None = None
-        self._vector_reader: ReaderPool | None = None
+        self.dialect = DIALECT
+        self._writer: Writer[sqlite3.Connection] | None = None
+        self._reader_pool: ReaderPool[sqlite3.Connection] | None = None
+        self._search_pool: ReaderPool[sqlite3.Connection] | None = None
+        self._vector_reader: ReaderPool[sqlite3.Connection] | None = None
         self._finalizer: weakref.finalize | None = None
         self._new_vector_caches()
 
@@ -192,14 +187,18 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
     async def _connect(self) -> None:
         # The openers get plain settings, not ``self``: the threads must not keep this
         # object alive (see the finalizer below).
-        settings = _Settings(self.db_path, self.busy_timeout, self.synchronous, str(self))
-        writer = Writer("bruno-memstore-sqlite-writer", partial(_open, settings, writer=True))
+        settings = Settings(self.db_path, self.busy_timeout, self.synchronous, str(self))
+        writer: Writer[sqlite3.Connection] = Writer(
+            "bruno-memstore-sqlite-writer",
+            partial(open_connection, settings, writer=True),
+            run_group=run_group,
+        )
         await writer.start()  # the schema is migrated to the latest version first
         self._schema_version = LATEST_VERSION
-        pools: list[ReaderPool] = []
+        pools: list[ReaderPool[sqlite3.Connection]] = []
         if not self.in_memory:
             # A private in-memory database lives in one connection: the writer serves reads.
-            reader = partial(_open, settings, writer=False)
+            reader = partial(open_connection, settings, writer=False)
             pools = [
                 ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
                 ReaderPool("bruno-memstore-sqlite-search", reader, self.readers),
@@ -236,9 +235,29 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         self._new_vector_caches()
 
     def _new_vector_caches(self) -> None:
-        self._vector_caches = {kind: UserVectorCache(self.vector_users) for kind in ops.KINDS}
+        self._vector_caches = {kind: UserVectorCache(self.vector_users) for kind in KINDS}
         # Touched only by jobs on the vector thread (or the writer, for ``:memory:``).
-        self._vector_loads = ops.LoadedIndexes(len(ops.KINDS) * self.vector_users)
+        self._vector_loads = LoadedIndexes(len(KINDS) * self.vector_users)
+
+    # ================================================================ where plans run
+
+    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
+        if mode == "read":
+            return await self._read(partial(run_plan, make_plan=make_plan))
+        if mode == "scan":
+            return await self._long_read(partial(_in_snapshot, make_plan))
+        if mode == "write":
+            return await self._prepared_write(partial(PlanJob, make_plan))
+        return await self._prepared_write(partial(self._erasure, make_plan))
+
+    def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
+        """A deletion's job, merging the full-text index after it (``merge_on_delete``);
+        once it is committed, the WAL is checkpointed and truncated to zero bytes, so that
+        neither file keeps a copy of what was erased (see ``files``)."""
+        job: Job = PlanJob(make_plan)
+        if self.merge_on_delete:
+            job = partial(erasing, job)
+        return job if self.in_memory else ThenJob(job, checkpoint_wal)
 
     def _write(self, job: Job) -> Any:
         assert self._writer is not None, "not connected"
@@ -247,16 +266,6 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
     def _prepared_write(self, prepare: Callable[[], Job]) -> Any:
         assert self._writer is not None, "not connected"
         return self._writer.submit_prepared(prepare)
-
-    def _erase(self, job: Job) -> Any:
-        """Run a deletion, merging the full-text index after it (``merge_on_delete``); once
-        it is committed, checkpoint the WAL and truncate it to zero bytes, so neither file
-        keeps a copy of what was erased (see ``ops``)."""
-        if self.merge_on_delete:
-            job = partial(ops.erasing, delete=job)
-        if self.in_memory:
-            return self._write(job)
-        return self._write(ThenJob(job, ops.checkpoint_wal))
 
     def _read(self, job: Job) -> Any:
         if self._reader_pool is None:
@@ -308,157 +317,53 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         err.cause = exc
         return err
 
-    # ================================================================ primitives
-
-    async def _conversation_owner(self, conversation_id: str) -> str | None:
-        return await self._read(partial(ops.conversation_owner, conversation_id=conversation_id))
-
-    async def _append_messages(
-        self,
-        conversation_id: str,
-        user_id: str,
-        records: Sequence[MessageRecord],
-        *,
-        enforce_owner: bool,
-    ) -> AppendResult:
-        def prepare() -> Job:
-            return partial(
-                ops.append_messages,
-                conversation_id=conversation_id,
-                user_id=user_id,
-                records=records,
-                enforce_owner=enforce_owner,
-                bodies=ops.search_bodies([r.content for r in records]),
-                vectors=[_blob(r.vector) for r in records],
-            )
-
-        return await self._prepared_write(prepare)
-
-    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
-        return await self._read(partial(ops.get_messages, ids=ids))
-
-    async def _read_window(
-        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
-    ) -> list[MessageRecord]:
-        return await self._read(
-            partial(ops.read_window, conversation_id=conversation_id, user_id=user_id, limit=limit)
-        )
-
-    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        return await self._erase(
-            partial(ops.delete_messages, conversation_id=conversation_id, keep_roles=keep_roles)
-        )
-
-    async def _put_memory(self, record: MemoryRecord) -> None:
-        def prepare() -> Job:
-            return partial(
-                ops.put_memory,
-                rec=record,
-                body=ops.search_bodies([record.content])[0],
-                vector=_blob(record.vector),
-            )
-
-        await self._prepared_write(prepare)
-
-    async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
-        return await self._read(partial(ops.get_memory, memory_id=memory_id))
-
-    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
-        return await self._read(partial(ops.query_memories, flt=flt))
-
-    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
-        return await self._erase(partial(ops.delete_memory, memory_id=memory_id, user_id=user_id))
-
-    async def _purge_expired(self, now_us: int) -> int:
-        return await self._erase(partial(ops.purge_expired, now_us=now_us))
-
-    async def _put_session(self, record: SessionRecord) -> None:
-        await self._write(partial(ops.put_session, rec=record, operation=""))
-
-    async def _get_session(self, session_id: str) -> SessionRecord | None:
-        return await self._read(partial(ops.get_session, session_id=session_id))
-
-    async def _latest_session(
-        self, user_id: str, conversation_id: str | None, *, active_only: bool
-    ) -> SessionRecord | None:
-        return await self._read(
-            partial(
-                ops.latest_session,
-                user_id=user_id,
-                conversation_id=conversation_id,
-                active_only=active_only,
-            )
-        )
-
-    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        user_id, query, kinds = request.user_id, request.query, request.kinds
-        conversation_id, limit = request.conversation_id, request.limit
-        memory_filter = request.memory_filter
-        return await self._long_read(
-            partial(
-                ops.text_search,
-                user_id=user_id,
-                query=query,
-                kinds=kinds,
-                conversation_id=conversation_id,
-                limit=limit,
-                flt=memory_filter,
-            )
-        )
-
-    # ---------------------------------------------------------------- vectors
+    # ================================================================ vectors
 
     async def _claim_vector_space(
         self, space: VectorSpace | None, *, replace: bool = False
     ) -> VectorSpace | None:
-        if space is None:
-            recorded = await self._read(ops.vector_space)
-            return None if recorded is None else VectorSpace(*recorded)
-        if not replace:
-            # A read: no write lock when it is there.
-            recorded = await self._claim_vector_space(None)
-            if recorded is not None:
-                return recorded
-        job = partial(
-            ops.claim_vector_space, model=space.model, dimension=space.dimension, replace=replace
-        )
-        model, dimension = await self._write(job)
+        if space is None or not replace:
+            recorded = await self._perform("read", vectors.vector_space)
+            if space is None or recorded is not None:  # a read: no write lock when it is there
+                return None if recorded is None else VectorSpace(*recorded)
+        claim = partial(vectors.claim_vector_space, space.model, space.dimension, replace)
+        model, dimension = await self._perform("write", claim)
         if replace:
             for cache in self._vector_caches.values():
                 cache.clear()  # every epoch moved: the copies would never be used again
         return VectorSpace(model, dimension)
 
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
-        def prepare() -> Job:
-            blobs = [(rid, vector_to_bytes(vec)) for rid, vec in items]
-            return partial(ops.put_vectors, kind=kind, items=blobs)
+        def put() -> Plan[int]:
+            # Encoded by the plan's preparation: on the writer thread, off the event loop.
+            return vectors.put_vectors(kind, [(rid, vector_to_bytes(v)) for rid, v in items])
 
-        await self._prepared_write(prepare)
+        await self._perform("write", put)
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        user_id, kinds, limit = request.user_id, request.kinds, request.limit
-        conversation_id, memory_filter = request.conversation_id, request.memory_filter
-        counters = await self._read(partial(ops.vector_counters, user_id=user_id))
+        user_id = request.user_id
+        counters = await self._read(partial(vectors.vector_counters, user_id=user_id))
         if counters is None:
             self._drop_vectors(user_id)
             return []
         uid = counters[0]
-        indexes: dict[str, ops.CachedIndex] = {}
-        for kind in ops.KINDS:
-            generation, epoch = ops.counters_of(counters, kind)
-            if kind in kinds and generation:  # generation 0: the user never had such vectors
+        indexes: dict[str, CachedIndex] = {}
+        for kind in KINDS:
+            generation, epoch = vectors.counters_of(counters, kind)
+            # Generation 0: the user never had vectors of that kind.
+            if kind in request.kinds and generation:
                 index = await self._vector_caches[kind].get(user_id, (uid, epoch), _load_later)
                 indexes[kind] = ((uid, epoch), index)
         if not indexes:
             return []
         return await self._vector_read(
             partial(
-                ops.vector_search,
+                vectors.vector_search,
                 user_id=user_id,
                 vector=vector,
-                conversation_id=conversation_id,
-                limit=limit,
-                flt=memory_filter,
+                conversation_id=request.conversation_id,
+                limit=request.limit,
+                flt=request.memory_filter,
                 indexes=indexes,
                 loaded=self._vector_loads,
             )
@@ -468,129 +373,30 @@ class SQLiteMemory(MemoryBackend, VectorPrimitives):
         for cache in self._vector_caches.values():
             cache.drop(user_id)
 
-    async def _statistics(self, user_id: str) -> dict[str, object]:
-        return await self._long_read(partial(ops.statistics, user_id=user_id))
+    # ================================================================ whole-store operations
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        counts = await self._erase(partial(ops.forget_user, user_id=user_id))
+        counts = await super()._forget_user(user_id)
         self._drop_vectors(user_id)  # other instances drop theirs at their next query
         return counts
 
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
-        await self._write(ThenJob(ops.compact_search_index, ops.rebuild_file))
-
-    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        after: Any = None
-        while True:
-            try:
-                page, after = await self._long_read(
-                    partial(
-                        ops.export_page, kind=kind, user_id=user_id, after=after, size=_EXPORT_PAGE
-                    )
-                )
-            except MemstoreError:
-                raise
-            except Exception as exc:
-                raise self._translate("export", exc) from exc
-            if not page:
-                return
-            yield page
+        await self._write(ThenJob(compact_search_index, rebuild_file))
 
 
-class _Settings(NamedTuple):
-    path: str
-    busy_timeout: float
-    synchronous: str
-    label: str  # for log lines
-
-    @property
-    def in_memory(self) -> bool:
-        return self.path == _MEMORY_PATH
+def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: sqlite3.Connection) -> Any:
+    with vectors.snapshot(conn):
+        return run_plan(conn, make_plan)
 
 
-def _open(settings: _Settings, *, writer: bool) -> sqlite3.Connection:
-    """A connection set up for the store (runs on the thread that will own it)."""
-    conn = sqlite3.connect(
-        settings.path,
-        timeout=settings.busy_timeout,
-        isolation_level=None,  # transactions are explicit
-        cached_statements=256,
-    )
-    try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        # Deleted rows are overwritten with zeros, in their pages and in freed pages.
-        conn.execute("PRAGMA secure_delete = ON")
-        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        conn.execute("PRAGMA temp_store = MEMORY")
-        if writer:
-            _prepare(conn, settings)
-        else:
-            conn.execute("PRAGMA query_only = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _enable_wal(conn: sqlite3.Connection, wait: float) -> str:
-    """Switch to WAL, waiting up to ``wait`` seconds for other processes.
-
-    Changing the journal mode needs a moment alone with the file, and SQLite reports "locked"
-    at once instead of calling the busy handler when processes open a new file together.
-    """
-    deadline = time.monotonic() + wait
-    delay = 0.005
-    while True:
-        try:
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0])
-        except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
-
-def _prepare(conn: sqlite3.Connection, settings: _Settings) -> None:
-    """Journal mode, durability and schema: the writer does it once per connect."""
-    if not settings.in_memory:
-        mode = _enable_wal(conn, settings.busy_timeout)
-        if str(mode).lower() != "wal":
-            # Some file systems (network shares) cannot hold WAL's shared memory: still
-            # correct, but readers and the writer then wait for each other.
-            log.warning(
-                "SQLite could not enable WAL for %s (journal_mode=%s)", settings.label, mode
-            )
-        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
-    conn.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
-    before, after = migrate(conn)
-    if before != after:
-        log.info("migrated %s from schema version %d to %d", settings.label, before, after)
-    if not search_index_is_current(conn):
-        # The text analysis changed since the index was built: rebuild it, once.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if not search_index_is_current(conn):
-                log.info("rebuilding the full-text index of %s", settings.label)
-                rebuild_search_index(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-
-def _stop_nowait(writer: Writer, pools: list[ReaderPool]) -> None:
+def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:
     writer.stop_nowait()
     for pool in pools:
         pool.stop_nowait()
 
 
-def _blob(vector: Any) -> bytes | None:
-    return None if vector is None else vector_to_bytes(vector)
-
-
 async def _load_later() -> tuple[()]:
     """The loader given to ``UserVectorCache``: the index starts empty and the vector thread
-    fills it (``ops.LoadedIndexes``), so the event loop never builds an index."""
+    fills it (``vectors.LoadedIndexes``), so the event loop never builds an index."""
     return ()

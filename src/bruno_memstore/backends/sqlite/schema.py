@@ -4,50 +4,35 @@ Users and conversations get integer keys, so message rows and their indexes stay
 full-text index can scope a query with one short token per owner (``u<uid>``) and per
 conversation (``c<cid>``). A message's ``seq`` is its rowid: the arrival order.
 
-Migrations run in one ``BEGIN IMMEDIATE`` transaction, so two processes opening a new file at
-once apply each exactly once: the second waits for the write lock, then finds nothing to do.
+Migrations run in one ``BEGIN IMMEDIATE`` transaction (the shared runner in
+:mod:`..sql.schema`), so two processes opening a new file at once apply each exactly once: the
+second waits for the write lock, then finds nothing to do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from functools import partial
 
-from ...errors import SchemaError
 from ...search import ANALYSIS_VERSION, index_text
+from ..sql import schema as shared
+from ..sql.schema import Migration
+from ..sql.steps import Execute, ExecuteMany, Fetch, Plan
+from ..sql.sync import run_plan
+from .dialect import DIALECT, VECTOR_COUNTERS, memory_scope, message_scope
 
 __all__ = [
     "ANALYZER_FINGERPRINT",
     "LATEST_VERSION",
     "MIGRATIONS",
     "VECTOR_COUNTERS",
-    "Migration",
     "memory_scope",
     "message_scope",
     "migrate",
     "rebuild_search_index",
-    "schema_version",
     "search_index_is_current",
 ]
-
-
-Step = str | Callable[[sqlite3.Connection], None]
-
-
-class Migration(NamedTuple):
-    """One step of the schema: applied once, in order, inside the migration transaction.
-
-    A step is an SQL statement, or a function of the connection for data that SQL alone
-    cannot compute (the analysed text of the full-text index).
-    """
-
-    version: int
-    name: str
-    steps: Sequence[Step]
-
 
 _CORE = (
     # AUTOINCREMENT: a key is never reused, so an owner token can never name a later user.
@@ -116,25 +101,6 @@ _CORE = (
 )
 
 
-VECTOR_COUNTERS = (
-    "message_vector_generation",
-    "message_vector_epoch",
-    "memory_vector_generation",
-    "memory_vector_epoch",
-)
-"""The ``users`` columns counting changes to a user's vectors (see migration 3)."""
-
-
-def message_scope(uid: int, cid: int) -> str:
-    """The scope tokens of a message in the full-text index: its owner and conversation."""
-    return f"u{uid} c{cid}"
-
-
-def memory_scope(uid: int) -> str:
-    """The scope token of a memory entry in the full-text index: its owner."""
-    return f"u{uid}"
-
-
 # Text exercising every step of the shared analysis. The declared analysis version, and the
 # analysed form of this text (a change the version forgot still shows), identify the index.
 _PROBE = (
@@ -145,51 +111,43 @@ ANALYZER_FINGERPRINT = (
     f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
 )
 _REBUILD_BATCH = 2000
+_INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
 
 
-def rebuild_search_index(conn: sqlite3.Connection) -> None:
-    """Fill the full-text index again from every message and memory entry.
-
-    Runs inside the caller's transaction. Used when the index is created over existing rows,
-    and when the library's text analysis changed since the index was built.
-    """
-    conn.execute("DELETE FROM search_fts")
-    last = 0
-    while True:
-        rows = conn.execute(
-            "SELECT seq, uid, cid, content FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-            (last, _REBUILD_BATCH),
-        ).fetchall()
-        if not rows:
-            break
-        conn.executemany(
-            "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)",
-            [(seq, message_scope(uid, cid), index_text(text)) for seq, uid, cid, text in rows],
-        )
-        last = rows[-1][0]
-    last = 0
-    while True:
-        rows = conn.execute(
-            "SELECT rid, uid, content FROM memories WHERE rid > ? ORDER BY rid LIMIT ?",
-            (last, _REBUILD_BATCH),
-        ).fetchall()
-        if not rows:
-            break
-        conn.executemany(
-            "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)",
-            [(-rid, memory_scope(uid), index_text(text)) for rid, uid, text in rows],
-        )
-        last = rows[-1][0]
-    conn.execute(
+def rebuild_search_index() -> Plan[None]:
+    """Fill the full-text index again from every message and memory entry, and record the
+    analysis that did it. Used when the index is created over existing rows, and when the
+    library's text analysis changed since the index was built."""
+    yield Execute("DELETE FROM search_fts")
+    for table, key, scope, sign in (
+        ("messages", "seq", "uid, cid", 1),
+        ("memories", "rid", "uid", -1),
+    ):
+        last = 0
+        while True:
+            rows = yield Fetch(
+                f"SELECT {key}, {scope}, content FROM {table} WHERE {key} > ? "
+                f"ORDER BY {key} LIMIT ?",
+                (last, _REBUILD_BATCH),
+            )
+            if not rows:
+                break
+            scopes = (message_scope(*r[1:3]) if sign > 0 else memory_scope(r[1]) for r in rows)
+            yield ExecuteMany(
+                _INSERT_SEARCH,
+                [(sign * r[0], s, index_text(r[-1])) for r, s in zip(rows, scopes, strict=True)],
+            )
+            last = rows[-1][0]
+    yield Execute(
         "INSERT INTO settings (name, value) VALUES ('analyzer', ?) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         (ANALYZER_FINGERPRINT,),
     )
 
 
-def search_index_is_current(conn: sqlite3.Connection) -> bool:
+def is_current() -> Plan[bool]:
     """Whether the full-text index was built by this library's text analysis."""
-    rows = conn.execute("SELECT value FROM settings WHERE name = 'analyzer'").fetchall()
+    rows = yield Fetch("SELECT value FROM settings WHERE name = 'analyzer'")
     return bool(rows) and rows[0][0] == ANALYZER_FINGERPRINT
 
 
@@ -242,66 +200,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
-_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    applied_us INTEGER NOT NULL
-)"""
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The highest migration applied to the database (0 for a new file)."""
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchall()
-    if not found:
-        return 0
-    return int(
-        conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
-    )
-
 
 def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
-    """Apply the pending migrations up to ``target``; return ``(version_before, version_after)``.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``). Raises
-    :class:`SchemaError` if the database was written by a newer version of the library.
-    """
-    current = schema_version(conn)
-    if current > LATEST_VERSION:
-        raise _too_new(current)
-    if current >= target:
-        return current, current
-    # The write lock first, then look again: another process may have migrated meanwhile.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(_VERSION_TABLE)
-        before = schema_version(conn)
-        if before > LATEST_VERSION:
-            raise _too_new(before)
-        for step in MIGRATIONS:
-            if before < step.version <= target:
-                for action in step.steps:
-                    if isinstance(action, str):
-                        conn.execute(action)
-                    else:
-                        action(conn)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_us) VALUES (?, ?, ?)",
-                    (step.version, step.name, time.time_ns() // 1000),
-                )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return before, max(before, target)
+    """Apply the pending migrations up to ``target`` on a connection in autocommit mode
+    (``isolation_level=None``); return ``(version_before, version_after)``."""
+    return run_plan(conn, partial(shared.migrate, DIALECT, MIGRATIONS, target))
 
 
-def _too_new(version: int) -> SchemaError:
-    return SchemaError(
-        f"the database has schema version {version}, newer than this library's "
-        f"{LATEST_VERSION}; upgrade bruno-memstore to open it",
-        backend="sqlite",
-        operation="connect",
-    )
+def search_index_is_current(conn: sqlite3.Connection) -> bool:
+    """Whether the full-text index was built by this library's text analysis."""
+    return run_plan(conn, is_current)

@@ -1,0 +1,170 @@
+"""``SQLMemory``: the storage primitives of every SQL engine, as plans run by the engine.
+
+Each primitive builds one plan (:mod:`.plans`, :mod:`.append`) over the engine's
+:class:`~.dialect.Dialect` and hands it to :meth:`SQLMemory._perform`, which the engine
+implements: where the plan runs (a writer thread, a pooled connection) and in what
+transaction. Concurrent appends share one transaction through a
+:class:`~..kit.committer.GroupCommitter` where the engine sets one up (:attr:`_committer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from typing import Any, ClassVar, Literal, TypeVar
+
+from ...base import MemoryBackend
+from ...capabilities import DATABASE, Capability
+from ...errors import BackendError
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
+from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ..kit.committer import GroupCommitter
+from . import plans
+from .append import Append, Outcome, append_group
+from .dialect import Dialect
+from .steps import Plan
+
+__all__ = ["Mode", "SQLMemory"]
+
+T = TypeVar("T")
+
+Mode = Literal["read", "scan", "write", "erase"]
+"""How a plan runs: ``read`` (a quick read), ``scan`` (a read whose time grows with the
+user's data: searches, statistics, export pages), ``write`` (in a write transaction),
+``erase`` (a write that deletes records, after which some engines clean up)."""
+
+_EXPORT_PAGE = 500
+_ROUNDS = 5  # an append whose conversation another transaction claimed meanwhile runs again
+
+
+class SQLMemory(MemoryBackend, VectorPrimitives):
+    """The SQL family's shared backend: subclass it with a dialect and a :meth:`_perform`."""
+
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+
+    dialect: Dialect
+    """The engine's dialect (an engine may replace it when it connects)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._committer: GroupCommitter[Append, AppendResult] | None = None
+
+    # ================================================================ the engine's part
+
+    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[T]]) -> T:
+        """Run the plan ``make_plan()`` makes, in the way ``mode`` says; return its result."""
+        raise NotImplementedError
+
+    def _plan(self, mode: Mode, plan: Callable[..., Plan[T]], *args: Any) -> Any:
+        return self._perform(mode, partial(plan, self.dialect, *args))
+
+    # ================================================================ messages
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        return await self._plan("read", plans.conversation_owner, conversation_id)
+
+    async def _append_messages(
+        self,
+        conversation_id: str,
+        user_id: str,
+        records: Sequence[MessageRecord],
+        *,
+        enforce_owner: bool,
+    ) -> AppendResult:
+        request = Append(conversation_id, user_id, records, enforce_owner)
+        if self._committer is not None and self._joins_group(request):
+            return await self._committer.submit(request)
+        for _round in range(_ROUNDS):
+            (outcome,) = await self._write_appends([request])
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome is not None:
+                return outcome
+        raise _undetermined()
+
+    def _joins_group(self, request: Append) -> bool:
+        """Whether an append waits for a group commit (rather than running on its own)."""
+        return True
+
+    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
+        """Run appends in one write transaction (a group commit's batch)."""
+        return await self._plan("write", append_group, appends)
+
+    def _new_committer(self, **options: Any) -> GroupCommitter[Append, AppendResult]:
+        """A group committer of appends (engines call it when they connect)."""
+        defaults: dict[str, Any] = {
+            "keys": lambda a: (r.id for r in a.records),
+            "weight": lambda a: len(a.records),
+            "exhausted_error": _undetermined,
+        }
+        return GroupCommitter(self._write_appends, **{**defaults, **options})
+
+    async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
+        return await self._plan("read", plans.get_messages, ids)
+
+    async def _read_window(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> list[MessageRecord]:
+        return await self._plan("read", plans.read_window, conversation_id, user_id, limit)
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)
+
+    # ================================================================ memories
+
+    async def _put_memory(self, record: MemoryRecord) -> None:
+        await self._plan("write", plans.put_memory, record)
+
+    async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
+        return await self._plan("read", plans.query_memories, flt)
+
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._plan("erase", plans.delete_memory, memory_id, user_id)
+
+    async def _purge_expired(self, now_us: int) -> int:
+        return await self._plan("erase", plans.purge_expired, now_us)
+
+    # ================================================================ sessions
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        await self._plan("write", plans.put_session, record)
+
+    async def _get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._plan("read", plans.get_session, session_id)
+
+    async def _latest_session(
+        self, user_id: str, conversation_id: str | None, *, active_only: bool
+    ) -> SessionRecord | None:
+        return await self._plan("read", plans.latest_session, user_id, conversation_id, active_only)
+
+    # ================================================================ search and users
+
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        return await self._plan("scan", plans.text_search, request)
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        return await self._plan("scan", plans.statistics, user_id)
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        return await self._plan("erase", plans.forget_user, user_id)
+
+    async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        after: Any = None
+        while True:
+            page, after = await self._plan(
+                "scan", plans.export_page, kind, user_id, after, _EXPORT_PAGE
+            )
+            if not page:
+                return
+            yield page
+
+
+def _undetermined() -> BackendError:
+    return BackendError("the conversation's owner could not be determined")

@@ -1,0 +1,482 @@
+"""What SQLite's schema adds to the SQL family: integer keys, an FTS5 index, vector side tables.
+
+Users and conversations have integer keys (``uid``, ``cid``) that messages, sessions and
+memory entries refer to; reads join them back to their ids. Every write keeps, in its own
+transaction, the full-text index (one FTS5 table for messages, rowid ``seq``, and memory
+entries, rowid ``-rid``; see ``schema``) and the vectors' side tables with the owner's
+change counters (see :mod:`.vectors`).
+
+The statements are module constants so that the benchmark's raw-driver baseline runs exactly
+the same SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...search import index_text, terms
+from ..kit.vectors import vector_to_bytes
+from ..sql.dialect import Conversation, Dialect, NewMessage, Source
+from ..sql.plans import stored_ids
+from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
+from ..sql.where import marks
+
+__all__ = [
+    "DIALECT",
+    "INSERT_CONVERSATION",
+    "INSERT_MESSAGE",
+    "INSERT_MESSAGE_AT",
+    "INSERT_SEARCH",
+    "INSERT_USER",
+    "KINDS",
+    "MAX_SEQ",
+    "SEARCH_MESSAGES",
+    "SELECT_CONVERSATION",
+    "SELECT_USER",
+    "VECTOR_COUNTERS",
+    "WINDOW_OF_USER",
+    "SQLiteDialect",
+    "match_expression",
+    "memory_scope",
+    "message_row",
+    "message_scope",
+]
+
+KINDS = ("message", "memory")
+VECTOR_COUNTERS = (
+    "message_vector_generation",
+    "message_vector_epoch",
+    "memory_vector_generation",
+    "memory_vector_epoch",
+)
+"""The ``users`` columns counting changes to a user's vectors (see migration 3)."""
+
+
+def message_scope(uid: int, cid: int) -> str:
+    """The scope tokens of a message in the full-text index: its owner and conversation."""
+    return f"u{uid} c{cid}"
+
+
+def memory_scope(uid: int) -> str:
+    """The scope token of a memory entry in the full-text index: its owner."""
+    return f"u{uid}"
+
+
+# ------------------------------------------------------------------------------ statements
+
+MESSAGES = Source(
+    "messages m JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid",
+    (
+        "m.id",
+        "c.conversation_id",
+        "m.role",
+        "m.content",
+        "m.message_type",
+        "m.timestamp",
+        "m.ts_us",
+        "m.metadata",
+        "m.parent_id",
+        "u.user_id",
+        "m.seq",
+    ),
+    key="m.seq",
+    start=0,
+)
+MEMORIES = Source(
+    "memories m JOIN users u ON u.uid = m.uid",
+    (
+        "m.id",
+        "u.user_id",
+        "m.content",
+        "m.memory_type",
+        "m.category",
+        "m.tags",
+        "m.confidence",
+        "m.importance",
+        "m.created_us",
+        "m.expires_us",
+        "m.conversation_id",
+        "m.payload",
+    ),
+    key="m.rid",
+    start=0,
+)
+
+SELECT_USER = "SELECT uid FROM users WHERE user_id = ?"
+INSERT_USER = "INSERT INTO users (user_id) VALUES (?)"
+SELECT_CONVERSATION = (
+    "SELECT c.cid, c.uid, u.user_id FROM conversations c JOIN users u ON u.uid = c.uid "
+    "WHERE c.conversation_id = ?"
+)
+INSERT_CONVERSATION = "INSERT INTO conversations (conversation_id, uid) VALUES (?, ?)"
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, cid, uid, role, content, message_type, timestamp, ts_us, "
+    "metadata, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+# Batches number their rows themselves, so the search rows can use the same keys.
+INSERT_MESSAGE_AT = (
+    "INSERT INTO messages (seq, id, cid, uid, role, content, message_type, timestamp, ts_us, "
+    "metadata, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM messages"
+INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
+INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
+# ``OR REPLACE``: a row left behind by a tool that deleted records without foreign keys
+# must not block the new record's vector.
+INSERT_MESSAGE_VECTOR = "INSERT OR REPLACE INTO message_vectors (seq, uid, vector) VALUES (?, ?, ?)"
+INSERT_MEMORY_VECTOR = "INSERT OR REPLACE INTO memory_vectors (rid, uid, vector) VALUES (?, ?, ?)"
+
+
+def _bump(kinds: Sequence[str], epoch: bool, where: str) -> str:
+    columns = [f"{k}_vector_{c}" for k in kinds for c in ("generation", "epoch")[: 1 + epoch]]
+    return f"UPDATE users SET {', '.join(f'{c} = {c} + 1' for c in columns)} {where}"
+
+
+BUMP_VECTORS = {
+    (kind, epoch): _bump((kind,), epoch, "WHERE uid = ?")
+    for kind in KINDS
+    for epoch in (False, True)
+}
+"""``UPDATE`` of a user's change counters for ``(kind, epoch)``: every change to the user's
+vectors of that kind bumps the generation; one that is not an append bumps the epoch too."""
+BUMP_EVERY_USER = _bump(KINDS, True, "")
+
+WINDOW_OF_USER = (
+    f"SELECT {MESSAGES.select} FROM {MESSAGES.tables} WHERE u.user_id = ? "
+    "ORDER BY m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+SEARCH_MESSAGES = (
+    f"SELECT {MESSAGES.select}, -f.rank FROM search_fts f "
+    "JOIN messages m ON m.seq = f.rowid JOIN conversations c ON c.cid = m.cid "
+    "JOIN users u ON u.uid = m.uid "
+    "WHERE search_fts MATCH ? AND f.rowid > 0 AND m.uid = ? {extra}"
+    "ORDER BY f.rank, m.ts_us DESC, m.seq DESC LIMIT ?"
+)
+SEARCH_MEMORIES = (
+    f"SELECT {MEMORIES.select}, -f.rank FROM search_fts f "
+    "JOIN memories m ON m.rid = -f.rowid JOIN users u ON u.uid = m.uid "
+    "WHERE search_fts MATCH ? AND f.rowid < 0 AND m.uid = ? {extra}"
+    "ORDER BY f.rank, m.created_us DESC, m.id LIMIT ?"
+)
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_us INTEGER NOT NULL
+)"""
+
+
+def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_MESSAGE`."""
+    return (
+        rec.id,
+        cid,
+        uid,
+        rec.role,
+        rec.content,
+        rec.message_type,
+        rec.timestamp,
+        rec.ts_us,
+        rec.metadata,
+        rec.parent_id,
+    )
+
+
+def _expression(words: Sequence[str], scope: str) -> str:
+    alternatives = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return f'scope : "{scope}" AND body : ({alternatives})'
+
+
+def match_expression(query: str, scope: str) -> str | None:
+    """The FTS5 query for ``query``'s terms within ``scope`` (``None``: nothing to look for).
+
+    Every term is a quoted string, so FTS5 syntax in user text (``AND``, ``NEAR``, ``*``,
+    quotes, parentheses) is plain text.
+    """
+    words = list(dict.fromkeys(terms(query)))
+    return _expression(words, scope) if words else None
+
+
+class SQLiteDialect(Dialect):
+    """SQLite's layout, writes and full-text search (see the module docstring)."""
+
+    backend: ClassVar[str] = "sqlite"
+    for_update: ClassVar[str] = ""  # the writer holds the database's write lock
+    conversation_ref: ClassVar[str] = "cid"
+    user_ref: ClassVar[str] = "uid"
+    memory_ref: ClassVar[str] = "rid"
+    version_table: ClassVar[str] = "schema_migrations"
+
+    conversations = Source(
+        "conversations c JOIN users u ON u.uid = c.uid",
+        ("c.conversation_id", "u.user_id"),
+        key="c.cid",
+        start=0,
+    )
+    messages = MESSAGES
+    memories = MEMORIES
+    sessions = Source(
+        "sessions s JOIN users u ON u.uid = s.uid JOIN conversations c ON c.cid = s.cid",
+        (
+            "s.session_id",
+            "u.user_id",
+            "c.conversation_id",
+            "s.is_active",
+            "s.started_us",
+            "s.payload",
+        ),
+        key="s.session_id",
+    )
+
+    def tags_condition(self, tags: Sequence[str]) -> tuple[str, list[Any]]:
+        # Tags as rows, so "any of these tags" is an indexed lookup on exact text.
+        return (
+            "EXISTS (SELECT 1 FROM memory_tags t "
+            f"WHERE t.rid = m.rid AND t.tag IN ({marks(len(tags))}))",
+            list(tags),
+        )
+
+    def search_body(self, content: str) -> str:
+        return index_text(content)  # the shared analyzer's terms: FTS5 only splits them
+
+    def vector_value(self, vector: Any) -> bytes | None:
+        return None if vector is None else vector_to_bytes(vector)
+
+    # ---------------------------------------------------------------- owners
+
+    def user_key(self, user_id: str) -> Plan[int | None]:
+        rows = yield Fetch(SELECT_USER, (user_id,))
+        return rows[0][0] if rows else None
+
+    def _new_user_key(self, user_id: str) -> Plan[int]:
+        uid = yield from self.user_key(user_id)
+        if uid is None:
+            uid = yield Insert(INSERT_USER, (user_id,))
+        return uid
+
+    def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
+        out: dict[str, Conversation] = {}
+        for conv, user in claims.items():
+            uid = yield from self._new_user_key(user)
+            cid = yield Insert(INSERT_CONVERSATION, (conv, uid))
+            out[conv] = Conversation(cid, user, uid)
+        return out
+
+    # ---------------------------------------------------------------- messages
+
+    def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
+        if len(rows) == 1:
+            # The hot path, one round of SQL: the insert itself says whether the id was stored.
+            rec, conv = rows[0].record, rows[0].conversation
+            seq = yield Insert(INSERT_MESSAGE, message_row(rec, conv.key, conv.owner_key))
+            if seq is None:
+                return set()
+            rec.seq, rec.user_id = seq, conv.owner
+            return {rec.id}
+        unknown = [r.record.id for r in rows if r.record.id not in probed]
+        stored = (yield from stored_ids(self, unknown)) if unknown else set()
+        fresh = [r for r in rows if r.record.id not in stored]
+        if fresh:
+            first = (yield Fetch(MAX_SEQ))[0][0] + 1
+            for seq, row in enumerate(fresh, first):
+                row.record.seq, row.record.user_id = seq, row.conversation.owner
+            yield ExecuteMany(
+                INSERT_MESSAGE_AT,
+                [
+                    (
+                        r.record.seq,
+                        *message_row(r.record, r.conversation.key, r.conversation.owner_key),
+                    )
+                    for r in fresh
+                ],
+            )
+        return {r.record.id for r in fresh}
+
+    def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
+        search = [
+            (r.record.seq, message_scope(r.conversation.owner_key, r.conversation.key), r.body)
+            for r in rows
+        ]
+        yield (
+            Execute(INSERT_SEARCH, search[0])
+            if len(search) == 1
+            else ExecuteMany(INSERT_SEARCH, search)
+        )
+        vectors = [
+            (r.record.seq, r.conversation.owner_key, r.vector) for r in rows if r.vector is not None
+        ]
+        if vectors:
+            yield ExecuteMany(INSERT_MESSAGE_VECTOR, vectors)
+            for uid in sorted({v[1] for v in vectors}):
+                yield Execute(BUMP_VECTORS["message", False], (uid,))
+
+    def messages_deleting(self, where: str, args: Sequence[Any]) -> Plan[None]:
+        yield Execute(
+            f"DELETE FROM search_fts WHERE rowid IN (SELECT seq FROM messages WHERE {where})", args
+        )
+
+    def messages_changed(self, owner_keys: Sequence[Any]) -> Plan[None]:
+        # The vectors went with their rows (foreign key); the owner's copies are outdated.
+        for uid in owner_keys:
+            yield Execute(BUMP_VECTORS["message", True], (uid,))
+
+    # ---------------------------------------------------------------- memories
+
+    def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
+        """The entry with its tags, its search row (replaced when its text changed) and its
+        vector (replaced, or dropped when the new write has none)."""
+        rows = yield Fetch(
+            "SELECT m.rid, m.uid, m.content, u.user_id FROM memories m "
+            "JOIN users u ON u.uid = m.uid WHERE m.id = ?",
+            (rec.id,),
+        )
+        old = rows[0] if rows else None
+        if old is not None and old[3] != rec.user_id:
+            return False
+        uid = old[1] if old is not None else (yield from self._new_user_key(rec.user_id))
+        values = (
+            uid,
+            rec.content,
+            rec.memory_type,
+            rec.category,
+            json.dumps(rec.tags, ensure_ascii=False),
+            rec.confidence,
+            rec.importance,
+            rec.created_us,
+            rec.expires_us,
+            rec.conversation_id,
+            rec.payload,
+        )
+        if old is None:
+            rid = yield Insert(
+                "INSERT INTO memories (uid, content, memory_type, category, tags, confidence, "
+                "importance, created_us, expires_us, conversation_id, payload, id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, rec.id),
+            )
+        else:
+            rid = old[0]
+            yield Execute(
+                "UPDATE memories SET uid = ?, content = ?, memory_type = ?, category = ?, "
+                "tags = ?, confidence = ?, importance = ?, created_us = ?, expires_us = ?, "
+                "conversation_id = ?, payload = ? WHERE rid = ?",
+                (*values, rid),
+            )
+            yield Execute("DELETE FROM memory_tags WHERE rid = ?", (rid,))
+        if rec.tags:
+            yield ExecuteMany(INSERT_TAG, [(rid, tag) for tag in rec.tags])
+        if old is None or old[2] != rec.content:
+            if old is not None:
+                yield Execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
+            yield Execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
+        if old is not None:  # not an append: copies of the user's vectors reload
+            yield Execute("DELETE FROM memory_vectors WHERE rid = ?", (rid,))
+        if vector is not None:
+            yield Execute(INSERT_MEMORY_VECTOR, (rid, uid, vector))
+        if vector is not None or old is not None:
+            yield Execute(BUMP_VECTORS["memory", old is not None], (uid,))
+        return True
+
+    def memories_deleting(self, keys: Sequence[Any]) -> Plan[None]:
+        # Tags and vectors go with the rows (foreign keys); the search rows do not.
+        for condition, args in self.among("rowid", [-rid for rid in keys]):
+            yield Execute(f"DELETE FROM search_fts WHERE {condition}", args)
+
+    def memories_changed(self, owner_keys: Sequence[Any]) -> Plan[None]:
+        for uid in owner_keys:
+            yield Execute(BUMP_VECTORS["memory", True], (uid,))
+
+    # ---------------------------------------------------------------- sessions and users
+
+    def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
+        written = yield Execute(
+            "INSERT INTO sessions (session_id, uid, cid, is_active, started_us, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+            "cid = excluded.cid, is_active = excluded.is_active, "
+            "started_us = excluded.started_us, payload = excluded.payload "
+            "WHERE sessions.uid = excluded.uid",
+            (
+                rec.session_id,
+                conversation.owner_key,
+                conversation.key,
+                int(rec.is_active),
+                rec.started_us,
+                rec.payload,
+            ),
+        )
+        return written == 1
+
+    def forget_steps(self, key: Any) -> list[tuple[str | None, str, str, list[Any]]]:
+        return [
+            # The owner token finds every search row of the user, messages and memories alike.
+            (None, "search_fts", "search_fts MATCH ?", [f'scope : "u{key}"']),
+            ("messages", "messages", "uid = ?", [key]),
+            ("memories", "memories", "uid = ?", [key]),
+            ("sessions", "sessions", "uid = ?", [key]),
+            # Sessions of other users cannot sit in the user's conversations (claims are
+            # enforced); this keeps the foreign keys satisfied even for rows of other tools.
+            ("sessions", "sessions", "cid IN (SELECT cid FROM conversations WHERE uid = ?)", [key]),
+            ("conversations", "conversations", "uid = ?", [key]),
+            (None, "users", "uid = ?", [key]),
+        ]
+
+    # ---------------------------------------------------------------- search
+
+    def search_terms(self, query: str) -> list[str]:
+        return list(dict.fromkeys(terms(query)))
+
+    def search_messages(
+        self, key: Any, terms: Any, conversation_id: str | None, limit: int
+    ) -> Plan[list[SearchHit]]:
+        extra, args, scope = "", [], f"u{key}"
+        if conversation_id is not None:
+            rows = yield Fetch(SELECT_CONVERSATION, (conversation_id,))
+            if not rows or rows[0][1] != key:
+                return []
+            # The conversation's own token narrows the index lookup to that conversation.
+            scope, extra, args = f"c{rows[0][0]}", "AND m.cid = ? ", [rows[0][0]]
+        rows = yield Fetch(
+            SEARCH_MESSAGES.format(extra=extra), [_expression(terms, scope), key, *args, limit]
+        )
+        return [SearchHit("message", row[11], message=self.message(row)) for row in rows]
+
+    def search_memories(
+        self, key: Any, terms: Any, conditions: tuple[str, list[Any]], limit: int
+    ) -> Plan[list[SearchHit]]:
+        extra, args = conditions
+        rows = yield Fetch(
+            SEARCH_MEMORIES.format(extra=extra),
+            [_expression(terms, f"u{key}"), key, *args, limit],
+        )
+        return [SearchHit("memory", row[12], memory=self.memory(row)) for row in rows]
+
+    # ---------------------------------------------------------------- schema
+
+    def schema_version(self) -> Plan[int]:
+        found = yield Fetch(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+        if not found:
+            return 0
+        rows = yield Fetch("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        return int(rows[0][0])
+
+    def create_version_table(self) -> Plan[None]:
+        yield Execute(_VERSION_TABLE)
+
+    def lock_schema(self) -> Plan[None]:
+        # The write lock first; the runner then looks again (another process may have
+        # migrated meanwhile).
+        yield Execute("BEGIN IMMEDIATE")
+
+    def unlock_schema(self, done: bool) -> Plan[None]:
+        try:
+            yield Execute("COMMIT" if done else "ROLLBACK")
+        except Exception:
+            if done:
+                raise  # a failed ROLLBACK: the engine ended the transaction already
+
+
+DIALECT = SQLiteDialect()
