@@ -7,8 +7,8 @@ have shared collections (``layout``). Chroma does not rank text, so full-text
 search is the kit's keyword index over the user's documents, loaded from Chroma and kept in
 process (``search``).
 
-The Chroma client blocks, so its calls run on threads (``threads``): one writer per
-store, which also groups concurrent message appends into one Chroma call, and a few
+The Chroma client blocks, so its calls run on threads: one writer per store (the kit's
+thread runner), which also groups concurrent message appends into one Chroma call, and a few
 readers. Chroma has no transactions across calls; what each write does in which order, and
 what a crash between two calls can leave, is described in ``ops`` and in
 ``docs/backends/chroma.md``.
@@ -293,14 +293,15 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
             self.prefix,
             shared=self.host is not None,
             readers=self.readers,
-            group_type=ops.Append,
-            group_runner=ops.run_appends,
+            run_writes=ops.run_writes,
             directory=self.persist_directory,
             hnsw=self.hnsw,
         )
 
     async def _connect(self) -> None:
-        self._store = await asyncio.to_thread(acquire, self._key(), self._build)
+        store = await asyncio.to_thread(acquire, self._key(), self._build)
+        await store.start()
+        self._store = store
         self._schema_version = SCHEMA_VERSION
 
     async def _close(self) -> None:
@@ -333,7 +334,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A writer job calling ``fn(store, *args)``."""
-        return await self._write(functools.partial(fn, self._live(), *args))
+        return await self._write(lambda store: fn(store, *args))
 
     @staticmethod
     async def _after_error(store: ChromaStore, exc: BaseException) -> None:

@@ -11,6 +11,7 @@ points at records: a record counts as stored when it is in its user's collection
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from typing import Any
 from ...errors import OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, memory_taken, session_taken
+from ..kit.apart import run_apart_sync
 from ..kit.batches import chunks
+from ..kit.threads import Outcome
 from .layout import (
     all_of,
     embeddings,
@@ -36,7 +39,7 @@ from .layout import (
 )
 from .store import ONE, ChromaStore
 
-__all__ = ["Append", "get_all", "get_ids", "run_appends"]
+__all__ = ["Append", "get_all", "get_ids", "run_appends", "run_writes"]
 
 _ID_CHUNK = 5000  # ids per get/delete call (SQLite allows 32,766 variables per statement)
 _BOTH = ["documents", "metadatas"]
@@ -170,24 +173,35 @@ class Append:
     enforce_owner: bool
 
 
-def run_appends(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
-    """*Writer.* Run queued appends together; if the shared write fails, run each alone so
-    that only the appends that cannot be written fail."""
-    try:
-        return _append_together(store, group)
-    except Exception as exc:
-        if len(group) == 1:
-            return [(exc, None)]
-    outcomes: list[tuple[Any, Any]] = []
-    for append in group:
-        try:
-            outcomes += _append_together(store, [append])
-        except Exception as exc:
-            outcomes.append((exc, None))
+def run_writes(store: ChromaStore, jobs: list[Any]) -> list[Outcome]:
+    """*Writer.* The jobs the writer took from its queue together, in order: consecutive
+    appends in shared calls (:func:`run_appends`), every other job (a function of the
+    store) alone."""
+    outcomes: list[Outcome] = []
+    for appends, part in itertools.groupby(jobs, key=lambda job: isinstance(job, Append)):
+        if appends:
+            outcomes += run_appends(store, list(part))
+            continue
+        for job in part:
+            try:
+                outcomes.append((None, job(store)))
+            except Exception as exc:
+                outcomes.append((exc, None))
     return outcomes
 
 
-def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
+def run_appends(store: ChromaStore, group: list[Append]) -> list[Outcome]:
+    """*Writer.* Queued appends together; if the shared write fails, again in halves until
+    the appends that cannot be written stand alone (only those fail)."""
+    done = run_apart_sync(group, lambda part: _append_together(store, list(part)), _never)
+    return [(got, None) if isinstance(got, Exception) else got for got in done]
+
+
+def _never(exc: BaseException) -> bool:
+    return False  # any failure may be one append's: the others are tried without it
+
+
+def _append_together(store: ChromaStore, group: list[Append]) -> list[Outcome]:
     """Claims, pointers, then every new record of each owner in one ``add``.
 
     Order of calls: (1) owners of new conversations that records go into (``add``,
@@ -213,7 +227,7 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
         taken |= fresh
     if claims:
         owner_of.update(_claim(store, claims))
-    outcomes: list[tuple[Any, Any]] = []
+    outcomes: list[Outcome] = []
     new: list[tuple[MessageRecord, str]] = []
     for append in group:
         if append.conversation_id not in owner_of:

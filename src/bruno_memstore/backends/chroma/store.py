@@ -38,13 +38,13 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendError
 from ..kit.keyword_index import KeywordIndex, KeywordIndexes
+from ..kit.threads import GroupRunner, Writer
 from .layout import (
     collection_name,
     rows,
     user_collection_name,
     user_collection_pattern,
 )
-from .threads import Writer
 
 __all__ = ["HNSW", "HNSW_KEYS", "ChromaStore", "acquire", "not_found", "release"]
 
@@ -74,8 +74,7 @@ class ChromaStore:
         prefix: collection-name prefix.
         shared: other processes may write the store too (a server).
         readers: threads for reads.
-        group_runner: runs a group of queued appends on the writer thread.
-        group_type: the type of those append jobs.
+        run_writes: runs the jobs the writer thread took from its queue together.
     """
 
     def __init__(
@@ -86,8 +85,7 @@ class ChromaStore:
         *,
         shared: bool,
         readers: int,
-        group_type: type,
-        group_runner: Callable[[ChromaStore, list[Any]], list[Any]],
+        run_writes: GroupRunner,
         directory: str | None = None,
         hnsw: dict[str, int] | None = None,
     ) -> None:
@@ -100,8 +98,7 @@ class ChromaStore:
         self.text = KeywordIndexes(max_users=32)
         self._connect = connect
         self._readers_count = readers
-        self._group_type = group_type
-        self._group_runner = group_runner
+        self._run_writes = run_writes
         self.client: Any = None
         self.meta: Any = None
         self.conversations: Any = None
@@ -114,8 +111,10 @@ class ChromaStore:
         self.max_batch = 1000
         self._seq_last = 0
         self._seq_ceiling = 0
-        self.writer: Writer | None = None
+        self.writer: Writer[ChromaStore] | None = None
         self.readers: ThreadPoolExecutor | None = None
+        self._unstarted: Writer[ChromaStore] | None = None
+        self._start_lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -143,20 +142,29 @@ class ChromaStore:
             if self.directory is not None:
                 unlock_directory(self.directory)
             raise
-        self.writer = Writer(
+        self.writer = self._unstarted = Writer(
             f"bruno-memstore-chroma-writer-{self.prefix}",
-            self._group_type,
-            lambda group: self._group_runner(self, group),
+            lambda: self,
+            run_group=self._run_writes,
+            closer=lambda _store: None,
         )
         self.readers = ThreadPoolExecutor(
             self._readers_count, thread_name_prefix=f"bruno-memstore-chroma-reader-{self.prefix}"
         )
 
+    async def start(self) -> None:
+        """Start the writer thread, once (writes queued before it starts wait for it)."""
+        with self._start_lock:
+            writer, self._unstarted = self._unstarted, None
+        if writer is not None:
+            await writer.start()
+
     def close(self) -> None:
         """Finish queued writes, stop the threads, release the client (blocking)."""
-        if self.writer is not None:
-            self.writer.stop()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None and writer.alive:
+            writer.stop_nowait()
+            writer.join()
         if self.readers is not None:
             self.readers.shutdown(wait=True)
             self.readers = None
