@@ -339,15 +339,11 @@ class ChromaStore:
             elif generation < self.generation:
                 self._copy(name, user, "message" if plural == "messages" else "memory")
 
-    def _collection_names(self) -> list[str]:
-        found = self.client.list_collections()
-        return [c if isinstance(c, str) else c.name for c in found]
-
     def _existing(self, name: str) -> Any:
         try:
             return self.client.get_collection(name, embedding_function=None)
         except Exception as exc:
-            if _not_found(exc):
+            if not_found(exc):
                 return None
             raise
 
@@ -359,15 +355,8 @@ class ChromaStore:
         try:
             self.client.delete_collection(name)
         except Exception as exc:
-            if not _not_found(exc):
+            if not not_found(exc):
                 raise
-
-    def drop_all(self) -> None:  # pragma: no cover - a tool for tests
-        """Delete every collection of this store (tests and tools)."""
-        prefix = f"{self.prefix}_"
-        for name in self._collection_names():
-            if name.startswith(prefix):
-                self._drop(name)
 
     # ---------------------------------------------------------------- arrival numbers
 
@@ -412,10 +401,6 @@ class ChromaStore:
 
 def not_found(exc: BaseException) -> bool:
     """Whether a Chroma error says a collection does not exist."""
-    return _not_found(exc)
-
-
-def _not_found(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc)
 
 
