@@ -38,17 +38,22 @@ from typing import Any, ClassVar
 import redis.asyncio as aioredis
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends.redis import (
+from bruno_memstore.backends.redis.backend import (
     _BM25,
     _append_args,
     _filter_json,
-    _hit_order,
     _message,
     _user_messages,
 )
 from bruno_memstore.backends.redis.keys import RedisKeys, ts_hex
 from bruno_memstore.backends.redis.scripts import PRELUDE, SCRIPTS
-from bruno_memstore.models import MemoryFilter, MessageRecord, SearchHit, message_to_record
+from bruno_memstore.models import (
+    MemoryFilter,
+    MessageRecord,
+    SearchHit,
+    hit_order,
+    message_to_record,
+)
 from bruno_memstore.models import record_to_message as _to_message
 from bruno_memstore.search import query_words, terms
 from bruno_memstore.url import MemoryURL, redact_url
@@ -123,7 +128,7 @@ class ScriptsDriver(_RedisRaw):
             )
             for i in range(0, len(reply), 5)
         ]
-        hits.sort(key=_hit_order)
+        hits.sort(key=hit_order)
         return [h.message for h in hits[:SEARCH_LIMIT]]
 
     def to_messages(self, rows: list[Any]) -> list[Message]:
