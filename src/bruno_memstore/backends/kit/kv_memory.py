@@ -101,16 +101,22 @@ class KeyLayout(Protocol):
 class KeyValueMemory(MemoryBackend):
     """The storage primitives over a key-value store; see the module docstring.
 
-    A subclass sets :attr:`keys`, :attr:`ttl` and makes :attr:`store` the connected store.
+    A subclass sets :attr:`keys` and :attr:`ttl`, and ``_store`` when it connects (``None``
+    once closed).
     """
 
     keys: KeyLayout
     ttl: int | None = None  # seconds data lives after its last write, or None
+    _store: KeyValueStore | None = None
 
     @property
     def store(self) -> KeyValueStore:
         """The connected store."""
-        raise NotImplementedError
+        if self._store is None:
+            raise BackendUnavailableError(
+                "the memory is shut down", backend=self.backend_name, operation="connect"
+            )
+        return self._store
 
     def _index(self, conv: Conversation) -> SortedLog:
         return SortedLog(self.store, self.keys.index(conv.conversation_id, conv.gen), _INDEX_CHUNK)

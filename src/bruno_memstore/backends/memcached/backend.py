@@ -108,15 +108,10 @@ class MemcachedMemory(KeyValueMemory):
         if parsed.scheme != "memcached":
             raise InvalidArgumentError("url", f"expected memcached://, got {parsed}")
         parsed.check_options(set(self._URL_OPTIONS))
-        merged: dict[str, Any] = {}
-        for name, kind in self._URL_OPTIONS.items():
-            value = parsed.option(name, kind)
-            if value is not None:
-                merged[name] = value
-        if prefix is not None:
-            merged["prefix"] = prefix
-        if ttl is not None:
-            merged["ttl"] = ttl
+        merged = {
+            n: v for n, k in self._URL_OPTIONS.items() if (v := parsed.option(n, k)) is not None
+        }
+        merged.update({n: v for n, v in (("prefix", prefix), ("ttl", ttl)) if v is not None})
         merged.update(options)
         prefix = merged.pop("prefix", "bruno")
         ttl = merged.pop("ttl", None)
@@ -154,7 +149,6 @@ class MemcachedMemory(KeyValueMemory):
             max_record_bytes=max_bytes, size_limit=f"max_message_bytes={max_bytes}"
         )
         self._client: HardenedClient | None = None
-        self._store: Store | None = None
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MemcachedMemory:
@@ -167,9 +161,7 @@ class MemcachedMemory(KeyValueMemory):
     # ================================================================ errors and lifecycle
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, (ConnectionError, OSError, asyncio.IncompleteReadError)) and (
-            not isinstance(exc, TimeoutError)
-        )
+        return self._is_unavailable(exc) and not isinstance(exc, TimeoutError)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, (ConnectionError, OSError, asyncio.IncompleteReadError))
@@ -195,15 +187,6 @@ class MemcachedMemory(KeyValueMemory):
         client, self._client, self._store = self._client, None, None
         if client is not None:
             await client.close()
-
-    @property
-    def store(self) -> Store:
-        """The connected key-value layer."""
-        if self._store is None:
-            raise BackendUnavailableError(
-                "the memory is shut down", backend=self.backend_name, operation="connect"
-            )
-        return self._store
 
     async def server_stats(self) -> dict[str, str]:
         """memcached's ``stats`` (items, memory, evictions), for monitoring."""
