@@ -21,8 +21,9 @@ import pytest_asyncio
 from bruno_core.models.memory import MemoryQuery
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends.memcached.backend import MemcachedMemory, _message_value
-from bruno_memstore.backends.memcached.store import ChunkedLog
+from bruno_memstore.backends.kit.kv import ChunkedLog
+from bruno_memstore.backends.kit.kv_memory import message_value
+from bruno_memstore.backends.memcached.backend import MemcachedMemory
 from bruno_memstore.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -96,7 +97,7 @@ async def test_any_id_becomes_a_valid_key(memory: MemcachedMemory) -> None:
         assert (await memory.get_statistics(uid))["total_messages"] == 1
         ctx = await memory.get_context(uid, conv)
         assert [m.id for m in ctx.messages] == [msg.id]
-        key = memory._key("c", conv)
+        key = memory.keys.record("c", conv)
         assert len(key) <= 250 and key.isascii() and key.isprintable() and " " not in key
 
 
@@ -142,7 +143,7 @@ async def test_large_messages_are_split_into_parts(memory: MemcachedMemory) -> N
     content = ("3 MB of text 😀 " * 200_000).strip()
     big = make_message(content, timestamp=at(0), metadata={"blob": "m" * 300_000})
     await memory.store_message(big, uid, conv)
-    head = await memory.store.get(memory._key("m", str(big.id)))
+    head = await memory.store.get(memory.keys.record("m", str(big.id)))
     assert head is not None and head[:1] == b"P"  # a manifest naming its parts
     (got,) = await memory.retrieve_messages(conv)
     assert got.content == content and got.metadata == {"blob": "m" * 300_000}
@@ -168,11 +169,11 @@ async def test_a_lost_part_reads_as_missing_never_as_garbage(memory: MemcachedMe
     store = memory.store
     manifests = {}
     for m in big:
-        head = await store.get(memory._key("m", str(m.id)))
+        head = await store.get(memory.keys.record("m", str(m.id)))
         assert head is not None
         manifests[m.id] = json.loads(head[1:])
     # One part evicted; another overwritten with bytes of the same length.
-    first, second = (memory._key("m", str(m.id)) for m in big)
+    first, second = (memory.keys.record("m", str(m.id)) for m in big)
     await store.delete(f"{first}:{manifests[big[0].id]['nonce']}:1")
     part = f"{second}:{manifests[big[1].id]['nonce']}:0"
     old = await store.get(part)
@@ -249,8 +250,8 @@ async def test_writes_racing_a_clear_cannot_resurrect(memory: MemcachedMemory) -
     # A straggler that still had the old generation writes after the clear.
     straggler = make_message("late write of the old generation", timestamp=at(1))
     (slot,) = await memory._index(before).append([f"0 user {straggler.id}"])
-    value = _message_value(message_to_record(straggler, conv), uid, before.gen, slot)
-    await memory.store.put_value(memory._key("m", str(straggler.id)), value, create=True)
+    value = message_value(message_to_record(straggler, conv), uid, before.gen, slot)
+    await memory.store.put_value(memory.keys.record("m", str(straggler.id)), value, create=True)
     fresh = make_message("after the clear", timestamp=at(2))
     await memory.store_message(fresh, uid, conv)
     assert [m.id for m in await memory.retrieve_messages(conv)] == [fresh.id]

@@ -9,5 +9,7 @@
   the append-log indexes of engines that log appended vectors.
 * ``hits`` — search answers as record ids, and the hits they become.
 * ``batches`` — work in chunks, records in export batches.
+* ``kv``, ``kv_memory`` — values of any size and append-only logs over a key-value
+  engine with ``add`` and ``cas``, and the storage primitives built on them.
 * ``apart`` — isolating the writer that broke a group commit.
 """
