@@ -192,7 +192,9 @@ async def test_instances_on_one_directory_share_one_store(tmp_path: Path) -> Non
 # ------------------------------------------------------------------------------ writes
 
 
-async def test_concurrent_appends_share_chroma_calls(tmp_path: Path) -> None:
+async def test_concurrent_appends_share_chroma_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mem = ChromaMemory(None, tmp_path / "db")
     await mem.initialize()
     store = mem._store
@@ -205,7 +207,7 @@ async def test_concurrent_appends_share_chroma_calls(tmp_path: Path) -> None:
         calls += 1
         return run(store_, group)
 
-    store.writer._run_group = lambda group: counting(store, group)  # type: ignore[union-attr]
+    monkeypatch.setattr(ops, "run_appends", counting)
     uid, conv = new_user_id(), new_conversation_id()
     msgs = [make_message(f"m {i}", timestamp=at(i % 3)) for i in range(200)]
     await asyncio.gather(*(mem.store_message(m, uid, conv) for m in msgs))

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from bruno_memstore.testing.builders import (
 )
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services" / "memcached.sh"
+BACKEND_PACKAGE = "bruno_memstore.backends.memcached"
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +382,11 @@ async def test_a_connection_cut_mid_reply_raises_instead_of_spinning() -> None:
         await fake.stop()
 
 
-async def test_missing_client_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bruno_memstore.backends.memcached import backend as memcached_module
-
-    monkeypatch.setattr(memcached_module, "HardenedClient", None)
+def test_missing_client_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without aiomcache the package cannot be imported; the registry names the extra.
+    for name in [m for m in sys.modules if m.startswith(("aiomcache", BACKEND_PACKAGE))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "aiomcache", None)
     with pytest.raises(MissingDependencyError) as info:
-        MemcachedMemory("memcached://127.0.0.1:21211")
+        open_memory("memcached://127.0.0.1:21211")
     assert "pip install 'bruno-memstore[memcached]'" in str(info.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -694,9 +695,13 @@ async def test_durable_only_when_the_server_persists(prefix: str) -> None:
 
 
 def test_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_backend, "aioredis", None)
+    # Without redis-py the package cannot be imported; the registry names the extra.
+    package = "bruno_memstore.backends.redis"
+    for name in [m for m in sys.modules if m == "redis" or m.startswith(("redis.", package))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(MissingDependencyError) as info:
-        RedisMemory()
+        open_memory(REDIS_URL)
     assert "pip install 'bruno-memstore[redis]'" in str(info.value)
 
 

@@ -7,8 +7,8 @@ have shared collections (``layout``). Chroma does not rank text, so full-text
 search is the kit's keyword index over the user's documents, loaded from Chroma and kept in
 process (``search``).
 
-The Chroma client blocks, so its calls run on threads (``threads``): one writer per
-store, which also groups concurrent message appends into one Chroma call, and a few
+The Chroma client blocks, so its calls run on threads: one writer per store (the kit's
+thread runner), which also groups concurrent message appends into one Chroma call, and a few
 readers. Chroma has no transactions across calls; what each write does in which order, and
 what a crash between two calls can leave, is described in ``ops`` and in
 ``docs/backends/chroma.md``.
@@ -42,7 +42,7 @@ from ...models import (
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
-from ..kit.hits import ranked_hits
+from ..kit.batches import EXPORT_BATCH, batches, chunks
 from . import ops as ops
 from . import search as search
 from .layout import check_prefix
@@ -60,7 +60,6 @@ __all__ = ["ChromaMemory"]
 
 DEFAULT_DIRECTORY = "./chroma_db"
 DEFAULT_PREFIX = "bruno"
-_EXPORT_BATCH = 500
 _URL_OPTIONS: dict[str, type] = {
     "prefix": str,
     "tenant": str,
@@ -294,14 +293,15 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
             self.prefix,
             shared=self.host is not None,
             readers=self.readers,
-            group_type=ops.Append,
-            group_runner=ops.run_appends,
+            run_writes=ops.run_writes,
             directory=self.persist_directory,
             hnsw=self.hnsw,
         )
 
     async def _connect(self) -> None:
-        self._store = await asyncio.to_thread(acquire, self._key(), self._build)
+        store = await asyncio.to_thread(acquire, self._key(), self._build)
+        await store.start()
+        self._store = store
         self._schema_version = SCHEMA_VERSION
 
     async def _close(self) -> None:
@@ -334,7 +334,7 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A writer job calling ``fn(store, *args)``."""
-        return await self._write(functools.partial(fn, self._live(), *args))
+        return await self._write(lambda store: fn(store, *args))
 
     @staticmethod
     async def _after_error(store: ChromaStore, exc: BaseException) -> None:
@@ -410,15 +410,13 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._read(ops.latest_session, user_id, conversation_id, active_only)
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        store, user_id = self._live(), request.user_id
-        token = await self._read(ChromaStore.read_token, user_id)
-        index = await store.text.get(user_id, token, lambda: self._read(search.load_text, user_id))
-        with store.text.lock:  # the writer thread patches indexes in place
-            found = index.search(request)
-        if not found:
-            return []
-        messages, memories = await self._read(search.records_of, user_id, found)
-        return ranked_hits(found, messages, memories)
+        user_id = request.user_id
+        return await self._live().text.search(
+            request,
+            await self._read(ChromaStore.read_token, user_id),
+            lambda: self._read(search.load_text, user_id),
+            lambda found: self._read(search.records_of, user_id, found),
+        )
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._read(ops.statistics, user_id)
@@ -427,32 +425,28 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         return await self._call(ops.forget_user, user_id)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
+        async for batch in batches(self._records(kind, user_id)):
+            yield batch
+
+    async def _records(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[object]:
+        """Every record of ``kind`` (the user's, if given), read a piece at a time."""
         if kind in ("conversations", "messages"):
             pairs: list[tuple[str, str]] = await self._read(ops.conversation_pairs, user_id)
-            if kind == "conversations":
-                for start in range(0, len(pairs), _EXPORT_BATCH):
-                    yield list(pairs[start : start + _EXPORT_BATCH])
-                return
-            batch: list[object] = []
-            for conversation_id, _owner in pairs:
-                batch += await self._read(ops.conversation_messages, conversation_id)
-                while len(batch) >= _EXPORT_BATCH:
-                    yield batch[:_EXPORT_BATCH]
-                    batch = batch[_EXPORT_BATCH:]
-            if batch:
-                yield batch
-            return
-        if kind == "sessions":
+            for pair in pairs:
+                if kind == "conversations":
+                    yield pair
+                    continue
+                for rec in await self._read(ops.conversation_messages, pair[0]):
+                    yield rec
+        elif kind == "sessions":
             ids: list[str] = await self._read(ops.session_ids, user_id)
-            for start in range(0, len(ids), _EXPORT_BATCH):
-                found = await self._read(ops.sessions_by_id, ids[start : start + _EXPORT_BATCH])
-                if found:
-                    yield found
-            return
-        for user in await self._read(ops.memory_users, user_id):
-            entries: list[object] = await self._read(ops.memories_of, user)
-            for start in range(0, len(entries), _EXPORT_BATCH):
-                yield entries[start : start + _EXPORT_BATCH]
+            for part in chunks(ids, EXPORT_BATCH):
+                for rec in await self._read(ops.sessions_by_id, part):
+                    yield rec
+        else:
+            for user in await self._read(ops.memory_users, user_id):
+                for rec in await self._read(ops.memories_of, user):
+                    yield rec
 
     # ================================================================ vectors
 

@@ -11,14 +11,18 @@ points at records: a record counts as stored when it is in its user's collection
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, memory_taken, session_taken
+from ..kit.apart import run_apart_sync
+from ..kit.batches import chunks
+from ..kit.threads import Outcome
 from .layout import (
     all_of,
     embeddings,
@@ -35,21 +39,16 @@ from .layout import (
 )
 from .store import ONE, ChromaStore
 
-__all__ = ["Append", "get_all", "get_ids", "run_appends"]
+__all__ = ["Append", "get_all", "get_ids", "run_appends", "run_writes"]
 
 _ID_CHUNK = 5000  # ids per get/delete call (SQLite allows 32,766 variables per statement)
 _BOTH = ["documents", "metadatas"]
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def get_ids(collection: Any, ids: Sequence[str], include: list[str]) -> dict[str, Any]:
     """``get`` by ids in chunks, merged into one result."""
     merged: dict[str, list[Any]] = {"ids": [], "documents": [], "metadatas": []}
-    for part in _chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
+    for part in chunks(list(dict.fromkeys(ids)), _ID_CHUNK):
         got = collection.get(ids=list(part), include=include)
         merged["ids"] += got["ids"]
         merged["documents"] += got.get("documents") or [None] * len(got["ids"])
@@ -69,7 +68,7 @@ def get_all(collection: Any, where: dict[str, Any] | None, include: list[str]) -
 
 
 def _delete_ids(collection: Any, ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids), _ID_CHUNK):
+    for part in chunks(list(ids), _ID_CHUNK):
         collection.delete(ids=list(part))
 
 
@@ -106,7 +105,7 @@ def _point(store: ChromaStore, kind: str, owners_by_id: dict[str, str]) -> None:
     """Point the ``ids`` collection at the records' users (before the records are written:
     a pointer without its record reads as absent, a record without a pointer is lost)."""
     keys = list(owners_by_id)
-    for part in _chunks(keys, store.max_batch):
+    for part in chunks(keys, store.max_batch):
         store.ids.upsert(
             ids=[locator(kind, rid) for rid in part],
             embeddings=ONE * len(part),
@@ -152,7 +151,7 @@ def _claim(store: ChromaStore, claims: dict[str, str]) -> dict[str, str]:
     to land wins and everyone reads the winner back.
     """
     ids = list(claims)
-    for part in _chunks(ids, store.max_batch):
+    for part in chunks(ids, store.max_batch):
         store.conversations.add(
             ids=list(part),
             embeddings=ONE * len(part),
@@ -174,24 +173,35 @@ class Append:
     enforce_owner: bool
 
 
-def run_appends(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
-    """*Writer.* Run queued appends together; if the shared write fails, run each alone so
-    that only the appends that cannot be written fail."""
-    try:
-        return _append_together(store, group)
-    except Exception as exc:
-        if len(group) == 1:
-            return [(exc, None)]
-    outcomes: list[tuple[Any, Any]] = []
-    for append in group:
-        try:
-            outcomes += _append_together(store, [append])
-        except Exception as exc:
-            outcomes.append((exc, None))
+def run_writes(store: ChromaStore, jobs: list[Any]) -> list[Outcome]:
+    """*Writer.* The jobs the writer took from its queue together, in order: consecutive
+    appends in shared calls (:func:`run_appends`), every other job (a function of the
+    store) alone."""
+    outcomes: list[Outcome] = []
+    for appends, part in itertools.groupby(jobs, key=lambda job: isinstance(job, Append)):
+        if appends:
+            outcomes += run_appends(store, list(part))
+            continue
+        for job in part:
+            try:
+                outcomes.append((None, job(store)))
+            except Exception as exc:
+                outcomes.append((exc, None))
     return outcomes
 
 
-def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any, Any]]:
+def run_appends(store: ChromaStore, group: list[Append]) -> list[Outcome]:
+    """*Writer.* Queued appends together; if the shared write fails, again in halves until
+    the appends that cannot be written stand alone (only those fail)."""
+    done = run_apart_sync(group, lambda part: _append_together(store, list(part)), _never)
+    return [(got, None) if isinstance(got, Exception) else got for got in done]
+
+
+def _never(exc: BaseException) -> bool:
+    return False  # any failure may be one append's: the others are tried without it
+
+
+def _append_together(store: ChromaStore, group: list[Append]) -> list[Outcome]:
     """Claims, pointers, then every new record of each owner in one ``add``.
 
     Order of calls: (1) owners of new conversations that records go into (``add``,
@@ -217,7 +227,7 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
         taken |= fresh
     if claims:
         owner_of.update(_claim(store, claims))
-    outcomes: list[tuple[Any, Any]] = []
+    outcomes: list[Outcome] = []
     new: list[tuple[MessageRecord, str]] = []
     for append in group:
         if append.conversation_id not in owner_of:
@@ -260,7 +270,7 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[tuple[Any,
 
 def _add_messages(store: ChromaStore, owner: str, records: list[MessageRecord]) -> None:
     collection = store.user_records(owner, "message", create=True)
-    for part in _chunks(records, store.max_batch):
+    for part in chunks(records, store.max_batch):
         vectors, real = embeddings([rec.vector for rec in part], store.dimension)
         collection.add(
             ids=[rec.id for rec in part],
@@ -493,7 +503,7 @@ def put_vectors(store: ChromaStore, kind: str, items: Sequence[tuple[str, Any]])
         by_user.setdefault(user, []).append(rid)
     for user, ids in by_user.items():
         collection = store.user_records(user, kind)
-        for part in _chunks(ids, store.max_batch):
+        for part in chunks(ids, store.max_batch):
             rows_, _real = embeddings([vectors[rid] for rid in part], store.dimension)
             collection.update(
                 ids=list(part), embeddings=rows_, metadatas=[{"vec": True} for _ in part]

@@ -37,15 +37,14 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendError
-from ..kit.keyword_index import KeywordIndex
-from ..kit.user_cache import UserCache
+from ..kit.keyword_index import KeywordIndex, KeywordIndexes
+from ..kit.threads import GroupRunner, Writer
 from .layout import (
     collection_name,
     rows,
     user_collection_name,
     user_collection_pattern,
 )
-from .threads import Writer
 
 __all__ = ["HNSW", "HNSW_KEYS", "ChromaStore", "acquire", "not_found", "release"]
 
@@ -75,8 +74,7 @@ class ChromaStore:
         prefix: collection-name prefix.
         shared: other processes may write the store too (a server).
         readers: threads for reads.
-        group_runner: runs a group of queued appends on the writer thread.
-        group_type: the type of those append jobs.
+        run_writes: runs the jobs the writer thread took from its queue together.
     """
 
     def __init__(
@@ -87,8 +85,7 @@ class ChromaStore:
         *,
         shared: bool,
         readers: int,
-        group_type: type,
-        group_runner: Callable[[ChromaStore, list[Any]], list[Any]],
+        run_writes: GroupRunner,
         directory: str | None = None,
         hnsw: dict[str, int] | None = None,
     ) -> None:
@@ -98,11 +95,10 @@ class ChromaStore:
         self.prefix = prefix
         self.shared = shared
         self.refs = 0
-        self.text: UserCache[KeywordIndex] = UserCache(max_users=32)
+        self.text = KeywordIndexes(max_users=32)
         self._connect = connect
         self._readers_count = readers
-        self._group_type = group_type
-        self._group_runner = group_runner
+        self._run_writes = run_writes
         self.client: Any = None
         self.meta: Any = None
         self.conversations: Any = None
@@ -115,8 +111,10 @@ class ChromaStore:
         self.max_batch = 1000
         self._seq_last = 0
         self._seq_ceiling = 0
-        self.writer: Writer | None = None
+        self.writer: Writer[ChromaStore] | None = None
         self.readers: ThreadPoolExecutor | None = None
+        self._unstarted: Writer[ChromaStore] | None = None
+        self._start_lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -144,20 +142,29 @@ class ChromaStore:
             if self.directory is not None:
                 unlock_directory(self.directory)
             raise
-        self.writer = Writer(
+        self.writer = self._unstarted = Writer(
             f"bruno-memstore-chroma-writer-{self.prefix}",
-            self._group_type,
-            lambda group: self._group_runner(self, group),
+            lambda: self,
+            run_group=self._run_writes,
+            closer=lambda _store: None,
         )
         self.readers = ThreadPoolExecutor(
             self._readers_count, thread_name_prefix=f"bruno-memstore-chroma-reader-{self.prefix}"
         )
 
+    async def start(self) -> None:
+        """Start the writer thread, once (writes queued before it starts wait for it)."""
+        with self._start_lock:
+            writer, self._unstarted = self._unstarted, None
+        if writer is not None:
+            await writer.start()
+
     def close(self) -> None:
         """Finish queued writes, stop the threads, release the client (blocking)."""
-        if self.writer is not None:
-            self.writer.stop()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None and writer.alive:
+            writer.stop_nowait()
+            writer.join()
         if self.readers is not None:
             self.readers.shutdown(wait=True)
             self.readers = None
@@ -332,15 +339,11 @@ class ChromaStore:
             elif generation < self.generation:
                 self._copy(name, user, "message" if plural == "messages" else "memory")
 
-    def _collection_names(self) -> list[str]:
-        found = self.client.list_collections()
-        return [c if isinstance(c, str) else c.name for c in found]
-
     def _existing(self, name: str) -> Any:
         try:
             return self.client.get_collection(name, embedding_function=None)
         except Exception as exc:
-            if _not_found(exc):
+            if not_found(exc):
                 return None
             raise
 
@@ -352,15 +355,8 @@ class ChromaStore:
         try:
             self.client.delete_collection(name)
         except Exception as exc:
-            if not _not_found(exc):
+            if not not_found(exc):
                 raise
-
-    def drop_all(self) -> None:  # pragma: no cover - a tool for tests
-        """Delete every collection of this store (tests and tools)."""
-        prefix = f"{self.prefix}_"
-        for name in self._collection_names():
-            if name.startswith(prefix):
-                self._drop(name)
 
     # ---------------------------------------------------------------- arrival numbers
 
@@ -405,10 +401,6 @@ class ChromaStore:
 
 def not_found(exc: BaseException) -> bool:
     """Whether a Chroma error says a collection does not exist."""
-    return _not_found(exc)
-
-
-def _not_found(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotFoundError" or "does not exist" in str(exc)
 
 

@@ -82,10 +82,10 @@ SESSION_FIELDS: tuple[str, ...] = tuple(_fields(SessionRecord))
 
 def _row_decoder(
     record_type: type, fields: Sequence[str], convert: Sequence[Convert | None]
-) -> Callable[[Sequence[Any], int], Any]:
-    """A function building the record of a row (at an offset), each value converted to its
-    field's type: written out once per codec, as ``dataclasses`` writes ``__init__``, since
-    records are decoded by the thousand on every read."""
+) -> Callable[[Sequence[Any], int, dict[str, Any]], Any]:
+    """A function building the record of a row (at an offset) and the fields given apart,
+    each value converted to its field's type: written out once per codec, as ``dataclasses``
+    writes ``__init__``, since records are decoded by the thousand on every read."""
     value = {
         f: f"row[o + {i}]" if c is None else f"c{i}(row[o + {i}])"
         for i, (f, c) in enumerate(zip(fields, convert, strict=True))
@@ -98,7 +98,7 @@ def _row_decoder(
     args += [f"{f}={v}" for f, v in value.items()]
     namespace: dict[str, Any] = {"R": record_type}
     namespace.update({f"c{i}": c for i, c in enumerate(convert) if c is not None})
-    exec(f"def decode(row, o):\n    return R({', '.join(args)})\n", namespace)
+    exec(f"def decode(row, o, given):\n    return R({', '.join(args)}, **given)\n", namespace)
     return namespace["decode"]  # type: ignore[no-any-return]
 
 
@@ -110,7 +110,7 @@ class Codec(Generic[R]):
         record_type: ``MessageRecord``, ``MemoryRecord`` or ``SessionRecord``.
         fields: which fields a row holds, in order (default: all, in declaration order).
             Fields left out are given when decoding (``from_row(row, seq=…)``) or take
-            their default.
+            their default. Rows may hold more values after these (they are ignored).
         names: stored name of a field in documents (default: the field's own name).
         typed: convert each value read to its field's type. ``False`` for drivers that
             already return the types (rows then decode at the cost of a plain constructor
@@ -175,16 +175,9 @@ class Codec(Generic[R]):
         return [getattr(record, f) for f in self.fields]
 
     def from_row(self, row: Sequence[Any], offset: int = 0, **given: Any) -> R:
-        """The record of ``row[offset:offset + len(fields)]``, with ``given`` fields added."""
-        if given:
-            n = len(self.fields)
-            values = row[offset : offset + n]
-            if self.typed:
-                values = [
-                    v if c is None else c(v) for c, v in zip(self._convert, values, strict=True)
-                ]
-            return self.record_type(**dict(zip(self.fields, values, strict=True)), **given)
-        return self._decode(row, offset)
+        """The record of ``row[offset:offset + len(fields)]``, with ``given`` fields (ones the
+        row does not hold) added."""
+        return self._decode(row, offset, given)  # type: ignore[no-any-return]
 
     # ---------------------------------------------------------------- documents
 

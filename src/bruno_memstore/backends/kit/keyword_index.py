@@ -8,20 +8,22 @@ are taken, so a filter never starves the answer, and returns record ids; the eng
 the records, and ``hits.ranked_hits`` puts them in the answer's order, leaving out any
 deleted meanwhile.
 
-Keep one index per user in a ``user_cache.UserCache``, patched by this process's writes.
+:class:`KeywordIndexes` keeps one index per user in a ``user_cache.UserCache``, patched by
+this process's writes, and searches it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 
-from ...models import MemoryRecord, MessageRecord, SearchRequest
+from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest
 from ...search import BM25Index
-from .hits import Found
+from .hits import Found, ranked_hits
+from .user_cache import UserCache
 
-__all__ = ["KeywordIndex"]
+__all__ = ["KeywordIndex", "KeywordIndexes"]
 
 
 class KeywordIndex:
@@ -98,3 +100,32 @@ class KeywordIndex:
                 if request.admits_memory(entry, flt):
                     ranked.append((-score, -entry.created_us, rid, kind))
         return [(kind, rid, -neg) for neg, _ts, rid, kind in heapq.nsmallest(request.limit, ranked)]
+
+
+Fetch = Callable[
+    [Sequence[Found]], Awaitable[tuple[Mapping[str, MessageRecord], Mapping[str, MemoryRecord]]]
+]
+
+
+class KeywordIndexes(UserCache[KeywordIndex]):
+    """Each user's :class:`KeywordIndex`, kept while the user's data is unchanged (see
+    :class:`~bruno_memstore.backends.kit.user_cache.UserCache`), and full-text search over
+    them."""
+
+    async def search(
+        self,
+        request: SearchRequest,
+        version: Hashable,
+        load: Callable[[], Awaitable[KeywordIndex]],
+        fetch: Fetch,
+    ) -> list[SearchHit]:
+        """The hits of ``request``: the user's index as of ``version`` (built with
+        ``load()`` unless current) ranks record ids, ``fetch(found)`` reads those records by
+        id (``({id: message}, {id: entry})``), and records deleted meanwhile are left out."""
+        index = await self.get(request.user_id, version, load)
+        with self.lock:  # another thread may be patching the index
+            found = index.search(request)
+        if not found:
+            return []
+        messages, memories = await fetch(found)
+        return ranked_hits(found, messages, memories)

@@ -40,7 +40,6 @@ from ...errors import (
     BackendUnavailableError,
     CapabilityError,
     InvalidArgumentError,
-    MissingDependencyError,
     OwnershipError,
 )
 from ...limits import Limits, Record
@@ -55,12 +54,9 @@ from ...models import (
 )
 from ...primitives import AppendResult, ExportKind, memory_taken, session_taken
 from ...url import MemoryURL, redact_url
-
-try:
-    from .client import HardenedClient
-    from .store import ChunkedLog, IndexLog, Store, dumps, hash_id
-except ImportError:  # pragma: no cover - exercised only without the extra
-    HardenedClient = None  # type: ignore[assignment,misc]
+from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
+from .client import HardenedClient
+from .store import ChunkedLog, IndexLog, Store, dumps, hash_id
 
 __all__ = ["MemcachedMemory"]
 
@@ -85,73 +81,30 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-def _message_value(rec: MessageRecord, owner: str, gen: str, seq: int) -> list[Any]:
-    return [
-        rec.id,
-        rec.conversation_id,
-        owner,
-        rec.role,
-        rec.message_type,
-        rec.timestamp,
-        rec.ts_us,
-        rec.metadata,
-        rec.parent_id,
-        rec.content,
-        seq,
-        gen,
-    ]
-
-
-def _message_record(v: list[Any]) -> MessageRecord:
-    return MessageRecord(
-        id=v[0],
-        conversation_id=v[1],
-        user_id=v[2],
-        role=v[3],
-        message_type=v[4],
-        timestamp=v[5],
-        ts_us=v[6],
-        metadata=v[7],
-        parent_id=v[8],
-        content=v[9],
-        seq=v[10],
+# Stored values are the kit codec's rows (JSON arrays). Messages keep the order they were
+# first written in, with the conversation's generation after the fields.
+_MESSAGE = MESSAGES.ordered(
+    (
+        "id",
+        "conversation_id",
+        "user_id",
+        "role",
+        "message_type",
+        "timestamp",
+        "ts_us",
+        "metadata",
+        "parent_id",
+        "content",
+        "seq",
     )
+)
 
 
-def _memory_value(rec: MemoryRecord) -> list[Any]:
-    return [
-        rec.id,
-        rec.user_id,
-        rec.content,
-        rec.memory_type,
-        rec.category,
-        rec.tags,
-        rec.confidence,
-        rec.importance,
-        rec.created_us,
-        rec.expires_us,
-        rec.conversation_id,
-        rec.payload,
-    ]
-
-
-def _memory_record(v: list[Any]) -> MemoryRecord:
-    return MemoryRecord(*v)
-
-
-def _session_value(rec: SessionRecord) -> list[Any]:
-    return [
-        rec.session_id,
-        rec.user_id,
-        rec.conversation_id,
-        rec.is_active,
-        rec.started_us,
-        rec.payload,
-    ]
-
-
-def _session_record(v: list[Any]) -> SessionRecord:
-    return SessionRecord(*v)
+def _message_value(rec: MessageRecord, owner: str, gen: str, seq: int) -> list[Any]:
+    value = _MESSAGE.row(rec)
+    value[2], value[10] = owner, seq
+    value.append(gen)
+    return value
 
 
 def _order(rec: MessageRecord) -> tuple[int, int, str]:
@@ -202,8 +155,6 @@ class MemcachedMemory(MemoryBackend):
         ttl: int | None = None,
         **options: Any,
     ) -> None:
-        if HardenedClient is None:
-            raise MissingDependencyError("memcached", "aiomcache")
         parsed = MemoryURL.parse(url)
         if parsed.scheme != "memcached":
             raise InvalidArgumentError("url", f"expected memcached://, got {parsed}")
@@ -478,7 +429,7 @@ class MemcachedMemory(MemoryBackend):
         values = await self._load_messages(ids)
         convs = await self._conversations(list({v[1] for v in values.values()}))
         return [
-            _message_record(v)
+            _MESSAGE.from_row(v)
             for v in values.values()
             if v[1] in convs and convs[v[1]].gen == v[11]
         ]
@@ -519,7 +470,7 @@ class MemcachedMemory(MemoryBackend):
                     continue
                 if v[10] != slot:
                     continue
-                out.append(_message_record(v))
+                out.append(_MESSAGE.from_row(v))
                 if limit is not None and len(out) >= limit:
                     break
         return out
@@ -580,7 +531,7 @@ class MemcachedMemory(MemoryBackend):
             await self._expiring().append([json.dumps(record.id)])
         # add/cas: the owner is checked against the value the write replaces.
         if not await self.store.put_value_if(
-            key, _memory_value(record), lambda v: v[1] == record.user_id
+            key, MEMORIES.row(record), lambda v: v[1] == record.user_id
         ):
             raise memory_taken(record.id)
         if self.ttl:
@@ -588,13 +539,17 @@ class MemcachedMemory(MemoryBackend):
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         value = await self.store.get_value(self._key("e", memory_id))
-        return _memory_record(value) if value is not None else None
+        return MEMORIES.from_row(value) if value is not None else None
+
+    async def _listed(self, user_id: str, kind: str) -> list[list[Any]]:
+        """The stored values (``e`` memory entries, ``s`` sessions) the user's list names
+        that are still the user's."""
+        listed = [json.loads(e) for _, e in await self._user_list(user_id, kind).read()]
+        values = await self.store.get_values([self._key(kind, i) for i in dict.fromkeys(listed)])
+        return [v for v in values.values() if v[1] == user_id]
 
     async def _user_memories(self, user_id: str) -> list[MemoryRecord]:
-        listed = [json.loads(e) for _, e in await self._user_list(user_id, "e").read()]
-        keys = [self._key("e", m) for m in dict.fromkeys(listed)]
-        values = await self.store.get_values(keys)
-        return [_memory_record(v) for v in values.values() if v[1] == user_id]
+        return [MEMORIES.from_row(v) for v in await self._listed(user_id, "e")]
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         found = [r for r in await self._user_memories(flt.user_id) if flt.matches(r)]
@@ -618,7 +573,7 @@ class MemcachedMemory(MemoryBackend):
         log = self._expiring()
         listed = list(dict.fromkeys(json.loads(e) for _, e in await log.read()))
         values = await self.store.get_values([self._key("e", m) for m in listed])
-        records = [_memory_record(v) for v in values.values()]
+        records = [MEMORIES.from_row(v) for v in values.values()]
         doomed = {r.id for r in records if r.expires_us is not None and r.expires_us <= now_us}
         for memory_id in doomed:
             await self._delete_memory(memory_id)
@@ -642,36 +597,27 @@ class MemcachedMemory(MemoryBackend):
         # add/cas: the owner is checked against the value the write replaces. Losing that
         # race to another user leaves the claim above (see docs/backends/memcached.md).
         if not await self.store.put_value_if(
-            key, _session_value(record), lambda v: v[1] == record.user_id
+            key, SESSIONS.row(record), lambda v: v[1] == record.user_id
         ):
             raise session_taken(record.session_id)
         await self._refresh(conv, record.user_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         value = await self.store.get_value(self._key("s", session_id))
-        return _session_record(value) if value is not None else None
+        return SESSIONS.from_row(value) if value is not None else None
 
     async def _user_sessions(self, user_id: str) -> list[SessionRecord]:
-        listed = [json.loads(e) for _, e in await self._user_list(user_id, "s").read()]
-        keys = [self._key("s", s) for s in dict.fromkeys(listed)]
-        values = await self.store.get_values(keys)
-        return [_session_record(v) for v in values.values() if v[1] == user_id]
+        return [SESSIONS.from_row(v) for v in await self._listed(user_id, "s")]
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
     ) -> SessionRecord | None:
-        best: SessionRecord | None = None
-        for rec in await self._user_sessions(user_id):
-            if active_only and not rec.is_active:
-                continue
-            if conversation_id is not None and rec.conversation_id != conversation_id:
-                continue
-            if best is None or (rec.started_us, rec.session_id) > (
-                best.started_us,
-                best.session_id,
-            ):
-                best = rec
-        return best
+        found = [
+            rec
+            for rec in await self._user_sessions(user_id)
+            if (rec.is_active or not active_only) and conversation_id in (None, rec.conversation_id)
+        ]
+        return max(found, key=lambda rec: (rec.started_us, rec.session_id), default=None)
 
     # ================================================================ what a cache cannot do
 

@@ -32,13 +32,12 @@ from ...primitives import (
     memory_taken,
     session_taken,
 )
+from ..kit.batches import batches
 from ..kit.hits import ranked_hits
 from ..kit.keyword_index import KeywordIndex
 from ..kit.vectors import VectorIndex, nearest
 
 __all__ = ["InMemoryStorage"]
-
-_EXPORT_BATCH = 500
 
 
 def _order(rec: MessageRecord) -> tuple[int, int]:
@@ -300,5 +299,5 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
             items = [r for r in self._memories.values() if user_id in (None, r.user_id)]
         else:
             items = [r for r in self._sessions.values() if user_id in (None, r.user_id)]
-        for start in range(0, len(items), _EXPORT_BATCH):
-            yield items[start : start + _EXPORT_BATCH]
+        async for batch in batches(items):
+            yield batch

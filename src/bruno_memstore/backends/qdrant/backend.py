@@ -36,6 +36,7 @@ from ...primitives import (
     session_taken,
 )
 from ...url import MemoryURL, hide_secrets
+from ..kit.batches import batches, chunks
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
 from .config import (
     is_throttled,
@@ -49,7 +50,6 @@ from .layout import (
     Layout,
     any_of,
     between,
-    chunks,
     eq,
     memory_where,
     message_where,
@@ -60,8 +60,6 @@ from .search import WRITE_BATCH, QdrantSearch
 from .store import Store, acquire_store, release_store
 
 __all__ = ["QdrantMemory"]
-
-_EXPORT_BATCH = 500
 
 
 class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
@@ -543,13 +541,8 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             async for page in s.pages(s.layout.conversations, owned):
                 yield [(p.payload["conversation_id"], p.payload["user_id"]) for p in page]
         elif kind == "messages":
-            batch: list[object] = []
-            async for recs in self._conversation_messages(owned):
-                batch.extend(recs)
-                while len(batch) >= _EXPORT_BATCH:
-                    yield batch[:_EXPORT_BATCH]
-                    batch = batch[_EXPORT_BATCH:]
-            if batch:
+            records = (rec async for recs in self._conversation_messages(owned) for rec in recs)
+            async for batch in batches(records):
                 yield batch
         else:
             collection = s.layout.memories if kind == "memories" else s.layout.sessions

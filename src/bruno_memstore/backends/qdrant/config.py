@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sqlite3
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_PORT",
     "LOCAL_OPTIONS",
     "SERVER_OPTIONS",
+    "LocalClient",
     "is_throttled",
     "is_timeout",
     "is_unavailable",
@@ -125,9 +127,9 @@ def make_client(
 ) -> AsyncQdrantClient:
     """A client for local mode (``path``; ``":memory:"`` keeps nothing) or a server."""
     if path == ":memory:":
-        return AsyncQdrantClient(location=":memory:")
+        return LocalClient(location=":memory:")
     if path is not None:
-        return AsyncQdrantClient(path=path)
+        return LocalClient(path=path)
     kwargs: dict[str, Any] = {
         "url": url,
         "api_key": api_key,
@@ -140,6 +142,19 @@ def make_client(
     if "check_compatibility" in inspect.signature(AsyncQdrantClient).parameters:
         kwargs["check_compatibility"] = False  # it would block the event loop on a request
     return AsyncQdrantClient(**kwargs)
+
+
+class LocalClient(AsyncQdrantClient):
+    """qdrant-client's local mode, which keeps each collection in a SQLite file of its own."""
+
+    def secure_deletes(self) -> None:
+        """Have SQLite overwrite deleted points with zeros (``secure_delete``), whatever its
+        build default, in every collection opened so far."""
+        local = getattr(self, "_client", None)  # the in-process engine this client wraps
+        for collection in getattr(local, "collections", {}).values():
+            conn = getattr(getattr(collection, "storage", None), "storage", None)
+            if isinstance(conn, sqlite3.Connection):
+                conn.execute("PRAGMA secure_delete = ON")
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +36,6 @@ __all__ = [
     "Layout",
     "any_of",
     "between",
-    "chunks",
     "eq",
     "memory_where",
     "message_where",
@@ -204,8 +203,3 @@ def vector_of(vector: Any) -> dict[str, list[float]]:
     if vector is None:
         return {}
     return {VECTOR: np.asarray(vector, dtype=np.float32).reshape(-1).tolist()}
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

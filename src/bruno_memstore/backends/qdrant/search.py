@@ -23,14 +23,14 @@ import numpy as np
 from qdrant_client import models as qm
 
 from ...embeddings.adapter import VectorSpace
-from ...models import MemoryRecord, SearchHit, SearchRequest
+from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest
+from ..kit.batches import chunks
 from ..kit.codec import MEMORIES, MESSAGES
-from ..kit.hits import ranked_hits
+from ..kit.hits import Found
 from ..kit.keyword_index import KeywordIndex
 from .layout import (
     VECTOR,
     Layout,
-    chunks,
     memory_where,
     message_where,
     point_id,
@@ -57,13 +57,16 @@ class QdrantSearch:
         s, user_id = self._s, request.user_id
         # A local directory has one process; a server may have other writers.
         version = None if s.local else await self._remote_version(user_id)
-        index = await s.text.get(user_id, version, lambda: self._load_text(user_id))
-        found = index.search(request)
+        return await s.text.search(request, version, lambda: self._load_text(user_id), self._fetch)
+
+    async def _fetch(
+        self, found: Sequence[Found]
+    ) -> tuple[dict[str, MessageRecord], dict[str, MemoryRecord]]:
         messages, memories = await asyncio.gather(
             self._get_messages([rid for kind, rid, _ in found if kind == "message"]),
             self._get_memories([rid for kind, rid, _ in found if kind == "memory"]),
         )
-        return ranked_hits(found, {r.id: r for r in messages}, {r.id: r for r in memories})
+        return {r.id: r for r in messages}, {r.id: r for r in memories}
 
     async def _get_memories(self, ids: Sequence[str]) -> list[MemoryRecord]:
         if not ids:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
-from ..kit.keyword_index import KeywordIndex
-from ..kit.user_cache import UserCache
-from .layout import INDEXES, VECTOR, Layout, chunks, point_id
+from ..kit.batches import chunks
+from ..kit.keyword_index import KeywordIndex, KeywordIndexes
+from .config import LocalClient
+from .layout import INDEXES, VECTOR, Layout, point_id
 
 __all__ = ["SeqClock", "Store", "acquire_store", "release_store"]
 
@@ -60,7 +60,7 @@ class Store:
         self.prepare_lock = asyncio.Lock()
         self.write_lock = asyncio.Lock()
         self.clock = SeqClock()
-        self.text: UserCache[KeywordIndex] = UserCache(version_of=KeywordIndex.stamps)
+        self.text = KeywordIndexes(version_of=KeywordIndex.stamps)
 
     # ---------------------------------------------------------------- schema
 
@@ -240,13 +240,8 @@ class Store:
         """Local mode keeps each collection in a SQLite file of its own: have SQLite
         overwrite deleted points with zeros there (``secure_delete``), whatever its build
         default. Called before deleting (collections may have been opened since)."""
-        if not self.local:
-            return
-        local = getattr(self.client, "_client", None)
-        for collection in getattr(local, "collections", {}).values():
-            conn = getattr(getattr(collection, "storage", None), "storage", None)
-            if isinstance(conn, sqlite3.Connection):
-                conn.execute("PRAGMA secure_delete = ON")
+        if isinstance(self.client, LocalClient):
+            self.client.secure_deletes()
 
     async def delete_ids(self, collection: str, ids: list[str]) -> None:
         for part in chunks(ids, 1000):

@@ -25,13 +25,17 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
 
 from ...base import MemoryBackend
 from ...capabilities import SEARCHABLE_STORE, Capability
@@ -39,7 +43,6 @@ from ...embeddings.adapter import VectorSpace
 from ...errors import (
     BackendError,
     InvalidArgumentError,
-    MissingDependencyError,
     OwnershipError,
     SchemaError,
 )
@@ -50,6 +53,7 @@ from ...models import (
     SearchHit,
     SearchRequest,
     SessionRecord,
+    hit_order,
 )
 from ...primitives import (
     AppendResult,
@@ -61,20 +65,12 @@ from ...primitives import (
 from ...retry import RetryPolicy
 from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
-from ..kit.vectors import AppendLogIndexes, StaleLog, UserVectorCache, vector_to_bytes
+from ..kit.batches import EXPORT_BATCH, batches
+from ..kit.codec import MEMORIES, MESSAGES
+from ..kit.hits import Found
+from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from .scripts import PRELUDE, SCRIPTS
-
-try:
-    import redis.asyncio as aioredis
-    from redis import exceptions as rexc
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.client import NEVER_DECODE
-except ImportError:  # pragma: no cover - exercised only without the [redis] extra
-    aioredis = None  # type: ignore[assignment]
-    rexc = None  # type: ignore[assignment]
-    NEVER_DECODE = "NEVER_DECODE"
 
 __all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
 
@@ -91,9 +87,13 @@ _LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
 # _F, so every value is below 2**52, exact in Lua's doubles.
 _F = 1 << 26
 _BM25 = BM25Index()
-_EXPORT_BATCH = 500
 _REWRITE_POLL = 0.05  # seconds between two looks at a running append-only file rewrite
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A memory entry is stored as the codec's row; a message body as these fields (its id,
+# conversation, owner and arrival number live in the keys around it).
+_BODY = MESSAGES.ordered(
+    ("role", "content", "message_type", "timestamp", "ts_us", "metadata", "parent_id")
+)
 
 # Our URL query options (name -> type), and redis-py's TLS options, passed through to it.
 _OPTIONS: dict[str, type] = {
@@ -192,8 +192,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         hnsw_ef_runtime: int = 100,
         **options: Any,
     ) -> None:
-        if aioredis is None:
-            raise MissingDependencyError("redis", "redis")
         url = MemoryURL.parse(redis_url)
         if url.scheme not in ("redis", "rediss") or url.driver:
             raise InvalidArgumentError(
@@ -245,9 +243,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
         # Two per user: message vectors, memory-entry vectors.
-        self._vector_cache = UserVectorCache(max_users=2 * users)
-        # Message indexes follow the user's append log (how much of it each holds).
-        self._logged = AppendLogIndexes(self._vector_cache)
+        # Search in the client: each user's message vectors follow the user's append log.
+        self._vectors = ExactVectors(max_users=users)
+        self._vector_cache = self._vectors.cache
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
@@ -483,8 +481,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ error handling
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if rexc is None:
-            return False
         if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError)):
             return False
         # Lost connections, socket timeouts, a server loading its AOF after a restart, and
@@ -501,14 +497,12 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         )
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        if rexc is not None and isinstance(exc, rexc.ConnectionError):
+        if isinstance(exc, rexc.ConnectionError):
             return not isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError))
         return isinstance(exc, (ConnectionError, OSError))
 
     def _is_timeout(self, exc: BaseException) -> bool:
-        return isinstance(exc, TimeoutError) or (
-            rexc is not None and isinstance(exc, rexc.TimeoutError)
-        )
+        return isinstance(exc, (TimeoutError, rexc.TimeoutError))
 
     # ================================================================ conversations, messages
 
@@ -572,22 +566,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 "r": rank_member(record.importance, record.created_us, record.id),
             }
         )
-        body = _dumps(
-            [
-                record.id,
-                record.user_id,
-                record.content,
-                record.memory_type,
-                record.category,
-                record.tags,
-                record.confidence,
-                record.importance,
-                record.created_us,
-                record.expires_us,
-                record.conversation_id,
-                record.payload,
-            ]
-        )
+        body = _dumps(MEMORIES.row(record))
         args: list[Any] = [
             record.user_id,
             record.id,
@@ -663,19 +642,15 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ search and statistics
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        user_id, query, kinds = request.user_id, request.query, request.kinds
-        conversation_id, limit = request.conversation_id, request.limit
-        memory_filter = request.memory_filter
-        words = list(dict.fromkeys(terms(query)))
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        words = list(dict.fromkeys(terms(request.query)))
         if not words:
             return []
         code = ("m" if "message" in kinds else "") + ("e" if "memory" in kinds else "")
-        flt = ""
-        if "memory" in kinds:
-            flt = _filter_json(memory_filter or MemoryFilter(user_id=user_id))
+        flt = _filter_json(request.memories()) if "memory" in kinds else ""
         reply = await self._eval(
             "search",
-            [user_id, limit, code, conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
+            [user_id, limit, code, request.conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
         )
         hits: list[SearchHit] = []
         for i in range(0, len(reply), 5):
@@ -686,7 +661,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             else:
                 hits.append(SearchHit("memory", score, memory=_memory(reply[i + 2])))
         # Equal scores: newest first, then id (the order of the in-process BM25 backends).
-        hits.sort(key=_hit_order)
+        hits.sort(key=hit_order)
         return hits[:limit]
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
@@ -726,7 +701,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 await self._eval("drop_vectors", [user])
             await self._command(self._client.hset, meta, "vspace", text)
             await self._command(self._client.hincrby, meta, "vepoch", 1)
-            self._vector_cache.clear()
+            self._vectors.clear()
             recorded = space
         else:
             await self._command(self._client.hsetnx, meta, "vspace", text)
@@ -746,15 +721,12 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             await self._eval("put_vectors", [code, *flat[start : start + 512]])
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        user_id, kinds, limit = request.user_id, request.kinds, request.limit
-        conversation_id, memory_filter = request.conversation_id, request.memory_filter
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        flt = memory_filter or MemoryFilter(user_id=user_id, now_us=int(time.time() * 1e6))
         if self._vector_mode == "redisearch":
-            near = await self._knn(user_id, query, kinds, conversation_id, limit, flt)
+            found = await self._knn(request, query)
         else:
-            near = await self._exact(user_id, query, kinds, conversation_id, limit, flt)
-        return await self._fetch_hits(user_id, near)
+            found = await self._exact(request, query)
+        return await self._fetch_hits(request.user_id, found)
 
     # ---------------------------------------------------------------- RediSearch
 
@@ -872,15 +844,9 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             parts.append(f"({' | '.join(alternatives)})")
         return f"({' '.join(parts)})=>[KNN $k @vec $blob EF_RUNTIME $ef AS dist]"
 
-    async def _knn(
-        self,
-        user_id: str,
-        query: np.ndarray,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        flt: MemoryFilter,
-    ) -> list[tuple[float, str, str]]:
+    async def _knn(self, request: SearchRequest, query: np.ndarray) -> list[Found]:
+        user_id, kinds, limit = request.user_id, request.kinds, request.limit
+        flt, conversation_id = request.memories(), request.conversation_id
         if self._index_dimension != query.size:
             space = await self._claim_vector_space(None)
             await self._ensure_index(space.dimension if space else query.size)
@@ -923,52 +889,41 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             self._index_dimension = None
             space = await self._claim_vector_space(None)
             await self._ensure_index(space.dimension if space else query.size)
-        near: list[tuple[float, str, str]] = []
+        found: list[Found] = []
         for key, fields in _search_results(reply):
             # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
             cut = key.index("}:", len(self.keys.prefix)) + 2
-            near.append((1.0 - float(fields["dist"]), key[cut], _decode_id(key[cut + 1 :])))
-        return near
+            kind = "message" if key[cut] == "m" else "memory"
+            found.append((kind, _decode_id(key[cut + 1 :]), 1.0 - float(fields["dist"])))
+        return found
 
     # ---------------------------------------------------------------- search in the client
 
-    async def _exact(
-        self,
-        user_id: str,
-        query: np.ndarray,
-        kinds: frozenset[str],
-        conversation_id: str | None,
-        limit: int,
-        flt: MemoryFilter,
-    ) -> list[tuple[float, str, str]]:
+    async def _exact(self, request: SearchRequest, query: np.ndarray) -> list[Found]:
+        user_id = request.user_id
         message_epoch, logged, memory_generation, epoch = await self._eval(
             "vector_state", [user_id]
         )
         nbytes = 4 * query.size
-        near: list[tuple[float, str, str]] = []
-        if "message" in kinds:
-            index = await self._message_index(user_id, (message_epoch, epoch), int(logged), nbytes)
-            conv = None if conversation_id is None else vector_tag(conversation_id)
-            found = index.search(query, limit, conversation=conv)
-            near += [(s, "m", rid) for rid, s in found]
-        if "memory" in kinds:
-            index = await self._vector_cache.get(
-                f"{user_id}\0e",
+        messages = memories = None
+        if "message" in request.kinds:
+            messages = await self._message_index(
+                user_id, (message_epoch, epoch), int(logged), nbytes
+            )
+        if "memory" in request.kinds:
+            memories = await self._vectors.memories(
+                user_id,
                 (memory_generation, epoch),
                 lambda: self._load_vectors(user_id, "e", nbytes),
             )
-
-            def allow_memory(key: Any) -> bool:
-                rec: MemoryRecord = key.record
-                return flt.matches(rec) and conversation_id in (None, rec.conversation_id)
-
-            near += [(s, "e", key.record.id) for key, s in index.search(query, limit, allow_memory)]
-        near.sort(key=lambda n: -n[0])
-        return near[:limit]
+        cid = request.conversation_id
+        # Messages are labelled by the digest of their conversation id.
+        label = None if cid is None else vector_tag(cid)
+        return nearest(request, query, messages=messages, memories=memories, conversation=label)
 
     async def _message_index(
         self, user_id: str, generation: tuple[str, str], logged: int, nbytes: int
-    ) -> Any:
+    ) -> VectorIndex:
         """The user's message vectors as of now: the index loaded for this message epoch,
         plus the vectors logged (appended) since it was loaded or last brought up to date."""
 
@@ -976,15 +931,11 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             reply = await self._eval_bytes("vector_delta", [user_id, generation[0], after, nbytes])
             if reply[0] == b"stale":  # the epoch moved meanwhile
                 return None
-            return _rows(user_id, "m", reply[1:], nbytes, set()), int(reply[0])
+            return _rows("m", reply[1:], nbytes, set()), int(reply[0])
 
         try:
-            return await self._logged.index(
-                f"{user_id}\0m",
-                generation,
-                logged,
-                lambda: self._load_vectors(user_id, "m", nbytes),
-                delta,
+            return await self._vectors.messages(
+                user_id, generation, logged, lambda: self._load_vectors(user_id, "m", nbytes), delta
             )
         except StaleLog as exc:  # pragma: no cover - only under a storm of deletions
             raise BackendError(
@@ -1001,7 +952,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 "vector_load", [user_id, kind, cursor, _LOAD_BATCH, nbytes]
             )
             cursor = int(cursor_text)
-            out += _rows(user_id, kind, (ids, extras, blob), nbytes, seen)
+            out += _rows(kind, (ids, extras, blob), nbytes, seen)
             if cursor == 0:
                 return out
 
@@ -1020,19 +971,17 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             await self._command(self._client.script_load, script.script)
             return await self._command(call)
 
-    async def _fetch_hits(
-        self, user_id: str, near: list[tuple[float, str, str]]
-    ) -> list[SearchHit]:
-        """The records of ``near`` (``(score, kind, id)``), re-checked to be the user's;
-        those deleted meanwhile are left out."""
-        if not near:
+    async def _fetch_hits(self, user_id: str, found: list[Found]) -> list[SearchHit]:
+        """The records of a search answer, re-checked to be the user's; those deleted
+        meanwhile are left out."""
+        if not found:
             return []
         flat: list[str] = []
-        for _, kind, rid in near:
-            flat += (kind, rid)
+        for kind, rid, _score in found:
+            flat += ("m" if kind == "message" else "e", rid)
         reply = await self._eval("vector_fetch", [user_id, *flat])
         hits: list[SearchHit] = []
-        for (score, _, _), i in zip(near, range(0, len(reply), 4), strict=True):
+        for (_, _, score), i in zip(found, range(0, len(reply), 4), strict=True):
             kind = reply[i]
             if kind == "m":
                 rec = _message(reply[i + 3], reply[i + 2], reply[i + 1], user_id)
@@ -1097,16 +1046,14 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
             await asyncio.sleep(_REWRITE_POLL)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        batch: list[object] = []
+        async for batch in batches(self._records(kind, user_id)):
+            yield batch
+
+    async def _records(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[object]:
         async for user in self._users(user_id):
             await self._eval("touch_user", [user])
             async for item in self._export_user(kind, user):
-                batch.append(item)
-                if len(batch) >= _EXPORT_BATCH:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                yield item
 
     async def _users(self, user_id: str | None) -> AsyncIterator[str]:
         if user_id is not None:
@@ -1133,13 +1080,13 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 start = 0
                 while True:
                     reply = await self._eval(
-                        "read_conversation", [conv, user, 0, start, _EXPORT_BATCH]
+                        "read_conversation", [conv, user, 0, start, EXPORT_BATCH]
                     )
                     for rec in _conversation_messages(reply, conv):
                         yield rec
-                    if not reply or len(reply[1]) < _EXPORT_BATCH:
+                    if not reply or len(reply[1]) < EXPORT_BATCH:
                         break
-                    start += _EXPORT_BATCH
+                    start += EXPORT_BATCH
         else:
             part = "e" if kind == "memories" else "s"
             seen: set[str] = set()  # HSCAN may repeat a field
@@ -1157,12 +1104,10 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
 # ==================================================================== helpers
 
 
-def _rows(
-    user_id: str, kind: str, reply: Sequence[bytes], nbytes: int, seen: set[str]
-) -> list[tuple[Any, ...]]:
+def _rows(kind: str, reply: Sequence[bytes], nbytes: int, seen: set[str]) -> list[tuple[Any, ...]]:
     """Index items from a loading script's ``ids, extras, vectors`` (ids in ``seen`` are
-    skipped, then added): messages labelled by conversation digest, memory entries keyed by
-    their record."""
+    skipped, then added): messages labelled by conversation digest, memory entries as
+    ``(record, vector)``."""
     ids, extras, blob = reply
     if not ids:
         return []
@@ -1176,18 +1121,8 @@ def _rows(
         if kind == "m":
             out.append((rid, vec, None, extra.decode()))
         else:
-            out.append((_Entry(_memory(extra.decode())), vec))
+            out.append((_memory(extra.decode()), vec))
     return out
-
-
-class _Entry:
-    """A memory entry's key in a cached vector index: its record, for the filters
-    (identity-hashed; a loaded index holds each entry once)."""
-
-    __slots__ = ("record",)
-
-    def __init__(self, record: MemoryRecord) -> None:
-        self.record = record
 
 
 def vector_tag(value: str) -> str:
@@ -1357,19 +1292,7 @@ def _append_args(
         counts = Counter(toks)
         base = len(toks) * _F
         args.append(f"{rec.id}\x00{rec.role}\x00{ts_hex(rec.ts_us)}\x00{len(toks)}")
-        args.append(
-            _dumps(
-                [
-                    rec.role,
-                    rec.content,
-                    rec.message_type,
-                    rec.timestamp,
-                    rec.ts_us,
-                    rec.metadata,
-                    rec.parent_id,
-                ]
-            )
-        )
+        args.append(_dumps(_BODY.row(rec)))
         args.append("\x00".join(counts))
         args.append("\x00".join([str(base + tf) for tf in counts.values()]))
         args.append(b"" if rec.vector is None else vector_to_bytes(rec.vector))
@@ -1377,17 +1300,10 @@ def _append_args(
 
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
-    role, content, mtype, timestamp, ts_us, metadata, parent = json.loads(body)
-    return MessageRecord(
+    return _BODY.from_row(
+        json.loads(body),
         id=member[28:],
         conversation_id=conversation_id,
-        role=role,
-        content=content,
-        message_type=mtype,
-        timestamp=timestamp,
-        ts_us=ts_us,
-        metadata=metadata,
-        parent_id=parent,
         user_id=owner,
         seq=member_seq(member),
     )
@@ -1417,7 +1333,7 @@ def _user_messages(reply: list[Any], user_id: str) -> list[MessageRecord]:
 
 
 def _memory(text: str) -> MemoryRecord:
-    return MemoryRecord(*json.loads(text))
+    return MEMORIES.from_row(json.loads(text))
 
 
 def _session(session_id: str, owner: str, text: str) -> SessionRecord:
@@ -1444,10 +1360,3 @@ def _filter_json(flt: MemoryFilter) -> str:
             "now": ts_hex(flt.now_us),
         }
     )
-
-
-def _hit_order(hit: SearchHit) -> tuple[float, int, str]:
-    if hit.message is not None:
-        return (-hit.score, -hit.message.ts_us, hit.message.id)
-    assert hit.memory is not None
-    return (-hit.score, -hit.memory.created_us, hit.memory.id)
