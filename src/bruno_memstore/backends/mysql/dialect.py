@@ -151,6 +151,9 @@ class MySQLDialect(Dialect):
 
     backend: ClassVar[str] = "mysql"
     share_lock: ClassVar[str] = " LOCK IN SHARE MODE"
+    # New conversations are claimed at once and taken back if nothing went in: a look-up of
+    # the ids first would cost a round trip.
+    probe_new_conversations: ClassVar[bool] = False
 
     def __init__(
         self,

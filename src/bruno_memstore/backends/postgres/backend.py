@@ -30,7 +30,7 @@ from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendUnavailableError, InvalidArgumentError, SchemaError
 from ...limits import Limits
-from ...models import MessageRecord, SearchHit, SearchRequest
+from ...models import MessageRecord, SearchHit, SearchRequest, SessionRecord
 from ...primitives import AppendResult
 from ...url import MemoryURL, redact_url
 from ..sql.append import Append, Outcome
@@ -516,7 +516,7 @@ class PostgresMemory(SQLMemory):
         return len(request.records) <= _GROUP_MAX_ROWS
 
     async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
-        return await self._perform("write", partial(self._sql.append_group, appends))
+        return await self._plan("write", Statements.append_group, appends)
 
     async def _append_messages(
         self,
@@ -528,15 +528,32 @@ class PostgresMemory(SQLMemory):
     ) -> AppendResult:
         if len(records) >= _COPY_THRESHOLD and (not self._sql.vectors or self._codec_schema):
             request = Append(conversation_id, user_id, records, enforce_owner)
-            return await self._perform("write", partial(self._sql.append_copied, request))
+            return await self._plan("write", Statements.append_copied, request)
         return await super()._append_messages(
             conversation_id, user_id, records, enforce_owner=enforce_owner
         )
 
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        return await self._plan("erase", Statements.delete_messages, conversation_id, keep_roles)
+
+    # ---------------------------------------------------------------- one statement each
+
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._plan("erase", Statements.delete_owned_memory, memory_id, user_id)
+
+    async def _purge_expired(self, now_us: int) -> int:
+        return await self._plan("erase", Statements.purge, now_us)
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        await self._plan("write", Statements.save_session, record)
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        return await self._plan("erase", Statements.forget, user_id)
+
     # ---------------------------------------------------------------- search
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        return await self._perform("scan", partial(self._sql.text_search, request))
+        return await self._plan("scan", Statements.text_search, request)
 
     # ---------------------------------------------------------------- vectors
 
