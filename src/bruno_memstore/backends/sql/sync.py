@@ -68,7 +68,7 @@ def run_plan(conn: Any, make_plan: Callable[[], Plan[T]]) -> T:
 
 
 def _drive(plan: Plan[T], conn: Any, first: Step | Done | None) -> T:
-    # drive() with execute() inlined: this is every SQLite operation's loop.
+    # Every SQLite operation's loop: each step run by its kind's function, inline.
     step = begin(plan) if first is None else first
     if isinstance(step, Done):
         return step.value  # type: ignore[no-any-return]
