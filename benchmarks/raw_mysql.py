@@ -29,6 +29,7 @@ from bruno_core.models.message import Message
 
 from benchmarks.throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, register_raw_driver
 from bruno_memstore.backends.mysql.backend import MySQLMemory, query_terms, search_terms
+from bruno_memstore.backends.sql.dialect import message_of
 from bruno_memstore.models import message_to_record, record_to_message
 from bruno_memstore.url import MemoryURL
 
@@ -48,9 +49,9 @@ _INSERT_COLUMNS = (
     "id, conversation_id, user_id, role, message_type, ts_us, ts_text, parent_id, content, "
     "metadata, search_terms"
 )
-_READ_COLUMNS = (
-    "id, conversation_id, user_id, role, message_type, ts_us, ts_text, parent_id, content, "
-    "metadata, seq"
+_READ_COLUMNS = (  # the library's order: a message record's fields
+    "id, conversation_id, role, content, message_type, ts_text, ts_us, metadata, parent_id, "
+    "user_id, seq"
 )
 _ROW = "(" + ",".join(["%s"] * 11) + ")"
 
@@ -154,7 +155,7 @@ class RawMySQLDriver(RawDriver):
         )
 
     def to_messages(self, rows: list[Any]) -> list[Message]:
-        return [record_to_message(MySQLMemory._message(r)) for r in rows]
+        return [record_to_message(message_of(r)) for r in rows]
 
 
 def _row(message: Message, user: str, conv: str) -> tuple[Any, ...]:

@@ -29,16 +29,17 @@ from bruno_core.models.memory import MemoryQuery, MemoryType
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends.kit.vectors import vector_from_bytes
+from bruno_memstore.backends.kit.vectors import vector_from_bytes, vector_to_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.mysql import backend as mysql_module
 from bruno_memstore.backends.mysql.backend import (
     MySQLMemory,
     TermRewriter,
     query_terms,
     search_terms,
 )
+from bruno_memstore.backends.mysql.dialect import MySQLDialect
 from bruno_memstore.backends.mysql.schema import MIGRATIONS
+from bruno_memstore.backends.sql.steps import Execute
 from bruno_memstore.errors import (
     BackendError,
     BackendUnavailableError,
@@ -49,6 +50,7 @@ from bruno_memstore.errors import (
     SchemaError,
 )
 from bruno_memstore.models import MemoryFilter, SearchHit, SearchRequest, to_us, utcnow
+from bruno_memstore.search import ANALYSIS_VERSION
 from bruno_memstore.testing.builders import (
     at,
     make_memory_entry,
@@ -61,6 +63,7 @@ from bruno_memstore.url import MemoryURL
 from faults._mysql_server import MariaDBServer
 
 MYSQL_URL = os.environ.get("BRUNO_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+BACKEND_PACKAGE = "bruno_memstore.backends.mysql"
 TABLES = (
     "schema_version",
     "settings",
@@ -248,7 +251,7 @@ async def test_changed_text_analysis_reindexes(memory: MySQLMemory, prefix: str)
         found = await reopened.search(uid, "pangolin", mode="keyword")
         assert sorted(r.kind for r in found) == ["memory", "message"]
         rows = await _query(f"SELECT value FROM `{prefix}settings` WHERE name = 'analysis_version'")
-        assert rows[0][0] == f"{mysql_module.ANALYSIS_VERSION}:3:84"
+        assert rows[0][0] == f"{ANALYSIS_VERSION}:3:84"
     finally:
         await reopened.shutdown()
 
@@ -473,11 +476,14 @@ async def test_concurrent_writers_are_group_committed(memory: MySQLMemory) -> No
 async def test_a_bad_row_fails_only_its_own_writer(prefix: str) -> None:
     doomed = make_message("this row is refused by the server")
 
+    class PickyDialect(MySQLDialect):
+        def insert_messages(self, rows: Any, probed: Any) -> Any:
+            if any(row.record.id == str(doomed.id) for row in rows):
+                yield Execute("SELECT * FROM `no_such_table_for_this_test`")
+            return (yield from super().insert_messages(rows, probed))
+
     class Picky(MySQLMemory):
-        async def _insert_rows(self, cur: Any, rows: list[Any]) -> None:
-            if any(rec.id == str(doomed.id) for _, rec, _ in rows):
-                await cur.execute("SELECT * FROM `no_such_table_for_this_test`")
-            await super()._insert_rows(cur, rows)
+        dialect_type = PickyDialect
 
     mem = Picky(MYSQL_URL, table_prefix=prefix)
     try:
@@ -500,12 +506,14 @@ async def test_a_client_side_failure_fails_only_its_own_writer(prefix: str) -> N
     # encoded): an error with no server code, which must still fail only its own writer.
     doomed = make_message("this row cannot be encoded")
 
+    class GarblingDialect(MySQLDialect):
+        def insert_messages(self, rows: Any, probed: Any) -> Any:
+            if any(row.record.id == str(doomed.id) for row in rows):
+                vector_to_bytes(["not a number"])  # what encoding its vector would raise
+            return (yield from super().insert_messages(rows, probed))
+
     class Garbling(MySQLMemory):
-        async def _insert_rows(self, cur: Any, rows: list[Any]) -> None:
-            for _, rec, _ in rows:
-                if rec.id == str(doomed.id):
-                    rec.vector = ["not a number"]
-            await super()._insert_rows(cur, rows)
+        dialect_type = GarblingDialect
 
     mem = Garbling(MYSQL_URL, table_prefix=prefix, embedding_model=None)
     try:
@@ -759,9 +767,12 @@ async def test_a_connection_out_of_step_is_never_reused(prefix: str) -> None:
 
 
 async def test_missing_driver_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mysql_module, "asyncmy", None)
+    # Without asyncmy the package cannot be imported; the registry names the extra.
+    for name in [m for m in sys.modules if m.startswith(("asyncmy", BACKEND_PACKAGE))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "asyncmy", None)
     with pytest.raises(MissingDependencyError) as info:
-        MySQLMemory(MYSQL_URL)
+        open_memory(MYSQL_URL)
     assert "pip install 'bruno-memstore[mysql]'" in str(info.value)
     assert isinstance(info.value, ImportError)
 
@@ -871,21 +882,21 @@ async def test_other_processes_see_vector_changes_through_the_generation(
         conv = new_conversation_id()
         await memory.store_message(make_message("the grey kitten sleeps"), uid, conv)
         assert len(await memory.search(uid, "kitten", mode="vector")) == 1
-        loads = memory._vector_cache.loads
+        loads = memory._vectors.cache.loads
         await memory.search(uid, "kitten", mode="vector")
         await memory.search(uid, "sleeping cat", mode="vector", kinds=("message",))
-        assert memory._vector_cache.loads == loads  # served from the loaded index
+        assert memory._vectors.cache.loads == loads  # served from the loaded index
         conv2 = new_conversation_id()
         await other.store_message(make_message("another kitten arrived"), uid, conv2)
         assert len(await memory.search(uid, "kitten", mode="vector")) == 2
         # An append is read from the log: no reload.
-        assert memory._vector_cache.loads == loads
+        assert memory._vectors.cache.loads == loads
         scoped = await memory.search(uid, "kitten", mode="vector", conversation_id=conv2)
         assert [r.content for r in scoped] == ["another kitten arrived"]
         await other.clear_conversation(uid, conv)
         found = await memory.search(uid, "kitten", mode="vector")
         assert [r.content for r in found] == ["another kitten arrived"]
-        assert memory._vector_cache.loads > loads  # a removal: reloaded
+        assert memory._vectors.cache.loads > loads  # a removal: reloaded
         # Forgotten, then written again: nothing of the old vectors survives anywhere.
         await other.forget_user(uid)
         await other.store_messages(

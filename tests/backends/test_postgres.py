@@ -280,7 +280,7 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
         await memory.store_memory(make_memory_entry(uid, f"fact {n} about gardens"))
     for table in TABLES:
         await db.execute(f"ANALYZE {check_schema(memory.schema)}.{table}")
-    sql: Statements = memory.dialect
+    sql: Statements = memory._sql
     uid = users[3]
     conv = await db.fetchval(
         f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1", uid
@@ -518,7 +518,7 @@ async def test_ranking_is_ts_rank_cd_weighted_by_rarity(memory: PostgresMemory) 
     msgs = [make_message(t, timestamp=at(i)) for i, t in enumerate(texts)]
     await memory.store_messages(msgs, conversation_id=conv, user_id=uid)
     # One term: the order is ts_rank_cd's (more occurrences, shorter text first).
-    sql = memory.dialect
+    sql = memory._sql
     direct = await memory._pool.fetch(
         f"""SELECT id FROM {sql.schema}.messages
             WHERE user_id = $1 AND tsv @@ plainto_tsquery('simple', 'piano')
@@ -806,7 +806,7 @@ async def _explain_search(
     async with mem._pool.acquire() as conn, conn.transaction():
         await conn.execute(_SCAN_SETTINGS, "40")
         text = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem.dialect.vector_search}",
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem._sql.vector_search}",
             uid,
             Vector(query),
             limit,
@@ -967,7 +967,7 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
         mine = new_user_id()
         sims = np.linspace(0.5, 0.1, 30)
         my_msgs = await _store_planted(mem, mine, sims, first=10**6)
-        await vdb.execute(f"ANALYZE {mem.dialect.schema}.messages")
+        await vdb.execute(f"ANALYZE {mem._sql.schema}.messages")
         expected = [m.id for m in my_msgs]  # already nearest first
         query = model.vector("a=1")
 
@@ -992,7 +992,7 @@ async def test_a_small_user_among_many_nearer_rows_gets_all_of_theirs(
         got = await mem.search(uid, "a=1", mode="vector", limit=10)
         ids = [str(r.message.id) for r in got if r.message]
         rows = await vdb.fetch(
-            f"""SELECT id FROM {mem.dialect.schema}.messages WHERE user_id = $1
+            f"""SELECT id FROM {mem._sql.schema}.messages WHERE user_id = $1
                 ORDER BY (embedding <=> $2) + 0 LIMIT 10""",
             uid,
             query,

@@ -9,14 +9,18 @@ has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "AddColumn", "Dialect", "Migration", "lock_name", "render"]
+from ..sql import schema as shared
+from ..sql.dialect import Dialect
+from ..sql.schema import MigrationStep
+from ..sql.steps import Execute, Fetch, Plan
+
+__all__ = ["MIGRATIONS", "AddColumn", "Migration", "Server", "migrations_for", "render"]
 
 
 @dataclass(frozen=True, slots=True)
-class Dialect:
+class Server:
     """What differs between MariaDB and MySQL 8 in our DDL."""
 
     name: str  # "mariadb" or "mysql"
@@ -24,7 +28,7 @@ class Dialect:
     id_collation: str
 
     @classmethod
-    def detect(cls, server_version: str) -> Dialect:
+    def detect(cls, server_version: str) -> Server:
         """The dialect of a server from its version string."""
         if "mariadb" in server_version.lower():
             return cls("mariadb", "utf8mb4_nopad_bin")
@@ -180,12 +184,48 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def render(statement: str, prefix: str, dialect: Dialect) -> str:
-    """A migration statement for this table prefix and dialect."""
-    return statement.replace("{id}", dialect.id_collation).replace("{p}", prefix)
+def render(statement: str, prefix: str, server: Server) -> str:
+    """A migration statement for this table prefix and server."""
+    return statement.replace("{id}", server.id_collation).replace("{p}", prefix)
 
 
-def lock_name(database: str, prefix: str) -> str:
-    """The GET_LOCK name serialising migrations of one schema (at most 64 characters)."""
-    digest = hashlib.sha256(f"{database}\0{prefix}".encode()).hexdigest()[:32]
-    return f"bruno_memstore.migrate.{digest}"
+def migrations_for(d: Dialect, server: Server) -> list[shared.Migration]:
+    """:data:`MIGRATIONS` as the shared runner applies them, for this prefix and server."""
+    prefix = d.prefix  # type: ignore[attr-defined]
+
+    def statement(text: str) -> MigrationStep:
+        rendered = render(text, prefix, server)
+        if "ft_stopwords" not in text or "CREATE TABLE" not in text:
+            return rendered
+
+        def with_stop_list() -> Plan[None]:
+            yield Execute(rendered)
+            # FULLTEXT indexes built from here on use our empty stop list.
+            yield Execute(
+                "SET SESSION innodb_ft_user_stopword_table = ?",
+                (f"{d.database}/{prefix}ft_stopwords",),  # type: ignore[attr-defined]
+            )
+
+        return with_stop_list
+
+    def add_column(step: AddColumn) -> MigrationStep:
+        def run() -> Plan[None]:
+            table = f"{prefix}{step.table}"
+            found = yield Fetch(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() "
+                "AND table_name = ? AND column_name = ?",
+                (table, step.column),
+            )
+            if not found:
+                yield Execute(f"ALTER TABLE `{table}` ADD COLUMN {step.column} {step.definition}")
+
+        return run
+
+    return [
+        shared.Migration(
+            m.version,
+            m.name,
+            [add_column(s) if isinstance(s, AddColumn) else statement(s) for s in m.statements],
+        )
+        for m in MIGRATIONS
+    ]

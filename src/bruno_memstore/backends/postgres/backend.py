@@ -30,7 +30,7 @@ from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendUnavailableError, InvalidArgumentError, SchemaError
 from ...limits import Limits
-from ...models import MessageRecord, SearchHit, SearchRequest
+from ...models import MessageRecord, SearchHit, SearchRequest, SessionRecord
 from ...primitives import AppendResult
 from ...url import MemoryURL, redact_url
 from ..sql.append import Append, Outcome
@@ -230,7 +230,7 @@ class PostgresMemory(SQLMemory):
             regconfig = check_language(self.language)
         except ValueError as exc:
             raise InvalidArgumentError("language", str(exc)) from None
-        self.dialect: Statements = Statements(quoted_schema, regconfig)
+        self._sql: Statements = Statements(quoted_schema, regconfig)
         self._pool: Any = None
         self._vector_support: str | None = None
         self._vector_reason = ""
@@ -294,8 +294,8 @@ class PostgresMemory(SQLMemory):
         try:
             async with pool.acquire() as conn:
                 await self._check_language(conn)
-                plan = migrate(self.dialect, self._migrations())
-                before, after = await drive_async(plan, partial(_run, conn, self.dialect))
+                plan = migrate(self._sql, self._migrations())
+                before, after = await drive_async(plan, partial(_run, conn, self._sql))
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
                 self._schema_version = LATEST_VERSION
@@ -345,10 +345,10 @@ class PostgresMemory(SQLMemory):
         return err
 
     async def _check_language(self, conn: Any) -> None:
-        if self.dialect.regconfig is None:
+        if self._sql.regconfig is None:
             return
         try:
-            await conn.fetchval(f"SELECT {self.dialect.regconfig}::oid")
+            await conn.fetchval(f"SELECT {self._sql.regconfig}::oid")
         except pg_errors.UndefinedObjectError:
             names = await conn.fetch("SELECT cfgname FROM pg_ts_config ORDER BY cfgname")
             raise InvalidArgumentError(
@@ -359,13 +359,13 @@ class PostgresMemory(SQLMemory):
 
     def _migrations(self) -> list[Migration]:
         """The migrations, with the store's vector mode decided by migration 2 (once)."""
-        first = migrations(self.dialect.schema, self.language)[0]
+        first = migrations(self._sql.schema, self.language)[0]
         return [first, Migration(2, _MIGRATION_2, [self._vector_mode])]
 
     def _vector_mode(self) -> Plan[None]:
         """Migration 2: the store keeps vectors if the server has pgvector (created here if
         the role may), recorded in ``meta`` with the reason."""
-        d = self.dialect
+        d = self._sql
         # Stores in other schemas may be migrating at the same moment.
         yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_EXTENSION_LOCK),))
         found = yield Fetch(_EXTENSION)
@@ -396,9 +396,7 @@ class PostgresMemory(SQLMemory):
         yield Execute(d.write_meta, ("vector_mode_reason", reason))
 
     async def _check_recorded_analysis(self, conn: Any) -> None:
-        recorded = await conn.fetchval(
-            self.dialect.recorded_analysis, f"{self.dialect.schema}.messages"
-        )
+        recorded = await conn.fetchval(self._sql.recorded_analysis, f"{self._sql.schema}.messages")
         if recorded is not None and recorded != analysis_label(self.language):
             stored = recorded.rsplit(": ", 1)[-1]
             raise SchemaError(
@@ -411,7 +409,7 @@ class PostgresMemory(SQLMemory):
 
     async def _open_vectors(self, conn: Any) -> None:
         """Read the store's vector mode; set ``capabilities`` and statements to match."""
-        meta = dict(await conn.fetch(self.dialect.read_meta))
+        meta = dict(await conn.fetch(self._sql.read_meta))
         self._codec_schema = self._pgvector_version = None
         self._iterative_scan = False
         vectors = False
@@ -426,7 +424,7 @@ class PostgresMemory(SQLMemory):
                 )
             version, namespace = row
             self._pgvector_version = version
-            self.dialect = self.dialect.with_vectors(_quote(namespace))
+            self._sql = self._sql.with_vectors(_quote(namespace))
             self._iterative_scan = _version(version) >= _FIRST_ITERATIVE
             space = _recorded_space(meta)
             self._exact_rows = (
@@ -441,12 +439,12 @@ class PostgresMemory(SQLMemory):
                 )
             else:
                 self._codec_schema = namespace
-                self.dialect = self.dialect.with_vectors(_quote(namespace), Vector)
+                self._sql = self._sql.with_vectors(_quote(namespace), Vector)
                 vectors = True
                 scans = "iterative index scans" if self._iterative_scan else "exact fallback"
                 reason = f"pgvector {version}, HNSW (cosine), {scans}"
         else:
-            self.dialect = self.dialect.with_vectors(None)
+            self._sql = self._sql.with_vectors(None)
             reason = meta.get("vector_mode_reason") or "the store was created without vectors"
         self._vector_support = "pgvector" if vectors else "none"
         self._vector_reason = reason
@@ -467,7 +465,7 @@ class PostgresMemory(SQLMemory):
         if isinstance(first, Done):
             return first.value
         async with self._pool.acquire() as conn:
-            run = partial(_run, conn, self.dialect)
+            run = partial(_run, conn, self._sql)
             if mode in ("read", "scan") or getattr(first, "alone", False):
                 return await drive_async(plan, run, first)
             async with conn.transaction():
@@ -518,7 +516,7 @@ class PostgresMemory(SQLMemory):
         return len(request.records) <= _GROUP_MAX_ROWS
 
     async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
-        return await self._perform("write", partial(self.dialect.append_group, appends))
+        return await self._plan("write", Statements.append_group, appends)
 
     async def _append_messages(
         self,
@@ -528,17 +526,34 @@ class PostgresMemory(SQLMemory):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
-        if len(records) >= _COPY_THRESHOLD and (not self.dialect.vectors or self._codec_schema):
+        if len(records) >= _COPY_THRESHOLD and (not self._sql.vectors or self._codec_schema):
             request = Append(conversation_id, user_id, records, enforce_owner)
-            return await self._perform("write", partial(self.dialect.append_copied, request))
+            return await self._plan("write", Statements.append_copied, request)
         return await super()._append_messages(
             conversation_id, user_id, records, enforce_owner=enforce_owner
         )
 
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        return await self._plan("erase", Statements.delete_messages, conversation_id, keep_roles)
+
+    # ---------------------------------------------------------------- one statement each
+
+    async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
+        return await self._plan("erase", Statements.delete_owned_memory, memory_id, user_id)
+
+    async def _purge_expired(self, now_us: int) -> int:
+        return await self._plan("erase", Statements.purge, now_us)
+
+    async def _put_session(self, record: SessionRecord) -> None:
+        await self._plan("write", Statements.save_session, record)
+
+    async def _forget_user(self, user_id: str) -> dict[str, int]:
+        return await self._plan("erase", Statements.forget, user_id)
+
     # ---------------------------------------------------------------- search
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        return await self._perform("scan", partial(self.dialect.text_search, request))
+        return await self._plan("scan", Statements.text_search, request)
 
     # ---------------------------------------------------------------- vectors
 
@@ -546,8 +561,8 @@ class PostgresMemory(SQLMemory):
         self, space: VectorSpace | None, *, replace: bool = False
     ) -> VectorSpace | None:
         if space is None:
-            return _recorded_space(dict(await self._pool.fetch(self.dialect.read_meta)))
-        sql = self.dialect
+            return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
+        sql = self._sql
         earlier = False
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(self.schema))
@@ -583,9 +598,9 @@ class PostgresMemory(SQLMemory):
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
         table = "messages" if kind == "message" else "memories"
         await self._pool.execute(
-            self.dialect.put_vectors(table),
+            self._sql.put_vectors(table),
             [rid for rid, _ in items],
-            [self.dialect.vector_value(vec) for _, vec in items],
+            [self._sql.vector_value(vec) for _, vec in items],
         )
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
@@ -598,7 +613,7 @@ class PostgresMemory(SQLMemory):
                 str(min(_MAX_EF_SEARCH, max(self.ef_search, limit))),
             )
             rows = await conn.fetch(
-                self.dialect.vector_search,
+                self._sql.vector_search,
                 request.user_id,
                 Vector(vector),
                 limit,
@@ -609,14 +624,14 @@ class PostgresMemory(SQLMemory):
                 self._exact_rows,
                 self._exact_factor,
             )
-        return self.dialect.hits(rows)
+        return self._sql.hits(rows)
 
     # ---------------------------------------------------------------- whole-store operations
 
     async def _compact(self) -> None:
         # Outside a transaction (VACUUM refuses to run in one); takes each table's
         # ACCESS EXCLUSIVE lock while rewriting it.
-        await self._pool.execute(self.dialect.compact)
+        await self._pool.execute(self._sql.compact)
 
 
 # ==================================================================== helpers

@@ -33,9 +33,9 @@ from typing import Any, ClassVar, NamedTuple
 
 from asyncpg.exceptions import UniqueViolationError
 
-from ...errors import OwnershipError
+from ...errors import BackendError, OwnershipError
 from ...models import MemoryFilter, MemoryRecord, SearchHit, SearchRequest, SessionRecord
-from ...primitives import AppendResult
+from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source
@@ -585,6 +585,144 @@ class Statements(Dialect):
             else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
             for row in rows
         ]
+
+    def delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> Plan[int]:
+        """``_delete_messages`` in one statement (the sessions go by cascade)."""
+        if keep_roles:
+            return (
+                yield Execute(
+                    self.delete_messages_keeping, (conversation_id, sorted(keep_roles)), alone=True
+                )
+            )
+        rows = yield Fetch(self.delete_conversation, (conversation_id,), alone=True)
+        return int(rows[0][0])
+
+    def delete_owned_memory(self, memory_id: str, user_id: str | None) -> Plan[bool]:
+        """``_delete_memory`` in one statement."""
+        rows = yield Fetch(self.delete_memory, (memory_id, user_id), alone=True)
+        gone, owner = rows[0]
+        if not gone and owner is not None and owner != user_id:
+            raise memory_taken(memory_id)
+        return bool(gone)
+
+    def purge(self, now_us: int) -> Plan[int]:
+        """``_purge_expired`` in one statement."""
+        return (yield Execute(self.purge_expired, (now_us,), alone=True))
+
+    def save_session(self, rec: SessionRecord) -> Plan[None]:
+        """``_put_session`` in one statement (in a transaction: a session id held by another
+        user is found only by the upsert, after the statement may have claimed a new
+        conversation, which must not stay)."""
+        args = (
+            rec.session_id,
+            rec.user_id,
+            rec.conversation_id,
+            rec.is_active,
+            rec.started_us,
+            rec.payload,
+        )
+        for _round in range(5):
+            rows = yield Fetch(self.put_session, args)
+            owner, saved = rows[0]
+            if owner is None:  # claimed concurrently after this statement's snapshot
+                continue
+            if owner != rec.user_id:
+                raise OwnershipError(
+                    f"conversation {rec.conversation_id!r} belongs to another user",
+                    backend=self.backend,
+                    operation="create_session",
+                )
+            if not saved:
+                raise session_taken(rec.session_id)
+            return
+        raise BackendError("the conversation's owner could not be determined")
+
+    def forget(self, user_id: str) -> Plan[dict[str, int]]:
+        """``_forget_user`` in one statement."""
+        rows = yield Fetch(self.forget_user, (user_id,), alone=True)
+        kinds = ("messages", "conversations", "sessions", "memories")
+        return dict(zip(kinds, (int(v) for v in rows[0]), strict=True))
+
+    # ---------------------------------------------------------------- deletions and sessions
+
+    @property
+    def delete_messages_keeping(self) -> str:
+        return (
+            f"DELETE FROM {self.schema}.messages "
+            "WHERE conversation_id = $1 AND role <> ALL($2::text[])"
+        )
+
+    @property
+    def delete_conversation(self) -> str:
+        """Deletes the conversation and its messages; its sessions go by cascade."""
+        s = self.schema
+        return f"""WITH gone AS (
+                DELETE FROM {s}.messages WHERE conversation_id = $1 RETURNING 1
+            ), conv AS (
+                DELETE FROM {s}.conversations WHERE conversation_id = $1 RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM conv)"""
+
+    @property
+    def delete_memory(self) -> str:
+        """Delete ``$1`` if ``$2`` is ``NULL`` or its owner; returns how many rows went and
+        the owner the statement saw (``NULL``: no such entry)."""
+        s = self.schema
+        return f"""WITH gone AS (
+                DELETE FROM {s}.memories WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone),
+                (SELECT user_id FROM {s}.memories WHERE id = $1)"""
+
+    @property
+    def purge_expired(self) -> str:
+        return f"DELETE FROM {self.schema}.memories WHERE expires_us <= $1"
+
+    # ---------------------------------------------------------------- sessions
+
+    @property
+    def put_session(self) -> str:
+        """Claim the conversation for the session's user and upsert the session, unless
+        another user owns the conversation or the session id. Returns the conversation's
+        owner (``NULL`` in the rare claim race: run again) and whether the session was
+        written (not when another user holds the session id: the caller rolls back)."""
+        s = self.schema
+        return f"""WITH claimed AS (
+                INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($3, $2)
+                ON CONFLICT (conversation_id) DO NOTHING
+                RETURNING user_id
+            ), owner AS (
+                SELECT user_id FROM claimed
+                UNION ALL
+                SELECT user_id FROM {s}.conversations WHERE conversation_id = $3
+            ), saved AS (
+                INSERT INTO {s}.sessions ({_SESSION_COLUMNS})
+                SELECT $1::text, $2::text, $3::text, $4::bool, $5::int8, $6::text
+                WHERE (SELECT user_id FROM owner LIMIT 1) = $2
+                ON CONFLICT (session_id) DO UPDATE SET
+                    conversation_id = EXCLUDED.conversation_id,
+                    is_active = EXCLUDED.is_active, started_us = EXCLUDED.started_us,
+                    payload = EXCLUDED.payload
+                WHERE {s}.sessions.user_id = EXCLUDED.user_id
+                RETURNING 1
+            )
+            SELECT (SELECT user_id FROM owner LIMIT 1), (SELECT count(*) FROM saved)"""
+
+    @property
+    def forget_user(self) -> str:
+        s = self.schema
+        return f"""WITH msgs AS (
+                DELETE FROM {s}.messages WHERE user_id = $1 RETURNING 1
+            ), sess AS (
+                DELETE FROM {s}.sessions WHERE user_id = $1 RETURNING 1
+            ), mems AS (
+                DELETE FROM {s}.memories WHERE user_id = $1 RETURNING 1
+            ), convs AS (
+                DELETE FROM {s}.conversations WHERE user_id = $1 RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM msgs), (SELECT count(*) FROM convs),
+                   (SELECT count(*) FROM sess), (SELECT count(*) FROM mems)"""
 
     # ---------------------------------------------------------------- schema management
 

@@ -5,7 +5,8 @@ Every append keeps its own ownership check and result. The order of the steps:
 1. read the owners of the group's conversations (locked against deletion until the end);
 2. look up the ids of the appends into *new* conversations: a new conversation is claimed
    (by its first append with a record not stored yet, or with no records) only when
-   something goes into it, so a write of stored ids claims nothing;
+   something goes into it, so a write of stored ids claims nothing (engines where the look-up
+   costs a round trip skip it: step 6 takes the claim back then);
 3. create the claimed conversations;
 4. refuse the appends into another user's conversation (``enforce_owner``);
 5. insert the records whose id is not stored yet (the engine learns which were);
@@ -55,7 +56,8 @@ def append_group(d: Dialect, appends: Sequence[Append]) -> Plan[list[Outcome]]:
     created: set[str] = set()
     if len(found) < len(ids):
         new = [a for a in appends if a.conversation_id not in found]
-        probe = [r.id for a in new for r in a.records]
+        if d.probe_new_conversations:
+            probe = [r.id for a in new for r in a.records]
         if probe:
             stored = yield from stored_ids(d, probe)
         claimants: dict[str, str] = {}

@@ -49,7 +49,7 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
 
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
-    dialect: Dialect
+    _sql: Dialect
     """The engine's dialect (an engine may replace it when it connects)."""
 
     def __init__(self, **options: Any) -> None:
@@ -63,7 +63,7 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
         raise NotImplementedError
 
     def _plan(self, mode: Mode, plan: Callable[..., Plan[T]], *args: Any) -> Any:
-        return self._perform(mode, partial(plan, self.dialect, *args))
+        return self._perform(mode, partial(plan, self._sql, *args))
 
     # ================================================================ messages
 

@@ -113,6 +113,7 @@ class Dialect:
     conversation_ref: ClassVar[str] = "conversation_id"  # messages/sessions -> conversation
     user_ref: ClassVar[str] = "user_id"  # every table -> its owner
     memory_ref: ClassVar[str] = "id"  # memory entries' own key
+    probe_new_conversations: ClassVar[bool] = True  # look ids up before claiming (append)
 
     conversations: Source
     messages: Source

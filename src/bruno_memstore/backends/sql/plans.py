@@ -434,15 +434,19 @@ def _export_messages(
     c, m = d.conversations, d.messages
     conv, position = after if after is not None else (c.start, None)
     out: list[object] = []
+    upcoming: list[Any] = []  # the next conversations' keys, read in one statement
     while len(out) < size:
         if position is None:
-            rows = yield Fetch(
-                f"SELECT {c.key} FROM {c.tables} WHERE {c.key} > ? {owner}ORDER BY {c.key} LIMIT 1",
-                [conv, *who],
-            )
-            if not rows:
-                break
-            conv, position = rows[0][0], (_MIN_KEY, _MIN_KEY)
+            if not upcoming:
+                rows = yield Fetch(
+                    f"SELECT {c.key} FROM {c.tables} WHERE {c.key} > ? {owner}"
+                    f"ORDER BY {c.key} LIMIT ?",
+                    [conv, *who, size],
+                )
+                if not rows:
+                    break
+                upcoming = [r[0] for r in reversed(rows)]
+            conv, position = upcoming.pop(), (_MIN_KEY, _MIN_KEY)
         wanted = size - len(out)
         later, args = d.after_position(*position)
         rows = yield Fetch(

@@ -2,8 +2,8 @@
 
 A *plan* is a generator that yields :data:`Step` values (statements to run) and receives
 each one's result; what it returns is the operation's result. It does no I/O itself, so the
-same plan runs inside SQLite's writer thread (:func:`drive`, a blocking driver) and on an
-``asyncpg`` or ``asyncmy`` connection (:func:`drive_async`). A statement's error is raised
+same plan runs inside SQLite's writer thread (:func:`~.sync.run_plan`, a blocking driver) and
+on an ``asyncpg`` or ``asyncmy`` connection (:func:`drive_async`). A statement's error is raised
 inside the plan at the ``yield`` (so a plan may catch, say, a duplicate key); an uncaught
 error ends the plan and reaches the caller.
 
@@ -28,7 +28,6 @@ __all__ = [
     "Plan",
     "Step",
     "begin",
-    "drive",
     "drive_async",
 ]
 
@@ -97,31 +96,13 @@ def begin(plan: Plan[T]) -> Step | Done:
         return Done(stop.value)
 
 
-def drive(plan: Plan[T], do: Callable[[Step], Any], first: Step | Done | None = None) -> T:
-    """Run ``plan`` to its end, executing each step with ``do`` (blocking).
-
-    ``first`` is the plan's first step when :func:`begin` already took it.
-    """
-    step = begin(plan) if first is None else first
-    if isinstance(step, Done):
-        return step.value  # type: ignore[no-any-return]
-    send, throw = plan.send, plan.throw
-    try:
-        while True:
-            try:
-                result = do(step)
-            except Exception as exc:
-                step = throw(exc)
-            else:
-                step = send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
 async def drive_async(
     plan: Plan[T], do: Callable[[Step], Awaitable[Any]], first: Step | Done | None = None
 ) -> T:
-    """:func:`drive` with an awaitable ``do`` (a coroutine driver)."""
+    """Run ``plan`` to its end, executing each step with the coroutine ``do``.
+
+    ``first`` is the plan's first step when :func:`begin` already took it.
+    """
     step = begin(plan) if first is None else first
     if isinstance(step, Done):
         return step.value  # type: ignore[no-any-return]

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 from ..kit.apart import run_apart_sync
 from ..kit.threads import Job, Outcome
-from .steps import Commit, Done, Execute, ExecuteMany, Fetch, Insert, Plan, Step, begin, drive
+from .append import Append, append_group
+from .dialect import Dialect
+from .steps import Commit, Done, Execute, ExecuteMany, Fetch, Insert, Plan, Step, begin
 
-__all__ = ["PlanJob", "ThenJob", "execute", "run_group", "run_plan"]
+__all__ = ["AppendJob", "PlanJob", "ThenJob", "execute", "run_group", "run_plan"]
 
 T = TypeVar("T")
 
@@ -62,7 +64,25 @@ _RUN: dict[type, Callable[[Any, Any], Any]] = {
 
 def run_plan(conn: Any, make_plan: Callable[[], Plan[T]]) -> T:
     """Run a new plan to its end on ``conn``."""
-    return drive(make_plan(), partial(execute, conn))
+    return _drive(make_plan(), conn, None)
+
+
+def _drive(plan: Plan[T], conn: Any, first: Step | Done | None) -> T:
+    # Every SQLite operation's loop: each step run by its kind's function, inline.
+    step = begin(plan) if first is None else first
+    if isinstance(step, Done):
+        return step.value  # type: ignore[no-any-return]
+    send, throw, run = plan.send, plan.throw, _RUN
+    try:
+        while True:
+            try:
+                result = run[step.__class__](conn, step)
+            except Exception as exc:
+                step = throw(exc)
+            else:
+                step = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 class PlanJob:
@@ -84,7 +104,7 @@ class PlanJob:
         if plan is None:
             return run_plan(conn, self.make_plan)
         self._plan = None
-        return drive(plan, partial(execute, conn), first)
+        return _drive(plan, conn, first)
 
 
 class ThenJob:
@@ -105,10 +125,81 @@ class ThenJob:
         return self.job(conn)
 
 
-def run_group(conn: Any, jobs: list[Job], begin_sql: str = "BEGIN IMMEDIATE") -> list[Outcome]:
+class AppendJob:
+    """A writer's job appending messages (:func:`~.append.append_group`).
+
+    The appends of jobs waiting together in a group run as one plan: one statement per
+    step for all of them (as a group commit's batch does on the network engines).
+    """
+
+    __slots__ = ("appends", "dialect")
+
+    def __init__(self, dialect: Dialect, appends: Sequence[Append]) -> None:
+        self.dialect = dialect
+        self.appends = appends
+
+    def __call__(self, conn: Any) -> Any:
+        return run_plan(conn, partial(append_group, self.dialect, self.appends))
+
+
+class _Appends:
+    """Consecutive :class:`AppendJob` jobs of a group as one job (their plan prepared now,
+    before the group's transaction opens); its value is the list of their values."""
+
+    __slots__ = ("jobs", "plan")
+
+    def __init__(self, jobs: list[AppendJob]) -> None:
+        self.jobs = jobs
+        appends = [a for job in jobs for a in job.appends]
+        self.plan = PlanJob(partial(append_group, jobs[0].dialect, appends))
+
+    def __call__(self, conn: Any) -> list[Any]:
+        outcomes = self.plan(conn)
+        out: list[Any] = []
+        for job in self.jobs:
+            out.append(outcomes[: len(job.appends)])
+            outcomes = outcomes[len(job.appends) :]
+        return out
+
+
+def run_group(
+    conn: Any, jobs: list[Job], begin_sql: str = "BEGIN IMMEDIATE", *, merge: bool = True
+) -> list[Outcome]:
     """Run the jobs in one transaction; each one's outcome once it is committed."""
-    results = run_apart_sync(jobs, partial(_transaction, conn, begin_sql), lambda exc: False)
-    return _after_commit(conn, jobs, [_outcome(r) for r in results])
+    units = _merged(jobs) if merge else jobs
+    results = run_apart_sync(units, partial(_transaction, conn, begin_sql), lambda exc: False)
+    outcomes: list[Outcome] = []
+    for unit, result in zip(units, results, strict=True):
+        if not isinstance(unit, _Appends):
+            outcomes.append(_outcome(result))
+        elif isinstance(result, (_Failed, Exception)):
+            # The appends failed together: each runs on its own, so only one at fault fails.
+            outcomes += run_group(conn, list(unit.jobs), begin_sql, merge=False)
+        else:
+            outcomes += [(None, value) for value in result]
+    return _after_commit(conn, jobs, outcomes)
+
+
+def _merged(jobs: list[Job]) -> list[Job]:
+    """The jobs, with each run of consecutive appends writing distinct ids as one job."""
+    units: list[Job] = []
+    run: list[AppendJob] = []
+    ids: set[str] = set()
+    for job in [*jobs, None]:
+        if isinstance(job, AppendJob):
+            mine = {r.id for a in job.appends for r in a.records}
+            if ids.isdisjoint(mine):
+                run.append(job)
+                ids |= mine
+                continue
+        if run:
+            units.append(_Appends(run))
+            run, ids = [], set()
+        if isinstance(job, AppendJob):
+            run, ids = [job], {r.id for a in job.appends for r in a.records}
+        elif job is not None:
+            units.append(job)
+    return units
 
 
 class _Failed:

@@ -38,9 +38,10 @@ from ...models import SearchHit, SearchRequest
 from ...url import MemoryURL
 from ..kit.threads import Job, ReaderPool, Writer
 from ..kit.vectors import UserVectorCache, vector_to_bytes
+from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
 from ..sql.steps import Plan
-from ..sql.sync import PlanJob, ThenJob, run_group, run_plan
+from ..sql.sync import AppendJob, PlanJob, ThenJob, run_group, run_plan
 from . import vectors
 from .dialect import DIALECT
 from .files import (
@@ -142,7 +143,7 @@ class SQLiteMemory(SQLMemory):
             self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
         self.vector_users = vector_users
         self.merge_on_delete = merge_on_delete
-        self.dialect = DIALECT
+        self._sql = DIALECT
         self._writer: Writer[sqlite3.Connection] | None = None
         self._reader_pool: ReaderPool[sqlite3.Connection] | None = None
         self._search_pool: ReaderPool[sqlite3.Connection] | None = None
@@ -249,6 +250,10 @@ class SQLiteMemory(SQLMemory):
         if mode == "write":
             return await self._prepared_write(partial(PlanJob, make_plan))
         return await self._prepared_write(partial(self._erasure, make_plan))
+
+    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
+        # The writer runs the appends waiting together as one plan (see ``sql.sync``).
+        return await self._write(AppendJob(self._sql, appends))
 
     def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
         """A deletion's job, merging the full-text index after it (``merge_on_delete``);
