@@ -49,6 +49,23 @@ answers() {  # GET /api/v2/heartbeat over bash's /dev/tcp: no curl needed
   [[ "$status" == "HTTP/1.1 200"* ]]
 }
 
+# The server keeps the files of every collection it has opened, deleted ones included, until
+# it exits: one whole test run leaves it holding several thousand. A server started by an
+# earlier run that holds more than half its limit is stopped, so that this run starts afresh.
+if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  held="$(ls "/proc/$(cat "$pidfile")/fd" 2>/dev/null | wc -l)"
+  limit="$(awk '/Max open files/ {print $4}' "/proc/$(cat "$pidfile")/limits" 2>/dev/null || echo 0)"
+  if [ "${limit:-0}" -gt 0 ] && [ "$held" -gt $((limit / 2)) ]; then
+    echo "chroma: the server holds $held of $limit files; restarting it" >&2
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+  fi
+fi
+
 if ! answers 2>/dev/null; then
   echo "chroma: starting the Chroma server on 127.0.0.1:$port" >&2
   # A test server starts empty: collections left by earlier runs only cost memory and files.
