@@ -34,6 +34,7 @@ from ..kit.vectors import (
     vector_from_bytes,
     vector_to_bytes,
 )
+from . import plans
 from .dialect import Dialect
 from .steps import Plan
 
@@ -43,6 +44,7 @@ __all__ = [
     "KindState",
     "VectorState",
     "filter_columns",
+    "found_records",
     "loaded_index",
     "memory_items",
     "message_items",
@@ -140,6 +142,18 @@ def loaded_index(
     return index
 
 
+def found_records(
+    d: Dialect, user_id: str, found: Sequence[Any]
+) -> Plan[tuple[list[MessageRecord], list[MemoryRecord]]]:
+    """The messages and memory entries of a search answer, read in one plan."""
+    msg_ids = [rid for kind, rid, _ in found if kind == "message"]
+    mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
+    messages = (yield from plans.get_messages(d, msg_ids)) if msg_ids else []
+    by_id = MemoryFilter(user_id, include_expired=True, limit=len(mem_ids), ids=tuple(mem_ids))
+    memories = (yield from plans.query_memories(d, by_id)) if mem_ids else []
+    return messages, memories
+
+
 class BlobVectorSearch:
     """The vector primitives of an SQL engine that keeps vectors as blobs.
 
@@ -151,8 +165,6 @@ class BlobVectorSearch:
     _vectors: ExactVectors
     backend_name: str
     _plan: Callable[..., Awaitable[Any]]  # SQLMemory's
-    _get_messages: Callable[[Sequence[str]], Awaitable[list[MessageRecord]]]
-    _query_memories: Callable[[MemoryFilter], Awaitable[list[MemoryRecord]]]
 
     async def _claim_vector_space(
         self, space: VectorSpace | None, *, replace: bool = False
@@ -215,17 +227,14 @@ class BlobVectorSearch:
     async def _vector_hits(self, request: SearchRequest, found: list[Any]) -> list[SearchHit]:
         """The records of ``found``, in its order; a record deleted since the counters were
         read is left out, and the owner is checked again on the rows themselves."""
-        msg_ids = [rid for kind, rid, _ in found if kind == "message"]
-        mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
-        user_id = request.user_id
-        by_id = MemoryFilter(user_id, include_expired=True, limit=len(mem_ids), ids=tuple(mem_ids))
-        messages = await self._get_messages(msg_ids) if msg_ids else []
-        memories = await self._query_memories(by_id) if mem_ids else []
+        if not found:
+            return []
+        messages, memories = await self._plan("read", found_records, request.user_id, found)
         return ranked_hits(
             found,
             {r.id: r for r in messages},
             {r.id: r for r in memories},
-            user_id=user_id,
+            user_id=request.user_id,
         )
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
