@@ -215,7 +215,8 @@ class BlobVectorSearch:
             return self._plan("scan", partial(loaded_index, blobs), kind, user_id, state, nbytes)
 
         async def delta(after: int) -> tuple[list[tuple[Any, ...]], int] | None:
-            items = await self._plan("scan", blobs.added, kind, user_id, state, after, nbytes)
+            # Usually a few rows: a quick read, not a scan.
+            items = await self._plan("read", blobs.added, kind, user_id, state, after, nbytes)
             return None if items is None else (items, state.logged)
 
         if kind == "message":
