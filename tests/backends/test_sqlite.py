@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 
 from bruno_memstore import open_memory
-from bruno_memstore.backends.kit.vectors import VectorIndex
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.backends.sql.append import Append, append_group
 from bruno_memstore.backends.sql.sync import run_plan
@@ -404,7 +403,7 @@ async def test_writes_of_another_instance_invalidate_the_cached_index(db_path: P
     async with SQLiteMemory(db_path) as one, SQLiteMemory(db_path) as two:
         user, conv, other_conv = new_user_id(), new_conversation_id(), new_conversation_id()
         await store(one, user, conv, TOPICS)
-        loads = one._vector_caches["message"]
+        loads = one._vectors.cache
 
         async def nearest(query: str, **kw: Any) -> list[str]:
             found = await one.search(user, query, mode="vector", limit=10, **kw)
@@ -440,37 +439,6 @@ async def test_writes_of_another_instance_invalidate_the_cached_index(db_path: P
         # The user forgotten elsewhere: nothing left to find.
         await two.forget_user(user)
         assert await nearest("a cat for the family") == []
-
-
-async def test_an_index_of_an_older_epoch_is_not_searched(
-    memory: SQLiteMemory, db_path: Path
-) -> None:
-    """A search whose cached index predates a removal (made between the counters' read and
-    the search) ranks the vectors as they are in its snapshot, so nothing gone takes a place."""
-    user, conv, gone_conv = new_user_id(), new_conversation_id(), new_conversation_id()
-    msgs = await store(memory, user, conv, TOPICS)
-    await store(memory, user, gone_conv, ["a grey kitten from the animal shelter"])
-    query = (await memory.embedder.embed(["a grey kitten from the animal shelter"]))[0]  # type: ignore[union-attr]
-    with raw(db_path) as conn:
-        before = ops.vector_counters(conn, user)
-        assert before is not None
-        uid, epoch = before[0], ops.counters_of(before, "message")[1]
-        stale = VectorIndex()
-        ops.load_vectors(conn, "message", uid, 0, stale)
-    await memory.clear_conversation(user, gone_conv)
-    with raw(db_path) as conn:
-        found = ops.vector_search(
-            conn,
-            user,
-            query,
-            None,
-            len(TOPICS),
-            None,
-            {"message": ((uid, epoch), stale)},
-            ops.LoadedIndexes(2),
-        )
-    assert {h.message.id for h in found if h.message} == {str(m.id) for m in msgs}
-    assert len(stale) == len(TOPICS) + 1  # the cached index itself was left alone
 
 
 async def test_vectors_round_trip_as_float32(memory: SQLiteMemory, db_path: Path) -> None:
@@ -531,24 +499,16 @@ def _plans(path: Path, calls: list[Callable[[sqlite3.Connection], object]]) -> d
     return plans
 
 
-def _vector_search(
-    conn: sqlite3.Connection,
-    user: str,
-    conv: str | None,
-    flt: MemoryFilter | None,
-    kinds: tuple[str, ...] = ops.KINDS,
-) -> object:
-    """A vector search, loading the indexes from scratch."""
-    row = ops.vector_counters(conn, user)
-    assert row is not None
-    indexes: dict[str, ops.CachedIndex] = {
-        kind: ((row[0], ops.counters_of(row, kind)[1]), VectorIndex()) for kind in kinds
-    }
-    found = ops.vector_search(
-        conn, user, unit_vectors(1)[0], conv, 5, flt, indexes, ops.LoadedIndexes(4)
-    )
-    assert found
-    return found
+def _vector_loads(conn: sqlite3.Connection, user: str) -> object:
+    """The reads of a vector search: the user's counters, then every vector of each kind
+    and the ones added after the first."""
+    state = run_plan(conn, partial(ops.VECTORS.state, DIALECT, user))
+    assert state is not None and state.message and state.memory
+    for kind in ("message", "memory"):
+        at = getattr(state, kind)
+        assert run_plan(conn, partial(ops.VECTORS.load, DIALECT, kind, user, at, 4 * 384))
+        run_plan(conn, partial(ops.VECTORS.added, DIALECT, kind, user, at, 1, 4 * 384))
+    return state
 
 
 def run(plan: Callable[..., Any], *args: Any) -> Callable[[sqlite3.Connection], object]:
@@ -585,12 +545,9 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
         run(shared.export_page, "conversations", user, None, 50),
         run(shared.export_page, "memories", user, None, 50),
         run(shared.export_page, "sessions", user, None, 50),
-        lambda c: ops.vector_counters(c, user),
-        lambda c: _vector_search(c, user, conv, flt),
-        lambda c: _vector_search(c, user, None, None, ("message",)),
-        lambda c: _vector_search(c, user, None, None, ("memory",)),
-        lambda c: run_plan(c, partial(ops.put_vectors, "message", [("a", b"")])),
-        lambda c: run_plan(c, partial(ops.put_vectors, "memory", [("m", b"")])),
+        lambda c: _vector_loads(c, user),
+        lambda c: run_plan(c, partial(ops.VECTORS.put, DIALECT, "message", [("a", b"")])),
+        lambda c: run_plan(c, partial(ops.VECTORS.put, DIALECT, "memory", [("m", b"")])),
         run(shared.delete_messages, conv, frozenset({"system"})),
         run(shared.delete_memory, "m", None),
         run(shared.purge_expired, 10**18),
@@ -605,11 +562,6 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
                 assert _PLAN_OK_VIRTUAL.match(line), f"full scan in {sql!r}:\n{plan}"
     for sql, plan in ordered.items():
         assert "TEMP B-TREE FOR ORDER BY" not in plan, f"sort instead of index: {sql!r}\n{plan}"
-    # The records of vector hits: found by key, not by walking the owner's rows.
-    by_key = [(s, p) for s, p in plans.items() if re.search(r"WHERE m\.(seq|rid) IN", s)]
-    assert {re.search(r"m\.(seq|rid) IN", s).group(1) for s, _ in by_key} == {"seq", "rid"}  # type: ignore[union-attr]
-    for sql, plan in by_key:
-        assert "SEARCH m USING INTEGER PRIMARY KEY" in plan, f"{sql!r}\n{plan}"
 
 
 # ==================================================================== durability and processes
@@ -947,7 +899,7 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
 
 def _worker_threads(mem: SQLiteMemory) -> list[Any]:
     threads = [mem._writer._thread] if mem._writer else []
-    for pool in (mem._reader_pool, mem._search_pool, mem._vector_reader):
+    for pool in (mem._reader_pool, mem._search_pool):
         if pool:
             threads += [t._thread for t in pool._threads]
     return threads
@@ -957,8 +909,8 @@ async def test_shutdown_joins_threads_and_initialize_reopens(db_path: Path) -> N
     mem = SQLiteMemory(db_path, readers=3)
     await mem.store_message(make_message("before"), "u", "c")
     threads = _worker_threads(mem)
-    # The writer, 3 readers, 3 for searches, 1 for vectors.
-    assert len(threads) == 8 and all(t.is_alive() for t in threads)
+    # The writer, 3 readers, 3 for searches.
+    assert len(threads) == 7 and all(t.is_alive() for t in threads)
     await mem.shutdown()
     assert not any(t.is_alive() for t in threads)
     with pytest.raises(ClosedError):

@@ -333,11 +333,15 @@ class UserVectorCache(UserCache[VectorIndex]):
     async def get(  # type: ignore[override]
         self, user_id: str, generation: Any, load: Loader
     ) -> VectorIndex:
-        """The index as of ``generation``, loading its items with ``load()`` when stale."""
+        """The index as of ``generation``, loading its items with ``load()`` when stale
+        (``load()`` may also give the index built, e.g. on an engine's thread)."""
 
         async def build() -> VectorIndex:
+            loaded = await load()
+            if isinstance(loaded, VectorIndex):
+                return loaded
             index = VectorIndex()
-            index.put_many(await load())
+            index.put_many(loaded)
             return index
 
         return await super().get(user_id, generation, build)
@@ -445,19 +449,38 @@ class ExactVectors:
         user_id: str,
         generation: Any,
         load: Callable[[], Awaitable[Iterable[tuple[MemoryRecord, Any]]]],
+        *,
+        logged: int = 0,
+        delta: Delta | None = None,
     ) -> VectorIndex:
         """The user's memory-entry vectors as of ``generation``; ``load()`` gives
-        ``(entry, vector)`` pairs (the entry's text is not needed)."""
+        ``(entry, vector)`` pairs (the entry's text is not needed). With ``delta``,
+        ``generation`` is an epoch and added entries are followed up to ``logged`` as
+        messages are (``delta`` gives ``(entry, vector)`` pairs too)."""
 
-        async def items() -> list[tuple[Any, ...]]:
-            return [(MemoryKey(rec), vec) for rec, vec in await load()]
+        async def items() -> Any:
+            loaded = await load()
+            if isinstance(loaded, VectorIndex):  # built with MemoryKey keys
+                return loaded
+            return [(MemoryKey(rec), vec) for rec, vec in loaded]
 
-        return await self.cache.get(f"{user_id}\0memory", generation, items)
+        name = f"{user_id}\0memory"
+        if delta is None:
+            return await self.cache.get(name, generation, items)
+
+        async def added(after: int) -> tuple[Iterable[tuple[Any, ...]], int] | None:
+            got = await delta(after)
+            if got is None:
+                return None
+            pairs, upto = got
+            return [(MemoryKey(rec), vec) for rec, vec in pairs], upto
+
+        return await self._logged.index(name, generation, logged, items, added)
 
     def forget(self, user_id: str) -> None:
         """Drop the user's indexes."""
         self._logged.forget(f"{user_id}\0message")
-        self.cache.drop(f"{user_id}\0memory")
+        self._logged.forget(f"{user_id}\0memory")
 
     def clear(self) -> None:
         """Drop every index (the engine dropped every vector)."""

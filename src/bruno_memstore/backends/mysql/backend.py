@@ -15,10 +15,10 @@
 * The schema is migrated on first use, once, under ``GET_LOCK`` (several processes may
   start together).
 * Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
-  MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process: a
-  user's vectors are loaded (:class:`~bruno_memstore.backends.kit.vectors.ExactVectors`)
-  and kept while the user's generation (bumped in every transaction that changes them)
-  stays the same; appended vectors are read from an append log.
+  MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process
+  (:mod:`..sql.vectors`, with this engine's statements in ``vectors``): a user's vectors
+  are kept loaded while the user's counters say they are current; appended vectors are
+  read from an append log.
 """
 
 from __future__ import annotations
@@ -28,19 +28,17 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import asyncmy
 import numpy as np
 
 from ...capabilities import DATABASE, Capability
-from ...embeddings.adapter import VectorSpace
-from ...errors import BackendError, BackendUnavailableError, InvalidArgumentError
+from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SearchHit, SearchRequest
+from ...models import MemoryRecord, MessageRecord
 from ...url import MemoryURL, redact_url
-from ..kit.hits import ranked_hits
-from ..kit.vectors import ExactVectors, StaleLog, nearest, vector_from_bytes, vector_to_bytes
+from ..kit.vectors import ExactVectors
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import migrate, refresh_analysis
 from ..sql.steps import (
@@ -55,6 +53,7 @@ from ..sql.steps import (
     begin,
     drive_async,
 )
+from ..sql.vectors import BlobVectorSearch
 from .dialect import (
     INDEXED_CHARS,
     MySQLDialect,
@@ -63,9 +62,9 @@ from .dialect import (
     query_terms,
     row_size,
     search_terms,
-    user_hash,
 )
 from .schema import Server, migrations_for
+from .vectors import VECTORS
 
 __all__ = ["INDEXED_CHARS", "MySQLMemory", "TermRewriter", "query_terms", "search_terms"]
 
@@ -79,7 +78,6 @@ _TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 20
 _UNAVAILABLE_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
 _ANALYSIS_SETTING = "analysis_version"  # the settings row: what built the search terms
 _REINDEX_BATCH = 500
-_DROP_BATCH = 5000
 
 
 def _in_step(exc: BaseException) -> bool:
@@ -102,7 +100,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(SQLMemory):
+class MySQLMemory(BlobVectorSearch, SQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     Args:
@@ -198,6 +196,7 @@ class MySQLMemory(SQLMemory):
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
         self._sql: MySQLDialect = self.dialect_type(database, prefix)
+        self._blobs = VECTORS
         # Two indexes per user: messages (following the append log) and memory entries.
         self._vectors = ExactVectors(max_users=cache_users)
 
@@ -434,10 +433,6 @@ class MySQLMemory(SQLMemory):
             await cur.execute(sql, args)
             return list(await cur.fetchall())
 
-    async def _execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        async with self._connection() as conn, conn.cursor() as cur:
-            return int(await cur.execute(sql, args))
-
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
         plan = make_plan()
         first = begin(plan)  # the plan's preparation, on the event loop
@@ -471,188 +466,7 @@ class MySQLMemory(SQLMemory):
         vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
         return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
 
-    # ================================================================ vectors
-
-    async def _claim_vector_space(
-        self, space: VectorSpace | None, *, replace: bool = False
-    ) -> VectorSpace | None:
-        table = self._sql.table("vector_space")
-        if space is not None and not replace:
-            await self._execute(
-                f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
-                "ON DUPLICATE KEY UPDATE id = id",
-                (space.model, space.dimension),
-            )
-        elif space is not None:
-            # Vectors first: an interrupted run leaves the old model recorded over fewer
-            # vectors (searches stay right), never the new one over old vectors.
-            await self._drop_vectors()
-            await self._execute(
-                f"INSERT INTO {table} (id, model, dimension, epoch) VALUES (1, %s, %s, 1) "
-                "ON DUPLICATE KEY UPDATE model = %s, dimension = %s, epoch = epoch + 1",
-                (space.model, space.dimension, space.model, space.dimension),
-            )
-            self._vectors.clear()
-            return space
-        rows = await self._fetch(f"SELECT model, dimension FROM {table} WHERE id = 1")
-        return VectorSpace(rows[0][0], int(rows[0][1])) if rows else None
-
-    async def _drop_vectors(self) -> None:
-        """Set every vector to NULL, in bounded statements (by primary key ranges)."""
-        messages, memories = self._sql.table("messages"), self._sql.table("memories")
-        ((low, high),) = await self._fetch(f"SELECT MIN(seq), MAX(seq) FROM {messages}")
-        if high is not None:
-            for start in range(int(low), int(high) + 1, _DROP_BATCH):
-                await self._execute(
-                    f"UPDATE {messages} SET vector = NULL "
-                    "WHERE seq >= %s AND seq < %s AND vector IS NOT NULL",
-                    (start, start + _DROP_BATCH),
-                )
-        await self._execute(f"UPDATE {memories} SET vector = NULL WHERE vector IS NOT NULL")
-
-    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
-        if items:
-            await self._perform("write", partial(self._vectors_put, kind, items))
-
-    def _vectors_put(self, kind: str, items: Sequence[Any]) -> Plan[None]:
-        d = self._sql
-        table = d.table("messages" if kind == "message" else "memories")
-        pairs = [(str(rid), vector_to_bytes(vec)) for rid, vec in items]  # preparation
-        owners: set[str] = set()
-        for start in range(0, len(pairs), 128):
-            chunk = pairs[start : start + 128]
-            ids = [rid for rid, _ in chunk]
-            yield Execute(
-                f"UPDATE {table} SET vector = CASE id "
-                + " ".join(["WHEN ? THEN ?"] * len(chunk))
-                + f" END WHERE id IN ({', '.join('?' * len(ids))})",
-                [*(v for pair in chunk for v in pair), *ids],
-            )
-            found = yield Fetch(
-                f"SELECT DISTINCT user_id FROM {table} WHERE id IN ({', '.join('?' * len(ids))})",
-                ids,
-            )
-            owners.update(row[0] for row in found)
-        changed = d.messages_changed if kind == "message" else d.memories_changed
-        yield from changed(sorted(owners))
-
-    async def _vector_state(self, user_id: str) -> tuple[Any, int, Any, Any]:
-        """The store's epoch and the user's message generation, message epoch and memory
-        generation (``None`` for a user who never had vectors)."""
-        g = self._sql.table("vector_generations")
-        rows = await self._fetch(
-            # Named columns: MariaDB would otherwise name them after the statement's text,
-            # binary user hash included, which the driver cannot always decode.
-            f"SELECT (SELECT epoch FROM {self._sql.table('vector_space')} WHERE id = 1) AS e, "
-            f"(SELECT generation FROM {g} WHERE user_hash = %s) AS g, "
-            f"(SELECT message_epoch FROM {g} WHERE user_hash = %s) AS me, "
-            f"(SELECT memory_generation FROM {g} WHERE user_hash = %s) AS mg",
-            (user_hash(user_id),) * 3,
-        )
-        epoch, generation, message_epoch, memory_generation = rows[0]
-        return epoch, int(generation or 0), message_epoch, memory_generation
-
-    async def _message_index(
-        self, user_id: str, key: tuple[Any, Any], generation: int, nbytes: int
-    ) -> Any:
-        """The user's message vectors as of ``generation``: the index loaded for this
-        message epoch, plus the vectors logged (appended) since it was loaded or last
-        brought up to date."""
-
-        async def delta(after: int) -> tuple[list[tuple[Any, ...]], int] | None:
-            items = await self._appended_vectors(user_id, key[1], after, generation, nbytes)
-            return None if items is None else (items, generation)
-
-        try:
-            return await self._vectors.messages(
-                user_id, key, generation, lambda: self._message_vectors(user_id, nbytes), delta
-            )
-        except StaleLog as exc:  # pragma: no cover - only under a storm of deletions
-            raise BackendError(
-                str(exc), backend=self.backend_name, operation="vector_search"
-            ) from exc
-
-    async def _appended_vectors(
-        self, user_id: str, epoch: Any, after: int, upto: int, nbytes: int
-    ) -> list[tuple[Any, ...]] | None:
-        """The message vectors logged in generations ``(after, upto]`` of the message epoch
-        ``epoch``, or ``None`` if the log does not hold all of them any more."""
-        h = user_hash(user_id)
-        rows = await self._fetch(
-            f"SELECT l.generation, l.ids, (SELECT message_epoch FROM "
-            f"{self._sql.table('vector_generations')} WHERE user_hash = %s) AS me "
-            f"FROM {self._sql.table('vector_log')} l WHERE l.user_hash = %s "
-            "AND l.generation > %s AND l.generation <= %s",
-            (h, h, after, upto),
-        )
-        if len(rows) != upto - after or any(r[2] != epoch for r in rows):
-            return None
-        ids = [rid for r in rows for rid in r[1].split("\0")]
-        out: list[tuple[Any, ...]] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            found = await self._fetch(
-                f"SELECT id, conversation_id, vector FROM {self._sql.table('messages')} "
-                f"WHERE id IN ({', '.join(['%s'] * len(chunk))}) AND LENGTH(vector) = %s",
-                [*chunk, nbytes],
-            )
-            out += [(r[0], vector_from_bytes(r[2]), None, r[1]) for r in found]
-        return out
-
-    async def _message_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, ...]]:
-        rows = await self._fetch(
-            f"SELECT id, conversation_id, vector FROM {self._sql.table('messages')} "
-            "WHERE user_id = %s AND LENGTH(vector) = %s",
-            (user_id, nbytes),
-        )
-        # Keyed by id, labelled by conversation (filtered with array operations).
-        return [(r[0], vector_from_bytes(r[2]), None, r[1]) for r in rows]
-
-    async def _memory_vectors(self, user_id: str, nbytes: int) -> list[tuple[Any, ...]]:
-        rows = await self._fetch(
-            "SELECT id, user_id, '', memory_type, category, tags, confidence, importance, "
-            "created_us, expires_us, conversation_id, '', vector FROM "
-            f"{self._sql.table('memories')} WHERE user_id = %s AND LENGTH(vector) = %s",
-            (user_id, nbytes),
-        )
-        # Entries without their text, for the filters.
-        return [(self._sql.memory(r), vector_from_bytes(r[12])) for r in rows]
-
-    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        user_id = request.user_id
-        query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        nbytes = 4 * query.size
-        epoch, generation, message_epoch, memory_generation = await self._vector_state(user_id)
-        messages = memories = None
-        if "message" in request.kinds:
-            messages = await self._message_index(
-                user_id, (epoch, message_epoch), generation, nbytes
-            )
-        if "memory" in request.kinds:
-            memories = await self._vectors.memories(
-                user_id,
-                (epoch, memory_generation),
-                lambda: self._memory_vectors(user_id, nbytes),
-            )
-        found = nearest(request, query, messages=messages, memories=memories)
-        msg_ids = [rid for kind, rid, _ in found if kind == "message"]
-        mem_ids = [rid for kind, rid, _ in found if kind == "memory"]
-        by_id = MemoryFilter(user_id, include_expired=True, limit=len(mem_ids), ids=tuple(mem_ids))
-        # A record deleted since the generation was read is left out; the owner is checked
-        # again on the rows themselves.
-        return ranked_hits(
-            found,
-            {r.id: r for r in await self._get_messages(msg_ids)} if msg_ids else {},
-            {r.id: r for r in await self._query_memories(by_id)} if mem_ids else {},
-            user_id=user_id,
-        )
-
     # ================================================================ whole-store operations
-
-    async def _forget_user(self, user_id: str) -> dict[str, int]:
-        counts = await super()._forget_user(user_id)
-        self._vectors.forget(user_id)
-        return counts
 
     async def _compact(self) -> None:
         # InnoDB keeps deleted rows' bytes in their pages, and FULLTEXT keeps their words in

@@ -6,13 +6,12 @@ Every primitive is a plan of the SQL family (:mod:`..sql`) over SQLite's dialect
 writes together, a small pool of readers that read committed
 snapshots without waiting for it, a pool of the same size for the reads whose time grows
 with a user's data (full-text search, statistics, export pages), so that slow searches never
-hold up a window read, and one reader for vector search, which owns the in-process vector
-indexes. The event loop only queues work and collects results.
+hold up a window read. The event loop only queues work and collects results.
 
 Vectors are float32 BLOBs beside their records, written in the records' transactions. The
 ``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
-vectors held in process (:class:`~bruno_memstore.backends.kit.vectors.UserVectorCache`), checked
-against the user's change counters at every query (see ``vectors``).
+vectors held in process, checked against the user's change counters at every query
+(:mod:`..sql.vectors`, with SQLite's statements in ``vectors``).
 
 Durability: a write is acknowledged after its transaction commits. With the default
 ``synchronous="full"`` the commit reaches the disk first (``fsync`` of the WAL), so an
@@ -26,23 +25,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 from ...capabilities import DATABASE, Capability
-from ...embeddings.adapter import VectorSpace
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
-from ...models import SearchHit, SearchRequest
 from ...url import MemoryURL
 from ..kit.threads import Job, ReaderPool, Writer
-from ..kit.vectors import UserVectorCache, vector_to_bytes
+from ..kit.vectors import ExactVectors
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
 from ..sql.steps import Plan
 from ..sql.sync import AppendJob, PlanJob, ThenJob, run_group, run_plan
-from . import vectors
+from ..sql.vectors import BlobVectorSearch
 from .dialect import DIALECT
 from .files import (
     MEMORY_PATH,
@@ -54,7 +52,7 @@ from .files import (
     rebuild_file,
 )
 from .schema import LATEST_VERSION
-from .vectors import KINDS, CachedIndex, LoadedIndexes
+from .vectors import VECTORS
 
 __all__ = ["SQLiteMemory", "Synchronous"]
 
@@ -73,7 +71,7 @@ _URL_OPTIONS: dict[str, type] = {
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN = 5, 6, 14
 
 
-class SQLiteMemory(SQLMemory):
+class SQLiteMemory(BlobVectorSearch, SQLMemory):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
     processes.
 
@@ -147,8 +145,8 @@ class SQLiteMemory(SQLMemory):
         self._writer: Writer[sqlite3.Connection] | None = None
         self._reader_pool: ReaderPool[sqlite3.Connection] | None = None
         self._search_pool: ReaderPool[sqlite3.Connection] | None = None
-        self._vector_reader: ReaderPool[sqlite3.Connection] | None = None
         self._finalizer: weakref.finalize | None = None
+        self._blobs = VECTORS
         self._new_vector_caches()
 
     @classmethod
@@ -203,7 +201,6 @@ class SQLiteMemory(SQLMemory):
             pools = [
                 ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
                 ReaderPool("bruno-memstore-sqlite-search", reader, self.readers),
-                ReaderPool("bruno-memstore-sqlite-vectors", reader, 1),
             ]
             try:
                 for pool in pools:
@@ -214,8 +211,7 @@ class SQLiteMemory(SQLMemory):
                 await writer.stop()
                 raise
         self._writer = writer
-        self._reader_pool, self._search_pool, self._vector_reader = pools or (None, None, None)
-        # Indexes of an earlier connection may describe another database (``:memory:``).
+        self._reader_pool, self._search_pool = pools or (None, None)
         self._new_vector_caches()
         # Threads hold no reference to this object; if it is dropped without shutdown(),
         # the finalizer still ends them.
@@ -223,8 +219,8 @@ class SQLiteMemory(SQLMemory):
 
     async def _close(self) -> None:
         writer = self._writer
-        pools = [self._reader_pool, self._search_pool, self._vector_reader]
-        self._writer = self._reader_pool = self._search_pool = self._vector_reader = None
+        pools = [self._reader_pool, self._search_pool]
+        self._writer = self._reader_pool = self._search_pool = None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -236,9 +232,8 @@ class SQLiteMemory(SQLMemory):
         self._new_vector_caches()
 
     def _new_vector_caches(self) -> None:
-        self._vector_caches = {kind: UserVectorCache(self.vector_users) for kind in KINDS}
-        # Touched only by jobs on the vector thread (or the writer, for ``:memory:``).
-        self._vector_loads = LoadedIndexes(len(KINDS) * self.vector_users)
+        # Indexes of an earlier connection may describe another database (``:memory:``).
+        self._vectors = ExactVectors(max_users=self.vector_users)
 
     # ================================================================ where plans run
 
@@ -284,12 +279,6 @@ class SQLiteMemory(SQLMemory):
             return self._write(job)
         return self._search_pool.submit(job)
 
-    def _vector_read(self, job: Job) -> Any:
-        # One thread runs every job that touches the cached indexes, so they need no lock.
-        if self._vector_reader is None:
-            return self._write(job)
-        return self._vector_reader.submit(job)
-
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
@@ -322,76 +311,29 @@ class SQLiteMemory(SQLMemory):
         err.cause = exc
         return err
 
-    # ================================================================ vectors
-
-    async def _claim_vector_space(
-        self, space: VectorSpace | None, *, replace: bool = False
-    ) -> VectorSpace | None:
-        if space is None or not replace:
-            recorded = await self._perform("read", vectors.vector_space)
-            if space is None or recorded is not None:  # a read: no write lock when it is there
-                return None if recorded is None else VectorSpace(*recorded)
-        claim = partial(vectors.claim_vector_space, space.model, space.dimension, replace)
-        model, dimension = await self._perform("write", claim)
-        if replace:
-            for cache in self._vector_caches.values():
-                cache.clear()  # every epoch moved: the copies would never be used again
-        return VectorSpace(model, dimension)
-
-    async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
-        def put() -> Plan[int]:
-            # Encoded by the plan's preparation: on the writer thread, off the event loop.
-            return vectors.put_vectors(kind, [(rid, vector_to_bytes(v)) for rid, v in items])
-
-        await self._perform("write", put)
-
-    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        user_id = request.user_id
-        counters = await self._read(partial(vectors.vector_counters, user_id=user_id))
-        if counters is None:
-            self._drop_vectors(user_id)
-            return []
-        uid = counters[0]
-        indexes: dict[str, CachedIndex] = {}
-        for kind in KINDS:
-            generation, epoch = vectors.counters_of(counters, kind)
-            # Generation 0: the user never had vectors of that kind.
-            if kind in request.kinds and generation:
-                index = await self._vector_caches[kind].get(user_id, (uid, epoch), _load_later)
-                indexes[kind] = ((uid, epoch), index)
-        if not indexes:
-            return []
-        return await self._vector_read(
-            partial(
-                vectors.vector_search,
-                user_id=user_id,
-                vector=vector,
-                conversation_id=request.conversation_id,
-                limit=request.limit,
-                flt=request.memory_filter,
-                indexes=indexes,
-                loaded=self._vector_loads,
-            )
-        )
-
-    def _drop_vectors(self, user_id: str) -> None:
-        for cache in self._vector_caches.values():
-            cache.drop(user_id)
-
     # ================================================================ whole-store operations
-
-    async def _forget_user(self, user_id: str) -> dict[str, int]:
-        counts = await super()._forget_user(user_id)
-        self._drop_vectors(user_id)  # other instances drop theirs at their next query
-        return counts
 
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
         await self._write(ThenJob(compact_search_index, rebuild_file))
 
 
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run several reads against one consistent snapshot (a read transaction); inside a
+    transaction already (reads served by the writer, for ``:memory:``), that one is it."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
 def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: sqlite3.Connection) -> Any:
-    with vectors.snapshot(conn):
+    with _snapshot(conn):
         return run_plan(conn, make_plan)
 
 
@@ -399,9 +341,3 @@ def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:
     writer.stop_nowait()
     for pool in pools:
         pool.stop_nowait()
-
-
-async def _load_later() -> tuple[()]:
-    """The loader given to ``UserVectorCache``: the index starts empty and the vector thread
-    fills it (``vectors.LoadedIndexes``), so the event loop never builds an index."""
-    return ()
