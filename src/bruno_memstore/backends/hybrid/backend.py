@@ -255,7 +255,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         The other query options are ``cache_timeout``, ``cache_retry_after``,
         ``cache_max_age``, ``context_window`` and ``operation_timeout``; keywords win.
         """
-        url.check_options({"cache", "persistent", *_URL_OPTIONS})
+        merged = url.apply_options(options, _URL_OPTIONS, also=("cache", "persistent"))
         if (
             url.host
             or url.port
@@ -276,12 +276,6 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                     "URL percent-encoded",
                 )
             tiers[part] = inner
-        merged: dict[str, Any] = {}
-        for name, kind in _URL_OPTIONS.items():
-            value = url.option(name, kind)
-            if value is not None:
-                merged[name] = value
-        merged.update(options)
         return cls(
             cache=open_memory(tiers["cache"]),
             persistent=open_memory(tiers["persistent"]),

@@ -191,7 +191,6 @@ class PostgresMemory(SQLMemory):
             raise InvalidArgumentError("dsn", f"expected a postgresql:// URL, got {url}")
         if url.driver not in (None, "asyncpg"):
             raise InvalidArgumentError("dsn", f"unsupported driver {url.driver!r}; use asyncpg")
-        url.check_options(set(_OPTION_KINDS) | _DRIVER_OPTIONS)
         given = {
             "schema": schema,
             "language": language,
@@ -203,10 +202,9 @@ class PostgresMemory(SQLMemory):
             "group_commit": group_commit,
             "ef_search": ef_search,
         }
-        opt = {
-            name: given[name] if given[name] is not None else url.option(name, kind)
-            for name, kind in _OPTION_KINDS.items()
-        }
+        opt = url.apply_options(
+            {k: v for k, v in given.items() if v is not None}, _OPTION_KINDS, also=_DRIVER_OPTIONS
+        )
         self._url = url
         self._dsn = _driver_dsn(url)
         self.schema = _check(opt, "schema", str, _DEFAULT_SCHEMA)

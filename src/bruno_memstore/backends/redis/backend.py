@@ -1225,19 +1225,11 @@ def _index_dimension(info: dict[str, Any]) -> int | None:
 def _merge_options(
     url: MemoryURL, given: dict[str, Any], options: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """Combine URL query options with keyword arguments; a keyword given explicitly wins."""
-    url.check_options(set(_OPTIONS) | _PASSTHROUGH)
-    settings = dict(given)
-    base = dict(options)
-    for name, kind in _OPTIONS.items():
-        if name not in url.query:
-            continue
-        value = url.option(name, kind)
-        if name in settings:
-            if settings[name] == _DEFAULTS[name]:
-                settings[name] = value
-        else:
-            base.setdefault(name, value)
+    """``(settings, the base class's options, redis-py's query options)``: URL query options
+    under keyword arguments; a keyword equal to its default counts as not given."""
+    explicit = {name: value for name, value in given.items() if value != _DEFAULTS[name]}
+    base = url.apply_options({**options, **explicit}, _OPTIONS, also=_PASSTHROUGH)
+    settings = {name: base.pop(name, value) for name, value in given.items()}
     passthrough = {k: v for k, v in url.query.items() if k in _PASSTHROUGH}
     return settings, base, passthrough
 
