@@ -10,4 +10,7 @@
 * ``hits`` — search answers as record ids, and the hits they become.
 * ``batches`` — work in chunks, records in export batches.
 * ``apart`` — isolating the writer that broke a group commit.
+* ``appends`` — one ``_append_messages`` call as a value, as writers queue it.
+* ``driver_url`` — the base of backends configured by one driver URL (built from it, shown
+  and quoted in errors with its secrets hidden).
 """

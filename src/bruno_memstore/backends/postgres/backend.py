@@ -32,7 +32,8 @@ from ...errors import BackendUnavailableError, InvalidArgumentError, SchemaError
 from ...limits import Limits
 from ...models import MessageRecord, SearchHit, SearchRequest
 from ...primitives import AppendResult
-from ...url import MemoryURL, redact_url
+from ...url import MemoryURL
+from ..kit.driver_url import DriverURLBackend
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import Migration, migrate
@@ -121,7 +122,7 @@ _EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
     JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
 
 
-class PostgresMemory(SQLMemory):
+class PostgresMemory(DriverURLBackend, SQLMemory):
     """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
     Args:
@@ -253,17 +254,6 @@ class PostgresMemory(SQLMemory):
     def pgvector_version(self) -> str | None:
         """The pgvector extension's version in this database, when the store keeps vectors."""
         return self._pgvector_version
-
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> PostgresMemory:
-        """Build from ``postgresql://`` or ``postgres://`` (options in the query string)."""
-        return cls(url.raw, **options)
-
-    def describe(self) -> str:
-        return redact_url(self._url.raw)
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -37,7 +37,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 
-from ...base import MemoryBackend
 from ...capabilities import SEARCHABLE_STORE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
@@ -67,6 +66,7 @@ from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
 from ..kit.batches import EXPORT_BATCH, batches
 from ..kit.codec import MEMORIES, MESSAGES
+from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
@@ -136,7 +136,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class RedisMemory(MemoryBackend, VectorPrimitives):
+class RedisMemory(DriverURLBackend, VectorPrimitives):
     """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
 
     Args:
@@ -247,11 +247,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         self._vectors = ExactVectors(max_users=users)
         self._vector_cache = self._vectors.cache
 
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
-        """Build from a parsed ``redis://`` or ``rediss://`` URL (``open_memory`` calls this)."""
-        return cls(url.raw, **options)
-
     def describe(self) -> str:
         text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
         return f"{text}, vectors={self._vector_mode}" if self._vector_mode else text
@@ -266,9 +261,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     def vector_index_name(self) -> str:
         """The name of this store's RediSearch index (used in ``"redisearch"`` mode)."""
         return f"{self.keys.prefix}:vectors"
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
 
     # ================================================================ lifecycle
 
