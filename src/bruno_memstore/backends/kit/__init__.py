@@ -11,6 +11,8 @@
 * ``batches`` — work in chunks, records in export batches.
 * ``apart`` — isolating the writer that broke a group commit.
 * ``appends`` — one ``_append_messages`` call as a value, as writers queue it.
+* ``settings`` — constructor settings checked one way (positive ints and seconds, typed
+  settings with a default and a lower bound).
 * ``driver_url`` — the base of backends configured by one driver URL (built from it, shown
   and quoted in errors with its secrets hidden).
 """

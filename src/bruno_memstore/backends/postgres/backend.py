@@ -34,6 +34,7 @@ from ...models import MessageRecord, SearchHit, SearchRequest
 from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
+from ..kit.settings import setting
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import Migration, migrate
@@ -208,15 +209,15 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         )
         self._url = url
         self._dsn = _driver_dsn(url)
-        self.schema = _check(opt, "schema", str, _DEFAULT_SCHEMA)
-        self.language = _check(opt, "language", str, _DEFAULT_LANGUAGE)
-        self.min_size = _check(opt, "min_size", int, 1, low=0)
-        self.max_size = _check(opt, "max_size", int, 10, low=1)
-        self.connect_timeout = _check(opt, "connect_timeout", float, 10.0, low=0.001)
-        self.command_timeout: float | None = _check(opt, "command_timeout", float, None, low=0.001)
-        self.statement_cache_size = _check(opt, "statement_cache_size", int, 100, low=0)
-        self.group_commit = _check(opt, "group_commit", bool, True)
-        self.ef_search = _check(opt, "ef_search", int, _DEFAULT_EF_SEARCH, low=1)
+        self.schema = setting(opt, "schema", str, _DEFAULT_SCHEMA)
+        self.language = setting(opt, "language", str, _DEFAULT_LANGUAGE)
+        self.min_size = setting(opt, "min_size", int, 1, low=0)
+        self.max_size = setting(opt, "max_size", int, 10, low=1)
+        self.connect_timeout = setting(opt, "connect_timeout", float, 10.0, low=0.001)
+        self.command_timeout: float | None = setting(opt, "command_timeout", float, None, low=0.001)
+        self.statement_cache_size = setting(opt, "statement_cache_size", int, 100, low=0)
+        self.group_commit = setting(opt, "group_commit", bool, True)
+        self.ef_search = setting(opt, "ef_search", int, _DEFAULT_EF_SEARCH, low=1)
         if self.ef_search > _MAX_EF_SEARCH:
             raise InvalidArgumentError("ef_search", f"at most {_MAX_EF_SEARCH}")
         if self.min_size > self.max_size:
@@ -608,19 +609,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
 
 
 # ==================================================================== helpers
-
-
-def _check(opt: dict[str, Any], name: str, kind: type, default: Any, low: float | None = None):
-    value = opt.get(name)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise InvalidArgumentError(name, f"expected {kind.__name__}, got {type(value).__name__}")
-    if low is not None and value < low:
-        raise InvalidArgumentError(name, f"must be at least {low:g}, got {value!r}")
-    return value
 
 
 def _driver_dsn(url: MemoryURL) -> str:

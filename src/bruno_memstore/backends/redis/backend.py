@@ -68,6 +68,7 @@ from ..kit.batches import EXPORT_BATCH, batches
 from ..kit.codec import MEMORIES, MESSAGES
 from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
+from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from .scripts import PRELUDE, SCRIPTS
@@ -231,9 +232,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 "vector_search", f"expected one of {', '.join(VECTOR_MODES)}"
             )
         for name in ("vector_cache_users", "hnsw_ef_runtime"):
-            value = settings[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be a positive int")
+            positive_int(name, settings[name])
         users = settings["vector_cache_users"]
         self._settings = settings
         self._client: Any = None
