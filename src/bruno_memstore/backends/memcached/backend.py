@@ -28,6 +28,7 @@ from ...primitives import ExportKind
 from ...url import MemoryURL, redact_url
 from ..kit.kv import hash_id
 from ..kit.kv_memory import KeyValueMemory
+from ..kit.settings import positive_int
 from .client import HardenedClient
 from .store import Store
 
@@ -107,12 +108,8 @@ class MemcachedMemory(KeyValueMemory):
         parsed = MemoryURL.parse(url)
         if parsed.scheme != "memcached":
             raise InvalidArgumentError("url", f"expected memcached://, got {parsed}")
-        parsed.check_options(set(self._URL_OPTIONS))
-        merged = {
-            n: v for n, k in self._URL_OPTIONS.items() if (v := parsed.option(n, k)) is not None
-        }
-        merged.update({n: v for n, v in (("prefix", prefix), ("ttl", ttl)) if v is not None})
-        merged.update(options)
+        given = {n: v for n, v in (("prefix", prefix), ("ttl", ttl)) if v is not None}
+        merged = parsed.apply_options({**given, **options}, self._URL_OPTIONS)
         prefix = merged.pop("prefix", "bruno")
         ttl = merged.pop("ttl", None)
         pool_size = merged.pop("pool_size", 8)
@@ -124,9 +121,8 @@ class MemcachedMemory(KeyValueMemory):
             raise InvalidArgumentError("prefix", "1 to 64 letters, digits, '_', '.' or '-'")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
             raise InvalidArgumentError("ttl", "must be a positive number of seconds, or None")
-        for name, value in (("pool_size", pool_size), ("max_message_bytes", max_bytes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be a positive int")
+        positive_int("pool_size", pool_size)
+        positive_int("max_message_bytes", max_bytes)
         if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
             raise InvalidArgumentError("connect_timeout", "must be a positive number")
         if parsed.path not in ("", "/"):
