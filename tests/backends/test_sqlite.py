@@ -146,17 +146,21 @@ async def store(memory: SQLiteMemory, user: str, conv: str, texts: list[str]) ->
 async def test_wal_mode_and_synchronous_setting(db_path: Path) -> None:
     async with SQLiteMemory(db_path, synchronous="normal") as mem:
         await mem.store_message(make_message("hi"), "u", "c")
-        assert await mem._write(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(1,)]
-        assert await mem._read(lambda c: c.execute("PRAGMA query_only").fetchall()) == [(1,)]
-        assert await mem._write(lambda c: c.execute("PRAGMA foreign_keys").fetchall()) == [(1,)]
+        assert await mem._submit(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(1,)]
+        assert await mem._submit(
+            lambda c: c.execute("PRAGMA query_only").fetchall(), mem._reader_pool
+        ) == [(1,)]
+        assert await mem._submit(lambda c: c.execute("PRAGMA foreign_keys").fetchall()) == [(1,)]
         # Set, whatever the build's default: deleted rows are overwritten with zeros.
-        assert await mem._write(lambda c: c.execute("PRAGMA secure_delete").fetchall()) == [(1,)]
-        assert await mem._read(lambda c: c.execute("PRAGMA secure_delete").fetchall()) == [(1,)]
+        assert await mem._submit(lambda c: c.execute("PRAGMA secure_delete").fetchall()) == [(1,)]
+        assert await mem._submit(
+            lambda c: c.execute("PRAGMA secure_delete").fetchall(), mem._reader_pool
+        ) == [(1,)]
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     async with SQLiteMemory(db_path) as mem:
         # The default: FULL, so an acknowledged commit is on disk.
-        assert await mem._write(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(2,)]
+        assert await mem._submit(lambda c: c.execute("PRAGMA synchronous").fetchall()) == [(2,)]
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
@@ -761,7 +765,7 @@ async def test_a_write_that_ends_the_transaction_fails_alone(db_path: Path) -> N
     # No embedding model: the writes reach the writer's queue at once, whatever the load.
     memory = SQLiteMemory(db_path, embedding_model=None)
     await memory.initialize()
-    await memory._write(
+    await memory._submit(
         lambda c: c.execute(
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON main.messages "
             "WHEN NEW.content = 'doomed' BEGIN SELECT RAISE(ROLLBACK, 'refused'); END"
@@ -778,7 +782,7 @@ async def test_a_write_that_ends_the_transaction_fails_alone(db_path: Path) -> N
 
     # The writer runs this job alone and waits on the gate; the writes below queue up behind
     # it (submitted before it started, they would join its group instead).
-    held = memory._write(hold)
+    held = memory._submit(hold)
     assert await asyncio.to_thread(started.wait, 60)
     stores = [
         asyncio.ensure_future(memory.store_message(m, user, new_conversation_id())) for m in writers
@@ -803,11 +807,11 @@ async def test_concurrent_writers_share_commits(db_path: Path) -> None:
     user, conv = new_user_id(), new_conversation_id()
     await memory.initialize()
     statements: list[str] = []
-    await memory._write(lambda c: c.set_trace_callback(statements.append))
+    await memory._submit(lambda c: c.set_trace_callback(statements.append))
     await asyncio.gather(
         *(memory.store_message(make_message(f"n{i}"), user, conv) for i in range(200))
     )
-    await memory._write(lambda c: c.set_trace_callback(None))
+    await memory._submit(lambda c: c.set_trace_callback(None))
     commits = sum(1 for s in statements if s == "COMMIT")
     assert commits <= 20, f"{commits} commits for 200 concurrent writes"
     window = await memory.retrieve_messages(conv)

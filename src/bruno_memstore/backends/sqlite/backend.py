@@ -25,8 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -34,6 +33,7 @@ from urllib.parse import quote
 from ...capabilities import DATABASE, Capability
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
 from ...url import MemoryURL
+from ..kit.settings import positive_int
 from ..kit.threads import Job, ReaderPool, Writer
 from ..kit.vectors import ExactVectors
 from ..sql.append import Append, Outcome
@@ -48,6 +48,7 @@ from .files import (
     checkpoint_wal,
     compact_search_index,
     erasing,
+    is_busy,
     open_connection,
     rebuild_file,
 )
@@ -67,8 +68,7 @@ _URL_OPTIONS: dict[str, type] = {
     "context_window": int,
     "operation_timeout": float,
 }
-# SQLite result codes (the primary code is the low byte of an extended one).
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN = 5, 6, 14
+_SQLITE_CANTOPEN = 14  # a result code (the low byte of an extended one)
 
 
 class SQLiteMemory(BlobVectorSearch, SQLMemory):
@@ -127,8 +127,6 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
             raise InvalidArgumentError("busy_timeout", "must not be negative")
         if isinstance(readers, bool) or not isinstance(readers, int) or not 1 <= readers <= 32:
             raise InvalidArgumentError("readers", "expected an int from 1 to 32")
-        if isinstance(vector_users, bool) or not isinstance(vector_users, int) or vector_users < 1:
-            raise InvalidArgumentError("vector_users", "expected a positive int")
         if not isinstance(merge_on_delete, bool):
             raise InvalidArgumentError("merge_on_delete", "expected a bool")
         self.in_memory = path == MEMORY_PATH
@@ -139,7 +137,7 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
         if self.in_memory:
             # Instance-level: a private in-memory database promises no durability.
             self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
-        self.vector_users = vector_users
+        self.vector_users = positive_int("vector_users", vector_users)
         self.merge_on_delete = merge_on_delete
         self._sql = DIALECT
         self._writer: Writer[sqlite3.Connection] | None = None
@@ -227,16 +225,19 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
 
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
         if mode == "read":
-            return await self._read(partial(run_plan, make_plan=make_plan))
+            return await self._submit(partial(run_plan, make_plan=make_plan), self._reader_pool)
         if mode == "scan":
-            return await self._long_read(partial(_in_snapshot, make_plan))
+            # Reads whose time grows with a user's data have threads of their own: two slow
+            # searches must not leave a window read queued behind them.
+            return await self._submit(partial(_in_snapshot, make_plan), self._search_pool)
+        assert self._writer is not None, "not connected"
         if mode == "write":
-            return await self._prepared_write(partial(PlanJob, make_plan))
-        return await self._prepared_write(partial(self._erasure, make_plan))
+            return await self._writer.submit_prepared(partial(PlanJob, make_plan))
+        return await self._writer.submit_prepared(partial(self._erasure, make_plan))
 
     async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
         # The writer runs the appends waiting together as one plan (see ``sql.sync``).
-        return await self._write(AppendJob(self._sql, appends))
+        return await self._submit(AppendJob(self._sql, appends))
 
     def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
         """A deletion's job, merging the full-text index after it (``merge_on_delete``);
@@ -247,34 +248,17 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
             job = partial(erasing, job)
         return job if self.in_memory else ThenJob(job, checkpoint_wal)
 
-    def _write(self, job: Job) -> Any:
+    def _submit(self, job: Job, pool: ReaderPool[sqlite3.Connection] | None = None) -> Any:
+        """``job`` on ``pool``, or on the writer (no pool: a write, or ``:memory:``)."""
+        if pool is not None:
+            return pool.submit(job)
         assert self._writer is not None, "not connected"
         return self._writer.submit(job)
-
-    def _prepared_write(self, prepare: Callable[[], Job]) -> Any:
-        assert self._writer is not None, "not connected"
-        return self._writer.submit_prepared(prepare)
-
-    def _read(self, job: Job) -> Any:
-        if self._reader_pool is None:
-            return self._write(job)
-        return self._reader_pool.submit(job)
-
-    def _long_read(self, job: Job) -> Any:
-        # Reads whose time grows with a user's data have threads of their own: two slow
-        # searches must not leave a window read queued behind them.
-        if self._search_pool is None:
-            return self._write(job)
-        return self._search_pool.submit(job)
 
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and (
-            getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-            or "locked" in str(exc)
-            or "busy" in str(exc)
-        )
+        return is_busy(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         if isinstance(exc, sqlite3.Error):
@@ -303,26 +287,19 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
 
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
-        await self._write(ThenJob(compact_search_index, rebuild_file))
-
-
-@contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """Run several reads against one consistent snapshot (a read transaction); inside a
-    transaction already (reads served by the writer, for ``:memory:``), that one is it."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
+        await self._submit(ThenJob(compact_search_index, rebuild_file))
 
 
 def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: sqlite3.Connection) -> Any:
-    with _snapshot(conn):
+    """Run a plan's reads against one consistent snapshot (a read transaction); inside a
+    transaction already (reads served by the writer, for ``:memory:``), that one is it."""
+    if conn.in_transaction:
         return run_plan(conn, make_plan)
+    conn.execute("BEGIN")
+    try:
+        return run_plan(conn, make_plan)
+    finally:
+        conn.execute("COMMIT")
 
 
 def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:

@@ -18,32 +18,16 @@ from typing import Any, ClassVar
 
 from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ...search import index_text, terms
+from ..kit.codec import MEMORIES as MEMORY_CODEC
+from ..kit.codec import MEMORY_FIELDS, MESSAGE_FIELDS, SESSION_FIELDS
+from ..kit.codec import MESSAGES as MESSAGE_CODEC
 from ..kit.vectors import vector_to_bytes
 from ..sql.dialect import Conversation, Dialect, NewMessage, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
 from ..sql.where import marks
 
-__all__ = [
-    "DIALECT",
-    "INSERT_CONVERSATION",
-    "INSERT_MESSAGE",
-    "INSERT_MESSAGE_AT",
-    "INSERT_SEARCH",
-    "INSERT_USER",
-    "KINDS",
-    "MAX_SEQ",
-    "SEARCH_MESSAGES",
-    "SELECT_CONVERSATION",
-    "SELECT_USER",
-    "VECTOR_COUNTERS",
-    "WINDOW_OF_USER",
-    "SQLiteDialect",
-    "match_expression",
-    "memory_scope",
-    "message_row",
-    "message_scope",
-]
+__all__ = ["DIALECT", "SQLiteDialect", "match_expression", "message_row"]
 
 KINDS = ("message", "memory")
 VECTOR_COUNTERS = (
@@ -67,43 +51,28 @@ def memory_scope(uid: int) -> str:
 
 # ------------------------------------------------------------------------------ statements
 
+_JOINED = {"conversation_id": "c.conversation_id", "user_id": "u.user_id"}
 MESSAGES = Source(
     "messages m JOIN conversations c ON c.cid = m.cid JOIN users u ON u.uid = m.uid",
-    (
-        "m.id",
-        "c.conversation_id",
-        "m.role",
-        "m.content",
-        "m.message_type",
-        "m.timestamp",
-        "m.ts_us",
-        "m.metadata",
-        "m.parent_id",
-        "u.user_id",
-        "m.seq",
-    ),
+    [_JOINED.get(f, f"m.{f}") for f in MESSAGE_FIELDS],
     key="m.seq",
     start=0,
 )
+# A memory entry's conversation id is its own column (not a reference).
 MEMORIES = Source(
     "memories m JOIN users u ON u.uid = m.uid",
-    (
-        "m.id",
-        "u.user_id",
-        "m.content",
-        "m.memory_type",
-        "m.category",
-        "m.tags",
-        "m.confidence",
-        "m.importance",
-        "m.created_us",
-        "m.expires_us",
-        "m.conversation_id",
-        "m.payload",
-    ),
+    ["u.user_id" if f == "user_id" else f"m.{f}" for f in MEMORY_FIELDS],
     key="m.rid",
     start=0,
 )
+_MEMORY_COLUMNS = ("uid", *MEMORY_FIELDS[2:])  # a memory row's values after its id and owner
+_TAGS = _MEMORY_COLUMNS.index("tags")
+INSERT_MEMORY = (
+    f"INSERT INTO memories ({', '.join(_MEMORY_COLUMNS)}, id) "
+    f"VALUES ({marks(len(_MEMORY_COLUMNS) + 1)})"
+)
+_SET = ", ".join(c + " = ?" for c in _MEMORY_COLUMNS)
+UPDATE_MEMORY = f"UPDATE memories SET {_SET} WHERE rid = ?"
 
 SELECT_USER = "SELECT uid FROM users WHERE user_id = ?"
 INSERT_USER = "INSERT INTO users (user_id) VALUES (?)"
@@ -170,32 +139,18 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
 
 def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
     """The values of :data:`INSERT_MESSAGE`."""
-    return (
-        rec.id,
-        cid,
-        uid,
-        rec.role,
-        rec.content,
-        rec.message_type,
-        rec.timestamp,
-        rec.ts_us,
-        rec.metadata,
-        rec.parent_id,
-    )
+    return (rec.id, cid, uid, *MESSAGE_CODEC.row(rec)[2:9])
 
 
 def _expression(words: Sequence[str], scope: str) -> str:
+    # Every term a quoted string: FTS5 syntax in user text (AND, NEAR, *, quotes) is plain.
     alternatives = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
     return f'scope : "{scope}" AND body : ({alternatives})'
 
 
 def match_expression(query: str, scope: str) -> str | None:
-    """The FTS5 query for ``query``'s terms within ``scope`` (``None``: nothing to look for).
-
-    Every term is a quoted string, so FTS5 syntax in user text (``AND``, ``NEAR``, ``*``,
-    quotes, parentheses) is plain text.
-    """
-    words = list(dict.fromkeys(terms(query)))
+    """The FTS5 query for ``query``'s terms within ``scope`` (``None``: nothing to look for)."""
+    words = DIALECT.search_terms(query)
     return _expression(words, scope) if words else None
 
 
@@ -219,14 +174,7 @@ class SQLiteDialect(Dialect):
     memories = MEMORIES
     sessions = Source(
         "sessions s JOIN users u ON u.uid = s.uid JOIN conversations c ON c.cid = s.cid",
-        (
-            "s.session_id",
-            "u.user_id",
-            "c.conversation_id",
-            "s.is_active",
-            "s.started_us",
-            "s.payload",
-        ),
+        [_JOINED.get(f, f"s.{f}") for f in SESSION_FIELDS],
         key="s.session_id",
     )
 
@@ -336,34 +284,13 @@ class SQLiteDialect(Dialect):
         if old is not None and old[3] != rec.user_id:
             return False
         uid = old[1] if old is not None else (yield from self._new_user_key(rec.user_id))
-        values = (
-            uid,
-            rec.content,
-            rec.memory_type,
-            rec.category,
-            json.dumps(rec.tags, ensure_ascii=False),
-            rec.confidence,
-            rec.importance,
-            rec.created_us,
-            rec.expires_us,
-            rec.conversation_id,
-            rec.payload,
-        )
+        values = [uid, *MEMORY_CODEC.row(rec)[2:]]
+        values[_TAGS] = json.dumps(rec.tags, ensure_ascii=False)
         if old is None:
-            rid = yield Insert(
-                "INSERT INTO memories (uid, content, memory_type, category, tags, confidence, "
-                "importance, created_us, expires_us, conversation_id, payload, id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, rec.id),
-            )
+            rid = yield Insert(INSERT_MEMORY, [*values, rec.id])
         else:
             rid = old[0]
-            yield Execute(
-                "UPDATE memories SET uid = ?, content = ?, memory_type = ?, category = ?, "
-                "tags = ?, confidence = ?, importance = ?, created_us = ?, expires_us = ?, "
-                "conversation_id = ?, payload = ? WHERE rid = ?",
-                (*values, rid),
-            )
+            yield Execute(UPDATE_MEMORY, [*values, rid])
             yield Execute("DELETE FROM memory_tags WHERE rid = ?", (rid,))
         if rec.tags:
             yield ExecuteMany(INSERT_TAG, [(rid, tag) for tag in rec.tags])

@@ -33,6 +33,7 @@ __all__ = [
     "checkpoint_wal",
     "compact_search_index",
     "erasing",
+    "is_busy",
     "open_connection",
     "rebuild_file",
 ]
@@ -42,6 +43,7 @@ log = logging.getLogger("bruno_memstore.backends.sqlite")
 MEMORY_PATH = ":memory:"
 _CACHE_KIB = 8192  # page cache per connection
 _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is truncated back to this after a checkpoint
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (the low byte of an extended one)
 
 
 class Settings(NamedTuple):
@@ -51,10 +53,6 @@ class Settings(NamedTuple):
     busy_timeout: float
     synchronous: str
     label: str  # for log lines
-
-    @property
-    def in_memory(self) -> bool:
-        return self.path == MEMORY_PATH
 
 
 def open_connection(settings: Settings, *, writer: bool) -> sqlite3.Connection:
@@ -94,19 +92,24 @@ def _enable_wal(conn: sqlite3.Connection, wait: float) -> str:
         try:
             return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0])
         except sqlite3.OperationalError as exc:
-            if not _busy(exc) or time.monotonic() + delay > deadline:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "another connection holds the lock" (worth a retry)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+        or "locked" in str(exc)
+        or "busy" in str(exc)
+    )
 
 
 def _prepare(conn: sqlite3.Connection, settings: Settings) -> None:
     """Journal mode, durability and schema: the writer does it once per connect."""
-    if not settings.in_memory:
+    if settings.path != MEMORY_PATH:
         mode = _enable_wal(conn, settings.busy_timeout)
         if str(mode).lower() != "wal":
             # Some file systems (network shares) cannot hold WAL's shared memory: still
@@ -148,7 +151,7 @@ def checkpoint_wal(conn: sqlite3.Connection) -> bool:
         busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
     except sqlite3.OperationalError as exc:
         # Another process checkpointing at this moment: the erasure itself is committed.
-        if not _busy(exc):
+        if not is_busy(exc):
             raise
         busy = 1
     if busy:

@@ -16,23 +16,13 @@ import sqlite3
 from functools import partial
 
 from ...search import ANALYSIS_VERSION, index_text
-from ..sql import schema as shared
 from ..sql.schema import Migration
+from ..sql.schema import migrate as migrate_plan
 from ..sql.steps import Execute, ExecuteMany, Fetch, Plan
 from ..sql.sync import run_plan
-from .dialect import DIALECT, VECTOR_COUNTERS, memory_scope, message_scope
+from .dialect import DIALECT, INSERT_SEARCH, VECTOR_COUNTERS, memory_scope, message_scope
 
-__all__ = [
-    "ANALYZER_FINGERPRINT",
-    "LATEST_VERSION",
-    "MIGRATIONS",
-    "VECTOR_COUNTERS",
-    "memory_scope",
-    "message_scope",
-    "migrate",
-    "rebuild_search_index",
-    "search_index_is_current",
-]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "VECTOR_COUNTERS", "migrate", "rebuild_search_index"]
 
 _CORE = (
     # AUTOINCREMENT: a key is never reused, so an owner token can never name a later user.
@@ -111,7 +101,6 @@ ANALYZER_FINGERPRINT = (
     f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
 )
 _REBUILD_BATCH = 2000
-_INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
 
 
 def rebuild_search_index() -> Plan[None]:
@@ -134,7 +123,7 @@ def rebuild_search_index() -> Plan[None]:
                 break
             scopes = (message_scope(*r[1:3]) if sign > 0 else memory_scope(r[1]) for r in rows)
             yield ExecuteMany(
-                _INSERT_SEARCH,
+                INSERT_SEARCH,
                 [(sign * r[0], s, index_text(r[-1])) for r, s in zip(rows, scopes, strict=True)],
             )
             last = rows[-1][0]
@@ -204,9 +193,4 @@ LATEST_VERSION = MIGRATIONS[-1].version
 def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
     """Apply the pending migrations up to ``target`` on a connection in autocommit mode
     (``isolation_level=None``); return ``(version_before, version_after)``."""
-    return run_plan(conn, partial(shared.migrate, DIALECT, MIGRATIONS, target))
-
-
-def search_index_is_current(conn: sqlite3.Connection) -> bool:
-    """Whether the full-text index was built by this library's text analysis."""
-    return run_plan(conn, is_current)
+    return run_plan(conn, partial(migrate_plan, DIALECT, MIGRATIONS, target))
