@@ -37,9 +37,10 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
-from ..sql.schema import Migration, migrate
+from ..sql.schema import migrate
 from ..sql.steps import Commit, Done, Execute, ExecuteMany, Fetch, Plan, Step, begin, drive_async
 from .statements import (
+    EXTENSION,
     HNSW_MAX_DIMENSIONS,
     LATEST_VERSION,
     MEMSTORE_ANALYSIS,
@@ -51,6 +52,8 @@ from .statements import (
     filter_args,
     lock_key,
     migrations,
+    quote,
+    version_of,
 )
 
 try:  # the pgvector extra: binary transfer of vectors
@@ -115,12 +118,25 @@ _EXACT_SCAN_FACTOR = 16.0
 # at 200, for about a millisecond more per query (docs/backends/postgres.md).
 _DEFAULT_EF_SEARCH = 200
 _MAX_EF_SEARCH = 1000  # pgvector's limit
-_EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
-_MIGRATION_2 = "store metadata; embedding columns when the server has pgvector"
-_FIRST_HNSW = (0, 5, 0)
 _FIRST_ITERATIVE = (0, 8, 0)
-_EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
-    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
+# Errors of a server that is down, starting or stopping, or out of connections.
+_UNAVAILABLE = (
+    OSError,
+    pg_errors.PostgresConnectionError,  # includes connection lost mid-operation
+    pg_errors.TooManyConnectionsError,
+    pg_errors.AdminShutdownError,
+    pg_errors.CrashShutdownError,
+    pg_errors.CannotConnectNowError,
+)
+_TRANSIENT = (
+    *_UNAVAILABLE,
+    pg_errors.SerializationError,
+    pg_errors.DeadlockDetectedError,
+    # A conversation deleted while an append to it was running: the retry claims it again.
+    pg_errors.ForeignKeyViolationError,
+    # Another process resized the vector columns under a cached statement.
+    pg_errors.InvalidCachedStatementError,
+)
 
 
 class PostgresMemory(DriverURLBackend, SQLMemory):
@@ -193,22 +209,11 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             raise InvalidArgumentError("dsn", f"expected a postgresql:// URL, got {url}")
         if url.driver not in (None, "asyncpg"):
             raise InvalidArgumentError("dsn", f"unsupported driver {url.driver!r}; use asyncpg")
-        given = {
-            "schema": schema,
-            "language": language,
-            "min_size": min_size,
-            "max_size": max_size,
-            "connect_timeout": connect_timeout,
-            "command_timeout": command_timeout,
-            "statement_cache_size": statement_cache_size,
-            "group_commit": group_commit,
-            "ef_search": ef_search,
-        }
-        opt = url.apply_options(
-            {k: v for k, v in given.items() if v is not None}, _OPTION_KINDS, also=_DRIVER_OPTIONS
-        )
+        given = {k: v for k, v in locals().items() if k in _OPTION_KINDS and v is not None}
+        opt = url.apply_options(given, _OPTION_KINDS, also=_DRIVER_OPTIONS)
         self._url = url
         self._dsn = _driver_dsn(url)
+        self._application = url.query.get("application_name", "bruno-memstore")
         self.schema = setting(opt, "schema", str, _DEFAULT_SCHEMA)
         self.language = setting(opt, "language", str, _DEFAULT_LANGUAGE)
         self.min_size = setting(opt, "min_size", int, 1, low=0)
@@ -269,7 +274,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                     timeout=self.connect_timeout,
                     command_timeout=self.command_timeout,
                     statement_cache_size=self.statement_cache_size,
-                    server_settings=_server_settings(self._url),
+                    server_settings={"application_name": self._application},
                     init=self._init_connection,
                 )
         except TimeoutError as exc:
@@ -283,7 +288,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         try:
             async with pool.acquire() as conn:
                 await self._check_language(conn)
-                plan = migrate(self.dialect, self._migrations())
+                plan = migrate(self.dialect, migrations(self.dialect.schema, self.language))
                 before, after = await drive_async(plan, partial(_run, conn, self.dialect))
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
@@ -346,44 +351,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 f"available: {', '.join(r[0] for r in names)}",
             ) from None
 
-    def _migrations(self) -> list[Migration]:
-        """The migrations, with the store's vector mode decided by migration 2 (once)."""
-        first = migrations(self.dialect.schema, self.language)[0]
-        return [first, Migration(2, _MIGRATION_2, [self._vector_mode])]
-
-    def _vector_mode(self) -> Plan[None]:
-        """Migration 2: the store keeps vectors if the server has pgvector (created here if
-        the role may), recorded in ``meta`` with the reason."""
-        d = self.dialect
-        # Stores in other schemas may be migrating at the same moment.
-        yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_EXTENSION_LOCK),))
-        found = yield Fetch(_EXTENSION)
-        vector_schema, reason = None, "the server has no pgvector extension"
-        if not found:
-            available = yield Fetch(
-                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
-            )
-            if available:
-                yield Execute("SAVEPOINT extension")  # a refusal keeps the migration
-                try:
-                    yield Execute("CREATE EXTENSION IF NOT EXISTS vector")
-                except pg_errors.PostgresError as exc:
-                    yield Execute("ROLLBACK TO SAVEPOINT extension")
-                    reason = f"CREATE EXTENSION vector was refused: {exc}"
-                else:
-                    yield Execute("RELEASE SAVEPOINT extension")
-                    found = yield Fetch(_EXTENSION)
-        if found:
-            version, namespace = found[0]
-            if _version(version) < _FIRST_HNSW:
-                reason = f"pgvector {version} has no HNSW index (0.5.0 or later is needed)"
-            else:
-                vector_schema = _quote(namespace)
-                reason = f"pgvector {version} was available when the store was created"
-        for statement in migrations(d.schema, self.language, vector_schema)[1].steps:
-            yield Execute(statement)
-        yield Execute(d.write_meta, ("vector_mode_reason", reason))
-
     async def _check_recorded_analysis(self, conn: Any) -> None:
         recorded = await conn.fetchval(
             self.dialect.recorded_analysis, f"{self.dialect.schema}.messages"
@@ -405,7 +372,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         self._iterative_scan = False
         vectors = False
         if meta.get("vector_mode") == "pgvector":
-            row = await conn.fetchrow(_EXTENSION)
+            row = await conn.fetchrow(EXTENSION)
             if row is None:
                 raise SchemaError(
                     f"schema {self.schema!r} keeps vectors but the pgvector extension is "
@@ -415,8 +382,8 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             version, namespace = row
             self._pgvector_version = version
-            self.dialect = self.dialect.with_vectors(_quote(namespace))
-            self._iterative_scan = _version(version) >= _FIRST_ITERATIVE
+            self.dialect = self.dialect.with_vectors(quote(namespace))
+            self._iterative_scan = version_of(version) >= _FIRST_ITERATIVE
             space = _recorded_space(meta)
             self._exact_rows = (
                 2**62
@@ -430,7 +397,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             else:
                 self._codec_schema = namespace
-                self.dialect = self.dialect.with_vectors(_quote(namespace), Vector)
+                self.dialect = self.dialect.with_vectors(quote(namespace), Vector)
                 vectors = True
                 scans = "iterative index scans" if self._iterative_scan else "exact fallback"
                 reason = f"pgvector {version}, HNSW (cosine), {scans}"
@@ -465,40 +432,10 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
     # ---------------------------------------------------------------- errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(
-            exc,
-            (
-                OSError,
-                pg_errors.PostgresConnectionError,  # includes connection lost mid-operation
-                pg_errors.TooManyConnectionsError,
-                pg_errors.SerializationError,
-                pg_errors.DeadlockDetectedError,
-                pg_errors.AdminShutdownError,
-                pg_errors.CrashShutdownError,
-                pg_errors.CannotConnectNowError,
-                # A conversation deleted while an append to it was running: the retry
-                # claims it again.
-                pg_errors.ForeignKeyViolationError,
-                # Another process resized the vector columns under a cached statement.
-                pg_errors.InvalidCachedStatementError,
-            ),
-        ):
-            return True
-        return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
+        return isinstance(exc, _TRANSIENT) or _closed(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        if isinstance(exc, OSError):
-            return True
-        return isinstance(
-            exc,
-            (
-                pg_errors.PostgresConnectionError,
-                pg_errors.TooManyConnectionsError,
-                pg_errors.AdminShutdownError,
-                pg_errors.CrashShutdownError,
-                pg_errors.CannotConnectNowError,
-            ),
-        ) or (isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc))
+        return isinstance(exc, _UNAVAILABLE) or _closed(exc)
 
     # ---------------------------------------------------------------- messages
 
@@ -619,10 +556,6 @@ def _driver_dsn(url: MemoryURL) -> str:
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
 
 
-def _server_settings(url: MemoryURL) -> dict[str, str]:
-    return {"application_name": url.query.get("application_name", "bruno-memstore")}
-
-
 def _interrupted() -> BackendUnavailableError:
     return BackendUnavailableError(
         "the write was interrupted while the backend was shutting down",
@@ -649,6 +582,10 @@ async def _run(conn: Any, d: Statements, step: Step) -> Any:
     raise TypeError(f"not a step: {step!r}")
 
 
+def _closed(exc: BaseException) -> bool:
+    return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
+
+
 def _count(status: str) -> int:
     """Rows affected, from a command status such as ``DELETE 3`` (0 for ``BEGIN``)."""
     last = status.rsplit(" ", 1)[-1]
@@ -672,12 +609,3 @@ def _recorded_space(meta: dict[str, str]) -> VectorSpace | None:
     if model is None or dimension is None:
         return None
     return VectorSpace(model, int(dimension))
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """``"0.8.1"`` as ``(0, 8, 1)`` (non-numeric parts count as 0)."""
-    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
