@@ -49,10 +49,10 @@ from .statements import (
     analysis_label,
     check_language,
     check_schema,
-    filter_args,
     lock_key,
     migrations,
     quote,
+    search_args,
     version_of,
 )
 
@@ -227,15 +227,8 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             raise InvalidArgumentError("ef_search", f"at most {_MAX_EF_SEARCH}")
         if self.min_size > self.max_size:
             raise InvalidArgumentError("min_size", f"larger than max_size ({self.max_size})")
-        try:
-            quoted_schema = check_schema(self.schema)
-        except ValueError as exc:
-            raise InvalidArgumentError("schema", str(exc)) from None
-        try:
-            regconfig = check_language(self.language)
-        except ValueError as exc:
-            raise InvalidArgumentError("language", str(exc)) from None
-        self.dialect: Statements = Statements(quoted_schema, regconfig)
+        regconfig = check_language(self.language)
+        self.dialect: Statements = Statements(check_schema(self.schema), regconfig)
         self._pool: Any = None
         self._vector_support: str | None = None
         self._vector_reason = ""
@@ -515,25 +508,16 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         )
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        kinds, limit = request.kinds, request.limit
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             # Settings for this transaction only: how wide the HNSW search starts, and
             # (pgvector 0.8+) to keep scanning past rows the filters reject.
             await conn.execute(
                 _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
-                str(min(_MAX_EF_SEARCH, max(self.ef_search, limit))),
+                str(min(_MAX_EF_SEARCH, max(self.ef_search, request.limit))),
             )
+            args = search_args(request, Vector(vector))
             rows = await conn.fetch(
-                self.dialect.vector_search,
-                request.user_id,
-                Vector(vector),
-                limit,
-                "message" in kinds,
-                "memory" in kinds,
-                request.conversation_id,
-                *filter_args(request.memories()),
-                self._exact_rows,
-                self._exact_factor,
+                self.dialect.vector_search, *args, self._exact_rows, self._exact_factor
             )
         return self.dialect.hits(rows)
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from asyncpg.exceptions import PostgresError, UniqueViolationError
 
-from ...errors import OwnershipError
+from ...errors import InvalidArgumentError, OwnershipError
 from ...models import (
     MemoryFilter,
     MemoryRecord,
@@ -66,6 +66,7 @@ __all__ = [
     "lock_key",
     "migrations",
     "quote",
+    "search_args",
     "version_of",
 ]
 
@@ -100,7 +101,9 @@ _FIRST_HNSW = (0, 5, 0)
 def check_schema(name: str) -> str:
     """Validate a schema name (a plain identifier) and return it quoted for SQL."""
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
-        raise ValueError("expected an identifier of letters, digits and '_' (at most 63)")
+        raise InvalidArgumentError(
+            "schema", "expected an identifier of letters, digits and '_' (at most 63)"
+        )
     return f'"{name}"'
 
 
@@ -110,8 +113,9 @@ def check_language(name: str) -> str | None:
     if name == MEMSTORE_ANALYSIS:
         return None
     if not isinstance(name, str) or not _CONFIG.fullmatch(name):
-        raise ValueError(
-            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'"
+        raise InvalidArgumentError(
+            "language",
+            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'",
         )
     return f"'{name}'::regconfig"
 
@@ -287,6 +291,14 @@ def not_owner(conversation_id: str) -> OwnershipError:
         backend="postgres",
         operation="store_message",
     )
+
+
+def search_args(request: SearchRequest, query: Any) -> list[Any]:
+    """The first arguments of :meth:`Statements.search` and :attr:`Statements.vector_search`
+    (``query``: the terms, or the vector)."""
+    kinds, flt = request.kinds, filter_args(request.memories())
+    head = [request.user_id, query, request.limit, "message" in kinds, "memory" in kinds]
+    return [*head, request.conversation_id, *flt]
 
 
 def filter_args(flt: MemoryFilter) -> list[Any]:
@@ -556,18 +568,7 @@ class Statements(Dialect):
         words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
         if not words:
             return []
-        rows = yield Fetch(
-            self.search(len(words)),
-            (
-                request.user_id,
-                words,
-                request.limit,
-                "message" in request.kinds,
-                "memory" in request.kinds,
-                request.conversation_id,
-                *filter_args(request.memories()),
-            ),
-        )
+        rows = yield Fetch(self.search(len(words)), search_args(request, words))
         return self.hits(rows)
 
     def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
@@ -833,8 +834,6 @@ class Statements(Dialect):
         score = " + ".join(
             f"coalesce(r{i} * ln(1.0 + (docs.n - df{i} + 0.5) / (df{i} + 0.5)), 0)" for i in k
         )
-        msg_cols = self.messages.select
-        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
         return f"""WITH t AS MATERIALIZED (
                 SELECT p.*, (SELECT string_agg(x::text, ' | ')
                              FROM unnest(ARRAY[{listed}]) AS x
@@ -863,11 +862,16 @@ class Statements(Dialect):
                 ORDER BY score DESC, counted.at DESC, counted.id
                 LIMIT $3
             )
-            SELECT top.kind, top.score, {msg_cols}, {mem_cols}
+            {self._top_records("top.score", "top.score DESC")}"""
+
+    def _top_records(self, score: str, order: str) -> str:
+        """The records of the hits in ``top`` (``kind, id, at``), as :meth:`hits` reads them."""
+        s, memory = self.schema, ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
+        return f"""SELECT top.kind, {score} AS score, {self.messages.select}, {memory}
             FROM top
             LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
             LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
-            ORDER BY top.score DESC, top.at DESC, top.id"""
+            ORDER BY {order}, top.at DESC, top.id"""
 
     # ---------------------------------------------------------------- vectors
 
@@ -906,8 +910,6 @@ class Statements(Dialect):
         dist = self._distance("m.embedding", "$2")
         conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
         mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
-        msg_cols = self.messages.select
-        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
 
         def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
             return f"""{kind}_cut AS MATERIALIZED (
@@ -950,11 +952,7 @@ class Statements(Dialect):
             ), top AS (
                 SELECT kind, id, d, at FROM hits ORDER BY d, at DESC, id LIMIT $3
             )
-            SELECT top.kind, 1 - top.d AS score, {msg_cols}, {mem_cols}
-            FROM top
-            LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
-            LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
-            ORDER BY top.d, top.at DESC, top.id"""
+            {self._top_records("1 - top.d", "top.d")}"""
 
     # ---------------------------------------------------------------- maintenance
 
