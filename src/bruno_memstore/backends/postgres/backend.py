@@ -81,30 +81,10 @@ _OPTION_KINDS: dict[str, type] = {
     "ef_search": int,
 }
 _DRIVER_OPTIONS = frozenset(
-    {
-        "host",
-        "port",
-        "user",
-        "dbname",
-        "database",
-        "passfile",
-        "sslmode",
-        "sslrootcert",
-        "sslcert",
-        "sslkey",
-        "sslcrl",
-        "ssl_min_protocol_version",
-        "ssl_max_protocol_version",
-        "target_session_attrs",
-        "application_name",
-        "krbsrvname",
-        "gsslib",
-        "service",
-        "servicefile",
-    }
+    """host port user dbname database passfile sslmode sslrootcert sslcert sslkey sslcrl
+    ssl_min_protocol_version ssl_max_protocol_version target_session_attrs application_name
+    krbsrvname gsslib service servicefile""".split()
 )
-_DEFAULT_SCHEMA = "bruno_memstore"
-_DEFAULT_LANGUAGE = MEMSTORE_ANALYSIS
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
 # A user (or conversation) is searched exactly, through the B-tree on user_id, when it has
@@ -214,8 +194,8 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         self._url = url
         self._dsn = _driver_dsn(url)
         self._application = url.query.get("application_name", "bruno-memstore")
-        self.schema = setting(opt, "schema", str, _DEFAULT_SCHEMA)
-        self.language = setting(opt, "language", str, _DEFAULT_LANGUAGE)
+        self.schema = setting(opt, "schema", str, "bruno_memstore")
+        self.language = setting(opt, "language", str, MEMSTORE_ANALYSIS)
         self.min_size = setting(opt, "min_size", int, 1, low=0)
         self.max_size = setting(opt, "max_size", int, 10, low=1)
         self.connect_timeout = setting(opt, "connect_timeout", float, 10.0, low=0.001)
@@ -375,14 +355,11 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             version, namespace = row
             self._pgvector_version = version
-            self.dialect = self.dialect.with_vectors(quote(namespace))
+            codec = Vector if register_vector is not None else None  # without it, none
+            self.dialect = self.dialect.with_vectors(quote(namespace), codec)
             self._iterative_scan = version_of(version) >= _FIRST_ITERATIVE
             space = _recorded_space(meta)
-            self._exact_rows = (
-                2**62
-                if space is not None and space.dimension > HNSW_MAX_DIMENSIONS
-                else _EXACT_SCAN_ROWS
-            )
+            self._exact_rows = _exact_rows(space.dimension if space else 0)
             if register_vector is None:
                 reason = (
                     f"the store keeps vectors (pgvector {version}) but the pgvector package "
@@ -390,7 +367,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             else:
                 self._codec_schema = namespace
-                self.dialect = self.dialect.with_vectors(quote(namespace), Vector)
                 vectors = True
                 scans = "iterative index scans" if self._iterative_scan else "exact fallback"
                 reason = f"pgvector {version}, HNSW (cosine), {scans}"
@@ -482,7 +458,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 await conn.execute(statement)
             await conn.execute(sql.write_meta, "vector_model", space.model)
             await conn.execute(sql.write_meta, "vector_dimension", str(space.dimension))
-        self._exact_rows = 2**62 if space.dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
+        self._exact_rows = _exact_rows(space.dimension)
         log.info(
             "schema %s: vectors of %r, %d dimensions%s",
             self.schema,
@@ -586,6 +562,11 @@ _PLAN_SETTINGS = (
     "set_config('max_parallel_workers_per_gather', '0', true)"
 )
 _SCAN_SETTINGS = f"{_PLAN_SETTINGS}, set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+
+
+def _exact_rows(dimension: int) -> int:
+    """The exact-scan threshold's floor: every search is exact where HNSW cannot index."""
+    return 2**62 if dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
 
 
 def _recorded_space(meta: dict[str, str]) -> VectorSpace | None:
