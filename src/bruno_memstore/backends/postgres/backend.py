@@ -250,14 +250,19 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                     server_settings={"application_name": self._application},
                     init=self._init_connection,
                 )
-        except TimeoutError as exc:
-            raise self._unavailable(
-                f"no answer within connect_timeout={self.connect_timeout:g}s", exc
-            ) from exc
         except Exception as exc:
-            if self._is_unavailable(exc):
-                raise self._unavailable(f"{type(exc).__name__}: {exc}", exc) from exc
-            raise
+            if not self._is_unavailable(exc):  # a timeout is an OSError
+                raise
+            detail = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                detail = f"no answer within connect_timeout={self.connect_timeout:g}s"
+            err = BackendUnavailableError(
+                f"cannot reach PostgreSQL at {self.describe()}: {self._redact(detail)}",
+                backend=self.backend_name,
+                operation="connect",
+            )
+            err.cause = exc
+            raise err from exc
         try:
             async with pool.acquire() as conn:
                 await self._check_language(conn)
@@ -301,15 +306,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
     async def _init_connection(self, conn: Any) -> None:
         if self._codec_schema is not None:
             await register_vector(conn, schema=self._codec_schema)
-
-    def _unavailable(self, detail: str, exc: BaseException) -> BackendUnavailableError:
-        err = BackendUnavailableError(
-            f"cannot reach PostgreSQL at {self.describe()}: {self._redact(detail)}",
-            backend=self.backend_name,
-            operation="connect",
-        )
-        err.cause = exc
-        return err
 
     async def _check_language(self, conn: Any) -> None:
         if self.dialect.regconfig is None:
