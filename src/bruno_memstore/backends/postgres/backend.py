@@ -321,8 +321,11 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             ) from None
 
     async def _check_recorded_analysis(self, conn: Any) -> None:
+        # The comment on messages.tsv: which analysis built the stored index.
         recorded = await conn.fetchval(
-            self.dialect.recorded_analysis, f"{self.dialect.schema}.messages"
+            """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'""",
+            f"{self.dialect.schema}.messages",
         )
         if recorded is not None and recorded != analysis_label(self.language):
             stored = recorded.rsplit(": ", 1)[-1]

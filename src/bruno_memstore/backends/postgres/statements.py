@@ -372,10 +372,6 @@ class Statements(Dialect):
     def vector_type(self) -> str:
         return f"{self.vector_schema}.vector"
 
-    def _distance(self, column: str, param: str) -> str:
-        """Cosine distance, with the operator named by its schema (no ``search_path``)."""
-        return f"{column} OPERATOR({self.vector_schema}.<=>) {param}::{self.vector_type}"
-
     @property
     def client_analysis(self) -> bool:
         """Whether writes send the analysed text (``index_text``) along with the content."""
@@ -616,12 +612,6 @@ class Statements(Dialect):
             f"INSERT INTO {self.schema}.schema_version (version, description) VALUES (?, ?)",
             (version, name),
         )
-
-    @property
-    def recorded_analysis(self) -> str:
-        """The comment on ``messages.tsv``: which analysis built the stored index."""
-        return """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
-            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'"""
 
     @property
     def read_meta(self) -> str:
@@ -907,7 +897,8 @@ class Statements(Dialect):
         The table's size is PostgreSQL's estimate (``pg_class.reltuples``), read for free.
         """
         s = self.schema
-        dist = self._distance("m.embedding", "$2")
+        # Cosine distance, the operator named by its schema (no ``search_path``).
+        dist = f"m.embedding OPERATOR({self.vector_schema}.<=>) $2::{self.vector_type}"
         conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
         mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
 
