@@ -39,7 +39,6 @@ from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.postgres import backend as postgres_module
 from bruno_memstore.backends.postgres.statements import (
     LATEST_VERSION,
-    MESSAGE_COLUMNS,
     Statements,
     check_schema,
     migrations,
@@ -685,7 +684,7 @@ async def test_messages_store_the_denormalised_owner(
     # The two-argument form: the owner comes from the message's metadata.
     await memory.store_message(msg.model_copy(update={"metadata": {"user_id": uid}}), conv)
     row = await db.fetchrow(
-        f"SELECT {MESSAGE_COLUMNS} FROM {check_schema(memory.schema)}.messages WHERE id = $1",
+        f"SELECT * FROM {check_schema(memory.schema)}.messages WHERE id = $1",
         str(msg.id),
     )
     assert row["user_id"] == uid and row["conversation_id"] == conv

@@ -37,9 +37,10 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
-from ..sql.schema import Migration, migrate
+from ..sql.schema import migrate
 from ..sql.steps import Commit, Done, Execute, ExecuteMany, Fetch, Plan, Step, begin, drive_async
 from .statements import (
+    EXTENSION,
     HNSW_MAX_DIMENSIONS,
     LATEST_VERSION,
     MEMSTORE_ANALYSIS,
@@ -48,9 +49,11 @@ from .statements import (
     analysis_label,
     check_language,
     check_schema,
-    filter_args,
     lock_key,
     migrations,
+    quote,
+    search_args,
+    version_of,
 )
 
 try:  # the pgvector extra: binary transfer of vectors
@@ -78,30 +81,10 @@ _OPTION_KINDS: dict[str, type] = {
     "ef_search": int,
 }
 _DRIVER_OPTIONS = frozenset(
-    {
-        "host",
-        "port",
-        "user",
-        "dbname",
-        "database",
-        "passfile",
-        "sslmode",
-        "sslrootcert",
-        "sslcert",
-        "sslkey",
-        "sslcrl",
-        "ssl_min_protocol_version",
-        "ssl_max_protocol_version",
-        "target_session_attrs",
-        "application_name",
-        "krbsrvname",
-        "gsslib",
-        "service",
-        "servicefile",
-    }
+    """host port user dbname database passfile sslmode sslrootcert sslcert sslkey sslcrl
+    ssl_min_protocol_version ssl_max_protocol_version target_session_attrs application_name
+    krbsrvname gsslib service servicefile""".split()
 )
-_DEFAULT_SCHEMA = "bruno_memstore"
-_DEFAULT_LANGUAGE = MEMSTORE_ANALYSIS
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
 # A user (or conversation) is searched exactly, through the B-tree on user_id, when it has
@@ -115,12 +98,25 @@ _EXACT_SCAN_FACTOR = 16.0
 # at 200, for about a millisecond more per query (docs/backends/postgres.md).
 _DEFAULT_EF_SEARCH = 200
 _MAX_EF_SEARCH = 1000  # pgvector's limit
-_EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
-_MIGRATION_2 = "store metadata; embedding columns when the server has pgvector"
-_FIRST_HNSW = (0, 5, 0)
 _FIRST_ITERATIVE = (0, 8, 0)
-_EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
-    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
+# Errors of a server that is down, starting or stopping, or out of connections.
+_UNAVAILABLE = (
+    OSError,
+    pg_errors.PostgresConnectionError,  # includes connection lost mid-operation
+    pg_errors.TooManyConnectionsError,
+    pg_errors.AdminShutdownError,
+    pg_errors.CrashShutdownError,
+    pg_errors.CannotConnectNowError,
+)
+_TRANSIENT = (
+    *_UNAVAILABLE,
+    pg_errors.SerializationError,
+    pg_errors.DeadlockDetectedError,
+    # A conversation deleted while an append to it was running: the retry claims it again.
+    pg_errors.ForeignKeyViolationError,
+    # Another process resized the vector columns under a cached statement.
+    pg_errors.InvalidCachedStatementError,
+)
 
 
 class PostgresMemory(DriverURLBackend, SQLMemory):
@@ -193,24 +189,13 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             raise InvalidArgumentError("dsn", f"expected a postgresql:// URL, got {url}")
         if url.driver not in (None, "asyncpg"):
             raise InvalidArgumentError("dsn", f"unsupported driver {url.driver!r}; use asyncpg")
-        given = {
-            "schema": schema,
-            "language": language,
-            "min_size": min_size,
-            "max_size": max_size,
-            "connect_timeout": connect_timeout,
-            "command_timeout": command_timeout,
-            "statement_cache_size": statement_cache_size,
-            "group_commit": group_commit,
-            "ef_search": ef_search,
-        }
-        opt = url.apply_options(
-            {k: v for k, v in given.items() if v is not None}, _OPTION_KINDS, also=_DRIVER_OPTIONS
-        )
+        given = {k: v for k, v in locals().items() if k in _OPTION_KINDS and v is not None}
+        opt = url.apply_options(given, _OPTION_KINDS, also=_DRIVER_OPTIONS)
         self._url = url
         self._dsn = _driver_dsn(url)
-        self.schema = setting(opt, "schema", str, _DEFAULT_SCHEMA)
-        self.language = setting(opt, "language", str, _DEFAULT_LANGUAGE)
+        self._application = url.query.get("application_name", "bruno-memstore")
+        self.schema = setting(opt, "schema", str, "bruno_memstore")
+        self.language = setting(opt, "language", str, MEMSTORE_ANALYSIS)
         self.min_size = setting(opt, "min_size", int, 1, low=0)
         self.max_size = setting(opt, "max_size", int, 10, low=1)
         self.connect_timeout = setting(opt, "connect_timeout", float, 10.0, low=0.001)
@@ -222,15 +207,8 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             raise InvalidArgumentError("ef_search", f"at most {_MAX_EF_SEARCH}")
         if self.min_size > self.max_size:
             raise InvalidArgumentError("min_size", f"larger than max_size ({self.max_size})")
-        try:
-            quoted_schema = check_schema(self.schema)
-        except ValueError as exc:
-            raise InvalidArgumentError("schema", str(exc)) from None
-        try:
-            regconfig = check_language(self.language)
-        except ValueError as exc:
-            raise InvalidArgumentError("language", str(exc)) from None
-        self._sql: Statements = Statements(quoted_schema, regconfig)
+        regconfig = check_language(self.language)
+        self._sql: Statements = Statements(check_schema(self.schema), regconfig)
         self._pool: Any = None
         self._vector_support: str | None = None
         self._vector_reason = ""
@@ -269,21 +247,26 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                     timeout=self.connect_timeout,
                     command_timeout=self.command_timeout,
                     statement_cache_size=self.statement_cache_size,
-                    server_settings=_server_settings(self._url),
+                    server_settings={"application_name": self._application},
                     init=self._init_connection,
                 )
-        except TimeoutError as exc:
-            raise self._unavailable(
-                f"no answer within connect_timeout={self.connect_timeout:g}s", exc
-            ) from exc
         except Exception as exc:
-            if self._is_unavailable(exc):
-                raise self._unavailable(f"{type(exc).__name__}: {exc}", exc) from exc
-            raise
+            if not self._is_unavailable(exc):  # a timeout is an OSError
+                raise
+            detail = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                detail = f"no answer within connect_timeout={self.connect_timeout:g}s"
+            err = BackendUnavailableError(
+                f"cannot reach PostgreSQL at {self.describe()}: {self._redact(detail)}",
+                backend=self.backend_name,
+                operation="connect",
+            )
+            err.cause = exc
+            raise err from exc
         try:
             async with pool.acquire() as conn:
                 await self._check_language(conn)
-                plan = migrate(self._sql, self._migrations())
+                plan = migrate(self._sql, migrations(self._sql.schema, self.language))
                 before, after = await drive_async(plan, partial(_run, conn, self._sql))
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
@@ -324,15 +307,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         if self._codec_schema is not None:
             await register_vector(conn, schema=self._codec_schema)
 
-    def _unavailable(self, detail: str, exc: BaseException) -> BackendUnavailableError:
-        err = BackendUnavailableError(
-            f"cannot reach PostgreSQL at {self.describe()}: {self._redact(detail)}",
-            backend=self.backend_name,
-            operation="connect",
-        )
-        err.cause = exc
-        return err
-
     async def _check_language(self, conn: Any) -> None:
         if self._sql.regconfig is None:
             return
@@ -346,46 +320,13 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 f"available: {', '.join(r[0] for r in names)}",
             ) from None
 
-    def _migrations(self) -> list[Migration]:
-        """The migrations, with the store's vector mode decided by migration 2 (once)."""
-        first = migrations(self._sql.schema, self.language)[0]
-        return [first, Migration(2, _MIGRATION_2, [self._vector_mode])]
-
-    def _vector_mode(self) -> Plan[None]:
-        """Migration 2: the store keeps vectors if the server has pgvector (created here if
-        the role may), recorded in ``meta`` with the reason."""
-        d = self._sql
-        # Stores in other schemas may be migrating at the same moment.
-        yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_EXTENSION_LOCK),))
-        found = yield Fetch(_EXTENSION)
-        vector_schema, reason = None, "the server has no pgvector extension"
-        if not found:
-            available = yield Fetch(
-                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
-            )
-            if available:
-                yield Execute("SAVEPOINT extension")  # a refusal keeps the migration
-                try:
-                    yield Execute("CREATE EXTENSION IF NOT EXISTS vector")
-                except pg_errors.PostgresError as exc:
-                    yield Execute("ROLLBACK TO SAVEPOINT extension")
-                    reason = f"CREATE EXTENSION vector was refused: {exc}"
-                else:
-                    yield Execute("RELEASE SAVEPOINT extension")
-                    found = yield Fetch(_EXTENSION)
-        if found:
-            version, namespace = found[0]
-            if _version(version) < _FIRST_HNSW:
-                reason = f"pgvector {version} has no HNSW index (0.5.0 or later is needed)"
-            else:
-                vector_schema = _quote(namespace)
-                reason = f"pgvector {version} was available when the store was created"
-        for statement in migrations(d.schema, self.language, vector_schema)[1].steps:
-            yield Execute(statement)
-        yield Execute(d.write_meta, ("vector_mode_reason", reason))
-
     async def _check_recorded_analysis(self, conn: Any) -> None:
-        recorded = await conn.fetchval(self._sql.recorded_analysis, f"{self._sql.schema}.messages")
+        # The comment on messages.tsv: which analysis built the stored index.
+        recorded = await conn.fetchval(
+            """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'""",
+            f"{self._sql.schema}.messages",
+        )
         if recorded is not None and recorded != analysis_label(self.language):
             stored = recorded.rsplit(": ", 1)[-1]
             raise SchemaError(
@@ -403,7 +344,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         self._iterative_scan = False
         vectors = False
         if meta.get("vector_mode") == "pgvector":
-            row = await conn.fetchrow(_EXTENSION)
+            row = await conn.fetchrow(EXTENSION)
             if row is None:
                 raise SchemaError(
                     f"schema {self.schema!r} keeps vectors but the pgvector extension is "
@@ -413,14 +354,11 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             version, namespace = row
             self._pgvector_version = version
-            self._sql = self._sql.with_vectors(_quote(namespace))
-            self._iterative_scan = _version(version) >= _FIRST_ITERATIVE
+            codec = Vector if register_vector is not None else None  # without it, none
+            self._sql = self._sql.with_vectors(quote(namespace), codec)
+            self._iterative_scan = version_of(version) >= _FIRST_ITERATIVE
             space = _recorded_space(meta)
-            self._exact_rows = (
-                2**62
-                if space is not None and space.dimension > HNSW_MAX_DIMENSIONS
-                else _EXACT_SCAN_ROWS
-            )
+            self._exact_rows = _exact_rows(space.dimension if space else 0)
             if register_vector is None:
                 reason = (
                     f"the store keeps vectors (pgvector {version}) but the pgvector package "
@@ -428,7 +366,6 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 )
             else:
                 self._codec_schema = namespace
-                self._sql = self._sql.with_vectors(_quote(namespace), Vector)
                 vectors = True
                 scans = "iterative index scans" if self._iterative_scan else "exact fallback"
                 reason = f"pgvector {version}, HNSW (cosine), {scans}"
@@ -463,40 +400,10 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
     # ---------------------------------------------------------------- errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(
-            exc,
-            (
-                OSError,
-                pg_errors.PostgresConnectionError,  # includes connection lost mid-operation
-                pg_errors.TooManyConnectionsError,
-                pg_errors.SerializationError,
-                pg_errors.DeadlockDetectedError,
-                pg_errors.AdminShutdownError,
-                pg_errors.CrashShutdownError,
-                pg_errors.CannotConnectNowError,
-                # A conversation deleted while an append to it was running: the retry
-                # claims it again.
-                pg_errors.ForeignKeyViolationError,
-                # Another process resized the vector columns under a cached statement.
-                pg_errors.InvalidCachedStatementError,
-            ),
-        ):
-            return True
-        return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
+        return isinstance(exc, _TRANSIENT) or _closed(exc)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        if isinstance(exc, OSError):
-            return True
-        return isinstance(
-            exc,
-            (
-                pg_errors.PostgresConnectionError,
-                pg_errors.TooManyConnectionsError,
-                pg_errors.AdminShutdownError,
-                pg_errors.CrashShutdownError,
-                pg_errors.CannotConnectNowError,
-            ),
-        ) or (isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc))
+        return isinstance(exc, _UNAVAILABLE) or _closed(exc)
 
     # ---------------------------------------------------------------- messages
 
@@ -567,7 +474,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 await conn.execute(statement)
             await conn.execute(sql.write_meta, "vector_model", space.model)
             await conn.execute(sql.write_meta, "vector_dimension", str(space.dimension))
-        self._exact_rows = 2**62 if space.dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
+        self._exact_rows = _exact_rows(space.dimension)
         log.info(
             "schema %s: vectors of %r, %d dimensions%s",
             self.schema,
@@ -593,25 +500,16 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
         )
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        kinds, limit = request.kinds, request.limit
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             # Settings for this transaction only: how wide the HNSW search starts, and
             # (pgvector 0.8+) to keep scanning past rows the filters reject.
             await conn.execute(
                 _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
-                str(min(_MAX_EF_SEARCH, max(self.ef_search, limit))),
+                str(min(_MAX_EF_SEARCH, max(self.ef_search, request.limit))),
             )
+            args = search_args(request, Vector(vector))
             rows = await conn.fetch(
-                self._sql.vector_search,
-                request.user_id,
-                Vector(vector),
-                limit,
-                "message" in kinds,
-                "memory" in kinds,
-                request.conversation_id,
-                *filter_args(request.memories()),
-                self._exact_rows,
-                self._exact_factor,
+                self._sql.vector_search, *args, self._exact_rows, self._exact_factor
             )
         return self._sql.hits(rows)
 
@@ -632,10 +530,6 @@ def _driver_dsn(url: MemoryURL) -> str:
     query = {k: v for k, v in url.query.items() if k in _DRIVER_OPTIONS}
     query.pop("application_name", None)  # passed as a server setting instead
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
-
-
-def _server_settings(url: MemoryURL) -> dict[str, str]:
-    return {"application_name": url.query.get("application_name", "bruno-memstore")}
 
 
 def _interrupted() -> BackendUnavailableError:
@@ -664,6 +558,10 @@ async def _run(conn: Any, d: Statements, step: Step) -> Any:
     raise TypeError(f"not a step: {step!r}")
 
 
+def _closed(exc: BaseException) -> bool:
+    return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
+
+
 def _count(status: str) -> int:
     """Rows affected, from a command status such as ``DELETE 3`` (0 for ``BEGIN``)."""
     last = status.rsplit(" ", 1)[-1]
@@ -682,17 +580,13 @@ _PLAN_SETTINGS = (
 _SCAN_SETTINGS = f"{_PLAN_SETTINGS}, set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 
 
+def _exact_rows(dimension: int) -> int:
+    """The exact-scan threshold's floor: every search is exact where HNSW cannot index."""
+    return 2**62 if dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
+
+
 def _recorded_space(meta: dict[str, str]) -> VectorSpace | None:
     model, dimension = meta.get("vector_model"), meta.get("vector_dimension")
     if model is None or dimension is None:
         return None
     return VectorSpace(model, int(dimension))
-
-
-def _version(text: str) -> tuple[int, ...]:
-    """``"0.8.1"`` as ``(0, 8, 1)`` (non-numeric parts count as 0)."""
-    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

@@ -31,13 +31,20 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
-from asyncpg.exceptions import UniqueViolationError
+from asyncpg.exceptions import PostgresError, UniqueViolationError
 
-from ...errors import BackendError, OwnershipError
-from ...models import MemoryFilter, MemoryRecord, SearchHit, SearchRequest, SessionRecord
+from ...errors import BackendError, InvalidArgumentError, OwnershipError
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+)
 from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
-from ..kit.codec import MEMORIES, MEMORY_FIELDS
+from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source
 from ..sql.plans import window
@@ -45,11 +52,10 @@ from ..sql.schema import Migration
 from ..sql.steps import Execute, Fetch, Plan
 
 __all__ = [
+    "EXTENSION",
     "HNSW_MAX_DIMENSIONS",
-    "INDEXED_PREFIX",
     "LATEST_VERSION",
     "MEMSTORE_ANALYSIS",
-    "MESSAGE_COLUMNS",
     "Copy",
     "Statements",
     "analysed",
@@ -59,7 +65,9 @@ __all__ = [
     "filter_args",
     "lock_key",
     "migrations",
-    "not_owner",
+    "quote",
+    "search_args",
+    "version_of",
 ]
 
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
@@ -76,18 +84,26 @@ HNSW_EF_CONSTRUCTION = 64
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONFIG = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
 
-MESSAGE_COLUMNS = (
-    "id, conversation_id, user_id, role, message_type, content, ts_iso, ts_us, "
-    "metadata_text, parent_id, seq"
-)
-_SESSION_COLUMNS = "session_id, user_id, conversation_id, is_active, started_us, payload"
 _MEMORY_COLUMNS = ", ".join(MEMORY_FIELDS)  # the codec's row order
+_SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
+# The messages' columns in the record's field order.
+_MESSAGE_ORDER = (
+    "id conversation_id role content message_type ts_iso ts_us metadata_text parent_id user_id seq"
+).split()
+# A message's values as the append and COPY statements take them, after its ordinal.
+_MESSAGE_VALUES = ("id role message_type content timestamp ts_us metadata parent_id").split()
+EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
+    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
+_EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
+_FIRST_HNSW = (0, 5, 0)
 
 
 def check_schema(name: str) -> str:
     """Validate a schema name (a plain identifier) and return it quoted for SQL."""
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
-        raise ValueError("expected an identifier of letters, digits and '_' (at most 63)")
+        raise InvalidArgumentError(
+            "schema", "expected an identifier of letters, digits and '_' (at most 63)"
+        )
     return f'"{name}"'
 
 
@@ -97,8 +113,9 @@ def check_language(name: str) -> str | None:
     if name == MEMSTORE_ANALYSIS:
         return None
     if not isinstance(name, str) or not _CONFIG.fullmatch(name):
-        raise ValueError(
-            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'"
+        raise InvalidArgumentError(
+            "language",
+            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'",
         )
     return f"'{name}'::regconfig"
 
@@ -108,24 +125,13 @@ def analysis_label(language: str) -> str:
     return f"bruno_memstore text search: {language}"
 
 
-def migrations(schema: str, language: str, vector_schema: str | None = None) -> list[Migration]:
-    """The ordered migrations: ``(version, description, statements)``.
+def migrations(schema: str, language: str) -> list[Migration]:
+    """The ordered migrations: ``(version, description, steps)``.
 
-    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option;
-    ``vector_schema`` is the quoted schema of the pgvector extension when the store is to
-    keep vectors (decided when migration 2 runs), else ``None``. A migration is never edited
-    once released; changes go in a new, higher version.
+    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option.
+    A migration is never edited once released; changes go in a new, higher version.
     """
     s = schema
-    mode = "pgvector" if vector_schema is not None else "none"
-    vector_columns = (
-        [
-            f"ALTER TABLE {s}.messages ADD COLUMN embedding {vector_schema}.vector",
-            f"ALTER TABLE {s}.memories ADD COLUMN embedding {vector_schema}.vector",
-        ]
-        if vector_schema is not None
-        else []
-    )
     label = analysis_label(language).replace("'", "''")
     return [
         Migration(
@@ -204,15 +210,57 @@ def migrations(schema: str, language: str, vector_schema: str | None = None) -> 
             2,
             "store metadata; embedding columns when the server has pgvector",
             [
-                f"""CREATE TABLE {s}.meta (
-                    key text PRIMARY KEY,
-                    value text NOT NULL
-                )""",
-                *vector_columns,
-                f"INSERT INTO {s}.meta (key, value) VALUES ('vector_mode', '{mode}')",
+                f"CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+                functools.partial(_vector_mode, s),
             ],
         ),
     ]
+
+
+def _vector_mode(s: str) -> Plan[None]:
+    """Migration 2: the store keeps vectors if the server has pgvector (created here if the
+    role may), recorded in ``meta`` with the reason (its *vector mode*, decided once)."""
+    # Stores in other schemas may be migrating at the same moment.
+    yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_EXTENSION_LOCK),))
+    found = yield Fetch(EXTENSION)
+    vector_schema, reason = None, "the server has no pgvector extension"
+    if not found:
+        available = yield Fetch(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        )
+        if available:
+            yield Execute("SAVEPOINT extension")  # a refusal keeps the migration
+            try:
+                yield Execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except PostgresError as exc:
+                yield Execute("ROLLBACK TO SAVEPOINT extension")
+                reason = f"CREATE EXTENSION vector was refused: {exc}"
+            else:
+                yield Execute("RELEASE SAVEPOINT extension")
+                found = yield Fetch(EXTENSION)
+    if found:
+        version, namespace = found[0]
+        if version_of(version) < _FIRST_HNSW:
+            reason = f"pgvector {version} has no HNSW index (0.5.0 or later is needed)"
+        else:
+            vector_schema = quote(namespace)
+            reason = f"pgvector {version} was available when the store was created"
+    if vector_schema is not None:
+        for table in ("messages", "memories"):
+            yield Execute(f"ALTER TABLE {s}.{table} ADD COLUMN embedding {vector_schema}.vector")
+    write = f"INSERT INTO {s}.meta (key, value) VALUES (?, ?)"
+    yield Execute(write, ("vector_mode", "none" if vector_schema is None else "pgvector"))
+    yield Execute(write, ("vector_mode_reason", reason))
+
+
+def version_of(text: str) -> tuple[int, ...]:
+    """``"0.8.1"`` as ``(0, 8, 1)`` (non-numeric parts count as 0)."""
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
+
+
+def quote(identifier: str) -> str:
+    """An identifier quoted for SQL."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 LATEST_VERSION = 2
@@ -245,6 +293,14 @@ def not_owner(conversation_id: str) -> OwnershipError:
     )
 
 
+def search_args(request: SearchRequest, query: Any) -> list[Any]:
+    """The first arguments of :meth:`Statements.search` and :attr:`Statements.vector_search`
+    (``query``: the terms, or the vector)."""
+    kinds, flt = request.kinds, filter_args(request.memories())
+    head = [request.user_id, query, request.limit, "message" in kinds, "memory" in kinds]
+    return [*head, request.conversation_id, *flt]
+
+
 def filter_args(flt: MemoryFilter) -> list[Any]:
     """The arguments of :meth:`Statements.memory_filter`."""
     return [
@@ -266,33 +322,6 @@ def _numbered(text: str) -> str:
         return text
     parts = text.split("?")
     return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
-
-
-@functools.lru_cache(maxsize=256)
-def _source(kind: str, schema: str) -> Source:
-    return {
-        "conversations": lambda: Source(
-            f"{schema}.conversations c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
-        ),
-        "messages": lambda: Source(
-            f"{schema}.messages m",
-            [f"m.{c}" for c in _MESSAGE_ORDER],
-            key="m.seq",
-            start=0,
-        ),
-        "memories": lambda: Source(
-            f"{schema}.memories m", [f"m.{c}" for c in _MEMORY_COLUMNS.split(", ")], "m.id"
-        ),
-        "sessions": lambda: Source(
-            f"{schema}.sessions s", [f"s.{c}" for c in _SESSION_COLUMNS.split(", ")], "s.session_id"
-        ),
-    }[kind]()
-
-
-# The messages' columns in the record's field order.
-_MESSAGE_ORDER = (
-    "id conversation_id role content message_type ts_iso ts_us metadata_text parent_id user_id seq"
-).split()
 
 
 class Statements(Dialect):
@@ -320,10 +349,13 @@ class Statements(Dialect):
         self.regconfig = regconfig
         self.vector_schema = vector_schema
         self.encode_vector = encode_vector
-        self.conversations = _source("conversations", schema)
-        self.messages = _source("messages", schema)
-        self.memories = _source("memories", schema)
-        self.sessions = _source("sessions", schema)
+        s, sessions = schema, [f"s.{c}" for c in SESSION_FIELDS]
+        self.conversations = Source(
+            f"{s}.conversations c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
+        )
+        self.messages = Source(f"{s}.messages m", [f"m.{c}" for c in _MESSAGE_ORDER], "m.seq", 0)
+        self.memories = Source(f"{s}.memories m", [f"m.{c}" for c in MEMORY_FIELDS], "m.id")
+        self.sessions = Source(f"{s}.sessions s", sessions, "s.session_id")
 
     def with_vectors(
         self, vector_schema: str | None, encode_vector: Callable[[Any], Any] | None = None
@@ -339,10 +371,6 @@ class Statements(Dialect):
     @property
     def vector_type(self) -> str:
         return f"{self.vector_schema}.vector"
-
-    def _distance(self, column: str, param: str) -> str:
-        """Cosine distance, with the operator named by its schema (no ``search_path``)."""
-        return f"{column} OPERATOR({self.vector_schema}.<=>) {param}::{self.vector_type}"
 
     @property
     def client_analysis(self) -> bool:
@@ -400,10 +428,34 @@ class Statements(Dialect):
         return {r[0]: Conversation(r[0], r[1], r[1]) for r in rows}
 
     def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
-        extra = [body] if self.client_analysis else []
+        """Insert, or replace the same user's entry, with its analysed text (the library's
+        analysis) and its vector (when the store keeps vectors; a replaced entry's vector is
+        replaced too, by ``NULL`` when the new write has none). Nothing is written when the
+        id holds another user's entry (the conflicting row is locked and left as it is)."""
+        s, values = self.schema, [*MEMORIES.row(rec)]
+        tsv = self._tsv("$3::text", "$13::text")
+        if self.client_analysis:
+            values.append(body)
+        vector_col = vector_val = vector_set = ""
         if self.vectors:
-            extra.append(vector)
-        rows = yield Fetch(self.put_memory, (*MEMORIES.row(rec), *extra), alone=True)
+            values.append(vector)
+            vector_col, vector_set = ", embedding", ", embedding = EXCLUDED.embedding"
+            vector_val = f", ${len(values)}::{self.vector_type}"
+        rows = yield Fetch(
+            f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv{vector_col})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv}{vector_val})
+            ON CONFLICT (id) DO UPDATE SET
+                content = EXCLUDED.content,
+                memory_type = EXCLUDED.memory_type, category = EXCLUDED.category,
+                tags = EXCLUDED.tags, confidence = EXCLUDED.confidence,
+                importance = EXCLUDED.importance, created_us = EXCLUDED.created_us,
+                expires_us = EXCLUDED.expires_us, conversation_id = EXCLUDED.conversation_id,
+                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{vector_set}
+            WHERE {s}.memories.user_id = EXCLUDED.user_id
+            RETURNING 1""",
+            values,
+            alone=True,
+        )
         return bool(rows)
 
     def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
@@ -415,14 +467,7 @@ class Statements(Dialect):
                 started_us = EXCLUDED.started_us, payload = EXCLUDED.payload
             WHERE {self.schema}.sessions.user_id = EXCLUDED.user_id
             RETURNING 1""",
-            (
-                rec.session_id,
-                rec.user_id,
-                rec.conversation_id,
-                rec.is_active,
-                rec.started_us,
-                rec.payload,
-            ),
+            SESSIONS.row(rec),
         )
         return bool(rows)
 
@@ -434,33 +479,17 @@ class Statements(Dialect):
     def append_group(self, appends: Sequence[Append]) -> Plan[list[Outcome]]:
         """The appends of a group commit, in one statement (see :attr:`append`); an append
         whose conversation another transaction claimed meanwhile gets ``None`` (run again)."""
-        conv: list[str] = []
-        users: list[str] = []
-        enforce: list[bool] = []
-        cols: list[Any] = [[] for _ in range(11)]
-        app, ids, roles, types, contents, ts_iso, ts_us, metas, parents, texts, vecs = cols
-        for number, item in enumerate(appends, 1):
-            conv.append(item.conversation_id)
-            users.append(item.user_id)
-            enforce.append(item.enforce_owner)
-            for r in item.records:
-                app.append(number)
-                ids.append(r.id)
-                roles.append(r.role)
-                types.append(r.message_type)
-                contents.append(r.content)
-                ts_iso.append(r.timestamp)
-                ts_us.append(r.ts_us)
-                metas.append(r.metadata)
-                parents.append(r.parent_id)
-                texts.append(self.search_body(r.content))
-                vecs.append(self.vector_value(r.vector))
-        if not self.vectors:
-            cols.pop()
-        elif all(v is None for v in vecs):
+        conv = [item.conversation_id for item in appends]
+        users = [item.user_id for item in appends]
+        enforce = [item.enforce_owner for item in appends]
+        rows = [self._message_row(n, r) for n, item in enumerate(appends, 1) for r in item.records]
+        cols: list[Any] = [list(c) for c in zip(*rows, strict=True)] or [
+            [] for _ in self.staging_columns
+        ]
+        if self.vectors and all(v is None for v in cols[-1]):
             cols[-1] = None  # one NULL array: needs no vector codec
         if not self.client_analysis:
-            cols.pop(9)
+            del cols[9]
         try:
             rows = yield Fetch(self.append, (conv, users, enforce, *cols), alone=True)
         except UniqueViolationError:
@@ -496,25 +525,15 @@ class Statements(Dialect):
                 outcomes.append(AppendResult(owner, existing))
         return outcomes
 
+    def _message_row(self, n: int, r: MessageRecord) -> tuple[Any, ...]:
+        """A message's values in :attr:`staging_columns` order, ``n`` first."""
+        vector = (self.vector_value(r.vector),) if self.vectors else ()
+        return (n, *(getattr(r, f) for f in _MESSAGE_VALUES), self.search_body(r.content), *vector)
+
     def append_copied(self, item: Append) -> Plan[AppendResult]:
         """A large append through ``COPY`` into a staging table, then one ``INSERT``."""
         records = item.records
-        rows = [
-            (
-                n,
-                r.id,
-                r.role,
-                r.message_type,
-                r.content,
-                r.timestamp,
-                r.ts_us,
-                r.metadata,
-                r.parent_id,
-                self.search_body(r.content),
-                *((self.vector_value(r.vector),) if self.vectors else ()),
-            )
-            for n, r in enumerate(records)
-        ]
+        rows = [self._message_row(n, r) for n, r in enumerate(records)]
         claimed = yield Fetch(self.claim_conversation, (item.conversation_id, item.user_id))
         if not claimed:  # claimed by a transaction that committed after our snapshot
             found = yield Fetch(
@@ -529,7 +548,10 @@ class Statements(Dialect):
         yield Copy(self.staging_table, self.staging_columns, rows)
         stored = yield Fetch(self.insert_staged, (item.conversation_id, owner))
         if created and not stored:  # every id was stored: the write claims nothing either
-            yield Execute(self.drop_conversation_row, (item.conversation_id,))
+            yield Execute(
+                f"DELETE FROM {self.schema}.conversations WHERE conversation_id = ?",
+                (item.conversation_id,),
+            )
         inserted = {row[0] for row in stored}
         return AppendResult(owner, frozenset(r.id for r in records if r.id not in inserted))
 
@@ -542,18 +564,7 @@ class Statements(Dialect):
         words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
         if not words:
             return []
-        rows = yield Fetch(
-            self.search(len(words)),
-            (
-                request.user_id,
-                words,
-                request.limit,
-                "message" in request.kinds,
-                "memory" in request.kinds,
-                request.conversation_id,
-                *filter_args(request.memories()),
-            ),
-        )
+        rows = yield Fetch(self.search(len(words)), search_args(request, words))
         return self.hits(rows)
 
     def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
@@ -741,12 +752,6 @@ class Statements(Dialect):
         )
 
     @property
-    def recorded_analysis(self) -> str:
-        """The comment on ``messages.tsv``: which analysis built the stored index."""
-        return """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
-            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'"""
-
-    @property
     def read_meta(self) -> str:
         return f"SELECT key, value FROM {self.schema}.meta"
 
@@ -796,11 +801,6 @@ class Statements(Dialect):
             SELECT user_id, true FROM claimed
             UNION ALL
             SELECT user_id, false FROM {s}.conversations WHERE conversation_id = $1"""
-
-    @property
-    def drop_conversation_row(self) -> str:
-        """Delete the conversation row (its messages and sessions go with it)."""
-        return f"DELETE FROM {self.schema}.conversations WHERE conversation_id = $1"
 
     @property
     def append(self) -> str:
@@ -885,17 +885,8 @@ class Statements(Dialect):
             SELECT NULL, NULL, id, NULL FROM inserted"""
 
     _STAGING_COLUMNS = (
-        "ord",
-        "id",
-        "role",
-        "message_type",
-        "content",
-        "ts_iso",
-        "ts_us",
-        "metadata_text",
-        "parent_id",
-        "analysed",
-    )
+        "ord id role message_type content ts_iso ts_us metadata_text parent_id analysed"
+    ).split()
 
     @property
     def staging_table(self) -> str:
@@ -904,7 +895,7 @@ class Statements(Dialect):
 
     @property
     def staging_columns(self) -> tuple[str, ...]:
-        return (*self._STAGING_COLUMNS, "embedding") if self.vectors else self._STAGING_COLUMNS
+        return (*self._STAGING_COLUMNS, *(["embedding"] if self.vectors else []))
 
     @property
     def create_staging(self) -> str:
@@ -928,34 +919,6 @@ class Statements(Dialect):
             RETURNING id"""
 
     # ---------------------------------------------------------------- memories
-
-    @property
-    def put_memory(self) -> str:
-        """Insert, or replace the same user's entry; from ``$13``: the analysed text (the
-        library's analysis), then the vector (when the store keeps vectors). A replaced
-        entry's vector is replaced too, by ``NULL`` when the new write has none.
-
-        Returns a row when written; none when the id holds another user's entry (the
-        conflicting row is locked and left as it is, all in this one statement)."""
-        s = self.schema
-        analysed = "$13::text" if self.client_analysis else ""
-        tsv = self._tsv("$3::text", analysed)
-        vector_col = vector_val = vector_set = ""
-        if self.vectors:
-            vector_col = ", embedding"
-            vector_val = f", ${13 + self.client_analysis}::{self.vector_type}"
-            vector_set = ", embedding = EXCLUDED.embedding"
-        return f"""INSERT INTO {s}.memories ({_MEMORY_COLUMNS}, tsv{vector_col})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {tsv}{vector_val})
-            ON CONFLICT (id) DO UPDATE SET
-                content = EXCLUDED.content,
-                memory_type = EXCLUDED.memory_type, category = EXCLUDED.category,
-                tags = EXCLUDED.tags, confidence = EXCLUDED.confidence,
-                importance = EXCLUDED.importance, created_us = EXCLUDED.created_us,
-                expires_us = EXCLUDED.expires_us, conversation_id = EXCLUDED.conversation_id,
-                payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{vector_set}
-            WHERE {s}.memories.user_id = EXCLUDED.user_id
-            RETURNING 1"""
 
     @staticmethod
     def memory_filter(first: int) -> str:
@@ -999,8 +962,6 @@ class Statements(Dialect):
         score = " + ".join(
             f"coalesce(r{i} * ln(1.0 + (docs.n - df{i} + 0.5) / (df{i} + 0.5)), 0)" for i in k
         )
-        msg_cols = self.messages.select
-        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
         return f"""WITH t AS MATERIALIZED (
                 SELECT p.*, (SELECT string_agg(x::text, ' | ')
                              FROM unnest(ARRAY[{listed}]) AS x
@@ -1029,11 +990,16 @@ class Statements(Dialect):
                 ORDER BY score DESC, counted.at DESC, counted.id
                 LIMIT $3
             )
-            SELECT top.kind, top.score, {msg_cols}, {mem_cols}
+            {self._top_records("top.score", "top.score DESC")}"""
+
+    def _top_records(self, score: str, order: str) -> str:
+        """The records of the hits in ``top`` (``kind, id, at``), as :meth:`hits` reads them."""
+        s, memory = self.schema, ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
+        return f"""SELECT top.kind, {score} AS score, {self.messages.select}, {memory}
             FROM top
             LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
             LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
-            ORDER BY top.score DESC, top.at DESC, top.id"""
+            ORDER BY {order}, top.at DESC, top.id"""
 
     # ---------------------------------------------------------------- vectors
 
@@ -1069,11 +1035,10 @@ class Statements(Dialect):
         The table's size is PostgreSQL's estimate (``pg_class.reltuples``), read for free.
         """
         s = self.schema
-        dist = self._distance("m.embedding", "$2")
+        # Cosine distance, the operator named by its schema (no ``search_path``).
+        dist = f"m.embedding OPERATOR({self.vector_schema}.<=>) $2::{self.vector_type}"
         conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
         mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
-        msg_cols = self.messages.select
-        mem_cols = ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
 
         def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
             return f"""{kind}_cut AS MATERIALIZED (
@@ -1116,11 +1081,7 @@ class Statements(Dialect):
             ), top AS (
                 SELECT kind, id, d, at FROM hits ORDER BY d, at DESC, id LIMIT $3
             )
-            SELECT top.kind, 1 - top.d AS score, {msg_cols}, {mem_cols}
-            FROM top
-            LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
-            LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
-            ORDER BY top.d, top.at DESC, top.id"""
+            {self._top_records("1 - top.d", "top.d")}"""
 
     # ---------------------------------------------------------------- maintenance
 
