@@ -224,8 +224,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MemoryBackend:
         """Build from a parsed URL (``open_memory`` calls this). Backends with options override."""
-        url.check_options(set())
-        return cls(**options)
+        return cls(**url.apply_options(options, {}))
 
     def describe(self) -> str:
         """Where the data lives, with any secret redacted (used in reprs and errors)."""

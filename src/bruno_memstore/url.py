@@ -1,6 +1,7 @@
 """Memory URLs: ``engine[+driver]://[user[:password]@]host[:port]/path?option=value``.
 
-Parsing is shared; each backend reads its own options from :attr:`MemoryURL.query`.
+Parsing is shared; each backend names its query options and their types, and
+:meth:`MemoryURL.apply_options` merges them under its keyword arguments.
 Credentials never appear in ``str()``/``repr()`` of a URL or of a memory built from one.
 
 The rule for the user part (docs/backends.md, "URLs and credentials"): after ``://``, an
@@ -15,7 +16,9 @@ a fragment: ``#`` is refused everywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .errors import InvalidArgumentError
@@ -103,6 +106,36 @@ class MemoryURL:
             raise InvalidArgumentError(
                 "url", f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+
+    def apply_options(
+        self,
+        given: Mapping[str, Any],
+        kinds: Mapping[str, type],
+        *,
+        also: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """The keyword options ``given`` over this URL's query options typed by ``kinds``
+        (name -> type): a keyword wins over the same option in the URL.
+
+        Query options named neither in ``kinds`` nor in ``also`` (options read elsewhere,
+        such as a driver's) are refused, and so is a value ``kinds`` cannot read; see
+        :meth:`check_options` and :meth:`option`.
+        """
+        self.check_options({*kinds, *also})
+        read = {name: self.option(name, kind) for name, kind in kinds.items() if name in self.query}
+        return {**read, **given}
+
+    def local_path(self, *, remote: str, missing: str) -> str:
+        """The path of a URL that names no server (``engine:///relative`` or
+        ``engine:////absolute``); refused with the message ``remote`` if the URL has a host,
+        user, password or port, with ``missing`` if its path is empty."""
+        if self.host or self.username or self.password is not None or self.port:
+            raise InvalidArgumentError("url", remote)
+        # urlsplit keeps the slash after the empty host: '/relative' or '//absolute'.
+        path = self.path[1:] if self.path.startswith("/") else self.path
+        if not path:
+            raise InvalidArgumentError("url", missing)
+        return path
 
     def redact(self, text: str) -> str:
         """``text`` (a driver's message) with this URL redacted and its password hidden in

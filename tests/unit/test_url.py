@@ -218,6 +218,46 @@ def test_unknown_options_are_refused_by_name() -> None:
     assert "known: pool" in str(info.value)
 
 
+def test_apply_options_types_the_query_and_lets_keywords_win() -> None:
+    url = MemoryURL.parse("x://h/?n=5&flag=no&name=abc&driver_opt=1")
+    merged = url.apply_options(
+        {"name": "kw", "extra": 1},
+        {"n": int, "flag": bool, "name": str, "m": int},
+        also={"driver_opt"},
+    )
+    assert merged == {"n": 5, "flag": False, "name": "kw", "extra": 1}
+    with pytest.raises(InvalidArgumentError) as info:
+        url.apply_options({}, {"n": int})
+    assert "driver_opt, flag, name" in str(info.value)
+    with pytest.raises(InvalidArgumentError) as info:
+        MemoryURL.parse("x://h/?n=five").apply_options({"n": 1}, {"n": int})
+    assert info.value.argument == "url option n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("x:///rel/dir", "rel/dir"), ("x:////abs/dir", "/abs/dir"), ("x:///a@b", "a@b")],
+)
+def test_local_path(raw: str, expected: str) -> None:
+    assert MemoryURL.parse(raw).local_path(remote="remote", missing="missing") == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("x://host/dir", "remote"),
+        ("x://:pw@/dir", "remote"),
+        ("x://:@/dir", "remote"),
+        ("x://:5/dir", "remote"),
+        ("x://", "missing"),
+        ("x:///", "missing"),
+    ],
+)
+def test_local_path_refuses_a_server_part_or_no_path(raw: str, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        MemoryURL.parse(raw).local_path(remote="remote", missing="missing")
+
+
 def test_passwords_of_urls_nested_in_query_values_are_redacted() -> None:
     cache = quote("redis://:cachepw@127.0.0.1:6379/0", safe="")
     persistent = quote("postgresql://u:dbpw@127.0.0.1/test", safe="")

@@ -71,6 +71,7 @@ _URL_OPTIONS: dict[str, type] = {
     "context_window": int,
     "operation_timeout": float,
 }
+_HNSW_OPTIONS = ("hnsw_ef_construction", "hnsw_ef_search", "hnsw_max_neighbors")
 
 
 def _check_hnsw(hnsw: Mapping[str, int] | None) -> dict[str, int]:
@@ -185,31 +186,19 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
         options: ``prefix``, ``tenant``, ``database``, ``readers``, ``hnsw_ef_construction``,
         ``hnsw_ef_search``, ``hnsw_max_neighbors``, ``context_window``,
         ``operation_timeout``. Keyword options win over query options."""
-        url.check_options(set(_URL_OPTIONS))
-        hnsw: dict[str, int] = {}
-        for name, kind in _URL_OPTIONS.items():
-            if name not in url.query:
-                continue
-            value = url.option(name, kind)
-            if name.startswith("hnsw_"):
-                hnsw[name[5:]] = value  # type: ignore[assignment]
-            else:
-                options.setdefault(name, value)
+        options = url.apply_options(options, _URL_OPTIONS)
+        hnsw = {name[5:]: options.pop(name) for name in _HNSW_OPTIONS if name in url.query}
         if hnsw:
             options.setdefault("hnsw", hnsw)
         if url.driver is None:
-            if url.host or url.username or url.password or url.port:
-                raise InvalidArgumentError(
-                    "url",
-                    "an embedded chroma URL has no host: chroma:///relative/dir or "
+            options.setdefault(
+                "persist_directory",
+                url.local_path(
+                    remote="an embedded chroma URL has no host: chroma:///relative/dir or "
                     "chroma:////absolute/dir (or chroma+http://host:port for a server)",
-                )
-            path = url.path[1:] if url.path.startswith("/") else url.path
-            if not path:
-                raise InvalidArgumentError(
-                    "url", "an embedded chroma URL needs a directory: chroma:///relative/dir"
-                )
-            options.setdefault("persist_directory", path)
+                    missing="an embedded chroma URL needs a directory: chroma:///relative/dir",
+                ),
+            )
             return cls(**options)
         if url.driver not in ("http", "https"):
             raise InvalidArgumentError(

@@ -14,15 +14,15 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ...errors import OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, memory_taken, session_taken
 from ..kit.apart import run_apart_sync
+from ..kit.appends import Append
 from ..kit.batches import chunks
-from ..kit.threads import Outcome
+from ..kit.threads import Outcome, run_alone
 from .layout import (
     all_of,
     embeddings,
@@ -163,16 +163,6 @@ def _claim(store: ChromaStore, claims: dict[str, str]) -> dict[str, str]:
 # -------------------------------------------------------------------- messages
 
 
-@dataclass(slots=True)
-class Append:
-    """One caller's ``_append_messages``, queued for the writer."""
-
-    conversation_id: str
-    user_id: str
-    records: Sequence[MessageRecord]
-    enforce_owner: bool
-
-
 def run_writes(store: ChromaStore, jobs: list[Any]) -> list[Outcome]:
     """*Writer.* The jobs the writer took from its queue together, in order: consecutive
     appends in shared calls (:func:`run_appends`), every other job (a function of the
@@ -182,11 +172,7 @@ def run_writes(store: ChromaStore, jobs: list[Any]) -> list[Outcome]:
         if appends:
             outcomes += run_appends(store, list(part))
             continue
-        for job in part:
-            try:
-                outcomes.append((None, job(store)))
-            except Exception as exc:
-                outcomes.append((exc, None))
+        outcomes += run_alone(store, list(part))
     return outcomes
 
 

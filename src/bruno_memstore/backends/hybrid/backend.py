@@ -67,6 +67,7 @@ from ...models import (
 from ...primitives import AppendResult, ExportKind, VectorPrimitives
 from ...registry import open_memory
 from ...url import MemoryURL
+from ..kit.settings import positive_int, positive_seconds
 
 __all__ = ["HybridMemory"]
 
@@ -210,12 +211,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             ("cache_retry_after", cache_retry_after),
             ("cache_max_age", cache_max_age),
         ):
-            if value is None and name != "cache_retry_after":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise InvalidArgumentError(name, "must be a positive number of seconds")
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise InvalidArgumentError("max_pending", "must be a positive int")
+            if value is not None or name == "cache_retry_after":
+                positive_seconds(name, value)
+        positive_int("max_pending", max_pending)
         super().__init__(**options)
         self.cache = cache
         self.persistent = persistent
@@ -255,7 +253,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         The other query options are ``cache_timeout``, ``cache_retry_after``,
         ``cache_max_age``, ``context_window`` and ``operation_timeout``; keywords win.
         """
-        url.check_options({"cache", "persistent", *_URL_OPTIONS})
+        merged = url.apply_options(options, _URL_OPTIONS, also=("cache", "persistent"))
         if (
             url.host
             or url.port
@@ -276,12 +274,6 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                     "URL percent-encoded",
                 )
             tiers[part] = inner
-        merged: dict[str, Any] = {}
-        for name, kind in _URL_OPTIONS.items():
-            value = url.option(name, kind)
-            if value is not None:
-                merged[name] = value
-        merged.update(options)
         return cls(
             cache=open_memory(tiers["cache"]),
             persistent=open_memory(tiers["persistent"]),

@@ -12,4 +12,9 @@
 * ``kv``, ``kv_memory`` — values of any size and append-only logs over a key-value
   engine with ``add`` and ``cas``, and the storage primitives built on them.
 * ``apart`` — isolating the writer that broke a group commit.
+* ``appends`` — one ``_append_messages`` call as a value, as writers queue it.
+* ``settings`` — constructor settings checked one way (positive ints and seconds, typed
+  settings with a default and a lower bound).
+* ``driver_url`` — the base of backends configured by one driver URL (built from it, shown
+  and quoted in errors with its secrets hidden).
 """

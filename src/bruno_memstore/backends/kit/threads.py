@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["GroupRunner", "Job", "Outcome", "ReaderPool", "Writer"]
+__all__ = ["GroupRunner", "Job", "Outcome", "ReaderPool", "Writer", "run_alone"]
 
 C = TypeVar("C")
 Job = Callable[[Any], Any]
@@ -79,7 +79,8 @@ def _close(conn: Any) -> None:
         close()
 
 
-def _run_alone(conn: Any, jobs: list[Job]) -> list[Outcome]:
+def run_alone(conn: Any, jobs: list[Job]) -> list[Outcome]:
+    """Each job on ``conn`` by itself: its result, or the exception it raised."""
     outcomes: list[Outcome] = []
     for job in jobs:
         try:
@@ -165,7 +166,7 @@ class _Worker(Generic[C]):
             job, loop, fut = item
             if fut.cancelled():
                 continue
-            ((exc, value),) = _run_alone(conn, [job])
+            ((exc, value),) = run_alone(conn, [job])
             _post(loop, _settle, fut, exc, value)
 
 
@@ -242,7 +243,7 @@ class Writer(_Worker[C]):
         max_group: int = _MAX_GROUP,
     ) -> None:
         super().__init__(name, opener, queue.SimpleQueue(), closer)
-        self._run_group = run_group or _run_alone
+        self._run_group = run_group or run_alone
         self._max_group = max_group
 
     def submit(self, job: Job) -> asyncio.Future[Any]:

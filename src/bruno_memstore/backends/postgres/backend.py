@@ -32,7 +32,9 @@ from ...errors import BackendUnavailableError, InvalidArgumentError, SchemaError
 from ...limits import Limits
 from ...models import MessageRecord, SearchHit, SearchRequest, SessionRecord
 from ...primitives import AppendResult
-from ...url import MemoryURL, redact_url
+from ...url import MemoryURL
+from ..kit.driver_url import DriverURLBackend
+from ..kit.settings import setting
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import Migration, migrate
@@ -121,7 +123,7 @@ _EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
     JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
 
 
-class PostgresMemory(SQLMemory):
+class PostgresMemory(DriverURLBackend, SQLMemory):
     """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
     Args:
@@ -191,7 +193,6 @@ class PostgresMemory(SQLMemory):
             raise InvalidArgumentError("dsn", f"expected a postgresql:// URL, got {url}")
         if url.driver not in (None, "asyncpg"):
             raise InvalidArgumentError("dsn", f"unsupported driver {url.driver!r}; use asyncpg")
-        url.check_options(set(_OPTION_KINDS) | _DRIVER_OPTIONS)
         given = {
             "schema": schema,
             "language": language,
@@ -203,21 +204,20 @@ class PostgresMemory(SQLMemory):
             "group_commit": group_commit,
             "ef_search": ef_search,
         }
-        opt = {
-            name: given[name] if given[name] is not None else url.option(name, kind)
-            for name, kind in _OPTION_KINDS.items()
-        }
+        opt = url.apply_options(
+            {k: v for k, v in given.items() if v is not None}, _OPTION_KINDS, also=_DRIVER_OPTIONS
+        )
         self._url = url
         self._dsn = _driver_dsn(url)
-        self.schema = _check(opt, "schema", str, _DEFAULT_SCHEMA)
-        self.language = _check(opt, "language", str, _DEFAULT_LANGUAGE)
-        self.min_size = _check(opt, "min_size", int, 1, low=0)
-        self.max_size = _check(opt, "max_size", int, 10, low=1)
-        self.connect_timeout = _check(opt, "connect_timeout", float, 10.0, low=0.001)
-        self.command_timeout: float | None = _check(opt, "command_timeout", float, None, low=0.001)
-        self.statement_cache_size = _check(opt, "statement_cache_size", int, 100, low=0)
-        self.group_commit = _check(opt, "group_commit", bool, True)
-        self.ef_search = _check(opt, "ef_search", int, _DEFAULT_EF_SEARCH, low=1)
+        self.schema = setting(opt, "schema", str, _DEFAULT_SCHEMA)
+        self.language = setting(opt, "language", str, _DEFAULT_LANGUAGE)
+        self.min_size = setting(opt, "min_size", int, 1, low=0)
+        self.max_size = setting(opt, "max_size", int, 10, low=1)
+        self.connect_timeout = setting(opt, "connect_timeout", float, 10.0, low=0.001)
+        self.command_timeout: float | None = setting(opt, "command_timeout", float, None, low=0.001)
+        self.statement_cache_size = setting(opt, "statement_cache_size", int, 100, low=0)
+        self.group_commit = setting(opt, "group_commit", bool, True)
+        self.ef_search = setting(opt, "ef_search", int, _DEFAULT_EF_SEARCH, low=1)
         if self.ef_search > _MAX_EF_SEARCH:
             raise InvalidArgumentError("ef_search", f"at most {_MAX_EF_SEARCH}")
         if self.min_size > self.max_size:
@@ -255,17 +255,6 @@ class PostgresMemory(SQLMemory):
     def pgvector_version(self) -> str | None:
         """The pgvector extension's version in this database, when the store keeps vectors."""
         return self._pgvector_version
-
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> PostgresMemory:
-        """Build from ``postgresql://`` or ``postgres://`` (options in the query string)."""
-        return cls(url.raw, **options)
-
-    def describe(self) -> str:
-        return redact_url(self._url.raw)
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -635,19 +624,6 @@ class PostgresMemory(SQLMemory):
 
 
 # ==================================================================== helpers
-
-
-def _check(opt: dict[str, Any], name: str, kind: type, default: Any, low: float | None = None):
-    value = opt.get(name)
-    if value is None:
-        return default
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise InvalidArgumentError(name, f"expected {kind.__name__}, got {type(value).__name__}")
-    if low is not None and value < low:
-        raise InvalidArgumentError(name, f"must be at least {low:g}, got {value!r}")
-    return value
 
 
 def _driver_dsn(url: MemoryURL) -> str:

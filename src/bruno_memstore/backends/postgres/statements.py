@@ -37,6 +37,7 @@ from ...errors import BackendError, OwnershipError
 from ...models import MemoryFilter, MemoryRecord, SearchHit, SearchRequest, SessionRecord
 from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
+from ..kit.codec import MEMORIES, MEMORY_FIELDS
 from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source
 from ..sql.plans import window
@@ -80,10 +81,7 @@ MESSAGE_COLUMNS = (
     "metadata_text, parent_id, seq"
 )
 _SESSION_COLUMNS = "session_id, user_id, conversation_id, is_active, started_us, payload"
-_MEMORY_COLUMNS = (
-    "id, user_id, content, memory_type, category, tags, confidence, importance, "
-    "created_us, expires_us, conversation_id, payload"
-)
+_MEMORY_COLUMNS = ", ".join(MEMORY_FIELDS)  # the codec's row order
 
 
 def check_schema(name: str) -> str:
@@ -405,25 +403,7 @@ class Statements(Dialect):
         extra = [body] if self.client_analysis else []
         if self.vectors:
             extra.append(vector)
-        rows = yield Fetch(
-            self.put_memory,
-            (
-                rec.id,
-                rec.user_id,
-                rec.content,
-                rec.memory_type,
-                rec.category,
-                list(rec.tags),
-                rec.confidence,
-                rec.importance,
-                rec.created_us,
-                rec.expires_us,
-                rec.conversation_id,
-                rec.payload,
-                *extra,
-            ),
-            alone=True,
-        )
+        rows = yield Fetch(self.put_memory, (*MEMORIES.row(rec), *extra), alone=True)
         return bool(rows)
 
     def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:

@@ -38,6 +38,7 @@ from ...primitives import (
 from ...url import MemoryURL, hide_secrets
 from ..kit.batches import batches, chunks
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
+from ..kit.settings import positive_seconds
 from .config import (
     is_throttled,
     is_timeout,
@@ -99,8 +100,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             raise InvalidArgumentError(
                 "path", "give exactly one of path (local mode) or url (a Qdrant server)"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidArgumentError("timeout", "must be a positive number of seconds")
+        positive_seconds("timeout", timeout)
         if isinstance(text_cache_users, bool) or not isinstance(text_cache_users, int):
             raise InvalidArgumentError("text_cache_users", "must be an int")
         if text_cache_users < 1:

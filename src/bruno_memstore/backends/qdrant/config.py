@@ -52,17 +52,12 @@ def parse_memory_url(url: MemoryURL, options: dict[str, Any]) -> tuple[str | Non
     query options (and an API key given as the password) are added to ``options`` unless
     given there already."""
     if url.driver is None:
-        if url.host or url.username or url.password or url.port:
-            raise InvalidArgumentError(
-                "url",
-                "qdrant:// is local mode and has no host: use qdrant:///relative/dir or "
-                "qdrant:////absolute/dir, or qdrant+http://host:6333 for a server",
-            )
-        # urlsplit keeps the slash after the empty host: '/rel' or '//abs'.
-        path = url.path[1:] if url.path.startswith("/") else url.path
-        if not path:
-            raise InvalidArgumentError("url", "qdrant:/// needs a directory path")
-        _take_options(url, LOCAL_OPTIONS, options)
+        path = url.local_path(
+            remote="qdrant:// is local mode and has no host: use qdrant:///relative/dir or "
+            "qdrant:////absolute/dir, or qdrant+http://host:6333 for a server",
+            missing="qdrant:/// needs a directory path",
+        )
+        options.update(url.apply_options(options, LOCAL_OPTIONS))
         return path, None
     if url.driver not in ("http", "https"):
         raise InvalidArgumentError(
@@ -80,18 +75,11 @@ def parse_memory_url(url: MemoryURL, options: dict[str, Any]) -> tuple[str | Non
             "an API key in the query string would be logged; give it as the password "
             "(qdrant+https://:KEY@host:6333) or as the api_key keyword",
         )
-    _take_options(url, SERVER_OPTIONS, options)
+    options.update(url.apply_options(options, SERVER_OPTIONS))
     if url.password is not None:
         options.setdefault("api_key", url.password)
     host = f"[{url.host}]" if ":" in (url.host or "") else url.host
     return None, f"{url.driver}://{host}:{url.port or DEFAULT_PORT}{url.path.rstrip('/')}"
-
-
-def _take_options(url: MemoryURL, known: dict[str, type], options: dict[str, Any]) -> None:
-    url.check_options(set(known))
-    for name, kind in known.items():
-        if name in url.query:
-            options.setdefault(name, url.option(name, kind))
 
 
 def split_server_url(url: str, api_key: str | None) -> tuple[str, str | None, str | None]:

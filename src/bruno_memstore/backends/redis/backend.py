@@ -37,7 +37,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 
-from ...base import MemoryBackend
 from ...capabilities import SEARCHABLE_STORE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
@@ -67,7 +66,9 @@ from ...search import ANALYSIS_VERSION, BM25Index, index_text, terms
 from ...url import MemoryURL, redact_url
 from ..kit.batches import EXPORT_BATCH, batches
 from ..kit.codec import MEMORIES, MESSAGES
+from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
+from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
 from .scripts import PRELUDE, SCRIPTS
@@ -136,7 +137,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class RedisMemory(MemoryBackend, VectorPrimitives):
+class RedisMemory(DriverURLBackend, VectorPrimitives):
     """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
 
     Args:
@@ -231,9 +232,7 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
                 "vector_search", f"expected one of {', '.join(VECTOR_MODES)}"
             )
         for name in ("vector_cache_users", "hnsw_ef_runtime"):
-            value = settings[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be a positive int")
+            positive_int(name, settings[name])
         users = settings["vector_cache_users"]
         self._settings = settings
         self._client: Any = None
@@ -246,11 +245,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
         # Search in the client: each user's message vectors follow the user's append log.
         self._vectors = ExactVectors(max_users=users)
         self._vector_cache = self._vectors.cache
-
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> RedisMemory:
-        """Build from a parsed ``redis://`` or ``rediss://`` URL (``open_memory`` calls this)."""
-        return cls(url.raw, **options)
 
     def describe(self) -> str:
         text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
@@ -266,9 +260,6 @@ class RedisMemory(MemoryBackend, VectorPrimitives):
     def vector_index_name(self) -> str:
         """The name of this store's RediSearch index (used in ``"redisearch"`` mode)."""
         return f"{self.keys.prefix}:vectors"
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
 
     # ================================================================ lifecycle
 
@@ -1225,19 +1216,11 @@ def _index_dimension(info: dict[str, Any]) -> int | None:
 def _merge_options(
     url: MemoryURL, given: dict[str, Any], options: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """Combine URL query options with keyword arguments; a keyword given explicitly wins."""
-    url.check_options(set(_OPTIONS) | _PASSTHROUGH)
-    settings = dict(given)
-    base = dict(options)
-    for name, kind in _OPTIONS.items():
-        if name not in url.query:
-            continue
-        value = url.option(name, kind)
-        if name in settings:
-            if settings[name] == _DEFAULTS[name]:
-                settings[name] = value
-        else:
-            base.setdefault(name, value)
+    """``(settings, the base class's options, redis-py's query options)``: URL query options
+    under keyword arguments; a keyword equal to its default counts as not given."""
+    explicit = {name: value for name, value in given.items() if value != _DEFAULTS[name]}
+    base = url.apply_options({**options, **explicit}, _OPTIONS, also=_PASSTHROUGH)
+    settings = {name: base.pop(name, value) for name, value in given.items()}
     passthrough = {k: v for k, v in url.query.items() if k in _PASSTHROUGH}
     return settings, base, passthrough
 

@@ -17,11 +17,10 @@ Every append keeps its own ownership check and result. The order of the steps:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ...errors import OwnershipError
-from ...models import MessageRecord
 from ...primitives import AppendResult
+from ..kit.appends import Append
 from .dialect import Conversation, Dialect, NewMessage
 from .plans import create_conversations, find_conversations, stored_ids
 from .steps import Execute, Plan
@@ -29,16 +28,6 @@ from .steps import Execute, Plan
 __all__ = ["Append", "Outcome", "append_group"]
 
 Outcome = AppendResult | Exception | None  # None: run this append again (next round)
-
-
-@dataclass(slots=True)
-class Append:
-    """One ``_append_messages`` call."""
-
-    conversation_id: str
-    user_id: str
-    records: Sequence[MessageRecord]
-    enforce_owner: bool
 
 
 def append_group(d: Dialect, appends: Sequence[Append]) -> Plan[list[Outcome]]:

@@ -157,25 +157,13 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
         ``operation_timeout``. Keyword options win over query options."""
         if url.driver is not None:
             raise InvalidArgumentError("url", f"sqlite takes no driver (got {url.driver!r})")
-        if url.host or url.username or url.password is not None or url.port:
-            raise InvalidArgumentError(
-                "url",
-                "a sqlite URL has no host: use sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db or sqlite:///:memory:",
-            )
-        # urlsplit keeps the slash after the empty host: '/rel.db' or '//abs.db'.
-        path = url.path[1:] if url.path.startswith("/") else url.path
-        if not path:
-            raise InvalidArgumentError(
-                "url",
-                "a sqlite URL needs a path: sqlite:///relative/path.db, "
-                "sqlite:////absolute/path.db or sqlite:///:memory:",
-            )
-        url.check_options(set(_URL_OPTIONS))
-        for name, kind in _URL_OPTIONS.items():
-            if name in url.query:
-                options.setdefault(name, url.option(name, kind))
-        return cls(path, **options)
+        path = url.local_path(
+            remote="a sqlite URL has no host: use sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or sqlite:///:memory:",
+            missing="a sqlite URL needs a path: sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or sqlite:///:memory:",
+        )
+        return cls(path, **url.apply_options(options, _URL_OPTIONS))
 
     def describe(self) -> str:
         # A URL that open_memory() turns back into this file ("?", "#", "%" escaped).
