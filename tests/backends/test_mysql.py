@@ -31,13 +31,8 @@ from bruno_core.models.message import MessageRole
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import vector_from_bytes, vector_to_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.mysql.backend import (
-    MySQLMemory,
-    TermRewriter,
-    query_terms,
-    search_terms,
-)
-from bruno_memstore.backends.mysql.dialect import MySQLDialect
+from bruno_memstore.backends.mysql.backend import MySQLMemory
+from bruno_memstore.backends.mysql.dialect import MySQLDialect, TermRewriter
 from bruno_memstore.backends.mysql.schema import MIGRATIONS
 from bruno_memstore.backends.sql.steps import Execute
 from bruno_memstore.errors import (
@@ -292,6 +287,7 @@ async def test_migrations_apply_once_across_processes(prefix: str) -> None:
 
 
 async def test_search_terms_dodge_innodb_limits() -> None:
+    search_terms, query_terms = TermRewriter().index, TermRewriter().query
     # Short words are padded past innodb_ft_min_token_size, non-ASCII and long ones hashed.
     assert search_terms("AI") == "ai_"
     assert search_terms("running dogs") == "run dog"

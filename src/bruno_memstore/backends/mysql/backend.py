@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar
@@ -37,7 +37,9 @@ from ...capabilities import DATABASE, Capability
 from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
 from ...models import MemoryRecord, MessageRecord
-from ...url import MemoryURL, redact_url
+from ...url import MemoryURL
+from ..kit.driver_url import DriverURLBackend
+from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import migrate, refresh_analysis
@@ -54,19 +56,11 @@ from ..sql.steps import (
     drive_async,
 )
 from ..sql.vectors import BlobVectorSearch
-from .dialect import (
-    INDEXED_CHARS,
-    MySQLDialect,
-    TermRewriter,
-    error_code,
-    query_terms,
-    row_size,
-    search_terms,
-)
+from .dialect import MySQLDialect, TermRewriter, error_code, row_size
 from .schema import Server, migrations_for
 from .vectors import VECTORS
 
-__all__ = ["INDEXED_CHARS", "MySQLMemory", "TermRewriter", "query_terms", "search_terms"]
+__all__ = ["MySQLMemory"]
 
 _DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
@@ -100,7 +94,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(BlobVectorSearch, SQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     Args:
@@ -144,72 +138,35 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         parsed = MemoryURL.parse(url)
         if parsed.scheme not in ("mysql", "mariadb"):
             raise InvalidArgumentError("url", f"expected mysql:// or mariadb://, got {parsed}")
-        parsed.check_options(set(self._URL_OPTIONS))
-        merged: dict[str, Any] = {
-            name: parsed.option(name, kind) for name, kind in self._URL_OPTIONS.items()
-        }
-        merged = {k: v for k, v in merged.items() if v is not None}
-        merged.update(options)
-        pool_size = merged.pop("pool_size", 10)
-        pool_min = merged.pop("pool_min_size", 1)
-        connect_timeout = merged.pop("connect_timeout", 10.0)
-        pool_recycle = merged.pop("pool_recycle", 3600)
-        prefix = merged.pop("table_prefix", "bruno_")
-        batching = merged.pop("write_batching", True)
-        max_batch = merged.pop("max_batch", 256)
-        cache_users = merged.pop("vector_cache_users", 64)
-        merged.setdefault("operation_timeout", 30.0)
-        super().__init__(**merged)
-
+        opt = parsed.apply_options(options, self._URL_OPTIONS)
+        own = {name: opt.pop(name, None) for name in list(self._URL_OPTIONS)[:8]}
+        opt.setdefault("operation_timeout", 30.0)
+        super().__init__(**opt)
         database = parsed.path.lstrip("/")
         if not database or "/" in database:
             raise InvalidArgumentError("url", f"must name one database, e.g. {_DEFAULT_URL}")
-        for name, value in (
-            ("pool_size", pool_size),
-            ("max_batch", max_batch),
-            ("vector_cache_users", cache_users),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be a positive int")
-        if (
-            isinstance(pool_min, bool)
-            or not isinstance(pool_min, int)
-            or not (0 <= pool_min <= pool_size)
-        ):
+        self._pool_size = setting(own, "pool_size", int, 10, low=1)
+        self._pool_min = setting(own, "pool_min_size", int, 1, low=0)
+        if self._pool_min > self._pool_size:
             raise InvalidArgumentError("pool_min_size", "must be an int in [0, pool_size]")
-        if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
-            raise InvalidArgumentError("connect_timeout", "must be a positive number")
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        self._prefix = setting(own, "table_prefix", str, "bruno_")
+        if not _PREFIX.fullmatch(self._prefix):
             raise InvalidArgumentError("table_prefix", "at most 48 letters, digits or underscores")
         self._url = parsed
         self._database = database
-        self._prefix = prefix
-        self._pool_size = pool_size
-        self._pool_min = pool_min
-        self._pool_recycle = int(pool_recycle)
-        self._connect_timeout = float(connect_timeout)
-        self._batching = bool(batching)
-        self._max_batch = max_batch
+        self._pool_recycle = setting(own, "pool_recycle", int, 3600)
+        self._connect_timeout = setting(own, "connect_timeout", float, 10.0, low=0.001)
+        self._batching = setting(own, "write_batching", bool, True)
+        self._max_batch = setting(own, "max_batch", int, 256, low=1)
         self._pool: Any = None
         self._write_pool: Any = None
         self._server: Server | None = None
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
-        self._sql: MySQLDialect = self.dialect_type(database, prefix)
+        self._sql: MySQLDialect = self.dialect_type(database, self._prefix)
         self._blobs = VECTORS
         # Two indexes per user: messages (following the append log) and memory entries.
-        self._vectors = ExactVectors(max_users=cache_users)
-
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
-        """Build from a parsed ``mysql://`` or ``mariadb://`` URL."""
-        return cls(url.raw, **options)
-
-    def describe(self) -> str:
-        return redact_url(self._url.raw)
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
+        self._vectors = ExactVectors(max_users=setting(own, "vector_cache_users", int, 64, low=1))
 
     @property
     def table_prefix(self) -> str:
@@ -234,10 +191,6 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         if code is not None:
             return code in _UNAVAILABLE_CODES
         return isinstance(exc, (ConnectionError, OSError))
-
-    def _is_systemic(self, exc: BaseException) -> bool:
-        """Whether a failed group commit failed for the engine's sake, not one append's."""
-        return self._is_transient(exc) or self._is_unavailable(exc)
 
     # ================================================================ lifecycle
 
@@ -318,7 +271,8 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         )
         if self._batching:
             self._committer = self._new_committer(
-                is_systemic=self._is_systemic,
+                # A group failed for the engine's sake, not one append's.
+                is_systemic=lambda e: self._is_transient(e) or self._is_unavailable(e),
                 max_batch=self._max_batch,
                 max_inflight=min(2, writers),
                 weight=lambda a: sum(row_size(r) for r in a.records),
@@ -428,11 +382,6 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
             # transaction (which would cost a new connection per write).
             await conn.commit()
 
-    async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn, conn.cursor() as cur:
-            await cur.execute(sql, args)
-            return list(await cur.fetchall())
-
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
         plan = make_plan()
         first = begin(plan)  # the plan's preparation, on the event loop
@@ -451,19 +400,15 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         # than its packet limit with error 1153 (see ``_packet_limits``).
         if isinstance(record, MessageRecord):
             return row_size(record)
-        if isinstance(record, MemoryRecord):
-            return self._memory_size(record)
-        # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
-        return 4 * len(record.payload.encode("utf-8")) + 1024
-
-    @staticmethod
-    def _memory_size(rec: MemoryRecord) -> int:
+        if not isinstance(record, MemoryRecord):
+            # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
+            return 4 * len(record.payload.encode("utf-8")) + 1024
         # Content, its search terms and the payload (which holds the content again), each
         # escaped; the upsert sends every value twice (insert, or update on a duplicate key).
-        text = len(rec.content.encode("utf-8"))
-        payload = len(rec.payload.encode("utf-8"))
-        tags = sum(len(t.encode("utf-8")) + 4 for t in rec.tags)
-        vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
+        text = len(record.content.encode("utf-8"))
+        payload = len(record.payload.encode("utf-8"))
+        tags = sum(len(t.encode("utf-8")) + 4 for t in record.tags)
+        vector = 0 if record.vector is None else 2 * 4 * int(np.size(record.vector))
         return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
 
     # ================================================================ whole-store operations
