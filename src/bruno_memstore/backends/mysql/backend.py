@@ -1,24 +1,11 @@
 """``MySQLMemory``: MariaDB 10.11+ or MySQL 8 through ``asyncmy``, with a connection pool.
 
-* InnoDB tables, ``utf8mb4`` end to end; ids use a binary NO PAD collation so they compare
-  exactly (``'a'`` and ``'a '`` are different ids).
-* Text and JSON metadata are stored as the exact text they were given (``LONGTEXT``), so
-  key order and formatting survive; MariaDB's ``JSON`` is ``LONGTEXT`` anyway.
-* Full-text search uses an InnoDB ``FULLTEXT`` index over a column of analysed terms (the
-  library's shared analysis: Snowball stems, our stop list), queried with ``MATCH ... AGAINST``
-  in natural language mode. Terms are rewritten so that InnoDB's limits do not lose them:
-  short terms are padded past ``innodb_ft_min_token_size``, non-ASCII and overlong terms
-  are replaced by a hash token, and the index is built with an empty stop list.
-* The primitives are the SQL family's plans (:mod:`..sql`) over this engine's dialect
-  (``dialect``); concurrent message writes are group-committed: one transaction and one log
-  flush for every writer waiting at that moment (the kit's group committer).
-* The schema is migrated on first use, once, under ``GET_LOCK`` (several processes may
-  start together).
-* Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
-  MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process
-  (:mod:`..sql.vectors`, with this engine's statements in ``vectors``): a user's vectors
-  are kept loaded while the user's counters say they are current; appended vectors are
-  read from an append log.
+InnoDB tables in ``utf8mb4``; ids compare exactly (a binary NO PAD collation); text and JSON
+metadata are kept as given (``LONGTEXT``). The primitives are the SQL family's plans
+(:mod:`..sql`) over this engine's dialect (:mod:`.dialect`: ``FULLTEXT`` search over analysed
+terms, vector counters); concurrent message writes are group-committed (the kit's
+committer). The schema is migrated once, under ``GET_LOCK`` (:mod:`.schema`). Vectors are
+float32 BLOBs in the records' rows, searched exactly in process (:mod:`.vectors`).
 """
 
 from __future__ import annotations
@@ -65,11 +52,11 @@ __all__ = ["MySQLMemory"]
 _DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
 
-# Driver errors worth retrying: lost/failed connections, deadlock, lock wait timeout,
-# too many connections, server shutting down, connection killed.
-_TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055})
-# Of those, the ones meaning "the server cannot be reached".
+# Driver errors meaning "the server cannot be reached": lost/failed connections, too many
+# connections, server shutting down, connection killed; with deadlocks and lock wait
+# timeouts, those worth retrying.
 _UNAVAILABLE_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
+_TRANSIENT_CODES = _UNAVAILABLE_CODES | {1205, 1213}
 _ANALYSIS_SETTING = "analysis_version"  # the settings row: what built the search terms
 _REINDEX_BATCH = 500
 

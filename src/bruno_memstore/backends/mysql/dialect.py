@@ -1,15 +1,10 @@
-"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables, analysed terms
-for the ``FULLTEXT`` index, hashed tags, and the vector change counters.
+"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables (several stores
+may share a database), analysed terms for the ``FULLTEXT`` index (rewritten so InnoDB's
+tokenizer keeps them, :class:`TermRewriter`), tags as rows keyed by a SHA-256 (any length
+indexed exactly), and the users' vector counters (see :mod:`.vectors`).
 
-* Every table name carries the store's prefix (several stores may share a database).
-* The full-text column holds the library's analysed terms, rewritten so that InnoDB's
-  tokenizer keeps them (:class:`TermRewriter`), queried with ``MATCH ... AGAINST``.
-* Tags are rows keyed by a SHA-256 of the tag, so a tag of any length is indexed exactly.
-* Vectors are BLOBs in the rows; every transaction that changes a user's vectors bumps the
-  user's counters (keyed by a SHA-256 of the user id) and logs appended message vectors, so
-  processes keep a user's vectors loaded while the counters stand (see ``backend``).
-* Writers never deadlock: conversations are claimed in sorted order under share locks, and
-  counter rows are updated last in every transaction, in sorted order.
+Writers never deadlock: conversations are claimed in sorted order under share locks, and
+counter rows are updated last in every transaction, in sorted order.
 """
 
 from __future__ import annotations
@@ -26,7 +21,14 @@ from asyncmy.errors import MySQLError
 from ...errors import SchemaError
 from ...models import MemoryRecord, SearchHit, SessionRecord
 from ...search import ANALYSIS_VERSION, terms
-from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, SESSION_FIELDS, SESSIONS
+from ..kit.codec import (
+    MEMORIES,
+    MEMORY_FIELDS,
+    MESSAGE_FIELDS,
+    MESSAGES,
+    SESSION_FIELDS,
+    SESSIONS,
+)
 from ..kit.vectors import vector_to_bytes
 from ..sql.dialect import Conversation, Dialect, NewMessage, Source
 from ..sql.plans import stored_ids
@@ -112,10 +114,9 @@ def row_size(rec: Any) -> int:
     return 2 * (2 * content + len(rec.metadata.encode("utf-8"))) + vector + 1024
 
 
-_MESSAGE_INSERT = (
-    "id, conversation_id, user_id, role, message_type, ts_us, ts_text, parent_id, content, "
-    "metadata, search_terms, vector"
-)
+# The codec's field order; ``timestamp``'s text is stored as ``ts_text``.
+_MESSAGE_COLUMNS = ["ts_text" if f == "timestamp" else f for f in MESSAGE_FIELDS]
+_MESSAGE_INSERT = ", ".join([*_MESSAGE_COLUMNS[:-1], "search_terms", "vector"])  # no seq
 _MEMORY_COLUMNS = (*MEMORY_FIELDS, "search_terms", "vector")
 
 
@@ -143,7 +144,7 @@ class MySQLDialect(Dialect):
         self.conversations = Source(
             f"{t('conversations')} c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
         )
-        fields = [f"m.{'ts_text' if c == 'timestamp' else c}" for c in MESSAGE_FIELDS]
+        fields = [f"m.{c}" for c in _MESSAGE_COLUMNS]
         self.messages = Source(f"{t('messages')} m", fields, key="m.seq", start=0)
         self.memories = Source(f"{t('memories')} m", [f"m.{c}" for c in MEMORY_FIELDS], "m.id")
         self.sessions = Source(
@@ -464,19 +465,6 @@ class MySQLDialect(Dialect):
 _MATCH = "MATCH(m.search_terms) AGAINST(? IN NATURAL LANGUAGE MODE)"
 
 
-def _message_values(row: NewMessage) -> tuple[Any, ...]:
-    rec = row.record
-    return (
-        rec.id,
-        rec.conversation_id,
-        row.conversation.owner,
-        rec.role,
-        rec.message_type,
-        rec.ts_us,
-        rec.timestamp,
-        rec.parent_id,
-        rec.content,
-        rec.metadata,
-        row.body,
-        row.vector,
-    )
+def _message_values(row: NewMessage) -> list[Any]:
+    # The codec's row without seq, the owner as user_id, then the indexed forms.
+    return [*MESSAGES.row(row.record)[:-2], row.conversation.owner, row.body, row.vector]

@@ -118,12 +118,8 @@ _V1 = (
     ) {_TABLE}""",
 )
 
-# Vectors: a float32 BLOB beside each message and memory entry (NULL without a model),
-# written in the record's own statement. Every transaction that changes a user's vectors
-# also bumps the user's generation (keyed by a SHA-256 of the user id, so the row holds no
-# id and can outlive forget_user); processes keep a user's vectors loaded while it holds.
-# One row records the model and dimension of the stored vectors; its epoch changes when
-# they are all dropped for another model.
+# Vectors: a float32 BLOB beside each message and memory entry (NULL without a model); the
+# users' counters and the model's row (see .vectors).
 _V2 = (
     f"""CREATE TABLE IF NOT EXISTS {{p}}vector_generations (
         user_hash BINARY(32) NOT NULL,
@@ -139,12 +135,7 @@ _V2 = (
     ) {_TABLE}""",
 )
 
-# Appends need not make readers reload a user's vectors: ``generation`` (messages) moves by
-# one per transaction that appends message vectors, which logs their ids under the new
-# value; ``message_epoch`` moves when a message vector is removed or replaced (the log is
-# cleared then), ``memory_generation`` with every change of memory-entry vectors. A
-# generation row stays locked by its transaction until commit, so a user's generations
-# commit in order and a reader at generation G finds every log row up to G.
+# The counters of appends, removals and memory entries, and the append log (see .vectors).
 _V3 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
         user_hash BINARY(32) NOT NULL,
         generation BIGINT UNSIGNED NOT NULL,
