@@ -168,16 +168,14 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        code = error_code(exc)
-        if code is not None:
+        if (code := error_code(exc)) is not None:
             return code in _TRANSIENT_CODES
-        return isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, TimeoutError)
+        return super()._is_unavailable(exc) and not isinstance(exc, TimeoutError)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        code = error_code(exc)
-        if code is not None:
+        if (code := error_code(exc)) is not None:
             return code in _UNAVAILABLE_CODES
-        return isinstance(exc, (ConnectionError, OSError))
+        return super()._is_unavailable(exc)
 
     # ================================================================ lifecycle
 
@@ -280,19 +278,21 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 pool.close()
                 await pool.wait_closed()
 
-    def _analysis_current(self) -> Plan[bool]:
+    def _analysis(self) -> Plan[str | None]:
+        """What built the stored search terms (``None``: nothing recorded yet)."""
         rows = yield Fetch(
-            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?",
-            (_ANALYSIS_SETTING,),
+            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?", (_ANALYSIS_SETTING,)
         )
-        return bool(rows) and rows[0][0] == self._sql.terms.signature
+        return rows[0][0] if rows else None
+
+    def _analysis_current(self) -> Plan[bool]:
+        return (yield from self._analysis()) == self._sql.terms.signature
 
     def _reindex(self) -> Plan[None]:
         """Rebuild the stored terms (if any were made by another analysis), then record the
         analysis; each part is committed on its own."""
         d = self._sql
-        settings = d.table("settings")
-        found = yield Fetch(f"SELECT value FROM {settings} WHERE name = ?", (_ANALYSIS_SETTING,))
+        found = (yield from self._analysis()) is not None
         for table, key, after in (("messages", "seq", 0), ("memories", "id", "")) if found else ():
             while True:
                 rows = yield Fetch(
@@ -310,7 +310,8 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 yield Execute("COMMIT")
                 after = rows[-1][0]
         yield Execute(
-            f"INSERT INTO {settings} (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = ?",
+            f"INSERT INTO {d.table('settings')} (name, value) VALUES (?, ?) "
+            "ON DUPLICATE KEY UPDATE value = ?",
             (_ANALYSIS_SETTING, d.terms.signature, d.terms.signature),
         )
 
