@@ -44,7 +44,7 @@ from ..sql.steps import (
 )
 from ..sql.vectors import BlobVectorSearch
 from .dialect import MySQLDialect, TermRewriter, error_code, row_size
-from .schema import Server, migrations_for
+from .schema import migrations_for, server_kind
 from .vectors import VECTORS
 
 __all__ = ["MySQLMemory"]
@@ -147,7 +147,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
         self._max_batch = setting(own, "max_batch", int, 256, low=1)
         self._pool: Any = None
         self._write_pool: Any = None
-        self._server: Server | None = None
+        self._server: str | None = None
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
         self._sql: MySQLDialect = self.dialect_type(database, self._prefix)
@@ -163,7 +163,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
     @property
     def dialect(self) -> str | None:
         """``"mariadb"`` or ``"mysql"`` once connected."""
-        return self._server.name if self._server else None
+        return self._server
 
     # ================================================================ errors
 
@@ -217,7 +217,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 ) from exc
             raise
         try:
-            self._server = Server.detect(conn.get_server_info())
+            self._server = server_kind(conn.get_server_info())
             async with conn.cursor() as cur:
                 run = partial(_run, cur, self._sql)
                 await drive_async(migrate(self._sql, migrations_for(self._sql, self._server)), run)
@@ -271,9 +271,8 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
         committer, self._committer = self._committer, None
         if committer is not None:
             await committer.close()
-        for name in ("_pool", "_write_pool"):
-            pool = getattr(self, name)
-            setattr(self, name, None)
+        pools, self._pool, self._write_pool = (self._pool, self._write_pool), None, None
+        for pool in pools:
             if pool is not None:
                 pool.close()
                 await pool.wait_closed()

@@ -9,29 +9,19 @@ has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..sql.dialect import Dialect
 from ..sql.schema import Migration, MigrationStep
 from ..sql.steps import Execute, Fetch, Plan
 
-__all__ = ["LATEST_VERSION", "Server", "migrations_for"]
+__all__ = ["LATEST_VERSION", "migrations_for", "server_kind"]
+
+# Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
+_ID_COLLATION = {"mariadb": "utf8mb4_nopad_bin", "mysql": "utf8mb4_0900_bin"}
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    """What differs between MariaDB and MySQL 8 in our DDL."""
-
-    name: str  # "mariadb" or "mysql"
-    # Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
-    id_collation: str
-
-    @classmethod
-    def detect(cls, server_version: str) -> Server:
-        """The dialect of a server from its version string."""
-        if "mariadb" in server_version.lower():
-            return cls("mariadb", "utf8mb4_nopad_bin")
-        return cls("mysql", "utf8mb4_0900_bin")
+def server_kind(server_version: str) -> str:
+    """``"mariadb"`` or ``"mysql"``, from a server's version string."""
+    return "mariadb" if "mariadb" in server_version.lower() else "mysql"
 
 
 _TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={id} ROW_FORMAT=DYNAMIC"
@@ -146,12 +136,12 @@ _COUNTER = "BIGINT UNSIGNED NOT NULL DEFAULT 0"
 LATEST_VERSION = 3
 
 
-def migrations_for(d: Dialect, server: Server) -> list[Migration]:
+def migrations_for(d: Dialect, server: str) -> list[Migration]:
     """The schema's migrations as the shared runner applies them, for this prefix and server."""
     prefix = d.prefix  # type: ignore[attr-defined]
 
     def ddl(text: str) -> str:
-        return text.replace("{id}", server.id_collation).replace("{p}", prefix)
+        return text.replace("{id}", _ID_COLLATION[server]).replace("{p}", prefix)
 
     def stop_list() -> Plan[None]:
         yield Execute(ddl(_STOP_LIST))
