@@ -371,13 +371,9 @@ class MySQLDialect(Dialect):
                 return total
 
     def forget_steps(self, key: Any) -> list[tuple[str | None, str, str, list[Any]]]:
-        return [
-            ("messages", "messages", "user_id = ?", [key]),
-            ("sessions", "sessions", "user_id = ?", [key]),
-            (None, "memory_tags", "user_id = ?", [key]),
-            ("memories", "memories", "user_id = ?", [key]),
-            ("conversations", "conversations", "user_id = ?", [key]),
-        ]
+        steps = super().forget_steps(key)  # messages, sessions, memories, conversations
+        steps.insert(2, (None, "memory_tags", "user_id = ?", [key]))
+        return steps
 
     # ---------------------------------------------------------------- search
 
