@@ -28,7 +28,8 @@ import asyncmy
 from bruno_core.models.message import Message
 
 from benchmarks.throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, register_raw_driver
-from bruno_memstore.backends.mysql.backend import MySQLMemory, query_terms, search_terms
+from bruno_memstore.backends.mysql.backend import MySQLMemory
+from bruno_memstore.backends.mysql.dialect import TermRewriter
 from bruno_memstore.backends.sql.dialect import message_of
 from bruno_memstore.models import message_to_record, record_to_message
 from bruno_memstore.url import MemoryURL
@@ -54,6 +55,8 @@ _READ_COLUMNS = (  # the library's order: a message record's fields
     "user_id, seq"
 )
 _ROW = "(" + ",".join(["%s"] * 11) + ")"
+
+_TERMS = TermRewriter()  # InnoDB's default token limits
 
 
 class RawMySQLDriver(RawDriver):
@@ -144,7 +147,7 @@ class RawMySQLDriver(RawDriver):
         )
 
     async def search_rows(self, user: str, query: str) -> list[Any]:
-        q = query_terms(query)
+        q = _TERMS.query(query)
         if not q:
             return []
         match = "MATCH(search_terms) AGAINST(%s IN NATURAL LANGUAGE MODE)"
@@ -171,7 +174,7 @@ def _row(message: Message, user: str, conv: str) -> tuple[Any, ...]:
         rec.parent_id,
         rec.content,
         rec.metadata,
-        search_terms(rec.content),
+        _TERMS.index(rec.content),
     )
 
 

@@ -31,14 +31,9 @@ from bruno_core.models.message import MessageRole
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import vector_from_bytes, vector_to_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.backends.mysql.backend import (
-    MySQLMemory,
-    TermRewriter,
-    query_terms,
-    search_terms,
-)
-from bruno_memstore.backends.mysql.dialect import MySQLDialect
-from bruno_memstore.backends.mysql.schema import MIGRATIONS
+from bruno_memstore.backends.mysql.backend import MySQLMemory
+from bruno_memstore.backends.mysql.dialect import MySQLDialect, TermRewriter
+from bruno_memstore.backends.mysql.schema import LATEST_VERSION
 from bruno_memstore.backends.sql.steps import Execute
 from bruno_memstore.errors import (
     BackendError,
@@ -184,8 +179,8 @@ async def test_schema_is_innodb_utf8mb4_with_exact_ids(memory: MySQLMemory, pref
     for name in ("id", "conversation_id", "user_id", "content", "metadata"):
         assert info[name] == ("utf8mb4", "utf8mb4_nopad_bin"), name
     versions = await _query(f"SELECT version FROM `{prefix}schema_version`")
-    assert [v[0] for v in versions] == [m.version for m in MIGRATIONS]
-    assert await memory.schema_version() == MIGRATIONS[-1].version
+    assert [v[0] for v in versions] == list(range(1, LATEST_VERSION + 1))
+    assert await memory.schema_version() == LATEST_VERSION
     assert memory.dialect == "mariadb"
 
 
@@ -228,7 +223,7 @@ async def test_four_byte_text_and_metadata_are_stored_exactly(
 async def test_newer_schema_is_refused(memory: MySQLMemory, prefix: str) -> None:
     await _query(
         f"INSERT INTO `{prefix}schema_version` (version, name) VALUES (%s, 'from the future')",
-        (MIGRATIONS[-1].version + 1,),
+        (LATEST_VERSION + 1,),
     )
     fresh = MySQLMemory(MYSQL_URL, table_prefix=prefix)
     with pytest.raises(SchemaError, match="newer"):
@@ -285,13 +280,14 @@ async def test_migrations_apply_once_across_processes(prefix: str) -> None:
     outputs = [await asyncio.wait_for(p.communicate(), 120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1][-800:] for o in outputs]
     rows = await _query(f"SELECT version, COUNT(*) FROM `{prefix}schema_version` GROUP BY 1")
-    assert rows == [(m.version, 1) for m in MIGRATIONS]
+    assert rows == [(v, 1) for v in range(1, LATEST_VERSION + 1)]
 
 
 # ==================================================================== full-text search
 
 
 async def test_search_terms_dodge_innodb_limits() -> None:
+    search_terms, query_terms = TermRewriter().index, TermRewriter().query
     # Short words are padded past innodb_ft_min_token_size, non-ASCII and long ones hashed.
     assert search_terms("AI") == "ai_"
     assert search_terms("running dogs") == "run dog"
@@ -927,7 +923,7 @@ async def test_a_schema_1_store_is_migrated_and_reindexed(prefix: str) -> None:
     new = MySQLMemory(MYSQL_URL, table_prefix=prefix)
     try:
         await new.initialize()
-        assert await new.schema_version() == MIGRATIONS[-1].version
+        assert await new.schema_version() == LATEST_VERSION
         # Old rows have no vector until reindex; keyword search and reads work meanwhile.
         assert await new.search(uid, "kitten shelter", mode="vector") == []
         assert await new.search(uid, "kitten", mode="keyword")

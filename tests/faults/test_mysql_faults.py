@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from bruno_memstore.backends.mysql import MySQLMemory
+from bruno_memstore.backends.sql.steps import Fetch, Plan
 from bruno_memstore.errors import BackendError, BackendUnavailableError
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing.builders import at, make_message, new_conversation_id, new_user_id
@@ -208,7 +209,7 @@ async def test_killed_connections_are_replaced(server: MariaDBServer) -> None:
 
             # A connection killed in the middle of a statement: lost (2013), retried.
             probe = asyncio.create_task(
-                memory._run("probe", lambda: memory._fetch("SELECT SLEEP(1.5)"))
+                memory._run("probe", lambda: memory._perform("read", _sleep))
             )
             for _ in range(50):
                 await asyncio.sleep(0.05)
@@ -339,3 +340,7 @@ async def test_deadlock_victim_is_retried(server: MariaDBServer) -> None:
     got = await memory.retrieve_messages(conv)
     assert [m.content for m in got] == ["both want this id", "claims the conversation"]
     await memory.shutdown()
+
+
+def _sleep() -> Plan[list[Any]]:
+    return (yield Fetch("SELECT SLEEP(1.5)"))

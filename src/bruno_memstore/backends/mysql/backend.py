@@ -1,31 +1,18 @@
 """``MySQLMemory``: MariaDB 10.11+ or MySQL 8 through ``asyncmy``, with a connection pool.
 
-* InnoDB tables, ``utf8mb4`` end to end; ids use a binary NO PAD collation so they compare
-  exactly (``'a'`` and ``'a '`` are different ids).
-* Text and JSON metadata are stored as the exact text they were given (``LONGTEXT``), so
-  key order and formatting survive; MariaDB's ``JSON`` is ``LONGTEXT`` anyway.
-* Full-text search uses an InnoDB ``FULLTEXT`` index over a column of analysed terms (the
-  library's shared analysis: Snowball stems, our stop list), queried with ``MATCH ... AGAINST``
-  in natural language mode. Terms are rewritten so that InnoDB's limits do not lose them:
-  short terms are padded past ``innodb_ft_min_token_size``, non-ASCII and overlong terms
-  are replaced by a hash token, and the index is built with an empty stop list.
-* The primitives are the SQL family's plans (:mod:`..sql`) over this engine's dialect
-  (``dialect``); concurrent message writes are group-committed: one transaction and one log
-  flush for every writer waiting at that moment (the kit's group committer).
-* The schema is migrated on first use, once, under ``GET_LOCK`` (several processes may
-  start together).
-* Vectors are float32 BLOBs in the records' own rows, written by the record's statement.
-  MariaDB 10.11 and MySQL 8 have no vector index, so search is exact and in process
-  (:mod:`..sql.vectors`, with this engine's statements in ``vectors``): a user's vectors
-  are kept loaded while the user's counters say they are current; appended vectors are
-  read from an append log.
+InnoDB tables in ``utf8mb4``; ids compare exactly (a binary NO PAD collation); text and JSON
+metadata are kept as given (``LONGTEXT``). The primitives are the SQL family's plans
+(:mod:`..sql`) over this engine's dialect (:mod:`.dialect`: ``FULLTEXT`` search over analysed
+terms, vector counters); concurrent message writes are group-committed (the kit's
+committer). The schema is migrated once, under ``GET_LOCK`` (:mod:`.schema`). Vectors are
+float32 BLOBs in the records' rows, searched exactly in process (:mod:`.vectors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar
@@ -37,7 +24,9 @@ from ...capabilities import DATABASE, Capability
 from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
 from ...models import MemoryRecord, MessageRecord
-from ...url import MemoryURL, redact_url
+from ...url import MemoryURL
+from ..kit.driver_url import DriverURLBackend
+from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
 from ..sql.backend import Mode, SQLMemory
 from ..sql.schema import migrate, refresh_analysis
@@ -54,28 +43,20 @@ from ..sql.steps import (
     drive_async,
 )
 from ..sql.vectors import BlobVectorSearch
-from .dialect import (
-    INDEXED_CHARS,
-    MySQLDialect,
-    TermRewriter,
-    error_code,
-    query_terms,
-    row_size,
-    search_terms,
-)
-from .schema import Server, migrations_for
+from .dialect import MySQLDialect, TermRewriter, error_code, row_size
+from .schema import migrations_for, server_kind
 from .vectors import VECTORS
 
-__all__ = ["INDEXED_CHARS", "MySQLMemory", "TermRewriter", "query_terms", "search_terms"]
+__all__ = ["MySQLMemory"]
 
 _DEFAULT_URL = "mysql://root@127.0.0.1:3306/test"
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,48}")
 
-# Driver errors worth retrying: lost/failed connections, deadlock, lock wait timeout,
-# too many connections, server shutting down, connection killed.
-_TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055})
-# Of those, the ones meaning "the server cannot be reached".
+# Driver errors meaning "the server cannot be reached": lost/failed connections, too many
+# connections, server shutting down, connection killed; with deadlocks and lock wait
+# timeouts, those worth retrying.
 _UNAVAILABLE_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
+_TRANSIENT_CODES = _UNAVAILABLE_CODES | {1205, 1213}
 _ANALYSIS_SETTING = "analysis_version"  # the settings row: what built the search terms
 _REINDEX_BATCH = 500
 
@@ -100,7 +81,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(BlobVectorSearch, SQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     Args:
@@ -144,72 +125,35 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         parsed = MemoryURL.parse(url)
         if parsed.scheme not in ("mysql", "mariadb"):
             raise InvalidArgumentError("url", f"expected mysql:// or mariadb://, got {parsed}")
-        parsed.check_options(set(self._URL_OPTIONS))
-        merged: dict[str, Any] = {
-            name: parsed.option(name, kind) for name, kind in self._URL_OPTIONS.items()
-        }
-        merged = {k: v for k, v in merged.items() if v is not None}
-        merged.update(options)
-        pool_size = merged.pop("pool_size", 10)
-        pool_min = merged.pop("pool_min_size", 1)
-        connect_timeout = merged.pop("connect_timeout", 10.0)
-        pool_recycle = merged.pop("pool_recycle", 3600)
-        prefix = merged.pop("table_prefix", "bruno_")
-        batching = merged.pop("write_batching", True)
-        max_batch = merged.pop("max_batch", 256)
-        cache_users = merged.pop("vector_cache_users", 64)
-        merged.setdefault("operation_timeout", 30.0)
-        super().__init__(**merged)
-
+        opt = parsed.apply_options(options, self._URL_OPTIONS)
+        own = {name: opt.pop(name, None) for name in list(self._URL_OPTIONS)[:8]}
+        opt.setdefault("operation_timeout", 30.0)
+        super().__init__(**opt)
         database = parsed.path.lstrip("/")
         if not database or "/" in database:
             raise InvalidArgumentError("url", f"must name one database, e.g. {_DEFAULT_URL}")
-        for name, value in (
-            ("pool_size", pool_size),
-            ("max_batch", max_batch),
-            ("vector_cache_users", cache_users),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be a positive int")
-        if (
-            isinstance(pool_min, bool)
-            or not isinstance(pool_min, int)
-            or not (0 <= pool_min <= pool_size)
-        ):
+        self._pool_size = setting(own, "pool_size", int, 10, low=1)
+        self._pool_min = setting(own, "pool_min_size", int, 1, low=0)
+        if self._pool_min > self._pool_size:
             raise InvalidArgumentError("pool_min_size", "must be an int in [0, pool_size]")
-        if not isinstance(connect_timeout, (int, float)) or connect_timeout <= 0:
-            raise InvalidArgumentError("connect_timeout", "must be a positive number")
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        self._prefix = setting(own, "table_prefix", str, "bruno_")
+        if not _PREFIX.fullmatch(self._prefix):
             raise InvalidArgumentError("table_prefix", "at most 48 letters, digits or underscores")
         self._url = parsed
         self._database = database
-        self._prefix = prefix
-        self._pool_size = pool_size
-        self._pool_min = pool_min
-        self._pool_recycle = int(pool_recycle)
-        self._connect_timeout = float(connect_timeout)
-        self._batching = bool(batching)
-        self._max_batch = max_batch
+        self._pool_recycle = setting(own, "pool_recycle", int, 3600)
+        self._connect_timeout = setting(own, "connect_timeout", float, 10.0, low=0.001)
+        self._batching = setting(own, "write_batching", bool, True)
+        self._max_batch = setting(own, "max_batch", int, 256, low=1)
         self._pool: Any = None
         self._write_pool: Any = None
-        self._server: Server | None = None
+        self._server: str | None = None
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
-        self._sql: MySQLDialect = self.dialect_type(database, prefix)
+        self._sql: MySQLDialect = self.dialect_type(database, self._prefix)
         self._blobs = VECTORS
         # Two indexes per user: messages (following the append log) and memory entries.
-        self._vectors = ExactVectors(max_users=cache_users)
-
-    @classmethod
-    def from_url(cls, url: MemoryURL, **options: Any) -> MySQLMemory:
-        """Build from a parsed ``mysql://`` or ``mariadb://`` URL."""
-        return cls(url.raw, **options)
-
-    def describe(self) -> str:
-        return redact_url(self._url.raw)
-
-    def _redact(self, text: str) -> str:
-        return self._url.redact(text)
+        self._vectors = ExactVectors(max_users=setting(own, "vector_cache_users", int, 64, low=1))
 
     @property
     def table_prefix(self) -> str:
@@ -219,25 +163,19 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
     @property
     def dialect(self) -> str | None:
         """``"mariadb"`` or ``"mysql"`` once connected."""
-        return self._server.name if self._server else None
+        return self._server
 
     # ================================================================ errors
 
     def _is_transient(self, exc: BaseException) -> bool:
-        code = error_code(exc)
-        if code is not None:
+        if (code := error_code(exc)) is not None:
             return code in _TRANSIENT_CODES
-        return isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, TimeoutError)
+        return super()._is_unavailable(exc) and not isinstance(exc, TimeoutError)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
-        code = error_code(exc)
-        if code is not None:
+        if (code := error_code(exc)) is not None:
             return code in _UNAVAILABLE_CODES
-        return isinstance(exc, (ConnectionError, OSError))
-
-    def _is_systemic(self, exc: BaseException) -> bool:
-        """Whether a failed group commit failed for the engine's sake, not one append's."""
-        return self._is_transient(exc) or self._is_unavailable(exc)
+        return super()._is_unavailable(exc)
 
     # ================================================================ lifecycle
 
@@ -279,7 +217,7 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
                 ) from exc
             raise
         try:
-            self._server = Server.detect(conn.get_server_info())
+            self._server = server_kind(conn.get_server_info())
             async with conn.cursor() as cur:
                 run = partial(_run, cur, self._sql)
                 await drive_async(migrate(self._sql, migrations_for(self._sql, self._server)), run)
@@ -318,7 +256,8 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         )
         if self._batching:
             self._committer = self._new_committer(
-                is_systemic=self._is_systemic,
+                # A group failed for the engine's sake, not one append's.
+                is_systemic=lambda e: self._is_transient(e) or self._is_unavailable(e),
                 max_batch=self._max_batch,
                 max_inflight=min(2, writers),
                 weight=lambda a: sum(row_size(r) for r in a.records),
@@ -332,26 +271,27 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         committer, self._committer = self._committer, None
         if committer is not None:
             await committer.close()
-        for name in ("_pool", "_write_pool"):
-            pool = getattr(self, name)
-            setattr(self, name, None)
+        pools, self._pool, self._write_pool = (self._pool, self._write_pool), None, None
+        for pool in pools:
             if pool is not None:
                 pool.close()
                 await pool.wait_closed()
 
-    def _analysis_current(self) -> Plan[bool]:
+    def _analysis(self) -> Plan[str | None]:
+        """What built the stored search terms (``None``: nothing recorded yet)."""
         rows = yield Fetch(
-            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?",
-            (_ANALYSIS_SETTING,),
+            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?", (_ANALYSIS_SETTING,)
         )
-        return bool(rows) and rows[0][0] == self._sql.terms.signature
+        return rows[0][0] if rows else None
+
+    def _analysis_current(self) -> Plan[bool]:
+        return (yield from self._analysis()) == self._sql.terms.signature
 
     def _reindex(self) -> Plan[None]:
         """Rebuild the stored terms (if any were made by another analysis), then record the
         analysis; each part is committed on its own."""
         d = self._sql
-        settings = d.table("settings")
-        found = yield Fetch(f"SELECT value FROM {settings} WHERE name = ?", (_ANALYSIS_SETTING,))
+        found = (yield from self._analysis()) is not None
         for table, key, after in (("messages", "seq", 0), ("memories", "id", "")) if found else ():
             while True:
                 rows = yield Fetch(
@@ -369,7 +309,8 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
                 yield Execute("COMMIT")
                 after = rows[-1][0]
         yield Execute(
-            f"INSERT INTO {settings} (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = ?",
+            f"INSERT INTO {d.table('settings')} (name, value) VALUES (?, ?) "
+            "ON DUPLICATE KEY UPDATE value = ?",
             (_ANALYSIS_SETTING, d.terms.signature, d.terms.signature),
         )
 
@@ -428,11 +369,6 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
             # transaction (which would cost a new connection per write).
             await conn.commit()
 
-    async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn, conn.cursor() as cur:
-            await cur.execute(sql, args)
-            return list(await cur.fetchall())
-
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
         plan = make_plan()
         first = begin(plan)  # the plan's preparation, on the event loop
@@ -451,19 +387,15 @@ class MySQLMemory(BlobVectorSearch, SQLMemory):
         # than its packet limit with error 1153 (see ``_packet_limits``).
         if isinstance(record, MessageRecord):
             return row_size(record)
-        if isinstance(record, MemoryRecord):
-            return self._memory_size(record)
-        # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
-        return 4 * len(record.payload.encode("utf-8")) + 1024
-
-    @staticmethod
-    def _memory_size(rec: MemoryRecord) -> int:
+        if not isinstance(record, MemoryRecord):
+            # Sent twice (insert, or update on a duplicate key), escaped (up to twice the text).
+            return 4 * len(record.payload.encode("utf-8")) + 1024
         # Content, its search terms and the payload (which holds the content again), each
         # escaped; the upsert sends every value twice (insert, or update on a duplicate key).
-        text = len(rec.content.encode("utf-8"))
-        payload = len(rec.payload.encode("utf-8"))
-        tags = sum(len(t.encode("utf-8")) + 4 for t in rec.tags)
-        vector = 0 if rec.vector is None else 2 * 4 * int(np.size(rec.vector))
+        text = len(record.content.encode("utf-8"))
+        payload = len(record.payload.encode("utf-8"))
+        tags = sum(len(t.encode("utf-8")) + 4 for t in record.tags)
+        vector = 0 if record.vector is None else 2 * 4 * int(np.size(record.vector))
         return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
 
     # ================================================================ whole-store operations

@@ -1,15 +1,10 @@
-"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables, analysed terms
-for the ``FULLTEXT`` index, hashed tags, and the vector change counters.
+"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables (several stores
+may share a database), analysed terms for the ``FULLTEXT`` index (rewritten so InnoDB's
+tokenizer keeps them, :class:`TermRewriter`), tags as rows keyed by a SHA-256 (any length
+indexed exactly), and the users' vector counters (see :mod:`.vectors`).
 
-* Every table name carries the store's prefix (several stores may share a database).
-* The full-text column holds the library's analysed terms, rewritten so that InnoDB's
-  tokenizer keeps them (:class:`TermRewriter`), queried with ``MATCH ... AGAINST``.
-* Tags are rows keyed by a SHA-256 of the tag, so a tag of any length is indexed exactly.
-* Vectors are BLOBs in the rows; every transaction that changes a user's vectors bumps the
-  user's counters (keyed by a SHA-256 of the user id) and logs appended message vectors, so
-  processes keep a user's vectors loaded while the counters stand (see ``backend``).
-* Writers never deadlock: conversations are claimed in sorted order under share locks, and
-  counter rows are updated last in every transaction, in sorted order.
+Writers never deadlock: conversations are claimed in sorted order under share locks, and
+counter rows are updated last in every transaction, in sorted order.
 """
 
 from __future__ import annotations
@@ -26,6 +21,14 @@ from asyncmy.errors import MySQLError
 from ...errors import SchemaError
 from ...models import MemoryRecord, SearchHit, SessionRecord
 from ...search import ANALYSIS_VERSION, terms
+from ..kit.codec import (
+    MEMORIES,
+    MEMORY_FIELDS,
+    MESSAGE_FIELDS,
+    MESSAGES,
+    SESSION_FIELDS,
+    SESSIONS,
+)
 from ..kit.vectors import vector_to_bytes
 from ..sql.dialect import Conversation, Dialect, NewMessage, Source
 from ..sql.plans import stored_ids
@@ -37,8 +40,6 @@ __all__ = [
     "MySQLDialect",
     "TermRewriter",
     "error_code",
-    "query_terms",
-    "search_terms",
     "user_hash",
 ]
 
@@ -93,32 +94,9 @@ class TermRewriter:
         return f"{ANALYSIS_VERSION}:{self.min_len}:{self.max_len}"
 
 
-_DEFAULT_REWRITER = TermRewriter()
-
-
-def search_terms(text: str) -> str:
-    """The full-text column's value for ``text`` on a server with InnoDB's default limits."""
-    return _DEFAULT_REWRITER.index(text)
-
-
-def query_terms(query: str) -> str:
-    """The ``AGAINST`` argument for ``query`` on a server with InnoDB's default limits."""
-    return _DEFAULT_REWRITER.query(query)
-
-
-def lock_name(database: str, prefix: str) -> str:
-    """The GET_LOCK name serialising migrations of one schema (at most 64 characters)."""
-    digest = hashlib.sha256(f"{database}\0{prefix}".encode()).hexdigest()[:32]
-    return f"bruno_memstore.migrate.{digest}"
-
-
-def user_hash(user_id: str) -> bytes:
-    """The key of a user's vector counters."""
-    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()
-
-
-def _tag_hash(tag: str) -> bytes:
-    return hashlib.sha256(tag.encode("utf-8", "surrogatepass")).digest()
+def user_hash(text: str) -> bytes:
+    """The key of a user's vector counters (and of a tag): a SHA-256 of the text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -136,14 +114,10 @@ def row_size(rec: Any) -> int:
     return 2 * (2 * content + len(rec.metadata.encode("utf-8"))) + vector + 1024
 
 
-_MESSAGE_INSERT = (
-    "id, conversation_id, user_id, role, message_type, ts_us, ts_text, parent_id, content, "
-    "metadata, search_terms, vector"
-)
-_MEMORY_COLUMNS = (
-    "id, user_id, content, memory_type, category, tags, confidence, importance, created_us, "
-    "expires_us, conversation_id, payload, search_terms, vector"
-)
+# The codec's field order; ``timestamp``'s text is stored as ``ts_text``.
+_MESSAGE_COLUMNS = ["ts_text" if f == "timestamp" else f for f in MESSAGE_FIELDS]
+_MESSAGE_INSERT = ", ".join([*_MESSAGE_COLUMNS[:-1], "search_terms", "vector"])  # no seq
+_MEMORY_COLUMNS = (*MEMORY_FIELDS, "search_terms", "vector")
 
 
 class MySQLDialect(Dialect):
@@ -159,7 +133,7 @@ class MySQLDialect(Dialect):
         self,
         database: str,
         prefix: str,
-        terms_: TermRewriter = _DEFAULT_REWRITER,
+        terms_: TermRewriter = TermRewriter(),
         max_packet: int = 1 << 24,
     ) -> None:
         self.database = database
@@ -170,25 +144,11 @@ class MySQLDialect(Dialect):
         self.conversations = Source(
             f"{t('conversations')} c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
         )
-        self.messages = Source(
-            f"{t('messages')} m",
-            [
-                f"m.{c}"
-                for c in (
-                    "id conversation_id role content message_type ts_text ts_us metadata "
-                    "parent_id user_id seq"
-                ).split()
-            ],
-            key="m.seq",
-            start=0,
-        )
-        self.memories = Source(
-            f"{t('memories')} m", [f"m.{c}" for c in _MEMORY_COLUMNS.split(", ")[:12]], "m.id"
-        )
+        fields = [f"m.{c}" for c in _MESSAGE_COLUMNS]
+        self.messages = Source(f"{t('messages')} m", fields, key="m.seq", start=0)
+        self.memories = Source(f"{t('memories')} m", [f"m.{c}" for c in MEMORY_FIELDS], "m.id")
         self.sessions = Source(
-            f"{t('sessions')} s",
-            [f"s.{c}" for c in _SESSION_COLUMNS.split(", ")],
-            "s.session_id",
+            f"{t('sessions')} s", [f"s.{c}" for c in SESSION_FIELDS], "s.session_id"
         )
 
     def table(self, name: str) -> str:
@@ -202,7 +162,7 @@ class MySQLDialect(Dialect):
         return "(m.ts_us > ? OR (m.ts_us = ? AND m.seq > ?))", [ts_us, ts_us, seq]
 
     def tags_condition(self, tags: Sequence[str]) -> tuple[str, list[Any]]:
-        hashes = list(dict.fromkeys(_tag_hash(tag) for tag in tags))
+        hashes = list(dict.fromkeys(user_hash(tag) for tag in tags))
         return (
             f"EXISTS (SELECT 1 FROM {self.table('memory_tags')} g WHERE g.user_id = m.user_id "
             f"AND g.memory_id = m.id AND g.tag_hash IN ({marks(len(hashes))}))",
@@ -340,28 +300,14 @@ class MySQLDialect(Dialect):
     # ---------------------------------------------------------------- memories and sessions
 
     def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
-        values = (
-            rec.id,
-            rec.user_id,
-            rec.content,
-            rec.memory_type,
-            rec.category,
-            json.dumps(rec.tags, ensure_ascii=False),
-            rec.confidence,
-            rec.importance,
-            rec.created_us,
-            rec.expires_us,
-            rec.conversation_id,
-            rec.payload,
-            body,
-            vector,
-        )
-        affected = yield from self._upsert_owned("memories", _MEMORY_COLUMNS.split(", "), values)
+        values = [*MEMORIES.row(rec), body, vector]
+        values[5] = json.dumps(rec.tags, ensure_ascii=False)
+        affected = yield from self._upsert_owned("memories", _MEMORY_COLUMNS, values)
         if affected is None:
             return False
         tags = self.table("memory_tags")
         yield Execute(f"DELETE FROM {tags} WHERE memory_id = ?", (rec.id,))
-        hashes = list(dict.fromkeys(_tag_hash(tag) for tag in rec.tags))
+        hashes = list(dict.fromkeys(user_hash(tag) for tag in rec.tags))
         if hashes:
             yield Execute(
                 f"INSERT INTO {tags} (memory_id, user_id, tag_hash) VALUES "
@@ -379,16 +325,9 @@ class MySQLDialect(Dialect):
             yield Execute(f"DELETE FROM {self.table('memory_tags')} WHERE {condition}", args)
 
     def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
-        values = (
-            rec.session_id,
-            rec.user_id,
-            rec.conversation_id,
-            int(rec.is_active),
-            rec.started_us,
-            rec.payload,
-        )
-        names = _SESSION_COLUMNS.split(", ")
-        return (yield from self._upsert_owned("sessions", names, values)) is not None
+        values = SESSIONS.row(rec)
+        values[3] = int(rec.is_active)
+        return (yield from self._upsert_owned("sessions", SESSION_FIELDS, values)) is not None
 
     def _upsert_owned(
         self, table: str, names: Sequence[str], values: Sequence[Any]
@@ -432,13 +371,9 @@ class MySQLDialect(Dialect):
                 return total
 
     def forget_steps(self, key: Any) -> list[tuple[str | None, str, str, list[Any]]]:
-        return [
-            ("messages", "messages", "user_id = ?", [key]),
-            ("sessions", "sessions", "user_id = ?", [key]),
-            (None, "memory_tags", "user_id = ?", [key]),
-            ("memories", "memories", "user_id = ?", [key]),
-            ("conversations", "conversations", "user_id = ?", [key]),
-        ]
+        steps = super().forget_steps(key)  # messages, sessions, memories, conversations
+        steps.insert(2, (None, "memory_tags", "user_id = ?", [key]))
+        return steps
 
     # ---------------------------------------------------------------- search
 
@@ -505,7 +440,8 @@ class MySQLDialect(Dialect):
     @property
     def lock_name(self) -> str:
         """The ``GET_LOCK`` name serialising schema changes of this store's tables."""
-        return lock_name(self.database, self.prefix)
+        digest = hashlib.sha256(f"{self.database}\0{self.prefix}".encode()).hexdigest()[:32]
+        return f"bruno_memstore.migrate.{digest}"  # at most 64 characters
 
     def record_version(self, version: int, name: str) -> Execute:
         return Execute(
@@ -522,23 +458,9 @@ class MySQLDialect(Dialect):
         )
 
 
-_SESSION_COLUMNS = "session_id, user_id, conversation_id, is_active, started_us, payload"
 _MATCH = "MATCH(m.search_terms) AGAINST(? IN NATURAL LANGUAGE MODE)"
 
 
-def _message_values(row: NewMessage) -> tuple[Any, ...]:
-    rec = row.record
-    return (
-        rec.id,
-        rec.conversation_id,
-        row.conversation.owner,
-        rec.role,
-        rec.message_type,
-        rec.ts_us,
-        rec.timestamp,
-        rec.parent_id,
-        rec.content,
-        rec.metadata,
-        row.body,
-        row.vector,
-    )
+def _message_values(row: NewMessage) -> list[Any]:
+    # The codec's row without seq, the owner as user_id, then the indexed forms.
+    return [*MESSAGES.row(row.record)[:-2], row.conversation.owner, row.body, row.vector]

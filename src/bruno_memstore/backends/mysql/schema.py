@@ -1,7 +1,7 @@
 """MySQLMemory's schema: ordered migrations, applied once under a named lock.
 
 Every migration is a list of idempotent DDL statements (``CREATE TABLE IF NOT EXISTS``, or
-an :class:`AddColumn` the migrator skips when the column is there) followed by a row in
+a column added unless it is there) followed by a row in
 ``<prefix>schema_version``; MySQL commits DDL implicitly, so a crash mid-migration leaves a
 state the next run completes. Indexes are declared inside ``CREATE TABLE`` because MySQL 8
 has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
@@ -9,48 +9,19 @@ has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..sql import schema as shared
 from ..sql.dialect import Dialect
-from ..sql.schema import MigrationStep
+from ..sql.schema import Migration, MigrationStep
 from ..sql.steps import Execute, Fetch, Plan
 
-__all__ = ["MIGRATIONS", "AddColumn", "Migration", "Server", "migrations_for", "render"]
+__all__ = ["LATEST_VERSION", "migrations_for", "server_kind"]
+
+# Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
+_ID_COLLATION = {"mariadb": "utf8mb4_nopad_bin", "mysql": "utf8mb4_0900_bin"}
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
-    """What differs between MariaDB and MySQL 8 in our DDL."""
-
-    name: str  # "mariadb" or "mysql"
-    # Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
-    id_collation: str
-
-    @classmethod
-    def detect(cls, server_version: str) -> Server:
-        """The dialect of a server from its version string."""
-        if "mariadb" in server_version.lower():
-            return cls("mariadb", "utf8mb4_nopad_bin")
-        return cls("mysql", "utf8mb4_0900_bin")
-
-
-@dataclass(frozen=True, slots=True)
-class AddColumn:
-    """``ALTER TABLE {p}<table> ADD COLUMN <column> <definition>``, unless it exists."""
-
-    table: str
-    column: str
-    definition: str
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema: its number, a name, and its statements."""
-
-    version: int
-    name: str
-    statements: tuple[str | AddColumn, ...]
+def server_kind(server_version: str) -> str:
+    """``"mariadb"`` or ``"mysql"``, from a server's version string."""
+    return "mariadb" if "mariadb" in server_version.lower() else "mysql"
 
 
 _TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={id} ROW_FORMAT=DYNAMIC"
@@ -59,10 +30,10 @@ _TEXT = "LONGTEXT CHARACTER SET utf8mb4 COLLATE {id}"
 
 # The full-text columns hold our own analysed terms (see mysql.py), so the index gets an
 # empty stop list: ft_stopwords is set as innodb_ft_user_stopword_table while they are built.
-_V1 = (
-    """CREATE TABLE IF NOT EXISTS {p}ft_stopwords (
+_STOP_LIST = """CREATE TABLE IF NOT EXISTS {p}ft_stopwords (
         value VARCHAR(30) NOT NULL
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+_V1 = (
     # Store-wide settings, e.g. the text-analysis version the search terms were built with.
     f"""CREATE TABLE IF NOT EXISTS {{p}}settings (
         name VARCHAR(64) CHARACTER SET ascii NOT NULL,
@@ -137,15 +108,9 @@ _V1 = (
     ) {_TABLE}""",
 )
 
-# Vectors: a float32 BLOB beside each message and memory entry (NULL without a model),
-# written in the record's own statement. Every transaction that changes a user's vectors
-# also bumps the user's generation (keyed by a SHA-256 of the user id, so the row holds no
-# id and can outlive forget_user); processes keep a user's vectors loaded while it holds.
-# One row records the model and dimension of the stored vectors; its epoch changes when
-# they are all dropped for another model.
+# Vectors: a float32 BLOB beside each message and memory entry (NULL without a model); the
+# users' counters and the model's row (see .vectors).
 _V2 = (
-    AddColumn("messages", "vector", "BLOB NULL"),
-    AddColumn("memories", "vector", "BLOB NULL"),
     f"""CREATE TABLE IF NOT EXISTS {{p}}vector_generations (
         user_hash BINARY(32) NOT NULL,
         generation BIGINT UNSIGNED NOT NULL,
@@ -160,72 +125,62 @@ _V2 = (
     ) {_TABLE}""",
 )
 
-# Appends need not make readers reload a user's vectors: ``generation`` (messages) moves by
-# one per transaction that appends message vectors, which logs their ids under the new
-# value; ``message_epoch`` moves when a message vector is removed or replaced (the log is
-# cleared then), ``memory_generation`` with every change of memory-entry vectors. A
-# generation row stays locked by its transaction until commit, so a user's generations
-# commit in order and a reader at generation G finds every log row up to G.
-_V3 = (
-    AddColumn("vector_generations", "message_epoch", "BIGINT UNSIGNED NOT NULL DEFAULT 0"),
-    AddColumn("vector_generations", "memory_generation", "BIGINT UNSIGNED NOT NULL DEFAULT 0"),
-    f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
+# The counters of appends, removals and memory entries, and the append log (see .vectors).
+_V3 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
         user_hash BINARY(32) NOT NULL,
         generation BIGINT UNSIGNED NOT NULL,
         ids {_TEXT} NOT NULL,
         PRIMARY KEY (user_hash, generation)
-    ) {_TABLE}""",
-)
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema", _V1),
-    Migration(2, "vectors", _V2),
-    Migration(3, "vector append log", _V3),
-)
+    ) {_TABLE}"""
+_COUNTER = "BIGINT UNSIGNED NOT NULL DEFAULT 0"
+LATEST_VERSION = 3
 
 
-def render(statement: str, prefix: str, server: Server) -> str:
-    """A migration statement for this table prefix and server."""
-    return statement.replace("{id}", server.id_collation).replace("{p}", prefix)
-
-
-def migrations_for(d: Dialect, server: Server) -> list[shared.Migration]:
-    """:data:`MIGRATIONS` as the shared runner applies them, for this prefix and server."""
+def migrations_for(d: Dialect, server: str) -> list[Migration]:
+    """The schema's migrations as the shared runner applies them, for this prefix and server."""
     prefix = d.prefix  # type: ignore[attr-defined]
 
-    def statement(text: str) -> MigrationStep:
-        rendered = render(text, prefix, server)
-        if "ft_stopwords" not in text or "CREATE TABLE" not in text:
-            return rendered
+    def ddl(text: str) -> str:
+        return text.replace("{id}", _ID_COLLATION[server]).replace("{p}", prefix)
 
-        def with_stop_list() -> Plan[None]:
-            yield Execute(rendered)
-            # FULLTEXT indexes built from here on use our empty stop list.
-            yield Execute(
-                "SET SESSION innodb_ft_user_stopword_table = ?",
-                (f"{d.database}/{prefix}ft_stopwords",),  # type: ignore[attr-defined]
-            )
+    def stop_list() -> Plan[None]:
+        yield Execute(ddl(_STOP_LIST))
+        # FULLTEXT indexes built from here on use our empty stop list.
+        yield Execute(
+            "SET SESSION innodb_ft_user_stopword_table = ?",
+            (f"{d.database}/{prefix}ft_stopwords",),  # type: ignore[attr-defined]
+        )
 
-        return with_stop_list
-
-    def add_column(step: AddColumn) -> MigrationStep:
-        def run() -> Plan[None]:
-            table = f"{prefix}{step.table}"
+    def add_column(table: str, column: str, definition: str) -> MigrationStep:
+        def run() -> Plan[None]:  # unless the column is there
             found = yield Fetch(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = DATABASE() "
                 "AND table_name = ? AND column_name = ?",
-                (table, step.column),
+                (prefix + table, column),
             )
             if not found:
-                yield Execute(f"ALTER TABLE `{table}` ADD COLUMN {step.column} {step.definition}")
+                yield Execute(f"ALTER TABLE `{prefix}{table}` ADD COLUMN {column} {definition}")
 
         return run
 
     return [
-        shared.Migration(
-            m.version,
-            m.name,
-            [add_column(s) if isinstance(s, AddColumn) else statement(s) for s in m.statements],
-        )
-        for m in MIGRATIONS
+        Migration(1, "initial schema", [stop_list, *map(ddl, _V1)]),
+        Migration(
+            2,
+            "vectors",
+            [
+                add_column("messages", "vector", "BLOB NULL"),
+                add_column("memories", "vector", "BLOB NULL"),
+                *map(ddl, _V2),
+            ],
+        ),
+        Migration(
+            3,
+            "vector append log",
+            [
+                add_column("vector_generations", "message_epoch", _COUNTER),
+                add_column("vector_generations", "memory_generation", _COUNTER),
+                ddl(_V3),
+            ],
+        ),
     ]

@@ -1,13 +1,14 @@
 """MariaDB's and MySQL's statements for vectors kept as blobs (searched by :mod:`..sql.vectors`).
 
-Vectors are float32 BLOBs in the records' own rows (``vector`` columns). The user's counters
-are a ``vector_generations`` row keyed by a SHA-256 of the user id (the dialect's
-``messages_added`` / ``messages_changed`` / ``memories_changed`` move them): ``generation``
-moves once per transaction that appends message vectors, which logs their ids under the new
-value in ``vector_log``; ``message_epoch`` moves when a message vector is removed or replaced
-(the log is cleared then); ``memory_generation`` with every change of memory-entry vectors.
-The ``vector_space`` row records the model and dimension, and an epoch moved by every
-replacement of the space.
+Vectors are float32 BLOBs in the records' own rows. A user's counters are a
+``vector_generations`` row keyed by a SHA-256 of the user id (it holds no id and may outlive
+``forget_user``), moved by the dialect: ``generation`` once per transaction that appends
+message vectors, which logs their ids under the new value in ``vector_log``;
+``message_epoch`` when a message vector is removed or replaced (the log is cleared then);
+``memory_generation`` with every change of memory-entry vectors. The row stays locked until
+its transaction commits, so a user's generations commit in order and a reader at generation
+G finds every log row up to G. The ``vector_space`` row records the model and dimension, and
+an epoch moved by every replacement of the space.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..kit.batches import chunks
 from ..sql.steps import Commit, Execute, Fetch, Plan
 from ..sql.vectors import (
     BlobVectors,
@@ -143,8 +145,7 @@ class MySQLVectors(BlobVectors):
         table = d.table("messages" if kind == "message" else "memories")
         owners: set[str] = set()
         written = 0
-        for start in range(0, len(items), _PUT_BATCH):
-            chunk = items[start : start + _PUT_BATCH]
+        for chunk in chunks(items, _PUT_BATCH):
             ids = [rid for rid, _ in chunk]
             written += yield Execute(
                 f"UPDATE {table} SET vector = CASE id "
