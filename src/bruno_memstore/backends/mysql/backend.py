@@ -1,12 +1,4 @@
-"""``MySQLMemory``: MariaDB 10.11+ or MySQL 8 through ``asyncmy``, with a connection pool.
-
-InnoDB tables in ``utf8mb4``; ids compare exactly (a binary NO PAD collation); text and JSON
-metadata are kept as given (``LONGTEXT``). The primitives are the SQL family's plans
-(:mod:`..sql`) over this engine's dialect (:mod:`.dialect`: ``FULLTEXT`` search over analysed
-terms, vector counters); concurrent message writes are group-committed (the kit's
-committer). The schema is migrated once, under ``GET_LOCK`` (:mod:`.schema`). Vectors are
-float32 BLOBs in the records' rows, searched exactly in process (:mod:`.vectors`).
-"""
+"""``MySQLMemory``: MariaDB or MySQL through an ``asyncmy`` pool (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 
@@ -84,24 +76,8 @@ def _packet_limits(max_packet: int) -> Limits:
 class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
-    Args:
-        url: ``mysql://user[:password]@host[:port]/database[?option=value...]``
-            (``mariadb://`` is the same). URL options are those below; keyword
-            arguments win over URL options.
-        pool_size: connections in all; a third of them (at most 4) are kept for writes.
-        pool_min_size: read connections kept open when idle.
-        connect_timeout: seconds to wait for a connection and the server's handshake.
-        pool_recycle: seconds after which an idle connection is replaced (-1: never).
-        table_prefix: prefix of every table name (letters, digits, ``_``), to keep several
-            stores in one database.
-        write_batching: group-commit concurrent message writes (one transaction per batch).
-        max_batch: most message writes in one group commit.
-        vector_cache_users: users whose vectors are kept loaded in this process.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
-            ``operation_timeout``, default 30 seconds, and ``retry``).
-
-    Raises:
-        InvalidArgumentError: a malformed URL or option.
+    ``url``: ``mysql://user[:password]@host[:port]/database[?option=value...]``; the options
+    (URL query or keyword, keywords win) are described in docs/backends/mysql.md.
     """
 
     backend_name: ClassVar[str] = "mysql"

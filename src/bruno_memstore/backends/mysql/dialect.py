@@ -1,11 +1,4 @@
-"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables (several stores
-may share a database), analysed terms for the ``FULLTEXT`` index (rewritten so InnoDB's
-tokenizer keeps them, :class:`TermRewriter`), tags as rows keyed by a SHA-256 (any length
-indexed exactly), and the users' vector counters (see :mod:`.vectors`).
-
-Writers never deadlock: conversations are claimed in sorted order under share locks, and
-counter rows are updated last in every transaction, in sorted order.
-"""
+"""MariaDB's and MySQL's dialect: FULLTEXT terms, tag rows (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 

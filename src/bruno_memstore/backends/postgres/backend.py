@@ -1,18 +1,4 @@
-"""``PostgresMemory``: PostgreSQL 12+ through an ``asyncpg`` connection pool.
-
-One table per record kind in a schema of its own (``bruno_memstore`` unless told
-otherwise), JSONB metadata, a stored ``tsvector`` column with a GIN index ranked by
-``ts_rank_cd``, and a ``seq`` identity column for arrival order. The schema is created and
-migrated on first use, once, even when several processes start together. The primitives are
-the SQL family's plans (:mod:`..sql`) over PostgreSQL's dialect (``statements``), each run on
-one pooled connection; concurrent small appends share one statement and one commit (a
-group commit of the kit), large ones go through ``COPY``.
-
-Where the server has pgvector, a new schema keeps vectors as well: an ``embedding`` column
-beside each message and memory entry, written by the same statement, searched through an
-HNSW index with every filter inside the query. Elsewhere the store is full-text only, and
-says so (:attr:`PostgresMemory.vector_support`).
-"""
+"""``PostgresMemory``: PostgreSQL through an ``asyncpg`` pool (see docs/backends/postgres.md)."""
 
 from __future__ import annotations
 
@@ -122,38 +108,7 @@ _TRANSIENT = (
 class PostgresMemory(DriverURLBackend, SQLMemory):
     """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
-    Args:
-        dsn: ``postgresql://user:password@host:port/database?option=value``; ``None`` uses
-            the ``PG*`` environment variables. Query options: ``schema``, ``language``,
-            ``min_size``, ``max_size``, ``connect_timeout``, ``command_timeout``,
-            ``statement_cache_size``, ``group_commit``, ``ef_search``, and the libpq connection
-            parameters asyncpg accepts (``sslmode``, ``application_name``, ...).
-        connection_string: the same as ``dsn`` (the name bruno-core's guide uses).
-        schema: PostgreSQL schema holding the tables (created if missing).
-        language: text analysis for search: ``"memstore"`` (default) is the library's own,
-            identical on every backend; a PostgreSQL text-search configuration name
-            (``"english"``, ``"german"``, ...) lets the server analyse instead.
-        min_size: connections the pool keeps open.
-        max_size: connections the pool opens at most.
-        connect_timeout: seconds to open a connection before the server counts as down.
-        command_timeout: seconds any single statement may run (``None``: no limit).
-        statement_cache_size: prepared statements cached per connection (0 behind
-            PgBouncer in transaction mode).
-        group_commit: let concurrent small appends share one commit.
-        ef_search: candidates an HNSW search keeps (pgvector's ``hnsw.ef_search``, 1 to
-            1000; at least the number of results asked for): higher finds more of the true
-            nearest neighbours, a little more slowly.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
-
-    Keyword arguments override the same option given in the URL.
-
-    Vector search (``Capability.VECTORS``) needs the pgvector extension in the database (it
-    is created if the server has it and the role may) and the ``pgvector`` package; the
-    first connection to a schema records whether it keeps vectors. Without them the memory
-    connects with full-text search only (:attr:`vector_support` says which).
-
-    Raises:
-        InvalidArgumentError: an option is unknown or out of range.
+    Options (URL query or keyword, keywords win) are described in docs/backends/postgres.md.
     """
 
     backend_name: ClassVar[str] = "postgres"

@@ -1,27 +1,4 @@
-"""What PostgreSQL's schema adds to the SQL family: its migrations, its layout, and the
-statements that do in one round trip what shared plans would do in several (the appends of a
-whole group commit, ranked search, nearest-neighbour search).
-
-All names are schema-qualified (no reliance on ``search_path``, so connection poolers in
-transaction mode work). The schema name and the text-search configuration are validated
-before they are put into SQL text; every value travels as a bound parameter.
-
-The ``tsv`` column is filled by the statements that write a row, in one of two analyses:
-
-* ``memstore`` (the default): the library's own analysis (:mod:`bruno_memstore.search`),
-  the same on every backend. The client sends ``index_text(content)`` and PostgreSQL's
-  ``simple`` configuration only splits it; queries are ``terms(query)``.
-* a PostgreSQL text-search configuration (``english``, ``german``, ...): the server
-  analyses the content; queries are ``query_words(query)``.
-
-The analysis a schema was built with is recorded as the comment of its ``tsv`` columns.
-
-A schema created on a server with pgvector keeps vectors too (its *vector mode*, decided
-once by migration 2 and recorded in ``meta``): an ``embedding`` column on ``messages`` and
-``memories``, untyped until the store records its embedding model, then ``vector(d)`` with an
-HNSW index (cosine). Vectors are written by the same statements as their rows. The type and
-operators are qualified with the extension's schema, like every other name.
-"""
+"""PostgreSQL's dialect: migrations, layout, fast statements (see docs/backends/postgres.md)."""
 
 from __future__ import annotations
 

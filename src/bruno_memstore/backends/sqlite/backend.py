@@ -1,24 +1,4 @@
-"""``SQLiteMemory``: the embedded default, one SQLite file in WAL mode with an FTS5 index.
-
-Every primitive is a plan of the SQL family (:mod:`..sql`) over SQLite's dialect
-(``dialect``). All engine work runs on threads that own their connections
-(:mod:`..kit.threads`), each plan whole on one thread: one writer that commits concurrent
-writes together, a small pool of readers that read committed
-snapshots without waiting for it, a pool of the same size for the reads whose time grows
-with a user's data (full-text search, statistics, export pages), so that slow searches never
-hold up a window read. The event loop only queues work and collects results.
-
-Vectors are float32 BLOBs beside their records, written in the records' transactions. The
-``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
-vectors held in process, checked against the user's change counters at every query
-(:mod:`..sql.vectors`, with SQLite's statements in ``vectors``).
-
-Durability: a write is acknowledged after its transaction commits. With the default
-``synchronous="full"`` the commit reaches the disk first (``fsync`` of the WAL), so an
-acknowledged write survives a killed process and a power loss; ``"normal"`` skips that
-``fsync`` (WAL mode still survives a killed process, but a power loss may drop the last
-commits). Concurrent writers share one commit, so ``"full"`` costs little under load.
-"""
+"""``SQLiteMemory``: one SQLite file in WAL mode, FTS5 search (see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 
@@ -73,29 +53,7 @@ _SQLITE_CANTOPEN = 14  # a result code (the low byte of an extended one)
 
 class SQLiteMemory(BlobVectorSearch, SQLMemory):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
-    processes.
-
-    Args:
-        db_path: the database file (created if missing; its directory must exist), or
-            ``":memory:"`` for a private in-process database that is not durable.
-        synchronous: ``"full"`` (default: an acknowledged write survives a power loss),
-            ``"normal"`` (survives a killed process, not a power loss; faster commits) or
-            ``"extra"``.
-        busy_timeout: seconds a connection waits for another process's lock before failing
-            with a transient error (retried by the shared layer).
-        readers: reader threads (each with its own connection) for quick reads, and as many
-            again for searches, statistics and export pages.
-        vector_users: users whose vectors are kept in process for vector search (the least
-            recently searched are dropped; each holds ``4 x dimension`` bytes per record).
-        merge_on_delete: merge the full-text index after every deletion, so the erased
-            words leave the file at once (the default). Its cost grows with the index (about
-            0.3 s at 50,000 messages); ``False`` leaves them in the index's old segments,
-            unreachable by search, until :meth:`compact`.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
-
-    Example:
-        >>> memory = SQLiteMemory("assistant.db")
-        >>> # or: open_memory("sqlite:///assistant.db?synchronous=normal")
+    processes. Options are described in docs/backends/sqlite.md.
     """
 
     backend_name: ClassVar[str] = "sqlite"

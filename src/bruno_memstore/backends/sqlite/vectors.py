@@ -1,13 +1,4 @@
-"""SQLite's statements for vectors kept as blobs (searched by :mod:`..sql.vectors`).
-
-Vectors are float32 BLOBs in side tables beside their records (``message_vectors`` keyed by
-``seq``, ``memory_vectors`` by ``rid``, both with the owner's ``uid``), written in the
-records' transactions; the ``sqlite3`` module cannot load extensions here, so there is no
-vector index in the file. The user's row counts changes per kind (``dialect.VECTOR_COUNTERS``):
-the generation moves with every change, the epoch with every change that is not an append.
-Keys only grow while an epoch stands (one writer numbers them), so the highest key of a
-user's vectors is the position appended vectors reach.
-"""
+"""SQLite's statements for vectors kept as blobs in side tables (see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 
