@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar
 
@@ -20,20 +20,10 @@ from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
-from ..sql.backend import Mode, SQLMemory
+from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
+from ..sql.backend import Mode
 from ..sql.schema import migrate, refresh_analysis
-from ..sql.steps import (
-    Commit,
-    Done,
-    Execute,
-    ExecuteMany,
-    Fetch,
-    Insert,
-    Plan,
-    Step,
-    begin,
-    drive_async,
-)
+from ..sql.steps import Execute, ExecuteMany, Fetch, Plan, Step, drive_async
 from ..sql.vectors import BlobVectorSearch
 from .dialect import MySQLDialect, TermRewriter, error_code, row_size
 from .schema import migrations_for, server_kind
@@ -65,6 +55,11 @@ def _in_step(exc: BaseException) -> bool:
     )
 
 
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server went away (the idle connections are dead too)."""
+    return error_code(exc) in _UNAVAILABLE_CODES
+
+
 def _packet_limits(max_packet: int) -> Limits:
     """A server's largest packet as the limit on one record's statement (with room to spare)."""
     return Limits(
@@ -73,7 +68,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     ``url``: ``mysql://user[:password]@host[:port]/database[?option=value...]``; the options
@@ -195,7 +190,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
         try:
             self._server = server_kind(conn.get_server_info())
             async with conn.cursor() as cur:
-                run = partial(_run, cur, self._sql)
+                run = partial(cursor_step, cur, self._sql)
                 await drive_async(migrate(self._sql, migrations_for(self._sql, self._server)), run)
                 await cur.execute(
                     "SELECT @@max_allowed_packet, @@innodb_ft_min_token_size, "
@@ -211,7 +206,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 # limits changed since they were made.
                 await drive_async(
                     refresh_analysis(self._sql, self._analysis_current, self._reindex),
-                    partial(_run, cur, self._sql),
+                    partial(cursor_step, cur, self._sql),
                 )
         finally:
             await conn.ensure_closed()
@@ -296,65 +291,30 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
 
     # ================================================================ connections
 
-    @asynccontextmanager
-    async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
-        """A pooled connection, back in the pool only if it is known to be in step.
-
-        A use that ends in an exception returns the connection only when the server itself
-        reported the error (its error packet ends the reply). Any other end (cancelled, timed
-        out, a driver or client-side error, a lost server) may leave bytes of a reply unread,
-        which the next command would take for its own: such a connection is closed.
-        ``write`` connections have autocommit off: every use must end in COMMIT/ROLLBACK.
-        """
+    def _connection(self, *, write: bool = False) -> AbstractAsyncContextManager[Any]:
+        """A pooled connection (see :func:`..sql.aio.pooled`); ``write`` connections have
+        autocommit off: every use must end in COMMIT/ROLLBACK."""
         pool = self._write_pool if write else self._pool
         if pool is None:
             raise BackendUnavailableError(
                 "the memory is shut down", backend=self.backend_name, operation="connect"
             )
-        conn = await pool.acquire()
-        try:
-            yield conn
-        except BaseException as exc:
-            if not _in_step(exc):
-                conn.close()
-                if error_code(exc) in _UNAVAILABLE_CODES:
-                    # The server went away: the idle connections are dead too.
-                    await pool.clear()
-            raise
-        finally:
-            pool.release(conn)  # a closed connection leaves the pool here
+        return pooled(pool, _in_step, _lost)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
-        """A cursor in a transaction (opened by its first statement), committed at the end
-        and rolled back on error."""
-        async with self._connection(write=True) as conn, conn.cursor() as cur:
-            try:
-                yield cur
-            except BaseException as exc:
-                # Only a connection in step can be told to roll back; any other is closed
-                # (by _connection), and the server rolls its transaction back.
-                if conn.connected and _in_step(exc):
-                    try:
-                        await conn.rollback()
-                    except Exception:
-                        conn.close()
-                raise
-            # conn.commit(), not a COMMIT statement: only it refreshes the driver's view of
-            # the transaction status, and the pool discards a connection it thinks is mid-
-            # transaction (which would cost a new connection per write).
-            await conn.commit()
+        """A cursor in a write transaction (see :func:`..sql.aio.transaction`)."""
+        async with self._connection(write=True) as conn, transaction(conn, _in_step) as cur:
+            yield cur
 
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        plan = make_plan()
-        first = begin(plan)  # the plan's preparation, on the event loop
-        if isinstance(first, Done):
-            return first.value
+    @asynccontextmanager
+    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
         if mode in ("read", "scan"):
             async with self._connection() as conn, conn.cursor() as cur:
-                return await drive_async(plan, partial(_run, cur, self._sql), first)
-        async with self._transaction() as cur:
-            return await drive_async(plan, partial(_run, cur, self._sql), first)
+                yield partial(cursor_step, cur, self._sql)
+        else:
+            async with self._transaction() as cur:
+                yield partial(cursor_step, cur, self._sql)
 
     # ================================================================ messages
 
@@ -393,27 +353,3 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
             finally:
                 await cur.execute("SET SESSION innodb_ft_user_stopword_table = DEFAULT")
                 await conn.commit()
-
-
-# ==================================================================== helpers
-
-
-async def _run(cur: Any, d: MySQLDialect, step: Step) -> Any:
-    """Run one step on an ``asyncmy`` cursor."""
-    kind = step.__class__
-    if kind is Fetch:
-        await cur.execute(d.sql(step.sql), step.args)
-        return list(await cur.fetchall())
-    if kind is Execute:
-        return int(await cur.execute(d.sql(step.sql), step.args))
-    if kind is ExecuteMany:
-        await cur.executemany(d.sql(step.sql), step.rows)
-        return None
-    if kind is Insert:
-        await cur.execute(d.sql(step.sql), step.args)
-        return cur.lastrowid
-    if kind is Commit:
-        if not cur.connection.get_autocommit():
-            await cur.connection.commit()
-        return None
-    raise TypeError(f"not a step: {step!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
@@ -21,10 +22,11 @@ from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
+from ..sql.aio import AsyncSQLMemory, Run
 from ..sql.append import Append, Outcome
-from ..sql.backend import Mode, SQLMemory
+from ..sql.backend import Mode
 from ..sql.schema import migrate
-from ..sql.steps import Commit, Done, Execute, ExecuteMany, Fetch, Plan, Step, begin, drive_async
+from ..sql.steps import Commit, Execute, ExecuteMany, Fetch, Step, drive_async
 from .statements import (
     EXTENSION,
     HNSW_MAX_DIMENSIONS,
@@ -105,7 +107,7 @@ _TRANSIENT = (
 )
 
 
-class PostgresMemory(DriverURLBackend, SQLMemory):
+class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
     Options (URL query or keyword, keywords win) are described in docs/backends/postgres.md.
@@ -340,17 +342,15 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
 
     # ---------------------------------------------------------------- where plans run
 
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        plan = make_plan()
-        first = begin(plan)  # the plan's preparation, on the event loop
-        if isinstance(first, Done):
-            return first.value
+    @asynccontextmanager
+    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
         async with self._pool.acquire() as conn:
             run = partial(_run, conn, self._sql)
             if mode in ("read", "scan") or getattr(first, "alone", False):
-                return await drive_async(plan, run, first)
-            async with conn.transaction():
-                return await drive_async(plan, run, first)
+                yield run
+            else:
+                async with conn.transaction():
+                    yield run
 
     # ---------------------------------------------------------------- errors
 
