@@ -22,8 +22,8 @@ from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
 from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
 from ..sql.backend import Mode
-from ..sql.schema import migrate, refresh_analysis
-from ..sql.steps import Execute, ExecuteMany, Fetch, Plan, Step, drive_async
+from ..sql.schema import migrate, refresh_analysis, reindex_terms, stored_setting
+from ..sql.steps import Execute, Plan, Step, drive_async
 from ..sql.vectors import BlobVectorSearch
 from .dialect import MySQLDialect, TermRewriter, error_code, row_size
 from .schema import migrations_for, server_kind
@@ -248,37 +248,17 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
                 pool.close()
                 await pool.wait_closed()
 
-    def _analysis(self) -> Plan[str | None]:
-        """What built the stored search terms (``None``: nothing recorded yet)."""
-        rows = yield Fetch(
-            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?", (_ANALYSIS_SETTING,)
-        )
-        return rows[0][0] if rows else None
-
     def _analysis_current(self) -> Plan[bool]:
-        return (yield from self._analysis()) == self._sql.terms.signature
+        recorded = yield from stored_setting(self._sql, _ANALYSIS_SETTING)
+        return recorded == self._sql.terms.signature
 
     def _reindex(self) -> Plan[None]:
         """Rebuild the stored terms (if any were made by another analysis), then record the
         analysis; each part is committed on its own."""
         d = self._sql
-        found = (yield from self._analysis()) is not None
-        for table, key, after in (("messages", "seq", 0), ("memories", "id", "")) if found else ():
-            while True:
-                rows = yield Fetch(
-                    f"SELECT {key}, content FROM {d.table(table)} WHERE {key} > ? "
-                    f"ORDER BY {key} LIMIT {_REINDEX_BATCH}",
-                    (after,),
-                )
-                if not rows:
-                    break
-                yield Execute("START TRANSACTION")
-                yield ExecuteMany(
-                    f"UPDATE {d.table(table)} SET search_terms = ? WHERE {key} = ?",
-                    [(d.terms.index(content), k) for k, content in rows],
-                )
-                yield Execute("COMMIT")
-                after = rows[-1][0]
+        if (yield from stored_setting(d, _ANALYSIS_SETTING)) is not None:
+            tables = (("messages", "seq", 0), ("memories", "id", ""))
+            yield from reindex_terms(d, d.terms.index, tables, _REINDEX_BATCH)
         yield Execute(
             f"INSERT INTO {d.table('settings')} (name, value) VALUES (?, ?) "
             "ON DUPLICATE KEY UPDATE value = ?",
