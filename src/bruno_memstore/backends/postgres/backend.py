@@ -27,6 +27,7 @@ from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
 from ..sql.schema import migrate
 from ..sql.steps import Commit, Execute, ExecuteMany, Fetch, Step, drive_async
+from ..sql.where import search_values
 from .statements import (
     EXTENSION,
     HNSW_MAX_DIMENSIONS,
@@ -40,7 +41,6 @@ from .statements import (
     lock_key,
     migrations,
     quote,
-    search_args,
     version_of,
 )
 
@@ -462,7 +462,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                 _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
                 str(min(_MAX_EF_SEARCH, max(self.ef_search, request.limit))),
             )
-            args = search_args(request, Vector(vector))
+            args = search_values(request, Vector(vector))
             rows = await conn.fetch(
                 self._sql.vector_search, *args, self._exact_rows, self._exact_factor
             )

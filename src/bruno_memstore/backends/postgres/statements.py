@@ -12,7 +12,6 @@ from asyncpg.exceptions import PostgresError, UniqueViolationError
 
 from ...errors import BackendError, InvalidArgumentError, OwnershipError
 from ...models import (
-    MemoryFilter,
     MemoryRecord,
     MessageRecord,
     SearchHit,
@@ -23,10 +22,11 @@ from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
-from ..sql.dialect import Conversation, Dialect, Source
+from ..sql.dialect import Conversation, Dialect, Source, numbered
 from ..sql.plans import window
 from ..sql.schema import Migration
 from ..sql.steps import Execute, Fetch, Plan
+from ..sql.where import search_values
 
 __all__ = [
     "EXTENSION",
@@ -39,11 +39,9 @@ __all__ = [
     "analysis_label",
     "check_language",
     "check_schema",
-    "filter_args",
     "lock_key",
     "migrations",
     "quote",
-    "search_args",
     "version_of",
 ]
 
@@ -270,37 +268,6 @@ def not_owner(conversation_id: str) -> OwnershipError:
     )
 
 
-def search_args(request: SearchRequest, query: Any) -> list[Any]:
-    """The first arguments of :meth:`Statements.search` and :attr:`Statements.vector_search`
-    (``query``: the terms, or the vector)."""
-    kinds, flt = request.kinds, filter_args(request.memories())
-    head = [request.user_id, query, request.limit, "message" in kinds, "memory" in kinds]
-    return [*head, request.conversation_id, *flt]
-
-
-def filter_args(flt: MemoryFilter) -> list[Any]:
-    """The arguments of :meth:`Statements.memory_filter`."""
-    return [
-        flt.user_id,
-        list(flt.memory_types),
-        list(flt.categories),
-        list(flt.tags),
-        flt.min_confidence,
-        flt.min_importance,
-        flt.include_expired,
-        flt.now_us,
-    ]
-
-
-@functools.lru_cache(maxsize=4096)
-def _numbered(text: str) -> str:
-    """``?`` placeholders as ``$1``, ``$2``, ... (statements written with ``$n`` stay)."""
-    if "?" not in text:
-        return text
-    parts = text.split("?")
-    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
-
-
 class Statements(Dialect):
     """PostgreSQL's layout and statements, for one schema and one text analysis.
 
@@ -366,7 +333,7 @@ class Statements(Dialect):
         return f"{self.schema}.{name}"
 
     def sql(self, text: str) -> str:
-        return _numbered(text)
+        return numbered(text)
 
     def among(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
         return [(f"{column} = ANY(?::text[])", [list(values)])] if values else []
@@ -541,18 +508,8 @@ class Statements(Dialect):
         words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
         if not words:
             return []
-        rows = yield Fetch(self.search(len(words)), search_args(request, words))
+        rows = yield Fetch(self.search(len(words)), search_values(request, words))
         return self.hits(rows)
-
-    def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
-        """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
-        width = len(self.messages.columns)
-        return [
-            SearchHit("message", float(row[1]), message=self.message(row, 2))
-            if row[0] == "message"
-            else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
-            for row in rows
-        ]
 
     def delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> Plan[int]:
         """``_delete_messages`` in one statement (the sessions go by cascade)."""

@@ -29,7 +29,15 @@ from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, MESSAGES, SESSI
 from .steps import Execute, Plan
 from .where import marks
 
-__all__ = ["Conversation", "Dialect", "NewMessage", "Source", "message_of", "nothing"]
+__all__ = [
+    "Conversation",
+    "Dialect",
+    "NewMessage",
+    "Source",
+    "message_of",
+    "nothing",
+    "numbered",
+]
 
 # Every driver returns a message's values in their types already: no conversion per row.
 _MESSAGE_ROWS = MESSAGES.ordered(MESSAGE_FIELDS, typed=False)
@@ -94,6 +102,15 @@ def _in_list(column: str, n: int) -> str:
 def message_of(row: Sequence[Any], at: int = 0) -> MessageRecord:
     """The message in ``row[at:]``, selected in the record's field order."""
     return _MESSAGE_ROWS.from_row(row, at)
+
+
+@functools.lru_cache(maxsize=4096)
+def numbered(text: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``, ... (statements written with ``$n`` stay)."""
+    if "?" not in text:
+        return text
+    parts = text.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 
 def nothing(value: Any = None) -> Plan[Any]:
@@ -177,6 +194,16 @@ class Dialect:
     def session(self, row: Sequence[Any], at: int = 0) -> SessionRecord:
         """The session in ``row[at:]``."""
         return SESSIONS.from_row(row, at)
+
+    def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
+        """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
+        width = len(self.messages.columns)
+        return [
+            SearchHit("message", float(row[1]), message=self.message(row, 2))
+            if row[0] == "message"
+            else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
+            for row in rows
+        ]
 
     # ---------------------------------------------------------------- text and vectors
 
