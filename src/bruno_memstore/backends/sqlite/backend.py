@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -14,12 +13,11 @@ from ...capabilities import DATABASE, Capability
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
 from ...url import MemoryURL
 from ..kit.settings import positive_int
-from ..kit.threads import Job, ReaderPool, Writer
+from ..kit.threads import Job
 from ..kit.vectors import ExactVectors
-from ..sql.append import Append, Outcome
-from ..sql.backend import Mode, SQLMemory
 from ..sql.steps import Plan
-from ..sql.sync import AppendJob, PlanJob, ThenJob, run_group, run_plan
+from ..sql.sync import ThenJob
+from ..sql.threaded import ThreadedSQLMemory
 from ..sql.vectors import BlobVectorSearch
 from .dialect import DIALECT
 from .files import (
@@ -51,12 +49,13 @@ _URL_OPTIONS: dict[str, type] = {
 _SQLITE_CANTOPEN = 14  # a result code (the low byte of an extended one)
 
 
-class SQLiteMemory(BlobVectorSearch, SQLMemory):
+class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
     processes. Options are described in docs/backends/sqlite.md.
     """
 
     backend_name: ClassVar[str] = "sqlite"
+    thread_name: ClassVar[str] = "bruno-memstore-sqlite"
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(
@@ -98,10 +97,6 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
         self.vector_users = positive_int("vector_users", vector_users)
         self.merge_on_delete = merge_on_delete
         self._sql = DIALECT
-        self._writer: Writer[sqlite3.Connection] | None = None
-        self._reader_pool: ReaderPool[sqlite3.Connection] | None = None
-        self._search_pool: ReaderPool[sqlite3.Connection] | None = None
-        self._finalizer: weakref.finalize | None = None
         self._blobs = VECTORS
         self._new_vector_caches()
 
@@ -127,91 +122,34 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
 
     # ================================================================ lifecycle
 
-    async def _connect(self) -> None:
-        # The openers get plain settings, not ``self``: the threads must not keep this
-        # object alive (see the finalizer below).
+    def _openers(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+        # Plain settings, not ``self``: the threads must not keep this object alive.
         settings = Settings(self.db_path, self.busy_timeout, self.synchronous, str(self))
-        writer: Writer[sqlite3.Connection] = Writer(
-            "bruno-memstore-sqlite-writer",
-            partial(open_connection, settings, writer=True),
-            run_group=run_group,
-        )
-        await writer.start()  # the schema is migrated to the latest version first
+        # A private in-memory database lives in one connection: the writer serves reads.
+        reader = None if self.in_memory else partial(open_connection, settings, writer=False)
+        return partial(open_connection, settings, writer=True), reader
+
+    async def _connect(self) -> None:
+        await super()._connect()
         self._schema_version = LATEST_VERSION
-        pools: list[ReaderPool[sqlite3.Connection]] = []
-        if not self.in_memory:
-            # A private in-memory database lives in one connection: the writer serves reads.
-            reader = partial(open_connection, settings, writer=False)
-            pools = [
-                ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
-                ReaderPool("bruno-memstore-sqlite-search", reader, self.readers),
-            ]
-            try:
-                for pool in pools:
-                    await pool.start()
-            except BaseException:
-                for pool in pools:
-                    await pool.stop()
-                await writer.stop()
-                raise
-        self._writer = writer
-        self._reader_pool, self._search_pool = pools or (None, None)
         self._new_vector_caches()
-        # Threads hold no reference to this object; if it is dropped without shutdown(),
-        # the finalizer still ends them.
-        self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
 
     async def _close(self) -> None:
-        writer = self._writer
-        pools = [self._reader_pool, self._search_pool]
-        self._writer = self._reader_pool = self._search_pool = None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        for pool in pools:
-            if pool is not None:
-                await pool.stop()
-        if writer is not None:
-            await writer.stop()
+        await super()._close()
         self._new_vector_caches()
 
     def _new_vector_caches(self) -> None:
         # Indexes of an earlier connection may describe another database (``:memory:``).
         self._vectors = ExactVectors(max_users=self.vector_users)
 
-    # ================================================================ where plans run
-
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        if mode == "read":
-            return await self._submit(partial(run_plan, make_plan=make_plan), self._reader_pool)
-        if mode == "scan":
-            # Reads whose time grows with a user's data have threads of their own: two slow
-            # searches must not leave a window read queued behind them.
-            return await self._submit(partial(_in_snapshot, make_plan), self._search_pool)
-        assert self._writer is not None, "not connected"
-        if mode == "write":
-            return await self._writer.submit_prepared(partial(PlanJob, make_plan))
-        return await self._writer.submit_prepared(partial(self._erasure, make_plan))
-
-    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
-        # The writer runs the appends waiting together as one plan (see ``sql.sync``).
-        return await self._submit(AppendJob(self._sql, appends))
-
     def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
         """A deletion's job, merging the full-text index after it (``merge_on_delete``);
         once it is committed, the WAL is checkpointed and truncated to zero bytes, so that
         neither file keeps a copy of what was erased (see ``files``)."""
-        job: Job = PlanJob(make_plan)
+        job = super()._erasure(make_plan)
         if self.merge_on_delete:
             job = partial(erasing, job)
         return job if self.in_memory else ThenJob(job, checkpoint_wal)
-
-    def _submit(self, job: Job, pool: ReaderPool[sqlite3.Connection] | None = None) -> Any:
-        """``job`` on ``pool``, or on the writer (no pool: a write, or ``:memory:``)."""
-        if pool is not None:
-            return pool.submit(job)
-        assert self._writer is not None, "not connected"
-        return self._writer.submit(job)
 
     # ================================================================ errors
 
@@ -246,21 +184,3 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
         await self._submit(ThenJob(compact_search_index, rebuild_file))
-
-
-def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: sqlite3.Connection) -> Any:
-    """Run a plan's reads against one consistent snapshot (a read transaction); inside a
-    transaction already (reads served by the writer, for ``:memory:``), that one is it."""
-    if conn.in_transaction:
-        return run_plan(conn, make_plan)
-    conn.execute("BEGIN")
-    try:
-        return run_plan(conn, make_plan)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:
-    writer.stop_nowait()
-    for pool in pools:
-        pool.stop_nowait()
