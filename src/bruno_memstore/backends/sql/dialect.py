@@ -225,13 +225,18 @@ class Dialect:
         """Insert these conversations (id -> owner); return those inserted. One another
         transaction inserted meanwhile is left out, or raises a duplicate-key error (the
         statement then inserted nothing)."""
-        rows = [(conv, user) for conv, user in claims.items()]
+        extra = self.conversation_extras()
+        names = ", ".join(("conversation_id", "user_id", *extra))
         yield Execute(
-            f"INSERT INTO {self.table('conversations')} (conversation_id, user_id) VALUES "
-            + ",".join(["(?, ?)"] * len(rows)),
-            [v for row in rows for v in row],
+            f"INSERT INTO {self.table('conversations')} ({names}) VALUES "
+            + ",".join([f"({marks(2 + len(extra))})"] * len(claims)),
+            [v for conv, user in claims.items() for v in (conv, user, *extra.values())],
         )
         return {conv: Conversation(conv, user, user) for conv, user in claims.items()}
+
+    def conversation_extras(self) -> dict[str, Any]:
+        """Columns a new conversation's row sets besides its id and owner, with values."""
+        return {}
 
     # ---------------------------------------------------------------- writes
 

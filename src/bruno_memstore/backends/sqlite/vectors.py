@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..sql.dialect import Dialect
+from ..sql.schema import stored_setting
 from ..sql.steps import Execute, ExecuteMany, Fetch, Plan
 from ..sql.vectors import (
     BlobVectors,
@@ -83,10 +84,10 @@ class SQLiteVectors(BlobVectors):
         return items
 
     def space(self, d: Dialect) -> Plan[tuple[str, int] | None]:
-        rows = yield Fetch("SELECT value FROM settings WHERE name = ?", (_SPACE,))
-        if not rows:
+        value = yield from stored_setting(d, _SPACE)
+        if value is None:
             return None
-        space = json.loads(rows[0][0])
+        space = json.loads(value)
         return str(space["model"]), int(space["dimension"])
 
     def claim(self, d: Dialect, model: str, dimension: int, replace: bool) -> Plan[tuple[str, int]]:
