@@ -233,15 +233,10 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
                 max_inflight=min(2, writers),
                 weight=lambda a: sum(row_size(r) for r in a.records),
                 max_weight=self._max_packet // 2,
-                closed_error=lambda: BackendUnavailableError(
-                    "the memory was shut down", backend=self.backend_name, operation="store"
-                ),
             )
 
     async def _close(self) -> None:
-        committer, self._committer = self._committer, None
-        if committer is not None:
-            await committer.close()
+        await self._stop_committer()
         pools, self._pool, self._write_pool = (self._pool, self._write_pool), None, None
         for pool in pools:
             if pool is not None:

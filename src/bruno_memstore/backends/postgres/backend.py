@@ -246,14 +246,11 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                 max_weight=2000,
                 max_inflight=max(1, self.max_size // 2),
                 eager=False,
-                closed_error=_interrupted,
             )
 
     async def _close(self) -> None:
-        pool, committer = self._pool, self._committer
-        self._pool = self._committer = None
-        if committer is not None:
-            await committer.close(grace=self.connect_timeout)
+        pool, self._pool = self._pool, None
+        await self._stop_committer(self.connect_timeout)
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
@@ -485,14 +482,6 @@ def _driver_dsn(url: MemoryURL) -> str:
     query = {k: v for k, v in url.query.items() if k in _DRIVER_OPTIONS}
     query.pop("application_name", None)  # passed as a server setting instead
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
-
-
-def _interrupted() -> BackendUnavailableError:
-    return BackendUnavailableError(
-        "the write was interrupted while the backend was shutting down",
-        backend="postgres",
-        operation="store_message",
-    )
 
 
 async def _run(conn: Any, d: Statements, step: Step) -> Any:
