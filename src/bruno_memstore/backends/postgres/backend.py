@@ -22,18 +22,17 @@ from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
-from ..sql.aio import AsyncSQLMemory, Run
+from ..sql.aio import AsyncSQLMemory, Run, connection_step
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
 from ..sql.schema import migrate
-from ..sql.steps import Commit, Execute, ExecuteMany, Fetch, Step, drive_async
+from ..sql.steps import Step, drive_async
 from ..sql.where import search_values
 from .statements import (
     EXTENSION,
     HNSW_MAX_DIMENSIONS,
     LATEST_VERSION,
     MEMSTORE_ANALYSIS,
-    Copy,
     Statements,
     analysis_label,
     check_language,
@@ -224,7 +223,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             async with pool.acquire() as conn:
                 await self._check_language(conn)
                 plan = migrate(self._sql, migrations(self._sql.schema, self.language))
-                before, after = await drive_async(plan, partial(_run, conn, self._sql))
+                before, after = await drive_async(plan, partial(connection_step, conn, self._sql))
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
                 self._schema_version = LATEST_VERSION
@@ -342,7 +341,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     @asynccontextmanager
     async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
         async with self._pool.acquire() as conn:
-            run = partial(_run, conn, self._sql)
+            run = partial(connection_step, conn, self._sql)
             if mode in ("read", "scan") or getattr(first, "alone", False):
                 yield run
             else:
@@ -484,32 +483,8 @@ def _driver_dsn(url: MemoryURL) -> str:
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
 
 
-async def _run(conn: Any, d: Statements, step: Step) -> Any:
-    """Run one step on an ``asyncpg`` connection."""
-    kind = step.__class__
-    if kind is Fetch:
-        return await conn.fetch(d.sql(step.sql), *step.args)
-    if kind is Execute:
-        return _count(await conn.execute(d.sql(step.sql), *step.args))
-    if kind is ExecuteMany:
-        await conn.executemany(d.sql(step.sql), step.rows)
-        return None
-    if kind is Copy:
-        await conn.copy_records_to_table(step.table, columns=step.columns, records=step.records)
-        return None
-    if kind is Commit:
-        return None
-    raise TypeError(f"not a step: {step!r}")
-
-
 def _closed(exc: BaseException) -> bool:
     return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
-
-
-def _count(status: str) -> int:
-    """Rows affected, from a command status such as ``DELETE 3`` (0 for ``BEGIN``)."""
-    last = status.rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
 
 
 # Settings of one vector search's transaction. ``enable_sort = off`` leaves the planner one

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from asyncpg.exceptions import PostgresError, UniqueViolationError
 
@@ -25,7 +25,7 @@ from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source, numbered
 from ..sql.plans import window
 from ..sql.schema import Migration
-from ..sql.steps import Execute, Fetch, Plan
+from ..sql.steps import Copy, Execute, Fetch, Plan
 from ..sql.where import search_values
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "HNSW_MAX_DIMENSIONS",
     "LATEST_VERSION",
     "MEMSTORE_ANALYSIS",
-    "Copy",
     "Statements",
     "analysed",
     "analysis_label",
@@ -250,14 +249,6 @@ def lock_key(name: str) -> int:
     """The advisory lock key serialising schema changes of ``name``."""
     digest = hashlib.blake2b(f"bruno_memstore:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-class Copy(NamedTuple):
-    """A step copying ``records`` (rows of ``columns``) into ``table`` (``COPY``)."""
-
-    table: str
-    columns: Sequence[str]
-    records: Sequence[Sequence[Any]]
 
 
 def not_owner(conversation_id: str) -> OwnershipError:

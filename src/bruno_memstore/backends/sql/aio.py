@@ -1,4 +1,4 @@
-"""Plans on an async driver: one ``_perform`` for pooled engines, one DB-API cursor runner.
+"""Plans on an async driver: one ``_perform`` for pooled engines, and the step runners.
 
 PostgreSQL (``asyncpg``) and MySQL (``asyncmy``) run each plan on the event loop, on one
 pooled connection; they differ only in how a connection is taken and how a step runs on it.
@@ -12,9 +12,21 @@ from typing import Any
 
 from .backend import Mode, SQLMemory
 from .dialect import Dialect
-from .steps import Commit, Done, Execute, ExecuteMany, Fetch, Insert, Plan, Step, begin, drive_async
+from .steps import (
+    Commit,
+    Copy,
+    Done,
+    Execute,
+    ExecuteMany,
+    Fetch,
+    Insert,
+    Plan,
+    Step,
+    begin,
+    drive_async,
+)
 
-__all__ = ["AsyncSQLMemory", "Run", "cursor_step", "pooled", "transaction"]
+__all__ = ["AsyncSQLMemory", "Run", "connection_step", "cursor_step", "pooled", "transaction"]
 
 Run = Callable[[Step], Awaitable[Any]]
 """Runs one step on the connection a plan holds."""
@@ -56,6 +68,30 @@ async def cursor_step(cur: Any, d: Dialect, step: Step) -> Any:
             await cur.connection.commit()
         return None
     raise TypeError(f"not a step: {step!r}")
+
+
+async def connection_step(conn: Any, d: Dialect, step: Step) -> Any:
+    """Run one step on an ``asyncpg`` connection."""
+    kind = step.__class__
+    if kind is Fetch:
+        return await conn.fetch(d.sql(step.sql), *step.args)
+    if kind is Execute:
+        return _count(await conn.execute(d.sql(step.sql), *step.args))
+    if kind is ExecuteMany:
+        await conn.executemany(d.sql(step.sql), step.rows)
+        return None
+    if kind is Copy:
+        await conn.copy_records_to_table(step.table, columns=step.columns, records=step.records)
+        return None
+    if kind is Commit:
+        return None
+    raise TypeError(f"not a step: {step!r}")
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as ``DELETE 3`` (0 for ``BEGIN``)."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
 
 
 @asynccontextmanager
