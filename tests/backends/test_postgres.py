@@ -799,7 +799,7 @@ async def _explain_search(
     from pgvector import Vector
 
     from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS
-    from bruno_memstore.backends.postgres.statements import filter_args as _filter_args
+    from bruno_memstore.backends.sql.where import filter_values as _filter_args
     from bruno_memstore.models import MemoryFilter
 
     async with mem._pool.acquire() as conn, conn.transaction():

@@ -1,19 +1,11 @@
-"""``MySQLMemory``: MariaDB 10.11+ or MySQL 8 through ``asyncmy``, with a connection pool.
-
-InnoDB tables in ``utf8mb4``; ids compare exactly (a binary NO PAD collation); text and JSON
-metadata are kept as given (``LONGTEXT``). The primitives are the SQL family's plans
-(:mod:`..sql`) over this engine's dialect (:mod:`.dialect`: ``FULLTEXT`` search over analysed
-terms, vector counters); concurrent message writes are group-committed (the kit's
-committer). The schema is migrated once, under ``GET_LOCK`` (:mod:`.schema`). Vectors are
-float32 BLOBs in the records' rows, searched exactly in process (:mod:`.vectors`).
-"""
+"""``MySQLMemory``: MariaDB or MySQL through an ``asyncmy`` pool (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar
 
@@ -28,20 +20,10 @@ from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
-from ..sql.backend import Mode, SQLMemory
-from ..sql.schema import migrate, refresh_analysis
-from ..sql.steps import (
-    Commit,
-    Done,
-    Execute,
-    ExecuteMany,
-    Fetch,
-    Insert,
-    Plan,
-    Step,
-    begin,
-    drive_async,
-)
+from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
+from ..sql.backend import Mode
+from ..sql.schema import migrate, refresh_analysis, reindex_terms, stored_setting
+from ..sql.steps import Execute, Plan, Step, drive_async
 from ..sql.vectors import BlobVectorSearch
 from .dialect import MySQLDialect, TermRewriter, error_code, row_size
 from .schema import migrations_for, server_kind
@@ -73,6 +55,11 @@ def _in_step(exc: BaseException) -> bool:
     )
 
 
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server went away (the idle connections are dead too)."""
+    return error_code(exc) in _UNAVAILABLE_CODES
+
+
 def _packet_limits(max_packet: int) -> Limits:
     """A server's largest packet as the limit on one record's statement (with room to spare)."""
     return Limits(
@@ -81,27 +68,11 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
-    Args:
-        url: ``mysql://user[:password]@host[:port]/database[?option=value...]``
-            (``mariadb://`` is the same). URL options are those below; keyword
-            arguments win over URL options.
-        pool_size: connections in all; a third of them (at most 4) are kept for writes.
-        pool_min_size: read connections kept open when idle.
-        connect_timeout: seconds to wait for a connection and the server's handshake.
-        pool_recycle: seconds after which an idle connection is replaced (-1: never).
-        table_prefix: prefix of every table name (letters, digits, ``_``), to keep several
-            stores in one database.
-        write_batching: group-commit concurrent message writes (one transaction per batch).
-        max_batch: most message writes in one group commit.
-        vector_cache_users: users whose vectors are kept loaded in this process.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
-            ``operation_timeout``, default 30 seconds, and ``retry``).
-
-    Raises:
-        InvalidArgumentError: a malformed URL or option.
+    ``url``: ``mysql://user[:password]@host[:port]/database[?option=value...]``; the options
+    (URL query or keyword, keywords win) are described in docs/backends/mysql.md.
     """
 
     backend_name: ClassVar[str] = "mysql"
@@ -219,7 +190,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
         try:
             self._server = server_kind(conn.get_server_info())
             async with conn.cursor() as cur:
-                run = partial(_run, cur, self._sql)
+                run = partial(cursor_step, cur, self._sql)
                 await drive_async(migrate(self._sql, migrations_for(self._sql, self._server)), run)
                 await cur.execute(
                     "SELECT @@max_allowed_packet, @@innodb_ft_min_token_size, "
@@ -235,7 +206,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 # limits changed since they were made.
                 await drive_async(
                     refresh_analysis(self._sql, self._analysis_current, self._reindex),
-                    partial(_run, cur, self._sql),
+                    partial(cursor_step, cur, self._sql),
                 )
         finally:
             await conn.ensure_closed()
@@ -262,52 +233,27 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
                 max_inflight=min(2, writers),
                 weight=lambda a: sum(row_size(r) for r in a.records),
                 max_weight=self._max_packet // 2,
-                closed_error=lambda: BackendUnavailableError(
-                    "the memory was shut down", backend=self.backend_name, operation="store"
-                ),
             )
 
     async def _close(self) -> None:
-        committer, self._committer = self._committer, None
-        if committer is not None:
-            await committer.close()
+        await self._stop_committer()
         pools, self._pool, self._write_pool = (self._pool, self._write_pool), None, None
         for pool in pools:
             if pool is not None:
                 pool.close()
                 await pool.wait_closed()
 
-    def _analysis(self) -> Plan[str | None]:
-        """What built the stored search terms (``None``: nothing recorded yet)."""
-        rows = yield Fetch(
-            f"SELECT value FROM {self._sql.table('settings')} WHERE name = ?", (_ANALYSIS_SETTING,)
-        )
-        return rows[0][0] if rows else None
-
     def _analysis_current(self) -> Plan[bool]:
-        return (yield from self._analysis()) == self._sql.terms.signature
+        recorded = yield from stored_setting(self._sql, _ANALYSIS_SETTING)
+        return recorded == self._sql.terms.signature
 
     def _reindex(self) -> Plan[None]:
         """Rebuild the stored terms (if any were made by another analysis), then record the
         analysis; each part is committed on its own."""
         d = self._sql
-        found = (yield from self._analysis()) is not None
-        for table, key, after in (("messages", "seq", 0), ("memories", "id", "")) if found else ():
-            while True:
-                rows = yield Fetch(
-                    f"SELECT {key}, content FROM {d.table(table)} WHERE {key} > ? "
-                    f"ORDER BY {key} LIMIT {_REINDEX_BATCH}",
-                    (after,),
-                )
-                if not rows:
-                    break
-                yield Execute("START TRANSACTION")
-                yield ExecuteMany(
-                    f"UPDATE {d.table(table)} SET search_terms = ? WHERE {key} = ?",
-                    [(d.terms.index(content), k) for k, content in rows],
-                )
-                yield Execute("COMMIT")
-                after = rows[-1][0]
+        if (yield from stored_setting(d, _ANALYSIS_SETTING)) is not None:
+            tables = (("messages", "seq", 0), ("memories", "id", ""))
+            yield from reindex_terms(d, d.terms.index, tables, _REINDEX_BATCH)
         yield Execute(
             f"INSERT INTO {d.table('settings')} (name, value) VALUES (?, ?) "
             "ON DUPLICATE KEY UPDATE value = ?",
@@ -320,65 +266,30 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
 
     # ================================================================ connections
 
-    @asynccontextmanager
-    async def _connection(self, *, write: bool = False) -> AsyncIterator[Any]:
-        """A pooled connection, back in the pool only if it is known to be in step.
-
-        A use that ends in an exception returns the connection only when the server itself
-        reported the error (its error packet ends the reply). Any other end (cancelled, timed
-        out, a driver or client-side error, a lost server) may leave bytes of a reply unread,
-        which the next command would take for its own: such a connection is closed.
-        ``write`` connections have autocommit off: every use must end in COMMIT/ROLLBACK.
-        """
+    def _connection(self, *, write: bool = False) -> AbstractAsyncContextManager[Any]:
+        """A pooled connection (see :func:`..sql.aio.pooled`); ``write`` connections have
+        autocommit off: every use must end in COMMIT/ROLLBACK."""
         pool = self._write_pool if write else self._pool
         if pool is None:
             raise BackendUnavailableError(
                 "the memory is shut down", backend=self.backend_name, operation="connect"
             )
-        conn = await pool.acquire()
-        try:
-            yield conn
-        except BaseException as exc:
-            if not _in_step(exc):
-                conn.close()
-                if error_code(exc) in _UNAVAILABLE_CODES:
-                    # The server went away: the idle connections are dead too.
-                    await pool.clear()
-            raise
-        finally:
-            pool.release(conn)  # a closed connection leaves the pool here
+        return pooled(pool, _in_step, _lost)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
-        """A cursor in a transaction (opened by its first statement), committed at the end
-        and rolled back on error."""
-        async with self._connection(write=True) as conn, conn.cursor() as cur:
-            try:
-                yield cur
-            except BaseException as exc:
-                # Only a connection in step can be told to roll back; any other is closed
-                # (by _connection), and the server rolls its transaction back.
-                if conn.connected and _in_step(exc):
-                    try:
-                        await conn.rollback()
-                    except Exception:
-                        conn.close()
-                raise
-            # conn.commit(), not a COMMIT statement: only it refreshes the driver's view of
-            # the transaction status, and the pool discards a connection it thinks is mid-
-            # transaction (which would cost a new connection per write).
-            await conn.commit()
+        """A cursor in a write transaction (see :func:`..sql.aio.transaction`)."""
+        async with self._connection(write=True) as conn, transaction(conn, _in_step) as cur:
+            yield cur
 
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        plan = make_plan()
-        first = begin(plan)  # the plan's preparation, on the event loop
-        if isinstance(first, Done):
-            return first.value
+    @asynccontextmanager
+    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
         if mode in ("read", "scan"):
             async with self._connection() as conn, conn.cursor() as cur:
-                return await drive_async(plan, partial(_run, cur, self._sql), first)
-        async with self._transaction() as cur:
-            return await drive_async(plan, partial(_run, cur, self._sql), first)
+                yield partial(cursor_step, cur, self._sql)
+        else:
+            async with self._transaction() as cur:
+                yield partial(cursor_step, cur, self._sql)
 
     # ================================================================ messages
 
@@ -417,27 +328,3 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, SQLMemory):
             finally:
                 await cur.execute("SET SESSION innodb_ft_user_stopword_table = DEFAULT")
                 await conn.commit()
-
-
-# ==================================================================== helpers
-
-
-async def _run(cur: Any, d: MySQLDialect, step: Step) -> Any:
-    """Run one step on an ``asyncmy`` cursor."""
-    kind = step.__class__
-    if kind is Fetch:
-        await cur.execute(d.sql(step.sql), step.args)
-        return list(await cur.fetchall())
-    if kind is Execute:
-        return int(await cur.execute(d.sql(step.sql), step.args))
-    if kind is ExecuteMany:
-        await cur.executemany(d.sql(step.sql), step.rows)
-        return None
-    if kind is Insert:
-        await cur.execute(d.sql(step.sql), step.args)
-        return cur.lastrowid
-    if kind is Commit:
-        if not cur.connection.get_autocommit():
-            await cur.connection.commit()
-        return None
-    raise TypeError(f"not a step: {step!r}")

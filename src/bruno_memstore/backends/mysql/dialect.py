@@ -1,18 +1,11 @@
-"""What MariaDB's and MySQL's schema adds to the SQL family: prefixed tables (several stores
-may share a database), analysed terms for the ``FULLTEXT`` index (rewritten so InnoDB's
-tokenizer keeps them, :class:`TermRewriter`), tags as rows keyed by a SHA-256 (any length
-indexed exactly), and the users' vector counters (see :mod:`.vectors`).
-
-Writers never deadlock: conversations are claimed in sorted order under share locks, and
-counter rows are updated last in every transaction, in sorted order.
-"""
+"""MariaDB's and MySQL's dialect: FULLTEXT terms, tag rows (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -180,14 +173,8 @@ class MySQLDialect(Dialect):
 
     # ---------------------------------------------------------------- conversations, messages
 
-    def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
-        now = time.time_ns() // 1000
-        yield Execute(
-            f"INSERT INTO {self.table('conversations')} (conversation_id, user_id, created_us) "
-            "VALUES " + ",".join(["(?,?,?)"] * len(claims)),
-            [v for conv, user in claims.items() for v in (conv, user, now)],
-        )
-        return {conv: Conversation(conv, user, user) for conv, user in claims.items()}
+    def conversation_extras(self) -> dict[str, Any]:
+        return {"created_us": time.time_ns() // 1000}
 
     def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
         """New ids are the rule, so the rows are inserted at once; only when that hits a

@@ -1,11 +1,4 @@
-"""MySQLMemory's schema: ordered migrations, applied once under a named lock.
-
-Every migration is a list of idempotent DDL statements (``CREATE TABLE IF NOT EXISTS``, or
-a column added unless it is there) followed by a row in
-``<prefix>schema_version``; MySQL commits DDL implicitly, so a crash mid-migration leaves a
-state the next run completes. Indexes are declared inside ``CREATE TABLE`` because MySQL 8
-has no ``CREATE INDEX IF NOT EXISTS`` (nor ``ADD COLUMN IF NOT EXISTS``).
-"""
+"""MySQLMemory's schema: migrations under a named lock (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 

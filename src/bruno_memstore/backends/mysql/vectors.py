@@ -1,15 +1,4 @@
-"""MariaDB's and MySQL's statements for vectors kept as blobs (searched by :mod:`..sql.vectors`).
-
-Vectors are float32 BLOBs in the records' own rows. A user's counters are a
-``vector_generations`` row keyed by a SHA-256 of the user id (it holds no id and may outlive
-``forget_user``), moved by the dialect: ``generation`` once per transaction that appends
-message vectors, which logs their ids under the new value in ``vector_log``;
-``message_epoch`` when a message vector is removed or replaced (the log is cleared then);
-``memory_generation`` with every change of memory-entry vectors. The row stays locked until
-its transaction commits, so a user's generations commit in order and a reader at generation
-G finds every log row up to G. The ``vector_space`` row records the model and dimension, and
-an epoch moved by every replacement of the space.
-"""
+"""MariaDB's and MySQL's statements for vectors kept as blobs (see docs/backends/mysql.md)."""
 
 from __future__ import annotations
 

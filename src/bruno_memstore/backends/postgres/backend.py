@@ -1,24 +1,11 @@
-"""``PostgresMemory``: PostgreSQL 12+ through an ``asyncpg`` connection pool.
-
-One table per record kind in a schema of its own (``bruno_memstore`` unless told
-otherwise), JSONB metadata, a stored ``tsvector`` column with a GIN index ranked by
-``ts_rank_cd``, and a ``seq`` identity column for arrival order. The schema is created and
-migrated on first use, once, even when several processes start together. The primitives are
-the SQL family's plans (:mod:`..sql`) over PostgreSQL's dialect (``statements``), each run on
-one pooled connection; concurrent small appends share one statement and one commit (a
-group commit of the kit), large ones go through ``COPY``.
-
-Where the server has pgvector, a new schema keeps vectors as well: an ``embedding`` column
-beside each message and memory entry, written by the same statement, searched through an
-HNSW index with every filter inside the query. Elsewhere the store is full-text only, and
-says so (:attr:`PostgresMemory.vector_support`).
-"""
+"""``PostgresMemory``: PostgreSQL through an ``asyncpg`` pool (see docs/backends/postgres.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
@@ -35,16 +22,17 @@ from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
+from ..sql.aio import AsyncSQLMemory, Run, connection_step
 from ..sql.append import Append, Outcome
-from ..sql.backend import Mode, SQLMemory
+from ..sql.backend import Mode
 from ..sql.schema import migrate
-from ..sql.steps import Commit, Done, Execute, ExecuteMany, Fetch, Plan, Step, begin, drive_async
+from ..sql.steps import Step, drive_async
+from ..sql.where import search_values
 from .statements import (
     EXTENSION,
     HNSW_MAX_DIMENSIONS,
     LATEST_VERSION,
     MEMSTORE_ANALYSIS,
-    Copy,
     Statements,
     analysis_label,
     check_language,
@@ -52,7 +40,6 @@ from .statements import (
     lock_key,
     migrations,
     quote,
-    search_args,
     version_of,
 )
 
@@ -119,41 +106,10 @@ _TRANSIENT = (
 )
 
 
-class PostgresMemory(DriverURLBackend, SQLMemory):
+class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     """Durable, searchable memory in PostgreSQL, with vector search where pgvector is.
 
-    Args:
-        dsn: ``postgresql://user:password@host:port/database?option=value``; ``None`` uses
-            the ``PG*`` environment variables. Query options: ``schema``, ``language``,
-            ``min_size``, ``max_size``, ``connect_timeout``, ``command_timeout``,
-            ``statement_cache_size``, ``group_commit``, ``ef_search``, and the libpq connection
-            parameters asyncpg accepts (``sslmode``, ``application_name``, ...).
-        connection_string: the same as ``dsn`` (the name bruno-core's guide uses).
-        schema: PostgreSQL schema holding the tables (created if missing).
-        language: text analysis for search: ``"memstore"`` (default) is the library's own,
-            identical on every backend; a PostgreSQL text-search configuration name
-            (``"english"``, ``"german"``, ...) lets the server analyse instead.
-        min_size: connections the pool keeps open.
-        max_size: connections the pool opens at most.
-        connect_timeout: seconds to open a connection before the server counts as down.
-        command_timeout: seconds any single statement may run (``None``: no limit).
-        statement_cache_size: prepared statements cached per connection (0 behind
-            PgBouncer in transaction mode).
-        group_commit: let concurrent small appends share one commit.
-        ef_search: candidates an HNSW search keeps (pgvector's ``hnsw.ef_search``, 1 to
-            1000; at least the number of results asked for): higher finds more of the true
-            nearest neighbours, a little more slowly.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
-
-    Keyword arguments override the same option given in the URL.
-
-    Vector search (``Capability.VECTORS``) needs the pgvector extension in the database (it
-    is created if the server has it and the role may) and the ``pgvector`` package; the
-    first connection to a schema records whether it keeps vectors. Without them the memory
-    connects with full-text search only (:attr:`vector_support` says which).
-
-    Raises:
-        InvalidArgumentError: an option is unknown or out of range.
+    Options (URL query or keyword, keywords win) are described in docs/backends/postgres.md.
     """
 
     backend_name: ClassVar[str] = "postgres"
@@ -267,7 +223,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
             async with pool.acquire() as conn:
                 await self._check_language(conn)
                 plan = migrate(self._sql, migrations(self._sql.schema, self.language))
-                before, after = await drive_async(plan, partial(_run, conn, self._sql))
+                before, after = await drive_async(plan, partial(connection_step, conn, self._sql))
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
                 self._schema_version = LATEST_VERSION
@@ -289,14 +245,11 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 max_weight=2000,
                 max_inflight=max(1, self.max_size // 2),
                 eager=False,
-                closed_error=_interrupted,
             )
 
     async def _close(self) -> None:
-        pool, committer = self._pool, self._committer
-        self._pool = self._committer = None
-        if committer is not None:
-            await committer.close(grace=self.connect_timeout)
+        pool, self._pool = self._pool, None
+        await self._stop_committer(self.connect_timeout)
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
@@ -385,17 +338,15 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
 
     # ---------------------------------------------------------------- where plans run
 
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        plan = make_plan()
-        first = begin(plan)  # the plan's preparation, on the event loop
-        if isinstance(first, Done):
-            return first.value
+    @asynccontextmanager
+    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
         async with self._pool.acquire() as conn:
-            run = partial(_run, conn, self._sql)
+            run = partial(connection_step, conn, self._sql)
             if mode in ("read", "scan") or getattr(first, "alone", False):
-                return await drive_async(plan, run, first)
-            async with conn.transaction():
-                return await drive_async(plan, run, first)
+                yield run
+            else:
+                async with conn.transaction():
+                    yield run
 
     # ---------------------------------------------------------------- errors
 
@@ -507,7 +458,7 @@ class PostgresMemory(DriverURLBackend, SQLMemory):
                 _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
                 str(min(_MAX_EF_SEARCH, max(self.ef_search, request.limit))),
             )
-            args = search_args(request, Vector(vector))
+            args = search_values(request, Vector(vector))
             rows = await conn.fetch(
                 self._sql.vector_search, *args, self._exact_rows, self._exact_factor
             )
@@ -532,40 +483,8 @@ def _driver_dsn(url: MemoryURL) -> str:
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
 
 
-def _interrupted() -> BackendUnavailableError:
-    return BackendUnavailableError(
-        "the write was interrupted while the backend was shutting down",
-        backend="postgres",
-        operation="store_message",
-    )
-
-
-async def _run(conn: Any, d: Statements, step: Step) -> Any:
-    """Run one step on an ``asyncpg`` connection."""
-    kind = step.__class__
-    if kind is Fetch:
-        return await conn.fetch(d.sql(step.sql), *step.args)
-    if kind is Execute:
-        return _count(await conn.execute(d.sql(step.sql), *step.args))
-    if kind is ExecuteMany:
-        await conn.executemany(d.sql(step.sql), step.rows)
-        return None
-    if kind is Copy:
-        await conn.copy_records_to_table(step.table, columns=step.columns, records=step.records)
-        return None
-    if kind is Commit:
-        return None
-    raise TypeError(f"not a step: {step!r}")
-
-
 def _closed(exc: BaseException) -> bool:
     return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
-
-
-def _count(status: str) -> int:
-    """Rows affected, from a command status such as ``DELETE 3`` (0 for ``BEGIN``)."""
-    last = status.rsplit(" ", 1)[-1]
-    return int(last) if last.isdigit() else 0
 
 
 # Settings of one vector search's transaction. ``enable_sort = off`` leaves the planner one

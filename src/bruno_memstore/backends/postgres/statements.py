@@ -1,27 +1,4 @@
-"""What PostgreSQL's schema adds to the SQL family: its migrations, its layout, and the
-statements that do in one round trip what shared plans would do in several (the appends of a
-whole group commit, ranked search, nearest-neighbour search).
-
-All names are schema-qualified (no reliance on ``search_path``, so connection poolers in
-transaction mode work). The schema name and the text-search configuration are validated
-before they are put into SQL text; every value travels as a bound parameter.
-
-The ``tsv`` column is filled by the statements that write a row, in one of two analyses:
-
-* ``memstore`` (the default): the library's own analysis (:mod:`bruno_memstore.search`),
-  the same on every backend. The client sends ``index_text(content)`` and PostgreSQL's
-  ``simple`` configuration only splits it; queries are ``terms(query)``.
-* a PostgreSQL text-search configuration (``english``, ``german``, ...): the server
-  analyses the content; queries are ``query_words(query)``.
-
-The analysis a schema was built with is recorded as the comment of its ``tsv`` columns.
-
-A schema created on a server with pgvector keeps vectors too (its *vector mode*, decided
-once by migration 2 and recorded in ``meta``): an ``embedding`` column on ``messages`` and
-``memories``, untyped until the store records its embedding model, then ``vector(d)`` with an
-HNSW index (cosine). Vectors are written by the same statements as their rows. The type and
-operators are qualified with the extension's schema, like every other name.
-"""
+"""PostgreSQL's dialect: migrations, layout, fast statements (see docs/backends/postgres.md)."""
 
 from __future__ import annotations
 
@@ -29,13 +6,12 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from asyncpg.exceptions import PostgresError, UniqueViolationError
 
 from ...errors import BackendError, InvalidArgumentError, OwnershipError
 from ...models import (
-    MemoryFilter,
     MemoryRecord,
     MessageRecord,
     SearchHit,
@@ -46,27 +22,25 @@ from ...primitives import AppendResult, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
-from ..sql.dialect import Conversation, Dialect, Source
+from ..sql.dialect import Conversation, Dialect, Source, numbered
 from ..sql.plans import window
 from ..sql.schema import Migration
-from ..sql.steps import Execute, Fetch, Plan
+from ..sql.steps import Copy, Execute, Fetch, Plan
+from ..sql.where import search_values
 
 __all__ = [
     "EXTENSION",
     "HNSW_MAX_DIMENSIONS",
     "LATEST_VERSION",
     "MEMSTORE_ANALYSIS",
-    "Copy",
     "Statements",
     "analysed",
     "analysis_label",
     "check_language",
     "check_schema",
-    "filter_args",
     "lock_key",
     "migrations",
     "quote",
-    "search_args",
     "version_of",
 ]
 
@@ -277,51 +251,12 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class Copy(NamedTuple):
-    """A step copying ``records`` (rows of ``columns``) into ``table`` (``COPY``)."""
-
-    table: str
-    columns: Sequence[str]
-    records: Sequence[Sequence[Any]]
-
-
 def not_owner(conversation_id: str) -> OwnershipError:
     return OwnershipError(
         f"conversation {conversation_id!r} belongs to another user",
         backend="postgres",
         operation="store_message",
     )
-
-
-def search_args(request: SearchRequest, query: Any) -> list[Any]:
-    """The first arguments of :meth:`Statements.search` and :attr:`Statements.vector_search`
-    (``query``: the terms, or the vector)."""
-    kinds, flt = request.kinds, filter_args(request.memories())
-    head = [request.user_id, query, request.limit, "message" in kinds, "memory" in kinds]
-    return [*head, request.conversation_id, *flt]
-
-
-def filter_args(flt: MemoryFilter) -> list[Any]:
-    """The arguments of :meth:`Statements.memory_filter`."""
-    return [
-        flt.user_id,
-        list(flt.memory_types),
-        list(flt.categories),
-        list(flt.tags),
-        flt.min_confidence,
-        flt.min_importance,
-        flt.include_expired,
-        flt.now_us,
-    ]
-
-
-@functools.lru_cache(maxsize=4096)
-def _numbered(text: str) -> str:
-    """``?`` placeholders as ``$1``, ``$2``, ... (statements written with ``$n`` stay)."""
-    if "?" not in text:
-        return text
-    parts = text.split("?")
-    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 
 class Statements(Dialect):
@@ -389,7 +324,7 @@ class Statements(Dialect):
         return f"{self.schema}.{name}"
 
     def sql(self, text: str) -> str:
-        return _numbered(text)
+        return numbered(text)
 
     def among(self, column: str, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
         return [(f"{column} = ANY(?::text[])", [list(values)])] if values else []
@@ -564,18 +499,8 @@ class Statements(Dialect):
         words = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
         if not words:
             return []
-        rows = yield Fetch(self.search(len(words)), search_args(request, words))
+        rows = yield Fetch(self.search(len(words)), search_values(request, words))
         return self.hits(rows)
-
-    def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
-        """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
-        width = len(self.messages.columns)
-        return [
-            SearchHit("message", float(row[1]), message=self.message(row, 2))
-            if row[0] == "message"
-            else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
-            for row in rows
-        ]
 
     def delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> Plan[int]:
         """``_delete_messages`` in one statement (the sessions go by cascade)."""

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
-from ...errors import BackendError
+from ...errors import BackendError, BackendUnavailableError
 from ...models import (
     MemoryFilter,
     MemoryRecord,
@@ -103,8 +103,15 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
             "keys": lambda a: (r.id for r in a.records),
             "weight": lambda a: len(a.records),
             "exhausted_error": _undetermined,
+            "closed_error": partial(_interrupted, self.backend_name),
         }
         return GroupCommitter(self._write_appends, **{**defaults, **options})
+
+    async def _stop_committer(self, grace: float = 30.0) -> None:
+        """Let the group committer finish (for up to ``grace`` seconds), then drop it."""
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            await committer.close(grace)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         return await self._plan("read", plans.get_messages, ids)
@@ -164,6 +171,14 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
             if not page:
                 return
             yield page
+
+
+def _interrupted(backend: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        "the write was interrupted while the backend was shutting down",
+        backend=backend,
+        operation="store_message",
+    )
 
 
 def _undetermined() -> BackendError:

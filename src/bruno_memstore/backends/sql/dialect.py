@@ -29,7 +29,15 @@ from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, MESSAGES, SESSI
 from .steps import Execute, Plan
 from .where import marks
 
-__all__ = ["Conversation", "Dialect", "NewMessage", "Source", "message_of", "nothing"]
+__all__ = [
+    "Conversation",
+    "Dialect",
+    "NewMessage",
+    "Source",
+    "message_of",
+    "nothing",
+    "numbered",
+]
 
 # Every driver returns a message's values in their types already: no conversion per row.
 _MESSAGE_ROWS = MESSAGES.ordered(MESSAGE_FIELDS, typed=False)
@@ -94,6 +102,15 @@ def _in_list(column: str, n: int) -> str:
 def message_of(row: Sequence[Any], at: int = 0) -> MessageRecord:
     """The message in ``row[at:]``, selected in the record's field order."""
     return _MESSAGE_ROWS.from_row(row, at)
+
+
+@functools.lru_cache(maxsize=4096)
+def numbered(text: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``, ... (statements written with ``$n`` stay)."""
+    if "?" not in text:
+        return text
+    parts = text.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 
 def nothing(value: Any = None) -> Plan[Any]:
@@ -178,6 +195,16 @@ class Dialect:
         """The session in ``row[at:]``."""
         return SESSIONS.from_row(row, at)
 
+    def hits(self, rows: Sequence[Any]) -> list[SearchHit]:
+        """Search rows ``(kind, score, message columns..., memory columns...)`` as hits."""
+        width = len(self.messages.columns)
+        return [
+            SearchHit("message", float(row[1]), message=self.message(row, 2))
+            if row[0] == "message"
+            else SearchHit("memory", float(row[1]), memory=self.memory(row, 2 + width))
+            for row in rows
+        ]
+
     # ---------------------------------------------------------------- text and vectors
 
     def search_body(self, content: str) -> Any:
@@ -198,13 +225,18 @@ class Dialect:
         """Insert these conversations (id -> owner); return those inserted. One another
         transaction inserted meanwhile is left out, or raises a duplicate-key error (the
         statement then inserted nothing)."""
-        rows = [(conv, user) for conv, user in claims.items()]
+        extra = self.conversation_extras()
+        names = ", ".join(("conversation_id", "user_id", *extra))
         yield Execute(
-            f"INSERT INTO {self.table('conversations')} (conversation_id, user_id) VALUES "
-            + ",".join(["(?, ?)"] * len(rows)),
-            [v for row in rows for v in row],
+            f"INSERT INTO {self.table('conversations')} ({names}) VALUES "
+            + ",".join([f"({marks(2 + len(extra))})"] * len(claims)),
+            [v for conv, user in claims.items() for v in (conv, user, *extra.values())],
         )
         return {conv: Conversation(conv, user, user) for conv, user in claims.items()}
+
+    def conversation_extras(self) -> dict[str, Any]:
+        """Columns a new conversation's row sets besides its id and owner, with values."""
+        return {}
 
     # ---------------------------------------------------------------- writes
 

@@ -14,12 +14,19 @@ built it (recorded by the engine) is not the library's, the index is rebuilt, on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .dialect import Dialect
-from .steps import Execute, Plan
+from .steps import Execute, ExecuteMany, Fetch, Plan
 
-__all__ = ["Migration", "MigrationStep", "migrate", "refresh_analysis"]
+__all__ = [
+    "Migration",
+    "MigrationStep",
+    "migrate",
+    "refresh_analysis",
+    "reindex_terms",
+    "stored_setting",
+]
 
 MigrationStep = str | Callable[[], Plan[None]]
 """A statement, or a plan for what SQL alone cannot do (analysed text, engine checks)."""
@@ -83,3 +90,35 @@ def refresh_analysis(
         raise
     yield from d.unlock_schema(True)
     return done
+
+
+def stored_setting(d: Dialect, name: str) -> Plan[str | None]:
+    """The value of ``name`` in the store's ``settings`` table (``None``: not recorded)."""
+    rows = yield Fetch(f"SELECT value FROM {d.table('settings')} WHERE name = ?", (name,))
+    return rows[0][0] if rows else None
+
+
+def reindex_terms(
+    d: Dialect,
+    index: Callable[[str], Any],
+    tables: Sequence[tuple[str, str, Any]],
+    batch: int = 500,
+) -> Plan[None]:
+    """Rewrite the ``search_terms`` of every row of each ``(table, key, below every key)``
+    as ``index(content)``, in key order, ``batch`` rows per transaction."""
+    for table, key, after in tables:
+        while True:
+            rows = yield Fetch(
+                f"SELECT {key}, content FROM {d.table(table)} WHERE {key} > ? "
+                f"ORDER BY {key} LIMIT {int(batch)}",
+                (after,),
+            )
+            if not rows:
+                break
+            yield Execute("START TRANSACTION")
+            yield ExecuteMany(
+                f"UPDATE {d.table(table)} SET search_terms = ? WHERE {key} = ?",
+                [(index(content), k) for k, content in rows],
+            )
+            yield Execute("COMMIT")
+            after = rows[-1][0]

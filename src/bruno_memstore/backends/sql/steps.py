@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
     "Commit",
+    "Copy",
     "Done",
     "Execute",
     "ExecuteMany",
@@ -75,7 +76,16 @@ class Commit(NamedTuple):
     """
 
 
-Step = Fetch | Execute | ExecuteMany | Insert | Commit | Any  # engines may add their own
+class Copy(NamedTuple):
+    """A bulk load of ``records`` (rows of ``columns``) into ``table`` (PostgreSQL's ``COPY``;
+    only for engines whose driver has one)."""
+
+    table: str
+    columns: Sequence[str]
+    records: Sequence[Sequence[Any]]
+
+
+Step = Fetch | Execute | ExecuteMany | Insert | Commit | Copy | Any  # engines may add their own
 Plan = Generator[Step, Any, T]
 
 

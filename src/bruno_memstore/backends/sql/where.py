@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...models import MemoryFilter
+from ...models import MemoryFilter, SearchRequest
 
-__all__ = ["marks", "memory_conditions"]
+__all__ = ["filter_values", "marks", "memory_conditions", "search_values"]
 
 
 def marks(n: int) -> str:
@@ -54,3 +54,26 @@ def memory_conditions(
         sql.append("AND m.conversation_id = ?")
         args.append(conversation_id)
     return " ".join(sql) + " ", args
+
+
+def filter_values(flt: MemoryFilter) -> list[Any]:
+    """``flt`` as the fixed arguments of a statement of one shape for every filter (lists as
+    arrays): owner, types, categories, tags, confidence, importance, expired, now."""
+    return [
+        flt.user_id,
+        list(flt.memory_types),
+        list(flt.categories),
+        list(flt.tags),
+        flt.min_confidence,
+        flt.min_importance,
+        flt.include_expired,
+        flt.now_us,
+    ]
+
+
+def search_values(request: SearchRequest, query: Any) -> list[Any]:
+    """A search as fixed arguments (``query``: the terms, or the vector): user, query, limit,
+    messages?, memories?, conversation, then :func:`filter_values`."""
+    kinds = request.kinds
+    head = [request.user_id, query, request.limit, "message" in kinds, "memory" in kinds]
+    return [*head, request.conversation_id, *filter_values(request.memories())]

@@ -1,31 +1,10 @@
-"""``SQLiteMemory``: the embedded default, one SQLite file in WAL mode with an FTS5 index.
-
-Every primitive is a plan of the SQL family (:mod:`..sql`) over SQLite's dialect
-(``dialect``). All engine work runs on threads that own their connections
-(:mod:`..kit.threads`), each plan whole on one thread: one writer that commits concurrent
-writes together, a small pool of readers that read committed
-snapshots without waiting for it, a pool of the same size for the reads whose time grows
-with a user's data (full-text search, statistics, export pages), so that slow searches never
-hold up a window read. The event loop only queues work and collects results.
-
-Vectors are float32 BLOBs beside their records, written in the records' transactions. The
-``sqlite3`` module cannot load extensions here, so search is exact cosine over one user's
-vectors held in process, checked against the user's change counters at every query
-(:mod:`..sql.vectors`, with SQLite's statements in ``vectors``).
-
-Durability: a write is acknowledged after its transaction commits. With the default
-``synchronous="full"`` the commit reaches the disk first (``fsync`` of the WAL), so an
-acknowledged write survives a killed process and a power loss; ``"normal"`` skips that
-``fsync`` (WAL mode still survives a killed process, but a power loss may drop the last
-commits). Concurrent writers share one commit, so ``"full"`` costs little under load.
-"""
+"""``SQLiteMemory``: one SQLite file in WAL mode, FTS5 search (see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -34,12 +13,11 @@ from ...capabilities import DATABASE, Capability
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
 from ...url import MemoryURL
 from ..kit.settings import positive_int
-from ..kit.threads import Job, ReaderPool, Writer
+from ..kit.threads import Job
 from ..kit.vectors import ExactVectors
-from ..sql.append import Append, Outcome
-from ..sql.backend import Mode, SQLMemory
 from ..sql.steps import Plan
-from ..sql.sync import AppendJob, PlanJob, ThenJob, run_group, run_plan
+from ..sql.sync import ThenJob
+from ..sql.threaded import ThreadedSQLMemory
 from ..sql.vectors import BlobVectorSearch
 from .dialect import DIALECT
 from .files import (
@@ -71,34 +49,13 @@ _URL_OPTIONS: dict[str, type] = {
 _SQLITE_CANTOPEN = 14  # a result code (the low byte of an extended one)
 
 
-class SQLiteMemory(BlobVectorSearch, SQLMemory):
+class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
-    processes.
-
-    Args:
-        db_path: the database file (created if missing; its directory must exist), or
-            ``":memory:"`` for a private in-process database that is not durable.
-        synchronous: ``"full"`` (default: an acknowledged write survives a power loss),
-            ``"normal"`` (survives a killed process, not a power loss; faster commits) or
-            ``"extra"``.
-        busy_timeout: seconds a connection waits for another process's lock before failing
-            with a transient error (retried by the shared layer).
-        readers: reader threads (each with its own connection) for quick reads, and as many
-            again for searches, statistics and export pages.
-        vector_users: users whose vectors are kept in process for vector search (the least
-            recently searched are dropped; each holds ``4 x dimension`` bytes per record).
-        merge_on_delete: merge the full-text index after every deletion, so the erased
-            words leave the file at once (the default). Its cost grows with the index (about
-            0.3 s at 50,000 messages); ``False`` leaves them in the index's old segments,
-            unreachable by search, until :meth:`compact`.
-        **options: see :class:`~bruno_memstore.base.MemoryBackend`.
-
-    Example:
-        >>> memory = SQLiteMemory("assistant.db")
-        >>> # or: open_memory("sqlite:///assistant.db?synchronous=normal")
+    processes. Options are described in docs/backends/sqlite.md.
     """
 
     backend_name: ClassVar[str] = "sqlite"
+    thread_name: ClassVar[str] = "bruno-memstore-sqlite"
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(
@@ -140,10 +97,6 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
         self.vector_users = positive_int("vector_users", vector_users)
         self.merge_on_delete = merge_on_delete
         self._sql = DIALECT
-        self._writer: Writer[sqlite3.Connection] | None = None
-        self._reader_pool: ReaderPool[sqlite3.Connection] | None = None
-        self._search_pool: ReaderPool[sqlite3.Connection] | None = None
-        self._finalizer: weakref.finalize | None = None
         self._blobs = VECTORS
         self._new_vector_caches()
 
@@ -169,91 +122,34 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
 
     # ================================================================ lifecycle
 
-    async def _connect(self) -> None:
-        # The openers get plain settings, not ``self``: the threads must not keep this
-        # object alive (see the finalizer below).
+    def _openers(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+        # Plain settings, not ``self``: the threads must not keep this object alive.
         settings = Settings(self.db_path, self.busy_timeout, self.synchronous, str(self))
-        writer: Writer[sqlite3.Connection] = Writer(
-            "bruno-memstore-sqlite-writer",
-            partial(open_connection, settings, writer=True),
-            run_group=run_group,
-        )
-        await writer.start()  # the schema is migrated to the latest version first
+        # A private in-memory database lives in one connection: the writer serves reads.
+        reader = None if self.in_memory else partial(open_connection, settings, writer=False)
+        return partial(open_connection, settings, writer=True), reader
+
+    async def _connect(self) -> None:
+        await super()._connect()
         self._schema_version = LATEST_VERSION
-        pools: list[ReaderPool[sqlite3.Connection]] = []
-        if not self.in_memory:
-            # A private in-memory database lives in one connection: the writer serves reads.
-            reader = partial(open_connection, settings, writer=False)
-            pools = [
-                ReaderPool("bruno-memstore-sqlite-reader", reader, self.readers),
-                ReaderPool("bruno-memstore-sqlite-search", reader, self.readers),
-            ]
-            try:
-                for pool in pools:
-                    await pool.start()
-            except BaseException:
-                for pool in pools:
-                    await pool.stop()
-                await writer.stop()
-                raise
-        self._writer = writer
-        self._reader_pool, self._search_pool = pools or (None, None)
         self._new_vector_caches()
-        # Threads hold no reference to this object; if it is dropped without shutdown(),
-        # the finalizer still ends them.
-        self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
 
     async def _close(self) -> None:
-        writer = self._writer
-        pools = [self._reader_pool, self._search_pool]
-        self._writer = self._reader_pool = self._search_pool = None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        for pool in pools:
-            if pool is not None:
-                await pool.stop()
-        if writer is not None:
-            await writer.stop()
+        await super()._close()
         self._new_vector_caches()
 
     def _new_vector_caches(self) -> None:
         # Indexes of an earlier connection may describe another database (``:memory:``).
         self._vectors = ExactVectors(max_users=self.vector_users)
 
-    # ================================================================ where plans run
-
-    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
-        if mode == "read":
-            return await self._submit(partial(run_plan, make_plan=make_plan), self._reader_pool)
-        if mode == "scan":
-            # Reads whose time grows with a user's data have threads of their own: two slow
-            # searches must not leave a window read queued behind them.
-            return await self._submit(partial(_in_snapshot, make_plan), self._search_pool)
-        assert self._writer is not None, "not connected"
-        if mode == "write":
-            return await self._writer.submit_prepared(partial(PlanJob, make_plan))
-        return await self._writer.submit_prepared(partial(self._erasure, make_plan))
-
-    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
-        # The writer runs the appends waiting together as one plan (see ``sql.sync``).
-        return await self._submit(AppendJob(self._sql, appends))
-
     def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
         """A deletion's job, merging the full-text index after it (``merge_on_delete``);
         once it is committed, the WAL is checkpointed and truncated to zero bytes, so that
         neither file keeps a copy of what was erased (see ``files``)."""
-        job: Job = PlanJob(make_plan)
+        job = super()._erasure(make_plan)
         if self.merge_on_delete:
             job = partial(erasing, job)
         return job if self.in_memory else ThenJob(job, checkpoint_wal)
-
-    def _submit(self, job: Job, pool: ReaderPool[sqlite3.Connection] | None = None) -> Any:
-        """``job`` on ``pool``, or on the writer (no pool: a write, or ``:memory:``)."""
-        if pool is not None:
-            return pool.submit(job)
-        assert self._writer is not None, "not connected"
-        return self._writer.submit(job)
 
     # ================================================================ errors
 
@@ -288,21 +184,3 @@ class SQLiteMemory(BlobVectorSearch, SQLMemory):
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
         await self._submit(ThenJob(compact_search_index, rebuild_file))
-
-
-def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: sqlite3.Connection) -> Any:
-    """Run a plan's reads against one consistent snapshot (a read transaction); inside a
-    transaction already (reads served by the writer, for ``:memory:``), that one is it."""
-    if conn.in_transaction:
-        return run_plan(conn, make_plan)
-    conn.execute("BEGIN")
-    try:
-        return run_plan(conn, make_plan)
-    finally:
-        conn.execute("COMMIT")
-
-
-def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:
-    writer.stop_nowait()
-    for pool in pools:
-        pool.stop_nowait()

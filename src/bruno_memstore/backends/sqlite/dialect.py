@@ -1,10 +1,4 @@
-"""What SQLite's schema adds to the SQL family: integer keys, an FTS5 index, vector side tables.
-
-Users and conversations have integer keys (``uid``, ``cid``) that messages, sessions and
-memory entries refer to; reads join them back to their ids. Every write keeps, in its own
-transaction, the full-text index (one FTS5 table for messages, rowid ``seq``, and memory
-entries, rowid ``-rid``; see ``schema``) and the vectors' side tables with the owner's
-change counters (see :mod:`.vectors`).
+"""SQLite's dialect: integer keys, an FTS5 index, vector side tables (see docs/backends/sqlite.md).
 
 The statements are module constants so that the benchmark's raw-driver baseline runs exactly
 the same SQL.

@@ -1,17 +1,5 @@
-"""SQLite's files: opening a connection set up for the store, and erasing what deletions leave.
-
-Every connection runs with ``secure_delete`` on, so a deleted row's bytes are overwritten
-with zeros in its page (and freed pages are zeroed). Two copies escape that:
-
-* FTS5 deletes by writing "delete" entries into a new segment; the words and positions of
-  the deleted row stay in the old segments until a merge drops them. ``optimize`` merges
-  every segment into one, leaving only live rows' entries (the old segments' pages are then
-  freed, and zeroed). FTS5's own 'secure-delete' option (SQLite 3.42+) would do this per
-  row, but it changes the index format for older SQLite versions, and the library must
-  work with the SQLite Python is built with: ``optimize`` works on every version.
-* WAL mode writes pages to the WAL; the old page images stay there until a checkpoint
-  copies the new ones into the database file and the WAL is truncated.
-"""
+"""SQLite's files: opening a connection set up for the store, and erasing what deletions
+leave (``secure_delete``, FTS5 ``optimize``, WAL checkpoints; see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""The schema of :class:`~bruno_memstore.backends.sqlite.SQLiteMemory`, as ordered migrations.
-
-Users and conversations get integer keys, so message rows and their indexes stay small and the
-full-text index can scope a query with one short token per owner (``u<uid>``) and per
-conversation (``c<cid>``). A message's ``seq`` is its rowid: the arrival order.
-
-Migrations run in one ``BEGIN IMMEDIATE`` transaction (the shared runner in
-:mod:`..sql.schema`), so two processes opening a new file at once apply each exactly once: the
-second waits for the write lock, then finds nothing to do.
-"""
+"""SQLiteMemory's schema as ordered migrations (see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 

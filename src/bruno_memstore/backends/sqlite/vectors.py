@@ -1,13 +1,4 @@
-"""SQLite's statements for vectors kept as blobs (searched by :mod:`..sql.vectors`).
-
-Vectors are float32 BLOBs in side tables beside their records (``message_vectors`` keyed by
-``seq``, ``memory_vectors`` by ``rid``, both with the owner's ``uid``), written in the
-records' transactions; the ``sqlite3`` module cannot load extensions here, so there is no
-vector index in the file. The user's row counts changes per kind (``dialect.VECTOR_COUNTERS``):
-the generation moves with every change, the epoch with every change that is not an append.
-Keys only grow while an epoch stands (one writer numbers them), so the highest key of a
-user's vectors is the position appended vectors reach.
-"""
+"""SQLite's statements for vectors kept as blobs in side tables (see docs/backends/sqlite.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..sql.dialect import Dialect
+from ..sql.schema import stored_setting
 from ..sql.steps import Execute, ExecuteMany, Fetch, Plan
 from ..sql.vectors import (
     BlobVectors,
@@ -92,10 +84,10 @@ class SQLiteVectors(BlobVectors):
         return items
 
     def space(self, d: Dialect) -> Plan[tuple[str, int] | None]:
-        rows = yield Fetch("SELECT value FROM settings WHERE name = ?", (_SPACE,))
-        if not rows:
+        value = yield from stored_setting(d, _SPACE)
+        if value is None:
             return None
-        space = json.loads(rows[0][0])
+        space = json.loads(value)
         return str(space["model"]), int(space["dimension"])
 
     def claim(self, d: Dialect, model: str, dimension: int, replace: bool) -> Plan[tuple[str, int]]:

@@ -1,0 +1,125 @@
+"""Plans on DB-API connections owned by threads (SQLite): one writer, two reader pools.
+
+Every plan runs whole on one thread: writes on the writer, which commits the writes waiting
+together in one transaction (:func:`.sync.run_group`); quick reads on a reader pool; reads
+whose time grows with a user's data (``scan``) on a pool of their own, each in one
+snapshot, so that slow searches never hold up a window read. The loop only queues work.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+from ..kit.threads import Job, ReaderPool, Writer
+from .append import Append, Outcome
+from .backend import Mode, SQLMemory
+from .steps import Plan
+from .sync import AppendJob, PlanJob, run_group, run_plan
+
+__all__ = ["ThreadedSQLMemory"]
+
+
+class ThreadedSQLMemory(SQLMemory):
+    """An SQL engine whose blocking connections belong to threads (see the module docstring).
+
+    A subclass gives :attr:`thread_name`, :attr:`readers` (threads per pool) and
+    :meth:`_openers`, and may wrap a deletion's job (:meth:`_erasure`).
+    """
+
+    thread_name: ClassVar[str] = "bruno-memstore-sql"
+    readers: int = 2
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._writer: Writer[Any] | None = None
+        self._reader_pool: ReaderPool[Any] | None = None
+        self._search_pool: ReaderPool[Any] | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    def _openers(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+        """The writer's connection opener, and the readers' (``None``: the writer serves
+        reads too). They run on the threads and must not hold ``self``."""
+        raise NotImplementedError
+
+    async def _connect(self) -> None:
+        open_writer, open_reader = self._openers()
+        writer: Writer[Any] = Writer(f"{self.thread_name}-writer", open_writer, run_group=run_group)
+        await writer.start()  # the writer's opener migrates the schema first
+        pools: list[ReaderPool[Any]] = []
+        if open_reader is not None:
+            pools = [
+                ReaderPool(f"{self.thread_name}-reader", open_reader, self.readers),
+                ReaderPool(f"{self.thread_name}-search", open_reader, self.readers),
+            ]
+            try:
+                for pool in pools:
+                    await pool.start()
+            except BaseException:
+                for pool in pools:
+                    await pool.stop()
+                await writer.stop()
+                raise
+        self._writer = writer
+        self._reader_pool, self._search_pool = pools or (None, None)
+        # Threads hold no reference to this object; if it is dropped without shutdown(),
+        # the finalizer still ends them.
+        self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
+
+    async def _close(self) -> None:
+        writer = self._writer
+        pools = [self._reader_pool, self._search_pool]
+        self._writer = self._reader_pool = self._search_pool = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        for pool in pools:
+            if pool is not None:
+                await pool.stop()
+        if writer is not None:
+            await writer.stop()
+
+    async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
+        if mode == "read":
+            return await self._submit(partial(run_plan, make_plan=make_plan), self._reader_pool)
+        if mode == "scan":
+            return await self._submit(partial(_in_snapshot, make_plan), self._search_pool)
+        assert self._writer is not None, "not connected"
+        if mode == "write":
+            return await self._writer.submit_prepared(partial(PlanJob, make_plan))
+        return await self._writer.submit_prepared(partial(self._erasure, make_plan))
+
+    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
+        # The writer runs the appends waiting together as one plan (see ``sync``).
+        return await self._submit(AppendJob(self._sql, appends))
+
+    def _erasure(self, make_plan: Callable[[], Plan[Any]]) -> Job:
+        """A deletion's job (an engine may add cleaning after it)."""
+        return PlanJob(make_plan)
+
+    def _submit(self, job: Job, pool: ReaderPool[Any] | None = None) -> Any:
+        """``job`` on ``pool``, or on the writer (no pool: a write, or no readers)."""
+        if pool is not None:
+            return pool.submit(job)
+        assert self._writer is not None, "not connected"
+        return self._writer.submit(job)
+
+
+def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: Any) -> Any:
+    """Run a plan's reads against one consistent snapshot (a read transaction); inside a
+    transaction already (reads served by the writer), that one is it."""
+    if conn.in_transaction:
+        return run_plan(conn, make_plan)
+    conn.execute("BEGIN")
+    try:
+        return run_plan(conn, make_plan)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _stop_nowait(writer: Writer[Any], pools: list[ReaderPool[Any]]) -> None:
+    writer.stop_nowait()
+    for pool in pools:
+        pool.stop_nowait()
