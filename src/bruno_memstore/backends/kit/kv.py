@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -62,54 +63,54 @@ def _lines(data: Iterable[str]) -> bytes:
     return "".join(f"{line}\n" for line in data).encode("utf-8", "surrogatepass")
 
 
-class KeyValueStore:
+class KeyValueStore(ABC):
     """JSON values of any size over an engine's byte commands, which a subclass provides."""
 
     item_limit = 1_000_000  # bytes of one stored value part
 
+    @abstractmethod
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """The stored bytes of every present key (missing keys are left out)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The stored bytes, or ``None``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def gets(self, key: str) -> tuple[bytes | None, int | None]:
         """The stored bytes and their CAS token."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def add(self, key: str, value: bytes) -> bool:
         """Create ``key``; ``False`` if it already exists (atomic)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def set(self, key: str, value: bytes) -> None:
         """Create or replace ``key``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def cas(self, key: str, value: bytes, token: int) -> bool:
         """Replace ``key`` if unchanged since the ``gets`` that returned ``token``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def append(self, key: str, value: bytes) -> bool:
         """Append to an existing ``key``; ``False`` if it does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def delete(self, *keys: str) -> None:
         """Delete keys (missing ones are fine)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def delete_if_unchanged(self, key: str, token: int) -> bool | None:
         """Delete ``key`` if unchanged since ``token``: deleted, changed (kept), or no key."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def touch(self, *keys: str) -> None:
         """Restart the expiry clock of keys (no-op without expiry)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def incr(self, key: str, by: int) -> int:
         """Add ``by`` to the counter (created at 0 when missing) and return the new value."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- JSON values of any size
 

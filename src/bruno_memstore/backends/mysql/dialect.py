@@ -23,7 +23,7 @@ from ..kit.codec import (
     SESSIONS,
 )
 from ..kit.vectors import vector_to_bytes
-from ..sql.dialect import Conversation, Dialect, NewMessage, Source
+from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Commit, Execute, Fetch, Plan
 from ..sql.where import marks
@@ -113,7 +113,7 @@ _MESSAGE_INSERT = ", ".join([*_MESSAGE_COLUMNS[:-1], "search_terms", "vector"]) 
 _MEMORY_COLUMNS = (*MEMORY_FIELDS, "search_terms", "vector")
 
 
-class MySQLDialect(Dialect):
+class MySQLDialect(RowDialect):
     """MariaDB's and MySQL's layout and statements, for one table prefix (see the module)."""
 
     backend: ClassVar[str] = "mysql"

@@ -6,6 +6,7 @@ pooled connection; they differ only in how a connection is taken and how a step 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -43,10 +44,10 @@ class AsyncSQLMemory(SQLMemory):
         async with self._steps(mode, first) as run:
             return await drive_async(plan, run, first)
 
+    @abstractmethod
     def _steps(self, mode: Mode, first: Step) -> AbstractAsyncContextManager[Run]:
         """A step runner on a pooled connection for one plan whose first step is ``first``:
         in a transaction, committed at the end, unless ``mode`` reads or the step is alone."""
-        raise NotImplementedError
 
 
 async def cursor_step(cur: Any, d: Dialect, step: Step) -> Any:

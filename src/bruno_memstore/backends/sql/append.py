@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from ...errors import OwnershipError
 from ...primitives import AppendResult
 from ..kit.appends import Append
-from .dialect import Conversation, Dialect, NewMessage
+from .dialect import Conversation, NewMessage, RowDialect
 from .plans import create_conversations, find_conversations, stored_ids
 from .steps import Execute, Plan
 
@@ -30,7 +30,7 @@ __all__ = ["Append", "Outcome", "append_group"]
 Outcome = AppendResult | Exception | None  # None: run this append again (next round)
 
 
-def append_group(d: Dialect, appends: Sequence[Append]) -> Plan[list[Outcome]]:
+def append_group(d: RowDialect, appends: Sequence[Append]) -> Plan[list[Outcome]]:
     """Run the appends in the transaction the plan runs in; one outcome per append."""
     body, vector = d.search_body, d.vector_value
     prepared = [[(r, body(r.content), vector(r.vector)) for r in a.records] for a in appends]

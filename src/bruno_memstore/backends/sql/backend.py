@@ -9,6 +9,7 @@ transaction. Concurrent appends share one transaction through a
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
@@ -58,9 +59,9 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ the engine's part
 
+    @abstractmethod
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[T]]) -> T:
         """Run the plan ``make_plan()`` makes, in the way ``mode`` says; return its result."""
-        raise NotImplementedError
 
     def _plan(self, mode: Mode, plan: Callable[..., Plan[T]], *args: Any) -> Any:
         return self._perform(mode, partial(plan, self._sql, *args))

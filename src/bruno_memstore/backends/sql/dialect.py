@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,6 +34,7 @@ __all__ = [
     "Conversation",
     "Dialect",
     "NewMessage",
+    "RowDialect",
     "Source",
     "message_of",
     "nothing",
@@ -119,7 +121,7 @@ def nothing(value: Any = None) -> Plan[Any]:
     yield  # pragma: no cover - makes this a generator
 
 
-class Dialect:
+class Dialect(ABC):
     """An SQL engine's layout, statements and error classes (see the module docstring)."""
 
     backend: ClassVar[str] = "sql"  # the backend name errors carry
@@ -177,9 +179,9 @@ class Dialect:
         """Messages after ``(ts_us, seq)`` in window order."""
         return "(m.ts_us, m.seq) > (?, ?)", [ts_us, seq]
 
+    @abstractmethod
     def tags_condition(self, tags: Sequence[str]) -> tuple[str, list[Any]]:
         """The condition "the entry ``m`` has any of ``tags``"."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- rows (the kit's codec)
 
@@ -240,13 +242,6 @@ class Dialect:
 
     # ---------------------------------------------------------------- writes
 
-    def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
-        """Insert the messages whose id is not stored yet; return the ids inserted.
-
-        ``probed``: ids already checked (and found missing) in this transaction.
-        """
-        raise NotImplementedError
-
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
         """Index messages just inserted (full text, vectors) where the engine keeps such
         indexes beside the rows."""
@@ -260,10 +255,10 @@ class Dialect:
         """These users' message vectors were removed (cached copies must reload)."""
         return nothing()
 
+    @abstractmethod
     def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
         """Insert the entry or replace the same user's, with what indexes it; ``False``
         (nothing written) if the id holds another user's entry."""
-        raise NotImplementedError
 
     def memories_deleting(self, keys: Sequence[Any]) -> Plan[None]:
         """Before the memory entries with these keys are deleted: drop what indexes them."""
@@ -273,10 +268,10 @@ class Dialect:
         """These users' memory-entry vectors were removed or replaced."""
         return nothing()
 
+    @abstractmethod
     def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
         """Insert the session or replace the same user's; ``False`` (nothing written) if
         the id holds another user's session."""
-        raise NotImplementedError
 
     def delete_rows(self, table: str, where: str, args: Sequence[Any]) -> Plan[int]:
         """``DELETE FROM <table> WHERE <where>``; how many rows went."""
@@ -291,35 +286,17 @@ class Dialect:
             for kind in ("messages", "sessions", "memories", "conversations")
         ]
 
-    # ---------------------------------------------------------------- search
-
-    def search_terms(self, query: str) -> Any:
-        """A query's terms as the engine's search statement takes them (falsy: none)."""
-        raise NotImplementedError
-
-    def search_messages(
-        self, key: Any, terms: Any, conversation_id: str | None, limit: int
-    ) -> Plan[list[SearchHit]]:
-        """Relevance-ranked hits among the user's (``key``) messages."""
-        raise NotImplementedError
-
-    def search_memories(
-        self, key: Any, terms: Any, conditions: tuple[str, list[Any]], limit: int
-    ) -> Plan[list[SearchHit]]:
-        """Relevance-ranked hits among the user's memory entries meeting ``conditions``."""
-        raise NotImplementedError
-
     # ---------------------------------------------------------------- schema
 
     version_table: ClassVar[str] = "schema_version"
 
+    @abstractmethod
     def schema_version(self) -> Plan[int]:
         """The newest migration applied (0 before the first)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def create_version_table(self) -> Plan[None]:
         """Create the version table (and what holds it) unless it exists."""
-        raise NotImplementedError
 
     def lock_schema(self) -> Plan[None]:
         """Wait until no other process changes the schema, then hold it (see :mod:`.schema`)."""
@@ -350,3 +327,37 @@ class Dialect:
     def is_duplicate(self, exc: BaseException) -> bool:
         """Whether a statement failed on a unique key."""
         return False
+
+
+class RowDialect(Dialect):
+    """A dialect whose appends and keyword searches run through the shared plans
+    (:func:`.append.append_group`, :func:`.plans.text_search`): it inserts rows and
+    searches one record kind at a time. An engine with its own statements for both
+    (PostgreSQL) derives from :class:`Dialect` alone."""
+
+    # ---------------------------------------------------------------- writes
+
+    @abstractmethod
+    def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
+        """Insert the messages whose id is not stored yet; return the ids inserted.
+
+        ``probed``: ids already checked (and found missing) in this transaction.
+        """
+
+    # ---------------------------------------------------------------- search
+
+    @abstractmethod
+    def search_terms(self, query: str) -> Any:
+        """A query's terms as the engine's search statement takes them (falsy: none)."""
+
+    @abstractmethod
+    def search_messages(
+        self, key: Any, terms: Any, conversation_id: str | None, limit: int
+    ) -> Plan[list[SearchHit]]:
+        """Relevance-ranked hits among the user's (``key``) messages."""
+
+    @abstractmethod
+    def search_memories(
+        self, key: Any, terms: Any, conditions: tuple[str, list[Any]], limit: int
+    ) -> Plan[list[SearchHit]]:
+        """Relevance-ranked hits among the user's memory entries meeting ``conditions``."""

@@ -21,7 +21,7 @@ from ...models import (
     SessionRecord,
 )
 from ...primitives import memory_taken, session_taken
-from .dialect import Conversation, Dialect, Source
+from .dialect import Conversation, Dialect, RowDialect, Source
 from .steps import Commit, Execute, Fetch, Plan
 from .where import marks, memory_conditions
 
@@ -304,7 +304,7 @@ def latest_session(
 # ------------------------------------------------------------------------------ search
 
 
-def text_search(d: Dialect, request: SearchRequest) -> Plan[list[SearchHit]]:
+def text_search(d: RowDialect, request: SearchRequest) -> Plan[list[SearchHit]]:
     """Relevance-ranked hits of the user's records, best first."""
     terms = d.search_terms(request.query)  # preparation
     if not terms:

@@ -9,6 +9,7 @@ snapshot, so that slow searches never hold up a window read. The loop only queue
 from __future__ import annotations
 
 import weakref
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -39,10 +40,10 @@ class ThreadedSQLMemory(SQLMemory):
         self._search_pool: ReaderPool[Any] | None = None
         self._finalizer: weakref.finalize | None = None
 
+    @abstractmethod
     def _openers(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
         """The writer's connection opener, and the readers' (``None``: the writer serves
         reads too). They run on the threads and must not hold ``self``."""
-        raise NotImplementedError
 
     async def _connect(self) -> None:
         open_writer, open_reader = self._openers()

@@ -15,6 +15,7 @@ over them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import partial
 from typing import Any, Literal, NamedTuple
@@ -86,42 +87,42 @@ def memory_items(d: Dialect, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, .
     return [(d.memory(r), vector_from_bytes(r[at])) for r in rows]
 
 
-class BlobVectors:
+class BlobVectors(ABC):
     """An engine's statements for vectors kept as blobs: each method is a plan whose first
     argument is the engine's dialect."""
 
+    @abstractmethod
     def state(self, d: Dialect, user_id: str) -> Plan[VectorState | None]:
         """The user's counters (``None``: an unknown user, nothing to search)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(
         self, d: Dialect, kind: Kind, user_id: str, state: KindState, nbytes: int
     ) -> Plan[list[tuple[Any, ...]]]:
         """Every vector of ``kind`` the user has (at least up to ``state.logged``), of
         ``nbytes`` bytes: messages as ``(id, vector, None, conversation_id)``
         (:func:`message_items`), memory entries as ``(entry, vector)`` (:func:`memory_items`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def added(
         self, d: Dialect, kind: Kind, user_id: str, state: KindState, after: int, nbytes: int
     ) -> Plan[list[tuple[Any, ...]] | None]:
         """The vectors added in ``(after, state.logged]`` (items as :meth:`load`), or
         ``None`` when the engine no longer knows them all (the index is then reloaded)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def space(self, d: Dialect) -> Plan[tuple[str, int] | None]:
         """The recorded ``(model, dimension)``, or ``None``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def claim(self, d: Dialect, model: str, dimension: int, replace: bool) -> Plan[tuple[str, int]]:
         """Record the space unless one is; ``replace`` drops every vector first and records
         it in any case (moving every epoch). Returns the space recorded afterwards."""
-        raise NotImplementedError
 
+    @abstractmethod
     def put(self, d: Dialect, kind: Kind, items: Sequence[tuple[str, bytes]]) -> Plan[int]:
         """Attach or replace the vectors of stored records by id (ids not stored are
         skipped), moving their owners' counters; returns how many were written."""
-        raise NotImplementedError
 
 
 def put_vectors(blobs: BlobVectors, d: Dialect, kind: Kind, items: Sequence[Any]) -> Plan[int]:

@@ -16,7 +16,7 @@ from ..kit.codec import MEMORIES as MEMORY_CODEC
 from ..kit.codec import MEMORY_FIELDS, MESSAGE_FIELDS, SESSION_FIELDS
 from ..kit.codec import MESSAGES as MESSAGE_CODEC
 from ..kit.vectors import vector_to_bytes
-from ..sql.dialect import Conversation, Dialect, NewMessage, Source
+from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
 from ..sql.where import marks
@@ -148,7 +148,7 @@ def match_expression(query: str, scope: str) -> str | None:
     return _expression(words, scope) if words else None
 
 
-class SQLiteDialect(Dialect):
+class SQLiteDialect(RowDialect):
     """SQLite's layout, writes and full-text search (see the module docstring)."""
 
     backend: ClassVar[str] = "sqlite"
