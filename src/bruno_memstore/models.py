@@ -9,11 +9,13 @@ sort key; naive datetimes are read as UTC, as bruno-core creates them with ``utc
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import orjson
 from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
@@ -141,6 +143,26 @@ def check_json_depth(value: Any, argument: str) -> None:
         level = [x for c in containers for x in (c.values() if isinstance(c, dict) else c)]
 
 
+def load_json(text: str | bytes) -> Any:
+    """The value of JSON text exactly as :func:`json.loads` reads it, parsed by orjson
+    where that gives the same (a few times faster on the small documents records hold).
+
+    orjson reads integers beyond 64 bits as floats, so text with a run of 19 digits goes
+    to :mod:`json`; so does what orjson refuses (NaN, lone surrogates).
+    """
+    long_number = _LONG_TEXT if isinstance(text, str) else _LONG_BYTES
+    if long_number.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+_LONG_TEXT = re.compile(r"\d{19}")
+_LONG_BYTES = re.compile(rb"\d{19}")
+
+
 def dump_json(value: Any, argument: str) -> str:
     """Serialise JSON that reads back equal to ``value``, or raise naming ``argument``.
 
@@ -155,7 +177,7 @@ def dump_json(value: Any, argument: str) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(argument, f"not JSON-serialisable: {exc}") from None
-    if json.loads(text) != value:
+    if load_json(text) != value:
         raise InvalidArgumentError(
             argument, "does not survive a JSON round trip (tuple, non-string key, or similar)"
         )
@@ -241,7 +263,7 @@ def record_to_message(rec: MessageRecord) -> Message:
         content=rec.content,
         message_type=rec.message_type,
         timestamp=datetime.fromisoformat(rec.timestamp),
-        metadata=json.loads(rec.metadata) if rec.metadata != "{}" else {},
+        metadata=load_json(rec.metadata) if rec.metadata != "{}" else {},
         parent_id=rec.parent_id,
         conversation_id=rec.conversation_id,
     )

@@ -21,6 +21,7 @@ from bruno_memstore.models import (
     check_limit,
     dump_json,
     hit_order,
+    load_json,
     memory_sort_key,
     memory_to_record,
     message_to_record,
@@ -338,3 +339,23 @@ def test_session_record_refuses_bad_metadata() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         session_to_record(SessionContext(user_id="u1", state={"s": {1}}))
     assert info.value.argument == "state"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":1,"b":"x","c":[1.5,null,true]}',
+        '{"big":123456789012345678901234567890,"neg":-98765432109876543210}',
+        '{"edge":9223372036854775807,"over":18446744073709551616}',
+        '{"x":0.1234567890123456789}',
+        "[NaN, Infinity, -Infinity]",
+        '"\\ud800 lone"',
+        '{"k":1,"k":2}',
+        '{"deep":[[[[{"e":"é \\u2028"}]]]]}',
+    ],
+)
+def test_load_json_reads_exactly_what_json_reads(text):
+    """The fast JSON reader gives what the standard library gives, types included."""
+    for given in (text, text.encode("utf-8", "surrogatepass")):
+        got, want = load_json(given), json.loads(text)
+        assert repr(got) == repr(want)  # nan, big integers and lone surrogates included

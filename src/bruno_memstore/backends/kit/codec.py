@@ -19,11 +19,10 @@ as ``[id, conversation, owner, …]`` or metadata under short keys.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from ...models import MemoryRecord, MessageRecord, SessionRecord
+from ...models import MemoryRecord, MessageRecord, SessionRecord, load_json
 
 __all__ = [
     "MEMORIES",
@@ -52,7 +51,7 @@ def _tags(value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return list(json.loads(value))
+        return list(load_json(value))
     return list(value)
 
 

@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CAS_ATTEMPTS",
     "ChunkedLog",
@@ -56,7 +58,10 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes) -> Any:
     """The value :func:`dumps` encoded."""
-    return json.loads(data.decode("utf-8", "surrogatepass"))
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # lone surrogates, which UTF-8 cannot hold, and the like
+        return json.loads(data.decode("utf-8", "surrogatepass"))
 
 
 def _lines(data: Iterable[str]) -> bytes:

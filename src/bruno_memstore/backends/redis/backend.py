@@ -53,6 +53,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
     hit_order,
+    load_json,
 )
 from ...primitives import (
     AppendResult,
@@ -1284,7 +1285,7 @@ def _append_args(
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
     return _BODY.from_row(
-        json.loads(body),
+        load_json(body),
         id=member[28:],
         conversation_id=conversation_id,
         user_id=owner,
@@ -1316,7 +1317,7 @@ def _user_messages(reply: list[Any], user_id: str) -> list[MessageRecord]:
 
 
 def _memory(text: str) -> MemoryRecord:
-    return MEMORIES.from_row(json.loads(text))
+    return MEMORIES.from_row(load_json(text))
 
 
 def _session(session_id: str, owner: str, text: str) -> SessionRecord:
