@@ -31,7 +31,12 @@ from bruno_memstore.backends.sql.append import Append, append_group
 from bruno_memstore.backends.sql.sync import run_plan
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.backends.sqlite import vectors as ops
-from bruno_memstore.backends.sqlite.dialect import DIALECT, INSERT_MESSAGE, message_row
+from bruno_memstore.backends.sqlite.dialect import (
+    DIALECT,
+    INDEX_EVERY,
+    INSERT_MESSAGE,
+    message_row,
+)
 from bruno_memstore.backends.sqlite.schema import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -91,13 +96,27 @@ def fts_rows(path: Path) -> set[int]:
         return {r[0] for r in conn.execute("SELECT rowid FROM search_fts")}
 
 
+def search_rows(path: Path) -> set[int]:
+    """The records the full-text index holds or will hold: its rows and the waiting."""
+    with raw(path) as conn:
+        waiting = {r[0] for r in conn.execute("SELECT seq FROM search_pending")}
+    return fts_rows(path) | waiting
+
+
 def fts_consistent(path: Path) -> None:
-    """The index holds exactly one row per message and memory entry, and is not corrupt."""
+    """The index holds exactly one row per memory entry and per message, but for the
+    messages waiting for theirs (each listed once, and only while it waits); nothing is
+    left of deleted records, and the index is not corrupt."""
     with raw(path) as conn:
         conn.execute("INSERT INTO search_fts (search_fts) VALUES ('integrity-check')")
-        expected = {r[0] for r in conn.execute("SELECT seq FROM messages")}
-        expected |= {-r[0] for r in conn.execute("SELECT rid FROM memories")}
-    assert fts_rows(path) == expected
+        messages = {r[0] for r in conn.execute("SELECT seq FROM messages")}
+        memories = {-r[0] for r in conn.execute("SELECT rid FROM memories")}
+        waiting = {r[0] for r in conn.execute("SELECT seq FROM search_pending")}
+    indexed = fts_rows(path)
+    assert indexed - messages == memories
+    assert waiting <= messages
+    assert not waiting & indexed
+    assert (indexed & messages) | waiting == messages
 
 
 def vectors_consistent(path: Path) -> None:
@@ -274,19 +293,19 @@ async def test_search_rows_follow_every_deletion(memory: SQLiteMemory, db_path: 
         await memory.store_memory(entry)
     fts_consistent(db_path)
     vectors_consistent(db_path)
-    before = len(fts_rows(db_path))
+    before = len(search_rows(db_path))
 
     await memory.clear_history(conv_a)  # keeps the system message
     fts_consistent(db_path)
     vectors_consistent(db_path)
-    assert len(fts_rows(db_path)) == before - 2
+    assert len(search_rows(db_path)) == before - 2
     assert [m.content for m in await memory.retrieve_messages(conv_a)] == [system.content]
 
     await memory.delete_memory(str(gone.id))
     assert await memory.purge_expired() == 1
     fts_consistent(db_path)
     vectors_consistent(db_path)
-    assert len(fts_rows(db_path)) == before - 4
+    assert len(search_rows(db_path)) == before - 4
 
     await memory.clear_conversation(alice, conv_b)
     fts_consistent(db_path)
@@ -315,6 +334,66 @@ async def test_replacing_a_memory_reindexes_it(memory: SQLiteMemory, db_path: Pa
     assert await memory.search(user, "espresso", mode="keyword") == []
     found = await memory.search(user, "tea", mode="keyword")
     assert [r.memory.id for r in found if r.memory] == [entry.id]
+
+
+async def keyword(memory: SQLiteMemory, user: str, query: str) -> list[str]:
+    """The contents of the messages a keyword search finds."""
+    return [
+        r.message.content for r in await memory.search(user, query, mode="keyword") if r.message
+    ]
+
+
+def waiting(path: Path) -> int:
+    with raw(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM search_pending").fetchone()[0])
+
+
+async def test_messages_stored_alone_wait_and_any_instance_search_finds_them(
+    db_path: Path,
+) -> None:
+    alice, conv = new_user_id(), new_conversation_id()
+    async with SQLiteMemory(db_path) as writer, SQLiteMemory(db_path) as other:
+        for i, text in enumerate(["walrus tusks", "narwhal horn"]):
+            await writer.store_message(make_message(text, timestamp=at(i)), alice, conv)
+        assert waiting(db_path) == 2  # acknowledged, durable, not in the index yet
+        fts_consistent(db_path)
+        # Another instance (or process) sees them waiting and indexes them before searching.
+        assert await keyword(other, alice, "narwhal") == ["narwhal horn"]
+        assert waiting(db_path) == 0
+        fts_consistent(db_path)
+        assert await keyword(writer, alice, "walrus") == ["walrus tusks"]
+
+
+async def test_waiting_messages_are_indexed_in_batches_as_stores_go_on(
+    memory: SQLiteMemory, db_path: Path
+) -> None:
+    user, conv = new_user_id(), new_conversation_id()
+    for i in range(INDEX_EVERY + 10):
+        await memory.store_message(make_message(f"note {i}", timestamp=at(i)), user, conv)
+    # The message keyed INDEX_EVERY indexed the ones before it: ten wait.
+    assert waiting(db_path) == 10
+    fts_consistent(db_path)
+    batch = [make_message(f"batch {i}", timestamp=at(1000 + i)) for i in range(3)]
+    await memory.store_messages(batch, conversation_id=conv, user_id=user)
+    assert waiting(db_path) == 10  # a batch writes its own rows at once
+    fts_consistent(db_path)
+
+
+async def test_a_key_taken_again_is_indexed_with_its_new_text(
+    memory: SQLiteMemory, db_path: Path
+) -> None:
+    user, conv = new_user_id(), new_conversation_id()
+    await store(memory, user, conv, ["alpha walrus one", "alpha walrus two"])  # indexed at once
+    # A tool deletes the newest message by hand, leaving its search row behind; SQLite then
+    # gives its key to the next message, which waits for its row.
+    with raw(db_path) as conn:
+        conn.execute("DELETE FROM messages WHERE seq = 2")
+    await memory.store_message(make_message("beta narwhal", timestamp=at(5)), user, conv)
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT seq FROM search_pending").fetchall() == [(2,)]
+    assert await keyword(memory, user, "narwhal") == ["beta narwhal"]
+    assert await keyword(memory, user, "walrus") == ["alpha walrus one"]
+    fts_consistent(db_path)
 
 
 async def test_fts_syntax_in_queries_is_plain_text(memory: SQLiteMemory) -> None:

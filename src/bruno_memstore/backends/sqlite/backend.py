@@ -11,15 +11,17 @@ from urllib.parse import quote
 
 from ...capabilities import DATABASE, Capability
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
+from ...models import SearchHit, SearchRequest
 from ...url import MemoryURL
 from ..kit.settings import positive_int
 from ..kit.threads import Job
 from ..kit.vectors import ExactVectors
-from ..sql.steps import Plan
-from ..sql.sync import ThenJob
+from ..sql import plans
+from ..sql.steps import Fetch, Plan
+from ..sql.sync import PlanJob, ThenJob
 from ..sql.threaded import ThreadedSQLMemory
 from ..sql.vectors import BlobVectorSearch
-from .dialect import DIALECT
+from .dialect import ANY_PENDING, DIALECT, SQLiteDialect, index_pending
 from .files import (
     MEMORY_PATH,
     Settings,
@@ -179,8 +181,27 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
         err.cause = exc
         return err
 
+    # ================================================================ search
+
+    async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
+        # Messages stored one at a time wait for their full-text rows: the search indexes
+        # them first (on the writer) whenever any wait, in this process or another.
+        hits = await self._plan("scan", _search_if_indexed, request)
+        if hits is None:
+            await self._submit(PlanJob(index_pending))
+            hits = await super()._text_search(request)
+        return hits
+
     # ================================================================ whole-store operations
 
     async def _compact(self) -> None:
         # The index merge in a transaction; VACUUM and the checkpoint after it, outside one.
         await self._submit(ThenJob(compact_search_index, rebuild_file))
+
+
+def _search_if_indexed(d: SQLiteDialect, request: SearchRequest) -> Plan[list[SearchHit] | None]:
+    """The search, or ``None`` if messages wait for their full-text rows."""
+    waiting = yield Fetch(ANY_PENDING)
+    if waiting[0][0]:
+        return None
+    return (yield from plans.text_search(d, request))

@@ -21,7 +21,7 @@ from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
 from ..sql.where import marks
 
-__all__ = ["DIALECT", "SQLiteDialect", "match_expression", "message_row"]
+__all__ = ["DIALECT", "SQLiteDialect", "index_pending", "match_expression", "message_row"]
 
 KINDS = ("message", "memory")
 VECTOR_COUNTERS = (
@@ -86,6 +86,12 @@ INSERT_MESSAGE_AT = (
 )
 MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM messages"
 INSERT_SEARCH = "INSERT INTO search_fts (rowid, scope, body) VALUES (?, ?, ?)"
+# A message stored on its own is indexed later, in a batch (see ``index_pending``). ``OR
+# IGNORE``: the row of a deleted message whose key a new one took may still be there.
+INSERT_PENDING = "INSERT OR IGNORE INTO search_pending (seq) VALUES (?)"
+ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM search_pending)"
+PENDING_BATCH = 2000  # messages one catch-up statement indexes
+INDEX_EVERY = 256  # a message whose key is a multiple of this indexes those waiting
 INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
 # ``OR REPLACE``: a row left behind by a tool that deleted records without foreign keys
 # must not block the new record's vector.
@@ -129,6 +135,39 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     name TEXT NOT NULL,
     applied_us INTEGER NOT NULL
 )"""
+
+
+def index_pending(limit: int | None = None) -> Plan[int]:
+    """Index the messages waiting for their full-text rows (all of them, or the ``limit``
+    oldest), in the transaction the plan runs in; returns how many were indexed."""
+    done = 0
+    while limit is None or done < limit:
+        size = PENDING_BATCH if limit is None else min(PENDING_BATCH, limit - done)
+        rows = yield Fetch(
+            "SELECT p.seq, m.uid, m.cid, m.content FROM search_pending p "
+            "LEFT JOIN messages m ON m.seq = p.seq ORDER BY p.seq LIMIT ?",
+            (size,),
+        )
+        if not rows:
+            break
+        found = [r for r in rows if r[3] is not None]  # a deleted message leaves none
+        last = rows[-1][0]
+        if found:
+            # A full-text row for the key may be left by any earlier path: this one wins.
+            yield Execute(
+                "DELETE FROM search_fts WHERE rowid IN "
+                "(SELECT seq FROM search_pending WHERE seq <= ?)",
+                (last,),
+            )
+            yield ExecuteMany(
+                INSERT_SEARCH,
+                [(r[0], message_scope(r[1], r[2]), index_text(r[3])) for r in found],
+            )
+        yield Execute("DELETE FROM search_pending WHERE seq <= ?", (last,))
+        done += len(rows)
+        if len(rows) < size:
+            break
+    return done
 
 
 def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
@@ -237,15 +276,25 @@ class SQLiteDialect(RowDialect):
         return {r.record.id for r in fresh}
 
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
-        search = [
-            (r.record.seq, message_scope(r.conversation.owner_key, r.conversation.key), r.body)
-            for r in rows
-        ]
-        yield (
-            Execute(INSERT_SEARCH, search[0])
-            if len(search) == 1
-            else ExecuteMany(INSERT_SEARCH, search)
-        )
+        if len(rows) == 1:
+            # One message: its full-text row waits (a batch indexes many at a fraction of
+            # the cost each); a search indexes what waits first, so it misses nothing.
+            seq = rows[0].record.seq
+            yield Execute(INSERT_PENDING, (seq,))
+            if seq % INDEX_EVERY == 0:
+                yield from index_pending(PENDING_BATCH)
+        else:
+            yield ExecuteMany(
+                INSERT_SEARCH,
+                [
+                    (
+                        r.record.seq,
+                        message_scope(r.conversation.owner_key, r.conversation.key),
+                        r.body,
+                    )
+                    for r in rows
+                ],
+            )
         vectors = [
             (r.record.seq, r.conversation.owner_key, r.vector) for r in rows if r.vector is not None
         ]
@@ -255,9 +304,11 @@ class SQLiteDialect(RowDialect):
                 yield Execute(BUMP_VECTORS["message", False], (uid,))
 
     def messages_deleting(self, where: str, args: Sequence[Any]) -> Plan[None]:
-        yield Execute(
-            f"DELETE FROM search_fts WHERE rowid IN (SELECT seq FROM messages WHERE {where})", args
-        )
+        for table, key in (("search_fts", "rowid"), ("search_pending", "seq")):
+            yield Execute(
+                f"DELETE FROM {table} WHERE {key} IN (SELECT seq FROM messages WHERE {where})",
+                args,
+            )
 
     def messages_changed(self, owner_keys: Sequence[Any]) -> Plan[None]:
         # The vectors went with their rows (foreign key); the owner's copies are outdated.
@@ -333,6 +384,7 @@ class SQLiteDialect(RowDialect):
         return [
             # The owner token finds every search row of the user, messages and memories alike.
             (None, "search_fts", "search_fts MATCH ?", [f'scope : "u{key}"']),
+            (None, "search_pending", "seq IN (SELECT seq FROM messages WHERE uid = ?)", [key]),
             ("messages", "messages", "uid = ?", [key]),
             ("memories", "memories", "uid = ?", [key]),
             ("sessions", "sessions", "uid = ?", [key]),

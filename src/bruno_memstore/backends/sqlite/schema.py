@@ -173,10 +173,15 @@ _VECTORS = (
     ),
 )
 
+# Messages stored one at a time whose full-text rows are still to be written, by key only
+# (no text: erasing a message leaves nothing here to erase). See ``dialect.index_pending``.
+_PENDING = ("CREATE TABLE search_pending (seq INTEGER PRIMARY KEY)",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, conversations, messages, sessions and memory entries", _CORE),
     Migration(2, "full-text index over messages and memory entries", _FULL_TEXT),
     Migration(3, "vectors of messages and memory entries, change counters per user", _VECTORS),
+    Migration(4, "messages waiting for their full-text rows", _PENDING),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
