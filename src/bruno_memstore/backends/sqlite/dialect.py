@@ -219,9 +219,6 @@ class SQLiteDialect(RowDialect):
             list(tags),
         )
 
-    def search_body(self, content: str) -> str:
-        return index_text(content)  # the shared analyzer's terms: FTS5 only splits them
-
     def vector_value(self, vector: Any) -> bytes | None:
         return None if vector is None else vector_to_bytes(vector)
 
@@ -290,7 +287,7 @@ class SQLiteDialect(RowDialect):
                     (
                         r.record.seq,
                         message_scope(r.conversation.owner_key, r.conversation.key),
-                        r.body,
+                        index_text(r.record.content),
                     )
                     for r in rows
                 ],
@@ -342,7 +339,7 @@ class SQLiteDialect(RowDialect):
         if old is None or old[2] != rec.content:
             if old is not None:
                 yield Execute("DELETE FROM search_fts WHERE rowid = ?", (-rid,))
-            yield Execute(INSERT_SEARCH, (-rid, memory_scope(uid), body))
+            yield Execute(INSERT_SEARCH, (-rid, memory_scope(uid), index_text(rec.content)))
         if old is not None:  # not an append: copies of the user's vectors reload
             yield Execute("DELETE FROM memory_vectors WHERE rid = ?", (rid,))
         if vector is not None:
