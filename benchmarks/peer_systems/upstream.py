@@ -39,9 +39,12 @@ class _Upstream(PeerSystem):
             role=role,
             content=m.content,
             metadata={"turn": m.turn},
-            conversation_id=self._conversation(m),
+            conversation_id=self._conversation_text(m),
             timestamp=m.at,
         )
+
+    def _conversation_text(self, m: ChatMessage) -> str:
+        return m.conversation_uuid
 
     def _conversation(self, m: ChatMessage) -> Any:
         return uuid.UUID(m.conversation_uuid)
@@ -66,6 +69,9 @@ class UpstreamSQLite(_Upstream):
     """``SQLiteMemoryBackend`` (one aiosqlite connection; it sets WAL, synchronous=NORMAL)."""
 
     packages = (*_Upstream.packages, "aiosqlite")
+
+    def _conversation_text(self, m: ChatMessage) -> str:
+        return m.conversation
 
     def _conversation(self, m: ChatMessage) -> Any:
         return m.conversation

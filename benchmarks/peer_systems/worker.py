@@ -59,7 +59,7 @@ def p50(values: Sequence[float]) -> float | None:
 
 
 def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e)[:300]}"
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
 
 
 class Measurer:
@@ -172,8 +172,11 @@ class Measurer:
         cap: float,
     ) -> dict[str, Any]:
         """Time ``run(call)`` one call at a time; ``judge`` names each result's verdict."""
-        for call in calls[:10]:  # warm-up
+        warm = time.perf_counter()
+        for call in calls[:10]:  # warm-up: up to 10 calls or 1 s
             await run(call)
+            if time.perf_counter() - warm > 1.0:
+                break
         gc.collect()
         latencies: list[float] = []
         verdicts: dict[str, int] = {}
