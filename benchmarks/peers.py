@@ -400,7 +400,10 @@ def _us(v: float | None) -> str:
 
 
 def _x(ours: float | None, other: float | None) -> str:
-    return "—" if ours is None or not other else f"{ours / other:.2f}x"
+    if ours is None or not other:
+        return "—"
+    ratio = ours / other
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
 METRICS: tuple[tuple[str, str, str, bool], ...] = (
@@ -449,8 +452,10 @@ def tables(result: dict[str, Any]) -> list[EngineTable]:
                 table.checks.append(f"{n}: not run: {e['error'][:200]}")
                 continue
             table.rows.append([n, *(_cell(f, m[0], m[2]) for m in METRICS)])
+            notes = "".join(f"{x}; " for x in e["opened"]["notes"])
             table.checks.append(
-                f"{n}: store: {f.store_note}; last 20: {f.read_note}; search: {f.search_note}"
+                f"{n}: {notes}store: {f.store_note}; last 20: {f.read_note}; "
+                f"search: {f.search_note}"
             )
         ran = [n for n in names if "error" not in systems[n]]
         ours = next((n for n in ran if systems[n]["group"] == "ours"), None)

@@ -72,6 +72,15 @@ class LangChainSQLite(_LangChain):
         self.converter = DefaultMessageConverter("message_store")  # one ORM class for all
         self.histories = {}
 
+    async def open(self) -> None:
+        from sqlalchemy import text
+
+        await self.empty()
+        async with self.engine.connect() as conn:
+            journal = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            level = (await conn.execute(text("PRAGMA synchronous"))).scalar_one()
+        self.notes.append(f"journal_mode={journal}, synchronous={level} (2 = FULL)")
+
     async def prepare(self, firsts: Sequence[ChatMessage]) -> None:
         from langchain_community.chat_message_histories import SQLChatMessageHistory
 

@@ -89,6 +89,12 @@ class UpstreamSQLite(_Upstream):
         self.backend = SQLiteMemoryBackend(SQLiteConfig(database_path=self.target["path"]))
         await self.backend.connect()
 
+    async def open(self) -> None:
+        await self.empty()
+        async with self.backend._connection.execute("PRAGMA synchronous") as cursor:
+            level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[(await cursor.fetchone())[0]]
+        self.notes.append(f"synchronous={level} as the library sets it (FULL fsyncs each commit)")
+
     async def close(self) -> None:
         if self.backend is not None:
             await self.backend.disconnect()
