@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -323,6 +323,7 @@ class Figures:
     store_ok: bool = False
     read_ok: bool = False
     search_ok: bool = False
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)  # min, max per metric
     store_note: str = ""
     read_note: str = ""
     search_note: str = ""
@@ -335,6 +336,16 @@ class Figures:
         f.store_one = _median(x.get("rate") for x in runs.get("store_one", []))
         f.store_concurrent = _median(x.get("rate") for x in runs.get("store_concurrent", []))
         f.cpu_per_store = _median(x.get("client_cpu_us") for x in runs.get("store_one", []))
+        for attr, phase, key in (
+            ("store_one", "store_one", "rate"),
+            ("store_concurrent", "store_concurrent", "rate"),
+            ("cpu_per_store", "store_one", "client_cpu_us"),
+            ("read_p50", "read_last", "p50_us"),
+            ("search_p50", "search", "p50_us"),
+        ):
+            values = [x[key] for x in runs.get(phase, []) if isinstance(x.get(key), (int, float))]
+            if len(values) > 1:
+                f.spread[attr] = (min(values), max(values))
         bad = [x for x in stores if "error" in x or x.get("errors") or _wrong_back(x)]
         f.store_ok = bool(stores) and not bad
         f.store_note = _store_note(stores, bad)
@@ -418,8 +429,13 @@ LATENCIES = ("read_p50", "search_p50", "cpu_per_store")
 
 
 def _cell(f: Figures, attr: str, check: str) -> str:
+    """The median, the range over the rounds in brackets, ✗ if the checks failed."""
     value = getattr(f, attr)
-    text = _us(value) if attr in LATENCIES else _rate(value)
+    show = _us if attr in LATENCIES else _rate
+    text = show(value)
+    if value is not None and attr in f.spread:
+        low, high = f.spread[attr]
+        text += f" ({show(low)}-{show(high)})"
     return text if value is None or getattr(f, check) else f"{text} ✗"
 
 
@@ -497,7 +513,8 @@ def _best(
 
 
 RATIO_NOTE = (
-    "Ratios: ours ÷ other. For msg/s above 1 means ours is faster; for µs below 1 means ours "
+    "Figures are medians over the rounds, with the range in brackets. Ratios: ours ÷ other, "
+    "of the medians. For msg/s above 1 means ours is faster; for µs below 1 means ours "
     "is faster (or cheaper). ✗ marks a figure whose checks failed; failed figures never count "
     "as the fastest peer."
 )
