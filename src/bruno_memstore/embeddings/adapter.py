@@ -11,6 +11,8 @@ Accepted models, tried in this order:
 
 Vectors are float32 and L2-normalised, so cosine similarity is a dot product. Results are
 cached by a hash of the text, so storing, re-storing or copying the same content embeds it once.
+Concurrent requests share model calls (:mod:`.batching`): one call runs at a time, and the
+requests that arrive meanwhile go together in the next.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from .batching import CallBatcher
 
 __all__ = ["Embedder", "VectorSpace", "normalise_rows"]
 
@@ -69,7 +72,8 @@ class Embedder:
 
     Args:
         model: the embedding model.
-        batch_size: texts per call to a batching model.
+        batch_size: texts per call to a batching model, and at most merged into one call
+            from concurrent requests.
         cache_size: vectors kept, by content hash (0 disables the cache).
         model_name: overrides the name read from the model (recorded in stores).
     """
@@ -98,6 +102,7 @@ class Embedder:
         self._dimension: int | None = _dimension_of(model)
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
+        self.batcher = CallBatcher(self._compute, max_texts=batch_size)
         self.computed = 0  # texts actually sent to the model (cache misses)
 
     def __repr__(self) -> str:
@@ -132,7 +137,7 @@ class Embedder:
             else:
                 todo.setdefault(key, text)
         if todo:
-            fresh = await self._compute(list(todo.values()))
+            fresh = await self.batcher.run(list(todo.values()))
             self.computed += len(todo)
             for key, row in zip(todo, fresh, strict=True):
                 rows[key] = row

@@ -1,0 +1,194 @@
+"""Writes and searches on SQLite with the default embedding model, and the model's batch sizes.
+
+``benchmarks.throughput`` opens its stores without a model; here every stored message is
+embedded by the default model (all-MiniLM-L6-v2, int8 ONNX), as it is by default. On a fresh
+SQLite store this measures:
+
+* **one at a time** — ``store_message`` awaited message after message: p50 and rate;
+* **concurrent** — ``--writers`` tasks calling ``store_message`` at once: rate (their
+  embedding requests share model calls, ``docs/embeddings.md``);
+* **hybrid search** — ``search(user, query, limit=10)`` p50 over the stored messages, each
+  query new to the model (so its embedding is part of the time);
+* **model batches** — ``embed_batch`` of the model alone for 1 to 64 texts a call: time per
+  call, texts/s and CPU time per text.
+
+Messages are the chat-like sentences of ``benchmarks.throughput`` (8 to 30 words, 14 to 75
+tokens), every one distinct, so the embedder's cache never answers. Run
+``python -m benchmarks.embedded_writes --help``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from bruno_core.models.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.throughput import TextMaker, machine
+from bruno_memstore import open_memory
+from bruno_memstore.embeddings.local import OnnxMiniLMEmbedder
+from bruno_memstore.semantic import make_embedder
+
+__all__ = ["app", "batch_table", "measure_stores"]
+
+app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
+console = Console()
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _p50_ms(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+async def measure_stores(
+    path: Path, *, sequential: int, writers: int, concurrent: int, searches: int, seed: int
+) -> dict[str, float]:
+    """One-at-a-time and concurrent store figures, then hybrid search, on a fresh store."""
+    maker = TextMaker(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    memory = open_memory(f"sqlite:///{path}")
+    try:
+        await memory.store_messages(maker.messages(8, start), conversation_id="warm", user_id="u")
+        one = maker.messages(sequential, start)
+        lat = []
+        began = time.perf_counter()
+        for msg in one:
+            t0 = time.perf_counter()
+            await memory.store_message(msg, "u", "c1")
+            lat.append(time.perf_counter() - t0)
+        seq_rate = sequential / (time.perf_counter() - began)
+
+        many = maker.messages(concurrent, start)
+        per = [many[w::writers] for w in range(writers)]
+
+        async def writer(w: int, msgs: list[Message]) -> None:
+            for msg in msgs:
+                await memory.store_message(msg, "u", f"w{w}")
+
+        embedder = memory.embedder
+        calls_before = embedder.batcher.calls if hasattr(embedder, "batcher") else 0
+        began = time.perf_counter()
+        await asyncio.gather(*(writer(w, msgs) for w, msgs in enumerate(per)))
+        conc_rate = concurrent / (time.perf_counter() - began)
+        calls = embedder.batcher.calls - calls_before if hasattr(embedder, "batcher") else 0
+
+        queries: list[str] = []
+        seen: set[str] = set()
+        while len(queries) < searches:
+            q = maker.query()
+            if q not in seen:
+                seen.add(q)
+                queries.append(q)
+        search_lat = []
+        for q in queries:
+            t0 = time.perf_counter()
+            await memory.search("u", q, limit=10, mode="hybrid")
+            search_lat.append(time.perf_counter() - t0)
+    finally:
+        await memory.shutdown()
+    return {
+        "one_p50_ms": _p50_ms(lat),
+        "one_rate": seq_rate,
+        "concurrent_rate": conc_rate,
+        "concurrent_model_calls": calls,
+        "hybrid_p50_ms": _p50_ms(search_lat),
+    }
+
+
+def batch_table(texts: Sequence[str], sizes: Sequence[int]) -> list[dict[str, float]]:
+    """The default model alone: for each batch size, time per call, texts/s, CPU ms per text."""
+    model = OnnxMiniLMEmbedder()
+    model.load()
+    model.embed_batch(texts[:8])
+    rows = []
+    for size in sizes:
+        n = max(size * 4, 128)
+        work = [texts[i % len(texts)] for i in range(n)]
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for i in range(0, n, size):
+            model.embed_batch(work[i : i + size])
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        rows.append(
+            {
+                "batch": size,
+                "call_ms": wall / (n / size) * 1e3,
+                "texts_per_s": n / wall,
+                "cpu_ms_per_text": cpu / n * 1e3,
+            }
+        )
+    return rows
+
+
+def _tables(stores: dict[str, float], batches: list[dict[str, float]], writers: int) -> None:
+    table = Table(title="SQLite with the default embedding model")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("one at a time: store p50", f"{stores['one_p50_ms']:.1f} ms")
+    table.add_row("one at a time: rate", f"{stores['one_rate']:,.0f} msg/s")
+    table.add_row(f"{writers} concurrent writers: rate", f"{stores['concurrent_rate']:,.0f} msg/s")
+    table.add_row(f"{writers} writers: model calls", f"{stores['concurrent_model_calls']:,.0f}")
+    table.add_row("hybrid search p50", f"{stores['hybrid_p50_ms']:.1f} ms")
+    console.print(table)
+    model = Table(title="The default model alone, by texts per call")
+    for col in ("texts per call", "ms per call", "texts/s", "CPU ms per text"):
+        model.add_column(col, justify="right")
+    for row in batches:
+        model.add_row(
+            str(row["batch"]),
+            f"{row['call_ms']:.1f}",
+            f"{row['texts_per_s']:,.0f}",
+            f"{row['cpu_ms_per_text']:.2f}",
+        )
+    console.print(model)
+
+
+@app.command()
+def main(
+    sequential: Annotated[int, typer.Option(help="Messages stored one at a time.")] = 300,
+    writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
+    concurrent: Annotated[int, typer.Option(help="Messages stored by the writers.")] = 1280,
+    searches: Annotated[int, typer.Option(help="Hybrid searches timed.")] = 200,
+    batches: Annotated[bool, typer.Option(help="Measure the model's batch sizes.")] = True,
+    seed: Annotated[int, typer.Option(help="Text generator seed.")] = 7,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Measure stores and searches on SQLite with the default model, and its batch sizes."""
+    make_embedder("default").model.load()  # loading is not part of any figure
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = asyncio.run(
+            measure_stores(
+                Path(tmp) / "bench.db",
+                sequential=sequential,
+                writers=writers,
+                concurrent=concurrent,
+                searches=searches,
+                seed=seed,
+            )
+        )
+    maker = TextMaker(seed + 1)
+    table = batch_table([maker.sentence() for _ in range(256)], BATCH_SIZES) if batches else []
+    _tables(stores, table, writers)
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "stores": stores,
+        "batches": table,
+    }
+    console.print(f"load average: {result['machine'].get('load average', '?')}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app()
