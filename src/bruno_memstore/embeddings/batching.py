@@ -58,6 +58,11 @@ class CallBatcher:
             weakref.WeakKeyDictionary()
         )
 
+    def waiting(self) -> int:
+        """Requests queued behind the running call on the current event loop."""
+        queue = self._queues.get(asyncio.get_running_loop())
+        return 0 if queue is None else sum(not r.future.done() for r in queue.waiting)
+
     async def run(self, texts: list[str]) -> np.ndarray:
         """Rows for ``texts``, computed alone or in one call with other waiting requests."""
         loop = asyncio.get_running_loop()
