@@ -13,7 +13,8 @@ SQLite store this measures:
   call, texts/s and CPU time per text.
 
 Messages are the chat-like sentences of ``benchmarks.throughput`` (8 to 30 words, 14 to 75
-tokens), every one distinct, so the embedder's cache never answers. Run
+tokens), every one distinct, so the embedder's cache never answers; the model table also
+has short replies (2 to 9 words), where per-call work weighs more. Run
 ``python -m benchmarks.embedded_writes --help``.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -106,31 +108,37 @@ async def measure_stores(
     }
 
 
-def batch_table(texts: Sequence[str], sizes: Sequence[int]) -> list[dict[str, float]]:
-    """The default model alone: for each batch size, time per call, texts/s, CPU ms per text."""
+def short_texts(n: int, seed: int) -> list[str]:
+    """Short chat replies (2 to 9 common words, 4 to 13 tokens), every one distinct."""
+    rng = random.Random(seed)
+    words = "ok thanks see you tomorrow the meeting is at noon I like tea please call me".split()
+    return [" ".join(rng.choices(words, k=rng.randint(2, 9))) + f" {i}" for i in range(n)]
+
+
+def batch_table(sets: dict[str, Sequence[str]], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """The default model alone: for each batch size and text set, time per call, texts/s
+    and CPU time per text (sizes alternate within each set's pass)."""
     model = OnnxMiniLMEmbedder()
     model.load()
-    model.embed_batch(texts[:8])
-    rows = []
-    for size in sizes:
-        n = max(size * 4, 128)
-        work = [texts[i % len(texts)] for i in range(n)]
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        for i in range(0, n, size):
-            model.embed_batch(work[i : i + size])
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        rows.append(
-            {
-                "batch": size,
+    rows: list[dict[str, Any]] = [{"batch": size} for size in sizes]
+    for name, texts in sets.items():
+        model.embed_batch(list(texts[:8]))
+        for row, size in zip(rows, sizes, strict=True):
+            n = max(size * 4, 128)
+            work = [texts[i % len(texts)] for i in range(n)]
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            for i in range(0, n, size):
+                model.embed_batch(work[i : i + size])
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            row[name] = {
                 "call_ms": wall / (n / size) * 1e3,
                 "texts_per_s": n / wall,
                 "cpu_ms_per_text": cpu / n * 1e3,
             }
-        )
     return rows
 
 
-def _tables(stores: dict[str, float], batches: list[dict[str, float]], writers: int) -> None:
+def _tables(stores: dict[str, float], batches: list[dict[str, Any]], writers: int) -> None:
     table = Table(title="SQLite with the default embedding model")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -140,16 +148,24 @@ def _tables(stores: dict[str, float], batches: list[dict[str, float]], writers: 
     table.add_row(f"{writers} writers: model calls", f"{stores['concurrent_model_calls']:,.0f}")
     table.add_row("hybrid search p50", f"{stores['hybrid_p50_ms']:.1f} ms")
     console.print(table)
+    if not batches:
+        return
     model = Table(title="The default model alone, by texts per call")
-    for col in ("texts per call", "ms per call", "texts/s", "CPU ms per text"):
-        model.add_column(col, justify="right")
+    model.add_column("texts per call", justify="right")
+    sets = [k for k in batches[0] if k != "batch"]
+    for name in sets:
+        for col in ("ms per call", "texts/s", "CPU ms per text"):
+            model.add_column(f"{name}: {col}", justify="right")
     for row in batches:
-        model.add_row(
-            str(row["batch"]),
-            f"{row['call_ms']:.1f}",
-            f"{row['texts_per_s']:,.0f}",
-            f"{row['cpu_ms_per_text']:.2f}",
-        )
+        cells = [str(row["batch"])]
+        for name in sets:
+            f = row[name]
+            cells += [
+                f"{f['call_ms']:.1f}",
+                f"{f['texts_per_s']:,.0f}",
+                f"{f['cpu_ms_per_text']:.2f}",
+            ]
+        model.add_row(*cells)
     console.print(model)
 
 
@@ -177,7 +193,8 @@ def main(
             )
         )
     maker = TextMaker(seed + 1)
-    table = batch_table([maker.sentence() for _ in range(256)], BATCH_SIZES) if batches else []
+    sets = {"chat": [maker.sentence() for _ in range(256)], "short": short_texts(256, seed)}
+    table = batch_table(sets, BATCH_SIZES) if batches else []
     _tables(stores, table, writers)
     result: dict[str, Any] = {
         "machine": machine(),

@@ -202,12 +202,12 @@ async def test_a_cancelled_waiter_leaves_the_others_their_vectors(
 
 def test_length_groups_bound_size_and_padding() -> None:
     lengths = [10, 40, 11, 12, 41, 10, 90, 39, 11, 10]
-    groups = length_groups(lengths, max_group=3, slack=0.15)
+    groups = length_groups(lengths, max_group=3, spread=4)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         sizes = [lengths[i] for i in group]
         assert len(group) <= 3
-        assert max(sizes) * len(sizes) <= 1.15 * sum(sizes)
+        assert max(sizes) - min(sizes) <= 4
     assert [sorted(lengths[i] for i in g) for g in groups] == [
         [10, 10, 10],
         [11, 11, 12],

