@@ -12,6 +12,11 @@ SQLite store this measures:
 * **model batches** — ``embed_batch`` of the model alone for 1 to 64 texts a call: time per
   call, texts/s and CPU time per text.
 
+The store figures are taken for two embedders over the same loaded model, alternating in
+``--rounds`` rounds so that other load on the machine weighs on both alike: one that sends
+each text to the model in a call of its own (the behaviour before concurrent requests were
+merged) and the default one. Figures are medians over the rounds.
+
 Messages are the chat-like sentences of ``benchmarks.throughput`` (8 to 30 words, 14 to 75
 tokens), every one distinct, so the embedder's cache never answers; the model table also
 has short replies (2 to 9 words), where per-call work weighs more. Run
@@ -27,70 +32,94 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from bruno_core.models.message import Message
+from bruno_core.models.message import Message, MessageRole
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks.throughput import TextMaker, machine
 from bruno_memstore import open_memory
+from bruno_memstore.embeddings import Embedder
 from bruno_memstore.embeddings.local import OnnxMiniLMEmbedder
-from bruno_memstore.semantic import make_embedder
 
-__all__ = ["app", "batch_table", "measure_stores"]
+__all__ = ["VARIANTS", "app", "batch_table", "measure_stores", "short_texts"]
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 console = Console()
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# How the store's embedder calls the model: each text in a call of its own (as before
+# requests were merged), or concurrent requests merged up to 64 texts a call (the default).
+VARIANTS = {"one text per call": 1, "merged calls": 64}
 
 
 def _p50_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
+def short_texts(n: int, seed: int) -> list[str]:
+    """Short chat replies (2 to 9 common words, 4 to 13 tokens), every one distinct."""
+    rng = random.Random(seed)
+    words = "ok thanks see you tomorrow the meeting is at noon I like tea please call me".split()
+    return [" ".join(rng.choices(words, k=rng.randint(2, 9))) + f" {i}" for i in range(n)]
+
+
+def _messages(kind: str, n: int, seed: int) -> list[Message]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    if kind == "chat":
+        return TextMaker(seed).messages(n, start)
+    roles = (MessageRole.USER, MessageRole.ASSISTANT)
+    return [
+        Message(role=roles[i % 2], content=text, timestamp=start + timedelta(milliseconds=i))
+        for i, text in enumerate(short_texts(n, seed))
+    ]
+
+
 async def measure_stores(
-    path: Path, *, sequential: int, writers: int, concurrent: int, searches: int, seed: int
+    path: Path,
+    embedder: Embedder,
+    *,
+    texts: str,
+    sequential: int,
+    writers: int,
+    concurrent: int,
+    searches: int,
+    seed: int,
 ) -> dict[str, float]:
     """One-at-a-time and concurrent store figures, then hybrid search, on a fresh store."""
-    maker = TextMaker(seed)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    memory = open_memory(f"sqlite:///{path}")
+    memory = open_memory(f"sqlite:///{path}", embedding_model=embedder)
     try:
-        await memory.store_messages(maker.messages(8, start), conversation_id="warm", user_id="u")
-        one = maker.messages(sequential, start)
+        await memory.store_messages(_messages(texts, 8, seed + 1), conversation_id="w", user_id="u")
         lat = []
         began = time.perf_counter()
-        for msg in one:
+        for msg in _messages(texts, sequential, seed + 2):
             t0 = time.perf_counter()
             await memory.store_message(msg, "u", "c1")
             lat.append(time.perf_counter() - t0)
         seq_rate = sequential / (time.perf_counter() - began)
 
-        many = maker.messages(concurrent, start)
+        many = _messages(texts, concurrent, seed + 3)
         per = [many[w::writers] for w in range(writers)]
 
         async def writer(w: int, msgs: list[Message]) -> None:
             for msg in msgs:
                 await memory.store_message(msg, "u", f"w{w}")
 
-        embedder = memory.embedder
-        calls_before = embedder.batcher.calls if hasattr(embedder, "batcher") else 0
+        calls_before = embedder.batcher.calls
         began = time.perf_counter()
         await asyncio.gather(*(writer(w, msgs) for w, msgs in enumerate(per)))
         conc_rate = concurrent / (time.perf_counter() - began)
-        calls = embedder.batcher.calls - calls_before if hasattr(embedder, "batcher") else 0
+        calls = embedder.batcher.calls - calls_before
 
+        maker = TextMaker(seed + 4)
         queries: list[str] = []
-        seen: set[str] = set()
         while len(queries) < searches:
             q = maker.query()
-            if q not in seen:
-                seen.add(q)
+            if q not in queries:
                 queries.append(q)
         search_lat = []
         for q in queries:
@@ -108,18 +137,11 @@ async def measure_stores(
     }
 
 
-def short_texts(n: int, seed: int) -> list[str]:
-    """Short chat replies (2 to 9 common words, 4 to 13 tokens), every one distinct."""
-    rng = random.Random(seed)
-    words = "ok thanks see you tomorrow the meeting is at noon I like tea please call me".split()
-    return [" ".join(rng.choices(words, k=rng.randint(2, 9))) + f" {i}" for i in range(n)]
-
-
-def batch_table(sets: dict[str, Sequence[str]], sizes: Sequence[int]) -> list[dict[str, Any]]:
-    """The default model alone: for each batch size and text set, time per call, texts/s
-    and CPU time per text (sizes alternate within each set's pass)."""
-    model = OnnxMiniLMEmbedder()
-    model.load()
+def batch_table(
+    model: OnnxMiniLMEmbedder, sets: dict[str, Sequence[str]], sizes: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The model alone: for each batch size and text set, time per call, texts/s and CPU
+    time per text."""
     rows: list[dict[str, Any]] = [{"batch": size} for size in sizes]
     for name, texts in sets.items():
         model.embed_batch(list(texts[:8]))
@@ -138,15 +160,22 @@ def batch_table(sets: dict[str, Sequence[str]], sizes: Sequence[int]) -> list[di
     return rows
 
 
-def _tables(stores: dict[str, float], batches: list[dict[str, Any]], writers: int) -> None:
-    table = Table(title="SQLite with the default embedding model")
+_MEASURES = (
+    ("one at a time: store p50", "one_p50_ms", "{:.1f} ms"),
+    ("one at a time: rate", "one_rate", "{:,.0f} msg/s"),
+    ("concurrent writers: rate", "concurrent_rate", "{:,.0f} msg/s"),
+    ("concurrent writers: model calls", "concurrent_model_calls", "{:,.0f}"),
+    ("hybrid search p50", "hybrid_p50_ms", "{:.1f} ms"),
+)
+
+
+def _tables(stores: dict[str, dict[str, float]], batches: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
     table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("one at a time: store p50", f"{stores['one_p50_ms']:.1f} ms")
-    table.add_row("one at a time: rate", f"{stores['one_rate']:,.0f} msg/s")
-    table.add_row(f"{writers} concurrent writers: rate", f"{stores['concurrent_rate']:,.0f} msg/s")
-    table.add_row(f"{writers} writers: model calls", f"{stores['concurrent_model_calls']:,.0f}")
-    table.add_row("hybrid search p50", f"{stores['hybrid_p50_ms']:.1f} ms")
+    for name in stores:
+        table.add_column(name, justify="right")
+    for label, key, fmt in _MEASURES:
+        table.add_row(label, *(fmt.format(figures[key]) for figures in stores.values()))
     console.print(table)
     if not batches:
         return
@@ -171,35 +200,57 @@ def _tables(stores: dict[str, float], batches: list[dict[str, Any]], writers: in
 
 @app.command()
 def main(
-    sequential: Annotated[int, typer.Option(help="Messages stored one at a time.")] = 300,
+    sequential: Annotated[int, typer.Option(help="Messages stored one at a time.")] = 200,
     writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
-    concurrent: Annotated[int, typer.Option(help="Messages stored by the writers.")] = 1280,
-    searches: Annotated[int, typer.Option(help="Hybrid searches timed.")] = 200,
+    concurrent: Annotated[int, typer.Option(help="Messages stored by the writers.")] = 640,
+    searches: Annotated[int, typer.Option(help="Hybrid searches timed.")] = 100,
+    rounds: Annotated[int, typer.Option(help="Rounds, alternating the two embedders.")] = 3,
+    texts: Annotated[str, typer.Option(help="Messages: 'chat' sentences or 'short' replies.")] = (
+        "chat"
+    ),
     batches: Annotated[bool, typer.Option(help="Measure the model's batch sizes.")] = True,
     seed: Annotated[int, typer.Option(help="Text generator seed.")] = 7,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
 ) -> None:
     """Measure stores and searches on SQLite with the default model, and its batch sizes."""
-    make_embedder("default").model.load()  # loading is not part of any figure
+    if texts not in ("chat", "short"):
+        raise typer.BadParameter("expected 'chat' or 'short'", param_hint="--texts")
+    model = OnnxMiniLMEmbedder()
+    model.load()  # loading is not part of any figure
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
-        stores = asyncio.run(
-            measure_stores(
-                Path(tmp) / "bench.db",
-                sequential=sequential,
-                writers=writers,
-                concurrent=concurrent,
-                searches=searches,
-                seed=seed,
-            )
-        )
-    maker = TextMaker(seed + 1)
-    sets = {"chat": [maker.sentence() for _ in range(256)], "short": short_texts(256, seed)}
-    table = batch_table(sets, BATCH_SIZES) if batches else []
-    _tables(stores, table, writers)
+        for r in range(rounds):
+            order = list(VARIANTS.items())
+            for k, (name, batch_size) in enumerate(order if r % 2 == 0 else order[::-1]):
+                figures = asyncio.run(
+                    measure_stores(
+                        Path(tmp) / f"bench-{r}-{k}.db",
+                        Embedder(model, batch_size=batch_size),
+                        texts=texts,
+                        sequential=sequential,
+                        writers=writers,
+                        concurrent=concurrent,
+                        searches=searches,
+                        seed=seed + 10 * (2 * r + k),
+                    )
+                )
+                runs[name].append(figures)
+    stores = {
+        name: {key: statistics.median(f[key] for f in figs) for key in figs[0]}
+        for name, figs in runs.items()
+    }
+    sets = {"chat": TextMaker(seed + 1).messages(256, datetime(2026, 1, 1, tzinfo=UTC))}
+    text_sets = {"chat": [m.content for m in sets["chat"]], "short": short_texts(256, seed)}
+    table = batch_table(model, text_sets, BATCH_SIZES) if batches else []
+    title = f"SQLite, default model, {texts} messages, {writers} writers (median of {rounds})"
+    _tables(stores, table, title)
     result: dict[str, Any] = {
         "machine": machine(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "texts": texts,
+        "writers": writers,
         "stores": stores,
+        "rounds": runs,
         "batches": table,
     }
     console.print(f"load average: {result['machine'].get('load average', '?')}")
