@@ -93,20 +93,29 @@ class Embedder:
                 "embedding_model",
                 f"{type(model).__name__} has no embed_batch, embed_texts, embed or encode method",
             )
-        if batch_size < 1:
-            raise InvalidArgumentError("batch_size", "must be at least 1")
         self.model = model
-        self.batch_size = batch_size
+        self.batcher = CallBatcher(self._compute, max_texts=1)
+        self.batch_size = batch_size  # checked by the setter
         self.cache_size = cache_size
         self.model_name = model_name or _name_of(model)
         self._dimension: int | None = _dimension_of(model)
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
-        self.batcher = CallBatcher(self._compute, max_texts=batch_size)
         self.computed = 0  # texts actually sent to the model (cache misses)
 
     def __repr__(self) -> str:
         return f"Embedder({self.model_name!r}, dimension={self._dimension})"
+
+    @property
+    def batch_size(self) -> int:
+        """Texts per model call, and at most merged into one from concurrent requests."""
+        return self.batcher.max_texts
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if value < 1:
+            raise InvalidArgumentError("batch_size", "must be at least 1")
+        self.batcher.max_texts = value
 
     @property
     def dimension(self) -> int | None:
