@@ -37,6 +37,7 @@ class _LoopQueue:
 
     waiting: deque[_Request] = field(default_factory=deque)
     busy: bool = False
+    task: asyncio.Task[None] | None = None  # the merged call running (kept referenced)
 
 
 class CallBatcher:
@@ -53,7 +54,6 @@ class CallBatcher:
         self._run = run
         self.max_texts = max_texts
         self.calls = 0  # model calls made
-        self.merged = 0  # requests that shared a call with another
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
             weakref.WeakKeyDictionary()
         )
@@ -99,15 +99,13 @@ class CallBatcher:
         """Start the next merged call if requests wait, else mark the model idle."""
         taken = self._take(queue)
         if not taken:
-            queue.busy = False
+            queue.busy, queue.task = False, None
             return
-        asyncio.get_running_loop().create_task(self._merged(queue, taken))
+        queue.task = asyncio.get_running_loop().create_task(self._merged(queue, taken))
 
     async def _merged(self, queue: _LoopQueue, taken: list[_Request]) -> None:
         try:
             self.calls += 1
-            if len(taken) > 1:
-                self.merged += len(taken)
             texts = [t for r in taken for t in r.texts]
             try:
                 rows = await self._run(texts)
