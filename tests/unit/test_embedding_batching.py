@@ -224,3 +224,32 @@ def test_mixed_lengths_in_one_call_give_the_vectors_of_lone_texts(
     alone = np.stack([onnx.embed_batch([t])[0] for t in texts])
     assert np.sum(together * alone, axis=1).min() > 0.9999
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+async def test_a_search_query_shares_the_call_of_the_stores_it_waits_with(
+    gated: tuple[MemoryBackend, GatedModel, Path],
+) -> None:
+    memory, model, _path = gated
+    embedder = memory.embedder
+    assert embedder is not None
+    await memory.store_message(_message("my grey kitten is called Miso"), "u", "c")
+    model.calls.clear()
+    model.gate.clear()
+    before = embedder.batcher.calls
+    lead = asyncio.create_task(memory.store_message(_message("lead message"), "u", "c"))
+    await _until(lambda: embedder.batcher.calls > before)
+    stores = [
+        asyncio.create_task(memory.store_message(_message(f"queued message {i}"), "u", "c"))
+        for i in range(3)
+    ]
+    search = asyncio.create_task(memory.search("u", "kitten name", mode="hybrid"))
+    await _until(lambda: embedder.batcher.waiting() == 4)
+    model.gate.set()
+    await asyncio.gather(lead, *stores)
+    hits = await search
+    assert model.calls == [
+        ["lead message"],
+        ["queued message 0", "queued message 1", "queued message 2", "kitten name"],
+    ]
+    assert hits and hits[0].message is not None
+    assert hits[0].message.content == "my grey kitten is called Miso"
