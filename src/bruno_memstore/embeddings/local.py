@@ -280,7 +280,7 @@ def length_groups(lengths: Sequence[int], *, max_group: int, spread: int) -> lis
 
 
 # Texts per padded run, and the most tokens a text in one is padded by. A run has a fixed
-# cost (on two cores about that of 6 tokens), shared by its texts, and costs each text its
+# cost (on two cores about that of 7 tokens), shared by its texts, and costs each text its
 # padding, so runs pay off while they pad by fewer tokens; beyond 16 texts a run saves no
 # more (benchmarks.embedded_writes measures it; docs/embeddings.md has the figures).
 ONNX_MAX_GROUP = 16
