@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, ClassVar
@@ -16,11 +16,13 @@ from ...capabilities import DATABASE, Capability
 from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
 from ...models import MemoryRecord, MessageRecord
+from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
 from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
+from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
 from ..sql.schema import migrate, refresh_analysis, reindex_terms, stored_setting
 from ..sql.steps import Execute, Plan, Step, drive_async
@@ -284,7 +286,8 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
 
     @asynccontextmanager
     async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
-        if mode in ("read", "scan"):
+        if mode in ("read", "scan") or getattr(first, "alone", False):
+            # Reads, and a write of one statement: an autocommit connection.
             async with self._connection() as conn, conn.cursor() as cur:
                 yield partial(cursor_step, cur, self._sql)
         else:
@@ -292,6 +295,21 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
                 yield partial(cursor_step, cur, self._sql)
 
     # ================================================================ messages
+
+    async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
+        # The common case, one message of its owner into a stored conversation, in one
+        # round trip; anything else (and whatever that one statement did not write) in the
+        # shared append's transaction.
+        item = appends[0]
+        if (
+            len(appends) == 1
+            and item.enforce_owner
+            and len(item.records) == 1
+            and item.records[0].vector is None
+            and await self._plan("write", MySQLDialect.insert_alone, item)
+        ):
+            return [AppendResult(item.user_id, frozenset())]
+        return await super()._write_appends(appends)
 
     def _record_size(self, record: Record) -> int:
         # The size of the statement that writes the record: the server answers one larger

@@ -23,6 +23,7 @@ from ..kit.codec import (
     SESSIONS,
 )
 from ..kit.vectors import vector_to_bytes
+from ..sql.append import Append
 from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Commit, Execute, Fetch, Plan
@@ -206,6 +207,29 @@ class MySQLDialect(RowDialect):
                 continue
             return inserted
         raise RuntimeError("ids kept colliding with concurrent writers")  # pragma: no cover
+
+    def insert_alone(self, item: Append) -> Plan[bool]:
+        """One message into a conversation its user owns, in one autocommit statement;
+        ``False`` (nothing written) when the conversation is not stored or not the user's,
+        or the id is: the shared append then decides in a transaction."""
+        (rec,) = item.records
+        owner = item.user_id
+        row = NewMessage(rec, Conversation(item.conversation_id, owner, owner), None, None)
+        values = _message_values(row)
+        values[-2] = self.search_body(rec.content)
+        try:
+            written = yield Execute(
+                f"INSERT INTO {self.table('messages')} ({_MESSAGE_INSERT}) "
+                f"SELECT {marks(len(values))} FROM {self.table('conversations')} "
+                "WHERE conversation_id = ? AND user_id = ?",
+                [*values, item.conversation_id, owner],
+                alone=True,
+            )
+        except Exception as exc:
+            if self.is_duplicate(exc):
+                return False
+            raise
+        return written == 1
 
     def _packets(self, rows: list[NewMessage]) -> Iterator[list[NewMessage]]:
         budget = self.max_packet // 2
