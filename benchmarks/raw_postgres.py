@@ -1,7 +1,7 @@
 """The raw ``asyncpg`` baseline for ``PostgresMemory`` in :mod:`benchmarks.throughput`.
 
 :class:`AsyncpgDriver` runs each benchmarked operation with the driver alone, executing the
-library's own SQL statements (``bruno_memstore.backends.postgres.statements``) on a schema the
+library's own SQL statements (``bruno_memstore.backends.postgres.dialect``) on a schema the
 library created, with the same parameter values (analysed text included, computed inside
 the timing as the library does):
 
@@ -34,9 +34,11 @@ import asyncpg
 from bruno_core.models.message import Message
 
 from bruno_memstore.backends.postgres import PostgresMemory
-from bruno_memstore.backends.postgres.statements import Statements, check_schema
-from bruno_memstore.backends.postgres.statements import analysed as _analysed
+from bruno_memstore.backends.postgres.dialect import PostgresDialect
+from bruno_memstore.backends.postgres.dialect import analysed as _analysed
+from bruno_memstore.backends.postgres.schema import check_schema
 from bruno_memstore.backends.sql.dialect import message_of as _message
+from bruno_memstore.backends.sql.plans import window
 from bruno_memstore.models import record_to_message, to_us
 from bruno_memstore.search import MAX_QUERY_TERMS, terms
 from bruno_memstore.url import MemoryURL
@@ -58,10 +60,10 @@ class AsyncpgDriver(RawDriver):
         # The library creates the schema and its tables; from here on, only the driver.
         async with PostgresMemory(url.raw, schema=self.schema):
             pass
-        self.sql = Statements(check_schema(self.schema), None)
+        self.sql = PostgresDialect(check_schema(self.schema), None)
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size)
         s = self.sql.schema
-        self.window = self.sql.window(by_conversation=False, by_user=True, limited=True)
+        self.window = self.sql.sql(window(self.sql, None, "", 1)[0])
         self.drop = f"DROP SCHEMA {s} CASCADE"
 
     async def close(self) -> None:
@@ -100,7 +102,7 @@ class AsyncpgDriver(RawDriver):
 
 
 def _values(m: Message) -> tuple[Any, ...]:
-    """The staged column values of one message (the order of ``Statements.staging_columns[1:]``)."""
+    """One message's staged column values (``PostgresDialect.staging_columns[1:]``)."""
     return (
         str(m.id),
         m.role.value,

@@ -37,12 +37,9 @@ import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.postgres import backend as postgres_module
-from bruno_memstore.backends.postgres.statements import (
-    LATEST_VERSION,
-    Statements,
-    check_schema,
-    migrations,
-)
+from bruno_memstore.backends.postgres import vectors as postgres_vectors
+from bruno_memstore.backends.postgres.dialect import PostgresDialect
+from bruno_memstore.backends.postgres.schema import LATEST_VERSION, check_schema, migrations
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.embeddings.adapter import VectorSpace
@@ -259,7 +256,7 @@ async def test_language_is_validated_and_recorded(schemas: Callable[[], str]) ->
         await PostgresMemory(POSTGRES_URL, schema=schema).initialize()
 
 
-def first_statement(sql: Statements, plan: Any) -> tuple[str, list[Any]]:
+def first_statement(sql: PostgresDialect, plan: Any) -> tuple[str, list[Any]]:
     """The first statement a plan of the SQL family runs, and its arguments."""
     step = next(plan)
     return sql.sql(step.sql), list(step.args)
@@ -279,20 +276,14 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
         await memory.store_memory(make_memory_entry(uid, f"fact {n} about gardens"))
     for table in TABLES:
         await db.execute(f"ANALYZE {check_schema(memory.schema)}.{table}")
-    sql: Statements = memory._sql
+    sql: PostgresDialect = memory._sql
     uid = users[3]
     conv = await db.fetchval(
         f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1", uid
     )
     plans = {
-        "messages_window_idx": (
-            sql.window(by_conversation=True, by_user=True, limited=True),
-            [conv, uid, 20],
-        ),
-        "messages_user_window_idx": (
-            sql.window(by_conversation=False, by_user=True, limited=True),
-            [uid, 20],
-        ),
+        "messages_window_idx": first_statement(sql, shared.read_window(sql, conv, uid, 20)),
+        "messages_user_window_idx": first_statement(sql, shared.read_window(sql, None, uid, 20)),
         "messages_tsv_idx": (
             sql.search(1),
             [uid, ["zebra"], 10, True, False, None, uid, [], [], [], 0.0, 0.0, False, 0],
@@ -788,7 +779,7 @@ def _choose_plan(mem: PostgresMemory, choice: str) -> None:
     mem._exact_rows, mem._exact_factor = {
         "exact": (2**62, 0.0),
         "index": (10, 0.0),
-        "chosen": (postgres_module._EXACT_SCAN_ROWS, postgres_module._EXACT_SCAN_FACTOR),
+        "chosen": (postgres_vectors.EXACT_SCAN_ROWS, postgres_vectors.EXACT_SCAN_FACTOR),
     }[choice]
 
 
@@ -798,14 +789,13 @@ async def _explain_search(
     """Run the vector search statement under ``EXPLAIN ANALYZE`` as the backend runs it."""
     from pgvector import Vector
 
-    from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS
     from bruno_memstore.backends.sql.where import filter_values as _filter_args
     from bruno_memstore.models import MemoryFilter
 
     async with mem._pool.acquire() as conn, conn.transaction():
-        await conn.execute(_SCAN_SETTINGS, "40")
+        await conn.execute(postgres_vectors.search_settings(True), "40")
         text = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem._sql.vector_search}",
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {postgres_vectors.vector_search(mem._sql)}",
             uid,
             Vector(query),
             limit,

@@ -1,16 +1,15 @@
-"""PostgreSQL's dialect: migrations, layout, fast statements (see docs/backends/postgres.md)."""
+"""PostgreSQL's dialect: its layout, and its own statements where one statement does what
+the shared plans do in several (see docs/backends/postgres.md)."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, ClassVar
 
-from asyncpg.exceptions import PostgresError, UniqueViolationError
+from asyncpg.exceptions import UniqueViolationError
 
-from ...errors import BackendError, InvalidArgumentError, OwnershipError
+from ...errors import BackendError, OwnershipError
 from ...models import (
     MemoryRecord,
     MessageRecord,
@@ -23,40 +22,15 @@ from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source, numbered
-from ..sql.plans import window
-from ..sql.schema import Migration
 from ..sql.steps import Copy, Execute, Fetch, Plan
 from ..sql.where import search_values
+from . import schema
 
-__all__ = [
-    "EXTENSION",
-    "HNSW_MAX_DIMENSIONS",
-    "LATEST_VERSION",
-    "MEMSTORE_ANALYSIS",
-    "Statements",
-    "analysed",
-    "analysis_label",
-    "check_language",
-    "check_schema",
-    "lock_key",
-    "migrations",
-    "quote",
-    "version_of",
-]
+__all__ = ["INDEXED_PREFIX", "PostgresDialect", "analysed"]
 
 # PostgreSQL caps a tsvector at 1 MB; 100,000 characters of any script stays well below it,
 # so a 1 MB message is stored whole and its first 100,000 characters are searchable.
 INDEXED_PREFIX = 100_000
-MEMSTORE_ANALYSIS = "memstore"
-# pgvector's HNSW indexes ``vector`` columns of at most this many dimensions; larger vectors
-# are searched exactly.
-HNSW_MAX_DIMENSIONS = 2000
-# HNSW build parameters (pgvector's defaults, named so the docs and the index agree).
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_CONFIG = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?")
 
 _MEMORY_COLUMNS = ", ".join(MEMORY_FIELDS)  # the codec's row order
 _SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
@@ -66,189 +40,11 @@ _MESSAGE_ORDER = (
 ).split()
 # A message's values as the append and COPY statements take them, after its ordinal.
 _MESSAGE_VALUES = ("id role message_type content timestamp ts_us metadata parent_id").split()
-EXTENSION = """SELECT e.extversion, n.nspname FROM pg_extension e
-    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"""
-_EXTENSION_LOCK = "bruno_memstore:extension vector"  # serialises CREATE EXTENSION
-_FIRST_HNSW = (0, 5, 0)
-
-
-def check_schema(name: str) -> str:
-    """Validate a schema name (a plain identifier) and return it quoted for SQL."""
-    if not isinstance(name, str) or not _IDENT.fullmatch(name):
-        raise InvalidArgumentError(
-            "schema", "expected an identifier of letters, digits and '_' (at most 63)"
-        )
-    return f'"{name}"'
-
-
-def check_language(name: str) -> str | None:
-    """Validate the ``language`` option: ``None`` for the library's own analysis, else the
-    text-search configuration as a SQL ``regconfig`` literal."""
-    if name == MEMSTORE_ANALYSIS:
-        return None
-    if not isinstance(name, str) or not _CONFIG.fullmatch(name):
-        raise InvalidArgumentError(
-            "language",
-            f"expected {MEMSTORE_ANALYSIS!r} or a text search configuration such as 'english'",
-        )
-    return f"'{name}'::regconfig"
-
-
-def analysis_label(language: str) -> str:
-    """The comment recorded on ``tsv`` columns for an analysis."""
-    return f"bruno_memstore text search: {language}"
-
-
-def migrations(schema: str, language: str) -> list[Migration]:
-    """The ordered migrations: ``(version, description, steps)``.
-
-    ``schema`` is quoted (see :func:`check_schema`); ``language`` is the validated option.
-    A migration is never edited once released; changes go in a new, higher version.
-    """
-    s = schema
-    label = analysis_label(language).replace("'", "''")
-    return [
-        Migration(
-            1,
-            "conversations, messages, memories, sessions; full-text and window indexes",
-            [
-                f"""CREATE TABLE {s}.conversations (
-                    conversation_id text PRIMARY KEY,
-                    user_id text NOT NULL,
-                    created_at timestamptz NOT NULL DEFAULT now()
-                )""",
-                f"CREATE INDEX conversations_user_idx ON {s}.conversations (user_id)",
-                f"""CREATE TABLE {s}.messages (
-                    id text PRIMARY KEY,
-                    conversation_id text NOT NULL
-                        REFERENCES {s}.conversations ON DELETE CASCADE,
-                    user_id text NOT NULL,
-                    seq bigint GENERATED ALWAYS AS IDENTITY,
-                    role text NOT NULL,
-                    message_type text NOT NULL,
-                    content text NOT NULL,
-                    ts_iso text NOT NULL,
-                    ts_us bigint NOT NULL,
-                    parent_id text,
-                    metadata_text text NOT NULL,
-                    metadata jsonb GENERATED ALWAYS AS (metadata_text::jsonb) STORED,
-                    tsv tsvector NOT NULL
-                )""",
-                f"COMMENT ON COLUMN {s}.messages.tsv IS '{label}'",
-                # Context windows: the newest N of a conversation, or of a user.
-                f"""CREATE INDEX messages_window_idx
-                    ON {s}.messages (conversation_id, ts_us, seq)""",
-                f"""CREATE INDEX messages_user_window_idx
-                    ON {s}.messages (user_id, ts_us, seq)""",
-                f"CREATE INDEX messages_tsv_idx ON {s}.messages USING gin (tsv)",
-                f"""CREATE TABLE {s}.memories (
-                    id text PRIMARY KEY,
-                    user_id text NOT NULL,
-                    conversation_id text,
-                    memory_type text NOT NULL,
-                    category text,
-                    tags text[] NOT NULL DEFAULT '{{}}',
-                    confidence double precision NOT NULL,
-                    importance double precision NOT NULL,
-                    created_us bigint NOT NULL,
-                    expires_us bigint,
-                    content text NOT NULL,
-                    payload text NOT NULL,
-                    metadata jsonb GENERATED ALWAYS AS ((payload::jsonb) -> 'metadata') STORED,
-                    tsv tsvector NOT NULL
-                )""",
-                f"COMMENT ON COLUMN {s}.memories.tsv IS '{label}'",
-                # Unranked reads: the user's entries by importance, then newest.
-                f"""CREATE INDEX memories_user_idx
-                    ON {s}.memories (user_id, importance DESC, created_us DESC, id)""",
-                f"CREATE INDEX memories_tsv_idx ON {s}.memories USING gin (tsv)",
-                f"""CREATE INDEX memories_expiry_idx
-                    ON {s}.memories (expires_us) WHERE expires_us IS NOT NULL""",
-                f"""CREATE TABLE {s}.sessions (
-                    session_id text PRIMARY KEY,
-                    user_id text NOT NULL,
-                    conversation_id text NOT NULL
-                        REFERENCES {s}.conversations ON DELETE CASCADE,
-                    is_active boolean NOT NULL,
-                    started_us bigint NOT NULL,
-                    payload text NOT NULL,
-                    metadata jsonb GENERATED ALWAYS AS ((payload::jsonb) -> 'metadata') STORED
-                )""",
-                f"""CREATE INDEX sessions_user_idx
-                    ON {s}.sessions (user_id, started_us DESC, session_id DESC)""",
-                f"""CREATE INDEX sessions_conversation_idx
-                    ON {s}.sessions (conversation_id, started_us DESC, session_id DESC)""",
-            ],
-        ),
-        Migration(
-            2,
-            "store metadata; embedding columns when the server has pgvector",
-            [
-                f"CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
-                functools.partial(_vector_mode, s),
-            ],
-        ),
-    ]
-
-
-def _vector_mode(s: str) -> Plan[None]:
-    """Migration 2: the store keeps vectors if the server has pgvector (created here if the
-    role may), recorded in ``meta`` with the reason (its *vector mode*, decided once)."""
-    # Stores in other schemas may be migrating at the same moment.
-    yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(_EXTENSION_LOCK),))
-    found = yield Fetch(EXTENSION)
-    vector_schema, reason = None, "the server has no pgvector extension"
-    if not found:
-        available = yield Fetch(
-            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
-        )
-        if available:
-            yield Execute("SAVEPOINT extension")  # a refusal keeps the migration
-            try:
-                yield Execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except PostgresError as exc:
-                yield Execute("ROLLBACK TO SAVEPOINT extension")
-                reason = f"CREATE EXTENSION vector was refused: {exc}"
-            else:
-                yield Execute("RELEASE SAVEPOINT extension")
-                found = yield Fetch(EXTENSION)
-    if found:
-        version, namespace = found[0]
-        if version_of(version) < _FIRST_HNSW:
-            reason = f"pgvector {version} has no HNSW index (0.5.0 or later is needed)"
-        else:
-            vector_schema = quote(namespace)
-            reason = f"pgvector {version} was available when the store was created"
-    if vector_schema is not None:
-        for table in ("messages", "memories"):
-            yield Execute(f"ALTER TABLE {s}.{table} ADD COLUMN embedding {vector_schema}.vector")
-    write = f"INSERT INTO {s}.meta (key, value) VALUES (?, ?)"
-    yield Execute(write, ("vector_mode", "none" if vector_schema is None else "pgvector"))
-    yield Execute(write, ("vector_mode_reason", reason))
-
-
-def version_of(text: str) -> tuple[int, ...]:
-    """``"0.8.1"`` as ``(0, 8, 1)`` (non-numeric parts count as 0)."""
-    return tuple(int(part) if part.isdigit() else 0 for part in text.split(".")[:3])
-
-
-def quote(identifier: str) -> str:
-    """An identifier quoted for SQL."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-LATEST_VERSION = 2
 
 
 def analysed(content: str) -> str:
     """The library's analysis of what is searchable in ``content``."""
     return index_text(content[:INDEXED_PREFIX])
-
-
-def lock_key(name: str) -> int:
-    """The advisory lock key serialising schema changes of ``name``."""
-    digest = hashlib.blake2b(f"bruno_memstore:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def not_owner(conversation_id: str) -> OwnershipError:
@@ -259,11 +55,11 @@ def not_owner(conversation_id: str) -> OwnershipError:
     )
 
 
-class Statements(Dialect):
+class PostgresDialect(Dialect):
     """PostgreSQL's layout and statements, for one schema and one text analysis.
 
     Args:
-        schema: the quoted schema name (see :func:`check_schema`).
+        schema: the quoted schema name (see :func:`.schema.check_schema`).
         regconfig: the text-search configuration as a ``regconfig`` literal, or ``None``
             for the library's own analysis.
         vector_schema: the quoted schema of pgvector when the store keeps vectors.
@@ -284,6 +80,10 @@ class Statements(Dialect):
         self.regconfig = regconfig
         self.vector_schema = vector_schema
         self.encode_vector = encode_vector
+        self.vectors = vector_schema is not None  # rows carry an ``embedding`` column
+        self.vector_type = f"{vector_schema}.vector"
+        # Writes send the analysed text (``index_text``) along with the content.
+        self.client_analysis = regconfig is None
         s, sessions = schema, [f"s.{c}" for c in SESSION_FIELDS]
         self.conversations = Source(
             f"{s}.conversations c", ("c.conversation_id", "c.user_id"), "c.conversation_id"
@@ -294,23 +94,9 @@ class Statements(Dialect):
 
     def with_vectors(
         self, vector_schema: str | None, encode_vector: Callable[[Any], Any] | None = None
-    ) -> Statements:
-        """The same statements for a store whose vector mode is now known."""
-        return Statements(self.schema, self.regconfig, vector_schema, encode_vector)
-
-    @property
-    def vectors(self) -> bool:
-        """Whether rows carry an ``embedding`` column (the store's vector mode is pgvector)."""
-        return self.vector_schema is not None
-
-    @property
-    def vector_type(self) -> str:
-        return f"{self.vector_schema}.vector"
-
-    @property
-    def client_analysis(self) -> bool:
-        """Whether writes send the analysed text (``index_text``) along with the content."""
-        return self.regconfig is None
+    ) -> PostgresDialect:
+        """The same dialect for a store whose vector mode is now known."""
+        return PostgresDialect(self.schema, self.regconfig, vector_schema, encode_vector)
 
     def _tsv(self, content: str, analysed: str) -> str:
         """The ``tsv`` value of a row, from its content or its client-analysed text."""
@@ -353,15 +139,6 @@ class Statements(Dialect):
         """A vector as a query argument (``None`` without one, or without the codec)."""
         return None if vector is None or self.encode_vector is None else self.encode_vector(vector)
 
-    def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
-        rows = yield Fetch(
-            f"INSERT INTO {self.schema}.conversations (conversation_id, user_id) "
-            "SELECT * FROM unnest(?::text[], ?::text[]) "
-            "ON CONFLICT (conversation_id) DO NOTHING RETURNING conversation_id, user_id",
-            [list(claims), list(claims.values())],
-        )
-        return {r[0]: Conversation(r[0], r[1], r[1]) for r in rows}
-
     def upsert_memory(self, rec: MemoryRecord, body: Any, vector: Any) -> Plan[bool]:
         """Insert, or replace the same user's entry, with its analysed text (the library's
         analysis) and its vector (when the store keeps vectors; a replaced entry's vector is
@@ -395,16 +172,20 @@ class Statements(Dialect):
 
     def upsert_session(self, rec: SessionRecord, conversation: Conversation) -> Plan[bool]:
         rows = yield Fetch(
-            f"""INSERT INTO {self.schema}.sessions ({_SESSION_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6)
+            self._session_upsert("VALUES ($1, $2, $3, $4, $5, $6)"), SESSIONS.row(rec)
+        )
+        return bool(rows)
+
+    def _session_upsert(self, source: str) -> str:
+        """Insert the session row ``source`` gives, or replace the same user's session;
+        returns a row if it wrote."""
+        s = self.schema
+        return f"""INSERT INTO {s}.sessions ({_SESSION_COLUMNS}) {source}
             ON CONFLICT (session_id) DO UPDATE SET
                 conversation_id = EXCLUDED.conversation_id, is_active = EXCLUDED.is_active,
                 started_us = EXCLUDED.started_us, payload = EXCLUDED.payload
-            WHERE {self.schema}.sessions.user_id = EXCLUDED.user_id
-            RETURNING 1""",
-            SESSIONS.row(rec),
-        )
-        return bool(rows)
+            WHERE {s}.sessions.user_id = EXCLUDED.user_id
+            RETURNING 1"""
 
     def is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, UniqueViolationError)
@@ -503,42 +284,73 @@ class Statements(Dialect):
         return self.hits(rows)
 
     def delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> Plan[int]:
-        """``_delete_messages`` in one statement (the sessions go by cascade)."""
+        """``_delete_messages`` in one statement; with no role kept, the conversation goes
+        too (its sessions by cascade)."""
+        s = self.schema
         if keep_roles:
             return (
                 yield Execute(
-                    self.delete_messages_keeping, (conversation_id, sorted(keep_roles)), alone=True
+                    f"DELETE FROM {s}.messages "
+                    "WHERE conversation_id = $1 AND role <> ALL($2::text[])",
+                    (conversation_id, sorted(keep_roles)),
+                    alone=True,
                 )
             )
-        rows = yield Fetch(self.delete_conversation, (conversation_id,), alone=True)
+        rows = yield Fetch(
+            f"""WITH gone AS (
+                DELETE FROM {s}.messages WHERE conversation_id = $1 RETURNING 1
+            ), conv AS (
+                DELETE FROM {s}.conversations WHERE conversation_id = $1 RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM conv)""",
+            (conversation_id,),
+            alone=True,
+        )
         return int(rows[0][0])
 
     def delete_owned_memory(self, memory_id: str, user_id: str | None) -> Plan[bool]:
-        """``_delete_memory`` in one statement."""
-        rows = yield Fetch(self.delete_memory, (memory_id, user_id), alone=True)
+        """``_delete_memory`` in one statement: it deletes the entry if ``user_id`` is
+        ``None`` or its owner, and reads the owner it saw (``NULL``: no such entry)."""
+        s = self.schema
+        rows = yield Fetch(
+            f"""WITH gone AS (
+                DELETE FROM {s}.memories WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT user_id FROM {s}.memories WHERE id = $1)""",
+            (memory_id, user_id),
+            alone=True,
+        )
         gone, owner = rows[0]
         if not gone and owner is not None and owner != user_id:
             raise memory_taken(memory_id)
         return bool(gone)
 
-    def purge(self, now_us: int) -> Plan[int]:
-        """``_purge_expired`` in one statement."""
-        return (yield Execute(self.purge_expired, (now_us,), alone=True))
-
     def save_session(self, rec: SessionRecord) -> Plan[None]:
-        """``_put_session`` in one statement (in a transaction: a session id held by another
-        user is found only by the upsert, after the statement may have claimed a new
-        conversation, which must not stay)."""
-        args = (
-            rec.session_id,
-            rec.user_id,
-            rec.conversation_id,
-            rec.is_active,
-            rec.started_us,
-            rec.payload,
-        )
+        """``_put_session`` in one statement: claim the conversation for the session's user
+        and upsert the session, unless another user owns the conversation or the session
+        id. In a transaction: a session id held by another user is found only by the upsert,
+        after the statement may have claimed a new conversation, which must not stay."""
+        s = self.schema
+        # The conversation's owner (NULL in the rare claim race: run again), and whether the
+        # session was written.
+        statement = f"""WITH claimed AS (
+                INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($3, $2)
+                ON CONFLICT (conversation_id) DO NOTHING
+                RETURNING user_id
+            ), owner AS (
+                SELECT user_id FROM claimed
+                UNION ALL
+                SELECT user_id FROM {s}.conversations WHERE conversation_id = $3
+            ), saved AS ({
+            self._session_upsert(
+                "SELECT $1::text, $2::text, $3::text, $4::bool, $5::int8, $6::text "
+                "WHERE (SELECT user_id FROM owner LIMIT 1) = $2"
+            )
+        })
+            SELECT (SELECT user_id FROM owner LIMIT 1), (SELECT count(*) FROM saved)"""
         for _round in range(5):
-            rows = yield Fetch(self.put_session, args)
+            rows = yield Fetch(statement, SESSIONS.row(rec))
             owner, saved = rows[0]
             if owner is None:  # claimed concurrently after this statement's snapshot
                 continue
@@ -555,80 +367,9 @@ class Statements(Dialect):
 
     def forget(self, user_id: str) -> Plan[dict[str, int]]:
         """``_forget_user`` in one statement."""
-        rows = yield Fetch(self.forget_user, (user_id,), alone=True)
-        kinds = ("messages", "conversations", "sessions", "memories")
-        return dict(zip(kinds, (int(v) for v in rows[0]), strict=True))
-
-    # ---------------------------------------------------------------- deletions and sessions
-
-    @property
-    def delete_messages_keeping(self) -> str:
-        return (
-            f"DELETE FROM {self.schema}.messages "
-            "WHERE conversation_id = $1 AND role <> ALL($2::text[])"
-        )
-
-    @property
-    def delete_conversation(self) -> str:
-        """Deletes the conversation and its messages; its sessions go by cascade."""
         s = self.schema
-        return f"""WITH gone AS (
-                DELETE FROM {s}.messages WHERE conversation_id = $1 RETURNING 1
-            ), conv AS (
-                DELETE FROM {s}.conversations WHERE conversation_id = $1 RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM conv)"""
-
-    @property
-    def delete_memory(self) -> str:
-        """Delete ``$1`` if ``$2`` is ``NULL`` or its owner; returns how many rows went and
-        the owner the statement saw (``NULL``: no such entry)."""
-        s = self.schema
-        return f"""WITH gone AS (
-                DELETE FROM {s}.memories WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM gone),
-                (SELECT user_id FROM {s}.memories WHERE id = $1)"""
-
-    @property
-    def purge_expired(self) -> str:
-        return f"DELETE FROM {self.schema}.memories WHERE expires_us <= $1"
-
-    # ---------------------------------------------------------------- sessions
-
-    @property
-    def put_session(self) -> str:
-        """Claim the conversation for the session's user and upsert the session, unless
-        another user owns the conversation or the session id. Returns the conversation's
-        owner (``NULL`` in the rare claim race: run again) and whether the session was
-        written (not when another user holds the session id: the caller rolls back)."""
-        s = self.schema
-        return f"""WITH claimed AS (
-                INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($3, $2)
-                ON CONFLICT (conversation_id) DO NOTHING
-                RETURNING user_id
-            ), owner AS (
-                SELECT user_id FROM claimed
-                UNION ALL
-                SELECT user_id FROM {s}.conversations WHERE conversation_id = $3
-            ), saved AS (
-                INSERT INTO {s}.sessions ({_SESSION_COLUMNS})
-                SELECT $1::text, $2::text, $3::text, $4::bool, $5::int8, $6::text
-                WHERE (SELECT user_id FROM owner LIMIT 1) = $2
-                ON CONFLICT (session_id) DO UPDATE SET
-                    conversation_id = EXCLUDED.conversation_id,
-                    is_active = EXCLUDED.is_active, started_us = EXCLUDED.started_us,
-                    payload = EXCLUDED.payload
-                WHERE {s}.sessions.user_id = EXCLUDED.user_id
-                RETURNING 1
-            )
-            SELECT (SELECT user_id FROM owner LIMIT 1), (SELECT count(*) FROM saved)"""
-
-    @property
-    def forget_user(self) -> str:
-        s = self.schema
-        return f"""WITH msgs AS (
+        rows = yield Fetch(
+            f"""WITH msgs AS (
                 DELETE FROM {s}.messages WHERE user_id = $1 RETURNING 1
             ), sess AS (
                 DELETE FROM {s}.sessions WHERE user_id = $1 RETURNING 1
@@ -638,82 +379,33 @@ class Statements(Dialect):
                 DELETE FROM {s}.conversations WHERE user_id = $1 RETURNING 1
             )
             SELECT (SELECT count(*) FROM msgs), (SELECT count(*) FROM convs),
-                   (SELECT count(*) FROM sess), (SELECT count(*) FROM mems)"""
+                   (SELECT count(*) FROM sess), (SELECT count(*) FROM mems)""",
+            (user_id,),
+            alone=True,
+        )
+        kinds = ("messages", "conversations", "sessions", "memories")
+        return dict(zip(kinds, (int(v) for v in rows[0]), strict=True))
 
-    # ---------------------------------------------------------------- schema management
+    # ---------------------------------------------------------------- schema (:mod:`.schema`)
 
     def schema_version(self) -> Plan[int]:
-        rows = yield Fetch("SELECT to_regclass(?) IS NOT NULL", (self.table("schema_version"),))
-        if not rows[0][0]:
-            return 0
-        rows = yield Fetch(f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_version")
-        return int(rows[0][0])
+        return schema.schema_version(self.schema)
 
     def create_version_table(self) -> Plan[None]:
-        rows = yield Fetch("SELECT to_regnamespace(?) IS NULL", (self.schema,))
-        if rows[0][0]:
-            yield Execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-        yield Execute(
-            f"""CREATE TABLE IF NOT EXISTS {self.schema}.schema_version (
-                version integer PRIMARY KEY,
-                description text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )"""
-        )
+        return schema.create_version_table(self.schema)
 
     def lock_schema(self) -> Plan[None]:
-        # Concurrent first connects queue here; the first migrates, the others find the
-        # schema current.
-        yield Execute("BEGIN")
-        yield Execute("SELECT pg_advisory_xact_lock(?)", (lock_key(self.schema.strip('"')),))
+        return schema.lock_schema(self.schema)
 
     def unlock_schema(self, done: bool) -> Plan[None]:
         yield Execute("COMMIT" if done else "ROLLBACK")
 
     def record_version(self, version: int, name: str) -> Execute:
-        return Execute(
-            f"INSERT INTO {self.schema}.schema_version (version, description) VALUES (?, ?)",
-            (version, name),
-        )
-
-    @property
-    def read_meta(self) -> str:
-        return f"SELECT key, value FROM {self.schema}.meta"
-
-    @property
-    def write_meta(self) -> str:
-        return f"""INSERT INTO {self.schema}.meta (key, value) VALUES ($1, $2)
-            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"""
-
-    def size_vectors(self, dimension: int) -> list[str]:
-        """Empty ``embedding`` columns of type ``vector(dimension)``, with HNSW indexes.
-
-        Dropping and adding a column is instant whatever the table's size (no rewrite); the
-        index of an all-NULL column builds at the speed of a table scan.
-        """
-        s, vt = self.schema, self.vector_type
-        statements: list[str] = []
-        for table in ("messages", "memories"):
-            statements += [
-                f"ALTER TABLE {s}.{table} DROP COLUMN IF EXISTS embedding",
-                f"ALTER TABLE {s}.{table} ADD COLUMN embedding {vt}({int(dimension)})",
-            ]
-            if dimension <= HNSW_MAX_DIMENSIONS:
-                statements.append(
-                    f"""CREATE INDEX {table}_embedding_idx ON {s}.{table}
-                    USING hnsw (embedding {self.vector_schema}.vector_cosine_ops)
-                    WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"""
-                )
-        return statements
+        return schema.record_version(self.schema, version, name)
 
     # ---------------------------------------------------------------- messages
 
-    def window(self, *, by_conversation: bool, by_user: bool, limited: bool) -> str:
-        """The window statement the shared plans run, newest first (for raw baselines)."""
-        conv, user = ("" if by_conversation else None), ("" if by_user else None)
-        return self.sql(window(self, conv, user, 1 if limited else None)[0])
-
-    @property
+    @cached_property
     def claim_conversation(self) -> str:
         """Claim for ``$2`` unless owned; returns ``(owner, created)`` (no row in a rare
         race: re-read)."""
@@ -727,7 +419,7 @@ class Statements(Dialect):
             UNION ALL
             SELECT user_id, false FROM {s}.conversations WHERE conversation_id = $1"""
 
-    @property
+    @cached_property
     def append(self) -> str:
         """Claim conversations and insert messages of many appends in one statement.
 
@@ -813,16 +505,16 @@ class Statements(Dialect):
         "ord id role message_type content ts_iso ts_us metadata_text parent_id analysed"
     ).split()
 
-    @property
+    @cached_property
     def staging_table(self) -> str:
         """The temporary table ``COPY`` fills (another name when it has a vector column)."""
         return "bruno_memstore_staging_v" if self.vectors else "bruno_memstore_staging"
 
-    @property
+    @cached_property
     def staging_columns(self) -> tuple[str, ...]:
         return (*self._STAGING_COLUMNS, *(["embedding"] if self.vectors else []))
 
-    @property
+    @cached_property
     def create_staging(self) -> str:
         """A per-connection staging table for ``COPY`` of large batches (emptied on commit)."""
         vector = f", embedding {self.vector_type}" if self.vectors else ""
@@ -832,7 +524,7 @@ class Statements(Dialect):
                 {vector}
             ) ON COMMIT DELETE ROWS"""
 
-    @property
+    @cached_property
     def insert_staged(self) -> str:
         vector = ", embedding" if self.vectors else ""
         return f"""INSERT INTO {self.schema}.messages (id, conversation_id, user_id, role,
@@ -915,9 +607,9 @@ class Statements(Dialect):
                 ORDER BY score DESC, counted.at DESC, counted.id
                 LIMIT $3
             )
-            {self._top_records("top.score", "top.score DESC")}"""
+            {self.top_records("top.score", "top.score DESC")}"""
 
-    def _top_records(self, score: str, order: str) -> str:
+    def top_records(self, score: str, order: str) -> str:
         """The records of the hits in ``top`` (``kind, id, at``), as :meth:`hits` reads them."""
         s, memory = self.schema, ", ".join(f"e.{c[2:]}" for c in self.memories.columns)
         return f"""SELECT top.kind, {score} AS score, {self.messages.select}, {memory}
@@ -925,102 +617,3 @@ class Statements(Dialect):
             LEFT JOIN {s}.messages m ON top.kind = 'message' AND m.id = top.id
             LEFT JOIN {s}.memories e ON top.kind = 'memory' AND e.id = top.id
             ORDER BY {order}, top.at DESC, top.id"""
-
-    # ---------------------------------------------------------------- vectors
-
-    def put_vectors(self, table: str) -> str:
-        """Attach vectors ``$2`` to the rows of ``table`` with ids ``$1`` (others skipped)."""
-        return f"""UPDATE {self.schema}.{table} t SET embedding = v.embedding
-            FROM unnest($1::text[], $2::{self.vector_type}[]) AS v(id, embedding)
-            WHERE t.id = v.id"""
-
-    @property
-    def vector_search(self) -> str:
-        """The user's records nearest to a vector, in one statement.
-
-        Parameters: ``$1`` user, ``$2`` the query vector, ``$3`` limit, ``$4``/``$5`` include
-        messages/memories, ``$6`` conversation or ``NULL``, ``$7..$14`` the memory filter,
-        ``$15``/``$16`` the exact-scan threshold: at least ``$15`` rows, and
-        ``sqrt($16 * limit * rows in the table)``.
-
-        Every filter is part of the scan's own ``WHERE`` clause. Per kind, one of two plans
-        runs (the other is cut off by a one-time filter):
-
-        * *exact*: when the user (or the conversation) holds fewer rows than the threshold,
-          they are read through the B-tree on ``user_id`` and sorted by distance. ``+ 0``
-          keeps the HNSW index out of this ``ORDER BY``. Its cost grows with the user's
-          rows ``n``.
-        * *index*: otherwise the HNSW index is walked nearest first, skipping rows that fail
-          the filters (with pgvector 0.8's iterative scans it keeps going until ``$3`` rows
-          pass): about ``limit * N / n`` rows of a table of ``N``, which is what the
-          threshold weighs against ``n``. If it still returns fewer than ``$3`` (the scan
-          hit ``hnsw.max_scan_tuples``, or few rows pass the filters), the exact plan runs
-          instead, so a filter never starves the result.
-
-        The table's size is PostgreSQL's estimate (``pg_class.reltuples``), read for free.
-        """
-        s = self.schema
-        # Cosine distance, the operator named by its schema (no ``search_path``).
-        dist = f"m.embedding OPERATOR({self.vector_schema}.<=>) $2::{self.vector_type}"
-        conv = "($6::text IS NULL OR m.conversation_id = $6::text)"
-        mem_where = f"m.user_id = $1 AND {self.memory_filter(7)} AND {conv}"
-
-        def plans(kind: str, table: str, at: str, scope: str, where: str) -> str:
-            return f"""{kind}_cut AS MATERIALIZED (
-                SELECT greatest($15::float8, sqrt($16::float8 * $3::float8
-                                                  * greatest(c.reltuples, 0)))::int8 AS n
-                FROM pg_class c WHERE c.oid = '{s}.{table}'::regclass
-            ), {kind}_scope AS MATERIALIZED (
-                SELECT count(*) AS n FROM (
-                    SELECT 1 FROM {s}.{table} m WHERE {scope}
-                    LIMIT (SELECT n FROM {kind}_cut)
-                ) AS x
-            ), {kind}_index AS MATERIALIZED (
-                SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
-                WHERE (SELECT n FROM {kind}_scope) >= (SELECT n FROM {kind}_cut) AND {where}
-                ORDER BY {dist}
-                LIMIT $3
-            ), {kind}_exact AS MATERIALIZED (
-                SELECT m.id, {dist} AS d, m.{at} AS at FROM {s}.{table} m
-                WHERE ((SELECT n FROM {kind}_scope) < (SELECT n FROM {kind}_cut)
-                       OR (SELECT count(*) FROM {kind}_index) < $3)
-                  AND {where} AND m.embedding IS NOT NULL
-                ORDER BY ({dist}) + 0, m.id
-                LIMIT $3
-            )"""
-
-        msg_scope = f"$4::bool AND m.user_id = $1 AND {conv}"
-        mem_scope = "$5::bool AND m.user_id = $1"
-        return f"""WITH {plans("msg", "messages", "ts_us", msg_scope, msg_scope)},
-            {plans("mem", "memories", "created_us", mem_scope, f"$5::bool AND {mem_where}")},
-            hits AS (
-                SELECT 'message'::text AS kind, id, d, at FROM msg_exact
-                UNION ALL
-                SELECT 'message', id, d, at FROM msg_index
-                WHERE NOT EXISTS (SELECT 1 FROM msg_exact)
-                UNION ALL
-                SELECT 'memory', id, d, at FROM mem_exact
-                UNION ALL
-                SELECT 'memory', id, d, at FROM mem_index
-                WHERE NOT EXISTS (SELECT 1 FROM mem_exact)
-            ), top AS (
-                SELECT kind, id, d, at FROM hits ORDER BY d, at DESC, id LIMIT $3
-            )
-            {self._top_records("1 - top.d", "top.d")}"""
-
-    # ---------------------------------------------------------------- maintenance
-
-    @property
-    def compact(self) -> str:
-        """Rewrite every table holding user data into new files (indexes and TOAST too).
-
-        A plain ``VACUUM`` only marks dead tuples' space reusable: their bytes stay in the
-        pages until overwritten. ``FULL`` copies the live rows into new files and drops the
-        old ones; ``ANALYZE`` replaces the planner's samples of column values (kept in
-        ``pg_statistic``) with samples of live rows.
-        """
-        s = self.schema
-        tables = ", ".join(
-            f"{s}.{t}" for t in ("conversations", "messages", "memories", "sessions")
-        )
-        return f"VACUUM (FULL, ANALYZE) {tables}"
