@@ -202,6 +202,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                     statement_cache_size=self.statement_cache_size,
                     server_settings={"application_name": self._application},
                     init=self._init_connection,
+                    reset=_keep_session,
                 )
         except Exception as exc:
             if not self._is_unavailable(exc):  # a timeout is an OSError
@@ -449,6 +450,15 @@ def _driver_dsn(url: MemoryURL) -> str:
     query = {k: v for k, v in url.query.items() if k in _DRIVER_OPTIONS}
     query.pop("application_name", None)  # passed as a server setting instead
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
+
+
+async def _keep_session(conn: Any) -> None:
+    """A connection's reset on its way back to the pool: nothing beyond asyncpg's own
+    rollback of a transaction left open. Every setting the backend changes is local to a
+    transaction (``set_config(..., true)``), every advisory lock a transaction's, and it
+    opens no cursor outside one nor listens; the ``COPY`` staging table is meant to stay.
+    The default reset (``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *``, unlocking advisory
+    locks) would cost a round trip after every operation."""
 
 
 def _closed(exc: BaseException) -> bool:

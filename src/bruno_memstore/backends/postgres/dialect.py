@@ -194,7 +194,12 @@ class PostgresDialect(Dialect):
 
     def append_group(self, appends: Sequence[Append]) -> Plan[list[Outcome]]:
         """The appends of a group commit, in one statement (see :attr:`append`); an append
-        whose conversation another transaction claimed meanwhile gets ``None`` (run again)."""
+        whose conversation another transaction claimed meanwhile gets ``None`` (run again).
+        A lone message into a stored conversation goes through :attr:`append_one`."""
+        if len(appends) == 1 and len(appends[0].records) == 1 and self.lean_append:
+            outcome = yield from self._append_one(appends[0])
+            if outcome is not None:
+                return [outcome]
         conv = [item.conversation_id for item in appends]
         users = [item.user_id for item in appends]
         enforce = [item.enforce_owner for item in appends]
@@ -240,6 +245,23 @@ class PostgresDialect(Dialect):
                 existing = frozenset(r.id for r in item.records if r.id not in inserted)
                 outcomes.append(AppendResult(owner, existing))
         return outcomes
+
+    def _append_one(self, item: Append) -> Plan[Outcome]:
+        """One message into a stored conversation; ``None`` if the conversation is new."""
+        r = item.records[0]
+        args = [item.conversation_id, item.user_id, item.enforce_owner]
+        args += [getattr(r, f) for f in _MESSAGE_VALUES]
+        if self.client_analysis:
+            args.append(analysed(r.content))
+        if self.vectors:
+            args.append(self.vector_value(r.vector))
+        rows = yield Fetch(self.append_one, args, alone=True)
+        owner, inserted = rows[0]
+        if owner is None:
+            return None
+        if item.enforce_owner and owner != item.user_id:
+            return not_owner(item.conversation_id)
+        return AppendResult(owner, frozenset() if inserted else frozenset((r.id,)))
 
     def _message_row(self, n: int, r: MessageRecord) -> tuple[Any, ...]:
         """A message's values in :attr:`staging_columns` order, ``n`` first."""
@@ -418,6 +440,44 @@ class PostgresDialect(Dialect):
             SELECT user_id, true FROM claimed
             UNION ALL
             SELECT user_id, false FROM {s}.conversations WHERE conversation_id = $1"""
+
+    @cached_property
+    def lean_append(self) -> bool:
+        """Whether :attr:`append_one` may run: it passes a vector as one value, which needs
+        the vector codec where rows have vectors."""
+        return not self.vectors or self.encode_vector is not None
+
+    @cached_property
+    def append_one(self) -> str:
+        """Insert one message into a stored conversation, unless the owner check fails.
+
+        Parameters: ``$1`` conversation, ``$2`` user, ``$3`` enforce the owner, ``$4..$11``
+        the message's columns (as :attr:`append`), then the analysed text (with the library's
+        analysis) and the vector (when the store keeps vectors). Returns the conversation's
+        owner (``NULL``: not stored, nothing written) and whether the message was inserted
+        (not when its id is stored). Small enough to plan in a tenth of :attr:`append`'s
+        time, and a plain ``INSERT`` when it runs.
+        """
+        extras = ["analysed"] if self.client_analysis else []
+        if self.vectors:
+            extras.append("embedding")
+        marks = {name: f"${12 + i}" for i, name in enumerate(extras)}
+        vector_col = ", embedding" if self.vectors else ""
+        vector_val = f", {marks['embedding']}::{self.vector_type}" if self.vectors else ""
+        tsv = self._tsv("$7::text", f"{marks.get('analysed')}::text")
+        s = self.schema
+        return f"""WITH owner AS (
+                SELECT user_id FROM {s}.conversations WHERE conversation_id = $1
+            ), inserted AS (
+                INSERT INTO {s}.messages (id, conversation_id, user_id, role, message_type,
+                                          content, ts_iso, ts_us, metadata_text, parent_id,
+                                          tsv{vector_col})
+                SELECT $4, $1, owner.user_id, $5, $6, $7, $8, $9, $10, $11, {tsv}{vector_val}
+                FROM owner WHERE NOT $3::bool OR owner.user_id = $2::text
+                ON CONFLICT (id) DO NOTHING
+                RETURNING 1
+            )
+            SELECT (SELECT user_id FROM owner), EXISTS (SELECT 1 FROM inserted)"""
 
     @cached_property
     def append(self) -> str:
