@@ -620,6 +620,43 @@ async def test_group_commit_keeps_every_append_apart(memory: PostgresMemory) -> 
     assert len({r.seq for r in rows}) == len(rows)
 
 
+async def test_a_lone_message_into_a_stored_conversation_keeps_every_rule(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    owner, intruder, conv = new_user_id(), new_user_id(), new_conversation_id()
+    first, second = make_message("first words"), make_message("second words", timestamp=at(0))
+    await memory.store_message(first, owner, conv)  # claims the conversation
+    await memory.store_message(second, owner, conv)  # into the stored conversation
+    await memory.store_message(second, owner, conv)  # the same id again: nothing new
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("intrusion"), intruder, conv)
+    s = check_schema(memory.schema)
+    rows = await db.fetch(
+        f"SELECT content, user_id, tsv <> ''::tsvector FROM {s}.messages "
+        "WHERE conversation_id = $1 ORDER BY ts_us, seq",
+        conv,
+    )
+    assert [tuple(r) for r in rows] == [("second words", owner, True), ("first words", owner, True)]
+    assert [h.message.content for h in await memory.search(owner, "second")] == ["second words"]
+    with pytest.raises(ConflictError):
+        await memory.store_message(second.model_copy(update={"content": "other"}), owner, conv)
+
+
+async def test_a_small_pool_serves_many_concurrent_operations(schemas: Callable[[], str]) -> None:
+    """Connections kept between operations never leave a caller waiting on the pool."""
+    async with PostgresMemory(POSTGRES_URL, schema=schemas(), min_size=1, max_size=2) as mem:
+        uid, conv = new_user_id(), new_conversation_id()
+
+        async def work(i: int) -> int:
+            await mem.store_message(make_message(f"m{i}"), uid, conv)
+            return len(await mem.retrieve_messages(conv))
+
+        # A pool that a kept connection starved would hang here; wait_for bounds the wait.
+        counts = await asyncio.wait_for(asyncio.gather(*(work(i) for i in range(60))), 30)
+        assert max(counts) == 60
+        assert len(await mem.retrieve_messages(conv)) == 60
+
+
 async def test_large_batches_go_through_copy_in_order(memory: PostgresMemory) -> None:
     uid, conv = new_user_id(), new_conversation_id()
     msgs = [make_message(f"bulk {i}", timestamp=at(i // 100)) for i in range(2500)]

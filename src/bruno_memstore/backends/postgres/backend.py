@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
@@ -22,13 +21,14 @@ from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
-from ..sql.aio import AsyncSQLMemory, Run, connection_step
+from ..sql.aio import AsyncSQLMemory, connection_step
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
 from ..sql.schema import migrate
 from ..sql.steps import Step, drive_async
 from ..sql.where import search_values
 from . import vectors
+from .connections import Connections, Steps
 from .dialect import PostgresDialect
 from .schema import (
     EXTENSION,
@@ -163,6 +163,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         regconfig = check_language(self.language)
         self._sql: PostgresDialect = PostgresDialect(check_schema(self.schema), regconfig)
         self._pool: Any = None
+        self._connections: Connections
         self._vector_support: str | None = None
         self._vector_reason = ""
         self._pgvector_version: str | None = None
@@ -237,6 +238,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             pool.terminate()
             raise
         self._pool = pool
+        self._connections = Connections(pool, self.max_size)
         if self.group_commit:
             # Half the pool at most writes groups; the rest serves reads and large batches.
             self._committer = self._new_committer(
@@ -251,6 +253,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         pool, self._pool = self._pool, None
         await self._stop_committer(self.connect_timeout)
         if pool is not None:
+            await self._connections.release_kept()
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
             except Exception:
@@ -308,15 +311,9 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
 
     # ---------------------------------------------------------------- where plans run
 
-    @asynccontextmanager
-    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
-        async with self._pool.acquire() as conn:
-            run = partial(connection_step, conn, self._sql)
-            if mode in ("read", "scan") or getattr(first, "alone", False):
-                yield run
-            else:
-                async with conn.transaction():
-                    yield run
+    def _steps(self, mode: Mode, first: Step) -> Steps:
+        alone = mode in ("read", "scan") or getattr(first, "alone", False)
+        return Steps(self._connections, self._sql, not alone)
 
     # ---------------------------------------------------------------- errors
 
