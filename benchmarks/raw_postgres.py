@@ -5,9 +5,9 @@ library's own SQL statements (``bruno_memstore.backends.postgres.dialect``) on a
 library created, with the same parameter values (analysed text included, computed inside
 the timing as the library does):
 
-* ``store_one``: the append statement for one message, autocommitted: one round trip and
-  one commit per message, whatever the number of concurrent tasks (one pooled connection
-  each);
+* ``store_one``: the statement for one message into a stored conversation (the claiming
+  append statement when the conversation is new), autocommitted: one round trip and one
+  commit per message, whatever the number of concurrent tasks (one pooled connection each);
 * ``store_batch``: ``COPY`` into the staging table, then the ``INSERT ... SELECT``, in one
   transaction;
 * ``read_rows``: the user's newest 20 messages;
@@ -72,7 +72,8 @@ class AsyncpgDriver(RawDriver):
 
     async def store_one(self, user: str, conv: str, message: Message) -> None:
         r = _values(message)
-        await self.pool.execute(self.sql.append, [conv], [user], [True], [1], *([v] for v in r))
+        if await self.pool.fetchval(self.sql.append_one, conv, user, True, *r) is None:
+            await self.pool.execute(self.sql.append, [conv], [user], [True], [1], *([v] for v in r))
 
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         rows = [(n, *_values(m)) for n, m in enumerate(messages)]
