@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import asyncpg
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends.postgres import PostgresMemory
+from bruno_memstore.backends.postgres import PostgresMemory, bulk
 from bruno_memstore.backends.postgres.dialect import PostgresDialect
 from bruno_memstore.backends.postgres.dialect import analysed as _analysed
 from bruno_memstore.backends.postgres.schema import check_schema
@@ -78,12 +78,12 @@ class AsyncpgDriver(RawDriver):
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         rows = [(n, *_values(m)) for n, m in enumerate(messages)]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.fetchval(self.sql.claim_conversation, conv, user)
-            await conn.execute(self.sql.create_staging)
+            await conn.fetchval(bulk.claim_conversation(self.sql), conv, user)
+            await conn.execute(bulk.create_staging(self.sql))
             await conn.copy_records_to_table(
-                self.sql.staging_table, columns=self.sql.staging_columns, records=rows
+                bulk.staging_table(self.sql), columns=self.sql.row_columns, records=rows
             )
-            await conn.execute(self.sql.insert_staged, conv, user)
+            await conn.execute(bulk.insert_staged(self.sql), conv, user)
 
     async def read_rows(self, user: str) -> list[Any]:
         return await self.pool.fetch(self.window, user, CONTEXT_LIMIT)
@@ -103,7 +103,7 @@ class AsyncpgDriver(RawDriver):
 
 
 def _values(m: Message) -> tuple[Any, ...]:
-    """One message's staged column values (``PostgresDialect.staging_columns[1:]``)."""
+    """One message's staged column values (``PostgresDialect.row_columns[1:]``)."""
     return (
         str(m.id),
         m.role.value,

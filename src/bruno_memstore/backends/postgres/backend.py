@@ -28,6 +28,7 @@ from ..sql.schema import migrate
 from ..sql.steps import Step, drive_async
 from ..sql.where import search_values
 from . import vectors
+from .bulk import append_copied
 from .connections import Connections, Steps
 from .dialect import PostgresDialect
 from .schema import (
@@ -342,7 +343,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     ) -> AppendResult:
         if len(records) >= _COPY_THRESHOLD and (not self._sql.vectors or self._codec_schema):
             request = Append(conversation_id, user_id, records, enforce_owner)
-            return await self._plan("write", PostgresDialect.append_copied, request)
+            return await self._plan("write", append_copied, request)
         return await super()._append_messages(
             conversation_id, user_id, records, enforce_owner=enforce_owner
         )

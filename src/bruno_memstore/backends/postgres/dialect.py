@@ -22,7 +22,7 @@ from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
 from ..sql.dialect import Conversation, Dialect, Source, numbered
-from ..sql.steps import Copy, Execute, Fetch, Plan
+from ..sql.steps import Execute, Fetch, Plan
 from ..sql.where import search_values
 from . import schema
 
@@ -38,8 +38,10 @@ _SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 _MESSAGE_ORDER = (
     "id conversation_id role content message_type ts_iso ts_us metadata_text parent_id user_id seq"
 ).split()
-# A message's values as the append and COPY statements take them, after its ordinal.
+# A message's values as the append and COPY statements take them, after its ordinal, and
+# the columns they go to.
 _MESSAGE_VALUES = ("id role message_type content timestamp ts_us metadata parent_id").split()
+_ROW_COLUMNS = ("id role message_type content ts_iso ts_us metadata_text parent_id").split()
 
 
 def analysed(content: str) -> str:
@@ -98,7 +100,7 @@ class PostgresDialect(Dialect):
         """The same dialect for a store whose vector mode is now known."""
         return PostgresDialect(self.schema, self.regconfig, vector_schema, encode_vector)
 
-    def _tsv(self, content: str, analysed: str) -> str:
+    def tsv(self, content: str, analysed: str) -> str:
         """The ``tsv`` value of a row, from its content or its client-analysed text."""
         if self.regconfig is None:
             return f"to_tsvector('simple'::regconfig, {analysed})"
@@ -145,7 +147,7 @@ class PostgresDialect(Dialect):
         replaced too, by ``NULL`` when the new write has none). Nothing is written when the
         id holds another user's entry (the conflicting row is locked and left as it is)."""
         s, values = self.schema, [*MEMORIES.row(rec)]
-        tsv = self._tsv("$3::text", "$13::text")
+        tsv = self.tsv("$3::text", "$13::text")
         if self.client_analysis:
             values.append(body)
         vector_col = vector_val = vector_set = ""
@@ -196,16 +198,18 @@ class PostgresDialect(Dialect):
         """The appends of a group commit, in one statement (see :attr:`append`); an append
         whose conversation another transaction claimed meanwhile gets ``None`` (run again).
         A lone message into a stored conversation goes through :attr:`append_one`."""
-        if len(appends) == 1 and len(appends[0].records) == 1 and self.lean_append:
+        # (It passes a vector as one value, which needs the codec where rows have vectors.)
+        lean = not self.vectors or self.encode_vector is not None
+        if lean and len(appends) == 1 and len(appends[0].records) == 1:
             written = yield from self._append_one(appends[0])
             if written is not None:
                 return [written]
         conv = [item.conversation_id for item in appends]
         users = [item.user_id for item in appends]
         enforce = [item.enforce_owner for item in appends]
-        rows = [self._message_row(n, r) for n, item in enumerate(appends, 1) for r in item.records]
+        rows = [self.message_row(n, r) for n, item in enumerate(appends, 1) for r in item.records]
         cols: list[Any] = [list(c) for c in zip(*rows, strict=True)] or [
-            [] for _ in self.staging_columns
+            [] for _ in self.row_columns
         ]
         if self.vectors and all(v is None for v in cols[-1]):
             cols[-1] = None  # one NULL array: needs no vector codec
@@ -259,35 +263,11 @@ class PostgresDialect(Dialect):
         rows = yield Fetch(self.append_one, args, alone=True)
         return AppendResult(rows[0][0], frozenset()) if rows else None
 
-    def _message_row(self, n: int, r: MessageRecord) -> tuple[Any, ...]:
-        """A message's values in :attr:`staging_columns` order, ``n`` first."""
+    def message_row(self, n: int, r: MessageRecord) -> tuple[Any, ...]:
+        """A message's values as :attr:`append` and ``COPY`` take them (:attr:`row_columns`),
+        its ordinal ``n`` first."""
         vector = (self.vector_value(r.vector),) if self.vectors else ()
         return (n, *(getattr(r, f) for f in _MESSAGE_VALUES), self.search_body(r.content), *vector)
-
-    def append_copied(self, item: Append) -> Plan[AppendResult]:
-        """A large append through ``COPY`` into a staging table, then one ``INSERT``."""
-        records = item.records
-        rows = [self._message_row(n, r) for n, r in enumerate(records)]
-        claimed = yield Fetch(self.claim_conversation, (item.conversation_id, item.user_id))
-        if not claimed:  # claimed by a transaction that committed after our snapshot
-            found = yield Fetch(
-                f"SELECT user_id FROM {self.schema}.conversations WHERE conversation_id = $1",
-                (item.conversation_id,),
-            )
-            claimed = [(found[0][0], False)]
-        owner, created = claimed[0]
-        if item.enforce_owner and owner != item.user_id:
-            raise not_owner(item.conversation_id)
-        yield Execute(self.create_staging)
-        yield Copy(self.staging_table, self.staging_columns, rows)
-        stored = yield Fetch(self.insert_staged, (item.conversation_id, owner))
-        if created and not stored:  # every id was stored: the write claims nothing either
-            yield Execute(
-                f"DELETE FROM {self.schema}.conversations WHERE conversation_id = ?",
-                (item.conversation_id,),
-            )
-        inserted = {row[0] for row in stored}
-        return AppendResult(owner, frozenset(r.id for r in records if r.id not in inserted))
 
     def text_search(self, request: SearchRequest) -> Plan[list[SearchHit]]:
         """Ranked search of the user's messages and memory entries, in one statement."""
@@ -424,26 +404,6 @@ class PostgresDialect(Dialect):
     # ---------------------------------------------------------------- messages
 
     @cached_property
-    def claim_conversation(self) -> str:
-        """Claim for ``$2`` unless owned; returns ``(owner, created)`` (no row in a rare
-        race: re-read)."""
-        s = self.schema
-        return f"""WITH claimed AS (
-                INSERT INTO {s}.conversations (conversation_id, user_id) VALUES ($1, $2)
-                ON CONFLICT (conversation_id) DO NOTHING
-                RETURNING user_id
-            )
-            SELECT user_id, true FROM claimed
-            UNION ALL
-            SELECT user_id, false FROM {s}.conversations WHERE conversation_id = $1"""
-
-    @cached_property
-    def lean_append(self) -> bool:
-        """Whether :attr:`append_one` may run: it passes a vector as one value, which needs
-        the vector codec where rows have vectors."""
-        return not self.vectors or self.encode_vector is not None
-
-    @cached_property
     def append_one(self) -> str:
         """Insert one message into a stored conversation, unless the owner check fails.
 
@@ -460,7 +420,7 @@ class PostgresDialect(Dialect):
         marks = {name: f"${12 + i}" for i, name in enumerate(extras)}
         vector_col = ", embedding" if self.vectors else ""
         vector_val = f", {marks['embedding']}::{self.vector_type}" if self.vectors else ""
-        tsv = self._tsv("$7::text", f"{marks.get('analysed')}::text")
+        tsv = self.tsv("$7::text", f"{marks.get('analysed')}::text")
         return f"""INSERT INTO {self.schema}.messages (id, conversation_id, user_id, role,
                 message_type, content, ts_iso, ts_us, metadata_text, parent_id, tsv{vector_col})
             SELECT $4, $1, c.user_id, $5, $6, $7, $8, $9, $10, $11, {tsv}{vector_val}
@@ -528,7 +488,7 @@ class PostgresDialect(Dialect):
                                           tsv{vector_col})
                 SELECT m.id, acc.conversation_id, acc.owner, m.role, m.message_type,
                        m.content, m.ts_iso, m.ts_us, m.metadata_text, m.parent_id,
-                       {self._tsv("m.content", "m.analysed")}{vector_val}
+                       {self.tsv("m.content", "m.analysed")}{vector_val}
                 FROM m JOIN accepted acc ON acc.idx = m.app
                 ORDER BY m.ord
                 ON CONFLICT (id) DO NOTHING
@@ -551,39 +511,10 @@ class PostgresDialect(Dialect):
             UNION ALL
             SELECT NULL, NULL, id, NULL FROM inserted"""
 
-    _STAGING_COLUMNS = (
-        "ord id role message_type content ts_iso ts_us metadata_text parent_id analysed"
-    ).split()
-
     @cached_property
-    def staging_table(self) -> str:
-        """The temporary table ``COPY`` fills (another name when it has a vector column)."""
-        return "bruno_memstore_staging_v" if self.vectors else "bruno_memstore_staging"
-
-    @cached_property
-    def staging_columns(self) -> tuple[str, ...]:
-        return (*self._STAGING_COLUMNS, *(["embedding"] if self.vectors else []))
-
-    @cached_property
-    def create_staging(self) -> str:
-        """A per-connection staging table for ``COPY`` of large batches (emptied on commit)."""
-        vector = f", embedding {self.vector_type}" if self.vectors else ""
-        return f"""CREATE TEMP TABLE IF NOT EXISTS {self.staging_table} (
-                ord bigint, id text, role text, message_type text, content text,
-                ts_iso text, ts_us bigint, metadata_text text, parent_id text, analysed text
-                {vector}
-            ) ON COMMIT DELETE ROWS"""
-
-    @cached_property
-    def insert_staged(self) -> str:
-        vector = ", embedding" if self.vectors else ""
-        return f"""INSERT INTO {self.schema}.messages (id, conversation_id, user_id, role,
-                message_type, content, ts_iso, ts_us, metadata_text, parent_id, tsv{vector})
-            SELECT id, $1, $2, role, message_type, content, ts_iso, ts_us, metadata_text,
-                   parent_id, {self._tsv("content", "analysed")}{vector}
-            FROM {self.staging_table} ORDER BY ord
-            ON CONFLICT (id) DO NOTHING
-            RETURNING id"""
+    def row_columns(self) -> tuple[str, ...]:
+        """The names of :meth:`message_row`'s values (the staging table's columns)."""
+        return ("ord", *_ROW_COLUMNS, "analysed", *(["embedding"] if self.vectors else []))
 
     # ---------------------------------------------------------------- memories
 
