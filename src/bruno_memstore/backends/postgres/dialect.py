@@ -125,13 +125,14 @@ class PostgresDialect(Dialect):
     ) -> tuple[str, list[Any]]:
         if conversation_id is None or user_id is None:
             return super().window_scope(conversation_id, user_id)
-        # Ownership is per conversation: check it once, then walk the conversation's index
-        # (filtering messages by user would let the planner pick the user index and scan
-        # all of that user's other conversations).
+        # Ownership is per conversation: check it once (a one-time filter, cheaper than a
+        # semi-join), then walk the conversation's index (filtering messages by user would
+        # let the planner pick the user index and scan all of that user's other
+        # conversations).
         return (
-            f"m.conversation_id = ? AND EXISTS (SELECT 1 FROM {self.schema}.conversations c "
-            "WHERE c.conversation_id = m.conversation_id AND c.user_id = ?)",
-            [conversation_id, user_id],
+            f"m.conversation_id = ? AND (SELECT c.user_id FROM {self.schema}.conversations c "
+            "WHERE c.conversation_id = ?) = ?",
+            [conversation_id, conversation_id, user_id],
         )
 
     def search_body(self, content: str) -> str | None:
