@@ -642,9 +642,13 @@ async def test_a_lone_message_into_a_stored_conversation_keeps_every_rule(
         await memory.store_message(second.model_copy(update={"content": "other"}), owner, conv)
 
 
-async def test_a_small_pool_serves_many_concurrent_operations(schemas: Callable[[], str]) -> None:
+@pytest.mark.parametrize("min_size", [0, 2])
+async def test_a_small_pool_serves_many_concurrent_operations(
+    schemas: Callable[[], str], min_size: int
+) -> None:
     """Connections kept between operations never leave a caller waiting on the pool."""
-    async with PostgresMemory(POSTGRES_URL, schema=schemas(), min_size=1, max_size=2) as mem:
+    url, schema = POSTGRES_URL, schemas()
+    async with PostgresMemory(url, schema=schema, min_size=min_size, max_size=2) as mem:
         uid, conv = new_user_id(), new_conversation_id()
 
         async def work(i: int) -> int:

@@ -239,7 +239,8 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             pool.terminate()
             raise
         self._pool = pool
-        self._connections = Connections(pool, self.max_size)
+        # As many kept at hand as the pool keeps open when idle: no more stay open.
+        self._connections = Connections(pool, self.min_size)
         if self.group_commit:
             # Half the pool at most writes groups; the rest serves reads and large batches.
             self._committer = self._new_committer(

@@ -30,6 +30,7 @@ class Connections:
     __slots__ = ("_keep", "_kept", "pool")
 
     def __init__(self, pool: Any, keep: int) -> None:
+        """``keep``: how many connections wait in the list at most (0: none)."""
         self.pool = pool
         self._keep = keep
         self._kept: list[Any] = []
