@@ -1,13 +1,13 @@
 """The raw ``asyncpg`` baseline for ``PostgresMemory`` in :mod:`benchmarks.throughput`.
 
 :class:`AsyncpgDriver` runs each benchmarked operation with the driver alone, executing the
-library's own SQL statements (``bruno_memstore.backends.postgres.statements``) on a schema the
+library's own SQL statements (``bruno_memstore.backends.postgres.dialect``) on a schema the
 library created, with the same parameter values (analysed text included, computed inside
 the timing as the library does):
 
-* ``store_one``: the append statement for one message, autocommitted: one round trip and
-  one commit per message, whatever the number of concurrent tasks (one pooled connection
-  each);
+* ``store_one``: the statement for one message into a stored conversation (the claiming
+  append statement when the conversation is new), autocommitted: one round trip and one
+  commit per message, whatever the number of concurrent tasks (one pooled connection each);
 * ``store_batch``: ``COPY`` into the staging table, then the ``INSERT ... SELECT``, in one
   transaction;
 * ``read_rows``: the user's newest 20 messages;
@@ -33,10 +33,12 @@ from typing import Any, ClassVar
 import asyncpg
 from bruno_core.models.message import Message
 
-from bruno_memstore.backends.postgres import PostgresMemory
-from bruno_memstore.backends.postgres.statements import Statements, check_schema
-from bruno_memstore.backends.postgres.statements import analysed as _analysed
+from bruno_memstore.backends.postgres import PostgresMemory, bulk
+from bruno_memstore.backends.postgres.dialect import PostgresDialect
+from bruno_memstore.backends.postgres.dialect import analysed as _analysed
+from bruno_memstore.backends.postgres.schema import check_schema
 from bruno_memstore.backends.sql.dialect import message_of as _message
+from bruno_memstore.backends.sql.plans import window
 from bruno_memstore.models import record_to_message, to_us
 from bruno_memstore.search import MAX_QUERY_TERMS, terms
 from bruno_memstore.url import MemoryURL
@@ -58,10 +60,10 @@ class AsyncpgDriver(RawDriver):
         # The library creates the schema and its tables; from here on, only the driver.
         async with PostgresMemory(url.raw, schema=self.schema):
             pass
-        self.sql = Statements(check_schema(self.schema), None)
+        self.sql = PostgresDialect(check_schema(self.schema), None)
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size)
         s = self.sql.schema
-        self.window = self.sql.window(by_conversation=False, by_user=True, limited=True)
+        self.window = self.sql.sql(window(self.sql, None, "", 1)[0])
         self.drop = f"DROP SCHEMA {s} CASCADE"
 
     async def close(self) -> None:
@@ -70,17 +72,18 @@ class AsyncpgDriver(RawDriver):
 
     async def store_one(self, user: str, conv: str, message: Message) -> None:
         r = _values(message)
-        await self.pool.execute(self.sql.append, [conv], [user], [True], [1], *([v] for v in r))
+        if await self.pool.fetchval(self.sql.append_one, conv, user, True, *r) is None:
+            await self.pool.execute(self.sql.append, [conv], [user], [True], [1], *([v] for v in r))
 
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         rows = [(n, *_values(m)) for n, m in enumerate(messages)]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.fetchval(self.sql.claim_conversation, conv, user)
-            await conn.execute(self.sql.create_staging)
+            await conn.fetchval(bulk.claim_conversation(self.sql), conv, user)
+            await conn.execute(bulk.create_staging(self.sql))
             await conn.copy_records_to_table(
-                self.sql.staging_table, columns=self.sql.staging_columns, records=rows
+                bulk.staging_table(self.sql), columns=self.sql.row_columns, records=rows
             )
-            await conn.execute(self.sql.insert_staged, conv, user)
+            await conn.execute(bulk.insert_staged(self.sql), conv, user)
 
     async def read_rows(self, user: str) -> list[Any]:
         return await self.pool.fetch(self.window, user, CONTEXT_LIMIT)
@@ -100,7 +103,7 @@ class AsyncpgDriver(RawDriver):
 
 
 def _values(m: Message) -> tuple[Any, ...]:
-    """The staged column values of one message (the order of ``Statements.staging_columns[1:]``)."""
+    """One message's staged column values (``PostgresDialect.row_columns[1:]``)."""
     return (
         str(m.id),
         m.role.value,

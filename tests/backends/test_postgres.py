@@ -37,12 +37,9 @@ import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.postgres import backend as postgres_module
-from bruno_memstore.backends.postgres.statements import (
-    LATEST_VERSION,
-    Statements,
-    check_schema,
-    migrations,
-)
+from bruno_memstore.backends.postgres import vectors as postgres_vectors
+from bruno_memstore.backends.postgres.dialect import PostgresDialect
+from bruno_memstore.backends.postgres.schema import LATEST_VERSION, check_schema, migrations
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.embeddings.adapter import VectorSpace
@@ -259,7 +256,7 @@ async def test_language_is_validated_and_recorded(schemas: Callable[[], str]) ->
         await PostgresMemory(POSTGRES_URL, schema=schema).initialize()
 
 
-def first_statement(sql: Statements, plan: Any) -> tuple[str, list[Any]]:
+def first_statement(sql: PostgresDialect, plan: Any) -> tuple[str, list[Any]]:
     """The first statement a plan of the SQL family runs, and its arguments."""
     step = next(plan)
     return sql.sql(step.sql), list(step.args)
@@ -279,20 +276,14 @@ async def test_queries_use_their_indexes(memory: PostgresMemory, db: asyncpg.Con
         await memory.store_memory(make_memory_entry(uid, f"fact {n} about gardens"))
     for table in TABLES:
         await db.execute(f"ANALYZE {check_schema(memory.schema)}.{table}")
-    sql: Statements = memory._sql
+    sql: PostgresDialect = memory._sql
     uid = users[3]
     conv = await db.fetchval(
         f"SELECT conversation_id FROM {sql.schema}.conversations WHERE user_id = $1", uid
     )
     plans = {
-        "messages_window_idx": (
-            sql.window(by_conversation=True, by_user=True, limited=True),
-            [conv, uid, 20],
-        ),
-        "messages_user_window_idx": (
-            sql.window(by_conversation=False, by_user=True, limited=True),
-            [uid, 20],
-        ),
+        "messages_window_idx": first_statement(sql, shared.read_window(sql, conv, uid, 20)),
+        "messages_user_window_idx": first_statement(sql, shared.read_window(sql, None, uid, 20)),
         "messages_tsv_idx": (
             sql.search(1),
             [uid, ["zebra"], 10, True, False, None, uid, [], [], [], 0.0, 0.0, False, 0],
@@ -629,6 +620,47 @@ async def test_group_commit_keeps_every_append_apart(memory: PostgresMemory) -> 
     assert len({r.seq for r in rows}) == len(rows)
 
 
+async def test_a_lone_message_into_a_stored_conversation_keeps_every_rule(
+    memory: PostgresMemory, db: asyncpg.Connection
+) -> None:
+    owner, intruder, conv = new_user_id(), new_user_id(), new_conversation_id()
+    first, second = make_message("first words"), make_message("second words", timestamp=at(0))
+    await memory.store_message(first, owner, conv)  # claims the conversation
+    await memory.store_message(second, owner, conv)  # into the stored conversation
+    await memory.store_message(second, owner, conv)  # the same id again: nothing new
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("intrusion"), intruder, conv)
+    s = check_schema(memory.schema)
+    rows = await db.fetch(
+        f"SELECT content, user_id, tsv <> ''::tsvector FROM {s}.messages "
+        "WHERE conversation_id = $1 ORDER BY ts_us, seq",
+        conv,
+    )
+    assert [tuple(r) for r in rows] == [("second words", owner, True), ("first words", owner, True)]
+    assert [h.message.content for h in await memory.search(owner, "second")] == ["second words"]
+    with pytest.raises(ConflictError):
+        await memory.store_message(second.model_copy(update={"content": "other"}), owner, conv)
+
+
+@pytest.mark.parametrize("min_size", [0, 2])
+async def test_a_small_pool_serves_many_concurrent_operations(
+    schemas: Callable[[], str], min_size: int
+) -> None:
+    """Connections kept between operations never leave a caller waiting on the pool."""
+    url, schema = POSTGRES_URL, schemas()
+    async with PostgresMemory(url, schema=schema, min_size=min_size, max_size=2) as mem:
+        uid, conv = new_user_id(), new_conversation_id()
+
+        async def work(i: int) -> int:
+            await mem.store_message(make_message(f"m{i}"), uid, conv)
+            return len(await mem.retrieve_messages(conv))
+
+        # A pool that a kept connection starved would hang here; wait_for bounds the wait.
+        counts = await asyncio.wait_for(asyncio.gather(*(work(i) for i in range(60))), 30)
+        assert max(counts) == 60
+        assert len(await mem.retrieve_messages(conv)) == 60
+
+
 async def test_large_batches_go_through_copy_in_order(memory: PostgresMemory) -> None:
     uid, conv = new_user_id(), new_conversation_id()
     msgs = [make_message(f"bulk {i}", timestamp=at(i // 100)) for i in range(2500)]
@@ -788,7 +820,7 @@ def _choose_plan(mem: PostgresMemory, choice: str) -> None:
     mem._exact_rows, mem._exact_factor = {
         "exact": (2**62, 0.0),
         "index": (10, 0.0),
-        "chosen": (postgres_module._EXACT_SCAN_ROWS, postgres_module._EXACT_SCAN_FACTOR),
+        "chosen": (postgres_vectors.EXACT_SCAN_ROWS, postgres_vectors.EXACT_SCAN_FACTOR),
     }[choice]
 
 
@@ -798,14 +830,13 @@ async def _explain_search(
     """Run the vector search statement under ``EXPLAIN ANALYZE`` as the backend runs it."""
     from pgvector import Vector
 
-    from bruno_memstore.backends.postgres.backend import _SCAN_SETTINGS
     from bruno_memstore.backends.sql.where import filter_values as _filter_args
     from bruno_memstore.models import MemoryFilter
 
     async with mem._pool.acquire() as conn, conn.transaction():
-        await conn.execute(_SCAN_SETTINGS, "40")
+        await conn.execute(postgres_vectors.search_settings(True), "40")
         text = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {mem._sql.vector_search}",
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {postgres_vectors.vector_search(mem._sql)}",
             uid,
             Vector(query),
             limit,

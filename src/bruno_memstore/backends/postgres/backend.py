@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
@@ -22,25 +21,31 @@ from ...primitives import AppendResult
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
-from ..sql.aio import AsyncSQLMemory, Run, connection_step
+from ..sql.aio import AsyncSQLMemory, connection_step
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
 from ..sql.schema import migrate
 from ..sql.steps import Step, drive_async
 from ..sql.where import search_values
-from .statements import (
+from . import vectors
+from .bulk import append_copied
+from .connections import Connections, Steps
+from .dialect import PostgresDialect
+from .schema import (
     EXTENSION,
-    HNSW_MAX_DIMENSIONS,
     LATEST_VERSION,
     MEMSTORE_ANALYSIS,
-    Statements,
-    analysis_label,
+    check_analysis,
+    check_configuration,
     check_language,
     check_schema,
+    compact,
     lock_key,
     migrations,
     quote,
+    read_meta,
     version_of,
+    write_meta,
 )
 
 try:  # the pgvector extra: binary transfer of vectors
@@ -74,13 +79,6 @@ _DRIVER_OPTIONS = frozenset(
 )
 _COPY_THRESHOLD = 1000  # batches at least this large go through COPY
 _GROUP_MAX_ROWS = 200  # larger appends run on their own instead of joining a group
-# A user (or conversation) is searched exactly, through the B-tree on user_id, when it has
-# fewer rows n than max(_EXACT_SCAN_ROWS, sqrt(_EXACT_SCAN_FACTOR * limit * N)) in a table
-# of N: an exact scan costs about n row reads; an HNSW walk filtered to the user visits about
-# limit * N / n rows, each far more costly (measured: 35 times with the user's rows stored
-# together, fewer when they are scattered). See docs/backends/postgres.md.
-_EXACT_SCAN_ROWS = 1000
-_EXACT_SCAN_FACTOR = 16.0
 # Recall@10 measured on 100,000 LoCoMo-like vectors: 0.43 at pgvector's default of 40, 0.73
 # at 200, for about a millisecond more per query (docs/backends/postgres.md).
 _DEFAULT_EF_SEARCH = 200
@@ -164,15 +162,16 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         if self.min_size > self.max_size:
             raise InvalidArgumentError("min_size", f"larger than max_size ({self.max_size})")
         regconfig = check_language(self.language)
-        self._sql: Statements = Statements(check_schema(self.schema), regconfig)
+        self._sql: PostgresDialect = PostgresDialect(check_schema(self.schema), regconfig)
         self._pool: Any = None
+        self._connections: Connections
         self._vector_support: str | None = None
         self._vector_reason = ""
         self._pgvector_version: str | None = None
         self._codec_schema: str | None = None  # where register_vector finds the type
         self._iterative_scan = False
-        self._exact_rows = _EXACT_SCAN_ROWS
-        self._exact_factor = _EXACT_SCAN_FACTOR
+        self._exact_rows = vectors.EXACT_SCAN_ROWS
+        self._exact_factor = vectors.EXACT_SCAN_FACTOR
 
     @property
     def vector_support(self) -> str | None:
@@ -205,6 +204,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                     statement_cache_size=self.statement_cache_size,
                     server_settings={"application_name": self._application},
                     init=self._init_connection,
+                    reset=_keep_session,
                 )
         except Exception as exc:
             if not self._is_unavailable(exc):  # a timeout is an OSError
@@ -221,13 +221,15 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             raise err from exc
         try:
             async with pool.acquire() as conn:
-                await self._check_language(conn)
-                plan = migrate(self._sql, migrations(self._sql.schema, self.language))
-                before, after = await drive_async(plan, partial(connection_step, conn, self._sql))
+                run = partial(connection_step, conn, self._sql)
+                sql = self._sql
+                await drive_async(check_configuration(sql.regconfig, self.language), run)
+                plan = migrate(sql, migrations(sql.schema, self.language))
+                before, after = await drive_async(plan, run)
                 if before != after:
                     log.info("schema %s migrated from version %d to %d", self.schema, before, after)
                 self._schema_version = LATEST_VERSION
-                await self._check_recorded_analysis(conn)
+                await drive_async(check_analysis(sql.schema, self.language), run)
                 await self._open_vectors(conn)
             if self._codec_schema is not None:
                 # Connections opened before the vector type was known reconnect on their
@@ -237,6 +239,8 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             pool.terminate()
             raise
         self._pool = pool
+        # As many kept at hand as the pool keeps open when idle: no more stay open.
+        self._connections = Connections(pool, self.min_size)
         if self.group_commit:
             # Half the pool at most writes groups; the rest serves reads and large batches.
             self._committer = self._new_committer(
@@ -251,6 +255,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         pool, self._pool = self._pool, None
         await self._stop_committer(self.connect_timeout)
         if pool is not None:
+            await self._connections.release_kept()
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.connect_timeout)
             except Exception:
@@ -260,42 +265,12 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         if self._codec_schema is not None:
             await register_vector(conn, schema=self._codec_schema)
 
-    async def _check_language(self, conn: Any) -> None:
-        if self._sql.regconfig is None:
-            return
-        try:
-            await conn.fetchval(f"SELECT {self._sql.regconfig}::oid")
-        except pg_errors.UndefinedObjectError:
-            names = await conn.fetch("SELECT cfgname FROM pg_ts_config ORDER BY cfgname")
-            raise InvalidArgumentError(
-                "language",
-                f"no text search configuration {self.language!r} on this server; "
-                f"available: {', '.join(r[0] for r in names)}",
-            ) from None
-
-    async def _check_recorded_analysis(self, conn: Any) -> None:
-        # The comment on messages.tsv: which analysis built the stored index.
-        recorded = await conn.fetchval(
-            """SELECT col_description(a.attrelid, a.attnum) FROM pg_attribute a
-            WHERE a.attrelid = to_regclass($1) AND a.attname = 'tsv'""",
-            f"{self._sql.schema}.messages",
-        )
-        if recorded is not None and recorded != analysis_label(self.language):
-            stored = recorded.rsplit(": ", 1)[-1]
-            raise SchemaError(
-                f"schema {self.schema!r} was indexed with language={stored}, not "
-                f"language={self.language}; open it with language={stored}, or use another "
-                "schema",
-                backend=self.backend_name,
-                operation="connect",
-            )
-
     async def _open_vectors(self, conn: Any) -> None:
         """Read the store's vector mode; set ``capabilities`` and statements to match."""
-        meta = dict(await conn.fetch(self._sql.read_meta))
+        meta = dict(await conn.fetch(read_meta(self._sql.schema)))
         self._codec_schema = self._pgvector_version = None
         self._iterative_scan = False
-        vectors = False
+        searchable = False
         if meta.get("vector_mode") == "pgvector":
             row = await conn.fetchrow(EXTENSION)
             if row is None:
@@ -310,8 +285,8 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             codec = Vector if register_vector is not None else None  # without it, none
             self._sql = self._sql.with_vectors(quote(namespace), codec)
             self._iterative_scan = version_of(version) >= _FIRST_ITERATIVE
-            space = _recorded_space(meta)
-            self._exact_rows = _exact_rows(space.dimension if space else 0)
+            space = vectors.recorded_space(meta)
+            self._exact_rows = vectors.exact_rows(space.dimension if space else 0)
             if register_vector is None:
                 reason = (
                     f"the store keeps vectors (pgvector {version}) but the pgvector package "
@@ -319,34 +294,28 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                 )
             else:
                 self._codec_schema = namespace
-                vectors = True
+                searchable = True
                 scans = "iterative index scans" if self._iterative_scan else "exact fallback"
                 reason = f"pgvector {version}, HNSW (cosine), {scans}"
         else:
             self._sql = self._sql.with_vectors(None)
             reason = meta.get("vector_mode_reason") or "the store was created without vectors"
-        self._vector_support = "pgvector" if vectors else "none"
+        self._vector_support = "pgvector" if searchable else "none"
         self._vector_reason = reason
-        self.capabilities = type(self).capabilities if vectors else DATABASE
+        self.capabilities = type(self).capabilities if searchable else DATABASE
         log.info(
             "%s (schema %s): %s; %s",
             self.describe(),
             self.schema,
-            "vector and full-text search" if vectors else "full-text search only",
+            "vector and full-text search" if searchable else "full-text search only",
             reason,
         )
 
     # ---------------------------------------------------------------- where plans run
 
-    @asynccontextmanager
-    async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
-        async with self._pool.acquire() as conn:
-            run = partial(connection_step, conn, self._sql)
-            if mode in ("read", "scan") or getattr(first, "alone", False):
-                yield run
-            else:
-                async with conn.transaction():
-                    yield run
+    def _steps(self, mode: Mode, first: Step) -> Steps:
+        alone = mode in ("read", "scan") or getattr(first, "alone", False)
+        return Steps(self._connections, self._sql, not alone)
 
     # ---------------------------------------------------------------- errors
 
@@ -363,7 +332,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         return len(request.records) <= _GROUP_MAX_ROWS
 
     async def _write_appends(self, appends: Sequence[Append]) -> list[Outcome]:
-        return await self._plan("write", Statements.append_group, appends)
+        return await self._plan("write", PostgresDialect.append_group, appends)
 
     async def _append_messages(
         self,
@@ -375,32 +344,31 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     ) -> AppendResult:
         if len(records) >= _COPY_THRESHOLD and (not self._sql.vectors or self._codec_schema):
             request = Append(conversation_id, user_id, records, enforce_owner)
-            return await self._plan("write", Statements.append_copied, request)
+            return await self._plan("write", append_copied, request)
         return await super()._append_messages(
             conversation_id, user_id, records, enforce_owner=enforce_owner
         )
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        return await self._plan("erase", Statements.delete_messages, conversation_id, keep_roles)
+        return await self._plan(
+            "erase", PostgresDialect.delete_messages, conversation_id, keep_roles
+        )
 
     # ---------------------------------------------------------------- one statement each
 
     async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
-        return await self._plan("erase", Statements.delete_owned_memory, memory_id, user_id)
-
-    async def _purge_expired(self, now_us: int) -> int:
-        return await self._plan("erase", Statements.purge, now_us)
+        return await self._plan("erase", PostgresDialect.delete_owned_memory, memory_id, user_id)
 
     async def _put_session(self, record: SessionRecord) -> None:
-        await self._plan("write", Statements.save_session, record)
+        await self._plan("write", PostgresDialect.save_session, record)
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
-        return await self._plan("erase", Statements.forget, user_id)
+        return await self._plan("erase", PostgresDialect.forget, user_id)
 
     # ---------------------------------------------------------------- search
 
     async def _text_search(self, request: SearchRequest) -> list[SearchHit]:
-        return await self._plan("scan", Statements.text_search, request)
+        return await self._plan("scan", PostgresDialect.text_search, request)
 
     # ---------------------------------------------------------------- vectors
 
@@ -408,12 +376,12 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         self, space: VectorSpace | None, *, replace: bool = False
     ) -> VectorSpace | None:
         if space is None:
-            return _recorded_space(dict(await self._pool.fetch(self._sql.read_meta)))
+            return vectors.recorded_space(dict(await self._pool.fetch(read_meta(self._sql.schema))))
         sql = self._sql
         earlier = False
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(self.schema))
-            recorded = _recorded_space(dict(await conn.fetch(sql.read_meta)))
+            recorded = vectors.recorded_space(dict(await conn.fetch(read_meta(sql.schema))))
             if recorded is not None and not replace:
                 return recorded
             if not replace:
@@ -421,17 +389,17 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
                     f"SELECT EXISTS (SELECT 1 FROM {sql.schema}.messages) "
                     f"OR EXISTS (SELECT 1 FROM {sql.schema}.memories)"
                 )
-            for statement in sql.size_vectors(space.dimension):
+            for statement in vectors.size_vectors(sql, space.dimension):
                 await conn.execute(statement)
-            await conn.execute(sql.write_meta, "vector_model", space.model)
-            await conn.execute(sql.write_meta, "vector_dimension", str(space.dimension))
-        self._exact_rows = _exact_rows(space.dimension)
+            await conn.execute(write_meta(sql.schema), "vector_model", space.model)
+            await conn.execute(write_meta(sql.schema), "vector_dimension", str(space.dimension))
+        self._exact_rows = vectors.exact_rows(space.dimension)
         log.info(
             "schema %s: vectors of %r, %d dimensions%s",
             self.schema,
             space.model,
             space.dimension,
-            "" if space.dimension <= HNSW_MAX_DIMENSIONS else " (too many for HNSW: exact)",
+            "" if space.dimension <= vectors.HNSW_MAX_DIMENSIONS else " (too many for HNSW: exact)",
         )
         if earlier:
             log.warning(
@@ -445,7 +413,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     async def _put_vectors(self, kind: Literal["message", "memory"], items: Sequence[Any]) -> None:
         table = "messages" if kind == "message" else "memories"
         await self._pool.execute(
-            self._sql.put_vectors(table),
+            vectors.put_vectors(self._sql, table),
             [rid for rid, _ in items],
             [self._sql.vector_value(vec) for _, vec in items],
         )
@@ -455,12 +423,12 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             # Settings for this transaction only: how wide the HNSW search starts, and
             # (pgvector 0.8+) to keep scanning past rows the filters reject.
             await conn.execute(
-                _SCAN_SETTINGS if self._iterative_scan else _PLAN_SETTINGS,
+                vectors.search_settings(self._iterative_scan),
                 str(min(_MAX_EF_SEARCH, max(self.ef_search, request.limit))),
             )
             args = search_values(request, Vector(vector))
             rows = await conn.fetch(
-                self._sql.vector_search, *args, self._exact_rows, self._exact_factor
+                vectors.vector_search(self._sql), *args, self._exact_rows, self._exact_factor
             )
         return self._sql.hits(rows)
 
@@ -469,7 +437,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     async def _compact(self) -> None:
         # Outside a transaction (VACUUM refuses to run in one); takes each table's
         # ACCESS EXCLUSIVE lock while rewriting it.
-        await self._pool.execute(self._sql.compact)
+        await self._pool.execute(compact(self._sql.schema))
 
 
 # ==================================================================== helpers
@@ -483,29 +451,14 @@ def _driver_dsn(url: MemoryURL) -> str:
     return parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
 
 
+async def _keep_session(conn: Any) -> None:
+    """A connection's reset on its way back to the pool: nothing beyond asyncpg's own
+    rollback of a transaction left open. Every setting the backend changes is local to a
+    transaction (``set_config(..., true)``), every advisory lock a transaction's, and it
+    opens no cursor outside one nor listens; the ``COPY`` staging table is meant to stay.
+    The default reset (``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *``, unlocking advisory
+    locks) would cost a round trip after every operation."""
+
+
 def _closed(exc: BaseException) -> bool:
     return isinstance(exc, pg_errors.InterfaceError) and "closed" in str(exc)
-
-
-# Settings of one vector search's transaction. ``enable_sort = off`` leaves the planner one
-# way to order the index plan's rows, the HNSW index (the exact plan sorts regardless, and
-# chooses it with one-time filters, not costs); no parallel workers start for a plan that
-# its one-time filter may skip.
-_PLAN_SETTINGS = (
-    "SELECT set_config('hnsw.ef_search', $1, true), "
-    "set_config('enable_sort', 'off', true), "
-    "set_config('max_parallel_workers_per_gather', '0', true)"
-)
-_SCAN_SETTINGS = f"{_PLAN_SETTINGS}, set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-
-
-def _exact_rows(dimension: int) -> int:
-    """The exact-scan threshold's floor: every search is exact where HNSW cannot index."""
-    return 2**62 if dimension > HNSW_MAX_DIMENSIONS else _EXACT_SCAN_ROWS
-
-
-def _recorded_space(meta: dict[str, str]) -> VectorSpace | None:
-    model, dimension = meta.get("vector_model"), meta.get("vector_dimension")
-    if model is None or dimension is None:
-        return None
-    return VectorSpace(model, int(dimension))
