@@ -52,6 +52,7 @@ from .errors import (
     ConflictError,
     InvalidArgumentError,
     MemstoreError,
+    MissingDependencyError,
     NotFoundError,
     OwnershipError,
 )
@@ -167,10 +168,24 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._meter = Meter(self.backend_name)
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
         self._init_semantic(embedding_model, search_mode, vector_weight)
-        if telemetry_wanted(telemetry, trace_content):
-            from .otel import instrument  # the otel extra, imported only when wanted
+        if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
+            self._instrument(telemetry, trace_content)
 
-            instrument(self, telemetry, trace_content=trace_content)
+    def _instrument(self, telemetry: object, trace_content: bool) -> None:
+        """Turn OpenTelemetry on for this memory (the ``otel`` extra; see ``otel.py``)."""
+        try:
+            from .otel import instrument
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "opentelemetry":
+                raise
+            raise MissingDependencyError("otel", exc.name or "", "OpenTelemetry telemetry") from exc
+        self._meter, self._run = instrument(  # type: ignore[method-assign]
+            self,
+            telemetry,
+            trace_content=trace_content,
+            describe=lambda: self._redact(self.describe()) or self.backend_name,
+            run=self._run,
+        )
 
     # ================================================================ lifecycle
 

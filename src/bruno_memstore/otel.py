@@ -68,8 +68,20 @@ _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _PRIMITIVES: dict[CodeType, str] = {}
 
 
-def instrument(memory: MemoryBackend, telemetry: object, *, trace_content: bool) -> None:
-    """Give ``memory`` spans and OpenTelemetry metrics (its telemetry is on)."""
+def instrument(
+    memory: MemoryBackend,
+    telemetry: object,
+    *,
+    trace_content: bool,
+    describe: Callable[[], str],
+    run: Callable[..., Any],
+) -> tuple[OtelMeter, Callable[..., Any]]:
+    """Wrap ``memory``'s public operations in spans (its telemetry is on); return the meter
+    it should record with and its ``_run`` (``run``) wrapped in engine-call spans.
+
+    ``describe`` gives the store's redacted address (``gen_ai.memory.store.id``), read at
+    the first span: a backend sets its address after the base is built.
+    """
     config = telemetry if isinstance(telemetry, Telemetry) else Telemetry()
     content = (
         trace_content
@@ -79,30 +91,28 @@ def instrument(memory: MemoryBackend, telemetry: object, *, trace_content: bool)
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=config.tracer_provider)
     system = DB_SYSTEMS.get(memory.backend_name, memory.backend_name)
     kind = SpanKind.INTERNAL if memory.backend_name in _IN_PROCESS else SpanKind.CLIENT
-    memory._meter = OtelMeter(memory.backend_name, system, config.meter_provider)
-    store = _StoreId(memory)
+    store = _StoreId(describe)
     for name, operation in GENAI_OPERATIONS.items():
         method = getattr(memory, name, None)
         if method is not None and inspect.iscoroutinefunction(method):
             traced = _operation(method, name, operation, tracer, kind, store, content)
             setattr(memory, name, traced)
-    memory._run = _engine_calls(memory._run, tracer, kind, system)  # type: ignore[method-assign]
+    meter = OtelMeter(memory.backend_name, system, config.meter_provider)
+    return meter, _engine_calls(run, tracer, kind, system)
 
 
 class _StoreId:
-    """``gen_ai.memory.store.id``: the store's redacted address, read at first use (a
-    backend sets its address after the base is built)."""
+    """``gen_ai.memory.store.id``, read once, at first use."""
 
-    __slots__ = ("_memory", "_value")
+    __slots__ = ("_describe", "_value")
 
-    def __init__(self, memory: MemoryBackend) -> None:
-        self._memory = memory
+    def __init__(self, describe: Callable[[], str]) -> None:
+        self._describe = describe
         self._value: str | None = None
 
     def get(self) -> str:
         if self._value is None:
-            memory = self._memory
-            self._value = memory._redact(memory.describe()) or memory.backend_name
+            self._value = self._describe()
         return self._value
 
 
