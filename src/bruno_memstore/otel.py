@@ -235,6 +235,9 @@ def _result_attributes(
         count = sum(v for v in result.values() if isinstance(v, int))
     elif isinstance(result, dict) and name == "export_user":
         count = sum(result["counts"].values())
+    elif name == "get_context":
+        count = len(result.messages)
+        span.set_attribute("gen_ai.conversation.id", result.conversation_id)
     if count is not None:
         span.set_attribute("gen_ai.memory.record.count", count)
     if content and isinstance(result, list) and result:
