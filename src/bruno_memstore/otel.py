@@ -32,8 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
 from .metrics import Meter
@@ -128,37 +129,64 @@ def _operation(
     store: _StoreId,
     content: bool,
 ) -> Callable[..., Any]:
-    signature = inspect.signature(method)
+    read_arguments = _argument_reader(method)
 
     @functools.wraps(method)
     async def traced(*args: Any, **kwargs: Any) -> Any:
         if _INSIDE.get():
             return await method(*args, **kwargs)
-        token = _INSIDE.set(True)
+        inside = _INSIDE.set(True)
+        given = read_arguments(args, kwargs)
+        attributes = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.memory.store.id": store.get(),
+            "bruno_memstore.operation": name,
+        }
+        _argument_attributes(name, given, attributes, content)
+        span = tracer.start_span(operation, kind=kind, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            try:
-                given = signature.bind_partial(*args, **kwargs).arguments
-            except TypeError:
-                given = {}  # the method itself raises the caller's error
-            attributes = {
-                "gen_ai.operation.name": operation,
-                "gen_ai.memory.store.id": store.get(),
-                "bruno_memstore.operation": name,
-            }
-            _argument_attributes(name, given, attributes, content)
-            with tracer.start_as_current_span(operation, kind=kind, attributes=attributes) as span:
-                try:
-                    result = await method(*args, **kwargs)
-                except BaseException as exc:
-                    span.set_attribute("error.type", type(exc).__qualname__)
-                    raise
-                if span.is_recording():
-                    _result_attributes(name, given, result, span, content)
-                return result
+            result = await method(*args, **kwargs)
+            if span.is_recording():
+                _result_attributes(name, given, result, span, content)
+            return result
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
         finally:
-            _INSIDE.reset(token)
+            otel_context.detach(token)
+            span.end()
+            _INSIDE.reset(inside)
 
     return traced
+
+
+def _argument_reader(
+    method: Callable[..., Any],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """A function naming a call's arguments (what ``Signature.bind`` does, without its
+    checks: the method itself refuses a bad call)."""
+    parameters = list(inspect.signature(method).parameters.values())
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    rest = next((p.name for p in parameters if p.kind is p.VAR_POSITIONAL), None)
+    count = len(named)
+
+    def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = dict(zip(named, args, strict=False))
+        if rest is not None:
+            given[rest] = args[count:]
+        if kwargs:
+            given.update(kwargs)
+        return given
+
+    return read
+
+
+def _failed(span: trace.Span, exc: BaseException) -> None:
+    """End-of-span error recording, as the conventions ask."""
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
 
 
 def _argument_attributes(
@@ -267,22 +295,29 @@ def _read_record(item: Any) -> dict[str, Any]:
 def _engine_calls(
     run: Callable[..., Any], tracer: trace.Tracer, kind: SpanKind, system: str
 ) -> Callable[..., Any]:
-    base = {"db.system.name": system, "db.system": system}
+    known: dict[tuple[str, str], dict[str, str]] = {}
 
     @functools.wraps(run)
     async def traced_run(operation: str, call: Callable[[], Any]) -> Any:
         primitive = _primitive(call)
-        attributes = {
-            **base,
-            "db.operation.name": primitive,
-            "bruno_memstore.operation": operation,
-        }
-        with tracer.start_as_current_span(primitive, kind=kind, attributes=attributes) as span:
-            try:
-                return await run(operation, call)
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
-                raise
+        attributes = known.get((primitive, operation))
+        if attributes is None:
+            attributes = known[(primitive, operation)] = {
+                "db.system.name": system,
+                "db.system": system,
+                "db.operation.name": primitive,
+                "bruno_memstore.operation": operation,
+            }
+        span = tracer.start_span(primitive, kind=kind, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            return await run(operation, call)
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     return traced_run
 
