@@ -130,31 +130,46 @@ def _operation(
     content: bool,
 ) -> Callable[..., Any]:
     read_arguments = _argument_reader(method)
+    fixed: dict[str, str] = {}  # known before the call: built once, at the first call
 
     @functools.wraps(method)
     async def traced(*args: Any, **kwargs: Any) -> Any:
         if _INSIDE.get():
             return await method(*args, **kwargs)
+        if not fixed:
+            fixed.update(
+                {
+                    "gen_ai.operation.name": operation,
+                    "gen_ai.memory.store.id": store.get(),
+                    "bruno_memstore.operation": name,
+                }
+            )
         inside = _INSIDE.set(True)
-        given = read_arguments(args, kwargs)
-        attributes = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.memory.store.id": store.get(),
-            "bruno_memstore.operation": name,
-        }
-        _argument_attributes(name, given, attributes, content)
-        span = tracer.start_span(operation, kind=kind, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        span = tracer.start_span(operation, kind=kind, attributes=fixed)
+        given: dict[str, Any] | None = None
+        if span.is_recording():  # nothing more is read or built for a span that is dropped
+            given = read_arguments(args, kwargs)
+            more: dict[str, Any] = {}
+            _argument_attributes(name, given, more, content)
+            if more:
+                span.set_attributes(more)
+        # A span without a context (no SDK configured) leaves the caller's context as it is.
+        token = (
+            otel_context.attach(trace.set_span_in_context(span))
+            if span.get_span_context().is_valid
+            else None
+        )
         try:
             result = await method(*args, **kwargs)
-            if span.is_recording():
+            if given is not None:
                 _result_attributes(name, given, result, span, content)
             return result
         except BaseException as exc:
             _failed(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             span.end()
             _INSIDE.reset(inside)
 
@@ -184,6 +199,8 @@ def _argument_reader(
 
 def _failed(span: trace.Span, exc: BaseException) -> None:
     """End-of-span error recording, as the conventions ask."""
+    if not span.is_recording():
+        return
     span.set_attribute("error.type", type(exc).__qualname__)
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}"))
@@ -309,14 +326,19 @@ def _engine_calls(
                 "bruno_memstore.operation": operation,
             }
         span = tracer.start_span(primitive, kind=kind, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = (
+            otel_context.attach(trace.set_span_in_context(span))
+            if span.get_span_context().is_valid
+            else None
+        )
         try:
             return await run(operation, call)
         except BaseException as exc:
             _failed(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             span.end()
 
     return traced_run
