@@ -117,7 +117,7 @@ class UserExportSuite(ConformanceBase):
         assert again["counts"] == package["counts"]
         assert again["records"] == package["records"]
 
-    async def test_export_of_an_unknown_user_is_empty(self, memory: MemoryBackend) -> None:
+    async def test_export_user_of_an_unknown_user_is_empty(self, memory: MemoryBackend) -> None:
         package = await memory.export_user(new_user_id())
         assert package["records"] == []
         assert set(package["counts"].values()) == {0}
