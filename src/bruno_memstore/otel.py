@@ -12,7 +12,8 @@ Imported only by a store whose telemetry is on (see :mod:`bruno_memstore.telemet
   called by another (``store_message`` by way of ``store_messages``) makes no second span;
 * a wrapper around ``_run``, the one path of every engine call: a child span per call,
   with ``db.system.name`` (and the older ``db.system``), ``db.operation.name`` (the
-  primitive, e.g. ``append_messages``) and ``bruno_memstore.operation``;
+  primitive, e.g. ``append_messages``) and ``bruno_memstore.operation``; made only under a
+  recording span (the operation's), since a child of a dropped span is dropped too;
 * a meter that records, beside the Prometheus metrics, the OpenTelemetry instruments
   ``bruno_memstore.operation.duration``, ``bruno_memstore.operation.errors`` and
   ``bruno_memstore.cache.requests``.
@@ -316,6 +317,9 @@ def _engine_calls(
 
     @functools.wraps(run)
     async def traced_run(operation: str, call: Callable[[], Any]) -> Any:
+        if not trace.get_current_span().is_recording():
+            # Under a span that is dropped (sampled out, or no SDK), a child would be too.
+            return await run(operation, call)
         primitive = _primitive(call)
         attributes = known.get((primitive, operation))
         if attributes is None:
