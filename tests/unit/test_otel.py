@@ -246,3 +246,22 @@ def test_url_options_turn_it_on(tmp_path: Path, monkeypatch) -> None:
     memory = open_memory(url, embedding_model=None)
     assert "_run" in vars(memory) and memory.context_window == 7
     assert "_run" not in vars(open_memory(f"sqlite:///{tmp_path}/v.db", embedding_model=None))
+
+
+async def test_a_sampled_out_operation_records_nothing(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    memory = SQLiteMemory(
+        tmp_path / "m.db",
+        embedding_model=None,
+        telemetry=Telemetry(tracer_provider=provider, trace_content=True),
+    )
+    try:
+        await memory.store_message(make_message(f"the {SECRET}"), USER, "conv-6")
+        assert [m.content for m in await memory.retrieve_messages("conv-6")] == [f"the {SECRET}"]
+    finally:
+        await memory.shutdown()
+    assert exporter.get_finished_spans() == ()
