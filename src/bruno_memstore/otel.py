@@ -100,7 +100,7 @@ def instrument(
             traced = _operation(method, name, operation, tracer, kind, store, content)
             setattr(memory, name, traced)
     meter = OtelMeter(memory.backend_name, system, config.meter_provider)
-    return meter, _engine_calls(run, tracer, kind, system)
+    return meter, _engine_calls(run, tracer, kind, system) if config.engine_spans else run
 
 
 class _StoreId:

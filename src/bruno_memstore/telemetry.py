@@ -73,11 +73,14 @@ class Telemetry:
         tracer_provider: an OpenTelemetry ``TracerProvider`` (``None``: the global one).
         meter_provider: an OpenTelemetry ``MeterProvider`` (``None``: the global one).
         trace_content: record query text and record content on spans (opt-in).
+        engine_spans: a child span per engine call (``False``: the operations' spans only,
+            half the spans for a recording SDK to make).
     """
 
     tracer_provider: Any = None
     meter_provider: Any = None
     trace_content: bool = False
+    engine_spans: bool = True
 
 
 def telemetry_wanted(telemetry: object, trace_content: object = False) -> bool:

@@ -265,3 +265,14 @@ async def test_a_sampled_out_operation_records_nothing(tmp_path: Path) -> None:
     finally:
         await memory.shutdown()
     assert exporter.get_finished_spans() == ()
+
+
+async def test_engine_spans_can_be_left_out(tmp_path: Path, collected: Collected) -> None:
+    telemetry = Telemetry(collected.tracer_provider, collected.meter_provider, engine_spans=False)
+    memory = SQLiteMemory(tmp_path / "m.db", embedding_model=None, telemetry=telemetry)
+    try:
+        await memory.store_message(make_message("hello"), USER, "conv-7")
+    finally:
+        await memory.shutdown()
+    assert [s.name for s in collected.finished()] == ["create_memory"]
+    assert collected.points("bruno_memstore.operation.duration")  # metrics still recorded
