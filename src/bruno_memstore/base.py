@@ -41,6 +41,8 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from .capabilities import REQUIRED, Capability
+from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
+from .erasure_log import erasure_log as as_erasure_log
 from .errors import (
     BackendError,
     BackendTimeoutError,
@@ -50,6 +52,7 @@ from .errors import (
     ConflictError,
     InvalidArgumentError,
     MemstoreError,
+    MissingDependencyError,
     NotFoundError,
     OwnershipError,
 )
@@ -78,6 +81,7 @@ from .primitives import StoragePrimitives
 from .ranking import DEFAULT_VECTOR_WEIGHT, SearchMode
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
+from .telemetry import telemetry_wanted
 from .url import MemoryURL
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "ContextStrategy", "MemoryBackend", "SearchKind"]
@@ -109,6 +113,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             fused; the default with a model), ``"keyword"`` or ``"vector"``.
         vector_weight: weight of vector similarity in hybrid ranking (0 to 1).
         shutdown_timeout: seconds ``shutdown()`` waits for the calls under way.
+        erasure_log: where ``forget_user`` records each erasure (ids, time, counts; never
+            content): a JSON Lines file path, a callable given each entry, or ``None``
+            (docs/lifecycle.md).
+        telemetry: OpenTelemetry spans and metrics (the ``otel`` extra): ``True`` on,
+            ``False`` off, ``None`` as ``BRUNO_MEMSTORE_TELEMETRY`` says (default off), or a
+            :class:`~bruno_memstore.telemetry.Telemetry` naming providers. Decided here, once.
+        trace_content: record query text and record content on spans (opt-in; needs
+            ``telemetry``).
     """
 
     backend_name: ClassVar[str] = "abstract"
@@ -132,6 +144,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         search_mode: SearchMode | None = None,
         vector_weight: float = DEFAULT_VECTOR_WEIGHT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        erasure_log: Any = None,
+        telemetry: Any = None,
+        trace_content: bool = False,
     ) -> None:
         window = check_limit(context_window, "context_window", maximum=_MAX_CONTEXT_WINDOW)
         assert window is not None
@@ -151,7 +166,26 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._connect_lock: asyncio.Lock | None = None
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
+        self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
         self._init_semantic(embedding_model, search_mode, vector_weight)
+        if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
+            self._instrument(telemetry, trace_content)
+
+    def _instrument(self, telemetry: object, trace_content: bool) -> None:
+        """Turn OpenTelemetry on for this memory (the ``otel`` extra; see ``otel.py``)."""
+        try:
+            from .otel import instrument
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "opentelemetry":
+                raise
+            raise MissingDependencyError("otel", exc.name or "", "OpenTelemetry telemetry") from exc
+        self._meter, self._run = instrument(  # type: ignore[method-assign]
+            self,
+            telemetry,
+            trace_content=trace_content,
+            describe=lambda: self._redact(self.describe()) or self.backend_name,
+            run=self._run,
+        )
 
     # ================================================================ lifecycle
 
@@ -935,10 +969,47 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         }
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
-        """Erase everything stored for the user (messages, sessions, memories, indexes)."""
+        """Erase everything stored for the user (messages, sessions, memories, indexes).
+
+        With an :attr:`erasure_log`, the erasure is recorded there (user id, time, counts)
+        before this returns.
+
+        Raises:
+            ErasureLogError: the user was erased, but the log could not be written.
+        """
         self.require(Capability.LISTING, "forget_user")
         user_id = check_id(user_id, "user_id")
-        return dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
+        counts = dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
+        if self.erasure_log is not None:
+            entry = erasure_entry(
+                user_id, counts, backend=self.backend_name, store=self._redact(self.describe())
+            )
+            try:
+                await self.erasure_log.record(entry)
+            except Exception as exc:
+                raise ErasureLogError(
+                    f"user {user_id!r} was erased ({counts}) but the erasure log "
+                    f"{self.erasure_log!r} could not be written: {exc}",
+                    counts,
+                    backend=self.backend_name,
+                    operation="forget_user",
+                    cause=exc,
+                ) from exc
+        return counts
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Every record of the user, as one JSON-ready package (a data-subject access request).
+
+        The package (docs/lifecycle.md) holds the user's conversations, sessions, messages
+        and memory entries in the JSON Lines export's record shapes, with counts and the
+        time of export; :func:`bruno_memstore.user_export.package_lines` makes it an import
+        file again.
+        """
+        from .user_export import build_user_package
+
+        self.require(Capability.LISTING, "export_user")
+        user_id = check_id(user_id, "user_id")
+        return await build_user_package(self, user_id)
 
     async def compact(self) -> None:
         """Maintenance: erase the remains of deleted records the engine keeps until then.

@@ -9,9 +9,11 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
 
 from .errors import MissingDependencyError, UnknownSchemeError
 from .url import MemoryURL
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from .base import MemoryBackend
 
 __all__ = [
+    "SHARED_URL_OPTIONS",
     "BackendSpec",
     "backend_specs",
     "extra_of",
@@ -131,14 +134,39 @@ def resolve(scheme: str) -> type[MemoryBackend]:
     return getattr(module, attr)
 
 
+SHARED_URL_OPTIONS: dict[str, type] = {
+    "erasure_log": str,
+    "telemetry": bool,
+    "trace_content": bool,
+}
+"""Query options every backend takes (``MemoryBackend``'s own), read here before the URL
+reaches the backend: ``?erasure_log=/var/log/erasures.jsonl&telemetry=1``."""
+
+
 def open_memory(url: str, **options: object) -> MemoryBackend:
     """Build the memory a URL names, e.g. ``open_memory("sqlite:///memory.db")``.
 
-    Keyword options are passed to the backend's constructor. Nothing connects until first use.
+    Keyword options are passed to the backend's constructor (they win over the same option
+    in the URL). Nothing connects until first use.
     """
     parsed = MemoryURL.parse(url)
+    if SHARED_URL_OPTIONS.keys() & parsed.query.keys():
+        for name, kind in SHARED_URL_OPTIONS.items():
+            if name in parsed.query:
+                options.setdefault(name, parsed.option(name, kind))
+        parsed = MemoryURL.parse(_without_options(url, SHARED_URL_OPTIONS.keys()))
     cls = resolve(parsed.scheme)
     from_url = getattr(cls, "from_url", None)
     if from_url is None:
         return cls(**options)
     return from_url(parsed, **options)
+
+
+def _without_options(url: str, names: Iterable[str]) -> str:
+    """``url`` without the query options ``names`` (nested URLs in other values untouched)."""
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+    drop = set(names)
+    kept = [p for p in query.split("&") if unquote_plus(p.partition("=")[0]) not in drop]
+    return f"{head}?{'&'.join(kept)}" if kept else head

@@ -28,14 +28,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryEntry
 from bruno_core.models.message import Message
 from pydantic import BaseModel, ValidationError
 
-from .base import MemoryBackend
 from .capabilities import Capability
 from .errors import InvalidArgumentError, OwnershipError
 from .models import (
@@ -47,6 +46,9 @@ from .models import (
     message_to_record,
     session_to_record,
 )
+
+if TYPE_CHECKING:
+    from .base import MemoryBackend  # base imports this module (MemoryBackend.export_user)
 
 __all__ = [
     "FORMAT",

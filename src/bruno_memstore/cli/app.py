@@ -1,4 +1,5 @@
-"""``bruno-memstore``: demo, inspect, search, export/import/copy, retention, GDPR erasure.
+"""``bruno-memstore``: demo, inspect, search, export/import/copy, retention, GDPR access and
+erasure.
 
 Every command takes the store as a URL (``--url``/``-u``, or ``BRUNO_MEMSTORE_URL``).
 Results go to stdout; progress, summaries and errors go to stderr, so ``export -o -`` pipes
@@ -29,10 +30,12 @@ from rich.text import Text
 from .. import __version__
 from ..base import MemoryBackend
 from ..capabilities import REQUIRED, Capability
+from ..erasure_log import ERASURE_LOG_ENV
 from ..errors import MemstoreError, MissingDependencyError
 from ..registry import extra_of, known_schemes, open_memory, resolve
 from ..transfer import TransferCounts, copy, export_jsonl, import_jsonl
 from ..url import redact_url
+from ..user_export import is_user_package, package_lines, write_package
 from . import render
 
 __all__ = ["app"]
@@ -324,7 +327,8 @@ def import_(
     file: Annotated[str, typer.Argument(help="A JSON Lines export, or '-' for stdin.")],
     url: UrlOption = DEFAULT_URL,
 ) -> None:
-    """Load a JSON Lines export (idempotent: importing twice stores one copy)."""
+    """Load a JSON Lines export, or an export-user document (idempotent: importing twice
+    stores one copy)."""
 
     def import_from(fp: IO[str], total: int | None) -> TransferCounts:
         async def main() -> TransferCounts:
@@ -339,11 +343,37 @@ def import_(
             counts = import_from(stream, None)
     else:
         with _open_or_exit(Path(file), "r") as fp:
-            records = max(sum(1 for line in fp if line.strip()) - 1, 0)  # minus the header
-            fp.seek(0)
-            counts = import_from(fp, records)
+            package = _user_package(fp)
+            if package is not None:
+                lines = io.StringIO("".join(package_lines(package)))
+                counts = import_from(lines, len(package["records"]))
+            else:
+                records = max(sum(1 for line in fp if line.strip()) - 1, 0)  # minus the header
+                fp.seek(0)
+                counts = import_from(fp, records)
     _say(err, f"Imported {counts.total} records into {_where(url)}")
     err.print(render.counts_table(counts, "imported"))
+
+
+def _user_package(fp: IO[str]) -> dict[str, Any] | None:
+    """The ``export-user`` document ``fp`` holds, or ``None`` for a JSON Lines export (``fp``
+    is then back at its start)."""
+    first = fp.readline()
+    fp.seek(0)
+    try:
+        value = json.loads(first)
+    except json.JSONDecodeError:
+        pass
+    else:  # a whole JSON value on the first line: a compact document, or JSON Lines
+        return value if is_user_package(value) else None
+    try:
+        document = json.load(fp)
+    except json.JSONDecodeError:
+        document = None
+    if is_user_package(document):
+        return document  # type: ignore[return-value]
+    fp.seek(0)
+    return None
 
 
 @contextmanager
@@ -406,30 +436,94 @@ def expire(url: UrlOption = DEFAULT_URL) -> None:
     _say(out, f"Deleted {purged} expired memory entries from {_where(url)}")
 
 
+ErasureLogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--erasure-log",
+        envvar=ERASURE_LOG_ENV,
+        help="Append a record of the erasure (user id, time, counts; never content) to this "
+        "JSON Lines file.",
+    ),
+]
+
+
 @app.command("forget-user")
 def forget_user(
-    user: Annotated[str, typer.Argument(metavar="USER", help="The user to erase.")],
+    user_arg: Annotated[
+        str | None, typer.Argument(metavar="[USER]", help="The user to erase (or --user).")
+    ] = None,
     url: UrlOption = DEFAULT_URL,
+    user: Annotated[str | None, typer.Option("--user", help="The user to erase.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    log: ErasureLogOption = None,
 ) -> None:
-    """Erase every message, conversation, session and memory entry of a user."""
+    """Erase every message, conversation, session and memory entry of a user.
+
+    With --erasure-log (or the store's own ?erasure_log= option) the erasure is recorded for
+    audits: who, when, how many records; never what they held.
+    """
+    if user is not None and user_arg is not None and user != user_arg:
+        raise typer.BadParameter("give the user once: as USER or as --user")
+    who = user if user is not None else user_arg
+    if who is None:
+        raise typer.BadParameter("name the user to erase: --user ID", param_hint="--user")
     if not yes:
         if not sys.stdin.isatty():
             # Piped input is not a person answering: a stray 'y' must not erase a user.
             _fail("forget-user asks for confirmation on a terminal; without one, pass --yes")
         typer.confirm(
-            f"Erase everything stored for user {user!r} in {_where(url)}? This cannot be undone",
+            f"Erase everything stored for user {who!r} in {_where(url)}? This cannot be undone",
             abort=True,
             err=True,
         )
 
-    async def main() -> dict[str, int]:
-        async with _opened(url) as memory:
-            return await memory.forget_user(user)
+    async def main() -> tuple[dict[str, int], str | None]:
+        options = {} if log is None else {"erasure_log": log}
+        async with _opened(url, **options) as memory:
+            counts = await memory.forget_user(who)
+            return counts, None if memory.erasure_log is None else repr(memory.erasure_log)
 
-    counts = _run(main)
+    counts, logged = _run(main)
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    _say(out, f"Erased user {user!r} from {_where(url)}: {summary}")
+    _say(out, f"Erased user {who!r} from {_where(url)}: {summary}")
+    if logged is not None:
+        _say(err, f"Recorded in {logged}")
+
+
+@app.command("export-user")
+def export_user(
+    user: UserOption,
+    url: UrlOption = DEFAULT_URL,
+    output: Annotated[
+        str, typer.Option("--out", "-o", help="File to write, or '-' for stdout.")
+    ] = "-",
+) -> None:
+    """Write every record of one user as one JSON document (a data-subject access request).
+
+    The document (docs/lifecycle.md) holds the user's conversations, sessions, messages and
+    memory entries; `bruno-memstore import` reads it back into any store.
+    """
+
+    async def main() -> dict[str, Any]:
+        async with _opened(url) as memory:
+            return await memory.export_user(user)
+
+    package = _run(main)
+    if output == "-":
+        with _utf8(sys.stdout) as stream:
+            write_package(package, stream)
+    else:
+        path = Path(output)
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with _open_or_exit(partial, "w") as fp:
+                write_package(package, fp)
+            os.replace(partial, path)  # whole or nothing
+        finally:
+            partial.unlink(missing_ok=True)
+    counts = ", ".join(f"{n} {kind}" for kind, n in package["counts"].items())
+    target = "stdout" if output == "-" else output
+    _say(err, f"Exported user {user!r} from {_where(url)} to {target}: {counts}")
 
 
 @app.command()

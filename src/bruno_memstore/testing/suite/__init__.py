@@ -5,6 +5,7 @@ Subclass :class:`MemoryConformance` to run everything, or single topic classes t
 
 from __future__ import annotations
 
+from .access import ErasureLogSuite, UserExportRefusalSuite, UserExportSuite
 from .bad_input import BadInputSuite
 from .capabilities import CapabilitySuite
 from .concurrency import ConcurrencySuite
@@ -26,6 +27,7 @@ __all__ = [
     "ConcurrencySuite",
     "DeletionSuite",
     "DurabilitySuite",
+    "ErasureLogSuite",
     "ExportSuite",
     "IdentitySuite",
     "IsolationSuite",
@@ -40,6 +42,8 @@ __all__ = [
     "SessionSuite",
     "StatefulSuite",
     "StatisticsSuite",
+    "UserExportRefusalSuite",
+    "UserExportSuite",
     "VectorSearchSuite",
     "VectorSpaceSuite",
 ]
@@ -60,6 +64,9 @@ class MemoryConformance(
     MemoryTextQuerySuite,
     DeletionSuite,
     ExportSuite,
+    UserExportSuite,
+    UserExportRefusalSuite,
+    ErasureLogSuite,
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,

@@ -1,0 +1,87 @@
+"""``export-user`` and ``forget-user`` with its erasure log, on the demo's SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_commands import Invoke, _stats, sqlite_url
+
+CONTENT_WORDS = ("peanut", "Kyoto", "vegetarian")  # all in maya's messages and memories
+
+
+def test_export_user_and_import_it_into_a_new_store(
+    invoke: Invoke, demo_db: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "maya.json"
+    result = invoke(
+        "export-user", "--url", sqlite_url(demo_db), "--user", "maya", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "Exported user 'maya'" in result.stderr and "17 messages" in result.stderr
+    package = json.loads(out.read_text(encoding="utf-8"))
+    assert package["format"] == "bruno-memstore-user-export" and package["version"] == 1
+    assert package["user_id"] == "maya"
+    assert package["counts"]["messages"] == 17 and package["counts"]["memories"] == 6
+    kinds = [r["type"] for r in package["records"]]
+    assert kinds.count("message") == 17 and kinds.count("memory") == 6
+    assert not out.with_name("maya.json.partial").exists()
+
+    fresh = tmp_path / "fresh.db"
+    imported = invoke("import", str(out), "-u", sqlite_url(fresh))
+    assert imported.exit_code == 0, imported.output
+    assert _stats(fresh)["total_messages"] == 17 and _stats(fresh)["memories"] == 6
+    again = invoke("export-user", "-u", sqlite_url(fresh), "--user", "maya")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["records"] == package["records"]
+
+
+def test_export_user_of_nobody_is_empty(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("export-user", "-u", sqlite_url(demo_db), "--user", "nobody")
+    assert result.exit_code == 0, result.output
+    package = json.loads(result.stdout)
+    assert package["records"] == [] and set(package["counts"].values()) == {0}
+
+
+def _entries(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+
+
+def test_forget_user_writes_the_erasure_log(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    log = tmp_path / "audit" / "erasures.jsonl"
+    log.parent.mkdir()
+    args = ("forget-user", "--user", "maya", "-u", sqlite_url(demo_db), "--yes")
+    result = invoke(*args, "--erasure-log", str(log))
+    assert result.exit_code == 0, result.output
+    assert "Erased user 'maya'" in result.stdout and "17 messages" in result.stdout
+    assert _stats(demo_db)["total_messages"] == 0
+    [entry] = _entries(log)
+    assert entry["event"] == "forget_user" and entry["user_id"] == "maya"
+    assert entry["counts"]["messages"] == 17 and entry["counts"]["memories"] == 6
+    assert entry["backend"] == "sqlite" and entry["erased_at"].endswith("+00:00")
+    text = log.read_text(encoding="utf-8")
+    assert not [w for w in CONTENT_WORDS if w.lower() in text.lower()]
+    assert (log.stat().st_mode & 0o777) == 0o600
+
+    # Appended, never rewritten: a second erasure (through the environment) adds a line.
+    second = invoke(*args, env={"BRUNO_MEMSTORE_ERASURE_LOG": str(log)})
+    assert second.exit_code == 0, second.output
+    first, latest = _entries(log)
+    assert first == entry
+    assert latest["user_id"] == "maya" and set(latest["counts"].values()) == {0}
+
+
+def test_forget_user_logs_through_the_url_option(
+    invoke: Invoke, demo_db: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "erasures.jsonl"
+    url = f"{sqlite_url(demo_db)}?erasure_log={log}"
+    result = invoke("forget-user", "maya", "-u", url, "--yes")
+    assert result.exit_code == 0, result.output
+    assert [e["user_id"] for e in _entries(log)] == ["maya"]
+
+
+def test_forget_user_needs_a_user(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("forget-user", "-u", sqlite_url(demo_db), "--yes")
+    assert result.exit_code == 2
+    assert _stats(demo_db)["total_messages"] == 17
