@@ -260,8 +260,8 @@ async def test_concurrent_writers_share_model_calls(
     await deferred.flush()
     assert await _pending(deferred) == []
     stored = [t for t in model.texts() if t.startswith("writer ")]
-    assert sorted(stored) == sorted(
-        f"writer {w} says thing {i}" for w in range(32) for i in range(8)
+    assert sorted(stored) == sorted(  # each embedded once
+        f"writer {w} says thing {i}" for w in range(writers) for i in range(each)
     )
     assert len(model.calls) < writers * each  # batched: fewer calls than messages
     assert deferred._vector_queue.attached == writers * each
