@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from .errors import ClosedError
-
-if TYPE_CHECKING:
-    from .base import MemoryBackend
 
 __all__ = ["VECTOR_WRITES", "VectorQueue", "VectorWrites"]
 
@@ -36,15 +34,19 @@ VECTOR_WRITES: tuple[str, ...] = ("inline", "deferred")
 
 _FIRST_RETRY = 1.0  # seconds before the task tries again after a failure, doubling
 _LAST_RETRY = 60.0
-_KEPT = "the messages stay stored, waiting for their vectors"
+
+Attach = Callable[[str, int], Awaitable[tuple[int, int] | None]]
+"""``attach(operation, after)``: embed and attach the oldest waiting messages after key
+``after``; return the last key taken and how many were attached (``None``: none waits)."""
 
 
 class VectorQueue:
     """Attaches the vectors of one memory's pending messages, in the background and on
     :meth:`flush`. The batches of both take turns, so no message is embedded twice."""
 
-    def __init__(self, memory: MemoryBackend) -> None:
-        self._memory = memory
+    def __init__(self, attach: Attach, name: Callable[[], str]) -> None:
+        self._attach = attach
+        self._name = name
         self.acknowledged = 0  # the greatest key of a message this memory acknowledged
         self.attached = 0  # vectors attached by this queue (background and flushes)
         self._open = False
@@ -82,7 +84,7 @@ class VectorQueue:
         # Loop-bound primitives are made again for the loop the task runs on.
         self._loop, self._wake, self._turn = loop, asyncio.Event(), asyncio.Lock()
         self._wake.set()
-        self._task = loop.create_task(self._work(), name=f"vectors of {self._memory!r}")
+        self._task = loop.create_task(self._work(), name=f"vectors of {self._name()}")
 
     def wake(self, key: int) -> None:
         """Note a message acknowledged with key ``key`` and wake the task (on the caller's
@@ -116,8 +118,8 @@ class VectorQueue:
             except Exception as exc:  # the model or the engine failed: the marks stay
                 delay = min(max(2 * delay, _FIRST_RETRY), _LAST_RETRY)
                 log.warning(
-                    "%r: pending vectors not attached (%s); trying again in %gs",
-                    self._memory,
+                    "%s: waiting vectors not attached (%s); trying again in %gs",
+                    self._name(),
                     exc,
                     delay,
                 )
@@ -136,23 +138,11 @@ class VectorQueue:
             after = last
 
     async def _batch(self, operation: str, after: int) -> int | None:
-        """Embed and attach the oldest pending messages after key ``after``; return the
-        last key taken (``None``: none pending)."""
-        memory = self._memory
-        embedder = memory.embedder
-        if embedder is None:
-            return None
+        """One batch after key ``after``, in turn with the others; the last key taken."""
         async with self._turn:
-            items = await memory._run(
-                operation,
-                lambda: memory._without_vectors("message", after, embedder.batch_size),  # type: ignore[attr-defined]
-            )
-            if not items:
-                return None
-            usable = memory._vectors_usable(operation)
-            texts = [c for _k, _i, c in items]
-            vectors = await memory._embedding(operation, usable, texts, _KEPT)
-            pairs = [(rid, vec) for (_k, rid, _c), vec in zip(items, vectors, strict=True)]
-            await memory._run(operation, lambda: memory._put_vectors("message", pairs))
-            self.attached += len(pairs)
-        return int(items[-1][0])
+            done = await self._attach(operation, after)
+        if done is None:
+            return None
+        last, count = done
+        self.attached += count
+        return last

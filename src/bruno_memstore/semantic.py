@@ -56,6 +56,7 @@ DEFAULT_MODEL = "default"
 """``embedding_model`` value meaning the shared light local model (see ``docs/embeddings.md``)."""
 
 _MODES: tuple[str, ...] = ("keyword", "vector", "hybrid")
+_STAY_WAITING = "the messages stay stored, waiting for their vectors"
 
 
 @functools.cache
@@ -105,6 +106,8 @@ class SemanticSearch:
     _claim_vector_space: Callable[..., Awaitable[VectorSpace | None]]
     _put_vectors: Callable[[str, Sequence[Any]], Awaitable[None]]
     _vector_search: Callable[[SearchRequest, Any], Awaitable[list[SearchHit]]]
+    # The durable queue of deferred vectors (on backends that are ``PendingVectors``).
+    _without_vectors: Callable[[str, int, int], Awaitable[list[tuple[int, str, str]]]]
 
     embedder: Embedder | None
     search_mode: SearchMode
@@ -161,7 +164,7 @@ class SemanticSearch:
             if self.embedder is None:
                 raise InvalidArgumentError("vectors", "'deferred' needs an embedding model")
         self.vectors = vector_writes
-        self._vector_queue = VectorQueue(self)  # type: ignore[arg-type]
+        self._vector_queue = VectorQueue(self._attach_waiting, self.__repr__)
 
     def set_embedding_model(self, embedding_model: Any) -> None:
         """Use another embedding model (before the first operation only)."""
@@ -273,6 +276,25 @@ class SemanticSearch:
             return
         await self._ensure_connected()
         await self._vector_queue.flush()
+
+    async def _attach_waiting(self, operation: str, after: int) -> tuple[int, int] | None:
+        """Embed the oldest messages waiting for their vectors after key ``after`` (a batch
+        of the embedder's size) and attach the vectors; the last key taken and how many
+        (``None``: none waits)."""
+        embedder = self.embedder
+        if embedder is None:
+            return None
+        items = await self._run(
+            operation, lambda: self._without_vectors("message", after, embedder.batch_size)
+        )
+        if not items:
+            return None
+        usable = self._vectors_usable(operation)
+        texts = [text for _key, _id, text in items]
+        vectors = await self._embedding(operation, usable, texts, _STAY_WAITING)
+        pairs = [(rid, vec) for (_key, rid, _text), vec in zip(items, vectors, strict=True)]
+        await self._run(operation, lambda: self._put_vectors("message", pairs))
+        return int(items[-1][0]), len(pairs)
 
     async def _embedding(
         self,
