@@ -6,9 +6,9 @@ the same atomic write (:class:`~bruno_memstore.primitives.PendingVectors`) and t
 acknowledged. The marks are the durable queue: they hold only the record's key, so erasing a
 message leaves nothing queued, and a crash loses no work. A :class:`VectorQueue` (one per
 memory, started when it connects, stopped by ``shutdown``) takes the pending messages in
-batches by increasing key, embeds them through the memory's embedder (so its batching
-applies) and attaches them with ``_put_vectors``, which clears their marks. On connecting it
-first drains what an earlier process left.
+batches (:data:`BATCH`) by increasing key, embeds them through the memory's embedder (so its
+batching applies) and attaches them with ``_put_vectors``, which clears their marks. On
+connecting it first drains what an earlier process left.
 
 ``flush()`` does the same work itself, up to the newest message this memory acknowledged
 (or, if it acknowledged none, until nothing is pending), and raises the model's error if
@@ -25,13 +25,17 @@ from typing import Literal
 
 from .errors import ClosedError
 
-__all__ = ["VECTOR_WRITES", "VectorQueue", "VectorWrites"]
+__all__ = ["BATCH", "VECTOR_WRITES", "VectorQueue", "VectorWrites"]
 
 log = logging.getLogger("bruno_memstore.deferred_vectors")
 
 VectorWrites = Literal["inline", "deferred"]
 VECTOR_WRITES: tuple[str, ...] = ("inline", "deferred")
 
+BATCH = 16
+"""Messages one batch of the queue embeds at most (fewer if the embedder's ``batch_size`` is
+smaller). The default model runs texts in length groups of at most 16, and calls of 64 chat
+sentences embedded no faster than calls of 16 (``docs/benchmarks.md``)."""
 _FIRST_RETRY = 1.0  # seconds before the task tries again after a failure, doubling
 _LAST_RETRY = 60.0
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from .capabilities import Capability
-from .deferred_vectors import VECTOR_WRITES, VectorQueue, VectorWrites
+from .deferred_vectors import BATCH, VECTOR_WRITES, VectorQueue, VectorWrites
 from .embeddings.adapter import Embedder, VectorSpace
 from .errors import (
     BackendError,
@@ -278,15 +278,14 @@ class SemanticSearch:
         await self._vector_queue.flush()
 
     async def _attach_waiting(self, operation: str, after: int) -> tuple[int, int] | None:
-        """Embed the oldest messages waiting for their vectors after key ``after`` (a batch
-        of the embedder's size) and attach the vectors; the last key taken and how many
-        (``None``: none waits)."""
+        """Embed the oldest messages waiting for their vectors after key ``after`` (a
+        :data:`~.deferred_vectors.BATCH`) and attach the vectors; the last key taken and how
+        many (``None``: none waits)."""
         embedder = self.embedder
         if embedder is None:
             return None
-        items = await self._run(
-            operation, lambda: self._without_vectors("message", after, embedder.batch_size)
-        )
+        size = min(BATCH, embedder.batch_size)
+        items = await self._run(operation, lambda: self._without_vectors("message", after, size))
         if not items:
             return None
         usable = self._vectors_usable(operation)
