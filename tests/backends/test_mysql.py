@@ -71,6 +71,7 @@ TABLES = (
     "vector_generations",
     "vector_space",
     "vector_log",
+    "vector_pending",
 )
 
 

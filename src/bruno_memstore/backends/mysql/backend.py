@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import asyncmy
 import numpy as np
@@ -16,10 +16,12 @@ from ...capabilities import DATABASE, Capability
 from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
 from ...models import MemoryRecord, MessageRecord
+from ...primitives import PendingVectors
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
+from ..sql import plans
 from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
 from ..sql.backend import Mode
 from ..sql.schema import migrate, refresh_analysis, reindex_terms, stored_setting
@@ -68,7 +70,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory, PendingVectors):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     ``url``: ``mysql://user[:password]@host[:port]/database[?option=value...]``; the options
@@ -90,6 +92,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         "vector_cache_users": int,
         "operation_timeout": float,
         "context_window": int,
+        "vectors": str,
     }
 
     def __init__(self, url: str = _DEFAULT_URL, **options: Any) -> None:
@@ -122,6 +125,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
         self._sql: MySQLDialect = self.dialect_type(database, self._prefix)
+        self._sql.defer_vectors = self.vectors == "deferred"
         self._blobs = VECTORS
         # Two indexes per user: messages (following the append log) and memory entries.
         self._vectors = ExactVectors(max_users=setting(own, "vector_cache_users", int, 64, low=1))
@@ -202,6 +206,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
                 self._sql = self.dialect_type(
                     self._database, self._prefix, TermRewriter(int(low), int(high)), int(packet)
                 )
+                self._sql.defer_vectors = self.vectors == "deferred"
                 # Stored terms are rebuilt if the shared text analysis or the server's token
                 # limits changed since they were made.
                 await drive_async(
@@ -308,6 +313,11 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         tags = sum(len(t.encode("utf-8")) + 4 for t in record.tags)
         vector = 0 if record.vector is None else 2 * 4 * int(np.size(record.vector))
         return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
+
+    async def _without_vectors(
+        self, kind: Literal["message"], after: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        return await self._plan("read", plans.without_vectors, after, limit)
 
     # ================================================================ whole-store operations
 

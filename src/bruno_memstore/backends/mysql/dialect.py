@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from asyncmy.errors import MySQLError
 
 from ...errors import SchemaError
-from ...models import MemoryRecord, SearchHit, SessionRecord
+from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ...search import ANALYSIS_VERSION, terms
 from ..kit.codec import (
     MEMORIES,
@@ -222,7 +222,11 @@ class MySQLDialect(RowDialect):
             yield chunk
 
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
-        """Log the ids of message vectors just appended, under each owner's next generation."""
+        """Mark the messages inserted without a vector as waiting for it (``defer_vectors``),
+        and log the ids of message vectors just appended, under each owner's next
+        generation."""
+        if self.defer_vectors:
+            yield from self._mark_waiting([r.record for r in rows if r.vector is None])
         appended: dict[str, list[str]] = {}
         for row in rows:
             if row.vector is not None:
@@ -357,9 +361,34 @@ class MySQLDialect(RowDialect):
             if count < _DELETE_BATCH:
                 return total
 
+    def _mark_waiting(self, records: Sequence[MessageRecord]) -> Plan[None]:
+        """Put these inserted messages' keys in ``vector_pending`` (and on the records)."""
+        by_id = {r.id: r for r in records}
+        for condition, args in self.among("id", list(by_id)):
+            found = yield Fetch(
+                f"SELECT seq, id FROM {self.table('messages')} WHERE {condition}", args
+            )
+            for seq, rid in found:
+                by_id[rid].seq = int(seq)
+            if found:
+                yield Execute(
+                    f"INSERT IGNORE INTO {self.table('vector_pending')} (seq) VALUES "
+                    + ",".join(["(?)"] * len(found)),
+                    [row[0] for row in found],
+                )
+
+    def messages_deleting(self, where: str, args: Sequence[Any]) -> Plan[None]:
+        yield Execute(
+            f"DELETE FROM {self.table('vector_pending')} WHERE seq IN "
+            f"(SELECT seq FROM {self.table('messages')} WHERE {where})",
+            args,
+        )
+
     def forget_steps(self, key: Any) -> list[tuple[str | None, str, str, list[Any]]]:
         steps = super().forget_steps(key)  # messages, sessions, memories, conversations
         steps.insert(2, (None, "memory_tags", "user_id = ?", [key]))
+        waiting = f"seq IN (SELECT seq FROM {self.table('messages')} WHERE user_id = ?)"
+        steps.insert(0, (None, "vector_pending", waiting, [key]))
         return steps
 
     # ---------------------------------------------------------------- search

@@ -22,7 +22,7 @@ from ..sql.steps import Fetch, Plan
 from ..sql.sync import PlanJob, ThenJob
 from ..sql.threaded import ThreadedSQLMemory
 from ..sql.vectors import BlobVectorSearch
-from .dialect import ANY_PENDING, DEFERRING, DIALECT, SQLiteDialect, index_pending, without_vectors
+from .dialect import ANY_PENDING, DEFERRING, DIALECT, SQLiteDialect, index_pending
 from .files import (
     MEMORY_PATH,
     Settings,
@@ -197,7 +197,7 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory, PendingVectors):
     async def _without_vectors(
         self, kind: Literal["message"], after: int, limit: int
     ) -> list[tuple[int, str, str]]:
-        return await self._plan("read", without_vectors, after, limit)
+        return await self._plan("read", plans.without_vectors, after, limit)
 
     # ================================================================ whole-store operations
 

@@ -28,7 +28,6 @@ __all__ = [
     "index_pending",
     "match_expression",
     "message_row",
-    "without_vectors",
 ]
 
 KINDS = ("message", "memory")
@@ -102,10 +101,6 @@ PENDING_BATCH = 2000  # messages one catch-up statement indexes
 INDEX_EVERY = 256  # a message whose key is a multiple of this indexes those waiting
 # A message stored before its vector (``vectors="deferred"``); see ``without_vectors``.
 INSERT_VECTOR_PENDING = "INSERT OR IGNORE INTO vector_pending (seq) VALUES (?)"
-SELECT_VECTOR_PENDING = (
-    "SELECT p.seq, m.id, m.content FROM vector_pending p JOIN messages m ON m.seq = p.seq "
-    "WHERE p.seq > ? ORDER BY p.seq LIMIT ?"
-)
 INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
 # ``OR REPLACE``: a row left behind by a tool that deleted records without foreign keys
 # must not block the new record's vector.
@@ -184,13 +179,6 @@ def index_pending(limit: int | None = None) -> Plan[int]:
     return done
 
 
-def without_vectors(d: RowDialect, after: int, limit: int) -> Plan[list[tuple[int, str, str]]]:
-    """The oldest ``limit`` messages after key ``after`` waiting for their vectors, as
-    ``(seq, id, content)``."""
-    rows = yield Fetch(SELECT_VECTOR_PENDING, (after, limit))
-    return [(int(r[0]), r[1], r[2]) for r in rows]
-
-
 def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
     """The values of :data:`INSERT_MESSAGE`."""
     return (rec.id, cid, uid, *MESSAGE_CODEC.row(rec)[2:9])
@@ -217,8 +205,6 @@ class SQLiteDialect(RowDialect):
     user_ref: ClassVar[str] = "uid"
     memory_ref: ClassVar[str] = "rid"
     version_table: ClassVar[str] = "schema_migrations"
-    defer_vectors: ClassVar[bool] = False
-    """Whether a message inserted without a vector is marked as waiting for it."""
 
     conversations = Source(
         "conversations c JOIN users u ON u.uid = c.uid",
@@ -479,7 +465,7 @@ class SQLiteDialect(RowDialect):
 class DeferringSQLiteDialect(SQLiteDialect):
     """The dialect of a store with ``vectors="deferred"``: messages wait for their vectors."""
 
-    defer_vectors: ClassVar[bool] = True
+    defer_vectors = True
 
 
 DIALECT = SQLiteDialect()

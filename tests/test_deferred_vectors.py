@@ -1,5 +1,6 @@
 """``vectors="deferred"``: messages acknowledged before their vectors, attached from a durable
-queue (``bruno_memstore.deferred_vectors``), on SQLite files and in process memory.
+queue (``bruno_memstore.deferred_vectors``), on SQLite files, in process memory and on
+MariaDB.
 
 Model calls are counted by a wrapping model, never timed.
 """
@@ -12,6 +13,7 @@ import sqlite3
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -19,9 +21,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import vector_from_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.mysql import MySQLMemory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.backends.sqlite.schema import LATEST_VERSION
@@ -69,11 +73,17 @@ def model(onnx: OnnxMiniLMEmbedder) -> CountingModel:
 Opener = Callable[..., MemoryBackend]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "mysql"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens the store of this test (the same file each time, on SQLite)."""
+    """Opens the store of this test (the same file, or tables, each time)."""
     if request.param == "memory":
         return lambda model, **kw: InMemoryStorage(embedding_model=Embedder(model), **kw)
+    if request.param == "mysql":
+        url = request.getfixturevalue("mysql_url")
+        tables = f"{engines.SQL_PREFIX}d{uuid.uuid4().hex[:8]}_"  # dropped after the session
+        return lambda model, **kw: MySQLMemory(
+            url, table_prefix=tables, embedding_model=Embedder(model), **kw
+        )
     path = tmp_path / "memory.db"
     return lambda model, **kw: SQLiteMemory(path, embedding_model=Embedder(model), **kw)
 
