@@ -156,8 +156,8 @@ class SemanticSearch:
                 raise CapabilityError(
                     f"{type(self).__name__} keeps no durable queue of messages waiting for "
                     "their vectors, so it cannot acknowledge a message before its vector; "
-                    "use vectors='inline' here (SQLiteMemory and InMemoryStorage offer "
-                    "'deferred')",
+                    "use vectors='inline' here (SQLiteMemory, MySQLMemory and InMemoryStorage "
+                    "offer 'deferred')",
                     backend=self.backend_name,
                     operation="configure",
                 )
