@@ -127,12 +127,14 @@ _V3 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
     ) {_TABLE}"""
 _COUNTER = "BIGINT UNSIGNED NOT NULL DEFAULT 0"
 
-# Messages stored before their vectors (``vectors="deferred"``), by key only: the durable
-# queue the store's task drains. Marked in the message's transaction, cleared by the
-# vector's write and by every deletion of the message (see .dialect).
+# Messages stored before their vectors (``vectors="deferred"``), by key and owner only (no
+# text): the durable queue the store's task drains. Marked in the message's transaction,
+# cleared by the vector's write and by every deletion of the message (see .dialect).
 _V4 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_pending (
         seq BIGINT UNSIGNED NOT NULL,
-        PRIMARY KEY (seq)
+        user_id {_ID} NOT NULL,
+        PRIMARY KEY (seq),
+        KEY ix_user (user_id)
     ) {_TABLE}"""
 LATEST_VERSION = 4
 

@@ -147,11 +147,7 @@ class MySQLVectors(BlobVectors):
             )
             owners.update(row[0] for row in found)
             if kind == "message":  # no longer waiting (``vectors="deferred"``)
-                yield Execute(
-                    f"DELETE FROM {d.table('vector_pending')} WHERE seq IN "
-                    f"(SELECT seq FROM {table} WHERE id IN ({marks(len(ids))}))",
-                    ids,
-                )
+                yield from d.unmark_messages(f"m.id IN ({marks(len(ids))})", ids)
         changed = d.messages_changed if kind == "message" else d.memories_changed
         yield from changed(sorted(owners))
         return written
