@@ -5,17 +5,22 @@ embedded by the default model (all-MiniLM-L6-v2, int8 ONNX), as it is by default
 SQLite store this measures:
 
 * **one at a time** — ``store_message`` awaited message after message: p50 and rate;
-* **concurrent** — ``--writers`` tasks calling ``store_message`` at once: rate (their
-  embedding requests share model calls, ``docs/embeddings.md``);
+* **concurrent** — ``--writers`` tasks calling ``store_message`` at once: rate of messages
+  acknowledged (their embedding requests share model calls, ``docs/embeddings.md``);
+* **until attached** — after each of those two, the time ``flush()`` takes until every
+  stored message has its vector, and the concurrent rate counted to that point (a store
+  with ``vectors="inline"`` has nothing to wait for);
 * **hybrid search** — ``search(user, query, limit=10)`` p50 over the stored messages, each
   query new to the model (so its embedding is part of the time);
 * **model batches** — ``embed_batch`` of the model alone for 1 to 64 texts a call: time per
   call, texts/s and CPU time per text.
 
-The store figures are taken for two embedders over the same loaded model, alternating in
-``--rounds`` rounds so that other load on the machine weighs on both alike: one that sends
-each text to the model in a call of its own (the behaviour before concurrent requests were
-merged) and the default one. Figures are medians over the rounds.
+The store figures are taken for three stores over the same loaded model, alternating in
+``--rounds`` rounds so that other load on the machine weighs on all alike: an embedder that
+sends each text to the model in a call of its own (the behaviour before concurrent requests
+were merged), the default one, and the default one with ``vectors="deferred"`` (messages
+acknowledged before their vectors, attached by the store's background task). Figures are
+medians over the rounds.
 
 Messages are the chat-like sentences of ``benchmarks.throughput`` (8 to 30 words, 14 to 75
 tokens), every one distinct, so the embedder's cache never answers; the model table also
@@ -52,9 +57,14 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 console = Console()
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
-# How the store's embedder calls the model: each text in a call of its own (as before
-# requests were merged), or concurrent requests merged up to 64 texts a call (the default).
-VARIANTS = {"one text per call": 1, "merged calls": 64}
+# How the store's embedder calls the model (each text in a call of its own, as before
+# requests were merged, or concurrent requests merged up to 64 texts a call: the default),
+# and when a stored message gets its vector (in the write, or shortly after it).
+VARIANTS: dict[str, tuple[int, str]] = {
+    "one text per call": (1, "inline"),
+    "merged calls": (64, "inline"),
+    "deferred vectors": (64, "deferred"),
+}
 
 
 def _p50_ms(samples: Sequence[float]) -> float:
@@ -89,9 +99,11 @@ async def measure_stores(
     concurrent: int,
     searches: int,
     seed: int,
+    vectors: str = "inline",
 ) -> dict[str, float]:
-    """One-at-a-time and concurrent store figures, then hybrid search, on a fresh store."""
-    memory = open_memory(f"sqlite:///{path}", embedding_model=embedder)
+    """One-at-a-time and concurrent store figures, each followed by ``flush()``, then hybrid
+    search, on a fresh store."""
+    memory = open_memory(f"sqlite:///{path}", embedding_model=embedder, vectors=vectors)
     try:
         await memory.store_messages(_messages(texts, 8, seed + 1), conversation_id="w", user_id="u")
         lat = []
@@ -101,6 +113,9 @@ async def measure_stores(
             await memory.store_message(msg, "u", "c1")
             lat.append(time.perf_counter() - t0)
         seq_rate = sequential / (time.perf_counter() - began)
+        t0 = time.perf_counter()
+        await memory.flush()
+        seq_flush = time.perf_counter() - t0
 
         many = _messages(texts, concurrent, seed + 3)
         per = [many[w::writers] for w in range(writers)]
@@ -112,7 +127,10 @@ async def measure_stores(
         calls_before = embedder.batcher.calls
         began = time.perf_counter()
         await asyncio.gather(*(writer(w, msgs) for w, msgs in enumerate(per)))
-        conc_rate = concurrent / (time.perf_counter() - began)
+        acked = time.perf_counter()
+        await memory.flush()
+        attached = time.perf_counter()
+        conc_rate = concurrent / (acked - began)
         calls = embedder.batcher.calls - calls_before
 
         maker = TextMaker(seed + 4)
@@ -131,7 +149,10 @@ async def measure_stores(
     return {
         "one_p50_ms": _p50_ms(lat),
         "one_rate": seq_rate,
+        "one_flush_s": seq_flush,
         "concurrent_rate": conc_rate,
+        "concurrent_flush_s": attached - acked,
+        "concurrent_attached_rate": concurrent / (attached - began),
         "concurrent_model_calls": calls,
         "hybrid_p50_ms": _p50_ms(search_lat),
     }
@@ -163,7 +184,10 @@ def batch_table(
 _MEASURES = (
     ("one at a time: store p50", "one_p50_ms", "{:.1f} ms"),
     ("one at a time: rate", "one_rate", "{:,.0f} msg/s"),
-    ("concurrent writers: rate", "concurrent_rate", "{:,.0f} msg/s"),
+    ("one at a time: then flush()", "one_flush_s", "{:.2f} s"),
+    ("concurrent writers: rate acknowledged", "concurrent_rate", "{:,.0f} msg/s"),
+    ("concurrent writers: then flush()", "concurrent_flush_s", "{:.2f} s"),
+    ("concurrent writers: rate with vectors", "concurrent_attached_rate", "{:,.0f} msg/s"),
     ("concurrent writers: model calls", "concurrent_model_calls", "{:,.0f}"),
     ("hybrid search p50", "hybrid_p50_ms", "{:.1f} ms"),
 )
@@ -204,7 +228,10 @@ def main(
     writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
     concurrent: Annotated[int, typer.Option(help="Messages stored by the writers.")] = 640,
     searches: Annotated[int, typer.Option(help="Hybrid searches timed.")] = 100,
-    rounds: Annotated[int, typer.Option(help="Rounds, alternating the two embedders.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Rounds, alternating the stores.")] = 3,
+    variants: Annotated[
+        str, typer.Option(help=f"Stores measured, comma-separated: {', '.join(VARIANTS)}.")
+    ] = ",".join(VARIANTS),
     texts: Annotated[str, typer.Option(help="Messages: 'chat' sentences or 'short' replies.")] = (
         "chat"
     ),
@@ -215,13 +242,18 @@ def main(
     """Measure stores and searches on SQLite with the default model, and its batch sizes."""
     if texts not in ("chat", "short"):
         raise typer.BadParameter("expected 'chat' or 'short'", param_hint="--texts")
+    chosen = {name.strip(): VARIANTS.get(name.strip()) for name in variants.split(",")}
+    if not chosen or None in chosen.values():
+        raise typer.BadParameter(f"expected names among {', '.join(VARIANTS)}", "--variants")
     model = OnnxMiniLMEmbedder()
     model.load()  # loading is not part of any figure
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            order = list(VARIANTS.items())
-            for k, (name, batch_size) in enumerate(order if r % 2 == 0 else order[::-1]):
+            order = list(chosen.items())
+            for k, (name, how) in enumerate(order if r % 2 == 0 else order[::-1]):
+                assert how is not None
+                batch_size, vectors = how
                 figures = asyncio.run(
                     measure_stores(
                         Path(tmp) / f"bench-{r}-{k}.db",
@@ -231,7 +263,8 @@ def main(
                         writers=writers,
                         concurrent=concurrent,
                         searches=searches,
-                        seed=seed + 10 * (2 * r + k),
+                        seed=seed + 10 * (len(order) * r + k),
+                        vectors=vectors,
                     )
                 )
                 runs[name].append(figures)

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from .capabilities import REQUIRED, Capability
+from .deferred_vectors import VectorWrites
 from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
 from .erasure_log import erasure_log as as_erasure_log
 from .errors import (
@@ -112,6 +113,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         search_mode: default ranking of ``search``: ``"hybrid"`` (keywords and vectors
             fused; the default with a model), ``"keyword"`` or ``"vector"``.
         vector_weight: weight of vector similarity in hybrid ranking (0 to 1).
+        vectors: when a stored message gets its vector: ``"inline"`` (the default: embedded
+            before the write, so vector and hybrid search reflect every acknowledged
+            message, and a model failure refuses the write) or ``"deferred"`` (written and
+            acknowledged first, keyword-searchable at once; the vector is attached shortly
+            after from a durable queue, and :meth:`flush` waits for it). Backends without
+            that queue refuse ``"deferred"``. See docs/embeddings.md.
         shutdown_timeout: seconds ``shutdown()`` waits for the calls under way.
         erasure_log: where ``forget_user`` records each erasure (ids, time, counts; never
             content): a JSON Lines file path, a callable given each entry, or ``None``
@@ -143,6 +150,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         embedding_model: Any = DEFAULT_MODEL,
         search_mode: SearchMode | None = None,
         vector_weight: float = DEFAULT_VECTOR_WEIGHT,
+        vectors: VectorWrites = "inline",
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         erasure_log: Any = None,
         telemetry: Any = None,
@@ -167,7 +175,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
-        self._init_semantic(embedding_model, search_mode, vector_weight)
+        self._init_semantic(embedding_model, search_mode, vector_weight, vectors)
         if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
             self._instrument(telemetry, trace_content)
 
@@ -205,8 +213,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         :attr:`shutdown_timeout` seconds; any still running then are cut off and raise
         :class:`ClosedError` (applied or not: their outcome is unknown). Calling it again is
         a no-op.
+
+        Messages still waiting for their vectors (``vectors="deferred"``) stay stored and
+        marked: the next open attaches them (call :meth:`flush` first to attach them now).
         """
         drained = self._calls.close()
+        await self._vector_queue.stop()
         wait = self.shutdown_timeout
         if not drained.done():
             try:
@@ -257,8 +269,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> MemoryBackend:
-        """Build from a parsed URL (``open_memory`` calls this). Backends with options override."""
-        return cls(**url.apply_options(options, {}))
+        """Build from a parsed URL (``open_memory`` calls this); its one query option is
+        ``vectors``. Backends with more options override."""
+        return cls(**url.apply_options(options, {"vectors": str}))
 
     def describe(self) -> str:
         """Where the data lives, with any secret redacted (used in reprs and errors)."""
@@ -311,6 +324,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             except Exception as exc:
                 raise self._translate("connect", exc) from exc
             self._connected = True
+            if self.vectors == "deferred" and self.embedder is not None:
+                self._vector_queue.start()  # first drains what an earlier process left
 
     # ================================================================ the choke point
 
@@ -456,7 +471,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             user_id = named or DEFAULT_USER
         owner: str = user_id
         self._check_records(records)
-        await self._embed_records("store_message", records)
+        deferred = await self._deferred("store_message", records)
         if len(records) > 1:
             # Pre-check so a conflicting batch writes nothing at all. A single message needs
             # none: an append that inserts nothing writes nothing (see ``_append_messages``).
@@ -473,6 +488,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 "store_message", lambda: self._get_messages(list(result.existing_ids))
             )
             self._raise_on_conflict(records, found)
+        if deferred and len(result.existing_ids) < len(records):
+            self._vector_queue.wake(max(r.seq for r in records if r.id not in result.existing_ids))
         return len(records) - len(result.existing_ids)
 
     def check_storable(self, records: Iterable[Record]) -> None:

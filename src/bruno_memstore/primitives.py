@@ -41,6 +41,7 @@ from .search import BM25Index
 __all__ = [
     "AppendResult",
     "ExportKind",
+    "PendingVectors",
     "StoragePrimitives",
     "VectorPrimitives",
     "memory_taken",
@@ -374,4 +375,28 @@ class VectorPrimitives(ABC):
         ``request`` scopes the search as for ``_text_search`` (its query text is not used).
         The user (and conversation, and memory filter) restrict the engine's query itself,
         never its results afterwards, so no other user's record can fill or leak into them.
+        """
+
+
+class PendingVectors(ABC):
+    """The durable queue of a backend that can acknowledge messages before their vectors
+    (``vectors="deferred"``; see :mod:`bruno_memstore.deferred_vectors`).
+
+    When ``self.vectors == "deferred"`` (fixed at construction), ``_append_messages`` marks
+    each message it inserts without a vector as pending, in the same atomic write;
+    ``_put_vectors("message", ...)`` clears the mark of each message it attaches a vector
+    to; a deleted message loses its mark with it, on every deletion path. A mark holds the
+    message's key (its ``seq``) and nothing else: the text is read from the message itself.
+    A backend without this primitive refuses ``vectors="deferred"``.
+    """
+
+    @abstractmethod
+    async def _without_vectors(
+        self, kind: Literal["message"], after: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        """The ``limit`` pending records of ``kind`` with the smallest keys above ``after``,
+        as ``(key, id, content)`` in increasing key order.
+
+        Keys grow with arrival: a message stored after another was marked has a greater
+        key than it.
         """

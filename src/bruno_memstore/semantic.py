@@ -1,11 +1,15 @@
 """The semantic half of :class:`~bruno_memstore.base.MemoryBackend`: embeddings and ranking.
 
 A backend that declares ``Capability.VECTORS`` gets an :class:`Embedder` (the light local
-default unless told otherwise). Every stored message and memory entry is embedded before
-the write, so its vector lands in the same atomic write as the record. The store records
-which model and dimension made its vectors; opening it with another model leaves keyword
-search and reads working but refuses vector work with :class:`EmbeddingMismatchError` until
-:meth:`SemanticSearch.reindex` (``bruno-memstore reindex URL``) re-embeds everything.
+default unless told otherwise). By default (``vectors="inline"``) every stored message and
+memory entry is embedded before the write, so its vector lands in the same atomic write as
+the record. With ``vectors="deferred"`` messages are written and acknowledged first and get
+their vectors shortly after (:mod:`.deferred_vectors`); memory entries stay inline.
+
+The store records which model and dimension made its vectors; opening it with another model
+leaves keyword search and reads working but refuses vector work with
+:class:`EmbeddingMismatchError` until :meth:`SemanticSearch.reindex` (``bruno-memstore
+reindex URL``) re-embeds everything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from .capabilities import Capability
+from .deferred_vectors import BATCH, VECTOR_WRITES, VectorQueue, VectorWrites
 from .embeddings.adapter import Embedder, VectorSpace
 from .errors import (
     BackendError,
@@ -33,6 +38,7 @@ from .models import (
     SearchRequest,
     check_text,
 )
+from .primitives import PendingVectors
 from .ranking import (
     SearchMode,
     candidate_count,
@@ -50,6 +56,7 @@ DEFAULT_MODEL = "default"
 """``embedding_model`` value meaning the shared light local model (see ``docs/embeddings.md``)."""
 
 _MODES: tuple[str, ...] = ("keyword", "vector", "hybrid")
+_STAY_WAITING = "the messages stay stored, waiting for their vectors"
 
 
 @functools.cache
@@ -99,10 +106,14 @@ class SemanticSearch:
     _claim_vector_space: Callable[..., Awaitable[VectorSpace | None]]
     _put_vectors: Callable[[str, Sequence[Any]], Awaitable[None]]
     _vector_search: Callable[[SearchRequest, Any], Awaitable[list[SearchHit]]]
+    # The durable queue of deferred vectors (on backends that are ``PendingVectors``).
+    _without_vectors: Callable[[str, int, int], Awaitable[list[tuple[int, str, str]]]]
 
     embedder: Embedder | None
     search_mode: SearchMode
     vector_weight: float
+    vectors: VectorWrites
+    _vector_queue: VectorQueue
     _space: VectorSpace | None
     _space_error: EmbeddingMismatchError | None
 
@@ -111,6 +122,7 @@ class SemanticSearch:
         embedding_model: Any,
         search_mode: SearchMode | None,
         vector_weight: float,
+        vector_writes: VectorWrites = "inline",
     ) -> None:
         vectors = Capability.VECTORS in self.capabilities
         if not vectors and embedding_model not in (None, DEFAULT_MODEL):
@@ -134,6 +146,25 @@ class SemanticSearch:
         self.vector_weight = vector_weight
         self._space = None
         self._space_error = None
+        self._init_vector_writes(vector_writes)
+
+    def _init_vector_writes(self, vector_writes: VectorWrites) -> None:
+        if vector_writes not in VECTOR_WRITES:
+            raise InvalidArgumentError("vectors", f"expected one of {', '.join(VECTOR_WRITES)}")
+        if vector_writes == "deferred":
+            if not isinstance(self, PendingVectors):
+                raise CapabilityError(
+                    f"{type(self).__name__} keeps no durable queue of messages waiting for "
+                    "their vectors, so it cannot acknowledge a message before its vector; "
+                    "use vectors='inline' here (SQLiteMemory, MySQLMemory and InMemoryStorage "
+                    "offer 'deferred')",
+                    backend=self.backend_name,
+                    operation="configure",
+                )
+            if self.embedder is None:
+                raise InvalidArgumentError("vectors", "'deferred' needs an embedding model")
+        self.vectors = vector_writes
+        self._vector_queue = VectorQueue(self._attach_waiting, self.__repr__)
 
     def set_embedding_model(self, embedding_model: Any) -> None:
         """Use another embedding model (before the first operation only)."""
@@ -142,6 +173,8 @@ class SemanticSearch:
                 "embedding_model", "can only be changed before the memory connects"
             )
         self.require(Capability.VECTORS, "set_embedding_model")
+        if embedding_model is None and self.vectors == "deferred":
+            raise InvalidArgumentError("embedding_model", "vectors='deferred' needs a model")
         self.embedder = make_embedder(embedding_model)
         if self.embedder is None:
             self.search_mode = "keyword"
@@ -213,7 +246,62 @@ class SemanticSearch:
         for rec, vec in zip(records, vectors, strict=True):
             rec.vector = vec
 
-    async def _embedding(self, operation: str, embedder: Embedder, texts: list[str]) -> Any:
+    async def _deferred(
+        self, operation: str, records: Sequence[MessageRecord | MemoryRecord]
+    ) -> bool:
+        """Prepare the vectors of messages to store: embedded now (``False``), or, in
+        deferred mode, left to the store's :class:`VectorQueue` (``True``) once it is known
+        that this model may make them (a store of another model refuses writes alike)."""
+        if self.vectors == "deferred" and self.embedder is not None and records:
+            await self._ensure_connected()
+            self._vectors_usable(operation)
+            return True
+        await self._embed_records(operation, records)
+        return False
+
+    async def flush(self) -> None:
+        """Wait until every message acknowledged before the call has its vector.
+
+        Only stores with ``vectors="deferred"`` have messages waiting for their vectors; on
+        others this returns at once. The waiting messages are embedded and attached by this
+        call if the background task has not done it yet; messages acknowledged by this
+        memory are waited for, or, if it acknowledged none yet, every message pending in
+        the store (such as those another process left).
+
+        Raises:
+            BackendError: the embedding model failed (its exception is the ``cause``); the
+                messages stay stored and waiting, and a later call tries again.
+        """
+        if self.vectors != "deferred" or self.embedder is None:
+            return
+        await self._ensure_connected()
+        await self._vector_queue.flush()
+
+    async def _attach_waiting(self, operation: str, after: int) -> tuple[int, int] | None:
+        """Embed the oldest messages waiting for their vectors after key ``after`` (a
+        :data:`~.deferred_vectors.BATCH`) and attach the vectors; the last key taken and how
+        many (``None``: none waits)."""
+        embedder = self.embedder
+        if embedder is None:
+            return None
+        size = min(BATCH, embedder.batch_size)
+        items = await self._run(operation, lambda: self._without_vectors("message", after, size))
+        if not items:
+            return None
+        usable = self._vectors_usable(operation)
+        texts = [text for _key, _id, text in items]
+        vectors = await self._embedding(operation, usable, texts, _STAY_WAITING)
+        pairs = [(rid, vec) for (_key, rid, _text), vec in zip(items, vectors, strict=True)]
+        await self._run(operation, lambda: self._put_vectors("message", pairs))
+        return int(items[-1][0]), len(pairs)
+
+    async def _embedding(
+        self,
+        operation: str,
+        embedder: Embedder,
+        texts: list[str],
+        outcome: str = "nothing was written",
+    ) -> Any:
         try:
             return await embedder.embed(texts)
         except MemstoreError:
@@ -221,7 +309,7 @@ class SemanticSearch:
         except Exception as exc:
             err = BackendError(
                 f"the embedding model {embedder.model_name!r} failed: "
-                f"{type(exc).__name__}: {exc}; nothing was written",
+                f"{type(exc).__name__}: {exc}; {outcome}",
                 backend=self.backend_name,
                 operation=operation,
             )

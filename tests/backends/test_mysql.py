@@ -71,6 +71,7 @@ TABLES = (
     "vector_generations",
     "vector_space",
     "vector_log",
+    "vector_pending",
 )
 
 
@@ -418,28 +419,86 @@ async def test_every_query_uses_an_index(prefix: str) -> None:
         await mem.clear_conversation(uid, conv)
         await mem.forget_user(users[5])
         await mem.reindex()  # drops every vector, then writes them again
-        planned = [
-            s
-            for s in dict.fromkeys(mem.statements)
-            if s.split()[0].upper() in ("SELECT", "DELETE", "UPDATE")
-            and not s.startswith(_NOT_PLANNED)
-        ]
-        assert len(planned) >= 20
-        conn = await _raw()
-        try:
-            async with conn.cursor() as cur:
-                for sql in planned:
-                    await cur.execute("EXPLAIN " + sql)
-                    names = [d[0] for d in cur.description]
-                    for row in await cur.fetchall():
-                        plan = dict(zip(names, row, strict=True))
-                        if plan["table"] is None or any(
-                            e in (plan["Extra"] or "") for e in _FINE_EXTRAS
-                        ):
-                            continue
-                        assert plan["type"] != "ALL" and plan["key"], (sql[:300], plan)
-        finally:
-            conn.close()
+        assert await _planned_without_scans(mem.statements) >= 20
+    finally:
+        await mem.shutdown()
+
+
+async def _planned_without_scans(statements: list[str]) -> int:
+    """``EXPLAIN`` each distinct statement that reads rows; fail on a table scan. Returns
+    how many were explained."""
+    planned = [
+        s
+        for s in dict.fromkeys(statements)
+        if s.split()[0].upper() in ("SELECT", "DELETE", "UPDATE") and not s.startswith(_NOT_PLANNED)
+    ]
+    conn = await _raw()
+    try:
+        async with conn.cursor() as cur:
+            for sql in planned:
+                await cur.execute("EXPLAIN " + sql)
+                names = [d[0] for d in cur.description]
+                for row in await cur.fetchall():
+                    plan = dict(zip(names, row, strict=True))
+                    if plan["table"] is None or any(
+                        e in (plan["Extra"] or "") for e in _FINE_EXTRAS
+                    ):
+                        continue
+                    assert plan["type"] != "ALL" and plan["key"], (sql[:300], plan)
+    finally:
+        conn.close()
+    return len(planned)
+
+
+class _Switch:
+    """A small stand-in model that refuses while ``down``."""
+
+    model_name = "switch"
+    dimension = 8
+    down = True
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        if self.down:
+            raise RuntimeError("the model is down")
+        rows = np.zeros((len(texts), 8), dtype=np.float32)
+        for i, text in enumerate(texts):
+            rows[i, len(text) % 8] = 1.0
+        return rows
+
+
+async def test_the_queue_of_deferred_vectors_uses_an_index(prefix: str) -> None:
+    model = _Switch()
+    mem = _Recorder(MYSQL_URL, table_prefix=prefix, embedding_model=model, vectors="deferred")
+    await mem.initialize()
+    try:
+        users = [new_user_id() for _ in range(40)]
+        convs = [new_conversation_id() for _ in users]
+        for user, conv in zip(users, convs, strict=True):
+            batch = [make_message(f"note {i} waiting", timestamp=at(i)) for i in range(40)]
+            await mem.store_messages(batch, conversation_id=conv, user_id=user)
+        await _query(f"ANALYZE TABLE `{prefix}messages`, `{prefix}vector_pending`")
+        waiting = await _query(f"SELECT count(*) FROM `{prefix}vector_pending`")
+        assert waiting[0][0] == 1600
+        mem.statements.clear()
+        await mem.store_message(
+            make_message("one more", role=MessageRole.SYSTEM), users[0], convs[0]
+        )
+        await mem.clear_history(convs[0], keep_system_messages=True)
+        await mem.clear_conversation(users[1], convs[1])
+        await mem.forget_user(users[2])
+        model.down = False
+        await mem.flush()
+        assert await _query(f"SELECT count(*) FROM `{prefix}vector_pending`") == [(0,)]
+        sent = list(mem.statements)
+        # Plans are judged over a full queue again (an empty table is always scanned).
+        model.down = True
+        for user in users[3:]:
+            batch = [make_message(f"note {i} waiting again", timestamp=at(i)) for i in range(40)]
+            await mem.store_messages(batch, conversation_id=new_conversation_id(), user_id=user)
+        await _query(f"ANALYZE TABLE `{prefix}messages`, `{prefix}vector_pending`")
+        queue = {s.split()[0].upper() for s in sent if "vector_pending" in s}
+        assert {"SELECT", "DELETE", "INSERT"} <= queue  # the queue's statements were sent
+        assert await _planned_without_scans(sent) >= 8
     finally:
         await mem.shutdown()
 

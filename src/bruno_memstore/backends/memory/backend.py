@@ -10,7 +10,7 @@ import bisect
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ...base import MemoryBackend
 from ...capabilities import SEARCHABLE_STORE, Capability
@@ -28,6 +28,7 @@ from ...models import (
 from ...primitives import (
     AppendResult,
     ExportKind,
+    PendingVectors,
     VectorPrimitives,
     memory_taken,
     session_taken,
@@ -44,7 +45,7 @@ def _order(rec: MessageRecord) -> tuple[int, int]:
     return (rec.ts_us, rec.seq)
 
 
-class InMemoryStorage(MemoryBackend, VectorPrimitives):
+class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors):
     """Memory in a Python process: full semantics, no durability.
 
     Args:
@@ -75,6 +76,8 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         self._vectors: dict[tuple[str, str], VectorIndex] = {}  # (user, kind) -> index
         self._stored_space: VectorSpace | None = None
         self._seq = itertools.count(1)
+        # Messages waiting for their vectors (``vectors="deferred"``): key -> id, in key order.
+        self._waiting: dict[int, str] = {}
 
     # ---------------------------------------------------------------- conversations
 
@@ -141,6 +144,8 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
                 self._vector_index(owner, "message").put(
                     rec.id, rec.vector, conversation=conversation_id
                 )
+            elif self.vectors == "deferred":
+                self._waiting[rec.seq] = rec.id
         return AppendResult(owner, existing)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
@@ -169,6 +174,7 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
         gone = [r for r in window if r.role not in keep_roles]
         for rec in gone:
             del self._messages[rec.id]
+            self._waiting.pop(rec.seq, None)
             if owner is not None:
                 self._index(owner).remove("message", rec.id)
                 self._vector_index(owner, "message").remove(rec.id)
@@ -262,6 +268,14 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives):
             if owner is not None:
                 conv = rec.conversation_id if kind == "message" else None
                 self._vector_index(owner, kind).put(rid, vec, conversation=conv)
+            if kind == "message":
+                self._waiting.pop(rec.seq, None)  # type: ignore[union-attr]
+
+    async def _without_vectors(
+        self, kind: Literal["message"], after: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        found = itertools.islice((k for k in self._waiting if k > after), limit)
+        return [(k, rid, self._messages[rid].content) for k in found for rid in [self._waiting[k]]]
 
     async def _vector_search(self, request: SearchRequest, vector: object) -> list[SearchHit]:
         user_id = request.user_id

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import asyncmy
 import numpy as np
@@ -16,11 +16,12 @@ from ...capabilities import DATABASE, Capability
 from ...errors import BackendUnavailableError, InvalidArgumentError
 from ...limits import Limits, Record
 from ...models import MemoryRecord, MessageRecord
-from ...primitives import AppendResult
+from ...primitives import AppendResult, PendingVectors
 from ...url import MemoryURL
 from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..kit.vectors import ExactVectors
+from ..sql import plans
 from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
 from ..sql.append import Append, Outcome
 from ..sql.backend import Mode
@@ -70,7 +71,7 @@ def _packet_limits(max_packet: int) -> Limits:
     )
 
 
-class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
+class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory, PendingVectors):
     """Memory in MariaDB 10.11+ or MySQL 8 (InnoDB, FULLTEXT), through an ``asyncmy`` pool.
 
     ``url``: ``mysql://user[:password]@host[:port]/database[?option=value...]``; the options
@@ -92,6 +93,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         "vector_cache_users": int,
         "operation_timeout": float,
         "context_window": int,
+        "vectors": str,
     }
 
     def __init__(self, url: str = _DEFAULT_URL, **options: Any) -> None:
@@ -124,6 +126,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         self._max_packet = 16 * 1024 * 1024
         self.limits = _packet_limits(self._max_packet)
         self._sql: MySQLDialect = self.dialect_type(database, self._prefix)
+        self._sql.defer_vectors = self.vectors == "deferred"
         self._blobs = VECTORS
         # Two indexes per user: messages (following the append log) and memory entries.
         self._vectors = ExactVectors(max_users=setting(own, "vector_cache_users", int, 64, low=1))
@@ -204,6 +207,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
                 self._sql = self.dialect_type(
                     self._database, self._prefix, TermRewriter(int(low), int(high)), int(packet)
                 )
+                self._sql.defer_vectors = self.vectors == "deferred"
                 # Stored terms are rebuilt if the shared text analysis or the server's token
                 # limits changed since they were made.
                 await drive_async(
@@ -306,6 +310,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
             and item.enforce_owner
             and len(item.records) == 1
             and item.records[0].vector is None
+            and not self._sql.defer_vectors  # a deferred vector is marked in a transaction
             and await self._plan("write", MySQLDialect.insert_alone, item)
         ):
             return [AppendResult(item.user_id, frozenset())]
@@ -326,6 +331,11 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory):
         tags = sum(len(t.encode("utf-8")) + 4 for t in record.tags)
         vector = 0 if record.vector is None else 2 * 4 * int(np.size(record.vector))
         return 2 * (2 * (2 * text + payload + tags) + vector) + 1024
+
+    async def _without_vectors(
+        self, kind: Literal["message"], after: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        return await self._plan("read", plans.without_vectors, after, limit)
 
     # ================================================================ whole-store operations
 

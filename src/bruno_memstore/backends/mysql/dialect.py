@@ -246,7 +246,11 @@ class MySQLDialect(RowDialect):
             yield chunk
 
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
-        """Log the ids of message vectors just appended, under each owner's next generation."""
+        """Mark the messages inserted without a vector as waiting for it (``defer_vectors``),
+        and log the ids of message vectors just appended, under each owner's next
+        generation."""
+        if self.defer_vectors:
+            yield from self._mark_waiting([r for r in rows if r.vector is None])
         appended: dict[str, list[str]] = {}
         for row in rows:
             if row.vector is not None:
@@ -381,9 +385,45 @@ class MySQLDialect(RowDialect):
             if count < _DELETE_BATCH:
                 return total
 
+    def _mark_waiting(self, rows: Sequence[NewMessage]) -> Plan[None]:
+        """Put these inserted messages' keys and owners in ``vector_pending`` (and their keys
+        on the records)."""
+        by_id = {r.record.id: r for r in rows}
+        for condition, args in self.among("id", list(by_id)):
+            found = yield Fetch(
+                f"SELECT seq, id FROM {self.table('messages')} WHERE {condition}", args
+            )
+            for seq, rid in found:
+                by_id[rid].record.seq = int(seq)
+            if found:
+                yield Execute(
+                    f"INSERT IGNORE INTO {self.table('vector_pending')} (seq, user_id) VALUES "
+                    + ",".join(["(?,?)"] * len(found)),
+                    [v for seq, rid in found for v in (seq, by_id[rid].conversation.owner)],
+                )
+
+    def messages_deleting(self, where: str, args: Sequence[Any]) -> Plan[None]:
+        yield from self.unmark_messages(where, args)
+
+    def unmark_messages(self, where: str, args: Sequence[Any]) -> Plan[None]:
+        """Delete the ``vector_pending`` marks of the messages ``m`` that ``where`` selects.
+
+        The marked keys are read first (the messages' index, then the marks' primary key),
+        and only those found are deleted: a DELETE with the messages in a subquery would
+        scan every mark.
+        """
+        found = yield Fetch(
+            f"SELECT p.seq FROM {self.table('messages')} m "
+            f"JOIN {self.table('vector_pending')} p ON p.seq = m.seq WHERE {where}",
+            args,
+        )
+        for condition, keys in self.among("seq", [row[0] for row in found]):
+            yield Execute(f"DELETE FROM {self.table('vector_pending')} WHERE {condition}", keys)
+
     def forget_steps(self, key: Any) -> list[tuple[str | None, str, str, list[Any]]]:
         steps = super().forget_steps(key)  # messages, sessions, memories, conversations
         steps.insert(2, (None, "memory_tags", "user_id = ?", [key]))
+        steps.insert(0, (None, "vector_pending", "user_id = ?", [key]))
         return steps
 
     # ---------------------------------------------------------------- search

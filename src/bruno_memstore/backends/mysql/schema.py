@@ -126,7 +126,17 @@ _V3 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_log (
         PRIMARY KEY (user_hash, generation)
     ) {_TABLE}"""
 _COUNTER = "BIGINT UNSIGNED NOT NULL DEFAULT 0"
-LATEST_VERSION = 3
+
+# Messages stored before their vectors (``vectors="deferred"``), by key and owner only (no
+# text): the durable queue the store's task drains. Marked in the message's transaction,
+# cleared by the vector's write and by every deletion of the message (see .dialect).
+_V4 = f"""CREATE TABLE IF NOT EXISTS {{p}}vector_pending (
+        seq BIGINT UNSIGNED NOT NULL,
+        user_id {_ID} NOT NULL,
+        PRIMARY KEY (seq),
+        KEY ix_user (user_id)
+    ) {_TABLE}"""
+LATEST_VERSION = 4
 
 
 def migrations_for(d: Dialect, server: str) -> list[Migration]:
@@ -176,4 +186,5 @@ def migrations_for(d: Dialect, server: str) -> list[Migration]:
                 ddl(_V3),
             ],
         ),
+        Migration(4, "messages waiting for their vectors", [ddl(_V4)]),
     ]

@@ -146,6 +146,8 @@ class MySQLVectors(BlobVectors):
                 f"SELECT DISTINCT user_id FROM {table} WHERE id IN ({marks(len(ids))})", ids
             )
             owners.update(row[0] for row in found)
+            if kind == "message":  # no longer waiting (``vectors="deferred"``)
+                yield from d.unmark_messages(f"m.id IN ({marks(len(ids))})", ids)
         changed = d.messages_changed if kind == "message" else d.memories_changed
         yield from changed(sorted(owners))
         return written

@@ -242,6 +242,11 @@ class Dialect(ABC):
 
     # ---------------------------------------------------------------- writes
 
+    defer_vectors: bool = False
+    """Whether ``messages_added`` marks the messages inserted without a vector as waiting
+    for it in the ``vector_pending`` table (``vectors="deferred"``, on engines that keep
+    that table; see :func:`.plans.without_vectors`)."""
+
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
         """Index messages just inserted (full text, vectors) where the engine keeps such
         indexes beside the rows."""

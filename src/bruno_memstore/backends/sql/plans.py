@@ -46,6 +46,7 @@ __all__ = [
     "stored_ids",
     "text_search",
     "window",
+    "without_vectors",
 ]
 
 _MIN_KEY = -(2**63)
@@ -299,6 +300,17 @@ def latest_session(
         args,
     )
     return d.session(rows[0]) if rows else None
+
+
+def without_vectors(d: Dialect, after: int, limit: int) -> Plan[list[tuple[int, str, str]]]:
+    """The oldest ``limit`` messages after key ``after`` waiting for their vectors, as
+    ``(seq, id, content)``: the ``vector_pending`` table (message keys only) read by key."""
+    rows = yield Fetch(
+        f"SELECT p.seq, m.id, m.content FROM {d.table('vector_pending')} p "
+        f"JOIN {d.table('messages')} m ON m.seq = p.seq WHERE p.seq > ? ORDER BY p.seq LIMIT ?",
+        (after, limit),
+    )
+    return [(int(r[0]), r[1], r[2]) for r in rows]
 
 
 # ------------------------------------------------------------------------------ search

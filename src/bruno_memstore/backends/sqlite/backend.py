@@ -12,6 +12,7 @@ from urllib.parse import quote
 from ...capabilities import DATABASE, Capability
 from ...errors import ConflictError, InvalidArgumentError, MemstoreError
 from ...models import SearchHit, SearchRequest
+from ...primitives import PendingVectors
 from ...url import MemoryURL
 from ..kit.settings import positive_int
 from ..kit.threads import Job
@@ -21,7 +22,7 @@ from ..sql.steps import Fetch, Plan
 from ..sql.sync import PlanJob, ThenJob
 from ..sql.threaded import ThreadedSQLMemory
 from ..sql.vectors import BlobVectorSearch
-from .dialect import ANY_PENDING, DIALECT, SQLiteDialect, index_pending
+from .dialect import ANY_PENDING, DEFERRING, DIALECT, SQLiteDialect, index_pending
 from .files import (
     MEMORY_PATH,
     Settings,
@@ -47,11 +48,12 @@ _URL_OPTIONS: dict[str, type] = {
     "merge_on_delete": bool,
     "context_window": int,
     "operation_timeout": float,
+    "vectors": str,
 }
 _SQLITE_CANTOPEN = 14  # a result code (the low byte of an extended one)
 
 
-class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
+class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory, PendingVectors):
     """Memory in one SQLite file: durable, full-text and vector searchable, safe for several
     processes. Options are described in docs/backends/sqlite.md.
     """
@@ -98,7 +100,7 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
             self.capabilities = type(self).capabilities - {Capability.DURABLE}  # type: ignore[misc]
         self.vector_users = positive_int("vector_users", vector_users)
         self.merge_on_delete = merge_on_delete
-        self._sql = DIALECT
+        self._sql = DEFERRING if self.vectors == "deferred" else DIALECT
         self._blobs = VECTORS
         self._new_vector_caches()
 
@@ -107,7 +109,7 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
         """Build from ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or
         ``sqlite:///:memory:``; query options: ``synchronous``, ``busy_timeout`` (seconds),
         ``readers``, ``vector_users``, ``merge_on_delete``, ``context_window``,
-        ``operation_timeout``. Keyword options win over query options."""
+        ``operation_timeout``, ``vectors``. Keyword options win over query options."""
         if url.driver is not None:
             raise InvalidArgumentError("url", f"sqlite takes no driver (got {url.driver!r})")
         path = url.local_path(
@@ -191,6 +193,11 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory):
             await self._submit(PlanJob(index_pending))
             hits = await super()._text_search(request)
         return hits
+
+    async def _without_vectors(
+        self, kind: Literal["message"], after: int, limit: int
+    ) -> list[tuple[int, str, str]]:
+        return await self._plan("read", plans.without_vectors, after, limit)
 
     # ================================================================ whole-store operations
 

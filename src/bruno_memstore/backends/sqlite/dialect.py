@@ -21,7 +21,14 @@ from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
 from ..sql.where import marks
 
-__all__ = ["DIALECT", "SQLiteDialect", "index_pending", "match_expression", "message_row"]
+__all__ = [
+    "DEFERRING",
+    "DIALECT",
+    "SQLiteDialect",
+    "index_pending",
+    "match_expression",
+    "message_row",
+]
 
 KINDS = ("message", "memory")
 VECTOR_COUNTERS = (
@@ -92,6 +99,8 @@ INSERT_PENDING = "INSERT OR IGNORE INTO search_pending (seq) VALUES (?)"
 ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM search_pending)"
 PENDING_BATCH = 2000  # messages one catch-up statement indexes
 INDEX_EVERY = 256  # a message whose key is a multiple of this indexes those waiting
+# A message stored before its vector (``vectors="deferred"``); see ``without_vectors``.
+INSERT_VECTOR_PENDING = "INSERT OR IGNORE INTO vector_pending (seq) VALUES (?)"
 INSERT_TAG = "INSERT INTO memory_tags (rid, tag) VALUES (?, ?)"
 # ``OR REPLACE``: a row left behind by a tool that deleted records without foreign keys
 # must not block the new record's vector.
@@ -292,6 +301,10 @@ class SQLiteDialect(RowDialect):
                     for r in rows
                 ],
             )
+        if self.defer_vectors:
+            waiting = [(r.record.seq,) for r in rows if r.vector is None]
+            if waiting:
+                yield ExecuteMany(INSERT_VECTOR_PENDING, waiting)
         vectors = [
             (r.record.seq, r.conversation.owner_key, r.vector) for r in rows if r.vector is not None
         ]
@@ -449,4 +462,11 @@ class SQLiteDialect(RowDialect):
                 raise  # a failed ROLLBACK: the engine ended the transaction already
 
 
+class DeferringSQLiteDialect(SQLiteDialect):
+    """The dialect of a store with ``vectors="deferred"``: messages wait for their vectors."""
+
+    defer_vectors = True
+
+
 DIALECT = SQLiteDialect()
+DEFERRING = DeferringSQLiteDialect()

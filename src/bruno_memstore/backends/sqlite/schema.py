@@ -177,11 +177,21 @@ _VECTORS = (
 # (no text: erasing a message leaves nothing here to erase). See ``dialect.index_pending``.
 _PENDING = ("CREATE TABLE search_pending (seq INTEGER PRIMARY KEY)",)
 
+# Messages stored before their vectors (``vectors="deferred"``), by key only: the durable
+# queue the store's task drains. Marked in the message's transaction; the vector's write
+# clears the mark, and the foreign key takes it away with the message on every deletion path.
+_VECTOR_PENDING = (
+    """CREATE TABLE vector_pending (
+        seq INTEGER PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "users, conversations, messages, sessions and memory entries", _CORE),
     Migration(2, "full-text index over messages and memory entries", _FULL_TEXT),
     Migration(3, "vectors of messages and memory entries, change counters per user", _VECTORS),
     Migration(4, "messages waiting for their full-text rows", _PENDING),
+    Migration(5, "messages waiting for their vectors", _VECTOR_PENDING),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -120,6 +120,9 @@ class SQLiteVectors(BlobVectors):
             yield ExecuteMany(
                 INSERT_MESSAGE_VECTOR if kind == "message" else INSERT_MEMORY_VECTOR, rows
             )
+            if kind == "message":  # no longer waiting (``vectors="deferred"``)
+                for condition, args in d.among("seq", [row[0] for row in rows]):
+                    yield Execute(f"DELETE FROM vector_pending WHERE {condition}", args)
         for uid in sorted({row[1] for row in rows}):
             yield Execute(BUMP_VECTORS[kind, True], (uid,))
         return len(rows)
