@@ -18,6 +18,7 @@ from bruno_memstore.backends.chroma import ChromaMemory
 from bruno_memstore.backends.hybrid import HybridMemory
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.mongo import MongoMemory
 from bruno_memstore.backends.mysql import MySQLMemory
 from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.qdrant import QdrantMemory
@@ -212,6 +213,49 @@ def qdrant_server_private(test: ConformanceBase) -> QdrantMemory:
     prefix = f"{engines.QDRANT_PREFIX}p{test.key}"
     url, api_key = test.fixture("qdrant_url"), engines.qdrant_api_key()
     return QdrantMemory(url=url, api_key=api_key, prefix=prefix)
+
+
+# ---------------------------------------------------------------- document servers
+
+
+def _mongo(test: ConformanceBase, fixture: str, prefix: str, **options: object) -> MongoMemory:
+    return MongoMemory(test.fixture(fixture), prefix=prefix, connect_timeout=5, **options)
+
+
+async def mongo_secantus(test: ConformanceBase) -> MongoMemory:
+    """SecantusDB (emulator): transactions, no text index, so the kit's keyword index."""
+    memory = _mongo(test, "mongo_url", f"{engines.MONGO_PREFIX}_main")
+    await engines.connected(memory, "mongo")
+    assert memory.transactions and not memory.server_text
+    return memory
+
+
+def mongo_secantus_private(test: ConformanceBase) -> MongoMemory:
+    return _mongo(test, "mongo_url", f"{engines.MONGO_PREFIX}_{test.key}")
+
+
+async def mongo_nx(test: ConformanceBase) -> MongoMemory:
+    """nx-27017 (emulator): no transactions, so the ordered writes. Its ``$text`` is not
+    MongoDB's (every word required, no stop words, no scores with a compound index), so the
+    suite runs with the kit's keyword index; ``tests/backends/test_mongo.py`` tests ``$text``."""
+    memory = _mongo(test, "mongo_nx_url", f"{engines.MONGO_PREFIX}_main", text_search="kit")
+    await engines.connected(memory, "mongo")
+    assert not memory.transactions
+    return memory
+
+
+def mongo_nx_private(test: ConformanceBase) -> MongoMemory:
+    return _mongo(test, "mongo_nx_url", f"{engines.MONGO_PREFIX}_{test.key}", text_search="kit")
+
+
+async def mongodb(test: ConformanceBase) -> MongoMemory:
+    """A real MongoDB at ``MONGODB_URL``, as it is: transactions and ``$text`` when it has them."""
+    memory = _mongo(test, "mongodb_url", f"{engines.MONGO_PREFIX}_main")
+    return await engines.connected(memory, "mongodb")
+
+
+def mongodb_private(test: ConformanceBase) -> MongoMemory:
+    return _mongo(test, "mongodb_url", f"{engines.MONGO_PREFIX}_{test.key}")
 
 
 # ---------------------------------------------------------------- hybrids
