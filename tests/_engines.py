@@ -50,6 +50,7 @@ __all__ = [
     "drop_qdrant_collections",
     "drop_redis_indexes",
     "drop_redis_keys",
+    "drop_ttl_indexes",
     "host_port",
     "memcached_url",
     "mongo_nx_url",
@@ -376,6 +377,17 @@ def drop_mongo_collections(url: str, prefix: str) -> None:
                     db.drop_collection(name)
     except pymongo.errors.PyMongoError:
         pass  # unreachable: the tests already failed saying so
+
+
+def drop_ttl_indexes(url: str, collection: str) -> None:
+    """Drop the TTL indexes of a collection of the URL's database (or ``bruno_memory``)."""
+    import pymongo
+
+    with pymongo.MongoClient(url, serverSelectionTimeoutMS=2000) as client:
+        coll = client.get_default_database("bruno_memory")[collection]
+        for name, spec in coll.index_information().items():
+            if "expireAfterSeconds" in spec:
+                coll.drop_index(name)
 
 
 def drop_qdrant_collections(url: str, api_key: str | None, prefix: str) -> None:

@@ -33,6 +33,7 @@ class TestMongoSecantusEmulator(MemoryConformance):
 
 class TestMongoNxEmulator(MemoryConformance):
     capabilities = MongoMemory.capabilities
+    forbidden_memory_text = ("\x00",)  # see stores.NxMongoMemory
     memory_factory = stores.mongo_nx
     private_factory = stores.mongo_nx_private
 

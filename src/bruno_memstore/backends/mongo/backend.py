@@ -361,10 +361,15 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         # One upsert whose filter names the user: another user's id makes its insert
-        # collide with the stored _id, and nothing is written.
+        # collide with the stored _id, and nothing is written. $set and $unset replace the
+        # whole entry as a replacement would (nx-27017 cannot replace binary data).
+        doc = memory_doc(record)
+        update: dict[str, Any] = {"$set": doc}
+        if absent := {k: "" for k in ("vector", "expires_at") if k not in doc}:
+            update["$unset"] = absent
         try:
-            await self._memories.replace_one(
-                {"_id": record.id, "user_id": record.user_id}, memory_doc(record), upsert=True
+            await self._memories.update_one(
+                {"_id": doc.pop("_id"), "user_id": record.user_id}, update, upsert=True
             )
         except mexc.DuplicateKeyError:
             raise memory_taken(record.id) from None
