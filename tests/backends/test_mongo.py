@@ -22,7 +22,12 @@ import pytest
 import _engines as engines
 from bruno_memstore.backends.mongo import MongoMemory
 from bruno_memstore.backends.mongo.layout import SCHEMA_VERSION
-from bruno_memstore.errors import BackendError, BackendUnavailableError, InvalidArgumentError
+from bruno_memstore.errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    SchemaError,
+)
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import at, make_memory_entry, make_message, new_user_id
 from bruno_memstore.url import MemoryURL
@@ -99,7 +104,7 @@ async def test_indexes_ttl_and_schema_version_are_created_once(mongo_url: str) -
         meta.update_one({"_id": "schema"}, {"$set": {"version": SCHEMA_VERSION + 1}})
     await again.shutdown()
     newer = MongoMemory(mongo_url, prefix=memory.layout.prefix, embedding_model=None)
-    with pytest.raises(BackendError, match="newer than this code"):
+    with pytest.raises(SchemaError, match="newer than this code"):
         await newer.initialize()
 
 

@@ -25,7 +25,7 @@ from pymongo import errors as mexc
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from ...capabilities import DATABASE, Capability
-from ...errors import InvalidArgumentError, OwnershipError
+from ...errors import InvalidArgumentError, OwnershipError, SchemaError
 from ...limits import Limits
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, ExportKind, VectorPrimitives, memory_taken, session_taken
@@ -196,9 +196,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         """Create what is missing (idempotent); refuse a layout newer than this code's."""
         version = await self._meta.find_one({"_id": "schema"})
         if version is not None and int(version["version"]) > SCHEMA_VERSION:
-            raise InvalidArgumentError(
-                "url", f"the store's layout version {version['version']} is newer than this code's"
-            )
+            raise SchemaError(f"layout version {version['version']} is newer than this code's")
         for kind, indexes in INDEXES.items():
             await getattr(self, f"_{kind}").create_indexes(indexes)
         self.server_text = False
@@ -442,7 +440,26 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         found = self._sessions.find(where).sort([("started_us", -1), ("_id", -1)]).limit(1)
         return next(iter([session_from(d) async for d in found]), None)
 
-    # ================================================================ whole-store operations
+    # ================================================================ statistics, whole store
+
+    async def _statistics(self, user_id: str) -> dict[str, object]:
+        mine = {"user_id": user_id}
+        by_role = [{"$match": mine}, {"$group": {"_id": "$role", "n": {"$sum": 1}}}]
+        roles = {d["_id"]: int(d["n"]) async for d in await self._messages.aggregate(by_role)}
+        edges = [
+            await self._messages.find_one(mine, {"ts_us": 1}, sort=[("ts_us", way), ("seq", way)])
+            for way in (1, -1)
+        ]
+        return {
+            "messages": sum(roles.values()),
+            "conversations": await self._conversations.count_documents(mine),
+            "sessions": await self._sessions.count_documents(mine),
+            "active_sessions": await self._sessions.count_documents({**mine, "is_active": True}),
+            "memories": await self._memories.count_documents(mine),
+            "messages_by_role": roles,
+            "first_message_us": None if edges[0] is None else int(edges[0]["ts_us"]),
+            "last_message_us": None if edges[1] is None else int(edges[1]["ts_us"]),
+        }
 
     async def _forget_user(self, user_id: str) -> dict[str, int]:
         mine = {"user_id": user_id}
