@@ -118,7 +118,7 @@ async def test_expired_entries_are_never_read_before_the_ttl_monitor_runs(mongo_
         client, memories = _collection(mongo_url, memory, "memories")
         with client:
             stored = memories.find_one({"_id": str(gone.id)})
-        assert stored is not None and stored["expires_at"].year == 2000  # for the TTL monitor
+        assert stored["expires_at"].year == gone.expires_at.year  # a date, for the TTL monitor
         from bruno_core.models import MemoryQuery
 
         seen = await memory.retrieve_memories(MemoryQuery(user_id=uid))

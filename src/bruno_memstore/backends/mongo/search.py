@@ -23,6 +23,7 @@ from pymongo import UpdateOne
 from ...embeddings.adapter import VectorSpace
 from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest
 from ...search import query_words
+from ..kit.codec import MEMORIES, MESSAGES
 from ..kit.hits import Found, ranked_hits
 from ..kit.keyword_index import KeywordIndex, KeywordIndexes
 from ..kit.vectors import MemoryKey, UserVectorCache, nearest, vector_from_bytes, vector_to_bytes
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 __all__ = ["MongoSearch"]
 
 _SCORE = {"score": {"$meta": "textScore"}}
+# Every field named, beside the score: an exclusion beside ``$meta`` reads as an inclusion
+# on nx-27017, and MongoDB reads both alike.
+_SCORED = {
+    kind: {**dict.fromkeys(codec.names.values(), 1), **_SCORE}
+    for kind, codec in (("message", MESSAGES), ("memory", MEMORIES))
+}
 
 
 class MongoSearch:
@@ -72,11 +79,11 @@ class MongoSearch:
             where = {"user_id": request.user_id, "$text": search}
             if request.conversation_id is not None:
                 where["conversation_id"] = request.conversation_id
-            asked.append(self._scored(self._messages, where, request.limit))
+            asked.append(self._scored(self._messages, where, "message", request.limit))
         if "memory" in request.kinds:
             where = memory_where(request.memories(), request.conversation_id)
             where.update({"user_id": request.user_id, "$text": search})
-            asked.append(self._scored(self._memories, where, request.limit))
+            asked.append(self._scored(self._memories, where, "memory", request.limit))
         hits: list[tuple[float, int, str, SearchHit]] = []
         for docs in await asyncio.gather(*asked):
             for doc in docs:
@@ -96,9 +103,9 @@ class MongoSearch:
 
     @staticmethod
     async def _scored(
-        collection: AsyncCollection[Any], where: dict[str, Any], limit: int
+        collection: AsyncCollection[Any], where: dict[str, Any], kind: str, limit: int
     ) -> list[dict[str, Any]]:
-        cursor = collection.find(where, {**NO_VECTOR, **_SCORE})
+        cursor = collection.find(where, _SCORED[kind])
         return await cursor.sort([("score", {"$meta": "textScore"})]).limit(limit).to_list()
 
     async def _load_text(self, user_id: str) -> KeywordIndex:
