@@ -1,21 +1,17 @@
 """``MongoMemory``: MongoDB through pymongo's native ``AsyncMongoClient``.
 
-A document per record, in five collections (``layout``). Each write that spans documents
-(a conversation's claim and its messages, a session and its conversation's claim, a
-conversation's deletion) runs in a multi-document transaction where the deployment has them
-(a replica set or a sharded cluster), and otherwise as single-document writes in an order
-that a failure can leave incomplete but never wrong: a conversation's claim is inserted
-before its messages, deletions remove the messages before the conversation. Ownership is
-decided by the write itself: a claim is an insert keyed by the conversation id, a
-replacement of a memory entry or session is an upsert whose filter names its user (another
-user's id makes the upsert's insert collide with ``_id``). Keyword search uses ``$text``
-where the server can build a text index, else the kit's in-process index (``search``).
-See ``docs/backends/mongo.md``.
+A document per record (``layout``). Steps that span documents run in one transaction where
+the deployment has them, else as single-document writes in an order a failure leaves
+incomplete but never wrong (a claim before its messages; a conversation's messages deleted
+before it). Ownership is decided by the write: a claim is an insert keyed by the
+conversation, an entry or session an upsert whose filter names its user. See
+``docs/backends/mongo.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -31,6 +27,7 @@ from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import AppendResult, ExportKind, VectorPrimitives, memory_taken, session_taken
 from ...url import MemoryURL
 from ..kit.batches import EXPORT_BATCH, batches
+from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
 from ..kit.driver_url import DriverURLBackend
 from ..kit.keyword_index import KeywordIndexes
 from ..kit.settings import setting
@@ -41,13 +38,9 @@ from .layout import (
     SCHEMA_VERSION,
     TEXT_INDEXES,
     Layout,
-    memory_doc,
-    memory_from,
+    decode,
+    document,
     memory_where,
-    message_doc,
-    message_from,
-    session_doc,
-    session_from,
 )
 from .search import MongoSearch
 
@@ -56,31 +49,10 @@ __all__ = ["MongoMemory"]
 T = TypeVar("T")
 Session = AsyncClientSession | None
 
-_OPTIONS: dict[str, type] = {
-    "database": str,
-    "prefix": str,
-    "transactions": bool,
-    "text_search": str,
-    "connect_timeout": float,
-}
+_OPTIONS = dict(database=str, prefix=str, transactions=bool, text_search=str)
+_OPTIONS["connect_timeout"] = float
 _TEXT_MODES = ("auto", "server", "kit")
-_MAX_DOCUMENT = 16 * 1024 * 1024
-_HEADROOM = 64 * 1024  # the record's other fields and its vector, beside its text
-_TRANSACTION_ATTEMPTS = 20
-
-
-class SeqClock:
-    """Arrival numbers: the larger of the previous one plus one and the wall clock in
-    microseconds, so processes writing to one server order their writes by time."""
-
-    def __init__(self) -> None:
-        self.last = 0
-
-    def take(self, n: int) -> int:
-        """The first of ``n`` consecutive numbers, each larger than any taken before."""
-        first = max(self.last + 1, time.time_ns() // 1000)
-        self.last = first + n - 1
-        return first
+_ATTEMPTS = 20  # of a transaction that meets a conflict
 
 
 class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
@@ -102,10 +74,8 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
 
     backend_name: ClassVar[str] = "mongodb"
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS, Capability.TTL}
-    limits = Limits(
-        max_record_bytes=_MAX_DOCUMENT - _HEADROOM,
-        size_limit="MongoDB's 16 MB limit on one document",
-    )
+    # 16 MiB a document, less 64 KiB for the other fields and the vector.
+    limits = Limits(max_record_bytes=(16 << 20) - (64 << 10), size_limit="MongoDB's 16 MB limit")
 
     def __init__(
         self,
@@ -119,8 +89,6 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if not isinstance(url, str):
-            raise InvalidArgumentError("url", f"expected a string, got {type(url).__name__}")
         parsed = MemoryURL.parse(url)
         if parsed.scheme != "mongodb" or parsed.driver not in (None, "srv"):
             raise InvalidArgumentError(
@@ -131,18 +99,17 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         self._url = parsed
         self.database = setting(opt, "database", str, parsed.path.strip("/") or "bruno_memory")
         self.layout = Layout(setting(opt, "prefix", str, "bruno"))
-        self.transactions: bool | None = opt.get("transactions")
-        if self.transactions is not None and not isinstance(self.transactions, bool):
-            raise InvalidArgumentError("transactions", "expected True, False or None")
+        self.transactions: bool | None = setting(opt, "transactions", bool, None)
         self.text_mode = setting(opt, "text_search", str, "auto")
         if self.text_mode not in _TEXT_MODES:
             raise InvalidArgumentError("text_search", f"expected one of {', '.join(_TEXT_MODES)}")
         self.connect_timeout = setting(opt, "connect_timeout", float, 10.0, low=0.001)
-        own = set(_OPTIONS)
-        self._driver_url = _without(url, own) if own & set(parsed.query) else url
+        base, _, query = url.partition("?")  # pymongo's options, without this class's
+        kept = "&".join(p for p in query.split("&") if p.partition("=")[0] not in _OPTIONS)
+        self._driver_url = f"{base}?{kept}" if kept else base
         self.server_text = False
         self._client: AsyncMongoClient[Any] | None = None
-        self._clock = SeqClock()
+        self._last_seq = 0
         self._text = KeywordIndexes()
         self._vectors = UserVectorCache()
 
@@ -171,19 +138,13 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
     # ================================================================ lifecycle
 
     async def _connect(self) -> None:
-        client: AsyncMongoClient[Any] = AsyncMongoClient(
-            self._driver_url,
-            serverSelectionTimeoutMS=int(self.connect_timeout * 1000),
-            tz_aware=True,
-        )
+        timeout = int(self.connect_timeout * 1000)
+        client: Any = AsyncMongoClient(self._driver_url, serverSelectionTimeoutMS=timeout)
         try:
             hello = await client.admin.command("hello")
             db = client[self.database]
-            self._conversations = db[self.layout.conversations]
-            self._messages = db[self.layout.messages]
-            self._memories = db[self.layout.memories]
-            self._sessions = db[self.layout.sessions]
-            self._meta = db[self.layout.meta]
+            for kind in ("conversations", "messages", "memories", "sessions", "meta"):
+                setattr(self, f"_{kind}", db[getattr(self.layout, kind)])
             if self.transactions is None:
                 self.transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
             await self._prepare()
@@ -224,20 +185,18 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         if not self.transactions:
             return await step(None)
         assert self._client is not None
-        for attempt in range(_TRANSACTION_ATTEMPTS):
+        for attempt in itertools.count(1):
             try:
                 async with (
                     self._client.start_session() as session,
                     await session.start_transaction(),
                 ):
                     return await step(session)
-            except (mexc.DuplicateKeyError, mexc.BulkWriteError, mexc.OperationFailure) as exc:
-                conflict = isinstance(exc, (mexc.DuplicateKeyError, mexc.BulkWriteError))
-                if attempt + 1 == _TRANSACTION_ATTEMPTS or not (
-                    conflict or exc.has_error_label("TransientTransactionError")
-                ):
+            except mexc.OperationFailure as exc:  # duplicate ids are conflicts too
+                again = isinstance(exc, (mexc.DuplicateKeyError, mexc.BulkWriteError))
+                if attempt == _ATTEMPTS or not (again or self._is_transient(exc)):
                     raise
-                await asyncio.sleep(0.002 * (attempt + 1))
+                await asyncio.sleep(0.002 * attempt)
         raise AssertionError("unreachable")
 
     async def _touch(self, *users: str) -> None:
@@ -295,18 +254,21 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
             owner = await self._claim(conversation_id, user_id, enforce_owner, s)
             new = [r for r in records if r.id not in existing]
             if new:
-                seq = self._clock.take(len(new))
+                # Arrival numbers: past the last one and the wall clock in microseconds, so
+                # writers in several processes order equal timestamps by arrival.
+                seq = max(self._last_seq + 1, time.time_ns() // 1000)
+                self._last_seq = seq + len(new) - 1
                 for i, rec in enumerate(new):
                     rec.seq, rec.user_id = seq + i, owner
                 try:
-                    await self._messages.insert_many(
-                        [message_doc(r) for r in new], ordered=False, session=s
-                    )
+                    docs = [document(r) for r in new]
+                    await self._messages.insert_many(docs, ordered=False, session=s)
                 except mexc.BulkWriteError as exc:
                     # Ids stored meanwhile by another writer: skipped, as if seen above.
-                    if s is not None or any(e["code"] != 11000 for e in _errors(exc)):
+                    failed = exc.details.get("writeErrors", [])
+                    if s is not None or any(e["code"] != 11000 for e in failed):
                         raise
-                    existing |= {new[e["index"]].id for e in _errors(exc)}
+                    existing |= {new[e["index"]].id for e in failed}
             return AppendResult(owner, frozenset(existing))
 
         result = await self._atomic(step)
@@ -318,7 +280,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         if not ids:
             return []
         found = self._messages.find({"_id": {"$in": list(ids)}}, NO_VECTOR)
-        return [message_from(d) async for d in found]
+        return [decode(MESSAGES, d) async for d in found]
 
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
@@ -331,7 +293,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         cursor = self._messages.find(where, NO_VECTOR).sort([("ts_us", -1), ("seq", -1)])
         if limit is not None:
             cursor = cursor.limit(limit)
-        recs = [message_from(d) async for d in cursor]
+        recs = [decode(MESSAGES, d) async for d in cursor]
         recs.reverse()
         return recs
 
@@ -361,7 +323,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         # One upsert whose filter names the user: another user's id makes its insert
         # collide with the stored _id, and nothing is written. $set and $unset replace the
         # whole entry as a replacement would (nx-27017 cannot replace binary data).
-        doc = memory_doc(record)
+        doc = document(record)
         update: dict[str, Any] = {"$set": doc}
         if absent := {k: "" for k in ("vector", "expires_at") if k not in doc}:
             update["$unset"] = absent
@@ -375,12 +337,12 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         found = await self._memories.find_one({"_id": memory_id}, NO_VECTOR)
-        return None if found is None else memory_from(found)
+        return None if found is None else decode(MEMORIES, found)
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         order = [("importance", -1), ("created_us", -1), ("_id", 1)]
         found = self._memories.find(memory_where(flt), NO_VECTOR).sort(order).limit(flt.limit)
-        return [memory_from(d) async for d in found]
+        return [decode(MEMORIES, d) async for d in found]
 
     async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
         where = {"_id": memory_id} if user_id is None else {"_id": memory_id, "user_id": user_id}
@@ -414,7 +376,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
             try:
                 await self._sessions.replace_one(
                     {"_id": record.session_id, "user_id": record.user_id},
-                    session_doc(record),
+                    document(record),
                     upsert=True,
                     session=s,
                 )
@@ -427,7 +389,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         found = await self._sessions.find_one({"_id": session_id})
-        return None if found is None else session_from(found)
+        return None if found is None else decode(SESSIONS, found)
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
@@ -438,7 +400,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         if active_only:
             where["is_active"] = True
         found = self._sessions.find(where).sort([("started_us", -1), ("_id", -1)]).limit(1)
-        return next(iter([session_from(d) async for d in found]), None)
+        return next(iter([decode(SESSIONS, d) async for d in found]), None)
 
     # ================================================================ statistics, whole store
 
@@ -480,15 +442,13 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
             async for batch in batches(self._messages_by_conversation(mine)):
                 yield batch
         else:
-            collection, read = (
-                (self._memories, memory_from)
+            codec, found = (
+                (MEMORIES, self._memories.find(mine, NO_VECTOR))
                 if kind == "memories"
-                else (self._sessions, session_from)
+                else (SESSIONS, self._sessions.find(mine))
             )
-            async for batch in batches(
-                collection.find(mine, NO_VECTOR if kind == "memories" else None).sort("_id", 1)
-            ):
-                yield [read(d) for d in batch]
+            async for batch in batches(found.sort("_id", 1)):
+                yield [decode(codec, d) for d in batch]
 
     async def _messages_by_conversation(self, mine: dict[str, Any]) -> AsyncIterator[MessageRecord]:
         """Each conversation's messages in ``(ts_us, seq)`` order, one indexed query each."""
@@ -497,15 +457,4 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
             found = self._messages.find({"conversation_id": conv["_id"]}, NO_VECTOR)
             found = found.sort([("ts_us", 1), ("seq", 1)]).batch_size(EXPORT_BATCH)
             async for doc in found:
-                yield message_from(doc)
-
-
-def _errors(exc: mexc.BulkWriteError) -> list[dict[str, Any]]:
-    return list(exc.details.get("writeErrors", []))
-
-
-def _without(url: str, names: set[str]) -> str:
-    """``url`` with the query options ``names`` removed (this class's, not pymongo's)."""
-    base, _, query = url.partition("?")
-    kept = [p for p in query.split("&") if p and p.partition("=")[0] not in names]
-    return base + ("?" + "&".join(kept) if kept else "")
+                yield decode(MESSAGES, doc)
