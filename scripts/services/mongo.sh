@@ -68,8 +68,10 @@ start() {  # name, port, command...
 
 start secantus "$port" "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$port" \
   --storage-path "$state/secantus/data" --log-level WARNING
+# nx-27017 keeps a pid file (default /tmp/nx_27017.pid) and refuses to start beside another
+# server's: each server gets its own.
 start nx27017 "$nx_port" "$venv/bin/nx-27017" --data-dir "$state/nx27017/data" \
-  --host 127.0.0.1 -p "$nx_port"
+  --host 127.0.0.1 -p "$nx_port" --pid-file "$state/nx27017/nx.pid" --log-file "$state/nx27017/nx.log"
 
 echo "mongodb://127.0.0.1:$port/?directConnection=true"
 echo "mongodb://127.0.0.1:$nx_port/?directConnection=true"

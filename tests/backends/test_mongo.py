@@ -164,6 +164,13 @@ async def test_a_failed_append_never_leaves_messages_without_their_claim(
         assert await memory.conversation_owner(conversation) == uid
 
 
+async def test_writes_are_journaled_unless_the_url_says_otherwise(mongo_url: str) -> None:
+    async with _memory(mongo_url) as memory:
+        assert memory._client.write_concern.document == {"j": True}
+    async with _memory(mongo_url + "&journal=false") as memory:
+        assert memory._client.write_concern.document == {"j": False}
+
+
 async def test_transactions_follow_the_deployment(mongo_url: str, mongo_nx_url: str) -> None:
     async with _memory(mongo_url) as secantus, _memory(mongo_nx_url) as nx:
         assert secantus.transactions is True  # a replica set to pymongo

@@ -48,7 +48,9 @@ class MongoEmulator:
         if self.kind == "secantus":
             return [str(_venv() / "secantusd-py"), "--host", "127.0.0.1", "--port", port,
                     "--storage-path", data, "--log-level", "WARNING"]  # fmt: skip
-        return [str(_venv() / "nx-27017"), "--data-dir", data, "--host", "127.0.0.1", "-p", port]
+        own = str(self.directory)  # nx-27017 refuses to start beside another's pid file
+        return [str(_venv() / "nx-27017"), "--data-dir", data, "--host", "127.0.0.1", "-p", port,
+                "--pid-file", f"{own}/nx.pid", "--log-file", f"{own}/nx.log"]  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers a ping."""
@@ -82,7 +84,15 @@ class MongoEmulator:
                 self.process.wait()
         self.process = None
 
-    def restart(self, down: float = 0.5) -> None:
-        self.stop()
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush anything."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self, down: float = 0.5, *, crash: bool = False) -> None:
+        """Stop (or kill) the server, and start it again on the same port and data."""
+        self.kill() if crash else self.stop()
         time.sleep(down)
         self.start()

@@ -138,8 +138,10 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
     # ================================================================ lifecycle
 
     async def _connect(self) -> None:
-        timeout = int(self.connect_timeout * 1000)
-        client: Any = AsyncMongoClient(self._driver_url, serverSelectionTimeoutMS=timeout)
+        options: dict[str, Any] = {"serverSelectionTimeoutMS": int(self.connect_timeout * 1000)}
+        if not {"w", "journal"} & {k.lower() for k in self._url.query}:
+            options["journal"] = True  # acknowledged once in the journal: survives a crash
+        client: Any = AsyncMongoClient(self._driver_url, **options)
         try:
             hello = await client.admin.command("hello")
             db = client[self.database]
