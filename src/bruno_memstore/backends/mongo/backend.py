@@ -216,9 +216,11 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         found = await self._conversations.find_one({"_id": conversation_id}, session=s)
         return None if found is None else str(found["user_id"])
 
-    async def _claim(self, conversation_id: str, user_id: str, enforce: bool, s: Session) -> str:
-        """The conversation's owner, inserting the claim of ``user_id`` if it has none."""
-        owner = await self._conversation_owner(conversation_id, s)
+    async def _claim(
+        self, conversation_id: str, user_id: str, enforce: bool, s: Session, owner: str | None
+    ) -> str:
+        """The conversation's owner (``owner``, as just read), inserting the claim of
+        ``user_id`` if it has none."""
         if owner is None:
             try:
                 await self._conversations.insert_one(
@@ -253,7 +255,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
                 return AppendResult(owner or user_id, frozenset(existing))
             # The claim first: a failure after it leaves an empty conversation, never
             # messages without an owner.
-            owner = await self._claim(conversation_id, user_id, enforce_owner, s)
+            owner = await self._claim(conversation_id, user_id, enforce_owner, s, owner)
             new = [r for r in records if r.id not in existing]
             if new:
                 # Arrival numbers: past the last one and the wall clock in microseconds, so
@@ -374,7 +376,8 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
             )
             if held is not None and held["user_id"] != record.user_id:
                 raise session_taken(record.session_id)
-            await self._claim(record.conversation_id, record.user_id, True, s)
+            owner = await self._conversation_owner(record.conversation_id, s)
+            await self._claim(record.conversation_id, record.user_id, True, s, owner)
             try:
                 await self._sessions.replace_one(
                     {"_id": record.session_id, "user_id": record.user_id},
