@@ -119,7 +119,8 @@ class PymongoDriver(RawDriver):
         if self.server_text:
             where = {"user_id": user, "$text": {"$search": " ".join(query_words(query))}}
             score = {"score": {"$meta": "textScore"}}
-            cursor = self.messages.find(where, score).sort([("score", score["score"])])
+            fields = {**dict.fromkeys(MESSAGES.names.values(), 1), **score}  # as the library
+            cursor = self.messages.find(where, fields).sort([("score", score["score"])])
             return await cursor.limit(SEARCH_LIMIT).to_list()
         found = await self.meta.find_one({"_id": f"v:{user}"})
         version = found["n"] if found else 0
