@@ -35,6 +35,7 @@ from faults._ports import free_port
 
 __all__ = [
     "CHROMA_PREFIX",
+    "MONGO_PREFIX",
     "QDRANT_PREFIX",
     "REDIS_PREFIX",
     "RUN",
@@ -43,13 +44,18 @@ __all__ = [
     "chroma_url",
     "connected",
     "drop_chroma_collections",
+    "drop_mongo_collections",
     "drop_mysql_tables",
     "drop_postgres_schemas",
     "drop_qdrant_collections",
     "drop_redis_indexes",
     "drop_redis_keys",
+    "drop_ttl_indexes",
     "host_port",
     "memcached_url",
+    "mongo_nx_url",
+    "mongo_url",
+    "mongodb_url",
     "mysql_url",
     "pgvector_url",
     "postgres_url",
@@ -66,6 +72,7 @@ REDIS_PREFIX = f"bruno-{RUN}"  # Redis and memcached key prefixes
 SQL_PREFIX = f"bruno_{RUN}_"  # PostgreSQL schemas, MariaDB table prefixes
 CHROMA_PREFIX = f"t{RUN}"  # Chroma collection prefixes (a name starts with a letter or digit)
 QDRANT_PREFIX = f"q{RUN}"  # Qdrant collection prefixes
+MONGO_PREFIX = f"m{RUN}"  # MongoDB collection prefixes
 
 M = TypeVar("M", bound=MemoryBackend)
 
@@ -82,6 +89,11 @@ _HINTS = {
     ),
     "chroma": ("The Chroma server", "Run scripts/services/chroma.sh or set BRUNO_TEST_CHROMA_URL."),
     "qdrant": ("The Qdrant server", "Check QDRANT_URL and QDRANT_API_KEY."),
+    "mongo": (
+        "The MongoDB emulators",
+        "Run scripts/services/mongo.sh or set BRUNO_TEST_MONGO_URL and BRUNO_TEST_MONGO_NX_URL.",
+    ),
+    "mongodb": ("The MongoDB server at MONGODB_URL", "Check MONGODB_URL."),
 }
 
 
@@ -112,8 +124,8 @@ def qdrant_api_key() -> str | None:
     return os.environ.get("QDRANT_API_KEY") or None
 
 
-def _engine_url(variable: str, script: str) -> str:
-    """``$variable``, or the last line printed by ``scripts/services/<script>``.
+def _engine_url(variable: str, script: str, line: int = -1) -> str:
+    """``$variable``, or the last line (or ``line``) printed by ``scripts/services/<script>``.
 
     Fails the calling test, never skips it: the project's engines are required.
     """
@@ -123,13 +135,13 @@ def _engine_url(variable: str, script: str) -> str:
     path = SERVICES / script
     done = subprocess.run(["bash", str(path)], capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    if done.returncode != 0 or len(lines) < abs(line):
         pytest.fail(
             f"could not start the engine with {path} (exit {done.returncode}): "
             f"{done.stderr.strip()}",
             pytrace=False,
         )
-    return lines[-1]
+    return lines[line]
 
 
 def memcached_url() -> str:
@@ -155,6 +167,23 @@ def chroma_url() -> str:
     return _engine_url("BRUNO_TEST_CHROMA_URL", "chroma.sh")
 
 
+def mongo_url() -> str:
+    """``BRUNO_TEST_MONGO_URL``, or the project's SecantusDB, a MongoDB wire-protocol emulator
+    with transactions and no text index, started if it is down."""
+    return _engine_url("BRUNO_TEST_MONGO_URL", "mongo.sh", line=-2)
+
+
+def mongo_nx_url() -> str:
+    """``BRUNO_TEST_MONGO_NX_URL``, or the project's nx-27017, a MongoDB wire-protocol
+    emulator with ``$text`` and no transactions, started if it is down."""
+    return _engine_url("BRUNO_TEST_MONGO_NX_URL", "mongo.sh")
+
+
+def mongodb_url() -> str:
+    """``MONGODB_URL``: a real MongoDB deployment, or ``""`` when none is configured."""
+    return os.environ.get("MONGODB_URL", "")
+
+
 def host_port(url: str, default_port: int = 8000) -> tuple[str, int]:
     """The host and port of an ``http://host:port`` URL."""
     parts = urlsplit(url)
@@ -164,7 +193,7 @@ def host_port(url: str, default_port: int = 8000) -> tuple[str, int]:
 async def connected(memory: M, engine: str) -> M:
     """``memory``, connected now; fails the test (never skips it) when its engine cannot be
     reached. ``engine`` is one of ``postgres``, ``pgvector``, ``mysql``, ``redis``,
-    ``redis-search``, ``memcached``, ``chroma``, ``qdrant``."""
+    ``redis-search``, ``memcached``, ``chroma``, ``qdrant``, ``mongo``, ``mongodb``."""
     try:
         await memory.initialize()
     except BackendUnavailableError as exc:
@@ -333,6 +362,32 @@ def drop_mysql_tables(url: str, prefix: str) -> None:
 
     with contextlib.suppress(OSError, asyncmy.errors.Error):
         asyncio.run(drop())
+
+
+def drop_mongo_collections(url: str, prefix: str) -> None:
+    """Drop every collection whose name starts with ``prefix`` from the URL's database (or
+    ``bruno_memory``)."""
+    import pymongo
+
+    try:
+        with pymongo.MongoClient(url, serverSelectionTimeoutMS=2000) as client:
+            db = client.get_default_database("bruno_memory")
+            for name in db.list_collection_names():
+                if name.startswith(prefix):
+                    db.drop_collection(name)
+    except pymongo.errors.PyMongoError:
+        pass  # unreachable: the tests already failed saying so
+
+
+def drop_ttl_indexes(url: str, collection: str) -> None:
+    """Drop the TTL indexes of a collection of the URL's database (or ``bruno_memory``)."""
+    import pymongo
+
+    with pymongo.MongoClient(url, serverSelectionTimeoutMS=2000) as client:
+        coll = client.get_default_database("bruno_memory")[collection]
+        for name, spec in coll.index_information().items():
+            if "expireAfterSeconds" in spec:
+                coll.drop_index(name)
 
 
 def drop_qdrant_collections(url: str, api_key: str | None, prefix: str) -> None:

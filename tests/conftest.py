@@ -88,6 +88,33 @@ def qdrant_url() -> Iterator[str]:
     engines.drop_qdrant_collections(url, engines.qdrant_api_key(), engines.QDRANT_PREFIX)
 
 
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    """The project's SecantusDB emulator; afterwards the run's collections are dropped."""
+    url = engines.mongo_url()
+    yield url
+    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def mongo_nx_url() -> Iterator[str]:
+    """The project's nx-27017 emulator; afterwards the run's collections are dropped."""
+    url = engines.mongo_nx_url()
+    yield url
+    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def mongodb_url() -> Iterator[str]:
+    """The MongoDB deployment at ``MONGODB_URL``; afterwards the run's collections are
+    dropped."""
+    url = engines.mongodb_url()
+    if not url:
+        pytest.fail("MONGODB_URL is not set", pytrace=False)
+    yield url
+    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
+
+
 @pytest.fixture(scope="module")
 def chroma_restartable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.ChromaServer]:
     """A private Chroma server that tests may stop and restart on the same data."""

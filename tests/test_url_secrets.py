@@ -62,6 +62,7 @@ URLS: dict[str, Callable[[str], str]] = {
     "chroma+http": lambda pw: f"chroma+http://:{pw}@{CLOSED}",
     "qdrant": lambda pw: f"qdrant://:{pw}@/store",
     "qdrant+http": lambda pw: f"qdrant+http://:{pw}@{CLOSED}",
+    "mongodb": lambda pw: f"mongodb://u:{pw}@{CLOSED}/test?connect_timeout=1",
     "sqlite": lambda pw: f"sqlite://:{pw}@/store.db",
     "memory": lambda pw: f"memory://u:{pw}@",
 }
@@ -139,6 +140,7 @@ def _metric_text() -> str:
 @pytest.mark.parametrize("password", NASTY)
 def test_constructors_taking_a_url_apply_the_same_rule(password: str) -> None:
     from bruno_memstore.backends.memcached import MemcachedMemory
+    from bruno_memstore.backends.mongo import MongoMemory
     from bruno_memstore.backends.mysql import MySQLMemory
     from bruno_memstore.backends.postgres import PostgresMemory
     from bruno_memstore.backends.qdrant import QdrantMemory
@@ -149,6 +151,7 @@ def test_constructors_taking_a_url_apply_the_same_rule(password: str) -> None:
         lambda: MySQLMemory(f"mysql://u:{password}@{CLOSED}/test"),
         lambda: RedisMemory(redis_url=f"redis://u:{password}@{CLOSED}/0"),
         lambda: MemcachedMemory(f"memcached://u:{password}@{CLOSED}"),
+        lambda: MongoMemory(f"mongodb://u:{password}@{CLOSED}/test"),
         lambda: QdrantMemory(url=f"http://:{password}@{CLOSED}", embedding_model=None),
     ):
         with pytest.raises(InvalidArgumentError) as info:

@@ -18,12 +18,15 @@ from bruno_memstore.backends.chroma import ChromaMemory
 from bruno_memstore.backends.hybrid import HybridMemory
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.backends.mongo import MongoMemory
 from bruno_memstore.backends.mysql import MySQLMemory
 from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.qdrant import QdrantMemory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.capabilities import Capability
+from bruno_memstore.limits import Limits
+from bruno_memstore.models import MemoryRecord
 from bruno_memstore.testing import ConformanceBase
 
 NUL = ("\x00",)  # PostgreSQL cannot hold it
@@ -212,6 +215,71 @@ def qdrant_server_private(test: ConformanceBase) -> QdrantMemory:
     prefix = f"{engines.QDRANT_PREFIX}p{test.key}"
     url, api_key = test.fixture("qdrant_url"), engines.qdrant_api_key()
     return QdrantMemory(url=url, api_key=api_key, prefix=prefix)
+
+
+# ---------------------------------------------------------------- document servers
+
+
+def _mongo(test: ConformanceBase, fixture: str, prefix: str, **options: object) -> MongoMemory:
+    return MongoMemory(test.fixture(fixture), prefix=prefix, connect_timeout=5, **options)
+
+
+async def mongo_secantus(test: ConformanceBase) -> MongoMemory:
+    """SecantusDB (emulator): transactions, no text index, so the kit's keyword index."""
+    memory = _mongo(test, "mongo_url", f"{engines.MONGO_PREFIX}_main")
+    await engines.connected(memory, "mongo")
+    assert memory.transactions and not memory.server_text
+    return memory
+
+
+def mongo_secantus_private(test: ConformanceBase) -> MongoMemory:
+    return _mongo(test, "mongo_url", f"{engines.MONGO_PREFIX}_{test.key}")
+
+
+class NxMongoMemory(MongoMemory):
+    """``MongoMemory`` as the suite runs it on nx-27017, which cannot match a string holding
+    NUL (MongoDB can): memory entries holding one are refused, as a backend declaring it
+    would (the class declares ``forbidden_memory_text``)."""
+
+    def _check_memory(self, record: MemoryRecord) -> None:
+        super()._check_memory(record)
+        NX_ENTRY_LIMITS.check(record)
+
+
+NX_ENTRY_LIMITS = Limits(nul_in_text=False, nul_in_json=False, nul_holder="nx-27017's matching")
+
+
+def _nx(test: ConformanceBase, prefix: str) -> MongoMemory:
+    url = test.fixture("mongo_nx_url")
+    return NxMongoMemory(url, prefix=prefix, connect_timeout=5, text_search="kit")
+
+
+async def mongo_nx(test: ConformanceBase) -> MongoMemory:
+    """nx-27017 (emulator): no transactions, so the ordered writes. Two of its differences
+    from MongoDB are worked around here: its ``$text`` is not MongoDB's (every word required,
+    no stop words, no scores with a compound index), so the suite runs with the kit's keyword
+    index (``tests/backends/test_mongo.py`` tests ``$text``); and it deletes a document past
+    its TTL at once, where MongoDB's monitor runs once a minute, so the TTL index is dropped
+    and expired entries stay readable (``include_expired``) until ``purge_expired``."""
+    prefix = f"{engines.MONGO_PREFIX}_main"
+    memory = await engines.connected(_nx(test, prefix), "mongo")
+    assert not memory.transactions
+    engines.drop_ttl_indexes(test.fixture("mongo_nx_url"), f"{prefix}_memories")
+    return memory
+
+
+def mongo_nx_private(test: ConformanceBase) -> MongoMemory:
+    return _nx(test, f"{engines.MONGO_PREFIX}_{test.key}")
+
+
+async def mongodb(test: ConformanceBase) -> MongoMemory:
+    """A real MongoDB at ``MONGODB_URL``, as it is: transactions and ``$text`` when it has them."""
+    memory = _mongo(test, "mongodb_url", f"{engines.MONGO_PREFIX}_main")
+    return await engines.connected(memory, "mongodb")
+
+
+def mongodb_private(test: ConformanceBase) -> MongoMemory:
+    return _mongo(test, "mongodb_url", f"{engines.MONGO_PREFIX}_{test.key}")
 
 
 # ---------------------------------------------------------------- hybrids

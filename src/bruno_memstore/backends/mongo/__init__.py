@@ -1,0 +1,5 @@
+"""MongoDB as a memory store: ``MongoMemory``."""
+
+from .backend import MongoMemory
+
+__all__ = ["MongoMemory"]
