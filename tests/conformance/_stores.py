@@ -253,3 +253,66 @@ async def hybrid_redis_over_postgres(test: ConformanceBase) -> HybridMemory:
     memory = HybridMemory(cache, persistent)
     await memory.initialize()
     return memory
+
+
+# ---------------------------------------------------------------- DynamoDB
+
+
+def _dynamodb(test: ConformanceBase, emulator: str, table: str, **options: object):
+    from bruno_memstore.backends.dynamodb import DynamoDBMemory
+
+    endpoint = test.fixture(f"{emulator}_url")
+    return DynamoDBMemory(
+        f"{engines.DYNAMODB_PREFIX}{table}",
+        endpoint_url=endpoint,
+        region="us-east-1",
+        **engines.DYNAMODB_KEYS,
+        **options,
+    )
+
+
+async def dynamodb_moto(test: ConformanceBase):
+    """moto's server: transactions and the TTL API."""
+    return await engines.connected(_dynamodb(test, "dynamodb", "conformance"), "dynamodb")
+
+
+def dynamodb_moto_private(test: ConformanceBase):
+    return _dynamodb(test, "dynamodb", f"p{test.key}")
+
+
+async def dynamodb_moto_ordered(test: ConformanceBase):
+    """moto's server with transactions turned off: the ordered writes dynalite gets."""
+    memory = _dynamodb(test, "dynamodb", "ordered", transactions=False)
+    return await engines.connected(memory, "dynamodb")
+
+
+async def dynamodb_dynalite(test: ConformanceBase):
+    """dynalite: no transactions (detected), no TTL API."""
+    return await engines.connected(_dynamodb(test, "dynalite", "conformance"), "dynamodb")
+
+
+def dynamodb_dynalite_private(test: ConformanceBase):
+    return _dynamodb(test, "dynalite", f"p{test.key}")
+
+
+def _dynamodb_service(test: ConformanceBase, table: str):
+    """The endpoint ``DYNAMODB_ENDPOINT`` names (DynamoDB Local, or AWS with ``aws``),
+    with the environment's credentials and region."""
+    import os
+
+    from bruno_memstore.backends.dynamodb import DynamoDBMemory
+
+    endpoint = os.environ["DYNAMODB_ENDPOINT"]
+    return DynamoDBMemory(
+        f"{engines.DYNAMODB_PREFIX}{table}",
+        endpoint_url=None if endpoint == "aws" else endpoint,
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+async def dynamodb_service(test: ConformanceBase):
+    return await engines.connected(_dynamodb_service(test, "conformance"), "dynamodb")
+
+
+def dynamodb_service_private(test: ConformanceBase):
+    return _dynamodb_service(test, f"p{test.key}")

@@ -1,0 +1,110 @@
+"""The single-table layout: every item's keys and attributes (see docs/backends/dynamodb.md).
+
+Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global secondary index,
+``by_owner`` (``gpk``, ``gsk``, all attributes projected), lists a user's records.
+
+* conversation claim: ``C#cid`` / ``#``; ``o`` owner, ``n`` last seq, ``gpk`` ``U#owner``,
+  ``gsk`` ``C#cid``
+* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``role``
+* message id guard: ``M#id`` / ``#``; ``c`` its conversation, ``k`` its message's ``sk``
+* memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
+  (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
+* session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``
+
+A message's sort key orders a conversation by ``(ts_us, seq)``: the newest ``N`` are one
+descending ``Query`` with ``Limit`` N.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kit.kv import dumps, loads
+
+__all__ = [
+    "HEAD",
+    "INDEX",
+    "attr",
+    "claim_key",
+    "decode",
+    "guard_key",
+    "key",
+    "message_sk",
+    "owner_keys",
+    "row_bytes",
+    "table_spec",
+]
+
+HEAD = "#"  # the sort key of every item that is alone in its partition
+INDEX = "by_owner"
+_TS_OFFSET = 1 << 62  # timestamps before 1970 are negative: shifted to sort as text
+
+
+def key(kind: str, record_id: str, sk: str = HEAD) -> dict[str, Any]:
+    """The primary key of an item: ``kind`` is ``C``, ``M``, ``E`` or ``S``."""
+    return {"pk": {"S": f"{kind}#{record_id}"}, "sk": {"S": sk}}
+
+
+def claim_key(conversation_id: str) -> dict[str, Any]:
+    return key("C", conversation_id)
+
+
+def guard_key(message_id: str) -> dict[str, Any]:
+    return key("M", message_id)
+
+
+def message_sk(ts_us: int, seq: int) -> str:
+    """A message's sort key: ``(ts_us, seq)`` as fixed-width text."""
+    return f"M#{ts_us + _TS_OFFSET:020d}#{seq:012d}"
+
+
+def owner_keys(kind: str, owner: str, record_id: str) -> dict[str, Any]:
+    """The attributes that list a record under its owner in the ``by_owner`` index."""
+    return {"o": {"S": owner}, "gpk": {"S": f"U#{owner}"}, "gsk": {"S": f"{kind}#{record_id}"}}
+
+
+def row_bytes(row: list[Any]) -> bytes:
+    return dumps(row)
+
+
+def attr(value: Any) -> dict[str, Any]:
+    """A Python value as a DynamoDB attribute value (str, int, bytes)."""
+    if isinstance(value, bytes):
+        return {"B": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"S": value}
+
+
+def decode(item: dict[str, Any], name: str = "r") -> Any:
+    """The value of attribute ``name``: a row (``r``), a string or an int."""
+    value = item[name]
+    if "B" in value:
+        return loads(value["B"])
+    if "N" in value:
+        return int(value["N"])
+    return value["S"]
+
+
+def table_spec(table: str) -> dict[str, Any]:
+    """``CreateTable`` arguments: the keys, the owner index, on-demand billing."""
+    strings = ("pk", "sk", "gpk", "gsk")
+    return {
+        "TableName": table,
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in strings],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": INDEX,
+                "KeySchema": [
+                    {"AttributeName": "gpk", "KeyType": "HASH"},
+                    {"AttributeName": "gsk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
