@@ -272,8 +272,9 @@ def _dynamodb(test: ConformanceBase, emulator: str, table: str, **options: objec
 
 
 async def dynamodb_moto(test: ConformanceBase):
-    """moto's server: transactions and the TTL API."""
-    return await engines.connected(_dynamodb(test, "dynamodb", "conformance"), "dynamodb")
+    """moto's server: transactions and the TTL API. A table per test: moto copies the whole
+    table for every transaction (to roll back), so a shared table would slow every write."""
+    return await engines.connected(_dynamodb(test, "dynamodb", f"t{test.key}"), "dynamodb")
 
 
 def dynamodb_moto_private(test: ConformanceBase):
@@ -282,7 +283,7 @@ def dynamodb_moto_private(test: ConformanceBase):
 
 async def dynamodb_moto_ordered(test: ConformanceBase):
     """moto's server with transactions turned off: the ordered writes dynalite gets."""
-    memory = _dynamodb(test, "dynamodb", "ordered", transactions=False)
+    memory = _dynamodb(test, "dynamodb", f"o{test.key}", transactions=False)
     return await engines.connected(memory, "dynamodb")
 
 

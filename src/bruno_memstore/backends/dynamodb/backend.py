@@ -72,6 +72,9 @@ _URL_OPTIONS: dict[str, type] = {
 }
 
 
+Pair = tuple[str, dict[str, Any], dict[str, Any]]  # a message id, its guard, its message
+
+
 def _cancelled(exc: ClientError) -> list[str]:
     """The per-action reason codes of a cancelled transaction."""
     return [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
@@ -156,7 +159,11 @@ class DynamoDBMemory(MemoryBackend):
     # ================================================================ errors and lifecycle
 
     def _is_transient(self, exc: BaseException) -> bool:
-        return error_code(exc) in _THROTTLED or isinstance(exc, BotoConnectionError)
+        # Throttling, and the service's own failures (HTTP 5xx), which AWS says to retry.
+        if isinstance(exc, ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return error_code(exc) in _THROTTLED or status >= 500
+        return isinstance(exc, BotoConnectionError)
 
     def _is_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, (TimeoutError, ReadTimeoutError))
@@ -293,7 +300,7 @@ class DynamoDBMemory(MemoryBackend):
                 raise self._taken(conversation_id, "store_message") from None
             raise
         owner, last = decode(claim, "o"), decode(claim, "n")
-        pairs = []
+        pairs: list[Pair] = []
         for seq, rec in enumerate(new, start=last - len(new) + 1):
             sk = message_sk(rec.ts_us, seq)
             row = MESSAGES.row(dataclasses.replace(rec, user_id=owner, seq=seq))
@@ -307,13 +314,13 @@ class DynamoDBMemory(MemoryBackend):
         existing |= await self._write_pairs(pairs)
         return AppendResult(owner, frozenset(existing))
 
-    async def _write_pairs(self, pairs: list[tuple[str, dict, dict]]) -> set[str]:
+    async def _write_pairs(self, pairs: list[Pair]) -> set[str]:
         """Store each (guard, message) pair unless its id is taken; return the taken ids.
 
         With transactions a pair is written whole or not at all, many pairs per
         transaction. Without, the guard goes first (conditional) and the message second: a
-        crash in between leaves a guard without its message, which readers ignore and a
-        retry replaces.
+        crash in between leaves a guard without its message, which readers ignore and the
+        next writer of that id completes (:meth:`_complete`).
         """
         taken: set[str] = set()
         if self.transactions:
@@ -321,70 +328,46 @@ class DynamoDBMemory(MemoryBackend):
                 try:
                     await self.table.transact([a for p in chunk for a in _pair_actions(p)])
                 except ClientError as exc:
-                    if error_code(exc) != "TransactionCanceledException" or len(chunk) == 1:
-                        if _FAILED_CHECK.removesuffix("Exception") in _cancelled(exc):
-                            taken |= await self._orphans_retaken(chunk)
-                            continue
+                    if "ConditionalCheckFailed" not in _cancelled(exc):
                         raise
-                    for pair in chunk:  # one transaction per pair finds the taken ones
-                        taken |= await self._write_pairs_one(pair)
+                    if len(chunk) == 1:
+                        taken |= await self._complete(chunk[0])
+                        continue
+                    for pair in chunk:  # one pair per transaction finds the taken ids
+                        try:
+                            await self.table.transact(_pair_actions(pair))
+                        except ClientError as again:
+                            if "ConditionalCheckFailed" not in _cancelled(again):
+                                raise
+                            taken |= await self._complete(pair)
             return taken
-        for mid, guard, message in pairs:
+        for pair in pairs:
             try:
-                await self.table.put(guard, **_new_guard())
+                await self.table.put(pair[1], **_new_guard())
             except ClientError as exc:
-                if error_code(exc) != _FAILED_CHECK or not await self._replace_orphan(mid, guard):
-                    if error_code(exc) != _FAILED_CHECK:
-                        raise
-                    taken.add(mid)
-                    continue
-            await self.table.put(message)
+                if error_code(exc) != _FAILED_CHECK:
+                    raise
+                taken |= await self._complete(pair)
+                continue
+            await self.table.put(pair[2])
         return taken
 
-    async def _write_pairs_one(self, pair: tuple[str, dict, dict]) -> set[str]:
-        try:
-            await self.table.transact(_pair_actions(pair))
-        except ClientError as exc:
-            if _FAILED_CHECK.removesuffix("Exception") not in _cancelled(exc):
-                raise
-            return await self._orphans_retaken([pair])
-        return set()
-
-    async def _orphans_retaken(self, pairs: Sequence[tuple[str, dict, dict]]) -> set[str]:
-        """Ids among ``pairs`` whose guard has its message (taken); others written again."""
-        live = await self._guards([p[0] for p in pairs])
-        taken = set()
-        for mid, guard, message in pairs:
-            if mid in live:
-                taken.add(mid)
-            elif await self._replace_orphan(mid, guard):
-                await self.table.put(message)
-            else:
-                taken.add(mid)
-        return taken
-
-    async def _replace_orphan(self, mid: str, guard: dict[str, Any]) -> bool:
-        """Take over a guard left without its message; ``False`` if its message is stored."""
+    async def _complete(self, pair: Pair) -> set[str]:
+        """The id of ``pair``, taken: if its guard names this conversation and the guard's
+        message is missing (a writer died, or is writing it now), the message is written
+        where the guard says, so an id has one place and is never stored twice."""
+        mid, _guard, message = pair
         old = await self.table.get(guard_key(mid))
-        if old is None:
-            with contextlib.suppress(ClientError):
-                await self.table.put(guard, **_new_guard())
-                return True
-            return False
-        msg = await self.table.get(key("C", decode(old, "c"), decode(old, "k")))
-        if msg is not None:
-            return False
-        try:
-            await self.table.put(
-                guard,
-                ConditionExpression="k = :k",
-                ExpressionAttributeValues={":k": old["k"]},
-            )
-        except ClientError as exc:
-            if error_code(exc) == _FAILED_CHECK:
-                return False
-            raise
-        return True
+        if old is None or f"C#{decode(old, 'c')}" != decode(message, "pk"):
+            return {mid}
+        sk = decode(old, "k")
+        rec = dataclasses.replace(
+            MESSAGES.from_row(decode(message)), seq=int(sk.rpartition("#")[2])
+        )
+        placed = {**message, "sk": attr(sk), "r": attr(row_bytes(MESSAGES.row(rec)))}
+        with contextlib.suppress(ClientError):  # written meanwhile by the guard's writer
+            await self.table.put(placed, **_new_guard())
+        return {mid}
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         guards = await self.table.get_many(list(map(guard_key, ids)))
@@ -606,12 +589,12 @@ def _new_guard() -> dict[str, Any]:
     return {"ConditionExpression": "attribute_not_exists(pk)"}
 
 
-def _pair_actions(pair: tuple[str, dict, dict]) -> list[dict[str, Any]]:
+def _pair_actions(pair: Pair) -> list[dict[str, Any]]:
     _mid, guard, message = pair
     return [{"Put": {"Item": guard, **_new_guard()}}, {"Put": {"Item": message}}]
 
 
-def _chunks(pairs: list[tuple[str, dict, dict]]) -> list[list[tuple[str, dict, dict]]]:
+def _chunks(pairs: list[Pair]) -> list[list[Pair]]:
     """Pairs cut into transactions within the item and size limits."""
     out: list[list[tuple[str, dict, dict]]] = []
     size = TXN_BYTES
