@@ -31,6 +31,7 @@ from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, 
 from ...primitives import AppendResult, ExportKind, memory_taken, session_taken
 from ...url import MemoryURL, redact_url
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
+from ..kit.kv import loads
 from ..kit.settings import positive_seconds
 from .layout import (
     HEAD,
@@ -39,8 +40,9 @@ from .layout import (
     decode,
     guard_key,
     key,
-    message_sk,
+    message_items,
     owner_keys,
+    part_keys,
     row_bytes,
 )
 from .table import TXN_BYTES, TXN_ITEMS, Table, error_code
@@ -49,6 +51,7 @@ __all__ = ["DynamoDBMemory"]
 
 _ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 _ITEM_OVERHEAD = 1024  # key names and attributes beside the row, with room to spare
+_MESSAGE_BYTES = 3_000_000  # the largest message row (cut into items of PART_BYTES)
 _THROTTLED = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -72,7 +75,7 @@ _URL_OPTIONS: dict[str, type] = {
 }
 
 
-Pair = tuple[str, dict[str, Any], dict[str, Any]]  # a message id, its guard, its message
+Pair = tuple[MessageRecord, list[dict[str, Any]]]  # a message and its items (_pair_items)
 
 
 def _cancelled(exc: ClientError) -> list[str]:
@@ -98,10 +101,9 @@ class DynamoDBMemory(MemoryBackend):
 
     backend_name: ClassVar[str] = "dynamodb"
     capabilities = DATABASE
-    limits = Limits(
-        max_record_bytes=_ITEM_BYTES - _ITEM_OVERHEAD,
-        size_limit="DynamoDB's 400 KB item size limit",
-    )
+    # A message is cut into items (all in one transaction where there are transactions,
+    # which take 4 MB); a memory entry or a session is one item of at most 400 KB.
+    limits = Limits(max_record_bytes=_MESSAGE_BYTES, size_limit="a DynamoDB message's 3 MB")
 
     def __init__(
         self,
@@ -223,10 +225,20 @@ class DynamoDBMemory(MemoryBackend):
 
     def _record_size(self, record: Record) -> int:
         if isinstance(record, MessageRecord):
-            return len(row_bytes(MESSAGES.row(record))) + len(record.id.encode()) * 2
+            return len(row_bytes(MESSAGES.row(record)))
         if isinstance(record, MemoryRecord):
             return len(row_bytes(MEMORIES.row(record)))
         return len(row_bytes(SESSIONS.row(record)))
+
+    def _check_limits(self, record: Record) -> None:
+        super()._check_limits(record)
+        if not isinstance(record, MessageRecord):
+            size = self._record_size(record)
+            if size > _ITEM_BYTES - _ITEM_OVERHEAD:
+                what = "memory_entry" if isinstance(record, MemoryRecord) else "session"
+                raise InvalidArgumentError(
+                    what, f"too large ({size:,} bytes) for DynamoDB's 400 KB item size limit"
+                )
 
     # ================================================================ conversations
 
@@ -302,25 +314,25 @@ class DynamoDBMemory(MemoryBackend):
         owner, last = decode(claim, "o"), decode(claim, "n")
         pairs: list[Pair] = []
         for seq, rec in enumerate(new, start=last - len(new) + 1):
-            sk = message_sk(rec.ts_us, seq)
-            row = MESSAGES.row(dataclasses.replace(rec, user_id=owner, seq=seq))
-            message = {
-                **key("C", conversation_id, sk),
-                "r": attr(row_bytes(row)),
-                "role": attr(rec.role),
-            }
-            guard = {**guard_key(rec.id), "c": attr(conversation_id), "k": attr(sk)}
-            pairs.append((rec.id, guard, message))
+            placed = dataclasses.replace(rec, user_id=owner, seq=seq)
+            pairs.append((placed, self._pair_items(conversation_id, placed)))
         existing |= await self._write_pairs(pairs)
         return AppendResult(owner, frozenset(existing))
 
-    async def _write_pairs(self, pairs: list[Pair]) -> set[str]:
-        """Store each (guard, message) pair unless its id is taken; return the taken ids.
+    @staticmethod
+    def _pair_items(conversation_id: str, rec: MessageRecord) -> list[dict[str, Any]]:
+        """A message's parts, its id guard, then its head (the order of ordered writes)."""
+        *parts, head = message_items(conversation_id, rec, row_bytes(MESSAGES.row(rec)))
+        guard = {**guard_key(rec.id), "c": attr(conversation_id), "k": head["sk"]}
+        return [*parts, guard, head]
 
-        With transactions a pair is written whole or not at all, many pairs per
-        transaction. Without, the guard goes first (conditional) and the message second: a
-        crash in between leaves a guard without its message, which readers ignore and the
-        next writer of that id completes (:meth:`_complete`).
+    async def _write_pairs(self, pairs: list[Pair]) -> set[str]:
+        """Store each message with its guard unless its id is taken; return the taken ids.
+
+        With transactions a message, its parts and its guard are written whole or not at
+        all, many messages per transaction. Without, the parts and the guard (conditional)
+        go first and the head last: a crash in between leaves a guard without its message,
+        which readers ignore and the next writer of that id completes (:meth:`_complete`).
         """
         taken: set[str] = set()
         if self.transactions:
@@ -333,7 +345,7 @@ class DynamoDBMemory(MemoryBackend):
                     if len(chunk) == 1:
                         taken |= await self._complete(chunk[0])
                         continue
-                    for pair in chunk:  # one pair per transaction finds the taken ids
+                    for pair in chunk:  # one message per transaction finds the taken ids
                         try:
                             await self.table.transact(_pair_actions(pair))
                         except ClientError as again:
@@ -342,37 +354,55 @@ class DynamoDBMemory(MemoryBackend):
                             taken |= await self._complete(pair)
             return taken
         for pair in pairs:
+            *parts, guard, head = pair[1]
+            for part in parts:
+                await self.table.put(part)
             try:
-                await self.table.put(pair[1], **_new_guard())
+                await self.table.put(guard, **_new_guard())
             except ClientError as exc:
                 if error_code(exc) != _FAILED_CHECK:
                     raise
                 taken |= await self._complete(pair)
                 continue
-            await self.table.put(pair[2])
+            await self.table.put(head)
         return taken
 
     async def _complete(self, pair: Pair) -> set[str]:
         """The id of ``pair``, taken: if its guard names this conversation and the guard's
         message is missing (a writer died, or is writing it now), the message is written
         where the guard says, so an id has one place and is never stored twice."""
-        mid, _guard, message = pair
-        old = await self.table.get(guard_key(mid))
-        if old is None or f"C#{decode(old, 'c')}" != decode(message, "pk"):
-            return {mid}
-        sk = decode(old, "k")
-        rec = dataclasses.replace(
-            MESSAGES.from_row(decode(message)), seq=int(sk.rpartition("#")[2])
-        )
-        placed = {**message, "sk": attr(sk), "r": attr(row_bytes(MESSAGES.row(rec)))}
+        rec, items = pair
+        conversation = decode(items[-1], "pk")
+        old = await self.table.get(guard_key(rec.id))
+        if old is None or f"C#{decode(old, 'c')}" != conversation:
+            return {rec.id}
+        seq = int(decode(old, "k").rpartition("#")[2])
+        *parts, _guard, head = self._pair_items(conversation[2:], dataclasses.replace(rec, seq=seq))
+        for part in parts:
+            await self.table.put(part)
         with contextlib.suppress(ClientError):  # written meanwhile by the guard's writer
-            await self.table.put(placed, **_new_guard())
-        return {mid}
+            await self.table.put(head, **_new_guard())
+        return {rec.id}
+
+    async def _messages(self, heads: list[dict[str, Any]]) -> list[MessageRecord]:
+        """The records of message heads (in their order), their parts joined back."""
+        wanted = [k for h in heads for k in part_keys(h)]
+        parts = {
+            (decode(p, "pk"), decode(p, "sk")): p["r"]["B"]
+            for p in (await self.table.get_many(wanted) if wanted else [])
+        }
+        out = []
+        for head in heads:
+            row = head["r"]["B"] + b"".join(
+                parts[(k["pk"]["S"], k["sk"]["S"])] for k in part_keys(head)
+            )
+            out.append(MESSAGES.from_row(loads(row)))
+        return out
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         guards = await self.table.get_many(list(map(guard_key, ids)))
         keys = [key("C", decode(g, "c"), decode(g, "k")) for g in guards]
-        return [MESSAGES.from_row(decode(m)) for m in await self.table.get_many(keys)]
+        return await self._messages(await self.table.get_many(keys))
 
     async def _conversation_messages(
         self, conversation_id: str, limit: int | None = None
@@ -385,7 +415,7 @@ class DynamoDBMemory(MemoryBackend):
             ExpressionAttributeValues={":p": attr(f"C#{conversation_id}"), ":m": attr("M#")},
             ScanIndexForward=limit is None,
         ):
-            out += (MESSAGES.from_row(decode(m)) for m in page)
+            out += await self._messages(page)
         if limit is not None:
             out.reverse()
         return out
@@ -435,11 +465,12 @@ class DynamoDBMemory(MemoryBackend):
             ExpressionAttributeValues={":p": attr(f"C#{conversation_id}"), ":m": attr("M#")},
         ):
             doomed += (m for m in page if decode(m, "role") not in keep_roles)
-        # Messages go before their guards, and the claim last: a crash leaves guards
-        # without messages (ignored) or a claimed conversation, never a message without both.
+        # Heads go before their parts and guards, and the claim last: a crash leaves parts
+        # and guards without messages (ignored) or a claimed conversation, never a message
+        # without its claim.
         await self.table.delete_many([{"pk": m["pk"], "sk": m["sk"]} for m in doomed])
-        ids = [MESSAGES.from_row(decode(m)).id for m in doomed]
-        await self.table.delete_many(list(map(guard_key, ids)))
+        await self.table.delete_many([k for m in doomed for k in part_keys(m)])
+        await self.table.delete_many([guard_key(decode(m, "id")) for m in doomed])
         if not keep_roles:
             owner = decode(claim, "o")
             sessions = [
@@ -590,19 +621,25 @@ def _new_guard() -> dict[str, Any]:
 
 
 def _pair_actions(pair: Pair) -> list[dict[str, Any]]:
-    _mid, guard, message = pair
-    return [{"Put": {"Item": guard, **_new_guard()}}, {"Put": {"Item": message}}]
+    *parts, guard, head = pair[1]
+    return [
+        *({"Put": {"Item": p}} for p in parts),
+        {"Put": {"Item": guard, **_new_guard()}},
+        {"Put": {"Item": head}},
+    ]
 
 
 def _chunks(pairs: list[Pair]) -> list[list[Pair]]:
     """Pairs cut into transactions within the item and size limits."""
     out: list[list[tuple[str, dict, dict]]] = []
     size = TXN_BYTES
+    count = TXN_ITEMS
     for pair in pairs:
-        weight = len(pair[2]["r"]["B"]) + 512
-        if not out or len(out[-1]) * 2 + 2 > TXN_ITEMS or size + weight > TXN_BYTES:
+        weight = sum(len(i.get("r", {}).get("B", b"")) + 512 for i in pair[1])
+        if count + len(pair[1]) > TXN_ITEMS or size + weight > TXN_BYTES:
             out.append([])
-            size = 0
+            size = count = 0
         out[-1].append(pair)
         size += weight
+        count += len(pair[1])
     return out

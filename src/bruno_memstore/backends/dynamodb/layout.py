@@ -5,7 +5,9 @@ Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global second
 
 * conversation claim: ``C#cid`` / ``#``; ``o`` owner, ``n`` last seq, ``gpk`` ``U#owner``,
   ``gsk`` ``C#cid``
-* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``role``
+* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``id``, ``role``;
+  a row above :data:`PART_BYTES` is cut: ``r`` holds its first part, ``np`` says how many
+  follow, each an item ``C#cid`` / ``P#ts#seq#i`` (outside the messages' ``M#`` range)
 * message id guard: ``M#id`` / ``#``; ``c`` its conversation, ``k`` its message's ``sk``
 * memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
   (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
@@ -29,12 +31,15 @@ __all__ = [
     "decode",
     "guard_key",
     "key",
+    "message_items",
     "message_sk",
     "owner_keys",
+    "part_keys",
     "row_bytes",
     "table_spec",
 ]
 
+PART_BYTES = 380_000  # bytes of a row per item (DynamoDB's item limit is 400 KB)
 HEAD = "#"  # the sort key of every item that is alone in its partition
 INDEX = "by_owner"
 _TS_OFFSET = 1 << 62  # timestamps before 1970 are negative: shifted to sort as text
@@ -56,6 +61,32 @@ def guard_key(message_id: str) -> dict[str, Any]:
 def message_sk(ts_us: int, seq: int) -> str:
     """A message's sort key: ``(ts_us, seq)`` as fixed-width text."""
     return f"M#{ts_us + _TS_OFFSET:020d}#{seq:012d}"
+
+
+def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, Any]]:
+    """The items of a message: its parts (if its row is cut), then its head."""
+    sk = message_sk(rec.ts_us, rec.seq)
+    cuts = [row[i : i + PART_BYTES] for i in range(0, len(row), PART_BYTES)] or [b""]
+    parts = [
+        {**key("C", conversation_id, f"P{sk[1:]}#{i:04d}"), "r": {"B": cut}}
+        for i, cut in enumerate(cuts[1:], start=1)
+    ]
+    head = {
+        **key("C", conversation_id, sk),
+        "r": {"B": cuts[0]},
+        "id": {"S": rec.id},
+        "role": {"S": rec.role},
+    }
+    if parts:
+        head["np"] = {"N": str(len(parts))}
+    return [*parts, head]
+
+
+def part_keys(head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The keys of a message head's parts, in order."""
+    count = int(head["np"]["N"]) if "np" in head else 0
+    sk = head["sk"]["S"]
+    return [{"pk": head["pk"], "sk": {"S": f"P{sk[1:]}#{i:04d}"}} for i in range(1, count + 1)]
 
 
 def owner_keys(kind: str, owner: str, record_id: str) -> dict[str, Any]:
