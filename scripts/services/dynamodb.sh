@@ -4,7 +4,7 @@
 #     TTL API and TransactWriteItems;
 #   dynalite (npm, its own node_modules) on 127.0.0.1:${DYNALITE_PORT:-28000}:
 #     faster, no TTL API, no transactions.
-# Installs aioboto3 (the backend's client) into the project's .venv when missing, installs each
+# Installs aiobotocore (the backend's client) into the project's .venv when missing, installs each
 # emulator only when missing, starts each only when it does not answer, then prints both URLs.
 set -euo pipefail
 
@@ -27,9 +27,9 @@ mkdir -p "$state"
 exec 9>"$state/.lock"  # one run at a time; servers are started with 9>&- so they never hold it
 flock -w 600 9 || fail "another run still holds $state/.lock after 600 s"
 
-if ! "$python" -c 'import aioboto3' 2>/dev/null; then
-  echo "dynamodb: installing aioboto3 into $python's environment" >&2
-  "$python" -m pip install --quiet --disable-pip-version-check "aioboto3>=13" >&2
+if ! "$python" -c 'import aiobotocore' 2>/dev/null; then
+  echo "dynamodb: installing aiobotocore into $python's environment" >&2
+  "$python" -m pip install --quiet --disable-pip-version-check "aiobotocore>=2.13" >&2
 fi
 
 venv="$state/moto-venv"

@@ -258,6 +258,9 @@ async def hybrid_redis_over_postgres(test: ConformanceBase) -> HybridMemory:
 # ---------------------------------------------------------------- DynamoDB
 
 
+_MOTO_TIMEOUT = 180.0  # seconds per operation on moto (see dynamodb_moto)
+
+
 def _dynamodb(test: ConformanceBase, emulator: str, table: str, **options: object):
     from bruno_memstore.backends.dynamodb import DynamoDBMemory
 
@@ -272,9 +275,10 @@ def _dynamodb(test: ConformanceBase, emulator: str, table: str, **options: objec
 
 
 async def dynamodb_moto(test: ConformanceBase):
-    """moto's server: transactions and the TTL API. A table per test: moto copies the whole
-    table for every transaction (to roll back), so a shared table would slow every write."""
-    return await engines.connected(_dynamodb(test, "dynamodb", f"t{test.key}"), "dynamodb")
+    """moto's server: transactions and the TTL API. moto copies the whole table for every
+    transaction (to roll back): a table per test, and time for the bulk tests' writes."""
+    memory = _dynamodb(test, "dynamodb", f"t{test.key}", operation_timeout=_MOTO_TIMEOUT)
+    return await engines.connected(memory, "dynamodb")
 
 
 def dynamodb_moto_private(test: ConformanceBase):
