@@ -11,18 +11,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from bruno_core.models.memory import MemoryQuery
 
 import _engines as engines
-from bruno_memstore import open_memory
 from bruno_memstore.backends.dynamodb import DynamoDBMemory
-from bruno_memstore.backends.dynamodb.layout import guard_key
+from bruno_memstore.backends.dynamodb.layout import guard_key, message_sk
 from bruno_memstore.errors import BackendError, BackendUnavailableError, InvalidArgumentError
+from bruno_memstore.models import to_us
 from bruno_memstore.testing.builders import (
+    at,
     make_memory_entry,
     make_message,
     new_conversation_id,
     new_user_id,
 )
+from bruno_memstore.url import MemoryURL
 from faults._ports import free_port
 
 
@@ -42,18 +45,20 @@ def _throttled(code: str, status: int = 400) -> ClientError:
 
 
 def test_url_options() -> None:
-    memory = open_memory(
-        "dynamodb://my_table?region=eu-west-1&endpoint=http://127.0.0.1:8000"
-        "&create_table=false&transactions=true"
+    memory = DynamoDBMemory.from_url(
+        MemoryURL.parse(
+            "dynamodb://my_table?region=eu-west-1&endpoint=http://127.0.0.1:8000"
+            "&create_table=false&transactions=true"
+        )
     )
     assert isinstance(memory, DynamoDBMemory)
     assert (memory.table_name, memory.region) == ("my_table", "eu-west-1")
     assert memory.endpoint_url == "http://127.0.0.1:8000"
     assert memory.create_table is False and memory.transactions is True
     with pytest.raises(InvalidArgumentError):
-        open_memory("dynamodb://key:secret@my_table")
+        DynamoDBMemory.from_url(MemoryURL.parse("dynamodb://key:secret@my_table"))
     with pytest.raises(InvalidArgumentError):
-        open_memory("dynamodb://my_table?colour=blue")
+        DynamoDBMemory.from_url(MemoryURL.parse("dynamodb://my_table?colour=blue"))
 
 
 def test_throttling_is_transient_and_validation_is_not() -> None:
@@ -83,9 +88,7 @@ async def test_ttl_attribute_set_and_expired_entries_never_read(dynamodb_url: st
         await memory.store_memory(kept)
         item = await memory.table.get({"pk": {"S": f"E#{gone.id}"}, "sk": {"S": "#"}})
         assert item is not None and int(item["ttl"]["N"]) < datetime.now(UTC).timestamp()
-        from bruno_core.models.memory import MemoryQuery
-
-        found = await memory.query_memories(MemoryQuery(user_id=uid))
+        found = await memory.retrieve_memories(MemoryQuery(user_id=uid))
         assert [str(m.id) for m in found] == [str(kept.id)]
         assert await memory.purge_expired() == 1
 
@@ -104,16 +107,17 @@ async def test_guard_without_its_message_is_completed_once(
     """A writer that died between guard and message: readers ignore the guard, and the retry
     stores the message once, where the guard says."""
     uid, conv = new_user_id(), new_conversation_id()
-    msg = make_message("hello")
+    msg = make_message("hello", timestamp=at(1))
     async with _memory(dynamodb_url, transactions=transactions) as memory:
-        await memory.store_message(make_message("first"), uid, conv)
+        await memory.store_message(make_message("first", timestamp=at(0)), uid, conv)
         orphan = {
             **guard_key(str(msg.id)),
             "c": {"S": conv},
-            "k": {"S": "M#99999999999999999999#000000000007"},
+            "k": {"S": message_sk(to_us(msg.timestamp), 7)},
         }
         await memory.table.put(orphan)
-        assert await memory.get_messages([str(msg.id)]) == []
+        # The guard alone is no message: the id reads as not stored.
+        assert [m.content for m in await memory.retrieve_messages(conv)] == ["first"]
         await memory.store_message(msg, uid, conv)
         await memory.store_message(msg, uid, conv)
         window = await memory.retrieve_context(uid, conversation_id=conv, limit=10)
