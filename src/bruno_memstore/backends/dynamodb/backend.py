@@ -24,15 +24,26 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ...base import MemoryBackend
-from ...capabilities import DATABASE
+from ...capabilities import DATABASE, Capability
+from ...embeddings.adapter import VectorSpace
 from ...errors import BackendUnavailableError, InvalidArgumentError, OwnershipError
 from ...limits import Limits, Record
-from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
-from ...primitives import AppendResult, ExportKind, memory_taken, session_taken
+from ...models import (
+    MemoryFilter,
+    MemoryRecord,
+    MessageRecord,
+    SearchHit,
+    SearchRequest,
+    SessionRecord,
+    memory_sort_key,
+)
+from ...primitives import AppendResult, ExportKind, VectorPrimitives, memory_taken, session_taken
 from ...url import MemoryURL, redact_url
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
+from ..kit.hits import ranked_hits
 from ..kit.kv import loads
 from ..kit.settings import positive_seconds
+from ..kit.vectors import MemoryKey, VectorIndex, nearest, vector_from_bytes, vector_to_bytes
 from .layout import (
     HEAD,
     attr,
@@ -50,7 +61,7 @@ from .table import TXN_BYTES, TXN_ITEMS, Table, error_code
 __all__ = ["DynamoDBMemory"]
 
 _ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
-_ITEM_OVERHEAD = 1024  # key names and attributes beside the row, with room to spare
+_ITEM_OVERHEAD = 16 * 1024  # keys, attributes and a vector beside the row
 _MESSAGE_BYTES = 3_000_000  # the largest message row (cut into items of PART_BYTES)
 _THROTTLED = frozenset(
     {
@@ -83,7 +94,7 @@ def _cancelled(exc: ClientError) -> list[str]:
     return [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
 
 
-class DynamoDBMemory(MemoryBackend):
+class DynamoDBMemory(MemoryBackend, VectorPrimitives):
     """Conversations, sessions and memory entries in one DynamoDB table.
 
     Args:
@@ -100,7 +111,7 @@ class DynamoDBMemory(MemoryBackend):
     """
 
     backend_name: ClassVar[str] = "dynamodb"
-    capabilities = DATABASE
+    capabilities = DATABASE | {Capability.VECTORS}
     # A message is cut into items (all in one transaction where there are transactions,
     # which take 4 MB); a memory entry or a session is one item of at most 400 KB.
     limits = Limits(max_record_bytes=_MESSAGE_BYTES, size_limit="a DynamoDB message's 3 MB")
@@ -396,7 +407,7 @@ class DynamoDBMemory(MemoryBackend):
             row = head["r"]["B"] + b"".join(
                 parts[(k["pk"]["S"], k["sk"]["S"])] for k in part_keys(head)
             )
-            out.append(MESSAGES.from_row(loads(row)))
+            out.append(_with_vector(MESSAGES.from_row(loads(row)), head))
         return out
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
@@ -490,6 +501,8 @@ class DynamoDBMemory(MemoryBackend):
             **owner_keys("E", record.user_id, record.id),
             "r": attr(row_bytes(MEMORIES.row(record))),
         }
+        if record.vector is not None:
+            item["v"] = attr(vector_to_bytes(record.vector))
         if record.expires_us is not None:
             item["x"] = attr(record.expires_us)
             item["ttl"] = attr(math.ceil(record.expires_us / 1_000_000))
@@ -506,7 +519,7 @@ class DynamoDBMemory(MemoryBackend):
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
         item = await self.table.get(key("E", memory_id))
-        return MEMORIES.from_row(decode(item)) if item else None
+        return _memory(item) if item else None
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
         if flt.ids:
@@ -516,7 +529,7 @@ class DynamoDBMemory(MemoryBackend):
         else:
             items = await self._all("E")
         # Expired entries stay until DynamoDB's TTL sweep removes them: the filter drops them.
-        found = [r for r in (MEMORIES.from_row(decode(i)) for i in items) if flt.matches(r)]
+        found = [r for r in map(_memory, items) if flt.matches(r)]
         found.sort(key=memory_sort_key)
         return found[: flt.limit]
 
@@ -595,14 +608,82 @@ class DynamoDBMemory(MemoryBackend):
         item = await self.table.get(key("S", session_id))
         return SESSIONS.from_row(decode(item)) if item else None
 
+    # ================================================================ vectors
+
+    async def _claim_vector_space(
+        self, space: VectorSpace | None, *, replace: bool = False
+    ) -> VectorSpace | None:
+        where = key("V", "space")
+        if replace and space is not None:
+            # Every vector goes first, then the new space is recorded.
+            async for page in self.table.scan(FilterExpression="attribute_exists(v)"):
+                for item in page:
+                    with contextlib.suppress(ClientError):  # deleted meanwhile
+                        await self.table.update(
+                            Key={"pk": item["pk"], "sk": item["sk"]},
+                            UpdateExpression="REMOVE v",
+                            ConditionExpression="attribute_exists(pk)",
+                        )
+            await self.table.put({**where, "r": attr(row_bytes(list(space)))})
+            return space
+        if space is not None:
+            try:
+                await self.table.put({**where, "r": attr(row_bytes(list(space)))}, **_new_guard())
+                return space
+            except ClientError as exc:
+                if error_code(exc) != _FAILED_CHECK:
+                    raise
+        held = await self.table.get(where)
+        return VectorSpace(*decode(held)) if held else None
+
+    async def _put_vectors(self, kind: str, items: Sequence[Any]) -> None:
+        if kind == "message":
+            guards = await self.table.get_many([guard_key(i) for i, _v in items])
+            where = {decode(g, "pk")[2:]: key("C", decode(g, "c"), decode(g, "k")) for g in guards}
+        else:
+            where = {i: key("E", i) for i, _v in items}
+        for record_id, vector in items:
+            if record_id not in where:
+                continue
+            with contextlib.suppress(ClientError):  # deleted meanwhile: skipped
+                await self.table.update(
+                    Key=where[record_id],
+                    UpdateExpression="SET v = :v",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues={":v": attr(vector_to_bytes(vector))},
+                )
+
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        """Exact cosine over the user's vectors, read for this query (the kit's index)."""
+        messages: dict[str, MessageRecord] = {}
+        memories: dict[str, MemoryRecord] = {}
+        by_message, by_memory = VectorIndex(), VectorIndex()
+        if "message" in request.kinds:
+            for rec in await self._collect("messages", request.user_id):
+                if rec.vector is not None:
+                    messages[rec.id] = rec
+                    by_message.put(rec.id, rec.vector, conversation=rec.conversation_id)
+        if "memory" in request.kinds:
+            for mem in await self._collect("memories", request.user_id):
+                if mem.vector is not None:
+                    memories[mem.id] = mem
+                    by_memory.put(MemoryKey(mem), mem.vector)
+        found = nearest(
+            request,
+            vector,
+            messages=by_message if len(by_message) else None,
+            memories=by_memory if len(by_memory) else None,
+        )
+        return ranked_hits(found, messages, memories)
+
     # ================================================================ export
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         if kind in ("memories", "sessions"):
-            short, codec = ("E", MEMORIES) if kind == "memories" else ("S", SESSIONS)
+            short = "E" if kind == "memories" else "S"
             items = await (self._owned(user_id, short) if user_id else self._all(short))
             if items:
-                yield [codec.from_row(decode(i)) for i in items]
+                yield [_memory(i) if short == "E" else SESSIONS.from_row(decode(i)) for i in items]
             return
         claims = await (self._owned(user_id, "C") if user_id else self._all("C"))
         pairs = [(decode(c, "pk")[2:], decode(c, "o")) for c in claims]
@@ -614,6 +695,17 @@ class DynamoDBMemory(MemoryBackend):
             messages = await self._conversation_messages(conversation_id)
             if messages:
                 yield list(messages)
+
+
+def _with_vector(rec: Any, item: dict[str, Any]) -> Any:
+    """``rec`` with the vector its item holds, if any."""
+    if "v" in item:
+        rec.vector = vector_from_bytes(item["v"]["B"])
+    return rec
+
+
+def _memory(item: dict[str, Any]) -> MemoryRecord:
+    return _with_vector(MEMORIES.from_row(decode(item)), item)
 
 
 def _new_guard() -> dict[str, Any]:

@@ -12,6 +12,9 @@ Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global second
 * memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
   (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
 * session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``
+* vector space: ``V#space`` / ``#``; ``r`` the model and dimension
+
+Messages and memory entries keep their vector (if any) in ``v`` (float32 bytes).
 
 A message's sort key orders a conversation by ``(ts_us, seq)``: the newest ``N`` are one
 descending ``Query`` with ``Limit`` N.
@@ -22,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kit.kv import dumps, loads
+from ..kit.vectors import vector_to_bytes
 
 __all__ = [
     "HEAD",
@@ -79,6 +83,8 @@ def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, 
     }
     if parts:
         head["np"] = {"N": str(len(parts))}
+    if rec.vector is not None:
+        head["v"] = {"B": vector_to_bytes(rec.vector)}
     return [*parts, head]
 
 
