@@ -7,7 +7,8 @@ are replaced only by their owner. Where the server has ``TransactWriteItems`` (D
 a message and its guard, and a session and its conversation's claim, are written in one
 transaction (messages in chunks within the transaction limits); elsewhere (dynalite) they are
 written in an order that never leaves a message without its claim and its guard. Keyword
-search is the shared in-process BM25 over the user's records (see docs/backends/dynamodb.md).
+search is the shared in-process BM25 over the user's records, vector search the kit's exact
+index over their vectors, both read per query (see docs/backends/dynamodb.md).
 """
 
 from __future__ import annotations
