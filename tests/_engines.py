@@ -406,3 +406,46 @@ def drop_qdrant_collections(url: str, api_key: str | None, prefix: str) -> None:
         for coll in client.get_collections().collections:
             if coll.name.startswith(prefix):
                 client.delete_collection(coll.name)
+
+
+# ---------------------------------------------------------------- DynamoDB emulators
+
+DYNAMODB_PREFIX = f"bruno_{RUN}_"  # DynamoDB table names of this run
+DYNAMODB_KEYS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # emulators
+_HINTS["dynamodb"] = (
+    "A DynamoDB endpoint",
+    "Run scripts/services/dynamodb.sh, or set BRUNO_TEST_DYNAMODB_URL (moto), "
+    "BRUNO_TEST_DYNALITE_URL (dynalite) or DYNAMODB_ENDPOINT (DynamoDB, DynamoDB Local).",
+)
+
+
+def dynamodb_emulator_url(emulator: str) -> str:
+    """The endpoint of ``moto`` (``BRUNO_TEST_DYNAMODB_URL``) or ``dynalite``
+    (``BRUNO_TEST_DYNALITE_URL``), else the project's own (both started if they are down)."""
+    variable = "BRUNO_TEST_DYNAMODB_URL" if emulator == "moto" else "BRUNO_TEST_DYNALITE_URL"
+    if os.environ.get(variable):
+        return os.environ[variable]
+    # The script prints "moto=URL dynalite=URL".
+    urls = dict(part.split("=", 1) for part in _engine_url("", "dynamodb.sh").split())
+    return urls[emulator]
+
+
+def drop_dynamodb_tables(endpoint: str, prefix: str, **credentials: str) -> None:
+    """Delete every table of an endpoint whose name starts with ``prefix``."""
+
+    async def drop() -> None:
+        from aiobotocore.session import get_session
+
+        async with get_session().create_client(
+            "dynamodb", region_name="us-east-1", endpoint_url=endpoint, **credentials
+        ) as client:
+            names = (await client.list_tables(Limit=100)).get("TableNames", [])
+            while names:
+                for name in names:
+                    if name.startswith(prefix):
+                        await client.delete_table(TableName=name)
+                page = await client.list_tables(ExclusiveStartTableName=names[-1], Limit=100)
+                names = page.get("TableNames", [])
+
+    with contextlib.suppress(Exception):  # an endpoint gone by the end leaves nothing to drop
+        asyncio.run(drop())

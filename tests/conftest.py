@@ -131,3 +131,19 @@ def redis_aof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_url() -> Iterator[str]:
+    """The project's moto server (DynamoDB emulator); afterwards the run's tables are dropped."""
+    url = engines.dynamodb_emulator_url("moto")
+    yield url
+    engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)
+
+
+@pytest.fixture(scope="session")
+def dynalite_url() -> Iterator[str]:
+    """The project's dynalite (DynamoDB emulator); afterwards the run's tables are dropped."""
+    url = engines.dynamodb_emulator_url("dynalite")
+    yield url
+    engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)

@@ -58,6 +58,7 @@ URLS: dict[str, Callable[[str], str]] = {
     "rediss": lambda pw: f"rediss://:{pw}@{CLOSED}/0",
     "memcached": lambda pw: f"memcached://u:{pw}@{CLOSED}",
     "hybrid": _hybrid,
+    "dynamodb": lambda pw: f"dynamodb://u:{pw}@bruno_memory?endpoint=http://{CLOSED}",
     "chroma": lambda pw: f"chroma://:{pw}@/store",
     "chroma+http": lambda pw: f"chroma+http://:{pw}@{CLOSED}",
     "qdrant": lambda pw: f"qdrant://:{pw}@/store",
@@ -67,7 +68,7 @@ URLS: dict[str, Callable[[str], str]] = {
     "memory": lambda pw: f"memory://u:{pw}@",
 }
 # Schemes whose URL takes no credentials: a user part is refused, however it is written.
-NO_CREDENTIALS = {"memcached", "chroma", "qdrant", "sqlite"}
+NO_CREDENTIALS = {"memcached", "chroma", "qdrant", "sqlite", "dynamodb"}
 # Schemes whose password travels in an HTTP header: it must be printable ASCII.
 HTTP = {"chroma+http", "qdrant+http"}
 # Passwords tried on a real (refused) connection, for every scheme: delimiters, unicode.

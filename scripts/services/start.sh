@@ -53,3 +53,6 @@ if [ -f "$here/memcached.sh" ]; then bash "$here/memcached.sh"; fi
 # PostgreSQL 18 with pgvector (25432), Redis with RediSearch (26379), Chroma (28100) and the
 # two MongoDB emulators (27118, 27119).
 for engine in pgvector redis-search chroma mongo; do bash "$here/$engine.sh"; done
+
+# DynamoDB emulators: moto (28001) and dynalite (28000).
+bash "$here/dynamodb.sh"

@@ -321,3 +321,71 @@ async def hybrid_redis_over_postgres(test: ConformanceBase) -> HybridMemory:
     memory = HybridMemory(cache, persistent)
     await memory.initialize()
     return memory
+
+
+# ---------------------------------------------------------------- DynamoDB
+
+
+_MOTO_TIMEOUT = 180.0  # seconds per operation on moto (see dynamodb_moto)
+
+
+def _dynamodb(test: ConformanceBase, emulator: str, table: str, **options: object):
+    from bruno_memstore.backends.dynamodb import DynamoDBMemory
+
+    endpoint = test.fixture(f"{emulator}_url")
+    return DynamoDBMemory(
+        f"{engines.DYNAMODB_PREFIX}{table}",
+        endpoint_url=endpoint,
+        region="us-east-1",
+        **engines.DYNAMODB_KEYS,
+        **options,
+    )
+
+
+async def dynamodb_moto(test: ConformanceBase):
+    """moto's server: transactions and the TTL API. moto copies the whole table for every
+    transaction (to roll back): a table per test, and time for the bulk tests' writes."""
+    memory = _dynamodb(test, "dynamodb", f"t{test.key}", operation_timeout=_MOTO_TIMEOUT)
+    return await engines.connected(memory, "dynamodb")
+
+
+def dynamodb_moto_private(test: ConformanceBase):
+    return _dynamodb(test, "dynamodb", f"p{test.key}")
+
+
+async def dynamodb_moto_ordered(test: ConformanceBase):
+    """moto's server with transactions turned off: the ordered writes dynalite gets."""
+    memory = _dynamodb(test, "dynamodb", f"o{test.key}", transactions=False)
+    return await engines.connected(memory, "dynamodb")
+
+
+async def dynamodb_dynalite(test: ConformanceBase):
+    """dynalite: no transactions (detected), no TTL API."""
+    return await engines.connected(_dynamodb(test, "dynalite", "conformance"), "dynamodb")
+
+
+def dynamodb_dynalite_private(test: ConformanceBase):
+    return _dynamodb(test, "dynalite", f"p{test.key}")
+
+
+def _dynamodb_service(test: ConformanceBase, table: str):
+    """The endpoint ``DYNAMODB_ENDPOINT`` names (DynamoDB Local, or AWS with ``aws``),
+    with the environment's credentials and region."""
+    import os
+
+    from bruno_memstore.backends.dynamodb import DynamoDBMemory
+
+    endpoint = os.environ["DYNAMODB_ENDPOINT"]
+    return DynamoDBMemory(
+        f"{engines.DYNAMODB_PREFIX}{table}",
+        endpoint_url=None if endpoint == "aws" else endpoint,
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+async def dynamodb_service(test: ConformanceBase):
+    return await engines.connected(_dynamodb_service(test, "conformance"), "dynamodb")
+
+
+def dynamodb_service_private(test: ConformanceBase):
+    return _dynamodb_service(test, f"p{test.key}")

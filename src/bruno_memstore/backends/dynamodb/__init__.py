@@ -1,0 +1,5 @@
+"""DynamoDB: ``DynamoDBMemory``."""
+
+from .backend import DynamoDBMemory
+
+__all__ = ["DynamoDBMemory"]
