@@ -13,10 +13,11 @@
     }
 
 ``records`` are the records of the JSON Lines export (:mod:`bruno_memstore.transfer`), in
-its order and shapes: the user's conversations, sessions, messages (all of their
-conversations) and memory entries. :func:`package_lines` turns a package back into an
-import file, so ``bruno-memstore import`` (or :func:`~bruno_memstore.transfer.import_jsonl`)
-restores the user in any store.
+its shapes and kinds' order: the user's conversations, sessions, messages (all of their
+conversations) and memory entries. The order does not depend on the engine: each kind is
+sorted by id, and messages by conversation id, each conversation's in their stored order.
+:func:`package_lines` turns a package back into an import file, so ``bruno-memstore import``
+(or :func:`~bruno_memstore.transfer.import_jsonl`) restores the user in any store.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ async def build_user_package(memory: MemoryBackend, user_id: str) -> dict[str, A
         records.append(obj)
         name = _COUNTED[kind]
         setattr(counts, name, getattr(counts, name) + 1)
+    records.sort(key=_place)  # stable: a conversation's messages keep their order
     tally = counts.as_dict()
     del tally["existing_messages"]
     return {
@@ -75,6 +77,16 @@ async def build_user_package(memory: MemoryBackend, user_id: str) -> dict[str, A
         "counts": tally,
         "records": records,
     }
+
+
+def _place(obj: Mapping[str, Any]) -> tuple[int, str]:
+    """Where a record goes in the package: by kind, then by id (messages: conversation)."""
+    kind = obj["type"]
+    key = obj.get("conversation_id") if kind == "message" else obj.get("id", obj.get("session_id"))
+    return _KINDS.index(kind), str(key or "")
+
+
+_KINDS = tuple(_COUNTED)
 
 
 def is_user_package(value: object) -> bool:
