@@ -276,14 +276,16 @@ async def test_chunked_log_spans_chunks(memory: MemcachedMemory) -> None:
 
 
 async def test_ttl_expires_everything(url: str) -> None:
-    mem = MemcachedMemory(url, prefix=f"t{uuid.uuid4().hex[:8]}", ttl=1)
+    # memcached counts expiry in whole seconds from its own clock tick: an item given 3 s
+    # lives 2 to 3 s, which leaves the reads below (well under 2 s on a loaded machine) time.
+    mem = MemcachedMemory(url, prefix=f"t{uuid.uuid4().hex[:8]}", ttl=3)
     uid, conv = new_user_id(), new_conversation_id()
     try:
         await mem.store_message(make_message("fleeting"), uid, conv)
         session = await mem.create_session(uid)
         await mem.store_memory(make_memory_entry(uid, "fleeting fact"))
         assert len(await mem.retrieve_messages(conv)) == 1
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(4.5)
         assert await mem.retrieve_messages(conv) == []
         assert await mem.get_session(session.session_id) is None
         assert await mem.retrieve_memories(MemoryQuery(user_id=uid)) == []
