@@ -58,7 +58,7 @@ from .errors import (
     OwnershipError,
 )
 from .limits import NO_LIMITS, Limits, Record, record_bytes
-from .metrics import Meter
+from .metrics import STORE_KINDS, Meter
 from .models import (
     DEFAULT_USER,
     MemoryFilter,
@@ -983,6 +983,28 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             "messages_by_role": dict(raw.get("messages_by_role", {})),
             "first_message_at": _us_to_iso(first),
             "last_message_at": _us_to_iso(last),
+        }
+
+    async def store_statistics(self) -> dict[str, Any]:
+        """The whole store: records by kind (``users``, ``conversations``, ``messages``,
+        ``sessions``, ``memories``) and ``storage_bytes`` (``None`` where the engine cannot
+        tell). Also sets the ``bruno_memstore_records`` and ``bruno_memstore_storage_bytes``
+        gauges (docs/observability.md).
+
+        Counting reads every record on engines with no count of their own (see the backend
+        pages): an operator's call, not one for every request.
+        """
+        self.require(Capability.LISTING, "store_statistics")
+        counts = await self._run("store_statistics", self._store_counts)
+        nbytes = await self._run("store_statistics", self._storage_bytes)
+        self._meter.records(counts)
+        if nbytes is not None:
+            self._meter.storage(nbytes)
+        return {
+            "backend": self.backend_name,
+            "store": self._redact(self.describe()),
+            **{kind: int(counts.get(kind, 0)) for kind in STORE_KINDS},
+            "storage_bytes": None if nbytes is None else int(nbytes),
         }
 
     async def forget_user(self, user_id: str) -> dict[str, int]:

@@ -6,9 +6,21 @@ Names follow Prometheus conventions (``_seconds``, ``_total``, ``_bytes``). Expo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["CACHE_REQUESTS", "OPERATION_ERRORS", "OPERATION_SECONDS", "STORAGE_BYTES", "Meter"]
+__all__ = [
+    "CACHE_REQUESTS",
+    "OPERATION_ERRORS",
+    "OPERATION_SECONDS",
+    "RECORDS",
+    "STORAGE_BYTES",
+    "STORE_KINDS",
+    "Meter",
+]
+
+STORE_KINDS = ("users", "conversations", "messages", "sessions", "memories")
 
 OPERATION_SECONDS = Histogram(
     "bruno_memstore_operation_seconds",
@@ -30,6 +42,11 @@ STORAGE_BYTES = Gauge(
     "bruno_memstore_storage_bytes",
     "Bytes used by a backend's store, as last measured.",
     ["backend"],
+)
+RECORDS = Gauge(
+    "bruno_memstore_records",
+    "Records in a backend's store by kind, as last counted.",
+    ["backend", "kind"],
 )
 
 
@@ -56,3 +73,7 @@ class Meter:
 
     def storage(self, nbytes: int) -> None:
         STORAGE_BYTES.labels(self._backend).set(nbytes)
+
+    def records(self, counts: Mapping[str, int]) -> None:
+        for kind in STORE_KINDS:
+            RECORDS.labels(self._backend, kind).set(counts.get(kind, 0))

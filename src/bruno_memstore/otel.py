@@ -38,7 +38,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
-from .metrics import Meter
+from .metrics import STORE_KINDS, Meter
 from .telemetry import GENAI_OPERATIONS, Telemetry
 
 if TYPE_CHECKING:
@@ -367,7 +367,7 @@ def _primitive(call: Callable[[], Any]) -> str:
 class OtelMeter(Meter):
     """The Prometheus meter, also recording OpenTelemetry instruments."""
 
-    __slots__ = ("_attrs", "_cache", "_duration", "_errors", "_system")
+    __slots__ = ("_attrs", "_cache", "_duration", "_errors", "_records", "_storage", "_system")
 
     def __init__(self, backend: str, system: str, provider: Any = None) -> None:
         super().__init__(backend)
@@ -387,6 +387,16 @@ class OtelMeter(Meter):
             "bruno_memstore.cache.requests",
             unit="{request}",
             description="Cache tier lookups of a hybrid memory, by result (hit or miss).",
+        )
+        self._storage = meter.create_gauge(
+            "bruno_memstore.storage.size",
+            unit="By",
+            description="Bytes used by a backend's store, as last measured.",
+        )
+        self._records = meter.create_gauge(
+            "bruno_memstore.records",
+            unit="{record}",
+            description="Records in a backend's store by kind, as last counted.",
         )
         self._attrs: dict[str, dict[str, str]] = {}
 
@@ -412,3 +422,13 @@ class OtelMeter(Meter):
         super().cache(hit)
         result = "hit" if hit else "miss"
         self._cache.add(1, {"db.system.name": self._system, "bruno_memstore.cache.result": result})
+
+    def storage(self, nbytes: int) -> None:
+        super().storage(nbytes)
+        self._storage.set(nbytes, {"db.system.name": self._system})
+
+    def records(self, counts: Mapping[str, int]) -> None:
+        super().records(counts)
+        for kind in STORE_KINDS:
+            attrs = {"db.system.name": self._system, "bruno_memstore.record.kind": kind}
+            self._records.set(counts.get(kind, 0), attrs)

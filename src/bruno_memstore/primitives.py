@@ -318,6 +318,29 @@ class StoragePrimitives(ABC):
                 counts["memories"] += await self._delete_memory(rec.id, user_id)
         return counts
 
+    async def _store_counts(self) -> dict[str, int]:
+        """Records in the whole store by kind: ``users``, ``conversations``, ``messages``,
+        ``sessions``, ``memories``.
+
+        Default: counted over every exported record (a user is anyone who owns a
+        conversation, a session or a memory entry); engines that can count override this.
+        """
+        users: set[str] = set()
+        counts = dict.fromkeys(("conversations", "messages", "sessions", "memories"), 0)
+        for kind in counts:
+            async for batch in self._export(kind, None):  # type: ignore[arg-type]
+                counts[kind] += len(batch)
+                if kind == "conversations":
+                    users.update(owner for _conv, owner in batch)  # type: ignore[misc]
+                elif kind != "messages":
+                    users.update(rec.user_id for rec in batch)  # type: ignore[attr-defined]
+        return {"users": len(users), **counts}
+
+    async def _storage_bytes(self) -> int | None:
+        """Bytes the store takes in its engine (data and indexes), or ``None`` where the
+        engine cannot tell. Default: ``None``."""
+        return None
+
     async def _compact(self) -> None:
         """Erase what deletions left for the engine to clean up later, and reclaim the space.
 

@@ -48,6 +48,7 @@ GENAI_OPERATIONS: dict[str, str] = {
     "get_session": "search_memory",
     "get_memory": "search_memory",
     "get_statistics": "search_memory",
+    "store_statistics": "search_memory",
     "conversation_owner": "search_memory",
     "check_conflicts": "search_memory",
     "export_user": "search_memory",

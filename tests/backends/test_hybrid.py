@@ -234,6 +234,24 @@ async def test_a_cached_window_does_not_touch_the_persistent_tier(
     assert reads[0] == 1
 
 
+async def test_store_statistics_show_both_tiers_and_the_hit_rate(pair: Pair) -> None:
+    memory = await pair.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(memory, uid, conv, 4)
+    for _ in range(4):  # one miss builds the copy, three hits read it
+        await context_ids(memory, uid, conv)
+    found = await memory.store_statistics()
+    persistent = await memory.persistent.store_statistics()
+    assert {k: found[k] for k in ("users", "messages", "storage_bytes")} == {
+        k: persistent[k] for k in ("users", "messages", "storage_bytes")
+    }
+    assert found["messages"] >= 4 and found["storage_bytes"] > 0
+    assert found["cache_requests"] == {"hit": 3, "miss": 1, "hit_rate": 0.75}
+    assert found["cache"]["backend"] == memory.cache.backend_name
+    if memory.cache.supports(Capability.LISTING):  # memcached cannot count its records
+        assert found["cache"]["messages"] >= 4
+
+
 async def test_writes_reach_a_cached_copy(pair: Pair) -> None:
     memory = await pair.open()
     uid, conv = new_user_id(), new_conversation_id()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from bruno_core.models.memory import MemoryEntry, MemoryType
 from typer.testing import Result
 
 from bruno_memstore.models import utcnow
+from bruno_memstore.testing import make_message
 
 Invoke = Callable[..., Result]
 
@@ -102,6 +104,72 @@ def test_stats(invoke: Invoke, demo_db: Path) -> None:
     as_json = invoke("stats", "--user", "maya", "--url", sqlite_url(demo_db), "--json")
     data = json.loads(as_json.stdout)
     assert (data["total_messages"], data["memories"], data["backend"]) == (17, 6, "sqlite")
+
+
+def test_stats_of_the_whole_store(invoke: Invoke, demo_db: Path) -> None:
+    as_json = invoke("stats", "--url", sqlite_url(demo_db), "--json")
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert {k: data[k] for k in ("users", "messages", "memories", "sessions")} == {
+        "users": 1,
+        "messages": 17,
+        "memories": 6,
+        "sessions": 3,
+    }
+    assert data["storage_bytes"] == demo_db.stat().st_size  # checkpointed at close
+    table = invoke("stats", "-u", sqlite_url(demo_db))
+    assert table.exit_code == 0, table.output
+    assert "store @" in table.stdout and "storage bytes" in table.stdout
+    assert "KiB" in table.stdout
+
+
+def test_stats_reads_a_running_applications_metrics(invoke: Invoke, tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY, start_http_server
+
+    from bruno_memstore.backends.hybrid import HybridMemory
+    from bruno_memstore.backends.memory import InMemoryStorage
+
+    async def serve_reads() -> None:
+        memory = HybridMemory(InMemoryStorage(), _open(tmp_path / "app.db"))
+        async with memory:
+            await memory.store_message(make_message("hi"), conversation_id="c", user_id="u")
+            for _ in range(3):
+                await memory.retrieve_context("u", conversation_id="c")
+            await memory.store_statistics()
+
+    asyncio.run(serve_reads())
+    server, thread = start_http_server(0, addr="127.0.0.1")
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/metrics"
+        result = invoke("stats", "--metrics", endpoint, "--json")
+        table = invoke("stats", "--metrics", endpoint)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert result.exit_code == 0, result.output
+    hybrid = json.loads(result.stdout)["hybrid"]
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"backend": "hybrid", **labels})
+
+    hits = sample("bruno_memstore_cache_requests_total", result="hit")
+    misses = sample("bruno_memstore_cache_requests_total", result="miss")
+    assert hits is not None and misses is not None and hits >= 2 and misses >= 1
+    assert (hybrid["cache_hits"], hybrid["cache_misses"]) == (hits, misses)
+    assert hybrid["cache_hit_rate"] == hits / (hits + misses)
+    assert hybrid["storage_bytes"] == sample("bruno_memstore_storage_bytes") > 0
+    assert hybrid["records"]["messages"] == sample("bruno_memstore_records", kind="messages")
+    assert table.exit_code == 0 and "cache hit rate" in table.stdout and "hybrid" in table.stdout
+
+
+def test_stats_from_unreachable_metrics_fails_cleanly(invoke: Invoke) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _clean_failure(invoke("stats", "--metrics", f"http://u:secret@127.0.0.1:{port}/metrics"))
+    result = invoke("stats", "--metrics", f"http://u:secret@127.0.0.1:{port}/metrics")
+    assert "secret" not in result.stderr
+    _clean_failure(invoke("stats", "--metrics", "ftp://example/metrics"))
 
 
 def test_url_from_the_environment(invoke: Invoke, demo_db: Path) -> None:

@@ -36,7 +36,7 @@ from ..registry import extra_of, known_schemes, open_memory, resolve
 from ..transfer import TransferCounts, copy, export_jsonl, import_jsonl
 from ..url import redact_url
 from ..user_export import is_user_package, package_lines, write_package
-from . import render
+from . import render, scrape
 
 __all__ = ["app"]
 
@@ -209,22 +209,50 @@ async def _has_user_data(memory: MemoryBackend, user_id: str) -> bool:
 
 @app.command()
 def stats(
-    user: UserOption,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="One user's counts; without it, the whole store's."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            help="Instead, read a running application's Prometheus endpoint "
+            "(http://host:port/metrics): operations, errors, cache hit rate and storage "
+            "per backend.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Counts for one user: messages by role, conversations, sessions, memory entries."""
-
-    async def main() -> None:
-        async with _opened(url) as memory:
-            result = await memory.get_statistics(user)
+    """Counts for one user, or for the whole store with its storage use (and, for a hybrid
+    store, its cache tier's)."""
+    if metrics is not None:
+        try:
+            figures = scrape.backend_figures(scrape.read_endpoint(metrics))
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read metrics from {redact_url(metrics)}: {exc}")
         if as_json:
-            typer.echo(json.dumps(result, indent=2))
+            typer.echo(json.dumps(figures, indent=2))
+        elif not figures:
+            _say(out, f"{redact_url(metrics)} serves no bruno-memstore metrics")
         else:
-            out.print(Text.assemble((user, "bold"), " @ ", _where(url)), highlight=False)
-            out.print(render.stats_table(result))
+            out.print(render.backends_table(figures, redact_url(metrics)))
+        return
 
-    _run(main)
+    async def main() -> dict[str, Any]:
+        async with _opened(url) as memory:
+            if user is None:
+                return await memory.store_statistics()
+            return await memory.get_statistics(user)
+
+    result = _run(main)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        title = Text.assemble((user, "bold"), " @ ") if user else Text("store @ ")
+        out.print(Text.assemble(title, _where(url)), highlight=False)
+        out.print(render.stats_table(result))
 
 
 @app.command()

@@ -27,8 +27,10 @@ from ..models import SearchResult
 from ..transfer import TransferCounts
 
 __all__ = [
+    "backends_table",
     "counts_table",
     "demo_renderables",
+    "human_bytes",
     "memories_table",
     "messages_table",
     "search_table",
@@ -53,15 +55,55 @@ def _title(title: str | None) -> Text | None:
 
 
 def stats_table(stats: dict[str, Any], title: str | None = None) -> Table:
-    """``get_statistics`` as a two-column table."""
+    """``get_statistics`` or ``store_statistics`` as a two-column table."""
     table = Table(title=_title(title), box=box.SIMPLE_HEAD, show_header=False)
     table.add_column("statistic", style="bold")
     table.add_column("value")
     for key, value in stats.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in sorted(value.items())) or "-"
-        table.add_row(key.replace("_", " "), "-" if value is None else str(value))
+            shown = ", ".join(f"{k}: {_figure(k, v)}" for k, v in value.items()) or "-"
+        else:
+            shown = _figure(key, value)
+        table.add_row(key.replace("_", " "), shown)
     return table
+
+
+def backends_table(figures: dict[str, dict[str, Any]], source: str) -> Table:
+    """Per-backend figures read from a Prometheus endpoint (``stats --metrics``)."""
+    table = Table(title=_title(source), box=box.SIMPLE_HEAD)
+    for name in ("backend", "operations", "errors", "cache hit rate", "storage", "records"):
+        table.add_column(name, justify="left" if name in ("backend", "records") else "right")
+    for backend, f in figures.items():
+        records = f.get("records", {})
+        table.add_row(
+            backend,
+            str(f.get("operations", 0)),
+            str(f.get("errors", 0)),
+            _figure("hit_rate", f.get("cache_hit_rate")),
+            _figure("storage_bytes", f.get("storage_bytes")),
+            ", ".join(f"{k}: {v}" for k, v in records.items()) or "-",
+        )
+    return table
+
+
+def _figure(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "storage_bytes":
+        return human_bytes(int(value))
+    if key.endswith("rate"):
+        return f"{value:.1%}"
+    return str(value)
+
+
+def human_bytes(n: int) -> str:
+    """``163840`` as ``160.0 KiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def search_table(results: Sequence[SearchResult], title: str | None = None) -> Table:

@@ -679,6 +679,9 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives):
 
     # ================================================================ export
 
+    async def _storage_bytes(self) -> int | None:
+        return await self.table.size_bytes()
+
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
         if kind in ("memories", "sessions"):
             short = "E" if kind == "memories" else "S"

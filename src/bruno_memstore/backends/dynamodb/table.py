@@ -53,6 +53,12 @@ class Table:
             described = await self.client.describe_table(TableName=self.name)
         raise TimeoutError(f"table {self.name!r} did not become active")
 
+    async def size_bytes(self) -> int | None:
+        """The service's figure for the table's size (DynamoDB updates it every few hours)."""
+        described = await self.client.describe_table(TableName=self.name)
+        size = described["Table"].get("TableSizeBytes")
+        return None if size is None else int(size)
+
     async def enable_ttl(self) -> bool:
         """Turn on expiry by the ``ttl`` attribute; ``False`` where the server has no TTL API."""
         try:

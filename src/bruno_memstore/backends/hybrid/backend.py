@@ -245,6 +245,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         self._failures = 0
         self._probing = False
         self._draining = False
+        self._lookups = {"hit": 0, "miss": 0}  # window reads, since this object was made
 
     @classmethod
     def from_url(cls, url: MemoryURL, **options: Any) -> HybridMemory:
@@ -717,7 +718,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             if conv not in self._pending:
                 window = await self._cached_window(conv, user_id, limit)
                 if window is not None:
-                    self._meter.cache(True)
+                    self._looked_up(True)
                     return window
             contended = self._locks.busy(conv)
             async with self._locks.hold(conv):
@@ -725,15 +726,15 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
                     # Another task rebuilt the copy while this one waited.
                     window = await self._cached_window(conv, user_id, limit)
                     if window is not None:
-                        self._meter.cache(True)
+                        self._looked_up(True)
                         return window
-                self._meter.cache(False)
+                self._looked_up(False)
                 if self._cache_usable():
                     owner, records = await self._rebuild(conv)
                     if records is not None:
                         return _slice(records, owner, user_id, limit)
         elif conv is not None:
-            self._meter.cache(False)
+            self._looked_up(False)
         return await self._stored(
             lambda: self.persistent._read_window(
                 conversation_id=conversation_id, user_id=user_id, limit=limit
@@ -795,6 +796,32 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
 
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._stored(lambda: self.persistent._statistics(user_id))
+
+    async def _store_counts(self) -> dict[str, int]:
+        return await self._stored(self.persistent._store_counts)
+
+    async def _storage_bytes(self) -> int | None:
+        return await self._stored(self.persistent._storage_bytes)
+
+    def _looked_up(self, hit: bool) -> None:
+        self._lookups["hit" if hit else "miss"] += 1
+        self._meter.cache(hit)
+
+    async def store_statistics(self) -> dict[str, Any]:
+        """The persistent tier's store (see :meth:`MemoryBackend.store_statistics`), with
+        ``cache``: the cache tier's own figures, and ``cache_requests``: this object's
+        window reads answered from the cache (``hit``) or not (``miss``) and ``hit_rate``."""
+        out = await super().store_statistics()
+        tier = self.cache
+        if tier.supports(Capability.LISTING):
+            out["cache"] = await tier.store_statistics()
+        else:
+            nbytes = await tier._run("store_statistics", tier._storage_bytes)
+            out["cache"] = {"backend": tier.backend_name, "storage_bytes": nbytes}
+        hits, misses = self._lookups["hit"], self._lookups["miss"]
+        rate = hits / (hits + misses) if hits + misses else None
+        out["cache_requests"] = {"hit": hits, "miss": misses, "hit_rate": rate}
+        return out
 
     # ================================================================ vectors (persistent tier)
 

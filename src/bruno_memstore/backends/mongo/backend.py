@@ -176,6 +176,19 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         )
         self._schema_version = SCHEMA_VERSION
 
+    async def _storage_bytes(self) -> int | None:
+        # The server's own figures for each collection: data on disk plus its indexes.
+        total = 0
+        for kind in ("conversations", "messages", "memories", "sessions", "meta"):
+            coll = getattr(self, f"_{kind}")
+            try:
+                found = await coll.database.command("collStats", coll.name)
+            except mexc.OperationFailure:
+                return None  # a server without collStats
+            total += int(found.get("storageSize", found.get("size", 0)))
+            total += int(found.get("totalIndexSize", 0))
+        return total
+
     async def _close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -28,6 +28,7 @@ from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Commit, Execute, Fetch, Plan
 from ..sql.where import marks
+from .schema import STORE_TABLES
 
 __all__ = [
     "INDEXED_CHARS",
@@ -147,6 +148,16 @@ class MySQLDialect(RowDialect):
 
     def table(self, name: str) -> str:
         return f"`{self.prefix}{name}`"
+
+    def storage_bytes(self) -> Plan[int | None]:
+        # InnoDB's estimate of the data and index pages of the store's tables.
+        names = [self.prefix + name for name in STORE_TABLES]
+        rows = yield Fetch(
+            "SELECT coalesce(sum(data_length + index_length), 0) FROM information_schema.tables "
+            f"WHERE table_schema = DATABASE() AND table_name IN ({marks(len(names))})",
+            names,
+        )
+        return int(rows[0][0])
 
     def sql(self, text: str) -> str:
         return text.replace("%", "%%").replace("?", "%s")

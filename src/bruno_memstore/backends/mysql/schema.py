@@ -6,7 +6,22 @@ from ..sql.dialect import Dialect
 from ..sql.schema import Migration, MigrationStep
 from ..sql.steps import Execute, Fetch, Plan
 
-__all__ = ["LATEST_VERSION", "migrations_for", "server_kind"]
+__all__ = ["LATEST_VERSION", "STORE_TABLES", "migrations_for", "server_kind"]
+
+STORE_TABLES = (
+    "settings",
+    "ft_stopwords",
+    "conversations",
+    "messages",
+    "memories",
+    "memory_tags",
+    "sessions",
+    "vector_generations",
+    "vector_space",
+    "vector_log",
+    "vector_pending",
+)
+"""Every table of a store, without the prefix."""
 
 # Exact, NO PAD comparison: 'a' and 'a ' are different ids. utf8mb4_bin pads on both.
 _ID_COLLATION = {"mariadb": "utf8mb4_nopad_bin", "mysql": "utf8mb4_0900_bin"}

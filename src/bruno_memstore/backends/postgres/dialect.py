@@ -111,6 +111,15 @@ class PostgresDialect(Dialect):
     def table(self, name: str) -> str:
         return f"{self.schema}.{name}"
 
+    def storage_bytes(self) -> Plan[int | None]:
+        # Every table of the store's schema, with its indexes and TOAST data.
+        rows = yield Fetch(
+            "SELECT coalesce(sum(pg_total_relation_size(oid)), 0) FROM pg_class "
+            f"WHERE relnamespace = '{self.schema}'::regnamespace AND relkind = 'r'",
+            (),
+        )
+        return int(rows[0][0])
+
     def sql(self, text: str) -> str:
         return numbered(text)
 

@@ -160,6 +160,12 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
     async def _statistics(self, user_id: str) -> dict[str, object]:
         return await self._plan("scan", plans.statistics, user_id)
 
+    async def _store_counts(self) -> dict[str, int]:
+        return await self._plan("scan", plans.store_counts)
+
+    async def _storage_bytes(self) -> int | None:
+        return await self._plan("scan", plans.storage_bytes)
+
     async def _forget_user(self, user_id: str) -> dict[str, int]:
         return await self._plan("erase", plans.forget_user, user_id)
 

@@ -223,6 +223,11 @@ class Dialect(ABC):
         """What the tables refer to the user by; ``None`` for a user with nothing stored."""
         return nothing(user_id)
 
+    def storage_bytes(self) -> Plan[int | None]:
+        """Bytes the store's tables and indexes take, or ``None`` where the engine cannot
+        tell."""
+        return nothing(None)
+
     def create_conversations(self, claims: Mapping[str, str]) -> Plan[dict[str, Conversation]]:
         """Insert these conversations (id -> owner); return those inserted. One another
         transaction inserted meanwhile is left out, or raises a duplicate-key error (the

@@ -43,6 +43,8 @@ __all__ = [
     "query_memories",
     "read_window",
     "statistics",
+    "storage_bytes",
+    "store_counts",
     "stored_ids",
     "text_search",
     "window",
@@ -381,6 +383,27 @@ def statistics(d: Dialect, user_id: str) -> Plan[dict[str, object]]:
     out["messages"] = sum(by_role.values())
     out["messages_by_role"] = by_role
     return out
+
+
+def store_counts(d: Dialect) -> Plan[dict[str, int]]:
+    """Records in the whole store by kind, read by one statement."""
+    t, k = d.table, d.user_ref
+    rows = yield Fetch(
+        "SELECT 'users', count(*) FROM ("
+        f"SELECT {k} FROM {t('conversations')} UNION SELECT {k} FROM {t('sessions')} "
+        f"UNION SELECT {k} FROM {t('memories')}) owners "
+        + "".join(
+            f"UNION ALL SELECT '{kind}', count(*) FROM {t(kind)} "
+            for kind in ("conversations", "messages", "sessions", "memories")
+        ),
+        (),
+    )
+    return {kind: int(count) for kind, count in rows}
+
+
+def storage_bytes(d: Dialect) -> Plan[int | None]:
+    """Bytes the store's tables and indexes take (the dialect's own measure)."""
+    return (yield from d.storage_bytes())
 
 
 def forget_user(d: Dialect, user_id: str) -> Plan[dict[str, int]]:

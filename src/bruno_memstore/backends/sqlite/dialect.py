@@ -228,6 +228,11 @@ class SQLiteDialect(RowDialect):
             list(tags),
         )
 
+    def storage_bytes(self) -> Plan[int | None]:
+        # The database file's pages (records, indexes, full-text index and vectors).
+        rows = yield Fetch("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
+        return int(rows[0][0])
+
     def vector_value(self, vector: Any) -> bytes | None:
         return None if vector is None else vector_to_bytes(vector)
 

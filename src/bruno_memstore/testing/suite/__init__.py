@@ -19,6 +19,7 @@ from .roundtrip import RoundTripSuite
 from .search import MixedSearchSuite, SearchSuite
 from .sessions import ResolutionSuite, SessionSuite, StatisticsSuite
 from .stateful import StatefulSuite
+from .store_statistics import StoreStatisticsRefusalSuite, StoreStatisticsSuite
 from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "SessionSuite",
     "StatefulSuite",
     "StatisticsSuite",
+    "StoreStatisticsRefusalSuite",
+    "StoreStatisticsSuite",
     "UserExportRefusalSuite",
     "UserExportSuite",
     "VectorSearchSuite",
@@ -58,6 +61,8 @@ class MemoryConformance(
     IsolationSuite,
     ResolutionSuite,
     StatisticsSuite,
+    StoreStatisticsSuite,
+    StoreStatisticsRefusalSuite,
     SearchSuite,
     MixedSearchSuite,
     MemoryEntrySuite,
