@@ -980,6 +980,66 @@ async def test_engine_work_runs_off_the_loop(memory: SQLiteMemory) -> None:
     assert found[0].message is not None and found[0].message.id == records[7].id
 
 
+def _statement_threads(conn: sqlite3.Connection) -> list[int]:
+    """The threads that run each statement on ``conn`` from now on."""
+    threads: list[int] = []
+    conn.set_trace_callback(lambda _sql: threads.append(threading.get_ident()))
+    return threads
+
+
+async def test_point_reads_run_on_the_loop_and_longer_ones_on_the_readers(
+    memory: SQLiteMemory,
+) -> None:
+    msgs = [make_message(f"note {i}", timestamp=at(i)) for i in range(150)]
+    await memory.store_messages(msgs, conversation_id="c", user_id="u")
+    on_loop = _statement_threads(memory._inline)
+    window = await memory.retrieve_context("u", conversation_id="c", limit=20)
+    assert [str(m.id) for m in window] == [str(m.id) for m in msgs[-20:]]
+    assert on_loop and set(on_loop) == {threading.get_ident()}
+    on_loop.clear()
+    everything = await memory.retrieve_messages("c", limit=150)  # longer than a point read
+    assert len(everything) == 150 and on_loop == []
+
+
+async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
+    memory: SQLiteMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
+    on_loop = _statement_threads(memory._inline)
+    monkeypatch.setattr(SQLiteMemory, "inline_budget", 0.0)  # every read is "too slow"
+    await memory.retrieve_context("u", conversation_id="c")
+    ran = len(on_loop)
+    assert ran and memory._inline_paused_until > time.monotonic()
+    assert len(await memory.retrieve_context("u", conversation_id="c")) == 1
+    assert len(on_loop) == ran  # paused: the second read ran on a reader
+    memory._inline_paused_until = 0.0
+    monkeypatch.setattr(SQLiteMemory, "inline_budget", 60.0)
+    await memory.retrieve_context("u", conversation_id="c")
+    assert len(on_loop) > ran  # the pause over, reads run on the loop again
+
+
+async def test_a_busy_database_sends_a_point_read_to_the_readers(
+    memory: SQLiteMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the loop's connection reports "database is locked" (it never waits
+    for a lock); the read is answered by a reader and the loop's reads pause."""
+    await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
+    inline = memory._inline
+
+    class Locked:
+        def execute(self, *args: Any) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inline, name)
+
+    memory._inline = Locked()
+    window = await memory.retrieve_context("u", conversation_id="c")
+    assert [m.content for m in window] == ["hello"]
+    assert memory._inline_paused_until > time.monotonic()
+    memory._inline = inline
+
+
 def _worker_threads(mem: SQLiteMemory) -> list[Any]:
     threads = [mem._writer._thread] if mem._writer else []
     for pool in (mem._reader_pool, mem._search_pool):

@@ -24,7 +24,7 @@ from ..kit.vectors import ExactVectors
 from ..sql import plans
 from ..sql.aio import AsyncSQLMemory, Run, cursor_step, pooled, transaction
 from ..sql.append import Append, Outcome
-from ..sql.backend import Mode
+from ..sql.backend import READS, Mode
 from ..sql.schema import migrate, refresh_analysis, reindex_terms, stored_setting
 from ..sql.steps import Execute, Plan, Step, drive_async
 from ..sql.vectors import BlobVectorSearch
@@ -290,7 +290,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory, PendingVec
 
     @asynccontextmanager
     async def _steps(self, mode: Mode, first: Step) -> AsyncIterator[Run]:
-        if mode in ("read", "scan") or getattr(first, "alone", False):
+        if mode in READS or getattr(first, "alone", False):
             # Reads, and a write of one statement: an autocommit connection.
             async with self._connection() as conn, conn.cursor() as cur:
                 yield partial(cursor_step, cur, self._sql)

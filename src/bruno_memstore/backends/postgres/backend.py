@@ -23,7 +23,7 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.settings import setting
 from ..sql.aio import AsyncSQLMemory, connection_step
 from ..sql.append import Append, Outcome
-from ..sql.backend import Mode
+from ..sql.backend import READS, Mode
 from ..sql.schema import migrate
 from ..sql.steps import Step, drive_async
 from ..sql.where import search_values
@@ -314,7 +314,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     # ---------------------------------------------------------------- where plans run
 
     def _steps(self, mode: Mode, first: Step) -> Steps:
-        alone = mode in ("read", "scan") or getattr(first, "alone", False)
+        alone = mode in READS or getattr(first, "alone", False)
         return Steps(self._connections, self._sql, not alone)
 
     # ---------------------------------------------------------------- errors

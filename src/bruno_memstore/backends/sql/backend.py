@@ -32,14 +32,19 @@ from .append import Append, Outcome, append_group
 from .dialect import Dialect
 from .steps import Plan
 
-__all__ = ["Mode", "SQLMemory"]
+__all__ = ["READS", "Mode", "SQLMemory"]
 
 T = TypeVar("T")
 
-Mode = Literal["read", "scan", "write", "erase"]
-"""How a plan runs: ``read`` (a quick read), ``scan`` (a read whose time grows with the
-user's data: searches, statistics, export pages), ``write`` (in a write transaction),
-``erase`` (a write that deletes records, after which some engines clean up)."""
+Mode = Literal["point", "read", "scan", "write", "erase"]
+"""How a plan runs: ``point`` (a read of a few rows by an index: an owner, a session, a
+window of at most :data:`POINT_WINDOW` messages), ``read`` (another quick read), ``scan`` (a
+read whose time grows with the user's data: searches, statistics, export pages), ``write``
+(in a write transaction), ``erase`` (a write that deletes records, after which some engines
+clean up)."""
+
+READS: frozenset[str] = frozenset({"point", "read", "scan"})
+POINT_WINDOW = 100
 
 _EXPORT_PAGE = 500
 _ROUNDS = 5  # an append whose conversation another transaction claimed meanwhile runs again
@@ -69,7 +74,7 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
     # ================================================================ messages
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
-        return await self._plan("read", plans.conversation_owner, conversation_id)
+        return await self._plan("point", plans.conversation_owner, conversation_id)
 
     async def _append_messages(
         self,
@@ -120,7 +125,8 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
-        return await self._plan("read", plans.read_window, conversation_id, user_id, limit)
+        mode = "point" if limit is not None and limit <= POINT_WINDOW else "read"
+        return await self._plan(mode, plans.read_window, conversation_id, user_id, limit)
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)
@@ -145,7 +151,7 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
         await self._plan("write", plans.put_session, record)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
-        return await self._plan("read", plans.get_session, session_id)
+        return await self._plan("point", plans.get_session, session_id)
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool

@@ -3,11 +3,19 @@
 Every plan runs whole on one thread: writes on the writer, which commits the writes waiting
 together in one transaction (:func:`.sync.run_group`); quick reads on a reader pool; reads
 whose time grows with a user's data (``scan``) on a pool of their own, each in one
-snapshot, so that slow searches never hold up a window read. The loop only queues work.
+snapshot, so that slow searches never hold up a window read.
+
+Point reads (an owner, a session, a short window: tens of microseconds on a warm cache) run
+on the event loop's own connection, where the engine offers one: a hop to a thread and back
+costs more than the read, and far more when the cores are busy. A point read that takes
+longer than :attr:`ThreadedSQLMemory.inline_budget` (a cold cache, a slow disk), or that
+finds the database busy, sends point reads to the reader pool for
+:attr:`ThreadedSQLMemory.inline_pause` seconds, so the loop is never held up twice in a row.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -32,6 +40,8 @@ class ThreadedSQLMemory(SQLMemory):
 
     thread_name: ClassVar[str] = "bruno-memstore-sql"
     readers: int = 2
+    inline_budget: ClassVar[float] = 0.005
+    inline_pause: ClassVar[float] = 0.5
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -39,11 +49,18 @@ class ThreadedSQLMemory(SQLMemory):
         self._reader_pool: ReaderPool[Any] | None = None
         self._search_pool: ReaderPool[Any] | None = None
         self._finalizer: weakref.finalize | None = None
+        self._inline: Any = None  # the loop's connection for point reads
+        self._inline_paused_until = 0.0
 
     @abstractmethod
     def _openers(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
         """The writer's connection opener, and the readers' (``None``: the writer serves
         reads too). They run on the threads and must not hold ``self``."""
+
+    def _inline_opener(self) -> Callable[[], Any] | None:
+        """The opener of the loop's own connection for point reads, which must fail at once
+        when the database is busy rather than wait; ``None`` (the default): none."""
+        return None
 
     async def _connect(self) -> None:
         open_writer, open_reader = self._openers()
@@ -65,6 +82,8 @@ class ThreadedSQLMemory(SQLMemory):
                 raise
         self._writer = writer
         self._reader_pool, self._search_pool = pools or (None, None)
+        open_inline = self._inline_opener() if pools else None
+        self._inline = open_inline() if open_inline is not None else None
         # Threads hold no reference to this object; if it is dropped without shutdown(),
         # the finalizer still ends them.
         self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
@@ -73,6 +92,9 @@ class ThreadedSQLMemory(SQLMemory):
         writer = self._writer
         pools = [self._reader_pool, self._search_pool]
         self._writer = self._reader_pool = self._search_pool = None
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
@@ -83,6 +105,20 @@ class ThreadedSQLMemory(SQLMemory):
             await writer.stop()
 
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
+        if mode == "point":
+            inline = self._inline
+            if inline is not None and time.monotonic() >= self._inline_paused_until:
+                started = time.perf_counter()
+                try:
+                    return run_plan(inline, make_plan)
+                except Exception as exc:
+                    if not self._is_transient(exc):
+                        raise
+                    self._inline_paused_until = time.monotonic() + self.inline_pause
+                finally:
+                    if time.perf_counter() - started > self.inline_budget:
+                        self._inline_paused_until = time.monotonic() + self.inline_pause
+            mode = "read"
         if mode == "read":
             return await self._submit(partial(run_plan, make_plan=make_plan), self._reader_pool)
         if mode == "scan":

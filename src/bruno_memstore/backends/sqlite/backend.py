@@ -133,6 +133,11 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory, PendingVectors):
         reader = None if self.in_memory else partial(open_connection, settings, writer=False)
         return partial(open_connection, settings, writer=True), reader
 
+    def _inline_opener(self) -> Callable[[], Any] | None:
+        # No busy wait on the loop: a busy database sends the read to the pool instead.
+        settings = Settings(self.db_path, 0.0, self.synchronous, str(self))
+        return partial(open_connection, settings, writer=False)
+
     async def _connect(self) -> None:
         await super()._connect()
         self._schema_version = LATEST_VERSION
