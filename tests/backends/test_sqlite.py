@@ -1001,6 +1001,22 @@ async def test_point_reads_run_on_the_loop_and_longer_ones_on_the_readers(
     assert len(everything) == 150 and on_loop == []
 
 
+async def test_point_reads_from_another_threads_loop_use_the_readers(
+    memory: SQLiteMemory,
+) -> None:
+    await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
+    on_loop = _statement_threads(memory._inline)
+
+    def elsewhere() -> list[str]:
+        async def read() -> list[str]:
+            return [m.content for m in await memory.retrieve_context("u", conversation_id="c")]
+
+        return asyncio.run(read())
+
+    assert await asyncio.to_thread(elsewhere) == ["hello"]
+    assert on_loop == []  # the loop's connection belongs to this thread
+
+
 async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
     memory: SQLiteMemory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

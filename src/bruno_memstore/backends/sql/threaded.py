@@ -11,10 +11,12 @@ costs more than the read, and far more when the cores are busy. A point read tha
 longer than :attr:`ThreadedSQLMemory.inline_budget` (a cold cache, a slow disk), or that
 finds the database busy, sends point reads to the reader pool for
 :attr:`ThreadedSQLMemory.inline_pause` seconds, so the loop is never held up twice in a row.
+Callers on loops of other threads use the pool.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from abc import abstractmethod
@@ -50,6 +52,7 @@ class ThreadedSQLMemory(SQLMemory):
         self._search_pool: ReaderPool[Any] | None = None
         self._finalizer: weakref.finalize | None = None
         self._inline: Any = None  # the loop's connection for point reads
+        self._inline_thread = 0  # the thread that opened it, the only one to use it
         self._inline_paused_until = 0.0
 
     @abstractmethod
@@ -84,6 +87,7 @@ class ThreadedSQLMemory(SQLMemory):
         self._reader_pool, self._search_pool = pools or (None, None)
         open_inline = self._inline_opener() if pools else None
         self._inline = open_inline() if open_inline is not None else None
+        self._inline_thread = threading.get_ident()
         # Threads hold no reference to this object; if it is dropped without shutdown(),
         # the finalizer still ends them.
         self._finalizer = weakref.finalize(self, _stop_nowait, writer, pools)
@@ -107,7 +111,11 @@ class ThreadedSQLMemory(SQLMemory):
     async def _perform(self, mode: Mode, make_plan: Callable[[], Plan[Any]]) -> Any:
         if mode == "point":
             inline = self._inline
-            if inline is not None and time.monotonic() >= self._inline_paused_until:
+            if (
+                inline is not None
+                and time.monotonic() >= self._inline_paused_until
+                and threading.get_ident() == self._inline_thread
+            ):
                 started = time.perf_counter()
                 try:
                     return run_plan(inline, make_plan)
