@@ -78,7 +78,7 @@ from .models import (
     to_us,
     utcnow,
 )
-from .primitives import StoragePrimitives
+from .primitives import StoragePrimitives, conversation_taken
 from .ranking import DEFAULT_VECTOR_WEIGHT, SearchMode
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
@@ -666,10 +666,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if owner is None:
             return
         if owner != user_id:
-            raise OwnershipError(
-                f"conversation {conversation_id!r} belongs to another user",
-                backend=self.backend_name,
-                operation="clear_conversation",
+            raise conversation_taken(
+                conversation_id, backend=self.backend_name, operation="clear_conversation"
             )
         await self._run(
             "clear_conversation", lambda: self._delete_messages(conversation_id, frozenset())
@@ -952,11 +950,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             return record_to_session(rec)
         owner = await self._run(op, lambda: self._conversation_owner(ref))
         if owner is not None and owner != user_id:
-            raise OwnershipError(
-                f"conversation {ref!r} belongs to another user",
-                backend=self.backend_name,
-                operation=op,
-            )
+            raise conversation_taken(ref, backend=self.backend_name, operation=op)
         if owner is not None:
             rec = await self._run(op, lambda: self._latest_session(user_id, ref, active_only=True))
             if rec is not None:

@@ -51,6 +51,17 @@ __all__ = [
 ExportKind = Literal["conversations", "messages", "memories", "sessions"]
 
 
+def conversation_taken(
+    conversation_id: str, *, backend: str | None = None, operation: str | None = None
+) -> OwnershipError:
+    """The error for a write into, or a use of, another user's conversation."""
+    return OwnershipError(
+        f"conversation {conversation_id!r} belongs to another user",
+        backend=backend,
+        operation=operation,
+    )
+
+
 def memory_taken(memory_id: str) -> OwnershipError:
     """The error a memory primitive raises for another user's entry."""
     return OwnershipError(f"memory {memory_id} belongs to another user")

@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import OwnershipError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
-from ...primitives import AppendResult, memory_taken, session_taken
+from ...primitives import AppendResult, conversation_taken, memory_taken, session_taken
 from ..kit.apart import run_apart_sync
 from ..kit.appends import Append
 from ..kit.batches import chunks
@@ -225,10 +224,8 @@ def _append_together(store: ChromaStore, group: list[Append]) -> list[Outcome]:
             owner_of.update(_claim(store, {append.conversation_id: append.user_id}))
         owner = owner_of[append.conversation_id]
         if append.enforce_owner and owner != append.user_id:
-            error = OwnershipError(
-                f"conversation {append.conversation_id!r} belongs to another user",
-                backend="chroma",
-                operation="store_message",
+            error = conversation_taken(
+                append.conversation_id, backend="chroma", operation="store_message"
             )
             outcomes.append((error, None))
             continue
@@ -436,11 +433,7 @@ def put_session(store: ChromaStore, rec: SessionRecord) -> None:
     if owner is None:
         owner = _claim(store, {rec.conversation_id: rec.user_id})[rec.conversation_id]
     if owner != rec.user_id:
-        raise OwnershipError(
-            f"conversation {rec.conversation_id!r} belongs to another user",
-            backend="chroma",
-            operation="save_session",
-        )
+        raise conversation_taken(rec.conversation_id, backend="chroma", operation="save_session")
     fields = {
         "ids": [rec.session_id],
         "documents": [rec.payload],

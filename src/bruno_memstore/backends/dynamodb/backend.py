@@ -38,7 +38,14 @@ from ...models import (
     SessionRecord,
     memory_sort_key,
 )
-from ...primitives import AppendResult, ExportKind, VectorPrimitives, memory_taken, session_taken
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    conversation_taken,
+    memory_taken,
+    session_taken,
+)
 from ...url import MemoryURL, redact_url
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
 from ..kit.hits import ranked_hits
@@ -279,11 +286,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives):
         return update
 
     def _taken(self, conversation_id: str, operation: str) -> OwnershipError:
-        return OwnershipError(
-            f"conversation {conversation_id!r} belongs to another user",
-            backend=self.backend_name,
-            operation=operation,
-        )
+        return conversation_taken(conversation_id, backend=self.backend_name, operation=operation)
 
     # ================================================================ messages
 

@@ -30,10 +30,10 @@ from functools import partial
 from typing import Any, Protocol
 
 from ...base import MemoryBackend
-from ...errors import BackendError, BackendUnavailableError, OwnershipError
+from ...errors import BackendError, BackendUnavailableError
 from ...limits import Record
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
-from ...primitives import AppendResult, ExportKind, memory_taken, session_taken
+from ...primitives import AppendResult, ExportKind, conversation_taken, memory_taken, session_taken
 from .codec import MEMORIES, MESSAGES, SESSIONS
 from .kv import ChunkedLog, KeyValueStore, SortedLog, dumps
 
@@ -187,10 +187,8 @@ class KeyValueMemory(MemoryBackend):
                     return Conversation(conversation_id, user_id, gen)
                 continue
             if enforce and conv.owner != user_id:
-                raise OwnershipError(
-                    f"conversation {conversation_id!r} belongs to another user",
-                    backend=self.backend_name,
-                    operation=operation,
+                raise conversation_taken(
+                    conversation_id, backend=self.backend_name, operation=operation
                 )
             return conv
         raise BackendUnavailableError(  # pragma: no cover - needs a pathological race

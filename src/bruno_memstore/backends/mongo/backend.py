@@ -21,10 +21,17 @@ from pymongo import errors as mexc
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from ...capabilities import DATABASE, Capability
-from ...errors import InvalidArgumentError, OwnershipError, SchemaError
+from ...errors import InvalidArgumentError, SchemaError
 from ...limits import Limits
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
-from ...primitives import AppendResult, ExportKind, VectorPrimitives, memory_taken, session_taken
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    VectorPrimitives,
+    conversation_taken,
+    memory_taken,
+    session_taken,
+)
 from ...url import MemoryURL
 from ..kit.batches import EXPORT_BATCH, batches
 from ..kit.codec import MEMORIES, MESSAGES, SESSIONS
@@ -245,7 +252,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
                     raise  # the transaction is over: it runs again and reads the claim
                 owner = await self._conversation_owner(conversation_id) or user_id
         if enforce and owner != user_id:
-            raise OwnershipError(f"conversation {conversation_id!r} belongs to another user")
+            raise conversation_taken(conversation_id)
         return owner
 
     async def _append_messages(
@@ -259,7 +266,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
         async def step(s: Session) -> AppendResult:
             owner = await self._conversation_owner(conversation_id, s)
             if enforce_owner and owner not in (None, user_id):
-                raise OwnershipError(f"conversation {conversation_id!r} belongs to another user")
+                raise conversation_taken(conversation_id)
             existing: set[str] = set()
             if records:
                 ids = {"_id": {"$in": [r.id for r in records]}}

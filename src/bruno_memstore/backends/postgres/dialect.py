@@ -17,7 +17,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, memory_taken, session_taken
+from ...primitives import AppendResult, conversation_taken, memory_taken, session_taken
 from ...search import MAX_QUERY_TERMS, index_text, query_words, terms
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, SESSION_FIELDS, SESSIONS
 from ..sql.append import Append, Outcome
@@ -50,11 +50,7 @@ def analysed(content: str) -> str:
 
 
 def not_owner(conversation_id: str) -> OwnershipError:
-    return OwnershipError(
-        f"conversation {conversation_id!r} belongs to another user",
-        backend="postgres",
-        operation="store_message",
-    )
+    return conversation_taken(conversation_id, backend="postgres", operation="store_message")
 
 
 class PostgresDialect(Dialect):
@@ -363,10 +359,8 @@ class PostgresDialect(Dialect):
             if owner is None:  # claimed concurrently after this statement's snapshot
                 continue
             if owner != rec.user_id:
-                raise OwnershipError(
-                    f"conversation {rec.conversation_id!r} belongs to another user",
-                    backend=self.backend,
-                    operation="create_session",
+                raise conversation_taken(
+                    rec.conversation_id, backend=self.backend, operation="create_session"
                 )
             if not saved:
                 raise session_taken(rec.session_id)

@@ -26,12 +26,13 @@ from qdrant_client import models as qm
 
 from ...base import MemoryBackend
 from ...capabilities import DATABASE, Capability
-from ...errors import InvalidArgumentError, OwnershipError
+from ...errors import InvalidArgumentError
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
 from ...primitives import (
     AppendResult,
     ExportKind,
     VectorPrimitives,
+    conversation_taken,
     memory_taken,
     session_taken,
 )
@@ -239,7 +240,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             )
             return user_id
         if enforce and owner != user_id:
-            raise OwnershipError(f"conversation {conversation_id!r} belongs to another user")
+            raise conversation_taken(conversation_id)
         return owner
 
     # ================================================================ messages

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...errors import OwnershipError
-from ...primitives import AppendResult
+from ...primitives import AppendResult, conversation_taken
 from ..kit.appends import Append
 from .dialect import Conversation, NewMessage, RowDialect
 from .plans import create_conversations, find_conversations, stored_ids
@@ -65,11 +64,7 @@ def append_group(d: RowDialect, appends: Sequence[Append]) -> Plan[list[Outcome]
             outcomes.append(AppendResult(a.user_id, frozenset(r.id for r in a.records)))
         elif a.enforce_owner and conv.owner != a.user_id:
             outcomes.append(
-                OwnershipError(
-                    f"conversation {a.conversation_id!r} belongs to another user",
-                    backend=d.backend,
-                    operation="store_message",
-                )
+                conversation_taken(a.conversation_id, backend=d.backend, operation="store_message")
             )
         else:
             outcomes.append(None)

@@ -11,7 +11,6 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import OwnershipError
 from ...models import (
     MemoryFilter,
     MemoryRecord,
@@ -20,7 +19,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import memory_taken, session_taken
+from ...primitives import conversation_taken, memory_taken, session_taken
 from .dialect import Conversation, Dialect, RowDialect, Source
 from .steps import Commit, Execute, Fetch, Plan
 from .where import marks, memory_conditions
@@ -268,11 +267,7 @@ def put_session(d: Dialect, rec: SessionRecord) -> Plan[None]:
     claimed = yield from claim_conversations(d, {rec.conversation_id: rec.user_id})
     conv = claimed[rec.conversation_id]
     if conv.owner != rec.user_id:
-        raise OwnershipError(
-            f"conversation {rec.conversation_id!r} belongs to another user",
-            backend=d.backend,
-            operation="create_session",
-        )
+        raise conversation_taken(rec.conversation_id, backend=d.backend, operation="create_session")
     if not (yield from d.upsert_session(rec, conv)):
         raise session_taken(rec.session_id)
 
