@@ -225,9 +225,8 @@ class MySQLDialect(RowDialect):
         or the id is: the shared append then decides in a transaction."""
         (rec,) = item.records
         owner = item.user_id
-        row = NewMessage(rec, Conversation(item.conversation_id, owner, owner), None, None)
-        values = _message_values(row)
-        values[-2] = self.search_body(rec.content)
+        conv = Conversation(item.conversation_id, owner, owner)
+        values = _message_values(NewMessage(rec, conv, self.search_body(rec.content), None))
         try:
             written = yield Execute(
                 f"INSERT INTO {self.table('messages')} ({_MESSAGE_INSERT}) "
