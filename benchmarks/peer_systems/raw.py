@@ -11,6 +11,7 @@ plain Redis has no text index, so no search.
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,43 @@ def _row(m: ChatMessage) -> tuple[str, str, str, str, str]:
     return (m.user, m.conversation, m.role, m.content, json.dumps({"turn": m.turn}))
 
 
-class RawAiosqlite(PeerSystem):
+class _RawSQLReads(PeerSystem):
+    """The reads of the SQL raw drivers, written once with ``?`` placeholders."""
+
+    @abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one statement (``?`` placeholders), on the driver's connection."""
+
+    async def last(self, first: ChatMessage, n: int) -> list[Row]:
+        rows = await self._fetch(
+            "SELECT role, content, meta FROM chat WHERE conversation = ? ORDER BY id DESC LIMIT ?",
+            first.conversation,
+            n,
+        )
+        return _decoded(rows[::-1])
+
+    async def everything(self, first: ChatMessage) -> list[Row]:
+        sql = "SELECT role, content, meta FROM chat WHERE conversation = ? ORDER BY id"
+        return _decoded(await self._fetch(sql, first.conversation))
+
+    async def search(self, user: str, word: str, limit: int) -> list[Row]:
+        rows = await self._fetch(
+            "SELECT role, content, meta FROM chat WHERE user_id = ? AND content LIKE ? "
+            "ORDER BY id DESC LIMIT ?",
+            user,
+            f"%{word}%",
+            limit,
+        )
+        return _decoded(rows)
+
+    def rows(self, result: list[Row]) -> list[Row]:
+        return result
+
+    async def count(self) -> int:
+        return int((await self._fetch("SELECT count(*) FROM chat"))[0][0])
+
+
+class RawAiosqlite(_RawSQLReads):
     """aiosqlite, one connection; WAL and ``synchronous=FULL`` (fsync per commit), as
     ``SQLiteMemory`` stores by default; ``INSERT`` + ``COMMIT`` per message."""
 
@@ -82,36 +119,8 @@ class RawAiosqlite(PeerSystem):
         async with self.db.execute(sql, args) as cursor:
             return list(await cursor.fetchall())
 
-    async def last(self, first: ChatMessage, n: int) -> list[Row]:
-        rows = await self._fetch(
-            "SELECT role, content, meta FROM chat WHERE conversation = ? ORDER BY id DESC LIMIT ?",
-            first.conversation,
-            n,
-        )
-        return _decoded(rows[::-1])
 
-    async def everything(self, first: ChatMessage) -> list[Row]:
-        sql = "SELECT role, content, meta FROM chat WHERE conversation = ? ORDER BY id"
-        return _decoded(await self._fetch(sql, first.conversation))
-
-    async def search(self, user: str, word: str, limit: int) -> list[Row]:
-        rows = await self._fetch(
-            "SELECT role, content, meta FROM chat WHERE user_id = ? AND content LIKE ? "
-            "ORDER BY id DESC LIMIT ?",
-            user,
-            f"%{word}%",
-            limit,
-        )
-        return _decoded(rows)
-
-    def rows(self, result: list[Row]) -> list[Row]:
-        return result
-
-    async def count(self) -> int:
-        return (await self._fetch("SELECT count(*) FROM chat"))[0][0]
-
-
-class RawAsyncpg(PeerSystem):
+class RawAsyncpg(_RawSQLReads):
     """asyncpg: one connection for one-at-a-time work, a pool of 20 for the concurrent
     writers; an autocommitted ``INSERT`` per message (PostgreSQL's defaults: fsync on,
     synchronous_commit on)."""
@@ -159,37 +168,10 @@ class RawAsyncpg(PeerSystem):
     async def load(self, natives: Sequence[Any], msgs: Sequence[ChatMessage]) -> None:
         await self.conn.copy_records_to_table("chat", records=natives, columns=_COLUMNS.split(", "))
 
-    async def last(self, first: ChatMessage, n: int) -> list[Row]:
-        rows = await self.conn.fetch(
-            "SELECT role, content, meta FROM chat WHERE conversation = $1 "
-            "ORDER BY id DESC LIMIT $2",
-            first.conversation,
-            n,
-        )
-        return _decoded(rows[::-1])
-
-    async def everything(self, first: ChatMessage) -> list[Row]:
-        rows = await self.conn.fetch(
-            "SELECT role, content, meta FROM chat WHERE conversation = $1 ORDER BY id",
-            first.conversation,
-        )
-        return _decoded(rows)
-
-    async def search(self, user: str, word: str, limit: int) -> list[Row]:
-        rows = await self.conn.fetch(
-            "SELECT role, content, meta FROM chat WHERE user_id = $1 AND content LIKE $2 "
-            "ORDER BY id DESC LIMIT $3",
-            user,
-            f"%{word}%",
-            limit,
-        )
-        return _decoded(rows)
-
-    def rows(self, result: list[Row]) -> list[Row]:
-        return result
-
-    async def count(self) -> int:
-        return await self.conn.fetchval("SELECT count(*) FROM chat")
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        parts = sql.split("?")  # ``?`` as asyncpg's ``$n``
+        numbered = "".join(p + (f"${k}" if k < len(parts) else "") for k, p in enumerate(parts, 1))
+        return list(await self.conn.fetch(numbered, *args))
 
 
 class RawRedis(PeerSystem):
