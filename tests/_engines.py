@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from _server_process import ServerProcess
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import BackendUnavailableError
 from faults._ports import free_port
@@ -208,14 +207,14 @@ async def connected(memory: M, engine: str) -> M:
 # ---------------------------------------------------------------- private servers
 
 
-class ChromaServer:
+class ChromaServer(ServerProcess):
     """A private ``chroma run`` on a free port with its own data directory, for tests that
     stop and restart the server process."""
 
+    name = "chroma run"
+
     def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = Path(directory)
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(port or free_port(), directory)
         beside = Path(sys.executable).with_name("chroma")
         binary = str(beside) if beside.exists() else shutil.which("chroma")
         if binary is None:
@@ -226,25 +225,13 @@ class ChromaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
+    def command(self) -> list[str]:
+        assert self.directory is not None
         data = str(self.directory / "data")
-        self.process = subprocess.Popen(
-            [self.binary, "run", "--path", data, "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chroma run exited; see {self.directory / 'server.log'}")
-            if self.answers():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"chroma run did not answer within {timeout} s")
+        return [self.binary, "run", "--path", data, "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
 
     def answers(self) -> bool:
         try:
@@ -252,20 +239,6 @@ class ChromaServer:
                 return reply.status == 200
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 # ---------------------------------------------------------------- clean-up

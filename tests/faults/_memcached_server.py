@@ -7,44 +7,37 @@ and restart it without touching the shared one on 21211.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
-import subprocess
-import time
+
+from _server_process import ServerProcess
 
 from ._ports import free_port
 
 __all__ = ["MemcachedServer"]
 
 
-class MemcachedServer:
+class MemcachedServer(ServerProcess):
     """One ``memcached`` process (memory only: a restart starts empty)."""
+
+    name = "memcached"
 
     def __init__(self) -> None:
         binary = shutil.which("memcached")
         if binary is None:
             raise RuntimeError("memcached is missing: run scripts/services/memcached.sh")
+        super().__init__(free_port())
         self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """``memcached://`` URL of the server."""
         return f"memcached://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [self.binary, "-u", "nobody", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers ``version``."""
-        self.process = subprocess.Popen(
-            [self.binary, "-u", "nobody", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("memcached did not come up")
-            time.sleep(0.05)
+        super().start(timeout)
 
     def answers(self) -> bool:
         """Whether the server replies to ``version``."""
@@ -54,10 +47,3 @@ class MemcachedServer:
                 return sock.recv(64).startswith(b"VERSION")
         except OSError:
             return False
-
-    def kill(self) -> None:
-        """Stop the server at once (SIGKILL); everything it held is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
