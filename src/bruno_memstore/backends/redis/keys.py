@@ -117,15 +117,23 @@ def rank_member(importance: float, created_us: int, memory_id: str) -> str:
 
 
 class RedisKeys:
-    """Key names under one configured prefix; ``prefix`` is its key prefix."""
+    """Key names under one configured prefix; ``prefix`` is its key prefix.
 
-    __slots__ = ("prefix",)
+    With ``cluster`` set, the key prefix is the encoded prefix in braces (``{P}``): every
+    key of the store then hashes to that one slot, and a user's "tag" ``{P}:u:<user>}``
+    is no hash tag any more, only the same unambiguous name (the ``}`` ends the user id).
+    """
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = encode_prefix(prefix)
+    __slots__ = ("cluster", "prefix")
+
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
+        self.cluster = cluster
+        self.prefix = f"{{{encode_prefix(prefix)}}}" if cluster else encode_prefix(prefix)
 
     def tag(self, user_id: str) -> str:
         """The user's hash tag: every per-user key starts with it, so all share a slot."""
+        if self.cluster:
+            return f"{self.prefix}:u:{encode_id(user_id)}}}"
         return f"{{{self.prefix}:u:{encode_id(user_id)}}}"
 
     def user(self, user_id: str, part: str) -> str:

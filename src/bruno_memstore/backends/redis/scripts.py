@@ -34,7 +34,13 @@ end
 local function enc(s)
   return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
 end
-local function ukey(user) return '{' .. P .. ':u:' .. enc(user) .. '}:' end
+-- Standalone, each user has a hash tag of its own; on a cluster P is '{prefix}', the
+-- store's one hash tag, and the '}' after the user id only ends the id (see keys.py).
+local CLUSTER = string.sub(P, 1, 1) == '{'
+local function ukey(user)
+  if CLUSTER then return P .. ':u:' .. enc(user) .. '}:' end
+  return '{' .. P .. ':u:' .. enc(user) .. '}:'
+end
 local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
 local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
 
