@@ -292,9 +292,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self._vector_cache = self._vectors.cache
 
     def describe(self) -> str:
-        text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
-        if self.cluster:
-            text += ", cluster"
+        shown = (
+            self._url.raw.split("?", 1)[0].split("#", 1)[0] if self.cluster else self._driver_url
+        )
+        text = f"{redact_url(shown)}, prefix={self.prefix!r}"
         return f"{text}, vectors={self._vector_mode}" if self._vector_mode else text
 
     @property
