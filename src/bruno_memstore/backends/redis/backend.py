@@ -332,9 +332,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             cluster = await client.info("cluster")
             if int(cluster.get("cluster_enabled", 0)):
                 raise BackendError(
-                    "Redis Cluster is not supported: conversation, message, session and "
-                    "memory ids are claimed in the same script as the owner's data; use a "
-                    "standalone server",
+                    "the server is a Redis Cluster node: open it with a redis+cluster:// URL "
+                    "(or ?cluster=true)",
                     backend=self.backend_name,
                     operation="connect",
                 )
@@ -400,6 +399,13 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             try:
                 await client.initialize()
             except (rexc.RedisClusterException, rexc.ConnectionError, OSError) as exc:
+                if "cluster mode is not enabled" in str(exc).lower():
+                    raise BackendError(
+                        f"the server at {self.describe()} is not in cluster mode: open it "
+                        f"with a redis:// URL",
+                        backend=self.backend_name,
+                        operation="connect",
+                    ) from None
                 raise BackendUnavailableError(
                     f"cannot reach the Redis Cluster at {self.describe()}: "
                     f"{self._redact(str(exc))}",
