@@ -1,5 +1,6 @@
 """``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
-for vector search when the server has it).
+for vector search when the server has it). On a Redis Cluster (``redis.asyncio.cluster``),
+the same scripts run on the master of the store's one slot, each write followed by ``WAIT``.
 
 Every primitive is one Lua script (``scripts``), so each change is atomic on the server:
 the ownership check and the insert, a message and all of its index entries, a deletion and
@@ -159,10 +160,12 @@ class NotReplicatedError(rexc.RedisError):
 
 
 class RedisMemory(DriverURLBackend, VectorPrimitives):
-    """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
+    """Memory in Redis 7: a standalone server (or a primary behind a stable address), or a
+    Redis Cluster; no modules needed.
 
     Args:
-        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
+        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS;
+            ``redis+cluster://host:port`` (``rediss+cluster://``) for a Redis Cluster.
             Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below;
             a keyword given explicitly wins.
         prefix: namespace of every key (no ``{``, ``}``); several apps can share a server.
@@ -180,11 +183,16 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
             ``EF_RUNTIME``, at least the number of results asked for): higher finds the
             true nearest neighbours more often, at some cost in time.
+        cluster: open a Redis Cluster (as ``redis+cluster://`` does): every key of the store
+            in the slot of ``{prefix}``, scripts sent to that slot's master.
+        wait_replicas: on a cluster, replicas that must confirm each write (``WAIT``) before
+            it is acknowledged; ``None``: 1 when the store's master has a replica, else 0.
+        wait_timeout: seconds ``WAIT`` may take; an unconfirmed write is retried.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
-    ``DURABLE`` is declared once connected, and only if the server runs with
-    ``appendonly yes``.
+    ``DURABLE`` is declared once connected, and only if the server (on a cluster, every
+    node) runs with ``appendonly yes``. See ``docs/backends/redis.md`` ("Cluster").
     """
 
     backend_name: ClassVar[str] = "redis"
