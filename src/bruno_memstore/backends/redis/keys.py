@@ -47,6 +47,10 @@ every name reads back to one (prefix, kind, id): the prefix is everything before
 ``:`` (after the ``{`` of a tag), the kind comes next, the id is the rest. Two stores on one
 server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`` included).
 
+On a Redis Cluster (``redis+cluster://``) ``P`` is the key prefix in braces, ``{P}``, and a
+user's ``T`` is ``{P}:u:<user>}``: the names are otherwise the same, and every key of the
+store hashes to the slot of ``{P}``, so each script's keys share a slot.
+
 Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
 the same key names in both versions. Under a prefix with either character, version 1's names
 are found by :meth:`~bruno_memstore.backends.redis.RedisMemory.migrate_key_layout`.

@@ -4,7 +4,8 @@ Each primitive that touches more than one key is one script, so Redis runs it at
 Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. Scripts build
 key names themselves (see ``keys``): all keys of one user share the user's hash tag;
 only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
-retention sets live elsewhere.
+retention sets live elsewhere. On a Redis Cluster ``P`` is ``{prefix}``: every name a script
+builds is then in that one slot, which each call names as its key.
 
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
