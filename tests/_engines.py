@@ -47,6 +47,7 @@ __all__ = [
     "drop_mysql_tables",
     "drop_postgres_schemas",
     "drop_qdrant_collections",
+    "drop_redis_cluster_keys",
     "drop_redis_indexes",
     "drop_redis_keys",
     "drop_ttl_indexes",
@@ -60,6 +61,7 @@ __all__ = [
     "postgres_url",
     "qdrant_api_key",
     "qdrant_url",
+    "redis_cluster_url",
     "redis_search_url",
     "redis_url",
 ]
@@ -82,6 +84,10 @@ _HINTS = {
     "mysql": ("MariaDB/MySQL", "Start it or point BRUNO_TEST_MYSQL_URL at a server."),
     "redis": ("Redis", "Start it or point BRUNO_TEST_REDIS_URL at a server."),
     "redis-search": ("Redis with RediSearch", "Run scripts/services/redis-search.sh."),
+    "redis-cluster": (
+        "The Redis Cluster",
+        "Run scripts/services/redis-cluster.sh or set BRUNO_TEST_REDIS_CLUSTER_URL.",
+    ),
     "memcached": (
         "memcached",
         "Run scripts/services/memcached.sh or set BRUNO_TEST_MEMCACHED_URL.",
@@ -158,6 +164,12 @@ def redis_search_url() -> str:
     """``BRUNO_TEST_REDIS_SEARCH_URL``, or the project's Redis with RediSearch and RedisJSON,
     started if it is down."""
     return _engine_url("BRUNO_TEST_REDIS_SEARCH_URL", "redis-search.sh")
+
+
+def redis_cluster_url() -> str:
+    """``BRUNO_TEST_REDIS_CLUSTER_URL``, or the project's Redis Cluster (three masters, three
+    replicas, ``redis+cluster://host:port``), started if it is down."""
+    return _engine_url("BRUNO_TEST_REDIS_CLUSTER_URL", "redis-cluster.sh")
 
 
 def chroma_url() -> str:
@@ -253,6 +265,21 @@ def drop_redis_keys(url: str, prefix: str) -> None:
                 for start in range(0, len(keys), 1000):
                     client.delete(*keys[start : start + 1000])
     except redis.RedisError:
+        pass  # unreachable: the tests already failed saying so
+
+
+def drop_redis_cluster_keys(url: str, prefix: str) -> None:
+    """Delete a run's keys (``{prefix*``: a store's keys on a cluster) from every master."""
+    parts = urlsplit(url)
+    try:
+        with redis.RedisCluster(
+            host=parts.hostname or "127.0.0.1", port=parts.port or 6379, socket_timeout=5
+        ) as client:
+            for node in client.get_primaries():
+                keys = list(client.scan_iter(match=f"{{{prefix}*", count=1000, target_nodes=node))
+                for key in keys:
+                    client.delete(key)
+    except (redis.RedisError, redis.exceptions.RedisClusterException):
         pass  # unreachable: the tests already failed saying so
 
 

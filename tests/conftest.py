@@ -65,6 +65,15 @@ def redis_search_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """The project's Redis Cluster (``redis+cluster://``); afterwards the run's keys are
+    removed."""
+    url = engines.redis_cluster_url()
+    yield url
+    engines.drop_redis_cluster_keys(url, engines.REDIS_PREFIX)
+
+
+@pytest.fixture(scope="session")
 def memcached_url() -> str:
     """The project's memcached (what a run leaves there expires by itself)."""
     return engines.memcached_url()

@@ -1,5 +1,5 @@
 """The project's extra engines start and answer: PostgreSQL 18 with pgvector, Redis with
-RediSearch, and a Chroma server (see ``scripts/services``)."""
+RediSearch, a Redis Cluster, and a Chroma server (see ``scripts/services``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def test_redis_has_the_search_module() -> None:
         indexes = client.execute_command("FT._LIST")
     assert "search" in modules
     assert isinstance(indexes, list)
+
+
+def test_redis_cluster_has_three_masters_with_a_replica_each() -> None:
+    """Every slot is served, by three masters, each with one replica."""
+    host, port = engines.host_port(engines.redis_cluster_url())
+    with redis.RedisCluster(host=host, port=port, socket_connect_timeout=5) as client:
+        masters, replicas = client.get_primaries(), client.get_replicas()
+        info = client.cluster_info(target_nodes=masters[0])
+    assert info["cluster_state"] == "ok"
+    assert int(info["cluster_slots_assigned"]) == 16384
+    assert len(masters) == 3 and len(replicas) == 3
 
 
 def test_chroma_answers_its_heartbeat() -> None:

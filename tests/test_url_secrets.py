@@ -56,6 +56,7 @@ URLS: dict[str, Callable[[str], str]] = {
     "mariadb": lambda pw: f"mariadb://u:{pw}@{CLOSED}/test?connect_timeout=5",
     "redis": lambda pw: f"redis://u:{pw}@{CLOSED}/0",
     "rediss": lambda pw: f"rediss://:{pw}@{CLOSED}/0",
+    "redis+cluster": lambda pw: f"redis+cluster://u:{pw}@{CLOSED}",
     "memcached": lambda pw: f"memcached://u:{pw}@{CLOSED}",
     "hybrid": _hybrid,
     "dynamodb": lambda pw: f"dynamodb://u:{pw}@bruno_memory?endpoint=http://{CLOSED}",

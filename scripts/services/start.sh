@@ -50,9 +50,9 @@ wait_for redis redis-cli -h 127.0.0.1 -p 6379 ping
 # memcached on 127.0.0.1:21211.
 if [ -f "$here/memcached.sh" ]; then bash "$here/memcached.sh"; fi
 
-# PostgreSQL 18 with pgvector (25432), Redis with RediSearch (26379), Chroma (28100) and the
-# two MongoDB emulators (27118, 27119).
-for engine in pgvector redis-search chroma mongo; do bash "$here/$engine.sh"; done
+# PostgreSQL 18 with pgvector (25432), Redis with RediSearch (26379), a Redis Cluster
+# (27001-27006), Chroma (28100) and the two MongoDB emulators (27118, 27119).
+for engine in pgvector redis-search redis-cluster chroma mongo; do bash "$here/$engine.sh"; done
 
 # DynamoDB emulators: moto (28001) and dynalite (28000).
 bash "$here/dynamodb.sh"

@@ -157,6 +157,20 @@ def redisearch_private(test: ConformanceBase) -> RedisMemory:
     return _redisearch(test, f"{engines.REDIS_PREFIX}-{test.key}")
 
 
+async def redis_cluster(test: ConformanceBase) -> RedisMemory:
+    """The project's Redis Cluster: the store in one slot, writes waiting for a replica."""
+    url = test.fixture("redis_cluster_url")
+    memory = RedisMemory(url, prefix=REDIS_PREFIX, connect_timeout=3)
+    await engines.connected(memory, "redis-cluster")
+    assert memory.cluster and memory.vector_mode == "client"
+    return memory
+
+
+def redis_cluster_private(test: ConformanceBase) -> RedisMemory:
+    prefix = f"{engines.REDIS_PREFIX}-{test.key}"
+    return RedisMemory(test.fixture("redis_cluster_url"), prefix=prefix, connect_timeout=3)
+
+
 async def redis_aof(test: ConformanceBase) -> RedisMemory:
     url = test.fixture("redis_aof").url
     memory = RedisMemory(url, prefix=REDIS_PREFIX, require_durable=True)

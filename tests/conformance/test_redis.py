@@ -3,6 +3,8 @@
 * the shared Redis, which has no RediSearch (vectors searched in the client) and no
   persistence (``DURABLE`` is declared only if its AOF is on);
 * the project's Redis with RediSearch, where vectors are searched by the server's HNSW index;
+* the project's Redis Cluster (three masters, three replicas), where a store lives in one
+  hash slot and every write waits for a replica (``WAIT``);
 * a private server with ``appendonly yes`` for the durability tests, where reopening means
   restarting that server.
 """
@@ -24,6 +26,12 @@ class TestRedisSearchMemory(MemoryConformance):
     capabilities = RedisMemory.capabilities  # the script starts it without persistence
     memory_factory = stores.redisearch
     private_factory = stores.redisearch_private
+
+
+class TestRedisClusterMemory(MemoryConformance):
+    capabilities = RedisMemory.capabilities  # the script starts it without persistence
+    memory_factory = stores.redis_cluster
+    private_factory = stores.redis_cluster_private
 
 
 class TestRedisMemoryDurable(DurabilitySuite):

@@ -1,5 +1,6 @@
 """``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
-for vector search when the server has it).
+for vector search when the server has it). On a Redis Cluster (``redis.asyncio.cluster``),
+the same scripts run on the master of the store's one slot, each write followed by ``WAIT``.
 
 Every primitive is one Lua script (``scripts``), so each change is atomic on the server:
 the ownership check and the insert, a message and all of its index entries, a deletion and
@@ -33,6 +34,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
@@ -41,6 +43,7 @@ from ...capabilities import SEARCHABLE_STORE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
     BackendError,
+    BackendUnavailableError,
     InvalidArgumentError,
     OwnershipError,
     SchemaError,
@@ -111,6 +114,9 @@ _OPTIONS: dict[str, type] = {
     "hnsw_ef_runtime": int,
     "operation_timeout": float,
     "context_window": int,
+    "cluster": bool,
+    "wait_replicas": int,
+    "wait_timeout": float,
 }
 _PASSTHROUGH = frozenset(
     {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
@@ -135,14 +141,31 @@ _DEFAULTS: dict[str, Any] = {
     "vector_search": "auto",
     "vector_cache_users": 64,
     "hnsw_ef_runtime": 100,
+    "cluster": False,
+    "wait_replicas": None,
+    "wait_timeout": 1.0,
 }
+# The scripts that write: on a cluster, each is followed by WAIT on the same connection.
+_WRITES = frozenset(
+    {
+        "append", "delete_messages", "put_memory", "delete_own_memory", "forget_memories",
+        "purge_expired", "put_session", "drop_conversation", "forget_rest", "put_vectors",
+        "drop_vectors", "reindex",
+    }
+)  # fmt: skip
+
+
+class NotReplicatedError(rexc.RedisError):
+    """A write ran on the master but WAIT did not see it on enough replicas in time."""
 
 
 class RedisMemory(DriverURLBackend, VectorPrimitives):
-    """Memory in Redis 7: a standalone server (or a primary behind a stable address), no modules.
+    """Memory in Redis 7: a standalone server (or a primary behind a stable address), or a
+    Redis Cluster; no modules needed.
 
     Args:
-        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS.
+        redis_url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for TLS;
+            ``redis+cluster://host:port`` (``rediss+cluster://``) for a Redis Cluster.
             Query options (``?prefix=app&conversation_ttl=86400``) set the keywords below;
             a keyword given explicitly wins.
         prefix: namespace of every key (no ``{``, ``}``); several apps can share a server.
@@ -160,11 +183,16 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
             ``EF_RUNTIME``, at least the number of results asked for): higher finds the
             true nearest neighbours more often, at some cost in time.
+        cluster: open a Redis Cluster (as ``redis+cluster://`` does): every key of the store
+            in the slot of ``{prefix}``, scripts sent to that slot's master.
+        wait_replicas: on a cluster, replicas that must confirm each write (``WAIT``) before
+            it is acknowledged; ``None``: 1 when the store's master has a replica, else 0.
+        wait_timeout: seconds ``WAIT`` may take; an unconfirmed write is retried.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
-    ``DURABLE`` is declared once connected, and only if the server runs with
-    ``appendonly yes``.
+    ``DURABLE`` is declared once connected, and only if the server (on a cluster, every
+    node) runs with ``appendonly yes``. See ``docs/backends/redis.md`` ("Cluster").
     """
 
     backend_name: ClassVar[str] = "redis"
@@ -192,12 +220,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         vector_search: str = "auto",
         vector_cache_users: int = 64,
         hnsw_ef_runtime: int = 100,
+        cluster: bool = False,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 1.0,
         **options: Any,
     ) -> None:
         url = MemoryURL.parse(redis_url)
-        if url.scheme not in ("redis", "rediss") or url.driver:
+        if url.scheme not in ("redis", "rediss") or url.driver not in (None, "cluster"):
             raise InvalidArgumentError(
-                "redis_url", f"expected a redis:// or rediss:// URL, got {url.scheme!r}"
+                "redis_url",
+                f"expected a redis://, rediss:// or redis+cluster:// URL, got {url.scheme!r}"
+                + (f" with driver {url.driver!r}" if url.driver else ""),
             )
         given = {
             "prefix": prefix,
@@ -210,14 +243,33 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             "vector_search": vector_search,
             "vector_cache_users": vector_cache_users,
             "hnsw_ef_runtime": hnsw_ef_runtime,
+            "cluster": cluster,
+            "wait_replicas": wait_replicas,
+            "wait_timeout": wait_timeout,
         }
         settings, base_options, driver_query = _merge_options(url, given, options)
         base_options.setdefault("retry", self.DEFAULT_RETRY)
         super().__init__(**base_options)
         self._url = url
         self._driver_url = _driver_url(url, driver_query)
+        self.cluster = bool(settings["cluster"]) or url.driver == "cluster"
         self.prefix = _check_prefix(settings["prefix"])
-        self.keys = RedisKeys(self.prefix)
+        self.keys = RedisKeys(self.prefix, cluster=self.cluster)
+        # On a cluster, scripts name one key of the store's slot, so they are routed there.
+        self._slot_key = self.keys.glob("meta")
+        self._script_keys: list[str] = [self._slot_key] if self.cluster else []
+        if self.cluster:
+            _check_cluster_url(url)
+            if settings["vector_search"] == "redisearch":
+                raise InvalidArgumentError(
+                    "vector_search", "RediSearch is not used on a Redis Cluster; use 'auto'"
+                )
+        replicas = settings["wait_replicas"]
+        if replicas is not None and (isinstance(replicas, bool) or replicas < 0):
+            raise InvalidArgumentError("wait_replicas", "must be a number of replicas >= 0")
+        if not settings["wait_timeout"] > 0:
+            raise InvalidArgumentError("wait_timeout", "must be a positive number of seconds")
+        self._wait: tuple[int, int] = (0, 0)  # replicas, milliseconds; set at connect
         ttl = settings["conversation_ttl"]
         if ttl is not None and (isinstance(ttl, bool) or not ttl > 0):
             raise InvalidArgumentError("conversation_ttl", "must be a positive number of seconds")
@@ -248,7 +300,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self._vector_cache = self._vectors.cache
 
     def describe(self) -> str:
-        text = f"{redact_url(self._driver_url)}, prefix={self.prefix!r}"
+        shown = (
+            self._url.raw.split("?", 1)[0].split("#", 1)[0] if self.cluster else self._driver_url
+        )
+        text = f"{redact_url(shown)}, prefix={self.prefix!r}"
         return f"{text}, vectors={self._vector_mode}" if self._vector_mode else text
 
     @property
@@ -265,6 +320,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     # ================================================================ lifecycle
 
     async def _connect(self) -> None:
+        if self.cluster:
+            await self._connect_cluster()
+            return
         s = self._settings
         # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
         # tens of microseconds per command, a third of a local round trip.
@@ -282,9 +340,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             cluster = await client.info("cluster")
             if int(cluster.get("cluster_enabled", 0)):
                 raise BackendError(
-                    "Redis Cluster is not supported: conversation, message, session and "
-                    "memory ids are claimed in the same script as the owner's data; use a "
-                    "standalone server",
+                    "the server is a Redis Cluster node: open it with a redis+cluster:// URL "
+                    "(or ?cluster=true)",
                     backend=self.backend_name,
                     operation="connect",
                 )
@@ -335,6 +392,90 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             else "exact, in the client (vector_search='client')",
         )
 
+    async def _connect_cluster(self) -> None:
+        """Connect to a Redis Cluster: every key of the store is in one slot (``{P}``), whose
+        master answers every script; writes wait for ``wait_replicas`` replicas."""
+        s = self._settings
+        client = RedisCluster.from_url(
+            self._driver_url,
+            max_connections=s["max_connections"],
+            socket_timeout=s["socket_timeout"],
+            socket_connect_timeout=s["connect_timeout"],
+            decode_responses=True,
+        )
+        try:
+            try:
+                await client.initialize()
+            except (rexc.RedisClusterException, rexc.ConnectionError, OSError) as exc:
+                if "cluster mode is not enabled" in str(exc).lower():
+                    raise BackendError(
+                        f"the server at {self.describe()} is not in cluster mode: open it "
+                        f"with a redis:// URL",
+                        backend=self.backend_name,
+                        operation="connect",
+                    ) from None
+                raise BackendUnavailableError(
+                    f"cannot reach the Redis Cluster at {self.describe()}: "
+                    f"{self._redact(str(exc))}",
+                    backend=self.backend_name,
+                    operation="connect",
+                ) from None
+            master = client.get_node_from_key(self._slot_key)
+            state = await client.cluster_info(target_nodes=master)
+            if state.get("cluster_state") != "ok":
+                raise BackendUnavailableError(
+                    f"the Redis Cluster at {self.describe()} is not serving "
+                    f"(cluster_state {state.get('cluster_state')!r})",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            durable = True
+            for node in client.get_nodes():
+                memory = await client.info("memory", target_nodes=node)
+                policy = str(memory.get("maxmemory_policy", "noeviction"))
+                if policy.startswith("allkeys-"):
+                    raise BackendError(
+                        f"node {node.name} evicts keys under memory pressure (maxmemory-policy "
+                        f"{policy}); a memory store needs noeviction (or a volatile-* policy)",
+                        backend=self.backend_name,
+                        operation="connect",
+                    )
+                persistence = await client.info("persistence", target_nodes=node)
+                durable = durable and bool(int(persistence.get("aof_enabled", 0)))
+            if s["require_durable"] and not durable:
+                raise BackendError(
+                    "require_durable is set but not every cluster node persists writes "
+                    "(appendonly is off)",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
+            replicas = s["wait_replicas"]
+            if replicas is None:
+                replication = await client.info("replication", target_nodes=master)
+                replicas = min(1, int(replication.get("connected_slaves", 0)))
+            self._wait = (replicas, max(1, round(s["wait_timeout"] * 1000)))
+            scripts = {}
+            for name, body in SCRIPTS.items():
+                script = client.register_script(PRELUDE + body)
+                await client.script_load(script.script)  # on every master
+                scripts[name] = script
+            await self._check_analysis(client, scripts)
+        except BaseException:
+            await client.aclose()
+            raise
+        caps = type(self).capabilities
+        self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
+        self._client, self._pool, self._scripts = client, None, scripts
+        self._slots = asyncio.Semaphore(s["max_connections"])
+        self._vector_mode, self._index_dimension = "client", None
+        log.info(
+            "%s: slot %d on %s, writes wait for %d replica(s), vector search in the client",
+            self.describe(),
+            client.keyslot(self._slot_key),
+            master.name,
+            self._wait[0],
+        )
+
     async def _detect_vector_mode(self, client: Any) -> str:
         """``"redisearch"`` if the server answers RediSearch commands (and that is wanted)."""
         wanted = self._settings["vector_search"]
@@ -376,7 +517,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     async def _check_layout(self, client: Any) -> None:
         """Refuse to work over keys that key layout 1 named differently (see ``keys``)."""
         old = self.prefix
-        if old == self.keys.prefix or not await client.hexists(f"{old}:meta", "analysis"):
+        if self.cluster or old == self.keys.prefix:
+            return
+        if not await client.hexists(f"{old}:meta", "analysis"):
             return
         raise SchemaError(
             f"the keys of prefix {old!r} are in Redis key layout 1, where a prefix holding "
@@ -395,8 +538,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         run can be run again: the ``meta`` hash, which marks layout 1, moves last.
         """
         old, new = self.prefix, self.keys.prefix
-        if old == new:
-            return 0
+        if self.cluster or old == new:
+            return 0  # layout 1 never ran on a cluster
         s = self._settings
         client = aioredis.Redis.from_url(
             self._driver_url,
@@ -425,7 +568,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                     )
                     args = await self._reindex_args(client, user, docs)
                     if args:
-                        await script(args=[self.keys.prefix, user, *args])
+                        await script(keys=self._script_keys, args=[self.keys.prefix, user, *args])
                     await client.pexpire(lock, _LOCK_MS)
 
     async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
@@ -456,7 +599,35 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
 
     async def _eval(self, name: str, args: Sequence[Any]) -> Any:
         """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
-        return await self._command(self._scripts[name], args=[self.keys.prefix, *args])
+        if self._wait[0] and name in _WRITES:
+            return await self._command(self._eval_wait, name, args)
+        return await self._command(
+            self._scripts[name], keys=self._script_keys, args=[self.keys.prefix, *args]
+        )
+
+    async def _eval_wait(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a writing script then ``WAIT`` on the same connection to the slot's master;
+        :class:`NotReplicatedError` (transient: the call is retried, scripts are idempotent)
+        when fewer than ``wait_replicas`` replicas confirm the write in ``wait_timeout``."""
+        client, script = self._client, self._scripts[name]
+        replicas, ms = self._wait
+        for attempt in (1, 2):
+            master = client.get_node_from_key(self._slot_key)
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, 1, self._slot_key, self.keys.prefix, *args)
+            pipe.execute_command("WAIT", replicas, ms, target_nodes=master)
+            try:
+                result, acked = await pipe.execute()
+                break
+            except rexc.NoScriptError:  # a promoted replica has no scripts loaded yet
+                if attempt == 2:
+                    raise
+                await client.script_load(script.script)
+        if int(acked) < replicas or client.get_node_from_key(self._slot_key) is not master:
+            raise NotReplicatedError(
+                f"{acked} of {replicas} replica(s) confirmed the write within {ms} ms"
+            )
+        return result
 
     async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         slots = self._slots
@@ -477,6 +648,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             return False
         # Lost connections, socket timeouts, a server loading its AOF after a restart, and
         # a replica promoted under us (READONLY) may all succeed a moment later.
+        # On a cluster: a master being replaced (CLUSTERDOWN, MASTERDOWN, slots not covered
+        # for a moment, no node answering), and a write not yet confirmed by its replicas.
         return isinstance(
             exc,
             (
@@ -485,13 +658,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 rexc.TryAgainError,
                 rexc.ReadOnlyError,
                 ConnectionError,
+                rexc.ClusterDownError,
+                rexc.SlotNotCoveredError,
+                rexc.RedisClusterUnreachableError,
+                NotReplicatedError,
             ),
         )
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         if isinstance(exc, rexc.ConnectionError):
             return not isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError))
-        return isinstance(exc, (ConnectionError, OSError))
+        return isinstance(exc, (ConnectionError, OSError, rexc.RedisClusterUnreachableError))
 
     def _is_timeout(self, exc: BaseException) -> bool:
         return isinstance(exc, (TimeoutError, rexc.TimeoutError))
@@ -954,7 +1131,13 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
 
         def call() -> Any:
             return self._client.execute_command(
-                "EVALSHA", script.sha, 0, self.keys.prefix, *args, **{NEVER_DECODE: True}
+                "EVALSHA",
+                script.sha,
+                len(self._script_keys),
+                *self._script_keys,
+                self.keys.prefix,
+                *args,
+                **{NEVER_DECODE: True},
             )
 
         try:
@@ -1009,16 +1192,22 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     async def _compact(self) -> None:
         # Deletions leave nothing in the keyspace; the append-only file still holds the
         # commands that wrote the erased records until it is rewritten from the keyspace.
-        if not await self._aof_idle():
+        # On a cluster every node rewrites its own (the master's replicas hold the store too).
+        for node in self._client.get_nodes() if self.cluster else [None]:
+            await self._compact_node(node)
+
+    async def _compact_node(self, node: Any) -> None:
+        target = {} if node is None else {"target_nodes": node}
+        if not await self._aof_idle(target):
             return  # no append-only file
         try:
-            await self._command(self._client.bgrewriteaof)
+            await self._command(self._client.execute_command, "BGREWRITEAOF", **target)
         except rexc.ResponseError as exc:
             # One started meanwhile, after the erasures: it serves as well.
             if "in progress" not in str(exc):
                 raise
-        await self._aof_idle()
-        info = await self._command(self._client.info, "persistence")
+        await self._aof_idle(target)
+        info = await self._command(self._client.info, "persistence", **target)
         if info.get("aof_last_bgrewrite_status") != "ok":
             raise BackendError(
                 "the server could not rewrite its append-only file (see its log)",
@@ -1026,10 +1215,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 operation="compact",
             )
 
-    async def _aof_idle(self) -> bool:
+    async def _aof_idle(self, target: dict[str, Any]) -> bool:
         """Wait until no append-only file rewrite runs or waits; ``False``: AOF is off."""
         while True:
-            info = await self._command(self._client.info, "persistence")
+            info = await self._command(self._client.info, "persistence", **target)
             if not int(info.get("aof_enabled", 0)):
                 return False
             busy = int(info.get("aof_rewrite_in_progress", 0))
@@ -1229,9 +1418,20 @@ def _merge_options(
 def _driver_url(url: MemoryURL, query: dict[str, str]) -> str:
     """The URL handed to redis-py: ours without the options it does not know."""
     raw = url.raw.split("?", 1)[0].split("#", 1)[0]
+    if url.driver:  # redis+cluster:// -> redis://
+        scheme, rest = raw.split("://", 1)
+        raw = f"{scheme.partition('+')[0]}://{rest}"
     if query:
         raw += "?" + "&".join(f"{k}={v}" for k, v in query.items())
     return raw
+
+
+def _check_cluster_url(url: MemoryURL) -> None:
+    """A cluster has one database, 0."""
+    if url.path not in ("", "/", "/0"):
+        raise InvalidArgumentError(
+            "redis_url", "a Redis Cluster has only database 0: leave the path out (or /0)"
+        )
 
 
 def _check_prefix(prefix: Any) -> str:

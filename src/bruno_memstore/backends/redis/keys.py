@@ -47,6 +47,10 @@ every name reads back to one (prefix, kind, id): the prefix is everything before
 ``:`` (after the ``{`` of a tag), the kind comes next, the id is the rest. Two stores on one
 server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`` included).
 
+On a Redis Cluster (``redis+cluster://``) ``P`` is the key prefix in braces, ``{P}``, and a
+user's ``T`` is ``{P}:u:<user>}``: the names are otherwise the same, and every key of the
+store hashes to the slot of ``{P}``, so each script's keys share a slot.
+
 Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
 the same key names in both versions. Under a prefix with either character, version 1's names
 are found by :meth:`~bruno_memstore.backends.redis.RedisMemory.migrate_key_layout`.
@@ -117,15 +121,23 @@ def rank_member(importance: float, created_us: int, memory_id: str) -> str:
 
 
 class RedisKeys:
-    """Key names under one configured prefix; ``prefix`` is its key prefix."""
+    """Key names under one configured prefix; ``prefix`` is its key prefix.
 
-    __slots__ = ("prefix",)
+    With ``cluster`` set, the key prefix is the encoded prefix in braces (``{P}``): every
+    key of the store then hashes to that one slot, and a user's "tag" ``{P}:u:<user>}``
+    is no hash tag any more, only the same unambiguous name (the ``}`` ends the user id).
+    """
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = encode_prefix(prefix)
+    __slots__ = ("cluster", "prefix")
+
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
+        self.cluster = cluster
+        self.prefix = f"{{{encode_prefix(prefix)}}}" if cluster else encode_prefix(prefix)
 
     def tag(self, user_id: str) -> str:
         """The user's hash tag: every per-user key starts with it, so all share a slot."""
+        if self.cluster:
+            return f"{self.prefix}:u:{encode_id(user_id)}}}"
         return f"{{{self.prefix}:u:{encode_id(user_id)}}}"
 
     def user(self, user_id: str, part: str) -> str:

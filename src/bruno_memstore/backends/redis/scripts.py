@@ -4,7 +4,8 @@ Each primitive that touches more than one key is one script, so Redis runs it at
 Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. Scripts build
 key names themselves (see ``keys``): all keys of one user share the user's hash tag;
 only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
-retention sets live elsewhere.
+retention sets live elsewhere. On a Redis Cluster ``P`` is ``{prefix}``: every name a script
+builds is then in that one slot, which each call names as its key.
 
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
@@ -34,7 +35,13 @@ end
 local function enc(s)
   return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
 end
-local function ukey(user) return '{' .. P .. ':u:' .. enc(user) .. '}:' end
+-- Standalone, each user has a hash tag of its own; on a cluster P is '{prefix}', the
+-- store's one hash tag, and the '}' after the user id only ends the id (see keys.py).
+local CLUSTER = string.sub(P, 1, 1) == '{'
+local function ukey(user)
+  if CLUSTER then return P .. ':u:' .. enc(user) .. '}:' end
+  return '{' .. P .. ':u:' .. enc(user) .. '}:'
+end
 local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
 local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
 

@@ -1,0 +1,114 @@
+"""``RedisMemory`` on a Redis Cluster when a master dies under load, and when the cluster is
+down at start.
+
+Each test runs its own cluster (see ``_redis_cluster``: three masters, three replicas, a
+1.5-second node timeout, no persistence); the project's cluster is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.errors import BackendUnavailableError
+from bruno_memstore.retry import RetryPolicy
+from bruno_memstore.testing import make_message
+
+from ._progress import until
+from ._redis_cluster import RedisClusterServers
+from ._redis_server import free_port
+from .test_redis_faults import USER, CountingRedisMemory, _check_exactly_once, _load
+
+# A failover takes a few node timeouts; the killed master then rejoins as a replica. Writes
+# wait meanwhile (no replica confirms them), so writers retry for up to two minutes.
+FAILOVER = RetryPolicy(attempts=400, initial_backoff=0.05, max_backoff=0.5, deadline=120.0)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(tmp_path / "cluster", node_timeout=1500)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+async def test_cluster_down_at_start_fails_fast_with_a_redacted_url() -> None:
+    port = free_port()
+    memory = RedisMemory(
+        f"redis+cluster://app:s3cret-pw@127.0.0.1:{port}",
+        prefix=f"faults-{uuid.uuid4().hex[:8]}",
+        connect_timeout=1.0,
+        retry=RetryPolicy(attempts=1),
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as info:
+        await memory.initialize()
+    assert time.monotonic() - started < 10.0
+    shown = f"{info.value} {info.value!r} {memory!r}"
+    assert "s3cret-pw" not in shown
+    assert f"redis+cluster://app:***@127.0.0.1:{port}" in str(info.value)
+    assert "Redis Cluster" in str(info.value)
+    assert not memory.connected
+    with pytest.raises(BackendUnavailableError):  # lazily, through any operation
+        await memory.store_message(make_message("hello"), USER, "conv")
+
+
+async def test_master_killed_under_load_keeps_every_acknowledged_store_once(
+    cluster: RedisClusterServers,
+) -> None:
+    memory = CountingRedisMemory(
+        cluster.url,
+        prefix=f"faults-{uuid.uuid4().hex[:8]}",
+        socket_timeout=2.0,
+        connect_timeout=1.0,
+        retry=FAILOVER,
+    )
+    await memory.initialize()
+    assert memory.cluster and memory._wait[0] == 1  # writes wait for one replica
+    master = memory._client.get_node_from_key(memory._slot_key).port
+    stop = asyncio.Event()
+    acked: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, BaseException]] = []
+    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
+    try:
+        await until(lambda: len(acked) > 100, "100 stores before the kill")
+        cluster.kill(master)  # SIGKILL, mid-load
+        before = len(acked)
+        # Its replica is promoted (every other node sees it as the master of the slots) ...
+        survivors = [p for p in cluster.ports if p != master]
+        await asyncio.to_thread(
+            cluster.wait,
+            lambda: sum(cluster.role(p) == "master" for p in survivors) == 3,
+            "a replica to take over the killed master",
+            120.0,
+        )
+        # ... and the killed node, started again, rejoins as its replica.
+        await asyncio.to_thread(cluster.restart, master)
+        await asyncio.to_thread(
+            cluster.wait,
+            lambda: cluster.role(master) == "slave" and cluster.replica_link_up(master),
+            "the killed master to rejoin as a replica",
+            120.0,
+        )
+        await until(lambda: len(acked) > before + 100, "100 stores after the failover", 180.0)
+    finally:
+        stop.set()
+        await load
+    assert not failed, failed[:3]  # retries bridged the failover
+    assert memory.transient_errors > 0  # the writers did see it
+    assert memory._client.get_node_from_key(memory._slot_key).port != master
+    total = await _check_exactly_once(memory, acked)
+    assert total == len(acked)
+    await memory.shutdown()
+    # A fresh client reads the same.
+    reopened = RedisMemory(cluster.url, prefix=memory.prefix)
+    assert await _check_exactly_once(reopened, acked) == total
+    await reopened.shutdown()
