@@ -1189,6 +1189,25 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         for start in range(0, len(memory_ids), 256):
             await self._eval("forget_memories", [user_id, *memory_ids[start : start + 256]])
 
+    async def _storage_bytes(self) -> int | None:
+        # The server's own count (MEMORY USAGE) for every key of the store, 500 at a time.
+        prefix = self.keys.prefix
+        patterns = [f"{prefix}*"] if self.cluster else [f"{prefix}:*", f"{{{prefix}:*"]
+        total, keys = 0, []
+        for pattern in patterns:
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                keys.append(key)
+                if len(keys) == 500:
+                    total += await self._memory_usage(keys)
+                    keys = []
+        return total + (await self._memory_usage(keys) if keys else 0)
+
+    async def _memory_usage(self, keys: list[Any]) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key)
+        return sum(int(n or 0) for n in await pipe.execute())
+
     async def _compact(self) -> None:
         # Deletions leave nothing in the keyspace; the append-only file still holds the
         # commands that wrote the erased records until it is rewritten from the keyspace.
