@@ -18,21 +18,19 @@ import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import chromadb
 import numpy as np
 import pytest
-from bruno_core.models.memory import MemoryQuery, MemoryType
+from bruno_core.models.memory import MemoryQuery
 from chromadb.config import Settings
 
 import _engines as engines
 from bruno_memstore.backends.chroma import ChromaMemory, ops
 from bruno_memstore.backends.chroma.layout import user_collection_name
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import (
     BackendError,
     BackendUnavailableError,
@@ -486,89 +484,6 @@ TOPICS = [
     "the football match went to penalties after extra time",
     "our flight to Lisbon was delayed by three hours",
 ]
-
-
-async def check_vector_filters(memory: MemoryBackend) -> None:
-    """``_vector_search`` under every filter answers as the in-process reference does, with
-    another user's nearer records around: the filters are inside Chroma's query, so nothing
-    leaks in and nothing is starved out."""
-    reference = InMemoryStorage()
-    tag = uuid.uuid4().hex[:8]
-    user, other = f"vf-{tag}", f"vf-other-{tag}"
-    convs = [f"vf-a-{tag}", f"vf-b-{tag}"]
-    now = utcnow()
-    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
-    for i in range(30):
-        topic = TOPICS[i % len(TOPICS)]
-        msg = make_message(f"{topic}, day {i}", timestamp=at(i))
-        entry = make_memory_entry(
-            user,
-            f"note {i}: {topic}",
-            memory_type=types[i % 3],
-            category=["pets", "money", None][i % 3],
-            tags=[f"t{i % 4}", "all"] if i % 5 else [],
-            confidence=(i % 10) / 10,
-            importance=((i * 7) % 10) / 10,
-            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
-            conversation_id=convs[i % 2] if i % 4 == 0 else None,
-        )
-        for target in (memory, reference):
-            await target.store_message(msg, user, convs[i % 2])
-            await target.store_memory(entry)
-    for i, topic in enumerate(TOPICS):
-        await memory.store_message(make_message(topic), other, f"vf-o-{tag}-{i}")
-        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
-    now_us = to_us(now)
-    filters = [
-        MemoryFilter(user, now_us=now_us),
-        MemoryFilter(user, memory_types=("semantic",), now_us=now_us),
-        MemoryFilter(user, categories=("pets",), now_us=now_us),
-        MemoryFilter(user, tags=("t1", "t2"), now_us=now_us),
-        MemoryFilter(user, min_confidence=0.5, min_importance=0.4, now_us=now_us),
-        MemoryFilter(user, include_expired=True, now_us=now_us),
-    ]
-    embedder = memory.embedder
-    assert embedder is not None
-    for query in ("a cat from the animal shelter", "walking in the hills"):
-        vector = await embedder.embed_one(query)
-        for flt in filters:
-            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
-                for conv in (None, convs[0]):
-                    for limit in (1, 5, 80):
-                        args = {
-                            "kinds": kinds,
-                            "conversation_id": conv,
-                            "limit": limit,
-                            "memory_filter": flt,
-                        }
-                        request = SearchRequest(user, "", **args)
-                        ours = await memory._vector_search(request, vector)  # type: ignore[attr-defined]
-                        theirs = await reference._vector_search(request, vector)
-                        same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
-    await reference.shutdown()
-
-
-def same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
-    """Equal scores position by position (to 1e-4) and the same records wherever a score
-    is not tied with the last one returned."""
-    assert len(ours) == len(theirs), context
-    for a, b in zip(ours, theirs, strict=True):
-        assert abs(a.score - b.score) < 1e-4, context
-    if theirs:
-        bar = theirs[-1].score + 1e-4
-        assert {hit_id(h) for h in ours if h.score > bar} == {
-            hit_id(h) for h in theirs if h.score > bar
-        }, context
-
-
-async def test_vector_filters_match_the_reference_embedded(memory: ChromaMemory) -> None:
-    await check_vector_filters(memory)
-
-
-async def test_vector_filters_match_the_reference_on_a_server(server_url: str) -> None:
-    mem = server_memory(server_url)
-    await check_vector_filters(mem)
-    await mem.shutdown()
 
 
 async def test_strict_filters_are_not_starved_by_nearer_records(tmp_path: Path) -> None:

@@ -18,19 +18,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import asyncmy
 import numpy as np
 import pytest
 import pytest_asyncio
-from bruno_core.models.memory import MemoryQuery, MemoryType
+from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import MessageRole
 
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import vector_from_bytes, vector_to_bytes
-from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.mysql.backend import MySQLMemory
 from bruno_memstore.backends.mysql.dialect import MySQLDialect, TermRewriter
 from bruno_memstore.backends.mysql.schema import LATEST_VERSION
@@ -44,7 +42,6 @@ from bruno_memstore.errors import (
     OwnershipError,
     SchemaError,
 )
-from bruno_memstore.models import MemoryFilter, SearchHit, SearchRequest, to_us, utcnow
 from bruno_memstore.search import ANALYSIS_VERSION
 from bruno_memstore.testing.builders import (
     at,
@@ -1025,82 +1022,6 @@ VECTOR_TOPICS = [
     "the football match went to penalties after extra time",
     "our flight to Lisbon was delayed by three hours",
 ]
-
-
-def _hit_id(hit: SearchHit) -> tuple[str, str]:
-    rec = hit.message if hit.message is not None else hit.memory
-    assert rec is not None
-    return (hit.kind, rec.id)
-
-
-def _assert_same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
-    """Same scores position by position (to 1e-4), and the same records wherever a score is
-    not tied with the last one returned."""
-    assert len(ours) == len(theirs), context
-    for a, b in zip(ours, theirs, strict=True):
-        assert abs(a.score - b.score) < 1e-4, context
-    if theirs:
-        bar = theirs[-1].score + 1e-4
-        assert {_hit_id(h) for h in ours if h.score > bar} == {
-            _hit_id(h) for h in theirs if h.score > bar
-        }, context
-
-
-async def test_vector_filters_match_the_reference(memory: MySQLMemory) -> None:
-    """``_vector_search`` with every filter gives the in-process reference's answer, with
-    another user's nearer records around (filters before ranking: no leak, no starvation)."""
-    reference = InMemoryStorage()
-    uid, other = new_user_id(), new_user_id()
-    convs = [new_conversation_id(), new_conversation_id()]
-    now = utcnow()
-    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
-    for i in range(36):
-        topic = VECTOR_TOPICS[i % len(VECTOR_TOPICS)]
-        msg = make_message(f"{topic}, told on day {i}", timestamp=at(i))
-        entry = make_memory_entry(
-            uid,
-            f"note {i}: {topic}",
-            memory_type=types[i % 3],
-            category=["pets", "money", None][i % 3],
-            tags=[f"t{i % 4}", "all"] if i % 5 else [],
-            confidence=(i % 10) / 10,
-            importance=((i * 7) % 10) / 10,
-            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
-            conversation_id=convs[i % 2] if i % 4 == 0 else None,
-        )
-        for target in (memory, reference):
-            await target.store_message(msg, uid, convs[i % 2])
-            await target.store_memory(entry)
-    for topic in VECTOR_TOPICS:  # nearer than anything of the user's
-        await memory.store_message(make_message(topic), other, new_conversation_id())
-        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
-    now_us = to_us(now)
-    filters = [
-        MemoryFilter(uid, now_us=now_us),
-        MemoryFilter(uid, memory_types=("semantic",), now_us=now_us),
-        MemoryFilter(uid, categories=("pets",), now_us=now_us),
-        MemoryFilter(uid, tags=("t1", "t2"), now_us=now_us),
-        MemoryFilter(uid, min_confidence=0.5, min_importance=0.4, now_us=now_us),
-        MemoryFilter(uid, include_expired=True, now_us=now_us),
-    ]
-    assert memory.embedder is not None
-    for query in ("a cat from the animal shelter", "paying taxes", "walking in the hills"):
-        vector = await memory.embedder.embed_one(query)
-        for flt in filters:
-            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
-                for conv in (None, convs[0]):
-                    for limit in (1, 4, 80):
-                        args = {
-                            "kinds": kinds,
-                            "conversation_id": conv,
-                            "limit": limit,
-                            "memory_filter": flt,
-                        }
-                        request = SearchRequest(uid, "", **args)
-                        ours = await memory._vector_search(request, vector)
-                        theirs = await reference._vector_search(request, vector)
-                        _assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
-    await reference.shutdown()
 
 
 # ==================================================================== erasure

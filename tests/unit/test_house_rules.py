@@ -7,7 +7,8 @@
   that is not ``self``/``cls``/``super()``. An object's private name is fine where the module
   owns the name: it defines it, and no module it imports (directly or not) defines it too.
   Besides ``namedtuple``'s API, the one exception is the protected surface of a backend
-  (its primitives and :data:`PROTECTED`), open to the backends built over other backends.
+  (its primitives and :data:`PROTECTED`), open to the backends built over other backends
+  and to the suite that checks the vector primitive's contract (:data:`COMBINATORS`).
 
 Each failure lists every violation as ``path:line``.
 """
@@ -22,10 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "bruno_memstore"
 
-COMBINATORS = f"{PACKAGE}.backends."
+COMBINATORS = (f"{PACKAGE}.backends.", f"{PACKAGE}.testing.suite.vector_filters")
 """Where a module may use another backend's protected surface: a backend built over other
-backends (``HybridMemory``) implements its primitives with theirs. Tools (``copy``, the CLI)
-and the shipped tests use the public API."""
+backends (``HybridMemory``) implements its primitives with theirs, and the one suite that
+checks a primitive's own contract (``_vector_search`` filters inside the engine's query,
+which no public call can isolate). Tools (``copy``, the CLI) and the other shipped tests use
+the public API."""
 
 PROTECTED: dict[str, str] = {
     "_run": "MemoryBackend: a tier's primitive runs through the tier's own choke point "

@@ -60,6 +60,7 @@ from .suite import (  # noqa: E402
     StoreStatisticsSuite,
     UserExportRefusalSuite,
     UserExportSuite,
+    VectorFilterSuite,
     VectorSearchSuite,
     VectorSpaceSuite,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "StoreStatisticsSuite",
     "UserExportRefusalSuite",
     "UserExportSuite",
+    "VectorFilterSuite",
     "VectorSearchSuite",
     "VectorSpaceSuite",
     "at",

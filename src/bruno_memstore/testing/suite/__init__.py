@@ -20,6 +20,7 @@ from .search import MixedSearchSuite, SearchSuite
 from .sessions import ResolutionSuite, SessionSuite, StatisticsSuite
 from .stateful import StatefulSuite
 from .store_statistics import StoreStatisticsRefusalSuite, StoreStatisticsSuite
+from .vector_filters import VectorFilterSuite
 from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "StoreStatisticsSuite",
     "UserExportRefusalSuite",
     "UserExportSuite",
+    "VectorFilterSuite",
     "VectorSearchSuite",
     "VectorSpaceSuite",
 ]
@@ -76,6 +78,7 @@ class MemoryConformance(
     BadInputSuite,
     DurabilitySuite,
     VectorSearchSuite,
+    VectorFilterSuite,
     VectorSpaceSuite,
     StatefulSuite,
 ):
