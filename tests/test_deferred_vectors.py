@@ -8,10 +8,7 @@ Model calls are counted by a wrapping model, never timed.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
-import sys
-import textwrap
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 import _engines as engines
+from _killed_writer import acknowledged_until_killed, writer_script
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.vectors import vector_from_bytes
 from bruno_memstore.backends.memory import InMemoryStorage
@@ -292,10 +290,9 @@ async def test_memory_entries_stay_inline(deferred: MemoryBackend, model: Counti
 
 # ------------------------------------------------------------------------------ a crash
 
-_DEFERRED_WRITER = textwrap.dedent(
+_DEFERRED_WRITER = writer_script(
     """
-    import asyncio, sys, threading
-    from bruno_core.models.message import Message, MessageRole
+    import threading
     from bruno_memstore.backends.sqlite import SQLiteMemory
     from bruno_memstore.embeddings.local import OnnxMiniLMEmbedder
 
@@ -305,20 +302,8 @@ _DEFERRED_WRITER = textwrap.dedent(
 
         def embed_batch(self, texts):
             threading.Event().wait()  # never returns: nothing gets its vector
-
-    async def main(path: str) -> None:
-        memory = SQLiteMemory(path, embedding_model=Stuck(), vectors="deferred")
-
-        async def writer(w: int) -> None:
-            for i in range(100_000):
-                message = Message(role=MessageRole.USER, content=f"writer {w} message {i}")
-                await memory.store_message(message, "user", f"conv-{w}")
-                print(message.id, flush=True)  # only once the store is acknowledged
-
-        await asyncio.gather(*(writer(w) for w in range(4)))
-
-    asyncio.run(main(sys.argv[1]))
-    """
+    """,
+    'SQLiteMemory(path, embedding_model=Stuck(), vectors="deferred")',
 )
 
 
@@ -327,26 +312,7 @@ async def test_waiting_vectors_survive_a_killed_process(
     tmp_path: Path, model: CountingModel
 ) -> None:
     path = tmp_path / "memory.db"
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _DEFERRED_WRITER,
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    acked: list[str] = []
-    try:
-        while len(acked) < 200:
-            line = await child.stdout.readline()
-            assert line, (await child.stderr.read()).decode()
-            acked.append(line.decode().strip())
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest, _ = await child.communicate()
-    acked += rest.decode().split()
-    assert child.returncode == -signal.SIGKILL
+    acked = await acknowledged_until_killed(_DEFERRED_WRITER, str(path), count=200)
     assert _raw_vectors(path) == {}  # killed before any vector was attached
     assert _raw_pending(path) >= len(acked)
     async with SQLiteMemory(path, embedding_model=Embedder(model), vectors="deferred") as memory:

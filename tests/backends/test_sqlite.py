@@ -10,7 +10,6 @@ import asyncio
 import gc
 import itertools
 import re
-import signal
 import sqlite3
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _killed_writer import acknowledged_until_killed, writer_script
 from bruno_memstore import open_memory
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.backends.sql.append import Append, append_group
@@ -649,51 +649,14 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
 
 # ==================================================================== durability and processes
 
-_WRITER_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, sys
-    from bruno_core.models.message import Message, MessageRole
-    from bruno_memstore.backends.sqlite import SQLiteMemory
-
-    async def main(path: str) -> None:
-        memory = SQLiteMemory(path)
-
-        async def writer(w: int) -> None:
-            for i in range(100_000):
-                message = Message(role=MessageRole.USER, content=f"writer {w} message {i}")
-                await memory.store_message(message, "user", f"conv-{w}")
-                print(message.id, flush=True)  # only once the store is acknowledged
-
-        await asyncio.gather(*(writer(w) for w in range(4)))
-
-    asyncio.run(main(sys.argv[1]))
-    """
+_WRITER_SCRIPT = writer_script(
+    "from bruno_memstore.backends.sqlite import SQLiteMemory", "SQLiteMemory(path)"
 )
 
 
 @pytest.mark.slow
 async def test_acknowledged_writes_survive_a_killed_process(db_path: Path) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _WRITER_SCRIPT,
-        str(db_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    acked: list[str] = []
-    try:
-        while len(acked) < 400:
-            line = await child.stdout.readline()
-            assert line, (await child.stderr.read()).decode()
-            acked.append(line.decode().strip())
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest, _ = await child.communicate()
-    # Lines still in the pipe were acknowledged before the kill too.
-    acked += rest.decode().split()
-    assert child.returncode == -signal.SIGKILL
+    acked = await acknowledged_until_killed(_WRITER_SCRIPT, str(db_path), count=400)
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     async with SQLiteMemory(db_path) as mem:
