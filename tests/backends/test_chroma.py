@@ -258,19 +258,6 @@ async def test_a_refused_append_in_a_group_fails_alone(memory: ChromaMemory) -> 
     assert {m.id for m in got} == {m.id for m in good}
 
 
-async def test_racing_claims_give_a_new_conversation_to_one_user(memory: ChromaMemory) -> None:
-    conv = new_conversation_id()
-    users = [new_user_id() for _ in range(8)]
-    results = await asyncio.gather(
-        *(memory.store_message(make_message(f"from {u}"), u, conv) for u in users),
-        return_exceptions=True,
-    )
-    winners = [u for u, r in zip(users, results, strict=True) if r is None]
-    assert len(winners) == 1
-    assert all(isinstance(r, OwnershipError) for r in results if r is not None)
-    assert await memory._conversation_owner(conv) == winners[0]
-
-
 async def test_arrival_numbers_stay_above_the_stored_ceiling(tmp_path: Path) -> None:
     mem = ChromaMemory(None, tmp_path / "db")
     uid, conv = new_user_id(), new_conversation_id()

@@ -39,7 +39,6 @@ from bruno_memstore.errors import (
     ClosedError,
     InvalidArgumentError,
     MissingDependencyError,
-    OwnershipError,
     SchemaError,
 )
 from bruno_memstore.search import ANALYSIS_VERSION
@@ -587,19 +586,6 @@ async def test_a_client_side_failure_fails_only_its_own_writer(prefix: str) -> N
         assert stats["total_messages"] == 10 and stats["conversations"] == 10
     finally:
         await mem.shutdown()
-
-
-async def test_racing_claims_have_one_winner(memory: MySQLMemory) -> None:
-    conv = new_conversation_id()
-    users = [new_user_id() for _ in range(12)]
-    results = await asyncio.gather(
-        *(memory.store_message(make_message(f"from {u}"), u, conv) for u in users),
-        return_exceptions=True,
-    )
-    winners = [u for u, r in zip(users, results, strict=True) if r is None]
-    assert len(winners) == 1
-    assert all(isinstance(r, OwnershipError) for r in results if r is not None)
-    assert [m.content for m in await memory.retrieve_messages(conv)] == [f"from {winners[0]}"]
 
 
 async def test_batches_larger_than_a_packet_are_split(memory: MySQLMemory) -> None:

@@ -132,6 +132,23 @@ class ConcurrencySuite(ConformanceBase):
             assert [m.id for m in await memory.retrieve_messages(conv)] == [fresh.id]
             assert (await memory.get_statistics(loser))["conversations"] == 0
 
+    async def test_users_racing_for_a_new_conversation_have_one_winner(
+        self, memory: MemoryBackend
+    ) -> None:
+        conv = new_conversation_id()
+        users = [new_user_id() for _ in range(12)]
+        results = await asyncio.gather(
+            *(memory.store_message(make_message(f"from {u}"), u, conv) for u in users),
+            return_exceptions=True,
+        )
+        winners = [u for u, r in zip(users, results, strict=True) if r is None]
+        assert len(winners) == 1
+        assert all(isinstance(r, OwnershipError) for r in results if r is not None)
+        assert [m.content for m in await memory.retrieve_messages(conv)] == [f"from {winners[0]}"]
+        assert await memory.conversation_owner(conv) == winners[0]
+        for loser in set(users) - set(winners):
+            assert (await memory.get_statistics(loser))["conversations"] == 0
+
     async def test_concurrent_first_use(self, memory: MemoryBackend) -> None:
         fresh = await self.open_memory()  # not connected yet: 50 calls race to connect
         uid, conv = new_user_id(), new_conversation_id()
