@@ -17,10 +17,17 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.registry import known_schemes, register
 from faults._redis_server import RedisServer
 
 if TYPE_CHECKING:
     from fakes.weaviate import FakeWeaviate
+
+if "weaviate" not in known_schemes():
+    # An editable install made before pyproject.toml gained the weaviate entry point does not
+    # list it yet (`pip install -e .` refreshes it; tests/backends/test_weaviate.py checks
+    # pyproject.toml declares it).
+    register("weaviate", "bruno_memstore.backends.weaviate:WeaviateMemory", "weaviate")
 
 
 @pytest_asyncio.fixture

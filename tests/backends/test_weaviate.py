@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from bruno_memstore import open_memory, register
+from bruno_memstore import open_memory
 from bruno_memstore.backends.weaviate import WeaviateMemory
 from bruno_memstore.backends.weaviate.layout import registry_id, tenant_of
 from bruno_memstore.errors import (
@@ -125,9 +125,7 @@ def test_the_scheme_is_a_builtin_entry_point_with_its_extra() -> None:
 
 
 async def test_open_memory(fake: FakeWeaviate) -> None:
-    if "weaviate" not in known_schemes():
-        # An editable install older than the entry point; `pip install -e .` refreshes it.
-        register("weaviate", "bruno_memstore.backends.weaviate:WeaviateMemory", "weaviate")
+    assert "weaviate" in known_schemes()
     mem = open_memory(fake.url + "&prefix=Opened", embedding_model=None)
     assert isinstance(mem, WeaviateMemory)
     async with mem:
