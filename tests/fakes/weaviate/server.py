@@ -46,6 +46,17 @@ class _KeyCheck(grpc.ServerInterceptor):
         return continuation(details)
 
 
+class _Calls(grpc.ServerInterceptor):
+    """Records the method of every gRPC call (``Search``, ``BatchObjects``, ...)."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        self.calls.append(details.method.rsplit("/", 1)[-1])
+        return continuation(details)
+
+
 class FakeWeaviate:
     """A fake Weaviate on ``127.0.0.1``: ``http_port`` (REST) and ``grpc_port`` (gRPC).
 
@@ -59,6 +70,7 @@ class FakeWeaviate:
         self.http_port = _free_port()
         self.grpc_port = _free_port()
         self.requests: list[str] = []  # "METHOD /path" of every REST request, in order
+        self.calls: list[str] = []  # the method of every gRPC call, in order
         self._http: ThreadingHTTPServer | None = None
         self._grpc: grpc.Server | None = None
 
@@ -72,7 +84,9 @@ class FakeWeaviate:
         self._http = ThreadingHTTPServer(("127.0.0.1", self.http_port), handler)
         self._http.daemon_threads = True
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
-        interceptors = [_KeyCheck(self.api_key)] if self.api_key else []
+        interceptors: list[grpc.ServerInterceptor] = [_Calls(self.calls)]
+        if self.api_key:
+            interceptors.append(_KeyCheck(self.api_key))
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8), interceptors=interceptors
         )
