@@ -151,7 +151,10 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
         except FakeError as exc:
             return self._fail(context, exc)
         wanted = list(request.properties.non_ref_properties)
-        every = request.properties.return_all_nonref_properties
+        # No properties request: every non-reference property, as Weaviate answers.
+        every = (
+            not request.HasField("properties") or request.properties.return_all_nonref_properties
+        )
         results = []
         for obj, distance, score in rows:
             fields = {k: _value(v) for k, v in obj.props.items() if every or k in wanted}

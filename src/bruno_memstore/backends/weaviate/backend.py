@@ -312,9 +312,8 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             where = all_of(
                 [
                     Filter.by_property("conversation_id").equal(conversation_id),
-                    Filter.by_property("role").contains_none(sorted(keep_roles))
-                    if keep_roles
-                    else None,
+                    # NotEqual per role: ContainsNone needs a newer Weaviate than 1.27.
+                    *(Filter.by_property("role").not_equal(r) for r in sorted(keep_roles)),
                 ]
             )
             gone = [
