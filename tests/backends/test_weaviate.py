@@ -318,3 +318,33 @@ async def test_vector_scores_are_one_minus_cosine_distance(fake: FakeWeaviate) -
         v2 = await mem.embedder.embed_one(other.message.content)
         cosine = float(np.dot(vector, v2) / (np.linalg.norm(vector) * np.linalg.norm(v2)))
         assert math.isclose(other.score, cosine, abs_tol=1e-5)
+
+
+# ---------------------------------------------------------------- QUERY_MAXIMUM_RESULTS
+
+
+async def test_a_server_returning_few_results_per_query_still_gives_everything() -> None:
+    # Weaviate caps offset + limit and one batch deletion at QUERY_MAXIMUM_RESULTS; the fake
+    # is set to 5 here, so every read and deletion below needs several requests.
+    from bruno_core.models import MemoryQuery
+
+    with FakeWeaviate(query_maximum_results=5) as server:
+        mem = from_url(server.url + "&query_maximum_results=5", embedding_model=None)
+        async with mem:
+            user = new_user_id()
+            batch = [make_message(f"message number {i}") for i in range(23)]
+            assert await mem.store_messages(batch, conversation_id="c", user_id=user) == 23
+            window = await mem.retrieve_context(user, "", limit=50, conversation_id="c")
+            assert [m.content for m in window] == [m.content for m in batch]
+            window = await mem.retrieve_context(user, "", limit=3, conversation_id="c")
+            assert [m.content for m in window] == [m.content for m in batch[-3:]]
+            assert (await mem.get_statistics(user))["total_messages"] == 23
+            for i in range(7):
+                await mem.store_memory(make_memory_entry(user, f"fact {i}", importance=i / 10))
+            found = await mem.retrieve_memories(MemoryQuery(user_id=user, limit=10))
+            assert [m.content for m in found] == [f"fact {i}" for i in reversed(range(7))]
+            assert len(await mem.search(user, "message number", limit=20, mode="keyword")) == 5
+            await mem.clear_conversation(user, "c")
+            assert await mem.retrieve_context(user, "", limit=50, conversation_id="c") == []
+            reg = server.store.collection(mem.layout.registry).tenants[""]
+            assert not any(o.props["kind"] == "message" for o in reg.values())

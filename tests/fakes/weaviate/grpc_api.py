@@ -213,7 +213,12 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
         try:
             with self.store.lock:
                 if request.dry_run:
-                    rows = self.store.search(request.collection, request.tenant, where=where)
+                    rows = self.store.search(
+                        request.collection,
+                        request.tenant,
+                        where=where,
+                        limit=self.store.max_results,
+                    )
                     count = len(rows)
                 else:
                     count = self.store.delete_where(request.collection, request.tenant, where)

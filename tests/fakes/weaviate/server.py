@@ -62,11 +62,12 @@ class FakeWeaviate:
 
     Args:
         api_key: when given, every request must carry it as a bearer token.
+        query_maximum_results: the server's ``QUERY_MAXIMUM_RESULTS``.
     """
 
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, *, query_maximum_results: int = 10_000) -> None:
         self.api_key = api_key
-        self.store = Store()
+        self.store = Store(query_maximum_results=query_maximum_results)
         self.http_port = _free_port()
         self.grpc_port = _free_port()
         self.requests: list[str] = []  # "METHOD /path" of every REST request, in order

@@ -22,6 +22,10 @@ Each behaviour below follows a page of Weaviate's documentation (weaviate.io/dev
   objects matching a term returned.
 * Sorting and pagination ("Search > Basics: sorting, limit, offset, cursor"): several sort
   keys in order; the cursor ``after`` walks objects by UUID and takes no filter.
+* Limits ("Config refs > Environment variables": ``QUERY_DEFAULTS_LIMIT`` 10,
+  ``QUERY_MAXIMUM_RESULTS`` 10,000; "Manage data > Delete objects"): a search without a
+  limit returns 10 objects; ``offset + limit`` above the maximum is an error; one batch
+  deletion deletes at most the maximum number of objects (run it again for the rest).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = ["Collection", "FakeError", "Obj", "Store"]
 
 K1 = 1.2
 B = 0.75
+DEFAULT_LIMIT = 10  # QUERY_DEFAULTS_LIMIT
 
 
 class FakeError(Exception):
@@ -115,7 +120,8 @@ def _tokens(text: str, tokenization: str) -> list[str]:
 class Store:
     """Every collection, under one lock (requests come from REST and gRPC threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, query_maximum_results: int = 10_000) -> None:
+        self.max_results = query_maximum_results
         self.lock = threading.RLock()
         self.collections: dict[str, Collection] = {}
         # Fault injection for tests: objects for which this returns a message are refused.
@@ -211,9 +217,9 @@ class Store:
         coll = self.collection(name)
         objects = coll.objects(tenant)
         doomed = [u for u, o in objects.items() if where is None or where(o)]
-        for u in doomed:
+        for u in doomed[: self.max_results]:
             del objects[u]
-        return len(doomed)
+        return min(len(doomed), self.max_results)
 
     # ---------------------------------------------------------------- search
 
@@ -232,6 +238,12 @@ class Store:
     ) -> list[tuple[Obj, float | None, float | None]]:
         """``(object, distance, score)`` of the matching objects, in the answer's order."""
         coll = self.collection(name)
+        limit = limit or DEFAULT_LIMIT
+        if offset + limit > self.max_results:
+            raise FakeError(
+                f"query maximum results exceeded: offset {offset} + limit {limit} > "
+                f"QUERY_MAXIMUM_RESULTS {self.max_results}"
+            )
         objects = list(coll.objects(tenant).values())
         candidates = [o for o in objects if where is None or where(o)]
         rows: list[tuple[Obj, float | None, float | None]]
@@ -256,8 +268,7 @@ class Store:
                     rows = [r for r in rows if r[0].uuid > after]
             for key, ascending in reversed(list(sort)):
                 rows.sort(key=lambda r, key=key: _sort_value(r[0], key), reverse=not ascending)
-        rows = rows[offset:]
-        return rows if limit is None else rows[:limit]
+        return rows[offset : offset + limit]
 
 
 def _sort_value(o: Obj, key: str) -> Any:

@@ -60,7 +60,7 @@ from .layout import (
     tenant_of,
     vector_list,
 )
-from .store import PAGE, Store, acquire_store, release_store
+from .store import Store, acquire_store, release_store
 
 __all__ = ["WeaviateMemory"]
 
@@ -82,6 +82,9 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         prefix: first part of every collection name (a capital letter first), so several
             stores can share a server.
         timeout: seconds one request may take.
+        query_maximum_results: the server's ``QUERY_MAXIMUM_RESULTS`` (Weaviate's default
+            10,000): reads ask for at most 1,000 objects, or this many if it is lower, and a
+            deletion that deleted this many runs again.
         **options: see :class:`~bruno_memstore.base.MemoryBackend`.
 
     Example:
@@ -102,11 +105,13 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         grpc_host: str | None = None,
         prefix: str = "Bruno",
         timeout: float = 30.0,
+        query_maximum_results: int = 10_000,
         **options: Any,
     ) -> None:
         self.layout = Layout(prefix)
         positive_seconds("timeout", timeout)
         positive_int("grpc_port", grpc_port)
+        self.query_maximum_results = positive_int("query_maximum_results", query_maximum_results)
         self.secure, self.host, self.port, self._api_key = split_url(url, api_key)
         self.grpc_port = grpc_port
         self.grpc_host = grpc_host or self.host
@@ -120,7 +125,8 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
     def from_url(cls, url: MemoryURL, **options: Any) -> WeaviateMemory:
         """Build from ``weaviate://host:port`` (HTTP) or ``weaviate+https://[:KEY@]host:port``.
         Query options: ``grpc_port``, ``grpc_host``, ``prefix``, ``timeout``,
-        ``context_window``, ``operation_timeout``. Keyword options win over query options."""
+        ``query_maximum_results``, ``context_window``, ``operation_timeout``. Keyword
+        options win over query options."""
         server = parse_memory_url(url, options)
         return cls(url=server, **options)
 
@@ -163,7 +169,9 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         )
 
     async def _connect(self) -> None:
-        store = acquire_store(self._location, self.layout, self._make_client)
+        store = acquire_store(
+            self._location, self.layout, self._make_client, self.query_maximum_results
+        )
         try:
             await store.prepare()
         except BaseException:
@@ -287,7 +295,8 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             if conversation_id is None
             else Filter.by_property("conversation_id").equal(conversation_id)
         )
-        if limit is None:
+        if limit is None or limit > s.max_results:
+            # Everything (or more than one query may return): paged, cut here.
             recs = [
                 decode("message", o.properties)
                 async for page in s.pages(s.layout.messages, tenant_of(owner), where, "message_id")
@@ -300,7 +309,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             )
             recs = [decode("message", o.properties) for o in objs]
         recs.sort(key=lambda r: (r.ts_us, r.seq))
-        return recs
+        return recs if limit is None else recs[-limit:]
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         s = self._s
@@ -395,14 +404,15 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             .by_property("created_us", ascending=False)
             .by_property("memory_id", ascending=True)
         )
-        found = await asyncio.gather(
-            *(
-                s.fetch(
-                    s.layout.memories, tenant_of(u), memory_where(flt), sort=order, limit=flt.limit
-                )
-                for u in users
-            )
-        )
+
+        async def matching(user: str) -> list[Any]:
+            tenant, where = tenant_of(user), memory_where(flt)
+            if flt.limit <= s.max_results:
+                return await s.fetch(s.layout.memories, tenant, where, sort=order, limit=flt.limit)
+            pages = s.pages(s.layout.memories, tenant, where, "memory_id")
+            return [o async for page in pages for o in page]
+
+        found = await asyncio.gather(*(matching(u) for u in users))
         recs = [decode("memory", o.properties) for objs in found for o in objs]
         recs = [r for r in recs if flt.user_id is None or r.user_id == flt.user_id]
         recs.sort(key=memory_sort_key)
@@ -536,12 +546,13 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             if request.conversation_id is None
             else Filter.by_property("conversation_id").equal(request.conversation_id)
         )
+        limit = min(request.limit, s.max_results)  # one query returns at most that many
         asked: list[Any] = []
         if "message" in request.kinds:
-            asked.append(s.bm25(s.layout.messages, tenant, query, conversation, request.limit))
+            asked.append(s.bm25(s.layout.messages, tenant, query, conversation, limit))
         if "memory" in request.kinds:
             where = memory_where(request.memories(), request.conversation_id)
-            asked.append(s.bm25(s.layout.memories, tenant, query, where, request.limit))
+            asked.append(s.bm25(s.layout.memories, tenant, query, where, limit))
         return self._hits(request, await asyncio.gather(*asked), lambda o: float(o.metadata.score))
 
     def _hits(
@@ -625,7 +636,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         s = self._s
         name = s.layout.messages if kind == "message" else s.layout.memories
         async with s.write_lock:
-            for part in chunks(list(items), PAGE):
+            for part in chunks(list(items), s.page):
                 vectors = {rid: vec for rid, vec in part}
                 owners = await s.owners(kind, list(vectors))
                 by_user: dict[str, list[str]] = {}
@@ -664,12 +675,13 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         )
         # The filters are part of each query: Weaviate ranks only the objects that pass them,
         # inside the user's tenant.
+        limit = min(request.limit, s.max_results)
         asked: list[Any] = []
         if "message" in request.kinds:
-            asked.append(s.near(s.layout.messages, tenant, query, conversation, request.limit))
+            asked.append(s.near(s.layout.messages, tenant, query, conversation, limit))
         if "memory" in request.kinds:
             where = memory_where(request.memories(), request.conversation_id)
-            asked.append(s.near(s.layout.memories, tenant, query, where, request.limit))
+            asked.append(s.near(s.layout.memories, tenant, query, where, limit))
         # Weaviate's cosine distance is 1 - cosine similarity.
         return self._hits(
             request, await asyncio.gather(*asked), lambda o: 1.0 - float(o.metadata.distance)

@@ -48,6 +48,7 @@ URL_OPTIONS: dict[str, type] = {
     "grpc_port": int,
     "grpc_host": str,
     "timeout": float,
+    "query_maximum_results": int,
     "context_window": int,
     "operation_timeout": float,
 }

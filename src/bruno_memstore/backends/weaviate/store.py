@@ -25,15 +25,11 @@ from ..kit.batches import chunks
 from .config import is_missing_tenant
 from .layout import Layout, RegistryKind, all_of, registry_id
 
-__all__ = ["BatchRefused", "SeqClock", "Store", "acquire_store", "release_store"]
+__all__ = ["PAGE", "BatchRefused", "SeqClock", "Store", "acquire_store", "release_store"]
 
 PAGE = 1000
-"""Objects per read and per deletion: well under Weaviate's ``QUERY_MAXIMUM_RESULTS``
-(10,000 by default), which caps ``limit + offset``."""
-
-DELETE_CAP = 10_000
-"""Objects one ``delete_many`` deletes at most (``QUERY_MAXIMUM_RESULTS``); a call that
-matched this many runs again."""
+"""Objects per read at most: under Weaviate's ``QUERY_MAXIMUM_RESULTS`` (10,000 by
+default), which caps ``offset + limit``."""
 
 
 class BatchRefused(BackendError):
@@ -66,9 +62,15 @@ class SeqClock:
 class Store:
     """A connected client, the layout, the write lock and the write clock."""
 
-    def __init__(self, client: weaviate.WeaviateAsyncClient, layout: Layout) -> None:
+    def __init__(
+        self, client: weaviate.WeaviateAsyncClient, layout: Layout, max_results: int
+    ) -> None:
         self.client = client
         self.layout = layout
+        # One read asks for at most `page` objects; one delete_many deletes at most
+        # `max_results` (the server's QUERY_MAXIMUM_RESULTS), so one that did runs again.
+        self.max_results = max_results
+        self.page = min(PAGE, max_results)
         self.refs = 0
         self.ready = False
         self.prepare_lock = asyncio.Lock()
@@ -112,13 +114,16 @@ class Store:
         where: Any = None,
         *,
         sort: Any = None,
-        limit: int = PAGE,
+        limit: int | None = None,
         props: Sequence[str] | None = ("doc",),
     ) -> list[Any]:
         """Objects matching ``where`` (a tenant that does not exist holds none)."""
         try:
             res = await self.collection(name, tenant).query.fetch_objects(
-                filters=where, sort=sort, limit=limit, return_properties=list(props or [])
+                filters=where,
+                sort=sort,
+                limit=self.page if limit is None else limit,
+                return_properties=list(props or []),
             )
         except Exception as exc:
             if is_missing_tenant(exc):
@@ -151,7 +156,7 @@ class Store:
             )
             if page:
                 yield page
-            if len(page) < PAGE:
+            if len(page) < self.page:
                 return
             last = str(page[-1].properties[key])
 
@@ -159,7 +164,7 @@ class Store:
         self, name: str, tenant: str | None, uuids: Sequence[str], props: Sequence[str] = ("doc",)
     ) -> list[Any]:
         found: list[Any] = []
-        for part in chunks(list(uuids), PAGE):
+        for part in chunks(list(uuids), self.page):
             found += await self.fetch(
                 name, tenant, Filter.by_id().contains_any(list(part)), limit=len(part), props=props
             )
@@ -190,7 +195,7 @@ class Store:
         object is refused, a batch of ``new`` objects (none stored before) is taken back
         whole and :class:`BatchRefused` raised, so the write is all or nothing."""
         coll = self.collection(name, tenant)
-        for part in chunks(list(objects), PAGE):
+        for part in chunks(list(objects), self.page):
             batch = [DataObject(properties=p, uuid=u, vector=v) for u, p, v in part]
             try:
                 res = await coll.data.insert_many(batch)
@@ -219,12 +224,12 @@ class Store:
             total += int(res.successful)
             if res.failed:
                 raise BackendError(f"Weaviate could not delete {res.failed} objects of {name}")
-            if res.matches < DELETE_CAP:
+            if res.matches < self.max_results:
                 return total
 
     async def delete_ids(self, name: str, tenant: str | None, uuids: Sequence[str]) -> int:
         total = 0
-        for part in chunks(list(uuids), PAGE):
+        for part in chunks(list(uuids), self.page):
             total += await self.delete_where(name, tenant, Filter.by_id().contains_any(list(part)))
         return total
 
@@ -283,7 +288,10 @@ _STORES: dict[Hashable, Store] = {}
 
 
 def acquire_store(
-    location: Hashable, layout: Layout, make_client: Callable[[], weaviate.WeaviateAsyncClient]
+    location: Hashable,
+    layout: Layout,
+    make_client: Callable[[], weaviate.WeaviateAsyncClient],
+    max_results: int,
 ) -> Store:
     """The process's store for ``location`` and the layout's prefix (created on first use);
     release it with :func:`release_store`. Keys include the running event loop: the client's
@@ -291,7 +299,7 @@ def acquire_store(
     key = (asyncio.get_running_loop(), location, layout.prefix)
     store = _STORES.get(key)
     if store is None:
-        store = _STORES[key] = Store(make_client(), layout)
+        store = _STORES[key] = Store(make_client(), layout, max_results)
     store.refs += 1
     return store
 
