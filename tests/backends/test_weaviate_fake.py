@@ -127,6 +127,22 @@ async def test_filters_sorting_and_prefiltered_vectors(
     assert math.isclose(near.objects[0].metadata.distance, 1.0 - cosine, rel_tol=1e-5)
 
 
+async def test_field_tokens_are_trimmed_and_new_operators_refused(
+    client: weaviate.WeaviateAsyncClient,
+) -> None:
+    # Config refs > Tokenization: `field` indexes the whole value, whitespace trimmed, so
+    # filters cannot tell " x " from "x". Search > Filters: Not and ContainsNone need 1.33.
+    await _collection(client, "Fields")
+    coll = client.collections.use("Fields").with_tenant("t")
+    await coll.data.insert_many([DataObject({"tag": " x "}, uuid=U[1])])
+    got = await coll.query.fetch_objects(filters=Filter.by_property("tag").equal("x"), limit=5)
+    assert [o.properties["tag"] for o in got.objects] == [" x "]
+    with pytest.raises(WeaviateQueryError, match=r"1\.33"):
+        await coll.query.fetch_objects(
+            filters=Filter.by_property("tag").contains_none(["y"]), limit=5
+        )
+
+
 async def test_bm25_is_bm25f_over_the_tenant(client: weaviate.WeaviateAsyncClient) -> None:
     # Concepts > Search > Keyword search: BM25F, k1 1.2, b 0.75, statistics of the
     # tenant's objects; whitespace tokenization keeps tokens as written; OR of the terms.

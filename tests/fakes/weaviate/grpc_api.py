@@ -22,7 +22,7 @@ from weaviate.proto.v1 import (
     weaviate_pb2_grpc,
 )
 
-from .store import FakeError, Obj, Store
+from .store import Collection, FakeError, Obj, Store
 
 __all__ = ["add_services"]
 
@@ -33,24 +33,47 @@ def _vector(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
 
-def _predicate(f: base_pb2.Filters) -> Any:
+# Go's unicode.IsSpace: what strings.TrimSpace removes from a `field` token.
+_GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _field_token(value: Any) -> Any:
+    """A value of a ``field``-tokenized property as Weaviate indexes and filters it: the
+    whole value, whitespace trimmed ("Config refs > Tokenization")."""
+    return value.strip(_GO_SPACE) if isinstance(value, str) else value
+
+
+def _predicate(f: base_pb2.Filters, coll: Collection) -> Any:
     """A Python predicate over objects for a ``Filters`` message."""
     op = f.operator
-    if op in (_OP.OPERATOR_AND, _OP.OPERATOR_OR, _OP.OPERATOR_NOT):
-        parts = [_predicate(x) for x in f.filters]
+    if op in (_OP.OPERATOR_NOT, _OP.OPERATOR_CONTAINS_NONE):
+        # Both came with Weaviate 1.33; the fake reports an older version.
+        raise FakeError(f"filter operator {_OP.Operator.Name(op)} needs Weaviate 1.33")
+    if op in (_OP.OPERATOR_AND, _OP.OPERATOR_OR):
+        parts = [_predicate(x, coll) for x in f.filters]
         if op == _OP.OPERATOR_AND:
             return lambda o: all(p(o) for p in parts)
-        if op == _OP.OPERATOR_OR:
-            return lambda o: any(p(o) for p in parts)
-        return lambda o: not parts[0](o)
+        return lambda o: any(p(o) for p in parts)
     key = f.target.property if f.HasField("target") else f.on[0]
     which = f.WhichOneof("test_value")
     value: Any = getattr(f, which) if which else None
     if which in ("value_text_array", "value_int_array", "value_number_array"):
         value = list(value.values)
+    prop = coll.prop(key)
+    field = prop is not None and prop.get("tokenization") == "field"
+    if field:
+        value = [_field_token(v) for v in value] if isinstance(value, list) else _field_token(value)
 
     def get(o: Obj) -> Any:
-        return o.uuid if key == "_id" else o.props.get(key)
+        found = o.uuid if key == "_id" else o.props.get(key)
+        if field:
+            return (
+                [_field_token(v) for v in found] if isinstance(found, list) else _field_token(found)
+            )
+        return found
 
     def as_list(v: Any) -> list[Any]:
         return v if isinstance(v, list) else ([] if v is None else [v])
@@ -120,7 +143,12 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
 
     def Search(self, request: search_get_pb2.SearchRequest, context: Any) -> Any:
         started = time.perf_counter()
-        where = _predicate(request.filters) if request.HasField("filters") else None
+        try:
+            with self.store.lock:
+                coll = self.store.collection(request.collection)
+            where = _predicate(request.filters, coll) if request.HasField("filters") else None
+        except FakeError as exc:
+            return self._fail(context, exc)
         near = bm25 = None
         if request.HasField("near_vector"):
             nv = request.near_vector
@@ -209,8 +237,10 @@ class WeaviateService(weaviate_pb2_grpc.WeaviateServicer):
 
     def BatchDelete(self, request: batch_delete_pb2.BatchDeleteRequest, context: Any) -> Any:
         started = time.perf_counter()
-        where = _predicate(request.filters) if request.HasField("filters") else None
         try:
+            with self.store.lock:
+                coll = self.store.collection(request.collection)
+            where = _predicate(request.filters, coll) if request.HasField("filters") else None
             with self.store.lock:
                 if request.dry_run:
                     rows = self.store.search(

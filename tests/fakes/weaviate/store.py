@@ -9,9 +9,11 @@ Each behaviour below follows a page of Weaviate's documentation (weaviate.io/dev
   deleting a tenant deletes its objects.
 * Batch import ("Manage data > Import"): an object whose UUID exists is replaced (upsert);
   errors are reported per object, and the other objects of the batch are written.
-* Filters ("Search > Filters"): Equal, NotEqual, the four comparisons, And, Or, Not,
-  ContainsAny / ContainsAll / ContainsNone (on arrays: any element; on a scalar: the value
-  itself), ``_id`` as a filter target.
+* Filters ("Search > Filters"): Equal, NotEqual, the four comparisons, And, Or,
+  ContainsAny / ContainsAll (on arrays: any element; on a scalar: the value itself), ``_id``
+  as a filter target. Not and ContainsNone came with 1.33 and are refused (the fake reports
+  1.32). A ``field``-tokenized property is filtered on its whole value with whitespace
+  trimmed ("Config refs > Tokenization"), so ``" x"`` equals ``"x"`` there.
 * Vector search ("Search > Similarity search"; "Config refs > Distance metrics"): filters
   narrow the candidates before ranking (pre-filtering); cosine distance is ``1 - cos``;
   objects without a vector are not candidates; every vector of an index has one length.

@@ -52,12 +52,15 @@ from .layout import (
     Layout,
     all_of,
     decode,
+    equal,
+    exact,
     memory_object,
     memory_where,
     message_object,
     registry_id,
     session_object,
     tenant_of,
+    unexact,
     vector_list,
 )
 from .store import Store, acquire_store, release_store
@@ -290,11 +293,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             owner = await self._conversation_owner(conversation_id)
             if owner is None:
                 return []
-        where = (
-            None
-            if conversation_id is None
-            else Filter.by_property("conversation_id").equal(conversation_id)
-        )
+        where = None if conversation_id is None else equal("conversation_id", conversation_id)
         if limit is None or limit > s.max_results:
             # Everything (or more than one query may return): paged, cut here.
             recs = [
@@ -320,13 +319,13 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             tenant = tenant_of(owner)
             where = all_of(
                 [
-                    Filter.by_property("conversation_id").equal(conversation_id),
+                    equal("conversation_id", conversation_id),
                     # NotEqual per role: ContainsNone needs a newer Weaviate than 1.27.
-                    *(Filter.by_property("role").not_equal(r) for r in sorted(keep_roles)),
+                    *(Filter.by_property("role").not_equal(exact(r)) for r in sorted(keep_roles)),
                 ]
             )
             gone = [
-                str(o.properties["message_id"])
+                unexact(o.properties["message_id"])
                 async for page in s.pages(s.layout.messages, tenant, where, "message_id", props=())
                 for o in page
             ]
@@ -337,11 +336,11 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             await s.unregister("message", gone)
             if not keep_roles:
                 sessions = [
-                    str(o.properties["session_id"])
+                    unexact(o.properties["session_id"])
                     async for page in s.pages(
                         s.layout.sessions,
                         tenant,
-                        Filter.by_property("conversation_id").equal(conversation_id),
+                        equal("conversation_id", conversation_id),
                         "session_id",
                         props=(),
                     )
@@ -479,12 +478,14 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         if kind == "conversations":
             where = all_of(
                 [
-                    Filter.by_property("kind").equal("conversation"),
-                    None if user_id is None else Filter.by_property("user_id").equal(user_id),
+                    equal("kind", "conversation"),
+                    None if user_id is None else equal("user_id", user_id),
                 ]
             )
             async for page in s.pages(s.layout.registry, None, where, "key", props=("user_id",)):
-                yield [(str(o.properties["key"]), str(o.properties["user_id"])) for o in page]
+                yield [
+                    (unexact(o.properties["key"]), unexact(o.properties["user_id"])) for o in page
+                ]
         elif kind == "messages":
             for tenant in await self._users_tenants(s.layout.messages, user_id):
                 groups: dict[str, list[MessageRecord]] = {}
@@ -525,9 +526,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             for name in s.layout.tenanted():
                 if tenant in await s.tenants(name):
                     await s.collection(name).tenants.remove([tenant])
-            await s.delete_where(
-                s.layout.registry, None, Filter.by_property("user_id").equal(user_id)
-            )
+            await s.delete_where(s.layout.registry, None, equal("user_id", user_id))
         return counts
 
     async def _count(self, name: str, tenant: str, key: str) -> int:
@@ -544,7 +543,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         conversation = (
             None
             if request.conversation_id is None
-            else Filter.by_property("conversation_id").equal(request.conversation_id)
+            else equal("conversation_id", request.conversation_id)
         )
         limit = min(request.limit, s.max_results)  # one query returns at most that many
         asked: list[Any] = []
@@ -595,10 +594,10 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
                         (
                             registry_id("meta", _SPACE),
                             {
-                                "kind": "meta",
-                                "key": _SPACE,
-                                "user_id": "",
-                                "model": space.model,
+                                "kind": exact("meta"),
+                                "key": exact(_SPACE),
+                                "user_id": exact(""),
+                                "model": exact(space.model),
                                 "dimension": space.dimension,
                             },
                             None,
@@ -617,7 +616,9 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         )
         if not found:
             return None
-        return VectorSpace(str(found[0].properties["model"]), int(found[0].properties["dimension"]))
+        return VectorSpace(
+            unexact(found[0].properties["model"]), int(found[0].properties["dimension"])
+        )
 
     async def _drop_vectors(self) -> None:
         """Write every message and memory object again without its vector."""
@@ -658,7 +659,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
                             (
                                 str(o.uuid),
                                 dict(o.properties),
-                                vector_list(vectors[str(o.properties[key])]),
+                                vector_list(vectors[unexact(o.properties[key])]),
                             )
                             for o in objs
                         ],
@@ -671,7 +672,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
         conversation = (
             None
             if request.conversation_id is None
-            else Filter.by_property("conversation_id").equal(request.conversation_id)
+            else equal("conversation_id", request.conversation_id)
         )
         # The filters are part of each query: Weaviate ranks only the objects that pass them,
         # inside the user's tenant.

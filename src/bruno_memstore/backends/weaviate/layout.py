@@ -47,12 +47,16 @@ __all__ = [
     "NEVER",
     "Layout",
     "RegistryKind",
+    "equal",
+    "exact",
     "memory_object",
     "memory_where",
     "message_object",
+    "one_of",
     "registry_id",
     "session_object",
     "tenant_of",
+    "unexact",
     "vector_list",
 ]
 
@@ -64,6 +68,26 @@ exactly, so "not expired" is one range filter (no null-state index needed)."""
 
 _NAMESPACE = uuid.UUID("3b0c5a7e-1d94-5f2a-8c61-7e2f4b9d0a13")
 _PREFIX = re.compile(r"[A-Z][A-Za-z0-9_]{0,63}")
+
+
+def exact(value: str) -> str:
+    """``value`` as stored in a ``field``-tokenized property. Weaviate trims whitespace off
+    such a token before indexing and filtering, which would make ``" x"`` equal ``"x"``
+    (another conversation, another user); brackets keep every value whole."""
+    return f"[{value}]"
+
+
+def unexact(token: Any) -> str:
+    """The value :func:`exact` stored."""
+    return str(token)[1:-1]
+
+
+def equal(prop: str, value: str) -> Any:
+    return Filter.by_property(prop).equal(exact(value))
+
+
+def one_of(prop: str, values: Sequence[str]) -> Any:
+    return Filter.by_property(prop).contains_any([exact(v) for v in values])
 
 
 def registry_id(kind: RegistryKind, record_id: str) -> str:
@@ -206,9 +230,9 @@ def _doc(document: dict[str, Any]) -> str:
 
 def message_object(rec: MessageRecord) -> dict[str, Any]:
     return {
-        "message_id": rec.id,
-        "conversation_id": rec.conversation_id,
-        "role": rec.role,
+        "message_id": exact(rec.id),
+        "conversation_id": exact(rec.conversation_id),
+        "role": exact(rec.role),
         "ts_us": rec.ts_us,
         "seq": rec.seq,
         "terms": index_text(rec.content),
@@ -218,11 +242,11 @@ def message_object(rec: MessageRecord) -> dict[str, Any]:
 
 def memory_object(rec: MemoryRecord) -> dict[str, Any]:
     return {
-        "memory_id": rec.id,
-        "conversation_id": rec.conversation_id or "",
-        "memory_type": rec.memory_type,
-        "category": rec.category or "",
-        "tags": list(rec.tags),
+        "memory_id": exact(rec.id),
+        "conversation_id": exact(rec.conversation_id or ""),
+        "memory_type": exact(rec.memory_type),
+        "category": exact(rec.category or ""),
+        "tags": [exact(t) for t in rec.tags],
         "confidence": float(rec.confidence),
         "importance": float(rec.importance),
         "created_us": rec.created_us,
@@ -234,8 +258,8 @@ def memory_object(rec: MemoryRecord) -> dict[str, Any]:
 
 def session_object(rec: SessionRecord) -> dict[str, Any]:
     return {
-        "session_id": rec.session_id,
-        "conversation_id": rec.conversation_id,
+        "session_id": exact(rec.session_id),
+        "conversation_id": exact(rec.conversation_id),
         "is_active": rec.is_active,
         "started_us": rec.started_us,
         "doc": _doc(SESSIONS.document(rec)),
@@ -271,11 +295,11 @@ def memory_where(flt: MemoryFilter, conversation_id: str | None = None) -> Any:
     if flt.ids:
         parts.append(Filter.by_id().contains_any([registry_id("memory", i) for i in flt.ids]))
     if flt.memory_types:
-        parts.append(Filter.by_property("memory_type").contains_any(list(flt.memory_types)))
+        parts.append(one_of("memory_type", flt.memory_types))
     if flt.categories:
-        parts.append(Filter.by_property("category").contains_any(list(flt.categories)))
+        parts.append(one_of("category", flt.categories))
     if flt.tags:
-        parts.append(Filter.by_property("tags").contains_any(list(flt.tags)))
+        parts.append(one_of("tags", flt.tags))
     if flt.min_confidence > 0.0:
         parts.append(Filter.by_property("confidence").greater_or_equal(flt.min_confidence))
     if flt.min_importance > 0.0:
@@ -283,5 +307,5 @@ def memory_where(flt: MemoryFilter, conversation_id: str | None = None) -> Any:
     if not flt.include_expired:
         parts.append(Filter.by_property("expires_us").greater_than(flt.now_us))
     if conversation_id is not None:
-        parts.append(Filter.by_property("conversation_id").equal(conversation_id))
+        parts.append(equal("conversation_id", conversation_id))
     return all_of(parts)

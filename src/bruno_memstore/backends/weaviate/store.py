@@ -23,7 +23,7 @@ from weaviate.exceptions import WeaviateInsertManyAllFailedError
 from ...errors import BackendError
 from ..kit.batches import chunks
 from .config import is_missing_tenant
-from .layout import Layout, RegistryKind, all_of, registry_id
+from .layout import Layout, RegistryKind, all_of, exact, registry_id, unexact
 
 __all__ = ["PAGE", "BatchRefused", "SeqClock", "Store", "acquire_store", "release_store"]
 
@@ -178,7 +178,7 @@ class Store:
             [registry_id(kind, i) for i in ids],
             props=("key", "user_id"),
         )
-        return {str(r.properties["key"]): str(r.properties["user_id"]) for r in rows}
+        return {unexact(r.properties["key"]): unexact(r.properties["user_id"]) for r in rows}
 
     # ---------------------------------------------------------------- writes
 
@@ -239,7 +239,11 @@ class Store:
             self.layout.registry,
             None,
             [
-                (registry_id(kind, i), {"kind": kind, "key": i, "user_id": u}, None)
+                (
+                    registry_id(kind, i),
+                    {"kind": exact(kind), "key": exact(i), "user_id": exact(u)},
+                    None,
+                )
                 for i, u in pairs
             ],
             new=True,
