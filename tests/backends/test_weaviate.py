@@ -120,7 +120,7 @@ def test_the_scheme_is_a_builtin_entry_point_with_its_extra() -> None:
     points = project["entry-points"]["bruno.memory_backends"]
     assert points["weaviate"] == "bruno_memstore.backends.weaviate:WeaviateMemory [weaviate]"
     extras = project["optional-dependencies"]
-    assert any(dep.startswith("weaviate-client>=4.10") for dep in extras["weaviate"])
+    assert any(dep.startswith("weaviate-client>=4.16") for dep in extras["weaviate"])
     assert "weaviate" in extras["all"][0]
 
 
