@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -339,6 +340,40 @@ async def test_vector_scores_are_one_minus_cosine_distance(fake: FakeWeaviate) -
         v2 = await mem.embedder.embed_one(other.message.content)
         cosine = float(np.dot(vector, v2) / (np.linalg.norm(vector) * np.linalg.norm(v2)))
         assert math.isclose(other.score, cosine, abs_tol=1e-5)
+
+
+# ---------------------------------------------------------------- cost
+
+
+async def test_cost_per_operation(fake: FakeWeaviate, memory: WeaviateMemory) -> None:
+    """The round trips docs/backends/weaviate.md lists (all gRPC; no REST on these paths)."""
+    user = new_user_id()
+    await memory.store_message(make_message("warm up"), user, "c")
+
+    async def cost(step: object) -> Counter[str]:
+        fake.calls.clear()
+        fake.requests.clear()
+        await step  # type: ignore[misc]
+        assert fake.requests == []
+        return Counter(fake.calls)
+
+    assert await cost(memory.store_message(make_message("one"), user, "c")) == {
+        "Search": 2,
+        "BatchObjects": 2,
+    }
+    assert await cost(memory.store_message(make_message("new"), user, "c2")) == {
+        "Search": 3,
+        "BatchObjects": 3,
+    }
+    twenty = [make_message(f"m{i}") for i in range(20)]
+    assert await cost(memory.store_messages(twenty, conversation_id="c", user_id=user)) == {
+        "Search": 3,
+        "BatchObjects": 2,
+    }
+    assert await cost(memory.retrieve_context(user, "", limit=10, conversation_id="c")) == {
+        "Search": 1
+    }
+    assert await cost(memory.search(user, "one new", mode="keyword")) == {"Search": 2}
 
 
 # ---------------------------------------------------------------- QUERY_MAXIMUM_RESULTS

@@ -187,6 +187,11 @@ class _Rest(BaseHTTPRequestHandler):
                     return 200, None
                 if method == "GET":
                     return 200, [{"name": n, "activityStatus": "HOT"} for n in coll.tenants]
+            elif len(seg) == 4 and seg[2] == "tenants" and method == "GET":
+                coll = store.collection(seg[1])
+                if seg[3] not in coll.tenants:
+                    raise FakeError(f"tenant {seg[3]!r} not found", 404)
+                return 200, {"name": seg[3], "activityStatus": "HOT"}
         raise FakeError(f"the fake does not serve {method} /v1/{'/'.join(seg)}", 404)
 
     def do_GET(self) -> None:

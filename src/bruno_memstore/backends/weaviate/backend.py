@@ -524,8 +524,9 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
             # then the registry rows: an interrupted run leaves ids still registered to the
             # user, which forgetting again removes.
             for name in s.layout.tenanted():
-                if tenant in await s.tenants(name):
-                    await s.collection(name).tenants.remove([tenant])
+                tenants = s.collection(name).tenants
+                if await tenants.get_by_name(tenant) is not None:
+                    await tenants.remove([tenant])
             await s.delete_where(s.layout.registry, None, equal("user_id", user_id))
         return counts
 
