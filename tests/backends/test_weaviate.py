@@ -291,6 +291,19 @@ async def test_a_refused_replacement_keeps_the_old_entry(
     assert stored is not None and stored.content == "the old text"
 
 
+async def test_an_interrupted_append_is_completed_by_the_retry(memory: WeaviateMemory) -> None:
+    # A crash between the registry rows and the message objects leaves ids registered with
+    # no message: the retried write stores them (existence is read on the messages).
+    user = new_user_id()
+    msg = make_message("registered, never stored")
+    await memory._s.register("message", [(str(msg.id), user)])
+    assert await memory._get_messages([str(msg.id)]) == []
+    assert await memory.store_messages([msg], conversation_id="c", user_id=user) == 1
+    assert [m.content for m in await memory.retrieve_context(user, "", limit=5)] == [
+        "registered, never stored"
+    ]
+
+
 # ---------------------------------------------------------------- scores
 
 
