@@ -192,3 +192,15 @@ async def test_a_server_restart_is_survived(fake: FakeWeaviate) -> None:
     finally:
         await mem.shutdown()
         server.stop()
+
+
+async def test_the_schema_reads_back_as_the_client_expects(
+    client: weaviate.WeaviateAsyncClient,
+) -> None:
+    # Manage collections: the server answers with the whole definition, defaults filled in
+    # (the client parses it; a missing vector index configuration would be refused).
+    await _collection(client, "Schema")
+    listed = await client.collections.list_all(simple=False)
+    config = listed["Schema"]
+    assert config.multi_tenancy_config.enabled
+    assert [p.name for p in config.properties] == ["tag", "n", "words"]

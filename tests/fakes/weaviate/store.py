@@ -47,6 +47,24 @@ __all__ = ["Collection", "FakeError", "Obj", "Store"]
 K1 = 1.2
 B = 0.75
 DEFAULT_LIMIT = 10  # QUERY_DEFAULTS_LIMIT
+# What Weaviate fills into an HNSW index's configuration ("Config refs > Vector index").
+HNSW: dict[str, Any] = {
+    "cleanupIntervalSeconds": 300,
+    "distance": "cosine",
+    "dynamicEfMin": 100,
+    "dynamicEfMax": 500,
+    "dynamicEfFactor": 8,
+    "ef": -1,
+    "efConstruction": 128,
+    "filterStrategy": "sweeping",
+    "flatSearchCutoff": 40000,
+    "maxConnections": 32,
+    "skip": False,
+    "vectorCacheMaxObjects": 1000000000000,
+    "pq": {"enabled": False},
+    "bq": {"enabled": False},
+    "sq": {"enabled": False},
+}
 
 
 class FakeError(Exception):
@@ -158,6 +176,10 @@ class Store:
                 "stopwords": {"preset": "en", "additions": None, "removals": None},
             },
         )
+        for vector in (config.get("vectorConfig") or {}).values():
+            if vector.get("vectorIndexType", "hnsw") == "hnsw":
+                vector["vectorIndexType"] = "hnsw"
+                vector["vectorIndexConfig"] = {**HNSW, **(vector.get("vectorIndexConfig") or {})}
         config.setdefault("replicationConfig", {"factor": 1, "asyncEnabled": False})
         config.setdefault(
             "shardingConfig",
