@@ -74,6 +74,7 @@ SQL_PREFIX = f"bruno_{RUN}_"  # PostgreSQL schemas, MariaDB table prefixes
 CHROMA_PREFIX = f"t{RUN}"  # Chroma collection prefixes (a name starts with a letter or digit)
 QDRANT_PREFIX = f"q{RUN}"  # Qdrant collection prefixes
 MONGO_PREFIX = f"m{RUN}"  # MongoDB collection prefixes
+WEAVIATE_PREFIX = f"W{RUN}"  # Weaviate collection prefixes (a class name starts with a capital)
 
 M = TypeVar("M", bound=MemoryBackend)
 
@@ -94,6 +95,7 @@ _HINTS = {
     ),
     "chroma": ("The Chroma server", "Run scripts/services/chroma.sh or set BRUNO_TEST_CHROMA_URL."),
     "qdrant": ("The Qdrant server", "Check QDRANT_URL and QDRANT_API_KEY."),
+    "weaviate": ("The Weaviate server", "Check WEAVIATE_URL and WEAVIATE_API_KEY."),
     "mongo": (
         "The MongoDB emulators",
         "Run scripts/services/mongo.sh or set BRUNO_TEST_MONGO_URL and BRUNO_TEST_MONGO_NX_URL.",
@@ -127,6 +129,16 @@ def qdrant_url() -> str:
 
 def qdrant_api_key() -> str | None:
     return os.environ.get("QDRANT_API_KEY") or None
+
+
+def weaviate_url() -> str:
+    """``WEAVIATE_URL``: a real Weaviate server as a memory URL (``weaviate://host:8080``,
+    ``weaviate+https://host?grpc_port=443``), or ``""`` when none is configured."""
+    return os.environ.get("WEAVIATE_URL", "")
+
+
+def weaviate_api_key() -> str | None:
+    return os.environ.get("WEAVIATE_API_KEY") or None
 
 
 def _engine_url(variable: str, script: str, line: int = -1) -> str:
@@ -406,6 +418,22 @@ def drop_qdrant_collections(url: str, api_key: str | None, prefix: str) -> None:
         for coll in client.get_collections().collections:
             if coll.name.startswith(prefix):
                 client.delete_collection(coll.name)
+
+
+async def drop_weaviate_collections(url: str, api_key: str | None, prefix: str) -> None:
+    """Delete every collection of a Weaviate server whose name starts with ``prefix``."""
+    from bruno_memstore.backends.weaviate import WeaviateMemory
+    from bruno_memstore.url import MemoryURL
+
+    memory = WeaviateMemory.from_url(MemoryURL.parse(url), api_key=api_key, embedding_model=None)
+    client = memory._make_client()
+    await client.connect()
+    try:
+        for name in await client.collections.list_all(simple=True):
+            if name.startswith(prefix):
+                await client.collections.delete(name)
+    finally:
+        await client.close()
 
 
 # ---------------------------------------------------------------- DynamoDB emulators

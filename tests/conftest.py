@@ -8,14 +8,26 @@ other engine. An engine that cannot be reached fails the tests that need it, nev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
+from bruno_memstore.registry import known_schemes, register
 from faults._redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from fakes.weaviate import FakeWeaviate
+
+if "weaviate" not in known_schemes():
+    # An editable install made before pyproject.toml gained the weaviate entry point does not
+    # list it yet (`pip install -e .` refreshes it; tests/backends/test_weaviate.py checks
+    # pyproject.toml declares it).
+    register("weaviate", "bruno_memstore.backends.weaviate:WeaviateMemory", "weaviate")
 
 
 @pytest_asyncio.fixture
@@ -95,6 +107,27 @@ def qdrant_url() -> Iterator[str]:
         pytest.fail("QDRANT_URL is not set", pytrace=False)
     yield url
     engines.drop_qdrant_collections(url, engines.qdrant_api_key(), engines.QDRANT_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def weaviate_fake() -> Iterator[FakeWeaviate]:
+    """A fake Weaviate (tests/fakes/weaviate) on free local ports, for this run."""
+    from fakes.weaviate import FakeWeaviate  # needs the weaviate extra: imported on use
+
+    with FakeWeaviate() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def weaviate_url() -> Iterator[str]:
+    """The Weaviate server at ``WEAVIATE_URL``; afterwards the run's collections are removed."""
+    url = engines.weaviate_url()
+    if not url:
+        pytest.fail("WEAVIATE_URL is not set", pytrace=False)
+    yield url
+    asyncio.run(
+        engines.drop_weaviate_collections(url, engines.weaviate_api_key(), engines.WEAVIATE_PREFIX)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -346,6 +346,33 @@ async def test_copy_through_server_backends(engine: str) -> None:
             await again.shutdown()
 
 
+async def test_copy_to_and_from_weaviate(weaviate_fake: Any) -> None:
+    """Through the fake Weaviate (tests/fakes/weaviate), driven by the official client."""
+    from bruno_memstore.backends.weaviate import WeaviateMemory
+    from bruno_memstore.url import MemoryURL
+
+    tag = f"Transfer{uuid4().hex[:12]}"
+    src, back = InMemoryStorage(), InMemoryStorage()
+    await populate(src)
+    url = MemoryURL.parse(weaviate_fake.url)
+    server = WeaviateMemory.from_url(url, prefix=f"{tag}A")
+    again = WeaviateMemory.from_url(url, prefix=f"{tag}B")
+    try:
+        counts = await copy(src, server)
+        assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
+        assert (await copy(src, server)).existing_messages == 8
+        await copy(server, back)
+        original = canonical(await export_text(src))
+        assert canonical(await export_text(server)) == original
+        assert canonical(await export_text(back)) == original
+        exported = await export_text(server)
+        await import_text(again, exported)
+        assert await export_text(again) == exported
+    finally:
+        await server.shutdown()
+        await again.shutdown()
+
+
 async def test_copy_one_user(make_memory: Factory) -> None:
     src, dst = make_memory("src"), make_memory("dst")
     await populate(src)

@@ -64,6 +64,8 @@ URLS: dict[str, Callable[[str], str]] = {
     "chroma+http": lambda pw: f"chroma+http://:{pw}@{CLOSED}",
     "qdrant": lambda pw: f"qdrant://:{pw}@/store",
     "qdrant+http": lambda pw: f"qdrant+http://:{pw}@{CLOSED}",
+    "weaviate": lambda pw: f"weaviate://:{pw}@{CLOSED}?grpc_port=2",
+    "weaviate+https": lambda pw: f"weaviate+https://:{pw}@{CLOSED}?grpc_port=2",
     "mongodb": lambda pw: f"mongodb://u:{pw}@{CLOSED}/test?connect_timeout=1",
     "sqlite": lambda pw: f"sqlite://:{pw}@/store.db",
     "memory": lambda pw: f"memory://u:{pw}@",
@@ -71,7 +73,7 @@ URLS: dict[str, Callable[[str], str]] = {
 # Schemes whose URL takes no credentials: a user part is refused, however it is written.
 NO_CREDENTIALS = {"memcached", "chroma", "qdrant", "sqlite", "dynamodb"}
 # Schemes whose password travels in an HTTP header: it must be printable ASCII.
-HTTP = {"chroma+http", "qdrant+http"}
+HTTP = {"chroma+http", "qdrant+http", "weaviate", "weaviate+https"}
 # Passwords tried on a real (refused) connection, for every scheme: delimiters, unicode.
 CONNECT_WITH = ["Pw1x/Qz2y@Rk3w#", "Pw1xä/Qz2y\uff20Rk3w", "Pw1x&Qz2y=Rk3w"]
 
@@ -237,7 +239,9 @@ def cli() -> Callable[..., tuple[int, str]]:
     return run
 
 
-@pytest.mark.parametrize("scheme", ["postgresql", "mysql", "redis", "hybrid", "qdrant+http"])
+@pytest.mark.parametrize(
+    "scheme", ["postgresql", "mysql", "redis", "hybrid", "qdrant+http", "weaviate"]
+)
 def test_the_command_line_never_prints_a_password(
     cli: Callable[..., tuple[int, str]], scheme: str
 ) -> None:

@@ -24,10 +24,12 @@ from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.qdrant import QdrantMemory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.backends.weaviate import WeaviateMemory
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.limits import Limits
 from bruno_memstore.models import MemoryRecord
 from bruno_memstore.testing import ConformanceBase
+from bruno_memstore.url import MemoryURL
 
 NUL = ("\x00",)  # PostgreSQL cannot hold it
 SURROGATE = ("\udfff",)  # not UTF-8: utf8mb4 and Chroma cannot hold it in metadata
@@ -229,6 +231,32 @@ def qdrant_server_private(test: ConformanceBase) -> QdrantMemory:
     prefix = f"{engines.QDRANT_PREFIX}p{test.key}"
     url, api_key = test.fixture("qdrant_url"), engines.qdrant_api_key()
     return QdrantMemory(url=url, api_key=api_key, prefix=prefix)
+
+
+def _weaviate(url: str, prefix: str, api_key: str | None = None) -> WeaviateMemory:
+    return WeaviateMemory.from_url(MemoryURL.parse(url), api_key=api_key, prefix=prefix)
+
+
+async def weaviate_fake(test: ConformanceBase) -> WeaviateMemory:
+    """The run's fake Weaviate; one prefix shared by every test (tests use fresh ids)."""
+    memory = _weaviate(test.fixture("weaviate_fake").url, f"{engines.WEAVIATE_PREFIX}F")
+    return await engines.connected(memory, "weaviate")
+
+
+def weaviate_fake_private(test: ConformanceBase) -> WeaviateMemory:
+    return _weaviate(test.fixture("weaviate_fake").url, f"{engines.WEAVIATE_PREFIX}P{test.key}")
+
+
+async def weaviate_server(test: ConformanceBase) -> WeaviateMemory:
+    """The Weaviate at ``WEAVIATE_URL``; one prefix of this run shared by every test."""
+    url, key = test.fixture("weaviate_url"), engines.weaviate_api_key()
+    memory = _weaviate(url, f"{engines.WEAVIATE_PREFIX}S", key)
+    return await engines.connected(memory, "weaviate")
+
+
+def weaviate_server_private(test: ConformanceBase) -> WeaviateMemory:
+    url, key = test.fixture("weaviate_url"), engines.weaviate_api_key()
+    return _weaviate(url, f"{engines.WEAVIATE_PREFIX}P{test.key}", key)
 
 
 # ---------------------------------------------------------------- document servers

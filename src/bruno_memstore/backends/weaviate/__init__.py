@@ -1,0 +1,5 @@
+"""The weaviate backend."""
+
+from .backend import WeaviateMemory
+
+__all__ = ["WeaviateMemory"]
