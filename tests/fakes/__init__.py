@@ -1,0 +1,1 @@
+"""Fake servers that speak real engines' protocols, for engines that cannot run here."""
