@@ -73,6 +73,9 @@ SQL_PREFIX = f"bruno_{RUN}_"  # PostgreSQL schemas, MariaDB table prefixes
 CHROMA_PREFIX = f"t{RUN}"  # Chroma collection prefixes (a name starts with a letter or digit)
 QDRANT_PREFIX = f"q{RUN}"  # Qdrant collection prefixes
 MONGO_PREFIX = f"m{RUN}"  # MongoDB collection prefixes
+PINECONE_PREFIX = f"p{RUN}"  # namespace prefixes of the run on a real Pinecone index
+PINECONE_FAKE_KEY = "fake-pinecone-key"
+PINECONE_FAKE_DIMENSION = 384  # the default model's
 
 M = TypeVar("M", bound=MemoryBackend)
 
@@ -449,3 +452,9 @@ def drop_dynamodb_tables(endpoint: str, prefix: str, **credentials: str) -> None
 
     with contextlib.suppress(Exception):  # an endpoint gone by the end leaves nothing to drop
         asyncio.run(drop())
+
+
+def pinecone_index() -> str:
+    """The Pinecone index the service tests use (it must exist: dense, metric cosine,
+    dimension at least 384)."""
+    return os.environ.get("PINECONE_INDEX") or "bruno-memstore-test"

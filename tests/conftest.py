@@ -15,6 +15,7 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
+from fakes.pinecone_server import FakePinecone
 from faults._redis_server import RedisServer
 
 
@@ -147,3 +148,20 @@ def dynalite_url() -> Iterator[str]:
     url = engines.dynamodb_emulator_url("dynalite")
     yield url
     engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)
+
+
+@pytest.fixture(scope="session")
+def pinecone_fake() -> Iterator[FakePinecone]:
+    """A fake Pinecone index (``tests/fakes/pinecone_server.py``) served for the session,
+    writes visible at once."""
+    fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def pinecone_fake_lagging() -> Iterator[FakePinecone]:
+    """A fake Pinecone index whose writes become visible only after a lag (0.2 s)."""
+    fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY, lag=0.2).start()
+    yield fake
+    fake.stop()
