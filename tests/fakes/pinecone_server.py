@@ -92,6 +92,10 @@ class FakePinecone:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # One send per response, no Nagle: small replies would otherwise wait ~40 ms
+            # for a delayed acknowledgement.
+            wbufsize = 1 << 16
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
