@@ -221,10 +221,16 @@ class PineconeStore:
             journal.note(ids, [None] * len(ids), lsn)
 
     async def drop(self, namespace: str) -> None:
-        """Delete a namespace with everything in it, and wait (bounded) until it is gone."""
+        """Delete a namespace with everything in it, and wait (bounded) until Pinecone no
+        longer lists it, so that no later write of this process lands before the deletion.
+
+        First wait until this process's writes there are indexed: a namespace whose first
+        records are not yet visible would look deleted already.
+        """
+        await self.catch_up(namespace)
+        journal = self.shared.journal(namespace)
         with contextlib.suppress(NotFoundError):
             await self.index.delete_namespace(name=namespace)
-        journal = self.shared.journal(namespace)
         journal.records.clear()
         journal.lsn.clear()
         journal.dropped = True
@@ -249,6 +255,8 @@ class PineconeStore:
         return reconciled is None or journal.reconciled >= target  # None: cannot tell
 
     async def _gone(self, namespace: str) -> bool:
+        """Whether Pinecone no longer lists a deleted namespace (then reads of it are no
+        longer ignored)."""
         stats = await self.index.describe_index_stats()
         journal = self.shared.journal(namespace)
         journal.probed = time.monotonic()
