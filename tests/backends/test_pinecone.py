@@ -268,3 +268,59 @@ async def test_vector_query_gives_up_after_visibility_timeout(
     pinecone_fake.settle()
     assert (await mem.search(uid, "kitten", mode="vector"))[0].content == "the grey kitten sleeps"
     await mem.shutdown()
+
+
+# ----------------------------------------------------------------------------- the fake
+
+
+async def test_the_fake_answers_in_the_sdks_models(pinecone_fake: FakePinecone) -> None:
+    """Every call the backend makes, decoded by the SDK's own response models
+    (``pinecone/models/vectors/responses.py``; in SDK 10 ``pinecone.core.openapi.db_data``
+    only re-exports them), with the documented filter semantics."""
+    ns = f"n{uuid.uuid4().hex}"
+    one = [1.0] + [0.0] * (pinecone_fake.dimension - 1)
+    two = [0.0, 1.0] + [0.0] * (pinecone_fake.dimension - 2)
+    async with AsyncIndex(host=pinecone_fake.host, api_key=KEY) as index:
+        done = await index.upsert(
+            vectors=[
+                {"id": "a#1", "values": one, "metadata": {"tags": ["x", "y"], "n": 1}},
+                {"id": "a#2", "values": two, "metadata": {"tags": ["z"], "n": 2, "s": "q"}},
+                {"id": "b#1", "values": one, "metadata": {"n": 3}},
+            ],
+            namespace=ns,
+        )
+        assert done.upserted_count == 3
+        assert done.response_info is not None and done.response_info.lsn_committed == 1
+        found = await index.query(vector=one, top_k=2, namespace=ns, include_metadata=True)
+        assert [m.id for m in found.matches] == ["a#1", "b#1"]
+        assert found.matches[0].score == pytest.approx(1.0)
+        assert found.response_info is not None and found.response_info.lsn_reconciled == 1
+
+        async def ids(flt: dict[str, object]) -> list[str]:
+            got = await index.query(vector=one, top_k=10, namespace=ns, filter=flt)
+            return sorted(m.id for m in got.matches)
+
+        # https://docs.pinecone.io/guides/search/filter-by-metadata
+        assert await ids({"tags": {"$in": ["y", "q"]}}) == ["a#1"]
+        assert await ids({"tags": "z"}) == ["a#2"]
+        assert await ids({"tags": {"$nin": ["x"]}}) == ["a#2", "b#1"]
+        assert await ids({"s": {"$exists": True}}) == ["a#2"]
+        assert await ids({"$or": [{"n": {"$gte": 3}}, {"n": {"$lt": 2}}]}) == ["a#1", "b#1"]
+        assert await ids({"$and": [{"n": {"$gt": 1}}, {"n": {"$ne": 3}}]}) == ["a#2"]
+        fetched = await index.fetch(ids=["a#2", "missing"], namespace=ns)
+        assert list(fetched.vectors) == ["a#2"]
+        assert fetched.vectors["a#2"].metadata == {"tags": ["z"], "n": 2, "s": "q"}
+        page = await index.list_paginated(prefix="a#", limit=1, namespace=ns)
+        assert [v.id for v in page.vectors] == ["a#1"] and page.pagination is not None
+        rest = await index.list_paginated(
+            prefix="a#", limit=1, namespace=ns, pagination_token=page.pagination.next
+        )
+        assert [v.id for v in rest.vectors] == ["a#2"] and rest.pagination is None
+        stats = await index.describe_index_stats()
+        assert stats.dimension == pinecone_fake.dimension and stats.metric == "cosine"
+        assert stats.namespaces[ns].vector_count == 3
+        await index.delete(ids=["b#1"], namespace=ns)
+        await index.delete_namespace(name=ns)
+        assert ns not in (await index.describe_index_stats()).namespaces
+        with pytest.raises(ApiError, match="not found"):
+            await index.delete_namespace(name=ns)

@@ -4,7 +4,8 @@ It is a fake, not Pinecone: it serves the subset ``PineconeMemory`` uses, so tha
 unmodified official SDK (``pinecone.AsyncIndex(host="http://127.0.0.1:PORT")``) can be
 tested without the service. Request and response shapes follow the SDK's own models
 (``pinecone/models/vectors/responses.py`` and ``vector.py``: camelCase on the wire, e.g.
-``upsertedCount``, ``vectorCount``, ``pagination.next``) and the requests its
+``upsertedCount``, ``vectorCount``, ``pagination.next``; in SDK 10 the generated
+``pinecone/core/openapi/db_data/models.py`` only re-exports them) and the requests its
 ``AsyncIndex`` builds (``async_client/async_index.py``).
 
 Documented behaviour it reproduces, each with the page it follows:
