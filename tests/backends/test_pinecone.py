@@ -21,6 +21,7 @@ from _engines import PINECONE_FAKE_KEY as KEY
 from bruno_memstore import open_memory
 from bruno_memstore.backends.kit.kv import hash_id
 from bruno_memstore.backends.pinecone import PineconeMemory
+from bruno_memstore.backends.pinecone import store as store_module
 from bruno_memstore.backends.pinecone.layout import META_BUDGET, metadata_bytes
 from bruno_memstore.errors import (
     BackendError,
@@ -324,3 +325,24 @@ async def test_the_fake_answers_in_the_sdks_models(pinecone_fake: FakePinecone) 
         assert ns not in (await index.describe_index_stats()).namespaces
         with pytest.raises(ApiError, match="not found"):
             await index.delete_namespace(name=ns)
+
+
+async def test_written_records_leave_the_journal_once_indexed(
+    pinecone_fake: FakePinecone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal holds a write only until a query reports its LSN indexed."""
+    monkeypatch.setattr(store_module, "PROBE_EVERY", 0.0)
+    mem = _memory(pinecone_fake)
+    uid = new_user_id()
+    await mem.initialize()
+    with pinecone_fake.hold():
+        await mem.store_message(make_message("kept"), uid, "c")
+        journal = mem._store.shared.journal(_user_ns(mem, uid))
+        assert journal.lsn
+        await mem.retrieve_context(uid)  # probes: nothing indexed yet
+        assert journal.lsn
+    pinecone_fake.settle()
+    assert [m.content for m in await mem.retrieve_context(uid)] == ["kept"]
+    assert not journal.lsn and not journal.records
+    assert [m.content for m in await mem.retrieve_context(uid)] == ["kept"]  # from Pinecone
+    await mem.shutdown()

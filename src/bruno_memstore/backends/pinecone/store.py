@@ -41,6 +41,7 @@ LIST_PAGE = 100  # Pinecone's largest list page
 UPSERT_BATCH = 100
 UPSERT_BYTES = 1_500_000  # under Pinecone's 2 MB per upsert request
 PROBE_EVERY = 1.0  # seconds between two freshness probes of one namespace
+SWEEP_EVERY = 5.0  # seconds between two probes of every namespace with pending writes
 UNCONFIRMED_TTL = 60.0  # seconds a write without an LSN stays merged
 
 
@@ -82,6 +83,7 @@ class SharedState:
         self.journals: dict[str, Journal] = {}
         self.seq = 0
         self.users: set[str] = set()  # namespaces known to be registered in the store
+        self.swept = time.monotonic()
         self._locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def journal(self, namespace: str) -> Journal:
@@ -191,6 +193,7 @@ class PineconeStore:
             size += _size(rec)
         if batch:
             await self._upsert(namespace, journal, batch)
+        await self._sweep()
 
     async def _upsert(
         self, namespace: str, journal: Journal, batch: list[tuple[str, list[float], dict[str, Any]]]
@@ -278,6 +281,18 @@ class PineconeStore:
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
+
+    async def _sweep(self) -> None:
+        """Retire what Pinecone shows in every namespace, every few seconds: a namespace
+        written and not read again (an import, say) would otherwise keep its writes in the
+        journal."""
+        now = time.monotonic()
+        if now - self.shared.swept < SWEEP_EVERY:
+            return
+        self.shared.swept = now
+        for namespace, journal in list(self.shared.journals.items()):
+            if journal.lsn or journal.dropped:
+                await self._settled(namespace)
 
     async def _settled(self, namespace: str) -> Journal:
         """The namespace's journal, after retiring what Pinecone shows (probed at most once a
