@@ -458,3 +458,14 @@ def pinecone_index() -> str:
     """The Pinecone index the service tests use (it must exist: dense, metric cosine,
     dimension at least 384)."""
     return os.environ.get("PINECONE_INDEX") or "bruno-memstore-test"
+
+
+def drop_pinecone_namespaces(index: str, host: str | None, prefix: str) -> None:
+    """Delete the namespaces of an index whose names start with ``prefix``."""
+    from pinecone import Pinecone
+
+    client = Pinecone()
+    handle = client.index(name=index, host=host) if host else client.index(name=index)
+    names = [ns.name for page in handle.list_namespaces(prefix=prefix) for ns in page.namespaces]
+    for name in names:
+        handle.delete_namespace(name=name)

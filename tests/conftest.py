@@ -8,6 +8,7 @@ other engine. An engine that cannot be reached fails the tests that need it, nev
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -165,3 +166,12 @@ def pinecone_fake_lagging() -> Iterator[FakePinecone]:
     fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY, lag=0.2).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def pinecone_service() -> Iterator[tuple[str, str | None]]:
+    """``(index, host)`` of the Pinecone index the service tests use (``PINECONE_API_KEY``,
+    ``PINECONE_INDEX``, ``PINECONE_HOST``); afterwards the run's namespaces are deleted."""
+    index, host = engines.pinecone_index(), os.environ.get("PINECONE_HOST") or None
+    yield index, host
+    engines.drop_pinecone_namespaces(index, host, engines.PINECONE_PREFIX)

@@ -14,7 +14,7 @@ import uuid
 from urllib.parse import quote
 
 import pytest
-from pinecone import AsyncIndex
+from pinecone import AsyncIndex, Pinecone
 from pinecone.errors.exceptions import ApiError
 
 from _engines import PINECONE_FAKE_KEY as KEY
@@ -346,3 +346,21 @@ async def test_written_records_leave_the_journal_once_indexed(
     assert not journal.lsn and not journal.records
     assert [m.content for m in await mem.retrieve_context(uid)] == ["kept"]  # from Pinecone
     await mem.shutdown()
+
+
+def test_the_run_cleans_its_namespaces_up(
+    pinecone_fake: FakePinecone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the service fixture does after a run (shown on the fake)."""
+    import _engines as engines
+
+    monkeypatch.setenv("PINECONE_API_KEY", KEY)
+    prefix = f"gone{uuid.uuid4().hex[:8]}"
+    one = [1.0] + [0.0] * (pinecone_fake.dimension - 1)
+    kept = f"kept{uuid.uuid4().hex[:8]}"
+    handle = Pinecone(api_key=KEY).index(host=pinecone_fake.host)
+    for ns in (f"{prefix}.a", f"{prefix}.b", kept):
+        handle.upsert(vectors=[{"id": "x", "values": one}], namespace=ns)
+    engines.drop_pinecone_namespaces("bruno-memory", pinecone_fake.host, prefix)
+    names = pinecone_fake.namespaces()
+    assert kept in names and not [n for n in names if n.startswith(prefix)]

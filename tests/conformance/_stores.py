@@ -11,8 +11,6 @@ with the run's prefix, and are removed when the session ends.
 
 from __future__ import annotations
 
-import os
-
 import redis
 
 import _engines as engines
@@ -423,17 +421,11 @@ def pinecone_fake_lagging_private(test: ConformanceBase) -> PineconeMemory:
 
 def pinecone_service(test: ConformanceBase) -> PineconeMemory:
     """The index ``PINECONE_INDEX`` names (``bruno-memstore-test`` by default) on Pinecone,
-    with the key in ``PINECONE_API_KEY``; the run's own namespaces."""
-    return PineconeMemory(
-        index=engines.pinecone_index(),
-        host=os.environ.get("PINECONE_HOST") or None,
-        namespace=f"{engines.PINECONE_PREFIX}-c",
-    )
+    with the key in ``PINECONE_API_KEY``; namespaces of the run's own, deleted after it."""
+    index, host = test.fixture("pinecone_service")
+    return PineconeMemory(index=index, host=host, namespace=f"{engines.PINECONE_PREFIX}-c")
 
 
 def pinecone_service_private(test: ConformanceBase) -> PineconeMemory:
-    return PineconeMemory(
-        index=engines.pinecone_index(),
-        host=os.environ.get("PINECONE_HOST") or None,
-        namespace=f"{engines.PINECONE_PREFIX}-{test.key}",
-    )
+    index, host = test.fixture("pinecone_service")
+    return PineconeMemory(index=index, host=host, namespace=f"{engines.PINECONE_PREFIX}-{test.key}")

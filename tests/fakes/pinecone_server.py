@@ -12,7 +12,8 @@ Documented behaviour it reproduces, each with the page it follows:
 
 * Namespaces (https://docs.pinecone.io/guides/index-data/indexing-overview#namespaces):
   every operation reads and writes one namespace; one is created by its first upsert and
-  removed by ``DELETE /namespaces/{name}``; ``describe_index_stats`` lists them.
+  removed by ``DELETE /namespaces/{name}``; ``describe_index_stats`` and
+  ``GET /namespaces`` (by prefix, one page) list them.
 * Metadata (https://docs.pinecone.io/guides/index-data/indexing-overview#metadata and
   .../reference/api/database-limits): values are strings, numbers, booleans or lists of
   strings (no null); at most 40 KB per record, else ``400``; ids of 1 to 512 characters;
@@ -270,6 +271,13 @@ class FakePinecone:
                 "metric": "cosine",
                 "vectorType": "dense",
             }
+        if (method, path) == ("GET", "/namespaces"):
+            # Snake case here, and counts as strings, as the SDK's lax decoding of
+            # ListNamespacesResponse (pinecone/models/namespaces/models.py) expects.
+            prefix = (query.get("prefix") or [""])[0]
+            names = sorted(n for n in self._data if n.startswith(prefix))
+            listed = [{"name": n, "record_count": str(len(self._data[n]))} for n in names]
+            return 200, {"namespaces": listed, "total_count": len(listed)}
         if method == "DELETE" and path.startswith("/namespaces/"):
             name = unquote(path.removeprefix("/namespaces/"))
             if name not in self._data and not self._pending.get(name):

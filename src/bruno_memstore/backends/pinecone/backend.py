@@ -346,9 +346,11 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
             for rec in records:
                 if rec.id in existing:
                     continue
-                old = pointers.get(rec.id)  # a write cut short: its record id is kept
-                rid = old["rid"] if old else None
-                if rid is None:
+                # A write of this message cut short left its pointer: keep its record id
+                # when it names this conversation and owner (a retry), else take a new one.
+                old = pointers.get(rec.id)
+                rid = old["rid"] if old and old["user"] == owner else None
+                if rid is None or not rid.startswith(conversation_prefix(conversation_id)):
                     rec.seq = self._store.shared.next_seq()
                     rid = message_id(conversation_id, rec.ts_us, rec.seq)
                 else:
@@ -449,20 +451,18 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         async with self._store.shared.lock():
-            await self._put_memory_locked(record)
-
-    async def _put_memory_locked(self, record: MemoryRecord) -> None:
-        old = await self._pointers("e", [record.id])
-        if old and old[record.id]["user"] != record.user_id:
-            raise memory_taken(record.id)
-        ns = user_namespace(self.prefix, record.user_id)
-        rid = f"e#{hash_id(record.id)}"
-        rows = self._records(rid, MEMORIES.row(record), self._memory_fields(record), record.vector)
-        if not old:
-            await self._register(record.user_id)
-            pointer = (rid, self._store.placeholder, {"user": record.user_id})
-            await self._write(self._meta, [pointer])
-        await self._replace(ns, rid, rows)
+            old = await self._pointers("e", [record.id])
+            if old and old[record.id]["user"] != record.user_id:
+                raise memory_taken(record.id)
+            ns = user_namespace(self.prefix, record.user_id)
+            rid = f"e#{hash_id(record.id)}"
+            fields = self._memory_fields(record)
+            rows = self._records(rid, MEMORIES.row(record), fields, record.vector)
+            if not old:
+                await self._register(record.user_id)
+                pointer = (rid, self._store.placeholder, {"user": record.user_id})
+                await self._write(self._meta, [pointer])
+            await self._replace(ns, rid, rows)
 
     async def _replace(
         self, namespace: str, rid: str, rows: list[tuple[str, list[float], dict[str, Any]]]
