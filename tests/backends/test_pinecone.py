@@ -163,8 +163,11 @@ async def test_a_conversation_lists_in_order_across_pages(pinecone_fake: FakePin
 async def test_a_long_message_is_kept_whole_in_parts(pinecone_fake: FakePinecone) -> None:
     mem = _memory(pinecone_fake)
     uid = new_user_id()
-    content = "é🌸x" * 120_000  # 360,000 characters, over a megabyte of UTF-8
+    # 1.2 million characters, 2.8 MB of UTF-8: over Pinecone's 2 MB per upsert request too.
+    content = "é🌸x" * 400_000
+    before = pinecone_fake.requests.count(("POST", "/vectors/upsert"))
     await mem.store_message(make_message(content), uid, "c")
+    assert pinecone_fake.requests.count(("POST", "/vectors/upsert")) - before >= 3
     pinecone_fake.settle()
     records = pinecone_fake.visible(_user_ns(mem, uid))
     parts = [r for r in records if r.startswith("p#")]

@@ -30,7 +30,7 @@ from pinecone.errors.exceptions import NotFoundError
 
 from ...errors import BackendTimeoutError
 from ..kit.batches import chunks
-from .layout import META_BUDGET
+from .layout import metadata_bytes
 
 __all__ = ["Journal", "PineconeStore", "Record", "shared_state"]
 
@@ -111,7 +111,8 @@ def shared_state(host: str) -> SharedState:
 
 
 def _size(rec: tuple[str, list[float], dict[str, Any]]) -> int:
-    return 40 + len(rec[0]) + 12 * len(rec[1]) + META_BUDGET // 4 + len(str(rec[2]))
+    """A record's bytes in an upsert request, over-estimated (22 bytes a float in JSON)."""
+    return 60 + len(rec[0]) + 22 * len(rec[1]) + metadata_bytes(rec[2])
 
 
 class PineconeStore:
