@@ -273,10 +273,10 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
     ) -> None:
         await self._store.upsert(namespace, rows)
 
-    async def _drop_records(self, namespace: str, heads: dict[str, Record]) -> None:
-        """Delete records with their parts."""
-        ids = [p for rid, rec in heads.items() for p in (rid, *part_ids(rid, rec["metadata"]))]
-        await self._store.delete(namespace, ids)
+    @staticmethod
+    def _with_parts(heads: dict[str, Record]) -> list[str]:
+        """The ids of records and of their parts."""
+        return [p for rid, rec in heads.items() for p in (rid, *part_ids(rid, rec["metadata"]))]
 
     # ================================================================ conversations and messages
 
@@ -405,29 +405,21 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
                 return 0
             ns = user_namespace(self.prefix, owner)
             loaded = await self._load(ns, await self._message_ids(ns, conversation_id))
-            gone = {
-                rid: rec
-                for rid, (row, rec) in loaded.items()
-                if MESSAGES.from_row(row).role not in keep_roles
-            }
-            await self._drop_records(ns, gone)
-            pointers = [f"m#{hash_id(MESSAGES.from_row(loaded[r][0]).id)}" for r in gone]
-            await self._store.delete(self._meta, pointers)
-            if not keep_roles:
+            messages = {rid: (MESSAGES.from_row(row), rec) for rid, (row, rec) in loaded.items()}
+            gone = {rid: rec for rid, (m, rec) in messages.items() if m.role not in keep_roles}
+            pointers = [f"m#{hash_id(messages[rid][0].id)}" for rid in gone]
+            records = self._with_parts(gone)
+            if not keep_roles:  # the conversation goes, with its sessions
                 sessions = [
-                    s
+                    f"s#{hash_id(s.session_id)}"
                     for s in await self._collect_sessions(owner)
                     if s.conversation_id == conversation_id
                 ]
-                heads = await self._store.fetch(
-                    ns, [f"s#{hash_id(s.session_id)}" for s in sessions]
-                )
-                await self._drop_records(ns, heads)
                 key = f"c#{hash_id(conversation_id)}"
-                await self._store.delete(
-                    self._meta, [key, *(f"s#{hash_id(s.session_id)}" for s in sessions)]
-                )
-                await self._store.delete(ns, [key])
+                records += [*self._with_parts(await self._store.fetch(ns, sessions)), key]
+                pointers += [*sessions, key]
+            await self._store.delete(ns, records)  # records first: pointers left read as absent
+            await self._store.delete(self._meta, pointers)
             return len(gone)
 
     # ================================================================ memory entries
@@ -513,7 +505,7 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
             ns = user_namespace(self.prefix, owner)
             rid = f"e#{hash_id(memory_id)}"
             heads = await self._store.fetch(ns, [rid])
-            await self._drop_records(ns, heads)
+            await self._store.delete(ns, self._with_parts(heads))
             await self._store.delete(self._meta, [rid])
             return bool(heads)
 
