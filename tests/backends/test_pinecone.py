@@ -14,6 +14,7 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from bruno_core.models.memory import MemoryQuery
 from pinecone import AsyncIndex, Pinecone
 from pinecone.errors.exceptions import ApiError
 
@@ -367,3 +368,29 @@ def test_the_run_cleans_its_namespaces_up(
     engines.drop_pinecone_namespaces("bruno-memory", pinecone_fake.host, prefix)
     names = pinecone_fake.namespaces()
     assert kept in names and not [n for n in names if n.startswith(prefix)]
+
+
+async def test_large_filter_fields_push_the_value_into_parts(
+    pinecone_fake: FakePinecone,
+) -> None:
+    """Tags are filterable, so they stay on the head: with 31 KB of them the whole value
+    goes to parts; with more than the head can hold, nothing is written."""
+    mem = _memory(pinecone_fake)
+    uid = new_user_id()
+    tags = [f"tag-{i:05d}-{'t' * 40}" for i in range(600)]  # about 31 KB
+    entry = make_memory_entry(uid, "many tags", tags=tags)
+    await mem.store_memory(entry)
+    pinecone_fake.settle()
+    heads = {
+        r: m for r, (_v, m) in pinecone_fake.visible(_user_ns(mem, uid)).items() if r[0] == "e"
+    }
+    [head] = heads.values()
+    assert "d" not in head and head["d0"] is False
+    [back] = await mem.retrieve_memories(MemoryQuery(user_id=uid, tags=[tags[-1]]))
+    assert back.id == entry.id and back.metadata.tags == tags
+    more = [f"more-{i:05d}-{'t' * 40}" for i in range(600)]
+    too_many = make_memory_entry(uid, "too many tags", tags=tags + more)
+    with pytest.raises(InvalidArgumentError, match="too large"):
+        await mem.store_memory(too_many)
+    assert [m.id for m in await mem.retrieve_memories(MemoryQuery(user_id=uid))] == [entry.id]
+    await mem.shutdown()

@@ -107,14 +107,14 @@ def encode(
     pieces = _pieces(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
     version = secrets.token_hex(4)
     head = {**fields, "n": len(pieces), "v": version}
-    if metadata_bytes(head) > META_BUDGET - PIECE_BYTES // 2:
-        if metadata_bytes(head) > META_BUDGET:
-            raise ValueError(f"its indexed fields take {metadata_bytes(head):,} bytes")
-        head["d0"] = False  # the first piece did not fit: every piece is a part
-        parts = pieces
-    else:
-        head["d"] = pieces[0] if pieces else ""
+    if metadata_bytes(head) > META_BUDGET:
+        raise ValueError(f"its indexed fields take {metadata_bytes(head):,} bytes")
+    if metadata_bytes({**head, "d": pieces[0]}) <= META_BUDGET:
+        head["d"] = pieces[0]
         parts = pieces[1:]
+    else:  # the first piece does not fit beside the fields: every piece is a part
+        head["d0"] = False
+        parts = pieces
     offset = 0 if "d0" in head else 1
     out = [(part_id(record_id, version, offset + i), {"d": piece}) for i, piece in enumerate(parts)]
     out.append((record_id, head))
