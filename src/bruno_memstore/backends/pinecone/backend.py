@@ -7,9 +7,9 @@ this process reads its own writes in :mod:`.store`. Keyword search is BM25 compu
 process over the user's records (the shared default), vector search is Pinecone's query with
 the filters inside it.
 
-Pinecone has no conditional write. Every write of a process to an index runs under one lock
-(shared by its memories on that index), so ownership of ids and conversations is decided
-exactly within a process; two processes racing for one new id can both win
+Pinecone has no conditional write. Every write to an index from one event loop runs under one
+lock (shared by the memories of the loop on that index), so ownership of ids and
+conversations is decided exactly there; two processes racing for one new id can both win
 (docs/backends/pinecone.md says what to do about it).
 """
 
