@@ -177,27 +177,31 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
         kwargs: dict[str, Any] = {"timeout": self.timeout}
         if self.api_key is not None:
             kwargs["api_key"] = self.api_key
-        if self.host is not None:
-            index = AsyncIndex(host=self.host, **kwargs)
-        else:
-            self._client = AsyncPinecone(**kwargs)
-            index = await self._client.index(name=self.index_name)
+        index: AsyncIndex | None = None
         try:
+            if self.host is not None:
+                index = AsyncIndex(host=self.host, **kwargs)
+            else:  # one describe request to Pinecone's control plane
+                self._client = AsyncPinecone(**kwargs)
+                index = await self._client.index(name=self.index_name)
             stats = await index.describe_index_stats()
+            if not stats.dimension or stats.metric not in (None, "cosine"):
+                raise BackendError(
+                    f"index {self.index_name!r} must be dense with metric cosine "
+                    f"(it has dimension {stats.dimension}, metric {stats.metric})",
+                    backend=self.backend_name,
+                    operation="connect",
+                )
         except BaseException:
-            await index.close()
+            if index is not None:
+                await index.close()
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
             raise
-        if not stats.dimension or (stats.metric not in (None, "cosine")):
-            await index.close()
-            raise BackendError(
-                f"index {self.index_name!r} must be dense with metric cosine "
-                f"(it has dimension {stats.dimension}, metric {stats.metric})",
-                backend=self.backend_name,
-                operation="connect",
-            )
         host = self.host or index.host
         self._s = PineconeStore(
-            index, shared_state(f"{host}"), int(stats.dimension), self.visibility_timeout
+            index, shared_state(host), int(stats.dimension), self.visibility_timeout
         )
 
     async def _close(self) -> None:
