@@ -75,6 +75,9 @@ CHROMA_PREFIX = f"t{RUN}"  # Chroma collection prefixes (a name starts with a le
 QDRANT_PREFIX = f"q{RUN}"  # Qdrant collection prefixes
 MONGO_PREFIX = f"m{RUN}"  # MongoDB collection prefixes
 WEAVIATE_PREFIX = f"W{RUN}"  # Weaviate collection prefixes (a class name starts with a capital)
+PINECONE_PREFIX = f"p{RUN}"  # namespace prefixes of the run on a real Pinecone index
+PINECONE_FAKE_KEY = "fake-pinecone-key"
+PINECONE_FAKE_DIMENSION = 384  # the default model's
 
 M = TypeVar("M", bound=MemoryBackend)
 
@@ -477,3 +480,20 @@ def drop_dynamodb_tables(endpoint: str, prefix: str, **credentials: str) -> None
 
     with contextlib.suppress(Exception):  # an endpoint gone by the end leaves nothing to drop
         asyncio.run(drop())
+
+
+def pinecone_index() -> str:
+    """The Pinecone index the service tests use (it must exist: dense, metric cosine,
+    dimension at least 384)."""
+    return os.environ.get("PINECONE_INDEX") or "bruno-memstore-test"
+
+
+def drop_pinecone_namespaces(index: str, host: str | None, prefix: str) -> None:
+    """Delete the namespaces of an index whose names start with ``prefix``."""
+    from pinecone import Pinecone
+
+    client = Pinecone()
+    handle = client.index(name=index, host=host) if host else client.index(name=index)
+    names = [ns.name for page in handle.list_namespaces(prefix=prefix) for ns in page.namespaces]
+    for name in names:
+        handle.delete_namespace(name=name)

@@ -9,6 +9,7 @@ other engine. An engine that cannot be reached fails the tests that need it, nev
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -17,17 +18,11 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
-from bruno_memstore.registry import known_schemes, register
+from fakes.pinecone_server import FakePinecone
 from faults._redis_server import RedisServer
 
 if TYPE_CHECKING:
     from fakes.weaviate import FakeWeaviate
-
-if "weaviate" not in known_schemes():
-    # An editable install made before pyproject.toml gained the weaviate entry point does not
-    # list it yet (`pip install -e .` refreshes it; tests/backends/test_weaviate.py checks
-    # pyproject.toml declares it).
-    register("weaviate", "bruno_memstore.backends.weaviate:WeaviateMemory", "weaviate")
 
 
 @pytest_asyncio.fixture
@@ -189,3 +184,29 @@ def dynalite_url() -> Iterator[str]:
     url = engines.dynamodb_emulator_url("dynalite")
     yield url
     engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)
+
+
+@pytest.fixture(scope="session")
+def pinecone_fake() -> Iterator[FakePinecone]:
+    """A fake Pinecone index (``tests/fakes/pinecone_server.py``) served for the session,
+    writes visible at once."""
+    fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def pinecone_fake_lagging() -> Iterator[FakePinecone]:
+    """A fake Pinecone index whose writes become visible only after a lag (0.2 s)."""
+    fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY, lag=0.2).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def pinecone_service() -> Iterator[tuple[str, str | None]]:
+    """``(index, host)`` of the Pinecone index the service tests use (``PINECONE_API_KEY``,
+    ``PINECONE_INDEX``, ``PINECONE_HOST``); afterwards the run's namespaces are deleted."""
+    index, host = engines.pinecone_index(), os.environ.get("PINECONE_HOST") or None
+    yield index, host
+    engines.drop_pinecone_namespaces(index, host, engines.PINECONE_PREFIX)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID, uuid4
 
 import pytest
@@ -728,3 +729,34 @@ async def test_an_import_failing_midway_removes_what_it_created(
                 }
         finally:
             await target.shutdown()
+
+
+async def test_copy_to_and_from_pinecone(pinecone_fake: Any) -> None:
+    """Pinecone (the fake index, driven by the official SDK) as either end of a copy."""
+    from bruno_memstore import open_memory
+    from bruno_memstore.backends.pinecone import PineconeMemory
+
+    tag = uuid4().hex[:12]
+    src, back = InMemoryStorage(), InMemoryStorage()
+    await populate(src)
+    key = quote("fake-pinecone-key", safe="")
+    url = f"pinecone://:{key}@bruno-memory?host={quote(pinecone_fake.host)}&namespace=a{tag}"
+    server = open_memory(url, embedding_model=None)
+    again = PineconeMemory(
+        None, host=pinecone_fake.host, api_key="fake-pinecone-key", namespace=f"b{tag}"
+    )
+    try:
+        assert isinstance(server, PineconeMemory)
+        counts = await copy(src, server)
+        assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
+        assert (await copy(src, server)).existing_messages == 8
+        await copy(server, back)
+        original = canonical(await export_text(src))
+        assert canonical(await export_text(server)) == original
+        assert canonical(await export_text(back)) == original
+        exported = await export_text(server)
+        await import_text(again, exported)
+        assert await export_text(again) == exported
+    finally:
+        await server.shutdown()
+        await again.shutdown()

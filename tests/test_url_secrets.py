@@ -67,13 +67,14 @@ URLS: dict[str, Callable[[str], str]] = {
     "weaviate": lambda pw: f"weaviate://:{pw}@{CLOSED}?grpc_port=2",
     "weaviate+https": lambda pw: f"weaviate+https://:{pw}@{CLOSED}?grpc_port=2",
     "mongodb": lambda pw: f"mongodb://u:{pw}@{CLOSED}/test?connect_timeout=1",
+    "pinecone": lambda pw: f"pinecone://:{pw}@bruno-memory?host=http://{CLOSED}&timeout=2",
     "sqlite": lambda pw: f"sqlite://:{pw}@/store.db",
     "memory": lambda pw: f"memory://u:{pw}@",
 }
 # Schemes whose URL takes no credentials: a user part is refused, however it is written.
 NO_CREDENTIALS = {"memcached", "chroma", "qdrant", "sqlite", "dynamodb"}
 # Schemes whose password travels in an HTTP header: it must be printable ASCII.
-HTTP = {"chroma+http", "qdrant+http", "weaviate", "weaviate+https"}
+HTTP = {"chroma+http", "qdrant+http", "weaviate", "weaviate+https", "pinecone"}
 # Passwords tried on a real (refused) connection, for every scheme: delimiters, unicode.
 CONNECT_WITH = ["Pw1x/Qz2y@Rk3w#", "Pw1xä/Qz2y\uff20Rk3w", "Pw1x&Qz2y=Rk3w"]
 
@@ -165,11 +166,16 @@ def test_constructors_taking_a_url_apply_the_same_rule(password: str) -> None:
 
 def test_a_token_sent_in_a_header_must_be_printable_ascii() -> None:
     from bruno_memstore.backends.chroma import ChromaMemory
+    from bruno_memstore.backends.pinecone import PineconeMemory
 
     for token in ("Pw1xäQz2y", "Pw1x\nQz2y"):
         with pytest.raises(InvalidArgumentError) as info:
             ChromaMemory(host="127.0.0.1", port=1, token=token, embedding_model=None)
         assert info.value.argument == "token"
+        shows_nothing_of(token, *_error_texts(info.value))
+        with pytest.raises(InvalidArgumentError) as info:
+            PineconeMemory(None, host=f"http://{CLOSED}", api_key=token)
+        assert info.value.argument == "api_key"
         shows_nothing_of(token, *_error_texts(info.value))
 
 
@@ -240,7 +246,7 @@ def cli() -> Callable[..., tuple[int, str]]:
 
 
 @pytest.mark.parametrize(
-    "scheme", ["postgresql", "mysql", "redis", "hybrid", "qdrant+http", "weaviate"]
+    "scheme", ["postgresql", "mysql", "redis", "hybrid", "qdrant+http", "weaviate", "pinecone"]
 )
 def test_the_command_line_never_prints_a_password(
     cli: Callable[..., tuple[int, str]], scheme: str

@@ -20,6 +20,7 @@ from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.mongo import MongoMemory
 from bruno_memstore.backends.mysql import MySQLMemory
+from bruno_memstore.backends.pinecone import PineconeMemory
 from bruno_memstore.backends.postgres import PostgresMemory
 from bruno_memstore.backends.qdrant import QdrantMemory
 from bruno_memstore.backends.redis import RedisMemory
@@ -431,3 +432,42 @@ async def dynamodb_service(test: ConformanceBase):
 
 def dynamodb_service_private(test: ConformanceBase):
     return _dynamodb_service(test, f"p{test.key}")
+
+
+# ---------------------------------------------------------------- Pinecone
+
+
+def _pinecone_fake(test: ConformanceBase, fixture: str, namespace: str) -> PineconeMemory:
+    fake = test.fixture(fixture)
+    return PineconeMemory(host=fake.host, api_key=engines.PINECONE_FAKE_KEY, namespace=namespace)
+
+
+def pinecone_fake(test: ConformanceBase) -> PineconeMemory:
+    """The fake index (``tests/fakes/pinecone_server.py``), one store shared by the tests."""
+    return _pinecone_fake(test, "pinecone_fake", "conformance")
+
+
+def pinecone_fake_private(test: ConformanceBase) -> PineconeMemory:
+    return _pinecone_fake(test, "pinecone_fake", f"p{test.key}")
+
+
+def pinecone_fake_lagging(test: ConformanceBase) -> PineconeMemory:
+    """The fake index whose writes show only after a lag: what this process wrote must read
+    back all the same."""
+    return _pinecone_fake(test, "pinecone_fake_lagging", "conformance")
+
+
+def pinecone_fake_lagging_private(test: ConformanceBase) -> PineconeMemory:
+    return _pinecone_fake(test, "pinecone_fake_lagging", f"p{test.key}")
+
+
+def pinecone_service(test: ConformanceBase) -> PineconeMemory:
+    """The index ``PINECONE_INDEX`` names (``bruno-memstore-test`` by default) on Pinecone,
+    with the key in ``PINECONE_API_KEY``; namespaces of the run's own, deleted after it."""
+    index, host = test.fixture("pinecone_service")
+    return PineconeMemory(index=index, host=host, namespace=f"{engines.PINECONE_PREFIX}-c")
+
+
+def pinecone_service_private(test: ConformanceBase) -> PineconeMemory:
+    index, host = test.fixture("pinecone_service")
+    return PineconeMemory(index=index, host=host, namespace=f"{engines.PINECONE_PREFIX}-{test.key}")
