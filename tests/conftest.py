@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
@@ -32,76 +32,132 @@ async def in_memory() -> AsyncIterator[InMemoryStorage]:
         yield memory
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The shared PostgreSQL 15 (no pgvector)."""
-    return engines.postgres_url()
+def _engine(
+    name: str,
+    doc: str,
+    url: Callable[[], str | None],
+    clean: Callable[[str], object] | None = None,
+    *,
+    env: str = "",
+) -> Any:
+    """A session fixture handing out an engine's URL, then removing what the run left there
+    (``clean``). An engine given only by the environment variable ``env`` fails the tests
+    that ask for it when the variable is not set."""
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture() -> Iterator[str]:
+        found = url()
+        if not found:
+            pytest.fail(f"{env or name} is not set", pytrace=False)
+        yield found
+        if clean is not None:
+            clean(found)
+
+    fixture.__doc__ = doc
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def pgvector_url() -> Iterator[str]:
-    """The project's PostgreSQL 18 with pgvector; afterwards the run's schemas are dropped."""
-    url = engines.pgvector_url()
-    yield url
-    engines.drop_postgres_schemas(url, engines.SQL_PREFIX)
+def _then(*steps: Callable[[str], object]) -> Callable[[str], None]:
+    def run(url: str) -> None:
+        for step in steps:
+            step(url)
+
+    return run
 
 
-@pytest.fixture(scope="session")
-def mysql_url() -> Iterator[str]:
-    """The shared MariaDB; afterwards the run's tables are dropped."""
-    url = engines.mysql_url()
-    yield url
-    engines.drop_mysql_tables(url, engines.SQL_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """The shared Redis (no modules); afterwards the run's keys are removed."""
-    url = engines.redis_url()
-    yield url
-    engines.drop_redis_keys(url, engines.REDIS_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def redis_search_url() -> Iterator[str]:
-    """The project's Redis with RediSearch; afterwards the run's keys and indexes are removed."""
-    url = engines.redis_search_url()
-    yield url
-    engines.drop_redis_keys(url, engines.REDIS_PREFIX)
-    engines.drop_redis_indexes(url, engines.REDIS_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def redis_cluster_url() -> Iterator[str]:
-    """The project's Redis Cluster (``redis+cluster://``); afterwards the run's keys are
-    removed."""
-    url = engines.redis_cluster_url()
-    yield url
-    engines.drop_redis_cluster_keys(url, engines.REDIS_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def memcached_url() -> str:
-    """The project's memcached (what a run leaves there expires by itself)."""
-    return engines.memcached_url()
-
-
-@pytest.fixture(scope="session")
-def chroma_url() -> Iterator[str]:
-    """The project's Chroma server; afterwards the run's collections are removed."""
-    url = engines.chroma_url()
-    yield url
-    engines.drop_chroma_collections(url, engines.CHROMA_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def qdrant_url() -> Iterator[str]:
-    """The Qdrant server at ``QDRANT_URL``; afterwards the run's collections are removed."""
-    url = engines.qdrant_url()
-    if not url:
-        pytest.fail("QDRANT_URL is not set", pytrace=False)
-    yield url
-    engines.drop_qdrant_collections(url, engines.qdrant_api_key(), engines.QDRANT_PREFIX)
+e = engines
+postgres_url = _engine("postgres_url", "The shared PostgreSQL 15 (no pgvector).", e.postgres_url)
+pgvector_url = _engine(
+    "pgvector_url",
+    "The project's PostgreSQL 18 with pgvector; afterwards the run's schemas are dropped.",
+    e.pgvector_url,
+    lambda url: e.drop_postgres_schemas(url, e.SQL_PREFIX),
+)
+mysql_url = _engine(
+    "mysql_url",
+    "The shared MariaDB; afterwards the run's tables are dropped.",
+    e.mysql_url,
+    lambda url: e.drop_mysql_tables(url, e.SQL_PREFIX),
+)
+redis_url = _engine(
+    "redis_url",
+    "The shared Redis (no modules); afterwards the run's keys are removed.",
+    e.redis_url,
+    lambda url: e.drop_redis_keys(url, e.REDIS_PREFIX),
+)
+redis_search_url = _engine(
+    "redis_search_url",
+    "The project's Redis with RediSearch; afterwards the run's keys and indexes are removed.",
+    e.redis_search_url,
+    _then(
+        lambda url: e.drop_redis_keys(url, e.REDIS_PREFIX),
+        lambda url: e.drop_redis_indexes(url, e.REDIS_PREFIX),
+    ),
+)
+redis_cluster_url = _engine(
+    "redis_cluster_url",
+    "The project's Redis Cluster (``redis+cluster://``); afterwards the run's keys are removed.",
+    e.redis_cluster_url,
+    lambda url: e.drop_redis_cluster_keys(url, e.REDIS_PREFIX),
+)
+memcached_url = _engine(
+    "memcached_url",
+    "The project's memcached (what a run leaves there expires by itself).",
+    e.memcached_url,
+)
+chroma_url = _engine(
+    "chroma_url",
+    "The project's Chroma server; afterwards the run's collections are removed.",
+    e.chroma_url,
+    lambda url: e.drop_chroma_collections(url, e.CHROMA_PREFIX),
+)
+qdrant_url = _engine(
+    "qdrant_url",
+    "The Qdrant server at QDRANT_URL; afterwards the run's collections are removed.",
+    e.qdrant_url,
+    lambda url: e.drop_qdrant_collections(url, e.qdrant_api_key(), e.QDRANT_PREFIX),
+    env="QDRANT_URL",
+)
+weaviate_url = _engine(
+    "weaviate_url",
+    "The Weaviate server at WEAVIATE_URL; afterwards the run's collections are removed.",
+    e.weaviate_url,
+    lambda url: asyncio.run(
+        e.drop_weaviate_collections(url, e.weaviate_api_key(), e.WEAVIATE_PREFIX)
+    ),
+    env="WEAVIATE_URL",
+)
+mongo_url = _engine(
+    "mongo_url",
+    "The project's SecantusDB emulator; afterwards the run's collections are dropped.",
+    e.mongo_url,
+    lambda url: e.drop_mongo_collections(url, e.MONGO_PREFIX),
+)
+mongo_nx_url = _engine(
+    "mongo_nx_url",
+    "The project's nx-27017 emulator; afterwards the run's collections are dropped.",
+    e.mongo_nx_url,
+    lambda url: e.drop_mongo_collections(url, e.MONGO_PREFIX),
+)
+mongodb_url = _engine(
+    "mongodb_url",
+    "The MongoDB deployment at MONGODB_URL; afterwards the run's collections are dropped.",
+    e.mongodb_url,
+    lambda url: e.drop_mongo_collections(url, e.MONGO_PREFIX),
+    env="MONGODB_URL",
+)
+dynamodb_url = _engine(
+    "dynamodb_url",
+    "The project's moto server (DynamoDB emulator); afterwards the run's tables are dropped.",
+    lambda: e.dynamodb_emulator_url("moto"),
+    lambda url: e.drop_dynamodb_tables(url, e.DYNAMODB_PREFIX, **e.DYNAMODB_KEYS),
+)
+dynalite_url = _engine(
+    "dynalite_url",
+    "The project's dynalite (DynamoDB emulator); afterwards the run's tables are dropped.",
+    lambda: e.dynamodb_emulator_url("dynalite"),
+    lambda url: e.drop_dynamodb_tables(url, e.DYNAMODB_PREFIX, **e.DYNAMODB_KEYS),
+)
 
 
 @pytest.fixture(scope="session")
@@ -111,45 +167,6 @@ def weaviate_fake() -> Iterator[FakeWeaviate]:
 
     with FakeWeaviate() as fake:
         yield fake
-
-
-@pytest.fixture(scope="session")
-def weaviate_url() -> Iterator[str]:
-    """The Weaviate server at ``WEAVIATE_URL``; afterwards the run's collections are removed."""
-    url = engines.weaviate_url()
-    if not url:
-        pytest.fail("WEAVIATE_URL is not set", pytrace=False)
-    yield url
-    asyncio.run(
-        engines.drop_weaviate_collections(url, engines.weaviate_api_key(), engines.WEAVIATE_PREFIX)
-    )
-
-
-@pytest.fixture(scope="session")
-def mongo_url() -> Iterator[str]:
-    """The project's SecantusDB emulator; afterwards the run's collections are dropped."""
-    url = engines.mongo_url()
-    yield url
-    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def mongo_nx_url() -> Iterator[str]:
-    """The project's nx-27017 emulator; afterwards the run's collections are dropped."""
-    url = engines.mongo_nx_url()
-    yield url
-    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
-
-
-@pytest.fixture(scope="session")
-def mongodb_url() -> Iterator[str]:
-    """The MongoDB deployment at ``MONGODB_URL``; afterwards the run's collections are
-    dropped."""
-    url = engines.mongodb_url()
-    if not url:
-        pytest.fail("MONGODB_URL is not set", pytrace=False)
-    yield url
-    engines.drop_mongo_collections(url, engines.MONGO_PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -168,22 +185,6 @@ def redis_aof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def dynamodb_url() -> Iterator[str]:
-    """The project's moto server (DynamoDB emulator); afterwards the run's tables are dropped."""
-    url = engines.dynamodb_emulator_url("moto")
-    yield url
-    engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)
-
-
-@pytest.fixture(scope="session")
-def dynalite_url() -> Iterator[str]:
-    """The project's dynalite (DynamoDB emulator); afterwards the run's tables are dropped."""
-    url = engines.dynamodb_emulator_url("dynalite")
-    yield url
-    engines.drop_dynamodb_tables(url, engines.DYNAMODB_PREFIX, **engines.DYNAMODB_KEYS)
 
 
 @pytest.fixture(scope="session")
