@@ -322,42 +322,12 @@ async def _server_urls(engine: str) -> AsyncIterator[tuple[str, str]]:
                 await client.aclose()
 
 
-@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
-async def test_copy_through_server_backends(engine: str) -> None:
-    from bruno_memstore import open_memory
-
+async def check_copy_round_trip(server: Any, again: Any) -> None:
+    """Copy the populated store into ``server`` (twice: the second finds everything), back
+    out to memory, and ``server``'s export into ``again``: the same records everywhere, and
+    within one backend kind a byte-identical file. Both are shut down afterwards."""
     src, back = InMemoryStorage(), InMemoryStorage()
     await populate(src)
-    async with _server_urls(engine) as (url_a, url_b):
-        server, again = open_memory(url_a), open_memory(url_b)
-        try:
-            counts = await copy(src, server)
-            assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
-            assert (await copy(src, server)).existing_messages == 8
-            await copy(server, back)
-            original = canonical(await export_text(src))
-            assert canonical(await export_text(server)) == original
-            assert canonical(await export_text(back)) == original
-            # Within one backend kind the file is byte-identical after a round trip.
-            exported = await export_text(server)
-            await import_text(again, exported)
-            assert await export_text(again) == exported
-        finally:
-            await server.shutdown()
-            await again.shutdown()
-
-
-async def test_copy_to_and_from_weaviate(weaviate_fake: Any) -> None:
-    """Through the fake Weaviate (tests/fakes/weaviate), driven by the official client."""
-    from bruno_memstore.backends.weaviate import WeaviateMemory
-    from bruno_memstore.url import MemoryURL
-
-    tag = f"Transfer{uuid4().hex[:12]}"
-    src, back = InMemoryStorage(), InMemoryStorage()
-    await populate(src)
-    url = MemoryURL.parse(weaviate_fake.url)
-    server = WeaviateMemory.from_url(url, prefix=f"{tag}A")
-    again = WeaviateMemory.from_url(url, prefix=f"{tag}B")
     try:
         counts = await copy(src, server)
         assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
@@ -372,6 +342,27 @@ async def test_copy_to_and_from_weaviate(weaviate_fake: Any) -> None:
     finally:
         await server.shutdown()
         await again.shutdown()
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+async def test_copy_through_server_backends(engine: str) -> None:
+    from bruno_memstore import open_memory
+
+    async with _server_urls(engine) as (url_a, url_b):
+        await check_copy_round_trip(open_memory(url_a), open_memory(url_b))
+
+
+async def test_copy_to_and_from_weaviate(weaviate_fake: Any) -> None:
+    """Through the fake Weaviate (tests/fakes/weaviate), driven by the official client."""
+    from bruno_memstore.backends.weaviate import WeaviateMemory
+    from bruno_memstore.url import MemoryURL
+
+    tag = f"Transfer{uuid4().hex[:12]}"
+    url = MemoryURL.parse(weaviate_fake.url)
+    await check_copy_round_trip(
+        WeaviateMemory.from_url(url, prefix=f"{tag}A"),
+        WeaviateMemory.from_url(url, prefix=f"{tag}B"),
+    )
 
 
 async def test_copy_one_user(make_memory: Factory) -> None:
@@ -737,26 +728,11 @@ async def test_copy_to_and_from_pinecone(pinecone_fake: Any) -> None:
     from bruno_memstore.backends.pinecone import PineconeMemory
 
     tag = uuid4().hex[:12]
-    src, back = InMemoryStorage(), InMemoryStorage()
-    await populate(src)
     key = quote("fake-pinecone-key", safe="")
     url = f"pinecone://:{key}@bruno-memory?host={quote(pinecone_fake.host)}&namespace=a{tag}"
     server = open_memory(url, embedding_model=None)
+    assert isinstance(server, PineconeMemory)
     again = PineconeMemory(
         None, host=pinecone_fake.host, api_key="fake-pinecone-key", namespace=f"b{tag}"
     )
-    try:
-        assert isinstance(server, PineconeMemory)
-        counts = await copy(src, server)
-        assert (counts.conversations, counts.messages, counts.memories) == (4, 8, 3)
-        assert (await copy(src, server)).existing_messages == 8
-        await copy(server, back)
-        original = canonical(await export_text(src))
-        assert canonical(await export_text(server)) == original
-        assert canonical(await export_text(back)) == original
-        exported = await export_text(server)
-        await import_text(again, exported)
-        assert await export_text(again) == exported
-    finally:
-        await server.shutdown()
-        await again.shutdown()
+    await check_copy_round_trip(server, again)
