@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -129,6 +130,9 @@ ANALYZER_FINGERPRINT = (
     f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
 )
 _LOCK_MS = 60_000
+# A message stored on its own waits in T:pend for its posting entries; the store that finds
+# this many waiting (or any search first) writes them, in one script per batch.
+INDEX_BATCH = 256
 
 _DEFAULTS: dict[str, Any] = {
     "prefix": "bruno",
@@ -150,7 +154,7 @@ _WRITES = frozenset(
     {
         "append", "delete_messages", "put_memory", "delete_own_memory", "forget_memories",
         "purge_expired", "put_session", "drop_conversation", "forget_rest", "put_vectors",
-        "drop_vectors", "reindex",
+        "drop_vectors", "reindex", "index_pending",
     }
 )  # fmt: skip
 
@@ -291,6 +295,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self._client: Any = None
         self._pool: Any = None
         self._scripts: dict[str, Any] = {}
+        self._shas: dict[str, str] = {}
+        self._indexing: set[str] = set()  # users whose pending documents this process indexes
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
@@ -380,6 +386,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
+        self._shas = {name: script.sha for name, script in scripts.items()}
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = mode, None
         log.info(
@@ -466,6 +473,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, None, scripts
+        self._shas = {name: script.sha for name, script in scripts.items()}
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = "client", None
         log.info(
@@ -591,7 +599,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     async def _close(self) -> None:
         client, pool = self._client, self._pool
         self._client = self._pool = None
-        self._scripts = {}
+        self._scripts, self._shas = {}, {}
         if client is not None:
             await client.aclose()
         if pool is not None:
@@ -601,9 +609,18 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
         if self._wait[0] and name in _WRITES:
             return await self._command(self._eval_wait, name, args)
-        return await self._command(
-            self._scripts[name], keys=self._script_keys, args=[self.keys.prefix, *args]
-        )
+        keys = self._script_keys
+        call = self._client.execute_command
+        try:
+            # EVALSHA by the digest taken at connect: no per-call script object work.
+            return await self._command(
+                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
+            )
+        except rexc.NoScriptError:  # the server's script cache was flushed (or a failover)
+            await self._command(self._client.script_load, self._scripts[name].script)
+            return await self._command(
+                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
+            )
 
     async def _eval_wait(self, name: str, args: Sequence[Any]) -> Any:
         """Run a writing script then ``WAIT`` on the same connection to the slot's master;
@@ -694,7 +711,35 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 backend=self.backend_name,
                 operation="store_message",
             )
-        return AppendResult(reply[1], frozenset(reply[2:]))
+        owner = reply[1]
+        if reply[2] >= INDEX_BATCH and owner not in self._indexing:
+            try:
+                await self._index_pending(owner)
+            except Exception:  # stored all the same; the next search or batch indexes them
+                log.warning("%s: indexing waiting messages failed", self.describe(), exc_info=True)
+        return AppendResult(owner, frozenset(reply[3:]))
+
+    async def _index_pending(self, user_id: str) -> None:
+        """Write the posting entries of the user's messages still waiting in ``T:pend``,
+        :data:`INDEX_BATCH` per script; those stored meanwhile may be left for later."""
+        self._indexing.add(user_id)
+        try:
+            while True:
+                reply = await self._eval("pending", [user_id, INDEX_BATCH])
+                args: list[Any] = [user_id]
+                for i in range(0, len(reply), 2):
+                    args.append(reply[i])
+                    body = reply[i + 1]
+                    if body is None:  # deleted meanwhile: index_pending clears it
+                        args += ("0", "", "")
+                    else:
+                        _index_args(load_json(body)[1], args)
+                if len(args) > 1:
+                    await self._eval("index_pending", args)
+                if len(reply) < 2 * INDEX_BATCH:
+                    return
+        finally:
+            self._indexing.discard(user_id)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         if not ids:
@@ -817,10 +862,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             return []
         code = ("m" if "message" in kinds else "") + ("e" if "memory" in kinds else "")
         flt = _filter_json(request.memories()) if "memory" in kinds else ""
-        reply = await self._eval(
-            "search",
-            [user_id, limit, code, request.conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
-        )
+        args = [user_id, limit, code, request.conversation_id or "", _BM25.k1, _BM25.b, flt]
+        reply = await self._eval("search", [*args, *words])
+        if reply == ["pending"]:
+            # Messages stored on their own wait for their posting entries: write those of
+            # every message stored so far, then search (what arrives meanwhile may wait).
+            await self._index_pending(user_id)
+            args[2] = code + "!"
+            reply = await self._eval("search", [*args, *words])
         hits: list[SearchHit] = []
         for i in range(0, len(reply), 5):
             score = float(reply[i + 1])
@@ -1469,6 +1518,18 @@ def _append_args(
     args: list[Any] = [
         f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
     ]
+    if len(records) == 1 and len(records[0].content) < _F:
+        # One message: its text is analysed later, in a batch (see INDEX_BATCH). (A text
+        # of _F characters or more may hold too many words: it is checked now.)
+        rec = records[0]
+        args += (
+            f"{rec.id}\x00{rec.role}\x00{ts_hex(rec.ts_us)}",
+            _dumps(_BODY.row(rec)),
+            "",
+            "",
+            b"" if rec.vector is None else vector_to_bytes(rec.vector),
+        )
+        return args
     for rec in records:
         toks = terms(rec.content)
         if len(toks) >= _F:
@@ -1484,12 +1545,25 @@ def _append_args(
 
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
-    return _BODY.from_row(
-        load_json(body),
-        id=member[28:],
-        conversation_id=conversation_id,
-        user_id=owner,
-        seq=member_seq(member),
+    # The body's only number is the timestamp in microseconds (metadata is JSON text inside
+    # it), which orjson reads exactly: no need for load_json's scan for long numbers.
+    try:
+        row = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        row = load_json(body)
+    role, content, message_type, timestamp, ts_us, metadata, parent_id = row
+    return MessageRecord(
+        member[28:],
+        conversation_id,
+        role,
+        content,
+        message_type,
+        timestamp,
+        int(ts_us),
+        metadata,
+        parent_id,
+        owner,
+        member_seq(member),
     )
 
 

@@ -167,6 +167,9 @@ end
 -- T:doc holds, per document, <head>\0<length>[\0term]*: the head says what the document is
 -- (message: role\0order member\0conversation; memory: a JSON filter record), the terms say
 -- which posting lists to leave when it is deleted. BM25's N is HLEN T:doc.
+-- A message stored on its own is not analysed at once: its document is written with length
+-- 0 and no terms, and its number goes into the set T:pend; the client writes its posting
+-- entries later (index_pending), in batches, and always before a search reads the lists.
 
 local function index_doc(u, doc, meta, len, terms, values)
   if terms == '' then
@@ -196,7 +199,9 @@ local function unindex_doc(u, doc, nhead)
     end
   end
   redis.call('HDEL', u .. 'doc', doc)
-  redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(fields[nhead + 1]))
+  if redis.call('SREM', u .. 'pend', doc) == 0 then
+    redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(fields[nhead + 1]))
+  end
   return fields
 end
 
@@ -365,13 +370,15 @@ end
 APPEND = r"""
 -- ARGV: P header, then per record: header body terms values vector('' none)
 --   header: user\0enforce\0conv\0ttl_ms\0newest_ts_us\0nrec (fields joined, fewer arguments)
---   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined
+--   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined. A header without
+--   the length: the record is indexed later (its document goes into T:pend).
+-- -> {'ok', owner, pending documents of the owner, id already stored*} | {'owner', owner}
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
 if nrec > 0 and not conversation_owner(conv) then
   -- A new conversation is claimed only if something goes into it.
-  local out = {'ok', user}
+  local out = {'ok', user, 0}
   for i = 3, 2 + 5 * nrec, 5 do
     local id = head(ARGV[i], 1)[1]
     local taken = redis.call('GET', ptr('mo', id))
@@ -388,8 +395,8 @@ local owner, other = claim(conv, user, enforce)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
 local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
-local out = {'ok', owner}
-local added, vectors = 0, false
+local out = {'ok', owner, 0}
+local added, vectors, deferred = 0, false, false
 local seq = redis.call('INCRBY', u .. 'seq', nrec) - nrec
 for i = 3, 2 + 5 * nrec, 5 do
   local r = head(ARGV[i], 4)
@@ -409,8 +416,15 @@ for i = 3, 2 + 5 * nrec, 5 do
     redis.call('ZADD', okey, 0, member)
     redis.call('HSET', bkey, id, ARGV[i + 1])
     redis.call('HINCRBY', u .. 'roles', role, 1)
-    index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
-              ARGV[i + 3])
+    if r[4] then
+      index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
+                ARGV[i + 3])
+    else
+      -- Length 0 until indexed: what the document is reads the same either way.
+      redis.call('HSET', u .. 'doc', seq, role .. NUL .. member .. NUL .. conv .. NUL .. '0')
+      redis.call('SADD', u .. 'pend', seq)
+      deferred = true
+    end
     if ARGV[i + 4] ~= '' then
       put_message_vector(u, owner, conv, id, ARGV[i + 4])
       redis.call('RPUSH', u .. 'vml', id)
@@ -433,6 +447,7 @@ if added > 0 then
   redis.call('ZADD', u .. 'recent', 'GT', newest, conv)
   touch(owner, conv, ttl)
 end
+if deferred then out[3] = redis.call('SCARD', u .. 'pend') end
 return out
 """
 
@@ -737,11 +752,16 @@ SEARCH = r"""
 -- BM25 over the posting lists of the query terms only: O(sum of their lengths).
 -- Returns whole groups of equal score until `limit` hits pass the filters; the caller
 -- breaks ties and trims. Hit: 'm' score conv member body | 'e' score record '' ''.
+-- kinds ending in '!': documents still pending are left out (the caller has just indexed
+-- those that waited); otherwise any pending document makes the answer {'pending'}.
 local user, limit, kinds, conv = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local k1, b = tonumber(ARGV[6]), tonumber(ARGV[7])
 local F = 67108864 -- posting value = document length * F + term frequency
 purge_due(user)
 local u = ukey(user)
+if string.sub(kinds, -1) ~= '!' and redis.call('EXISTS', u .. 'pend') == 1 then
+  return {'pending'}
+end
 local want_msg, want_mem = string.find(kinds, 'm', 1, true), string.find(kinds, 'e', 1, true)
 local n = redis.call('HLEN', u .. 'doc')
 if n == 0 then return {} end
@@ -882,7 +902,7 @@ for _, kind in ipairs({'m', 'e'}) do
 end
 redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
            u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp', u .. 'vm',
-           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge')
+           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge', u .. 'pend')
 redis.call('SREM', P .. ':users', user)
 return s
 """
@@ -907,6 +927,46 @@ for i = 3, #ARGV, 4 do
     fields[nhead + 1] = nil
     index_doc(u, doc, table.concat(fields, NUL), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     n = n + 1
+  end
+end
+return n
+"""
+
+PENDING = r"""
+-- ARGV: P user max  ->  (doc body)* of at most max documents waiting in T:pend (a message
+-- whose body is gone meanwhile has body false; index_pending then just clears it).
+local user, max = ARGV[2], tonumber(ARGV[3])
+purge_due(user)
+local u = ukey(user)
+local out = {}
+for _, doc in ipairs(redis.call('SRANDMEMBER', u .. 'pend', max)) do
+  local meta = redis.call('HGET', u .. 'doc', doc)
+  local body = false
+  if meta then
+    local h = head(meta, 3)
+    body = redis.call('HGET', ckey(u, h[3], 'b'), string.sub(h[2], 29))
+  end
+  out[#out + 1] = doc
+  out[#out + 1] = body
+end
+return out
+"""
+
+INDEX_PENDING = r"""
+-- ARGV: P user (doc length terms values)*  ->  documents indexed. Writes the posting entries
+-- of documents still pending; those indexed or deleted meanwhile are skipped.
+local u = ukey(ARGV[2])
+local n = 0
+for i = 3, #ARGV, 4 do
+  local doc = ARGV[i]
+  if redis.call('SREM', u .. 'pend', doc) == 1 then
+    local meta = redis.call('HGET', u .. 'doc', doc)
+    if meta then
+      local h = head(meta, 3)
+      index_doc(u, doc, table.concat({h[1], h[2], h[3]}, NUL), ARGV[i + 1], ARGV[i + 2],
+                ARGV[i + 3])
+      n = n + 1
+    end
   end
 end
 return n
@@ -1067,6 +1127,8 @@ SCRIPTS: dict[str, str] = {
     "forget_rest": FORGET_REST,
     "touch_user": TOUCH_USER,
     "reindex": REINDEX,
+    "pending": PENDING,
+    "index_pending": INDEX_PENDING,
     "vector_state": VECTOR_STATE,
     "vector_load": VECTOR_LOAD,
     "vector_delta": VECTOR_DELTA,
