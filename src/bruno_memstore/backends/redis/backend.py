@@ -297,6 +297,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self._scripts: dict[str, Any] = {}
         self._shas: dict[str, str] = {}
         self._indexing: set[str] = set()  # users whose pending documents this process indexes
+        self._io_timeout: float | None = None  # socket_timeout, when _command applies it
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
@@ -330,18 +331,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             await self._connect_cluster()
             return
         s = self._settings
-        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
-        # tens of microseconds per command, a third of a local round trip.
-        pool = aioredis.ConnectionPool.from_url(
+        # The checks run on a connection of their own, with redis-py's socket timeout.
+        client = aioredis.Redis.from_url(
             self._driver_url,
-            max_connections=s["max_connections"],
             socket_timeout=s["socket_timeout"],
             socket_connect_timeout=s["connect_timeout"],
             decode_responses=True,
-            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
             retry=Retry(NoBackoff(), 0),
         )
-        client = aioredis.Redis(connection_pool=pool)
         try:
             cluster = await client.info("cluster")
             if int(cluster.get("cluster_enabled", 0)):
@@ -379,14 +376,28 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 scripts[name] = script
             await self._check_analysis(client, scripts)
             mode = await self._detect_vector_mode(client)
-        except BaseException:
+        finally:
             await client.aclose()
-            await pool.aclose()
-            raise
+        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
+        # tens of microseconds per command, a third of a local round trip.
+        pool = aioredis.ConnectionPool.from_url(
+            self._driver_url,
+            max_connections=s["max_connections"],
+            # socket_timeout is applied by _command, once per call: redis-py's own wraps
+            # every write in asyncio.wait_for (a task per command) and every read in a
+            # timeout, a third of the client's cost of a one-message store.
+            socket_timeout=None,
+            socket_connect_timeout=s["connect_timeout"],
+            decode_responses=True,
+            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
+            retry=Retry(NoBackoff(), 0),
+        )
+        client = aioredis.Redis(connection_pool=pool)
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
         self._shas = {name: script.sha for name, script in scripts.items()}
+        self._io_timeout = s["socket_timeout"]
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = mode, None
         log.info(
@@ -474,6 +485,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, None, scripts
         self._shas = {name: script.sha for name, script in scripts.items()}
+        self._io_timeout = None  # the cluster client's connections time out themselves
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = "client", None
         log.info(
@@ -654,7 +666,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         else:
             await slots.acquire()
         try:
-            return await method(*args, **kwargs)
+            if self._io_timeout is None:
+                return await method(*args, **kwargs)
+            try:
+                async with asyncio.timeout(self._io_timeout):
+                    return await method(*args, **kwargs)
+            except TimeoutError:
+                # The connection was dropped on cancellation (redis-py disconnects a
+                # connection interrupted mid-reply); transient like redis-py's own timeout.
+                raise rexc.TimeoutError(
+                    f"no reply within socket_timeout ({self._io_timeout} s)"
+                ) from None
         finally:
             slots.release()
 
