@@ -76,7 +76,7 @@ from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
-from .scripts import PRELUDE, SCRIPTS
+from .scripts import SOURCES
 
 __all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
 
@@ -370,8 +370,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 )
             await self._check_layout(client)
             scripts = {}
-            for name, body in SCRIPTS.items():
-                script = client.register_script(PRELUDE + body)
+            for name, text in SOURCES.items():
+                script = client.register_script(text)
                 await client.script_load(script.script)
                 scripts[name] = script
             await self._check_analysis(client, scripts)
@@ -473,8 +473,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 replicas = min(1, int(replication.get("connected_slaves", 0)))
             self._wait = (replicas, max(1, round(s["wait_timeout"] * 1000)))
             scripts = {}
-            for name, body in SCRIPTS.items():
-                script = client.register_script(PRELUDE + body)
+            for name, text in SOURCES.items():
+                script = client.register_script(text)
                 await client.script_load(script.script)  # on every master
                 scripts[name] = script
             await self._check_analysis(client, scripts)
@@ -1531,16 +1531,19 @@ def _append_args(
     enforce_owner: bool,
     ttl_ms: int,
     records: Sequence[MessageRecord],
+    *,
+    defer: bool = True,
 ) -> list[Any]:
     """Arguments of the append script. Small fields travel NUL-joined: each argument costs
-    the client more to encode than the server to split."""
+    the client more to encode than the server to split. ``defer``: a single record's text is
+    analysed later (see :data:`INDEX_BATCH`)."""
     # With no records the script only claims the conversation and never reads ``newest``.
     newest = records[0].ts_us if len(records) == 1 else max((r.ts_us for r in records), default=0)
     enforce = "1" if enforce_owner else "0"
     args: list[Any] = [
         f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
     ]
-    if len(records) == 1 and len(records[0].content) < _F:
+    if defer and len(records) == 1 and len(records[0].content) < _F:
         # One message: its text is analysed later, in a batch (see INDEX_BATCH). (A text
         # of _F characters or more may hold too many words: it is checked now.)
         rec = records[0]

@@ -17,7 +17,9 @@ section of :data:`PRELUDE`), so a record and its vector document never disagree.
 
 from __future__ import annotations
 
-__all__ = ["PRELUDE", "SCRIPTS"]
+import re
+
+__all__ = ["PRELUDE", "SCRIPTS", "SOURCES", "source"]
 
 PRELUDE = r"""
 local P = ARGV[1]
@@ -1137,3 +1139,53 @@ SCRIPTS: dict[str, str] = {
     "drop_vectors": DROP_VECTORS,
 }
 """Script name -> Lua body (without the prelude)."""
+
+
+# Each script runs its prelude on every call, and defining the prelude's ~40 functions costs
+# the server more than the few commands of a short script: each script gets only the
+# definitions it uses (directly or through another definition), in the prelude's order.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _chunks(prelude: str) -> list[tuple[frozenset[str], str]]:
+    """The prelude's top-level statements (each starts with ``local``) with the names
+    each defines."""
+    out: list[tuple[frozenset[str], str]] = []
+    lines: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        if line.startswith("local ") and lines:
+            out.append(_defined(lines))
+            lines = []
+        lines.append(line)
+    if lines:
+        out.append(_defined(lines))
+    return out
+
+
+def _defined(lines: list[str]) -> tuple[frozenset[str], str]:
+    first = lines[0][len("local ") :]
+    if first.startswith("function "):
+        names = [_NAME.match(first, len("function ")).group()]  # type: ignore[union-attr]
+    else:
+        names = [n.strip() for n in first.split("=", 1)[0].split(",")]
+    return frozenset(names), "".join(lines)
+
+
+_PRELUDE_CHUNKS = _chunks(PRELUDE)
+
+
+def source(body: str) -> str:
+    """``body`` after the part of :data:`PRELUDE` it needs."""
+    wanted = set(_NAME.findall(body))
+    keep = [False] * len(_PRELUDE_CHUNKS)
+    # A definition only refers to earlier ones: one pass from the end finds them all.
+    for i in range(len(_PRELUDE_CHUNKS) - 1, -1, -1):
+        names, text = _PRELUDE_CHUNKS[i]
+        if names & wanted:
+            keep[i] = True
+            wanted |= set(_NAME.findall(text))
+    return "".join(text for (_, text), k in zip(_PRELUDE_CHUNKS, keep, strict=True) if k) + body
+
+
+SOURCES: dict[str, str] = {name: source(body) for name, body in SCRIPTS.items()}
+"""Each script's full text, as loaded on the server."""
