@@ -35,6 +35,7 @@ local function now_ms()
 end
 
 local function enc(s)
+  if not string.find(s, '[%%{}]') then return s end
   return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
 end
 -- Standalone, each user has a hash tag of its own; on a cluster P is '{prefix}', the
@@ -276,12 +277,15 @@ local function drop_conversation(owner, conv, keep)
 end
 
 -- Conversations past their TTL disappear before anything of their owner is read or written.
+-- True if any did.
 local function purge_due(owner)
   local u = ukey(owner)
-  if redis.call('EXISTS', u .. 'cexp') == 0 then return end
-  for _, conv in ipairs(redis.call('ZRANGEBYSCORE', u .. 'cexp', '-inf', now_ms())) do
+  if redis.call('EXISTS', u .. 'cexp') == 0 then return false end
+  local due = redis.call('ZRANGEBYSCORE', u .. 'cexp', '-inf', now_ms())
+  for _, conv in ipairs(due) do
     drop_conversation(owner, conv, nil)
   end
+  return #due > 0
 end
 
 local function touch(owner, conv, ttl)
@@ -296,17 +300,16 @@ end
 -- The conversation's owner, after purging the owner's conversations that are past TTL.
 local function conversation_owner(conv)
   local owner = redis.call('GET', ptr('co', conv))
-  if owner then
-    purge_due(owner)
-    owner = redis.call('GET', ptr('co', conv))
-  end
+  if owner and purge_due(owner) then owner = redis.call('GET', ptr('co', conv)) end
   return owner
 end
 
 -- The conversation's owner, claiming it for user when it has none. Returns nil and the
--- owner when enforce is set and someone else owns it (nothing is written then).
-local function claim(conv, user, enforce)
-  local owner = conversation_owner(conv)
+-- owner when enforce is set and someone else owns it (nothing is written then). known: the
+-- owner conversation_owner gave in this call (false: none), to skip asking again.
+local function claim(conv, user, enforce, known)
+  local owner = known
+  if owner == nil then owner = conversation_owner(conv) end
   if not owner then
     redis.call('SET', ptr('co', conv), user)
     redis.call('SADD', ukey(user) .. 'convs', conv)
@@ -378,7 +381,8 @@ APPEND = r"""
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
-if nrec > 0 and not conversation_owner(conv) then
+local known = conversation_owner(conv) or false
+if nrec > 0 and not known then
   -- A new conversation is claimed only if something goes into it.
   local out = {'ok', user, 0}
   for i = 3, 2 + 5 * nrec, 5 do
@@ -393,7 +397,7 @@ if nrec > 0 and not conversation_owner(conv) then
   end
   if out then return out end
 end
-local owner, other = claim(conv, user, enforce)
+local owner, other = claim(conv, user, enforce, known)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
 local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
