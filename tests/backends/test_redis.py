@@ -548,6 +548,12 @@ async def test_a_message_stored_alone_waits_for_its_index_until_a_search(
     await memory.clear_conversation(user, "x")
     assert not await raw.exists(pend)
     assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
+    # A number left in T:pend for a document indexed since (an earlier version deleted and
+    # reused it) is cleared without indexing the document twice.
+    await raw.sadd(pend, "1")
+    found = await memory.search(user, "heron", mode="keyword", limit=10)
+    assert len(found) == 4 and not await raw.exists(pend)
+    assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
 
 
 async def test_waiting_messages_are_indexed_in_batches(memory: RedisMemory, raw) -> None:

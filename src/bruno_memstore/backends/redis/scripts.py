@@ -202,9 +202,10 @@ local function unindex_doc(u, doc, nhead)
     end
   end
   redis.call('HDEL', u .. 'doc', doc)
-  if redis.call('SREM', u .. 'pend', doc) == 0 then
-    redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(fields[nhead + 1]))
-  end
+  redis.call('SREM', u .. 'pend', doc)
+  -- A waiting document's length is 0 (and -0 would reach HINCRBY as the text '-0').
+  local len = tonumber(fields[nhead + 1])
+  if len ~= 0 then redis.call('HINCRBY', u .. 'ix', 'len', -len) end
   return fields
 end
 
@@ -967,8 +968,10 @@ for i = 3, #ARGV, 4 do
   local doc = ARGV[i]
   if redis.call('SREM', u .. 'pend', doc) == 1 then
     local meta = redis.call('HGET', u .. 'doc', doc)
-    if meta then
-      local h = head(meta, 3)
+    local h, rest = nil, nil
+    if meta then h, rest = head(meta, 4) end
+    -- Only a document still as the append script wrote it (length 0, no terms).
+    if h and h[4] == '0' and not rest then
       index_doc(u, doc, table.concat({h[1], h[2], h[3]}, NUL), ARGV[i + 1], ARGV[i + 2],
                 ARGV[i + 3])
       n = n + 1
