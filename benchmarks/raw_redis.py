@@ -46,7 +46,7 @@ from bruno_memstore.backends.redis.backend import (
     _user_messages,
 )
 from bruno_memstore.backends.redis.keys import RedisKeys, ts_hex
-from bruno_memstore.backends.redis.scripts import PRELUDE, SCRIPTS
+from bruno_memstore.backends.redis.scripts import SOURCES
 from bruno_memstore.models import (
     MemoryFilter,
     MessageRecord,
@@ -91,7 +91,7 @@ class ScriptsDriver(_RedisRaw):
         await super().open(url, workdir)
         self.scripts = {}
         for name in ("append", "get_messages", "read_user", "search"):
-            script = self.client.register_script(PRELUDE + SCRIPTS[name])
+            script = self.client.register_script(SOURCES[name])
             await self.client.script_load(script.script)
             self.scripts[name] = script
 
@@ -100,7 +100,8 @@ class ScriptsDriver(_RedisRaw):
 
     async def store_one(self, user: str, conv: str, message: Message) -> None:
         rec = message_to_record(message, conv)
-        await self._eval("append", _append_args(conv, user, True, 0, [rec]))
+        # Indexed as it is written: these scripts alone never index waiting messages.
+        await self._eval("append", _append_args(conv, user, True, 0, [rec], defer=False))
 
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         recs = [message_to_record(m, conv) for m in messages]

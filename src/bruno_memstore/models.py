@@ -151,7 +151,8 @@ def load_json(text: str | bytes) -> Any:
     to :mod:`json`; so does what orjson refuses (NaN, lone surrogates).
     """
     long_number = _LONG_TEXT if isinstance(text, str) else _LONG_BYTES
-    if long_number.search(text) is None:
+    # Shorter than a long number, it holds none (most metadata): no scan.
+    if len(text) < 19 or long_number.search(text) is None:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

@@ -309,6 +309,7 @@ async def test_search_reads_only_the_query_terms_posting_lists(memory: RedisMemo
     for i, text in enumerate(CORPUS * 5):
         await memory.store_message(make_message(text, timestamp=at(i)), user, f"conv-{i % 3}")
     await memory.store_memory(make_memory_entry(user, "the user plays classical guitar"))
+    await memory.search(user, "anything", mode="keyword")  # indexes the waiting messages
     with monitor(memory.prefix) as commands:
         results = await memory.search(user, "guitar lessons", limit=3, mode="keyword")
     assert len(results) == 3
@@ -504,6 +505,7 @@ async def test_clear_conversation_removes_every_index_entry(memory: RedisMemory,
     await memory.store_message(make_message("walrus kept", timestamp=at(9)), user, kept)
     await memory.get_context(user, doomed)
     await memory.clear_conversation(user, doomed)
+    await memory.search(user, "walrus", mode="keyword")  # indexes the kept message
     keys = await _keys(memory.prefix)
     assert not {k for k in keys if f":c:{doomed}:" in k}
     assert not await raw.exists(memory.keys.pointer("co", doomed))
@@ -515,6 +517,70 @@ async def test_clear_conversation_removes_every_index_entry(memory: RedisMemory,
     assert await raw.zrange(memory.keys.user(user, "recent"), 0, -1) == [kept]
     assert await raw.smembers(memory.keys.user(user, "convs")) == {kept}
     assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == len(terms("walrus kept"))
+
+
+async def test_a_message_stored_alone_waits_for_its_index_until_a_search(
+    memory: RedisMemory, raw
+) -> None:
+    user = "waiter"
+    pend, doc = memory.keys.user(user, "pend"), memory.keys.user(user, "doc")
+    await memory.store_messages(
+        [make_message(f"heron batch {i}", timestamp=at(i)) for i in range(3)],
+        conversation_id="batch",
+        user_id=user,
+    )
+    assert not await raw.exists(pend)  # a batch is indexed as it is written
+    alone = make_message("a heron landed on the roof", timestamp=at(10))
+    await memory.store_message(alone, user, "single")
+    assert await raw.smembers(pend) == {"4"}
+    assert await raw.hget(doc, "4") == f"user\0{_member(memory, user, 'single')}\0single\x000"
+    assert not await raw.hexists(memory.keys.posting(user, "roof"), "4")
+    found = await memory.search(user, "roof", mode="keyword")
+    assert [r.message.id for r in found] == [alone.id]
+    assert not await raw.exists(pend)
+    assert await raw.hexists(memory.keys.posting(user, "roof"), "4")
+    words = sum(len(terms(t)) for t in ["heron batch 0", "heron batch 1", "heron batch 2"])
+    total = words + len(terms(alone.content))
+    assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
+    # A deleted message leaves the pending set with its document.
+    await memory.store_message(make_message("gone before indexed", timestamp=at(11)), user, "x")
+    assert await raw.scard(pend) == 1
+    await memory.clear_conversation(user, "x")
+    assert not await raw.exists(pend)
+    assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
+    # A number left in T:pend for a document indexed since (an earlier version deleted and
+    # reused it) is cleared without indexing the document twice.
+    await raw.sadd(pend, "1")
+    found = await memory.search(user, "heron", mode="keyword", limit=10)
+    assert len(found) == 4 and not await raw.exists(pend)
+    assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
+
+
+async def test_waiting_messages_are_indexed_in_batches(memory: RedisMemory, raw) -> None:
+    user = "batcher"
+    pend = memory.keys.user(user, "pend")
+    batch = redis_backend.INDEX_BATCH
+    for i in range(batch - 1):
+        await memory.store_message(make_message(f"otter {i}", timestamp=at(i)), user, "c")
+    assert await raw.scard(pend) == batch - 1
+    await memory.store_message(make_message("the last otter", timestamp=at(batch)), user, "c")
+    assert not await raw.exists(pend)
+    assert await raw.hlen(memory.keys.posting(user, "otter")) == batch
+    # A search that finds nothing waiting reads only the query's posting lists.
+    with monitor(memory.prefix) as commands:
+        found = await memory.search(user, "last", mode="keyword")
+    assert len(found) == 1 and found[0].message.content == "the last otter"
+    assert not [c for c in commands if "pend" in c and not c.startswith("EXISTS")]
+
+
+def _member(memory: RedisMemory, user: str, conv: str) -> str:
+    """The only order-zset member of a conversation (read synchronously)."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        (member,) = client.zrange(memory.keys.conversation(user, conv, "o"), 0, -1)
+        return member
+    finally:
+        client.close()
 
 
 async def test_forgetting_a_user_spares_an_id_another_user_stored_since(
@@ -581,6 +647,7 @@ async def test_changed_text_analysis_reindexes_on_connect(memory: RedisMemory, r
     entry = make_memory_entry(user, "likes running marathons")
     await memory.store_message(msg, user, "conv")
     await memory.store_memory(entry)
+    await memory.search(user, "home", mode="keyword")  # indexes the waiting message
     # Pretend the index was built by an older analysis that knew nothing of "run".
     posting = memory.keys.posting(user, "run")
     assert await raw.hlen(posting) == 2

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -75,7 +76,7 @@ from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
-from .scripts import PRELUDE, SCRIPTS
+from .scripts import SOURCES
 
 __all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
 
@@ -129,6 +130,9 @@ ANALYZER_FINGERPRINT = (
     f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
 )
 _LOCK_MS = 60_000
+# A message stored on its own waits in T:pend for its posting entries; the store that finds
+# this many waiting (or any search first) writes them, in one script per batch.
+INDEX_BATCH = 256
 
 _DEFAULTS: dict[str, Any] = {
     "prefix": "bruno",
@@ -150,7 +154,7 @@ _WRITES = frozenset(
     {
         "append", "delete_messages", "put_memory", "delete_own_memory", "forget_memories",
         "purge_expired", "put_session", "drop_conversation", "forget_rest", "put_vectors",
-        "drop_vectors", "reindex",
+        "drop_vectors", "reindex", "index_pending",
     }
 )  # fmt: skip
 
@@ -291,6 +295,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         self._client: Any = None
         self._pool: Any = None
         self._scripts: dict[str, Any] = {}
+        self._shas: dict[str, str] = {}
+        self._indexing: set[str] = set()  # users whose pending documents this process indexes
+        self._io_timeout: float | None = None  # socket_timeout, when _command applies it
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
@@ -324,18 +331,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             await self._connect_cluster()
             return
         s = self._settings
-        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
-        # tens of microseconds per command, a third of a local round trip.
-        pool = aioredis.ConnectionPool.from_url(
+        # The checks run on a connection of their own, with redis-py's socket timeout.
+        client = aioredis.Redis.from_url(
             self._driver_url,
-            max_connections=s["max_connections"],
             socket_timeout=s["socket_timeout"],
             socket_connect_timeout=s["connect_timeout"],
             decode_responses=True,
-            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
             retry=Retry(NoBackoff(), 0),
         )
-        client = aioredis.Redis(connection_pool=pool)
         try:
             cluster = await client.info("cluster")
             if int(cluster.get("cluster_enabled", 0)):
@@ -367,19 +370,34 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 )
             await self._check_layout(client)
             scripts = {}
-            for name, body in SCRIPTS.items():
-                script = client.register_script(PRELUDE + body)
+            for name, text in SOURCES.items():
+                script = client.register_script(text)
                 await client.script_load(script.script)
                 scripts[name] = script
             await self._check_analysis(client, scripts)
             mode = await self._detect_vector_mode(client)
-        except BaseException:
+        finally:
             await client.aclose()
-            await pool.aclose()
-            raise
+        # A plain pool behind our own semaphore: redis-py's BlockingConnectionPool costs
+        # tens of microseconds per command, a third of a local round trip.
+        pool = aioredis.ConnectionPool.from_url(
+            self._driver_url,
+            max_connections=s["max_connections"],
+            # socket_timeout is applied by _command, once per call: redis-py's own wraps
+            # every write in asyncio.wait_for (a task per command) and every read in a
+            # timeout, a third of the client's cost of a one-message store.
+            socket_timeout=None,
+            socket_connect_timeout=s["connect_timeout"],
+            decode_responses=True,
+            # Retries belong to MemoryBackend._run (bounded, only for transient errors).
+            retry=Retry(NoBackoff(), 0),
+        )
+        client = aioredis.Redis(connection_pool=pool)
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, pool, scripts
+        self._shas = {name: script.sha for name, script in scripts.items()}
+        self._io_timeout = s["socket_timeout"]
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = mode, None
         log.info(
@@ -455,8 +473,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 replicas = min(1, int(replication.get("connected_slaves", 0)))
             self._wait = (replicas, max(1, round(s["wait_timeout"] * 1000)))
             scripts = {}
-            for name, body in SCRIPTS.items():
-                script = client.register_script(PRELUDE + body)
+            for name, text in SOURCES.items():
+                script = client.register_script(text)
                 await client.script_load(script.script)  # on every master
                 scripts[name] = script
             await self._check_analysis(client, scripts)
@@ -466,6 +484,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         caps = type(self).capabilities
         self.capabilities = caps | {Capability.DURABLE} if durable else caps  # type: ignore[misc]
         self._client, self._pool, self._scripts = client, None, scripts
+        self._shas = {name: script.sha for name, script in scripts.items()}
+        self._io_timeout = None  # the cluster client's connections time out themselves
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = "client", None
         log.info(
@@ -591,7 +611,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     async def _close(self) -> None:
         client, pool = self._client, self._pool
         self._client = self._pool = None
-        self._scripts = {}
+        self._scripts, self._shas = {}, {}
         if client is not None:
             await client.aclose()
         if pool is not None:
@@ -601,9 +621,18 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
         if self._wait[0] and name in _WRITES:
             return await self._command(self._eval_wait, name, args)
-        return await self._command(
-            self._scripts[name], keys=self._script_keys, args=[self.keys.prefix, *args]
-        )
+        keys = self._script_keys
+        call = self._client.execute_command
+        try:
+            # EVALSHA by the digest taken at connect: no per-call script object work.
+            return await self._command(
+                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
+            )
+        except rexc.NoScriptError:  # the server's script cache was flushed (or a failover)
+            await self._command(self._client.script_load, self._scripts[name].script)
+            return await self._command(
+                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
+            )
 
     async def _eval_wait(self, name: str, args: Sequence[Any]) -> Any:
         """Run a writing script then ``WAIT`` on the same connection to the slot's master;
@@ -637,7 +666,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         else:
             await slots.acquire()
         try:
-            return await method(*args, **kwargs)
+            if self._io_timeout is None:
+                return await method(*args, **kwargs)
+            try:
+                async with asyncio.timeout(self._io_timeout):
+                    return await method(*args, **kwargs)
+            except TimeoutError:
+                # The connection was dropped on cancellation (redis-py disconnects a
+                # connection interrupted mid-reply); transient like redis-py's own timeout.
+                raise rexc.TimeoutError(
+                    f"no reply within socket_timeout ({self._io_timeout} s)"
+                ) from None
         finally:
             slots.release()
 
@@ -694,7 +733,35 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
                 backend=self.backend_name,
                 operation="store_message",
             )
-        return AppendResult(reply[1], frozenset(reply[2:]))
+        owner = reply[1]
+        if reply[2] >= INDEX_BATCH and owner not in self._indexing:
+            try:
+                await self._index_pending(owner)
+            except Exception:  # stored all the same; the next search or batch indexes them
+                log.warning("%s: indexing waiting messages failed", self.describe(), exc_info=True)
+        return AppendResult(owner, frozenset(reply[3:]))
+
+    async def _index_pending(self, user_id: str) -> None:
+        """Write the posting entries of the user's messages still waiting in ``T:pend``,
+        :data:`INDEX_BATCH` per script; those stored meanwhile may be left for later."""
+        self._indexing.add(user_id)
+        try:
+            while True:
+                reply = await self._eval("pending", [user_id, INDEX_BATCH])
+                args: list[Any] = [user_id]
+                for i in range(0, len(reply), 2):
+                    args.append(reply[i])
+                    body = reply[i + 1]
+                    if body is None:  # deleted meanwhile: index_pending clears it
+                        args += ("0", "", "")
+                    else:
+                        _index_args(load_json(body)[1], args)
+                if len(args) > 1:
+                    await self._eval("index_pending", args)
+                if len(reply) < 2 * INDEX_BATCH:
+                    return
+        finally:
+            self._indexing.discard(user_id)
 
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         if not ids:
@@ -817,10 +884,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
             return []
         code = ("m" if "message" in kinds else "") + ("e" if "memory" in kinds else "")
         flt = _filter_json(request.memories()) if "memory" in kinds else ""
-        reply = await self._eval(
-            "search",
-            [user_id, limit, code, request.conversation_id or "", _BM25.k1, _BM25.b, flt, *words],
-        )
+        args = [user_id, limit, code, request.conversation_id or "", _BM25.k1, _BM25.b, flt]
+        reply = await self._eval("search", [*args, *words])
+        if reply == ["pending"]:
+            # Messages stored on their own wait for their posting entries: write those of
+            # every message stored so far, then search (what arrives meanwhile may wait).
+            await self._index_pending(user_id)
+            args[2] = code + "!"
+            reply = await self._eval("search", [*args, *words])
         hits: list[SearchHit] = []
         for i in range(0, len(reply), 5):
             score = float(reply[i + 1])
@@ -1479,15 +1550,30 @@ def _append_args(
     enforce_owner: bool,
     ttl_ms: int,
     records: Sequence[MessageRecord],
+    *,
+    defer: bool = True,
 ) -> list[Any]:
     """Arguments of the append script. Small fields travel NUL-joined: each argument costs
-    the client more to encode than the server to split."""
+    the client more to encode than the server to split. ``defer``: a single record's text is
+    analysed later (see :data:`INDEX_BATCH`)."""
     # With no records the script only claims the conversation and never reads ``newest``.
     newest = records[0].ts_us if len(records) == 1 else max((r.ts_us for r in records), default=0)
     enforce = "1" if enforce_owner else "0"
     args: list[Any] = [
         f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
     ]
+    if defer and len(records) == 1 and len(records[0].content) < _F:
+        # One message: its text is analysed later, in a batch (see INDEX_BATCH). (A text
+        # of _F characters or more may hold too many words: it is checked now.)
+        rec = records[0]
+        args += (
+            f"{rec.id}\x00{rec.role}\x00{ts_hex(rec.ts_us)}",
+            _dumps(_BODY.row(rec)),
+            "",
+            "",
+            b"" if rec.vector is None else vector_to_bytes(rec.vector),
+        )
+        return args
     for rec in records:
         toks = terms(rec.content)
         if len(toks) >= _F:
@@ -1503,12 +1589,25 @@ def _append_args(
 
 
 def _message(body: str, member: str, conversation_id: str, owner: str) -> MessageRecord:
-    return _BODY.from_row(
-        load_json(body),
-        id=member[28:],
-        conversation_id=conversation_id,
-        user_id=owner,
-        seq=member_seq(member),
+    # The body's only number is the timestamp in microseconds (metadata is JSON text inside
+    # it), which orjson reads exactly: no need for load_json's scan for long numbers.
+    try:
+        row = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        row = load_json(body)
+    role, content, message_type, timestamp, ts_us, metadata, parent_id = row
+    return MessageRecord(
+        member[28:],
+        conversation_id,
+        role,
+        content,
+        message_type,
+        timestamp,
+        int(ts_us),
+        metadata,
+        parent_id,
+        owner,
+        member_seq(member),
     )
 
 

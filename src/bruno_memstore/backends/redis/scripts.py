@@ -17,7 +17,9 @@ section of :data:`PRELUDE`), so a record and its vector document never disagree.
 
 from __future__ import annotations
 
-__all__ = ["PRELUDE", "SCRIPTS"]
+import re
+
+__all__ = ["PRELUDE", "SCRIPTS", "SOURCES", "source"]
 
 PRELUDE = r"""
 local P = ARGV[1]
@@ -33,6 +35,7 @@ local function now_ms()
 end
 
 local function enc(s)
+  if not string.find(s, '[%%{}]') then return s end
   return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
 end
 -- Standalone, each user has a hash tag of its own; on a cluster P is '{prefix}', the
@@ -167,6 +170,9 @@ end
 -- T:doc holds, per document, <head>\0<length>[\0term]*: the head says what the document is
 -- (message: role\0order member\0conversation; memory: a JSON filter record), the terms say
 -- which posting lists to leave when it is deleted. BM25's N is HLEN T:doc.
+-- A message stored on its own is not analysed at once: its document is written with length
+-- 0 and no terms, and its number goes into the set T:pend; the client writes its posting
+-- entries later (index_pending), in batches, and always before a search reads the lists.
 
 local function index_doc(u, doc, meta, len, terms, values)
   if terms == '' then
@@ -196,7 +202,10 @@ local function unindex_doc(u, doc, nhead)
     end
   end
   redis.call('HDEL', u .. 'doc', doc)
-  redis.call('HINCRBY', u .. 'ix', 'len', -tonumber(fields[nhead + 1]))
+  redis.call('SREM', u .. 'pend', doc)
+  -- A waiting document's length is 0 (and -0 would reach HINCRBY as the text '-0').
+  local len = tonumber(fields[nhead + 1])
+  if len ~= 0 then redis.call('HINCRBY', u .. 'ix', 'len', -len) end
   return fields
 end
 
@@ -269,12 +278,15 @@ local function drop_conversation(owner, conv, keep)
 end
 
 -- Conversations past their TTL disappear before anything of their owner is read or written.
+-- True if any did.
 local function purge_due(owner)
   local u = ukey(owner)
-  if redis.call('EXISTS', u .. 'cexp') == 0 then return end
-  for _, conv in ipairs(redis.call('ZRANGEBYSCORE', u .. 'cexp', '-inf', now_ms())) do
+  if redis.call('EXISTS', u .. 'cexp') == 0 then return false end
+  local due = redis.call('ZRANGEBYSCORE', u .. 'cexp', '-inf', now_ms())
+  for _, conv in ipairs(due) do
     drop_conversation(owner, conv, nil)
   end
+  return #due > 0
 end
 
 local function touch(owner, conv, ttl)
@@ -289,17 +301,16 @@ end
 -- The conversation's owner, after purging the owner's conversations that are past TTL.
 local function conversation_owner(conv)
   local owner = redis.call('GET', ptr('co', conv))
-  if owner then
-    purge_due(owner)
-    owner = redis.call('GET', ptr('co', conv))
-  end
+  if owner and purge_due(owner) then owner = redis.call('GET', ptr('co', conv)) end
   return owner
 end
 
 -- The conversation's owner, claiming it for user when it has none. Returns nil and the
--- owner when enforce is set and someone else owns it (nothing is written then).
-local function claim(conv, user, enforce)
-  local owner = conversation_owner(conv)
+-- owner when enforce is set and someone else owns it (nothing is written then). known: the
+-- owner conversation_owner gave in this call (false: none), to skip asking again.
+local function claim(conv, user, enforce, known)
+  local owner = known
+  if owner == nil then owner = conversation_owner(conv) end
   if not owner then
     redis.call('SET', ptr('co', conv), user)
     redis.call('SADD', ukey(user) .. 'convs', conv)
@@ -365,13 +376,16 @@ end
 APPEND = r"""
 -- ARGV: P header, then per record: header body terms values vector('' none)
 --   header: user\0enforce\0conv\0ttl_ms\0newest_ts_us\0nrec (fields joined, fewer arguments)
---   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined
+--   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined. A header without
+--   the length: the record is indexed later (its document goes into T:pend).
+-- -> {'ok', owner, pending documents of the owner, id already stored*} | {'owner', owner}
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
-if nrec > 0 and not conversation_owner(conv) then
+local known = conversation_owner(conv) or false
+if nrec > 0 and not known then
   -- A new conversation is claimed only if something goes into it.
-  local out = {'ok', user}
+  local out = {'ok', user, 0}
   for i = 3, 2 + 5 * nrec, 5 do
     local id = head(ARGV[i], 1)[1]
     local taken = redis.call('GET', ptr('mo', id))
@@ -384,12 +398,12 @@ if nrec > 0 and not conversation_owner(conv) then
   end
   if out then return out end
 end
-local owner, other = claim(conv, user, enforce)
+local owner, other = claim(conv, user, enforce, known)
 if not owner then return {'owner', other} end
 local u = ukey(owner)
 local okey, bkey = ckey(u, conv, 'o'), ckey(u, conv, 'b')
-local out = {'ok', owner}
-local added, vectors = 0, false
+local out = {'ok', owner, 0}
+local added, vectors, deferred = 0, false, false
 local seq = redis.call('INCRBY', u .. 'seq', nrec) - nrec
 for i = 3, 2 + 5 * nrec, 5 do
   local r = head(ARGV[i], 4)
@@ -409,8 +423,15 @@ for i = 3, 2 + 5 * nrec, 5 do
     redis.call('ZADD', okey, 0, member)
     redis.call('HSET', bkey, id, ARGV[i + 1])
     redis.call('HINCRBY', u .. 'roles', role, 1)
-    index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
-              ARGV[i + 3])
+    if r[4] then
+      index_doc(u, tostring(seq), role .. NUL .. member .. NUL .. conv, r[4], ARGV[i + 2],
+                ARGV[i + 3])
+    else
+      -- Length 0 until indexed: what the document is reads the same either way.
+      redis.call('HSET', u .. 'doc', seq, role .. NUL .. member .. NUL .. conv .. NUL .. '0')
+      redis.call('SADD', u .. 'pend', seq)
+      deferred = true
+    end
     if ARGV[i + 4] ~= '' then
       put_message_vector(u, owner, conv, id, ARGV[i + 4])
       redis.call('RPUSH', u .. 'vml', id)
@@ -433,6 +454,7 @@ if added > 0 then
   redis.call('ZADD', u .. 'recent', 'GT', newest, conv)
   touch(owner, conv, ttl)
 end
+if deferred then out[3] = redis.call('SCARD', u .. 'pend') end
 return out
 """
 
@@ -737,11 +759,16 @@ SEARCH = r"""
 -- BM25 over the posting lists of the query terms only: O(sum of their lengths).
 -- Returns whole groups of equal score until `limit` hits pass the filters; the caller
 -- breaks ties and trims. Hit: 'm' score conv member body | 'e' score record '' ''.
+-- kinds ending in '!': documents still pending are left out (the caller has just indexed
+-- those that waited); otherwise any pending document makes the answer {'pending'}.
 local user, limit, kinds, conv = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local k1, b = tonumber(ARGV[6]), tonumber(ARGV[7])
 local F = 67108864 -- posting value = document length * F + term frequency
 purge_due(user)
 local u = ukey(user)
+if string.sub(kinds, -1) ~= '!' and redis.call('EXISTS', u .. 'pend') == 1 then
+  return {'pending'}
+end
 local want_msg, want_mem = string.find(kinds, 'm', 1, true), string.find(kinds, 'e', 1, true)
 local n = redis.call('HLEN', u .. 'doc')
 if n == 0 then return {} end
@@ -882,7 +909,7 @@ for _, kind in ipairs({'m', 'e'}) do
 end
 redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
            u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp', u .. 'vm',
-           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge')
+           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge', u .. 'pend')
 redis.call('SREM', P .. ':users', user)
 return s
 """
@@ -907,6 +934,48 @@ for i = 3, #ARGV, 4 do
     fields[nhead + 1] = nil
     index_doc(u, doc, table.concat(fields, NUL), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     n = n + 1
+  end
+end
+return n
+"""
+
+PENDING = r"""
+-- ARGV: P user max  ->  (doc body)* of at most max documents waiting in T:pend (a message
+-- whose body is gone meanwhile has body false; index_pending then just clears it).
+local user, max = ARGV[2], tonumber(ARGV[3])
+purge_due(user)
+local u = ukey(user)
+local out = {}
+for _, doc in ipairs(redis.call('SRANDMEMBER', u .. 'pend', max)) do
+  local meta = redis.call('HGET', u .. 'doc', doc)
+  local body = false
+  if meta then
+    local h = head(meta, 3)
+    body = redis.call('HGET', ckey(u, h[3], 'b'), string.sub(h[2], 29))
+  end
+  out[#out + 1] = doc
+  out[#out + 1] = body
+end
+return out
+"""
+
+INDEX_PENDING = r"""
+-- ARGV: P user (doc length terms values)*  ->  documents indexed. Writes the posting entries
+-- of documents still pending; those indexed or deleted meanwhile are skipped.
+local u = ukey(ARGV[2])
+local n = 0
+for i = 3, #ARGV, 4 do
+  local doc = ARGV[i]
+  if redis.call('SREM', u .. 'pend', doc) == 1 then
+    local meta = redis.call('HGET', u .. 'doc', doc)
+    local h, rest = nil, nil
+    if meta then h, rest = head(meta, 4) end
+    -- Only a document still as the append script wrote it (length 0, no terms).
+    if h and h[4] == '0' and not rest then
+      index_doc(u, doc, table.concat({h[1], h[2], h[3]}, NUL), ARGV[i + 1], ARGV[i + 2],
+                ARGV[i + 3])
+      n = n + 1
+    end
   end
 end
 return n
@@ -1067,6 +1136,8 @@ SCRIPTS: dict[str, str] = {
     "forget_rest": FORGET_REST,
     "touch_user": TOUCH_USER,
     "reindex": REINDEX,
+    "pending": PENDING,
+    "index_pending": INDEX_PENDING,
     "vector_state": VECTOR_STATE,
     "vector_load": VECTOR_LOAD,
     "vector_delta": VECTOR_DELTA,
@@ -1075,3 +1146,53 @@ SCRIPTS: dict[str, str] = {
     "drop_vectors": DROP_VECTORS,
 }
 """Script name -> Lua body (without the prelude)."""
+
+
+# Each script runs its prelude on every call, and defining the prelude's ~40 functions costs
+# the server more than the few commands of a short script: each script gets only the
+# definitions it uses (directly or through another definition), in the prelude's order.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _chunks(prelude: str) -> list[tuple[frozenset[str], str]]:
+    """The prelude's top-level statements (each starts with ``local``) with the names
+    each defines."""
+    out: list[tuple[frozenset[str], str]] = []
+    lines: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        if line.startswith("local ") and lines:
+            out.append(_defined(lines))
+            lines = []
+        lines.append(line)
+    if lines:
+        out.append(_defined(lines))
+    return out
+
+
+def _defined(lines: list[str]) -> tuple[frozenset[str], str]:
+    first = lines[0][len("local ") :]
+    if first.startswith("function "):
+        names = [_NAME.match(first, len("function ")).group()]  # type: ignore[union-attr]
+    else:
+        names = [n.strip() for n in first.split("=", 1)[0].split(",")]
+    return frozenset(names), "".join(lines)
+
+
+_PRELUDE_CHUNKS = _chunks(PRELUDE)
+
+
+def source(body: str) -> str:
+    """``body`` after the part of :data:`PRELUDE` it needs."""
+    wanted = set(_NAME.findall(body))
+    keep = [False] * len(_PRELUDE_CHUNKS)
+    # A definition only refers to earlier ones: one pass from the end finds them all.
+    for i in range(len(_PRELUDE_CHUNKS) - 1, -1, -1):
+        names, text = _PRELUDE_CHUNKS[i]
+        if names & wanted:
+            keep[i] = True
+            wanted |= set(_NAME.findall(text))
+    return "".join(text for (_, text), k in zip(_PRELUDE_CHUNKS, keep, strict=True) if k) + body
+
+
+SOURCES: dict[str, str] = {name: source(body) for name, body in SCRIPTS.items()}
+"""Each script's full text, as loaded on the server."""
