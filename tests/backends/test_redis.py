@@ -1273,6 +1273,9 @@ async def test_keys_of_key_layout_1_are_refused_until_migrated(prefix: str, serv
         assert moved > 10
         assert await new.migrate_key_layout() == 0  # nothing is left under the old names
         await new.initialize()
+        if server == "redisearch":  # the new index has scanned every migrated vector
+            info = await new.vector_index_info()
+            assert info["indexing"] == 0 and info["documents"] >= 3
         assert await _everything(new) == before
         assert await _everything(neighbour) != before
         hits = await new.search("ali:ce", "said", mode="vector", limit=5)

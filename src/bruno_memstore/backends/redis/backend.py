@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -94,6 +95,7 @@ _LOAD_BATCH = 1000  # vector documents per loading step (search in the client)
 _F = 1 << 26
 _BM25 = BM25Index()
 _REWRITE_POLL = 0.05  # seconds between two looks at a running append-only file rewrite
+_INDEX_POLL = 0.05  # seconds between two looks at a vector index scanning stored documents
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # A memory entry is stored as the codec's row; a message body as these fields (its id,
 # conversation, owner and arrival number live in the keys around it).
@@ -973,14 +975,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     async def _ensure_index(self, dimension: int) -> None:
         """Create the HNSW index for ``dimension`` unless it exists with that dimension.
 
-        Created over documents already stored (RediSearch indexes them in the background),
-        so a store written before the server had RediSearch is searchable once connected.
+        Created over documents already stored, which RediSearch indexes in the background:
+        this waits until that scan is over (here or in the process that created the index),
+        so a store written before the server had RediSearch, or just migrated, is wholly
+        searchable once connected.
         """
         if self._index_dimension == dimension:
             return
         current = await self._index_info()
         if current is not None:
             if _index_dimension(current) == dimension:
+                await self._await_index_scan(current)
                 self._index_dimension = dimension
                 return
             await self._drop_index()
@@ -1008,7 +1013,23 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
         except rexc.ResponseError as exc:
             if "already exists" not in str(exc).lower():  # another process was first
                 raise
+        await self._await_index_scan(await self._index_info())
         self._index_dimension = dimension
+
+    async def _await_index_scan(self, info: dict[str, Any] | None) -> None:
+        """Wait until the index has scanned the documents stored before it (polling
+        ``FT.INFO``, for at most most of the operation timeout, or a minute)."""
+        deadline = time.monotonic() + 0.8 * (self.operation_timeout or 60.0)
+        while info is not None and int(info.get("indexing", 0)):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "%s: the vector index is still scanning stored documents; vector search "
+                    "may miss some until it ends",
+                    self.describe(),
+                )
+                return
+            await asyncio.sleep(_INDEX_POLL)
+            info = await self._index_info()
 
     async def _index_info(self) -> dict[str, Any] | None:
         try:
