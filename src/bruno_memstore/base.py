@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -57,10 +56,21 @@ from .errors import (
     NotFoundError,
     OwnershipError,
 )
+from .lifecycle import (
+    check_ttl,
+    conversation_deadline,
+    message_deadlines,
+    now_us,
+    session_deadline,
+    stamp_message,
+    stamp_session,
+)
 from .limits import NO_LIMITS, Limits, Record, record_bytes
 from .metrics import Meter
 from .models import (
     DEFAULT_USER,
+    LIFECYCLE_KEY,
+    MAX_LIMIT,
     MemoryFilter,
     MemoryRecord,
     MessageRecord,
@@ -76,10 +86,12 @@ from .models import (
     record_to_session,
     session_to_record,
     to_us,
+    user_metadata,
     utcnow,
 )
-from .primitives import StoragePrimitives
+from .primitives import MessagePruning, StoragePrimitives
 from .ranking import DEFAULT_VECTOR_WEIGHT, SearchMode
+from .retention import RetentionPolicy, as_policy, retention_plan
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
 from .telemetry import telemetry_wanted
@@ -98,6 +110,7 @@ SearchKind = Literal["message", "memory"]
 _ALL_KINDS: frozenset[str] = frozenset({"message", "memory"})
 _MAX_CONTEXT_WINDOW = 1000  # ConversationContext.max_messages upper bound
 _EPOCH = datetime(1970, 1, 1)
+_MARK = f'"{LIFECYCLE_KEY}"'
 
 
 class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
@@ -128,6 +141,18 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             :class:`~bruno_memstore.telemetry.Telemetry` naming providers. Decided here, once.
         trace_content: record query text and record content on spans (opt-in; needs
             ``telemetry``).
+        message_ttl: seconds (or a ``timedelta``) a new message lives; ``None``: forever.
+            A call's ``ttl=`` overrides it (docs/lifecycle.md).
+        conversation_ttl: seconds a conversation lives after its last message was
+            written; then it goes whole (messages and sessions).
+        session_ttl: seconds a new session lives (``create_session(ttl=...)`` overrides it).
+        memory_ttl: seconds a new memory entry lives when it sets no ``expires_at``
+            (``store_memory(ttl=...)`` overrides it).
+        sweep_interval: seconds between runs of a background sweeper (:meth:`sweep`),
+            started with the first call and stopped by :meth:`shutdown`; ``None``: no
+            background sweeps (call :meth:`purge_expired` or ``bruno-memstore expire``).
+        retention: a :class:`~bruno_memstore.retention.RetentionPolicy` (or its keyword
+            arguments as a dict) that :meth:`apply_retention` enforces.
     """
 
     backend_name: ClassVar[str] = "abstract"
@@ -155,6 +180,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         erasure_log: Any = None,
         telemetry: Any = None,
         trace_content: bool = False,
+        message_ttl: Any = None,
+        conversation_ttl: Any = None,
+        session_ttl: Any = None,
+        memory_ttl: Any = None,
+        sweep_interval: Any = None,
+        retention: Any = None,
     ) -> None:
         window = check_limit(context_window, "context_window", maximum=_MAX_CONTEXT_WINDOW)
         assert window is not None
@@ -175,6 +206,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
+        self.message_ttl = check_ttl(message_ttl, "message_ttl")
+        self.conversation_ttl = check_ttl(conversation_ttl, "conversation_ttl")
+        self.session_ttl = check_ttl(session_ttl, "session_ttl")
+        self.memory_ttl = check_ttl(memory_ttl, "memory_ttl")
+        self.sweep_interval = check_ttl(sweep_interval, "sweep_interval")
+        self._sweeper: asyncio.Task[None] | None = None
+        self.retention = as_policy(retention)
         self._init_semantic(embedding_model, search_mode, vector_weight, vectors)
         if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
             self._instrument(telemetry, trace_content)
@@ -219,6 +257,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         drained = self._calls.close()
         await self._vector_queue.stop()
+        await self._stop_sweeper()
         wait = self.shutdown_timeout
         if not drained.done():
             try:
@@ -326,6 +365,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             self._connected = True
             if self.vectors == "deferred" and self.embedder is not None:
                 self._vector_queue.start()  # first drains what an earlier process left
+            if self.sweep_interval is not None:
+                self._start_sweeper()
 
     # ================================================================ the choke point
 
@@ -417,6 +458,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         *args: str,
         user_id: str | None = None,
         conversation_id: str | None = None,
+        ttl: Any = None,
     ) -> None:
         """Store one message (idempotent by ``message.id``).
 
@@ -431,7 +473,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             ConflictError: a different message is stored under this id.
         """
         user_id, conversation_id = _store_args(args, user_id, conversation_id)
-        await self.store_messages([message], conversation_id=conversation_id, user_id=user_id)
+        await self.store_messages(
+            [message], conversation_id=conversation_id, user_id=user_id, ttl=ttl
+        )
 
     async def store_messages(
         self,
@@ -439,6 +483,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         *,
         conversation_id: str,
         user_id: str | None = None,
+        ttl: Any = None,
     ) -> int:
         """Store many messages of one conversation in one atomic batch; return how many were new.
 
@@ -452,8 +497,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         (refused with ``OwnershipError`` in another user's conversation); unattributed ones
         join the conversation whoever owns it, or start one owned by ``"default"``. A batch
         naming two users raises ``InvalidArgumentError``.
+
+        ``ttl`` (seconds or a ``timedelta``; default :attr:`message_ttl`): how long the
+        messages live; expired messages are left out of every read.
         """
         conversation_id = check_id(conversation_id, "conversation_id")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.message_ttl
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
@@ -470,8 +519,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             enforce = named is not None
             user_id = named or DEFAULT_USER
         owner: str = user_id
+        if ttl is not None or self.conversation_ttl is not None:
+            at = now_us()
+            for rec in records:
+                stamp_message(rec, at, ttl, self.conversation_ttl)
         self._check_records(records)
         deferred = await self._deferred("store_message", records)
+        if self.conversation_ttl is not None:
+            await self._drop_if_expired("store_message", conversation_id)
         if len(records) > 1:
             # Pre-check so a conflicting batch writes nothing at all. A single message needs
             # none: an append that inserts nothing writes nothing (see ``_append_messages``).
@@ -559,9 +614,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         conversation_id = check_id(conversation_id, "conversation_id")
         limit = check_limit(limit, allow_none=True)
-        records = await self._run(
-            "retrieve_messages",
-            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=limit),
+        records = await self._window(
+            "retrieve_messages", conversation_id=conversation_id, user_id=None, limit=limit
         )
         return await _to_messages(records[::-1])
 
@@ -603,17 +657,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         recent_n = limit if not ranked else (0 if strategy == "relevant" else (limit + 1) // 2)
         recent: list[MessageRecord] = []
         if recent_n:
-            recent = await self._run(
-                "retrieve_context",
-                lambda: self._read_window(
-                    conversation_id=conversation_id, user_id=user_id, limit=recent_n
-                ),
+            recent = await self._window(
+                "retrieve_context", conversation_id=conversation_id, user_id=user_id, limit=recent_n
             )
         if not ranked:
             return [record_to_message(r) for r in recent]
         assert query is not None
         seen = {r.id for r in recent}
-        hits = await self._ranked(
+        hits = await self._live_ranked(
             "retrieve_context",
             user_id,
             query,
@@ -711,7 +762,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not query.strip():
             return []
         flt = MemoryFilter(user_id=user_id, now_us=to_us(utcnow()), limit=limit)
-        hits = await self._ranked(
+        hits = await self._live_ranked(
             "search",
             user_id,
             query,
@@ -747,13 +798,25 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     # ================================================================ memory entries
 
-    async def store_memory(self, memory_entry: MemoryEntry) -> None:
+    async def store_memory(self, memory_entry: MemoryEntry, *, ttl: Any = None) -> None:
         """Insert or replace a memory entry (by id).
+
+        An entry without ``expires_at`` gets one ``ttl`` seconds from now (default
+        :attr:`memory_ttl`; ``None``: it never expires). The caller's entry is not changed.
 
         Raises:
             OwnershipError: the id belongs to another user's entry.
         """
         self.require(Capability.MEMORIES, "store_memory")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.memory_ttl
+        if (
+            ttl is not None
+            and isinstance(memory_entry, MemoryEntry)
+            and memory_entry.expires_at is None
+        ):
+            memory_entry = memory_entry.model_copy(
+                update={"expires_at": utcnow() + timedelta(seconds=ttl)}
+            )
         record = memory_to_record(memory_entry)
         self._check_memory(record)
         await self._embed_records("store_memory", [record])
@@ -788,7 +851,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         text = query.query_text
         if text is not None and text.strip():
             self._search_mode_for(None, "retrieve_memories")
-            hits = await self._ranked(
+            hits = await self._live_ranked(
                 "retrieve_memories",
                 user_id,
                 text,
@@ -820,19 +883,295 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             user_id = check_id(user_id, "user_id")
         await self._run_owned("delete_memory", lambda: self._delete_memory(memory_id, user_id))
 
-    async def purge_expired(self) -> int:
-        """Delete memory entries whose ``expires_at`` has passed; return how many."""
-        self.require(Capability.MEMORIES, "purge_expired")
-        now = to_us(utcnow())
-        return int(await self._run("purge_expired", lambda: self._purge_expired(now)))
+    async def purge_expired(self, *, now: datetime | None = None) -> int:
+        """Delete what has expired (see :meth:`sweep`); return how many messages and memory
+        entries went."""
+        counts = await self.sweep(now=now)
+        return counts["messages"] + counts["memories"]
+
+    async def sweep(self, *, now: datetime | None = None) -> dict[str, int]:
+        """The expiry sweeper: delete every expired record, store-wide; return counts by
+        kind (``messages``, ``conversations``, ``sessions``, ``memories``).
+
+        Memory entries past ``expires_at`` go (backends with ``Capability.MEMORIES``);
+        conversations past their deadline go whole, with their messages and sessions, and
+        expired messages one by one (``Capability.LISTING``; one by one needs
+        ``Capability.PRUNING``). ``now`` replaces the clock (tests, replays). Reads never
+        return expired records, swept or not.
+        """
+        if not self.supports(Capability.LISTING):  # nothing to sweep but memory entries
+            self.require(Capability.MEMORIES, "purge_expired")
+        at = now_us(now)
+        counts = {"messages": 0, "conversations": 0, "sessions": 0, "memories": 0}
+        if self.supports(Capability.MEMORIES):
+            counts["memories"] = int(
+                await self._run("purge_expired", lambda: self._purge_expired(at))
+            )
+        if self.supports(Capability.LISTING):
+            await self._sweep_messages(at, counts)
+        self._meter.removed("expiry", counts)
+        return counts
+
+    async def _sweep_messages(self, at: int, counts: dict[str, int]) -> None:
+        # Per conversation: None once one message has no conversation deadline (it never
+        # ends), else the latest deadline; and the ids of messages past their own.
+        ends: dict[str, int | None] = {}
+        doomed: dict[str, list[str]] = {}
+        async for batch in self._raw_batches("purge_expired", "messages", None):
+            for rec in batch:
+                x, c = message_deadlines(rec)
+                conv = rec.conversation_id
+                if conv not in ends:
+                    ends[conv] = c
+                elif (end := ends[conv]) is not None:
+                    ends[conv] = None if c is None else max(c, end)
+                if x is not None and x <= at:
+                    doomed.setdefault(conv, []).append(rec.id)
+        prune = self.supports(Capability.PRUNING) and isinstance(self, MessagePruning)
+        for conv, end in ends.items():
+            if (
+                end is not None
+                and end <= at
+                and await self._drop_if_expired("purge_expired", conv, at, counts)
+            ):
+                continue
+            ids = doomed.get(conv)
+            if ids and prune:
+                counts["messages"] += await self._prune("purge_expired", conv, ids)
+
+    async def _prune(self, operation: str, conversation_id: str, ids: Sequence[str]) -> int:
+        """Delete these messages of the conversation (``Capability.PRUNING``)."""
+        self.require(Capability.PRUNING, operation)
+        delete = getattr(self, "_delete_message_ids", None)
+        if not isinstance(self, MessagePruning) or delete is None:
+            raise CapabilityError(
+                "this backend cannot delete single messages",
+                backend=self.backend_name,
+                operation=operation,
+            )
+        return int(await self._run(operation, lambda: delete(conversation_id, ids)))
+
+    async def _drop_if_expired(
+        self,
+        operation: str,
+        conversation_id: str,
+        at: int | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> bool:
+        """Delete the conversation if it is past its deadline (read again, whole, first);
+        whether it went."""
+        at = now_us() if at is None else at
+        whole = await self._run(
+            operation,
+            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=None),
+        )
+        end = conversation_deadline(whole)
+        if not whole or end is None or end > at:
+            return False
+        await self._drop_conversation(operation, conversation_id, len(whole), counts)
+        return True
+
+    async def _drop_conversation(
+        self,
+        operation: str,
+        conversation_id: str,
+        messages: int,
+        counts: dict[str, int] | None,
+    ) -> None:
+        """Delete the conversation with its messages and sessions, counting them."""
+        sessions = 0
+        if counts is not None and self.supports(Capability.LISTING):
+            owner = await self._run(operation, lambda: self._conversation_owner(conversation_id))
+            if owner is not None:
+                held = await self._run(operation, lambda: self._collect("sessions", owner))
+                sessions = sum(1 for s in held if s.conversation_id == conversation_id)
+        gone = int(
+            await self._run(operation, lambda: self._delete_messages(conversation_id, frozenset()))
+        )
+        if counts is not None:
+            counts["messages"] += gone or messages
+            counts["conversations"] += 1
+            counts["sessions"] += sessions
+
+    # ---------------------------------------------------------------- retention
+
+    async def apply_retention(
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        dry_run: bool = False,
+        user_id: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Enforce a retention policy (default: the store's :attr:`retention`).
+
+        Returns a report: ``dry_run``, ``totals`` and ``users`` (per user: ``messages``
+        and ``conversations`` that went, or with ``dry_run=True`` would go; nothing is
+        deleted then). ``user_id`` limits it to one user. Needs ``Capability.LISTING``,
+        and ``Capability.PRUNING`` for rules that delete single messages.
+        """
+        policy = as_policy(policy) if policy is not None else self.retention
+        if policy is None:
+            raise InvalidArgumentError("policy", "no retention policy given or configured")
+        if not isinstance(dry_run, bool):
+            raise InvalidArgumentError("dry_run", "expected a bool")
+        self.require(Capability.LISTING, "apply_retention")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        at = now_us(now)
+        op = "apply_retention"
+        users: dict[str, dict[str, int]] = {}
+        conversations: list[tuple[str, str]] = []
+        async for batch in self._raw_batches(op, "conversations", user_id):
+            conversations += batch
+        for conv, owner in conversations:
+            whole = await self._run(
+                op, lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=None)
+            )
+            drop_all, ids = retention_plan(policy, whole, at)
+            if not drop_all and not ids:
+                continue
+            tally = users.setdefault(owner, {"messages": 0, "conversations": 0})
+            if drop_all:
+                tally["conversations"] += 1
+                tally["messages"] += len(whole)
+                if not dry_run:
+                    await self._drop_conversation(op, conv, len(whole), None)
+            else:
+                if not dry_run:
+                    await self._prune(op, conv, ids)
+                elif not self.supports(Capability.PRUNING):
+                    self.require(Capability.PRUNING, op)
+                tally["messages"] += len(ids)
+        totals = {
+            "messages": sum(t["messages"] for t in users.values()),
+            "conversations": sum(t["conversations"] for t in users.values()),
+        }
+        if not dry_run:
+            self._meter.removed("retention", totals)
+        return {"dry_run": dry_run, "totals": totals, "users": users}
+
+    # ---------------------------------------------------------------- reads without the expired
+
+    async def _live(
+        self, records: Sequence[MessageRecord], at: int, operation: str
+    ) -> list[MessageRecord]:
+        """``records`` without the expired: messages past their deadline, and messages of
+        conversations past theirs (read whole when the records in hand cannot tell)."""
+        if not any(_MARK in r.metadata for r in records):
+            return list(records)
+        by_conv: dict[str, list[MessageRecord]] = {}
+        for rec in records:
+            by_conv.setdefault(rec.conversation_id, []).append(rec)
+        alive: dict[str, bool] = {}
+        for conv, held in by_conv.items():
+            end = conversation_deadline(held)
+            if end is not None and end <= at:
+                whole = await self._run(
+                    operation,
+                    lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=None),
+                )
+                end = conversation_deadline(whole)
+            alive[conv] = end is None or end > at
+        out: list[MessageRecord] = []
+        for rec in records:
+            if alive[rec.conversation_id]:
+                x = message_deadlines(rec)[0]
+                if x is None or x > at:
+                    out.append(rec)
+        return out
+
+    async def _window(
+        self,
+        operation: str,
+        *,
+        conversation_id: str | None,
+        user_id: str | None,
+        limit: int | None,
+    ) -> list[MessageRecord]:
+        """``_read_window`` without expired messages: the newest ``limit`` live ones (read
+        again, wider, when expired ones took places in the window)."""
+        at = now_us()
+        want = limit
+        while True:
+            records = await self._run(
+                operation,
+                lambda n=want: self._read_window(
+                    conversation_id=conversation_id, user_id=user_id, limit=n
+                ),
+            )
+            live = await self._live(records, at, operation)
+            if limit is None or want is None or len(live) >= limit or len(records) < want:
+                return live if limit is None else live[-limit:]
+            want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
+
+    async def _live_ranked(
+        self, operation: str, user_id: str, query: str, *, limit: int, **kw: Any
+    ) -> list[SearchHit]:
+        """:meth:`_ranked` without expired message hits (asked again, for more, when expired
+        ones took places)."""
+        at = now_us()
+        want = limit
+        while True:
+            hits = await self._ranked(operation, user_id, query, limit=want, **kw)
+            messages = [h.message for h in hits if h.message is not None]
+            live = {r.id for r in await self._live(messages, at, operation)}
+            kept = [h for h in hits if h.message is None or h.message.id in live]
+            if len(kept) == len(hits) or len(kept) >= limit or len(hits) < want:
+                return kept[:limit]
+            if want >= MAX_LIMIT:
+                return kept[:limit]
+            want = min(want * 4, MAX_LIMIT)
+
+    def _session_live(self, rec: SessionRecord | None, at: int | None = None) -> bool:
+        if rec is None:
+            return False
+        end = session_deadline(rec)
+        return end is None or end > (now_us() if at is None else at)
+
+    # ---------------------------------------------------------------- the background sweeper
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is not None and not self._sweeper.done():
+            return
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_forever(), name=f"sweeper of {self!r}"
+        )
+
+    async def _sweep_forever(self) -> None:
+        assert self.sweep_interval is not None
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except ClosedError:
+                return
+            except Exception:  # the next round tries again
+                log.exception("%r: the expiry sweep failed", self)
+
+    async def _stop_sweeper(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is None or task.done():
+            return
+        if task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     # ================================================================ sessions and context
 
     async def create_session(
-        self, user_id: str, metadata: dict[str, Any] | None = None
+        self, user_id: str, metadata: dict[str, Any] | None = None, *, ttl: Any = None
     ) -> SessionContext:
-        """Start a session, with a new conversation owned by ``user_id``."""
+        """Start a session, with a new conversation owned by ``user_id``.
+
+        ``ttl`` (default :attr:`session_ttl`): seconds the session lives; an expired session
+        is not found.
+        """
         user_id = check_id(user_id, "user_id")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.session_ttl
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError("metadata", "expected a dict")
         try:
@@ -841,7 +1180,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             problem = "; ".join(e["msg"] for e in exc.errors(include_url=False)[:3])
             raise InvalidArgumentError("metadata", problem) from None
         try:
-            await self._save_session(session, "create_session")
+            await self._save_session(session, "create_session", ttl=ttl)
         except PydanticSerializationError as exc:  # raised before the write: nothing stored
             raise InvalidArgumentError("metadata", f"cannot be serialised: {exc}") from None
         return session
@@ -850,7 +1189,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """The session, or ``None`` when it does not exist."""
         session_id = check_id(session_id, "session_id")
         rec = await self._run("get_session", lambda: self._get_session(session_id))
-        return record_to_session(rec) if rec is not None else None
+        return record_to_session(rec) if rec is not None and self._session_live(rec) else None
 
     async def end_session(self, session_id: str) -> None:
         """Mark a session ended (its messages stay).
@@ -894,8 +1233,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             lambda: self._append_messages(conversation_id, user_id, [], enforce_owner=True),
         )
 
-    async def _save_session(self, session: SessionContext, operation: str) -> None:
+    async def _save_session(
+        self, session: SessionContext, operation: str, *, ttl: float | None = None
+    ) -> None:
+        if LIFECYCLE_KEY in session.metadata:
+            raise InvalidArgumentError("metadata", f"the key {LIFECYCLE_KEY!r} is reserved")
         record = session_to_record(session)
+        stamp_session(record, now_us(), ttl)
         self._check_session(record)
         await self._run_owned(operation, lambda: self._put_session(record))
 
@@ -919,11 +1263,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         session = await self._resolve_session(user_id, session_id)
         conv = session.conversation_id
-        records = await self._run(
-            "get_context",
-            lambda: self._read_window(
-                conversation_id=conv, user_id=None, limit=self.context_window
-            ),
+        records = await self._window(
+            "get_context", conversation_id=conv, user_id=None, limit=self.context_window
         )
         return ConversationContext(
             conversation_id=conv,
@@ -936,13 +1277,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _resolve_session(self, user_id: str, ref: str | None) -> SessionContext:
         op = "get_context"
         if ref is None:
-            rec = await self._run(op, lambda: self._latest_session(user_id, None, active_only=True))
+            rec = await self._latest_live_session(op, user_id, None)
             if rec is not None:
                 return record_to_session(rec)
             return await self.create_session(user_id)
         ref = check_id(ref, "session_id")
         rec = await self._run(op, lambda: self._get_session(ref))
-        if rec is not None:
+        if rec is not None and (self._session_live(rec) or rec.user_id != user_id):
             if rec.user_id != user_id:
                 raise OwnershipError(
                     f"session {ref!r} belongs to another user",
@@ -958,12 +1299,35 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 operation=op,
             )
         if owner is not None:
-            rec = await self._run(op, lambda: self._latest_session(user_id, ref, active_only=True))
+            rec = await self._latest_live_session(op, user_id, ref)
             if rec is not None:
                 return record_to_session(rec)
         session = SessionContext(session_id=ref, user_id=user_id, conversation_id=ref)
-        await self._save_session(session, op)
+        await self._save_session(session, op, ttl=self.session_ttl)
         return session
+
+    async def _latest_live_session(
+        self, op: str, user_id: str, conversation_id: str | None
+    ) -> SessionRecord | None:
+        """The user's latest active session that has not expired (in the conversation, if
+        given), or ``None``."""
+        rec = await self._run(
+            op, lambda: self._latest_session(user_id, conversation_id, active_only=True)
+        )
+        if rec is None or self._session_live(rec):
+            return rec
+        if not self.supports(Capability.LISTING):
+            return None
+        at = now_us()
+        best: SessionRecord | None = None
+        for s in await self._run(op, lambda: self._collect("sessions", user_id)):
+            if not (s.is_active and conversation_id in (None, s.conversation_id)):
+                continue
+            if self._session_live(s, at) and (
+                best is None or (s.started_us, s.session_id) > (best.started_us, best.session_id)
+            ):
+                best = s
+        return best
 
     # ================================================================ users and statistics
 
@@ -1048,12 +1412,25 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             raise InvalidArgumentError("kind", f"unknown record kind {kind!r}")
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
+        at = now_us()
+        async for batch in self._raw_batches("export", kind, user_id):
+            if kind == "messages":
+                batch = await self._live(batch, at, "export")
+            elif kind == "sessions":
+                batch = [s for s in batch if self._session_live(s, at)]
+            if batch:
+                yield batch
+
+    async def _raw_batches(
+        self, operation: str, kind: str, user_id: str | None
+    ) -> AsyncIterator[list[Any]]:
+        """``_export``'s batches as stored (expired records included), each page a call."""
         await self._ensure_connected()
         async with contextlib.aclosing(self._export(kind, user_id)) as batches:  # type: ignore[arg-type]
             while True:
                 # Each page counts as a call under way (shutdown waits for it), not the walk.
                 if not self._calls.enter():
-                    raise self._closed_error("export")
+                    raise self._closed_error(operation)
                 try:
                     batch = await anext(batches)
                 except StopAsyncIteration:
@@ -1061,7 +1438,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 except MemstoreError:
                     raise
                 except Exception as exc:
-                    raise self._translate("export", exc) from exc
+                    raise self._translate(operation, exc) from exc
                 finally:
                     self._calls.leave()
                 yield batch
@@ -1228,7 +1605,7 @@ def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
         and a.message_type == b.message_type
         and a.ts_us == b.ts_us
         and a.parent_id == b.parent_id
-        and (a.metadata == b.metadata or json.loads(a.metadata) == json.loads(b.metadata))
+        and (a.metadata == b.metadata or user_metadata(a.metadata) == user_metadata(b.metadata))
     )
 
 

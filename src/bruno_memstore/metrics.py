@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["CACHE_REQUESTS", "OPERATION_ERRORS", "OPERATION_SECONDS", "STORAGE_BYTES", "Meter"]
+__all__ = [
+    "CACHE_REQUESTS",
+    "LIFECYCLE_REMOVED",
+    "OPERATION_ERRORS",
+    "OPERATION_SECONDS",
+    "STORAGE_BYTES",
+    "Meter",
+]
 
 OPERATION_SECONDS = Histogram(
     "bruno_memstore_operation_seconds",
@@ -30,6 +37,12 @@ STORAGE_BYTES = Gauge(
     "bruno_memstore_storage_bytes",
     "Bytes used by a backend's store, as last measured.",
     ["backend"],
+)
+
+LIFECYCLE_REMOVED = Counter(
+    "bruno_memstore_lifecycle_removed_total",
+    "Records removed by the expiry sweeper and by retention policies, by kind.",
+    ["backend", "reason", "kind"],
 )
 
 
@@ -56,3 +69,9 @@ class Meter:
 
     def storage(self, nbytes: int) -> None:
         STORAGE_BYTES.labels(self._backend).set(nbytes)
+
+    def removed(self, reason: str, counts: dict[str, int]) -> None:
+        """Records the sweeper (``reason="expiry"``) or retention removed, by kind."""
+        for kind, n in counts.items():
+            if n:
+                LIFECYCLE_REMOVED.labels(self._backend, reason, kind).inc(n)
