@@ -345,6 +345,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not self._calls.open:
             raise self._closed_error("connect")
         if self._connected:
+            if self.sweep_interval is not None and self._sweeper is None:
+                self._start_sweeper()
             return
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
@@ -614,7 +616,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         conversation_id = check_id(conversation_id, "conversation_id")
         limit = check_limit(limit, allow_none=True)
-        records = await self._window(
+        records = await self._live_window(
             "retrieve_messages", conversation_id=conversation_id, user_id=None, limit=limit
         )
         return await _to_messages(records[::-1])
@@ -657,7 +659,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         recent_n = limit if not ranked else (0 if strategy == "relevant" else (limit + 1) // 2)
         recent: list[MessageRecord] = []
         if recent_n:
-            recent = await self._window(
+            recent = await self._live_window(
                 "retrieve_context", conversation_id=conversation_id, user_id=user_id, limit=recent_n
             )
         if not ranked:
@@ -961,6 +963,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """Delete the conversation if it is past its deadline (read again, whole, first);
         whether it went."""
         at = now_us() if at is None else at
+        newest = await self._run(
+            operation,
+            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=8),
+        )
+        end = conversation_deadline(newest)
+        if not newest or end is None or end > at:  # one live message keeps it: no more reads
+            return False
         whole = await self._run(
             operation,
             lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=None),
@@ -968,10 +977,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         end = conversation_deadline(whole)
         if not whole or end is None or end > at:
             return False
-        await self._drop_conversation(operation, conversation_id, len(whole), counts)
+        await self._erase_conversation(operation, conversation_id, len(whole), counts)
         return True
 
-    async def _drop_conversation(
+    async def _erase_conversation(
         self,
         operation: str,
         conversation_id: str,
@@ -1036,7 +1045,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 tally["conversations"] += 1
                 tally["messages"] += len(whole)
                 if not dry_run:
-                    await self._drop_conversation(op, conv, len(whole), None)
+                    await self._erase_conversation(op, conv, len(whole), None)
             else:
                 if not dry_run:
                     await self._prune(op, conv, ids)
@@ -1053,7 +1062,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     # ---------------------------------------------------------------- reads without the expired
 
-    async def _live(
+    async def _unexpired(
         self, records: Sequence[MessageRecord], at: int, operation: str
     ) -> list[MessageRecord]:
         """``records`` without the expired: messages past their deadline, and messages of
@@ -1081,7 +1090,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                     out.append(rec)
         return out
 
-    async def _window(
+    async def _live_window(
         self,
         operation: str,
         *,
@@ -1100,7 +1109,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                     conversation_id=conversation_id, user_id=user_id, limit=n
                 ),
             )
-            live = await self._live(records, at, operation)
+            live = await self._unexpired(records, at, operation)
             if limit is None or want is None or len(live) >= limit or len(records) < want:
                 return live if limit is None else live[-limit:]
             want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
@@ -1115,7 +1124,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         while True:
             hits = await self._ranked(operation, user_id, query, limit=want, **kw)
             messages = [h.message for h in hits if h.message is not None]
-            live = {r.id for r in await self._live(messages, at, operation)}
+            live = {r.id for r in await self._unexpired(messages, at, operation)}
             kept = [h for h in hits if h.message is None or h.message.id in live]
             if len(kept) == len(hits) or len(kept) >= limit or len(hits) < want:
                 return kept[:limit]
@@ -1134,20 +1143,22 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     def _start_sweeper(self) -> None:
         if self._sweeper is not None and not self._sweeper.done():
             return
+        if self.sweep_interval is None:
+            return
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweep_forever(), name=f"sweeper of {self!r}"
         )
 
     async def _sweep_forever(self) -> None:
-        assert self.sweep_interval is not None
-        while True:
-            await asyncio.sleep(self.sweep_interval)
+        while (interval := self.sweep_interval) is not None:
+            await asyncio.sleep(interval)
             try:
                 await self.sweep()
             except ClosedError:
                 return
             except Exception:  # the next round tries again
                 log.exception("%r: the expiry sweep failed", self)
+        self._sweeper = None
 
     async def _stop_sweeper(self) -> None:
         task, self._sweeper = self._sweeper, None
@@ -1263,7 +1274,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         session = await self._resolve_session(user_id, session_id)
         conv = session.conversation_id
-        records = await self._window(
+        records = await self._live_window(
             "get_context", conversation_id=conv, user_id=None, limit=self.context_window
         )
         return ConversationContext(
@@ -1415,7 +1426,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         at = now_us()
         async for batch in self._raw_batches("export", kind, user_id):
             if kind == "messages":
-                batch = await self._live(batch, at, "export")
+                batch = await self._unexpired(batch, at, "export")
             elif kind == "sessions":
                 batch = [s for s in batch if self._session_live(s, at)]
             if batch:

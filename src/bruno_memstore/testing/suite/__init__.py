@@ -13,6 +13,7 @@ from .deletion import DeletionSuite
 from .durability import DurabilitySuite
 from .export import ExportSuite
 from .isolation import IsolationSuite
+from .lifecycle import ExpirySuite, RetentionRefusalSuite, RetentionSuite, SweepSuite
 from .memories import MemoryEntrySuite, MemoryTextQuerySuite
 from .messages import IdentitySuite, OrderSuite
 from .roundtrip import RoundTripSuite
@@ -28,6 +29,7 @@ __all__ = [
     "DeletionSuite",
     "DurabilitySuite",
     "ErasureLogSuite",
+    "ExpirySuite",
     "ExportSuite",
     "IdentitySuite",
     "IsolationSuite",
@@ -37,11 +39,14 @@ __all__ = [
     "MixedSearchSuite",
     "OrderSuite",
     "ResolutionSuite",
+    "RetentionRefusalSuite",
+    "RetentionSuite",
     "RoundTripSuite",
     "SearchSuite",
     "SessionSuite",
     "StatefulSuite",
     "StatisticsSuite",
+    "SweepSuite",
     "UserExportRefusalSuite",
     "UserExportSuite",
     "VectorSearchSuite",
@@ -67,6 +72,10 @@ class MemoryConformance(
     UserExportSuite,
     UserExportRefusalSuite,
     ErasureLogSuite,
+    ExpirySuite,
+    SweepSuite,
+    RetentionSuite,
+    RetentionRefusalSuite,
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,
