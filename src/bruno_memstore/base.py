@@ -345,8 +345,6 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not self._calls.open:
             raise self._closed_error("connect")
         if self._connected:
-            if self.sweep_interval is not None and self._sweeper is None:
-                self._start_sweeper()
             return
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
@@ -419,6 +417,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         try:
             if not self._connected:
                 await self._ensure_connected()
+            elif self.sweep_interval is not None and self._sweeper is None:
+                self._start_sweeper()  # configured after the connection
             started = time.perf_counter()
             try:
                 try:
