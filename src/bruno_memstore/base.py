@@ -944,13 +944,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _prune(self, operation: str, conversation_id: str, ids: Sequence[str]) -> int:
         """Delete these messages of the conversation (``Capability.PRUNING``)."""
         self.require(Capability.PRUNING, operation)
-        delete = getattr(self, "_delete_message_ids", None)
-        if not isinstance(self, MessagePruning) or delete is None:
+        if not isinstance(self, MessagePruning):
             raise CapabilityError(
                 "this backend cannot delete single messages",
                 backend=self.backend_name,
                 operation=operation,
             )
+        delete = self._delete_message_ids  # type: ignore[attr-defined]
         return int(await self._run(operation, lambda: delete(conversation_id, ids)))
 
     async def _drop_if_expired(

@@ -64,7 +64,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
 from ...registry import open_memory
 from ...url import MemoryURL
 from ..kit.settings import positive_int, positive_seconds
@@ -161,7 +161,7 @@ class _Locks:
                 del self._held[key]
 
 
-class HybridMemory(MemoryBackend, VectorPrimitives):
+class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """A cache tier in front of a persistent tier; the persistent tier is the source of truth.
 
     Args:
@@ -748,6 +748,20 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
             return await self._stored(
                 lambda: self.persistent._delete_messages(conversation_id, keep_roles)
             )
+        finally:
+            await self._invalidate(conversation_id, mark=False)
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        persistent = self.persistent
+        if not isinstance(persistent, MessagePruning):
+            raise CapabilityError(
+                "the persistent tier cannot delete single messages",
+                backend=self.backend_name,
+                operation="delete_message_ids",
+            )
+        self._mark(conversation_id)  # as for _delete_messages
+        try:
+            return await self._stored(lambda: persistent._delete_message_ids(conversation_id, ids))
         finally:
             await self._invalidate(conversation_id, mark=False)
 
