@@ -1415,9 +1415,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         await self._run("compact", self._compact)
 
     async def export_batches(
-        self, kind: str, user_id: str | None = None
+        self, kind: str, user_id: str | None = None, *, include_expired: bool = False
     ) -> AsyncIterator[list[object]]:
-        """Batches of raw records of ``kind`` (see ``StoragePrimitives._export``)."""
+        """Batches of raw records of ``kind`` (see ``StoragePrimitives._export``).
+
+        Expired messages and sessions are left out unless ``include_expired`` (a tier of a
+        combinator, which sweeps them itself, reads them all). Memory entries come whole:
+        ``expires_at`` is a field of theirs that a copy keeps.
+        """
         self.require(Capability.LISTING, "export")
         if kind not in ("conversations", "messages", "memories", "sessions"):
             raise InvalidArgumentError("kind", f"unknown record kind {kind!r}")
@@ -1425,7 +1430,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             user_id = check_id(user_id, "user_id")
         at = now_us()
         async for batch in self._raw_batches("export", kind, user_id):
-            if kind == "messages":
+            if include_expired:
+                pass
+            elif kind == "messages":
                 batch = await self._unexpired(batch, at, "export")
             elif kind == "sessions":
                 batch = [s for s in batch if self._session_live(s, at)]

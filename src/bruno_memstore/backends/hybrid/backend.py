@@ -871,6 +871,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         return await self._stored(listing)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        async with contextlib.aclosing(self.persistent.export_batches(kind, user_id)) as batches:
+        raw = self.persistent.export_batches(kind, user_id, include_expired=True)
+        async with contextlib.aclosing(raw) as batches:
             async for batch in batches:
                 yield batch
