@@ -85,3 +85,38 @@ def test_forget_user_needs_a_user(invoke: Invoke, demo_db: Path) -> None:
     result = invoke("forget-user", "-u", sqlite_url(demo_db), "--yes")
     assert result.exit_code == 2
     assert _stats(demo_db)["total_messages"] == 17
+
+
+def test_retention_dry_run_reports_then_the_run_deletes(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    args = ("retention", "-u", url, "--user", "maya", "--keep-last", "1")
+    dry = invoke(*args, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    doomed = report["totals"]["messages"]
+    assert report["dry_run"] is True and doomed > 0
+    assert report["users"]["maya"]["messages"] == doomed
+    assert _stats(demo_db)["total_messages"] == 17  # a dry run deletes nothing
+    done = invoke(*args)
+    assert done.exit_code == 0, done.output
+    assert f"Deleted {doomed} messages" in done.stdout
+    left = _stats(demo_db)["total_messages"]
+    assert left == 17 - doomed and 1 <= left <= 3  # one per conversation
+
+
+def test_retention_by_age_and_without_rules(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    assert invoke("retention", "-u", url, "--dry-run").exit_code != 0  # no policy anywhere
+    assert invoke("retention", "-u", url, "--max-message-age", "soon").exit_code != 0
+    kept = invoke("retention", "-u", url, "--max-conversation-age", "520w", "--dry-run")
+    assert kept.exit_code == 0 and "Would delete 0 messages" in kept.stdout
+    policy = invoke("retention", "-u", f"{url}?retention_keep_last=2", "--json")  # the store's
+    assert policy.exit_code == 0, policy.output
+    doomed = json.loads(policy.stdout)["totals"]["messages"]
+    assert doomed > 0 and _stats(demo_db)["total_messages"] == 17 - doomed
+
+
+def test_expire_sweeps_expired_messages(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("expire", "-u", sqlite_url(demo_db))
+    assert result.exit_code == 0, result.output
+    assert "Deleted 0 expired records" in result.stdout and "0 conversations" in result.stdout

@@ -426,14 +426,93 @@ def copy_(
 
 @app.command()
 def expire(url: UrlOption = DEFAULT_URL) -> None:
-    """Delete memory entries whose expiry time has passed."""
+    """Delete what has expired: messages, conversations and sessions past their TTL, and
+    memory entries past their expiry time."""
 
-    async def main() -> int:
+    async def main() -> dict[str, int]:
         async with _opened(url) as memory:
-            return await memory.purge_expired()
+            return await memory.sweep()
 
-    purged = _run(main)
-    _say(out, f"Deleted {purged} expired memory entries from {_where(url)}")
+    counts = _run(main)
+    total = counts["messages"] + counts["memories"]
+    detail = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    _say(out, f"Deleted {total} expired records from {_where(url)}: {detail}")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    if text is None:
+        return None
+    value = text.strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:])
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a duration such as 30d or 12h, got {text!r}", param_hint=option
+        ) from None
+    if not seconds > 0:
+        raise typer.BadParameter("must be positive", param_hint=option)
+    return seconds
+
+
+@app.command()
+def retention(
+    url: UrlOption = DEFAULT_URL,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", help="Keep the newest N messages of each conversation."),
+    ] = None,
+    max_message_age: Annotated[
+        str | None,
+        typer.Option("--max-message-age", help="Delete messages older than this (30d, 12h, ...)."),
+    ] = None,
+    max_conversation_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-conversation-age",
+            help="Delete conversations whose newest message is older than this.",
+        ),
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's data.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Apply a retention policy: keep the last N messages, drop old messages or conversations.
+
+    Without rules on the command line, the store's own policy (``?retention_keep_last=...``
+    on its URL) is applied.
+    """
+    rules: dict[str, Any] = {
+        "keep_last": keep_last,
+        "max_message_age": _duration(max_message_age, "--max-message-age"),
+        "max_conversation_age": _duration(max_conversation_age, "--max-conversation-age"),
+    }
+    given = {k: v for k, v in rules.items() if v is not None}
+
+    async def main() -> dict[str, Any]:
+        async with _opened(url) as memory:
+            return await memory.apply_retention(given or None, dry_run=dry_run, user_id=user)
+
+    report = _run(main)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    totals = report["totals"]
+    verb = "Would delete" if dry_run else "Deleted"
+    _say(
+        out,
+        f"{verb} {totals['messages']} messages ({totals['conversations']} whole conversations) "
+        f"from {_where(url)}",
+    )
+    for uid, tally in sorted(report["users"].items()):
+        out.print(f"  {uid}: {tally['messages']} messages, {tally['conversations']} conversations")
 
 
 ErasureLogOption = Annotated[
