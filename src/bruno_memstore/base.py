@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -660,7 +662,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         recent: list[MessageRecord] = []
         if recent_n:
             recent = await self._live_window(
-                "retrieve_context", conversation_id=conversation_id, user_id=user_id, limit=recent_n
+                "retrieve_context",
+                conversation_id=conversation_id,
+                user_id=user_id,
+                limit=recent_n,
+                archived=False,
             )
         if not ranked:
             return [record_to_message(r) for r in recent]
@@ -670,6 +676,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             "retrieve_context",
             user_id,
             query,
+            archived=False,
             mode=mode,
             kinds=frozenset({"message"}),
             conversation_id=conversation_id,
@@ -739,8 +746,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         kinds: Iterable[SearchKind] = ("message", "memory"),
         conversation_id: str | None = None,
         mode: SearchMode | None = None,
+        include_archived: bool = False,
     ) -> list[SearchResult]:
         """Relevance-ranked search of one user's records, best first.
+
+        Messages of archived conversations are left out unless ``include_archived``.
 
         Args:
             mode: ``"keyword"`` (BM25-family full text), ``"vector"`` (embedding
@@ -768,6 +778,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             "search",
             user_id,
             query,
+            archived=bool(include_archived),
             mode=mode,
             kinds=kind_set,
             conversation_id=conversation_id,
@@ -1097,9 +1108,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         conversation_id: str | None,
         user_id: str | None,
         limit: int | None,
+        archived: bool = True,
     ) -> list[MessageRecord]:
-        """``_read_window`` without expired messages: the newest ``limit`` live ones (read
-        again, wider, when expired ones took places in the window)."""
+        """``_read_window`` without expired messages (nor, unless ``archived``, messages of
+        archived conversations): the newest ``limit`` left (read again, wider, when left-out
+        ones took places in the window)."""
         at = now_us()
         want = limit
         while True:
@@ -1110,12 +1123,21 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 ),
             )
             live = await self._unexpired(records, at, operation)
+            if not archived:
+                live = await self._unarchived(live, operation)
             if limit is None or want is None or len(live) >= limit or len(records) < want:
                 return live if limit is None else live[-limit:]
             want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
 
     async def _live_ranked(
-        self, operation: str, user_id: str, query: str, *, limit: int, **kw: Any
+        self,
+        operation: str,
+        user_id: str,
+        query: str,
+        *,
+        limit: int,
+        archived: bool = True,
+        **kw: Any,
     ) -> list[SearchHit]:
         """:meth:`_ranked` without expired message hits (asked again, for more, when expired
         ones took places)."""
@@ -1124,7 +1146,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         while True:
             hits = await self._ranked(operation, user_id, query, limit=want, **kw)
             messages = [h.message for h in hits if h.message is not None]
-            live = {r.id for r in await self._unexpired(messages, at, operation)}
+            left = await self._unexpired(messages, at, operation)
+            if not archived:
+                left = await self._unarchived(left, operation)
+            live = {r.id for r in left}
             kept = [h for h in hits if h.message is None or h.message.id in live]
             if len(kept) == len(hits) or len(kept) >= limit or len(hits) < want:
                 return kept[:limit]
@@ -1247,8 +1272,6 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _save_session(
         self, session: SessionContext, operation: str, *, ttl: float | None = None
     ) -> None:
-        if LIFECYCLE_KEY in session.metadata:
-            raise InvalidArgumentError("metadata", f"the key {LIFECYCLE_KEY!r} is reserved")
         record = session_to_record(session)
         stamp_session(record, now_us(), ttl)
         self._check_session(record)
@@ -1275,7 +1298,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         session = await self._resolve_session(user_id, session_id)
         conv = session.conversation_id
         records = await self._live_window(
-            "get_context", conversation_id=conv, user_id=None, limit=self.context_window
+            "get_context",
+            conversation_id=conv,
+            user_id=None,
+            limit=self.context_window,
+            archived=False,
         )
         return ConversationContext(
             conversation_id=conv,
@@ -1340,6 +1367,157 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 best = s
         return best
 
+    # ================================================================ archive
+
+    async def archive_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Archive the user's conversation: it leaves context windows and default search,
+        stays stored, listed (:meth:`list_conversations`), exported and counted apart in
+        statistics, until :meth:`restore_conversation`. Returns ``False`` if it already was.
+
+        Raises:
+            NotFoundError: no such conversation.
+            OwnershipError: the conversation belongs to another user (nothing changes).
+        """
+        user_id = check_id(user_id, "user_id")
+        conversation_id = check_id(conversation_id, "conversation_id")
+        await self._owned_conversation("archive_conversation", user_id, conversation_id)
+        if await self._is_archived("archive_conversation", conversation_id):
+            return False
+        await self._mark_archived("archive_conversation", user_id, conversation_id, True)
+        return True
+
+    async def restore_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Bring an archived conversation back, exactly as it was; ``False`` if it was not
+        archived.
+
+        Raises:
+            NotFoundError: no such conversation.
+            OwnershipError: the conversation belongs to another user (nothing changes).
+        """
+        user_id = check_id(user_id, "user_id")
+        conversation_id = check_id(conversation_id, "conversation_id")
+        await self._owned_conversation("restore_conversation", user_id, conversation_id)
+        if not await self._is_archived("restore_conversation", conversation_id):
+            return False
+        await self._mark_archived("restore_conversation", user_id, conversation_id, False)
+        return True
+
+    async def archive(
+        self,
+        user_id: str | None = None,
+        *,
+        older_than: Any,
+        now: datetime | None = None,
+    ) -> int:
+        """Archive every conversation (of the user, if given) whose newest message is older
+        than ``older_than`` (seconds or a ``timedelta``); return how many were archived.
+        Empty conversations stay. Needs ``Capability.LISTING``."""
+        self.require(Capability.LISTING, "archive")
+        age = check_ttl(older_than, "older_than")
+        if age is None:
+            raise InvalidArgumentError("older_than", "required")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        cutoff = now_us(now) - round(age * 1_000_000)
+        op = "archive"
+        conversations: list[tuple[str, str]] = []
+        async for batch in self._raw_batches(op, "conversations", user_id):
+            conversations += batch
+        archived = 0
+        for conv, owner in conversations:
+            newest = await self._run(
+                op, lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=1)
+            )
+            if not newest or newest[-1].ts_us >= cutoff or await self._is_archived(op, conv):
+                continue
+            await self._mark_archived(op, owner, conv, True)
+            archived += 1
+        return archived
+
+    async def list_conversations(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's conversations, by id: ``{"conversation_id", "archived"}`` each.
+        Needs ``Capability.LISTING``."""
+        self.require(Capability.LISTING, "list_conversations")
+        user_id = check_id(user_id, "user_id")
+        ids: list[str] = []
+        async for batch in self._raw_batches("list_conversations", "conversations", user_id):
+            ids += [conv for conv, _owner in batch]
+        apart = await self._archived_set("list_conversations", user_id)
+        return [{"conversation_id": c, "archived": c in apart} for c in sorted(ids)]
+
+    async def _owned_conversation(self, op: str, user_id: str, conversation_id: str) -> None:
+        owner = await self._run(op, lambda: self._conversation_owner(conversation_id))
+        if owner is None:
+            raise NotFoundError(
+                f"conversation {conversation_id!r} does not exist",
+                backend=self.backend_name,
+                operation=op,
+            )
+        if owner != user_id:
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation=op,
+            )
+
+    async def _mark_archived(self, op: str, user_id: str, conversation_id: str, on: bool) -> None:
+        """Record the conversation's archive state in its marker session (replaced in
+        place: a restore leaves the marker, saying it is not archived)."""
+        state = {"archived": on, "at": utcnow().isoformat()}
+        marker = SessionContext(
+            session_id=archive_marker(conversation_id),
+            user_id=user_id,
+            conversation_id=conversation_id,
+            metadata={LIFECYCLE_KEY: state},
+            is_active=False,
+        )
+        record = session_to_record(marker)
+        await self._run_owned(op, lambda: self._put_session(record))
+
+    async def _is_archived(self, op: str, conversation_id: str) -> bool:
+        rec = await self._run(op, lambda: self._get_session(archive_marker(conversation_id)))
+        return rec is not None and _marks_archived(rec)
+
+    async def _unarchived(self, records: Sequence[MessageRecord], op: str) -> list[MessageRecord]:
+        """``records`` without those of archived conversations (one marker read each)."""
+        if not records:
+            return []
+        apart = {c for c in {r.conversation_id for r in records} if await self._is_archived(op, c)}
+        return [r for r in records if r.conversation_id not in apart] if apart else list(records)
+
+    async def _archived_set(self, op: str, user_id: str) -> set[str]:
+        return {
+            s.conversation_id
+            for s in await self._run(op, lambda: self._collect("sessions", user_id))
+            if s.session_id.startswith(ARCHIVE_MARKER) and _marks_archived(s)
+        }
+
+    async def _archived_counts(self, user_id: str) -> dict[str, Any]:
+        """What statistics count apart: markers, archived conversations, their messages."""
+        counts: dict[str, Any] = {"markers": 0, "conversations": 0, "messages": 0, "roles": {}}
+        if not self.supports(Capability.LISTING):
+            return counts
+        op = "get_statistics"
+        sessions = await self._run(op, lambda: self._collect("sessions", user_id))
+        markers = [s for s in sessions if s.session_id.startswith(ARCHIVE_MARKER)]
+        counts["markers"] = len(markers)
+        roles: dict[str, int] = {}
+        for marker in markers:
+            if not _marks_archived(marker):
+                continue
+            whole = await self._run(
+                op,
+                lambda c=marker.conversation_id: self._read_window(
+                    conversation_id=c, user_id=None, limit=None
+                ),
+            )
+            counts["conversations"] += 1
+            counts["messages"] += len(whole)
+            for rec in whole:
+                roles[rec.role] = roles.get(rec.role, 0) + 1
+        counts["roles"] = roles
+        return counts
+
     # ================================================================ users and statistics
 
     async def get_statistics(self, user_id: str) -> dict[str, Any]:
@@ -1347,6 +1525,18 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         raw = await self._run("get_statistics", lambda: self._statistics(user_id))
         first, last = raw.get("first_message_us"), raw.get("last_message_us")
+        apart = await self._archived_counts(user_id)
+        if apart["markers"]:
+            raw = dict(raw)
+            raw["sessions"] = int(raw.get("sessions", 0)) - apart["markers"]
+            raw["conversations"] = int(raw.get("conversations", 0)) - apart["conversations"]
+            raw["messages"] = int(raw.get("messages", 0)) - apart["messages"]
+            roles = dict(raw.get("messages_by_role", {}))
+            for role, n in apart["roles"].items():
+                roles[role] = roles.get(role, 0) - n
+                if roles[role] <= 0:
+                    del roles[role]
+            raw["messages_by_role"] = roles
         return {
             "user_id": user_id,
             "backend": self.backend_name,
@@ -1358,6 +1548,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             "messages_by_role": dict(raw.get("messages_by_role", {})),
             "first_message_at": _us_to_iso(first),
             "last_message_at": _us_to_iso(last),
+            "archived_conversations": apart["conversations"],
+            "archived_messages": apart["messages"],
         }
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
@@ -1667,3 +1859,21 @@ def _us_to_iso(value: object) -> str | None:
     if value is None:
         return None
     return (_EPOCH + timedelta(microseconds=int(value))).isoformat()  # type: ignore[call-overload]
+
+
+ARCHIVE_MARKER = "bruno-memstore:archive:"
+"""Prefix of the session id that records a conversation's archive state."""
+
+
+def archive_marker(conversation_id: str) -> str:
+    """The id of the session recording the conversation's archive state (fixed length)."""
+    return ARCHIVE_MARKER + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:40]
+
+
+def _marks_archived(rec: SessionRecord) -> bool:
+    """Whether a marker session says its conversation is archived."""
+    if not rec.session_id.startswith(ARCHIVE_MARKER):
+        return False
+    meta = json.loads(rec.payload).get("metadata") or {}
+    state = meta.get(LIFECYCLE_KEY)
+    return isinstance(state, dict) and state.get("archived") is True

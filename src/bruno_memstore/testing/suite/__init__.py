@@ -13,7 +13,7 @@ from .deletion import DeletionSuite
 from .durability import DurabilitySuite
 from .export import ExportSuite
 from .isolation import IsolationSuite
-from .lifecycle import ExpirySuite, RetentionRefusalSuite, RetentionSuite, SweepSuite
+from .lifecycle import ArchiveSuite, ExpirySuite, RetentionRefusalSuite, RetentionSuite, SweepSuite
 from .memories import MemoryEntrySuite, MemoryTextQuerySuite
 from .messages import IdentitySuite, OrderSuite
 from .roundtrip import RoundTripSuite
@@ -23,6 +23,7 @@ from .stateful import StatefulSuite
 from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
+    "ArchiveSuite",
     "BadInputSuite",
     "CapabilitySuite",
     "ConcurrencySuite",
@@ -76,6 +77,7 @@ class MemoryConformance(
     SweepSuite,
     RetentionSuite,
     RetentionRefusalSuite,
+    ArchiveSuite,
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,

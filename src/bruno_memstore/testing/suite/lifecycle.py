@@ -18,7 +18,7 @@ from bruno_core.models.memory import MemoryQuery
 
 from ...base import MemoryBackend
 from ...capabilities import Capability
-from ...errors import CapabilityError, InvalidArgumentError
+from ...errors import CapabilityError, InvalidArgumentError, NotFoundError, OwnershipError
 from ...models import utcnow
 from ...retention import RetentionPolicy
 from ..builders import (
@@ -31,7 +31,7 @@ from ..builders import (
 )
 from ..harness import ConformanceBase, lacks, requires
 
-__all__ = ["ExpirySuite", "RetentionRefusalSuite", "RetentionSuite", "SweepSuite"]
+__all__ = ["ArchiveSuite", "ExpirySuite", "RetentionRefusalSuite", "RetentionSuite", "SweepSuite"]
 
 _GONE = 0.01  # seconds: a TTL that has passed by the time the test reads
 _WAIT = 0.2
@@ -318,3 +318,95 @@ class RetentionRefusalSuite(ConformanceBase):
         with pytest.raises(CapabilityError):
             await memory.apply_retention(RetentionPolicy(keep_last=1), user_id=uid)
         assert len(await memory.retrieve_messages(conv)) == 3
+
+
+class ArchiveSuite(ConformanceBase):
+    """``archive_conversation`` / ``restore_conversation``: out of context windows and
+    default search, still stored, listed, exported and counted apart; back exactly."""
+
+    async def _two(self, memory: MemoryBackend, uid: str) -> tuple[str, str, list[str]]:
+        old, live = new_conversation_id(), new_conversation_id()
+        words = ["the ibis nests by the river", "an ibis flew over"]
+        await memory.store_message(make_message(words[0], timestamp=at(1)), uid, old)
+        await memory.store_message(make_message(words[1], timestamp=at(2)), uid, old)
+        await memory.store_message(make_message("the heron stays", timestamp=at(3)), uid, live)
+        return old, live, words
+
+    async def test_archive_and_restore_round_trip(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        old, _live, words = await self._two(memory, uid)
+        before = await memory.retrieve_messages(old)
+        assert await memory.archive_conversation(uid, old) is True
+        assert await memory.archive_conversation(uid, old) is False  # already archived
+        window = await memory.retrieve_context(uid, limit=10)
+        assert [m.content for m in window] == ["the heron stays"]
+        assert (await memory.get_context(uid, old)).messages == []
+        # Still stored, and read by id.
+        assert await memory.retrieve_messages(old) == before
+        assert await memory.restore_conversation(uid, old) is True
+        assert await memory.restore_conversation(uid, old) is False
+        window = await memory.retrieve_context(uid, limit=10)
+        assert [m.content for m in window] == [*words, "the heron stays"]
+        assert [m.content for m in (await memory.get_context(uid, old)).messages] == words
+        assert await memory.retrieve_messages(old) == before
+
+    @requires(Capability.FULL_TEXT)
+    async def test_default_search_leaves_archived_out(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        old, _live, words = await self._two(memory, uid)
+        await memory.archive_conversation(uid, old)
+        kinds = ("message",)
+        assert await memory.search(uid, "ibis", kinds=kinds, mode="keyword") == []
+        found = await memory.search(uid, "ibis", kinds=kinds, mode="keyword", include_archived=True)
+        assert sorted(r.content for r in found) == sorted(words)
+
+    @requires(Capability.LISTING)
+    async def test_listed_counted_apart_and_exported(self, memory: MemoryBackend) -> None:
+        uid = new_user_id()
+        old, live, words = await self._two(memory, uid)
+        await memory.create_session(uid)
+        plain = await memory.get_statistics(uid)
+        await memory.archive_conversation(uid, old)
+        listed = {c["conversation_id"]: c["archived"] for c in await memory.list_conversations(uid)}
+        assert listed[old] is True and listed[live] is False
+        stats = await memory.get_statistics(uid)
+        assert stats["archived_conversations"] == 1 and stats["archived_messages"] == 2
+        assert stats["conversations"] == plain["conversations"] - 1
+        assert stats["total_messages"] == plain["total_messages"] - 2
+        assert stats["sessions"] == plain["sessions"]  # the archive state is no session
+        package = await memory.export_user(uid)
+        exported = {r["content"] for r in package["records"] if r["type"] == "message"}
+        assert set(words) <= exported
+        await memory.restore_conversation(uid, old)
+        again = await memory.get_statistics(uid)
+        assert again["archived_conversations"] == 0
+        assert again["conversations"] == plain["conversations"]
+        assert again["total_messages"] == plain["total_messages"]
+        assert again["sessions"] == plain["sessions"]
+
+    @requires(Capability.LISTING)
+    async def test_archive_by_age_for_one_user(self, memory: MemoryBackend) -> None:
+        uid, other = new_user_id(), new_user_id()
+        old, live = new_conversation_id(), new_conversation_id()
+        await memory.store_message(make_message("long ago", timestamp=at(0)), uid, old)
+        await memory.store_message(make_message("just now"), uid, live)
+        theirs = new_conversation_id()
+        await memory.store_message(make_message("theirs, long ago", timestamp=at(0)), other, theirs)
+        assert await memory.archive(uid, older_than=timedelta(days=30)) == 1
+        listed = {c["conversation_id"]: c["archived"] for c in await memory.list_conversations(uid)}
+        assert listed == {old: True, live: False}
+        assert [m.content for m in await memory.retrieve_context(other, limit=5)] == [
+            "theirs, long ago"
+        ]
+
+    async def test_archive_is_refused_for_another_user_or_nothing(
+        self, memory: MemoryBackend
+    ) -> None:
+        uid, other = new_user_id(), new_user_id()
+        conv = new_conversation_id()
+        await memory.store_message(make_message("mine"), uid, conv)
+        with pytest.raises(OwnershipError):
+            await memory.archive_conversation(other, conv)
+        with pytest.raises(NotFoundError):
+            await memory.archive_conversation(uid, new_conversation_id())
+        assert [m.content for m in await memory.retrieve_context(uid, limit=5)] == ["mine"]
