@@ -59,6 +59,7 @@ from .errors import (
     OwnershipError,
 )
 from .lifecycle import (
+    ARCHIVE_MARKER,
     check_ttl,
     conversation_deadline,
     message_deadlines,
@@ -97,7 +98,7 @@ from .retention import RetentionPolicy, as_policy, retention_plan
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
 from .telemetry import telemetry_wanted
-from .url import MemoryURL
+from .url import MemoryURL, redact_url
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "ContextStrategy", "MemoryBackend", "SearchKind"]
 
@@ -1369,37 +1370,77 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     # ================================================================ archive
 
-    async def archive_conversation(self, user_id: str, conversation_id: str) -> bool:
+    async def archive_conversation(
+        self, user_id: str, conversation_id: str, *, target: Any = None
+    ) -> bool:
         """Archive the user's conversation: it leaves context windows and default search,
         stays stored, listed (:meth:`list_conversations`), exported and counted apart in
         statistics, until :meth:`restore_conversation`. Returns ``False`` if it already was.
 
+        With ``target`` (another memory, or its URL) the messages and sessions move there
+        (copied first, then deleted here: an interrupted move loses nothing, and archiving
+        again completes it); the conversation stays listed here as archived. Moving needs
+        ``Capability.PRUNING``.
+
         Raises:
             NotFoundError: no such conversation.
             OwnershipError: the conversation belongs to another user (nothing changes).
         """
         user_id = check_id(user_id, "user_id")
         conversation_id = check_id(conversation_id, "conversation_id")
-        await self._owned_conversation("archive_conversation", user_id, conversation_id)
-        if await self._is_archived("archive_conversation", conversation_id):
+        op = "archive_conversation"
+        if target is not None:
+            self.require(Capability.PRUNING, op)
+        await self._owned_conversation(op, user_id, conversation_id)
+        if await self._is_archived(op, conversation_id):
             return False
-        await self._mark_archived("archive_conversation", user_id, conversation_id, True)
+        moved_to = None
+        if target is not None:
+            from .transfer import copy_conversation
+
+            async with _other_store(target, "target") as store:
+                await copy_conversation(self, store, user_id, conversation_id)
+                moved_to = redact_url(store.describe())
+            whole = await self._run(
+                op,
+                lambda: self._read_window(
+                    conversation_id=conversation_id, user_id=None, limit=None
+                ),
+            )
+            if whole:
+                await self._prune(op, conversation_id, [r.id for r in whole])
+        await self._mark_archived(op, user_id, conversation_id, True, moved_to)
         return True
 
-    async def restore_conversation(self, user_id: str, conversation_id: str) -> bool:
+    async def restore_conversation(
+        self, user_id: str, conversation_id: str, *, source: Any = None
+    ) -> bool:
         """Bring an archived conversation back, exactly as it was; ``False`` if it was not
         archived.
 
+        With ``source`` (the memory, or URL, it was moved to) its records come back from
+        there first, and are deleted there after (an interrupted restore loses nothing;
+        restoring again completes it).
+
         Raises:
             NotFoundError: no such conversation.
             OwnershipError: the conversation belongs to another user (nothing changes).
         """
         user_id = check_id(user_id, "user_id")
         conversation_id = check_id(conversation_id, "conversation_id")
-        await self._owned_conversation("restore_conversation", user_id, conversation_id)
-        if not await self._is_archived("restore_conversation", conversation_id):
+        op = "restore_conversation"
+        await self._owned_conversation(op, user_id, conversation_id)
+        if not await self._is_archived(op, conversation_id):
             return False
-        await self._mark_archived("restore_conversation", user_id, conversation_id, False)
+        if source is None:
+            await self._mark_archived(op, user_id, conversation_id, False)
+            return True
+        from .transfer import copy_conversation
+
+        async with _other_store(source, "source") as store:
+            await copy_conversation(store, self, user_id, conversation_id)
+            await self._mark_archived(op, user_id, conversation_id, False)
+            await store.clear_conversation(user_id, conversation_id)
         return True
 
     async def archive(
@@ -1460,10 +1501,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 operation=op,
             )
 
-    async def _mark_archived(self, op: str, user_id: str, conversation_id: str, on: bool) -> None:
+    async def _mark_archived(
+        self, op: str, user_id: str, conversation_id: str, on: bool, moved_to: str | None = None
+    ) -> None:
         """Record the conversation's archive state in its marker session (replaced in
         place: a restore leaves the marker, saying it is not archived)."""
-        state = {"archived": on, "at": utcnow().isoformat()}
+        state: dict[str, Any] = {"archived": on, "at": utcnow().isoformat()}
+        if moved_to is not None:
+            state["moved_to"] = moved_to
         marker = SessionContext(
             session_id=archive_marker(conversation_id),
             user_id=user_id,
@@ -1861,10 +1906,6 @@ def _us_to_iso(value: object) -> str | None:
     return (_EPOCH + timedelta(microseconds=int(value))).isoformat()  # type: ignore[call-overload]
 
 
-ARCHIVE_MARKER = "bruno-memstore:archive:"
-"""Prefix of the session id that records a conversation's archive state."""
-
-
 def archive_marker(conversation_id: str) -> str:
     """The id of the session recording the conversation's archive state (fixed length)."""
     return ARCHIVE_MARKER + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:40]
@@ -1877,3 +1918,21 @@ def _marks_archived(rec: SessionRecord) -> bool:
     meta = json.loads(rec.payload).get("metadata") or {}
     state = meta.get(LIFECYCLE_KEY)
     return isinstance(state, dict) and state.get("archived") is True
+
+
+@contextlib.asynccontextmanager
+async def _other_store(store: Any, argument: str) -> AsyncIterator[MemoryBackend]:
+    """``store`` itself if it is a memory; a memory opened from it if it is a URL (shut
+    down on the way out)."""
+    if isinstance(store, MemoryBackend):
+        yield store
+        return
+    if not isinstance(store, str):
+        raise InvalidArgumentError(argument, "expected a memory or a memory URL")
+    from .registry import open_memory
+
+    opened = open_memory(store)
+    try:
+        yield opened
+    finally:
+        await opened.shutdown()

@@ -28,6 +28,7 @@ from .errors import InvalidArgumentError
 from .models import LIFECYCLE_KEY, MessageRecord, SessionRecord, load_json, to_us, utcnow
 
 __all__ = [
+    "ARCHIVE_MARKER",
     "LIFECYCLE_KEY",
     "Deadlines",
     "check_ttl",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 _MARK = '"' + LIFECYCLE_KEY + '"'
+
+ARCHIVE_MARKER = "bruno-memstore:archive:"
+"""Prefix of the session id that records a conversation's archive state."""
 
 
 def check_ttl(value: Any, argument: str) -> float | None:

@@ -410,3 +410,32 @@ class ArchiveSuite(ConformanceBase):
         with pytest.raises(NotFoundError):
             await memory.archive_conversation(uid, new_conversation_id())
         assert [m.content for m in await memory.retrieve_context(uid, limit=5)] == ["mine"]
+
+    @requires(Capability.LISTING, Capability.PRUNING)
+    async def test_archive_moves_to_a_target_and_back(self, memory: MemoryBackend) -> None:
+        from ...backends.memory import InMemoryStorage
+
+        uid = new_user_id()
+        old, _live, words = await self._two(memory, uid)
+        session = await memory.get_context(uid, old)
+        before = await memory.retrieve_messages(old)
+        target = InMemoryStorage()
+        try:
+            assert await memory.archive_conversation(uid, old, target=target) is True
+            assert await memory.retrieve_messages(old) == []  # moved: nothing left here
+            assert await target.retrieve_messages(old) == before
+            assert (await target.get_session(session.session.session_id)) is not None
+            listed = {
+                c["conversation_id"]: c["archived"] for c in await memory.list_conversations(uid)
+            }
+            assert listed[old] is True
+            # Archiving again is a no-op; a move interrupted before its deletion is
+            # completed by restoring (the copy back skips what is already here).
+            assert await memory.archive_conversation(uid, old, target=target) is False
+            assert await memory.restore_conversation(uid, old, source=target) is True
+            assert await memory.retrieve_messages(old) == before
+            assert await target.retrieve_messages(old) == []
+            window = await memory.retrieve_context(uid, conversation_id=old, limit=10)
+            assert [m.content for m in window] == words
+        finally:
+            await target.shutdown()
