@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -120,3 +121,38 @@ def test_expire_sweeps_expired_messages(invoke: Invoke, demo_db: Path) -> None:
     result = invoke("expire", "-u", sqlite_url(demo_db))
     assert result.exit_code == 0, result.output
     assert "Deleted 0 expired records" in result.stdout and "0 conversations" in result.stdout
+
+
+def _maya_conversations(db: Path) -> list[dict]:
+    from bruno_memstore import open_memory
+
+    async def listed() -> list[dict]:
+        memory = open_memory(sqlite_url(db))
+        try:
+            return await memory.list_conversations("maya")
+        finally:
+            await memory.shutdown()
+
+    return asyncio.run(listed())
+
+
+def test_archive_and_restore_a_conversation(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    url = sqlite_url(demo_db)
+    plain = _stats(demo_db)
+    conv = next(c["conversation_id"] for c in _maya_conversations(demo_db))
+    archive_db = tmp_path / "archive.db"
+    args = ("--user", "maya", "--conversation", conv)
+    moved = invoke("archive", "-u", url, *args, "--target", sqlite_url(archive_db))
+    assert moved.exit_code == 0, moved.output
+    assert "Archived 1 conversations" in moved.stdout
+    assert {c["conversation_id"]: c["archived"] for c in _maya_conversations(demo_db)}[conv]
+    stats = _stats(demo_db)
+    assert stats["archived_conversations"] == 1
+    assert stats["total_messages"] < plain["total_messages"]
+    assert _stats(archive_db)["total_messages"] == plain["total_messages"] - stats["total_messages"]
+    back = invoke("restore", "-u", url, *args, "--source", sqlite_url(archive_db))
+    assert back.exit_code == 0, back.output
+    assert "Restored conversation" in back.stdout
+    assert _stats(demo_db)["total_messages"] == plain["total_messages"]
+    assert _stats(archive_db)["total_messages"] == 0
+    assert invoke("archive", "-u", url).exit_code != 0  # neither a conversation nor an age

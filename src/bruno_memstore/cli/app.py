@@ -515,6 +515,66 @@ def retention(
         out.print(f"  {uid}: {tally['messages']} messages, {tally['conversations']} conversations")
 
 
+@app.command("archive")
+def archive_(
+    url: UrlOption = DEFAULT_URL,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's conversations.")
+    ] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Archive this conversation (needs --user).")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Archive conversations idle this long (30d, 12h, ...)."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Move the archived records to this store URL.")
+    ] = None,
+) -> None:
+    """Archive conversations: out of context windows and default search, kept and listed."""
+    if (conversation is None) == (older_than is None):
+        raise typer.BadParameter("give --conversation (with --user) or --older-than")
+    if conversation is not None and user is None:
+        raise typer.BadParameter("--conversation needs --user")
+    age = _duration(older_than, "--older-than")
+
+    async def main() -> int:
+        async with _opened(url) as memory:
+            if conversation is not None:
+                assert user is not None
+                done = await memory.archive_conversation(user, conversation, target=target)
+                return int(done)
+            if target is not None:
+                raise typer.BadParameter("--target moves one --conversation at a time")
+            return await memory.archive(user, older_than=age)
+
+    count = _run(main)
+    _say(out, f"Archived {count} conversations in {_where(url)}")
+
+
+@app.command()
+def restore(
+    url: UrlOption = DEFAULT_URL,
+    user: Annotated[str, typer.Option("--user", help="The conversation's owner.")] = "",
+    conversation: Annotated[str, typer.Option("--conversation", help="The conversation.")] = "",
+    source: Annotated[
+        str | None, typer.Option("--source", help="The store URL it was moved to.")
+    ] = None,
+) -> None:
+    """Bring an archived conversation back."""
+    if not user or not conversation:
+        raise typer.BadParameter("--user and --conversation are required")
+
+    async def main() -> bool:
+        async with _opened(url) as memory:
+            return await memory.restore_conversation(user, conversation, source=source)
+
+    done = _run(main)
+    verb = "Restored" if done else "Nothing to restore:"
+    _say(out, f"{verb} conversation {conversation!r} of {user!r} in {_where(url)}")
+
+
 ErasureLogOption = Annotated[
     str | None,
     typer.Option(
