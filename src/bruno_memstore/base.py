@@ -1608,7 +1608,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         self.require(Capability.LISTING, "forget_user")
         user_id = check_id(user_id, "user_id")
+        held = await self._run("forget_user", lambda: self._collect("sessions", user_id))
+        markers = sum(1 for rec in held if rec.session_id.startswith(ARCHIVE_MARKER))
         counts = dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
+        if markers and "sessions" in counts:  # archive states are no sessions of the user
+            counts["sessions"] = max(0, counts["sessions"] - markers)
         if self.erasure_log is not None:
             entry = erasure_entry(
                 user_id, counts, backend=self.backend_name, store=self._redact(self.describe())

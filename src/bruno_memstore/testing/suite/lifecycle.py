@@ -383,6 +383,9 @@ class ArchiveSuite(ConformanceBase):
         assert again["conversations"] == plain["conversations"]
         assert again["total_messages"] == plain["total_messages"]
         assert again["sessions"] == plain["sessions"]
+        erased = await memory.forget_user(uid)
+        assert erased["sessions"] == plain["sessions"]  # the archive state is no session
+        assert erased["messages"] == plain["total_messages"]
 
     @requires(Capability.LISTING)
     async def test_archive_by_age_for_one_user(self, memory: MemoryBackend) -> None:
