@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -57,10 +58,22 @@ from .errors import (
     NotFoundError,
     OwnershipError,
 )
+from .lifecycle import (
+    ARCHIVE_MARKER,
+    check_ttl,
+    conversation_deadline,
+    message_deadlines,
+    now_us,
+    session_deadline,
+    stamp_message,
+    stamp_session,
+)
 from .limits import NO_LIMITS, Limits, Record, record_bytes
 from .metrics import STORE_KINDS, Meter
 from .models import (
     DEFAULT_USER,
+    LIFECYCLE_KEY,
+    MAX_LIMIT,
     MemoryFilter,
     MemoryRecord,
     MessageRecord,
@@ -76,14 +89,16 @@ from .models import (
     record_to_session,
     session_to_record,
     to_us,
+    user_metadata,
     utcnow,
 )
-from .primitives import StoragePrimitives, conversation_taken
+from .primitives import MessagePruning, StoragePrimitives, conversation_taken
 from .ranking import DEFAULT_VECTOR_WEIGHT, SearchMode
+from .retention import RetentionPolicy, as_policy, retention_plan
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
 from .telemetry import telemetry_wanted
-from .url import MemoryURL
+from .url import MemoryURL, redact_url
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "ContextStrategy", "MemoryBackend", "SearchKind"]
 
@@ -98,6 +113,7 @@ SearchKind = Literal["message", "memory"]
 _ALL_KINDS: frozenset[str] = frozenset({"message", "memory"})
 _MAX_CONTEXT_WINDOW = 1000  # ConversationContext.max_messages upper bound
 _EPOCH = datetime(1970, 1, 1)
+_MARK = f'"{LIFECYCLE_KEY}"'
 
 
 class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
@@ -128,6 +144,18 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             :class:`~bruno_memstore.telemetry.Telemetry` naming providers. Decided here, once.
         trace_content: record query text and record content on spans (opt-in; needs
             ``telemetry``).
+        message_ttl: seconds (or a ``timedelta``) a new message lives; ``None``: forever.
+            A call's ``ttl=`` overrides it (docs/lifecycle.md).
+        conversation_ttl: seconds a conversation lives after its last message was
+            written; then it goes whole (messages and sessions).
+        session_ttl: seconds a new session lives (``create_session(ttl=...)`` overrides it).
+        memory_ttl: seconds a new memory entry lives when it sets no ``expires_at``
+            (``store_memory(ttl=...)`` overrides it).
+        sweep_interval: seconds between runs of a background sweeper (:meth:`sweep`),
+            started with the first call and stopped by :meth:`shutdown`; ``None``: no
+            background sweeps (call :meth:`purge_expired` or ``bruno-memstore expire``).
+        retention: a :class:`~bruno_memstore.retention.RetentionPolicy` (or its keyword
+            arguments as a dict) that :meth:`apply_retention` enforces.
     """
 
     backend_name: ClassVar[str] = "abstract"
@@ -155,6 +183,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         erasure_log: Any = None,
         telemetry: Any = None,
         trace_content: bool = False,
+        message_ttl: Any = None,
+        conversation_ttl: Any = None,
+        session_ttl: Any = None,
+        memory_ttl: Any = None,
+        sweep_interval: Any = None,
+        retention: Any = None,
     ) -> None:
         window = check_limit(context_window, "context_window", maximum=_MAX_CONTEXT_WINDOW)
         assert window is not None
@@ -175,6 +209,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
+        self.message_ttl = check_ttl(message_ttl, "message_ttl")
+        self.conversation_ttl = check_ttl(conversation_ttl, "conversation_ttl")
+        self.session_ttl = check_ttl(session_ttl, "session_ttl")
+        self.memory_ttl = check_ttl(memory_ttl, "memory_ttl")
+        self.sweep_interval = check_ttl(sweep_interval, "sweep_interval")
+        self._sweeper: asyncio.Task[None] | None = None
+        self.retention = as_policy(retention)
         self._init_semantic(embedding_model, search_mode, vector_weight, vectors)
         if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
             self._instrument(telemetry, trace_content)
@@ -219,6 +260,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         drained = self._calls.close()
         await self._vector_queue.stop()
+        await self._stop_sweeper()
         wait = self.shutdown_timeout
         if not drained.done():
             try:
@@ -326,6 +368,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             self._connected = True
             if self.vectors == "deferred" and self.embedder is not None:
                 self._vector_queue.start()  # first drains what an earlier process left
+            if self.sweep_interval is not None:
+                self._start_sweeper()
 
     # ================================================================ the choke point
 
@@ -376,6 +420,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         try:
             if not self._connected:
                 await self._ensure_connected()
+            elif self.sweep_interval is not None and self._sweeper is None:
+                self._start_sweeper()  # configured after the connection
             started = time.perf_counter()
             try:
                 try:
@@ -417,6 +463,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         *args: str,
         user_id: str | None = None,
         conversation_id: str | None = None,
+        ttl: Any = None,
     ) -> None:
         """Store one message (idempotent by ``message.id``).
 
@@ -431,7 +478,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             ConflictError: a different message is stored under this id.
         """
         user_id, conversation_id = _store_args(args, user_id, conversation_id)
-        await self.store_messages([message], conversation_id=conversation_id, user_id=user_id)
+        await self.store_messages(
+            [message], conversation_id=conversation_id, user_id=user_id, ttl=ttl
+        )
 
     async def store_messages(
         self,
@@ -439,6 +488,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         *,
         conversation_id: str,
         user_id: str | None = None,
+        ttl: Any = None,
     ) -> int:
         """Store many messages of one conversation in one atomic batch; return how many were new.
 
@@ -452,8 +502,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         (refused with ``OwnershipError`` in another user's conversation); unattributed ones
         join the conversation whoever owns it, or start one owned by ``"default"``. A batch
         naming two users raises ``InvalidArgumentError``.
+
+        ``ttl`` (seconds or a ``timedelta``; default :attr:`message_ttl`): how long the
+        messages live; expired messages are left out of every read.
         """
         conversation_id = check_id(conversation_id, "conversation_id")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.message_ttl
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
@@ -470,8 +524,14 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             enforce = named is not None
             user_id = named or DEFAULT_USER
         owner: str = user_id
+        if ttl is not None or self.conversation_ttl is not None:
+            at = now_us()
+            for rec in records:
+                stamp_message(rec, at, ttl, self.conversation_ttl)
         self._check_records(records)
         deferred = await self._deferred("store_message", records)
+        if self.conversation_ttl is not None:
+            await self._drop_if_expired("store_message", conversation_id)
         if len(records) > 1:
             # Pre-check so a conflicting batch writes nothing at all. A single message needs
             # none: an append that inserts nothing writes nothing (see ``_append_messages``).
@@ -559,9 +619,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         conversation_id = check_id(conversation_id, "conversation_id")
         limit = check_limit(limit, allow_none=True)
-        records = await self._run(
-            "retrieve_messages",
-            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=limit),
+        records = await self._live_window(
+            "retrieve_messages", conversation_id=conversation_id, user_id=None, limit=limit
         )
         return await _to_messages(records[::-1])
 
@@ -603,20 +662,22 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         recent_n = limit if not ranked else (0 if strategy == "relevant" else (limit + 1) // 2)
         recent: list[MessageRecord] = []
         if recent_n:
-            recent = await self._run(
+            recent = await self._live_window(
                 "retrieve_context",
-                lambda: self._read_window(
-                    conversation_id=conversation_id, user_id=user_id, limit=recent_n
-                ),
+                conversation_id=conversation_id,
+                user_id=user_id,
+                limit=recent_n,
+                archived=False,
             )
         if not ranked:
             return [record_to_message(r) for r in recent]
         assert query is not None
         seen = {r.id for r in recent}
-        hits = await self._ranked(
+        hits = await self._live_ranked(
             "retrieve_context",
             user_id,
             query,
+            archived=False,
             mode=mode,
             kinds=frozenset({"message"}),
             conversation_id=conversation_id,
@@ -684,8 +745,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         kinds: Iterable[SearchKind] = ("message", "memory"),
         conversation_id: str | None = None,
         mode: SearchMode | None = None,
+        include_archived: bool = False,
     ) -> list[SearchResult]:
         """Relevance-ranked search of one user's records, best first.
+
+        Messages of archived conversations are left out unless ``include_archived``.
 
         Args:
             mode: ``"keyword"`` (BM25-family full text), ``"vector"`` (embedding
@@ -709,10 +773,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if not query.strip():
             return []
         flt = MemoryFilter(user_id=user_id, now_us=to_us(utcnow()), limit=limit)
-        hits = await self._ranked(
+        hits = await self._live_ranked(
             "search",
             user_id,
             query,
+            archived=bool(include_archived),
             mode=mode,
             kinds=kind_set,
             conversation_id=conversation_id,
@@ -745,13 +810,25 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     # ================================================================ memory entries
 
-    async def store_memory(self, memory_entry: MemoryEntry) -> None:
+    async def store_memory(self, memory_entry: MemoryEntry, *, ttl: Any = None) -> None:
         """Insert or replace a memory entry (by id).
+
+        An entry without ``expires_at`` gets one ``ttl`` seconds from now (default
+        :attr:`memory_ttl`; ``None``: it never expires). The caller's entry is not changed.
 
         Raises:
             OwnershipError: the id belongs to another user's entry.
         """
         self.require(Capability.MEMORIES, "store_memory")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.memory_ttl
+        if (
+            ttl is not None
+            and isinstance(memory_entry, MemoryEntry)
+            and memory_entry.expires_at is None
+        ):
+            memory_entry = memory_entry.model_copy(
+                update={"expires_at": utcnow() + timedelta(seconds=ttl)}
+            )
         record = memory_to_record(memory_entry)
         self._check_memory(record)
         await self._embed_records("store_memory", [record])
@@ -786,7 +863,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         text = query.query_text
         if text is not None and text.strip():
             self._search_mode_for(None, "retrieve_memories")
-            hits = await self._ranked(
+            hits = await self._live_ranked(
                 "retrieve_memories",
                 user_id,
                 text,
@@ -818,19 +895,318 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             user_id = check_id(user_id, "user_id")
         await self._run_owned("delete_memory", lambda: self._delete_memory(memory_id, user_id))
 
-    async def purge_expired(self) -> int:
-        """Delete memory entries whose ``expires_at`` has passed; return how many."""
-        self.require(Capability.MEMORIES, "purge_expired")
-        now = to_us(utcnow())
-        return int(await self._run("purge_expired", lambda: self._purge_expired(now)))
+    async def purge_expired(self, *, now: datetime | None = None) -> int:
+        """Delete what has expired (see :meth:`sweep`); return how many messages and memory
+        entries went."""
+        counts = await self.sweep(now=now)
+        return counts["messages"] + counts["memories"]
+
+    async def sweep(self, *, now: datetime | None = None) -> dict[str, int]:
+        """The expiry sweeper: delete every expired record, store-wide; return counts by
+        kind (``messages``, ``conversations``, ``sessions``, ``memories``).
+
+        Memory entries past ``expires_at`` go (backends with ``Capability.MEMORIES``);
+        conversations past their deadline go whole, with their messages and sessions, and
+        expired messages one by one (``Capability.LISTING``; one by one needs
+        ``Capability.PRUNING``). ``now`` replaces the clock (tests, replays). Reads never
+        return expired records, swept or not.
+        """
+        if not self.supports(Capability.LISTING):  # nothing to sweep but memory entries
+            self.require(Capability.MEMORIES, "purge_expired")
+        at = now_us(now)
+        counts = {"messages": 0, "conversations": 0, "sessions": 0, "memories": 0}
+        if self.supports(Capability.MEMORIES):
+            counts["memories"] = int(
+                await self._run("purge_expired", lambda: self._purge_expired(at))
+            )
+        if self.supports(Capability.LISTING):
+            await self._sweep_messages(at, counts)
+        self._meter.removed("expiry", counts)
+        return counts
+
+    async def _sweep_messages(self, at: int, counts: dict[str, int]) -> None:
+        # Per conversation: None once one message has no conversation deadline (it never
+        # ends), else the latest deadline; and the ids of messages past their own.
+        ends: dict[str, int | None] = {}
+        doomed: dict[str, list[str]] = {}
+        async for batch in self._raw_batches("purge_expired", "messages", None):
+            for rec in batch:
+                x, c = message_deadlines(rec)
+                conv = rec.conversation_id
+                if conv not in ends:
+                    ends[conv] = c
+                elif (end := ends[conv]) is not None:
+                    ends[conv] = None if c is None else max(c, end)
+                if x is not None and x <= at:
+                    doomed.setdefault(conv, []).append(rec.id)
+        prune = self.supports(Capability.PRUNING) and isinstance(self, MessagePruning)
+        for conv, end in ends.items():
+            if (
+                end is not None
+                and end <= at
+                and await self._drop_if_expired("purge_expired", conv, at, counts)
+            ):
+                continue
+            ids = doomed.get(conv)
+            if ids and prune:
+                counts["messages"] += await self._prune("purge_expired", conv, ids)
+
+    async def _prune(self, operation: str, conversation_id: str, ids: Sequence[str]) -> int:
+        """Delete these messages of the conversation (``Capability.PRUNING``)."""
+        self.require(Capability.PRUNING, operation)
+        if not isinstance(self, MessagePruning):
+            raise CapabilityError(
+                "this backend cannot delete single messages",
+                backend=self.backend_name,
+                operation=operation,
+            )
+        delete = self._delete_message_ids  # type: ignore[attr-defined]
+        return int(await self._run(operation, lambda: delete(conversation_id, ids)))
+
+    async def _drop_if_expired(
+        self,
+        operation: str,
+        conversation_id: str,
+        at: int | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> bool:
+        """Delete the conversation if it is past its deadline (read again, whole, first);
+        whether it went."""
+        at = now_us() if at is None else at
+        newest = await self._run(
+            operation,
+            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=8),
+        )
+        end = conversation_deadline(newest)
+        if not newest or end is None or end > at:  # one live message keeps it: no more reads
+            return False
+        whole = await self._run(
+            operation,
+            lambda: self._read_window(conversation_id=conversation_id, user_id=None, limit=None),
+        )
+        end = conversation_deadline(whole)
+        if not whole or end is None or end > at:
+            return False
+        await self._erase_conversation(operation, conversation_id, len(whole), counts)
+        return True
+
+    async def _erase_conversation(
+        self,
+        operation: str,
+        conversation_id: str,
+        messages: int,
+        counts: dict[str, int] | None,
+    ) -> None:
+        """Delete the conversation with its messages and sessions, counting them."""
+        sessions = 0
+        if counts is not None and self.supports(Capability.LISTING):
+            owner = await self._run(operation, lambda: self._conversation_owner(conversation_id))
+            if owner is not None:
+                held = await self._run(operation, lambda: self._collect("sessions", owner))
+                sessions = sum(1 for s in held if s.conversation_id == conversation_id)
+        gone = int(
+            await self._run(operation, lambda: self._delete_messages(conversation_id, frozenset()))
+        )
+        if counts is not None:
+            counts["messages"] += gone or messages
+            counts["conversations"] += 1
+            counts["sessions"] += sessions
+
+    # ---------------------------------------------------------------- retention
+
+    async def apply_retention(
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        dry_run: bool = False,
+        user_id: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Enforce a retention policy (default: the store's :attr:`retention`).
+
+        Returns a report: ``dry_run``, ``totals`` and ``users`` (per user: ``messages``
+        and ``conversations`` that went, or with ``dry_run=True`` would go; nothing is
+        deleted then). ``user_id`` limits it to one user. Needs ``Capability.LISTING``,
+        and ``Capability.PRUNING`` for rules that delete single messages.
+        """
+        policy = as_policy(policy) if policy is not None else self.retention
+        if policy is None:
+            raise InvalidArgumentError("policy", "no retention policy given or configured")
+        if not isinstance(dry_run, bool):
+            raise InvalidArgumentError("dry_run", "expected a bool")
+        self.require(Capability.LISTING, "apply_retention")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        at = now_us(now)
+        op = "apply_retention"
+        users: dict[str, dict[str, int]] = {}
+        conversations: list[tuple[str, str]] = []
+        async for batch in self._raw_batches(op, "conversations", user_id):
+            conversations += batch
+        for conv, owner in conversations:
+            whole = await self._run(
+                op, lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=None)
+            )
+            drop_all, ids = retention_plan(policy, whole, at)
+            if not drop_all and not ids:
+                continue
+            tally = users.setdefault(owner, {"messages": 0, "conversations": 0})
+            if drop_all:
+                tally["conversations"] += 1
+                tally["messages"] += len(whole)
+                if not dry_run:
+                    await self._erase_conversation(op, conv, len(whole), None)
+            else:
+                if not dry_run:
+                    await self._prune(op, conv, ids)
+                elif not self.supports(Capability.PRUNING):
+                    self.require(Capability.PRUNING, op)
+                tally["messages"] += len(ids)
+        totals = {
+            "messages": sum(t["messages"] for t in users.values()),
+            "conversations": sum(t["conversations"] for t in users.values()),
+        }
+        if not dry_run:
+            self._meter.removed("retention", totals)
+        return {"dry_run": dry_run, "totals": totals, "users": users}
+
+    # ---------------------------------------------------------------- reads without the expired
+
+    async def _unexpired(
+        self, records: Sequence[MessageRecord], at: int, operation: str
+    ) -> list[MessageRecord]:
+        """``records`` without the expired: messages past their deadline, and messages of
+        conversations past theirs (read whole when the records in hand cannot tell)."""
+        if not any(_MARK in r.metadata for r in records):
+            return list(records)
+        by_conv: dict[str, list[MessageRecord]] = {}
+        for rec in records:
+            by_conv.setdefault(rec.conversation_id, []).append(rec)
+        alive: dict[str, bool] = {}
+        for conv, held in by_conv.items():
+            end = conversation_deadline(held)
+            if end is not None and end <= at:
+                whole = await self._run(
+                    operation,
+                    lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=None),
+                )
+                end = conversation_deadline(whole)
+            alive[conv] = end is None or end > at
+        out: list[MessageRecord] = []
+        for rec in records:
+            if alive[rec.conversation_id]:
+                x = message_deadlines(rec)[0]
+                if x is None or x > at:
+                    out.append(rec)
+        return out
+
+    async def _live_window(
+        self,
+        operation: str,
+        *,
+        conversation_id: str | None,
+        user_id: str | None,
+        limit: int | None,
+        archived: bool = True,
+    ) -> list[MessageRecord]:
+        """``_read_window`` without expired messages (nor, unless ``archived``, messages of
+        archived conversations): the newest ``limit`` left (read again, wider, when left-out
+        ones took places in the window)."""
+        at = now_us()
+        want = limit
+        while True:
+            records = await self._run(
+                operation,
+                lambda n=want: self._read_window(
+                    conversation_id=conversation_id, user_id=user_id, limit=n
+                ),
+            )
+            live = await self._unexpired(records, at, operation)
+            if not archived:
+                live = await self._unarchived(live, operation)
+            if limit is None or want is None or len(live) >= limit or len(records) < want:
+                return live if limit is None else live[-limit:]
+            want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
+
+    async def _live_ranked(
+        self,
+        operation: str,
+        user_id: str,
+        query: str,
+        *,
+        limit: int,
+        archived: bool = True,
+        **kw: Any,
+    ) -> list[SearchHit]:
+        """:meth:`_ranked` without expired message hits (asked again, for more, when expired
+        ones took places)."""
+        at = now_us()
+        want = limit
+        while True:
+            hits = await self._ranked(operation, user_id, query, limit=want, **kw)
+            messages = [h.message for h in hits if h.message is not None]
+            left = await self._unexpired(messages, at, operation)
+            if not archived:
+                left = await self._unarchived(left, operation)
+            live = {r.id for r in left}
+            kept = [h for h in hits if h.message is None or h.message.id in live]
+            if len(kept) == len(hits) or len(kept) >= limit or len(hits) < want:
+                return kept[:limit]
+            if want >= MAX_LIMIT:
+                return kept[:limit]
+            want = min(want * 4, MAX_LIMIT)
+
+    def _session_live(self, rec: SessionRecord | None, at: int | None = None) -> bool:
+        if rec is None:
+            return False
+        end = session_deadline(rec)
+        return end is None or end > (now_us() if at is None else at)
+
+    # ---------------------------------------------------------------- the background sweeper
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is not None and not self._sweeper.done():
+            return
+        if self.sweep_interval is None:
+            return
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_forever(), name=f"sweeper of {self!r}"
+        )
+
+    async def _sweep_forever(self) -> None:
+        while (interval := self.sweep_interval) is not None:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except ClosedError:
+                return
+            except Exception:  # the next round tries again
+                log.exception("%r: the expiry sweep failed", self)
+        self._sweeper = None
+
+    async def _stop_sweeper(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is None or task.done():
+            return
+        if task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     # ================================================================ sessions and context
 
     async def create_session(
-        self, user_id: str, metadata: dict[str, Any] | None = None
+        self, user_id: str, metadata: dict[str, Any] | None = None, *, ttl: Any = None
     ) -> SessionContext:
-        """Start a session, with a new conversation owned by ``user_id``."""
+        """Start a session, with a new conversation owned by ``user_id``.
+
+        ``ttl`` (default :attr:`session_ttl`): seconds the session lives; an expired session
+        is not found.
+        """
         user_id = check_id(user_id, "user_id")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.session_ttl
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidArgumentError("metadata", "expected a dict")
         try:
@@ -839,7 +1215,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             problem = "; ".join(e["msg"] for e in exc.errors(include_url=False)[:3])
             raise InvalidArgumentError("metadata", problem) from None
         try:
-            await self._save_session(session, "create_session")
+            await self._save_session(session, "create_session", ttl=ttl)
         except PydanticSerializationError as exc:  # raised before the write: nothing stored
             raise InvalidArgumentError("metadata", f"cannot be serialised: {exc}") from None
         return session
@@ -848,7 +1224,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """The session, or ``None`` when it does not exist."""
         session_id = check_id(session_id, "session_id")
         rec = await self._run("get_session", lambda: self._get_session(session_id))
-        return record_to_session(rec) if rec is not None else None
+        return record_to_session(rec) if rec is not None and self._session_live(rec) else None
 
     async def end_session(self, session_id: str) -> None:
         """Mark a session ended (its messages stay).
@@ -892,8 +1268,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             lambda: self._append_messages(conversation_id, user_id, [], enforce_owner=True),
         )
 
-    async def _save_session(self, session: SessionContext, operation: str) -> None:
+    async def _save_session(
+        self, session: SessionContext, operation: str, *, ttl: float | None = None
+    ) -> None:
         record = session_to_record(session)
+        stamp_session(record, now_us(), ttl)
         self._check_session(record)
         await self._run_owned(operation, lambda: self._put_session(record))
 
@@ -917,11 +1296,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         session = await self._resolve_session(user_id, session_id)
         conv = session.conversation_id
-        records = await self._run(
+        records = await self._live_window(
             "get_context",
-            lambda: self._read_window(
-                conversation_id=conv, user_id=None, limit=self.context_window
-            ),
+            conversation_id=conv,
+            user_id=None,
+            limit=self.context_window,
+            archived=False,
         )
         return ConversationContext(
             conversation_id=conv,
@@ -934,13 +1314,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _resolve_session(self, user_id: str, ref: str | None) -> SessionContext:
         op = "get_context"
         if ref is None:
-            rec = await self._run(op, lambda: self._latest_session(user_id, None, active_only=True))
+            rec = await self._latest_live_session(op, user_id, None)
             if rec is not None:
                 return record_to_session(rec)
             return await self.create_session(user_id)
         ref = check_id(ref, "session_id")
         rec = await self._run(op, lambda: self._get_session(ref))
-        if rec is not None:
+        if rec is not None and (self._session_live(rec) or rec.user_id != user_id):
             if rec.user_id != user_id:
                 raise OwnershipError(
                     f"session {ref!r} belongs to another user",
@@ -952,12 +1332,230 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         if owner is not None and owner != user_id:
             raise conversation_taken(ref, backend=self.backend_name, operation=op)
         if owner is not None:
-            rec = await self._run(op, lambda: self._latest_session(user_id, ref, active_only=True))
+            rec = await self._latest_live_session(op, user_id, ref)
             if rec is not None:
                 return record_to_session(rec)
         session = SessionContext(session_id=ref, user_id=user_id, conversation_id=ref)
-        await self._save_session(session, op)
+        await self._save_session(session, op, ttl=self.session_ttl)
         return session
+
+    async def _latest_live_session(
+        self, op: str, user_id: str, conversation_id: str | None
+    ) -> SessionRecord | None:
+        """The user's latest active session that has not expired (in the conversation, if
+        given), or ``None``."""
+        rec = await self._run(
+            op, lambda: self._latest_session(user_id, conversation_id, active_only=True)
+        )
+        if rec is None or self._session_live(rec):
+            return rec
+        if not self.supports(Capability.LISTING):
+            return None
+        at = now_us()
+        best: SessionRecord | None = None
+        for s in await self._run(op, lambda: self._collect("sessions", user_id)):
+            if not (s.is_active and conversation_id in (None, s.conversation_id)):
+                continue
+            if self._session_live(s, at) and (
+                best is None or (s.started_us, s.session_id) > (best.started_us, best.session_id)
+            ):
+                best = s
+        return best
+
+    # ================================================================ archive
+
+    async def archive_conversation(
+        self, user_id: str, conversation_id: str, *, target: Any = None
+    ) -> bool:
+        """Archive the user's conversation: it leaves context windows and default search,
+        stays stored, listed (:meth:`list_conversations`), exported and counted apart in
+        statistics, until :meth:`restore_conversation`. Returns ``False`` if it already was.
+
+        With ``target`` (another memory, or its URL) the messages and sessions move there
+        (copied first, then deleted here: an interrupted move loses nothing, and archiving
+        again completes it); the conversation stays listed here as archived. Moving needs
+        ``Capability.PRUNING``.
+
+        Raises:
+            NotFoundError: no such conversation.
+            OwnershipError: the conversation belongs to another user (nothing changes).
+        """
+        user_id = check_id(user_id, "user_id")
+        conversation_id = check_id(conversation_id, "conversation_id")
+        op = "archive_conversation"
+        if target is not None:
+            self.require(Capability.PRUNING, op)
+        await self._owned_conversation(op, user_id, conversation_id)
+        if await self._is_archived(op, conversation_id):
+            return False
+        moved_to = None
+        if target is not None:
+            from .transfer import copy_conversation
+
+            async with _other_store(target, "target") as store:
+                await copy_conversation(self, store, user_id, conversation_id)
+                moved_to = redact_url(store.describe())
+            whole = await self._run(
+                op,
+                lambda: self._read_window(
+                    conversation_id=conversation_id, user_id=None, limit=None
+                ),
+            )
+            if whole:
+                await self._prune(op, conversation_id, [r.id for r in whole])
+        await self._mark_archived(op, user_id, conversation_id, True, moved_to)
+        return True
+
+    async def restore_conversation(
+        self, user_id: str, conversation_id: str, *, source: Any = None
+    ) -> bool:
+        """Bring an archived conversation back, exactly as it was; ``False`` if it was not
+        archived.
+
+        With ``source`` (the memory, or URL, it was moved to) its records come back from
+        there first, and are deleted there after (an interrupted restore loses nothing;
+        restoring again completes it).
+
+        Raises:
+            NotFoundError: no such conversation.
+            OwnershipError: the conversation belongs to another user (nothing changes).
+        """
+        user_id = check_id(user_id, "user_id")
+        conversation_id = check_id(conversation_id, "conversation_id")
+        op = "restore_conversation"
+        await self._owned_conversation(op, user_id, conversation_id)
+        if not await self._is_archived(op, conversation_id):
+            return False
+        if source is None:
+            await self._mark_archived(op, user_id, conversation_id, False)
+            return True
+        from .transfer import copy_conversation
+
+        async with _other_store(source, "source") as store:
+            await copy_conversation(store, self, user_id, conversation_id)
+            await self._mark_archived(op, user_id, conversation_id, False)
+            await store.clear_conversation(user_id, conversation_id)
+        return True
+
+    async def archive(
+        self,
+        user_id: str | None = None,
+        *,
+        older_than: Any,
+        now: datetime | None = None,
+    ) -> int:
+        """Archive every conversation (of the user, if given) whose newest message is older
+        than ``older_than`` (seconds or a ``timedelta``); return how many were archived.
+        Empty conversations stay. Needs ``Capability.LISTING``."""
+        self.require(Capability.LISTING, "archive")
+        age = check_ttl(older_than, "older_than")
+        if age is None:
+            raise InvalidArgumentError("older_than", "required")
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        cutoff = now_us(now) - round(age * 1_000_000)
+        op = "archive"
+        conversations: list[tuple[str, str]] = []
+        async for batch in self._raw_batches(op, "conversations", user_id):
+            conversations += batch
+        archived = 0
+        for conv, owner in conversations:
+            newest = await self._run(
+                op, lambda c=conv: self._read_window(conversation_id=c, user_id=None, limit=1)
+            )
+            if not newest or newest[-1].ts_us >= cutoff or await self._is_archived(op, conv):
+                continue
+            await self._mark_archived(op, owner, conv, True)
+            archived += 1
+        return archived
+
+    async def list_conversations(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's conversations, by id: ``{"conversation_id", "archived"}`` each.
+        Needs ``Capability.LISTING``."""
+        self.require(Capability.LISTING, "list_conversations")
+        user_id = check_id(user_id, "user_id")
+        ids: list[str] = []
+        async for batch in self._raw_batches("list_conversations", "conversations", user_id):
+            ids += [conv for conv, _owner in batch]
+        apart = await self._archived_set("list_conversations", user_id)
+        return [{"conversation_id": c, "archived": c in apart} for c in sorted(ids)]
+
+    async def _owned_conversation(self, op: str, user_id: str, conversation_id: str) -> None:
+        owner = await self._run(op, lambda: self._conversation_owner(conversation_id))
+        if owner is None:
+            raise NotFoundError(
+                f"conversation {conversation_id!r} does not exist",
+                backend=self.backend_name,
+                operation=op,
+            )
+        if owner != user_id:
+            raise OwnershipError(
+                f"conversation {conversation_id!r} belongs to another user",
+                backend=self.backend_name,
+                operation=op,
+            )
+
+    async def _mark_archived(
+        self, op: str, user_id: str, conversation_id: str, on: bool, moved_to: str | None = None
+    ) -> None:
+        """Record the conversation's archive state in its marker session (replaced in
+        place: a restore leaves the marker, saying it is not archived)."""
+        state: dict[str, Any] = {"archived": on, "at": utcnow().isoformat()}
+        if moved_to is not None:
+            state["moved_to"] = moved_to
+        marker = SessionContext(
+            session_id=archive_marker(conversation_id),
+            user_id=user_id,
+            conversation_id=conversation_id,
+            metadata={LIFECYCLE_KEY: state},
+            is_active=False,
+        )
+        record = session_to_record(marker)
+        await self._run_owned(op, lambda: self._put_session(record))
+
+    async def _is_archived(self, op: str, conversation_id: str) -> bool:
+        rec = await self._run(op, lambda: self._get_session(archive_marker(conversation_id)))
+        return rec is not None and _marks_archived(rec)
+
+    async def _unarchived(self, records: Sequence[MessageRecord], op: str) -> list[MessageRecord]:
+        """``records`` without those of archived conversations (one marker read each)."""
+        if not records:
+            return []
+        apart = {c for c in {r.conversation_id for r in records} if await self._is_archived(op, c)}
+        return [r for r in records if r.conversation_id not in apart] if apart else list(records)
+
+    async def _archived_set(self, op: str, user_id: str) -> set[str]:
+        return {
+            s.conversation_id
+            for s in await self._run(op, lambda: self._collect("sessions", user_id))
+            if s.session_id.startswith(ARCHIVE_MARKER) and _marks_archived(s)
+        }
+
+    async def _archived_counts(self, user_id: str) -> dict[str, Any]:
+        """What statistics count apart: markers, archived conversations, their messages."""
+        counts: dict[str, Any] = {"markers": 0, "conversations": 0, "messages": 0, "roles": {}}
+        if not self.supports(Capability.LISTING):
+            return counts
+        op = "get_statistics"
+        sessions = await self._run(op, lambda: self._collect("sessions", user_id))
+        markers = [s for s in sessions if s.session_id.startswith(ARCHIVE_MARKER)]
+        counts["markers"] = len(markers)
+        roles: dict[str, int] = {}
+        for marker in markers:
+            if not _marks_archived(marker):
+                continue
+            whole = await self._run(
+                op,
+                lambda c=marker.conversation_id: self._read_window(
+                    conversation_id=c, user_id=None, limit=None
+                ),
+            )
+            counts["conversations"] += 1
+            counts["messages"] += len(whole)
+            for rec in whole:
+                roles[rec.role] = roles.get(rec.role, 0) + 1
+        counts["roles"] = roles
+        return counts
 
     # ================================================================ users and statistics
 
@@ -966,6 +1564,18 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         raw = await self._run("get_statistics", lambda: self._statistics(user_id))
         first, last = raw.get("first_message_us"), raw.get("last_message_us")
+        apart = await self._archived_counts(user_id)
+        if apart["markers"]:
+            raw = dict(raw)
+            raw["sessions"] = int(raw.get("sessions", 0)) - apart["markers"]
+            raw["conversations"] = int(raw.get("conversations", 0)) - apart["conversations"]
+            raw["messages"] = int(raw.get("messages", 0)) - apart["messages"]
+            roles = dict(raw.get("messages_by_role", {}))
+            for role, n in apart["roles"].items():
+                roles[role] = roles.get(role, 0) - n
+                if roles[role] <= 0:
+                    del roles[role]
+            raw["messages_by_role"] = roles
         return {
             "user_id": user_id,
             "backend": self.backend_name,
@@ -977,6 +1587,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             "messages_by_role": dict(raw.get("messages_by_role", {})),
             "first_message_at": _us_to_iso(first),
             "last_message_at": _us_to_iso(last),
+            "archived_conversations": apart["conversations"],
+            "archived_messages": apart["messages"],
         }
 
     async def store_statistics(self) -> dict[str, Any]:
@@ -1012,7 +1624,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         """
         self.require(Capability.LISTING, "forget_user")
         user_id = check_id(user_id, "user_id")
+        held = await self._run("forget_user", lambda: self._collect("sessions", user_id))
+        markers = sum(1 for rec in held if rec.session_id.startswith(ARCHIVE_MARKER))
         counts = dict(await self._run("forget_user", lambda: self._forget_user(user_id)))
+        if markers and "sessions" in counts:  # archive states are no sessions of the user
+            counts["sessions"] = max(0, counts["sessions"] - markers)
         if self.erasure_log is not None:
             entry = erasure_entry(
                 user_id, counts, backend=self.backend_name, store=self._redact(self.describe())
@@ -1056,20 +1672,40 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         await self._run("compact", self._compact)
 
     async def export_batches(
-        self, kind: str, user_id: str | None = None
+        self, kind: str, user_id: str | None = None, *, include_expired: bool = False
     ) -> AsyncIterator[list[object]]:
-        """Batches of raw records of ``kind`` (see ``StoragePrimitives._export``)."""
+        """Batches of raw records of ``kind`` (see ``StoragePrimitives._export``).
+
+        Expired messages and sessions are left out unless ``include_expired`` (a tier of a
+        combinator, which sweeps them itself, reads them all). Memory entries come whole:
+        ``expires_at`` is a field of theirs that a copy keeps.
+        """
         self.require(Capability.LISTING, "export")
         if kind not in ("conversations", "messages", "memories", "sessions"):
             raise InvalidArgumentError("kind", f"unknown record kind {kind!r}")
         if user_id is not None:
             user_id = check_id(user_id, "user_id")
+        at = now_us()
+        async for batch in self._raw_batches("export", kind, user_id):
+            if include_expired:
+                pass
+            elif kind == "messages":
+                batch = await self._unexpired(batch, at, "export")
+            elif kind == "sessions":
+                batch = [s for s in batch if self._session_live(s, at)]
+            if batch:
+                yield batch
+
+    async def _raw_batches(
+        self, operation: str, kind: str, user_id: str | None
+    ) -> AsyncIterator[list[Any]]:
+        """``_export``'s batches as stored (expired records included), each page a call."""
         await self._ensure_connected()
         async with contextlib.aclosing(self._export(kind, user_id)) as batches:  # type: ignore[arg-type]
             while True:
                 # Each page counts as a call under way (shutdown waits for it), not the walk.
                 if not self._calls.enter():
-                    raise self._closed_error("export")
+                    raise self._closed_error(operation)
                 try:
                     batch = await anext(batches)
                 except StopAsyncIteration:
@@ -1077,7 +1713,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 except MemstoreError:
                     raise
                 except Exception as exc:
-                    raise self._translate("export", exc) from exc
+                    raise self._translate(operation, exc) from exc
                 finally:
                     self._calls.leave()
                 yield batch
@@ -1244,7 +1880,7 @@ def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
         and a.message_type == b.message_type
         and a.ts_us == b.ts_us
         and a.parent_id == b.parent_id
-        and (a.metadata == b.metadata or json.loads(a.metadata) == json.loads(b.metadata))
+        and (a.metadata == b.metadata or user_metadata(a.metadata) == user_metadata(b.metadata))
     )
 
 
@@ -1288,3 +1924,35 @@ def _us_to_iso(value: object) -> str | None:
     if value is None:
         return None
     return (_EPOCH + timedelta(microseconds=int(value))).isoformat()  # type: ignore[call-overload]
+
+
+def archive_marker(conversation_id: str) -> str:
+    """The id of the session recording the conversation's archive state (fixed length)."""
+    return ARCHIVE_MARKER + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:40]
+
+
+def _marks_archived(rec: SessionRecord) -> bool:
+    """Whether a marker session says its conversation is archived."""
+    if not rec.session_id.startswith(ARCHIVE_MARKER):
+        return False
+    meta = json.loads(rec.payload).get("metadata") or {}
+    state = meta.get(LIFECYCLE_KEY)
+    return isinstance(state, dict) and state.get("archived") is True
+
+
+@contextlib.asynccontextmanager
+async def _other_store(store: Any, argument: str) -> AsyncIterator[MemoryBackend]:
+    """``store`` itself if it is a memory; a memory opened from it if it is a URL (shut
+    down on the way out)."""
+    if isinstance(store, MemoryBackend):
+        yield store
+        return
+    if not isinstance(store, str):
+        raise InvalidArgumentError(argument, "expected a memory or a memory URL")
+    from .registry import open_memory
+
+    opened = open_memory(store)
+    try:
+        yield opened
+    finally:
+        await opened.shutdown()

@@ -18,6 +18,7 @@ class Capability(StrEnum):
     LISTING = "listing"  # enumerate users/conversations (export, forget_user, statistics)
     TTL = "ttl"  # data can expire on the engine's clock
     VECTORS = "vectors"  # vector similarity search
+    PRUNING = "pruning"  # messages deleted one by one: expiry sweeps, retention policies
     IN_PROCESS = "in_process"  # data in this process's memory: calls do no I/O
 
 

@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "CACHE_REQUESTS",
+    "LIFECYCLE_REMOVED",
     "OPERATION_ERRORS",
     "OPERATION_SECONDS",
     "RECORDS",
@@ -49,6 +50,12 @@ RECORDS = Gauge(
     ["backend", "kind"],
 )
 
+LIFECYCLE_REMOVED = Counter(
+    "bruno_memstore_lifecycle_removed_total",
+    "Records removed by the expiry sweeper and by retention policies, by kind.",
+    ["backend", "reason", "kind"],
+)
+
 
 class Meter:
     """Per-backend handles on the shared metrics, with label children cached."""
@@ -77,3 +84,9 @@ class Meter:
     def records(self, counts: Mapping[str, int]) -> None:
         for kind in STORE_KINDS:
             RECORDS.labels(self._backend, kind).set(counts.get(kind, 0))
+
+    def removed(self, reason: str, counts: dict[str, int]) -> None:
+        """Records the sweeper (``reason="expiry"``) or retention removed, by kind."""
+        for kind, n in counts.items():
+            if n:
+                LIFECYCLE_REMOVED.labels(self._backend, reason, kind).inc(n)

@@ -254,6 +254,19 @@ def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
     )
 
 
+LIFECYCLE_KEY = "bruno_memstore:lifecycle"
+"""The metadata key holding a record's deadlines (see :mod:`bruno_memstore.lifecycle`);
+reserved: it is stripped from every message and session a caller reads."""
+
+
+def user_metadata(text: str) -> dict[str, Any]:
+    """A record's metadata JSON as its caller stored it (without :data:`LIFECYCLE_KEY`)."""
+    meta = load_json(text) if text != "{}" else {}
+    if LIFECYCLE_KEY in meta:
+        del meta[LIFECYCLE_KEY]
+    return meta
+
+
 def record_to_message(rec: MessageRecord) -> Message:
     """Rebuild the bruno-core ``Message`` a record was made from."""
     # Ids and enums are parsed by pydantic-core (faster than in Python); the timestamp goes
@@ -264,7 +277,7 @@ def record_to_message(rec: MessageRecord) -> Message:
         content=rec.content,
         message_type=rec.message_type,
         timestamp=datetime.fromisoformat(rec.timestamp),
-        metadata=load_json(rec.metadata) if rec.metadata != "{}" else {},
+        metadata=user_metadata(rec.metadata),
         parent_id=rec.parent_id,
         conversation_id=rec.conversation_id,
     )
@@ -428,7 +441,9 @@ def session_to_record(session: SessionContext) -> SessionRecord:
 
 def record_to_session(rec: SessionRecord) -> SessionContext:
     """Rebuild the stored ``SessionContext``."""
-    return SessionContext.model_validate_json(rec.payload)
+    session = SessionContext.model_validate_json(rec.payload)
+    session.metadata.pop(LIFECYCLE_KEY, None)
+    return session
 
 
 # --------------------------------------------------------------------------- search

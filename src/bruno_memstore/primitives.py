@@ -41,6 +41,7 @@ from .search import BM25Index
 __all__ = [
     "AppendResult",
     "ExportKind",
+    "MessagePruning",
     "PendingVectors",
     "StoragePrimitives",
     "VectorPrimitives",
@@ -433,4 +434,18 @@ class PendingVectors(ABC):
 
         Keys grow with arrival: a message stored after another was marked has a greater
         key than it.
+        """
+
+
+class MessagePruning(ABC):
+    """Deleting messages one by one, what expiry sweeps and retention policies need: the
+    primitive of a backend that declares ``Capability.PRUNING``."""
+
+    @abstractmethod
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        """Delete the conversation's messages with these ids from every index (search,
+        vectors, pending marks); return how many were deleted.
+
+        Ids not stored in this conversation are skipped. The conversation and its sessions
+        stay, even when no message is left.
         """

@@ -138,9 +138,20 @@ SHARED_URL_OPTIONS: dict[str, type] = {
     "erasure_log": str,
     "telemetry": bool,
     "trace_content": bool,
+    "message_ttl": float,
+    "conversation_ttl": float,
+    "session_ttl": float,
+    "memory_ttl": float,
+    "sweep_interval": float,
+    "retention_keep_last": int,
+    "retention_max_message_age": float,
+    "retention_max_conversation_age": float,
 }
 """Query options every backend takes (``MemoryBackend``'s own), read here before the URL
-reaches the backend: ``?erasure_log=/var/log/erasures.jsonl&telemetry=1``."""
+reaches the backend: ``?erasure_log=/var/log/erasures.jsonl&telemetry=1``. The
+``retention_*`` options make the store's ``retention`` policy (``retention_keep_last=50``)."""
+
+_RETENTION_PREFIX = "retention_"
 
 
 def open_memory(url: str, **options: object) -> MemoryBackend:
@@ -155,6 +166,13 @@ def open_memory(url: str, **options: object) -> MemoryBackend:
             if name in parsed.query:
                 options.setdefault(name, parsed.option(name, kind))
         parsed = MemoryURL.parse(_without_options(url, SHARED_URL_OPTIONS.keys()))
+        rules = {
+            name.removeprefix(_RETENTION_PREFIX): options.pop(name)
+            for name in list(options)
+            if name.startswith(_RETENTION_PREFIX)
+        }
+        if rules:
+            options.setdefault("retention", rules)
     cls = resolve(parsed.scheme)
     from_url = getattr(cls, "from_url", None)
     if from_url is None:

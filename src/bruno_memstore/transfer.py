@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from .capabilities import Capability
 from .errors import InvalidArgumentError, OwnershipError
+from .lifecycle import ARCHIVE_MARKER
 from .models import (
     MemoryRecord,
     MessageRecord,
@@ -610,6 +611,45 @@ async def copy(
     writer = _Writer(dst, progress)
     number = 0
     async for obj in iter_export(src, user_id):
+        number += 1
+        item = parser.parse(obj, number)
+        if item is not None:
+            await writer.write(item)
+    await writer.flush()
+    return writer.counts
+
+
+async def copy_conversation(
+    src: MemoryBackend,
+    dst: MemoryBackend,
+    user_id: str,
+    conversation_id: str,
+    progress: ProgressCallback | None = None,
+) -> TransferCounts:
+    """Copy one conversation of ``user_id`` (its claim, sessions and messages) from ``src``
+    into ``dst``, as :func:`copy` copies a store; copying again is a no-op.
+
+    Records pass through the same validation as an import. The archive's move uses this
+    (docs/lifecycle.md): copy first, delete after, so an interrupted move loses nothing.
+    """
+    if src is dst:
+        raise InvalidArgumentError("dst", "source and destination are the same store")
+    user_id = check_id(user_id, "user_id")
+    conversation_id = check_id(conversation_id, "conversation_id")
+    await dst.initialize()
+    parser = _Parser()
+    writer = _Writer(dst, progress)
+    number = 0
+    async for obj in iter_export(src, user_id):
+        kind = obj["type"]
+        if (
+            kind == "memory"
+            or (kind == "conversation" and obj["id"] != conversation_id)
+            or (kind in ("session", "message") and obj["conversation_id"] != conversation_id)
+        ):
+            continue
+        if kind == "session" and str(obj["session_id"]).startswith(ARCHIVE_MARKER):
+            continue  # the archive state is the source store's own
         number += 1
         item = parser.parse(obj, number)
         if item is not None:

@@ -877,7 +877,8 @@ async def test_without_pgvector_the_store_is_full_text_only(
     async with PostgresMemory(POSTGRES_URL, schema=schema) as mem:
         assert mem.vector_support == "none"
         assert "no pgvector" in mem.vector_support_reason
-        assert mem.capabilities == DATABASE and not mem.supports(Capability.VECTORS)
+        assert mem.capabilities == DATABASE | {Capability.PRUNING}
+        assert not mem.supports(Capability.VECTORS)
         assert mem.embedder is None and mem.search_mode == "keyword"
         uid = new_user_id()
         await mem.store_message(make_message("a grey kitten"), uid, new_conversation_id())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -85,3 +86,73 @@ def test_forget_user_needs_a_user(invoke: Invoke, demo_db: Path) -> None:
     result = invoke("forget-user", "-u", sqlite_url(demo_db), "--yes")
     assert result.exit_code == 2
     assert _stats(demo_db)["total_messages"] == 17
+
+
+def test_retention_dry_run_reports_then_the_run_deletes(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    args = ("retention", "-u", url, "--user", "maya", "--keep-last", "1")
+    dry = invoke(*args, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    doomed = report["totals"]["messages"]
+    assert report["dry_run"] is True and doomed > 0
+    assert report["users"]["maya"]["messages"] == doomed
+    assert _stats(demo_db)["total_messages"] == 17  # a dry run deletes nothing
+    done = invoke(*args)
+    assert done.exit_code == 0, done.output
+    assert f"Deleted {doomed} messages" in done.stdout
+    left = _stats(demo_db)["total_messages"]
+    assert left == 17 - doomed and 1 <= left <= 3  # one per conversation
+
+
+def test_retention_by_age_and_without_rules(invoke: Invoke, demo_db: Path) -> None:
+    url = sqlite_url(demo_db)
+    assert invoke("retention", "-u", url, "--dry-run").exit_code != 0  # no policy anywhere
+    assert invoke("retention", "-u", url, "--max-message-age", "soon").exit_code != 0
+    kept = invoke("retention", "-u", url, "--max-conversation-age", "520w", "--dry-run")
+    assert kept.exit_code == 0 and "Would delete 0 messages" in kept.stdout
+    policy = invoke("retention", "-u", f"{url}?retention_keep_last=2", "--json")  # the store's
+    assert policy.exit_code == 0, policy.output
+    doomed = json.loads(policy.stdout)["totals"]["messages"]
+    assert doomed > 0 and _stats(demo_db)["total_messages"] == 17 - doomed
+
+
+def test_expire_sweeps_expired_messages(invoke: Invoke, demo_db: Path) -> None:
+    result = invoke("expire", "-u", sqlite_url(demo_db))
+    assert result.exit_code == 0, result.output
+    assert "Deleted 0 expired records" in result.stdout and "0 conversations" in result.stdout
+
+
+def _maya_conversations(db: Path) -> list[dict]:
+    from bruno_memstore import open_memory
+
+    async def listed() -> list[dict]:
+        memory = open_memory(sqlite_url(db))
+        try:
+            return await memory.list_conversations("maya")
+        finally:
+            await memory.shutdown()
+
+    return asyncio.run(listed())
+
+
+def test_archive_and_restore_a_conversation(invoke: Invoke, demo_db: Path, tmp_path: Path) -> None:
+    url = sqlite_url(demo_db)
+    plain = _stats(demo_db)
+    conv = next(c["conversation_id"] for c in _maya_conversations(demo_db))
+    archive_db = tmp_path / "archive.db"
+    args = ("--user", "maya", "--conversation", conv)
+    moved = invoke("archive", "-u", url, *args, "--target", sqlite_url(archive_db))
+    assert moved.exit_code == 0, moved.output
+    assert "Archived 1 conversations" in moved.stdout
+    assert {c["conversation_id"]: c["archived"] for c in _maya_conversations(demo_db)}[conv]
+    stats = _stats(demo_db)
+    assert stats["archived_conversations"] == 1
+    assert stats["total_messages"] < plain["total_messages"]
+    assert _stats(archive_db)["total_messages"] == plain["total_messages"] - stats["total_messages"]
+    back = invoke("restore", "-u", url, *args, "--source", sqlite_url(archive_db))
+    assert back.exit_code == 0, back.output
+    assert "Restored conversation" in back.stdout
+    assert _stats(demo_db)["total_messages"] == plain["total_messages"]
+    assert _stats(archive_db)["total_messages"] == 0
+    assert invoke("archive", "-u", url).exit_code != 0  # neither a conversation nor an age

@@ -235,6 +235,12 @@ async def write(memory: Any) -> dict[str, Any]:
     return {"sessions": [saved.session_id, created.session_id]}
 
 
+ADDED_CAPABILITIES = frozenset({"PRUNING"})
+"""Promises added since the old code: what it declares must still be declared."""
+ADDED_STATISTICS = ("archived_conversations", "archived_messages")
+"""Statistics added since the old code: every count it gave must stay the same."""
+
+
 async def dump(memory: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     """Everything the public API reads back from the dataset's store, as plain JSON values.
 
@@ -242,7 +248,8 @@ async def dump(memory: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     the same reads.
     """
     await memory.initialize()  # some backends settle their capabilities when connecting
-    out: dict[str, Any] = {"capabilities": sorted(c.name for c in memory.capabilities)}
+    declared = sorted(c.name for c in memory.capabilities if c.name not in ADDED_CAPABILITIES)
+    out: dict[str, Any] = {"capabilities": declared}
     space = getattr(memory, "vector_space", None)
     out["vector_space"] = None if space is None else [space[0], space[1]]
     for user, conversations in CONVERSATIONS.items():
@@ -253,7 +260,11 @@ async def dump(memory: Any, manifest: dict[str, Any]) -> dict[str, Any]:
             )
             mine[f"newest {conv}"] = await _read(memory.retrieve_messages(conv, limit=3))
         mine["window"] = await _read(memory.retrieve_context(user, limit=4))
-        mine["statistics"] = await _read(memory.get_statistics(user))
+        stats = await _read(memory.get_statistics(user))
+        if isinstance(stats, dict):
+            for key in ADDED_STATISTICS:
+                stats.pop(key, None)
+        mine["statistics"] = stats
         for name, query in _memory_queries(user).items():
             mine[f"memories {name}"] = await _read(memory.retrieve_memories(query))
         modes = ["keyword"] if memory.supports(Capability.FULL_TEXT) else []

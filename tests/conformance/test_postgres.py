@@ -7,14 +7,14 @@
 """
 
 from bruno_memstore.backends.postgres import PostgresMemory
-from bruno_memstore.capabilities import DATABASE
+from bruno_memstore.capabilities import DATABASE, Capability
 from bruno_memstore.testing import MemoryConformance
 
 from . import _stores as stores
 
 
 class TestPostgresMemory(MemoryConformance):
-    capabilities = DATABASE
+    capabilities = DATABASE | {Capability.PRUNING}
     forbidden_text = forbidden_metadata_text = stores.NUL
     memory_factory = stores.postgres
 

@@ -36,10 +36,11 @@ PROTECTED: dict[str, str] = {
     "_redact": "MemoryBackend hook: a combinator's messages carry its tiers' secrets",
 }
 """The protected surface of a backend besides its primitives (every method of
-``StoragePrimitives`` and ``VectorPrimitives``, each with its contract in ``primitives.py``):
-members documented on ``MemoryBackend`` that a combinator calls on its tiers, and why."""
+``StoragePrimitives``, ``VectorPrimitives`` and ``MessagePruning``, each with its contract
+in ``primitives.py``): members documented on ``MemoryBackend`` that a combinator calls on
+its tiers, and why."""
 
-SURFACE = {f"{PACKAGE}.primitives": ("StoragePrimitives", "VectorPrimitives")}
+SURFACE = {f"{PACKAGE}.primitives": ("StoragePrimitives", "VectorPrimitives", "MessagePruning")}
 HOOKS = {f"{PACKAGE}.base": ("MemoryBackend",)}
 
 STDLIB_PUBLIC = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})

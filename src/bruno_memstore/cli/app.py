@@ -454,14 +454,153 @@ def copy_(
 
 @app.command()
 def expire(url: UrlOption = DEFAULT_URL) -> None:
-    """Delete memory entries whose expiry time has passed."""
+    """Delete what has expired: messages, conversations and sessions past their TTL, and
+    memory entries past their expiry time."""
+
+    async def main() -> dict[str, int]:
+        async with _opened(url) as memory:
+            return await memory.sweep()
+
+    counts = _run(main)
+    total = counts["messages"] + counts["memories"]
+    detail = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    _say(out, f"Deleted {total} expired records from {_where(url)}: {detail}")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    if text is None:
+        return None
+    value = text.strip().lower()
+    scale = _DURATION_UNITS.get(value[-1:])
+    number = value[:-1] if scale is not None else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a duration such as 30d or 12h, got {text!r}", param_hint=option
+        ) from None
+    if not seconds > 0:
+        raise typer.BadParameter("must be positive", param_hint=option)
+    return seconds
+
+
+@app.command()
+def retention(
+    url: UrlOption = DEFAULT_URL,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", help="Keep the newest N messages of each conversation."),
+    ] = None,
+    max_message_age: Annotated[
+        str | None,
+        typer.Option("--max-message-age", help="Delete messages older than this (30d, 12h, ...)."),
+    ] = None,
+    max_conversation_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-conversation-age",
+            help="Delete conversations whose newest message is older than this.",
+        ),
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's data.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Apply a retention policy: keep the last N messages, drop old messages or conversations.
+
+    Without rules on the command line, the store's own policy (``?retention_keep_last=...``
+    on its URL) is applied.
+    """
+    rules: dict[str, Any] = {
+        "keep_last": keep_last,
+        "max_message_age": _duration(max_message_age, "--max-message-age"),
+        "max_conversation_age": _duration(max_conversation_age, "--max-conversation-age"),
+    }
+    given = {k: v for k, v in rules.items() if v is not None}
+
+    async def main() -> dict[str, Any]:
+        async with _opened(url) as memory:
+            return await memory.apply_retention(given or None, dry_run=dry_run, user_id=user)
+
+    report = _run(main)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    totals = report["totals"]
+    verb = "Would delete" if dry_run else "Deleted"
+    _say(
+        out,
+        f"{verb} {totals['messages']} messages ({totals['conversations']} whole conversations) "
+        f"from {_where(url)}",
+    )
+    for uid, tally in sorted(report["users"].items()):
+        out.print(f"  {uid}: {tally['messages']} messages, {tally['conversations']} conversations")
+
+
+@app.command("archive")
+def archive_(
+    url: UrlOption = DEFAULT_URL,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's conversations.")
+    ] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Archive this conversation (needs --user).")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Archive conversations idle this long (30d, 12h, ...)."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Move the archived records to this store URL.")
+    ] = None,
+) -> None:
+    """Archive conversations: out of context windows and default search, kept and listed."""
+    if (conversation is None) == (older_than is None):
+        raise typer.BadParameter("give --conversation (with --user) or --older-than")
+    if conversation is not None and user is None:
+        raise typer.BadParameter("--conversation needs --user")
+    age = _duration(older_than, "--older-than")
 
     async def main() -> int:
         async with _opened(url) as memory:
-            return await memory.purge_expired()
+            if conversation is not None:
+                assert user is not None
+                done = await memory.archive_conversation(user, conversation, target=target)
+                return int(done)
+            if target is not None:
+                raise typer.BadParameter("--target moves one --conversation at a time")
+            return await memory.archive(user, older_than=age)
 
-    purged = _run(main)
-    _say(out, f"Deleted {purged} expired memory entries from {_where(url)}")
+    count = _run(main)
+    _say(out, f"Archived {count} conversations in {_where(url)}")
+
+
+@app.command()
+def restore(
+    url: UrlOption = DEFAULT_URL,
+    user: Annotated[str, typer.Option("--user", help="The conversation's owner.")] = "",
+    conversation: Annotated[str, typer.Option("--conversation", help="The conversation.")] = "",
+    source: Annotated[
+        str | None, typer.Option("--source", help="The store URL it was moved to.")
+    ] = None,
+) -> None:
+    """Bring an archived conversation back."""
+    if not user or not conversation:
+        raise typer.BadParameter("--user and --conversation are required")
+
+    async def main() -> bool:
+        async with _opened(url) as memory:
+            return await memory.restore_conversation(user, conversation, source=source)
+
+    done = _run(main)
+    verb = "Restored" if done else "Nothing to restore:"
+    _say(out, f"{verb} conversation {conversation!r} of {user!r} in {_where(url)}")
 
 
 ErasureLogOption = Annotated[

@@ -431,6 +431,8 @@ class ReferenceMemory:
             "messages_by_role": dict(Counter(_value(m.message.role) for m in msgs)),
             "first_message_at": _iso(min(stamps)) if stamps else None,
             "last_message_at": _iso(max(stamps)) if stamps else None,
+            "archived_conversations": 0,
+            "archived_messages": 0,
         }
 
     def forget_user(self, user_id: str) -> dict[str, int]:

@@ -39,7 +39,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
 from ...semantic import DEFAULT_MODEL
 from ...url import MemoryURL, check_header_secret, hide_secrets
 from ..kit.batches import EXPORT_BATCH, batches, chunks
@@ -91,7 +91,7 @@ def _check_hnsw(hnsw: Mapping[str, int] | None) -> dict[str, int]:
     return {**HNSW, **hnsw}
 
 
-class ChromaMemory(MemoryBackend, VectorPrimitives):
+class ChromaMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """Memory in ChromaDB: vector search by Chroma's index, BM25 full text, durable.
 
     Args:
@@ -123,7 +123,10 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "chroma"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
 
     def __init__(
         self,
@@ -371,6 +374,9 @@ class ChromaMemory(MemoryBackend, VectorPrimitives):
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._call(ops.delete_messages, conversation_id, keep_roles)
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        return await self._call(ops.delete_message_ids, conversation_id, list(ids))
 
     async def _put_memory(self, record: MemoryRecord) -> None:
         await self._call(ops.put_memory, record)

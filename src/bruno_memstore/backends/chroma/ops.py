@@ -350,6 +350,23 @@ def delete_messages(store: ChromaStore, conversation_id: str, keep_roles: frozen
     return len(ids)
 
 
+def delete_message_ids(store: ChromaStore, conversation_id: str, ids: Sequence[str]) -> int:
+    """*Writer.* The conversation's records with these ids, then their pointers; the
+    conversation and its sessions stay."""
+    owner = conversation_owner(store, conversation_id)
+    collection = store.user_records(owner, "message") if owner is not None else None
+    if collection is None or owner is None:
+        return 0
+    wanted = set(ids)
+    gone = [i for i in _ids_where(collection, {"conv": conversation_id}) if i in wanted]
+    if gone:
+        _delete_ids(collection, gone)
+        _unpoint(store, "message", gone)
+        store.bump_tokens([owner])
+        store.text_changed(owner, lambda index: index.remove_many("message", gone))
+    return len(gone)
+
+
 # -------------------------------------------------------------------- memory entries
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig
@@ -41,6 +41,7 @@ from ...models import (
 from ...primitives import (
     AppendResult,
     ExportKind,
+    MessagePruning,
     VectorPrimitives,
     conversation_taken,
     memory_taken,
@@ -102,7 +103,7 @@ def _cancelled(exc: ClientError) -> list[str]:
     return [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
 
 
-class DynamoDBMemory(MemoryBackend, VectorPrimitives):
+class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """Conversations, sessions and memory entries in one DynamoDB table.
 
     Args:
@@ -119,7 +120,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "dynamodb"
-    capabilities = DATABASE | {Capability.VECTORS}
+    capabilities = DATABASE | {Capability.VECTORS, Capability.PRUNING}
     # A message is cut into items (all in one transaction where there are transactions,
     # which take 4 MB); a memory entry or a session is one item of at most 400 KB.
     limits = Limits(max_record_bytes=_MESSAGE_BYTES, size_limit="a DynamoDB message's 3 MB")
@@ -470,22 +471,41 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives):
         merged.sort(key=lambda r: (r.ts_us, r.seq))
         return merged if limit is None else merged[-limit:]
 
-    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        claim = await self._claim_item(conversation_id)
-        if claim is None:
-            return 0
+    async def _message_items(
+        self, conversation_id: str, keep: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """The conversation's message heads that ``keep`` does not keep."""
         doomed: list[dict[str, Any]] = []
         async for page in self.table.query(
             KeyConditionExpression="pk = :p AND begins_with(sk, :m)",
             ExpressionAttributeValues={":p": attr(f"C#{conversation_id}"), ":m": attr("M#")},
         ):
-            doomed += (m for m in page if decode(m, "role") not in keep_roles)
-        # Heads go before their parts and guards, and the claim last: a crash leaves parts
-        # and guards without messages (ignored) or a claimed conversation, never a message
-        # without its claim.
+            doomed += (m for m in page if not keep(m))
+        return doomed
+
+    async def _drop_message_items(self, doomed: list[dict[str, Any]]) -> None:
+        # Heads go before their parts and guards: a crash leaves parts and guards without
+        # messages (ignored), never a message without its parts.
         await self.table.delete_many([{"pk": m["pk"], "sk": m["sk"]} for m in doomed])
         await self.table.delete_many([k for m in doomed for k in part_keys(m)])
         await self.table.delete_many([guard_key(decode(m, "id")) for m in doomed])
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        wanted = set(ids)
+        doomed = await self._message_items(conversation_id, lambda m: decode(m, "id") not in wanted)
+        await self._drop_message_items(doomed)
+        return len(doomed)
+
+    async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
+        claim = await self._claim_item(conversation_id)
+        if claim is None:
+            return 0
+        doomed = await self._message_items(
+            conversation_id, lambda m: decode(m, "role") in keep_roles
+        )
+        # The claim goes last: a crash leaves a claimed conversation, never a message
+        # without its claim.
+        await self._drop_message_items(doomed)
         if not keep_roles:
             owner = decode(claim, "o")
             sessions = [

@@ -64,7 +64,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
 from ...registry import open_memory
 from ...url import MemoryURL
 from ..kit.settings import positive_int, positive_seconds
@@ -161,7 +161,7 @@ class _Locks:
                 del self._held[key]
 
 
-class HybridMemory(MemoryBackend, VectorPrimitives):
+class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """A cache tier in front of a persistent tier; the persistent tier is the source of truth.
 
     Args:
@@ -752,6 +752,20 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         finally:
             await self._invalidate(conversation_id, mark=False)
 
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        persistent = self.persistent
+        if not isinstance(persistent, MessagePruning):
+            raise CapabilityError(
+                "the persistent tier cannot delete single messages",
+                backend=self.backend_name,
+                operation="delete_message_ids",
+            )
+        self._mark(conversation_id)  # as for _delete_messages
+        try:
+            return await self._stored(lambda: persistent._delete_message_ids(conversation_id, ids))
+        finally:
+            await self._invalidate(conversation_id, mark=False)
+
     # ================================================================ memories
 
     # Memory entries and sessions live in the persistent tier alone: it decides ownership
@@ -884,6 +898,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives):
         return await self._stored(listing)
 
     async def _export(self, kind: ExportKind, user_id: str | None) -> AsyncIterator[list[object]]:
-        async with contextlib.aclosing(self.persistent.export_batches(kind, user_id)) as batches:
+        raw = self.persistent.export_batches(kind, user_id, include_expired=True)
+        async with contextlib.aclosing(raw) as batches:
             async for batch in batches:
                 yield batch

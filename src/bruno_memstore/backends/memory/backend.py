@@ -28,6 +28,7 @@ from ...models import (
 from ...primitives import (
     AppendResult,
     ExportKind,
+    MessagePruning,
     PendingVectors,
     VectorPrimitives,
     memory_taken,
@@ -45,7 +46,7 @@ def _order(rec: MessageRecord) -> tuple[int, int]:
     return (rec.ts_us, rec.seq)
 
 
-class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors):
+class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors, MessagePruning):
     """Memory in a Python process: full semantics, no durability.
 
     Args:
@@ -56,6 +57,7 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors):
     capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
         Capability.VECTORS,
         Capability.IN_PROCESS,
+        Capability.PRUNING,
     }
 
     def __init__(self, **options: object) -> None:
@@ -182,6 +184,22 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors):
             self._conv_msgs[conversation_id] = kept
         else:
             self._drop_conversation(conversation_id)
+        return len(gone)
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        window = self._conv_msgs.get(conversation_id, [])
+        owner = self._owners.get(conversation_id)
+        doomed = set(ids)
+        gone = [r for r in window if r.id in doomed]
+        if not gone:
+            return 0
+        self._conv_msgs[conversation_id] = [r for r in window if r.id not in doomed]
+        for rec in gone:
+            del self._messages[rec.id]
+            self._waiting.pop(rec.seq, None)
+            if owner is not None:
+                self._index(owner).remove("message", rec.id)
+                self._vector_index(owner, "message").remove(rec.id)
         return len(gone)
 
     def _drop_conversation(self, conversation_id: str) -> None:

@@ -27,6 +27,7 @@ from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import (
     AppendResult,
     ExportKind,
+    MessagePruning,
     VectorPrimitives,
     conversation_taken,
     memory_taken,
@@ -62,7 +63,7 @@ _TEXT_MODES = ("auto", "server", "kit")
 _ATTEMPTS = 20  # of a transaction that meets a conflict
 
 
-class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
+class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives, MessagePruning):
     """Memory in MongoDB (a replica set, a sharded cluster, Atlas, or a standalone server).
 
     Args:
@@ -80,7 +81,11 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "mongodb"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS, Capability.TTL}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.TTL,
+        Capability.PRUNING,
+    }
     # 16 MiB a document, less 64 KiB for the other fields and the vector.
     limits = Limits(max_record_bytes=(16 << 20) - (64 << 10), size_limit="MongoDB's 16 MB limit")
 
@@ -334,6 +339,18 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives):
                 where = {"conversation_id": conversation_id}
                 await self._sessions.delete_many(where, session=s)
                 await self._conversations.delete_one({"_id": conversation_id}, session=s)
+            return owner, gone.deleted_count
+
+        owner, count = await self._atomic(step)
+        if count and owner is not None:
+            await self._touch(owner)
+        return count
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        async def step(s: Session) -> tuple[str | None, int]:
+            owner = await self._conversation_owner(conversation_id, s)
+            where = {"conversation_id": conversation_id, "_id": {"$in": list(ids)}}
+            gone = await self._messages.delete_many(where, session=s)
             return owner, gone.deleted_count
 
         owner, count = await self._atomic(step)

@@ -79,7 +79,10 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory, PendingVec
     """
 
     backend_name: ClassVar[str] = "mysql"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
     dialect_type: ClassVar[type[MySQLDialect]] = MySQLDialect
     """The dialect the store's statements come from (a subclass may say more)."""
     _URL_OPTIONS: ClassVar[dict[str, type]] = {

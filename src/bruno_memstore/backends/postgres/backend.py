@@ -111,7 +111,10 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     """
 
     backend_name: ClassVar[str] = "postgres"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
     limits = Limits(nul_in_text=False, nul_in_json=False, nul_holder="PostgreSQL text")
 
     def __init__(
@@ -302,7 +305,9 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
             reason = meta.get("vector_mode_reason") or "the store was created without vectors"
         self._vector_support = "pgvector" if searchable else "none"
         self._vector_reason = reason
-        self.capabilities = type(self).capabilities if searchable else DATABASE
+        self.capabilities = (
+            type(self).capabilities if searchable else DATABASE | {Capability.PRUNING}
+        )
         log.info(
             "%s (schema %s): %s; %s",
             self.describe(),
@@ -353,6 +358,9 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
         return await self._plan(
             "erase", PostgresDialect.delete_messages, conversation_id, keep_roles
         )
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        return await self._plan("erase", PostgresDialect.delete_message_ids, conversation_id, ids)
 
     # ---------------------------------------------------------------- one statement each
 

@@ -312,6 +312,18 @@ class PostgresDialect(Dialect):
         )
         return int(rows[0][0])
 
+    def delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> Plan[int]:
+        """``_delete_message_ids`` in one statement (vectors and search terms are columns
+        of the rows)."""
+        return (
+            yield Execute(
+                f"DELETE FROM {self.schema}.messages "
+                "WHERE conversation_id = $1 AND id = ANY($2::text[])",
+                (conversation_id, list(dict.fromkeys(ids))),
+                alone=True,
+            )
+        )
+
     def delete_owned_memory(self, memory_id: str, user_id: str | None) -> Plan[bool]:
         """``_delete_memory`` in one statement: it deletes the entry if ``user_id`` is
         ``None`` or its owner, and reads the owner it saw (``NULL``: no such entry)."""

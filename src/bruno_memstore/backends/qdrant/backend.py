@@ -31,6 +31,7 @@ from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, 
 from ...primitives import (
     AppendResult,
     ExportKind,
+    MessagePruning,
     VectorPrimitives,
     conversation_taken,
     memory_taken,
@@ -64,7 +65,7 @@ from .store import Store, acquire_store, release_store
 __all__ = ["QdrantMemory"]
 
 
-class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
+class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives, MessagePruning):
     """Memory in Qdrant: a server, or qdrant-client's local mode on a directory.
 
     Args:
@@ -82,7 +83,10 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "qdrant"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
 
     def __init__(
         self,
@@ -348,6 +352,18 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives):
             for owner in {str(p.payload["user_id"]) for p in gone}:
                 ids = [str(p.payload["id"]) for p in gone if p.payload["user_id"] == owner]
                 s.text.changed(owner, lambda index, ids=ids: index.remove_many("message", ids))
+        return len(gone)
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        s = self._s
+        async with s.write_lock:
+            s.secure_deletes()
+            flt = qm.Filter(must=[eq("conversation_id", conversation_id), any_of("id", ids)])
+            gone = await s.all(s.layout.messages, flt, payload=["id", "user_id"])
+            await s.delete_ids(s.layout.messages, [str(p.id) for p in gone])
+            for owner in {str(p.payload["user_id"]) for p in gone}:
+                mine = [str(p.payload["id"]) for p in gone if p.payload["user_id"] == owner]
+                s.text.changed(owner, lambda index, ids=mine: index.remove_many("message", ids))
         return len(gone)
 
     # ================================================================ memories

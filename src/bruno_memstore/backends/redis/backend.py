@@ -63,6 +63,7 @@ from ...models import (
 from ...primitives import (
     AppendResult,
     ExportKind,
+    MessagePruning,
     VectorPrimitives,
     memory_taken,
     session_taken,
@@ -165,7 +166,7 @@ class NotReplicatedError(rexc.RedisError):
     """A write ran on the master but WAIT did not see it on enough replicas in time."""
 
 
-class RedisMemory(DriverURLBackend, VectorPrimitives):
+class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     """Memory in Redis 7: a standalone server (or a primary behind a stable address), or a
     Redis Cluster; no modules needed.
 
@@ -205,6 +206,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
     capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
         Capability.TTL,
         Capability.VECTORS,
+        Capability.PRUNING,
     }
 
     DEFAULT_RETRY: ClassVar[RetryPolicy] = RetryPolicy(
@@ -787,6 +789,13 @@ class RedisMemory(DriverURLBackend, VectorPrimitives):
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return int(await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)]))
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        deleted = 0
+        for start in range(0, len(ids), 256):  # a script at a time holds the server briefly
+            chunk = list(ids[start : start + 256])
+            deleted += int(await self._eval("delete_message_ids", [conversation_id, *chunk]))
+        return deleted
 
     # ================================================================ memory entries
 

@@ -585,6 +585,28 @@ local n = drop_conversation(owner, conv, keep)
 return n
 """
 
+DELETE_MESSAGE_IDS = r"""
+-- ARGV: P conv id*  ->  deleted count (the conversation and its sessions stay)
+local conv = ARGV[2]
+local owner = conversation_owner(conv)
+if not owner then return 0 end
+local u = ukey(owner)
+local n, vectors = 0, false
+for k = 3, #ARGV do
+  local where = redis.call('GET', ptr('mo', ARGV[k]))
+  if where then
+    local f = split(where)
+    if f[1] == owner and f[2] == conv then
+      if drop_message(u, conv, f[3]) then vectors = true end
+      n = n + 1
+    end
+  end
+end
+if vectors then messages_changed(u) end
+if n > 0 then refresh_recent(u, conv) end
+return n
+"""
+
 CONVERSATION_OWNER = r"""
 -- ARGV: P conv  ->  owner or nil
 return conversation_owner(ARGV[2]) or false
@@ -1120,6 +1142,7 @@ SCRIPTS: dict[str, str] = {
     "read_conversation": READ_CONVERSATION,
     "read_user": READ_USER,
     "delete_messages": DELETE_MESSAGES,
+    "delete_message_ids": DELETE_MESSAGE_IDS,
     "conversation_owner": CONVERSATION_OWNER,
     "put_memory": PUT_MEMORY,
     "get_memory": GET_MEMORY,

@@ -25,7 +25,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, VectorPrimitives
+from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
 from ..kit.committer import GroupCommitter
 from . import plans
 from .append import Append, Outcome, append_group
@@ -50,10 +50,13 @@ _EXPORT_PAGE = 500
 _ROUNDS = 5  # an append whose conversation another transaction claimed meanwhile runs again
 
 
-class SQLMemory(MemoryBackend, VectorPrimitives):
+class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """The SQL family's shared backend: subclass it with a dialect and a :meth:`_perform`."""
 
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
 
     _sql: Dialect
     """The engine's dialect (an engine may replace it when it connects)."""
@@ -130,6 +133,9 @@ class SQLMemory(MemoryBackend, VectorPrimitives):
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)
+
+    async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        return await self._plan("erase", plans.delete_message_ids, conversation_id, ids)
 
     # ================================================================ memories
 

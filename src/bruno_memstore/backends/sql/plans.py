@@ -29,6 +29,7 @@ __all__ = [
     "conversation_owner",
     "create_conversations",
     "delete_memory",
+    "delete_message_ids",
     "delete_messages",
     "export_page",
     "find_conversations",
@@ -188,6 +189,23 @@ def delete_messages(d: Dialect, conversation_id: str, keep_roles: frozenset[str]
     if not keep_roles:
         yield Execute(f"DELETE FROM {d.table('sessions')} WHERE {ref} = ?", [conv.key])
         yield Execute(f"DELETE FROM {d.table('conversations')} WHERE {ref} = ?", [conv.key])
+    return count
+
+
+def delete_message_ids(d: Dialect, conversation_id: str, ids: Sequence[str]) -> Plan[int]:
+    """Delete the conversation's messages with these ids (the conversation stays); return
+    how many went."""
+    found = yield from find_conversations(d, [conversation_id], d.for_update)
+    conv = found.get(conversation_id)
+    if conv is None:
+        return 0
+    count = 0
+    for condition, args in d.among("id", list(dict.fromkeys(ids))):
+        where, params = f"{d.conversation_ref} = ? AND {condition}", [conv.key, *args]
+        yield from d.messages_deleting(where, params)
+        count += int((yield Execute(f"DELETE FROM {d.table('messages')} WHERE {where}", params)))
+    if count:
+        yield from d.messages_changed([conv.owner_key])
     return count
 
 

@@ -60,7 +60,10 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory, PendingVectors):
 
     backend_name: ClassVar[str] = "sqlite"
     thread_name: ClassVar[str] = "bruno-memstore-sqlite"
-    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
+    capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
+        Capability.VECTORS,
+        Capability.PRUNING,
+    }
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from .deletion import DeletionSuite
 from .durability import DurabilitySuite
 from .export import ExportSuite
 from .isolation import IsolationSuite
+from .lifecycle import ArchiveSuite, ExpirySuite, RetentionRefusalSuite, RetentionSuite, SweepSuite
 from .memories import MemoryEntrySuite, MemoryTextQuerySuite
 from .messages import IdentitySuite, OrderSuite
 from .roundtrip import RoundTripSuite
@@ -24,12 +25,14 @@ from .vector_filters import VectorFilterSuite
 from .vectors import VectorSearchSuite, VectorSpaceSuite
 
 __all__ = [
+    "ArchiveSuite",
     "BadInputSuite",
     "CapabilitySuite",
     "ConcurrencySuite",
     "DeletionSuite",
     "DurabilitySuite",
     "ErasureLogSuite",
+    "ExpirySuite",
     "ExportSuite",
     "IdentitySuite",
     "IsolationSuite",
@@ -39,6 +42,8 @@ __all__ = [
     "MixedSearchSuite",
     "OrderSuite",
     "ResolutionSuite",
+    "RetentionRefusalSuite",
+    "RetentionSuite",
     "RoundTripSuite",
     "SearchSuite",
     "SessionSuite",
@@ -46,6 +51,7 @@ __all__ = [
     "StatisticsSuite",
     "StoreStatisticsRefusalSuite",
     "StoreStatisticsSuite",
+    "SweepSuite",
     "UserExportRefusalSuite",
     "UserExportSuite",
     "VectorFilterSuite",
@@ -74,6 +80,11 @@ class MemoryConformance(
     UserExportSuite,
     UserExportRefusalSuite,
     ErasureLogSuite,
+    ExpirySuite,
+    SweepSuite,
+    RetentionSuite,
+    RetentionRefusalSuite,
+    ArchiveSuite,
     ConcurrencySuite,
     BadInputSuite,
     DurabilitySuite,
