@@ -28,6 +28,8 @@ from .models import SearchHit
 
 __all__ = [
     "DEFAULT_CONVERSATION_WEIGHT",
+    "DEFAULT_NEIGHBOUR_WEIGHT",
+    "DEFAULT_SESSION_GAP_US",
     "DEFAULT_VECTOR_WEIGHT",
     "SearchMode",
     "candidate_count",
@@ -43,7 +45,13 @@ DEFAULT_VECTOR_WEIGHT = 0.4
 """Weight of vector similarity in hybrid ranking (the rest is keyword relevance)."""
 
 DEFAULT_CONVERSATION_WEIGHT = 0.3
-"""Share of the best other candidate of the same conversation added to a hit's score."""
+"""Share of the best other candidate of the same episode added to a hit's score."""
+
+DEFAULT_NEIGHBOUR_WEIGHT = 0.0
+"""Share of the best adjacent candidate (parent or reply) added to a hit's score."""
+
+DEFAULT_SESSION_GAP_US: int | None = None
+"""Candidates of one conversation further apart in time than this are separate episodes."""
 
 
 def candidate_count(limit: int) -> int:
@@ -99,12 +107,53 @@ def _min_max(hits: Sequence[SearchHit]) -> dict[tuple[str, str], float]:
     return {hit_key(h): (h.score - lo) / span for h in hits}
 
 
+def _time(hit: SearchHit) -> int:
+    if hit.message is not None:
+        return hit.message.ts_us
+    assert hit.memory is not None
+    return hit.memory.created_us
+
+
+def _parent(hit: SearchHit) -> str | None:
+    return hit.message.parent_id if hit.message is not None else None
+
+
+def _episodes(
+    records: dict[tuple[str, str], SearchHit], session_gap_us: int | None
+) -> dict[tuple[str, str], tuple[str, int]]:
+    """Each candidate's episode: its conversation, cut where candidates lie further apart
+    in time than ``session_gap_us`` (``None``: the whole conversation is one episode)."""
+    episode: dict[tuple[str, str], tuple[str, int]] = {}
+    if session_gap_us is None:
+        for key, hit in records.items():
+            conv = _conversation(hit)
+            if conv is not None:
+                episode[key] = (conv, 0)
+        return episode
+    by_conv: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+    for key, hit in records.items():
+        conv = _conversation(hit)
+        if conv is not None:
+            by_conv.setdefault(conv, []).append((_time(hit), key))
+    for conv, timed in by_conv.items():
+        timed.sort()
+        part, last = 0, timed[0][0]
+        for ts, key in timed:
+            if ts - last > session_gap_us:
+                part += 1
+            last = ts
+            episode[key] = (conv, part)
+    return episode
+
+
 def fuse(
     text_hits: Sequence[SearchHit],
     vector_hits: Sequence[SearchHit],
     *,
     vector_weight: float = DEFAULT_VECTOR_WEIGHT,
     conversation_weight: float = DEFAULT_CONVERSATION_WEIGHT,
+    neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
+    session_gap_us: int | None = DEFAULT_SESSION_GAP_US,
     limit: int,
 ) -> list[SearchHit]:
     """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1]."""
@@ -115,23 +164,36 @@ def fuse(
         key: (1.0 - vector_weight) * text.get(key, 0.0) + vector_weight * near.get(key, 0.0)
         for key in records
     }
-    # The two best base scores of each conversation: a hit's boost is the best *other* one.
-    top: dict[str, list[float]] = {}
-    for key, hit in records.items():
-        conv = _conversation(hit)
-        if conv is not None:
-            best = top.setdefault(conv, [])
-            best.append(base[key])
-            best.sort(reverse=True)
-            del best[2:]
+    # The two best base scores of each episode: a hit's boost is the best *other* one.
+    episode = _episodes(records, session_gap_us) if conversation_weight else {}
+    top: dict[tuple[str, int], list[float]] = {}
+    for key, part in episode.items():
+        best = top.setdefault(part, [])
+        best.append(base[key])
+        best.sort(reverse=True)
+        del best[2:]
+    # Neighbours: the message a candidate answers (its parent) and the replies to it.
+    adjacent: dict[tuple[str, str], float] = {}
+    if neighbour_weight:
+        for key, hit in records.items():
+            parent = _parent(hit)
+            if parent is None:
+                continue
+            pkey = ("message", parent)
+            if pkey in base:
+                adjacent[key] = max(adjacent.get(key, 0.0), base[pkey])
+                adjacent[pkey] = max(adjacent.get(pkey, 0.0), base[key])
+    total = 1.0 + conversation_weight + neighbour_weight
     fused: list[SearchHit] = []
     for key, hit in records.items():
         score = base[key]
-        conv = _conversation(hit)
-        if conv is not None and conversation_weight:
-            best, *rest = top[conv]
+        part = episode.get(key)
+        if part is not None:
+            best, *rest = top[part]
             other = (rest[0] if rest else 0.0) if best == base[key] else best
             score += conversation_weight * other
-        fused.append(_rescored(hit, score / (1.0 + conversation_weight)))
+        if key in adjacent:
+            score += neighbour_weight * adjacent[key]
+        fused.append(_rescored(hit, score / total))
     fused.sort(key=lambda h: (-h.score, _tiebreak(h)))
     return fused[:limit]
