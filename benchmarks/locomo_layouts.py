@@ -41,11 +41,13 @@ from bruno_memstore.errors import MemstoreError
 from bruno_memstore.models import SearchHit, SearchRequest
 from bruno_memstore.ranking import (
     DEFAULT_CONVERSATION_WEIGHT,
+    DEFAULT_DATE_WEIGHT,
     DEFAULT_NEIGHBOUR_WEIGHT,
     DEFAULT_SESSION_GAP_US,
     DEFAULT_VECTOR_WEIGHT,
     candidate_count,
     fuse,
+    query_dates,
 )
 from bruno_memstore.search import bounded_query, clipped_query
 
@@ -324,13 +326,15 @@ class FusionConfig:
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US
     candidates: int = candidate_count(SEARCH_LIMIT)
+    date_weight: float = DEFAULT_DATE_WEIGHT
 
     @property
     def label(self) -> str:
         gap = "none" if self.session_gap_us is None else f"{self.session_gap_us / 60e6:g} min"
         return (
             f"w_vec {self.vector_weight:g}, w_conv {self.conversation_weight:g}, "
-            f"w_nb {self.neighbour_weight:g}, gap {gap}, {self.candidates} cand."
+            f"w_nb {self.neighbour_weight:g}, gap {gap}, w_date {self.date_weight:g}, "
+            f"{self.candidates} cand."
         )
 
 
@@ -344,6 +348,8 @@ def rank(c: Candidates, config: FusionConfig) -> list[str]:
         conversation_weight=config.conversation_weight,
         neighbour_weight=config.neighbour_weight,
         session_gap_us=config.session_gap_us,
+        dates=query_dates(c.question.text),
+        date_weight=config.date_weight,
         limit=SEARCH_LIMIT,
     )
     return [c.dia[h.message.id] for h in fused if h.message is not None]
@@ -430,12 +436,13 @@ def cross_validate(
 def config_grid() -> list[FusionConfig]:
     """Every combination of the constants tried."""
     return [
-        FusionConfig(vw, cw, nw, gap, n)
-        for vw in (0.3, 0.4, 0.5, 0.6)
-        for cw in (0.0, 0.15, 0.3, 0.45)
+        FusionConfig(vw, cw, nw, gap, n, dw)
+        for vw in (0.3, 0.4, 0.5)
+        for cw in (0.0, 0.2, 0.4)
         for nw in (0.0, 0.15, 0.3)
-        for gap in (None, 30 * 60_000_000)
+        for gap in ((None,) if cw == 0.0 else (None, 30 * 60_000_000))
         for n in (50, 80, 200)
+        for dw in (0.0, 0.2)
     ]
 
 
@@ -481,6 +488,7 @@ def ablation_rows(
         ("  without episode evidence", replace(chosen, conversation_weight=0.0)),
         ("  episodes = whole conversations (no time gap)", replace(chosen, session_gap_us=None)),
         ("  without neighbour evidence", replace(chosen, neighbour_weight=0.0)),
+        ("  without the query's dates", replace(chosen, date_weight=0.0)),
         ("  50 candidates a side", replace(chosen, candidates=50)),
         ("  200 candidates a side", replace(chosen, candidates=200)),
         (

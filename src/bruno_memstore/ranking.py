@@ -21,21 +21,27 @@ that lost (reciprocal-rank fusion among them).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from .models import SearchHit
 
 __all__ = [
     "DEFAULT_CONVERSATION_WEIGHT",
+    "DEFAULT_DATE_WEIGHT",
     "DEFAULT_NEIGHBOUR_WEIGHT",
     "DEFAULT_SESSION_GAP_US",
     "DEFAULT_VECTOR_WEIGHT",
+    "DateSpec",
     "SearchMode",
     "candidate_count",
     "fuse",
     "hit_key",
     "keyword_scores",
+    "query_dates",
     "vector_scores",
 ]
 
@@ -52,6 +58,64 @@ DEFAULT_NEIGHBOUR_WEIGHT = 0.0
 
 DEFAULT_SESSION_GAP_US: int | None = None
 """Candidates of one conversation further apart in time than this are separate episodes."""
+
+DEFAULT_DATE_WEIGHT = 0.0
+"""Added (before scaling) to a hit written on a calendar date the query names."""
+
+_MONTHS = (
+    "january february march april may june july august september october november december"
+).split()
+_MONTH = r"(?P<month>" + "|".join(_MONTHS) + r")"
+_DAY = r"(?P<day>[0-3]?\d)(?:st|nd|rd|th)?"
+_YEAR = r"(?P<year>(?:19|20)\d\d)"
+_DATE_FORMS = [
+    re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}\b(?:,?\s+{_YEAR}\b)?", re.IGNORECASE),
+    re.compile(rf"\b{_MONTH}\s+{_DAY}\b(?:,?\s+{_YEAR}\b)?", re.IGNORECASE),
+    re.compile(rf"\b{_MONTH}(?:,?\s+{_YEAR})?\b", re.IGNORECASE),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DateSpec:
+    """A calendar date a query names: a month, perhaps a day, perhaps a year (UTC)."""
+
+    month: int
+    day: int | None = None
+    year: int | None = None
+
+    def holds(self, ts_us: int) -> bool:
+        when = datetime.fromtimestamp(ts_us / 1e6, UTC)
+        return (
+            when.month == self.month
+            and (self.day is None or when.day == self.day)
+            and (self.year is None or when.year == self.year)
+        )
+
+
+def query_dates(query: str) -> list[DateSpec]:
+    """The calendar dates ``query`` names in English ("3 March 2021", "May 3", "in June").
+
+    "may" alone is the modal verb as often as the month: it counts only next to a day or
+    a year.
+    """
+    found: list[DateSpec] = []
+    taken: list[tuple[int, int]] = []
+    for form in _DATE_FORMS:
+        for match in form.finditer(query):
+            span = match.span()
+            if any(a < span[1] and span[0] < b for a, b in taken):
+                continue
+            parts = match.groupdict()
+            day = int(parts["day"]) if parts.get("day") else None
+            year = int(parts["year"]) if parts.get("year") else None
+            month = _MONTHS.index(parts["month"].lower()) + 1
+            if day is not None and not 1 <= day <= 31:
+                continue
+            if month == 5 and day is None and year is None:
+                continue
+            taken.append(span)
+            found.append(DateSpec(month, day, year))
+    return found
 
 
 def candidate_count(limit: int) -> int:
@@ -154,9 +218,15 @@ def fuse(
     conversation_weight: float = DEFAULT_CONVERSATION_WEIGHT,
     neighbour_weight: float = DEFAULT_NEIGHBOUR_WEIGHT,
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US,
+    dates: Sequence[DateSpec] = (),
+    date_weight: float = DEFAULT_DATE_WEIGHT,
     limit: int,
 ) -> list[SearchHit]:
-    """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1]."""
+    """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1].
+
+    ``dates``: the calendar dates the query names (:func:`query_dates`); a hit written on
+    one of them gains ``date_weight``.
+    """
     text = _min_max(text_hits)
     near = _min_max(vector_hits)
     records = {hit_key(h): h for h in (*vector_hits, *text_hits)}
@@ -183,7 +253,8 @@ def fuse(
             if pkey in base:
                 adjacent[key] = max(adjacent.get(key, 0.0), base[pkey])
                 adjacent[pkey] = max(adjacent.get(pkey, 0.0), base[key])
-    total = 1.0 + conversation_weight + neighbour_weight
+    dated = bool(dates) and date_weight > 0
+    total = 1.0 + conversation_weight + neighbour_weight + (date_weight if dated else 0.0)
     fused: list[SearchHit] = []
     for key, hit in records.items():
         score = base[key]
@@ -194,6 +265,8 @@ def fuse(
             score += conversation_weight * other
         if key in adjacent:
             score += neighbour_weight * adjacent[key]
+        if dated and any(d.holds(_time(hit)) for d in dates):
+            score += date_weight
         fused.append(_rescored(hit, score / total))
     fused.sort(key=lambda h: (-h.score, _tiebreak(h)))
     return fused[:limit]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bruno_memstore.models import MessageRecord, SearchHit
-from bruno_memstore.ranking import fuse
+from bruno_memstore.ranking import DateSpec, fuse, query_dates
 
 MINUTE_US = 60_000_000
 
@@ -64,3 +64,30 @@ def test_a_question_gains_from_its_reply_too() -> None:
     text = [answer, rival, ask, _hit("floor", 0.5, conv="e")]
     fused = fuse(text, [], conversation_weight=0.0, neighbour_weight=0.3, limit=10)
     assert _order(fused)[:3] == ["answer", "ask", "rival"]
+
+
+def test_query_dates_reads_the_common_english_forms() -> None:
+    assert query_dates("What did we paint on October 13, 2023?") == [DateSpec(10, 13, 2023)]
+    assert query_dates("dinner on 1 February, 2023") == [DateSpec(2, 1, 2023)]
+    assert query_dates("on the 3rd of March") == [DateSpec(3, 3, None)]
+    assert query_dates("When did she go camping in June?") == [DateSpec(6, None, None)]
+    assert query_dates("a setback in October 2023") == [DateSpec(10, None, 2023)]
+    assert query_dates("May 3, 2023") == [DateSpec(5, 3, 2023)]
+    # "may" alone is the verb
+    assert query_dates("What may I bring?") == []
+    assert query_dates("nothing dated here") == []
+
+
+def test_a_hit_written_on_the_named_date_gains() -> None:
+    day_us = 24 * 60 * MINUTE_US
+    march_3 = 19_419  # days from 1970-01-01 to 2023-03-03
+    on_day = _hit("on-day", 1.0, conv="a", minute=march_3 * 24 * 60 + 600)
+    other_day = _hit("other-day", 1.2, conv="b", minute=(march_3 + 40) * 24 * 60)
+    text = [_hit("top", 5.0, conv="c"), other_day, on_day, _hit("floor", 0.5, conv="d")]
+    assert on_day.message is not None and on_day.message.ts_us // day_us == march_3
+    dates = query_dates("what did I say on 3 March 2023?")
+    plain = fuse(text, [], conversation_weight=0.0, limit=10)
+    dated = fuse(text, [], conversation_weight=0.0, dates=dates, date_weight=0.2, limit=10)
+    assert _order(plain).index("on-day") > _order(plain).index("other-day")
+    assert _order(dated).index("on-day") < _order(dated).index("other-day")
+    assert all(0.0 <= h.score <= 1.0 for h in dated)
