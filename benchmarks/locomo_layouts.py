@@ -38,13 +38,14 @@ from bruno_memstore import open_memory
 from bruno_memstore.embeddings import Embedder, normalise_rows
 from bruno_memstore.embeddings.local import default_embedder
 from bruno_memstore.errors import MemstoreError
-from bruno_memstore.models import SearchHit, SearchRequest
+from bruno_memstore.models import MessageRecord, SearchHit, SearchRequest
 from bruno_memstore.ranking import (
     DEFAULT_CONVERSATION_WEIGHT,
     DEFAULT_DATE_WEIGHT,
     DEFAULT_NEIGHBOUR_WEIGHT,
     DEFAULT_SESSION_GAP_US,
     DEFAULT_VECTOR_WEIGHT,
+    DateSpec,
     candidate_count,
     fuse,
     query_dates,
@@ -213,6 +214,7 @@ class Candidates:
     text: list[SearchHit]
     vector: list[SearchHit]
     dia: dict[str, str]  # message id -> dia_id
+    dates: list[DateSpec] = field(default_factory=list)  # the dates the question names
 
 
 @dataclass(slots=True, repr=False)
@@ -251,6 +253,7 @@ async def run_layout(
         n = "shared" if layout.shared_store else str(group[0].index)
         memory = open_memory(url.replace("{n}", n), embedding_model=Embedder(model))
         users = {s.index: f"locomo-{tag}-{s.index}" for s in group}
+        records: dict[str, MessageRecord] = {}
         try:
             await memory.initialize()
             for sample in group:
@@ -277,7 +280,9 @@ async def run_layout(
                         elapsed = time.perf_counter() - t0
                         ranked = [str(r.message.metadata.get("dia_id")) for r in found if r.message]
                         run.scores[mode].add(question, ranked, elapsed)
-                    run.candidates.append(await _candidates(memory, user, sample, question, dia))
+                    run.candidates.append(
+                        await _candidates(memory, user, sample, question, dia, records)
+                    )
                 if progress is not None:
                     progress(f"{url} {layout.name}: conversation {sample.index} done")
         finally:
@@ -290,7 +295,12 @@ async def run_layout(
 
 
 async def _candidates(
-    memory: Any, user: str, sample: Sample, question: Question, dia: dict[str, str]
+    memory: Any,
+    user: str,
+    sample: Sample,
+    question: Question,
+    dia: dict[str, str],
+    records: dict[str, MessageRecord],
 ) -> Candidates:
     """The backend's own keyword and vector candidates for ``question``, as hybrid asks."""
     request = SearchRequest(
@@ -302,16 +312,23 @@ async def _candidates(
     vector = (await memory.embedder.embed([clipped_query(question.text)]))[0]
     text_hits = await memory._run("search", lambda: memory._text_search(request))
     vector_hits = await memory._run("search", lambda: memory._vector_search(request, vector))
-    return Candidates(sample.index, question, _bare(text_hits), _bare(vector_hits), dia)
+    return Candidates(
+        sample.index, question, _bare(text_hits, records), _bare(vector_hits, records), dia
+    )
 
 
-def _bare(hits: Sequence[SearchHit]) -> list[SearchHit]:
-    """Hits without their records' vectors and content (ranking reads neither)."""
-    return [
-        SearchHit(h.kind, h.score, replace(h.message, vector=None, content="", metadata=""))
-        for h in hits
-        if h.message is not None
-    ]
+def _bare(hits: Sequence[SearchHit], records: dict[str, MessageRecord]) -> list[SearchHit]:
+    """Hits without their records' vectors and content (ranking reads neither), each
+    record kept once (``records``, by id) however many questions find it."""
+    out: list[SearchHit] = []
+    for h in hits:
+        if h.message is None:
+            continue
+        rec = records.get(h.message.id)
+        if rec is None:
+            rec = records[h.message.id] = replace(h.message, vector=None, content="", metadata="")
+        out.append(SearchHit(h.kind, h.score, rec))
+    return out
 
 
 # ====================================================================== fusion constants
@@ -348,7 +365,7 @@ def rank(c: Candidates, config: FusionConfig) -> list[str]:
         conversation_weight=config.conversation_weight,
         neighbour_weight=config.neighbour_weight,
         session_gap_us=config.session_gap_us,
-        dates=query_dates(c.question.text),
+        dates=c.dates,
         date_weight=config.date_weight,
         limit=SEARCH_LIMIT,
     )
@@ -457,7 +474,11 @@ def save_candidates(runs: Sequence[LayoutRun], path: Path) -> None:
 def load_candidates(path: Path) -> list[LayoutRun]:
     import pickle
 
-    return pickle.loads(path.read_bytes())  # our own cache file
+    runs: list[LayoutRun] = pickle.loads(path.read_bytes())  # our own cache file
+    for run in runs:
+        for c in run.candidates:
+            c.dates = query_dates(c.question.text)
+    return runs
 
 
 def summary(run: LayoutRun) -> dict[str, Any]:
@@ -560,6 +581,9 @@ def run_matrix(
         runs = load_candidates(cache)
         tuned_url = runs[0].url
     tuning = [r for r in runs if r.url == tuned_url]
+    for run in tuning:
+        for c in run.candidates:
+            c.dates = query_dates(c.question.text)
     grid = config_grid()
     with console.status(f"ranking {len(grid)} configs x {len(tuning)} layouts ..."):
         started = time.perf_counter()
