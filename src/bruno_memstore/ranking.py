@@ -9,14 +9,22 @@ layer asks both for more candidates than it needs (:func:`candidate_count`) and 
    ts_rank_cd, our own BM25); likewise for cosine similarity. A record found by one side
    only scores 0 on the other.
 2. **Weighted mean**: ``base = (1 - w) * keyword + w * vector`` (``w`` = ``vector_weight``).
-3. **Conversation evidence**: a message whose conversation holds other strong candidates
-   gains ``conversation_weight`` times the best ``base`` among them. Answers sit among the
-   turns that discuss their subject, and this lifts a short reply ("Yes, last May!") that
-   neither side ranks well alone.
-4. Divide by ``1 + conversation_weight``, so scores lie in [0, 1].
+3. **Episode evidence**: a message gains ``conversation_weight`` times the best ``base``
+   among the other candidates of its *episode*: its conversation, cut wherever candidates
+   lie more than ``session_gap_us`` apart in time (30 minutes). Answers sit among the turns
+   that discuss their subject, and this lifts a short reply ("Yes, last May!") that neither
+   side ranks well alone; cutting by time keeps it working when a user's whole history is
+   one conversation.
+4. **Neighbour evidence**: a message gains ``neighbour_weight`` times the best ``base`` of
+   the candidates it is adjacent to: the message it answers (``parent_id``) and the
+   replies to it.
+5. **Dates**: when the query names calendar dates (:func:`query_dates`), a message written
+   on one of them gains ``date_weight``.
+6. Divide by the sum of the weights, so scores lie in [0, 1].
 
-``docs/search-quality.md`` holds the measurements behind the defaults and the variants
-that lost (reciprocal-rank fusion among them).
+``docs/search-quality.md`` holds the measurements behind the defaults (chosen by
+leave-one-conversation-out cross-validation on LoCoMo, under every storage layout) and the
+variants that lost (reciprocal-rank fusion among them).
 """
 
 from __future__ import annotations
@@ -47,19 +55,19 @@ __all__ = [
 
 SearchMode = Literal["keyword", "vector", "hybrid"]
 
-DEFAULT_VECTOR_WEIGHT = 0.4
+DEFAULT_VECTOR_WEIGHT = 0.3
 """Weight of vector similarity in hybrid ranking (the rest is keyword relevance)."""
 
-DEFAULT_CONVERSATION_WEIGHT = 0.3
+DEFAULT_CONVERSATION_WEIGHT = 0.4
 """Share of the best other candidate of the same episode added to a hit's score."""
 
-DEFAULT_NEIGHBOUR_WEIGHT = 0.0
+DEFAULT_NEIGHBOUR_WEIGHT = 0.3
 """Share of the best adjacent candidate (parent or reply) added to a hit's score."""
 
-DEFAULT_SESSION_GAP_US: int | None = None
+DEFAULT_SESSION_GAP_US: int | None = 30 * 60 * 1_000_000
 """Candidates of one conversation further apart in time than this are separate episodes."""
 
-DEFAULT_DATE_WEIGHT = 0.0
+DEFAULT_DATE_WEIGHT = 0.2
 """Added (before scaling) to a hit written on a calendar date the query names."""
 
 _MONTHS = (
@@ -120,7 +128,7 @@ def query_dates(query: str) -> list[DateSpec]:
 
 def candidate_count(limit: int) -> int:
     """How many candidates each side contributes to a fused ranking of ``limit`` results."""
-    return max(4 * limit, 50)
+    return max(10 * limit, 200)
 
 
 def hit_key(hit: SearchHit) -> tuple[str, str]:
