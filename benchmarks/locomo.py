@@ -759,6 +759,13 @@ def main(
     tune: Annotated[
         bool, typer.Option(help="With --matrix: cross-validate the constants (last URL).")
     ] = True,
+    realistic_only: Annotated[
+        bool,
+        typer.Option(
+            help="With --matrix: only the realistic layout (one store, one "
+            "conversation per user, no captions)."
+        ),
+    ] = False,
     candidates_cache: Annotated[
         Path | None,
         typer.Option(help="With --matrix: keep the candidates here; with no --url, tune from it."),
@@ -776,7 +783,7 @@ def main(
         if m not in MODES:
             raise typer.BadParameter(f"{m!r}: expected one of {', '.join(MODES)}", "--mode")
     if matrix:
-        from .locomo_layouts import run_matrix
+        from .locomo_layouts import LAYOUTS, REALISTIC, run_matrix
 
         tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
         try:
@@ -784,7 +791,8 @@ def main(
                 urls: list[str] = []
             else:
                 urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
-            figures = run_matrix(urls, samples, modes, console, tune, candidates_cache)
+            layouts = (REALISTIC,) if realistic_only else LAYOUTS
+            figures = run_matrix(urls, samples, modes, console, tune, candidates_cache, layouts)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if json_out is not None:

@@ -537,6 +537,7 @@ def run_matrix(
     console: Any,
     tune: bool = True,
     cache: Path | None = None,
+    layouts: Sequence[Layout] = LAYOUTS,
 ) -> dict[str, Any]:
     """Every layout on every URL; then constants cross-validated on the last URL's candidates.
 
@@ -551,7 +552,7 @@ def run_matrix(
     runs: list[LayoutRun] = []
     out: dict[str, Any] = {"layouts": []}
     for url in urls:
-        for layout in LAYOUTS:
+        for layout in layouts:
             with console.status(f"{url}: {layout.name} ..."):
                 run = asyncio.run(run_layout(url, samples, layout, model, modes))
             runs.append(run)

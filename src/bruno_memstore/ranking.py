@@ -20,7 +20,8 @@ layer asks both for more candidates than it needs (:func:`candidate_count`) and 
    replies to it.
 5. **Dates**: when the query names calendar dates (:func:`query_dates`), a message written
    on one of them gains ``date_weight``.
-6. Divide by the sum of the weights, so scores lie in [0, 1].
+6. Divide by 1 plus the weights of the kinds of evidence present among the candidates, so
+   scores lie in [0, 1] and a query without any keeps the weighted mean's scale.
 
 ``docs/search-quality.md`` holds the measurements behind the defaults (chosen by
 leave-one-conversation-out cross-validation on LoCoMo, under every storage layout) and the
@@ -55,10 +56,10 @@ __all__ = [
 
 SearchMode = Literal["keyword", "vector", "hybrid"]
 
-DEFAULT_VECTOR_WEIGHT = 0.3
+DEFAULT_VECTOR_WEIGHT = 0.4
 """Weight of vector similarity in hybrid ranking (the rest is keyword relevance)."""
 
-DEFAULT_CONVERSATION_WEIGHT = 0.4
+DEFAULT_CONVERSATION_WEIGHT = 0.6
 """Share of the best other candidate of the same episode added to a hit's score."""
 
 DEFAULT_NEIGHBOUR_WEIGHT = 0.3
@@ -67,7 +68,7 @@ DEFAULT_NEIGHBOUR_WEIGHT = 0.3
 DEFAULT_SESSION_GAP_US: int | None = 30 * 60 * 1_000_000
 """Candidates of one conversation further apart in time than this are separate episodes."""
 
-DEFAULT_DATE_WEIGHT = 0.2
+DEFAULT_DATE_WEIGHT = 0.4
 """Added (before scaling) to a hit written on a calendar date the query names."""
 
 _MONTHS = (
@@ -261,8 +262,20 @@ def fuse(
             if pkey in base:
                 adjacent[key] = max(adjacent.get(key, 0.0), base[pkey])
                 adjacent[pkey] = max(adjacent.get(pkey, 0.0), base[key])
-    dated = bool(dates) and date_weight > 0
-    total = 1.0 + conversation_weight + neighbour_weight + (date_weight if dated else 0.0)
+    # Scale by the weights of the evidence present among these candidates, so that a query
+    # with none of it (memory entries outside conversations, say) keeps the [0, 1] scale
+    # of the weighted mean; the divisor is the same for every hit of the query.
+    dated = (
+        bool(dates)
+        and date_weight > 0
+        and any(d.holds(_time(h)) for h in records.values() for d in dates)
+    )
+    total = (
+        1.0
+        + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
+        + (neighbour_weight if adjacent else 0.0)
+        + (date_weight if dated else 0.0)
+    )
     fused: list[SearchHit] = []
     for key, hit in records.items():
         score = base[key]
