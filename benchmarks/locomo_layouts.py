@@ -514,7 +514,7 @@ def ablation_rows(
         ("  200 candidates a side", replace(chosen, candidates=200)),
         (
             "previous default (0.4, 0.3, no gap, no neighbours, 80)",
-            FusionConfig(0.4, 0.3, 0.0, None, 80),
+            FusionConfig(0.4, 0.3, 0.0, None, 80, 0.0),
         ),
     ]
 
