@@ -30,6 +30,7 @@ variants that lost (reciprocal-rank fusion among them).
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def query_dates(query: str) -> list[DateSpec]:
 
 def candidate_count(limit: int) -> int:
     """How many candidates each side contributes to a fused ranking of ``limit`` results."""
-    return max(10 * limit, 200)
+    return max(10 * limit, 100)
 
 
 def hit_key(hit: SearchHit) -> tuple[str, str]:
@@ -276,7 +277,7 @@ def fuse(
         + (neighbour_weight if adjacent else 0.0)
         + (date_weight if dated else 0.0)
     )
-    fused: list[SearchHit] = []
+    scored: list[tuple[float, SearchHit]] = []
     for key, hit in records.items():
         score = base[key]
         part = episode.get(key)
@@ -288,6 +289,6 @@ def fuse(
             score += neighbour_weight * adjacent[key]
         if dated and any(d.holds(_time(hit)) for d in dates):
             score += date_weight
-        fused.append(_rescored(hit, score / total))
-    fused.sort(key=lambda h: (-h.score, _tiebreak(h)))
-    return fused[:limit]
+        scored.append((score / total, hit))
+    best_first = heapq.nsmallest(limit, scored, key=lambda s: (-s[0], _tiebreak(s[1])))
+    return [_rescored(hit, score) for score, hit in best_first]
