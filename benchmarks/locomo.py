@@ -11,6 +11,9 @@ this benchmark opens a fresh memory, stores every turn as a bruno-core ``Message
   counts 2/3);
 * query latency (p50, p95) of ``search_messages``.
 
+``--matrix`` measures every mode under every storage layout and cross-validates the
+constants of hybrid ranking (:mod:`benchmarks.locomo_layouts`).
+
 ``--ablation`` also measures what each step of the shared text analysis
 (:mod:`bruno_memstore.search`) contributes, by ranking the same messages with
 :class:`~bruno_memstore.search.BM25Index` exactly as ``memory://`` does.
