@@ -11,6 +11,9 @@ this benchmark opens a fresh memory, stores every turn as a bruno-core ``Message
   counts 2/3);
 * query latency (p50, p95) of ``search_messages``.
 
+``--matrix`` measures every mode under every storage layout and cross-validates the
+constants of hybrid ranking (:mod:`benchmarks.locomo_layouts`).
+
 ``--ablation`` also measures what each step of the shared text analysis
 (:mod:`bruno_memstore.search`) contributes, by ranking the same messages with
 :class:`~bruno_memstore.search.BM25Index` exactly as ``memory://`` does.
@@ -249,11 +252,15 @@ class Scores:
     )  # k -> [(category, recall)]
     latencies: list[float] = field(default_factory=list)
     skipped: int = 0  # questions without usable evidence
+    found: dict[int, int] = field(default_factory=lambda: dict.fromkeys(KS, 0))
+    evidence: int = 0  # evidence turns over all questions
 
     def add(self, question: Question, ranked: Sequence[str], seconds: float | None) -> None:
+        self.evidence += len(question.evidence)
         for k in KS:
             top = set(ranked[:k])
             found = sum(e in top for e in question.evidence)
+            self.found[k] += found
             self.recall[k].append((question.category, found / len(question.evidence)))
         if seconds is not None:
             self.latencies.append(seconds)
@@ -261,6 +268,10 @@ class Scores:
     def mean(self, k: int, category: int | None = None) -> float:
         values = [r for c, r in self.recall[k] if category is None or c == category]
         return 100.0 * statistics.fmean(values) if values else float("nan")
+
+    def share(self, k: int) -> float:
+        """Evidence turns found in the top ``k``, % of all evidence turns (not per question)."""
+        return 100.0 * self.found[k] / self.evidence if self.evidence else float("nan")
 
     def count(self, category: int | None = None) -> int:
         return sum(1 for c, _ in self.recall[KS[0]] if category is None or c == category)
@@ -282,6 +293,8 @@ class Scores:
                 }
                 for k in KS
             },
+            "evidence_found": {str(k): round(self.share(k), 2) for k in KS},
+            "evidence_turns": self.evidence,
             "per_category_questions": {str(c): self.count(c) for c in CATEGORIES},
             "latency_ms": {
                 "p50": round(self.percentile_ms(0.50), 3),
@@ -739,6 +752,27 @@ def main(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every figure to this JSON file.")
     ] = None,
+    matrix: Annotated[
+        bool,
+        typer.Option(
+            help="Measure every layout (store each / one store, sessions / one conversation, "
+            "captions / none) on each URL, then cross-validate the ranking constants."
+        ),
+    ] = False,
+    tune: Annotated[
+        bool, typer.Option(help="With --matrix: cross-validate the constants (last URL).")
+    ] = True,
+    realistic_only: Annotated[
+        bool,
+        typer.Option(
+            help="With --matrix: only the realistic layout (one store, one "
+            "conversation per user, no captions)."
+        ),
+    ] = False,
+    candidates_cache: Annotated[
+        Path | None,
+        typer.Option(help="With --matrix: keep the candidates here; with no --url, tune from it."),
+    ] = None,
 ) -> None:
     """Evidence recall@5/10/20 and query latency of search on LoCoMo, per search mode."""
     if not data.is_file():
@@ -751,6 +785,23 @@ def main(
     for m in modes:
         if m not in MODES:
             raise typer.BadParameter(f"{m!r}: expected one of {', '.join(MODES)}", "--mode")
+    if matrix:
+        from .locomo_layouts import LAYOUTS, REALISTIC, run_matrix
+
+        tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
+        try:
+            if url is None and candidates_cache is not None and candidates_cache.is_file():
+                urls: list[str] = []
+            else:
+                urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
+            layouts = (REALISTIC,) if realistic_only else LAYOUTS
+            figures = run_matrix(urls, samples, modes, console, tune, candidates_cache, layouts)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if json_out is not None:
+            figures["machine"] = machine()
+            json_out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
     urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
     result: dict[str, Any] = {

@@ -44,6 +44,7 @@ from .ranking import (
     candidate_count,
     fuse,
     keyword_scores,
+    query_dates,
     vector_scores,
 )
 from .search import bounded_query, clipped_query
@@ -370,7 +371,13 @@ class SemanticSearch:
         text_hits, vector_hits = await asyncio.gather(
             self._run(operation, lambda: self._text_search(wide)), self._run(operation, near)
         )
-        return fuse(text_hits, vector_hits, vector_weight=self.vector_weight, limit=limit)
+        return fuse(
+            text_hits,
+            vector_hits,
+            vector_weight=self.vector_weight,
+            dates=query_dates(query),
+            limit=limit,
+        )
 
     # ---------------------------------------------------------------- maintenance
 
