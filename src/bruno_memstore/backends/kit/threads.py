@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupRunner", "Job", "Outcome", "ReaderPool", "Writer", "run_alone"]
+
+log = logging.getLogger("bruno_memstore.threads")
 
 C = TypeVar("C")
 Job = Callable[[Any], Any]
@@ -32,6 +35,7 @@ GroupRunner = Callable[[Any, list[Job]], list[Outcome]]
 """Runs a group of jobs against the connection; one outcome per job, in order."""
 
 _MAX_GROUP = 256  # jobs handed to one group, at most (bounds a group's latency)
+_JOIN_TIMEOUT = 30.0  # seconds a stopping thread gets to end once its connection is closed
 _Item = tuple[Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
@@ -118,8 +122,12 @@ class _Worker(Generic[C]):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def join(self) -> None:
-        self._thread.join()
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def _main(self) -> None:
         assert self._started is not None
@@ -187,8 +195,12 @@ async def _stop_all(workers: list[_Worker[Any]], jobs: queue.SimpleQueue[Any]) -
             waits.append(done)
     if waits:
         await asyncio.gather(*waits)
+    # Each thread has closed its connection and said so; what is left is the interpreter
+    # retiring it, which may run finalizers that need this loop: wait off the loop.
     for worker in workers:
-        worker.join()
+        await asyncio.to_thread(worker.join, _JOIN_TIMEOUT)
+        if worker.alive:
+            log.warning("thread %s did not end within %s s of closing", worker.name, _JOIN_TIMEOUT)
 
 
 class ReaderPool(Generic[C]):
