@@ -383,10 +383,12 @@ async def test_cost_per_operation(fake: FakeWeaviate, memory: WeaviateMemory) ->
         "Search": 3,
         "BatchObjects": 2,
     }
+    # One search for the conversation's archive state, one for the window.
     assert await cost(memory.retrieve_context(user, "", limit=10, conversation_id="c")) == {
-        "Search": 1
+        "Search": 2
     }
-    assert await cost(memory.search(user, "one new", mode="keyword")) == {"Search": 2}
+    # Messages and memory entries, then the archive state of each conversation hit (c, c2).
+    assert await cost(memory.search(user, "one new", mode="keyword")) == {"Search": 4}
 
 
 # ---------------------------------------------------------------- QUERY_MAXIMUM_RESULTS

@@ -875,7 +875,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         for conv in conversations:
             self._mark(conv)
         try:
-            return await self.persistent.forget_user(user_id)
+            # The tier's primitive: the public call's adjustments (archive states are no
+            # sessions) are made once, by this store's own forget_user.
+            return await self._stored(lambda: self.persistent._forget_user(user_id))
         finally:
             for start in range(0, len(conversations), _DRAIN_BATCH):
                 chunk = conversations[start : start + _DRAIN_BATCH]
