@@ -23,7 +23,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 from bruno_core.models.context import SessionContext
-from bruno_core.models.memory import MemoryQuery, MemoryType
+from bruno_core.models.memory import MemoryQuery
 from bruno_core.models.message import MessageRole
 from redis.crc import key_slot
 
@@ -48,10 +48,7 @@ from bruno_memstore.errors import (
 from bruno_memstore.models import (
     DEFAULT_USER,
     MemoryFilter,
-    SearchHit,
-    SearchRequest,
     to_us,
-    utcnow,
 )
 from bruno_memstore.search import terms
 from bruno_memstore.testing import at, make_memory_entry, make_message
@@ -1013,96 +1010,6 @@ VECTOR_TOPICS = [
     "the football match went to penalties after extra time",
     "our flight to Lisbon was delayed by three hours",
 ]
-
-
-async def check_vector_filters_match_the_reference(memory: MemoryBackend) -> None:
-    """``_vector_search`` with every filter gives the in-process reference's answer, with
-    another user's nearer records around (filters inside the query: nothing leaks, nothing
-    starves)."""
-    reference = InMemoryStorage()
-    tag = uuid.uuid4().hex[:8]
-    user, other = f"vf-{tag}", f"vf-other-{tag}"
-    convs = [f"vf-a-{tag}", f"vf-b-{tag}"]
-    now = utcnow()
-    types = [MemoryType.FACT, MemoryType.SEMANTIC, MemoryType.EPISODIC]
-    for i in range(36):
-        topic = VECTOR_TOPICS[i % len(VECTOR_TOPICS)]
-        msg = make_message(f"{topic}, told on day {i}", timestamp=at(i))
-        entry = make_memory_entry(
-            user,
-            f"note {i}: {topic}",
-            memory_type=types[i % 3],
-            category=["pets", "money", None][i % 3],
-            tags=[f"t{i % 4}", "all"] if i % 5 else [],
-            confidence=(i % 10) / 10,
-            importance=((i * 7) % 10) / 10,
-            expires_at=now - timedelta(hours=1) if i % 7 == 0 else None,
-            conversation_id=convs[i % 2] if i % 4 == 0 else None,
-        )
-        for target in (memory, reference):
-            await target.store_message(msg, user, convs[i % 2])
-            await target.store_memory(entry)
-    for i, topic in enumerate(VECTOR_TOPICS):  # nearer than anything of the user's
-        await memory.store_message(make_message(topic), other, f"vf-o-{tag}-{i}")
-        await memory.store_memory(make_memory_entry(other, topic, category="pets"))
-    now_us = to_us(now)
-    filters = [
-        MemoryFilter(user, now_us=now_us),
-        MemoryFilter(user, memory_types=("semantic",), now_us=now_us),
-        MemoryFilter(user, categories=("pets",), now_us=now_us),
-        MemoryFilter(user, tags=("t1", "t2"), now_us=now_us),
-        MemoryFilter(user, min_confidence=0.5, min_importance=0.4, now_us=now_us),
-        MemoryFilter(user, include_expired=True, now_us=now_us),
-    ]
-    embedder = memory.embedder
-    assert embedder is not None
-    for query in ("a cat from the animal shelter", "paying taxes", "walking in the hills"):
-        vector = await embedder.embed_one(query)
-        for flt in filters:
-            for kinds in (frozenset({"message", "memory"}), frozenset({"memory"})):
-                for conv in (None, convs[0]):
-                    for limit in (1, 4, 80):
-                        args = {
-                            "kinds": kinds,
-                            "conversation_id": conv,
-                            "limit": limit,
-                            "memory_filter": flt,
-                        }
-                        request = SearchRequest(user, "", **args)
-                        ours = await memory._vector_search(request, vector)  # type: ignore[attr-defined]
-                        theirs = await reference._vector_search(request, vector)
-                        assert_same_ranking(ours, theirs, (query, flt, kinds, conv, limit))
-    await reference.shutdown()
-
-
-def _hit_id(hit: SearchHit) -> tuple[str, str]:
-    rec = hit.message if hit.message is not None else hit.memory
-    assert rec is not None
-    return (hit.kind, rec.id)
-
-
-def assert_same_ranking(ours: list[SearchHit], theirs: list[SearchHit], context: Any) -> None:
-    """Same scores position by position (to 1e-4), and the same records wherever a score is
-    not tied with the last one returned."""
-    assert len(ours) == len(theirs), context
-    for a, b in zip(ours, theirs, strict=True):
-        assert abs(a.score - b.score) < 1e-4, context
-    if theirs:
-        bar = theirs[-1].score + 1e-4
-        assert {_hit_id(h) for h in ours if h.score > bar} == {
-            _hit_id(h) for h in theirs if h.score > bar
-        }, context
-
-
-async def test_vector_filters_in_the_client_match_the_reference(memory: RedisMemory) -> None:
-    await check_vector_filters_match_the_reference(memory)
-
-
-async def test_vector_filters_in_the_knn_query_match_the_reference(
-    search_memory: RedisMemory,
-) -> None:
-    assert search_memory.vector_mode == "redisearch"
-    await check_vector_filters_match_the_reference(search_memory)
 
 
 def test_knn_query_holds_every_filter_as_a_digest() -> None:
