@@ -18,6 +18,7 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
+from fakes.pinecone_process import PineconeFakeProcess
 from fakes.pinecone_server import FakePinecone
 from faults._redis_server import RedisServer
 
@@ -197,9 +198,22 @@ def pinecone_fake() -> Iterator[FakePinecone]:
 
 
 @pytest.fixture(scope="session")
-def pinecone_fake_lagging() -> Iterator[FakePinecone]:
-    """A fake Pinecone index whose writes become visible only after a lag (0.2 s)."""
-    fake = FakePinecone(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY, lag=0.2).start()
+def pinecone_fake_process() -> Iterator[PineconeFakeProcess]:
+    """The fake Pinecone index served by a process of its own for the session, writes
+    visible at once (the conformance classes use it)."""
+    yield from _pinecone_process(lag=0.0)
+
+
+@pytest.fixture(scope="session")
+def pinecone_fake_lagging() -> Iterator[PineconeFakeProcess]:
+    """The fake Pinecone index, as a process, whose writes become visible only after a lag
+    (0.2 s)."""
+    yield from _pinecone_process(lag=0.2)
+
+
+def _pinecone_process(lag: float) -> Iterator[PineconeFakeProcess]:
+    fake = PineconeFakeProcess(engines.PINECONE_FAKE_DIMENSION, engines.PINECONE_FAKE_KEY, lag)
+    fake.start()
     yield fake
     fake.stop()
 

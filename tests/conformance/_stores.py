@@ -443,12 +443,13 @@ def _pinecone_fake(test: ConformanceBase, fixture: str, namespace: str) -> Pinec
 
 
 def pinecone_fake(test: ConformanceBase) -> PineconeMemory:
-    """The fake index (``tests/fakes/pinecone_server.py``), one store shared by the tests."""
-    return _pinecone_fake(test, "pinecone_fake", "conformance")
+    """The fake index (``tests/fakes/pinecone_server.py``, a process of its own), one store
+    shared by the tests."""
+    return _pinecone_fake(test, "pinecone_fake_process", "conformance")
 
 
 def pinecone_fake_private(test: ConformanceBase) -> PineconeMemory:
-    return _pinecone_fake(test, "pinecone_fake", f"p{test.key}")
+    return _pinecone_fake(test, "pinecone_fake_process", f"p{test.key}")
 
 
 def pinecone_fake_lagging(test: ConformanceBase) -> PineconeMemory:

@@ -89,7 +89,8 @@ class FakePinecone:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> FakePinecone:
+    def start(self, port: int = 0) -> FakePinecone:
+        """Serve on ``127.0.0.1:port`` (``0``: a free port) from a thread of this process."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,7 +112,7 @@ class FakePinecone:
             def do_DELETE(self) -> None:
                 fake._serve(self, "DELETE")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -443,3 +444,23 @@ def _cosines(query: list[float], rows: list[list[float]]) -> list[float]:
     q = np.asarray(query, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
     return [float(x) for x in (matrix @ q) / np.where(norms == 0, 1.0, norms)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one fake index in the foreground until killed (tests run it as a process of
+    its own, so that its request handling does not share the client's interpreter lock)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve a fake Pinecone index.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dimension", type=int, required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--lag", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    fake = FakePinecone(args.dimension, args.key, lag=args.lag)
+    fake.start(port=args.port)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
