@@ -18,8 +18,8 @@ import pytest_asyncio
 
 import _engines as engines
 from bruno_memstore.backends.memory import InMemoryStorage
-from fakes.pinecone_process import PineconeFakeProcess
 from fakes.pinecone_server import FakePinecone
+from fakes.process import PineconeFakeProcess, WeaviateFakeProcess
 from faults._redis_server import RedisServer
 
 if TYPE_CHECKING:
@@ -159,6 +159,16 @@ dynalite_url = _engine(
     lambda: e.dynamodb_emulator_url("dynalite"),
     lambda url: e.drop_dynamodb_tables(url, e.DYNAMODB_PREFIX, **e.DYNAMODB_KEYS),
 )
+
+
+@pytest.fixture(scope="session")
+def weaviate_fake_process() -> Iterator[WeaviateFakeProcess]:
+    """The fake Weaviate served by a process of its own for the session (the conformance
+    classes use it)."""
+    fake = WeaviateFakeProcess()
+    fake.start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture(scope="session")

@@ -240,12 +240,14 @@ def _weaviate(url: str, prefix: str, api_key: str | None = None) -> WeaviateMemo
 
 async def weaviate_fake(test: ConformanceBase) -> WeaviateMemory:
     """The run's fake Weaviate; one prefix shared by every test (tests use fresh ids)."""
-    memory = _weaviate(test.fixture("weaviate_fake").url, f"{engines.WEAVIATE_PREFIX}F")
+    memory = _weaviate(test.fixture("weaviate_fake_process").url, f"{engines.WEAVIATE_PREFIX}F")
     return await engines.connected(memory, "weaviate")
 
 
 def weaviate_fake_private(test: ConformanceBase) -> WeaviateMemory:
-    return _weaviate(test.fixture("weaviate_fake").url, f"{engines.WEAVIATE_PREFIX}P{test.key}")
+    return _weaviate(
+        test.fixture("weaviate_fake_process").url, f"{engines.WEAVIATE_PREFIX}P{test.key}"
+    )
 
 
 async def weaviate_server(test: ConformanceBase) -> WeaviateMemory:

@@ -447,8 +447,7 @@ def _cosines(query: list[float], rows: list[list[float]]) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve one fake index in the foreground until killed (tests run it as a process of
-    its own, so that its request handling does not share the client's interpreter lock)."""
+    """``python -m fakes.pinecone_server``: serve one fake index until killed."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Serve a fake Pinecone index.")

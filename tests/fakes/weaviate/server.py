@@ -63,13 +63,21 @@ class FakeWeaviate:
     Args:
         api_key: when given, every request must carry it as a bearer token.
         query_maximum_results: the server's ``QUERY_MAXIMUM_RESULTS``.
+        http_port, grpc_port: where to serve (default: free ports).
     """
 
-    def __init__(self, api_key: str | None = None, *, query_maximum_results: int = 10_000) -> None:
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        query_maximum_results: int = 10_000,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+    ) -> None:
         self.api_key = api_key
         self.store = Store(query_maximum_results=query_maximum_results)
-        self.http_port = _free_port()
-        self.grpc_port = _free_port()
+        self.http_port = http_port or _free_port()
+        self.grpc_port = grpc_port or _free_port()
         self.requests: list[str] = []  # "METHOD /path" of every REST request, in order
         self.calls: list[str] = []  # the method of every gRPC call, in order
         self._http: ThreadingHTTPServer | None = None
