@@ -125,6 +125,26 @@ class MemoryURL:
         read = {name: self.option(name, kind) for name, kind in kinds.items() if name in self.query}
         return {**read, **given}
 
+    def key_options(
+        self, given: Mapping[str, Any], kinds: Mapping[str, type], *, example: str
+    ) -> dict[str, Any]:
+        """:meth:`apply_options` for an engine whose API key is this URL's password (as in
+        ``example``): a user name or an ``api_key`` query option (which logs would show) is
+        refused, and the password becomes ``api_key`` unless ``given`` has one."""
+        if self.username:
+            raise InvalidArgumentError("url", f"give the API key as the password: {example}")
+        if "api_key" in self.query:
+            raise InvalidArgumentError(
+                "url",
+                "an API key in the query string would be logged; give it as the password "
+                f"({example}) or as the api_key keyword",
+            )
+        merged = self.apply_options(given, kinds)
+        if self.password is not None:
+            check_header_secret("url password (the API key)", self.password)
+            merged.setdefault("api_key", self.password)
+        return merged
+
     def local_path(self, *, remote: str, missing: str) -> str:
         """The path of a URL that names no server (``engine:///relative`` or
         ``engine:////absolute``); refused with the message ``remote`` if the URL has a host,

@@ -126,3 +126,12 @@ async def test_append_log_indexes_fetch_only_the_new_vectors() -> None:
     stored += [(i, vecs[i]) for i in range(25, 30)]
     fresh = await logged.index("u", "epoch-1", 30, load, gone)
     assert len(fresh) == 30 and loads == [20, 30]
+
+
+def test_top_k_breaks_ties_at_the_cut_by_index() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        scores = rng.integers(0, 4, int(rng.integers(1, 50))).astype(np.float32)
+        k = int(rng.integers(1, scores.size + 2))
+        expected = sorted(range(scores.size), key=lambda i: (-scores[i], i))[:k]
+        assert top_k(scores, k).tolist() == expected

@@ -62,8 +62,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest scores, largest first (ties: lower index first)."""
     if k <= 0 or scores.size == 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-    return part[np.lexsort((part, -scores[part]))]
+    if k < scores.size:
+        # Every row scoring at least the k-th largest, so that ties at the cut are decided
+        # by index, not by how the partition happened to place them.
+        kth = np.partition(scores, scores.size - k)[scores.size - k]
+        part = np.flatnonzero(scores >= kth)
+    else:
+        part = np.arange(scores.size)
+    return part[np.lexsort((part, -scores[part]))][:k]
 
 
 class _Labels:

@@ -139,18 +139,7 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
         """``pinecone://[:API_KEY@]index[?namespace=...&host=...]``."""
         if url.driver is not None or url.port is not None or url.path not in ("", "/"):
             raise InvalidArgumentError("url", "expected pinecone://index?namespace=...")
-        if url.username:
-            raise InvalidArgumentError(
-                "url", "give the API key as the password: pinecone://:KEY@index"
-            )
-        if "api_key" in url.query:
-            raise InvalidArgumentError(
-                "url", "an API key in the query string would be logged; give it as the password"
-            )
-        merged = url.apply_options(options, _URL_OPTIONS)
-        if url.password is not None:
-            check_header_secret("url password (the API key)", url.password)
-            merged.setdefault("api_key", url.password)
+        merged = url.key_options(options, _URL_OPTIONS, example="pinecone://:KEY@index")
         if url.host:
             merged.setdefault("index", url.host)
         return cls(**merged)

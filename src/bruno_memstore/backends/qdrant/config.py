@@ -65,19 +65,8 @@ def parse_memory_url(url: MemoryURL, options: dict[str, Any]) -> tuple[str | Non
         )
     if not url.host:
         raise InvalidArgumentError("url", "a qdrant+http(s) URL needs a host")
-    if url.username:
-        raise InvalidArgumentError(
-            "url", "give the API key as the password: qdrant+https://:KEY@host:6333"
-        )
-    if "api_key" in url.query:
-        raise InvalidArgumentError(
-            "url",
-            "an API key in the query string would be logged; give it as the password "
-            "(qdrant+https://:KEY@host:6333) or as the api_key keyword",
-        )
-    options.update(url.apply_options(options, SERVER_OPTIONS))
-    if url.password is not None:
-        options.setdefault("api_key", url.password)
+    example = "qdrant+https://:KEY@host:6333"
+    options.update(url.key_options(options, SERVER_OPTIONS, example=example))
     host = f"[{url.host}]" if ":" in (url.host or "") else url.host
     return None, f"{url.driver}://{host}:{url.port or DEFAULT_PORT}{url.path.rstrip('/')}"
 

@@ -64,21 +64,9 @@ def parse_memory_url(url: MemoryURL, options: dict[str, Any]) -> str:
         )
     if not url.host:
         raise InvalidArgumentError("url", "a weaviate URL needs a host: weaviate://host:8080")
-    if url.username:
-        raise InvalidArgumentError(
-            "url", "give the API key as the password: weaviate+https://:KEY@host"
-        )
-    if "api_key" in url.query:
-        raise InvalidArgumentError(
-            "url",
-            "an API key in the query string would be logged; give it as the password "
-            "(weaviate+https://:KEY@host) or as the api_key keyword",
-        )
     if url.path.strip("/"):
         raise InvalidArgumentError("url", "a weaviate URL has no path: weaviate://host:port")
-    options.update(url.apply_options(options, URL_OPTIONS))
-    if url.password is not None:
-        options.setdefault("api_key", url.password)
+    options.update(url.key_options(options, URL_OPTIONS, example="weaviate+https://:KEY@host"))
     scheme = url.driver or "http"
     host = f"[{url.host}]" if ":" in url.host else url.host
     port = url.port or (443 if scheme == "https" else 8080)
