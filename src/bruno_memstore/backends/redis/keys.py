@@ -65,6 +65,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "ORDER_KEY_LEN",
     "RedisKeys",
+    "decode_id",
     "encode_id",
     "encode_prefix",
     "member_seq",
@@ -87,6 +88,13 @@ def encode_id(value: str) -> str:
     if "%" not in value and "{" not in value and "}" not in value:
         return value
     return _ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def decode_id(text: str) -> str:
+    """Inverse of :func:`encode_id`."""
+    if "%" not in text:
+        return text
+    return text.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
 
 
 def encode_prefix(prefix: str) -> str:
@@ -151,6 +159,14 @@ class RedisKeys:
     def posting(self, user_id: str, term: str) -> str:
         """The posting list of one search term."""
         return f"{self.tag(user_id)}:t:{term}"
+
+    def user_of(self, key: str) -> str | None:
+        """The user whose per-user key ``key`` is (None if it is no per-user key)."""
+        start = f"{self.prefix}:u:" if self.cluster else f"{{{self.prefix}:u:"
+        end = key.find("}", len(start))
+        if not key.startswith(start) or end < 0:
+            return None
+        return decode_id(key[len(start) : end])
 
     def vector(self, user_id: str, kind: str, record_id: str) -> str:
         """A record's vector document (``kind``: ``m`` message, ``e`` memory entry)."""
