@@ -5,6 +5,7 @@ conformance suite runs there too (``tests/conformance/test_redis.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.redis.keys import RedisKeys
-from bruno_memstore.errors import BackendError, InvalidArgumentError
+from bruno_memstore.errors import BackendError, InvalidArgumentError, OwnershipError
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_memory_entry, make_message
 
@@ -201,6 +202,26 @@ async def test_pointers_left_without_data_block_nothing(
         assert raw.hexists(k.user("real", "doc"), "1")
     assert (await memory.search_messages("first", "real"))[0].content == "first words"
     assert [u async for u in memory._users(None)] == ["real"]
+
+
+async def test_two_users_racing_for_a_conversation_get_one_winner(memory: RedisMemory) -> None:
+    wins = {"left": 0, "right": 0}
+    for round_ in range(20):
+        conv = f"race-{round_}"
+        results = await asyncio.gather(
+            *(memory.store_message(make_message(f"{u} {round_}"), u, conv) for u in wins),
+            return_exceptions=True,
+        )
+        winners = [u for u, r in zip(wins, results, strict=True) if r is None]
+        assert len(winners) == 1
+        assert isinstance(next(r for r in results if r is not None), OwnershipError)
+        wins[winners[0]] += 1
+        assert await memory.conversation_owner(conv) == winners[0]
+        [kept] = await memory.retrieve_messages(conv)
+        assert kept.content == f"{winners[0]} {round_}"
+    # The loser of each round kept nothing of it.
+    for user, won in wins.items():
+        assert (await memory.get_statistics(user))["conversations"] == won
 
 
 async def test_forget_user_removes_the_users_pointers(
