@@ -1224,9 +1224,18 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
 
     async def _exact(self, request: SearchRequest, query: np.ndarray) -> list[Found]:
         user_id = request.user_id
-        message_epoch, logged, memory_generation, epoch = await self._eval(
-            "vector_state", [user_id]
-        )
+        if self.cluster:
+            # The store's epoch is read on its own: the script reads only the user's keys.
+            state, epoch = await asyncio.gather(
+                self._eval("vector_state", [user_id, "0"]),
+                self._command(self._client.hget, self.keys.glob("meta"), "vepoch"),
+            )
+            message_epoch, logged, memory_generation, _ = state
+            epoch = epoch or ""
+        else:
+            message_epoch, logged, memory_generation, epoch = await self._eval(
+                "vector_state", [user_id]
+            )
         nbytes = 4 * query.size
         messages = memories = None
         if "message" in request.kinds:

@@ -5,7 +5,9 @@ Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. 
 key names themselves (see ``keys``): all keys of one user share the user's hash tag;
 only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
 retention sets live elsewhere. On a Redis Cluster ``P`` is ``{prefix}``: every name a script
-builds is then in that one slot, which each call names as its key.
+builds is then in that one slot, which each call names as its key; there no per-user write
+touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` (see ``add_user``, ``next_vgen``
+and ``PURGE_USER``), and a directory key counts only if its owner's data agrees.
 
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
@@ -1050,13 +1052,16 @@ return n
 # --------------------------------------------------------------------------- vectors
 
 VECTOR_STATE = r"""
--- ARGV: P user  ->  {message epoch, message log length, memory generation, store epoch}
--- ('' when unset). Purges the user's conversations past their TTL first, so no search sees
--- their vectors.
+-- ARGV: P user [with_epoch (0: no)]  ->  {message epoch, message log length, memory
+-- generation, store epoch} ('' when unset; the store epoch also with_epoch 0, when the
+-- caller reads P:meta itself). Purges the user's conversations past their TTL first, so no
+-- search sees their vectors.
 purge_due(ARGV[2])
 local u = ukey(ARGV[2])
+local epoch = ''
+if ARGV[3] ~= '0' then epoch = redis.call('HGET', P .. ':meta', 'vepoch') or '' end
 return {redis.call('GET', u .. 'vme') or '', redis.call('LLEN', u .. 'vml'),
-        redis.call('GET', u .. 'vge') or '', redis.call('HGET', P .. ':meta', 'vepoch') or ''}
+        redis.call('GET', u .. 'vge') or '', epoch}
 """
 
 VECTOR_DELTA = r"""
