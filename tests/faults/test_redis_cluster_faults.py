@@ -111,4 +111,6 @@ async def test_master_killed_under_load_keeps_every_acknowledged_store_once(
     # A fresh client reads the same.
     reopened = RedisMemory(cluster.url, prefix=memory.prefix)
     assert await _check_exactly_once(reopened, acked) == total
+    # The user's own listing key came through the failover too (SCAN of the new masters).
+    assert [user async for user in reopened._users(None)] == [USER]
     await reopened.shutdown()

@@ -77,7 +77,15 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
-from .keys import LAYOUT_VERSION, RedisKeys, member_seq, rank_member, ts_from_hex, ts_hex
+from .keys import (
+    LAYOUT_VERSION,
+    RedisKeys,
+    decode_id,
+    member_seq,
+    rank_member,
+    ts_from_hex,
+    ts_hex,
+)
 from .scripts import SOURCES
 
 __all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
@@ -156,8 +164,8 @@ _DEFAULTS: dict[str, Any] = {
 _WRITES = frozenset(
     {
         "append", "delete_messages", "put_memory", "delete_own_memory", "forget_memories",
-        "purge_expired", "put_session", "drop_conversation", "forget_rest", "put_vectors",
-        "drop_vectors", "reindex", "index_pending",
+        "purge_expired", "purge_user", "put_session", "drop_conversation", "forget_rest",
+        "put_vectors", "drop_vectors", "reindex", "index_pending",
     }
 )  # fmt: skip
 
@@ -481,6 +489,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 script = client.register_script(text)
                 await client.script_load(script.script)  # on every master
                 scripts[name] = script
+            await self._adopt_user_set(client)
             await self._check_analysis(client, scripts)
         except BaseException:
             await client.aclose()
@@ -538,6 +547,47 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             if await client.get(lock) == token:
                 await client.delete(lock)
 
+    async def _adopt_user_set(self, client: Any) -> None:
+        """Bring a cluster store written before users had their own marker key up to date.
+
+        Such a store lists its users in the set ``P:users`` and its due records in ``P:cexp``
+        and ``P:eexp`` (which only repeat each user's own ``T:cexp`` and ``T:eexp``): each
+        listed user gets its marker ``T:here``, then the store-wide keys go, the set last,
+        so an interrupted run is finished by the next connect.
+        """
+        users = self.keys.glob("users")
+        if not await client.exists(users):
+            return
+        cursor: int | None = None
+        while cursor != 0:
+            cursor, batch = await client.sscan(users, cursor or 0, count=500)
+            for user in batch:
+                await client.set(self.keys.user(user, "here"), user)
+        await client.delete(self.keys.glob("cexp"), self.keys.glob("eexp"), self.keys.glob("vgen"))
+        await client.delete(users)
+        log.info("%s: users of the store now listed by their own keys", self.describe())
+
+    async def _user_ids(self, client: Any) -> AsyncIterator[str]:
+        """Every user with data, each once: standalone the members of ``P:users``, on a
+        cluster the users whose marker ``T:here`` a SCAN of every master finds."""
+        seen: set[str] = set()  # SSCAN and SCAN may repeat an element
+        if self.cluster:
+            marker = self.keys.user("*", "here")
+            glob = "".join("\\" + c if c in "?[]\\" else c for c in marker)
+            async for key in client.scan_iter(match=glob, count=1000):
+                user = self.keys.user_of(key)
+                if user is not None and key == self.keys.user(user, "here") and user not in seen:
+                    seen.add(user)
+                    yield user
+            return
+        cursor: int | None = None
+        while cursor != 0:
+            cursor, users = await client.sscan(self.keys.glob("users"), cursor or 0, count=500)
+            for user in users:
+                if user not in seen:
+                    seen.add(user)
+                    yield user
+
     async def _check_layout(self, client: Any) -> None:
         """Refuse to work over keys that key layout 1 named differently (see ``keys``)."""
         old = self.prefix
@@ -579,21 +629,16 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             await client.aclose()
 
     async def _reindex(self, client: Any, script: Any, lock: str) -> None:
-        users_cursor: int | None = None
-        while users_cursor != 0:
-            users_cursor, users = await client.sscan(
-                self.keys.glob("users"), users_cursor or 0, count=100
-            )
-            for user in users:
-                docs_cursor: int | None = None
-                while docs_cursor != 0:
-                    docs_cursor, docs = await client.hscan(
-                        self.keys.user(user, "doc"), docs_cursor or 0, count=500
-                    )
-                    args = await self._reindex_args(client, user, docs)
-                    if args:
-                        await script(keys=self._script_keys, args=[self.keys.prefix, user, *args])
-                    await client.pexpire(lock, _LOCK_MS)
+        async for user in self._user_ids(client):
+            docs_cursor: int | None = None
+            while docs_cursor != 0:
+                docs_cursor, docs = await client.hscan(
+                    self.keys.user(user, "doc"), docs_cursor or 0, count=500
+                )
+                args = await self._reindex_args(client, user, docs)
+                if args:
+                    await script(keys=self._script_keys, args=[self.keys.prefix, user, *args])
+                await client.pexpire(lock, _LOCK_MS)
 
     async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
         """``(doc, length, terms, values)*`` for the documents, from their stored text."""
@@ -844,6 +889,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
 
     async def _purge_expired(self, now_us: int) -> int:
         total = 0
+        if self.cluster:  # user by user: no store-wide retention set
+            async for user in self._users(None):
+                while True:
+                    deleted, more = await self._eval("purge_user", [user, now_us, 256])
+                    total += int(deleted)
+                    if not int(more):
+                        break
+            return total
         while True:
             deleted, more = await self._eval("purge_expired", [now_us, 256])
             total += int(deleted)
@@ -1164,16 +1217,25 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             # P:v:{P:u:<user>}:<kind><id>; the escaped user id holds no '}'.
             cut = key.index("}:", len(self.keys.prefix)) + 2
             kind = "message" if key[cut] == "m" else "memory"
-            found.append((kind, _decode_id(key[cut + 1 :]), 1.0 - float(fields["dist"])))
+            found.append((kind, decode_id(key[cut + 1 :]), 1.0 - float(fields["dist"])))
         return found
 
     # ---------------------------------------------------------------- search in the client
 
     async def _exact(self, request: SearchRequest, query: np.ndarray) -> list[Found]:
         user_id = request.user_id
-        message_epoch, logged, memory_generation, epoch = await self._eval(
-            "vector_state", [user_id]
-        )
+        if self.cluster:
+            # The store's epoch is read on its own: the script reads only the user's keys.
+            state, epoch = await asyncio.gather(
+                self._eval("vector_state", [user_id, "0"]),
+                self._command(self._client.hget, self.keys.glob("meta"), "vepoch"),
+            )
+            message_epoch, logged, memory_generation, _ = state
+            epoch = epoch or ""
+        else:
+            message_epoch, logged, memory_generation, epoch = await self._eval(
+                "vector_state", [user_id]
+            )
         nbytes = 4 * query.size
         messages = memories = None
         if "message" in request.kinds:
@@ -1360,16 +1422,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         if user_id is not None:
             yield user_id
             return
-        seen: set[str] = set()  # SSCAN may repeat an element
-        cursor = None
-        while cursor != 0:
-            cursor, users = await self._command(
-                self._client.sscan, self.keys.glob("users"), cursor or 0, count=500
-            )
-            for user in users:
-                if user not in seen:
-                    seen.add(user)
-                    yield user
+        async for user in self._user_ids(self._client):
+            yield user
 
     async def _export_user(self, kind: ExportKind, user: str) -> AsyncIterator[object]:
         convs = sorted(await self._command(self._client.smembers, self.keys.user(user, "convs")))
@@ -1475,7 +1529,7 @@ async def _move_layout_1(client: Any, old: str, new: str) -> int:
         moved += 1
         if target.startswith(vectors):
             # The owner filter of a vector document holds the key prefix.
-            owner = _decode_id(target[len(vectors) : target.index("}", len(vectors))])
+            owner = decode_id(target[len(vectors) : target.index("}", len(vectors))])
             await client.hset(target, "u", vector_tag(new + "\0" + owner))
     if clashes:
         raise SchemaError(
@@ -1490,13 +1544,6 @@ async def _move_layout_1(client: Any, old: str, new: str) -> int:
     with contextlib.suppress(rexc.ResponseError):
         await client.execute_command("FT.DROPINDEX", f"{old}:vectors")
     return moved
-
-
-def _decode_id(text: str) -> str:
-    """Inverse of ``encode_id`` (``%25``, ``%7B``, ``%7D``)."""
-    if "%" not in text:
-        return text
-    return text.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
 
 
 def _pairs(reply: Any) -> dict[str, Any]:

@@ -27,6 +27,8 @@ key                         type    holds
 ``T:vme``                   string  message-vector epoch: changes when one is removed/replaced
 ``T:vml``                   list    ids of message vectors added since (at most 10,000)
 ``T:vge``                   string  changes with every change of memory-entry vectors
+``T:vgc`` / ``T:here``      string  cluster only: the user's counter for ``T:vme``/``T:vge``
+                                    values; the user id while the user has data
 ``P:v:T:m<id>`` /           hash    a message's / memory entry's vector document: ``vec``
 ``P:v:T:e<id>``                     (float32 bytes) and the TAG/NUMERIC fields RediSearch
                                     filters on (``u``, ``k``, ``c``, ``t``, ``g``, ``tg``,
@@ -34,9 +36,11 @@ key                         type    holds
 ``P:co:<conv>``             string  conversation -> owner (the global directory)
 ``P:mo:<message id>``       string  message -> ``owner\0conversation\0order key+id``
 ``P:so:<sid>``/``P:eo:<id>`` string  session / memory entry -> owner
-``P:users``                 set     every user with data (export, retention)
-``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps
-``P:vgen``                  string  the counter ``T:vme`` and ``T:vge`` values come from
+``P:users``                 set     every user with data (export, retention); standalone only
+``P:cexp`` / ``P:eexp``     zset    due conversations / memory entries, for retention sweeps;
+                                    standalone only
+``P:vgen``                  string  the counter ``T:vme`` and ``T:vge`` values come from;
+                                    standalone only
 ``P:meta``                  hash    ``analysis`` fingerprint; ``vspace`` (model, dimension),
                                     ``vepoch`` (changes when every vector is dropped)
 ==========================  ======  ==========================================================
@@ -49,7 +53,10 @@ server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`
 
 On a Redis Cluster (``redis+cluster://``) ``P`` is the key prefix in braces, ``{P}``, and a
 user's ``T`` is ``{P}:u:<user>}``: the names are otherwise the same, and every key of the
-store hashes to the slot of ``{P}``, so each script's keys share a slot.
+store hashes to the slot of ``{P}``, so each script's keys share a slot. No write for one user
+touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` there: users are listed by their
+``T:here`` keys (``SCAN``), retention is swept user by user and vector values come from the
+server's clock and ``T:vgc``.
 
 Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
 the same key names in both versions. Under a prefix with either character, version 1's names
@@ -65,6 +72,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "ORDER_KEY_LEN",
     "RedisKeys",
+    "decode_id",
     "encode_id",
     "encode_prefix",
     "member_seq",
@@ -87,6 +95,13 @@ def encode_id(value: str) -> str:
     if "%" not in value and "{" not in value and "}" not in value:
         return value
     return _ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+
+
+def decode_id(text: str) -> str:
+    """Inverse of :func:`encode_id`."""
+    if "%" not in text:
+        return text
+    return text.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
 
 
 def encode_prefix(prefix: str) -> str:
@@ -151,6 +166,14 @@ class RedisKeys:
     def posting(self, user_id: str, term: str) -> str:
         """The posting list of one search term."""
         return f"{self.tag(user_id)}:t:{term}"
+
+    def user_of(self, key: str) -> str | None:
+        """The user whose per-user key ``key`` is (None if it is no per-user key)."""
+        start = f"{self.prefix}:u:" if self.cluster else f"{{{self.prefix}:u:"
+        end = key.find("}", len(start))
+        if not key.startswith(start) or end < 0:
+            return None
+        return decode_id(key[len(start) : end])
 
     def vector(self, user_id: str, kind: str, record_id: str) -> str:
         """A record's vector document (``kind``: ``m`` message, ``e`` memory entry)."""

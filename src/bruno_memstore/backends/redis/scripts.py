@@ -5,7 +5,9 @@ Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. 
 key names themselves (see ``keys``): all keys of one user share the user's hash tag;
 only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
 retention sets live elsewhere. On a Redis Cluster ``P`` is ``{prefix}``: every name a script
-builds is then in that one slot, which each call names as its key.
+builds is then in that one slot, which each call names as its key; there no per-user write
+touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` (see ``add_user``, ``next_vgen``
+and ``PURGE_USER``), and a directory key counts only if its owner's data agrees.
 
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
@@ -47,6 +49,12 @@ local function ukey(user)
 end
 local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
 local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
+-- A user with data: standalone, a member of the set P:users; on a cluster, the user's own
+-- key T:here (holding the id), found by SCAN, so no per-user write touches a store-wide key.
+local function add_user(user)
+  if CLUSTER then redis.call('SET', ukey(user) .. 'here', user)
+  else redis.call('SADD', P .. ':users', user) end
+end
 
 -- NUL-separated fields (no id, role or term contains NUL).
 local function split(s)
@@ -127,10 +135,18 @@ local function seq_of(member) return tostring(tonumber(string.sub(member, 17, 28
 local VML_MAX = 10000 -- a longer log starts a new message epoch instead (readers reload)
 local function vkey(u, kind, id) return P .. ':v:' .. u .. kind .. enc(id) end
 local function vtag(s) return redis.sha1hex(s) end
-local function next_vgen() return redis.call('INCR', P .. ':vgen') end
-local function memories_changed(u) redis.call('SET', u .. 'vge', next_vgen()) end
+-- On a cluster the value is the server's time and the user's own counter T:vgc instead
+-- (unique as long as the clock does not go back), so no per-user write touches P:vgen.
+local function next_vgen(u)
+  if CLUSTER then
+    local t = redis.call('TIME')
+    return t[1] .. string.format('%06d', tonumber(t[2])) .. '.' .. redis.call('INCR', u .. 'vgc')
+  end
+  return redis.call('INCR', P .. ':vgen')
+end
+local function memories_changed(u) redis.call('SET', u .. 'vge', next_vgen(u)) end
 local function messages_changed(u)
-  redis.call('SET', u .. 'vme', next_vgen())
+  redis.call('SET', u .. 'vme', next_vgen(u))
   redis.call('DEL', u .. 'vml')
 end
 local function numstr(n) return string.format('%.17g', n) end
@@ -272,7 +288,7 @@ local function drop_conversation(owner, conv, keep)
   redis.call('DEL', ckey(u, conv, 'o'), ckey(u, conv, 'b'), ckey(u, conv, 's'))
   redis.call('SREM', u .. 'convs', conv)
   redis.call('ZREM', u .. 'cexp', conv)
-  redis.call('ZREM', P .. ':cexp', owner .. NUL .. conv)
+  if not CLUSTER then redis.call('ZREM', P .. ':cexp', owner .. NUL .. conv) end
   if redis.call('GET', ptr('co', conv)) == owner then redis.call('DEL', ptr('co', conv)) end
   return n, #sessions
 end
@@ -294,15 +310,36 @@ local function touch(owner, conv, ttl)
   local u = ukey(owner)
   local deadline = now_ms() + ttl
   redis.call('ZADD', u .. 'cexp', deadline, conv)
-  redis.call('ZADD', P .. ':cexp', deadline, owner .. NUL .. conv)
+  if not CLUSTER then redis.call('ZADD', P .. ':cexp', deadline, owner .. NUL .. conv) end
   redis.call('PEXPIREAT', ckey(u, conv, 'b'), deadline)
 end
 
 -- The conversation's owner, after purging the owner's conversations that are past TTL.
+-- On a cluster a pointer counts only if the owner's T:convs holds the conversation too
+-- (a pointer left without its data is nobody's).
 local function conversation_owner(conv)
   local owner = redis.call('GET', ptr('co', conv))
   if owner and purge_due(owner) then owner = redis.call('GET', ptr('co', conv)) end
+  if owner and CLUSTER and redis.call('SISMEMBER', ukey(owner) .. 'convs', conv) == 0 then
+    return nil
+  end
   return owner
+end
+
+-- Where a stored message is (its P:mo value: owner, conversation, order member), after
+-- purging its owner's conversations past their TTL; nil when it is not stored. On a
+-- cluster a pointer counts only if the owner's conversation holds the body.
+local function message_where(id)
+  local where = redis.call('GET', ptr('mo', id))
+  if where then
+    purge_due(head(where, 1)[1])
+    where = redis.call('GET', ptr('mo', id))
+  end
+  if where and CLUSTER then
+    local f = head(where, 2)
+    if redis.call('HEXISTS', ckey(ukey(f[1]), f[2], 'b'), id) == 0 then return nil end
+  end
+  return where
 end
 
 -- The conversation's owner, claiming it for user when it has none. Returns nil and the
@@ -314,7 +351,7 @@ local function claim(conv, user, enforce, known)
   if not owner then
     redis.call('SET', ptr('co', conv), user)
     redis.call('SADD', ukey(user) .. 'convs', conv)
-    redis.call('SADD', P .. ':users', user)
+    add_user(user)
     return user
   end
   if enforce and owner ~= user then return nil, owner end
@@ -338,7 +375,7 @@ local function drop_memory(owner, id)
   local existed = redis.call('HDEL', u .. 'e', id)
   if drop_vector(u, 'e', id) then memories_changed(u) end
   redis.call('ZREM', u .. 'eexp', id)
-  redis.call('ZREM', P .. ':eexp', id)
+  if not CLUSTER then redis.call('ZREM', P .. ':eexp', id) end
   if redis.call('GET', ptr('eo', id)) == owner then redis.call('DEL', ptr('eo', id)) end
   return existed
 end
@@ -388,12 +425,7 @@ if nrec > 0 and not known then
   local out = {'ok', user, 0}
   for i = 3, 2 + 5 * nrec, 5 do
     local id = head(ARGV[i], 1)[1]
-    local taken = redis.call('GET', ptr('mo', id))
-    if taken then
-      purge_due(head(taken, 1)[1])  -- its conversation may be past its TTL, not yet purged
-      taken = redis.call('EXISTS', ptr('mo', id)) == 1
-    end
-    if not taken then out = nil; break end
+    if not message_where(id) then out = nil; break end
     out[#out + 1] = id
   end
   if out then return out end
@@ -411,11 +443,12 @@ for i = 3, 2 + 5 * nrec, 5 do
   seq = seq + 1
   local member = r[3] .. string.format('%012x', seq) .. id
   local pk = ptr('mo', id)
-  -- Claim the id; if it is taken, its conversation may be past its TTL and not yet purged.
+  -- Claim the id; if it is taken, its conversation may be past its TTL and not yet purged
+  -- (or, on a cluster, the pointer may be all that is left of it).
   local taken = redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member, 'NX', 'GET')
-  if taken then
-    purge_due(head(taken, 1)[1])
-    taken = redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member, 'NX', 'GET')
+  if taken and not message_where(id) then
+    redis.call('SET', pk, owner .. NUL .. conv .. NUL .. member)
+    taken = false
   end
   if taken then
     out[#out + 1] = id
@@ -444,7 +477,7 @@ if vectors then
   if redis.call('EXISTS', u .. 'vme') == 0 then
     -- A first epoch (no epoch is what readers of a user without message vectors hold);
     -- the log so far belongs to it.
-    redis.call('SET', u .. 'vme', next_vgen())
+    redis.call('SET', u .. 'vme', next_vgen(u))
   elseif redis.call('LLEN', u .. 'vml') > VML_MAX then
     messages_changed(u)
   end
@@ -596,7 +629,8 @@ for k = 3, #ARGV do
   local where = redis.call('GET', ptr('mo', ARGV[k]))
   if where then
     local f = split(where)
-    if f[1] == owner and f[2] == conv then
+    if f[1] == owner and f[2] == conv and (not CLUSTER or
+        redis.call('HEXISTS', ckey(u, conv, 'b'), ARGV[k]) == 1) then
       if drop_message(u, conv, f[3]) then vectors = true end
       n = n + 1
     end
@@ -623,12 +657,12 @@ if old and old ~= user then return 0 end
 if named then drop_memory(named, id) end
 local u = ukey(user)
 redis.call('SET', ptr('eo', id), user)
-redis.call('SADD', P .. ':users', user)
+add_user(user)
 redis.call('HSET', u .. 'e', id, ARGV[4])
 redis.call('ZADD', u .. 'er', 0, ARGV[6])
 if ARGV[7] ~= '' then
   redis.call('ZADD', u .. 'eexp', ARGV[8], id)
-  redis.call('ZADD', P .. ':eexp', ARGV[8], id)
+  if not CLUSTER then redis.call('ZADD', P .. ':eexp', ARGV[8], id) end
 end
 index_doc(u, 'e' .. id, ARGV[5], ARGV[9], ARGV[10], ARGV[11])
 if ARGV[12] ~= '' then
@@ -706,6 +740,18 @@ for _, item in ipairs(convs) do
   redis.call('ZREM', P .. ':cexp', item)
 end
 return {n, (#ids == batch or #convs == batch) and 1 or 0}
+"""
+
+PURGE_USER = r"""
+-- ARGV: P user now_us batch  ->  {memories deleted, more to do (0/1)}. The retention sweep
+-- of one user, from the user's own sets (on a cluster the sweep goes user by user).
+local user, batch = ARGV[2], tonumber(ARGV[4])
+local u = ukey(user)
+local n = 0
+local ids = redis.call('ZRANGEBYSCORE', u .. 'eexp', '-inf', ARGV[3], 'LIMIT', 0, batch)
+for _, id in ipairs(ids) do n = n + drop_memory(user, id) end
+purge_due(user)
+return {n, #ids == batch and 1 or 0}
 """
 
 # --------------------------------------------------------------------------- sessions
@@ -931,8 +977,8 @@ for _, kind in ipairs({'m', 'e'}) do
 end
 redis.call('DEL', u .. 'seq', u .. 'convs', u .. 'recent', u .. 'cexp', u .. 'ix', u .. 'doc',
            u .. 'roles', u .. 's', u .. 'sl', u .. 'e', u .. 'er', u .. 'eexp', u .. 'vm',
-           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge', u .. 'pend')
-redis.call('SREM', P .. ':users', user)
+           u .. 've', u .. 'vme', u .. 'vml', u .. 'vge', u .. 'pend', u .. 'vgc', u .. 'here')
+if not CLUSTER then redis.call('SREM', P .. ':users', user) end
 return s
 """
 
@@ -1006,13 +1052,16 @@ return n
 # --------------------------------------------------------------------------- vectors
 
 VECTOR_STATE = r"""
--- ARGV: P user  ->  {message epoch, message log length, memory generation, store epoch}
--- ('' when unset). Purges the user's conversations past their TTL first, so no search sees
--- their vectors.
+-- ARGV: P user [with_epoch (0: no)]  ->  {message epoch, message log length, memory
+-- generation, store epoch} ('' when unset; the store epoch also with_epoch 0, when the
+-- caller reads P:meta itself). Purges the user's conversations past their TTL first, so no
+-- search sees their vectors.
 purge_due(ARGV[2])
 local u = ukey(ARGV[2])
+local epoch = ''
+if ARGV[3] ~= '0' then epoch = redis.call('HGET', P .. ':meta', 'vepoch') or '' end
 return {redis.call('GET', u .. 'vme') or '', redis.call('LLEN', u .. 'vml'),
-        redis.call('GET', u .. 'vge') or '', redis.call('HGET', P .. ':meta', 'vepoch') or ''}
+        redis.call('GET', u .. 'vge') or '', epoch}
 """
 
 VECTOR_DELTA = r"""
@@ -1150,6 +1199,7 @@ SCRIPTS: dict[str, str] = {
     "delete_own_memory": DELETE_OWN_MEMORY,
     "query_memories": QUERY_MEMORIES,
     "purge_expired": PURGE_EXPIRED,
+    "purge_user": PURGE_USER,
     "put_session": PUT_SESSION,
     "get_session": GET_SESSION,
     "latest_session": LATEST_SESSION,
