@@ -950,6 +950,24 @@ def _statement_threads(conn: sqlite3.Connection) -> list[int]:
     return threads
 
 
+async def test_a_users_conversation_window_walks_the_conversations_index(
+    memory: SQLiteMemory,
+) -> None:
+    """A user's newest conversation must not make reading an older one of theirs scan it."""
+    for conv in ("old", "new", "other"):
+        msgs = [make_message(f"{conv} {i}", timestamp=at(i)) for i in range(30)]
+        await memory.store_messages(
+            msgs, conversation_id=conv, user_id="u" if conv != "other" else "v"
+        )
+    sql, args = shared.window(memory._sql, "old", "u", 20)
+    steps = [row[3] for row in memory._inline.execute(f"EXPLAIN QUERY PLAN {sql}", args)]
+    assert any("messages_by_conversation" in s for s in steps), steps
+    assert not any("messages_by_user" in s for s in steps), steps
+    window = await memory.retrieve_context("u", conversation_id="old", limit=20)
+    assert [m.content for m in window] == [f"old {i}" for i in range(10, 30)]
+    assert await memory.retrieve_context("v", conversation_id="old") == []  # not v's
+
+
 async def test_point_reads_run_on_the_loop_and_longer_ones_on_the_readers(
     memory: SQLiteMemory,
 ) -> None:

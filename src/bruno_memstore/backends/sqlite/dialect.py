@@ -258,6 +258,19 @@ class SQLiteDialect(RowDialect):
 
     # ---------------------------------------------------------------- messages
 
+    def window_scope(
+        self, conversation_id: str | None, user_id: str | None
+    ) -> tuple[str, list[Any]]:
+        if conversation_id is None or user_id is None:
+            return super().window_scope(conversation_id, user_id)
+        # Ownership is the conversation's: with the user's key as a one-time value, the
+        # planner walks the conversation's index (filtering messages by their owner lets it
+        # pick the user's index and step over all of that user's newer conversations).
+        return (
+            "c.conversation_id = ? AND c.uid = (SELECT uid FROM users WHERE user_id = ?)",
+            [conversation_id, user_id],
+        )
+
     def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
         if len(rows) == 1:
             # The hot path, one round of SQL: the insert itself says whether the id was stored.
