@@ -27,6 +27,7 @@ import pytest
 from _killed_writer import acknowledged_until_killed, writer_script
 from bruno_memstore import open_memory
 from bruno_memstore.backends.sql import plans as shared
+from bruno_memstore.backends.sql import threaded
 from bruno_memstore.backends.sql.append import Append, append_group
 from bruno_memstore.backends.sql.sync import run_plan
 from bruno_memstore.backends.sqlite import SQLiteMemory
@@ -1004,6 +1005,7 @@ async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
     await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
     on_loop = _statement_threads(memory._inline)
     monkeypatch.setattr(SQLiteMemory, "inline_budget", 0.0)  # every read is "too slow"
+    monkeypatch.setattr(threaded, "thread_usage", _usage(waits=0, preemptions=0))
     await memory.retrieve_context("u", conversation_id="c")
     ran = len(on_loop)
     assert ran and memory._inline_paused_until > time.monotonic()
@@ -1013,6 +1015,49 @@ async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
     monkeypatch.setattr(SQLiteMemory, "inline_budget", 60.0)
     await memory.retrieve_context("u", conversation_id="c")
     assert len(on_loop) > ran  # the pause over, reads run on the loop again
+
+
+def _usage(*, waits: int, preemptions: int) -> Callable[[], tuple[float, int, int]]:
+    """A thread's usage counters growing by ``waits`` and ``preemptions`` at each look,
+    using no CPU."""
+    looks = itertools.count()
+
+    def usage() -> tuple[float, int, int]:
+        n = next(looks)
+        return 0.0, n * waits, n * preemptions
+
+    return usage
+
+
+@pytest.mark.parametrize(("waits", "paused"), [(1, True), (0, False)])
+async def test_a_point_read_slow_only_for_a_preemption_stays_on_the_loop(
+    memory: SQLiteMemory, monkeypatch: pytest.MonkeyPatch, waits: int, paused: bool
+) -> None:
+    """Past its budget, a read that waited pauses the loop's reads; one whose thread was only
+    preempted meanwhile (the machine busy, not the read) does not."""
+    await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
+    on_loop = _statement_threads(memory._inline)
+    monkeypatch.setattr(SQLiteMemory, "inline_budget", 0.0)
+    monkeypatch.setattr(threaded, "thread_usage", _usage(waits=waits, preemptions=1))
+    await memory.retrieve_context("u", conversation_id="c")
+    ran = len(on_loop)
+    assert ran
+    assert (memory._inline_paused_until > time.monotonic()) is paused
+    await memory.retrieve_context("u", conversation_id="c")
+    assert (len(on_loop) == ran) is paused
+
+
+def test_thread_usage_counts_this_threads_cpu() -> None:
+    before = threaded.thread_usage()
+    if sys.platform != "linux":
+        assert before is None
+        return
+    assert before is not None
+    spent = time.thread_time() + 0.02
+    while time.thread_time() < spent:  # 20 ms of this thread's CPU, however busy the machine
+        pass
+    after = threaded.thread_usage()
+    assert after is not None and after[0] > before[0] and after[1:] >= before[1:]
 
 
 async def test_a_busy_database_sends_a_point_read_to_the_readers(
