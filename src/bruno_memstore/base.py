@@ -425,7 +425,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             started = time.perf_counter()
             try:
                 try:
-                    result = await self._timed(call)
+                    if self.operation_timeout is None:
+                        result = await call()
+                    else:
+                        result = await self._timed(call)
                 except MemstoreError:
                     raise
                 except Exception as exc:
