@@ -29,7 +29,7 @@ from bruno_memstore import open_memory
 from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.backends.sql import threaded
 from bruno_memstore.backends.sql.append import Append, append_group
-from bruno_memstore.backends.sql.sync import run_plan
+from bruno_memstore.backends.sql.sync import run_group, run_plan
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.backends.sqlite import vectors as ops
 from bruno_memstore.backends.sqlite.dialect import (
@@ -949,6 +949,45 @@ def _statement_threads(conn: sqlite3.Connection) -> list[int]:
     threads: list[int] = []
     conn.set_trace_callback(lambda _sql: threads.append(threading.get_ident()))
     return threads
+
+
+def test_a_lone_job_runs_once_in_its_own_transaction(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "lone.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    calls: list[str] = []
+
+    def good(c: sqlite3.Connection) -> int:
+        calls.append("good")
+        assert c.in_transaction
+        return c.execute("INSERT INTO t VALUES (1)").rowcount
+
+    def bad(c: sqlite3.Connection) -> None:
+        calls.append("bad")
+        c.execute("INSERT INTO t VALUES (2)")
+        raise ValueError("refused")
+
+    assert run_group(conn, [good]) == [(None, 1)]
+    ((error, value),) = run_group(conn, [bad])
+    assert isinstance(error, ValueError) and value is None
+    assert calls == ["good", "bad"]  # the failed job is not run again
+    assert not conn.in_transaction
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]  # its write rolled back
+
+
+async def test_a_lone_message_takes_the_short_append_and_the_rest_the_shared_one(
+    memory: SQLiteMemory,
+) -> None:
+    first, second, third = (make_message(f"m{i}", timestamp=at(i)) for i in range(3))
+    await memory.store_message(first, "u", "c")  # a new conversation: the shared append
+    await memory.store_message(second, "u", "c")  # the short path
+    await memory.store_message(second, "u", "c")  # stored already: nothing written
+    with pytest.raises(OwnershipError):
+        await memory.store_message(third, "v", "c")  # another user's conversation
+    await memory.store_message(third, conversation_id="c")  # unattributed: joins it
+    window = await memory.retrieve_context("u", conversation_id="c")
+    assert [m.content for m in window] == ["m0", "m1", "m2"]
+    rows = memory._inline.execute("SELECT count(*) FROM search_pending").fetchall()
+    assert rows == [(3,)]  # each waits for its full-text row
 
 
 async def test_a_users_conversation_window_walks_the_conversations_index(
