@@ -371,11 +371,18 @@ _set = object.__setattr__
 
 def _fills_directly() -> bool:
     """Whether ``Message`` is the model :func:`records_to_messages` fills in itself: these
-    fields, one validator (content stripped, not empty), no private attributes or extras."""
+    fields, no constraint but the content's length, one validator (content stripped, not
+    empty), no private attributes or extras."""
     decorators = Message.__pydantic_decorators__
     validators = decorators.field_validators
+    constraints = {
+        name: [repr(c) for c in f.metadata]
+        for name, f in Message.model_fields.items()
+        if f.metadata
+    }
     return (
         tuple(Message.model_fields) == _MESSAGE_FIELDS
+        and constraints == {"content": ["MinLen(min_length=1)"]}
         and list(validators) == ["content_not_empty"]
         and validators["content_not_empty"].info.fields == ("content",)
         and not (

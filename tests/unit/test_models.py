@@ -12,6 +12,7 @@ from bruno_core.models.memory import MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
 from pydantic import ValidationError
 
+from bruno_memstore import models
 from bruno_memstore.errors import InvalidArgumentError
 from bruno_memstore.models import (
     LIFECYCLE_KEY,
@@ -217,6 +218,18 @@ def test_records_to_messages_gives_what_pydantic_validation_gives() -> None:
     again = records_to_messages(records)
     again[0].metadata["k"].append(2)  # each read's messages are its own
     assert got[0].metadata["k"] == [1, {"n": None}]
+
+
+def test_records_to_messages_without_the_direct_fill_gives_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The installed ``Message`` is filled directly; a ``Message`` with other fields or
+    validators would go through its own validation, with the same result here."""
+    assert models._DIRECT
+    records = [message_to_record(make_message(f"m{i}", metadata={"i": i}), "c") for i in range(3)]
+    direct = records_to_messages(records)
+    monkeypatch.setattr(models, "_DIRECT", False)
+    assert records_to_messages(records) == direct == [_by_pydantic(r) for r in records]
 
 
 @pytest.mark.parametrize(
