@@ -85,8 +85,8 @@ from .models import (
     memory_to_record,
     message_to_record,
     record_to_memory,
-    record_to_message,
     record_to_session,
+    records_to_messages,
     session_to_record,
     to_us,
     user_metadata,
@@ -425,7 +425,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             started = time.perf_counter()
             try:
                 try:
-                    result = await self._timed(call)
+                    if self.operation_timeout is None:
+                        result = await call()
+                    else:
+                        result = await self._timed(call)
                 except MemstoreError:
                     raise
                 except Exception as exc:
@@ -670,7 +673,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 archived=False,
             )
         if not ranked:
-            return [record_to_message(r) for r in recent]
+            return records_to_messages(recent)
         assert query is not None
         seen = {r.id for r in recent}
         hits = await self._live_ranked(
@@ -692,7 +695,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
                 found.append(hit.message)
                 seen.add(hit.message.id)
         found.sort(key=lambda r: (r.ts_us, r.seq))
-        return [record_to_message(r) for r in found]
+        return records_to_messages(found)
 
     def _search_mode_for(self, mode: SearchMode | None, operation: str) -> SearchMode:
         """The ranking to use (``None``: the store's default), refusing what it cannot do.
@@ -1307,7 +1310,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             conversation_id=conv,
             user=UserContext(user_id=user_id),
             session=session,
-            messages=[record_to_message(r) for r in records],
+            messages=records_to_messages(records),
             max_messages=self.context_window,
         )
 
@@ -1864,10 +1867,10 @@ async def _convert(messages: Sequence[Message], conversation_id: str) -> list[Me
 async def _to_messages(records: Sequence[MessageRecord]) -> list[Message]:
     """Records as messages, letting other tasks run between slices of a long conversation."""
     if len(records) <= _CONVERT_SLICE:
-        return [record_to_message(r) for r in records]
+        return records_to_messages(records)
     out: list[Message] = []
     for start in range(0, len(records), _CONVERT_SLICE):
-        out += [record_to_message(r) for r in records[start : start + _CONVERT_SLICE]]
+        out += records_to_messages(records[start : start + _CONVERT_SLICE])
         await asyncio.sleep(0)
     return out
 
@@ -1885,11 +1888,12 @@ def _same_message(a: MessageRecord, b: MessageRecord) -> bool:
 
 
 def _to_results(hits: Sequence[SearchHit]) -> list[SearchResult]:
+    found = iter(records_to_messages([h.message for h in hits if h.message is not None]))
     out: list[SearchResult] = []
     for h in hits:
         score = h.score
         if h.message is not None:
-            out.append(SearchResult("message", score, message=record_to_message(h.message)))
+            out.append(SearchResult("message", score, message=next(found)))
         elif h.memory is not None:
             out.append(SearchResult("memory", score, memory=record_to_memory(h.memory)))
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import orjson
 from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryEntry, MemoryMetadata, MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import InvalidArgumentError
 
@@ -46,6 +48,7 @@ __all__ = [
     "record_to_memory",
     "record_to_message",
     "record_to_session",
+    "records_to_messages",
     "session_to_record",
     "to_us",
     "utcnow",
@@ -269,8 +272,73 @@ def user_metadata(text: str) -> dict[str, Any]:
 
 def record_to_message(rec: MessageRecord) -> Message:
     """Rebuild the bruno-core ``Message`` a record was made from."""
-    # Ids and enums are parsed by pydantic-core (faster than in Python); the timestamp goes
-    # through fromisoformat so its tzinfo is a plain ``datetime.timezone``, as stored.
+    return records_to_messages([rec])[0]
+
+
+def records_to_messages(records: Sequence[MessageRecord]) -> list[Message]:
+    """Rebuild the bruno-core ``Message`` objects the records were made from.
+
+    The messages are exactly those ``Message(**fields)`` validation gives: the ids of all the
+    records are parsed at once by pydantic-core's UUID validator, the rest of each field is
+    checked here as ``Message``'s own validation would (roles and types by value, content
+    stripped and not empty, metadata a JSON object) and the instance is filled in directly.
+    A record that fails any check, and every record if bruno-core's ``Message`` has other
+    fields or validators than these, goes through ``Message(...)`` itself (raising as it
+    does). The timestamp goes through ``fromisoformat`` so its tzinfo is a plain
+    ``datetime.timezone``, as stored.
+    """
+    if not _DIRECT:
+        return [_validated(r) for r in records]
+    parents = [r.parent_id for r in records if r.parent_id is not None]
+    try:
+        uuids = _UUIDS.validate_python([r.id for r in records] + parents)
+    except ValidationError:
+        return [_validated(r) for r in records]
+    parent_ids = iter(uuids[len(records) :])
+    roles, types, metadata, stamp = _ROLES.get, _TYPES.get, user_metadata, datetime.fromisoformat
+    new, put, fields = _new, _set, _FIELDS_SET.copy
+    out: list[Message] = []
+    for rec, mid in zip(records, uuids, strict=False):
+        role = roles(rec.role)
+        mtype = types(rec.message_type)
+        content = rec.content
+        text = content.strip() if type(content) is str else ""
+        meta = metadata(rec.metadata)
+        conv = rec.conversation_id
+        parent = None if rec.parent_id is None else next(parent_ids)
+        if (
+            role is None
+            or mtype is None
+            or not text
+            or type(meta) is not dict
+            or (conv is not None and type(conv) is not str)
+        ):
+            out.append(_validated(rec))
+            continue
+        message = new(Message)
+        put(
+            message,
+            "__dict__",
+            {
+                "id": mid,
+                "role": role,
+                "content": text,
+                "message_type": mtype,
+                "timestamp": stamp(rec.timestamp),
+                "metadata": meta,
+                "parent_id": parent,
+                "conversation_id": conv,
+            },
+        )
+        put(message, "__pydantic_fields_set__", fields())
+        put(message, "__pydantic_extra__", None)
+        put(message, "__pydantic_private__", None)
+        out.append(message)
+    return out
+
+
+def _validated(rec: MessageRecord) -> Message:
+    """``Message`` built and validated by pydantic from a record's fields."""
     return Message(
         id=rec.id,
         role=rec.role,
@@ -281,6 +349,54 @@ def record_to_message(rec: MessageRecord) -> Message:
         parent_id=rec.parent_id,
         conversation_id=rec.conversation_id,
     )
+
+
+_MESSAGE_FIELDS = (
+    "id",
+    "role",
+    "content",
+    "message_type",
+    "timestamp",
+    "metadata",
+    "parent_id",
+    "conversation_id",
+)
+_FIELDS_SET = set(_MESSAGE_FIELDS)
+_UUIDS: TypeAdapter[list[UUID]] = TypeAdapter(list[UUID])
+_ROLES = {r.value: r for r in MessageRole}
+_TYPES = {t.value: t for t in MessageType}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _fills_directly() -> bool:
+    """Whether ``Message`` is the model :func:`records_to_messages` fills in itself: these
+    fields, no constraint but the content's length, one validator (content stripped, not
+    empty), no private attributes or extras."""
+    decorators = Message.__pydantic_decorators__
+    validators = decorators.field_validators
+    constraints = {
+        name: [repr(c) for c in f.metadata]
+        for name, f in Message.model_fields.items()
+        if f.metadata
+    }
+    return (
+        tuple(Message.model_fields) == _MESSAGE_FIELDS
+        and constraints == {"content": ["MinLen(min_length=1)"]}
+        and list(validators) == ["content_not_empty"]
+        and validators["content_not_empty"].info.fields == ("content",)
+        and not (
+            decorators.validators
+            or decorators.root_validators
+            or decorators.model_validators
+            or Message.__private_attributes__
+        )
+        and Message.__pydantic_post_init__ is None
+        and Message.model_config.get("extra") in (None, "ignore")
+    )
+
+
+_DIRECT = _fills_directly()
 
 
 # --------------------------------------------------------------------------- memories

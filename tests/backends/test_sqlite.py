@@ -27,8 +27,9 @@ import pytest
 from _killed_writer import acknowledged_until_killed, writer_script
 from bruno_memstore import open_memory
 from bruno_memstore.backends.sql import plans as shared
+from bruno_memstore.backends.sql import threaded
 from bruno_memstore.backends.sql.append import Append, append_group
-from bruno_memstore.backends.sql.sync import run_plan
+from bruno_memstore.backends.sql.sync import run_group, run_plan
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.backends.sqlite import vectors as ops
 from bruno_memstore.backends.sqlite.dialect import (
@@ -950,6 +951,63 @@ def _statement_threads(conn: sqlite3.Connection) -> list[int]:
     return threads
 
 
+def test_a_lone_job_runs_once_in_its_own_transaction(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "lone.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    calls: list[str] = []
+
+    def good(c: sqlite3.Connection) -> int:
+        calls.append("good")
+        assert c.in_transaction
+        return c.execute("INSERT INTO t VALUES (1)").rowcount
+
+    def bad(c: sqlite3.Connection) -> None:
+        calls.append("bad")
+        c.execute("INSERT INTO t VALUES (2)")
+        raise ValueError("refused")
+
+    assert run_group(conn, [good]) == [(None, 1)]
+    ((error, value),) = run_group(conn, [bad])
+    assert isinstance(error, ValueError) and value is None
+    assert calls == ["good", "bad"]  # the failed job is not run again
+    assert not conn.in_transaction
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]  # its write rolled back
+
+
+async def test_a_lone_message_takes_the_short_append_and_the_rest_the_shared_one(
+    memory: SQLiteMemory,
+) -> None:
+    first, second, third = (make_message(f"m{i}", timestamp=at(i)) for i in range(3))
+    await memory.store_message(first, "u", "c")  # a new conversation: the shared append
+    await memory.store_message(second, "u", "c")  # the short path
+    await memory.store_message(second, "u", "c")  # stored already: nothing written
+    with pytest.raises(OwnershipError):
+        await memory.store_message(third, "v", "c")  # another user's conversation
+    await memory.store_message(third, conversation_id="c")  # unattributed: joins it
+    window = await memory.retrieve_context("u", conversation_id="c")
+    assert [m.content for m in window] == ["m0", "m1", "m2"]
+    rows = memory._inline.execute("SELECT count(*) FROM search_pending").fetchall()
+    assert rows == [(3,)]  # each waits for its full-text row
+
+
+async def test_a_users_conversation_window_walks_the_conversations_index(
+    memory: SQLiteMemory,
+) -> None:
+    """A user's newest conversation must not make reading an older one of theirs scan it."""
+    for conv in ("old", "new", "other"):
+        msgs = [make_message(f"{conv} {i}", timestamp=at(i)) for i in range(30)]
+        await memory.store_messages(
+            msgs, conversation_id=conv, user_id="u" if conv != "other" else "v"
+        )
+    sql, args = shared.window(memory._sql, "old", "u", 20)
+    steps = [row[3] for row in memory._inline.execute(f"EXPLAIN QUERY PLAN {sql}", args)]
+    assert any("messages_by_conversation" in s for s in steps), steps
+    assert not any("messages_by_user" in s for s in steps), steps
+    window = await memory.retrieve_context("u", conversation_id="old", limit=20)
+    assert [m.content for m in window] == [f"old {i}" for i in range(10, 30)]
+    assert await memory.retrieve_context("v", conversation_id="old") == []  # not v's
+
+
 async def test_point_reads_run_on_the_loop_and_longer_ones_on_the_readers(
     memory: SQLiteMemory,
 ) -> None:
@@ -986,6 +1044,7 @@ async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
     await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
     on_loop = _statement_threads(memory._inline)
     monkeypatch.setattr(SQLiteMemory, "inline_budget", 0.0)  # every read is "too slow"
+    monkeypatch.setattr(threaded, "thread_usage", _usage(waits=0, preemptions=0))
     await memory.retrieve_context("u", conversation_id="c")
     ran = len(on_loop)
     assert ran and memory._inline_paused_until > time.monotonic()
@@ -995,6 +1054,49 @@ async def test_a_slow_point_read_sends_the_next_ones_to_the_readers(
     monkeypatch.setattr(SQLiteMemory, "inline_budget", 60.0)
     await memory.retrieve_context("u", conversation_id="c")
     assert len(on_loop) > ran  # the pause over, reads run on the loop again
+
+
+def _usage(*, waits: int, preemptions: int) -> Callable[[], tuple[float, int, int]]:
+    """A thread's usage counters growing by ``waits`` and ``preemptions`` at each look,
+    using no CPU."""
+    looks = itertools.count()
+
+    def usage() -> tuple[float, int, int]:
+        n = next(looks)
+        return 0.0, n * waits, n * preemptions
+
+    return usage
+
+
+@pytest.mark.parametrize(("waits", "paused"), [(1, True), (0, False)])
+async def test_a_point_read_slow_only_for_a_preemption_stays_on_the_loop(
+    memory: SQLiteMemory, monkeypatch: pytest.MonkeyPatch, waits: int, paused: bool
+) -> None:
+    """Past its budget, a read that waited pauses the loop's reads; one whose thread was only
+    preempted meanwhile (the machine busy, not the read) does not."""
+    await memory.store_message(make_message("hello"), conversation_id="c", user_id="u")
+    on_loop = _statement_threads(memory._inline)
+    monkeypatch.setattr(SQLiteMemory, "inline_budget", 0.0)
+    monkeypatch.setattr(threaded, "thread_usage", _usage(waits=waits, preemptions=1))
+    await memory.retrieve_context("u", conversation_id="c")
+    ran = len(on_loop)
+    assert ran
+    assert (memory._inline_paused_until > time.monotonic()) is paused
+    await memory.retrieve_context("u", conversation_id="c")
+    assert (len(on_loop) == ran) is paused
+
+
+def test_thread_usage_counts_this_threads_cpu() -> None:
+    before = threaded.thread_usage()
+    if sys.platform != "linux":
+        assert before is None
+        return
+    assert before is not None
+    spent = time.thread_time() + 0.02
+    while time.thread_time() < spent:  # 20 ms of this thread's CPU, however busy the machine
+        pass
+    after = threaded.thread_usage()
+    assert after is not None and after[0] > before[0] and after[1:] >= before[1:]
 
 
 async def test_a_busy_database_sends_a_point_read_to_the_readers(

@@ -10,11 +10,15 @@ import pytest
 from bruno_core.models.context import SessionContext
 from bruno_core.models.memory import MemoryType
 from bruno_core.models.message import Message, MessageRole, MessageType
+from pydantic import ValidationError
 
+from bruno_memstore import models
 from bruno_memstore.errors import InvalidArgumentError
 from bruno_memstore.models import (
+    LIFECYCLE_KEY,
     MAX_ID_LENGTH,
     MemoryFilter,
+    MessageRecord,
     SearchHit,
     SearchRequest,
     check_id,
@@ -28,8 +32,10 @@ from bruno_memstore.models import (
     record_to_memory,
     record_to_message,
     record_to_session,
+    records_to_messages,
     session_to_record,
     to_us,
+    user_metadata,
     utcnow,
 )
 from bruno_memstore.testing import make_memory_entry, make_message
@@ -163,6 +169,91 @@ def test_message_record_keeps_naive_timestamps_naive() -> None:
     back = record_to_message(message_to_record(msg, "c"))
     assert back.timestamp.tzinfo is None
     assert back.timestamp == msg.timestamp
+
+
+def _by_pydantic(rec: MessageRecord) -> Message:
+    """The message ``Message``'s own validation makes of a record's fields."""
+    return Message(
+        id=rec.id,
+        role=rec.role,
+        content=rec.content,
+        message_type=rec.message_type,
+        timestamp=datetime.fromisoformat(rec.timestamp),
+        metadata=user_metadata(rec.metadata),
+        parent_id=rec.parent_id,
+        conversation_id=rec.conversation_id,
+    )
+
+
+def test_records_to_messages_gives_what_pydantic_validation_gives() -> None:
+    padded = make_message("padded")
+    padded.content = "  padded, assigned after validation  "
+    messages = [
+        make_message(
+            "hello 😀",
+            role=role,
+            message_type=mtype,
+            timestamp=datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=h))),
+            metadata={"k": [1, {"n": None}], "big": 2**70, LIFECYCLE_KEY: {"x": 1}},
+            parent_id=uuid4() if h % 2 else None,
+        )
+        for h, (role, mtype) in enumerate(zip(MessageRole, MessageType, strict=False))
+    ]
+    messages += [make_message("naive", timestamp=datetime(2024, 1, 1)), padded]
+    records = [message_to_record(m, "conv") for m in messages]
+    records.append(
+        MessageRecord(str(uuid4()).upper(), "c", "user", "x", "text", "2024-05-06", 0, "{}")
+    )
+    got = records_to_messages(records)
+    want = [_by_pydantic(r) for r in records]
+    assert got == want
+    for a, b in zip(got, want, strict=True):
+        assert a.__getstate__() == b.__getstate__()  # fields, fields set, extras, private
+        assert type(a.timestamp.tzinfo) is type(b.timestamp.tzinfo)
+        assert a.model_dump_json() == b.model_dump_json()
+        assert type(a.role) is MessageRole and type(a.message_type) is MessageType
+    assert LIFECYCLE_KEY not in got[0].metadata and got[0].metadata["big"] == 2**70
+    assert got[-2].content == "padded, assigned after validation"
+    assert [record_to_message(r) for r in records] == want
+    again = records_to_messages(records)
+    again[0].metadata["k"].append(2)  # each read's messages are its own
+    assert got[0].metadata["k"] == [1, {"n": None}]
+
+
+def test_records_to_messages_without_the_direct_fill_gives_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The installed ``Message`` is filled directly; a ``Message`` with other fields or
+    validators would go through its own validation, with the same result here."""
+    assert models._DIRECT
+    records = [message_to_record(make_message(f"m{i}", metadata={"i": i}), "c") for i in range(3)]
+    direct = records_to_messages(records)
+    monkeypatch.setattr(models, "_DIRECT", False)
+    assert records_to_messages(records) == direct == [_by_pydantic(r) for r in records]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "not-a-uuid"},
+        {"parent_id": "not-a-uuid"},
+        {"role": "wizard"},
+        {"message_type": "hologram"},
+        {"content": " \t"},
+        {"content": ""},
+        {"metadata": "[1]"},
+    ],
+    ids=repr,
+)
+def test_records_to_messages_refuses_what_message_refuses(change: dict[str, str]) -> None:
+    good = message_to_record(make_message("fine"), "c")
+    bad = message_to_record(make_message("odd"), "c")
+    for name, value in change.items():
+        setattr(bad, name, value)
+    with pytest.raises(ValidationError):
+        _by_pydantic(bad)
+    with pytest.raises(ValidationError):
+        records_to_messages([good, bad])
 
 
 @pytest.mark.parametrize(

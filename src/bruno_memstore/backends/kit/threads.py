@@ -286,11 +286,9 @@ class Writer(_Worker[C]):
                 return item
             group: list[_Item] = [item]
             stop: _Stop | None = None
-            while len(group) < self._max_group:
-                try:
-                    item = jobs.get_nowait()
-                except queue.Empty:
-                    break
+            # This thread alone takes from the queue: what it holds now it can take.
+            while len(group) < self._max_group and not jobs.empty():
+                item = jobs.get_nowait()
                 if isinstance(item, _Stop):
                     stop = item
                     break

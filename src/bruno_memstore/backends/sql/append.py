@@ -12,6 +12,9 @@ Every append keeps its own ownership check and result. The order of the steps:
 5. insert the records whose id is not stored yet (the engine learns which were);
 6. take back a conversation created here that nothing went into (its ids were stored
    meanwhile by another writer), and index what was inserted.
+
+A lone message goes to the dialect's :meth:`~.dialect.RowDialect.append_alone` first (a
+shorter path where the engine has one); these steps run if that wrote nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ Outcome = AppendResult | Exception | None  # None: run this append again (next r
 
 def append_group(d: RowDialect, appends: Sequence[Append]) -> Plan[list[Outcome]]:
     """Run the appends in the transaction the plan runs in; one outcome per append."""
+    if len(appends) == 1 and len(appends[0].records) == 1:
+        alone = yield from d.append_alone(appends[0])
+        if alone is not None:
+            return [alone]
     body, vector = d.search_body, d.vector_value
     prepared = [[(r, body(r.content), vector(r.vector)) for r in a.records] for a in appends]
     ids = (

@@ -22,13 +22,17 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from ...errors import SchemaError
 from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
 from ..kit.codec import MEMORIES, MEMORY_FIELDS, MESSAGE_FIELDS, MESSAGES, SESSION_FIELDS, SESSIONS
 from .steps import Execute, Plan
 from .where import marks
+
+if TYPE_CHECKING:
+    from ...primitives import AppendResult
+    from ..kit.appends import Append
 
 __all__ = [
     "Conversation",
@@ -346,6 +350,12 @@ class RowDialect(Dialect):
     (PostgreSQL) derives from :class:`Dialect` alone."""
 
     # ---------------------------------------------------------------- writes
+
+    def append_alone(self, item: Append) -> Plan[AppendResult | None]:
+        """An append of one message (``item`` holds one) by a shorter path of the engine's
+        own, in the append's transaction; ``None`` when it wrote nothing and leaves the case
+        to the shared append (:func:`.append.append_group`). Default: ``None`` at once."""
+        return nothing(None)
 
     @abstractmethod
     def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:

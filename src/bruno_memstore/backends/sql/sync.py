@@ -166,6 +166,8 @@ def run_group(
     conn: Any, jobs: list[Job], begin_sql: str = "BEGIN IMMEDIATE", *, merge: bool = True
 ) -> list[Outcome]:
     """Run the jobs in one transaction; each one's outcome once it is committed."""
+    if len(jobs) == 1 and not isinstance(jobs[0], ThenJob):
+        return [_alone(conn, begin_sql, jobs[0])]
     units = _merged(jobs) if merge else jobs
     results = run_apart_sync(units, partial(_transaction, conn, begin_sql), lambda exc: False)
     outcomes: list[Outcome] = []
@@ -178,6 +180,17 @@ def run_group(
         else:
             outcomes += [(None, value) for value in result]
     return _after_commit(conn, jobs, outcomes)
+
+
+def _alone(conn: Any, begin_sql: str, job: Job) -> Outcome:
+    """One job in a transaction of its own: nothing to merge, nor to split should it fail."""
+    try:
+        if isinstance(job, AppendJob):  # its plan prepared before the transaction opens
+            job = PlanJob(partial(append_group, job.dialect, job.appends))
+        (result,) = _transaction(conn, begin_sql, [job])
+    except Exception as exc:
+        return exc, None
+    return _outcome(result)
 
 
 def _merged(jobs: list[Job]) -> list[Job]:

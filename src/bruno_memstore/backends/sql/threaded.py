@@ -10,7 +10,9 @@ on the event loop's own connection, where the engine offers one: a hop to a thre
 costs more than the read, and far more when the cores are busy. A point read that takes
 longer than :attr:`ThreadedSQLMemory.inline_budget` (a cold cache, a slow disk), or that
 finds the database busy, sends point reads to the reader pool for
-:attr:`ThreadedSQLMemory.inline_pause` seconds, so the loop is never held up twice in a row.
+:attr:`ThreadedSQLMemory.inline_pause` seconds, so the loop is never held up twice in a row;
+where the system counts them per thread, one that was only preempted (its core given to
+another process meanwhile, having neither waited nor used the CPU that long) does not.
 Callers on loops of other threads use the pool.
 """
 
@@ -29,6 +31,12 @@ from .append import Append, Outcome
 from .backend import Mode, SQLMemory
 from .steps import Plan
 from .sync import AppendJob, PlanJob, run_group, run_plan
+
+try:
+    from resource import RUSAGE_THREAD as _RUSAGE_THREAD
+    from resource import getrusage
+except ImportError:  # not Linux: wall time alone judges a point read
+    _RUSAGE_THREAD = None
 
 __all__ = ["ThreadedSQLMemory"]
 
@@ -116,6 +124,7 @@ class ThreadedSQLMemory(SQLMemory):
                 and time.monotonic() >= self._inline_paused_until
                 and threading.get_ident() == self._inline_thread
             ):
+                usage = thread_usage()
                 started = time.perf_counter()
                 try:
                     return run_plan(inline, make_plan)
@@ -124,7 +133,8 @@ class ThreadedSQLMemory(SQLMemory):
                         raise
                     self._inline_paused_until = time.monotonic() + self.inline_pause
                 finally:
-                    if time.perf_counter() - started > self.inline_budget:
+                    budget = self.inline_budget
+                    if time.perf_counter() - started > budget and _slow_itself(usage, budget):
                         self._inline_paused_until = time.monotonic() + self.inline_pause
             mode = "read"
         if mode == "read":
@@ -150,6 +160,26 @@ class ThreadedSQLMemory(SQLMemory):
             return pool.submit(job)
         assert self._writer is not None, "not connected"
         return self._writer.submit(job)
+
+
+def thread_usage() -> tuple[float, int, int] | None:
+    """The calling thread's CPU seconds, voluntary and involuntary context switches so far;
+    ``None`` where the system does not count them per thread."""
+    if _RUSAGE_THREAD is None:
+        return None
+    usage = getrusage(_RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw, usage.ru_nivcsw
+
+
+def _slow_itself(before: tuple[float, int, int] | None, budget: float) -> bool:
+    """Whether a point read past its budget was slow itself: it waited (for the disk, for a
+    lock) or used the CPU that long. One only preempted meanwhile (the system gave the core
+    to another process: a busy machine, not a slow read) was not."""
+    after = thread_usage()
+    if before is None or after is None:
+        return True
+    cpu, waits, preemptions = (a - b for a, b in zip(after, before, strict=True))
+    return waits > 0 or preemptions == 0 or cpu > budget
 
 
 def _in_snapshot(make_plan: Callable[[], Plan[Any]], conn: Any) -> Any:

@@ -7,14 +7,16 @@ the same SQL.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...models import MemoryRecord, MessageRecord, SearchHit, SessionRecord
+from ...primitives import AppendResult
 from ...search import index_text, terms
+from ..kit.appends import Append
 from ..kit.codec import MEMORIES as MEMORY_CODEC
 from ..kit.codec import MEMORY_FIELDS, MESSAGE_FIELDS, SESSION_FIELDS
-from ..kit.codec import MESSAGES as MESSAGE_CODEC
 from ..kit.vectors import vector_to_bytes
 from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
@@ -179,9 +181,12 @@ def index_pending(limit: int | None = None) -> Plan[int]:
     return done
 
 
+_MESSAGE_VALUES = operator.attrgetter(*MESSAGE_FIELDS[2:9])  # role ... parent_id
+
+
 def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
     """The values of :data:`INSERT_MESSAGE`."""
-    return (rec.id, cid, uid, *MESSAGE_CODEC.row(rec)[2:9])
+    return (rec.id, cid, uid, *_MESSAGE_VALUES(rec))
 
 
 def _expression(words: Sequence[str], scope: str) -> str:
@@ -257,6 +262,39 @@ class SQLiteDialect(RowDialect):
         return out
 
     # ---------------------------------------------------------------- messages
+
+    def append_alone(self, item: Append) -> Plan[AppendResult | None]:
+        # The hot path, a message into a stored conversation of its user: look-up, insert,
+        # its waiting key. A new conversation, or another user's, takes the shared append.
+        (rec,) = item.records
+        vector = self.vector_value(rec.vector)  # preparation, before the transaction
+        rows = yield Fetch(SELECT_CONVERSATION, (item.conversation_id,))
+        if not rows:
+            return None
+        cid, uid, owner = rows[0]
+        if item.enforce_owner and owner != item.user_id:
+            return None
+        seq = yield Insert(INSERT_MESSAGE, message_row(rec, cid, uid))
+        if seq is None:  # stored already
+            return AppendResult(owner, frozenset((rec.id,)))
+        rec.seq, rec.user_id = seq, owner
+        yield from self.messages_added(
+            [NewMessage(rec, Conversation(cid, owner, uid), None, vector)]
+        )
+        return AppendResult(owner, frozenset())
+
+    def window_scope(
+        self, conversation_id: str | None, user_id: str | None
+    ) -> tuple[str, list[Any]]:
+        if conversation_id is None or user_id is None:
+            return super().window_scope(conversation_id, user_id)
+        # Ownership is the conversation's: with the user's key as a one-time value, the
+        # planner walks the conversation's index (filtering messages by their owner lets it
+        # pick the user's index and step over all of that user's newer conversations).
+        return (
+            "c.conversation_id = ? AND c.uid = (SELECT uid FROM users WHERE user_id = ?)",
+            [conversation_id, user_id],
+        )
 
     def insert_messages(self, rows: Sequence[NewMessage], probed: frozenset[str]) -> Plan[set[str]]:
         if len(rows) == 1:
