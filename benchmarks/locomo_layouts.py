@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bruno_core.models.message import Message, MessageRole
+from bruno_core.models.message import Message
 
 from bruno_memstore import open_memory
 from bruno_memstore.embeddings import Embedder, normalise_rows
@@ -59,7 +59,8 @@ from .locomo import (
     Question,
     Sample,
     Scores,
-    message_content,
+    answerable,
+    build_sessions,
     message_id,
 )
 
@@ -121,32 +122,9 @@ FAVOURABLE = Layout(shared_store=False, per_session=True, captions=True)
 
 
 def layout_messages(sample: Sample, layout: Layout, prefix: str) -> list[tuple[str, list[Message]]]:
-    """The sample's messages by conversation id, as ``layout`` stores them.
-
-    ``parent_id`` links each turn to the one before it in its conversation (across sessions
-    when the whole history is one conversation).
-    """
+    """The sample's messages by conversation id, as ``layout`` stores them."""
     options = ContentOptions(caption=layout.captions)
-    grouped: dict[str, list[Message]] = {}
-    previous: dict[str, uuid.UUID] = {}
-    for turn in sample.turns:
-        conv = f"{prefix}-session-{turn.session}" if layout.per_session else f"{prefix}-all"
-        role = MessageRole.USER if turn.speaker == sample.speaker_a else MessageRole.ASSISTANT
-        metadata: dict[str, Any] = {"dia_id": turn.dia_id, "speaker": turn.speaker}
-        if turn.caption:
-            metadata["image_caption"] = turn.caption
-        msg = Message(
-            id=message_id(prefix, turn),
-            role=role,
-            content=message_content(turn, options),
-            timestamp=turn.when,
-            metadata=metadata,
-            parent_id=previous.get(conv),
-            conversation_id=conv,
-        )
-        previous[conv] = msg.id
-        grouped.setdefault(conv, []).append(msg)
-    return list(grouped.items())
+    return build_sessions(sample, options, prefix, per_session=layout.per_session)
 
 
 # ====================================================================== vectors
@@ -229,10 +207,6 @@ class LayoutRun:
     ingest_seconds: float = 0.0
 
 
-def _questions(sample: Sample) -> list[Question]:
-    return [q for q in sample.questions if q.category in CATEGORIES and q.evidence]
-
-
 async def run_layout(
     url: str,
     samples: Sequence[Sample],
@@ -267,7 +241,7 @@ async def run_layout(
             for sample in group:
                 user = users[sample.index]
                 dia = {str(message_id(user, t)): t.dia_id for t in sample.turns}
-                for question in _questions(sample):
+                for question in answerable(sample):
                     for mode in modes:
                         t0 = time.perf_counter()
                         found = await memory.search(
@@ -573,11 +547,11 @@ def run_matrix(
             )
         console.print(table)
         console.print(f"embedding: {model.computed} texts embedded, the rest from {model.path}")
-    if not tune:
-        return out
     tuned_url = urls[-1] if urls else "cache"
     if runs and cache is not None:
         save_candidates([r for r in runs if r.url == tuned_url], cache)
+    if not tune:
+        return out
     if not runs and cache is not None:
         runs = load_candidates(cache)
         tuned_url = runs[0].url
