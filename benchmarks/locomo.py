@@ -864,4 +864,8 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    # Run the imported module, not ``__main__``: pickled candidates (``--candidates-cache``)
+    # then name ``benchmarks.locomo`` classes and load from anywhere.
+    from benchmarks.locomo import app as imported_app
+
+    imported_app()

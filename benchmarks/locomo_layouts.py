@@ -44,8 +44,10 @@ from bruno_memstore.ranking import (
     DEFAULT_DATE_WEIGHT,
     DEFAULT_NEIGHBOUR_WEIGHT,
     DEFAULT_SESSION_GAP_US,
+    DEFAULT_TIME_WEIGHT,
     DEFAULT_VECTOR_WEIGHT,
     DateSpec,
+    asks_when,
     candidate_count,
     fuse,
     query_dates,
@@ -59,8 +61,10 @@ from .locomo import (
     Question,
     Sample,
     Scores,
+    Turn,
     answerable,
     build_sessions,
+    message_content,
     message_id,
 )
 
@@ -193,6 +197,7 @@ class Candidates:
     vector: list[SearchHit]
     dia: dict[str, str]  # message id -> dia_id
     dates: list[DateSpec] = field(default_factory=list)  # the dates the question names
+    asks_time: bool = False  # the question asks when
 
 
 @dataclass(slots=True, repr=False)
@@ -292,7 +297,7 @@ async def _candidates(
 
 
 def _bare(hits: Sequence[SearchHit], records: dict[str, MessageRecord]) -> list[SearchHit]:
-    """Hits without their records' vectors and content (ranking reads neither), each
+    """Hits without their records' vectors and metadata (ranking reads neither), each
     record kept once (``records``, by id) however many questions find it."""
     out: list[SearchHit] = []
     for h in hits:
@@ -300,9 +305,43 @@ def _bare(hits: Sequence[SearchHit], records: dict[str, MessageRecord]) -> list[
             continue
         rec = records.get(h.message.id)
         if rec is None:
-            rec = records[h.message.id] = replace(h.message, vector=None, content="", metadata="")
+            rec = records[h.message.id] = replace(h.message, vector=None, metadata="")
         out.append(SearchHit(h.kind, h.score, rec))
     return out
+
+
+def prepare(runs: Iterable[LayoutRun], samples: Sequence[Sample]) -> None:
+    """What ranking reads of each question (its dates, whether it asks when), and each
+    record's content where a cache kept none, rebuilt from the turns."""
+    turns = {s.index: {t.dia_id: t for t in s.turns} for s in samples}
+    for run in runs:
+        options = ContentOptions(caption=run.layout.captions)
+        records: dict[str, MessageRecord] = {}
+        for c in run.candidates:
+            c.dates = query_dates(c.question.text)
+            c.asks_time = asks_when(c.question.text)
+            own = turns[c.sample]
+            c.text, c.vector = (
+                [_with_content(h, records, own, c.dia, options) for h in hits]
+                for hits in (c.text, c.vector)
+            )
+
+
+def _with_content(
+    hit: SearchHit,
+    records: dict[str, MessageRecord],
+    turns: dict[str, Turn],
+    dia: dict[str, str],
+    options: ContentOptions,
+) -> SearchHit:
+    assert hit.message is not None
+    rec = records.get(hit.message.id)
+    if rec is None:
+        rec = hit.message
+        if not rec.content:
+            rec = replace(rec, content=message_content(turns[dia[rec.id]], options))
+        records[rec.id] = rec
+    return SearchHit(hit.kind, hit.score, rec)
 
 
 # ====================================================================== fusion constants
@@ -318,14 +357,16 @@ class FusionConfig:
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US
     candidates: int = candidate_count(SEARCH_LIMIT)
     date_weight: float = DEFAULT_DATE_WEIGHT
+    time_weight: float = DEFAULT_TIME_WEIGHT
 
     @property
     def label(self) -> str:
         gap = "none" if self.session_gap_us is None else f"{self.session_gap_us / 60e6:g} min"
+        extra = f", w_time {self.time_weight:g}" if self.time_weight else ""
         return (
             f"w_vec {self.vector_weight:g}, w_conv {self.conversation_weight:g}, "
             f"w_nb {self.neighbour_weight:g}, gap {gap}, w_date {self.date_weight:g}, "
-            f"{self.candidates} cand."
+            f"{self.candidates} cand.{extra}"
         )
 
 
@@ -341,6 +382,8 @@ def rank(c: Candidates, config: FusionConfig) -> list[str]:
         session_gap_us=config.session_gap_us,
         dates=c.dates,
         date_weight=config.date_weight,
+        asks_time=c.asks_time,
+        time_weight=config.time_weight,
         limit=SEARCH_LIMIT,
     )
     return [c.dia[h.message.id] for h in fused if h.message is not None]
@@ -445,13 +488,11 @@ def save_candidates(runs: Sequence[LayoutRun], path: Path) -> None:
     path.write_bytes(pickle.dumps(runs))
 
 
-def load_candidates(path: Path) -> list[LayoutRun]:
+def load_candidates(path: Path, samples: Sequence[Sample]) -> list[LayoutRun]:
     import pickle
 
     runs: list[LayoutRun] = pickle.loads(path.read_bytes())  # our own cache file
-    for run in runs:
-        for c in run.candidates:
-            c.dates = query_dates(c.question.text)
+    prepare(runs, samples)
     return runs
 
 
@@ -553,12 +594,10 @@ def run_matrix(
     if not tune:
         return out
     if not runs and cache is not None:
-        runs = load_candidates(cache)
+        runs = load_candidates(cache, samples)
         tuned_url = runs[0].url
     tuning = [r for r in runs if r.url == tuned_url]
-    for run in tuning:
-        for c in run.candidates:
-            c.dates = query_dates(c.question.text)
+    prepare(tuning, samples)
     grid = config_grid()
     with console.status(f"ranking {len(grid)} configs x {len(tuning)} layouts ..."):
         started = time.perf_counter()

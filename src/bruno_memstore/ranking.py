@@ -44,14 +44,17 @@ __all__ = [
     "DEFAULT_DATE_WEIGHT",
     "DEFAULT_NEIGHBOUR_WEIGHT",
     "DEFAULT_SESSION_GAP_US",
+    "DEFAULT_TIME_WEIGHT",
     "DEFAULT_VECTOR_WEIGHT",
     "DateSpec",
     "SearchMode",
+    "asks_when",
     "candidate_count",
     "fuse",
     "hit_key",
     "keyword_scores",
     "query_dates",
+    "speaks_of_time",
     "vector_scores",
 ]
 
@@ -71,6 +74,9 @@ DEFAULT_SESSION_GAP_US: int | None = 30 * 60 * 1_000_000
 
 DEFAULT_DATE_WEIGHT = 0.4
 """Added (before scaling) to a hit written on a calendar date the query names."""
+
+DEFAULT_TIME_WEIGHT = 0.0
+"""Added (before scaling) to a hit that speaks of a time when the query asks when."""
 
 _MONTHS = (
     "january february march april may june july august september october november december"
@@ -126,6 +132,36 @@ def query_dates(query: str) -> list[DateSpec]:
             taken.append(span)
             found.append(DateSpec(month, day, year))
     return found
+
+
+_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday"
+_UNITS = r"(?:minute|hour|day|night|week|weekend|month|year|summer|winter|spring|autumn|fall)s?"
+_ASKS_WHEN = re.compile(
+    r"\b(?:when|how\s+long(?:\s+ago)?|since\s+when"
+    r"|(?:what|which)\s+(?:year|month|day|date|week|weekend|time|season))\b",
+    re.IGNORECASE,
+)
+_SPEAKS_OF_TIME = re.compile(
+    r"\b(?:yesterday|today|tonight|tomorrow|ago|recently|lately|earlier|soon"
+    rf"|(?:last|next|this|past|coming|few|couple\s+of|\d+|for\s+a)\s+{_UNITS}"
+    rf"|{_UNITS}\s+ago|(?:last|next|this|in|since|early|late)\s+may"
+    r"|(?:19|20)\d\d"
+    rf"|{'|'.join(_WEEKDAYS.split())}s?"
+    rf"|{'|'.join(m for m in _MONTHS if m != 'may')})\b",
+    re.IGNORECASE,
+)
+
+
+def asks_when(query: str) -> bool:
+    """Whether ``query`` asks for a time in English ("when ...", "how long ago ...",
+    "what year ...")."""
+    return _ASKS_WHEN.search(query) is not None
+
+
+def speaks_of_time(text: str) -> bool:
+    """Whether ``text`` holds an English expression of time: a relative one ("yesterday",
+    "last week", "two years ago"), a weekday, a month (not the verb "may") or a year."""
+    return _SPEAKS_OF_TIME.search(text) is not None
 
 
 def candidate_count(limit: int) -> int:
@@ -230,12 +266,16 @@ def fuse(
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US,
     dates: Sequence[DateSpec] = (),
     date_weight: float = DEFAULT_DATE_WEIGHT,
+    asks_time: bool = False,
+    time_weight: float = DEFAULT_TIME_WEIGHT,
     limit: int,
 ) -> list[SearchHit]:
     """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1].
 
     ``dates``: the calendar dates the query names (:func:`query_dates`); a hit written on
-    one of them gains ``date_weight``.
+    one of them gains ``date_weight``. ``asks_time``: the query asks when
+    (:func:`asks_when`); a message speaking of a time (:func:`speaks_of_time`) gains
+    ``time_weight``.
     """
     text = _min_max(text_hits)
     near = _min_max(vector_hits)
@@ -271,11 +311,19 @@ def fuse(
         and date_weight > 0
         and any(d.holds(_time(h)) for h in records.values() for d in dates)
     )
+    timed: set[tuple[str, str]] = set()
+    if asks_time and time_weight > 0:
+        timed = {
+            key
+            for key, hit in records.items()
+            if hit.message is not None and speaks_of_time(hit.message.content)
+        }
     total = (
         1.0
         + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
         + (neighbour_weight if adjacent else 0.0)
         + (date_weight if dated else 0.0)
+        + (time_weight if timed else 0.0)
     )
     scored: list[tuple[float, SearchHit]] = []
     for key, hit in records.items():
@@ -289,6 +337,8 @@ def fuse(
             score += neighbour_weight * adjacent[key]
         if dated and any(d.holds(_time(hit)) for d in dates):
             score += date_weight
+        if key in timed:
+            score += time_weight
         scored.append((score / total, hit))
     best_first = heapq.nsmallest(limit, scored, key=lambda s: (-s[0], _tiebreak(s[1])))
     return [_rescored(hit, score) for score, hit in best_first]
