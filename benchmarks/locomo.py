@@ -780,6 +780,10 @@ def main(
         Path | None,
         typer.Option(help="With --matrix: keep the candidates here; with no --url, tune from it."),
     ] = None,
+    grid: Annotated[
+        str,
+        typer.Option(help="With --matrix: the constants tried, 'full' or 'refined'."),
+    ] = "full",
 ) -> None:
     """Evidence recall@5/10/20 and query latency of search on LoCoMo, per search mode."""
     if not data.is_file():
@@ -793,7 +797,10 @@ def main(
         if m not in MODES:
             raise typer.BadParameter(f"{m!r}: expected one of {', '.join(MODES)}", "--mode")
     if matrix:
-        from .locomo_layouts import LAYOUTS, REALISTIC, run_matrix
+        from .locomo_layouts import GRIDS, LAYOUTS, REALISTIC, run_matrix
+
+        if grid not in GRIDS:
+            raise typer.BadParameter(f"{grid!r}: expected one of {', '.join(GRIDS)}", "--grid")
 
         tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
         try:
@@ -802,7 +809,9 @@ def main(
             else:
                 urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
             layouts = (REALISTIC,) if realistic_only else LAYOUTS
-            figures = run_matrix(urls, samples, modes, console, tune, candidates_cache, layouts)
+            figures = run_matrix(
+                urls, samples, modes, console, tune, candidates_cache, layouts, grid
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if json_out is not None:

@@ -467,17 +467,39 @@ def cross_validate(
     return CVResult(in_sample, table.configs[everything], cv, folds, chosen)
 
 
-def config_grid() -> list[FusionConfig]:
-    """Every combination of the constants tried."""
-    return [
-        FusionConfig(vw, cw, nw, gap, n, dw)
-        for vw in (0.3, 0.4, 0.5)
-        for cw in (0.0, 0.2, 0.4)
-        for nw in (0.0, 0.15, 0.3)
-        for gap in ((None,) if cw == 0.0 else (None, 30 * 60_000_000))
-        for n in (50, 80, 200)
-        for dw in (0.0, 0.2)
-    ]
+_GAP = 30 * 60_000_000
+
+
+def config_grid(kind: str = "full") -> list[FusionConfig]:
+    """The combinations of constants tried: ``"full"``, the first broad grid (without time
+    evidence), or ``"refined"``, the grid around its choice that picked the shipped ones."""
+    if kind == "full":
+        return [
+            FusionConfig(vw, cw, nw, gap, n, dw, 0.0)
+            for vw in (0.3, 0.4, 0.5)
+            for cw in (0.0, 0.2, 0.4)
+            for nw in (0.0, 0.15, 0.3)
+            for gap in ((None,) if cw == 0.0 else (None, _GAP))
+            for n in (50, 80, 200)
+            for dw in (0.0, 0.2)
+        ]
+    if kind == "refined":
+        weights = [
+            FusionConfig(0.4, cw, nw, _GAP, 200, dw, 0.0)
+            for cw in (0.6, 0.8)
+            for nw in (0.3, 0.45)
+            for dw in (0.4, 0.5, 0.6, 0.8)
+        ]
+        timed = [
+            FusionConfig(0.4, 0.6, 0.3, _GAP, 200, dw, tw)
+            for dw in (0.6, 0.8, 1.0, 1.2)
+            for tw in (0.0, 0.2, 0.3, 0.4)
+        ]
+        return list({c.label: c for c in weights + timed}.values())
+    raise ValueError(f"unknown grid {kind!r}: expected 'full' or 'refined'")
+
+
+GRIDS = ("full", "refined")
 
 
 def save_candidates(runs: Sequence[LayoutRun], path: Path) -> None:
@@ -525,11 +547,16 @@ def ablation_rows(
         ("  episodes = whole conversations (no time gap)", replace(chosen, session_gap_us=None)),
         ("  without neighbour evidence", replace(chosen, neighbour_weight=0.0)),
         ("  without the query's dates", replace(chosen, date_weight=0.0)),
+        ("  without time evidence", replace(chosen, time_weight=0.0)),
         ("  50 candidates a side", replace(chosen, candidates=50)),
         ("  200 candidates a side", replace(chosen, candidates=200)),
         (
             "previous default (0.4, 0.3, no gap, no neighbours, 80)",
-            FusionConfig(0.4, 0.3, 0.0, None, 80, 0.0),
+            FusionConfig(0.4, 0.3, 0.0, None, 80, 0.0, 0.0),
+        ),
+        (
+            "previous default (0.4, 0.6, 0.3, 30 min, dates 0.4, no time evidence)",
+            FusionConfig(0.4, 0.6, 0.3, _GAP, 200, 0.4, 0.0),
         ),
     ]
 
@@ -542,6 +569,7 @@ CV_FAMILIES: dict[str, Callable[[FusionConfig], bool]] = {
     "previous components (no gap, no neighbours)": lambda c: (
         c.session_gap_us is None and c.neighbour_weight == 0.0
     ),
+    "without time evidence (w_time = 0)": lambda c: c.time_weight == 0.0,
 }
 
 
@@ -553,6 +581,7 @@ def run_matrix(
     tune: bool = True,
     cache: Path | None = None,
     layouts: Sequence[Layout] = LAYOUTS,
+    grid_kind: str = "full",
 ) -> dict[str, Any]:
     """Every layout on every URL; then constants cross-validated on the last URL's candidates.
 
@@ -598,13 +627,18 @@ def run_matrix(
         tuned_url = runs[0].url
     tuning = [r for r in runs if r.url == tuned_url]
     prepare(tuning, samples)
-    grid = config_grid()
+    grid = config_grid(grid_kind)
     with console.status(f"ranking {len(grid)} configs x {len(tuning)} layouts ..."):
         started = time.perf_counter()
         scored = score_table(tuning, grid)
         seconds = time.perf_counter() - started
     console.print(f"{len(grid)} configs scored in {seconds:.0f} s from cached candidates")
-    out["tuning"] = {"url": tuned_url, "configs": len(grid), "seconds": round(seconds, 1)}
+    out["tuning"] = {
+        "url": tuned_url,
+        "grid": grid_kind,
+        "configs": len(grid),
+        "seconds": round(seconds, 1),
+    }
     cv_table = RichTable(title=f"Leave-one-conversation-out, recall@10 % ({tuned_url})")
     cv_table.add_column("constants", no_wrap=True)
     cv_table.add_column("layout", no_wrap=True)
@@ -615,6 +649,8 @@ def run_matrix(
     out["cv"] = {}
     results: dict[str, CVResult] = {}
     for family, allowed in CV_FAMILIES.items():
+        if not any(allowed(c) for c in grid):
+            continue  # the grid holds no config of this family
         result = cross_validate(scored, allowed)
         results[family] = result
         out["cv"][family] = {
