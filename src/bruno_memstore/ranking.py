@@ -143,6 +143,7 @@ _ASKS_WHEN = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z0-9]+")
+_YEAR = re.compile(r"(?<![a-z0-9])(?:19|20)\d\d(?![a-z0-9])")
 _TIME_WORDS = frozenset(
     "yesterday today tonight tomorrow ago recently lately earlier soon".split()
     + [
@@ -168,17 +169,20 @@ def asks_when(query: str) -> bool:
 def speaks_of_time(text: str) -> bool:
     """Whether ``text`` holds an English expression of time: a relative one ("yesterday",
     "last week", "two years ago"), a weekday, a month (not the verb "may") or a year."""
+    lower = text.lower()
+    words = _WORD.findall(lower)
+    present = set(words)
+    if not present.isdisjoint(_TIME_WORDS) or _YEAR.search(lower):
+        return True
+    if present.isdisjoint(_UNITS) and "may" not in present:
+        return False  # the common case, decided without walking the words
     earlier, before = "", ""
-    for word in _WORD.findall(text.lower()):
-        if word in _TIME_WORDS:
-            return True
+    for word in words:
         if word in _UNITS and (
             before in _BEFORE_UNIT or before.isdigit() or (earlier, before) in _BEFORE_UNIT_2
         ):
             return True
         if word == "may" and before in _BEFORE_MAY:
-            return True
-        if len(word) == 4 and word.isdigit() and word[:2] in ("19", "20"):
             return True
         earlier, before = before, word
     return False
@@ -276,6 +280,25 @@ def _episodes(
     return episode
 
 
+def _timed(
+    raw: Sequence[tuple[float, tuple[str, str], SearchHit]], time_weight: float, limit: int
+) -> set[tuple[str, str]]:
+    """The candidates that speak of a time, among those the time bonus can bring into the
+    best ``limit``; plus the first other one found, if any (so the bonus counts as present
+    among the candidates, as in the divisor, without reading every candidate's text)."""
+    scores = sorted((score for score, _, _ in raw), reverse=True)
+    floor = scores[limit - 1] - time_weight if len(scores) >= limit > 0 else float("-inf")
+    near = [(key, hit) for score, key, hit in raw if score >= floor]
+    timed = {key for key, hit in near if _speaks(hit)}
+    if not timed:
+        timed.update(next(([key] for s, key, hit in raw if s < floor and _speaks(hit)), []))
+    return timed
+
+
+def _speaks(hit: SearchHit) -> bool:
+    return hit.message is not None and speaks_of_time(hit.message.content)
+
+
 def fuse(
     text_hits: Sequence[SearchHit],
     vector_hits: Sequence[SearchHit],
@@ -331,21 +354,7 @@ def fuse(
         and date_weight > 0
         and any(d.holds(_time(h)) for h in records.values() for d in dates)
     )
-    timed: set[tuple[str, str]] = set()
-    if asks_time and time_weight > 0:
-        timed = {
-            key
-            for key, hit in records.items()
-            if hit.message is not None and speaks_of_time(hit.message.content)
-        }
-    total = (
-        1.0
-        + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
-        + (neighbour_weight if adjacent else 0.0)
-        + (date_weight if dated else 0.0)
-        + (time_weight if timed else 0.0)
-    )
-    scored: list[tuple[float, SearchHit]] = []
+    raw: list[tuple[float, tuple[str, str], SearchHit]] = []
     for key, hit in records.items():
         score = base[key]
         part = episode.get(key)
@@ -357,8 +366,17 @@ def fuse(
             score += neighbour_weight * adjacent[key]
         if dated and any(d.holds(_time(hit)) for d in dates):
             score += date_weight
-        if key in timed:
-            score += time_weight
-        scored.append((score / total, hit))
+        raw.append((score, key, hit))
+    timed = _timed(raw, time_weight, limit) if asks_time and time_weight > 0 else set()
+    total = (
+        1.0
+        + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
+        + (neighbour_weight if adjacent else 0.0)
+        + (date_weight if dated else 0.0)
+        + (time_weight if timed else 0.0)
+    )
+    scored = [
+        ((score + (time_weight if key in timed else 0.0)) / total, hit) for score, key, hit in raw
+    ]
     best_first = heapq.nsmallest(limit, scored, key=lambda s: (-s[0], _tiebreak(s[1])))
     return [_rescored(hit, score) for score, hit in best_first]
