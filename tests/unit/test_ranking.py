@@ -134,3 +134,31 @@ def test_a_message_speaking_of_a_time_gains_when_the_query_asks_when() -> None:
     assert _order(plain).index("timed") > _order(plain).index("plain")
     assert _order(asked).index("timed") < _order(asked).index("plain")
     assert all(0.0 <= h.score <= 1.0 for h in asked)
+
+
+def test_time_evidence_out_of_reach_still_sets_the_scale() -> None:
+    # Only the weakest candidate speaks of a time: it cannot reach the best two, yet the
+    # bonus is present among the candidates, so the divisor counts it as it always does.
+    text = [_said(f"m{i}", 10.0 - i, "plain words", conv=f"c{i}") for i in range(8)]
+    text.append(_said("late", 0.0, "see you next week", conv="z"))
+    fused = fuse(
+        text,
+        [],
+        conversation_weight=0.0,
+        neighbour_weight=0.0,
+        asks_time=True,
+        time_weight=0.3,
+        limit=2,
+    )
+    assert _order(fused) == ["m0", "m1"]
+    assert abs(fused[0].score - 0.6 / 1.3) < 1e-9  # keyword side only: base 0.6
+    none = fuse(
+        text[:-1],
+        [],
+        conversation_weight=0.0,
+        neighbour_weight=0.0,
+        asks_time=True,
+        time_weight=0.3,
+        limit=2,
+    )
+    assert abs(none[0].score - 0.6) < 1e-9
