@@ -46,7 +46,7 @@ from benchmarks.locomo import (
     Sample,
     Scores,
     Variant,
-    _questions,
+    answerable,
     load_samples,
     machine,
     message_content,
@@ -211,7 +211,7 @@ def evaluate_model(
     for sample in samples:
         vecs = turn_vecs[t_start : t_start + len(sample.turns)]
         position = {id(q): q_start + i for i, q in enumerate(sample.questions)}
-        for question in _questions(sample, scores):
+        for question in answerable(sample, scores):
             ranked = rank_by_vectors(sample, vecs, question_vecs[position[id(question)]])
             scores.add(question, ranked, None)
         t_start += len(sample.turns)

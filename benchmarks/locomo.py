@@ -69,6 +69,7 @@ __all__ = [
     "Turn",
     "Variant",
     "ablation_variants",
+    "answerable",
     "app",
     "build_sessions",
     "clean_evidence",
@@ -212,16 +213,20 @@ def message_id(prefix: str, turn: Turn) -> uuid.UUID:
 
 
 def build_sessions(
-    sample: Sample, options: ContentOptions, prefix: str
+    sample: Sample, options: ContentOptions, prefix: str, *, per_session: bool = True
 ) -> list[tuple[str, list[Message]]]:
-    """The sample's messages, grouped by conversation id (one conversation per session).
+    """The sample's messages, grouped by conversation id.
 
-    ``prefix`` starts every conversation id and seeds the message ids, so that runs sharing
-    a store never collide.
+    ``per_session``: each session its own conversation (``{prefix}-session-{n}``), or the
+    whole history one conversation (``{prefix}-all``). ``parent_id`` links each turn to the
+    one before it in its conversation (across sessions in the second case). ``prefix``
+    starts every conversation id and seeds the message ids, so that runs sharing a store
+    never collide.
     """
-    by_session: dict[int, list[Message]] = {}
-    previous: dict[int, uuid.UUID] = {}
+    grouped: dict[str, list[Message]] = {}
+    previous: dict[str, uuid.UUID] = {}
     for turn in sample.turns:
+        conv = f"{prefix}-session-{turn.session}" if per_session else f"{prefix}-all"
         role = MessageRole.USER if turn.speaker == sample.speaker_a else MessageRole.ASSISTANT
         metadata: dict[str, Any] = {"dia_id": turn.dia_id, "speaker": turn.speaker}
         if turn.caption:
@@ -232,12 +237,12 @@ def build_sessions(
             content=message_content(turn, options),
             timestamp=turn.when,
             metadata=metadata,
-            parent_id=previous.get(turn.session),
-            conversation_id=f"{prefix}-session-{turn.session}",
+            parent_id=previous.get(conv),
+            conversation_id=conv,
         )
-        previous[turn.session] = msg.id
-        by_session.setdefault(turn.session, []).append(msg)
-    return [(f"{prefix}-session-{s}", msgs) for s, msgs in sorted(by_session.items())]
+        previous[conv] = msg.id
+        grouped.setdefault(conv, []).append(msg)
+    return list(grouped.items())
 
 
 # ====================================================================== scoring
@@ -305,14 +310,16 @@ class Scores:
         }
 
 
-def _questions(sample: Sample, scores: Scores) -> list[Question]:
-    """The sample's questions of categories 1-4 that name at least one turn."""
+def answerable(sample: Sample, scores: Scores | None = None) -> list[Question]:
+    """The sample's questions of categories 1-4 that name at least one turn (the others of
+    categories 1-4 are counted in ``scores.skipped``)."""
     out: list[Question] = []
     for q in sample.questions:
         if q.category not in CATEGORIES:
             continue
         if not q.evidence:
-            scores.skipped += 1
+            if scores is not None:
+                scores.skipped += 1
             continue
         out.append(q)
     return out
@@ -394,7 +401,7 @@ async def run_backend(
                 await memory.store_messages(msgs, conversation_id=conversation_id, user_id=user)
                 messages += len(msgs)
             ingest += time.perf_counter() - started
-            questions = _questions(sample, Scores())
+            questions = answerable(sample)
             if memory.embedder is not None:
                 for question in questions:  # embedded once here, then served from the cache
                     t0 = time.perf_counter()
@@ -495,7 +502,7 @@ def run_ablation(samples: Sequence[Sample], variant: Variant) -> Scores:
             )
             # Score ties break newest first, as in every backend (turn times are distinct).
             order[turn.dia_id] = -to_us(turn.when)
-        for question in _questions(sample, scores):
+        for question in answerable(sample, scores):
             found = index.search(question.text)
             ranked = sorted(found, key=lambda d, f=found: (-f[d], order[d]))
             scores.add(question, ranked[:SEARCH_LIMIT], None)
@@ -547,7 +554,7 @@ def run_fusion_ablation(samples: Sequence[Sample], variants: Sequence[FusionVari
     for sample in samples:
         texts = [message_content(t, options) for t in sample.turns]
         turn_vecs = model.embed_batch(texts)
-        questions = _questions(sample, Scores())
+        questions = answerable(sample)
         question_vecs = model.embed_batch([q.text for q in questions])
         records = {
             t.dia_id: MessageRecord(
@@ -612,7 +619,7 @@ def vocabulary_gap(samples: Sequence[Sample], k: int = 10) -> tuple[int, int]:
             texts[turn.dia_id] = DEFAULT_ANALYZER.terms(content)
             order[turn.dia_id] = -to_us(turn.when)
         names = set(DEFAULT_ANALYZER.terms(f"{sample.speaker_a} {sample.speaker_b}"))
-        for question in _questions(sample, Scores()):
+        for question in answerable(sample):
             found = index.search(question.text)
             top = set(sorted(found, key=lambda d, f=found: (-f[d], order[d]))[:k])
             asked = set(DEFAULT_ANALYZER.terms(question.text)) - names
@@ -773,6 +780,10 @@ def main(
         Path | None,
         typer.Option(help="With --matrix: keep the candidates here; with no --url, tune from it."),
     ] = None,
+    grid: Annotated[
+        str,
+        typer.Option(help="With --matrix: the constants tried, 'full' or 'refined'."),
+    ] = "full",
 ) -> None:
     """Evidence recall@5/10/20 and query latency of search on LoCoMo, per search mode."""
     if not data.is_file():
@@ -786,7 +797,10 @@ def main(
         if m not in MODES:
             raise typer.BadParameter(f"{m!r}: expected one of {', '.join(MODES)}", "--mode")
     if matrix:
-        from .locomo_layouts import LAYOUTS, REALISTIC, run_matrix
+        from .locomo_layouts import GRIDS, LAYOUTS, REALISTIC, run_matrix
+
+        if grid not in GRIDS:
+            raise typer.BadParameter(f"{grid!r}: expected one of {', '.join(GRIDS)}", "--grid")
 
         tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
         try:
@@ -795,7 +809,9 @@ def main(
             else:
                 urls = url or ["memory://", f"sqlite:///{tmp}/locomo-{{n}}.db"]
             layouts = (REALISTIC,) if realistic_only else LAYOUTS
-            figures = run_matrix(urls, samples, modes, console, tune, candidates_cache, layouts)
+            figures = run_matrix(
+                urls, samples, modes, console, tune, candidates_cache, layouts, grid
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if json_out is not None:
@@ -857,4 +873,8 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    # Run the imported module, not ``__main__``: pickled candidates (``--candidates-cache``)
+    # then name ``benchmarks.locomo`` classes and load from anywhere.
+    from benchmarks.locomo import app as imported_app
+
+    imported_app()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bruno_core.models.message import Message, MessageRole
+from bruno_core.models.message import Message
 
 from bruno_memstore import open_memory
 from bruno_memstore.embeddings import Embedder, normalise_rows
@@ -44,8 +44,10 @@ from bruno_memstore.ranking import (
     DEFAULT_DATE_WEIGHT,
     DEFAULT_NEIGHBOUR_WEIGHT,
     DEFAULT_SESSION_GAP_US,
+    DEFAULT_TIME_WEIGHT,
     DEFAULT_VECTOR_WEIGHT,
     DateSpec,
+    asks_when,
     candidate_count,
     fuse,
     query_dates,
@@ -59,6 +61,9 @@ from .locomo import (
     Question,
     Sample,
     Scores,
+    Turn,
+    answerable,
+    build_sessions,
     message_content,
     message_id,
 )
@@ -121,32 +126,9 @@ FAVOURABLE = Layout(shared_store=False, per_session=True, captions=True)
 
 
 def layout_messages(sample: Sample, layout: Layout, prefix: str) -> list[tuple[str, list[Message]]]:
-    """The sample's messages by conversation id, as ``layout`` stores them.
-
-    ``parent_id`` links each turn to the one before it in its conversation (across sessions
-    when the whole history is one conversation).
-    """
+    """The sample's messages by conversation id, as ``layout`` stores them."""
     options = ContentOptions(caption=layout.captions)
-    grouped: dict[str, list[Message]] = {}
-    previous: dict[str, uuid.UUID] = {}
-    for turn in sample.turns:
-        conv = f"{prefix}-session-{turn.session}" if layout.per_session else f"{prefix}-all"
-        role = MessageRole.USER if turn.speaker == sample.speaker_a else MessageRole.ASSISTANT
-        metadata: dict[str, Any] = {"dia_id": turn.dia_id, "speaker": turn.speaker}
-        if turn.caption:
-            metadata["image_caption"] = turn.caption
-        msg = Message(
-            id=message_id(prefix, turn),
-            role=role,
-            content=message_content(turn, options),
-            timestamp=turn.when,
-            metadata=metadata,
-            parent_id=previous.get(conv),
-            conversation_id=conv,
-        )
-        previous[conv] = msg.id
-        grouped.setdefault(conv, []).append(msg)
-    return list(grouped.items())
+    return build_sessions(sample, options, prefix, per_session=layout.per_session)
 
 
 # ====================================================================== vectors
@@ -215,6 +197,7 @@ class Candidates:
     vector: list[SearchHit]
     dia: dict[str, str]  # message id -> dia_id
     dates: list[DateSpec] = field(default_factory=list)  # the dates the question names
+    asks_time: bool = False  # the question asks when
 
 
 @dataclass(slots=True, repr=False)
@@ -227,10 +210,6 @@ class LayoutRun:
     candidates: list[Candidates] = field(default_factory=list)
     messages: int = 0
     ingest_seconds: float = 0.0
-
-
-def _questions(sample: Sample) -> list[Question]:
-    return [q for q in sample.questions if q.category in CATEGORIES and q.evidence]
 
 
 async def run_layout(
@@ -267,7 +246,7 @@ async def run_layout(
             for sample in group:
                 user = users[sample.index]
                 dia = {str(message_id(user, t)): t.dia_id for t in sample.turns}
-                for question in _questions(sample):
+                for question in answerable(sample):
                     for mode in modes:
                         t0 = time.perf_counter()
                         found = await memory.search(
@@ -318,7 +297,7 @@ async def _candidates(
 
 
 def _bare(hits: Sequence[SearchHit], records: dict[str, MessageRecord]) -> list[SearchHit]:
-    """Hits without their records' vectors and content (ranking reads neither), each
+    """Hits without their records' vectors and metadata (ranking reads neither), each
     record kept once (``records``, by id) however many questions find it."""
     out: list[SearchHit] = []
     for h in hits:
@@ -326,9 +305,43 @@ def _bare(hits: Sequence[SearchHit], records: dict[str, MessageRecord]) -> list[
             continue
         rec = records.get(h.message.id)
         if rec is None:
-            rec = records[h.message.id] = replace(h.message, vector=None, content="", metadata="")
+            rec = records[h.message.id] = replace(h.message, vector=None, metadata="")
         out.append(SearchHit(h.kind, h.score, rec))
     return out
+
+
+def prepare(runs: Iterable[LayoutRun], samples: Sequence[Sample]) -> None:
+    """What ranking reads of each question (its dates, whether it asks when), and each
+    record's content where a cache kept none, rebuilt from the turns."""
+    turns = {s.index: {t.dia_id: t for t in s.turns} for s in samples}
+    for run in runs:
+        options = ContentOptions(caption=run.layout.captions)
+        records: dict[str, MessageRecord] = {}
+        for c in run.candidates:
+            c.dates = query_dates(c.question.text)
+            c.asks_time = asks_when(c.question.text)
+            own = turns[c.sample]
+            c.text, c.vector = (
+                [_with_content(h, records, own, c.dia, options) for h in hits]
+                for hits in (c.text, c.vector)
+            )
+
+
+def _with_content(
+    hit: SearchHit,
+    records: dict[str, MessageRecord],
+    turns: dict[str, Turn],
+    dia: dict[str, str],
+    options: ContentOptions,
+) -> SearchHit:
+    assert hit.message is not None
+    rec = records.get(hit.message.id)
+    if rec is None:
+        rec = hit.message
+        if not rec.content:
+            rec = replace(rec, content=message_content(turns[dia[rec.id]], options))
+        records[rec.id] = rec
+    return SearchHit(hit.kind, hit.score, rec)
 
 
 # ====================================================================== fusion constants
@@ -344,14 +357,16 @@ class FusionConfig:
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US
     candidates: int = candidate_count(SEARCH_LIMIT)
     date_weight: float = DEFAULT_DATE_WEIGHT
+    time_weight: float = DEFAULT_TIME_WEIGHT
 
     @property
     def label(self) -> str:
         gap = "none" if self.session_gap_us is None else f"{self.session_gap_us / 60e6:g} min"
+        extra = f", w_time {self.time_weight:g}" if self.time_weight else ""
         return (
             f"w_vec {self.vector_weight:g}, w_conv {self.conversation_weight:g}, "
             f"w_nb {self.neighbour_weight:g}, gap {gap}, w_date {self.date_weight:g}, "
-            f"{self.candidates} cand."
+            f"{self.candidates} cand.{extra}"
         )
 
 
@@ -367,6 +382,8 @@ def rank(c: Candidates, config: FusionConfig) -> list[str]:
         session_gap_us=config.session_gap_us,
         dates=c.dates,
         date_weight=config.date_weight,
+        asks_time=c.asks_time,
+        time_weight=config.time_weight,
         limit=SEARCH_LIMIT,
     )
     return [c.dia[h.message.id] for h in fused if h.message is not None]
@@ -450,17 +467,39 @@ def cross_validate(
     return CVResult(in_sample, table.configs[everything], cv, folds, chosen)
 
 
-def config_grid() -> list[FusionConfig]:
-    """Every combination of the constants tried."""
-    return [
-        FusionConfig(vw, cw, nw, gap, n, dw)
-        for vw in (0.3, 0.4, 0.5)
-        for cw in (0.0, 0.2, 0.4)
-        for nw in (0.0, 0.15, 0.3)
-        for gap in ((None,) if cw == 0.0 else (None, 30 * 60_000_000))
-        for n in (50, 80, 200)
-        for dw in (0.0, 0.2)
-    ]
+_GAP = 30 * 60_000_000
+
+
+def config_grid(kind: str = "full") -> list[FusionConfig]:
+    """The combinations of constants tried: ``"full"``, the first broad grid (without time
+    evidence), or ``"refined"``, the grid around its choice that picked the shipped ones."""
+    if kind == "full":
+        return [
+            FusionConfig(vw, cw, nw, gap, n, dw, 0.0)
+            for vw in (0.3, 0.4, 0.5)
+            for cw in (0.0, 0.2, 0.4)
+            for nw in (0.0, 0.15, 0.3)
+            for gap in ((None,) if cw == 0.0 else (None, _GAP))
+            for n in (50, 80, 200)
+            for dw in (0.0, 0.2)
+        ]
+    if kind == "refined":
+        weights = [
+            FusionConfig(0.4, cw, nw, _GAP, 200, dw, 0.0)
+            for cw in (0.6, 0.8)
+            for nw in (0.3, 0.45)
+            for dw in (0.4, 0.5, 0.6, 0.8)
+        ]
+        timed = [
+            FusionConfig(0.4, 0.6, 0.3, _GAP, 200, dw, tw)
+            for dw in (0.6, 0.8, 1.0, 1.2)
+            for tw in (0.0, 0.2, 0.3, 0.4)
+        ]
+        return list({c.label: c for c in weights + timed}.values())
+    raise ValueError(f"unknown grid {kind!r}: expected 'full' or 'refined'")
+
+
+GRIDS = ("full", "refined")
 
 
 def save_candidates(runs: Sequence[LayoutRun], path: Path) -> None:
@@ -471,13 +510,11 @@ def save_candidates(runs: Sequence[LayoutRun], path: Path) -> None:
     path.write_bytes(pickle.dumps(runs))
 
 
-def load_candidates(path: Path) -> list[LayoutRun]:
+def load_candidates(path: Path, samples: Sequence[Sample]) -> list[LayoutRun]:
     import pickle
 
     runs: list[LayoutRun] = pickle.loads(path.read_bytes())  # our own cache file
-    for run in runs:
-        for c in run.candidates:
-            c.dates = query_dates(c.question.text)
+    prepare(runs, samples)
     return runs
 
 
@@ -510,11 +547,16 @@ def ablation_rows(
         ("  episodes = whole conversations (no time gap)", replace(chosen, session_gap_us=None)),
         ("  without neighbour evidence", replace(chosen, neighbour_weight=0.0)),
         ("  without the query's dates", replace(chosen, date_weight=0.0)),
+        ("  without time evidence", replace(chosen, time_weight=0.0)),
         ("  50 candidates a side", replace(chosen, candidates=50)),
         ("  200 candidates a side", replace(chosen, candidates=200)),
         (
             "previous default (0.4, 0.3, no gap, no neighbours, 80)",
-            FusionConfig(0.4, 0.3, 0.0, None, 80, 0.0),
+            FusionConfig(0.4, 0.3, 0.0, None, 80, 0.0, 0.0),
+        ),
+        (
+            "previous default (0.4, 0.6, 0.3, 30 min, dates 0.4, no time evidence)",
+            FusionConfig(0.4, 0.6, 0.3, _GAP, 200, 0.4, 0.0),
         ),
     ]
 
@@ -527,6 +569,7 @@ CV_FAMILIES: dict[str, Callable[[FusionConfig], bool]] = {
     "previous components (no gap, no neighbours)": lambda c: (
         c.session_gap_us is None and c.neighbour_weight == 0.0
     ),
+    "without time evidence (w_time = 0)": lambda c: c.time_weight == 0.0,
 }
 
 
@@ -538,6 +581,7 @@ def run_matrix(
     tune: bool = True,
     cache: Path | None = None,
     layouts: Sequence[Layout] = LAYOUTS,
+    grid_kind: str = "full",
 ) -> dict[str, Any]:
     """Every layout on every URL; then constants cross-validated on the last URL's candidates.
 
@@ -573,25 +617,28 @@ def run_matrix(
             )
         console.print(table)
         console.print(f"embedding: {model.computed} texts embedded, the rest from {model.path}")
-    if not tune:
-        return out
     tuned_url = urls[-1] if urls else "cache"
     if runs and cache is not None:
         save_candidates([r for r in runs if r.url == tuned_url], cache)
+    if not tune:
+        return out
     if not runs and cache is not None:
-        runs = load_candidates(cache)
+        runs = load_candidates(cache, samples)
         tuned_url = runs[0].url
     tuning = [r for r in runs if r.url == tuned_url]
-    for run in tuning:
-        for c in run.candidates:
-            c.dates = query_dates(c.question.text)
-    grid = config_grid()
+    prepare(tuning, samples)
+    grid = config_grid(grid_kind)
     with console.status(f"ranking {len(grid)} configs x {len(tuning)} layouts ..."):
         started = time.perf_counter()
         scored = score_table(tuning, grid)
         seconds = time.perf_counter() - started
     console.print(f"{len(grid)} configs scored in {seconds:.0f} s from cached candidates")
-    out["tuning"] = {"url": tuned_url, "configs": len(grid), "seconds": round(seconds, 1)}
+    out["tuning"] = {
+        "url": tuned_url,
+        "grid": grid_kind,
+        "configs": len(grid),
+        "seconds": round(seconds, 1),
+    }
     cv_table = RichTable(title=f"Leave-one-conversation-out, recall@10 % ({tuned_url})")
     cv_table.add_column("constants", no_wrap=True)
     cv_table.add_column("layout", no_wrap=True)
@@ -602,6 +649,8 @@ def run_matrix(
     out["cv"] = {}
     results: dict[str, CVResult] = {}
     for family, allowed in CV_FAMILIES.items():
+        if not any(allowed(c) for c in grid):
+            continue  # the grid holds no config of this family
         result = cross_validate(scored, allowed)
         results[family] = result
         out["cv"][family] = {

@@ -20,12 +20,15 @@ layer asks both for more candidates than it needs (:func:`candidate_count`) and 
    replies to it.
 5. **Dates**: when the query names calendar dates (:func:`query_dates`), a message written
    on one of them gains ``date_weight``.
-6. Divide by 1 plus the weights of the kinds of evidence present among the candidates, so
+6. **Time**: when the query asks when (:func:`asks_when`), a message that speaks of a time
+   (:func:`speaks_of_time`: "last week", "two years ago", a weekday, a month, a year) gains
+   ``time_weight``; people answer "when" with the time as they said it then.
+7. Divide by 1 plus the weights of the kinds of evidence present among the candidates, so
    scores lie in [0, 1] and a query without any keeps the weighted mean's scale.
 
 ``docs/search-quality.md`` holds the measurements behind the defaults (chosen by
 leave-one-conversation-out cross-validation on LoCoMo, under every storage layout) and the
-variants that lost (reciprocal-rank fusion among them).
+variants that lost (reciprocal-rank fusion and a recency term among them).
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ __all__ = [
     "DEFAULT_DATE_WEIGHT",
     "DEFAULT_NEIGHBOUR_WEIGHT",
     "DEFAULT_SESSION_GAP_US",
+    "DEFAULT_TIME_WEIGHT",
     "DEFAULT_VECTOR_WEIGHT",
     "DateSpec",
     "SearchMode",
+    "asks_when",
     "candidate_count",
     "fuse",
     "hit_key",
     "keyword_scores",
     "query_dates",
+    "speaks_of_time",
     "vector_scores",
 ]
 
@@ -69,8 +75,11 @@ DEFAULT_NEIGHBOUR_WEIGHT = 0.3
 DEFAULT_SESSION_GAP_US: int | None = 30 * 60 * 1_000_000
 """Candidates of one conversation further apart in time than this are separate episodes."""
 
-DEFAULT_DATE_WEIGHT = 0.4
+DEFAULT_DATE_WEIGHT = 0.8
 """Added (before scaling) to a hit written on a calendar date the query names."""
+
+DEFAULT_TIME_WEIGHT = 0.3
+"""Added (before scaling) to a hit that speaks of a time when the query asks when."""
 
 _MONTHS = (
     "january february march april may june july august september october november december"
@@ -126,6 +135,57 @@ def query_dates(query: str) -> list[DateSpec]:
             taken.append(span)
             found.append(DateSpec(month, day, year))
     return found
+
+
+_ASKS_WHEN = re.compile(
+    r"\b(?:when|how\s+long(?:\s+ago)?|since\s+when"
+    r"|(?:what|which)\s+(?:year|month|day|date|week|weekend|time|season))\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_YEAR = re.compile(r"(?<![a-z0-9])(?:19|20)\d\d(?![a-z0-9])")
+_TIME_WORDS = frozenset(
+    "yesterday today tonight tomorrow ago recently lately earlier soon".split()
+    + [
+        d + s
+        for d in "monday tuesday wednesday thursday friday saturday sunday".split()
+        for s in ("", "s")
+    ]
+    + [m for m in _MONTHS if m != "may"]
+)
+_UNIT_WORDS = "minute hour day night week weekend month year summer winter spring autumn fall"
+_UNITS = frozenset(u + s for u in _UNIT_WORDS.split() for s in ("", "s"))
+_BEFORE_UNIT = frozenset("last next this past coming few".split())
+_BEFORE_UNIT_2 = frozenset({("couple", "of"), ("for", "a")})  # "couple of weeks", "for a year"
+_BEFORE_MAY = frozenset("last next this in since early late".split())
+
+
+def asks_when(query: str) -> bool:
+    """Whether ``query`` asks for a time in English ("when ...", "how long ago ...",
+    "what year ...")."""
+    return _ASKS_WHEN.search(query) is not None
+
+
+def speaks_of_time(text: str) -> bool:
+    """Whether ``text`` holds an English expression of time: a relative one ("yesterday",
+    "last week", "two years ago"), a weekday, a month (not the verb "may") or a year."""
+    lower = text.lower()
+    words = _WORD.findall(lower)
+    present = set(words)
+    if not present.isdisjoint(_TIME_WORDS) or _YEAR.search(lower):
+        return True
+    if present.isdisjoint(_UNITS) and "may" not in present:
+        return False  # the common case, decided without walking the words
+    earlier, before = "", ""
+    for word in words:
+        if word in _UNITS and (
+            before in _BEFORE_UNIT or before.isdigit() or (earlier, before) in _BEFORE_UNIT_2
+        ):
+            return True
+        if word == "may" and before in _BEFORE_MAY:
+            return True
+        earlier, before = before, word
+    return False
 
 
 def candidate_count(limit: int) -> int:
@@ -220,6 +280,25 @@ def _episodes(
     return episode
 
 
+def _timed(
+    raw: Sequence[tuple[float, tuple[str, str], SearchHit]], time_weight: float, limit: int
+) -> set[tuple[str, str]]:
+    """The candidates that speak of a time, among those the time bonus can bring into the
+    best ``limit``; plus the first other one found, if any (so the bonus counts as present
+    among the candidates, as in the divisor, without reading every candidate's text)."""
+    scores = sorted((score for score, _, _ in raw), reverse=True)
+    floor = scores[limit - 1] - time_weight if len(scores) >= limit > 0 else float("-inf")
+    near = [(key, hit) for score, key, hit in raw if score >= floor]
+    timed = {key for key, hit in near if _speaks(hit)}
+    if not timed:
+        timed.update(next(([key] for s, key, hit in raw if s < floor and _speaks(hit)), []))
+    return timed
+
+
+def _speaks(hit: SearchHit) -> bool:
+    return hit.message is not None and speaks_of_time(hit.message.content)
+
+
 def fuse(
     text_hits: Sequence[SearchHit],
     vector_hits: Sequence[SearchHit],
@@ -230,12 +309,16 @@ def fuse(
     session_gap_us: int | None = DEFAULT_SESSION_GAP_US,
     dates: Sequence[DateSpec] = (),
     date_weight: float = DEFAULT_DATE_WEIGHT,
+    asks_time: bool = False,
+    time_weight: float = DEFAULT_TIME_WEIGHT,
     limit: int,
 ) -> list[SearchHit]:
     """One ranking of ``limit`` hits from both candidate lists; scores in [0, 1].
 
     ``dates``: the calendar dates the query names (:func:`query_dates`); a hit written on
-    one of them gains ``date_weight``.
+    one of them gains ``date_weight``. ``asks_time``: the query asks when
+    (:func:`asks_when`); a message speaking of a time (:func:`speaks_of_time`) gains
+    ``time_weight``.
     """
     text = _min_max(text_hits)
     near = _min_max(vector_hits)
@@ -271,13 +354,7 @@ def fuse(
         and date_weight > 0
         and any(d.holds(_time(h)) for h in records.values() for d in dates)
     )
-    total = (
-        1.0
-        + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
-        + (neighbour_weight if adjacent else 0.0)
-        + (date_weight if dated else 0.0)
-    )
-    scored: list[tuple[float, SearchHit]] = []
+    raw: list[tuple[float, tuple[str, str], SearchHit]] = []
     for key, hit in records.items():
         score = base[key]
         part = episode.get(key)
@@ -289,6 +366,17 @@ def fuse(
             score += neighbour_weight * adjacent[key]
         if dated and any(d.holds(_time(hit)) for d in dates):
             score += date_weight
-        scored.append((score / total, hit))
+        raw.append((score, key, hit))
+    timed = _timed(raw, time_weight, limit) if asks_time and time_weight > 0 else set()
+    total = (
+        1.0
+        + (conversation_weight if any(len(b) > 1 for b in top.values()) else 0.0)
+        + (neighbour_weight if adjacent else 0.0)
+        + (date_weight if dated else 0.0)
+        + (time_weight if timed else 0.0)
+    )
+    scored = [
+        ((score + (time_weight if key in timed else 0.0)) / total, hit) for score, key, hit in raw
+    ]
     best_first = heapq.nsmallest(limit, scored, key=lambda s: (-s[0], _tiebreak(s[1])))
     return [_rescored(hit, score) for score, hit in best_first]

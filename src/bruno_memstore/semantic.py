@@ -41,6 +41,7 @@ from .models import (
 from .primitives import PendingVectors
 from .ranking import (
     SearchMode,
+    asks_when,
     candidate_count,
     fuse,
     keyword_scores,
@@ -376,6 +377,7 @@ class SemanticSearch:
             vector_hits,
             vector_weight=self.vector_weight,
             dates=query_dates(query),
+            asks_time=asks_when(query),
             limit=limit,
         )
 

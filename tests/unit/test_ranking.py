@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bruno_memstore.models import MessageRecord, SearchHit
-from bruno_memstore.ranking import DateSpec, fuse, query_dates
+from bruno_memstore.ranking import DateSpec, asks_when, fuse, query_dates, speaks_of_time
 
 MINUTE_US = 60_000_000
 
@@ -91,3 +91,74 @@ def test_a_hit_written_on_the_named_date_gains() -> None:
     assert _order(plain).index("on-day") > _order(plain).index("other-day")
     assert _order(dated).index("on-day") < _order(dated).index("other-day")
     assert all(0.0 <= h.score <= 1.0 for h in dated)
+
+
+def _said(mid: str, score: float, content: str, *, conv: str = "c", minute: int = 0) -> SearchHit:
+    record = MessageRecord(mid, conv, "user", content, "text", "", minute * MINUTE_US, "{}")
+    return SearchHit("message", score, record)
+
+
+def test_asks_when_recognises_questions_about_time() -> None:
+    assert asks_when("When did Maya go to Lisbon?")
+    assert asks_when("How long ago did he adopt the dog?")
+    assert asks_when("what year did they move?")
+    assert asks_when("Which month was the concert in?")
+    assert not asks_when("Where does she work now?")
+    assert not asks_when("What did Maya paint?")
+
+
+def test_speaks_of_time_finds_relative_and_calendar_expressions() -> None:
+    for text in (
+        "I went there last Saturday",
+        "We moved two years ago",
+        "It was yesterday!",
+        "Yes, last May!",
+        "back in 2019",
+        "see you next week",
+        "in October",
+    ):
+        assert speaks_of_time(text), text
+    for text in ("I may go", "I like the sea", "The weekday menu is good", "a year-round hobby"):
+        assert not speaks_of_time(text), text
+
+
+def test_a_message_speaking_of_a_time_gains_when_the_query_asks_when() -> None:
+    text = [
+        _said("top", 5.0, "Lisbon was lovely", conv="a"),
+        _said("plain", 1.2, "I loved the trams", conv="b"),
+        _said("timed", 1.0, "We flew out last May", conv="c"),
+        _said("floor", 0.5, "ok", conv="d"),
+    ]
+    plain = fuse(text, [], conversation_weight=0.0, time_weight=0.3, limit=10)
+    asked = fuse(text, [], conversation_weight=0.0, asks_time=True, time_weight=0.3, limit=10)
+    assert _order(plain).index("timed") > _order(plain).index("plain")
+    assert _order(asked).index("timed") < _order(asked).index("plain")
+    assert all(0.0 <= h.score <= 1.0 for h in asked)
+
+
+def test_time_evidence_out_of_reach_still_sets_the_scale() -> None:
+    # Only the weakest candidate speaks of a time: it cannot reach the best two, yet the
+    # bonus is present among the candidates, so the divisor counts it as it always does.
+    text = [_said(f"m{i}", 10.0 - i, "plain words", conv=f"c{i}") for i in range(8)]
+    text.append(_said("late", 0.0, "see you next week", conv="z"))
+    fused = fuse(
+        text,
+        [],
+        conversation_weight=0.0,
+        neighbour_weight=0.0,
+        asks_time=True,
+        time_weight=0.3,
+        limit=2,
+    )
+    assert _order(fused) == ["m0", "m1"]
+    assert abs(fused[0].score - 0.6 / 1.3) < 1e-9  # keyword side only: base 0.6
+    none = fuse(
+        text[:-1],
+        [],
+        conversation_weight=0.0,
+        neighbour_weight=0.0,
+        asks_time=True,
+        time_weight=0.3,
+        limit=2,
+    )
+    assert abs(none[0].score - 0.6) < 1e-9
