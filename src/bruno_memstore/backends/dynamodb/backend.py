@@ -13,6 +13,7 @@ index over their vectors, both read per query (see docs/backends/dynamodb.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
@@ -424,14 +425,29 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         self, conversation_id: str, limit: int | None = None
     ) -> list[MessageRecord]:
         """The conversation's newest ``limit`` messages (all when ``None``), oldest first."""
-        out: list[MessageRecord] = []
+        return await self._newest(limit, f"C#{conversation_id}")
+
+    async def _user_messages(self, user_id: str, limit: int | None) -> list[MessageRecord]:
+        """The user's newest ``limit`` messages (all when ``None``), oldest first: one
+        ``Query`` on the owner index, which lists a user's messages by ``(ts, seq)``."""
+        return await self._newest(limit, f"U#{user_id}", index=True)
+
+    async def _newest(
+        self, limit: int | None, partition: str, *, index: bool = False
+    ) -> list[MessageRecord]:
+        """The newest ``limit`` messages of a conversation's partition, or of a user's in the
+        owner index (``index``), oldest first."""
+        heads: list[dict[str, Any]] = []
+        pk, sk = ("gpk", "gsk") if index else ("pk", "sk")
         async for page in self.table.query(
+            index=index,
             limit=limit,
-            KeyConditionExpression="pk = :p AND begins_with(sk, :m)",
-            ExpressionAttributeValues={":p": attr(f"C#{conversation_id}"), ":m": attr("M#")},
+            KeyConditionExpression=f"{pk} = :p AND begins_with({sk}, :m)",
+            ExpressionAttributeValues={":p": attr(partition), ":m": attr("M#")},
             ScanIndexForward=limit is None,
         ):
-            out += await self._messages(page)
+            heads += page
+        out = await self._messages(heads)
         if limit is not None:
             out.reverse()
         return out
@@ -460,16 +476,21 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
-        if conversation_id is not None:
-            if user_id is not None and await self._conversation_owner(conversation_id) != user_id:
-                return []
+        if conversation_id is None:
+            assert user_id is not None
+            return await self._user_messages(user_id, limit)
+        if user_id is None:
             return await self._conversation_messages(conversation_id, limit)
-        assert user_id is not None
-        merged: list[MessageRecord] = []
-        for item in await self._owned(user_id, "C"):
-            merged += await self._conversation_messages(decode(item, "pk")[2:], limit)
-        merged.sort(key=lambda r: (r.ts_us, r.seq))
-        return merged if limit is None else merged[-limit:]
+        if limit is None:  # a whole conversation is read only for its owner
+            if await self._conversation_owner(conversation_id) != user_id:
+                return []
+            return await self._conversation_messages(conversation_id)
+        # A window: the owner and the messages are read at once (one round trip).
+        owner, window = await asyncio.gather(
+            self._conversation_owner(conversation_id),
+            self._conversation_messages(conversation_id, limit),
+        )
+        return window if owner == user_id else []
 
     async def _message_items(
         self, conversation_id: str, keep: Callable[[dict[str, Any]], bool]

@@ -1,13 +1,15 @@
 """The single-table layout: every item's keys and attributes (see docs/backends/dynamodb.md).
 
 Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global secondary index,
-``by_owner`` (``gpk``, ``gsk``, all attributes projected), lists a user's records.
+``by_owner`` (``gpk``, ``gsk``, all attributes projected), lists a user's records (their
+messages newest last).
 
 * conversation claim: ``C#cid`` / ``#``; ``o`` owner, ``n`` last seq, ``gpk`` ``U#owner``,
   ``gsk`` ``C#cid``
-* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``id``, ``role``;
-  a row above :data:`PART_BYTES` is cut: ``r`` holds its first part, ``np`` says how many
-  follow, each an item ``C#cid`` / ``P#ts#seq#i`` (outside the messages' ``M#`` range)
+* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``id``, ``role``,
+  ``o`` owner, ``gpk`` ``U#owner``, ``gsk`` ``M#ts#seq#cid``; a row above
+  :data:`PART_BYTES` is cut: ``r`` holds its first part, ``np`` says how many follow, each
+  an item ``C#cid`` / ``P#ts#seq#i`` (outside the messages' ``M#`` range)
 * message id guard: ``M#id`` / ``#``; ``c`` its conversation, ``k`` its message's ``sk``
 * memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
   (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
@@ -16,8 +18,8 @@ Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global second
 
 Messages and memory entries keep their vector (if any) in ``v`` (float32 bytes).
 
-A message's sort key orders a conversation by ``(ts_us, seq)``: the newest ``N`` are one
-descending ``Query`` with ``Limit`` N.
+A message's sort key orders a conversation by ``(ts_us, seq)``, and its index key the owner's
+messages the same way: the newest ``N`` of either are one descending ``Query`` with ``Limit`` N.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def message_sk(ts_us: int, seq: int) -> str:
 
 
 def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, Any]]:
-    """The items of a message: its parts (if its row is cut), then its head."""
+    """The items of a message: its parts (if its row is cut), then its head, listed under
+    its owner (``rec.user_id``, the conversation's) in the owner index."""
     sk = message_sk(rec.ts_us, rec.seq)
     cuts = [row[i : i + PART_BYTES] for i in range(0, len(row), PART_BYTES)] or [b""]
     parts = [
@@ -80,6 +83,7 @@ def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, 
         "r": {"B": cuts[0]},
         "id": {"S": rec.id},
         "role": {"S": rec.role},
+        **owner_keys("M", rec.user_id, f"{sk[2:]}#{conversation_id}"),
     }
     if parts:
         head["np"] = {"N": str(len(parts))}
