@@ -768,21 +768,33 @@ def main(
     ] = None,
     per_user: Annotated[int | None, typer.Option(help="Messages per user in the dataset.")] = None,
     writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
+    sequential: Annotated[
+        int | None, typer.Option(help="Messages stored one await at a time (slow engines: fewer).")
+    ] = None,
+    concurrent: Annotated[
+        int | None, typer.Option(help="Messages stored by the concurrent writers, in all.")
+    ] = None,
+    reads: Annotated[int | None, typer.Option(help="Context reads at each size.")] = None,
+    searches: Annotated[int | None, typer.Option(help="Searches over the full dataset.")] = None,
     raw: Annotated[bool, typer.Option(help="Also measure the raw drivers.")] = True,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
 ) -> None:
     """Measure store throughput, context-read latency and search latency."""
-    work = Workload.quick() if quick else Workload()
-    if per_user is not None:
-        work = Workload(**{**asdict(work), "per_user": per_user})
+    sizes = asdict(Workload.quick() if quick else Workload())
+    given = {"per_user": per_user, "sequential": sequential, "concurrent": concurrent}
+    given |= {"reads": reads, "searches": searches}
+    for name, value in given.items():
+        if value is not None:
+            if value < 1:
+                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
+            sizes[name] = value
     if messages is not None:
-        users = max(1, round(messages / work.per_user))
-        work = Workload(**{**asdict(work), "users": users})
-    work = Workload(
-        **{**asdict(work), "writers": writers, "concurrent": work.concurrent // writers * writers}
-    )
+        sizes["users"] = max(1, round(messages / sizes["per_user"]))
+    sizes["writers"] = writers
+    sizes["concurrent"] = max(writers, sizes["concurrent"] // writers * writers)
+    work = Workload(**sizes)
     # Wide enough for the tables when the output is a file or a pipe.
     console = Console(width=max(Console().width, 150))
     info = machine()

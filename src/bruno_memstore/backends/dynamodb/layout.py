@@ -13,7 +13,9 @@ messages newest last).
 * message id guard: ``M#id`` / ``#``; ``c`` its conversation, ``k`` its message's ``sk``
 * memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
   (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
-* session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``
+* session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``, or ``M$id`` for the
+  sessions that hold a conversation's archive state: those sort right above the owner's
+  messages, so a user's window and its archive markers are one ``Query``
 * vector space: ``V#space`` / ``#``; ``r`` the model and dimension
 
 Messages and memory entries keep their vector (if any) in ``v`` (float32 bytes).
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...lifecycle import ARCHIVE_MARKER
 from ..kit.kv import dumps, loads
 from ..kit.vectors import vector_to_bytes
 
 __all__ = [
     "HEAD",
     "INDEX",
+    "MARKS",
     "attr",
     "claim_key",
     "decode",
@@ -42,9 +46,11 @@ __all__ = [
     "owner_keys",
     "part_keys",
     "row_bytes",
+    "session_owner_keys",
     "table_spec",
 ]
 
+MARKS = "M$"  # the index prefix of archive markers: above the owner's messages (``M#``)
 PART_BYTES = 380_000  # bytes of a row per item (DynamoDB's item limit is 400 KB)
 HEAD = "#"  # the sort key of every item that is alone in its partition
 INDEX = "by_owner"
@@ -102,6 +108,14 @@ def part_keys(head: dict[str, Any]) -> list[dict[str, Any]]:
 def owner_keys(kind: str, owner: str, record_id: str) -> dict[str, Any]:
     """The attributes that list a record under its owner in the ``by_owner`` index."""
     return {"o": {"S": owner}, "gpk": {"S": f"U#{owner}"}, "gsk": {"S": f"{kind}#{record_id}"}}
+
+
+def session_owner_keys(owner: str, session_id: str) -> dict[str, Any]:
+    """:func:`owner_keys` of a session: an archive marker is listed under ``M$``."""
+    keys = owner_keys("S", owner, session_id)
+    if session_id.startswith(ARCHIVE_MARKER):
+        keys["gsk"] = {"S": MARKS + session_id}
+    return keys
 
 
 def row_bytes(row: list[Any]) -> bytes:
