@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.errors import MemstoreError
+from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_message
 
 from ._progress import until
 
-__all__ = ["USER", "WORD", "Load", "stored_once", "under_load"]
+__all__ = ["PATIENT", "USER", "WORD", "Load", "stored_once", "under_load"]
 
 USER = "loaded-user"
+# Retries that outlast a restart: a store waits up to a minute for its server.
+PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=60.0)
 WORD = "lighthouse"  # in every message the writers store (for a search over them all)
 
 

@@ -12,12 +12,9 @@ import pytest
 
 import _engines as engines
 from bruno_memstore.backends.dynamodb import DynamoDBMemory
-from bruno_memstore.retry import RetryPolicy
 
 from ._dynalite_server import DynaliteServer
-from ._load_harness import stored_once, under_load
-
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=60.0)
+from ._load_harness import PATIENT, stored_once, under_load
 
 
 @pytest.fixture

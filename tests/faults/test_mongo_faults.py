@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 
 from bruno_memstore.backends.mongo import MongoMemory
-from bruno_memstore.retry import RetryPolicy
 
-from ._load_harness import stored_once, under_load
+from ._load_harness import PATIENT, stored_once, under_load
 from ._mongo_server import MongoEmulator
-
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=60.0)
 
 
 @pytest.fixture(params=["secantus", "nx"], ids=["secantus-emulator", "nx-emulator"])

@@ -23,10 +23,8 @@ from bruno_memstore.errors import (
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_message
 
-from ._load_harness import USER, WORD, stored_once, under_load
+from ._load_harness import PATIENT, USER, WORD, stored_once, under_load
 from ._redis_server import RedisServer, free_port
-
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=30.0)
 
 
 @pytest.fixture
