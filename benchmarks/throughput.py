@@ -298,7 +298,7 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
     await reads("read_large")
 
     # Search over the full data set.
-    per_round = max(1, work.searches // rounds)
+    per_round = max(1, work.searches // rounds) if work.searches else 0
     found: list[list[float]] = [[] for _ in subjects]
     for r in range(rounds):
         for k in _turns(n, r):
@@ -328,7 +328,8 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
             spent[k] += time.perf_counter() - started
             stored[k] += len(chunk)
     for k, fig in enumerate(figures):
-        fig.sequential_store = stored[k] / spent[k]
+        if stored[k]:
+            fig.sequential_store = stored[k] / spent[k]
 
     spent = [0.0] * n
     stored = [0] * n
@@ -349,7 +350,7 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
             spent[k] += time.perf_counter() - started
             stored[k] += sum(counts)
     for k, fig in enumerate(figures):
-        if spent[k]:
+        if stored[k]:
             fig.concurrent_store = stored[k] / spent[k]
     return figures
 
@@ -793,13 +794,15 @@ def main(
     per_user: Annotated[int | None, typer.Option(help="Messages per user in the dataset.")] = None,
     writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
     sequential: Annotated[
-        int | None, typer.Option(help="Messages stored one await at a time (slow engines: fewer).")
+        int | None, typer.Option(help="Messages stored one await at a time (0: none).")
     ] = None,
     concurrent: Annotated[
-        int | None, typer.Option(help="Messages stored by the concurrent writers, in all.")
+        int | None, typer.Option(help="Messages stored by the concurrent writers (0: none).")
     ] = None,
     reads: Annotated[int | None, typer.Option(help="Context reads at each size.")] = None,
-    searches: Annotated[int | None, typer.Option(help="Searches over the full dataset.")] = None,
+    searches: Annotated[
+        int | None, typer.Option(help="Searches over the full dataset (0: none).")
+    ] = None,
     preload: Annotated[
         bool,
         typer.Option(
@@ -818,14 +821,16 @@ def main(
     given |= {"reads": reads, "searches": searches}
     for name, value in given.items():
         if value is not None:
-            if value < 1:
-                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
+            least = 1 if name in ("per_user", "reads") else 0
+            if value < least:
+                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least {least}")
             sizes[name] = value
     if messages is not None:
         sizes["users"] = max(1, round(messages / sizes["per_user"]))
     sizes["writers"] = writers
     sizes["preload"] = preload
-    sizes["concurrent"] = max(writers, sizes["concurrent"] // writers * writers)
+    if sizes["concurrent"]:  # a whole number of messages per writer
+        sizes["concurrent"] = max(writers, sizes["concurrent"] // writers * writers)
     work = Workload(**sizes)
     # Wide enough for the tables when the output is a file or a pipe.
     console = Console(width=max(Console().width, 150))
