@@ -11,7 +11,8 @@ the same requests:
   transactions (DynamoDB, moto), else a conditional ``PutItem`` of the guard and a
   ``PutItem`` of the message (dynalite);
 * ``read_rows``: one ``Query`` of the conversation's messages, descending, ``Limit`` 20 (the
-  library first lists the user's conversations on the owner index, one ``Query`` more);
+  library's user-wide window is one ``Query`` on the owner index, ``Limit`` 25: the user's
+  newest messages and the archive markers above them);
 * ``search_rows``: the user's messages read by ``Query`` and ranked by the kit's keyword
   index built for the query, as the library does (it reads per query, with no cache).
 
@@ -24,10 +25,14 @@ AWS's usual chain (``AWS_ACCESS_KEY_ID`` … for an emulator)::
         "dynamodb://bench_b1?region=us-east-1&endpoint=http://127.0.0.1:8000"
 
 The raw driver works in a table of its own (``bench_raw_<random>``), deleted on close.
+With ``--preload`` the users after the first are written into both tables by
+:func:`bulk_store` (the same items, in ``BatchWriteItem``s), untimed, so that reads can be
+measured at 100,000 messages on the slow emulators.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
@@ -47,7 +52,14 @@ from bruno_memstore.models import MessageRecord, SearchRequest, message_to_recor
 from bruno_memstore.models import record_to_message as _to_message
 from bruno_memstore.url import MemoryURL
 
-from .throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, app, register_raw_driver
+from .throughput import (
+    CONTEXT_LIMIT,
+    PRELOADERS,
+    SEARCH_LIMIT,
+    RawDriver,
+    app,
+    register_raw_driver,
+)
 
 __all__ = ["AiobotocoreDriver"]
 
@@ -59,6 +71,57 @@ def _messages_of(conv: str, **query: Any) -> dict[str, Any]:
         "ConsistentRead": True,
         **query,
     }
+
+
+async def _claimed_pairs(
+    client: Any, table: str, user: str, conv: str, recs: list[MessageRecord]
+) -> list[tuple[MessageRecord, list[dict[str, Any]]]]:
+    """The conversation's claim (reserving the records' seqs), then each record placed with
+    its items, as the library makes them."""
+    claim = await client.update_item(
+        TableName=table,
+        Key=claim_key(conv),
+        UpdateExpression="SET o = if_not_exists(o, :u), gpk = if_not_exists(gpk, :g), "
+        "gsk = if_not_exists(gsk, :s) ADD n :k",
+        ExpressionAttributeValues={
+            ":u": attr(user),
+            ":g": attr(f"U#{user}"),
+            ":s": attr(f"C#{conv}"),
+            ":k": attr(len(recs)),
+        },
+        ReturnValues="ALL_NEW",
+    )
+    last = decode(claim["Attributes"], "n")
+    pairs = []
+    for seq, rec in enumerate(recs, start=last - len(recs) + 1):
+        rec.seq, rec.user_id = seq, user
+        pairs.append((rec, DynamoDBMemory._pair_items(conv, rec)))
+    return pairs
+
+
+async def bulk_store(
+    client: Any, table: str, user: str, conv: str, messages: Sequence[Message]
+) -> None:
+    """``--preload``: the items a store of ``messages`` writes (claim, guards, messages), in
+    ``BatchWriteItem``s of 25 items, four at a time, untimed and unchecked."""
+    recs = [message_to_record(m, conv) for m in messages]
+    items = [
+        i for _rec, pair in await _claimed_pairs(client, table, user, conv, recs) for i in pair
+    ]
+
+    async def write(chunk: list[dict[str, Any]]) -> None:
+        request = {table: [{"PutRequest": {"Item": i}} for i in chunk]}
+        while request:
+            answer = await client.batch_write_item(RequestItems=request)
+            request = answer.get("UnprocessedItems") or {}
+
+    chunks = [items[i : i + 25] for i in range(0, len(items), 25)]
+    for start in range(0, len(chunks), 4):
+        await asyncio.gather(*(write(c) for c in chunks[start : start + 4]))
+
+
+async def _preload_ours(memory: Any, user: str, conv: str, messages: Sequence[Message]) -> None:
+    await bulk_store(memory.table.client, memory.table.name, user, conv, messages)
 
 
 class AiobotocoreDriver(RawDriver):
@@ -92,24 +155,7 @@ class AiobotocoreDriver(RawDriver):
             await self.client.batch_get_item(
                 RequestItems={self.name_: {"Keys": chunk, "ConsistentRead": True}}
             )
-        claim = await self.client.update_item(
-            TableName=self.name_,
-            Key=claim_key(conv),
-            UpdateExpression="SET o = if_not_exists(o, :u), gpk = if_not_exists(gpk, :g), "
-            "gsk = if_not_exists(gsk, :s) ADD n :k",
-            ExpressionAttributeValues={
-                ":u": attr(user),
-                ":g": attr(f"U#{user}"),
-                ":s": attr(f"C#{conv}"),
-                ":k": attr(len(recs)),
-            },
-            ReturnValues="ALL_NEW",
-        )
-        last = decode(claim["Attributes"], "n")
-        pairs = []
-        for seq, rec in enumerate(recs, start=last - len(recs) + 1):
-            rec.seq, rec.user_id = seq, user
-            pairs.append((rec, DynamoDBMemory._pair_items(conv, rec)))
+        pairs = await _claimed_pairs(self.client, self.name_, user, conv, recs)
         if self.transactions:
             for chunk in _chunks(pairs):
                 actions = [a for p in chunk for a in _pair_actions(p)]
@@ -126,6 +172,9 @@ class AiobotocoreDriver(RawDriver):
                 TableName=self.name_, Item=guard, ConditionExpression="attribute_not_exists(pk)"
             )
             await self.client.put_item(TableName=self.name_, Item=head)
+
+    async def preload(self, user: str, conv: str, messages: Sequence[Message]) -> None:
+        await bulk_store(self.client, self.name_, user, conv, messages)
 
     async def store_one(self, user: str, conv: str, message: Message) -> None:
         await self._store(user, conv, [message])
@@ -166,6 +215,7 @@ class AiobotocoreDriver(RawDriver):
 
 
 register_raw_driver("dynamodb", AiobotocoreDriver)
+PRELOADERS["dynamodb"] = _preload_ours
 
 
 if __name__ == "__main__":

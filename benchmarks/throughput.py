@@ -61,6 +61,7 @@ from bruno_memstore.search import STOP_WORDS, index_text
 from bruno_memstore.url import MemoryURL
 
 __all__ = [
+    "PRELOADERS",
     "RAW_DRIVERS",
     "AiosqliteDriver",
     "Figures",
@@ -97,6 +98,7 @@ class Workload:
     searches: int = 300
     rounds: int = 5  # implementations alternate this many times in each phase
     seed: int = 7
+    preload: bool = False  # users after the first are bulk-loaded, untimed (slow engines)
 
     @classmethod
     def quick(cls) -> Workload:
@@ -195,6 +197,11 @@ class Subject(ABC):
     @abstractmethod
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None: ...
 
+    async def preload(self, user: str, conv: str, messages: Sequence[Message]) -> None:
+        """Store ``messages`` as fast as the engine takes them, untimed (``--preload``): the
+        stored items must be those ``store_batch`` writes. Default: ``store_batch``."""
+        await self.store_batch(user, conv, messages)
+
     @abstractmethod
     async def read_context(self, user: str) -> list[Any]:
         """The user's newest :data:`CONTEXT_LIMIT` messages, as bruno-core ``Message``s."""
@@ -220,6 +227,13 @@ class Ours(Subject):
 
     async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
         await self.memory.store_messages(messages, conversation_id=conv, user_id=user)
+
+    async def preload(self, user: str, conv: str, messages: Sequence[Message]) -> None:
+        loader = PRELOADERS.get(self.memory.backend_name)
+        if loader is None:
+            await super().preload(user, conv, messages)
+        else:
+            await loader(self.memory, user, conv, messages)
 
     async def read_context(self, user: str) -> list[Any]:
         return await self.memory.retrieve_context(user, limit=CONTEXT_LIMIT)
@@ -261,24 +275,30 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
             if rows[k]:
                 setattr(fig, f"{attr}_p50_rows", _percentile(rows[k], 0.5))
 
-    # Batch store, filling the data set user by user.
+    # Batch store, filling the data set user by user (with ``preload``, users after the
+    # first are bulk-loaded and only the first user's batches are timed).
     elapsed = [0.0] * n
     for u in range(work.users):
         for k in _turns(n, u):
             user = data[k].users[u]
+            if work.preload and u > 0:
+                for batch in data[k].user_batches[u]:
+                    await subjects[k].preload(user, f"{user}-conv", batch)
+                continue
             started = time.perf_counter()
             for batch in data[k].user_batches[u]:
                 await subjects[k].store_batch(user, f"{user}-conv", batch)
             elapsed[k] += time.perf_counter() - started
         if u == 0:
             await reads("read_small")
+    timed = 1 if work.preload else work.users
     for k, fig in enumerate(figures):
-        fig.batch_store = work.users * work.per_user / elapsed[k]
+        fig.batch_store = timed * work.per_user / elapsed[k]
         fig.stored_small, fig.stored_large = work.per_user, work.users * work.per_user
     await reads("read_large")
 
     # Search over the full data set.
-    per_round = max(1, work.searches // rounds)
+    per_round = max(1, work.searches // rounds) if work.searches else 0
     found: list[list[float]] = [[] for _ in subjects]
     for r in range(rounds):
         for k in _turns(n, r):
@@ -308,7 +328,8 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
             spent[k] += time.perf_counter() - started
             stored[k] += len(chunk)
     for k, fig in enumerate(figures):
-        fig.sequential_store = stored[k] / spent[k]
+        if stored[k]:
+            fig.sequential_store = stored[k] / spent[k]
 
     spent = [0.0] * n
     stored = [0] * n
@@ -329,7 +350,7 @@ async def measure(subjects: Sequence[Subject], work: Workload, data: Sequence[Da
             spent[k] += time.perf_counter() - started
             stored[k] += sum(counts)
     for k, fig in enumerate(figures):
-        if spent[k]:
+        if stored[k]:
             fig.concurrent_store = stored[k] / spent[k]
     return figures
 
@@ -402,6 +423,10 @@ class RawDriver(Subject):
 
 
 RAW_DRIVERS: dict[str, list[type[RawDriver]]] = {}
+# Bulk loaders of the library's backends by backend name (``--preload``): each writes what
+# ``store_messages`` would, in the engine's bulk requests.
+Preloader = Callable[[MemoryBackend, str, str, Sequence[Message]], Awaitable[None]]
+PRELOADERS: dict[str, Preloader] = {}
 # Schemes whose raw drivers live in a module named after another spelling of the engine.
 _RAW_MODULE_ALIASES = {"postgresql": "postgres", "mariadb": "mysql", "rediss": "redis"}
 
@@ -768,21 +793,45 @@ def main(
     ] = None,
     per_user: Annotated[int | None, typer.Option(help="Messages per user in the dataset.")] = None,
     writers: Annotated[int, typer.Option(help="Concurrent writer tasks.")] = 32,
+    sequential: Annotated[
+        int | None, typer.Option(help="Messages stored one await at a time (0: none).")
+    ] = None,
+    concurrent: Annotated[
+        int | None, typer.Option(help="Messages stored by the concurrent writers (0: none).")
+    ] = None,
+    reads: Annotated[int | None, typer.Option(help="Context reads at each size.")] = None,
+    searches: Annotated[
+        int | None, typer.Option(help="Searches over the full dataset (0: none).")
+    ] = None,
+    preload: Annotated[
+        bool,
+        typer.Option(
+            help="Bulk-load the users after the first, untimed, where the engine has a bulk "
+            "loader (slow engines; the batch-store figure is then the first user's)."
+        ),
+    ] = False,
     raw: Annotated[bool, typer.Option(help="Also measure the raw drivers.")] = True,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
 ) -> None:
     """Measure store throughput, context-read latency and search latency."""
-    work = Workload.quick() if quick else Workload()
-    if per_user is not None:
-        work = Workload(**{**asdict(work), "per_user": per_user})
+    sizes = asdict(Workload.quick() if quick else Workload())
+    given = {"per_user": per_user, "sequential": sequential, "concurrent": concurrent}
+    given |= {"reads": reads, "searches": searches}
+    for name, value in given.items():
+        if value is not None:
+            least = 1 if name in ("per_user", "reads") else 0
+            if value < least:
+                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least {least}")
+            sizes[name] = value
     if messages is not None:
-        users = max(1, round(messages / work.per_user))
-        work = Workload(**{**asdict(work), "users": users})
-    work = Workload(
-        **{**asdict(work), "writers": writers, "concurrent": work.concurrent // writers * writers}
-    )
+        sizes["users"] = max(1, round(messages / sizes["per_user"]))
+    sizes["writers"] = writers
+    sizes["preload"] = preload
+    if sizes["concurrent"]:  # a whole number of messages per writer
+        sizes["concurrent"] = max(writers, sizes["concurrent"] // writers * writers)
+    work = Workload(**sizes)
     # Wide enough for the tables when the output is a file or a pipe.
     console = Console(width=max(Console().width, 150))
     info = machine()

@@ -1117,16 +1117,22 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         ones took places in the window)."""
         at = now_us()
         want = limit
+
+        async def read(n: int | None) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+            scope: dict[str, Any] = {
+                "conversation_id": conversation_id,
+                "user_id": user_id,
+                "limit": n,
+            }
+            if archived:
+                return await self._read_window(**scope), None
+            return await self._read_window_and_markers(**scope)
+
         while True:
-            records = await self._run(
-                operation,
-                lambda n=want: self._read_window(
-                    conversation_id=conversation_id, user_id=user_id, limit=n
-                ),
-            )
+            records, markers = await self._run(operation, lambda n=want: read(n))
             live = await self._unexpired(records, at, operation)
             if not archived:
-                live = await self._unarchived(live, operation)
+                live = await self._unarchived(live, operation, markers)
             if limit is None or want is None or len(live) >= limit or len(records) < want:
                 return live if limit is None else live[-limit:]
             want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
@@ -1520,11 +1526,25 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         rec = await self._run(op, lambda: self._get_session(archive_marker(conversation_id)))
         return rec is not None and _marks_archived(rec)
 
-    async def _unarchived(self, records: Sequence[MessageRecord], op: str) -> list[MessageRecord]:
-        """``records`` without those of archived conversations (one marker read each)."""
+    async def _unarchived(
+        self,
+        records: Sequence[MessageRecord],
+        op: str,
+        markers: Sequence[SessionRecord] | None = None,
+    ) -> list[MessageRecord]:
+        """``records`` without those of archived conversations: by the archive ``markers``
+        read with them, else by one marker read for each conversation."""
         if not records:
             return []
-        apart = {c for c in {r.conversation_id for r in records} if await self._is_archived(op, c)}
+        held = {r.conversation_id for r in records}
+        if markers is not None:
+            apart = {
+                m.conversation_id
+                for m in markers
+                if m.session_id == archive_marker(m.conversation_id) and _marks_archived(m)
+            } & held
+        else:
+            apart = {c for c in held if await self._is_archived(op, c)}
         return [r for r in records if r.conversation_id not in apart] if apart else list(records)
 
     async def _archived_set(self, op: str, user_id: str) -> set[str]:

@@ -146,6 +146,17 @@ class StoragePrimitives(ABC):
         is given (both may be). Order is ``(ts_us, seq)``: timestamp, then arrival.
         """
 
+    async def _read_window_and_markers(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+        """:meth:`_read_window`, with the archive marker sessions of the conversations the
+        window may hold when the engine reads them in the same round trip (``None``: not
+        read; the caller then reads each conversation's marker on its own)."""
+        window = await self._read_window(
+            conversation_id=conversation_id, user_id=user_id, limit=limit
+        )
+        return window, None
+
     @abstractmethod
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         """Delete the conversation's messages whose role is not in ``keep_roles``; return count.

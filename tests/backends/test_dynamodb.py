@@ -143,3 +143,52 @@ async def test_table_is_on_demand(dynalite_url: str) -> None:
             table = (await client.describe_table(TableName=memory.table_name))["Table"]
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["by_owner"]
+
+
+class _CountingClient:
+    """The memory's client, with the name of every request it sends recorded."""
+
+    def __init__(self, client: object) -> None:
+        self.client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        self.calls.append(name)
+        return getattr(self.client, name)
+
+
+async def test_a_users_window_is_one_query_beside_its_archive_markers(dynalite_url: str) -> None:
+    """The newest messages of a user and the archive markers of their conversations come in
+    one index ``Query``; with more markers than fit beside them, archived conversations still
+    leave the window."""
+    uid = new_user_id()
+    async with _memory(dynalite_url) as memory:
+        await memory.initialize()
+        for c in range(8):
+            await memory.store_messages(
+                [make_message(f"c{c} m{i}", timestamp=at(c * 10 + i)) for i in range(3)],
+                conversation_id=f"conv-{c}",
+                user_id=uid,
+            )
+        counting = _CountingClient(memory.table.client)
+        memory.table.client = counting
+        window = await memory.retrieve_context(uid, limit=4)
+        assert [m.content for m in window] == ["c6 m2", "c7 m0", "c7 m1", "c7 m2"]
+        assert counting.calls == ["query"]
+        await memory.archive_conversation(uid, "conv-0")
+        counting.calls.clear()
+        window = await memory.retrieve_context(uid, limit=4)
+        assert [m.content for m in window] == ["c6 m2", "c7 m0", "c7 m1", "c7 m2"]
+        assert counting.calls == ["query"]
+        await memory.archive_conversation(uid, "conv-7")
+        window = await memory.retrieve_context(uid, limit=4)
+        assert [m.content for m in window] == ["c5 m2", "c6 m0", "c6 m1", "c6 m2"]
+        for c in range(2, 7):  # seven markers: more than the room beside the window
+            await memory.archive_conversation(uid, f"conv-{c}")
+        window = await memory.retrieve_context(uid, limit=4)
+        assert [m.content for m in window] == ["c1 m0", "c1 m1", "c1 m2"]
+        await memory.restore_conversation(uid, "conv-7")
+        window = await memory.retrieve_context(uid, limit=4)
+        assert [m.content for m in window] == ["c1 m2", "c7 m0", "c7 m1", "c7 m2"]
+        sessions = await memory._collect("sessions", uid)
+        assert len(sessions) == 7  # the markers are listed with the user's sessions

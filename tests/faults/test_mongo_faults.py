@@ -4,23 +4,15 @@ nx-27017's ordered writes). A server down at start is in ``tests/backends/test_m
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bruno_memstore.backends.mongo import MongoMemory
-from bruno_memstore.errors import MemstoreError
-from bruno_memstore.retry import RetryPolicy
-from bruno_memstore.testing import make_message
 
+from ._load_harness import PATIENT, stored_once, under_load
 from ._mongo_server import MongoEmulator
-from ._progress import until
-
-USER = "loaded-user"
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=60.0)
 
 
 @pytest.fixture(params=["secantus", "nx"], ids=["secantus-emulator", "nx-emulator"])
@@ -31,28 +23,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MongoEmul
     emulator.stop()
 
 
-async def _load(
-    memory: MongoMemory, writers: int, stop: asyncio.Event, acked: list[tuple[str, str]]
-) -> list[BaseException]:
-    """Concurrent writers storing one message at a time until ``stop``; the errors."""
-    failed: list[BaseException] = []
-
-    async def writer(w: int) -> None:
-        i = 0
-        while not stop.is_set():
-            msg = make_message(f"writer {w} message {i}")
-            try:
-                await memory.store_message(msg, USER, f"conv-{w % 3}")
-            except MemstoreError as exc:
-                failed.append(exc)
-            else:
-                acked.append((f"conv-{w % 3}", str(msg.id)))
-            i += 1
-
-    await asyncio.gather(*(writer(w) for w in range(writers)))
-    return failed
-
-
 @pytest.mark.parametrize("crash", [False, True], ids=["restart", "kill"])
 async def test_restart_under_load_keeps_every_acknowledged_store_once(
     server: MongoEmulator, crash: bool
@@ -60,23 +30,9 @@ async def test_restart_under_load_keeps_every_acknowledged_store_once(
     memory = MongoMemory(server.url, connect_timeout=1.0, retry=PATIENT, embedding_model=None)
     await memory.initialize()
     assert memory.transactions is (server.kind == "secantus")
-    stop = asyncio.Event()
-    acked: list[tuple[str, str]] = []
-    load = asyncio.create_task(_load(memory, 8, stop, acked))
-    await until(lambda: len(acked) > 30, "30 stores before the restart")
-    before = len(acked)
-    await asyncio.to_thread(server.restart, crash=crash)
-    back = len(acked)
-    await until(lambda: len(acked) > back + 30, "30 stores after the restart")
-    stop.set()
-    failed = await load
-    assert before > 30 and len(acked) > back + 30
-    assert not failed, failed[:3]  # retries bridged the restart
-    stored: Counter[str] = Counter()
-    for conv in {c for c, _ in acked}:
-        stored.update(str(m.id) for m in await memory.retrieve_messages(conv, limit=10_000))
-    assert not {i: n for i, n in stored.items() if n > 1}
-    lost = {i for _, i in acked} - set(stored)
-    assert not lost, f"{len(lost)} of {len(acked)} acknowledged stores lost"
-    assert (await memory.get_statistics(USER))["total_messages"] == len(stored)
+    load = await under_load(
+        memory, lambda: server.restart(crash=crash), writers=8, conversations=3, progress=30
+    )
+    assert not load.failed, load.failed[:3]  # retries bridged the restart
+    await stored_once(memory, load.acked)
     await memory.shutdown()

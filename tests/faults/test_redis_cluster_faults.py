@@ -7,7 +7,6 @@ Each test runs its own cluster (see ``_redis_cluster``: three masters, three rep
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ from bruno_memstore.errors import BackendUnavailableError
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_message
 
-from ._progress import until
+from ._load_harness import USER, under_load
 from ._redis_cluster import RedisClusterServers
 from ._redis_server import free_port
-from .test_redis_faults import USER, CountingRedisMemory, _check_exactly_once, _load
+from .test_redis_faults import CountingRedisMemory, _check_exactly_once
 
 # A failover takes a few node timeouts; the killed master then rejoins as a replica. Writes
 # wait meanwhile (no replica confirms them), so writers retry for up to two minutes.
@@ -74,43 +73,36 @@ async def test_master_killed_under_load_keeps_every_acknowledged_store_once(
     await memory.initialize()
     assert memory.cluster and memory._wait[0] == 1  # writes wait for one replica
     master = memory._client.get_node_from_key(memory._slot_key).port
-    stop = asyncio.Event()
-    acked: list[tuple[str, str]] = []
-    failed: list[tuple[str, str, BaseException]] = []
-    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
-    try:
-        await until(lambda: len(acked) > 100, "100 stores before the kill")
+
+    def failover() -> None:
         cluster.kill(master)  # SIGKILL, mid-load
-        before = len(acked)
         # Its replica is promoted (every other node sees it as the master of the slots) ...
         survivors = [p for p in cluster.ports if p != master]
-        await asyncio.to_thread(
-            cluster.wait,
+        cluster.wait(
             lambda: sum(cluster.role(p) == "master" for p in survivors) == 3,
             "a replica to take over the killed master",
             120.0,
         )
         # ... and the killed node, started again, rejoins as its replica.
-        await asyncio.to_thread(cluster.restart, master)
-        await asyncio.to_thread(
-            cluster.wait,
+        cluster.restart(master)
+        cluster.wait(
             lambda: cluster.role(master) == "slave" and cluster.replica_link_up(master),
             "the killed master to rejoin as a replica",
             120.0,
         )
-        await until(lambda: len(acked) > before + 100, "100 stores after the failover", 180.0)
-    finally:
-        stop.set()
-        await load
-    assert not failed, failed[:3]  # retries bridged the failover
+
+    load = await under_load(
+        memory, failover, writers=16, conversations=4, progress=100, within=180.0
+    )
+    assert not load.failed, load.failed[:3]  # retries bridged the failover
     assert memory.transient_errors > 0  # the writers did see it
     assert memory._client.get_node_from_key(memory._slot_key).port != master
-    total = await _check_exactly_once(memory, acked)
-    assert total == len(acked)
+    total = await _check_exactly_once(memory, load.acked)
+    assert total == len(load.acked)
     await memory.shutdown()
     # A fresh client reads the same.
     reopened = RedisMemory(cluster.url, prefix=memory.prefix)
-    assert await _check_exactly_once(reopened, acked) == total
+    assert await _check_exactly_once(reopened, load.acked) == total
     # The user's own listing key came through the failover too (SCAN of the new masters).
     assert [user async for user in reopened._users(None)] == [USER]
     await reopened.shutdown()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,16 +19,12 @@ from bruno_memstore.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
-    MemstoreError,
 )
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_message
 
-from ._progress import until
+from ._load_harness import PATIENT, USER, WORD, stored_once, under_load
 from ._redis_server import RedisServer, free_port
-
-USER = "loaded-user"
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5, deadline=30.0)
 
 
 @pytest.fixture
@@ -108,48 +103,12 @@ async def test_a_server_that_stops_answering_times_out(tmp_path: Path) -> None:
 # ==================================================================== restart and crash under load
 
 
-async def _load(
-    memory: RedisMemory,
-    writers: int,
-    stop: asyncio.Event,
-    acked: list[tuple[str, str]],
-    failed: list[tuple[str, str, BaseException]],
-) -> None:
-    """Concurrent writers storing one message at a time until ``stop``."""
-
-    async def writer(w: int) -> None:
-        conv = f"conv-{w % 4}"
-        i = 0
-        while not stop.is_set():
-            msg = make_message(f"writer {w} message {i} lighthouse")
-            try:
-                await memory.store_message(msg, USER, conv)
-            except MemstoreError as exc:
-                failed.append((conv, str(msg.id), exc))
-            else:
-                acked.append((conv, str(msg.id)))
-            i += 1
-
-    tasks = [asyncio.create_task(writer(w)) for w in range(writers)]
-    await stop.wait()
-    await asyncio.gather(*tasks)
-
-
 async def _check_exactly_once(memory: RedisMemory, acked: list[tuple[str, str]]) -> int:
-    stored: Counter[str] = Counter()
-    for conv in {c for c, _ in acked}:
-        window = await memory.retrieve_messages(conv)
-        stored.update(str(m.id) for m in window)
-    duplicates = {i: n for i, n in stored.items() if n > 1}
-    assert not duplicates
-    missing = {i for _, i in acked} - set(stored)
-    assert not missing, f"{len(missing)} acknowledged stores lost"
-    stats = await memory.get_statistics(USER)
-    assert stats["total_messages"] == len(stored)
-    # The search index holds each message once too.
-    found = await memory.search(USER, "lighthouse", limit=len(stored) + 10)
-    assert len(found) == len(stored)
-    return len(stored)
+    """:func:`stored_once`, and the search index holds each message once too."""
+    total = await stored_once(memory, acked)
+    found = await memory.search(USER, WORD, limit=total + 10)
+    assert len(found) == total
+    return total
 
 
 async def test_restart_under_load_keeps_every_acknowledged_store_once(
@@ -157,28 +116,19 @@ async def test_restart_under_load_keeps_every_acknowledged_store_once(
 ) -> None:
     memory = _memory(aof_server.url, socket_timeout=2.0, connect_timeout=1.0, retry=PATIENT)
     await memory.initialize()
-    stop = asyncio.Event()
-    acked: list[tuple[str, str]] = []
-    failed: list[tuple[str, str, BaseException]] = []
-    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
-    await until(lambda: len(acked) > 50, "50 stores before the restart")
-    before = len(acked)
     # SHUTDOWN (the AOF is flushed), half a second down, then the same port and files.
-    await asyncio.to_thread(aof_server.restart, 0.5)
-    back = len(acked)
-    await until(lambda: len(acked) > back + 50, "50 stores after the restart")
-    stop.set()
-    await load
-    assert before > 50 and len(acked) > back + 50  # the load ran, and went on afterwards
-    assert not failed, failed[:3]  # retries bridged the restart
+    load = await under_load(
+        memory, lambda: aof_server.restart(0.5), writers=16, conversations=4, progress=50
+    )
+    assert not load.failed, load.failed[:3]  # retries bridged the restart
     assert memory.transient_errors >= 16  # every writer hit the restart
-    total = await _check_exactly_once(memory, acked)
-    assert total == len(acked)
+    total = await _check_exactly_once(memory, load.acked)
+    assert total == len(load.acked)
     # A fresh client after yet another restart reads the same.
     await memory.shutdown()
     await asyncio.to_thread(aof_server.restart)
     reopened = RedisMemory(aof_server.url, prefix=memory.prefix)
-    assert await _check_exactly_once(reopened, acked) == total
+    assert await _check_exactly_once(reopened, load.acked) == total
     await reopened.shutdown()
 
 
@@ -187,21 +137,15 @@ async def test_crash_under_load_keeps_every_acknowledged_store(aof_server: Redis
     # acknowledged write (an OS crash could lose up to a second: appendfsync everysec).
     memory = _memory(aof_server.url, socket_timeout=2.0, connect_timeout=1.0, retry=PATIENT)
     await memory.initialize()
-    stop = asyncio.Event()
-    acked: list[tuple[str, str]] = []
-    failed: list[tuple[str, str, BaseException]] = []
-    load = asyncio.create_task(_load(memory, 16, stop, acked, failed))
-    await until(lambda: len(acked) > 50, "50 stores before the crash")
-    aof_server.kill()
-    before = len(acked)
-    await asyncio.sleep(0.3)
-    await asyncio.to_thread(aof_server.start)
-    await until(lambda: len(acked) > before + 50, "50 stores after the restart")
-    stop.set()
-    await load
-    assert before > 50 and len(acked) > before + 50
-    assert not failed, failed[:3]
-    await _check_exactly_once(memory, acked)
+
+    def crash() -> None:
+        aof_server.kill()
+        time.sleep(0.3)
+        aof_server.start()
+
+    load = await under_load(memory, crash, writers=16, conversations=4, progress=50)
+    assert not load.failed, load.failed[:3]
+    await _check_exactly_once(memory, load.acked)
     await memory.shutdown()
 
 

@@ -13,6 +13,7 @@ index over their vectors, both read per query (see docs/backends/dynamodb.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
@@ -24,7 +25,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ...base import MemoryBackend
+from ...base import MemoryBackend, archive_marker
 from ...capabilities import DATABASE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import BackendUnavailableError, InvalidArgumentError, OwnershipError
@@ -55,6 +56,7 @@ from ..kit.settings import positive_seconds
 from ..kit.vectors import MemoryKey, VectorIndex, nearest, vector_from_bytes, vector_to_bytes
 from .layout import (
     HEAD,
+    MARKS,
     attr,
     claim_key,
     decode,
@@ -64,6 +66,7 @@ from .layout import (
     owner_keys,
     part_keys,
     row_bytes,
+    session_owner_keys,
 )
 from .table import TXN_BYTES, TXN_ITEMS, Table, error_code
 
@@ -84,6 +87,7 @@ _THROTTLED = frozenset(
 )
 _FAILED_CHECK = "ConditionalCheckFailedException"
 _OWNED = "attribute_not_exists(o) OR o = :u"
+_MARKER_ROOM = 5  # archive markers a user's window reads in the same Query
 _URL_OPTIONS: dict[str, type] = {
     "region": str,
     "endpoint": str,
@@ -424,28 +428,72 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         self, conversation_id: str, limit: int | None = None
     ) -> list[MessageRecord]:
         """The conversation's newest ``limit`` messages (all when ``None``), oldest first."""
-        out: list[MessageRecord] = []
+        return await self._newest(limit, f"C#{conversation_id}")
+
+    async def _user_messages(self, user_id: str, limit: int | None) -> list[MessageRecord]:
+        """The user's newest ``limit`` messages (all when ``None``), oldest first: one
+        ``Query`` on the owner index, which lists a user's messages by ``(ts, seq)``."""
+        return await self._newest(limit, f"U#{user_id}", index=True)
+
+    async def _newest(
+        self, limit: int | None, partition: str, *, index: bool = False
+    ) -> list[MessageRecord]:
+        """The newest ``limit`` messages of a conversation's partition, or of a user's in the
+        owner index (``index``), oldest first."""
+        heads: list[dict[str, Any]] = []
+        pk, sk = ("gpk", "gsk") if index else ("pk", "sk")
         async for page in self.table.query(
+            index=index,
             limit=limit,
-            KeyConditionExpression="pk = :p AND begins_with(sk, :m)",
-            ExpressionAttributeValues={":p": attr(f"C#{conversation_id}"), ":m": attr("M#")},
+            KeyConditionExpression=f"{pk} = :p AND begins_with({sk}, :m)",
+            ExpressionAttributeValues={":p": attr(partition), ":m": attr("M#")},
             ScanIndexForward=limit is None,
         ):
-            out += await self._messages(page)
+            heads += page
+        out = await self._messages(heads)
         if limit is not None:
             out.reverse()
         return out
 
     async def _owned(self, user_id: str, kind: str) -> list[dict[str, Any]]:
-        """The user's items of ``kind`` (``C``, ``E``, ``S``) through the owner index."""
+        """The user's items of ``kind`` (``C``, ``E``, ``S``; ``S`` with the archive markers,
+        or ``M$`` for those alone) through the owner index."""
         out: list[dict[str, Any]] = []
-        async for page in self.table.query(
-            index=True,
-            KeyConditionExpression="gpk = :g AND begins_with(gsk, :k)",
-            ExpressionAttributeValues={":g": attr(f"U#{user_id}"), ":k": attr(f"{kind}#")},
-        ):
-            out += (i for i in page if decode(i, "o") == user_id)
+        for prefix in {"S": ["S#", MARKS], MARKS: [MARKS]}.get(kind, [f"{kind}#"]):
+            async for page in self.table.query(
+                index=True,
+                KeyConditionExpression="gpk = :g AND begins_with(gsk, :k)",
+                ExpressionAttributeValues={":g": attr(f"U#{user_id}"), ":k": attr(prefix)},
+            ):
+                out += (i for i in page if decode(i, "o") == user_id)
         return out
+
+    async def _user_window(
+        self, user_id: str, limit: int | None
+    ) -> tuple[list[MessageRecord], list[SessionRecord]]:
+        """The user's newest ``limit`` messages and their archive markers. The markers sort
+        right above the messages in the owner index: one descending ``Query`` reads both
+        unless the user has more markers than :data:`_MARKER_ROOM`; then both are read apart,
+        at once."""
+        if limit is not None:
+            page = await self.table.page(
+                index=True,
+                KeyConditionExpression="gpk = :g AND begins_with(gsk, :m)",
+                ExpressionAttributeValues={":g": attr(f"U#{user_id}"), ":m": attr("M")},
+                ScanIndexForward=False,
+                Limit=limit + _MARKER_ROOM,
+            )
+            items = page.get("Items", [])
+            heads = [i for i in items if decode(i, "gsk").startswith("M#")]
+            if len(heads) >= limit or "LastEvaluatedKey" not in page:
+                marks = [i for i in items if decode(i, "gsk").startswith(MARKS)]
+                window = await self._messages(heads[:limit])
+                window.reverse()
+                return window, _sessions(marks, user_id)
+        window, marks = await asyncio.gather(
+            self._user_messages(user_id, limit), self._owned(user_id, MARKS)
+        )
+        return window, _sessions(marks, user_id)
 
     async def _all(self, kind: str) -> list[dict[str, Any]]:
         """Every item of ``kind`` (a scan of the table)."""
@@ -460,16 +508,47 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
-        if conversation_id is not None:
-            if user_id is not None and await self._conversation_owner(conversation_id) != user_id:
-                return []
-            return await self._conversation_messages(conversation_id, limit)
-        assert user_id is not None
-        merged: list[MessageRecord] = []
-        for item in await self._owned(user_id, "C"):
-            merged += await self._conversation_messages(decode(item, "pk")[2:], limit)
-        merged.sort(key=lambda r: (r.ts_us, r.seq))
-        return merged if limit is None else merged[-limit:]
+        window, _markers = await self._window(conversation_id, user_id, limit, markers=False)
+        return window
+
+    async def _read_window_and_markers(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+        return await self._window(conversation_id, user_id, limit, markers=True)
+
+    async def _window(
+        self, conversation_id: str | None, user_id: str | None, limit: int | None, *, markers: bool
+    ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+        """A window and, with ``markers``, the archive markers of its conversations, read at
+        once: a user's newest messages beside their markers (two index ``Query``s), or a
+        conversation's beside its claim (for the owner) and marker (one ``BatchGetItem``)."""
+        if conversation_id is None:
+            assert user_id is not None
+            if not markers:
+                return await self._user_messages(user_id, limit), None
+            return await self._user_window(user_id, limit)
+        keys = [claim_key(conversation_id)] if user_id is not None else []
+        if markers:
+            keys.append(key("S", archive_marker(conversation_id)))
+        if not keys:
+            return await self._conversation_messages(conversation_id, limit), None
+
+        def readable(heads: list[dict[str, Any]]) -> bool:
+            claims = [decode(h, "o") for h in heads if decode(h, "pk")[0] == "C"]
+            return user_id is None or claims == [user_id]
+
+        if limit is None and user_id is not None:  # a whole conversation: for its owner only
+            heads = await self.table.get_many(keys)
+            window = await self._conversation_messages(conversation_id) if readable(heads) else []
+        else:
+            heads, window = await asyncio.gather(
+                self.table.get_many(keys), self._conversation_messages(conversation_id, limit)
+            )
+            window = window if readable(heads) else []
+        by_kind = {decode(h, "pk")[0]: h for h in heads}
+        if not markers:
+            return window, None
+        return window, _sessions([by_kind["S"]] if "S" in by_kind else [], None)
 
     async def _message_items(
         self, conversation_id: str, keep: Callable[[dict[str, Any]], bool]
@@ -591,7 +670,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _put_session(self, record: SessionRecord) -> None:
         item = {
             **key("S", record.session_id),
-            **owner_keys("S", record.user_id, record.session_id),
+            **session_owner_keys(record.user_id, record.session_id),
             "r": attr(row_bytes(SESSIONS.row(record))),
         }
         owned = {
@@ -733,6 +812,11 @@ def _with_vector(rec: Any, item: dict[str, Any]) -> Any:
 
 def _memory(item: dict[str, Any]) -> MemoryRecord:
     return _with_vector(MEMORIES.from_row(decode(item)), item)
+
+
+def _sessions(items: list[dict[str, Any]], owner: str | None) -> list[SessionRecord]:
+    """The session records of items (those of ``owner`` when given)."""
+    return [SESSIONS.from_row(decode(i)) for i in items if owner is None or decode(i, "o") == owner]
 
 
 def _new_guard() -> dict[str, Any]:

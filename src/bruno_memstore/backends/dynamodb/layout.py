@@ -1,35 +1,41 @@
 """The single-table layout: every item's keys and attributes (see docs/backends/dynamodb.md).
 
 Table keys ``pk`` (partition) and ``sk`` (sort), both strings; one global secondary index,
-``by_owner`` (``gpk``, ``gsk``, all attributes projected), lists a user's records.
+``by_owner`` (``gpk``, ``gsk``, all attributes projected), lists a user's records (their
+messages newest last).
 
 * conversation claim: ``C#cid`` / ``#``; ``o`` owner, ``n`` last seq, ``gpk`` ``U#owner``,
   ``gsk`` ``C#cid``
-* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``id``, ``role``;
-  a row above :data:`PART_BYTES` is cut: ``r`` holds its first part, ``np`` says how many
-  follow, each an item ``C#cid`` / ``P#ts#seq#i`` (outside the messages' ``M#`` range)
+* message: ``C#cid`` / ``M#ts#seq``; ``r`` the codec's row (JSON bytes), ``id``, ``role``,
+  ``o`` owner, ``gpk`` ``U#owner``, ``gsk`` ``M#ts#seq#cid``; a row above
+  :data:`PART_BYTES` is cut: ``r`` holds its first part, ``np`` says how many follow, each
+  an item ``C#cid`` / ``P#ts#seq#i`` (outside the messages' ``M#`` range)
 * message id guard: ``M#id`` / ``#``; ``c`` its conversation, ``k`` its message's ``sk``
 * memory entry: ``E#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``E#id``, ``x`` expiry
   (microseconds), ``ttl`` (seconds, DynamoDB's TTL attribute)
-* session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``
+* session: ``S#id`` / ``#``; ``r``, ``o``, ``gpk``, ``gsk`` ``S#id``, or ``M$id`` for the
+  sessions that hold a conversation's archive state: those sort right above the owner's
+  messages, so a user's window and its archive markers are one ``Query``
 * vector space: ``V#space`` / ``#``; ``r`` the model and dimension
 
 Messages and memory entries keep their vector (if any) in ``v`` (float32 bytes).
 
-A message's sort key orders a conversation by ``(ts_us, seq)``: the newest ``N`` are one
-descending ``Query`` with ``Limit`` N.
+A message's sort key orders a conversation by ``(ts_us, seq)``, and its index key the owner's
+messages the same way: the newest ``N`` of either are one descending ``Query`` with ``Limit`` N.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...lifecycle import ARCHIVE_MARKER
 from ..kit.kv import dumps, loads
 from ..kit.vectors import vector_to_bytes
 
 __all__ = [
     "HEAD",
     "INDEX",
+    "MARKS",
     "attr",
     "claim_key",
     "decode",
@@ -40,9 +46,11 @@ __all__ = [
     "owner_keys",
     "part_keys",
     "row_bytes",
+    "session_owner_keys",
     "table_spec",
 ]
 
+MARKS = "M$"  # the index prefix of archive markers: above the owner's messages (``M#``)
 PART_BYTES = 380_000  # bytes of a row per item (DynamoDB's item limit is 400 KB)
 HEAD = "#"  # the sort key of every item that is alone in its partition
 INDEX = "by_owner"
@@ -68,7 +76,8 @@ def message_sk(ts_us: int, seq: int) -> str:
 
 
 def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, Any]]:
-    """The items of a message: its parts (if its row is cut), then its head."""
+    """The items of a message: its parts (if its row is cut), then its head, listed under
+    its owner (``rec.user_id``, the conversation's) in the owner index."""
     sk = message_sk(rec.ts_us, rec.seq)
     cuts = [row[i : i + PART_BYTES] for i in range(0, len(row), PART_BYTES)] or [b""]
     parts = [
@@ -80,6 +89,7 @@ def message_items(conversation_id: str, rec: Any, row: bytes) -> list[dict[str, 
         "r": {"B": cuts[0]},
         "id": {"S": rec.id},
         "role": {"S": rec.role},
+        **owner_keys("M", rec.user_id, f"{sk[2:]}#{conversation_id}"),
     }
     if parts:
         head["np"] = {"N": str(len(parts))}
@@ -98,6 +108,14 @@ def part_keys(head: dict[str, Any]) -> list[dict[str, Any]]:
 def owner_keys(kind: str, owner: str, record_id: str) -> dict[str, Any]:
     """The attributes that list a record under its owner in the ``by_owner`` index."""
     return {"o": {"S": owner}, "gpk": {"S": f"U#{owner}"}, "gsk": {"S": f"{kind}#{record_id}"}}
+
+
+def session_owner_keys(owner: str, session_id: str) -> dict[str, Any]:
+    """:func:`owner_keys` of a session: an archive marker is listed under ``M$``."""
+    keys = owner_keys("S", owner, session_id)
+    if session_id.startswith(ARCHIVE_MARKER):
+        keys["gsk"] = {"S": MARKS + session_id}
+    return keys
 
 
 def row_bytes(row: list[Any]) -> bytes:

@@ -138,20 +138,25 @@ class Table:
             ]
         )
 
-    async def query(
-        self, *, index: bool = False, limit: int | None = None, **query: Any
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Pages of a ``Query`` (on the owner index when ``index``), at most ``limit`` items."""
+    async def page(self, *, index: bool = False, **query: Any) -> dict[str, Any]:
+        """One page of a ``Query`` (on the owner index when ``index``): the service's answer."""
         args: dict[str, Any] = {"TableName": self.name, **query}
         if index:
             args["IndexName"] = INDEX
         else:
             args["ConsistentRead"] = True
+        return await self.client.query(**args)
+
+    async def query(
+        self, *, index: bool = False, limit: int | None = None, **query: Any
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of a ``Query`` (on the owner index when ``index``), at most ``limit`` items."""
+        args = dict(query)
         left = limit
         while True:
             if left is not None:
                 args["Limit"] = left
-            page = await self.client.query(**args)
+            page = await self.page(index=index, **args)
             items = page.get("Items", [])
             if items:
                 yield items
