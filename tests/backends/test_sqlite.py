@@ -482,6 +482,9 @@ async def test_a_term_most_rows_hold_never_costs_the_best_matches(
     assert ranked_statements(db_path, user, query, 10) == (
         ["split"] if rare == 40 else ["split", "full"]
     )
+    with raw(db_path) as conn:  # the row count bm25() uses, read from the index's record
+        rows, counts = run_plan(conn, partial(fulltext.term_order, DIALECT.search_terms(query)))
+    assert (rows, [n for _, n in counts]) == (4200, [rare, 1200 + rare])
     contents = [r.message.content for r in await memory.search(user, query, mode="keyword")]
     assert sum("lighthouse" in c for c in contents) == min(rare, 10)
 

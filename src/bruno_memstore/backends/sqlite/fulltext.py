@@ -58,14 +58,26 @@ def term_order(terms: Sequence[str]) -> Plan[tuple[int, list[tuple[str, int]]]]:
     """The index's row count and ``terms`` with the rows holding each, rarest first (ties
     by term): the order every expression lists them in, so scores are summed alike."""
     counts = ", ".join("(SELECT count(*) FROM search_fts WHERE search_fts MATCH ?)" for _ in terms)
-    row = (
-        yield Fetch(
-            f"SELECT (SELECT count(*) FROM search_fts_docsize), {counts}",
-            [f"body : {quoted(t)}" for t in terms],
-        )
-    )[0]
+    rows = yield Fetch(
+        f"SELECT block, {counts} FROM search_fts_data WHERE id = 1",
+        [f"body : {quoted(t)}" for t in terms],
+    )
+    row = rows[0] if rows else (b"", *[0] * len(terms))  # no record: an empty index
     ordered = sorted(zip(terms, map(int, row[1:]), strict=True), key=lambda p: (p[1], p[0]))
-    return int(row[0]), ordered
+    return _varint(row[0] or b""), ordered
+
+
+def _varint(data: bytes) -> int:
+    """The SQLite varint at the start of ``data`` (0 if empty). The FTS5 index's record 1
+    starts with the row count its ``bm25()`` uses; the column sizes follow."""
+    value = 0
+    for i, byte in enumerate(data[:9]):
+        if i == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            break
+    return value
 
 
 def term_bound(rows_with_term: int, rows: int) -> float:
