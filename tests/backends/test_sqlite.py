@@ -35,6 +35,7 @@ from bruno_memstore.backends.sqlite.dialect import (
     DIALECT,
     INDEX_EVERY,
     INSERT_MESSAGE,
+    ONLY_USER,
     SEARCH_MESSAGES,
     SELECT_USER,
     match_expression,
@@ -421,15 +422,16 @@ def plain_ranking(path: Path, user: str, query: str, limit: int) -> list[tuple[s
 
 
 def ranked_statements(path: Path, user: str, query: str, limit: int) -> list[str]:
-    """The ranked full-text statements a search of ``query`` runs (the split query names the
-    scope twice)."""
+    """The ranked full-text statements a search of ``query`` runs: ``"split"`` (the most
+    common term only adds to the others' rows) or ``"full"``."""
     seen: list[str] = []
     with raw(path) as conn:
         uid = conn.execute(SELECT_USER, (user,)).fetchone()[0]
+        alone = conn.execute(ONLY_USER).fetchall() == [(uid,)]
         conn.set_trace_callback(seen.append)
         terms = DIALECT.search_terms(query)
-        run_plan(conn, partial(fulltext.ranked_rows, terms, f"u{uid}", limit))
-    return ["split" if s.count("scope :") > 1 else "full" for s in seen if "-rank" in s]
+        run_plan(conn, partial(fulltext.ranked_rows, terms, f"u{uid}", limit, alone=alone))
+    return ["split" if "OR body :" in s else "full" for s in seen if "-rank" in s]
 
 
 async def keyword_ranking(
@@ -460,15 +462,19 @@ async def fill(memory: SQLiteMemory, user: str, texts: list[str]) -> None:
         await store(memory, user, new_conversation_id(), texts[start : start + 500])
 
 
+@pytest.mark.parametrize("others", [False, True])
 @pytest.mark.parametrize("rare", [40, 3])
 async def test_a_term_most_rows_hold_never_costs_the_best_matches(
-    keyword_memory: SQLiteMemory, db_path: Path, rare: int
+    keyword_memory: SQLiteMemory, db_path: Path, rare: int, others: bool
 ) -> None:
-    """'coffee' is in 1,200 of 4,200 messages. With 40 'lighthouse' messages, the ten best
-    are found among them (the rows holding only 'coffee' are never scored); with 3, the
-    best also hold only 'coffee' and the full query runs. Either way the answer is the
-    plain query's, scores and order."""
+    """'coffee' is in 1,200 of the user's 4,200 messages. With 40 'lighthouse' messages,
+    the ten best are found among them (the rows holding only 'coffee' are never scored);
+    with 3, the best also hold only 'coffee' and the full query runs. Either way the answer
+    is the plain query's, scores and order, whether the user is alone in the store or
+    another user's messages match too (and stay out)."""
     user = new_user_id()
+    if others:
+        await fill(keyword_memory, new_user_id(), ["lighthouse coffee coffee"] * 50)
     texts = [f"green tea number {i} in the garden" for i in range(3000 - rare)]
     texts += [f"coffee with milk number {i}" for i in range(1200)]
     texts += [f"the lighthouse keeper {i} drinks coffee" for i in range(rare)]
@@ -484,7 +490,8 @@ async def test_a_term_most_rows_hold_never_costs_the_best_matches(
     )
     with raw(db_path) as conn:  # the row count bm25() uses, read from the index's record
         rows, counts = run_plan(conn, partial(fulltext.term_order, DIALECT.search_terms(query)))
-    assert (rows, [n for _, n in counts]) == (4200, [rare, 1200 + rare])
+    extra = 50 if others else 0
+    assert (rows, [n for _, n in counts]) == (4200 + extra, [rare + extra, 1200 + rare + extra])
     contents = [r.message.content for r in await memory.search(user, query, mode="keyword")]
     assert sum("lighthouse" in c for c in contents) == min(rare, 10)
 

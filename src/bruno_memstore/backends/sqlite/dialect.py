@@ -77,6 +77,11 @@ _SET = ", ".join(c + " = ?" for c in _MEMORY_COLUMNS)
 UPDATE_MEMORY = f"UPDATE memories SET {_SET} WHERE rid = ?"
 
 SELECT_USER = "SELECT uid FROM users WHERE user_id = ?"
+# The key of the store's one user; no row when there are more (index look-ups only).
+ONLY_USER = (
+    "SELECT uid FROM users WHERE uid = (SELECT min(uid) FROM users) "
+    "AND uid = (SELECT max(uid) FROM users)"
+)
 INSERT_USER = "INSERT INTO users (user_id) VALUES (?)"
 SELECT_CONVERSATION = (
     "SELECT c.cid, c.uid, u.user_id FROM conversations c JOIN users u ON u.uid = c.uid "
@@ -425,7 +430,11 @@ class SQLiteDialect(RowDialect):
                 return []
             # The conversation's own token narrows the index lookup to that conversation.
             scope, extra, args = f"c{rows[0][0]}", "AND +m.cid = ? ", [rows[0][0]]
-        ranked = yield from ranked_rows(terms, scope, limit)
+        alone = False
+        if conversation_id is None:
+            rows = yield Fetch(ONLY_USER)
+            alone = bool(rows) and rows[0][0] == key
+        ranked = yield from ranked_rows(terms, scope, limit, alone=alone)
         if ranked:
             scores = dict(ranked)
             rows = yield Fetch(

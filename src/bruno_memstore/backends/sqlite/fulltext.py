@@ -104,20 +104,23 @@ def _cut(rows: list[Scored], limit: int) -> list[Scored] | None:
 
 
 def ranked_rows(
-    terms: Sequence[str], scope: str, limit: int, *, side: str = ">"
+    terms: Sequence[str], scope: str, limit: int, *, alone: bool = False, side: str = ">"
 ) -> Plan[list[Scored] | None]:
     """The rows of ``scope`` (``side`` ``">"``: messages, ``"<"``: memory entries) that may
     be among the best ``limit`` for ``terms``, best first: the best ``limit`` and every row
     tied with the last of them. ``None``: ties at the cut go beyond what was read (the
-    caller runs the plain query)."""
+    caller runs the plain query). ``alone``: ``scope`` holds every row of the index (its
+    owner is the only user), so the expressions need not name it to filter (each naming
+    costs a pass over the owner's rows)."""
     rows, ordered = yield from term_order(terms)
     words = [t for t, _ in ordered]
-    head = f"scope : {quoted(scope)}"
+    token = f"scope : {quoted(scope)}"
+    head = "" if alone else f"{token} AND "
     common, common_rows = ordered[-1]
     if len(words) > 1 and common_rows >= max(SPLIT_MIN, 4 * (limit + SLACK)):
-        rarer = f"{head} AND body : ({_alternatives(words[:-1])})"
-        found = yield from _top(f"{rarer} AND ({head} OR body : {quoted(common)})", side, limit)
+        rarer = f"{head}body : ({_alternatives(words[:-1])})"
+        found = yield from _top(f"{rarer} AND ({token} OR body : {quoted(common)})", side, limit)
         if len(found) >= limit and found[limit - 1][1] > term_bound(common_rows, rows):
             return _cut(found, limit)
-    found = yield from _top(f"{head} AND body : ({_alternatives(words)})", side, limit)
+    found = yield from _top(f"{head}body : ({_alternatives(words)})", side, limit)
     return _cut(found, limit)
