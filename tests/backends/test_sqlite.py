@@ -30,12 +30,16 @@ from bruno_memstore.backends.sql import plans as shared
 from bruno_memstore.backends.sql import threaded
 from bruno_memstore.backends.sql.append import Append, append_group
 from bruno_memstore.backends.sql.sync import run_group, run_plan
-from bruno_memstore.backends.sqlite import SQLiteMemory
+from bruno_memstore.backends.sqlite import SQLiteMemory, fulltext
 from bruno_memstore.backends.sqlite import vectors as ops
 from bruno_memstore.backends.sqlite.dialect import (
     DIALECT,
     INDEX_EVERY,
     INSERT_MESSAGE,
+    ONLY_USER,
+    SEARCH_MESSAGES,
+    SELECT_USER,
+    match_expression,
     message_row,
 )
 from bruno_memstore.backends.sqlite.schema import (
@@ -403,6 +407,114 @@ async def test_fts_syntax_in_queries_is_plain_text(memory: SQLiteMemory) -> None
     for query in ('"', '""', "NEAR(", "AND OR NOT", "col:umn", "*", "^x", "{a b}:c", "a'b", "\\"):
         await memory.search(user, query)  # never an FTS5 syntax error
     assert len(await memory.search_messages("near column", user_id=user)) == 1
+
+
+# ==================================================================== ranked full text
+
+
+def plain_ranking(path: Path, user: str, query: str, limit: int) -> list[tuple[str, float]]:
+    """``(id, score)`` of the plain query's answer: every matching row ranked and joined."""
+    with raw(path) as conn:
+        uid = conn.execute(SELECT_USER, (user,)).fetchone()[0]
+        rows = conn.execute(
+            SEARCH_MESSAGES.format(extra=""), [match_expression(query, f"u{uid}"), uid, limit]
+        ).fetchall()
+    return [(row[0], row[-1]) for row in rows]
+
+
+def ranked_statements(path: Path, user: str, query: str, limit: int) -> list[str]:
+    """The ranked full-text statements a search of ``query`` runs: ``"split"`` (the most
+    common term only adds to the others' rows) or ``"full"``."""
+    seen: list[str] = []
+    with raw(path) as conn:
+        uid = conn.execute(SELECT_USER, (user,)).fetchone()[0]
+        alone = conn.execute(ONLY_USER).fetchall() == [(uid,)]
+        conn.set_trace_callback(seen.append)
+        terms = DIALECT.search_terms(query)
+        run_plan(conn, partial(fulltext.ranked_rows, terms, f"u{uid}", limit, alone=alone))
+    return ["split" if "OR body :" in s else "full" for s in seen if "-rank" in s]
+
+
+async def keyword_ranking(
+    memory: SQLiteMemory, user: str, query: str, limit: int
+) -> list[tuple[str, float]]:
+    found = await memory.search(user, query, limit=limit, kinds=("message",), mode="keyword")
+    hits = await memory._text_search(
+        SearchRequest(user_id=user, query=query, kinds=frozenset({"message"}), limit=limit)
+    )
+    assert [str(r.message.id) for r in found if r.message] == [
+        h.message.id for h in hits if h.message
+    ]
+    return [(h.message.id, h.score) for h in hits if h.message]
+
+
+@pytest.fixture
+async def keyword_memory(db_path: Path) -> AsyncIterator[SQLiteMemory]:
+    """A store without an embedding model: thousands of messages stored in a blink."""
+    mem = SQLiteMemory(db_path, embedding_model=None)
+    try:
+        yield mem
+    finally:
+        await mem.shutdown()
+
+
+async def fill(memory: SQLiteMemory, user: str, texts: list[str]) -> None:
+    for start in range(0, len(texts), 500):
+        await store(memory, user, new_conversation_id(), texts[start : start + 500])
+
+
+@pytest.mark.parametrize("others", [False, True])
+@pytest.mark.parametrize("rare", [40, 3])
+async def test_a_term_most_rows_hold_never_costs_the_best_matches(
+    keyword_memory: SQLiteMemory, db_path: Path, rare: int, others: bool
+) -> None:
+    """'coffee' is in 1,200 of the user's 4,200 messages. With 40 'lighthouse' messages,
+    the ten best are found among them (the rows holding only 'coffee' are never scored);
+    with 3, the best also hold only 'coffee' and the full query runs. Either way the answer
+    is the plain query's, scores and order, whether the user is alone in the store or
+    another user's messages match too (and stay out)."""
+    user = new_user_id()
+    if others:
+        await fill(keyword_memory, new_user_id(), ["lighthouse coffee coffee"] * 50)
+    texts = [f"green tea number {i} in the garden" for i in range(3000 - rare)]
+    texts += [f"coffee with milk number {i}" for i in range(1200)]
+    texts += [f"the lighthouse keeper {i} drinks coffee" for i in range(rare)]
+    memory = keyword_memory
+    await fill(memory, user, texts)
+    query = "lighthouse coffee"
+    got = await keyword_ranking(memory, user, query, 10)
+    want = plain_ranking(db_path, user, query, 10)
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-12)
+    assert ranked_statements(db_path, user, query, 10) == (
+        ["split"] if rare == 40 else ["split", "full"]
+    )
+    with raw(db_path) as conn:  # the row count bm25() uses, read from the index's record
+        rows, counts = run_plan(conn, partial(fulltext.term_order, DIALECT.search_terms(query)))
+    extra = 50 if others else 0
+    assert (rows, [n for _, n in counts]) == (4200 + extra, [rare + extra, 1200 + rare + extra])
+    contents = [r.message.content for r in await memory.search(user, query, mode="keyword")]
+    assert sum("lighthouse" in c for c in contents) == min(rare, 10)
+
+
+@pytest.mark.parametrize("copies", [30, 200])
+async def test_equal_scores_at_the_cut_are_broken_newest_first(
+    memory: SQLiteMemory, db_path: Path, copies: int
+) -> None:
+    """Equal copies stored in an order unlike their timestamps: the ten newest by time
+    come first, whether the tied group fits in the rows read (30) or not (200)."""
+    user = new_user_id()
+    seconds = list(range(copies))
+    seconds.sort(key=lambda s: (s * 7919) % copies)  # stored out of time order
+    msgs = [make_message("a red tulip", timestamp=at(s)) for s in seconds]
+    await memory.store_messages(msgs, conversation_id=new_conversation_id(), user_id=user)
+    found = await memory.search(user, "tulip", limit=10, mode="keyword")
+    assert [r.message.timestamp for r in found if r.message] == [
+        at(s) for s in range(copies - 1, copies - 11, -1)
+    ]
+    assert [i for i, _ in await keyword_ranking(memory, user, "tulip", 10)] == [
+        i for i, _ in plain_ranking(db_path, user, "tulip", 10)
+    ]
 
 
 # ==================================================================== vectors

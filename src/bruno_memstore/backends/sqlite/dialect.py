@@ -22,6 +22,7 @@ from ..sql.dialect import Conversation, NewMessage, RowDialect, Source
 from ..sql.plans import stored_ids
 from ..sql.steps import Execute, ExecuteMany, Fetch, Insert, Plan
 from ..sql.where import marks
+from .fulltext import quoted, ranked_rows
 
 __all__ = [
     "DEFERRING",
@@ -78,6 +79,11 @@ _SET = ", ".join(c + " = ?" for c in _MEMORY_COLUMNS)
 UPDATE_MEMORY = f"UPDATE memories SET {_SET} WHERE rid = ?"
 
 SELECT_USER = "SELECT uid FROM users WHERE user_id = ?"
+# The key of the store's one user; no row when there are more (index look-ups only).
+ONLY_USER = (
+    "SELECT uid FROM users WHERE uid = (SELECT min(uid) FROM users) "
+    "AND uid = (SELECT max(uid) FROM users)"
+)
 INSERT_USER = "INSERT INTO users (user_id) VALUES (?)"
 SELECT_CONVERSATION = (
     "SELECT c.cid, c.uid, u.user_id FROM conversations c JOIN users u ON u.uid = c.uid "
@@ -190,9 +196,8 @@ def message_row(rec: MessageRecord, cid: int, uid: int) -> tuple[Any, ...]:
 
 
 def _expression(words: Sequence[str], scope: str) -> str:
-    # Every term a quoted string: FTS5 syntax in user text (AND, NEAR, *, quotes) is plain.
-    alternatives = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-    return f'scope : "{scope}" AND body : ({alternatives})'
+    alternatives = " OR ".join(quoted(w) for w in words)
+    return f"scope : {quoted(scope)} AND body : ({alternatives})"
 
 
 def match_expression(query: str, scope: str) -> str | None:
@@ -462,7 +467,26 @@ class SQLiteDialect(RowDialect):
             if not rows or rows[0][1] != key:
                 return []
             # The conversation's own token narrows the index lookup to that conversation.
-            scope, extra, args = f"c{rows[0][0]}", "AND m.cid = ? ", [rows[0][0]]
+            scope, extra, args = f"c{rows[0][0]}", "AND +m.cid = ? ", [rows[0][0]]
+        alone = False
+        if conversation_id is None:
+            rows = yield Fetch(ONLY_USER)
+            alone = bool(rows) and rows[0][0] == key
+        ranked = yield from ranked_rows(terms, scope, limit, alone=alone)
+        if ranked:
+            scores = dict(ranked)
+            rows = yield Fetch(
+                f"SELECT {MESSAGES.select} FROM {MESSAGES.tables} "
+                f"WHERE m.seq IN ({marks(len(scores))}) AND +m.uid = ? {extra}",
+                [*scores, key, *args],
+            )
+            if len(rows) == len(scores):  # else rows out of step with the index: see below
+                records = [self.message(row) for row in rows]
+                records.sort(key=lambda r: (-scores[r.seq], -r.ts_us, -r.seq))
+                return [SearchHit("message", scores[r.seq], message=r) for r in records[:limit]]
+        elif ranked is not None:
+            return []
+        # The plain query: every matching row ranked and joined, ties broken on the records.
         rows = yield Fetch(
             SEARCH_MESSAGES.format(extra=extra), [_expression(terms, scope), key, *args, limit]
         )
