@@ -138,21 +138,19 @@ def rank_member(importance: float, created_us: int, memory_id: str) -> str:
 class RedisKeys:
     """Key names under one configured prefix; ``prefix`` is its key prefix.
 
-    With ``cluster`` set, the key prefix is the encoded prefix in braces (``{P}``): every
-    key of the store then hashes to that one slot, and a user's "tag" ``{P}:u:<user>}``
-    is no hash tag any more, only the same unambiguous name (the ``}`` ends the user id).
+    The names are the same on a Redis Cluster (``cluster`` set), where a user's keys hash to
+    the slot of the user's tag and each directory key to a slot of its own; there the
+    scripts also keep the owner's copies of directory keys (:meth:`local_pointer`).
     """
 
     __slots__ = ("cluster", "prefix")
 
     def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.cluster = cluster
-        self.prefix = f"{{{encode_prefix(prefix)}}}" if cluster else encode_prefix(prefix)
+        self.prefix = encode_prefix(prefix)
 
     def tag(self, user_id: str) -> str:
         """The user's hash tag: every per-user key starts with it, so all share a slot."""
-        if self.cluster:
-            return f"{self.prefix}:u:{encode_id(user_id)}}}"
         return f"{{{self.prefix}:u:{encode_id(user_id)}}}"
 
     def user(self, user_id: str, part: str) -> str:
@@ -169,7 +167,7 @@ class RedisKeys:
 
     def user_of(self, key: str) -> str | None:
         """The user whose per-user key ``key`` is (None if it is no per-user key)."""
-        start = f"{self.prefix}:u:" if self.cluster else f"{{{self.prefix}:u:"
+        start = f"{{{self.prefix}:u:"
         end = key.find("}", len(start))
         if not key.startswith(start) or end < 0:
             return None
@@ -183,6 +181,14 @@ class RedisKeys:
         """A global directory key: ``co`` conversation, ``mo`` message, ``so``, ``eo``."""
         return f"{self.prefix}:{kind}:{encode_id(record_id)}"
 
+    def local_pointer(self, user_id: str, kind: str, record_id: str) -> str:
+        """Cluster only: the owner's copy of a directory key, in the owner's slot."""
+        return f"{self.tag(user_id)}:{kind}:{encode_id(record_id)}"
+
     def glob(self, name: str) -> str:
-        """A global singleton: ``users``, ``cexp``, ``eexp``."""
+        """A global singleton: ``users``, ``cexp``, ``eexp``, ``meta``."""
         return f"{self.prefix}:{name}"
+
+    def one_slot_meta(self) -> str:
+        """``P:meta`` of the earlier cluster layout, where every key was under ``{P}``."""
+        return f"{{{self.prefix}}}:meta"
