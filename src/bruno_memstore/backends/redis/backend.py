@@ -836,10 +836,13 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
         if conversation_id is not None:
-            home = None
-            if self._directory is not None:
+            home = user_id
+            if self._directory is not None and home is None:
+                # On a cluster the user's own slot answers for the user (its copy of the
+                # directory key says whether the user holds the conversation); else the
+                # owner the directory names.
                 home = await self._directory.owner("co", conversation_id)
-                if home is None or (user_id is not None and home != user_id):
+                if home is None:
                     return []
             reply = await self._eval(
                 "read_conversation", [conversation_id, user_id or "", limit or 0], home

@@ -23,8 +23,13 @@ protocol:
 4. **Deletions.** Scripts delete their copies with the data and queue the global keys in
    HOME's set ``T:gone``; the client then deletes each global key that still names HOME,
    by the same mark, check, delete (a record stored again meanwhile keeps its key).
-5. **WAIT** follows every write on the connection that wrote, on every master written:
-   the data step's master and each directory key's master.
+5. **WAIT** follows every write, on every master written, on a connection whose last write
+   there came after it (a master's replication stream is ordered, so ``WAIT`` after a later
+   write on a connection covers every earlier write on that master). A single script's
+   write is followed by ``WAIT`` on its own connection; a claiming writer's claims and data
+   step by the second read, which rewrites each claim it finds its own (compare-and-set to
+   the same value) and the writer's marker key ``T:here`` on the data's master, then
+   ``WAIT`` s on each of those masters: one wait for the whole write.
 """
 
 from __future__ import annotations
@@ -103,6 +108,14 @@ end
 return 1
 """
 
+# One directory key: the second read; rewritten when it is ARGV[1] (a write, so that WAIT
+# after it covers the claim). -> 1, or 0 when it differed.
+TOUCH = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
 # One directory key: compare-and-set (ARGV[2] '' deletes). -> 1, or 0 when it differed.
 CAS = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -110,7 +123,12 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 return 1
 """
 
-CLUSTER_SOURCES: dict[str, str] = {"holds": source(HOLDS), "undo": source(UNDO), "cas": CAS}
+CLUSTER_SOURCES: dict[str, str] = {
+    "holds": source(HOLDS),
+    "undo": source(UNDO),
+    "cas": CAS,
+    "touch": TOUCH,
+}
 """The cluster's own scripts (loaded beside ``scripts.SOURCES``)."""
 
 # Scripts that find their owner by id: on a cluster the caller names the owner (``home``).
@@ -149,10 +167,17 @@ class ClusterDirectory:
         return self.keys.user(home, "here")
 
     async def eval(
-        self, name: str, args: Sequence[Any], home: str | None = None, *, raw: bool = False
+        self,
+        name: str,
+        args: Sequence[Any],
+        home: str | None = None,
+        *,
+        raw: bool = False,
+        wait: bool = True,
     ) -> Any:
         """Run a script on ``home``'s slot (by default the user in ``args[0]``); a writing
-        one waits for replicas, then the global keys its deletions queued are deleted."""
+        one waits for replicas (unless ``wait`` is off: the caller's :meth:`confirm` does),
+        then the global keys its deletions queued are deleted."""
         if home is None:
             assert name not in BY_ID, name
             home = str(args[0])
@@ -171,7 +196,7 @@ class ClusterDirectory:
                 )
         gone_key = self.keys.user(home, "gone")
         result, gone = await self.pipe(
-            [("evalsha", *call), ("scard", gone_key)], [call[2]], reload=name
+            [("evalsha", *call), ("scard", gone_key)], [call[2]] if wait else (), reload=name
         )
         if int(gone):
             try:
@@ -186,10 +211,13 @@ class ClusterDirectory:
         written: Iterable[str] = (),
         *,
         reload: str | None = None,
+        check: bool = True,
     ) -> list[Any]:
         """Run ``ops`` (each a pipeline method's name and arguments) and, if ``written`` names
         keys they wrote, ``WAIT`` on each of their masters after them, on the connection
-        that wrote there: :class:`NotReplicatedError` when a master's replicas fall short."""
+        that wrote there: :class:`NotReplicatedError` when a master's replicas fall short
+        (with ``check`` off, the replies are followed by the replica count each ``WAIT``
+        reported instead)."""
         memory = self.memory
         client = memory._client
         replicas, ms = memory._wait
@@ -213,10 +241,12 @@ class ClusterDirectory:
             except rexc.NoScriptError:  # a promoted replica has no scripts loaded yet
                 if attempt == 2:
                     raise
-                for name in (reload, "cas"):
+                for name in (reload, "cas", "touch"):
                     if name:
                         await memory._command(client.script_load, memory._scripts[name].script)
         acked = [int(n) for n in reply[len(ops) :]]
+        if not check:
+            return [*reply[: len(ops)], *acked]
         if any(n < replicas for n in acked):
             raise memory.not_replicated(min(acked), replicas, ms)
         return reply[: len(ops)]
@@ -248,7 +278,8 @@ class ClusterDirectory:
         check, replace). Returns who holds each (``owner``: the writer may write its data)
         and those that were nobody's (claimed anew)."""
         keys = [self._key(item) for item in items]
-        found = await self.pipe([("setnx", k, owner) for k in keys], keys)
+        # No WAIT yet: the second read (confirm) waits for the claims with the data.
+        found = await self.pipe([("setnx", k, owner) for k in keys])
         holders: dict[Item, str] = {}
         new: set[Item] = set()
         for item, value in zip(items, found, strict=True):
@@ -291,13 +322,23 @@ class ClusterDirectory:
             (value,) = await self.pipe([("get", key)])
         raise ContendedError(f"directory key {key!r} kept changing")
 
-    async def confirm(self, items: Sequence[Item], owner: str) -> bool:
-        """The second read: every key still names exactly ``owner`` (no mark)."""
-        if not items:
-            return True
+    async def confirm(self, items: Sequence[Item], owner: str, home: str) -> bool:
+        """The second read: whether every key still names exactly ``owner`` (no mark). Each
+        one that does is rewritten, and so is ``home``'s marker key, then ``WAIT`` runs on
+        their masters: the claims and ``home``'s data step are then replicated (or
+        :class:`NotReplicatedError`, when every key was still the writer's)."""
         keys = [self._key(item) for item in items]
-        values = await self.pipe([("get", k) for k in keys])
-        return all(v == owner for v in values)
+        here = self.keys.user(home, "here")
+        sha = self.memory._shas["touch"]
+        ops: list[tuple[Any, ...]] = [("evalsha", sha, 1, k, owner) for k in keys]
+        reply = await self.pipe([*ops, ("set", here, home)], [*keys, here], check=False)
+        if not all(int(n) for n in reply[: len(keys)]):
+            return False
+        acked = reply[len(keys) + 1 :]
+        replicas, ms = self.memory._wait
+        if any(n < replicas for n in acked):
+            raise self.memory.not_replicated(min(acked), replicas, ms)
+        return True
 
     async def release(self, items: Iterable[Item], owner: str) -> None:
         """Give up claims made by a call that then wrote nothing under them."""
@@ -381,10 +422,10 @@ class ClusterDirectory:
                     await self.release([conv_item], owner)
                 return AppendResult(owner, frozenset(ids)), 0
             todo = [r for r in records if r.id not in elsewhere]
-            reply = await self.eval("append", build_args(owner, todo), home=owner)
+            reply = await self.eval("append", build_args(owner, todo), home=owner, wait=False)
             stored = set(reply[3:])
             claimed = [conv_item] + [("mo", i) for i in ids if i not in elsewhere]
-            if await self.confirm(claimed, owner):
+            if await self.confirm(claimed, owner, owner):
                 if todo and conv_item in new and all(r.id in stored for r in todo):
                     # Every message was stored already: the script claimed no conversation.
                     await self.release([conv_item], owner)
@@ -401,8 +442,8 @@ class ClusterDirectory:
             holders, _new = await self.claim([item], user_id)
             if holders[item] != user_id:
                 raise memory_taken(memory_id)
-            await self.eval("put_memory", args)
-            if await self.confirm([item], user_id):
+            await self.eval("put_memory", args, wait=False)
+            if await self.confirm([item], user_id, user_id):
                 return
             await self.eval("undo", ["e", memory_id], home=user_id)
         raise ContendedError(f"memory entry {memory_id!r} kept changing")
@@ -425,8 +466,8 @@ class ClusterDirectory:
                     backend=self.memory.backend_name,
                     operation="session",
                 )
-            await self.eval("put_session", args)
-            if await self.confirm(items, user_id):
+            await self.eval("put_session", args, wait=False)
+            if await self.confirm(items, user_id, user_id):
                 return
             await self.eval("undo", ["s", session_id, conversation_id], home=user_id)
         raise ContendedError(f"session {session_id!r} kept changing")
