@@ -1,6 +1,8 @@
 """``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
 for vector search when the server has it). On a Redis Cluster (``redis.asyncio.cluster``),
-the same scripts run on the master of the store's one slot, each write followed by ``WAIT``.
+each user's keys in the slot of the user's own tag, the same scripts run on that slot's
+master, and ``cluster.ClusterDirectory`` keeps the directory keys (in slots of their own)
+consistent with the owners' data; writes wait for replicas (``WAIT``).
 
 Every primitive is one Lua script (``scripts``), so each change is atomic on the server:
 the ownership check and the insert, a message and all of its index entries, a deletion and
@@ -199,8 +201,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
             ``EF_RUNTIME``, at least the number of results asked for): higher finds the
             true nearest neighbours more often, at some cost in time.
-        cluster: open a Redis Cluster (as ``redis+cluster://`` does): every key of the store
-            in the slot of ``{prefix}``, scripts sent to that slot's master.
+        cluster: open a Redis Cluster (as ``redis+cluster://`` does): the store's users
+            spread over the slots, each script sent to its user's master.
         wait_replicas: on a cluster, replicas that must confirm each write (``WAIT``) before
             it is acknowledged; ``None``: 1 when the store's master has a replica, else 0.
         wait_timeout: seconds ``WAIT`` may take; an unconfirmed write is retried.
@@ -425,8 +427,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         )
 
     async def _connect_cluster(self) -> None:
-        """Connect to a Redis Cluster: every key of the store is in one slot (``{P}``), whose
-        master answers every script; writes wait for ``wait_replicas`` replicas."""
+        """Connect to a Redis Cluster: each user's keys in the slot of the user's tag, whose
+        master answers the user's scripts; writes wait for ``wait_replicas`` replicas."""
         s = self._settings
         client = RedisCluster.from_url(
             self._driver_url,
@@ -556,10 +558,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             return
         raise SchemaError(
             f"prefix {self.prefix!r} holds a store of the earlier Redis Cluster layout (every "
-            f"key in the one slot of {old.split(':', 1)[0]}), which this version does not "
-            f"read; copy it with the earlier version (`bruno-memstore copy` to another store), "
-            f"then with this one into a new prefix (or back under this one once the old keys "
-            f"are deleted)",
+            f"key in the one slot of {old.split(':', 1)[0]}), which this version no longer "
+            f"reads: copy it out with the earlier version (`bruno-memstore copy` to another "
+            f"store), delete its keys ({old.split(':', 1)[0]}*), then copy it in with this one",
             backend=self.backend_name,
             operation="connect",
         )

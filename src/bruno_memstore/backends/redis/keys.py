@@ -29,6 +29,8 @@ key                         type    holds
 ``T:vge``                   string  changes with every change of memory-entry vectors
 ``T:vgc`` / ``T:here``      string  cluster only: the user's counter for ``T:vme``/``T:vge``
                                     values; the user id while the user has data
+``T:co:<conv>`` ...         string  cluster only: the user's copies of its directory keys
+``T:gone``                  set     cluster only: ``<kind>:<id>`` of global keys to delete
 ``P:v:T:m<id>`` /           hash    a message's / memory entry's vector document: ``vec``
 ``P:v:T:e<id>``                     (float32 bytes) and the TAG/NUMERIC fields RediSearch
                                     filters on (``u``, ``k``, ``c``, ``t``, ``g``, ``tg``,
@@ -51,12 +53,17 @@ every name reads back to one (prefix, kind, id): the prefix is everything before
 ``:`` (after the ``{`` of a tag), the kind comes next, the id is the rest. Two stores on one
 server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`` included).
 
-On a Redis Cluster (``redis+cluster://``) ``P`` is the key prefix in braces, ``{P}``, and a
-user's ``T`` is ``{P}:u:<user>}``: the names are otherwise the same, and every key of the
-store hashes to the slot of ``{P}``, so each script's keys share a slot. No write for one user
-touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` there: users are listed by their
-``T:here`` keys (``SCAN``), retention is swept user by user and vector values come from the
-server's clock and ``T:vgc``.
+On a Redis Cluster (``redis+cluster://``) the names are the same: each user's keys hash to
+the slot of the user's tag ``T`` (users spread over the slots), each directory key and
+``P:meta`` to a slot of its own by its whole name. There the scripts run on one user's slot
+and keep that user's copies of its directory keys, ``T:co:<conv>``, ``T:mo:<id>``,
+``T:so:<sid>``, ``T:eo:<id>`` (standalone values; :meth:`RedisKeys.local_pointer`), beside
+the set ``T:gone`` of global keys left for the client to delete; the global ones hold the
+owner only and are claimed, checked and deleted by the client (see ``cluster``). No write
+for one user touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` there: users are
+listed by their ``T:here`` keys (``SCAN``), retention is swept user by user and vector
+values come from the server's clock and ``T:vgc``. The earlier cluster layout put every key
+under ``{P}`` (one slot per store): :meth:`RedisKeys.one_slot_meta` recognises it.
 
 Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
 the same key names in both versions. Under a prefix with either character, version 1's names
