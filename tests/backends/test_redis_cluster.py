@@ -334,6 +334,62 @@ async def test_two_users_racing_for_a_conversation_get_one_winner(
         assert len(copies) == won
 
 
+async def test_deletions_delete_global_keys_after_their_data(
+    memory: RedisMemory, redis_cluster_url: str
+) -> None:
+    k = memory.keys
+    first, second = make_message("first"), make_message("second")
+    await memory.store_messages([first, second], conversation_id="c-del", user_id="del")
+    entry = make_memory_entry("del", "a fact")
+    await memory.store_memory(entry)
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("mo", str(first.id))) == "del"  # the owner only
+        assert raw.get(k.local_pointer("del", "mo", str(first.id))).startswith("del\0c-del\0")
+    await memory.delete_memory(entry.id)
+    await memory.clear_conversation("del", "c-del")
+    with _cluster(redis_cluster_url) as raw:
+        for kind, rid in (("eo", str(entry.id)), ("co", "c-del"), ("mo", str(first.id))):
+            assert not raw.exists(k.pointer(kind, rid)), kind
+            assert not raw.exists(k.local_pointer("del", kind, rid)), kind
+        assert not raw.exists(k.user("del", "gone"))
+    # A record stored again before its queued key is deleted keeps its key (mark, check,
+    # and the mark taken back).
+    await memory.store_memory(entry)
+    with _cluster(redis_cluster_url) as raw:
+        raw.sadd(k.user("del", "gone"), f"eo:{entry.id}")
+    await memory.store_message(make_message("a write drains the queue"), "del", "c-other")
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("eo", str(entry.id))) == "del"
+        assert not raw.exists(k.user("del", "gone"))
+    assert (await memory.get_memory(entry.id)).content == "a fact"
+
+
+async def test_a_ttl_purge_in_a_read_queues_keys_for_the_next_write(
+    redis_cluster_url: str,
+) -> None:
+    memory = RedisMemory(
+        redis_cluster_url,
+        prefix=f"{engines.REDIS_PREFIX}-{uuid.uuid4().hex[:8]}",
+        conversation_ttl=0.2,
+    )
+    k = memory.keys
+    try:
+        msg = make_message("short-lived")
+        await memory.store_message(msg, "ttl", "c-ttl")
+        await asyncio.sleep(0.4)
+        assert await memory.get_statistics("ttl") is not None  # a read purges it
+        with _cluster(redis_cluster_url) as raw:
+            assert raw.smembers(k.user("ttl", "gone")) == {"co:c-ttl", f"mo:{msg.id}"}
+            assert raw.exists(k.pointer("co", "c-ttl"))  # nobody's until deleted
+        assert await memory.conversation_owner("c-ttl") is None
+        await memory.store_message(make_message("later"), "ttl", "c-later")
+        with _cluster(redis_cluster_url) as raw:
+            assert not raw.exists(k.pointer("co", "c-ttl"), k.pointer("mo", str(msg.id)))
+            assert not raw.exists(k.user("ttl", "gone"))
+    finally:
+        await memory.shutdown()
+
+
 async def test_forget_user_removes_the_users_pointers(
     memory: RedisMemory, redis_cluster_url: str
 ) -> None:
