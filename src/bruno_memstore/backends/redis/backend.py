@@ -204,7 +204,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         cluster: open a Redis Cluster (as ``redis+cluster://`` does): the store's users
             spread over the slots, each script sent to its user's master.
         wait_replicas: on a cluster, replicas that must confirm each write (``WAIT``) before
-            it is acknowledged; ``None``: 1 when the store's master has a replica, else 0.
+            it is acknowledged; ``None``: 1 when the master of ``P:meta`` has a replica, else 0.
         wait_timeout: seconds ``WAIT`` may take; an unconfirmed write is retried.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
