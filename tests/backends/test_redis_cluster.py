@@ -1,7 +1,9 @@
-"""``RedisMemory`` on a Redis Cluster (``redis+cluster://``): URL options, the key layout (one
-hash slot per store), WAIT after writes, what stays standalone-only. Runs against the project's
-cluster (``BRUNO_TEST_REDIS_CLUSTER_URL``, default: ``scripts/services/redis-cluster.sh``); the
-conformance suite runs there too (``tests/conformance/test_redis.py``)."""
+"""``RedisMemory`` on a Redis Cluster (``redis+cluster://``): URL options, the key layout (each
+user in the slot of its own tag, directory keys in slots of their own), the directory
+protocol's races (keys written by hand), WAIT after writes, what stays standalone-only. Runs
+against the project's cluster (``BRUNO_TEST_REDIS_CLUSTER_URL``, default:
+``scripts/services/redis-cluster.sh``); the conformance suite runs there too
+(``tests/conformance/test_redis.py``)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,15 @@ from redis.crc import key_slot
 import _engines as engines
 from bruno_memstore import open_memory
 from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.backends.redis.backend import _append_args
 from bruno_memstore.backends.redis.keys import RedisKeys
-from bruno_memstore.errors import BackendError, InvalidArgumentError, OwnershipError
+from bruno_memstore.errors import (
+    BackendError,
+    InvalidArgumentError,
+    OwnershipError,
+    SchemaError,
+)
+from bruno_memstore.models import message_to_record
 from bruno_memstore.retry import RetryPolicy
 from bruno_memstore.testing import make_memory_entry, make_message
 
@@ -42,11 +51,12 @@ def _cluster(url: str) -> redis.RedisCluster:
 
 
 def _store_keys(url: str, memory: RedisMemory) -> list[str]:
+    prefix = memory.keys.prefix
     with _cluster(url) as client:
         keys: list[str] = []
         for node in client.get_primaries():
-            pattern = memory.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
-            keys += client.scan_iter(match=pattern, count=1000, target_nodes=node)
+            for pattern in (f"{prefix}:*", f"{{{prefix}:*", f"{{{prefix}}}*"):
+                keys += client.scan_iter(match=pattern, count=1000, target_nodes=node)
         return keys
 
 
@@ -56,7 +66,7 @@ def _store_keys(url: str, memory: RedisMemory) -> list[str]:
 def test_cluster_urls_and_options() -> None:
     by_scheme = open_memory("redis+cluster://127.0.0.1:27001?prefix=app&wait_replicas=2")
     assert isinstance(by_scheme, RedisMemory) and by_scheme.cluster
-    assert by_scheme.keys.prefix == "{app}"
+    assert by_scheme.keys.prefix == "app"  # the standalone names
     assert by_scheme._driver_url == "redis://127.0.0.1:27001"
     assert by_scheme._settings["wait_replicas"] == 2
     by_option = open_memory("redis://127.0.0.1:27001?cluster=true&wait_timeout=0.5")
@@ -89,20 +99,44 @@ def test_bad_cluster_settings_are_refused(url: str, options: dict, name: str) ->
 # ==================================================================== layout
 
 
-async def test_every_key_of_a_store_is_in_one_slot(
+_USERS = ("alice", "b{o}b", "c:d%", "dave", "erin", "frank")
+
+
+async def test_each_user_has_a_slot_and_each_directory_key_its_own(
     memory: RedisMemory, redis_cluster_url: str
 ) -> None:
-    for user in ("alice", "b{o}b", "c:d%"):
+    for user in _USERS:
         await memory.store_message(make_message(f"hello from {user}"), user, f"conv-{user}")
         await memory.store_memory(make_memory_entry(user, "likes tea"))
         await memory.create_session(user)
     keys = _store_keys(redis_cluster_url, memory)
-    assert len(keys) > 30
-    assert {key_slot(k.encode()) for k in keys} == {key_slot(memory.keys.prefix.encode())}
+    k = memory.keys
+    slots: dict[str, set[int]] = {}
+    directory: list[str] = []
+    for key in keys:
+        user = k.user_of(key) or k.user_of(key[len(k.prefix) + 3 :])  # P:v:{P:u:...
+        if user is not None:
+            slots.setdefault(user, set()).add(key_slot(key.encode()))
+        else:
+            directory.append(key)
+    # Every key of one user (data, vectors, the user's copies of directory keys) in the
+    # slot of the user's tag; the users spread over slots, and over the masters.
+    assert sorted(slots) == sorted(_USERS)
+    for user, found in slots.items():
+        assert found == {key_slot(k.tag(user).encode())}, user
+    assert len({next(iter(found)) for found in slots.values()}) == len(_USERS)
+    masters = {memory._client.get_node_from_key(k.tag(user)).name for user in _USERS}
+    assert len(masters) > 1
+    # The global directory keys have the standalone names, each hashed by its whole name.
+    kinds = {key.split(":")[1] for key in directory}
+    assert kinds == {"co", "mo", "so", "eo", "meta"}
+    assert len({key_slot(key.encode()) for key in directory}) > len(directory) // 2
+    # Nothing of the earlier one-slot layout ({P}...), nothing store-wide per user.
+    assert not [key for key in keys if key.startswith("{" + k.prefix + "}")]
     # Users' keys never share a name, whatever their ids hold.
     names = RedisKeys("p", cluster=True)
     assert names.user("a}:x", "convs") != names.user("a", "x}:convs")
-    assert names.user("b{o}b", "convs") == "{p}:u:b%7Bo%7Db}:convs"
+    assert names.user("b{o}b", "convs") == "{p:u:b%7Bo%7Db}:convs"
 
 
 async def test_forget_user_leaves_no_key(memory: RedisMemory, redis_cluster_url: str) -> None:
@@ -146,29 +180,22 @@ async def test_per_user_writes_touch_no_store_wide_set(
         await ttl.shutdown()
 
 
-async def test_a_store_listing_users_in_one_set_is_brought_up_to_date(
-    memory: RedisMemory, redis_cluster_url: str
-) -> None:
-    await memory.store_message(make_message("before"), "old-user", "conv-old")
-    await memory.store_memory(make_memory_entry("old-user", "kept", expires_at=_tomorrow()))
-    k = memory.keys
+async def test_a_store_of_the_one_slot_layout_is_refused(redis_cluster_url: str) -> None:
+    prefix = f"{engines.REDIS_PREFIX}-{uuid.uuid4().hex[:8]}"
+    old = RedisKeys(prefix, cluster=True).one_slot_meta()
     with _cluster(redis_cluster_url) as raw:
-        # As the previous cluster layout wrote it: a user set and store-wide retention sets.
-        raw.delete(k.user("old-user", "here"))
-        raw.sadd(k.glob("users"), "old-user")
-        raw.zadd(k.glob("eexp"), {"some-id": 1})
-        raw.set(k.glob("vgen"), 7)
-    reopened = RedisMemory(redis_cluster_url, prefix=memory.prefix, connect_timeout=3)
+        raw.hset(old, "analysis", "x")  # what every store of that layout has
+    memory = RedisMemory(redis_cluster_url, prefix=prefix, retry=RetryPolicy(attempts=1))
     try:
-        await reopened.initialize()
-        assert [u async for u in reopened._users(None)] == ["old-user"]
-        with _cluster(redis_cluster_url) as raw:
-            assert raw.get(k.user("old-user", "here")) == "old-user"
-            assert not raw.exists(*(k.glob(name) for name in _STORE_WIDE))
-        exported = [m async for batch in reopened.export_batches("messages") for m in batch]
-        assert [m.content for m in exported] == ["before"]
+        with pytest.raises(SchemaError, match="earlier Redis Cluster layout") as info:
+            await memory.initialize()
+        assert "bruno-memstore copy" in str(info.value)
+        assert not memory.connected
     finally:
-        await reopened.shutdown()
+        with _cluster(redis_cluster_url) as raw:
+            raw.delete(old)
+    await memory.initialize()  # once it is gone, the prefix opens
+    await memory.shutdown()
 
 
 async def test_pointers_left_without_data_block_nothing(
@@ -204,9 +231,88 @@ async def test_pointers_left_without_data_block_nothing(
     assert [u async for u in memory._users(None)] == ["real"]
 
 
-async def test_two_users_racing_for_a_conversation_get_one_winner(memory: RedisMemory) -> None:
+def _user_keys(url: str, memory: RedisMemory, user: str) -> list[str]:
+    return [k for k in _store_keys(url, memory) if memory.keys.tag(user) in k]
+
+
+async def test_a_dangling_claim_is_taken_over_and_a_stale_mark_cleared(
+    memory: RedisMemory, redis_cluster_url: str
+) -> None:
+    k = memory.keys
+    entry = make_memory_entry("taker", "a fact")
+    with _cluster(redis_cluster_url) as raw:
+        # Claims whose writer died before its data step; one also marked by a taker that
+        # died after marking.
+        raw.set(k.pointer("co", "c-dangling"), "ghost")
+        raw.set(k.pointer("eo", str(entry.id)), "ghost\0!dead-taker")
+    await memory.store_message(make_message("mine now"), "taker", "c-dangling")
+    await memory.store_memory(entry)
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("co", "c-dangling")) == "taker"
+        assert raw.get(k.pointer("eo", str(entry.id))) == "taker"
+    assert await memory.conversation_owner("c-dangling") == "taker"
+    assert (await memory.get_memory(entry.id)).content == "a fact"
+    # A mark left on a key whose owner holds the record: the owner keeps it.
+    with _cluster(redis_cluster_url) as raw:
+        raw.set(k.pointer("co", "c-dangling"), "taker\0!dead-taker")
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("not yours"), "other", "c-dangling")
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("co", "c-dangling")) == "taker"
+    assert (await memory.get_statistics("other"))["conversations"] == 0
+    assert _user_keys(redis_cluster_url, memory, "other") == []
+    await memory.store_message(make_message("still mine"), "taker", "c-dangling")
+    assert len(await memory.retrieve_messages("c-dangling")) == 2
+
+
+async def test_a_claim_lost_before_the_second_read_undoes_the_data_step(
+    memory: RedisMemory, redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = memory._directory
+    assert directory is not None
+    k = memory.keys
+    steps: list[str] = []
+    real_eval = directory.eval
+
+    async def eval_then_lose(name: str, args: list, home: str | None = None, **kw: object):
+        result = await real_eval(name, args, home, **kw)
+        steps.append(name)
+        if name == "append" and home == "slow" and steps.count("append") == 1:
+            # Between the slow writer's data step and its second read, a taker that found
+            # no data yet marked the claim, and then another user's writer won it.
+            with _cluster(redis_cluster_url) as raw:
+                raw.set(k.pointer("co", "c-lost"), "slow\0!taker")
+            await real_eval("append", _thief_args(), "thief")
+            with _cluster(redis_cluster_url) as raw:
+                raw.set(k.pointer("co", "c-lost"), "thief")
+        return result
+
+    monkeypatch.setattr(directory, "eval", eval_then_lose)
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("too slow"), "slow", "c-lost")
+    assert steps.count("undo") == 1
+    # The slow writer's data step was undone: nothing of it is left.
+    assert (await memory.get_statistics("slow"))["conversations"] == 0
+    assert [m.content for m in await memory.retrieve_messages("c-lost")] == ["the thief's"]
+    assert await memory.conversation_owner("c-lost") == "thief"
+    leftover = [
+        key
+        for key in _user_keys(redis_cluster_url, memory, "slow")
+        if not key.endswith((":here", ":seq", ":vgc", ":vme"))  # counters stay
+    ]
+    assert leftover == []
+
+
+def _thief_args() -> list:
+    record = message_to_record(make_message("the thief's"), "c-lost")
+    return _append_args("c-lost", "thief", False, 0, [record])
+
+
+async def test_two_users_racing_for_a_conversation_get_one_winner(
+    memory: RedisMemory, redis_cluster_url: str
+) -> None:
     wins = {"left": 0, "right": 0}
-    for round_ in range(20):
+    for round_ in range(50):
         conv = f"race-{round_}"
         results = await asyncio.gather(
             *(memory.store_message(make_message(f"{u} {round_}"), u, conv) for u in wins),
@@ -219,9 +325,69 @@ async def test_two_users_racing_for_a_conversation_get_one_winner(memory: RedisM
         assert await memory.conversation_owner(conv) == winners[0]
         [kept] = await memory.retrieve_messages(conv)
         assert kept.content == f"{winners[0]} {round_}"
-    # The loser of each round kept nothing of it.
+    # The loser of each round kept nothing of it: no conversation, no message, no copy of
+    # a directory key.
     for user, won in wins.items():
-        assert (await memory.get_statistics(user))["conversations"] == won
+        stats = await memory.get_statistics(user)
+        assert stats["conversations"] == won and stats["total_messages"] == won
+        copies = [key for key in _user_keys(redis_cluster_url, memory, user) if ":co:" in key]
+        assert len(copies) == won
+
+
+async def test_deletions_delete_global_keys_after_their_data(
+    memory: RedisMemory, redis_cluster_url: str
+) -> None:
+    k = memory.keys
+    first, second = make_message("first"), make_message("second")
+    await memory.store_messages([first, second], conversation_id="c-del", user_id="del")
+    entry = make_memory_entry("del", "a fact")
+    await memory.store_memory(entry)
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("mo", str(first.id))) == "del"  # the owner only
+        assert raw.get(k.local_pointer("del", "mo", str(first.id))).startswith("del\0c-del\0")
+    await memory.delete_memory(entry.id)
+    await memory.clear_conversation("del", "c-del")
+    with _cluster(redis_cluster_url) as raw:
+        for kind, rid in (("eo", str(entry.id)), ("co", "c-del"), ("mo", str(first.id))):
+            assert not raw.exists(k.pointer(kind, rid)), kind
+            assert not raw.exists(k.local_pointer("del", kind, rid)), kind
+        assert not raw.exists(k.user("del", "gone"))
+    # A record stored again before its queued key is deleted keeps its key (mark, check,
+    # and the mark taken back).
+    await memory.store_memory(entry)
+    with _cluster(redis_cluster_url) as raw:
+        raw.sadd(k.user("del", "gone"), f"eo:{entry.id}")
+    await memory.store_message(make_message("a write drains the queue"), "del", "c-other")
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("eo", str(entry.id))) == "del"
+        assert not raw.exists(k.user("del", "gone"))
+    assert (await memory.get_memory(entry.id)).content == "a fact"
+
+
+async def test_a_ttl_purge_in_a_read_queues_keys_for_the_next_write(
+    redis_cluster_url: str,
+) -> None:
+    memory = RedisMemory(
+        redis_cluster_url,
+        prefix=f"{engines.REDIS_PREFIX}-{uuid.uuid4().hex[:8]}",
+        conversation_ttl=0.2,
+    )
+    k = memory.keys
+    try:
+        msg = make_message("short-lived")
+        await memory.store_message(msg, "ttl", "c-ttl")
+        await asyncio.sleep(0.4)
+        assert await memory.get_statistics("ttl") is not None  # a read purges it
+        with _cluster(redis_cluster_url) as raw:
+            assert raw.smembers(k.user("ttl", "gone")) == {"co:c-ttl", f"mo:{msg.id}"}
+            assert raw.exists(k.pointer("co", "c-ttl"))  # nobody's until deleted
+        assert await memory.conversation_owner("c-ttl") is None
+        await memory.store_message(make_message("later"), "ttl", "c-later")
+        with _cluster(redis_cluster_url) as raw:
+            assert not raw.exists(k.pointer("co", "c-ttl"), k.pointer("mo", str(msg.id)))
+            assert not raw.exists(k.user("ttl", "gone"))
+    finally:
+        await memory.shutdown()
 
 
 async def test_forget_user_removes_the_users_pointers(
@@ -255,11 +421,11 @@ async def test_writes_wait_for_a_replica(memory: RedisMemory) -> None:
     assert memory._wait == (1, 1000)  # the project's cluster has a replica per master
     msg = make_message("replicated")
     await memory.store_message(msg, "u", "c")
-    master = memory._client.get_node_from_key(memory._slot_key)
+    master = memory._client.get_node_from_key(memory.keys.tag("u"))
     replica = next(
         n
         for n in memory._client.get_replicas()
-        if key_slot(memory._slot_key.encode()) in _slots_of(memory, master)
+        if key_slot(memory.keys.tag("u").encode()) in _slots_of(memory, master)
         and n.server_type == "replica"
         and _master_of(memory, n) == master.name
     )
@@ -290,12 +456,15 @@ async def test_a_write_no_replica_confirms_fails_clearly(redis_cluster_url: str)
         wait_timeout=0.1,
         retry=RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05, deadline=5.0),
     )
+    msg = make_message("unconfirmed")
     try:
         with pytest.raises(BackendError) as info:
-            await memory.store_message(make_message("unconfirmed"), "u", "c")
+            await memory.store_message(msg, "u", "c")
         assert "1 of 3 replica(s) confirmed the write within 100 ms" in str(info.value)
-        # Writes are idempotent: the retried one kept one copy.
+        # Writes are idempotent: stored again (whatever of it was kept), it is there once.
         memory._wait = (1, 1000)
+        await memory.store_message(msg, "u", "c")
+        await memory.store_message(msg, "u", "c")
         assert len(await memory.retrieve_messages("c")) == 1
     finally:
         await memory.shutdown()

@@ -161,7 +161,7 @@ def redisearch_private(test: ConformanceBase) -> RedisMemory:
 
 
 async def redis_cluster(test: ConformanceBase) -> RedisMemory:
-    """The project's Redis Cluster: the store in one slot, writes waiting for a replica."""
+    """The project's Redis Cluster: users spread over the slots, writes waiting for a replica."""
     url = test.fixture("redis_cluster_url")
     memory = RedisMemory(url, prefix=REDIS_PREFIX, connect_timeout=3)
     await engines.connected(memory, "redis-cluster")

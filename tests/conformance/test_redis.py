@@ -3,8 +3,9 @@
 * the shared Redis, which has no RediSearch (vectors searched in the client) and no
   persistence (``DURABLE`` is declared only if its AOF is on);
 * the project's Redis with RediSearch, where vectors are searched by the server's HNSW index;
-* the project's Redis Cluster (three masters, three replicas), where a store lives in one
-  hash slot and every write waits for a replica (``WAIT``);
+* the project's Redis Cluster (three masters, three replicas), where each user of a store is
+  in the slot of its own tag, directory keys in slots of their own, and every write waits for
+  a replica (``WAIT``);
 * a private server with ``appendonly yes`` for the durability tests, where reopening means
   restarting that server.
 """

@@ -72,7 +72,7 @@ async def test_master_killed_under_load_keeps_every_acknowledged_store_once(
     )
     await memory.initialize()
     assert memory.cluster and memory._wait[0] == 1  # writes wait for one replica
-    master = memory._client.get_node_from_key(memory._slot_key).port
+    master = memory._client.get_node_from_key(memory.keys.tag(USER)).port  # the user's
 
     def failover() -> None:
         cluster.kill(master)  # SIGKILL, mid-load
@@ -96,7 +96,7 @@ async def test_master_killed_under_load_keeps_every_acknowledged_store_once(
     )
     assert not load.failed, load.failed[:3]  # retries bridged the failover
     assert memory.transient_errors > 0  # the writers did see it
-    assert memory._client.get_node_from_key(memory._slot_key).port != master
+    assert memory._client.get_node_from_key(memory.keys.tag(USER)).port != master
     total = await _check_exactly_once(memory, load.acked)
     assert total == len(load.acked)
     await memory.shutdown()

@@ -1,6 +1,8 @@
 """``RedisMemory``: Redis 7 through ``redis.asyncio``, no modules needed (RediSearch is used
 for vector search when the server has it). On a Redis Cluster (``redis.asyncio.cluster``),
-the same scripts run on the master of the store's one slot, each write followed by ``WAIT``.
+each user's keys in the slot of the user's own tag, the same scripts run on that slot's
+master, and ``cluster.ClusterDirectory`` keeps the directory keys (in slots of their own)
+consistent with the owners' data; writes wait for replicas (``WAIT``).
 
 Every primitive is one Lua script (``scripts``), so each change is atomic on the server:
 the ownership check and the insert, a message and all of its index entries, a deletion and
@@ -77,6 +79,7 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
+from .cluster import CLUSTER_SOURCES, ClusterDirectory, ContendedError
 from .keys import (
     LAYOUT_VERSION,
     RedisKeys,
@@ -165,7 +168,7 @@ _WRITES = frozenset(
     {
         "append", "delete_messages", "put_memory", "delete_own_memory", "forget_memories",
         "purge_expired", "purge_user", "put_session", "drop_conversation", "forget_rest",
-        "put_vectors", "drop_vectors", "reindex", "index_pending",
+        "put_vectors", "drop_vectors", "reindex", "index_pending", "undo",
     }
 )  # fmt: skip
 
@@ -198,10 +201,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         hnsw_ef_runtime: candidates the HNSW graph search keeps (RediSearch's
             ``EF_RUNTIME``, at least the number of results asked for): higher finds the
             true nearest neighbours more often, at some cost in time.
-        cluster: open a Redis Cluster (as ``redis+cluster://`` does): every key of the store
-            in the slot of ``{prefix}``, scripts sent to that slot's master.
+        cluster: open a Redis Cluster (as ``redis+cluster://`` does): the store's users
+            spread over the slots, each script sent to its user's master.
         wait_replicas: on a cluster, replicas that must confirm each write (``WAIT``) before
-            it is acknowledged; ``None``: 1 when the store's master has a replica, else 0.
+            it is acknowledged; ``None``: 1 when the master of ``P:meta`` has a replica, else 0.
         wait_timeout: seconds ``WAIT`` may take; an unconfirmed write is retried.
         **options: see :class:`~bruno_memstore.base.MemoryBackend` (``context_window``,
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
@@ -271,9 +274,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self.cluster = bool(settings["cluster"]) or url.driver == "cluster"
         self.prefix = _check_prefix(settings["prefix"])
         self.keys = RedisKeys(self.prefix, cluster=self.cluster)
-        # On a cluster, scripts name one key of the store's slot, so they are routed there.
+        # On a cluster, scripts run on their user's slot (see cluster.py); P:meta's master
+        # answers the store-wide checks at connect.
         self._slot_key = self.keys.glob("meta")
-        self._script_keys: list[str] = [self._slot_key] if self.cluster else []
+        self._directory = ClusterDirectory(self) if self.cluster else None
         if self.cluster:
             _check_cluster_url(url)
             if settings["vector_search"] == "redisearch":
@@ -423,8 +427,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         )
 
     async def _connect_cluster(self) -> None:
-        """Connect to a Redis Cluster: every key of the store is in one slot (``{P}``), whose
-        master answers every script; writes wait for ``wait_replicas`` replicas."""
+        """Connect to a Redis Cluster: each user's keys in the slot of the user's tag, whose
+        master answers the user's scripts; writes wait for ``wait_replicas`` replicas."""
         s = self._settings
         client = RedisCluster.from_url(
             self._driver_url,
@@ -484,12 +488,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 replication = await client.info("replication", target_nodes=master)
                 replicas = min(1, int(replication.get("connected_slaves", 0)))
             self._wait = (replicas, max(1, round(s["wait_timeout"] * 1000)))
+            await self._refuse_one_slot_layout(client)
             scripts = {}
-            for name, text in SOURCES.items():
+            for name, text in {**SOURCES, **CLUSTER_SOURCES}.items():
                 script = client.register_script(text)
                 await client.script_load(script.script)  # on every master
                 scripts[name] = script
-            await self._adopt_user_set(client)
             await self._check_analysis(client, scripts)
         except BaseException:
             await client.aclose()
@@ -502,10 +506,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._slots = asyncio.Semaphore(s["max_connections"])
         self._vector_mode, self._index_dimension = "client", None
         log.info(
-            "%s: slot %d on %s, writes wait for %d replica(s), vector search in the client",
+            "%s: users spread over the cluster's slots, writes wait for %d replica(s), "
+            "vector search in the client",
             self.describe(),
-            client.keyslot(self._slot_key),
-            master.name,
             self._wait[0],
         )
 
@@ -547,25 +550,20 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             if await client.get(lock) == token:
                 await client.delete(lock)
 
-    async def _adopt_user_set(self, client: Any) -> None:
-        """Bring a cluster store written before users had their own marker key up to date.
-
-        Such a store lists its users in the set ``P:users`` and its due records in ``P:cexp``
-        and ``P:eexp`` (which only repeat each user's own ``T:cexp`` and ``T:eexp``): each
-        listed user gets its marker ``T:here``, then the store-wide keys go, the set last,
-        so an interrupted run is finished by the next connect.
-        """
-        users = self.keys.glob("users")
-        if not await client.exists(users):
+    async def _refuse_one_slot_layout(self, client: Any) -> None:
+        """Refuse a store of the earlier cluster layout, where every key was under ``{P}``
+        in one slot: no key name of that layout is one of this layout's."""
+        old = self.keys.one_slot_meta()
+        if not await client.exists(old):
             return
-        cursor: int | None = None
-        while cursor != 0:
-            cursor, batch = await client.sscan(users, cursor or 0, count=500)
-            for user in batch:
-                await client.set(self.keys.user(user, "here"), user)
-        await client.delete(self.keys.glob("cexp"), self.keys.glob("eexp"), self.keys.glob("vgen"))
-        await client.delete(users)
-        log.info("%s: users of the store now listed by their own keys", self.describe())
+        raise SchemaError(
+            f"prefix {self.prefix!r} holds a store of the earlier Redis Cluster layout (every "
+            f"key in the one slot of {old.split(':', 1)[0]}), which this version no longer "
+            f"reads: copy it out with the earlier version (`bruno-memstore copy` to another "
+            f"store), delete its keys ({old.split(':', 1)[0]}*), then copy it in with this one",
+            backend=self.backend_name,
+            operation="connect",
+        )
 
     async def _user_ids(self, client: Any) -> AsyncIterator[str]:
         """Every user with data, each once: standalone the members of ``P:users``, on a
@@ -637,7 +635,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 )
                 args = await self._reindex_args(client, user, docs)
                 if args:
-                    await script(keys=self._script_keys, args=[self.keys.prefix, user, *args])
+                    keys, head = self._script_head(user)
+                    await script(keys=keys, args=[head, user, *args])
                 await client.pexpire(lock, _LOCK_MS)
 
     async def _reindex_args(self, client: Any, user: str, docs: dict[str, str]) -> list[Any]:
@@ -657,6 +656,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 _index_args(json.loads(text)[2 if doc.startswith("e") else 1], args)
         return args
 
+    def _script_head(self, home: str) -> tuple[list[str], str]:
+        """The keys and first argument of a script call (on a cluster, on ``home``'s slot)."""
+        if self.cluster:
+            return [self.keys.user(home, "here")], f"{self.keys.prefix}\0{home}"
+        return [], self.keys.prefix
+
     async def _close(self) -> None:
         client, pool = self._client, self._pool
         self._client = self._pool = None
@@ -666,46 +671,27 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         if pool is not None:
             await pool.aclose()
 
-    async def _eval(self, name: str, args: Sequence[Any]) -> Any:
-        """Run one script, waiting (at most ``pool_timeout``) for a free connection."""
-        if self._wait[0] and name in _WRITES:
-            return await self._command(self._eval_wait, name, args)
-        keys = self._script_keys
-        call = self._client.execute_command
+    async def _eval(self, name: str, args: Sequence[Any], home: str | None = None) -> Any:
+        """Run one script, waiting (at most ``pool_timeout``) for a free connection. On a
+        cluster it runs on ``home``'s slot (by default the user ``args[0]``)."""
+        if self._directory is not None:
+            return await self._directory.eval(name, args, home)
+        call, prefix = self._client.execute_command, self.keys.prefix
         try:
             # EVALSHA by the digest taken at connect: no per-call script object work.
-            return await self._command(
-                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
-            )
+            return await self._command(call, "EVALSHA", self._shas[name], 0, prefix, *args)
         except rexc.NoScriptError:  # the server's script cache was flushed (or a failover)
             await self._command(self._client.script_load, self._scripts[name].script)
-            return await self._command(
-                call, "EVALSHA", self._shas[name], len(keys), *keys, self.keys.prefix, *args
-            )
+            return await self._command(call, "EVALSHA", self._shas[name], 0, prefix, *args)
 
-    async def _eval_wait(self, name: str, args: Sequence[Any]) -> Any:
-        """Run a writing script then ``WAIT`` on the same connection to the slot's master;
-        :class:`NotReplicatedError` (transient: the call is retried, scripts are idempotent)
-        when fewer than ``wait_replicas`` replicas confirm the write in ``wait_timeout``."""
-        client, script = self._client, self._scripts[name]
-        replicas, ms = self._wait
-        for attempt in (1, 2):
-            master = client.get_node_from_key(self._slot_key)
-            pipe = client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, 1, self._slot_key, self.keys.prefix, *args)
-            pipe.execute_command("WAIT", replicas, ms, target_nodes=master)
-            try:
-                result, acked = await pipe.execute()
-                break
-            except rexc.NoScriptError:  # a promoted replica has no scripts loaded yet
-                if attempt == 2:
-                    raise
-                await client.script_load(script.script)
-        if int(acked) < replicas or client.get_node_from_key(self._slot_key) is not master:
-            raise NotReplicatedError(
-                f"{acked} of {replicas} replica(s) confirmed the write within {ms} ms"
-            )
-        return result
+    writes = _WRITES
+    """The scripts that write: on a cluster, each is followed by ``WAIT``."""
+
+    @staticmethod
+    def not_replicated(acked: int, replicas: int, ms: int) -> NotReplicatedError:
+        return NotReplicatedError(
+            f"{acked} of {replicas} replica(s) confirmed the write within {ms} ms"
+        )
 
     async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         slots = self._slots
@@ -750,6 +736,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 rexc.SlotNotCoveredError,
                 rexc.RedisClusterUnreachableError,
                 NotReplicatedError,
+                ContendedError,
             ),
         )
 
@@ -764,6 +751,11 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     # ================================================================ conversations, messages
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
+        if self._directory is not None:
+            home = await self._directory.owner("co", conversation_id)
+            if home is None:
+                return None
+            return await self._eval("conversation_owner", [conversation_id], home) or None
         return await self._eval("conversation_owner", [conversation_id])
 
     async def _append_messages(
@@ -774,6 +766,23 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         *,
         enforce_owner: bool,
     ) -> AppendResult:
+        if self._directory is not None:
+            ttl = self._ttl_ms
+            result, pending = await self._directory.append(
+                conversation_id,
+                user_id,
+                records,
+                enforce_owner,
+                lambda owner, todo: _append_args(conversation_id, owner, False, ttl, todo),
+            )
+            if pending >= INDEX_BATCH and result.owner not in self._indexing:
+                try:
+                    await self._index_pending(result.owner)
+                except Exception:  # stored all the same; the next search or batch indexes them
+                    log.warning(
+                        "%s: indexing waiting messages failed", self.describe(), exc_info=True
+                    )
+            return result
         args = _append_args(conversation_id, user_id, enforce_owner, self._ttl_ms, records)
         reply = await self._eval("append", args)
         if reply[0] == "owner":
@@ -815,7 +824,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     async def _get_messages(self, ids: Sequence[str]) -> list[MessageRecord]:
         if not ids:
             return []
-        reply = await self._eval("get_messages", list(ids))
+        if self._directory is not None:
+            reply = await self._directory.get_messages(ids)
+        else:
+            reply = await self._eval("get_messages", list(ids))
         return [
             _message(reply[i + 3], reply[i + 2], reply[i + 1], reply[i])
             for i in range(0, len(reply), 4)
@@ -825,21 +837,41 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
         if conversation_id is not None:
+            home = user_id
+            if self._directory is not None and home is None:
+                # On a cluster the user's own slot answers for the user (its copy of the
+                # directory key says whether the user holds the conversation); else the
+                # owner the directory names.
+                home = await self._directory.owner("co", conversation_id)
+                if home is None:
+                    return []
             reply = await self._eval(
-                "read_conversation", [conversation_id, user_id or "", limit or 0]
+                "read_conversation", [conversation_id, user_id or "", limit or 0], home
             )
             return _conversation_messages(reply, conversation_id)
         assert user_id is not None
         return _user_messages(await self._eval("read_user", [user_id, limit or 0]), user_id)
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        return int(await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)]))
+        home = None
+        if self._directory is not None:
+            home = await self._directory.owner("co", conversation_id)
+            if home is None:
+                return 0
+        return int(
+            await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)], home)
+        )
 
     async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
+        home = None
+        if self._directory is not None:
+            home = await self._directory.owner("co", conversation_id)
+            if home is None:
+                return 0
         deleted = 0
         for start in range(0, len(ids), 256):  # a script at a time holds the server briefly
             chunk = list(ids[start : start + 256])
-            deleted += int(await self._eval("delete_message_ids", [conversation_id, *chunk]))
+            deleted += int(await self._eval("delete_message_ids", [conversation_id, *chunk], home))
         return deleted
 
     # ================================================================ memory entries
@@ -870,11 +902,19 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         ]
         _index_args(record.content, args)
         args.append(b"" if record.vector is None else vector_to_bytes(record.vector))
+        if self._directory is not None:
+            await self._directory.put_memory(record.user_id, record.id, args)
+            return
         if not await self._eval("put_memory", args):
             raise memory_taken(record.id)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
-        text = await self._eval("get_memory", [memory_id])
+        home = None
+        if self._directory is not None:
+            home = await self._directory.owner("eo", memory_id)
+            if home is None:
+                return None
+        text = await self._eval("get_memory", [memory_id], home)
         return _memory(text) if text else None
 
     async def _query_memories(self, flt: MemoryFilter) -> list[MemoryRecord]:
@@ -882,7 +922,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         return [_memory(text) for text in reply]
 
     async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
-        deleted = int(await self._eval("delete_own_memory", [memory_id, user_id or ""]))
+        home = None
+        if self._directory is not None:
+            home = await self._directory.owner("eo", memory_id)
+            if home is None:
+                return False
+        deleted = int(await self._eval("delete_own_memory", [memory_id, user_id or ""], home))
         if deleted < 0:
             raise memory_taken(memory_id)
         return deleted > 0
@@ -906,18 +951,21 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     # ================================================================ sessions
 
     async def _put_session(self, record: SessionRecord) -> None:
-        reply = await self._eval(
-            "put_session",
-            [
-                record.user_id,
-                record.session_id,
-                record.conversation_id,
-                "1" if record.is_active else "0",
-                ts_hex(record.started_us) + record.session_id,
-                record.payload,
-                self._ttl_ms,
-            ],
-        )
+        args = [
+            record.user_id,
+            record.session_id,
+            record.conversation_id,
+            "1" if record.is_active else "0",
+            ts_hex(record.started_us) + record.session_id,
+            record.payload,
+            self._ttl_ms,
+        ]
+        if self._directory is not None:
+            await self._directory.put_session(
+                record.user_id, record.session_id, record.conversation_id, args
+            )
+            return
+        reply = await self._eval("put_session", args)
         if reply[0] == "owner":
             raise OwnershipError(
                 f"conversation {record.conversation_id!r} belongs to another user",
@@ -928,7 +976,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             raise session_taken(record.session_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
-        reply = await self._eval("get_session", [session_id])
+        home = None
+        if self._directory is not None:
+            home = await self._directory.owner("so", session_id)
+            if home is None:
+                return None
+        reply = await self._eval("get_session", [session_id], home)
         return _session(session_id, reply[0], reply[1]) if reply else None
 
     async def _latest_session(
@@ -1022,7 +1075,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         for rid, vec in items:
             flat += (str(rid), vector_to_bytes(vec))
         for start in range(0, len(flat), 512):
-            await self._eval("put_vectors", [code, *flat[start : start + 512]])
+            if self._directory is not None:
+                await self._directory.put_vectors(code, flat[start : start + 512])
+            else:
+                await self._eval("put_vectors", [code, *flat[start : start + 512]])
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -1290,14 +1346,15 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
 
     async def _eval_bytes(self, name: str, args: Sequence[Any]) -> Any:
         """Run a script whose reply holds binary values (returned undecoded)."""
+        if self._directory is not None:
+            return await self._directory.eval(name, args, raw=True)
         script = self._scripts[name]
 
         def call() -> Any:
             return self._client.execute_command(
                 "EVALSHA",
                 script.sha,
-                len(self._script_keys),
-                *self._script_keys,
+                0,
                 self.keys.prefix,
                 *args,
                 **{NEVER_DECODE: True},
@@ -1355,7 +1412,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     async def _storage_bytes(self) -> int | None:
         # The server's own count (MEMORY USAGE) for every key of the store, 500 at a time.
         prefix = self.keys.prefix
-        patterns = [f"{prefix}*"] if self.cluster else [f"{prefix}:*", f"{{{prefix}:*"]
+        patterns = [f"{prefix}:*", f"{{{prefix}:*"]
         total, keys = 0, []
         for pattern in patterns:
             async for key in self._client.scan_iter(match=pattern, count=1000):
@@ -1435,7 +1492,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 start = 0
                 while True:
                     reply = await self._eval(
-                        "read_conversation", [conv, user, 0, start, EXPORT_BATCH]
+                        "read_conversation", [conv, user, 0, start, EXPORT_BATCH], user
                     )
                     for rec in _conversation_messages(reply, conv):
                         yield rec

@@ -29,6 +29,8 @@ key                         type    holds
 ``T:vge``                   string  changes with every change of memory-entry vectors
 ``T:vgc`` / ``T:here``      string  cluster only: the user's counter for ``T:vme``/``T:vge``
                                     values; the user id while the user has data
+``T:co:<conv>`` ...         string  cluster only: the user's copies of its directory keys
+``T:gone``                  set     cluster only: ``<kind>:<id>`` of global keys to delete
 ``P:v:T:m<id>`` /           hash    a message's / memory entry's vector document: ``vec``
 ``P:v:T:e<id>``                     (float32 bytes) and the TAG/NUMERIC fields RediSearch
                                     filters on (``u``, ``k``, ``c``, ``t``, ``g``, ``tg``,
@@ -51,12 +53,17 @@ every name reads back to one (prefix, kind, id): the prefix is everything before
 ``:`` (after the ``{`` of a tag), the kind comes next, the id is the rest. Two stores on one
 server therefore never share a key, whatever their prefixes (``pt`` and ``pt:co`` included).
 
-On a Redis Cluster (``redis+cluster://``) ``P`` is the key prefix in braces, ``{P}``, and a
-user's ``T`` is ``{P}:u:<user>}``: the names are otherwise the same, and every key of the
-store hashes to the slot of ``{P}``, so each script's keys share a slot. No write for one user
-touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` there: users are listed by their
-``T:here`` keys (``SCAN``), retention is swept user by user and vector values come from the
-server's clock and ``T:vgc``.
+On a Redis Cluster (``redis+cluster://``) the names are the same: each user's keys hash to
+the slot of the user's tag ``T`` (users spread over the slots), each directory key and
+``P:meta`` to a slot of its own by its whole name. There the scripts run on one user's slot
+and keep that user's copies of its directory keys, ``T:co:<conv>``, ``T:mo:<id>``,
+``T:so:<sid>``, ``T:eo:<id>`` (standalone values; :meth:`RedisKeys.local_pointer`), beside
+the set ``T:gone`` of global keys left for the client to delete; the global ones hold the
+owner only and are claimed, checked and deleted by the client (see ``cluster``). No write
+for one user touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` there: users are
+listed by their ``T:here`` keys (``SCAN``), retention is swept user by user and vector
+values come from the server's clock and ``T:vgc``. The earlier cluster layout put every key
+under ``{P}`` (one slot per store): :meth:`RedisKeys.one_slot_meta` recognises it.
 
 Layout version 1 used the configured prefix as it was; a prefix without ``:`` or ``%`` has
 the same key names in both versions. Under a prefix with either character, version 1's names
@@ -138,21 +145,19 @@ def rank_member(importance: float, created_us: int, memory_id: str) -> str:
 class RedisKeys:
     """Key names under one configured prefix; ``prefix`` is its key prefix.
 
-    With ``cluster`` set, the key prefix is the encoded prefix in braces (``{P}``): every
-    key of the store then hashes to that one slot, and a user's "tag" ``{P}:u:<user>}``
-    is no hash tag any more, only the same unambiguous name (the ``}`` ends the user id).
+    The names are the same on a Redis Cluster (``cluster`` set), where a user's keys hash to
+    the slot of the user's tag and each directory key to a slot of its own; there the
+    scripts also keep the owner's copies of directory keys (:meth:`local_pointer`).
     """
 
     __slots__ = ("cluster", "prefix")
 
     def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.cluster = cluster
-        self.prefix = f"{{{encode_prefix(prefix)}}}" if cluster else encode_prefix(prefix)
+        self.prefix = encode_prefix(prefix)
 
     def tag(self, user_id: str) -> str:
         """The user's hash tag: every per-user key starts with it, so all share a slot."""
-        if self.cluster:
-            return f"{self.prefix}:u:{encode_id(user_id)}}}"
         return f"{{{self.prefix}:u:{encode_id(user_id)}}}"
 
     def user(self, user_id: str, part: str) -> str:
@@ -169,7 +174,7 @@ class RedisKeys:
 
     def user_of(self, key: str) -> str | None:
         """The user whose per-user key ``key`` is (None if it is no per-user key)."""
-        start = f"{self.prefix}:u:" if self.cluster else f"{{{self.prefix}:u:"
+        start = f"{{{self.prefix}:u:"
         end = key.find("}", len(start))
         if not key.startswith(start) or end < 0:
             return None
@@ -183,6 +188,14 @@ class RedisKeys:
         """A global directory key: ``co`` conversation, ``mo`` message, ``so``, ``eo``."""
         return f"{self.prefix}:{kind}:{encode_id(record_id)}"
 
+    def local_pointer(self, user_id: str, kind: str, record_id: str) -> str:
+        """Cluster only: the owner's copy of a directory key, in the owner's slot."""
+        return f"{self.tag(user_id)}:{kind}:{encode_id(record_id)}"
+
     def glob(self, name: str) -> str:
-        """A global singleton: ``users``, ``cexp``, ``eexp``."""
+        """A global singleton: ``users``, ``cexp``, ``eexp``, ``meta``."""
         return f"{self.prefix}:{name}"
+
+    def one_slot_meta(self) -> str:
+        """``P:meta`` of the earlier cluster layout, where every key was under ``{P}``."""
+        return f"{{{self.prefix}}}:meta"

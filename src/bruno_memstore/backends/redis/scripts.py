@@ -4,10 +4,11 @@ Each primitive that touches more than one key is one script, so Redis runs it at
 Every script starts with :data:`PRELUDE`; ``ARGV[1]`` is always the key prefix. Scripts build
 key names themselves (see ``keys``): all keys of one user share the user's hash tag;
 only the small global directory keys (``P:co:``, ``P:mo:``, ``P:so:``, ``P:eo:``) and the
-retention sets live elsewhere. On a Redis Cluster ``P`` is ``{prefix}``: every name a script
-builds is then in that one slot, which each call names as its key; there no per-user write
-touches ``P:users``, ``P:cexp``, ``P:eexp`` or ``P:vgen`` (see ``add_user``, ``next_vgen``
-and ``PURGE_USER``), and a directory key counts only if its owner's data agrees.
+retention sets live elsewhere. On a Redis Cluster ``ARGV[1]`` also names ``HOME``, the user
+whose slot the script runs on, and every key it touches is HOME's: the directory keys it
+reads and writes are HOME's own copies (``ptr``), the global ones being claimed, checked and
+deleted by the client (``cluster``); no write touches ``P:users``, ``P:cexp``, ``P:eexp`` or
+``P:vgen`` there (see ``add_user``, ``next_vgen`` and ``PURGE_USER``).
 
 Numbers in Redis' Lua are doubles: exact integers stop at 2**53. Timestamps therefore travel
 as fixed-width hex strings computed in Python and are compared in 12-digit chunks; arrival
@@ -24,7 +25,13 @@ import re
 __all__ = ["PRELUDE", "SCRIPTS", "SOURCES", "source"]
 
 PRELUDE = r"""
-local P = ARGV[1]
+-- ARGV[1]: the key prefix; on a cluster, the prefix, NUL and HOME, the user whose slot the
+-- script runs on (every key it touches is HOME's: see ptr).
+local P, HOME = ARGV[1], nil
+do
+  local cut = string.find(P, '\0', 1, true)
+  if cut then P, HOME = string.sub(P, 1, cut - 1), string.sub(P, cut + 1) end
+end
 local NUL = '\0'
 local now_cache = nil
 
@@ -40,14 +47,29 @@ local function enc(s)
   if not string.find(s, '[%%{}]') then return s end
   return (string.gsub(s, '[%%{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
 end
--- Standalone, each user has a hash tag of its own; on a cluster P is '{prefix}', the
--- store's one hash tag, and the '}' after the user id only ends the id (see keys.py).
-local CLUSTER = string.sub(P, 1, 1) == '{'
-local function ukey(user)
-  if CLUSTER then return P .. ':u:' .. enc(user) .. '}:' end
-  return '{' .. P .. ':u:' .. enc(user) .. '}:'
+-- Each user has a hash tag of its own, standalone and on a cluster.
+local CLUSTER = HOME ~= nil
+local function ukey(user) return '{' .. P .. ':u:' .. enc(user) .. '}:' end
+-- A directory key. Standalone, the global one (P:co:<conv>, ...). On a cluster the global
+-- ones are in slots of their own, kept by the client (see cluster.py): a script sees only
+-- HOME's copies, T:co:<conv>, ... (T being HOME's tag), written and deleted with HOME's data.
+local function ptr(kind, id)
+  if CLUSTER then return ukey(HOME) .. kind .. ':' .. enc(id) end
+  return P .. ':' .. kind .. ':' .. enc(id)
 end
-local function ptr(kind, id) return P .. ':' .. kind .. ':' .. enc(id) end
+-- Delete a directory key (when owner is given, only if it names owner). On a cluster the
+-- global key is queued in HOME's T:gone, for the client to delete after this script.
+local function unptr(kind, id, owner)
+  local key = ptr(kind, id)
+  if owner and redis.call('GET', key) ~= owner then return end
+  redis.call('DEL', key)
+  if CLUSTER then redis.call('SADD', ukey(HOME) .. 'gone', kind .. ':' .. id) end
+end
+-- Write a directory key (on a cluster HOME's copy: the global one is already claimed).
+local function setptr(kind, id, value)
+  redis.call('SET', ptr(kind, id), value)
+  if CLUSTER then redis.call('SREM', ukey(HOME) .. 'gone', kind .. ':' .. id) end
+end
 local function ckey(u, conv, part) return u .. 'c:' .. enc(conv) .. ':' .. part end
 -- A user with data: standalone, a member of the set P:users; on a cluster, the user's own
 -- key T:here (holding the id), found by SCAN, so no per-user write touches a store-wide key.
@@ -247,7 +269,7 @@ local function drop_message(u, conv, member)
   local id = string.sub(member, 29)
   redis.call('HDEL', ckey(u, conv, 'b'), id)
   redis.call('ZREM', ckey(u, conv, 'o'), member)
-  redis.call('DEL', ptr('mo', id))
+  unptr('mo', id)
   return drop_vector(u, 'm', id)
 end
 
@@ -260,7 +282,7 @@ local function drop_session(owner, sid)
     redis.call('SREM', ckey(u, f[3], 's'), sid)
     redis.call('HDEL', u .. 's', sid)
   end
-  if redis.call('GET', ptr('so', sid)) == owner then redis.call('DEL', ptr('so', sid)) end
+  unptr('so', sid, owner)
   return rec and 1 or 0
 end
 
@@ -289,7 +311,7 @@ local function drop_conversation(owner, conv, keep)
   redis.call('SREM', u .. 'convs', conv)
   redis.call('ZREM', u .. 'cexp', conv)
   if not CLUSTER then redis.call('ZREM', P .. ':cexp', owner .. NUL .. conv) end
-  if redis.call('GET', ptr('co', conv)) == owner then redis.call('DEL', ptr('co', conv)) end
+  unptr('co', conv, owner)
   return n, #sessions
 end
 
@@ -349,7 +371,7 @@ local function claim(conv, user, enforce, known)
   local owner = known
   if owner == nil then owner = conversation_owner(conv) end
   if not owner then
-    redis.call('SET', ptr('co', conv), user)
+    setptr('co', conv, user)
     redis.call('SADD', ukey(user) .. 'convs', conv)
     add_user(user)
     return user
@@ -376,7 +398,7 @@ local function drop_memory(owner, id)
   if drop_vector(u, 'e', id) then memories_changed(u) end
   redis.call('ZREM', u .. 'eexp', id)
   if not CLUSTER then redis.call('ZREM', P .. ':eexp', id) end
-  if redis.call('GET', ptr('eo', id)) == owner then redis.call('DEL', ptr('eo', id)) end
+  unptr('eo', id, owner)
   return existed
 end
 
@@ -656,7 +678,7 @@ local old, named = memory_owner(id)
 if old and old ~= user then return 0 end
 if named then drop_memory(named, id) end
 local u = ukey(user)
-redis.call('SET', ptr('eo', id), user)
+setptr('eo', id, user)
 add_user(user)
 redis.call('HSET', u .. 'e', id, ARGV[4])
 redis.call('ZADD', u .. 'er', 0, ARGV[6])
@@ -769,7 +791,7 @@ local owner, other = claim(conv, user, true)
 if not owner then return {'owner', other} end
 if old then drop_session(old, sid) end
 local u = ukey(user)
-redis.call('SET', ptr('so', sid), user)
+setptr('so', sid, user)
 redis.call('HSET', u .. 's', sid, ARGV[5] .. NUL .. ARGV[6] .. NUL .. conv .. NUL .. ARGV[7])
 redis.call('ZADD', u .. 'sl', 0, ARGV[6])
 redis.call('SADD', ckey(u, conv, 's'), sid)
