@@ -22,7 +22,9 @@ class RedisServer:
 
     Args:
         directory: where the server keeps its AOF files and log.
-        appendonly: persist every write to the append-only file (fsync every second).
+        appendonly: persist every write to the append-only file.
+        appendfsync: the file's ``fsync`` policy; ``always`` (the default here) writes every
+            command to the file before replying, which is what ``DURABLE`` needs.
         port: fixed port (default: a free one, kept across restarts).
         extra_args: more ``redis-server`` options, e.g. ``("--enable-debug-command", "yes")``.
     """
@@ -32,6 +34,7 @@ class RedisServer:
         directory: Path,
         *,
         appendonly: bool = True,
+        appendfsync: str = "always",
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
@@ -42,6 +45,7 @@ class RedisServer:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.port = port or free_port()
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,7 +63,7 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
                 "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "everysec",
+                "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--logfile", str(self.directory / "redis.log"),
                 *self.extra_args,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bruno_memstore.backends.redis import RedisMemory
+from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
     BackendError,
     BackendTimeoutError,
@@ -133,10 +134,11 @@ async def test_restart_under_load_keeps_every_acknowledged_store_once(
 
 
 async def test_crash_under_load_keeps_every_acknowledged_store(aof_server: RedisServer) -> None:
-    # Redis writes the append-only file before it replies, so SIGKILL loses no
-    # acknowledged write (an OS crash could lose up to a second: appendfsync everysec).
+    # Under appendfsync always Redis writes (and syncs) the append-only file before it
+    # replies, so SIGKILL loses no acknowledged write.
     memory = _memory(aof_server.url, socket_timeout=2.0, connect_timeout=1.0, retry=PATIENT)
     await memory.initialize()
+    assert memory.supports(Capability.DURABLE)
 
     def crash() -> None:
         aof_server.kill()
@@ -193,3 +195,49 @@ async def test_engine_staying_down_gives_a_clear_error_after_bounded_retries(
     aof_server.start()
     assert [m.content for m in await memory.retrieve_messages("conv")] == ["stored"]
     await memory.shutdown()
+
+
+# ==================================================================== what counts as durable
+
+
+async def test_appendfsync_everysec_is_not_durable(tmp_path: Path) -> None:
+    # Under everysec Redis holds the file write back while a background fsync is slow and
+    # replies meanwhile: a crash of the process then loses acknowledged writes.
+    server = RedisServer(tmp_path / "everysec", appendfsync="everysec")
+    server.start()
+    try:
+        memory = _memory(server.url)
+        await memory.initialize()
+        assert not memory.supports(Capability.DURABLE)
+        await memory.shutdown()
+        strict = _memory(server.url, require_durable=True)
+        with pytest.raises(BackendError, match="appendfsync is everysec, not always"):
+            await strict.initialize()
+        assert not strict.connected
+        # The policy is read at each connect: switched to always, the store is durable.
+        await memory.initialize()
+        await memory._client.config_set("appendfsync", "always")
+        await memory.shutdown()
+        await strict.initialize()
+        assert strict.supports(Capability.DURABLE)
+        await strict.shutdown()
+    finally:
+        server.stop()
+
+
+async def test_an_unreadable_fsync_policy_is_not_taken_for_durable(tmp_path: Path) -> None:
+    # Managed services often rename or refuse CONFIG: the policy cannot be confirmed.
+    server = RedisServer(tmp_path / "noconfig", extra_args=("--rename-command", "CONFIG", ""))
+    server.start()
+    try:
+        memory = _memory(server.url)
+        await memory.initialize()
+        assert not memory.supports(Capability.DURABLE)
+        await memory.store_message(make_message("kept"), USER, "c")
+        assert len(await memory.retrieve_context(USER, "", conversation_id="c")) == 1
+        await memory.shutdown()
+        strict = _memory(server.url, require_durable=True)
+        with pytest.raises(BackendError, match="CONFIG GET is refused"):
+            await strict.initialize()
+    finally:
+        server.stop()

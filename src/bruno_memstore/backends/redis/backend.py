@@ -193,7 +193,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         connect_timeout: seconds to open a connection.
         max_connections: size of the connection pool; more concurrent calls wait for one.
         pool_timeout: seconds to wait for a free pooled connection.
-        require_durable: refuse to connect unless the server persists writes (AOF on).
+        require_durable: refuse to connect unless the server persists every acknowledged
+            write (``appendonly yes``, ``appendfsync always``).
         vector_search: ``"auto"`` (RediSearch's HNSW index when the server has the module,
             else exact search in the client), ``"redisearch"`` (refuse to connect without
             it) or ``"client"`` (never use it). :attr:`vector_mode` says what is used.
@@ -210,7 +211,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             ``operation_timeout``, ``retry``; the default retry is :attr:`DEFAULT_RETRY`).
 
     ``DURABLE`` is declared once connected, and only if the server (on a cluster, every
-    node) runs with ``appendonly yes``. See ``docs/backends/redis.md`` ("Cluster").
+    node) runs with ``appendonly yes`` and ``appendfsync always``. See
+    ``docs/backends/redis.md`` ("Durability", "Cluster").
     """
 
     backend_name: ClassVar[str] = "redis"
@@ -375,12 +377,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                     backend=self.backend_name,
                     operation="connect",
                 )
-            persistence = await client.info("persistence")
-            durable = bool(int(persistence.get("aof_enabled", 0)))
-            if s["require_durable"] and not durable:
+            lacking = await _not_durable(client)
+            durable = lacking is None
+            if s["require_durable"] and lacking is not None:
                 raise BackendError(
-                    "require_durable is set but the server does not persist writes "
-                    "(appendonly is off)",
+                    f"require_durable is set but the server does not persist every "
+                    f"acknowledged write ({lacking})",
                     backend=self.backend_name,
                     operation="connect",
                 )
@@ -463,7 +465,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                     backend=self.backend_name,
                     operation="connect",
                 )
-            durable = True
+            lacking: str | None = None
             for node in client.get_nodes():
                 memory = await client.info("memory", target_nodes=node)
                 policy = str(memory.get("maxmemory_policy", "noeviction"))
@@ -474,12 +476,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                         backend=self.backend_name,
                         operation="connect",
                     )
-                persistence = await client.info("persistence", target_nodes=node)
-                durable = durable and bool(int(persistence.get("aof_enabled", 0)))
-            if s["require_durable"] and not durable:
+                lacking = lacking or await _not_durable(client, target_nodes=node)
+            durable = lacking is None
+            if s["require_durable"] and lacking is not None:
                 raise BackendError(
-                    "require_durable is set but not every cluster node persists writes "
-                    "(appendonly is off)",
+                    f"require_durable is set but not every cluster node persists every "
+                    f"acknowledged write ({lacking})",
                     backend=self.backend_name,
                     operation="connect",
                 )
@@ -1624,6 +1626,26 @@ def _index_dimension(info: dict[str, Any]) -> int | None:
         if fields.get("identifier") == "vec":
             dim = fields.get("dim")
             return int(dim) if dim is not None else None
+    return None
+
+
+async def _not_durable(client: Any, **target: Any) -> str | None:
+    """Why a server (``target``: one cluster node) may lose an acknowledged write in a
+    crash of its process, or ``None`` if it cannot.
+
+    Only ``appendonly yes`` with ``appendfsync always`` writes every command to the file
+    before replying: under ``everysec`` Redis holds the file write back for up to two
+    seconds while a background ``fsync`` is slow, and replies meanwhile.
+    """
+    persistence = await client.info("persistence", **target)
+    if not int(persistence.get("aof_enabled", 0)):
+        return "appendonly is off"
+    try:
+        policy = (await client.config_get("appendfsync", **target)).get("appendfsync")
+    except rexc.ResponseError:  # CONFIG renamed or refused, as on managed services
+        return "its appendfsync policy cannot be read (CONFIG GET is refused)"
+    if policy != "always":
+        return f"appendfsync is {policy}, not always"
     return None
 
 
