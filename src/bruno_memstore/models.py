@@ -262,9 +262,9 @@ def message_to_record(message: Any, conversation_id: str) -> MessageRecord:
     return MessageRecord(
         id=str(message.id),
         conversation_id=conversation_id,
-        role=role._value_,  # ``.value``, without the enum's descriptor
+        role=role.value,
         content=content,
-        message_type=mtype._value_,
+        message_type=mtype.value,
         timestamp=ts.isoformat(),
         ts_us=to_us(ts),
         metadata=dump_json(message.metadata, "message.metadata"),
