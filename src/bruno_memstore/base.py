@@ -481,9 +481,13 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             ConflictError: a different message is stored under this id.
         """
         user_id, conversation_id = _store_args(args, user_id, conversation_id)
-        await self.store_messages(
-            [message], conversation_id=conversation_id, user_id=user_id, ttl=ttl
-        )
+        # ``store_messages`` for one message, without what only a batch needs.
+        conversation_id = check_id(conversation_id, "conversation_id")
+        ttl = check_ttl(ttl, "ttl") if ttl is not None else self.message_ttl
+        if user_id is not None:
+            user_id = check_id(user_id, "user_id")
+        record = message_to_record(message, conversation_id)
+        await self._store_records((message,), [record], conversation_id, user_id, ttl)
 
     async def store_messages(
         self,
@@ -520,6 +524,18 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             return 0
         if len({r.id for r in records}) != len(records):
             raise InvalidArgumentError("messages", "the batch repeats a message id")
+        return await self._store_records(messages, records, conversation_id, user_id, ttl)
+
+    async def _store_records(
+        self,
+        messages: Sequence[Message],
+        records: list[MessageRecord],
+        conversation_id: str,
+        user_id: str | None,
+        ttl: float | None,
+    ) -> int:
+        """The checked messages of one conversation, as ``records``, stored; see
+        :meth:`store_messages`."""
         enforce = user_id is not None
         if user_id is None:
             named = _named_user(messages)
@@ -532,7 +548,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             for rec in records:
                 stamp_message(rec, at, ttl, self.conversation_ttl)
         self._check_records(records)
-        deferred = await self._deferred("store_message", records)
+        deferred = (
+            await self._deferred("store_message", records) if self.embedder is not None else False
+        )
         if self.conversation_ttl is not None:
             await self._drop_if_expired("store_message", conversation_id)
         if len(records) > 1:

@@ -62,6 +62,7 @@ MAX_LIMIT = 10_000
 """The largest ``limit`` any read accepts (``retrieve_messages(limit=None)`` reads a whole
 conversation; the user's whole history is read with ``export_batches``, in pages)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def utcnow() -> datetime:
@@ -71,9 +72,7 @@ def utcnow() -> datetime:
 
 def to_us(value: datetime) -> int:
     """Integer microseconds since the epoch; naive values are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - _EPOCH
+    delta = value - (_NAIVE_EPOCH if value.tzinfo is None else _EPOCH)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -167,6 +166,14 @@ _LONG_TEXT = re.compile(r"\d{19}")
 _LONG_BYTES = re.compile(rb"\d{19}")
 
 
+# ``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``, with the
+# encoder it would build made once.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def dump_json(value: Any, argument: str) -> str:
     """Serialise JSON that reads back equal to ``value``, or raise naming ``argument``.
 
@@ -176,12 +183,20 @@ def dump_json(value: Any, argument: str) -> str:
     """
     if isinstance(value, dict) and not value:
         return "{}"
-    check_json_depth(value, argument)
+    # One flat object of plain scalars under text keys (most metadata) reads back equal:
+    # neither its depth nor the round trip needs checking.
+    flat = (
+        type(value) is dict
+        and all(type(k) is str for k in value)
+        and all(type(v) in _SCALARS for v in value.values())
+    )
+    if not flat:
+        check_json_depth(value, argument)
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODE(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(argument, f"not JSON-serialisable: {exc}") from None
-    if load_json(text) != value:
+    if not flat and load_json(text) != value:
         raise InvalidArgumentError(
             argument, "does not survive a JSON round trip (tuple, non-string key, or similar)"
         )

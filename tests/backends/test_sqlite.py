@@ -744,6 +744,7 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
         lambda c: _vector_loads(c, user),
         lambda c: run_plan(c, partial(ops.VECTORS.put, DIALECT, "message", [("a", b"")])),
         lambda c: run_plan(c, partial(ops.VECTORS.put, DIALECT, "memory", [("m", b"")])),
+        run(append_group, [Append(conv, user, [message_to_record(make_message("x"), conv)], True)]),
         run(shared.delete_messages, conv, frozenset({"system"})),
         run(shared.delete_memory, "m", None),
         run(shared.purge_expired, 10**18),
@@ -952,6 +953,50 @@ async def test_a_write_that_ends_the_transaction_fails_alone(db_path: Path) -> N
     assert [r for r in results if r is not None] == [results[4]]
     assert "refused" in str(results[4])
     assert (await memory.get_statistics(user))["total_messages"] == 10
+    await memory.shutdown()
+
+
+@pytest.mark.parametrize("vectors", ["inline", "deferred"])
+async def test_a_lone_message_of_its_users_conversation_is_one_insert(
+    db_path: Path, vectors: str
+) -> None:
+    # Deferred: the vector is attached after the write, so the message has none in it.
+    options: dict[str, Any] = (
+        {"vectors": "deferred"} if vectors == "deferred" else {"embedding_model": None}
+    )
+    memory = SQLiteMemory(db_path, **options)
+    first, second, third = (make_message(f"m{i}", timestamp=at(i)) for i in range(3))
+    await memory.store_message(first, "u", "c")
+    await memory.flush()  # deferred: its vector written, so no job of the queue joins the next
+    statements: list[str] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    await memory._submit(trace)
+    await memory.store_message(second, "u", "c")
+    await memory._submit(lambda c: c.set_trace_callback(None))
+    # The user's own conversation: no look-up before the insert.
+    expected = ["BEGIN IMMEDIATE", "INSERT INTO messages", "INSERT OR IGNORE INTO search_pending"]
+    if vectors == "deferred":
+        expected.append("INSERT OR IGNORE INTO vector_pending")
+    # The store's transaction (in deferred mode the vectors' own may follow).
+    heads = [s.split(" (")[0] for s in statements]
+    start = heads.index("INSERT INTO messages") - 1
+    assert heads[start : start + len(expected) + 1] == [*expected, "COMMIT"], statements
+    await memory.store_message(second, "u", "c")  # stored already: nothing written
+    with pytest.raises(OwnershipError):
+        await memory.store_message(third, "v", "c")  # another user's conversation
+    await memory.store_message(third, "u", "d")  # a new conversation
+    assert [m.content for m in await memory.retrieve_context("u", conversation_id="c")] == [
+        "m0",
+        "m1",
+    ]
+    assert [m.content for m in await memory.retrieve_context("u", conversation_id="d")] == ["m2"]
+    rows = memory._inline.execute("SELECT count(*) FROM search_pending").fetchall()
+    assert rows == [(3,)]
+    hits = await memory.search("u", "m1", kinds=("message",), mode="keyword")
+    assert [h.message.content for h in hits] == ["m1"]
     await memory.shutdown()
 
 

@@ -17,7 +17,6 @@ makes the connection on its thread, the ``closer`` closes it there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -73,8 +72,11 @@ def _settle_all(outcomes: list[tuple[asyncio.Future[Any], BaseException | None, 
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+    # Not ``contextlib.suppress``: a ``try`` costs nothing when no exception is raised.
+    try:
         loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # a closed loop: nobody is waiting any more
+        return
 
 
 def _close(conn: Any) -> None:
@@ -284,6 +286,19 @@ class Writer(_Worker[C]):
             item = jobs.get()
             if isinstance(item, _Stop):
                 return item
+            if jobs.empty():  # a lone job: the common case of one caller at a time
+                job, loop, fut = item
+                if fut.cancelled():
+                    continue
+                if isinstance(job, _Prepared):
+                    try:
+                        job = job.factory()
+                    except Exception as exc:
+                        _post(loop, _settle, fut, exc, None)
+                        continue
+                ((exc, value),) = self._run_group(conn, [job])
+                _post(loop, _settle, fut, exc, value)
+                continue
             group: list[_Item] = [item]
             stop: _Stop | None = None
             # This thread alone takes from the queue: what it holds now it can take.

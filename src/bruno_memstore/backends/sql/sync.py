@@ -187,8 +187,14 @@ def _alone(conn: Any, begin_sql: str, job: Job) -> Outcome:
     try:
         if isinstance(job, AppendJob):  # its plan prepared before the transaction opens
             job = PlanJob(partial(append_group, job.dialect, job.appends))
-        (result,) = _transaction(conn, begin_sql, [job])
+        conn.execute(begin_sql)
+    except Exception as exc:  # busy past the timeout, an I/O error
+        return exc, None
+    try:
+        result = job(conn)
+        conn.execute("COMMIT")
     except Exception as exc:
+        _rollback(conn)
         return exc, None
     return _outcome(result)
 

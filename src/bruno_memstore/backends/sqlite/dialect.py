@@ -94,6 +94,14 @@ INSERT_MESSAGE = (
     "INSERT INTO messages (id, cid, uid, role, content, message_type, timestamp, ts_us, "
     "metadata, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
+# A lone message into a stored conversation of the user it names, in one statement: no row
+# when the conversation is missing or another user's (or the id is stored).
+INSERT_OWNED_MESSAGE = (
+    "INSERT INTO messages (id, cid, uid, role, content, message_type, timestamp, ts_us, "
+    "metadata, parent_id) SELECT ?, c.cid, c.uid, ?, ?, ?, ?, ?, ?, ? FROM conversations c "
+    "WHERE c.conversation_id = ? AND c.uid = (SELECT uid FROM users WHERE user_id = ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 # Batches number their rows themselves, so the search rows can use the same keys.
 INSERT_MESSAGE_AT = (
     "INSERT INTO messages (seq, id, cid, uid, role, content, message_type, timestamp, ts_us, "
@@ -273,6 +281,17 @@ class SQLiteDialect(RowDialect):
         # its waiting key. A new conversation, or another user's, takes the shared append.
         (rec,) = item.records
         vector = self.vector_value(rec.vector)  # preparation, before the transaction
+        if item.enforce_owner and vector is None:
+            # The owner is known (the caller's user): no look-up first. Nothing inserted
+            # (no such conversation, another user's, the id stored) takes the look-up below.
+            args = (rec.id, *_MESSAGE_VALUES(rec), item.conversation_id, item.user_id)
+            seq = yield Insert(INSERT_OWNED_MESSAGE, args)
+            if seq is not None:
+                rec.seq, rec.user_id = seq, item.user_id
+                yield from self._pending(seq)
+                if self.defer_vectors:
+                    yield Execute(INSERT_VECTOR_PENDING, (seq,))
+                return AppendResult(item.user_id, frozenset())
         rows = yield Fetch(SELECT_CONVERSATION, (item.conversation_id,))
         if not rows:
             return None
@@ -331,12 +350,7 @@ class SQLiteDialect(RowDialect):
 
     def messages_added(self, rows: Sequence[NewMessage]) -> Plan[None]:
         if len(rows) == 1:
-            # One message: its full-text row waits (a batch indexes many at a fraction of
-            # the cost each); a search indexes what waits first, so it misses nothing.
-            seq = rows[0].record.seq
-            yield Execute(INSERT_PENDING, (seq,))
-            if seq % INDEX_EVERY == 0:
-                yield from index_pending(PENDING_BATCH)
+            yield from self._pending(rows[0].record.seq)
         else:
             yield ExecuteMany(
                 INSERT_SEARCH,
@@ -360,6 +374,13 @@ class SQLiteDialect(RowDialect):
             yield ExecuteMany(INSERT_MESSAGE_VECTOR, vectors)
             for uid in sorted({v[1] for v in vectors}):
                 yield Execute(BUMP_VECTORS["message", False], (uid,))
+
+    def _pending(self, seq: int) -> Plan[None]:
+        # One message: its full-text row waits (a batch indexes many at a fraction of the
+        # cost each); a search indexes what waits first, so it misses nothing.
+        yield Execute(INSERT_PENDING, (seq,))
+        if seq % INDEX_EVERY == 0:
+            yield from index_pending(PENDING_BATCH)
 
     def messages_deleting(self, where: str, args: Sequence[Any]) -> Plan[None]:
         for table, key in (("search_fts", "rowid"), ("search_pending", "seq")):
