@@ -20,7 +20,11 @@ per user, written with plain commands (``HSET`` + ``ZADD`` in one ``MULTI``/``EX
 pipelined transaction per batch), read with ``ZRANGE`` + ``HMGET``, no ownership rule, no
 idempotency, no index: its search scans every message of the user.
 
-Both work under a prefix of their own and delete their keys on close::
+:class:`ClusterPlainDriver` ("redis.asyncio cluster plain") is that floor on a Redis Cluster
+(``redis+cluster://``): the same commands on the user's slot, sent in one pipeline with
+``WAIT 1`` when the user's master has a replica, as ``RedisMemory`` confirms its writes there.
+
+All work under a prefix of their own and delete their keys on close::
 
     python -m benchmarks.throughput "redis://127.0.0.1:6379/0?prefix=bench-1"
 
@@ -37,6 +41,7 @@ from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from bruno_core.models.message import Message
+from redis.asyncio.cluster import RedisCluster
 
 from bruno_memstore.backends.redis.backend import (
     _BM25,
@@ -60,7 +65,7 @@ from bruno_memstore.url import MemoryURL, redact_url
 
 from .throughput import CONTEXT_LIMIT, SEARCH_LIMIT, RawDriver, app, register_raw_driver
 
-__all__ = ["PlainDriver", "ScriptsDriver"]
+__all__ = ["ClusterPlainDriver", "PlainDriver", "ScriptsDriver"]
 
 
 class _RedisRaw(RawDriver):
@@ -211,6 +216,56 @@ class PlainDriver(_RedisRaw):
         return out
 
 
+class ClusterPlainDriver(PlainDriver):
+    """:class:`PlainDriver`'s commands on a cluster, each write confirmed by a replica."""
+
+    name: ClassVar[str] = "redis.asyncio cluster plain"
+
+    async def open(self, url: MemoryURL, workdir: Path) -> None:
+        address = url.raw.split("?", 1)[0].replace("+cluster", "", 1)
+        self.client = RedisCluster.from_url(address, decode_responses=True)
+        await self.client.initialize()
+        self.prefix = f"bench-raw-{uuid.uuid4().hex[:10]}"
+        self.keys = RedisKeys(self.prefix)
+        self.where = redact_url(url.raw.split("?", 1)[0])
+        self.arrivals = 0
+        self.replicas: dict[str, int] = {}
+
+    async def _write(self, user: str, rows: list[tuple[str, str, str]]) -> None:
+        bodies, order = self.keys.user(user, "b"), self.keys.user(user, "o")
+        node = self.client.get_node_from_key(bodies)
+        if node.name not in self.replicas:
+            info = await self.client.info("replication", target_nodes=node)
+            self.replicas[node.name] = min(1, int(info.get("connected_slaves", 0)))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(bodies, mapping={mid: body for mid, _, body in rows})
+        pipe.zadd(order, {member: 0 for _, member, _ in rows})
+        if self.replicas[node.name]:
+            pipe.execute_command("WAIT", 1, 1000, target_nodes=node)
+        await pipe.execute()
+
+    async def store_one(self, user: str, conv: str, message: Message) -> None:
+        await self._write(user, [self._row(conv, message)])
+
+    async def store_batch(self, user: str, conv: str, messages: Sequence[Message]) -> None:
+        await self._write(user, [self._row(conv, m) for m in messages])
+
+    async def close(self) -> None:
+        doomed = []
+        for node in self.client.get_primaries():
+            doomed += [
+                key
+                async for key in self.client.scan_iter(
+                    match=f"{{{self.prefix}:*", count=1000, target_nodes=node
+                )
+            ]
+        for key in doomed:  # keys of many slots: one call each
+            await self.client.delete(key)
+        await self.client.aclose()
+
+
+register_raw_driver("redis+cluster", ClusterPlainDriver)
+register_raw_driver("rediss+cluster", ClusterPlainDriver)
 register_raw_driver("redis", ScriptsDriver)
 register_raw_driver("redis", PlainDriver)
 register_raw_driver("rediss", ScriptsDriver)

@@ -428,7 +428,13 @@ RAW_DRIVERS: dict[str, list[type[RawDriver]]] = {}
 Preloader = Callable[[MemoryBackend, str, str, Sequence[Message]], Awaitable[None]]
 PRELOADERS: dict[str, Preloader] = {}
 # Schemes whose raw drivers live in a module named after another spelling of the engine.
-_RAW_MODULE_ALIASES = {"postgresql": "postgres", "mariadb": "mysql", "rediss": "redis"}
+_RAW_MODULE_ALIASES = {
+    "postgresql": "postgres",
+    "mariadb": "mysql",
+    "rediss": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
+}
 
 
 def register_raw_driver(scheme: str, driver: type[RawDriver]) -> None:
@@ -851,7 +857,7 @@ def main(
         for url in targets:
             parsed = MemoryURL.parse(url)
             console.print(f"measuring {parsed} …", highlight=False)
-            drivers = raw_drivers(parsed.scheme, console) if raw else []
+            drivers = raw_drivers(parsed.raw.split(":", 1)[0], console) if raw else []
             if drivers:
                 names = ", ".join(d.name for d in drivers)
                 console.print(f"  with raw {names}, interleaved", highlight=False)
