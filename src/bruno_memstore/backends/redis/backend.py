@@ -43,6 +43,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 
+from ...base import archive_marker
 from ...capabilities import SEARCHABLE_STORE, Capability
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
@@ -839,20 +840,51 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
         if conversation_id is not None:
-            home = user_id
-            if self._directory is not None and home is None:
-                # On a cluster the user's own slot answers for the user (its copy of the
-                # directory key says whether the user holds the conversation); else the
-                # owner the directory names.
-                home = await self._directory.owner("co", conversation_id)
-                if home is None:
-                    return []
-            reply = await self._eval(
-                "read_conversation", [conversation_id, user_id or "", limit or 0], home
-            )
-            return _conversation_messages(reply, conversation_id)
+            window, _ = await self._conversation_window(conversation_id, user_id, limit, "")
+            return window
         assert user_id is not None
         return _user_messages(await self._eval("read_user", [user_id, limit or 0]), user_id)
+
+    async def _read_window_and_markers(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+        if conversation_id is not None:
+            marker = archive_marker(conversation_id)
+            window, rec = await self._conversation_window(conversation_id, user_id, limit, marker)
+            return window, [] if rec is None else [rec]
+        assert user_id is not None
+        window = await self._read_window(conversation_id=None, user_id=user_id, limit=limit)
+        # The markers of every conversation in the window, in one call per 1,000.
+        ids = [archive_marker(c) for c in dict.fromkeys(r.conversation_id for r in window)]
+        markers: list[SessionRecord] = []
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            reply = await self._eval("get_markers", [user_id, *chunk], user_id)
+            markers += [_session(i, user_id, r) for i, r in zip(chunk, reply, strict=True) if r]
+        return window, markers
+
+    async def _conversation_window(
+        self, conversation_id: str, user_id: str | None, limit: int | None, marker: str
+    ) -> tuple[list[MessageRecord], SessionRecord | None]:
+        """The conversation's newest ``limit`` messages (the owner's, if ``user_id`` is
+        given) and the owner's session ``marker`` (``""``: none read), in one call."""
+        home = user_id
+        if self._directory is not None and home is None:
+            # On a cluster the user's own slot answers for the user (its copy of the
+            # directory key says whether the user holds the conversation); else the owner
+            # the directory names.
+            home = await self._directory.owner("co", conversation_id)
+            if home is None:
+                return [], None
+        reply = await self._eval(
+            "read_conversation", [conversation_id, user_id or "", limit or 0, marker], home
+        )
+        if not reply or not reply[3]:
+            return _conversation_messages(reply, conversation_id), None
+        return (
+            _conversation_messages(reply, conversation_id),
+            _session(marker, reply[0], reply[3]),
+        )
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         home = None
@@ -1494,7 +1526,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 start = 0
                 while True:
                     reply = await self._eval(
-                        "read_conversation", [conv, user, 0, start, EXPORT_BATCH], user
+                        "read_conversation", [conv, user, 0, "", start, EXPORT_BATCH], user
                     )
                     for rec in _conversation_messages(reply, conv):
                         yield rec
@@ -1770,7 +1802,7 @@ def _message(body: str, member: str, conversation_id: str, owner: str) -> Messag
 def _conversation_messages(reply: list[Any], conversation_id: str) -> list[MessageRecord]:
     if not reply:
         return []
-    owner, members, bodies = reply
+    owner, members, bodies = reply[0], reply[1], reply[2]
     return [
         _message(body, member, conversation_id, owner)
         for member, body in zip(members, bodies, strict=True)

@@ -535,21 +535,31 @@ return out
 """
 
 READ_CONVERSATION = r"""
--- ARGV: P conv user('' any) limit(0 all) [start count]  ->  {owner, {member*}, {body*}}
-local conv, user, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- ARGV: P conv user('' any) limit(0 all) marker('' none) [start count]
+--   ->  {owner, {member*}, {body*}, marker record or false}
+-- The marker is a session id of the owner's (the conversation's archive marker), read in
+-- the same call so that a window needs no second round trip to learn its archive state.
+local conv, user, limit, marker = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local owner = conversation_owner(conv)
 if not owner or (user ~= '' and owner ~= user) then return {} end
 local u = ukey(owner)
 local okey = ckey(u, conv, 'o')
 local members
-if ARGV[5] then
-  members = redis.call('ZRANGE', okey, tonumber(ARGV[5]), tonumber(ARGV[5]) + tonumber(ARGV[6]) - 1)
+if ARGV[6] then
+  members = redis.call('ZRANGE', okey, tonumber(ARGV[6]), tonumber(ARGV[6]) + tonumber(ARGV[7]) - 1)
 elseif limit > 0 then
   members = redis.call('ZRANGE', okey, -limit, -1)
 else
   members = redis.call('ZRANGE', okey, 0, -1)
 end
-return {owner, members, bodies_of(ckey(u, conv, 'b'), members, 1, #members)}
+local rec = false
+if marker ~= '' then rec = redis.call('HGET', u .. 's', marker) end
+return {owner, members, bodies_of(ckey(u, conv, 'b'), members, 1, #members), rec}
+"""
+
+GET_MARKERS = r"""
+-- ARGV: P user sid*  ->  {record or false}*: the user's sessions of these ids.
+return redis.call('HMGET', ukey(ARGV[2]) .. 's', unpack(ARGV, 3))
 """
 
 READ_USER = r"""
@@ -1212,6 +1222,7 @@ SCRIPTS: dict[str, str] = {
     "get_messages": GET_MESSAGES,
     "read_conversation": READ_CONVERSATION,
     "read_user": READ_USER,
+    "get_markers": GET_MARKERS,
     "delete_messages": DELETE_MESSAGES,
     "delete_message_ids": DELETE_MESSAGE_IDS,
     "conversation_owner": CONVERSATION_OWNER,
