@@ -339,15 +339,18 @@ async def test_two_users_racing_for_a_conversation_get_one_winner(
 # (speculatively) and then the second read: the races of that shortcut.
 
 
-def _count_pipelines(monkeypatch: pytest.MonkeyPatch, memory: RedisMemory) -> list[str]:
-    """Record each pipeline the directory sends (its first command's name)."""
+def _count_pipelines(
+    monkeypatch: pytest.MonkeyPatch, memory: RedisMemory, *, keys: bool = False
+) -> list:
+    """Record each pipeline the directory sends: its first command's name (with ``keys``,
+    every key it names)."""
     directory = memory._directory
     assert directory is not None
-    sent: list[str] = []
+    sent: list = []
     real_pipe = directory.pipe
 
     async def pipe(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
-        sent.append(ops[0][0])
+        sent.append({str(a) for op in ops for a in op[1:]} if keys else ops[0][0])
         return await real_pipe(ops, *args, **kwargs)
 
     monkeypatch.setattr(directory, "pipe", pipe)
@@ -464,6 +467,33 @@ async def test_racing_copies_of_a_message_into_a_held_conversation_store_it_once
     got = await memory.retrieve_messages("c-dup")
     assert sorted(m.content for m in got) == sorted(["opening"] + [f"copy {r}" for r in range(20)])
     assert (await memory.get_statistics("dup"))["total_messages"] == 21
+
+
+async def test_a_stale_held_hint_claims_the_conversation_again(
+    memory: RedisMemory, redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = memory.keys
+    sent = _count_pipelines(monkeypatch, memory, keys=True)
+    await memory.store_message(make_message("first"), "hinted", "c-hint")
+    sent.clear()
+    await memory.store_message(make_message("second"), "hinted", "c-hint")
+    # Held (as this client saw): the conversation's key is left to the second read.
+    assert k.pointer("co", "c-hint") not in sent[0]
+    assert k.pointer("co", "c-hint") in sent[1]
+    # The conversation goes, and another user takes it: the hint is stale. The step,
+    # which checks the user's copy, writes nothing; the claim then finds the other user.
+    await memory.clear_conversation("hinted", "c-hint")
+    await memory.store_message(make_message("the new owner's"), "other", "c-hint")
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("third"), "hinted", "c-hint")
+    assert (await memory.get_statistics("hinted"))["total_messages"] == 0
+    assert not [key for key in _user_keys(redis_cluster_url, memory, "hinted") if ":co:" in key]
+    assert await memory.conversation_owner("c-hint") == "other"
+    # Gone again: the user claims it anew.
+    await memory.clear_conversation("other", "c-hint")
+    await memory.store_message(make_message("fourth"), "hinted", "c-hint")
+    assert await memory.conversation_owner("c-hint") == "hinted"
+    assert [m.content for m in await memory.retrieve_messages("c-hint")] == ["fourth"]
 
 
 async def test_deletions_delete_global_keys_after_their_data(

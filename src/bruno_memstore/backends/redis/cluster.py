@@ -60,6 +60,7 @@ MARK = "\x00!"
 """Between an owner and a taker's token in a marked directory key."""
 _ATTEMPTS = 50  # rounds of claim, data step, second read before giving up (transiently)
 _DRAIN_BATCH = 256
+_HELD_HINTS = 4096  # (user, conversation) pairs remembered as held (hints, see append)
 
 HOLDS = r"""
 -- ARGV: P\0HOME kind id*  ->  per id 1 if HOME holds the record (after purging HOME's
@@ -161,6 +162,10 @@ class ClusterDirectory:
     def __init__(self, memory: RedisMemory) -> None:
         self.memory = memory
         self.keys = memory.keys
+        # (user, conversation) pairs this client last saw the user hold: a hint only (a
+        # store then leaves the conversation's claim to the second read), checked by the
+        # data step against the user's copy T:co.
+        self._held: dict[tuple[str, str], None] = {}
 
     # ------------------------------------------------------------ running scripts
 
@@ -429,15 +434,21 @@ class ClusterDirectory:
                 await self._pause(attempt)
             if speculate:
                 speculate = False
+                hint = (user_id, conversation_id)
+                sent = items[1:] if hint in self._held else items
                 found, step = await self._claim_and_step(
-                    items, user_id, build_args(user_id, records, True)
+                    sent, user_id, build_args(user_id, records, True)
                 )
                 if step[0] == "ok":  # the user held the conversation: the step wrote
                     done = await self._speculated(items, found, step, user_id)
                     if done is not None:
                         return done
                     continue
-                holders, new = await self._holders(items, found, user_id)  # nothing written
+                # Nothing written: the user does not hold the conversation (yet).
+                self._held.pop(hint, None)
+                if len(sent) < len(items):
+                    found = [*(await self.pipe([("setnx", self._key(conv_item), user_id)])), *found]
+                holders, new = await self._holders(items, found, user_id)
             else:
                 holders, new = await self.claim(items, user_id)
             owner = holders[conv_item]
@@ -465,6 +476,8 @@ class ClusterDirectory:
                 if todo and conv_item in new and all(r.id in stored for r in todo):
                     # Every message was stored already: the script claimed no conversation.
                     await self.release([conv_item], owner)
+                elif owner == user_id:
+                    self._hold(user_id, conversation_id)
                 return AppendResult(owner, frozenset(stored | elsewhere)), int(reply[2])
             added = [r.id for r in todo if r.id not in stored]
             await self.eval("undo", ["m", conversation_id, *added], home=owner)
@@ -497,11 +510,17 @@ class ClusterDirectory:
         starts over, claims first."""
         stored = set(step[3:])
         if all(v is None or v == owner for v in found) and await self.confirm(items, owner, owner):
+            self._hold(owner, items[0][1])
             return AppendResult(owner, frozenset(stored)), int(step[2])
         added = [rid for _kind, rid in items[1:] if rid not in stored]
         if added:
             await self.eval("undo", ["M", items[0][1], *added], home=owner)
         return None
+
+    def _hold(self, user: str, conversation_id: str) -> None:
+        if len(self._held) >= _HELD_HINTS:
+            self._held.clear()
+        self._held[(user, conversation_id)] = None
 
     async def put_memory(self, user_id: str, memory_id: str, args: Sequence[Any]) -> None:
         item: Item = ("eo", memory_id)
