@@ -14,6 +14,12 @@ protocol:
 2. **Claim first.** A writer claims the global keys of what it creates (``SET … NX GET``)
    before its data step, and reads them again after it: if one is no longer exactly its own
    (another owner, gone, or marked), it undoes its data step (``UNDO``) and starts over.
+   The second read after the data step is what makes the write safe (a taker must mark,
+   then check the owner's slot, after it), so a store sends its data step with its claims,
+   speculatively: one that writes only into a conversation the user already holds (checked
+   in the script), taken back (the messages it added, never the conversation) if a claim or
+   the second read is not the user's. A conversation this client saw the user hold is not
+   claimed first: the second read covers it (the hint is checked by the step).
 3. **Mark, check, replace.** A key naming an owner that holds nothing (a *dangling* claim,
    left by a writer that is slow or died) is taken over only by marking it (``owner NUL !
    token``, compare-and-set), checking the owner's slot, then replacing the mark by the new
