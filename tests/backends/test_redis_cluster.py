@@ -24,6 +24,7 @@ from bruno_memstore.backends.redis.backend import _append_args
 from bruno_memstore.backends.redis.keys import RedisKeys
 from bruno_memstore.errors import (
     BackendError,
+    ConflictError,
     InvalidArgumentError,
     OwnershipError,
     SchemaError,
@@ -332,6 +333,167 @@ async def test_two_users_racing_for_a_conversation_get_one_winner(
         assert stats["conversations"] == won and stats["total_messages"] == won
         copies = [key for key in _user_keys(redis_cluster_url, memory, user) if ":co:" in key]
         assert len(copies) == won
+
+
+# A store into a conversation its user already holds sends its data step with the claims
+# (speculatively) and then the second read: the races of that shortcut.
+
+
+def _count_pipelines(
+    monkeypatch: pytest.MonkeyPatch, memory: RedisMemory, *, keys: bool = False
+) -> list:
+    """Record each pipeline the directory sends: its first command's name (with ``keys``,
+    every key it names)."""
+    directory = memory._directory
+    assert directory is not None
+    sent: list = []
+    real_pipe = directory.pipe
+
+    async def pipe(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append({str(a) for op in ops for a in op[1:]} if keys else ops[0][0])
+        return await real_pipe(ops, *args, **kwargs)
+
+    monkeypatch.setattr(directory, "pipe", pipe)
+    return sent
+
+
+def _record_undos(monkeypatch: pytest.MonkeyPatch, memory: RedisMemory) -> list[list]:
+    directory = memory._directory
+    assert directory is not None
+    undos: list[list] = []
+    real_eval = directory.eval
+
+    async def eval_(name: str, args: list, home: str | None = None, **kw: object):
+        if name == "undo":
+            undos.append(list(args))
+        return await real_eval(name, args, home, **kw)
+
+    monkeypatch.setattr(directory, "eval", eval_)
+    return undos
+
+
+async def test_a_store_into_a_held_conversation_is_two_round_trips(
+    memory: RedisMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = make_message("first"), make_message("second")
+    sent = _count_pipelines(monkeypatch, memory)
+    undos = _record_undos(monkeypatch, memory)
+    await memory.store_message(first, "fast", "c-fast")
+    # A new conversation: claims with the step (which writes nothing), step, second read.
+    assert len(sent) == 3
+    sent.clear()
+    await memory.store_message(second, "fast", "c-fast")
+    assert sent == ["setnx", "evalsha"]  # claims and step; second read and WAIT
+    sent.clear()
+    # Stored again: a no-op, in the same two round trips (beside the reads by id that
+    # compare the copies), nothing taken back.
+    assert (
+        await memory.store_messages([first, second], conversation_id="c-fast", user_id="fast") == 0
+    )
+    assert [op for op in sent if op != "get"] == ["setnx", "evalsha"]
+    assert undos == []
+    got = await memory.retrieve_messages("c-fast")
+    assert sorted(m.content for m in got) == ["first", "second"]
+    assert (await memory.get_statistics("fast"))["total_messages"] == 2
+
+
+async def test_a_speculative_step_losing_an_id_to_another_user_keeps_nothing(
+    memory: RedisMemory, redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = memory.keys
+    await memory.store_message(make_message("b's own"), "b", "c-b")
+    taken = make_message("a's message")
+    await memory.store_message(taken, "a", "c-a")
+    undos = _record_undos(monkeypatch, memory)
+    # b's step runs beside its claim of the id, which finds a (holding it): the message it
+    # added is taken back, and only it: b's conversation stays. (The id is a's: a conflict.)
+    with pytest.raises(ConflictError):
+        await memory.store_messages([taken], conversation_id="c-b", user_id="b")
+    assert undos == [["M", "c-b", str(taken.id)]]
+    assert [m.content for m in await memory.retrieve_messages("c-b")] == ["b's own"]
+    assert (await memory.get_statistics("b"))["total_messages"] == 1
+    assert not [key for key in _user_keys(redis_cluster_url, memory, "b") if str(taken.id) in key]
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("mo", str(taken.id))) == "a"
+        assert raw.get(k.pointer("co", "c-b")) == "b"
+    assert [m.content for m in await memory.retrieve_messages("c-a")] == ["a's message"]
+
+
+async def test_a_mark_before_a_speculative_second_read_takes_back_only_the_step(
+    memory: RedisMemory, redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = memory.keys
+    await memory.store_message(make_message("kept"), "held", "c-held")
+    directory = memory._directory
+    assert directory is not None
+    undos = _record_undos(monkeypatch, memory)
+    reads: list[list] = []
+    real_confirm = directory.confirm
+
+    async def mark_then_confirm(items: list, owner: str, home: str) -> bool:
+        reads.append(list(items))
+        if len(reads) == 1:
+            # A taker marked the conversation's key after the step (it will find the data
+            # and take its mark back, or die): the writer must not acknowledge on it.
+            with _cluster(redis_cluster_url) as raw:
+                raw.set(k.pointer("co", "c-held"), "held\0!taker")
+        return await real_confirm(items, owner, home)
+
+    monkeypatch.setattr(directory, "confirm", mark_then_confirm)
+    late = make_message("late")
+    await memory.store_message(late, "held", "c-held")
+    assert len(reads) == 2  # the first second read failed; the claiming round confirmed
+    assert undos == [["M", "c-held", str(late.id)]]
+    assert sorted(m.content for m in await memory.retrieve_messages("c-held")) == ["kept", "late"]
+    assert (await memory.get_statistics("held"))["total_messages"] == 2
+    with _cluster(redis_cluster_url) as raw:
+        assert raw.get(k.pointer("co", "c-held")) == "held"
+        assert raw.get(k.pointer("mo", str(late.id))) == "held"
+
+
+async def test_racing_copies_of_a_message_into_a_held_conversation_store_it_once(
+    memory: RedisMemory,
+) -> None:
+    await memory.store_message(make_message("opening"), "dup", "c-dup")
+    for round_ in range(20):
+        msg = make_message(f"copy {round_}")
+        added = await asyncio.gather(
+            *(
+                memory.store_messages([msg], conversation_id="c-dup", user_id="dup")
+                for _ in range(6)
+            )
+        )
+        assert sum(added) == 1
+    got = await memory.retrieve_messages("c-dup")
+    assert sorted(m.content for m in got) == sorted(["opening"] + [f"copy {r}" for r in range(20)])
+    assert (await memory.get_statistics("dup"))["total_messages"] == 21
+
+
+async def test_a_stale_held_hint_claims_the_conversation_again(
+    memory: RedisMemory, redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k = memory.keys
+    sent = _count_pipelines(monkeypatch, memory, keys=True)
+    await memory.store_message(make_message("first"), "hinted", "c-hint")
+    sent.clear()
+    await memory.store_message(make_message("second"), "hinted", "c-hint")
+    # Held (as this client saw): the conversation's key is left to the second read.
+    assert k.pointer("co", "c-hint") not in sent[0]
+    assert k.pointer("co", "c-hint") in sent[1]
+    # The conversation goes, and another user takes it: the hint is stale. The step,
+    # which checks the user's copy, writes nothing; the claim then finds the other user.
+    await memory.clear_conversation("hinted", "c-hint")
+    await memory.store_message(make_message("the new owner's"), "other", "c-hint")
+    with pytest.raises(OwnershipError):
+        await memory.store_message(make_message("third"), "hinted", "c-hint")
+    assert (await memory.get_statistics("hinted"))["total_messages"] == 0
+    assert not [key for key in _user_keys(redis_cluster_url, memory, "hinted") if ":co:" in key]
+    assert await memory.conversation_owner("c-hint") == "other"
+    # Gone again: the user claims it anew.
+    await memory.clear_conversation("other", "c-hint")
+    await memory.store_message(make_message("fourth"), "hinted", "c-hint")
+    assert await memory.conversation_owner("c-hint") == "hinted"
+    assert [m.content for m in await memory.retrieve_messages("c-hint")] == ["fourth"]
 
 
 async def test_deletions_delete_global_keys_after_their_data(

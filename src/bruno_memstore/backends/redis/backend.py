@@ -776,7 +776,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 user_id,
                 records,
                 enforce_owner,
-                lambda owner, todo: _append_args(conversation_id, owner, False, ttl, todo),
+                lambda owner, todo, held=False: _append_args(
+                    conversation_id, owner, "held" if held else False, ttl, todo
+                ),
             )
             if pending >= INDEX_BATCH and result.owner not in self._indexing:
                 try:
@@ -1735,7 +1737,7 @@ def _index_args(text: str, out: list[Any]) -> None:
 def _append_args(
     conversation_id: str,
     user_id: str,
-    enforce_owner: bool,
+    enforce_owner: bool | Literal["held"],
     ttl_ms: int,
     records: Sequence[MessageRecord],
     *,
@@ -1743,10 +1745,11 @@ def _append_args(
 ) -> list[Any]:
     """Arguments of the append script. Small fields travel NUL-joined: each argument costs
     the client more to encode than the server to split. ``defer``: a single record's text is
-    analysed later (see :data:`INDEX_BATCH`)."""
+    analysed later (see :data:`INDEX_BATCH`). ``enforce_owner="held"``: the script writes
+    only into a conversation the user already holds (a cluster's speculative step)."""
     # With no records the script only claims the conversation and never reads ``newest``.
     newest = records[0].ts_us if len(records) == 1 else max((r.ts_us for r in records), default=0)
-    enforce = "1" if enforce_owner else "0"
+    enforce = "2" if enforce_owner == "held" else "1" if enforce_owner else "0"
     args: list[Any] = [
         f"{user_id}\x00{enforce}\x00{conversation_id}\x00{ttl_ms}\x00{newest}\x00{len(records)}"
     ]

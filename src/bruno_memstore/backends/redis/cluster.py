@@ -14,6 +14,12 @@ protocol:
 2. **Claim first.** A writer claims the global keys of what it creates (``SET … NX GET``)
    before its data step, and reads them again after it: if one is no longer exactly its own
    (another owner, gone, or marked), it undoes its data step (``UNDO``) and starts over.
+   The second read after the data step is what makes the write safe (a taker must mark,
+   then check the owner's slot, after it), so a store sends its data step with its claims,
+   speculatively: one that writes only into a conversation the user already holds (checked
+   in the script), taken back (the messages it added, never the conversation) if a claim or
+   the second read is not the user's. A conversation this client saw the user hold is not
+   claimed first: the second read covers it (the hint is checked by the step).
 3. **Mark, check, replace.** A key naming an owner that holds nothing (a *dangling* claim,
    left by a writer that is slow or died) is taken over only by marking it (``owner NUL !
    token``, compare-and-set), checking the owner's slot, then replacing the mark by the new
@@ -60,6 +66,7 @@ MARK = "\x00!"
 """Between an owner and a taker's token in a marked directory key."""
 _ATTEMPTS = 50  # rounds of claim, data step, second read before giving up (transiently)
 _DRAIN_BATCH = 256
+_HELD_HINTS = 4096  # (user, conversation) pairs remembered as held (hints, see append)
 
 HOLDS = r"""
 -- ARGV: P\0HOME kind id*  ->  per id 1 if HOME holds the record (after purging HOME's
@@ -80,11 +87,12 @@ return out
 UNDO = r"""
 -- ARGV: P\0HOME what ...  ->  1. Undoes a data step whose directory claim was lost:
 --   m conv id*: the messages (those still in conv); then the conversation if left empty
+--   M conv id*: the messages only (a speculative step, into a conversation already held)
 --   s sid conv: the session; then the conversation if left empty
 --   e id: the memory entry
 local what, u = ARGV[2], ukey(HOME)
 local conv = nil
-if what == 'm' then
+if what == 'm' or what == 'M' then
   conv = ARGV[3]
   local vectors = false
   for k = 4, #ARGV do
@@ -96,6 +104,7 @@ if what == 'm' then
   end
   if vectors then messages_changed(u) end
   refresh_recent(u, conv)
+  if what == 'M' then conv = nil end
 elseif what == 's' then
   drop_session(HOME, ARGV[3])
   conv = ARGV[4]
@@ -159,6 +168,10 @@ class ClusterDirectory:
     def __init__(self, memory: RedisMemory) -> None:
         self.memory = memory
         self.keys = memory.keys
+        # (user, conversation) pairs this client last saw the user hold: a hint only (a
+        # store then leaves the conversation's claim to the second read), checked by the
+        # data step against the user's copy T:co.
+        self._held: dict[tuple[str, str], None] = {}
 
     # ------------------------------------------------------------ running scripts
 
@@ -182,7 +195,7 @@ class ClusterDirectory:
             assert name not in BY_ID, name
             home = str(args[0])
         memory = self.memory
-        call = (memory._shas[name], 1, self._route(home), f"{self.keys.prefix}\0{home}", *args)
+        call = self._call(name, args, home)
         if name not in memory.writes:
             kwargs = {NEVER_DECODE: True} if raw else {}
             try:
@@ -198,12 +211,23 @@ class ClusterDirectory:
         result, gone = await self.pipe(
             [("evalsha", *call), ("scard", gone_key)], [call[2]] if wait else (), reload=name
         )
+        await self._drain_after(home, gone)
+        return result
+
+    def _call(self, name: str, args: Sequence[Any], home: str) -> tuple[Any, ...]:
+        """The ``EVALSHA`` arguments running ``name`` on ``home``'s slot."""
+        sha = self.memory._shas[name]
+        return (sha, 1, self._route(home), f"{self.keys.prefix}\0{home}", *args)
+
+    async def _drain_after(self, home: str, gone: Any) -> None:
+        """After a writing script: delete the global keys it queued in ``T:gone``, if any."""
         if int(gone):
             try:
                 await self.drain(home)
             except Exception:  # the keys stay queued: the next write or sweep deletes them
-                log.warning("%s: deleting directory keys failed", memory.describe(), exc_info=True)
-        return result
+                log.warning(
+                    "%s: deleting directory keys failed", self.memory.describe(), exc_info=True
+                )
 
     async def pipe(
         self,
@@ -280,6 +304,12 @@ class ClusterDirectory:
         keys = [self._key(item) for item in items]
         # No WAIT yet: the second read (confirm) waits for the claims with the data.
         found = await self.pipe([("setnx", k, owner) for k in keys])
+        return await self._holders(items, found, owner)
+
+    async def _holders(
+        self, items: Sequence[Item], found: Sequence[str | None], owner: str
+    ) -> tuple[dict[Item, str], set[Item]]:
+        """:meth:`claim`'s answer from the values its ``SET … NX GET`` found."""
         holders: dict[Item, str] = {}
         new: set[Item] = set()
         for item, value in zip(items, found, strict=True):
@@ -396,14 +426,37 @@ class ClusterDirectory:
     ) -> tuple[AppendResult, int]:
         """Store messages: claim the conversation and the message ids, append on the
         owner's slot, read the claims again (undo and start over if one was lost).
-        Returns the result and the owner's count of documents waiting for indexing."""
+        Returns the result and the owner's count of documents waiting for indexing.
+
+        The first attempt sends the data step with the claims, speculatively (see
+        :meth:`_claim_and_step`): into a conversation the user already holds, with every
+        claim the user's or new, a store is two round trips (claims and step, second read)."""
         conv_item: Item = ("co", conversation_id)
         ids = list(dict.fromkeys(r.id for r in records))
+        items = [conv_item] + [("mo", i) for i in ids]
+        speculate = bool(records)
         for attempt in range(_ATTEMPTS):
             if attempt:
                 await self._pause(attempt)
-            items = [conv_item] + [("mo", i) for i in ids]
-            holders, new = await self.claim(items, user_id)
+            if speculate:
+                speculate = False
+                hint = (user_id, conversation_id)
+                sent = items[1:] if hint in self._held else items
+                found, step = await self._claim_and_step(
+                    sent, user_id, build_args(user_id, records, True)
+                )
+                if step[0] == "ok":  # the user held the conversation: the step wrote
+                    done = await self._speculated(items, found, step, user_id)
+                    if done is not None:
+                        return done
+                    continue
+                # Nothing written: the user does not hold the conversation (yet).
+                self._held.pop(hint, None)
+                if len(sent) < len(items):
+                    found = [*(await self.pipe([("setnx", self._key(conv_item), user_id)])), *found]
+                holders, new = await self._holders(items, found, user_id)
+            else:
+                holders, new = await self.claim(items, user_id)
             owner = holders[conv_item]
             if owner != user_id:
                 await self.release([i for i in new if i[0] == "mo"], user_id)
@@ -429,10 +482,51 @@ class ClusterDirectory:
                 if todo and conv_item in new and all(r.id in stored for r in todo):
                     # Every message was stored already: the script claimed no conversation.
                     await self.release([conv_item], owner)
+                elif owner == user_id:
+                    self._hold(user_id, conversation_id)
                 return AppendResult(owner, frozenset(stored | elsewhere)), int(reply[2])
             added = [r.id for r in todo if r.id not in stored]
             await self.eval("undo", ["m", conversation_id, *added], home=owner)
         raise ContendedError(f"conversation {conversation_id!r} kept changing")
+
+    async def _claim_and_step(
+        self, items: Sequence[Item], owner: str, args: Sequence[Any]
+    ) -> tuple[list[str | None], list[Any]]:
+        """The claims' ``SET … NX GET`` and a speculative data step (``append`` that writes
+        only into a conversation ``owner`` already holds, else answers ``['new']``), in one
+        pipeline: the claims' nodes and ``owner``'s answer concurrently. Returns what each
+        claim found and the step's reply."""
+        keys = [self._key(item) for item in items]
+        ops: list[tuple[Any, ...]] = [("setnx", k, owner) for k in keys]
+        ops += [
+            ("evalsha", *self._call("append", args, owner)),
+            ("scard", self.keys.user(owner, "gone")),
+        ]
+        reply = await self.pipe(ops, reload="append")
+        await self._drain_after(owner, reply[-1])
+        return reply[: len(keys)], reply[len(keys)]
+
+    async def _speculated(
+        self, items: Sequence[Item], found: Sequence[str | None], step: list[Any], owner: str
+    ) -> tuple[AppendResult, int] | None:
+        """Finish a speculative data step that wrote (``owner`` held the conversation): the
+        store is acknowledged if every claim was ``owner``'s or nobody's and the second read
+        finds them all ``owner``'s. Otherwise the messages the step added are taken back
+        (never the conversation, which it did not create) and None is returned: the caller
+        starts over, claims first."""
+        stored = set(step[3:])
+        if all(v is None or v == owner for v in found) and await self.confirm(items, owner, owner):
+            self._hold(owner, items[0][1])
+            return AppendResult(owner, frozenset(stored)), int(step[2])
+        added = [rid for _kind, rid in items[1:] if rid not in stored]
+        if added:
+            await self.eval("undo", ["M", items[0][1], *added], home=owner)
+        return None
+
+    def _hold(self, user: str, conversation_id: str) -> None:
+        if len(self._held) >= _HELD_HINTS:
+            self._held.clear()
+        self._held[(user, conversation_id)] = None
 
     async def put_memory(self, user_id: str, memory_id: str, args: Sequence[Any]) -> None:
         item: Item = ("eo", memory_id)

@@ -437,11 +437,15 @@ APPEND = r"""
 --   header: user\0enforce\0conv\0ttl_ms\0newest_ts_us\0nrec (fields joined, fewer arguments)
 --   record header: id\0role\0ts_hex\0length; terms, values: NUL-joined. A header without
 --   the length: the record is indexed later (its document goes into T:pend).
+--   enforce: '1' refuses another user's conversation; '2' (a cluster's speculative step)
+--   writes only into a conversation user already holds, else returns {'new'} untouched.
 -- -> {'ok', owner, pending documents of the owner, id already stored*} | {'owner', owner}
+--    | {'new'}
 local h = head(ARGV[2], 6)
 local user, enforce, conv = h[1], h[2] == '1', h[3]
 local ttl, newest, nrec = tonumber(h[4]), h[5], tonumber(h[6])
 local known = conversation_owner(conv) or false
+if h[2] == '2' and known ~= user then return {'new'} end
 if nrec > 0 and not known then
   -- A new conversation is claimed only if something goes into it.
   local out = {'ok', user, 0}
