@@ -80,7 +80,7 @@ from ..kit.driver_url import DriverURLBackend
 from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
-from .cluster import CLUSTER_SOURCES, ClusterDirectory, ContendedError
+from .cluster import CLUSTER_SOURCES, ClusterDirectory, ContendedError, Wire
 from .keys import (
     LAYOUT_VERSION,
     RedisKeys,
@@ -280,7 +280,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         # On a cluster, scripts run on their user's slot (see cluster.py); P:meta's master
         # answers the store-wide checks at connect.
         self._slot_key = self.keys.glob("meta")
-        self._directory = ClusterDirectory(self) if self.cluster else None
+        self._directory = (
+            ClusterDirectory(
+                self,
+                lambda: Wire(self._client, self._shas, self._scripts, self._wait, self._command),
+            )
+            if self.cluster
+            else None
+        )
         if self.cluster:
             _check_cluster_url(url)
             if settings["vector_search"] == "redisearch":

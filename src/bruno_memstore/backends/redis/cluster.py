@@ -44,8 +44,8 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis import exceptions as rexc
 from redis.client import NEVER_DECODE
@@ -58,7 +58,7 @@ from .scripts import source
 if TYPE_CHECKING:
     from .backend import RedisMemory
 
-__all__ = ["CLUSTER_SOURCES", "ClusterDirectory", "ContendedError"]
+__all__ = ["CLUSTER_SOURCES", "ClusterDirectory", "ContendedError", "Wire"]
 
 log = logging.getLogger("bruno_memstore.redis")
 
@@ -162,11 +162,23 @@ def owner_of(value: str) -> str:
 Item = tuple[str, str]  # (kind, id) of a directory key
 
 
+class Wire(NamedTuple):
+    """The store's connection as the directory uses it (read again at every call: it
+    changes when the store reconnects)."""
+
+    client: Any  # the RedisCluster client
+    shas: dict[str, str]  # script name -> digest
+    scripts: dict[str, Any]  # script name -> redis-py script (its text, to load again)
+    wait: tuple[int, int]  # replicas that must confirm a write, WAIT's timeout in ms
+    command: Callable[..., Awaitable[Any]]  # runs one client call under the store's limits
+
+
 class ClusterDirectory:
     """Runs a :class:`RedisMemory`'s scripts on a cluster and keeps its global directory."""
 
-    def __init__(self, memory: RedisMemory) -> None:
+    def __init__(self, memory: RedisMemory, wire: Callable[[], Wire]) -> None:
         self.memory = memory
+        self.wire = wire
         self.keys = memory.keys
         # (user, conversation) pairs this client last saw the user hold: a hint only (a
         # store then leaves the conversation's claim to the second read), checked by the
@@ -194,19 +206,15 @@ class ClusterDirectory:
         if home is None:
             assert name not in BY_ID, name
             home = str(args[0])
-        memory = self.memory
+        memory, w = self.memory, self.wire()
         call = self._call(name, args, home)
         if name not in memory.writes:
             kwargs = {NEVER_DECODE: True} if raw else {}
             try:
-                return await memory._command(
-                    memory._client.execute_command, "EVALSHA", *call, **kwargs
-                )
+                return await w.command(w.client.execute_command, "EVALSHA", *call, **kwargs)
             except rexc.NoScriptError:  # a promoted replica has no scripts loaded yet
-                await memory._command(memory._client.script_load, memory._scripts[name].script)
-                return await memory._command(
-                    memory._client.execute_command, "EVALSHA", *call, **kwargs
-                )
+                await w.command(w.client.script_load, w.scripts[name].script)
+                return await w.command(w.client.execute_command, "EVALSHA", *call, **kwargs)
         gone_key = self.keys.user(home, "gone")
         result, gone = await self.pipe(
             [("evalsha", *call), ("scard", gone_key)], [call[2]] if wait else (), reload=name
@@ -216,7 +224,7 @@ class ClusterDirectory:
 
     def _call(self, name: str, args: Sequence[Any], home: str) -> tuple[Any, ...]:
         """The ``EVALSHA`` arguments running ``name`` on ``home``'s slot."""
-        sha = self.memory._shas[name]
+        sha = self.wire().shas[name]
         return (sha, 1, self._route(home), f"{self.keys.prefix}\0{home}", *args)
 
     async def _drain_after(self, home: str, gone: Any) -> None:
@@ -243,8 +251,9 @@ class ClusterDirectory:
         (with ``check`` off, the replies are followed by the replica count each ``WAIT``
         reported instead)."""
         memory = self.memory
-        client = memory._client
-        replicas, ms = memory._wait
+        w = self.wire()
+        client = w.client
+        replicas, ms = w.wait
         for attempt in (1, 2):
             nodes: dict[str, Any] = {}
             if replicas:
@@ -260,14 +269,14 @@ class ClusterDirectory:
             for node in nodes.values():
                 pipe.execute_command("WAIT", replicas, ms, target_nodes=node)
             try:
-                reply = await memory._command(pipe.execute)
+                reply = await w.command(pipe.execute)
                 break
             except rexc.NoScriptError:  # a promoted replica has no scripts loaded yet
                 if attempt == 2:
                     raise
                 for name in (reload, "cas", "touch"):
                     if name:
-                        await memory._command(client.script_load, memory._scripts[name].script)
+                        await w.command(client.script_load, w.scripts[name].script)
         acked = [int(n) for n in reply[len(ops) :]]
         if not check:
             return [*reply[: len(ops)], *acked]
@@ -293,7 +302,7 @@ class ClusterDirectory:
 
     async def cas(self, item: Item, old: str, new: str) -> bool:
         key = self._key(item)
-        sha = self.memory._shas["cas"]
+        sha = self.wire().shas["cas"]
         (done,) = await self.pipe([("evalsha", sha, 1, key, old, new)], [key])
         return bool(int(done))
 
@@ -359,13 +368,13 @@ class ClusterDirectory:
         :class:`NotReplicatedError`, when every key was still the writer's)."""
         keys = [self._key(item) for item in items]
         here = self.keys.user(home, "here")
-        sha = self.memory._shas["touch"]
+        sha = self.wire().shas["touch"]
         ops: list[tuple[Any, ...]] = [("evalsha", sha, 1, k, owner) for k in keys]
         reply = await self.pipe([*ops, ("set", here, home)], [*keys, here], check=False)
         if not all(int(n) for n in reply[: len(keys)]):
             return False
         acked = reply[len(keys) + 1 :]
-        replicas, ms = self.memory._wait
+        replicas, ms = self.wire().wait
         if any(n < replicas for n in acked):
             raise self.memory.not_replicated(min(acked), replicas, ms)
         return True
@@ -376,7 +385,7 @@ class ClusterDirectory:
         if not items:
             return
         keys = [self._key(item) for item in items]
-        sha = self.memory._shas["cas"]
+        sha = self.wire().shas["cas"]
         await self.pipe([("evalsha", sha, 1, k, owner, "") for k in keys], keys)
 
     async def drain(self, home: str) -> None:
@@ -384,10 +393,10 @@ class ClusterDirectory:
         one still naming ``home`` is marked, checked against ``home``'s slot, then deleted
         (or unmarked, if the record was stored again meanwhile)."""
         gone_key = self.keys.user(home, "gone")
-        memory = self.memory
-        sha = memory._shas["cas"]
+        w = self.wire()
+        sha = w.shas["cas"]
         while True:
-            entries = await memory._command(memory._client.srandmember, gone_key, _DRAIN_BATCH)
+            entries = await w.command(w.client.srandmember, gone_key, _DRAIN_BATCH)
             if not entries:
                 return
             items = [(e[:2], e[3:]) for e in entries]
@@ -407,7 +416,7 @@ class ClusterDirectory:
                     final.append(("evalsha", sha, 1, keys[i], marks[i], home if h else ""))
             if final:
                 await self.pipe(final, [keys[i] for i in marked])
-            await memory._command(memory._client.srem, gone_key, *entries)
+            await w.command(w.client.srem, gone_key, *entries)
             if len(entries) < _DRAIN_BATCH:
                 return
 
