@@ -287,17 +287,9 @@ class Writer(_Worker[C]):
             if isinstance(item, _Stop):
                 return item
             if jobs.empty():  # a lone job: the common case of one caller at a time
-                job, loop, fut = item
-                if fut.cancelled():
-                    continue
-                if isinstance(job, _Prepared):
-                    try:
-                        job = job.factory()
-                    except Exception as exc:
-                        _post(loop, _settle, fut, exc, None)
-                        continue
-                ((exc, value),) = self._run_group(conn, [job])
-                _post(loop, _settle, fut, exc, value)
+                for job, loop, fut in _prepare([item] if not item[2].cancelled() else []):
+                    ((exc, value),) = self._run_group(conn, [job])
+                    _post(loop, _settle, fut, exc, value)
                 continue
             group: list[_Item] = [item]
             stop: _Stop | None = None

@@ -845,6 +845,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             for i in range(0, len(reply), 4)
         ]
 
+    async def _home(self, kind: str, record_id: str) -> str | None:
+        """Where a script about this record runs: on a cluster the owner the directory
+        names (``None``: nobody's, the record does not exist); standalone ``""`` (the
+        script finds the owner itself)."""
+        if self._directory is None:
+            return ""
+        return await self._directory.owner(kind, record_id)
+
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
@@ -896,21 +904,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         )
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
-        home = None
-        if self._directory is not None:
-            home = await self._directory.owner("co", conversation_id)
-            if home is None:
-                return 0
+        home = await self._home("co", conversation_id)
+        if home is None:
+            return 0
         return int(
             await self._eval("delete_messages", [conversation_id, *sorted(keep_roles)], home)
         )
 
     async def _delete_message_ids(self, conversation_id: str, ids: Sequence[str]) -> int:
-        home = None
-        if self._directory is not None:
-            home = await self._directory.owner("co", conversation_id)
-            if home is None:
-                return 0
+        home = await self._home("co", conversation_id)
+        if home is None:
+            return 0
         deleted = 0
         for start in range(0, len(ids), 256):  # a script at a time holds the server briefly
             chunk = list(ids[start : start + 256])
@@ -952,11 +956,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             raise memory_taken(record.id)
 
     async def _get_memory(self, memory_id: str) -> MemoryRecord | None:
-        home = None
-        if self._directory is not None:
-            home = await self._directory.owner("eo", memory_id)
-            if home is None:
-                return None
+        home = await self._home("eo", memory_id)
+        if home is None:
+            return None
         text = await self._eval("get_memory", [memory_id], home)
         return _memory(text) if text else None
 
@@ -965,11 +967,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         return [_memory(text) for text in reply]
 
     async def _delete_memory(self, memory_id: str, user_id: str | None = None) -> bool:
-        home = None
-        if self._directory is not None:
-            home = await self._directory.owner("eo", memory_id)
-            if home is None:
-                return False
+        home = await self._home("eo", memory_id)
+        if home is None:
+            return False
         deleted = int(await self._eval("delete_own_memory", [memory_id, user_id or ""], home))
         if deleted < 0:
             raise memory_taken(memory_id)
@@ -1019,11 +1019,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             raise session_taken(record.session_id)
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
-        home = None
-        if self._directory is not None:
-            home = await self._directory.owner("so", session_id)
-            if home is None:
-                return None
+        home = await self._home("so", session_id)
+        if home is None:
+            return None
         reply = await self._eval("get_session", [session_id], home)
         return _session(session_id, reply[0], reply[1]) if reply else None
 
