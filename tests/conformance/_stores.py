@@ -11,6 +11,8 @@ with the run's prefix, and are removed when the session ends.
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 
 import _engines as engines
@@ -26,6 +28,7 @@ from bruno_memstore.backends.qdrant import QdrantMemory
 from bruno_memstore.backends.redis import RedisMemory
 from bruno_memstore.backends.sqlite import SQLiteMemory
 from bruno_memstore.backends.weaviate import WeaviateMemory
+from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.limits import Limits
 from bruno_memstore.models import MemoryRecord
@@ -209,6 +212,17 @@ async def chroma_server(test: ConformanceBase) -> ChromaMemory:
 
 def chroma_server_private(test: ConformanceBase) -> ChromaMemory:
     return _chroma_server(test, f"{engines.CHROMA_PREFIX}-{test.key}-p")
+
+
+async def chroma_server_teardown(test: ConformanceBase, memory: MemoryBackend) -> None:
+    """Shut ``memory`` down; after the test's own memory (the last one released), delete the
+    test's collections, its private store's too. A store lists every collection of the server
+    when it opens, so the list is kept to the tests running now (else it grows by a dozen
+    collections a test, and every later test pays for them)."""
+    await memory.shutdown()
+    if test._opened and memory is test._opened[0]:
+        prefix = f"{engines.CHROMA_PREFIX}-{test.key}"
+        await asyncio.to_thread(engines.drop_chroma_collections, test.fixture("chroma_url"), prefix)
 
 
 async def chroma_restartable(test: ConformanceBase) -> ChromaMemory:

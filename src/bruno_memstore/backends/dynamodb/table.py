@@ -41,11 +41,12 @@ class Table:
             if error_code(exc) != "ResourceNotFoundException" or not create:
                 raise
             try:
-                await self.client.create_table(**table_spec(self.name))
+                created = await self.client.create_table(**table_spec(self.name))
+                described = {"Table": created.get("TableDescription", {})}
             except ClientError as again:
                 if error_code(again) != "ResourceInUseException":
                     raise
-            described = await self.client.describe_table(TableName=self.name)
+                described = await self.client.describe_table(TableName=self.name)
         for _ in range(600):
             if described["Table"].get("TableStatus") == "ACTIVE":
                 return
