@@ -48,6 +48,7 @@ from bruno_memstore.backends.sqlite.schema import (
     VECTOR_COUNTERS,
     migrate,
 )
+from bruno_memstore.base import archive_marker
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
     BackendError,
@@ -725,6 +726,8 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
         run(shared.read_window, conv, None, 20),
         run(shared.read_window, None, user, 20),
         run(shared.read_window, conv, user, 20),
+        run(shared.read_window_and_marker, conv, user, 20, archive_marker(conv)),
+        run(shared.read_window_and_marker, conv, None, 20, archive_marker(conv)),
         run(shared.conversation_owner, conv),
         run(shared.latest_session, user, None, True),
         run(shared.latest_session, user, conv, True),
@@ -734,6 +737,7 @@ async def test_queries_use_indexes(memory: SQLiteMemory, db_path: Path, analyzed
     other = [
         run(shared.get_messages, ["a", "b"]),
         run(shared.get_session, conv),
+        run(shared.get_sessions, [archive_marker(conv), archive_marker(f"{user}-c2")]),
         run(shared.query_memories, MemoryFilter(None, ids=("m",), include_expired=True, limit=1)),
         run(shared.text_search, SearchRequest(user, "kayak maps", limit=5, memory_filter=flt)),
         run(shared.text_search, SearchRequest(user, "kayak", frozenset({"message"}), conv, 5)),

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
-from ...base import MemoryBackend
+from ...base import MemoryBackend, archive_marker
 from ...capabilities import DATABASE, Capability
 from ...errors import BackendError, BackendUnavailableError
 from ...models import (
@@ -130,6 +130,19 @@ class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     ) -> list[MessageRecord]:
         mode = "point" if limit is not None and limit <= POINT_WINDOW else "read"
         return await self._plan(mode, plans.read_window, conversation_id, user_id, limit)
+
+    async def _read_window_and_markers(
+        self, *, conversation_id: str | None, user_id: str | None, limit: int | None
+    ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
+        mode = "point" if limit is not None and limit <= POINT_WINDOW else "read"
+        if conversation_id is not None:
+            marker = archive_marker(conversation_id)
+            return await self._plan(
+                mode, plans.read_window_and_marker, conversation_id, user_id, limit, marker
+            )
+        window = await self._plan(mode, plans.read_window, None, user_id, limit)
+        ids = [archive_marker(c) for c in dict.fromkeys(r.conversation_id for r in window)]
+        return window, (await self._plan("read", plans.get_sessions, ids) if ids else [])
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)

@@ -157,13 +157,45 @@ def read_window(
     return [d.message(r) for r in reversed(rows)]
 
 
+def read_window_and_marker(
+    d: Dialect, conversation_id: str, user_id: str | None, limit: int | None, marker: str
+) -> Plan[tuple[list[MessageRecord], list[SessionRecord]]]:
+    """A conversation's window (oldest first) and the session ``marker`` (its archive
+    marker), in one statement: each of the marker's columns is a scalar subquery beside
+    every row (an empty window has no row, and needs no marker)."""
+    s = d.sessions
+    lookup = f"FROM {s.tables} WHERE {s.field('session_id')} = ?"
+    extra = [f"(SELECT {column} {lookup})" for column in s.columns]
+    sql, args = window(d, conversation_id, user_id, limit, extra)
+    rows = yield Fetch(sql, [marker] * len(extra) + args)
+    width = len(d.messages.columns)
+    found = [d.session(rows[0], width)] if rows and rows[0][width] is not None else []
+    return [d.message(r) for r in reversed(rows)], found
+
+
+def get_sessions(d: Dialect, ids: Sequence[str]) -> Plan[list[SessionRecord]]:
+    """The sessions of these ids that exist."""
+    s = d.sessions
+    out: list[SessionRecord] = []
+    for condition, args in d.among(s.field("session_id"), list(ids)):
+        rows = yield Fetch(f"SELECT {s.select} FROM {s.tables} WHERE {condition}", args)
+        out += [d.session(r) for r in rows]
+    return out
+
+
 def window(
-    d: Dialect, conversation_id: str | None, user_id: str | None, limit: int | None
+    d: Dialect,
+    conversation_id: str | None,
+    user_id: str | None,
+    limit: int | None,
+    extra: Sequence[str] = (),
 ) -> tuple[str, list[Any]]:
-    """The statement reading a window, newest first, and its arguments."""
+    """The statement reading a window, newest first, and its arguments (``extra``: more
+    select expressions after the message's columns, whose arguments come first)."""
     m = d.messages
     where, args = d.window_scope(conversation_id, user_id)
-    sql = f"SELECT {m.select} FROM {m.tables} WHERE {where} ORDER BY m.ts_us DESC, m.seq DESC"
+    select = ", ".join([m.select, *extra])
+    sql = f"SELECT {select} FROM {m.tables} WHERE {where} ORDER BY m.ts_us DESC, m.seq DESC"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
