@@ -1027,7 +1027,13 @@ async def test_concurrent_writers_share_commits(db_path: Path) -> None:
 
 
 class Ticker:
-    """A task that wakes every 2 ms and records when it ran."""
+    """A task that wakes every 2 ms and records when it ran.
+
+    While it runs, the objects the test process held before are frozen out of the garbage
+    collector's reach (``gc.freeze``): a full collection would otherwise scan the whole heap
+    of a long test run (every module and fixture), a pause of the process that is no
+    engine's doing.
+    """
 
     def __init__(self) -> None:
         self.ticks: list[float] = []
@@ -1035,6 +1041,8 @@ class Ticker:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Ticker:
+        gc.collect()
+        gc.freeze()
         self._task = asyncio.create_task(self._run())
         await asyncio.sleep(0.01)
         return self
@@ -1043,6 +1051,7 @@ class Ticker:
         self._done.set()
         assert self._task is not None
         await self._task
+        gc.unfreeze()
 
     async def _run(self) -> None:
         while not self._done.is_set():
@@ -1053,14 +1062,15 @@ class Ticker:
         """The loop ran all along, apart from ``blocked`` seconds of known work on it.
 
         A loop blocked by the engine shows one gap as long as the whole operation; a free
-        one shows none longer than half of it (or a quarter second), however loaded the
-        machine (other processes and the engine's threads share the CPU and the GIL).
+        one shows none longer than three quarters of it (or a quarter second), however
+        loaded the machine (other processes and the engine's threads share the CPU and the
+        GIL, and known work on the loop takes longer when the CPU is short).
         """
         inside = [t for t in self.ticks if start <= t <= end]
         gaps = [b - a for a, b in itertools.pairwise([start, *inside, end])]
         free = max(end - start - blocked, 0.0)
         assert len(inside) >= free / 0.2, f"{len(inside)} ticks in {free:.2f} s"
-        allowed = blocked + max(0.25, free / 2)
+        allowed = blocked + max(0.25, free * 0.75)
         assert max(gaps) <= allowed, f"the loop stood still for {max(gaps):.3f} s of {free:.3f}"
 
 
@@ -1070,15 +1080,19 @@ async def test_event_loop_keeps_ticking_during_a_large_batch(db_path: Path) -> N
     memory = SQLiteMemory(db_path, embedding_model=None)
     await memory.initialize()
     msgs = [make_message(f"batch message {i} about sailing boats") for i in range(20_000)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     for m in msgs:  # the validation the shared layer does on the loop before the engine runs
         message_to_record(m, "conv")
-    validation = time.perf_counter() - started
+    validation, validation_cpu = time.perf_counter() - started, time.thread_time() - cpu
     async with Ticker() as ticker:
-        t0 = time.perf_counter()
+        t0, cpu = time.perf_counter(), time.thread_time()
         await memory.store_messages(msgs, conversation_id="conv", user_id="u")
-        t1 = time.perf_counter()
+        t1, loop_cpu = time.perf_counter(), time.thread_time() - cpu
     ticker.check(t0, t1, blocked=1.5 * validation)
+    # The loop's own thread did the shared layer's work and little else (the engine's
+    # inserts, several times as much, ran on the writer), whatever the load: CPU time does
+    # not stretch when other processes take the cores.
+    assert loop_cpu <= 2 * validation_cpu + 0.1, (loop_cpu, validation_cpu)
     assert len(await memory.retrieve_messages("conv", limit=5)) == 5
     await memory.shutdown()
 
