@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY
 
 import _engines as engines
 from bruno_memstore import open_memory
+from bruno_memstore.backends.hybrid import backend as hybrid_backend
 from bruno_memstore.backends.hybrid.backend import HybridMemory, _marker_id
 from bruno_memstore.backends.memcached import MemcachedMemory
 from bruno_memstore.backends.memory import InMemoryStorage
@@ -663,9 +664,14 @@ async def test_a_frozen_cache_keeps_a_stale_copy_nobody_is_served_after_it_retur
     await reader.shutdown()
 
 
-async def test_copies_expire_after_cache_max_age(pair: Pair) -> None:
-    # An age far above the time between the two reads on a loaded machine, so the second
-    # read is a hit; then wait past it.
+async def test_copies_expire_after_cache_max_age(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hybrid's clock stands still until the test moves it past the age, so a machine
+    # busy enough to stall between the two reads cannot age the copy (the tiers' own
+    # clocks run on).
+    now = [hybrid_backend._now_us()]
+    monkeypatch.setattr(hybrid_backend, "_now_us", lambda: now[0])
     memory = await pair.open(cache_max_age=1.5)
     uid, conv = new_user_id(), new_conversation_id()
     ids = await stored(memory, uid, conv, 3)
@@ -673,7 +679,7 @@ async def test_copies_expire_after_cache_max_age(pair: Pair) -> None:
     hits = cache_requests("hit")
     assert await context_ids(memory, uid, conv) == ids
     assert cache_requests("hit") == hits + 1
-    await asyncio.sleep(1.6)
+    now[0] += 1_600_000
     misses = cache_requests("miss")
     assert await context_ids(memory, uid, conv) == ids
     assert cache_requests("miss") == misses + 1
