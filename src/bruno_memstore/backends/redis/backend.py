@@ -645,7 +645,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 )
                 args = await self._reindex_args(client, user, docs)
                 if args:
-                    keys, head = self._script_head(user)
+                    keys, head = self.keys.script_head(user)
                     await script(keys=keys, args=[head, user, *args])
                 await client.pexpire(lock, _LOCK_MS)
 
@@ -665,12 +665,6 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 # The content is field 2 of a memory record, field 1 of a message body.
                 _index_args(json.loads(text)[2 if doc.startswith("e") else 1], args)
         return args
-
-    def _script_head(self, home: str) -> tuple[list[str], str]:
-        """The keys and first argument of a script call (on a cluster, on ``home``'s slot)."""
-        if self.cluster:
-            return [self.keys.user(home, "here")], f"{self.keys.prefix}\0{home}"
-        return [], self.keys.prefix
 
     async def _close(self) -> None:
         client, pool = self._client, self._pool
@@ -761,12 +755,10 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     # ================================================================ conversations, messages
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
-        if self._directory is not None:
-            home = await self._directory.owner("co", conversation_id)
-            if home is None:
-                return None
-            return await self._eval("conversation_owner", [conversation_id], home) or None
-        return await self._eval("conversation_owner", [conversation_id])
+        home = await self._home("co", conversation_id)
+        if home is None:
+            return None
+        return await self._eval("conversation_owner", [conversation_id], home) or None
 
     async def _append_messages(
         self,
@@ -885,23 +877,17 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     ) -> tuple[list[MessageRecord], SessionRecord | None]:
         """The conversation's newest ``limit`` messages (the owner's, if ``user_id`` is
         given) and the owner's session ``marker`` (``""``: none read), in one call."""
-        home = user_id
-        if self._directory is not None and home is None:
-            # On a cluster the user's own slot answers for the user (its copy of the
-            # directory key says whether the user holds the conversation); else the owner
-            # the directory names.
-            home = await self._directory.owner("co", conversation_id)
-            if home is None:
-                return [], None
+        # On a cluster the user's own slot answers for the user (its copy of the directory
+        # key says whether the user holds the conversation); else the owner the directory
+        # names.
+        home = user_id if user_id is not None else await self._home("co", conversation_id)
+        if home is None:
+            return [], None
         reply = await self._eval(
             "read_conversation", [conversation_id, user_id or "", limit or 0, marker], home
         )
-        if not reply or not reply[3]:
-            return _conversation_messages(reply, conversation_id), None
-        return (
-            _conversation_messages(reply, conversation_id),
-            _session(marker, reply[0], reply[3]),
-        )
+        found = _session(marker, reply[0], reply[3]) if reply and reply[3] else None
+        return _conversation_messages(reply, conversation_id), found
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         home = await self._home("co", conversation_id)

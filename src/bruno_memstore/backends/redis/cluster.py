@@ -66,6 +66,7 @@ MARK = "\x00!"
 """Between an owner and a taker's token in a marked directory key."""
 _ATTEMPTS = 50  # rounds of claim, data step, second read before giving up (transiently)
 _DRAIN_BATCH = 256
+_NAMES = {"co": "conversation", "mo": "message", "so": "session", "eo": "memory entry"}
 _HELD_HINTS = 4096  # (user, conversation) pairs remembered as held (hints, see append)
 
 HOLDS = r"""
@@ -187,10 +188,6 @@ class ClusterDirectory:
 
     # ------------------------------------------------------------ running scripts
 
-    def _route(self, home: str) -> str:
-        """A key of the user's slot: the call is sent to its master."""
-        return self.keys.user(home, "here")
-
     async def eval(
         self,
         name: str,
@@ -224,8 +221,8 @@ class ClusterDirectory:
 
     def _call(self, name: str, args: Sequence[Any], home: str) -> tuple[Any, ...]:
         """The ``EVALSHA`` arguments running ``name`` on ``home``'s slot."""
-        sha = self.wire().shas[name]
-        return (sha, 1, self._route(home), f"{self.keys.prefix}\0{home}", *args)
+        keys, head = self.keys.script_head(home)
+        return (self.wire().shas[name], len(keys), *keys, head, *args)
 
     async def _drain_after(self, home: str, gone: Any) -> None:
         """After a writing script: delete the global keys it queued in ``T:gone``, if any."""
@@ -539,41 +536,48 @@ class ClusterDirectory:
 
     async def put_memory(self, user_id: str, memory_id: str, args: Sequence[Any]) -> None:
         item: Item = ("eo", memory_id)
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                await self._pause(attempt)
-            holders, _new = await self.claim([item], user_id)
-            if holders[item] != user_id:
-                raise memory_taken(memory_id)
-            await self.eval("put_memory", args, wait=False)
-            if await self.confirm([item], user_id, user_id):
-                return
-            await self.eval("undo", ["e", memory_id], home=user_id)
-        raise ContendedError(f"memory entry {memory_id!r} kept changing")
+        await self._claimed_step([item], user_id, "put_memory", args, ["e", memory_id])
 
     async def put_session(
         self, user_id: str, session_id: str, conversation_id: str, args: Sequence[Any]
     ) -> None:
         items: list[Item] = [("so", session_id), ("co", conversation_id)]
+        undo = ["s", session_id, conversation_id]
+        await self._claimed_step(items, user_id, "put_session", args, undo)
+
+    async def _claimed_step(
+        self, items: Sequence[Item], user_id: str, script: str, args: Sequence[Any], undo: list[str]
+    ) -> None:
+        """Claim ``items`` for ``user_id``, run ``script`` on the user's slot, then read the
+        claims again: undo the step (``undo``'s arguments) and start over when one was lost.
+        A key another owner holds refuses the write, the keys claimed for it given up."""
         for attempt in range(_ATTEMPTS):
             if attempt:
                 await self._pause(attempt)
             holders, new = await self.claim(items, user_id)
-            if holders[items[0]] != user_id:
+            lost = next((item for item in items if holders[item] != user_id), None)
+            if lost is not None:
                 await self.release(new, user_id)
-                raise session_taken(session_id)
-            if holders[items[1]] != user_id:
-                await self.release(new, user_id)
-                raise OwnershipError(
-                    f"conversation {conversation_id!r} belongs to another user",
-                    backend=self.memory.backend_name,
-                    operation="session",
-                )
-            await self.eval("put_session", args, wait=False)
+                raise self._taken(lost)
+            await self.eval(script, args, wait=False)
             if await self.confirm(items, user_id, user_id):
                 return
-            await self.eval("undo", ["s", session_id, conversation_id], home=user_id)
-        raise ContendedError(f"session {session_id!r} kept changing")
+            await self.eval("undo", undo, home=user_id)
+        kind, rid = items[0]
+        raise ContendedError(f"{_NAMES[kind]} {rid!r} kept changing")
+
+    def _taken(self, item: Item) -> Exception:
+        """The error for a write refused because another owner holds ``item``."""
+        kind, rid = item
+        if kind == "eo":
+            return memory_taken(rid)
+        if kind == "so":
+            return session_taken(rid)
+        return OwnershipError(
+            f"conversation {rid!r} belongs to another user",
+            backend=self.memory.backend_name,
+            operation="session",
+        )
 
     async def by_owner(self, kind: str, ids: Sequence[str]) -> dict[str, list[str]]:
         """The ids grouped by the owner their global keys name (ids without one left out)."""

@@ -196,6 +196,14 @@ class RedisKeys:
         """A global singleton: ``users``, ``cexp``, ``eexp``, ``meta``."""
         return f"{self.prefix}:{name}"
 
+    def script_head(self, home: str) -> tuple[list[str], str]:
+        """The keys and first argument of a script call: on a cluster a key of ``home``'s
+        slot (so the call is routed there) and the key prefix with ``home``; standalone the
+        key prefix alone."""
+        if self.cluster:
+            return [self.user(home, "here")], f"{self.prefix}\0{home}"
+        return [], self.prefix
+
     def one_slot_meta(self) -> str:
         """``P:meta`` of the earlier cluster layout, where every key was under ``{P}``."""
         return f"{{{self.prefix}}}:meta"

@@ -128,13 +128,14 @@ class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _read_window(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> list[MessageRecord]:
-        mode = "point" if limit is not None and limit <= POINT_WINDOW else "read"
-        return await self._plan(mode, plans.read_window, conversation_id, user_id, limit)
+        return await self._plan(
+            _window_mode(limit), plans.read_window, conversation_id, user_id, limit
+        )
 
     async def _read_window_and_markers(
         self, *, conversation_id: str | None, user_id: str | None, limit: int | None
     ) -> tuple[list[MessageRecord], list[SessionRecord] | None]:
-        mode = "point" if limit is not None and limit <= POINT_WINDOW else "read"
+        mode = _window_mode(limit)
         if conversation_id is not None:
             marker = archive_marker(conversation_id)
             return await self._plan(
@@ -215,3 +216,8 @@ def _interrupted(backend: str) -> BackendUnavailableError:
 
 def _undetermined() -> BackendError:
     return BackendError("the conversation's owner could not be determined")
+
+
+def _window_mode(limit: int | None) -> Mode:
+    """How a window of ``limit`` messages is read: a short one as a point read."""
+    return "point" if limit is not None and limit <= POINT_WINDOW else "read"
