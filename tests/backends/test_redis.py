@@ -34,6 +34,7 @@ from bruno_memstore.backends.memory import InMemoryStorage
 from bruno_memstore.backends.redis import backend as redis_backend
 from bruno_memstore.backends.redis.backend import ANALYZER_FINGERPRINT, RedisMemory, vector_tag
 from bruno_memstore.backends.redis.keys import encode_id
+from bruno_memstore.backends.redis.quiet import QUIET
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.errors import (
@@ -553,21 +554,79 @@ async def test_a_message_stored_alone_waits_for_its_index_until_a_search(
     assert int(await raw.hget(memory.keys.user(user, "ix"), "len")) == total
 
 
-async def test_waiting_messages_are_indexed_in_batches(memory: RedisMemory, raw) -> None:
+async def _until_indexed(raw: aioredis.Redis, pend: str) -> None:
+    """Wait (at most 20 s) until the quiet-time task has emptied ``pend``."""
+    for _ in range(400):
+        if not await raw.exists(pend):
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{pend} still holds {await raw.scard(pend)} documents after 20 s")
+
+
+async def test_waiting_messages_are_indexed_when_the_stores_pause(memory: RedisMemory, raw) -> None:
     user = "batcher"
     pend = memory.keys.user(user, "pend")
     batch = redis_backend.INDEX_BATCH
+    memory._quiet.quiet = 3600.0  # no pause long enough: the task must leave them waiting
     for i in range(batch - 1):
         await memory.store_message(make_message(f"otter {i}", timestamp=at(i)), user, "c")
-    assert await raw.scard(pend) == batch - 1
     await memory.store_message(make_message("the last otter", timestamp=at(batch)), user, "c")
-    assert not await raw.exists(pend)
+    await asyncio.sleep(0.2)  # the task looks again (every QUIET seconds), writes nothing
+    assert await raw.scard(pend) == batch
+    assert not await raw.exists(memory.keys.posting(user, "otter"))
+    memory._quiet.quiet = QUIET
+    await _until_indexed(raw, pend)  # no search asked for it
     assert await raw.hlen(memory.keys.posting(user, "otter")) == batch
     # A search that finds nothing waiting reads only the query's posting lists.
     with monitor(memory.prefix) as commands:
         found = await memory.search(user, "last", mode="keyword")
     assert len(found) == 1 and found[0].message.content == "the last otter"
     assert not [c for c in commands if "pend" in c and not c.startswith("EXISTS")]
+
+
+async def test_a_full_backlog_is_indexed_by_the_store_that_finds_it(
+    memory: RedisMemory, raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = redis_backend.INDEX_BATCH
+    monkeypatch.setattr(redis_backend, "INDEX_BACKLOG", 2 * batch)
+    memory._quiet.quiet = 3600.0  # stores without a pause: the backlog is the store's
+    user = "busy"
+    pend = memory.keys.user(user, "pend")
+    for i in range(2 * batch - 1):
+        await memory.store_message(make_message(f"stoat {i}", timestamp=at(i)), user, "c")
+    assert await raw.scard(pend) == 2 * batch - 1
+    await memory.store_message(make_message("one stoat more", timestamp=at(2 * batch)), user, "c")
+    assert await raw.scard(pend) == batch  # one batch written by that store, the rest wait
+    assert await raw.hlen(memory.keys.posting(user, "stoat")) == batch
+    found = await memory.search(user, "stoat", mode="keyword", limit=3)
+    assert len(found) == 3 and not await raw.exists(pend)  # a search writes what waits
+    assert await raw.hlen(memory.keys.posting(user, "stoat")) == 2 * batch
+
+
+async def test_shutdown_stops_the_indexer_and_what_waits_stays_findable(prefix: str, raw) -> None:
+    batch = redis_backend.INDEX_BATCH
+    user, pend = "pauser", None
+    mem = RedisMemory(REDIS_URL, prefix=prefix)
+    await mem.initialize()
+    try:
+        mem._quiet.quiet = 3600.0
+        pend = mem.keys.user(user, "pend")
+        msgs = [make_message(f"marten {i}", timestamp=at(i)) for i in range(batch)]
+        for msg in msgs:
+            await mem.store_message(msg, user, "c")
+        task = mem._quiet._task
+        assert task is not None and not task.done()
+    finally:
+        await mem.shutdown()
+    assert task.done()
+    assert await raw.scard(pend) == batch  # left waiting, durable
+    again = RedisMemory(REDIS_URL, prefix=prefix)
+    try:
+        found = await again.search(user, "marten", mode="keyword", limit=batch)
+        assert {h.message.id for h in found} == {m.id for m in msgs}
+        assert not await raw.exists(pend)
+    finally:
+        await again.shutdown()
 
 
 def _member(memory: RedisMemory, user: str, conv: str) -> str:

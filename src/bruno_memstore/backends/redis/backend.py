@@ -90,6 +90,7 @@ from .keys import (
     ts_from_hex,
     ts_hex,
 )
+from .quiet import QUIET_BATCH, QuietIndexer
 from .scripts import SOURCES
 
 __all__ = ["VECTOR_MODES", "RedisMemory", "vector_tag"]
@@ -145,9 +146,12 @@ ANALYZER_FINGERPRINT = (
     f"{ANALYSIS_VERSION}:{hashlib.sha256(index_text(_PROBE).encode()).hexdigest()[:16]}"
 )
 _LOCK_MS = 60_000
-# A message stored on its own waits in T:pend for its posting entries; the store that finds
-# this many waiting (or any search first) writes them, in one script per batch.
+# A message stored on its own waits in T:pend for its posting entries. With this many
+# waiting for a user, they are written at the next quiet moment (quiet.py), or by a search of
+# the user first, one script per batch; a store that finds INDEX_BACKLOG waiting writes a batch
+# itself.
 INDEX_BATCH = 256
+INDEX_BACKLOG = 8 * INDEX_BATCH
 
 _DEFAULTS: dict[str, Any] = {
     "prefix": "bruno",
@@ -323,6 +327,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._scripts: dict[str, Any] = {}
         self._shas: dict[str, str] = {}
         self._indexing: set[str] = set()  # users whose pending documents this process indexes
+        self._quiet = QuietIndexer(self._index_batch, self.describe)
         self._io_timeout: float | None = None  # socket_timeout, when _command applies it
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
@@ -667,6 +672,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         return args
 
     async def _close(self) -> None:
+        await self._quiet.stop()
         client, pool = self._client, self._pool
         self._client = self._pool = None
         self._scripts, self._shas = {}, {}
@@ -698,6 +704,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         )
 
     async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        self._quiet.touch()
         slots = self._slots
         if slots.locked():
             async with asyncio.timeout(self._settings["pool_timeout"]):
@@ -779,13 +786,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                     conversation_id, owner, "held" if held else False, ttl, todo
                 ),
             )
-            if pending >= INDEX_BATCH and result.owner not in self._indexing:
-                try:
-                    await self._index_pending(result.owner)
-                except Exception:  # stored all the same; the next search or batch indexes them
-                    log.warning(
-                        "%s: indexing waiting messages failed", self.describe(), exc_info=True
-                    )
+            await self._after_append(result.owner, pending)
             return result
         args = _append_args(conversation_id, user_id, enforce_owner, self._ttl_ms, records)
         reply = await self._eval("append", args)
@@ -796,20 +797,38 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 operation="store_message",
             )
         owner = reply[1]
-        if reply[2] >= INDEX_BATCH and owner not in self._indexing:
-            try:
-                await self._index_pending(owner)
-            except Exception:  # stored all the same; the next search or batch indexes them
-                log.warning("%s: indexing waiting messages failed", self.describe(), exc_info=True)
+        await self._after_append(owner, reply[2])
         return AppendResult(owner, frozenset(reply[3:]))
 
-    async def _index_pending(self, user_id: str) -> None:
+    async def _after_append(self, owner: str, pending: int) -> None:
+        """After a store that left ``pending`` documents waiting for ``owner``: a batch is
+        written at the next quiet moment, or now when the backlog is full."""
+        if pending < INDEX_BATCH:
+            return
+        if pending < INDEX_BACKLOG:
+            self._quiet.note(owner)
+        elif owner not in self._indexing:
+            try:
+                await self._index_pending(owner, batches=1)
+            except Exception:  # stored all the same; the next search or batch indexes them
+                log.warning("%s: indexing waiting messages failed", self.describe(), exc_info=True)
+
+    async def _index_batch(self, user_id: str) -> bool:
+        """One small batch of the user's waiting documents (the quiet-time task's step)."""
+        if user_id in self._indexing:
+            return False
+        return await self._index_pending(user_id, batches=1, size=QUIET_BATCH)
+
+    async def _index_pending(
+        self, user_id: str, *, batches: int | None = None, size: int = INDEX_BATCH
+    ) -> bool:
         """Write the posting entries of the user's messages still waiting in ``T:pend``,
-        :data:`INDEX_BATCH` per script; those stored meanwhile may be left for later."""
+        ``size`` per script (at most ``batches`` scripts); those stored meanwhile may be left
+        for later. True when more may wait."""
         self._indexing.add(user_id)
         try:
             while True:
-                reply = await self._eval("pending", [user_id, INDEX_BATCH])
+                reply = await self._eval("pending", [user_id, size])
                 args: list[Any] = [user_id]
                 for i in range(0, len(reply), 2):
                     args.append(reply[i])
@@ -820,8 +839,12 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                         _index_args(load_json(body)[1], args)
                 if len(args) > 1:
                     await self._eval("index_pending", args)
-                if len(reply) < 2 * INDEX_BATCH:
-                    return
+                if len(reply) < 2 * size:
+                    return False
+                if batches is not None:
+                    batches -= 1
+                    if batches == 0:
+                        return True
         finally:
             self._indexing.discard(user_id)
 
