@@ -100,6 +100,20 @@ class OursSQLite(_Ours):
             return db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
+class OursSQLiteNormal(OursSQLite):
+    """``SQLiteMemory(path, embedding_model=None, synchronous="normal")``: commits in WAL mode
+    without an ``fsync`` each, the durability bruno-memory's SQLite backend runs at."""
+
+    def _new(self) -> Any:
+        from bruno_memstore import SQLiteMemory
+
+        return SQLiteMemory(self.target["path"], embedding_model=None, synchronous="normal")
+
+    async def open(self) -> None:
+        await self.empty()
+        self.notes.append(f"synchronous={self.memory.synchronous}")
+
+
 class OursPostgres(_Ours):
     """``PostgresMemory(dsn, embedding_model=None)`` in its own database, defaults otherwise."""
 
