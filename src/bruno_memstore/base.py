@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
 import threading
@@ -60,6 +59,7 @@ from .errors import (
 )
 from .lifecycle import (
     ARCHIVE_MARKER,
+    archive_marker,
     check_ttl,
     conversation_deadline,
     message_deadlines,
@@ -1150,7 +1150,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             records, markers = await self._run(operation, lambda n=want: read(n))
             live = await self._unexpired(records, at, operation)
             if not archived:
-                live = await self._unarchived(live, operation, markers)
+                live = await self._unarchived(live, operation, markers, user_id)
             if limit is None or want is None or len(live) >= limit or len(records) < want:
                 return live if limit is None else live[-limit:]
             want = want * 4 if want * 4 <= 16 * MAX_LIMIT else None
@@ -1174,7 +1174,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             messages = [h.message for h in hits if h.message is not None]
             left = await self._unexpired(messages, at, operation)
             if not archived:
-                left = await self._unarchived(left, operation)
+                left = await self._unarchived(left, operation, user_id=user_id)
             live = {r.id for r in left}
             kept = [h for h in hits if h.message is None or h.message.id in live]
             if len(kept) == len(hits) or len(kept) >= limit or len(hits) < want:
@@ -1549,20 +1549,21 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         records: Sequence[MessageRecord],
         op: str,
         markers: Sequence[SessionRecord] | None = None,
+        user_id: str | None = None,
     ) -> list[MessageRecord]:
         """``records`` without those of archived conversations: by the archive ``markers``
-        read with them, else by one marker read for each conversation."""
+        read with them, else by the markers of their conversations (``user_id``'s), read
+        now in one call."""
         if not records:
             return []
-        held = {r.conversation_id for r in records}
-        if markers is not None:
-            apart = {
-                m.conversation_id
-                for m in markers
-                if m.session_id == archive_marker(m.conversation_id) and _marks_archived(m)
-            } & held
-        else:
-            apart = {c for c in held if await self._is_archived(op, c)}
+        held = list(dict.fromkeys(r.conversation_id for r in records))
+        if markers is None:
+            markers = await self._run(op, lambda: self._get_markers(user_id, held))
+        apart = {
+            m.conversation_id
+            for m in markers
+            if m.session_id == archive_marker(m.conversation_id) and _marks_archived(m)
+        }.intersection(held)
         return [r for r in records if r.conversation_id not in apart] if apart else list(records)
 
     async def _archived_set(self, op: str, user_id: str) -> set[str]:
@@ -1966,11 +1967,6 @@ def _us_to_iso(value: object) -> str | None:
     if value is None:
         return None
     return (_EPOCH + timedelta(microseconds=int(value))).isoformat()  # type: ignore[call-overload]
-
-
-def archive_marker(conversation_id: str) -> str:
-    """The id of the session recording the conversation's archive state (fixed length)."""
-    return ARCHIVE_MARKER + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:40]
 
 
 def _marks_archived(rec: SessionRecord) -> bool:

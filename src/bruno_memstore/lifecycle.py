@@ -19,6 +19,7 @@ Times are integer UTC microseconds, as everywhere in the records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ __all__ = [
     "ARCHIVE_MARKER",
     "LIFECYCLE_KEY",
     "Deadlines",
+    "archive_marker",
     "check_ttl",
     "conversation_deadline",
     "message_deadlines",
@@ -44,6 +46,11 @@ _MARK = '"' + LIFECYCLE_KEY + '"'
 
 ARCHIVE_MARKER = "bruno-memstore:archive:"
 """Prefix of the session id that records a conversation's archive state."""
+
+
+def archive_marker(conversation_id: str) -> str:
+    """The id of the session recording the conversation's archive state (fixed length)."""
+    return ARCHIVE_MARKER + hashlib.sha256(conversation_id.encode("utf-8")).hexdigest()[:40]
 
 
 def check_ttl(value: Any, argument: str) -> float | None:

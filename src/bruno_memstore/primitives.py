@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 from .embeddings.adapter import VectorSpace
 from .errors import OwnershipError
+from .lifecycle import archive_marker
 from .models import (
     MemoryFilter,
     MemoryRecord,
@@ -156,6 +157,19 @@ class StoragePrimitives(ABC):
             conversation_id=conversation_id, user_id=user_id, limit=limit
         )
         return window, None
+
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        """The archive marker sessions of these conversations (``user_id``'s, when given)
+        that exist. Default: one :meth:`_get_session` each; engines that can read them all in
+        one round trip override this."""
+        out: list[SessionRecord] = []
+        for conversation_id in conversation_ids:
+            rec = await self._get_session(archive_marker(conversation_id))
+            if rec is not None and (user_id is None or rec.user_id == user_id):
+                out.append(rec)
+        return out
 
     @abstractmethod
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:

@@ -629,6 +629,26 @@ async def test_shutdown_stops_the_indexer_and_what_waits_stays_findable(prefix: 
         await again.shutdown()
 
 
+async def test_a_search_reads_the_archive_markers_of_its_hits_in_one_call(
+    memory: RedisMemory,
+) -> None:
+    user = "marker reader"
+    for i in range(6):
+        await memory.store_message(make_message(f"heron {i}", timestamp=at(i)), user, f"c{i}")
+    await memory.archive_conversation(user, "c2")
+    names: list[str] = []
+    run = memory._eval
+
+    async def counting(name: str, args: Any, home: str | None = None) -> Any:
+        names.append(name)
+        return await run(name, args, home)
+
+    memory._eval = counting  # type: ignore[method-assign]
+    found = await memory.search(user, "heron", mode="keyword", limit=10)
+    assert sorted(h.content for h in found) == [f"heron {i}" for i in (0, 1, 3, 4, 5)]
+    assert names.count("get_markers") == 1 and "get_session" not in names
+
+
 def _member(memory: RedisMemory, user: str, conv: str) -> str:
     """The only order-zset member of a conversation (read synchronously)."""
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)

@@ -728,6 +728,13 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         item = await self.table.get(key("S", session_id))
         return SESSIONS.from_row(decode(item)) if item else None
 
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        items = await self.table.get_many([key("S", archive_marker(c)) for c in conversation_ids])
+        found = [SESSIONS.from_row(decode(item)) for item in items]
+        return [s for s in found if user_id is None or s.user_id == user_id]
+
     # ================================================================ vectors
 
     async def _claim_vector_space(

@@ -794,6 +794,11 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return await self._stored(lambda: self.persistent._get_session(session_id))
 
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        return await self._stored(lambda: self.persistent._get_markers(user_id, conversation_ids))
+
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
     ) -> SessionRecord | None:

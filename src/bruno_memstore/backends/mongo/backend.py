@@ -22,6 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from ...capabilities import DATABASE, Capability
 from ...errors import InvalidArgumentError, SchemaError
+from ...lifecycle import archive_marker
 from ...limits import Limits
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord
 from ...primitives import (
@@ -432,6 +433,16 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives, MessagePrunin
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         found = await self._sessions.find_one({"_id": session_id})
         return None if found is None else decode(SESSIONS, found)
+
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        if not conversation_ids:
+            return []
+        where: dict[str, Any] = {"_id": {"$in": [archive_marker(c) for c in conversation_ids]}}
+        if user_id is not None:
+            where["user_id"] = user_id
+        return [decode(SESSIONS, d) async for d in self._sessions.find(where)]
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool

@@ -886,14 +886,22 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             return window, [] if rec is None else [rec]
         assert user_id is not None
         window = await self._read_window(conversation_id=None, user_id=user_id, limit=limit)
-        # The markers of every conversation in the window, in one call per 1,000.
-        ids = [archive_marker(c) for c in dict.fromkeys(r.conversation_id for r in window)]
+        convs = list(dict.fromkeys(r.conversation_id for r in window))
+        return window, await self._get_markers(user_id, convs)
+
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        if user_id is None:
+            return await super()._get_markers(user_id, conversation_ids)
+        # The user's marker sessions, in one call per 1,000.
+        ids = [archive_marker(c) for c in conversation_ids]
         markers: list[SessionRecord] = []
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             reply = await self._eval("get_markers", [user_id, *chunk], user_id)
             markers += [_session(i, user_id, r) for i, r in zip(chunk, reply, strict=True) if r]
-        return window, markers
+        return markers
 
     async def _conversation_window(
         self, conversation_id: str, user_id: str | None, limit: int | None, marker: str

@@ -142,8 +142,17 @@ class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
                 mode, plans.read_window_and_marker, conversation_id, user_id, limit, marker
             )
         window = await self._plan(mode, plans.read_window, None, user_id, limit)
-        ids = [archive_marker(c) for c in dict.fromkeys(r.conversation_id for r in window)]
-        return window, (await self._plan("read", plans.get_sessions, ids) if ids else [])
+        convs = list(dict.fromkeys(r.conversation_id for r in window))
+        return window, await self._get_markers(user_id, convs)
+
+    async def _get_markers(
+        self, user_id: str | None, conversation_ids: Sequence[str]
+    ) -> list[SessionRecord]:
+        if not conversation_ids:
+            return []
+        ids = [archive_marker(c) for c in conversation_ids]
+        found = await self._plan("read", plans.get_sessions, ids)
+        return [s for s in found if user_id is None or s.user_id == user_id]
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)

@@ -360,6 +360,21 @@ class ArchiveSuite(ConformanceBase):
         found = await memory.search(uid, "ibis", kinds=kinds, mode="keyword", include_archived=True)
         assert sorted(r.content for r in found) == sorted(words)
 
+    @requires(Capability.FULL_TEXT)
+    async def test_search_leaves_out_each_archived_conversation_among_its_hits(
+        self, memory: MemoryBackend
+    ) -> None:
+        uid = new_user_id()
+        convs = [new_conversation_id() for _ in range(5)]
+        for i, conv in enumerate(convs):
+            message = make_message(f"egret number {i}", timestamp=at(i))
+            await memory.store_message(message, uid, conv)
+        await memory.archive_conversation(uid, convs[1])
+        await memory.archive_conversation(uid, convs[3])
+        await memory.restore_conversation(uid, convs[3])  # its marker now says "not archived"
+        found = await memory.search(uid, "egret", kinds=("message",), mode="keyword", limit=10)
+        assert sorted(r.content for r in found) == [f"egret number {i}" for i in (0, 2, 3, 4)]
+
     @requires(Capability.LISTING)
     async def test_listed_counted_apart_and_exported(self, memory: MemoryBackend) -> None:
         uid = new_user_id()
