@@ -40,6 +40,7 @@ from bruno_core.models.message import Message, MessageRole
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from .background import stop_task
 from .capabilities import REQUIRED, Capability
 from .deferred_vectors import VectorWrites
 from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
@@ -1213,14 +1214,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
 
     async def _stop_sweeper(self) -> None:
         task, self._sweeper = self._sweeper, None
-        if task is None or task.done():
-            return
-        if task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        elif not task.get_loop().is_closed():
-            task.get_loop().call_soon_threadsafe(task.cancel)
+        await stop_task(task)
 
     # ================================================================ sessions and context
 

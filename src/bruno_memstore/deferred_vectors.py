@@ -18,11 +18,11 @@ the model fails; the background task instead retries later, backing off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from .background import stop_task
 from .errors import ClosedError
 
 __all__ = ["BATCH", "VECTOR_WRITES", "VectorQueue", "VectorWrites"]
@@ -70,14 +70,7 @@ class VectorQueue:
         """Stop the background task. Pending messages stay marked for the next open."""
         self._open = False
         task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        if task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        elif not task.get_loop().is_closed():
-            task.get_loop().call_soon_threadsafe(task.cancel)
+        await stop_task(task)
 
     def _spawn(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._task is not None and not self._task.done() and self._loop is loop:

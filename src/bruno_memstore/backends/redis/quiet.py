@@ -17,11 +17,12 @@ failed batch (the documents stay waiting for the next store or search) and is st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
+
+from ...background import stop_task
 
 __all__ = ["QUIET", "QUIET_BATCH", "QuietIndexer"]
 
@@ -69,14 +70,7 @@ class QuietIndexer:
         """Stop the task; what waits stays in ``T:pend``."""
         self._users.clear()
         task, self._task = self._task, None
-        if task is None or task.done():
-            return
-        if task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        elif not task.get_loop().is_closed():
-            task.get_loop().call_soon_threadsafe(task.cancel)
+        await stop_task(task)
 
     async def _work(self) -> None:
         _OWN.set(True)  # the task's context: its own commands leave the clock alone
