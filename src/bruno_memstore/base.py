@@ -169,6 +169,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     ttl: float | None = None
     """Seconds after its last write that the engine may drop a record on its own, record by
     record (``MemcachedMemory``'s ``ttl``); ``None``: records stay until deleted."""
+    overlap_reads: ClassVar[bool] = True
+    """Whether ``get_context`` reads a conversation's window while it looks up the session
+    (two calls at once, one round trip's wait); off where a read waits for no network (an
+    embedded engine), since running both at once costs more than it saves there."""
 
     def __init__(
         self,
@@ -1130,10 +1134,12 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id: str | None,
         limit: int | None,
         archived: bool = True,
+        first: tuple[list[MessageRecord], list[SessionRecord] | None] | None = None,
     ) -> list[MessageRecord]:
         """``_read_window`` without expired messages (nor, unless ``archived``, messages of
         archived conversations): the newest ``limit`` left (read again, wider, when left-out
-        ones took places in the window)."""
+        ones took places in the window). ``first``: the first read (window and markers),
+        already done."""
         at = now_us()
         want = limit
 
@@ -1148,7 +1154,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             return await self._read_window_and_markers(**scope)
 
         while True:
-            records, markers = await self._run(operation, lambda n=want: read(n))
+            if first is None:
+                records, markers = await self._run(operation, lambda n=want: read(n))
+            else:
+                (records, markers), first = first, None
             live = await self._unexpired(records, at, operation)
             if not archived:
                 live = await self._unarchived(live, operation, markers, user_id)
@@ -1315,14 +1324,48 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         the newest ``context_window`` messages, oldest first.
         """
         user_id = check_id(user_id, "user_id")
-        session = await self._resolve_session(user_id, session_id)
+        op = "get_context"
+        first: tuple[list[MessageRecord], list[SessionRecord] | None] | None = None
+        if session_id is None or not self.overlap_reads:
+            session = await self._resolve_session(
+                user_id, None if session_id is None else check_id(session_id, "session_id")
+            )
+        else:
+            ref = check_id(session_id, "session_id")
+            # BaseAssistant passes a conversation id, which names its session too: the window
+            # of that conversation is read beside the session, and kept if the session found
+            # or made for the user is one of that conversation (else the right one is read).
+            window = asyncio.ensure_future(
+                self._run(
+                    op,
+                    lambda: self._read_window_and_markers(
+                        conversation_id=ref, user_id=None, limit=self.context_window
+                    ),
+                )
+            )
+            try:
+                found = await self._run(op, lambda: self._get_session(ref))
+                session = await self._resolve_session(user_id, ref, looked_up=True, found=found)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled: the read goes too
+                    window.cancel()
+                with contextlib.suppress(BaseException):
+                    await window
+                raise
+            try:
+                read = await window
+            except Exception:  # the speculative read failed: read the window as usual
+                read = None
+            if session.conversation_id == ref:
+                first = read
         conv = session.conversation_id
         records = await self._live_window(
-            "get_context",
+            op,
             conversation_id=conv,
             user_id=None,
             limit=self.context_window,
             archived=False,
+            first=first,
         )
         return ConversationContext(
             conversation_id=conv,
@@ -1332,15 +1375,24 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             max_messages=self.context_window,
         )
 
-    async def _resolve_session(self, user_id: str, ref: str | None) -> SessionContext:
+    async def _resolve_session(
+        self,
+        user_id: str,
+        ref: str | None,
+        *,
+        looked_up: bool = False,
+        found: SessionRecord | None = None,
+    ) -> SessionContext:
+        """The session ``ref`` (checked) names for the user, made if need be (``looked_up``:
+        its record was read already, ``found``); without ``ref``, the user's latest live
+        one."""
         op = "get_context"
         if ref is None:
             rec = await self._latest_live_session(op, user_id, None)
             if rec is not None:
                 return record_to_session(rec)
             return await self.create_session(user_id)
-        ref = check_id(ref, "session_id")
-        rec = await self._run(op, lambda: self._get_session(ref))
+        rec = found if looked_up else await self._run(op, lambda: self._get_session(ref))
         if rec is not None and (self._session_live(rec) or rec.user_id != user_id):
             if rec.user_id != user_id:
                 raise OwnershipError(

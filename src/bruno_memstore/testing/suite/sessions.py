@@ -158,6 +158,25 @@ class ResolutionSuite(ConformanceBase):
         ctx = await memory.get_context(uid, conv)
         assert [m.id for m in ctx.messages] == [m.id for m in msgs[-memory.context_window :]]
 
+    async def test_context_of_a_session_is_its_conversations_not_one_named_like_it(
+        self, memory: MemoryBackend
+    ) -> None:
+        # get_context reads the conversation named like the session id beside the session
+        # (BaseAssistant passes a conversation id): a session of another conversation must
+        # get that one's messages.
+        uid = new_user_id()
+        session = await memory.create_session(uid)
+        mine = make_message("in the session's conversation", timestamp=at(1))
+        await memory.store_message(mine, uid, session.conversation_id)
+        lookalike = make_message("in a conversation named like the session", timestamp=at(2))
+        await memory.store_message(lookalike, uid, session.session_id)
+        ctx = await memory.get_context(uid, session.session_id)
+        assert ctx.session.session_id == session.session_id
+        assert ctx.conversation_id == session.conversation_id
+        assert [m.id for m in ctx.messages] == [mine.id]
+        ctx = await memory.get_context(uid, session.conversation_id)  # a session of its own
+        assert [m.id for m in ctx.messages] == [mine.id]
+
     async def test_assistant_style_flow(self, memory: MemoryBackend) -> None:
         uid, conv = new_user_id(), new_conversation_id()
         ctx = await memory.get_context(uid, conv)
