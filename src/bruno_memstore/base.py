@@ -169,7 +169,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     ttl: float | None = None
     """Seconds after its last write that the engine may drop a record on its own, record by
     record (``MemcachedMemory``'s ``ttl``); ``None``: records stay until deleted."""
-    overlap_reads: ClassVar[bool] = True
+    overlap_reads: bool = True
     """Whether ``get_context`` reads a conversation's window while it looks up the session
     (two calls at once, one round trip's wait); off where a read waits for no network (an
     embedded engine), since running both at once costs more than it saves there."""

@@ -235,6 +235,15 @@ async def test_a_cached_window_does_not_touch_the_persistent_tier(
     assert reads[0] == 1
 
 
+async def test_context_reads_overlap_only_where_a_tier_waits_for_a_network(pair: Pair) -> None:
+    memory = await pair.open()
+    assert memory.overlap_reads is (pair.name != "memory+sqlite")
+    uid, conv = new_user_id(), new_conversation_id()
+    ids = await stored(memory, uid, conv, 3)
+    ctx = await memory.get_context(uid, conv)
+    assert [str(m.id) for m in ctx.messages] == ids
+
+
 async def test_store_statistics_show_both_tiers_and_the_hit_rate(pair: Pair) -> None:
     memory = await pair.open()
     uid, conv = new_user_id(), new_conversation_id()

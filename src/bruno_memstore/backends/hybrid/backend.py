@@ -217,6 +217,8 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         super().__init__(**options)
         self.cache = cache
         self.persistent = persistent
+        # A context read overlaps its two calls when either tier waits for a network.
+        self.overlap_reads = cache.overlap_reads or persistent.overlap_reads
         self.capabilities = self._declared()  # type: ignore[misc]
         self.limits = persistent.limits
         # Vectors are the persistent tier's: its model embeds, its index answers.

@@ -54,7 +54,7 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors, MessagePr
     """
 
     backend_name: ClassVar[str] = "memory"
-    overlap_reads: ClassVar[bool] = False  # no network to wait for
+    overlap_reads = False  # no network to wait for
     capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
         Capability.VECTORS,
         Capability.IN_PROCESS,

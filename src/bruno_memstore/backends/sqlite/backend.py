@@ -60,7 +60,7 @@ class SQLiteMemory(BlobVectorSearch, ThreadedSQLMemory, PendingVectors):
 
     backend_name: ClassVar[str] = "sqlite"
     thread_name: ClassVar[str] = "bruno-memstore-sqlite"
-    overlap_reads: ClassVar[bool] = False  # no network to wait for
+    overlap_reads = False  # no network to wait for
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
         Capability.VECTORS,
         Capability.PRUNING,
