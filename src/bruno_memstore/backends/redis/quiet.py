@@ -38,7 +38,7 @@ _OWN = contextvars.ContextVar("bruno_memstore_quiet_indexer", default=False)
 
 
 class QuietIndexer:
-    """Writes the waiting posting entries of the users it is told of, when stores pause."""
+    """Writes the waiting posting entries of the users it is told of, when the memory pauses."""
 
     def __init__(self, index: Callable[[str], Awaitable[bool]], name: Callable[[], str]) -> None:
         self._index = index  # one batch of the user's; True while more may wait
