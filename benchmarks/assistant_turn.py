@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .trees import HERE, run_in_tree
 
 app = typer.Typer(add_completion=False)
 
@@ -95,8 +95,7 @@ def main(
     if one:  # a subprocess's single run, on whatever bruno_memstore its path imports
         print(json.dumps(asyncio.run(_measure(targets[0], history, turns))))
         return
-    here = str(Path(__file__).resolve().parent.parent / "src")
-    trees = [here, *(str(Path(t).resolve()) for t in tree or [])]
+    trees = [HERE, *(str(Path(t).resolve()) for t in tree or [])]
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(rounds):
@@ -114,17 +113,8 @@ def main(
 
 
 def _subprocess(src: str, url: str, history: int, turns: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": src}
     args = ["--one", "--history", str(history), "--turns", str(turns), url]
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.assistant_turn", *args],
-        env=env,
-        cwd=str(Path(__file__).resolve().parent.parent),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_in_tree(src, "benchmarks.assistant_turn", args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .trees import HERE, run_in_tree
 
 app = typer.Typer(add_completion=False)
 
@@ -112,8 +113,7 @@ def main(
     if one:  # a subprocess's single run, on whatever bruno_memstore its path imports
         print(json.dumps(asyncio.run(_measure(messages, synchronous))))
         return
-    here = str(Path(__file__).resolve().parent.parent / "src")
-    trees = [here, *(str(Path(t).resolve()) for t in tree or [])]
+    trees = [HERE, *(str(Path(t).resolve()) for t in tree or [])]
     runs: dict[str, list[dict[str, float]]] = {t: [] for t in trees}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for r in range(rounds):
@@ -138,17 +138,8 @@ def main(
 
 
 def _subprocess(src: str, messages: int, synchronous: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": src}
     args = ["--one", "--messages", str(messages), "--synchronous", synchronous]
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.store_cpu", *args],
-        env=env,
-        cwd=str(Path(__file__).resolve().parent.parent),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_in_tree(src, "benchmarks.store_cpu", args)
 
 
 if __name__ == "__main__":
