@@ -1326,12 +1326,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         user_id = check_id(user_id, "user_id")
         op = "get_context"
         first: tuple[list[MessageRecord], list[SessionRecord] | None] | None = None
-        if session_id is None or not self.overlap_reads:
-            session = await self._resolve_session(
-                user_id, None if session_id is None else check_id(session_id, "session_id")
-            )
+        ref = None if session_id is None else check_id(session_id, "session_id")
+        if ref is None or not self.overlap_reads:
+            session = await self._resolve_session(user_id, ref)
         else:
-            ref = check_id(session_id, "session_id")
             # BaseAssistant passes a conversation id, which names its session too: the window
             # of that conversation is read beside the session, and kept if the session found
             # or made for the user is one of that conversation (else the right one is read).

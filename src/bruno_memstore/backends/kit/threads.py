@@ -287,7 +287,7 @@ class Writer(_Worker[C]):
             if isinstance(item, _Stop):
                 return item
             if jobs.empty():  # a lone job: the common case of one caller at a time
-                for job, loop, fut in _prepare([item] if not item[2].cancelled() else []):
+                for job, loop, fut in _prepare([item]):
                     ((exc, value),) = self._run_group(conn, [job])
                     _post(loop, _settle, fut, exc, value)
                 continue
@@ -300,7 +300,7 @@ class Writer(_Worker[C]):
                     stop = item
                     break
                 group.append(item)
-            live = _prepare([entry for entry in group if not entry[2].cancelled()])
+            live = _prepare(group)
             if live:
                 outcomes = self._run_group(conn, [job for job, _, _ in live])
                 _deliver(live, outcomes)
@@ -309,9 +309,12 @@ class Writer(_Worker[C]):
 
 
 def _prepare(group: list[_Item]) -> list[_Item]:
-    """Build the prepared jobs of a group; those whose preparation failed are answered now."""
+    """The group's jobs still wanted (their callers not cancelled), prepared ones built;
+    those whose preparation failed are answered now."""
     ready: list[_Item] = []
     for job, loop, fut in group:
+        if fut.cancelled():
+            continue
         if isinstance(job, _Prepared):
             try:
                 job = job.factory()
