@@ -173,6 +173,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     """Whether ``get_context`` reads a conversation's window while it looks up the session
     (two calls at once, one round trip's wait); off where a read waits for no network (an
     embedded engine), since running both at once costs more than it saves there."""
+    deletes_expired_itself: bool = False
+    """Whether the engine deletes expired memory entries on its own schedule (MongoDB's TTL
+    monitor, DynamoDB's TTL): an expired entry that ``include_expired`` shows may be gone at
+    the next read, swept or not."""
 
     def __init__(
         self,

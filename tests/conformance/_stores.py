@@ -12,6 +12,7 @@ with the run's prefix, and are removed when the session ends.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis
 
@@ -31,7 +32,7 @@ from bruno_memstore.backends.weaviate import WeaviateMemory
 from bruno_memstore.base import MemoryBackend
 from bruno_memstore.capabilities import Capability
 from bruno_memstore.limits import Limits
-from bruno_memstore.models import MemoryRecord
+from bruno_memstore.models import MemoryRecord, SearchHit, SearchRequest, utcnow
 from bruno_memstore.testing import ConformanceBase
 from bruno_memstore.url import MemoryURL
 
@@ -295,6 +296,22 @@ def mongo_secantus_private(test: ConformanceBase) -> MongoMemory:
     return _mongo(test, "mongo_url", f"{engines.MONGO_PREFIX}_{test.key}")
 
 
+class MonitoredMongoMemory(MongoMemory):
+    """``MongoMemory`` with MongoDB's TTL monitor run at a chosen moment: before every
+    vector search it deletes the expired entries, as the monitor does when it wakes."""
+
+    async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
+        await self._memories.delete_many({"expires_at": {"$lte": utcnow()}})
+        return await super()._vector_search(request, vector)
+
+
+async def mongo_monitored(test: ConformanceBase) -> MongoMemory:
+    memory = MonitoredMongoMemory(
+        test.fixture("mongo_url"), prefix=f"{engines.MONGO_PREFIX}_monitored", connect_timeout=5
+    )
+    return await engines.connected(memory, "mongo")
+
+
 class NxMongoMemory(MongoMemory):
     """``MongoMemory`` as the suite runs it on nx-27017, which cannot match a string holding
     NUL (MongoDB can): memory entries holding one are refused, as a backend declaring it
@@ -324,6 +341,7 @@ async def mongo_nx(test: ConformanceBase) -> MongoMemory:
     memory = await engines.connected(_nx(test, prefix), "mongo")
     assert not memory.transactions
     engines.drop_ttl_indexes(test.fixture("mongo_nx_url"), f"{prefix}_memories")
+    memory.deletes_expired_itself = False
     return memory
 
 
@@ -405,7 +423,13 @@ async def dynamodb_moto(test: ConformanceBase):
     """moto's server: transactions and the TTL API. moto copies the whole table for every
     transaction (to roll back): a table per test, and time for the bulk tests' writes."""
     memory = _dynamodb(test, "dynamodb", f"t{test.key}", operation_timeout=_MOTO_TIMEOUT)
-    return await engines.connected(memory, "dynamodb")
+    return _keeps_expired(await engines.connected(memory, "dynamodb"))
+
+
+def _keeps_expired(memory):
+    """moto keeps a table's TTL setting but never deletes an item by it."""
+    memory.deletes_expired_itself = False
+    return memory
 
 
 def dynamodb_moto_private(test: ConformanceBase):
@@ -415,7 +439,7 @@ def dynamodb_moto_private(test: ConformanceBase):
 async def dynamodb_moto_ordered(test: ConformanceBase):
     """moto's server with transactions turned off: the ordered writes dynalite gets."""
     memory = _dynamodb(test, "dynamodb", f"o{test.key}", transactions=False)
-    return await engines.connected(memory, "dynamodb")
+    return _keeps_expired(await engines.connected(memory, "dynamodb"))
 
 
 async def dynamodb_dynalite(test: ConformanceBase):

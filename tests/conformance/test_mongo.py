@@ -21,6 +21,7 @@ import pytest
 import _engines as engines
 from bruno_memstore.backends.mongo import MongoMemory
 from bruno_memstore.testing import MemoryConformance
+from bruno_memstore.testing.suite.vector_filters import VectorFilterSuite
 
 from . import _stores as stores
 
@@ -29,6 +30,15 @@ class TestMongoSecantusEmulator(MemoryConformance):
     capabilities = MongoMemory.capabilities
     memory_factory = stores.mongo_secantus
     private_factory = stores.mongo_secantus_private
+
+
+class TestMongoTTLMonitorMidSearch(VectorFilterSuite):
+    """The vector-filter suite while MongoDB's TTL monitor deletes expired entries (run
+    before every search, on SecantusDB): the suite must tell a deletion by the engine from a
+    wrong answer."""
+
+    capabilities = MongoMemory.capabilities
+    memory_factory = stores.mongo_monitored
 
 
 class TestMongoNxEmulator(MemoryConformance):

@@ -145,6 +145,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     # A message is cut into items (all in one transaction where there are transactions,
     # which take 4 MB); a memory entry or a session is one item of at most 400 KB.
     limits = Limits(max_record_bytes=_MESSAGE_BYTES, size_limit="a DynamoDB message's 3 MB")
+    deletes_expired_itself = True  # where the table's TTL is on (``ttl``): within days
 
     def __init__(
         self,
@@ -247,6 +248,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
                 self.transactions = await table.supports_transactions()
             if self.create_table:
                 self.ttl_enabled = await table.enable_ttl()
+                self.deletes_expired_itself = self.ttl_enabled
         except Exception as exc:
             await stack.aclose()
             if isinstance(exc, (OSError, BotoConnectionError)):

@@ -219,6 +219,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         self.persistent = persistent
         # A context read overlaps its two calls when either tier waits for a network.
         self.overlap_reads = cache.overlap_reads or persistent.overlap_reads
+        self.deletes_expired_itself = persistent.deletes_expired_itself
         self.capabilities = self._declared()  # type: ignore[misc]
         self.limits = persistent.limits
         # Vectors are the persistent tier's: its model embeds, its index answers.

@@ -89,6 +89,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives, MessagePrunin
     }
     # 16 MiB a document, less 64 KiB for the other fields and the vector.
     limits = Limits(max_record_bytes=(16 << 20) - (64 << 10), size_limit="MongoDB's 16 MB limit")
+    deletes_expired_itself = True  # the TTL index on ``expires_at``
 
     def __init__(
         self,

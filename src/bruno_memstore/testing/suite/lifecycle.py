@@ -232,7 +232,8 @@ class SweepSuite(ConformanceBase):
         await memory.store_memory(make_memory_entry(uid, "fleeting"), ttl=_GONE)
         await asyncio.sleep(_WAIT)
         counts = await memory.sweep()
-        assert counts["memories"] >= 1
+        # An engine that deletes expired entries itself may have been first.
+        assert counts["memories"] >= 1 or memory.deletes_expired_itself
         query = MemoryQuery(user_id=uid, include_expired=True)
         assert await memory.retrieve_memories(query) == []
 

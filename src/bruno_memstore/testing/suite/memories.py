@@ -212,8 +212,12 @@ class MemoryEntrySuite(ConformanceBase):
         visible = await memory.retrieve_memories(MemoryQuery(user_id=uid))
         assert _ids(visible) == {str(soon.id), str(never.id)}
         everything = await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True))
-        assert _ids(everything) == {str(gone.id), str(soon.id), str(never.id)}
-        assert await memory.purge_expired() >= 1
+        if memory.deletes_expired_itself:  # the engine may have deleted it already
+            assert {str(soon.id), str(never.id)} <= _ids(everything) <= _ids([gone, soon, never])
+            await memory.purge_expired()
+        else:
+            assert _ids(everything) == {str(gone.id), str(soon.id), str(never.id)}
+            assert await memory.purge_expired() >= 1
         after = await memory.retrieve_memories(MemoryQuery(user_id=uid, include_expired=True))
         assert _ids(after) == {str(soon.id), str(never.id)}
         assert (await memory.get_statistics(uid))["memories"] == 2
@@ -308,7 +312,9 @@ class MemoryTextQuerySuite(ConformanceBase):
         q = MemoryQuery(user_id=uid, query_text="kumquat")
         assert await memory.retrieve_memories(q) == []
         q = MemoryQuery(user_id=uid, query_text="kumquat", include_expired=True)
-        assert _ids(await memory.retrieve_memories(q)) == {str(old.id)}
+        found = _ids(await memory.retrieve_memories(q))
+        # Unless the engine deleted it already on its own schedule.
+        assert found == {str(old.id)} or (memory.deletes_expired_itself and not found)
 
     async def test_replaced_text_is_reindexed(self, memory: MemoryBackend) -> None:
         uid = new_user_id()
