@@ -47,6 +47,7 @@ __all__ = [
     "StoragePrimitives",
     "VectorPrimitives",
     "memory_taken",
+    "same_session",
     "session_taken",
 ]
 
@@ -67,6 +68,15 @@ def conversation_taken(
 def memory_taken(memory_id: str) -> OwnershipError:
     """The error a memory primitive raises for another user's entry."""
     return OwnershipError(f"memory {memory_id} belongs to another user")
+
+
+def same_session(stored: SessionRecord | None, expected: SessionRecord) -> bool:
+    """Whether a stored session is ``expected``: owner, conversation and payload."""
+    return stored is not None and (stored.user_id, stored.conversation_id, stored.payload) == (
+        expected.user_id,
+        expected.conversation_id,
+        expected.payload,
+    )
 
 
 def session_taken(session_id: str) -> OwnershipError:
@@ -247,6 +257,18 @@ class StoragePrimitives(ABC):
     @abstractmethod
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         """The session with this id, or ``None``."""
+
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        """Replace the session ``expected`` with ``record`` (the same id, user and
+        conversation) only if it is still stored as ``expected``; return whether it was.
+
+        Default: a read, then :meth:`_put_session`, which is not one atomic step (a deletion
+        landing between the two is undone). Engines that can write conditionally override it.
+        """
+        if not same_session(await self._get_session(expected.session_id), expected):
+            return False
+        await self._put_session(record)
+        return True
 
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool

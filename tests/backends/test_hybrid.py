@@ -354,6 +354,60 @@ async def test_instances_sharing_a_cache_keep_copies_complete(shared: Pair) -> N
         assert await cached_ids(b, conv) == expected
 
 
+def _during_rebuild_read(
+    monkeypatch: pytest.MonkeyPatch, memory: HybridMemory, step: Callable[[], Any]
+) -> None:
+    """Run ``step`` once, right after ``memory``'s next full read of the persistent tier
+    (its rebuild's read): between its claim of the copy and its vouching for it."""
+    real = memory.persistent._read_window
+    pending = [step]
+
+    async def read(**kwargs: Any) -> list[MessageRecord]:
+        records = await real(**kwargs)
+        if kwargs.get("limit") is None and pending:
+            await pending.pop()()
+        return records
+
+    monkeypatch.setattr(memory.persistent, "_read_window", read)
+
+
+async def test_a_copy_another_instance_deletes_during_a_rebuild_is_not_vouched_for(
+    shared: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await shared.open(), await shared.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(a, uid, conv, 3)
+    late = make_message("stored after the rebuild read", timestamp=at(10))
+
+    async def race() -> None:
+        await b.store_message(late, uid, conv)  # reaches the claimed copy by write-through
+        await b._invalidate(conv)  # then the copy goes, as another rebuild would delete it
+
+    before = await persistent_ids(a, conv)
+    _during_rebuild_read(monkeypatch, a, race)
+    seen = await context_ids(a, uid, conv)
+    everything = await persistent_ids(a, conv)
+    assert everything == [*before, str(late.id)]
+    assert seen in (before, everything)  # as its read found it, or read again
+    assert await cached_ids(a, conv) in (None, everything)  # never a copy without it
+    assert await context_ids(a, uid, conv) == everything
+    assert await context_ids(b, uid, conv) == everything
+    assert await cached_ids(b, conv) == everything
+
+
+async def test_words_deleted_during_another_instances_rebuild_stay_deleted(
+    shared: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await shared.open(), await shared.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    await stored(a, uid, conv, 3)
+    _during_rebuild_read(monkeypatch, a, lambda: b.clear_conversation(uid, conv))
+    assert len(await context_ids(a, uid, conv)) in (3, 0)  # before the deletion, or after
+    assert await cached_ids(a, conv) in (None, [])
+    assert await context_ids(b, uid, conv) == []
+    assert await context_ids(a, uid, conv) == []
+
+
 async def test_a_deletion_by_another_instance_is_seen(shared: Pair) -> None:
     a, b = await shared.open(), await shared.open()
     uid, conv = new_user_id(), new_conversation_id()

@@ -39,6 +39,7 @@ import itertools
 import json
 import logging
 import random
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -111,9 +112,17 @@ def _marker_id(conversation_id: str) -> str:
     return _MARKER_PREFIX + digest[:40]
 
 
-def _marker(conversation_id: str, owner: str, built_us: int, *, complete: bool) -> SessionRecord:
-    """The record that claims a copy (``complete=False``) and then vouches for it."""
-    payload = {"hybrid_copy": _MARKER_FORMAT, "built_us": built_us, "complete": complete}
+def _marker(
+    conversation_id: str, owner: str, built_us: int, claim: str, *, complete: bool
+) -> SessionRecord:
+    """The record that claims a copy (``complete=False``) and then vouches for it; ``claim``
+    tells one rebuild's claim from another's."""
+    payload = {
+        "hybrid_copy": _MARKER_FORMAT,
+        "built_us": built_us,
+        "complete": complete,
+        "claim": claim,
+    }
     return SessionRecord(
         session_id=_marker_id(conversation_id),
         user_id=owner,
@@ -587,6 +596,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         read, the whole conversation as the persistent tier holds it.
         """
         built_us = _now_us()  # before anything of the new copy is written (memcached ttl)
+        token = secrets.token_hex(8)
         owner = await self._stored(lambda: self.persistent._conversation_owner(conversation_id))
         # Whatever is cached (a damaged copy, a bare claim) goes: the copy starts empty.
         if not await self._erase(conversation_id):
@@ -596,7 +606,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         try:
             # The claim: an unfinished marker, which claims the conversation for its owner
             # (refused if the cache holds another user's) and vouches for nothing yet.
-            claim = _marker(conversation_id, owner, built_us, complete=False)
+            claim = _marker(conversation_id, owner, built_us, token, complete=False)
             await self._cached(lambda: self.cache._put_session(claim))
         except _CacheProblem:
             await self._give_up(conversation_id)
@@ -616,12 +626,16 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
                 return now, None
         try:
             await self._fill(conversation_id, owner, records)
-            marker = _marker(conversation_id, owner, built_us, complete=True)
-            await self._cached(lambda: self.cache._put_session(marker))
+            marker = _marker(conversation_id, owner, built_us, token, complete=True)
+            # Only over this rebuild's own claim: a copy deleted meanwhile (by another
+            # process: a deletion, its own rebuild) may lack a write that landed after the
+            # read above, or hold one deleted since. The next read rebuilds it.
+            vouched = await self._cached(lambda: self.cache._replace_session(marker, claim))
         except _CacheProblem:
             await self._give_up(conversation_id)
         else:
-            self._heat(conversation_id)
+            if vouched:
+                self._heat(conversation_id)
         return owner, records
 
     async def _give_up(self, conversation_id: str) -> None:
@@ -796,6 +810,9 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return await self._stored(lambda: self.persistent._get_session(session_id))
+
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        return await self._stored(lambda: self.persistent._replace_session(record, expected))
 
     async def _get_markers(
         self, user_id: str | None, conversation_ids: Sequence[str]

@@ -136,9 +136,12 @@ class KeyValueStore(ABC):
         await self.delete(*parts)
         return False
 
-    async def put_value_if(self, key: str, value: Any, allow: Callable[[Any], bool]) -> bool:
-        """Store ``value`` if ``key`` is absent (``add``) or its value passes ``allow``
-        (``cas``, against the value just checked); ``False``, storing nothing, if it fails.
+    async def put_value_if(
+        self, key: str, value: Any, allow: Callable[[Any], bool], *, create: bool = True
+    ) -> bool:
+        """Store ``value`` if ``key`` is absent (``add``; unless not ``create``) or its value
+        passes ``allow`` (``cas``, against the value just checked); ``False``, storing
+        nothing, if it fails.
 
         Each decision is atomic on the server: a value written after the check makes the
         ``add`` or ``cas`` fail, and the check is made again.
@@ -147,6 +150,9 @@ class KeyValueStore(ABC):
         for _ in range(CAS_ATTEMPTS):
             old, token = await self.gets(key)
             if old is None:
+                if not create:
+                    await self.delete(*parts)
+                    return False
                 if await self.add(key, head):
                     return True
                 continue

@@ -33,7 +33,14 @@ from ...base import MemoryBackend
 from ...errors import BackendError, BackendUnavailableError
 from ...limits import Record
 from ...models import MemoryFilter, MemoryRecord, MessageRecord, SessionRecord, memory_sort_key
-from ...primitives import AppendResult, ExportKind, conversation_taken, memory_taken, session_taken
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    conversation_taken,
+    memory_taken,
+    same_session,
+    session_taken,
+)
 from .codec import MEMORIES, MESSAGES, SESSIONS
 from .kv import ChunkedLog, KeyValueStore, SortedLog, dumps
 
@@ -455,6 +462,15 @@ class KeyValueMemory(MemoryBackend):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         value = await self.store.get_value(self.keys.record("s", session_id))
         return SESSIONS.from_row(value) if value is not None else None
+
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        # cas against the value checked: a deletion or another write since makes it fail.
+        return await self.store.put_value_if(
+            self.keys.record("s", record.session_id),
+            SESSIONS.row(record),
+            lambda value: same_session(SESSIONS.from_row(value), expected),
+            create=False,
+        )
 
     # ================================================================ statistics
 

@@ -32,6 +32,7 @@ from ...primitives import (
     PendingVectors,
     VectorPrimitives,
     memory_taken,
+    same_session,
     session_taken,
 )
 from ..kit.batches import batches
@@ -255,6 +256,13 @@ class InMemoryStorage(MemoryBackend, VectorPrimitives, PendingVectors, MessagePr
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return self._sessions.get(session_id)
+
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        # One step: nothing here awaits between the check and the write.
+        if not same_session(self._sessions.get(expected.session_id), expected):
+            return False
+        self._sessions[record.session_id] = record
+        return True
 
     # ---------------------------------------------------------------- search
 

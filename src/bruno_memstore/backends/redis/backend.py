@@ -1015,9 +1015,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             record.user_id,
             record.session_id,
             record.conversation_id,
-            "1" if record.is_active else "0",
-            ts_hex(record.started_us) + record.session_id,
-            record.payload,
+            *_session_fields(record),
             self._ttl_ms,
         ]
         if self._directory is not None:
@@ -1025,7 +1023,23 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
                 record.user_id, record.session_id, record.conversation_id, args
             )
             return
+        await self._put_session_args(record, args)
+
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        if self._directory is not None:  # a step over several slots: the default
+            return await super()._replace_session(record, expected)
+        active, lex, payload = _session_fields(expected)
+        stored = "\x00".join([active, lex, expected.conversation_id, payload])  # as HSET writes
+        args = [record.user_id, record.session_id, record.conversation_id]
+        return await self._put_session_args(
+            record, [*args, *_session_fields(record), self._ttl_ms, stored]
+        )
+
+    async def _put_session_args(self, record: SessionRecord, args: list[Any]) -> bool:
+        """Run the put script; ``False`` when its condition (a last argument) failed."""
         reply = await self._eval("put_session", args)
+        if reply[0] == "stale":
+            return False
         if reply[0] == "owner":
             raise OwnershipError(
                 f"conversation {record.conversation_id!r} belongs to another user",
@@ -1034,6 +1048,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             )
         if reply[0] == "session":
             raise session_taken(record.session_id)
+        return True
 
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         home = await self._home("so", session_id)
@@ -1849,6 +1864,15 @@ def _user_messages(reply: list[Any], user_id: str) -> list[MessageRecord]:
 
 def _memory(text: str) -> MemoryRecord:
     return MEMORIES.from_row(load_json(text))
+
+
+def _session_fields(record: SessionRecord) -> tuple[str, str, str]:
+    """A session's stored fields the put script takes: active flag, order member, payload."""
+    return (
+        "1" if record.is_active else "0",
+        ts_hex(record.started_us) + record.session_id,
+        record.payload,
+    )
 
 
 def _session(session_id: str, owner: str, text: str) -> SessionRecord:

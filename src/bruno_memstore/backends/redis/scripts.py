@@ -793,10 +793,16 @@ return {n, #ids == batch and 1 or 0}
 # --------------------------------------------------------------------------- sessions
 
 PUT_SESSION = r"""
--- ARGV: P user sid conv active lexmember payload ttl_ms
---   ->  {'ok'}, {'owner', other} (another's conversation) or {'session'} (another's session)
+-- ARGV: P user sid conv active lexmember payload ttl_ms [expected]
+--   ->  {'ok'}, {'owner', other} (another's conversation), {'session'} (another's session)
+--       or {'stale'} (with expected: the session is not stored as expected)
 local user, sid, conv = ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('GET', ptr('so', sid))
+if ARGV[9] then
+  if old ~= user then return {'stale'} end
+  purge_due(user) -- a session of an expired conversation is gone, as for GET_SESSION
+  if redis.call('HGET', ukey(user) .. 's', sid) ~= ARGV[9] then return {'stale'} end
+end
 if old and old ~= user then
   purge_due(old) -- a session of an expired conversation is gone, as for GET_SESSION
   if redis.call('HEXISTS', ukey(old) .. 's', sid) == 1 then return {'session'} end
