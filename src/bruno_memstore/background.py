@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-__all__ = ["stop_task"]
+__all__ = ["abandon", "running_on", "stop_task"]
 
 
 async def stop_task(task: asyncio.Task[None] | None) -> None:
@@ -17,5 +17,17 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    elif not task.get_loop().is_closed():
+    else:
+        abandon(task)
+
+
+def running_on(task: asyncio.Task[None] | None, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``task`` is still running, on ``loop``."""
+    return task is not None and not task.done() and task.get_loop() is loop
+
+
+def abandon(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` from any thread, where its loop is still open (a memory used from
+    another loop now starts its task again there)."""
+    if task is not None and not task.done() and not task.get_loop().is_closed():
         task.get_loop().call_soon_threadsafe(task.cancel)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from .background import stop_task
+from .background import abandon, running_on, stop_task
 from .errors import ClosedError
 
 __all__ = ["BATCH", "VECTOR_WRITES", "VectorQueue", "VectorWrites"]
@@ -55,7 +55,6 @@ class VectorQueue:
         self.attached = 0  # vectors attached by this queue (background and flushes)
         self._open = False
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._turn = asyncio.Lock()
 
@@ -73,13 +72,12 @@ class VectorQueue:
         await stop_task(task)
 
     def _spawn(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._task is not None and not self._task.done() and self._loop is loop:
+        if running_on(self._task, loop):
             self._wake.set()
             return
-        if self._task is not None and not self._task.done() and not self._loop.is_closed():  # type: ignore[union-attr]
-            self._loop.call_soon_threadsafe(self._task.cancel)  # type: ignore[union-attr]
+        abandon(self._task)
         # Loop-bound primitives are made again for the loop the task runs on.
-        self._loop, self._wake, self._turn = loop, asyncio.Event(), asyncio.Lock()
+        self._wake, self._turn = asyncio.Event(), asyncio.Lock()
         self._wake.set()
         self._task = loop.create_task(self._work(), name=f"vectors of {self._name()}")
 
@@ -90,7 +88,7 @@ class VectorQueue:
         if not self._open:
             return
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._task is None or self._task.done():
+        if not running_on(self._task, loop):
             self._spawn(loop)
         else:
             self._wake.set()

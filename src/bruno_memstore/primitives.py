@@ -22,7 +22,7 @@ import contextlib
 import heapq
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from .embeddings.adapter import VectorSpace
@@ -46,6 +46,7 @@ __all__ = [
     "PendingVectors",
     "StoragePrimitives",
     "VectorPrimitives",
+    "markers_of",
     "memory_taken",
     "same_session",
     "session_taken",
@@ -68,6 +69,11 @@ def conversation_taken(
 def memory_taken(memory_id: str) -> OwnershipError:
     """The error a memory primitive raises for another user's entry."""
     return OwnershipError(f"memory {memory_id} belongs to another user")
+
+
+def markers_of(found: Iterable[SessionRecord | None], user_id: str | None) -> list[SessionRecord]:
+    """What ``_get_markers`` returns of the sessions read: those found, ``user_id``'s."""
+    return [s for s in found if s is not None and (user_id is None or s.user_id == user_id)]
 
 
 def same_session(stored: SessionRecord | None, expected: SessionRecord) -> bool:
@@ -174,12 +180,8 @@ class StoragePrimitives(ABC):
         """The archive marker sessions of these conversations (``user_id``'s, when given)
         that exist. Default: one :meth:`_get_session` each; engines that can read them all in
         one round trip override this."""
-        out: list[SessionRecord] = []
-        for conversation_id in conversation_ids:
-            rec = await self._get_session(archive_marker(conversation_id))
-            if rec is not None and (user_id is None or rec.user_id == user_id):
-                out.append(rec)
-        return out
+        found = [await self._get_session(archive_marker(c)) for c in conversation_ids]
+        return markers_of(found, user_id)
 
     @abstractmethod
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:

@@ -297,11 +297,17 @@ def mongo_secantus_private(test: ConformanceBase) -> MongoMemory:
 
 
 class MonitoredMongoMemory(MongoMemory):
-    """``MongoMemory`` with MongoDB's TTL monitor run at a chosen moment: before every
-    vector search it deletes the expired entries, as the monitor does when it wakes."""
+    """``MongoMemory`` with MongoDB's TTL monitor run at a chosen moment: before the
+    ``wakes_at``-th vector search it deletes the expired entries, as the monitor does when
+    it wakes (the searches before it have read them)."""
+
+    wakes_at = 12
+    _searches = 0
 
     async def _vector_search(self, request: SearchRequest, vector: Any) -> list[SearchHit]:
-        await self._memories.delete_many({"expires_at": {"$lte": utcnow()}})
+        self._searches += 1
+        if self._searches == self.wakes_at:
+            await self._memories.delete_many({"expires_at": {"$lte": utcnow()}})
         return await super()._vector_search(request, vector)
 
 

@@ -23,12 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "bruno_memstore"
 
-COMBINATORS = (f"{PACKAGE}.backends.", f"{PACKAGE}.testing.suite.vector_filters")
+COMBINATORS = (
+    f"{PACKAGE}.backends.",
+    f"{PACKAGE}.testing.suite.vector_filters",
+    f"{PACKAGE}.testing.suite.conditional_writes",
+)
 """Where a module may use another backend's protected surface: a backend built over other
-backends (``HybridMemory``) implements its primitives with theirs, and the one suite that
-checks a primitive's own contract (``_vector_search`` filters inside the engine's query,
-which no public call can isolate). Tools (``copy``, the CLI) and the other shipped tests use
-the public API."""
+backends (``HybridMemory``) implements its primitives with theirs, and the two suites that
+check a primitive's own contract, which no public call can isolate (``_vector_search``
+filters inside the engine's query; ``_replace_session`` writes only over what it expects).
+Tools (``copy``, the CLI) and the other shipped tests use the public API."""
 
 PROTECTED: dict[str, str] = {
     "_run": "MemoryBackend: a tier's primitive runs through the tier's own choke point "

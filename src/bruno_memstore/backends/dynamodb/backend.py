@@ -46,6 +46,7 @@ from ...primitives import (
     MessagePruning,
     VectorPrimitives,
     conversation_taken,
+    markers_of,
     memory_taken,
     session_taken,
 )
@@ -734,8 +735,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         self, user_id: str | None, conversation_ids: Sequence[str]
     ) -> list[SessionRecord]:
         items = await self.table.get_many([key("S", archive_marker(c)) for c in conversation_ids])
-        found = [SESSIONS.from_row(decode(item)) for item in items]
-        return [s for s in found if user_id is None or s.user_id == user_id]
+        return markers_of((SESSIONS.from_row(decode(item)) for item in items), user_id)
 
     # ================================================================ vectors
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest
 from ...search import BM25Index
-from .hits import Found, ranked_hits
+from .hits import Fetch, Found, fetched_hits
 from .user_cache import UserCache
 
 __all__ = ["KeywordIndex", "KeywordIndexes"]
@@ -102,11 +102,6 @@ class KeywordIndex:
         return [(kind, rid, -neg) for neg, _ts, rid, kind in heapq.nsmallest(request.limit, ranked)]
 
 
-Fetch = Callable[
-    [Sequence[Found]], Awaitable[tuple[Mapping[str, MessageRecord], Mapping[str, MemoryRecord]]]
-]
-
-
 class KeywordIndexes(UserCache[KeywordIndex]):
     """Each user's :class:`KeywordIndex`, kept while the user's data is unchanged (see
     :class:`~bruno_memstore.backends.kit.user_cache.UserCache`), and full-text search over
@@ -122,10 +117,10 @@ class KeywordIndexes(UserCache[KeywordIndex]):
         """The hits of ``request``: the user's index as of ``version`` (built with
         ``load()`` unless current) ranks record ids, ``fetch(found)`` reads those records by
         id (``({id: message}, {id: entry})``), and records deleted meanwhile are left out."""
-        index = await self.get(request.user_id, version, load)
-        with self.lock:  # another thread may be patching the index
-            found = index.search(request)
-        if not found:
-            return []
-        messages, memories = await fetch(found)
-        return ranked_hits(found, messages, memories)
+
+        async def rank() -> list[Found]:
+            index = await self.get(request.user_id, version, load)
+            with self.lock:  # another thread may be patching the index
+                return index.search(request)
+
+        return await fetched_hits(rank, fetch, lambda: self.drop(request.user_id))

@@ -22,7 +22,7 @@ from ...embeddings.adapter import VectorSpace
 from ...models import MemoryRecord, MessageRecord, SearchHit, SearchRequest, hit_order
 from ...search import query_words
 from ..kit.codec import MEMORIES, MESSAGES
-from ..kit.hits import Found, ranked_hits
+from ..kit.hits import Found, fetched_hits
 from ..kit.keyword_index import KeywordIndex, KeywordIndexes
 from ..kit.vectors import MemoryKey, UserVectorCache, nearest, vector_from_bytes, vector_to_bytes
 from .layout import NO_VECTOR, decode, memory_where
@@ -158,13 +158,17 @@ class MongoSearch:
                 async for d in docs
             ]
 
-        indexes = {}
-        for kind, load in (("message", messages), ("memory", memories)):
-            if kind in request.kinds:
-                indexes[kind] = await self._vectors.get(f"{user_id}\0{kind}", version, load)
-        found = nearest(
-            request, vector, messages=indexes.get("message"), memories=indexes.get("memory")
-        )
-        if not found:
-            return []
-        return ranked_hits(found, *await self._fetch(found), user_id=user_id)
+        loads = {"message": messages, "memory": memories}
+        names = {kind: f"{user_id}\0{kind}" for kind in loads if kind in request.kinds}
+
+        async def rank() -> list[Found]:
+            indexes = {k: await self._vectors.get(n, version, loads[k]) for k, n in names.items()}
+            return nearest(
+                request, vector, messages=indexes.get("message"), memories=indexes.get("memory")
+            )
+
+        def drop() -> None:
+            for name in names.values():
+                self._vectors.drop(name)
+
+        return await fetched_hits(rank, self._fetch, drop, user_id=user_id)

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ...background import stop_task
+from ...background import abandon, running_on, stop_task
 
 __all__ = ["QUIET", "QUIET_BATCH", "QuietIndexer"]
 
@@ -58,10 +58,8 @@ class QuietIndexer:
         """``user_id`` has a batch waiting: write it at the next quiet moment."""
         self._users[user_id] = None
         loop = asyncio.get_running_loop()
-        task = self._task
-        if task is None or task.done() or task.get_loop() is not loop:
-            if task is not None and not task.done() and not task.get_loop().is_closed():
-                task.get_loop().call_soon_threadsafe(task.cancel)
+        if not running_on(self._task, loop):
+            abandon(self._task)
             self._wake = asyncio.Event()  # bound to the loop the task runs on
             self._task = loop.create_task(self._work(), name=f"indexing of {self._name()}")
         self._wake.set()

@@ -25,7 +25,7 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
+from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives, markers_of
 from ..kit.committer import GroupCommitter
 from . import plans
 from .append import Append, Outcome, append_group
@@ -152,7 +152,7 @@ class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
             return []
         ids = [archive_marker(c) for c in conversation_ids]
         found = await self._plan("read", plans.get_sessions, ids)
-        return [s for s in found if user_id is None or s.user_id == user_id]
+        return markers_of(found, user_id)
 
     async def _delete_messages(self, conversation_id: str, keep_roles: frozenset[str]) -> int:
         return await self._plan("erase", plans.delete_messages, conversation_id, keep_roles)

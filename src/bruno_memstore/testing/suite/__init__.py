@@ -9,6 +9,7 @@ from .access import ErasureLogSuite, UserExportRefusalSuite, UserExportSuite
 from .bad_input import BadInputSuite
 from .capabilities import CapabilitySuite
 from .concurrency import ConcurrencySuite
+from .conditional_writes import ConditionalWriteSuite
 from .deletion import DeletionSuite
 from .durability import DurabilitySuite
 from .export import ExportSuite
@@ -29,6 +30,7 @@ __all__ = [
     "BadInputSuite",
     "CapabilitySuite",
     "ConcurrencySuite",
+    "ConditionalWriteSuite",
     "DeletionSuite",
     "DurabilitySuite",
     "ErasureLogSuite",
@@ -63,6 +65,7 @@ __all__ = [
 class MemoryConformance(
     CapabilitySuite,
     SessionSuite,
+    ConditionalWriteSuite,
     IdentitySuite,
     OrderSuite,
     RoundTripSuite,

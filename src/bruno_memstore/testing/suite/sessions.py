@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from bruno_core.base.assistant import BaseAssistant
 from bruno_core.interfaces.memory import MemoryInterface
@@ -13,7 +11,6 @@ from bruno_core.registry.memory_registry import MemoryBackendRegistry
 from ...base import MemoryBackend
 from ...capabilities import Capability
 from ...errors import ClosedError, NotFoundError
-from ...models import session_to_record
 from ..builders import (
     ScriptedLLM,
     at,
@@ -82,29 +79,6 @@ class SessionSuite(ConformanceBase):
         await memory.end_session(session.session_id)  # ending twice is harmless
         again = await memory.get_session(session.session_id)
         assert again == ended
-
-    async def test_a_session_is_replaced_only_while_stored_as_expected(
-        self, memory: MemoryBackend
-    ) -> None:
-        # ``_replace_session``: what HybridMemory vouches for a cached copy with.
-        session = await memory.create_session(new_user_id(), {"v": 1})
-        first = await memory._get_session(session.session_id)
-        assert first is not None
-        second, third = (
-            session_to_record(session.model_copy(update={"metadata": {"v": n}})) for n in (2, 3)
-        )
-        assert await memory._replace_session(second, first)
-        assert (await memory.get_session(session.session_id)).metadata == {"v": 2}  # type: ignore[union-attr]
-        assert not await memory._replace_session(third, first)  # stored as second by now
-        assert (await memory.get_session(session.session_id)).metadata == {"v": 2}  # type: ignore[union-attr]
-        elsewhere = replace(first, session_id=new_session_id())
-        assert not await memory._replace_session(
-            replace(second, session_id=elsewhere.session_id), elsewhere
-        )
-        assert await memory._get_session(elsewhere.session_id) is None  # absent: not created
-        await memory._delete_messages(session.conversation_id, frozenset())  # sessions go too
-        assert not await memory._replace_session(third, second)
-        assert await memory._get_session(session.session_id) is None  # deleted: not brought back
 
     async def test_unknown_sessions(self, memory: MemoryBackend) -> None:
         assert await memory.get_session(new_session_id()) is None
