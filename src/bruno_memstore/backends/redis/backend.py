@@ -1026,8 +1026,8 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         await self._put_session_args(record, args)
 
     async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
-        if self._directory is not None:  # a step over several slots: the default
-            return await super()._replace_session(record, expected)
+        # One script on the user's slot, on a cluster too: the session is the user's already,
+        # so no directory key changes hands.
         active, lex, payload = _session_fields(expected)
         stored = "\x00".join([active, lex, expected.conversation_id, payload])  # as HSET writes
         args = [record.user_id, record.session_id, record.conversation_id]
