@@ -731,6 +731,24 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         item = await self.table.get(key("S", session_id))
         return SESSIONS.from_row(decode(item)) if item else None
 
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        try:
+            await self.table.update(
+                Key=key("S", record.session_id),
+                UpdateExpression="SET r = :r",
+                ConditionExpression="r = :was AND o = :u",
+                ExpressionAttributeValues={
+                    ":r": attr(row_bytes(SESSIONS.row(record))),
+                    ":was": attr(row_bytes(SESSIONS.row(expected))),
+                    ":u": attr(expected.user_id),
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == _FAILED_CHECK:
+                return False
+            raise
+        return True
+
     async def _get_markers(
         self, user_id: str | None, conversation_ids: Sequence[str]
     ) -> list[SessionRecord]:

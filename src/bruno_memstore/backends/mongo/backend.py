@@ -435,6 +435,15 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives, MessagePrunin
         found = await self._sessions.find_one({"_id": session_id})
         return None if found is None else decode(SESSIONS, found)
 
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        stored = {
+            "_id": expected.session_id,
+            "user_id": expected.user_id,
+            "conversation_id": expected.conversation_id,
+            "payload": expected.payload,
+        }
+        return (await self._sessions.replace_one(stored, document(record))).matched_count == 1
+
     async def _get_markers(
         self, user_id: str | None, conversation_ids: Sequence[str]
     ) -> list[SessionRecord]:

@@ -182,6 +182,11 @@ class SQLMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _get_session(self, session_id: str) -> SessionRecord | None:
         return await self._plan("point", plans.get_session, session_id)
 
+    async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
+        if record.payload == expected.payload:  # a row count cannot tell "as expected" then
+            return await super()._replace_session(record, expected)
+        return await self._plan("write", plans.replace_session, record, expected)
+
     async def _latest_session(
         self, user_id: str, conversation_id: str | None, *, active_only: bool
     ) -> SessionRecord | None:

@@ -322,6 +322,18 @@ def put_session(d: Dialect, rec: SessionRecord) -> Plan[None]:
         raise session_taken(rec.session_id)
 
 
+def replace_session(d: Dialect, rec: SessionRecord, expected: SessionRecord) -> Plan[bool]:
+    """Write ``rec``'s state over the session if its payload is still ``expected``'s, in one
+    statement (a session's payload names its user and conversation; a hybrid copy marker's,
+    the claim it was written for)."""
+    count = yield Execute(
+        f"UPDATE {d.table('sessions')} SET is_active = ?, started_us = ?, payload = ? "
+        "WHERE session_id = ? AND payload = ?",
+        (rec.is_active, rec.started_us, rec.payload, expected.session_id, expected.payload),
+    )
+    return count == 1
+
+
 def get_session(d: Dialect, session_id: str) -> Plan[SessionRecord | None]:
     s = d.sessions
     rows = yield Fetch(
