@@ -408,6 +408,39 @@ async def test_words_deleted_during_another_instances_rebuild_stay_deleted(
     assert await context_ids(a, uid, conv) == []
 
 
+async def test_a_stale_rebuild_never_leaves_deleted_words_in_anothers_copy(
+    shared: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a reads the conversation; b deletes a message and claims a copy of its own; a's fill
+    # (holding the deleted message) lands in b's copy; then b fills and vouches.
+    a, b = await shared.open(), await shared.open()
+    uid, conv = new_user_id(), new_conversation_id()
+    system = make_message("you are terse", role="system", timestamp=at(0))
+    await a.store_message(system, uid, conv)
+    await stored(a, uid, conv, 2, start=1)
+    b_read, a_done = asyncio.Event(), asyncio.Event()
+    rebuilding: list[asyncio.Task[list[str]]] = []
+
+    async def delete_then_let_b_claim() -> None:
+        await b.clear_history(conv)  # keeps the system message: the conversation stays
+        rebuilding.append(asyncio.create_task(context_ids(b, uid, conv)))
+        await b_read.wait()
+
+    async def hold_b_until_a_is_done() -> None:
+        b_read.set()
+        await a_done.wait()
+
+    _during_rebuild_read(monkeypatch, a, delete_then_let_b_claim)
+    _during_rebuild_read(monkeypatch, b, hold_b_until_a_is_done)
+    async with asyncio.timeout(RACE_DEADLINE):
+        await context_ids(a, uid, conv)
+        a_done.set()
+        assert await rebuilding[0] == [str(system.id)]
+    assert await cached_ids(b, conv) in (None, [str(system.id)])
+    assert await context_ids(b, uid, conv) == [str(system.id)]
+    assert await context_ids(a, uid, conv) == [str(system.id)]
+
+
 async def test_a_deletion_by_another_instance_is_seen(shared: Pair) -> None:
     a, b = await shared.open(), await shared.open()
     uid, conv = new_user_id(), new_conversation_id()

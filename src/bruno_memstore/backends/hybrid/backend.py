@@ -629,13 +629,17 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
             marker = _marker(conversation_id, owner, built_us, token, complete=True)
             # Only over this rebuild's own claim: a copy deleted meanwhile (by another
             # process: a deletion, its own rebuild) may lack a write that landed after the
-            # read above, or hold one deleted since. The next read rebuilds it.
+            # read above, or hold one deleted since.
             vouched = await self._cached(lambda: self.cache._replace_session(marker, claim))
         except _CacheProblem:
-            await self._give_up(conversation_id)
+            vouched = False
+        if vouched:
+            self._heat(conversation_id)
         else:
-            if vouched:
-                self._heat(conversation_id)
+            # What this rebuild appended may now sit in a copy another process claimed, and
+            # hold words deleted since the read above: the copy goes, whoever claimed it
+            # (their own vouching then fails), and the next read rebuilds it.
+            await self._give_up(conversation_id)
         return owner, records
 
     async def _give_up(self, conversation_id: str) -> None:
