@@ -408,11 +408,33 @@ async def test_words_deleted_during_another_instances_rebuild_stay_deleted(
     assert await context_ids(a, uid, conv) == []
 
 
-async def test_a_stale_rebuild_never_leaves_deleted_words_in_anothers_copy(
-    shared: Pair, monkeypatch: pytest.MonkeyPatch
+def _as_it_fills(
+    monkeypatch: pytest.MonkeyPatch, memory: HybridMemory, step: Callable[[], Any]
 ) -> None:
-    # a reads the conversation; b deletes a message and claims a copy of its own; a's fill
-    # (holding the deleted message) lands in b's copy; then b fills and vouches.
+    """Run ``step`` once, right before ``memory``'s next rebuild appends its records to the
+    copy it claimed (and found still its own)."""
+    real = memory.cache._append_messages
+    armed: list[Callable[[], Any]] = []
+
+    async def append(*args: Any, **kwargs: Any) -> Any:
+        if armed:
+            await armed.pop()()
+        return await real(*args, **kwargs)
+
+    async def arm() -> None:
+        armed.append(step)
+
+    monkeypatch.setattr(memory.cache, "_append_messages", append)
+    _during_rebuild_read(monkeypatch, memory, arm)
+
+
+@pytest.mark.parametrize("moment", ["after its read", "as it fills"])
+async def test_a_stale_rebuild_never_leaves_deleted_words_in_anothers_copy(
+    shared: Pair, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    # a reads the conversation; b deletes messages and claims a copy of its own, either
+    # before a checks its claim (a must not fill b's copy) or after (a's fill, holding the
+    # deleted messages, lands in b's copy: it must go before b can vouch for it).
     a, b = await shared.open(), await shared.open()
     uid, conv = new_user_id(), new_conversation_id()
     system = make_message("you are terse", role="system", timestamp=at(0))
@@ -430,7 +452,10 @@ async def test_a_stale_rebuild_never_leaves_deleted_words_in_anothers_copy(
         b_read.set()
         await a_done.wait()
 
-    _during_rebuild_read(monkeypatch, a, delete_then_let_b_claim)
+    if moment == "after its read":
+        _during_rebuild_read(monkeypatch, a, delete_then_let_b_claim)
+    else:
+        _as_it_fills(monkeypatch, a, delete_then_let_b_claim)
     _during_rebuild_read(monkeypatch, b, hold_b_until_a_is_done)
     async with asyncio.timeout(RACE_DEADLINE):
         await context_ids(a, uid, conv)

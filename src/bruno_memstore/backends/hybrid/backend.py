@@ -65,7 +65,13 @@ from ...models import (
     SearchRequest,
     SessionRecord,
 )
-from ...primitives import AppendResult, ExportKind, MessagePruning, VectorPrimitives
+from ...primitives import (
+    AppendResult,
+    ExportKind,
+    MessagePruning,
+    VectorPrimitives,
+    same_session,
+)
 from ...registry import open_memory
 from ...url import MemoryURL
 from ..kit.settings import positive_int, positive_seconds
@@ -625,6 +631,11 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
                 await self._give_up(conversation_id)
                 return now, None
         try:
+            # Still this rebuild's claim? If not, another process deleted or claimed the copy
+            # since: appending what may be stale to it would only be undone below.
+            held = await self._cached(lambda: self.cache._get_session(claim.session_id))
+            if not same_session(held, claim):
+                return owner, records
             await self._fill(conversation_id, owner, records)
             marker = _marker(conversation_id, owner, built_us, token, complete=True)
             # Only over this rebuild's own claim: a copy deleted meanwhile (by another
