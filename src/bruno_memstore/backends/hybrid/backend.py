@@ -119,15 +119,15 @@ def _marker_id(conversation_id: str) -> str:
 
 
 def _marker(
-    conversation_id: str, owner: str, built_us: int, claim: str, *, complete: bool
+    conversation_id: str, owner: str, built_us: int, token: str, *, complete: bool
 ) -> SessionRecord:
-    """The record that claims a copy (``complete=False``) and then vouches for it; ``claim``
+    """The record that claims a copy (``complete=False``) and then vouches for it; ``token``
     tells one rebuild's claim from another's."""
     payload = {
         "hybrid_copy": _MARKER_FORMAT,
         "built_us": built_us,
         "complete": complete,
-        "claim": claim,
+        "claim": token,
     }
     return SessionRecord(
         session_id=_marker_id(conversation_id),

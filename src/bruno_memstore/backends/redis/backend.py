@@ -1028,11 +1028,9 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     async def _replace_session(self, record: SessionRecord, expected: SessionRecord) -> bool:
         # One script on the user's slot, on a cluster too: the session is the user's already,
         # so no directory key changes hands.
-        active, lex, payload = _session_fields(expected)
-        stored = "\x00".join([active, lex, expected.conversation_id, payload])  # as HSET writes
         args = [record.user_id, record.session_id, record.conversation_id]
         return await self._put_session_args(
-            record, [*args, *_session_fields(record), self._ttl_ms, stored]
+            record, [*args, *_session_fields(record), self._ttl_ms, _session_text(expected)]
         )
 
     async def _put_session_args(self, record: SessionRecord, args: list[Any]) -> bool:
@@ -1873,6 +1871,12 @@ def _session_fields(record: SessionRecord) -> tuple[str, str, str]:
         ts_hex(record.started_us) + record.session_id,
         record.payload,
     )
+
+
+def _session_text(record: SessionRecord) -> str:
+    """The value the put script stores for a session (what :func:`_session` reads)."""
+    active, lex, payload = _session_fields(record)
+    return "\x00".join((active, lex, record.conversation_id, payload))
 
 
 def _session(session_id: str, owner: str, text: str) -> SessionRecord:
