@@ -42,6 +42,7 @@ from pydantic_core import PydanticSerializationError
 
 from .background import stop_task
 from .capabilities import REQUIRED, Capability
+from .deadlines import Deadlines
 from .deferred_vectors import VectorWrites
 from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
 from .erasure_log import erasure_log as as_erasure_log
@@ -217,6 +218,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._connect_lock: asyncio.Lock | None = None
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
+        self._deadlines = Deadlines()  # operation_timeout's
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
         self.message_ttl = check_ttl(message_ttl, "message_ttl")
         self.conversation_ttl = check_ttl(conversation_ttl, "conversation_ttl")
@@ -464,8 +466,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _timed(self, call: Callable[[], Any]) -> Any:
         if self.operation_timeout is None:
             return await call()
-        async with asyncio.timeout(self.operation_timeout):
-            return await call()
+        return await self._deadlines.within(self.operation_timeout, call())
 
     # ================================================================ messages
 

@@ -45,6 +45,7 @@ from redis.client import NEVER_DECODE
 
 from ...base import archive_marker
 from ...capabilities import SEARCHABLE_STORE, Capability
+from ...deadlines import Deadlines
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
     BackendError,
@@ -329,6 +330,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._indexing: set[str] = set()  # users whose pending documents this process indexes
         self._quiet = QuietIndexer(self._index_batch, self.describe)
         self._io_timeout: float | None = None  # socket_timeout, when _command applies it
+        self._io_deadlines = Deadlines()
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
@@ -715,8 +717,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             if self._io_timeout is None:
                 return await method(*args, **kwargs)
             try:
-                async with asyncio.timeout(self._io_timeout):
-                    return await method(*args, **kwargs)
+                return await self._io_deadlines.within(self._io_timeout, method(*args, **kwargs))
             except TimeoutError:
                 # The connection was dropped on cancellation (redis-py disconnects a
                 # connection interrupted mid-reply); transient like redis-py's own timeout.
