@@ -82,6 +82,7 @@ from ..kit.hits import Found
 from ..kit.settings import positive_int
 from ..kit.vectors import ExactVectors, StaleLog, VectorIndex, nearest, vector_to_bytes
 from .cluster import CLUSTER_SOURCES, ClusterDirectory, ContendedError, Wire
+from .held import HeldConnections
 from .keys import (
     LAYOUT_VERSION,
     RedisKeys,
@@ -331,6 +332,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._quiet = QuietIndexer(self._index_batch, self.describe)
         self._io_timeout: float | None = None  # socket_timeout, when _command applies it
         self._io_deadlines = Deadlines()
+        self._held: HeldConnections | None = None  # standalone: the scripts' connections
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
         self._index_dimension: int | None = None  # of the RediSearch index, once checked
@@ -432,6 +434,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._shas = {name: script.sha for name, script in scripts.items()}
         self._io_timeout = s["socket_timeout"]
         self._slots = asyncio.Semaphore(s["max_connections"])
+        self._held = HeldConnections(pool, s["max_connections"])
         self._vector_mode, self._index_dimension = mode, None
         log.info(
             "%s: vector search %s",
@@ -678,6 +681,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         client, pool = self._client, self._pool
         self._client = self._pool = None
         self._scripts, self._shas = {}, {}
+        self._held = None  # closed with the pool
         if client is not None:
             await client.aclose()
         if pool is not None:
@@ -688,13 +692,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         cluster it runs on ``home``'s slot (by default the user ``args[0]``)."""
         if self._directory is not None:
             return await self._directory.eval(name, args, home)
-        call, prefix = self._client.execute_command, self.keys.prefix
+        assert self._held is not None
+        call, prefix = self._held.run, self.keys.prefix
         try:
             # EVALSHA by the digest taken at connect: no per-call script object work.
-            return await self._command(call, "EVALSHA", self._shas[name], 0, prefix, *args)
+            return await self._limited(call, "EVALSHA", self._shas[name], 0, prefix, *args)
         except rexc.NoScriptError:  # the server's script cache was flushed (or a failover)
             await self._command(self._client.script_load, self._scripts[name].script)
-            return await self._command(call, "EVALSHA", self._shas[name], 0, prefix, *args)
+            return await self._limited(call, "EVALSHA", self._shas[name], 0, prefix, *args)
 
     writes = _WRITES
     """The scripts that write: on a cluster, each is followed by ``WAIT``."""
@@ -706,6 +711,14 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         )
 
     async def _command(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)``, a call of the client's, under the store's limits."""
+        if self._held is not None:
+            return await self._limited(self._held.pooled, method, *args, **kwargs)
+        return await self._limited(method, *args, **kwargs)
+
+    async def _limited(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` once a call slot is free (at most ``pool_timeout``),
+        cut off after ``socket_timeout``."""
         self._quiet.touch()
         slots = self._slots
         if slots.locked():
