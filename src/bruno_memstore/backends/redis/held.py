@@ -16,6 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+try:  # redis-py packs through hiredis too, after encoding each argument itself
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - redis[hiredis] installs it
+    _pack = None
+
 __all__ = ["HeldConnections"]
 
 T = TypeVar("T")
@@ -39,11 +44,13 @@ class HeldConnections:
         return self._held
 
     async def run(self, *command: Any) -> Any:
-        """One command on a held connection; its reply as redis-py reads it."""
+        """One command on a held connection; its reply as redis-py reads it. The command's
+        arguments are text, bytes or numbers (text as UTF-8, as redis-py sends it)."""
         idle = self._idle
         conn = idle.pop() if idle else await self._take()
         try:
-            await conn.send_packed_command(conn.pack_command(*command), False)
+            packed = _pack(command) if _pack is not None else conn.pack_command(*command)
+            await conn.send_packed_command(packed, False)
             return await conn.read_response()
         finally:
             idle.append(conn)
