@@ -67,7 +67,12 @@ def _then(*steps: Callable[[str], object]) -> Callable[[str], None]:
 
 
 e = engines
-postgres_url = _engine("postgres_url", "The shared PostgreSQL 15 (no pgvector).", e.postgres_url)
+postgres_url = _engine(
+    "postgres_url",
+    "The shared PostgreSQL 15 (no pgvector); afterwards the run's schemas are dropped.",
+    e.postgres_url,
+    lambda url: e.drop_postgres_schemas(url, e.SQL_PREFIX),
+)
 pgvector_url = _engine(
     "pgvector_url",
     "The project's PostgreSQL 18 with pgvector; afterwards the run's schemas are dropped.",

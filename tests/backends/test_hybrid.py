@@ -54,7 +54,7 @@ REDIS_URL = os.environ.get("BRUNO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "BRUNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-SCHEMA = "bruno_memstore_hybrid_tests"
+SCHEMA = f"{engines.SQL_PREFIX}hybrid_tests"  # this run's, dropped afterwards
 PREFIX = f"bruno-hybrid-t-{uuid.uuid4().hex[:12]}"
 NO_RETRY = RetryPolicy(attempts=1)
 RACE_DEADLINE = 30  # seconds one round of racing calls may take
@@ -70,10 +70,11 @@ def memcached_url() -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _drop_the_runs_redis_keys() -> Iterator[None]:
-    """Afterwards the run's keys are removed from the shared server."""
+def _drop_what_the_run_left() -> Iterator[None]:
+    """Afterwards the run's keys and schema are removed from the shared servers."""
     yield
     engines.drop_redis_keys(REDIS_URL, PREFIX)
+    engines.drop_postgres_schemas(POSTGRES_URL, SCHEMA)
 
 
 @dataclass

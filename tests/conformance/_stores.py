@@ -39,13 +39,14 @@ from bruno_memstore.url import MemoryURL
 NUL = ("\x00",)  # PostgreSQL cannot hold it
 SURROGATE = ("\udfff",)  # not UTF-8: utf8mb4 and Chroma cannot hold it in metadata
 
-# Main stores shared by every run (tests use fresh ids), as they always were.
-POSTGRES_SCHEMA = "bruno_memstore_conformance"
-HYBRID_SCHEMA = "bruno_memstore_hybrid_conformance"
-MYSQL_TABLES = "bruno_conformance_"
-MEMCACHED_PREFIX = "bruno-conformance"
+# Main stores of this test process only (each pytest-xdist worker has its own), so that
+# store-wide figures (statistics, counts) see no other run's writes; the engines' fixtures
+# drop them when the process ends, and memcached lets them expire.
+POSTGRES_SCHEMA = f"{engines.SQL_PREFIX}conformance"
+HYBRID_SCHEMA = f"{engines.SQL_PREFIX}hybrid"
+MYSQL_TABLES = f"{engines.SQL_PREFIX}conf_"
+MEMCACHED_PREFIX = f"{engines.REDIS_PREFIX}-conformance"
 MEMCACHED_TTL = 3600  # what a run leaves in the shared memcached goes away by itself
-# Main stores of this run only.
 REDIS_PREFIX = f"{engines.REDIS_PREFIX}-test"
 HYBRID_PREFIX = f"{engines.REDIS_PREFIX}-hybrid"
 
