@@ -1,4 +1,4 @@
-"""What a time limit costs a call: none, ``asyncio.timeout``, or :class:`Deadlines`.
+"""What a time limit costs a call: none, ``asyncio.timeout``, or :class:`TimeLimits`.
 
 Each row awaits ``--calls`` calls one after another and gives the microseconds per call of
 CPU (``time.process_time``) and of wall time: first a coroutine that only yields to the
@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bruno_memstore.deadlines import Deadlines
+from bruno_memstore.time_limits import TimeLimits
 
 app = typer.Typer(add_completion=False)
 
@@ -31,7 +31,7 @@ async def _yield_once() -> None:
     await asyncio.sleep(0)
 
 
-def _ways(deadlines: Deadlines) -> dict[str, Callable[[Callable[[], Awaitable[Any]]], Any]]:
+def _ways(limits: TimeLimits) -> dict[str, Callable[[Callable[[], Awaitable[Any]]], Any]]:
     async def bare(call: Callable[[], Awaitable[Any]]) -> Any:
         return await call()
 
@@ -40,9 +40,9 @@ def _ways(deadlines: Deadlines) -> dict[str, Callable[[Callable[[], Awaitable[An
             return await call()
 
     async def within(call: Callable[[], Awaitable[Any]]) -> Any:
-        return await deadlines.within(LIMIT, call())
+        return await limits.within(LIMIT, call())
 
-    return {"no limit": bare, "asyncio.timeout": timeout, "Deadlines.within": within}
+    return {"no limit": bare, "asyncio.timeout": timeout, "TimeLimits.within": within}
 
 
 async def _time(calls: int, way: Any, call: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
@@ -59,7 +59,7 @@ async def measure(url: str, calls: int, rounds: int) -> list[tuple[str, str, flo
     """``(call, way, CPU µs, wall µs)`` rows, the best round of each."""
     import redis.asyncio as aioredis
 
-    ways = _ways(Deadlines())
+    ways = _ways(TimeLimits())
     client = aioredis.Redis.from_url(url)
     targets: dict[str, Callable[[], Awaitable[Any]]] = {
         "yield once": _yield_once,

@@ -42,7 +42,6 @@ from pydantic_core import PydanticSerializationError
 
 from .background import stop_task
 from .capabilities import REQUIRED, Capability
-from .deadlines import Deadlines
 from .deferred_vectors import VectorWrites
 from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
 from .erasure_log import erasure_log as as_erasure_log
@@ -100,6 +99,7 @@ from .retention import RetentionPolicy, as_policy, retention_plan
 from .retry import RetryPolicy, retry_transient
 from .semantic import DEFAULT_MODEL, SemanticSearch
 from .telemetry import telemetry_wanted
+from .time_limits import TimeLimits
 from .url import MemoryURL, redact_url
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "ContextStrategy", "MemoryBackend", "SearchKind"]
@@ -218,7 +218,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self._connect_lock: asyncio.Lock | None = None
         self._schema_version: int | None = None
         self._meter = Meter(self.backend_name)
-        self._deadlines = Deadlines()  # operation_timeout's
+        self._time_limits = TimeLimits()  # operation_timeout's, and a backend's own limits
         self.erasure_log: ErasureLog | None = as_erasure_log(erasure_log)
         self.message_ttl = check_ttl(message_ttl, "message_ttl")
         self.conversation_ttl = check_ttl(conversation_ttl, "conversation_ttl")
@@ -466,7 +466,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     async def _timed(self, call: Callable[[], Any]) -> Any:
         if self.operation_timeout is None:
             return await call()
-        return await self._deadlines.within(self.operation_timeout, call())
+        return await self._time_limits.within(self.operation_timeout, call())
 
     # ================================================================ messages
 

@@ -25,6 +25,6 @@ def test_the_command_prints_every_call_and_way() -> None:
     assert {(c[0], c[1]) for c in cells} == {
         (call, way)
         for call in ("yield once", "Redis PING")
-        for way in ("no limit", "asyncio.timeout", "Deadlines.within")
+        for way in ("no limit", "asyncio.timeout", "TimeLimits.within")
     }
     assert all(float(c[2]) > 0 and float(c[3]) > 0 for c in cells)

@@ -49,7 +49,6 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from ...base import MemoryBackend
 from ...capabilities import REQUIRED, Capability
-from ...deadlines import Deadlines
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
     CapabilityError,
@@ -243,7 +242,6 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
         self.search_mode = persistent.search_mode
         self.vector_weight = persistent.vector_weight
         self.cache_timeout = cache_timeout
-        self._cache_deadlines = Deadlines()
         self.cache_retry_after = float(cache_retry_after)
         if cache.ttl:
             # Records expire one by one: trust a copy only while all of it is surely there.
@@ -396,7 +394,7 @@ class HybridMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     async def _limited(self, awaitable: Awaitable[T]) -> T:
         if self.cache_timeout is None or self._local:
             return await awaitable
-        return await self._cache_deadlines.within(self.cache_timeout, awaitable)
+        return await self._time_limits.within(self.cache_timeout, awaitable)
 
     def _cache_usable(self) -> bool:
         """Whether the cache tier may be tried now (a probe is allowed once a pause ends)."""

@@ -45,7 +45,6 @@ from redis.client import NEVER_DECODE
 
 from ...base import archive_marker
 from ...capabilities import SEARCHABLE_STORE, Capability
-from ...deadlines import Deadlines
 from ...embeddings.adapter import VectorSpace
 from ...errors import (
     BackendError,
@@ -331,7 +330,6 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
         self._indexing: set[str] = set()  # users whose pending documents this process indexes
         self._quiet = QuietIndexer(self._index_batch, self.describe)
         self._io_timeout: float | None = None  # socket_timeout, when _command applies it
-        self._io_deadlines = Deadlines()
         self._held: HeldConnections | None = None  # standalone: the scripts' connections
         self._slots = asyncio.Semaphore(max(1, settings["max_connections"]))
         self._vector_mode: str | None = None
@@ -730,7 +728,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
             if self._io_timeout is None:
                 return await method(*args, **kwargs)
             try:
-                return await self._io_deadlines.within(self._io_timeout, method(*args, **kwargs))
+                return await self._time_limits.within(self._io_timeout, method(*args, **kwargs))
             except TimeoutError:
                 # The connection was dropped on cancellation (redis-py disconnects a
                 # connection interrupted mid-reply); transient like redis-py's own timeout.

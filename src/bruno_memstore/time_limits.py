@@ -2,7 +2,7 @@
 
 ``asyncio.timeout`` arms a timer for every call and disarms it after: a few microseconds of
 CPU on a call to a local server that takes a hundred, paid by every store and read. A
-:class:`Deadlines` keeps the calls under way with their deadlines and arms one timer per
+:class:`TimeLimits` keeps the calls under way with their deadlines and arms one timer per
 event loop, for the earliest of them. When it fires it cancels the calls past their
 deadline, each of which then raises ``TimeoutError`` as under ``asyncio.timeout`` (a
 cancellation from elsewhere stays a cancellation), and arms itself for the next deadline.
@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["Deadlines"]
+__all__ = ["TimeLimits"]
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ class _Call:
         self.expired = False
 
 
-class Deadlines:
+class TimeLimits:
     """Runs awaitables under time limits with one timer per event loop (see the module)."""
 
     __slots__ = ("_at", "_calls", "_loop", "_timer")
@@ -48,7 +48,7 @@ class Deadlines:
             TimeoutError: the time ran out (the awaitable was cancelled).
         """
         task = asyncio.current_task()
-        assert task is not None, "Deadlines.within runs in a task"
+        assert task is not None, "TimeLimits.within runs in a task"
         loop = task.get_loop()
         if loop is not self._loop:
             # A new loop (the old one's calls went with it).

@@ -1,4 +1,4 @@
-"""Deadlines: one timer per loop, each call cut off at its own time, as asyncio.timeout would."""
+"""TimeLimits: one timer per loop, each call cut off at its own time, as asyncio.timeout would."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bruno_memstore.deadlines import Deadlines
+from bruno_memstore.time_limits import TimeLimits
 
 
 async def _sleep(seconds: float, result: object = "done") -> object:
@@ -16,29 +16,29 @@ async def _sleep(seconds: float, result: object = "done") -> object:
 
 
 async def test_a_call_within_its_time_returns_its_result() -> None:
-    assert await Deadlines().within(5.0, _sleep(0, 42)) == 42
+    assert await TimeLimits().within(5.0, _sleep(0, 42)) == 42
 
 
 async def test_a_call_past_its_time_raises_timeout_error_at_its_deadline() -> None:
-    deadlines = Deadlines()
+    limits = TimeLimits()
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await deadlines.within(0.2, _sleep(10))
+        await limits.within(0.2, _sleep(10))
     assert 0.19 <= time.monotonic() - started < 1.0
     # The task is left as it was: not still being cancelled.
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
-    assert await deadlines.within(5.0, _sleep(0.01)) == "done"
+    assert await limits.within(5.0, _sleep(0.01)) == "done"
 
 
 async def test_concurrent_calls_each_end_at_their_own_deadline() -> None:
-    deadlines = Deadlines()
+    limits = TimeLimits()
     started = time.monotonic()
     ended: dict[float, float] = {}
 
     async def one(limit: float) -> object:
         try:
-            return await deadlines.within(limit, _sleep(0.9))
+            return await limits.within(limit, _sleep(0.9))
         finally:
             ended[limit] = time.monotonic() - started
 
@@ -58,19 +58,19 @@ async def test_concurrent_calls_each_end_at_their_own_deadline() -> None:
 
 
 async def test_a_shorter_limit_than_those_under_way_still_ends_on_time() -> None:
-    deadlines = Deadlines()
-    slow = asyncio.ensure_future(deadlines.within(5.0, _sleep(0.5)))
+    limits = TimeLimits()
+    slow = asyncio.ensure_future(limits.within(5.0, _sleep(0.5)))
     await asyncio.sleep(0.01)  # the timer is armed for the 5 s call
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await deadlines.within(0.1, _sleep(10))
+        await limits.within(0.1, _sleep(10))
     assert time.monotonic() - started < 0.4
     assert await slow == "done"
 
 
 async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
-    deadlines = Deadlines()
-    task = asyncio.ensure_future(deadlines.within(5.0, _sleep(10)))
+    limits = TimeLimits()
+    task = asyncio.ensure_future(limits.within(5.0, _sleep(10)))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -82,16 +82,16 @@ async def test_an_awaitable_that_raises_keeps_its_error() -> None:
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        await Deadlines().within(5.0, fails())
+        await TimeLimits().within(5.0, fails())
 
 
 def test_it_follows_its_caller_from_one_event_loop_to_the_next() -> None:
-    deadlines = Deadlines()
+    limits = TimeLimits()
     for _ in range(3):
-        assert asyncio.run(deadlines.within(5.0, _sleep(0, "ok"))) == "ok"
+        assert asyncio.run(limits.within(5.0, _sleep(0, "ok"))) == "ok"
 
     async def times_out() -> None:
-        await deadlines.within(0.05, _sleep(10))
+        await limits.within(0.05, _sleep(10))
 
     with pytest.raises(TimeoutError):
         asyncio.run(times_out())
