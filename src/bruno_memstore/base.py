@@ -40,7 +40,7 @@ from bruno_core.models.message import Message, MessageRole
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from .background import stop_task
+from .background import abandon, stop_task
 from .capabilities import REQUIRED, Capability
 from .deferred_vectors import VectorWrites
 from .erasure_log import ErasureLog, ErasureLogError, erasure_entry
@@ -109,6 +109,9 @@ log = logging.getLogger("bruno_memstore")
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 """Seconds ``shutdown()`` waits for the calls under way before it closes the connections."""
 
+LEFT_BEHIND_CLOSE_TIMEOUT = 2.0
+"""Seconds spent closing a connection an earlier event loop made, before it is dropped."""
+
 T = TypeVar("T")
 ContextStrategy = Literal["recent", "relevant", "hybrid"]
 SearchKind = Literal["message", "memory"]
@@ -174,6 +177,11 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
     """Whether ``get_context`` reads a conversation's window while it looks up the session
     (two calls at once, one round trip's wait); off where a read waits for no network (an
     embedded engine), since running both at once costs more than it saves there."""
+    loop_bound: bool = False
+    """Whether the connection belongs to the event loop it was made on (an asyncio driver's
+    sockets and futures do). Such a memory, called from another loop (``asyncio.run`` again,
+    say), leaves the old connection behind, closing what it can of it, and connects again
+    on the caller's loop; one loop at a time uses it."""
     deletes_expired_itself: bool = False
     """Whether the engine deletes expired memory entries on its own schedule (MongoDB's TTL
     monitor, DynamoDB's TTL): an expired entry that ``include_expired`` shows may be gone at
@@ -226,6 +234,8 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         self.memory_ttl = check_ttl(memory_ttl, "memory_ttl")
         self.sweep_interval = check_ttl(sweep_interval, "sweep_interval")
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's (loop_bound)
+        self._left_behind = False  # a connection of an earlier loop, to close at the next connect
         self.retention = as_policy(retention)
         self._init_semantic(embedding_model, search_mode, vector_weight, vectors)
         if telemetry_wanted(telemetry, trace_content):  # decided once: off costs nothing
@@ -290,9 +300,33 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             if self._connected and not self._calls.open:
                 self._connected = False
                 self._generation += 1
-                await self._close()
+                if self.loop_bound and self._loop is not asyncio.get_running_loop():
+                    await self._close_left_behind()
+                else:
+                    await self._close()
         if not self._calls.open:
             self._connect_lock = None  # the next initialize() may run on another loop
+
+    def _leave_loop(self) -> None:
+        """Called on a loop other than the connection's: the connection is left behind (its
+        loop may be closed), to be closed as far as it can be by the next connect, on this
+        loop, which from now on is the memory's."""
+        self._connected = False
+        self._generation += 1
+        self._left_behind = True
+        self._loop = asyncio.get_running_loop()
+        self._connect_lock = None  # bound to the old loop once contended
+        abandon(self._sweeper)
+        self._sweeper = None
+
+    async def _close_left_behind(self) -> None:
+        """``_close()`` for a connection made on another loop: what cannot be closed from
+        this one (its sockets belong to the other loop, which may be closed) is dropped."""
+        try:
+            async with asyncio.timeout(LEFT_BEHIND_CLOSE_TIMEOUT):
+                await self._close()
+        except Exception as exc:
+            log.debug("%r: the previous event loop's connection was dropped (%s)", self, exc)
 
     def _reopen(self) -> None:
         """Take calls again after :meth:`shutdown` (they connect on first use)."""
@@ -365,6 +399,9 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         async with self._connect_lock:
             if self._connected:
                 return
+            if self._left_behind:
+                self._left_behind = False
+                await self._close_left_behind()
             try:
                 await self._connect()
                 try:
@@ -377,6 +414,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             except Exception as exc:
                 raise self._translate("connect", exc) from exc
             self._connected = True
+            self._loop = asyncio.get_running_loop()
             if self.vectors == "deferred" and self.embedder is not None:
                 self._vector_queue.start()  # first drains what an earlier process left
             if self.sweep_interval is not None:
@@ -431,6 +469,10 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         try:
             if not self._connected:
                 await self._ensure_connected()
+            elif self.loop_bound and self._loop is not asyncio.get_running_loop():
+                self._leave_loop()
+                await self._ensure_connected()
+                generation = self._generation
             elif self.sweep_interval is not None and self._sweeper is None:
                 self._start_sweeper()  # configured after the connection
             started = time.perf_counter()

@@ -142,6 +142,7 @@ class DynamoDBMemory(MemoryBackend, VectorPrimitives, MessagePruning):
     """
 
     backend_name: ClassVar[str] = "dynamodb"
+    loop_bound = True  # aiobotocore's client
     capabilities = DATABASE | {Capability.VECTORS, Capability.PRUNING}
     # A message is cut into items (all in one transaction where there are transactions,
     # which take 4 MB); a memory entry or a session is one item of at most 400 KB.

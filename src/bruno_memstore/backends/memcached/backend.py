@@ -84,6 +84,7 @@ class MemcachedMemory(KeyValueMemory):
     """
 
     backend_name: ClassVar[str] = "memcached"
+    loop_bound = True  # aiomcache's connections
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.MESSAGES, Capability.SESSIONS, Capability.MEMORIES, Capability.TTL}
     )

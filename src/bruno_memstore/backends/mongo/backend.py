@@ -82,6 +82,7 @@ class MongoMemory(MongoSearch, DriverURLBackend, VectorPrimitives, MessagePrunin
     """
 
     backend_name: ClassVar[str] = "mongodb"
+    loop_bound = True  # AsyncMongoClient
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
         Capability.VECTORS,
         Capability.TTL,

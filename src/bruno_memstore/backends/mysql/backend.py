@@ -79,6 +79,7 @@ class MySQLMemory(DriverURLBackend, BlobVectorSearch, AsyncSQLMemory, PendingVec
     """
 
     backend_name: ClassVar[str] = "mysql"
+    loop_bound = True  # asyncmy's pool
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
         Capability.VECTORS,
         Capability.PRUNING,

@@ -103,6 +103,7 @@ class PineconeMemory(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "pinecone"
+    loop_bound = True  # the asyncio client's sessions
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(

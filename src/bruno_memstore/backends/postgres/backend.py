@@ -111,6 +111,7 @@ class PostgresMemory(DriverURLBackend, AsyncSQLMemory):
     """
 
     backend_name: ClassVar[str] = "postgres"
+    loop_bound = True  # asyncpg's pool
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {
         Capability.VECTORS,
         Capability.PRUNING,

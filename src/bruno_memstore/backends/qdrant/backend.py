@@ -134,6 +134,7 @@ class QdrantMemory(QdrantSearch, MemoryBackend, VectorPrimitives, MessagePruning
             self.url, self._url_prefix, self._api_key = split_server_url(url, api_key)
             secret = hashlib.sha256((self._api_key or "").encode()).hexdigest()
             self._location = ("server", self.url, self._url_prefix, secret)
+            self.loop_bound = True  # AsyncQdrantClient's HTTP connections
         self._store: Store | None = None
 
     @classmethod

@@ -222,6 +222,7 @@ class RedisMemory(DriverURLBackend, VectorPrimitives, MessagePruning):
     """
 
     backend_name: ClassVar[str] = "redis"
+    loop_bound = True  # redis.asyncio's connections
     capabilities: ClassVar[frozenset[Capability]] = SEARCHABLE_STORE | {
         Capability.TTL,
         Capability.VECTORS,

@@ -105,8 +105,9 @@ class ThreadedSQLMemory(SQLMemory):
         pools = [self._reader_pool, self._search_pool]
         self._writer = self._reader_pool = self._search_pool = None
         inline, self._inline = self._inline, None
-        if inline is not None:
+        if inline is not None and threading.get_ident() == self._inline_thread:
             inline.close()
+        # (Opened by another thread, which alone may close it: it closes when collected.)
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None

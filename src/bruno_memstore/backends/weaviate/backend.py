@@ -96,6 +96,7 @@ class WeaviateMemory(MemoryBackend, VectorPrimitives):
     """
 
     backend_name: ClassVar[str] = "weaviate"
+    loop_bound = True  # WeaviateAsyncClient (grpc.aio, httpx)
     capabilities: ClassVar[frozenset[Capability]] = DATABASE | {Capability.VECTORS}
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from uuid import UUID
 
 import pytest
 from bruno_core.models.message import Message
@@ -156,6 +157,28 @@ class ConcurrencySuite(ConformanceBase):
         await asyncio.gather(*(fresh.store_message(m, uid, conv) for m in msgs))
         got = await fresh.retrieve_context(uid, conversation_id=conv, limit=100)
         assert [m.id for m in got] == [m.id for m in msgs]
+
+    async def test_one_event_loop_after_another(self, memory: MemoryBackend) -> None:
+        """``asyncio.run`` again and again with one memory, as a script or a notebook does:
+        every loop's calls work, and so do the test's own loop's after them."""
+        fresh = await self.open_memory()
+        uid, conv = new_user_id(), new_conversation_id()
+        msgs = [make_message(f"loop {i}", timestamp=at(i)) for i in range(3)]
+
+        async def store_and_read(i: int) -> list[UUID]:
+            await fresh.store_message(msgs[i], uid, conv)
+            got = await fresh.retrieve_context(uid, conversation_id=conv, limit=10)
+            return [m.id for m in got]
+
+        def one_loop_after_another() -> list[list[UUID]]:
+            return [asyncio.run(store_and_read(i)) for i in range(len(msgs))]
+
+        seen = await asyncio.to_thread(one_loop_after_another)
+        assert seen == [[m.id for m in msgs[: i + 1]] for i in range(len(msgs))]
+        got = await fresh.retrieve_context(uid, conversation_id=conv, limit=10)
+        assert [m.id for m in got] == [m.id for m in msgs]
+        await fresh.shutdown()
+        assert fresh.closed
 
     async def test_racing_get_context_creates_one_session(self, memory: MemoryBackend) -> None:
         uid, ref = new_user_id(), new_session_id()
