@@ -300,12 +300,16 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
             if self._connected and not self._calls.open:
                 self._connected = False
                 self._generation += 1
-                if self.loop_bound and self._loop is not asyncio.get_running_loop():
+                if self._elsewhere():
                     await self._close_left_behind()
                 else:
                     await self._close()
         if not self._calls.open:
             self._connect_lock = None  # the next initialize() may run on another loop
+
+    def _elsewhere(self) -> bool:
+        """Whether the connection (of a ``loop_bound`` memory) belongs to another loop."""
+        return self.loop_bound and self._loop is not asyncio.get_running_loop()
 
     def _leave_loop(self) -> None:
         """Called on a loop other than the connection's: the connection is left behind (its
@@ -469,7 +473,7 @@ class MemoryBackend(MemoryInterface, StoragePrimitives, SemanticSearch):
         try:
             if not self._connected:
                 await self._ensure_connected()
-            elif self.loop_bound and self._loop is not asyncio.get_running_loop():
+            elif self._elsewhere():
                 self._leave_loop()
                 await self._ensure_connected()
                 generation = self._generation
